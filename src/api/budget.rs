@@ -1,0 +1,123 @@
+//! The `ResourceBudget` kind: a share of the host (or cluster) that agents are admitted into
+//! and that the kernel enforces on their sum.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Condition, ResourceAmounts, is_zero};
+use super::quantity::{Cpu, Memory, Percent};
+
+/// A budget of memory, CPU and pids for a group of agents. Budgets nest like cgroups.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "a2a.dev",
+    version = "v1alpha1",
+    kind = "ResourceBudget",
+    plural = "resourcebudgets",
+    shortname = "rb",
+    category = "a2a",
+    status = "ResourceBudgetStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A budget of memory, CPU and pids that agents are admitted into and the kernel enforces on their sum.",
+    printcolumn(name = "Memory", type_ = "string", json_path = ".spec.limits.memory"),
+    printcolumn(name = "CPU", type_ = "string", json_path = ".spec.limits.cpu"),
+    printcolumn(
+        name = "Allocated-Mem",
+        type_ = "string",
+        json_path = ".status.allocated.memory"
+    ),
+    printcolumn(
+        name = "Used-Mem",
+        type_ = "string",
+        json_path = ".status.used.memory",
+        priority = 1
+    ),
+    printcolumn(name = "Agents", type_ = "integer", json_path = ".status.agents"),
+    printcolumn(
+        name = "Parent",
+        type_ = "string",
+        json_path = ".spec.parent",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceBudgetSpec {
+    /// The most all agents in this budget (and its children) may use together.
+    #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
+    pub limits: ResourceAmounts,
+    /// The enclosing budget; its limits bound this one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Host memory always left free: agents are not admitted when the host would drop below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve: Option<Memory>,
+    /// The CPU all `background` agents of this budget may use together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_cpu: Option<Cpu>,
+    /// Thresholds that raise an Event, the `AlertFiring` condition and a metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<Alert>,
+}
+
+/// Fires when measured use of `resource` is above `above` of the budget's limit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Alert {
+    pub resource: AlertResource,
+    /// A share of the limit: `"90%"`.
+    pub above: Percent,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertResource {
+    Memory,
+    Cpu,
+    Pids,
+}
+
+/// What is admitted into, and used of, a budget.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceBudgetStatus {
+    /// The sum of admitted agents' limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<Amounts>,
+    /// Measured use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<Amounts>,
+    /// Admitted agents.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub agents: u32,
+    /// Agents waiting for room, `namespace/name`, in admission order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Pressure`, `AlertFiring`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Amounts as written in status: quantities for people, numbers for machines.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Amounts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cpu_millicores: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pids: u64,
+}

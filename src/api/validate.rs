@@ -1,0 +1,918 @@
+//! Validation of one object: its structure against the generated CRD schema (the same schema
+//! a Kubernetes API server enforces), then the rules a schema cannot say (DAG, templates,
+//! requests within limits...). Every problem is reported, each with its field path.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::OnceLock;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
+use serde_json::Value;
+
+use super::agent::{Agent, Protocol};
+use super::budget::ResourceBudget;
+use super::common::{API_VERSION, GROUP, ResourceAmounts};
+use super::quantity::{self, CpuAmount, json_type_name};
+use super::template::{self, Ref};
+use super::workflow::Workflow;
+use super::{Kind, Object};
+
+/// One problem at one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// `spec.tasks[1].dependsOn`; empty for the object as a whole.
+    pub path: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Parses and validates one object given as JSON. On success the typed object; otherwise
+/// every problem found.
+pub fn validate(value: &Value) -> Result<Object, Vec<FieldError>> {
+    let kind = identify(value).map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    let root = schema(kind);
+    walk(root, value, &mut String::new(), &mut errors);
+    check_metadata(kind, value.get("metadata"), &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let object = match kind {
+        Kind::Agent => serde_json::from_value::<Agent>(value.clone()).map(Object::Agent),
+        Kind::Workflow => serde_json::from_value::<Workflow>(value.clone()).map(Object::Workflow),
+        Kind::ResourceBudget => {
+            serde_json::from_value::<ResourceBudget>(value.clone()).map(Object::ResourceBudget)
+        }
+    }
+    .map_err(|e| vec![FieldError::new("", e.to_string())])?;
+    match &object {
+        Object::Agent(a) => check_agent(a, &mut errors),
+        Object::Workflow(w) => check_workflow(w, &mut errors),
+        Object::ResourceBudget(b) => check_budget(b, &mut errors),
+    }
+    if errors.is_empty() {
+        Ok(object)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads `apiVersion` and `kind`, with precise errors for everything that is not ours.
+pub fn identify(value: &Value) -> Result<Kind, FieldError> {
+    let Value::Object(map) = value else {
+        return Err(FieldError::new(
+            "",
+            format!(
+                "expected a mapping of fields, got {}",
+                json_type_name(value)
+            ),
+        ));
+    };
+    let api_version = match map.get("apiVersion") {
+        None => {
+            return Err(FieldError::new(
+                "apiVersion",
+                format!("required field is missing (write apiVersion: {API_VERSION})"),
+            ));
+        }
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => {
+            return Err(FieldError::new(
+                "apiVersion",
+                format!("expected a string, got {}", json_type_name(other)),
+            ));
+        }
+    };
+    let kind = match map.get("kind") {
+        None => {
+            return Err(FieldError::new(
+                "kind",
+                "required field is missing (Agent, Workflow or ResourceBudget)",
+            ));
+        }
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => {
+            return Err(FieldError::new(
+                "kind",
+                format!("expected a string, got {}", json_type_name(other)),
+            ));
+        }
+    };
+    let group = api_version.split_once('/').map_or("", |(g, _)| g);
+    if group != GROUP {
+        return Err(FieldError::new(
+            "kind",
+            format!(
+                "{kind} ({api_version}) is not an a2a kind; a2a applies Agent, Workflow and ResourceBudget ({API_VERSION})"
+            ),
+        ));
+    }
+    if api_version != API_VERSION {
+        return Err(FieldError::new(
+            "apiVersion",
+            format!("unknown version {api_version:?}; a2a serves {API_VERSION}"),
+        ));
+    }
+    Kind::from_kind(kind).ok_or_else(|| {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        FieldError::new(
+            "kind",
+            format!("unknown kind {kind:?} in {API_VERSION}{}; kinds are Agent, Workflow, ResourceBudget", suggest(kind, &names)),
+        )
+    })
+}
+
+/// The CRD's OpenAPI schema of a kind, generated once.
+pub fn schema(kind: Kind) -> &'static JSONSchemaProps {
+    static SCHEMAS: OnceLock<HashMap<Kind, JSONSchemaProps>> = OnceLock::new();
+    let all = SCHEMAS.get_or_init(|| {
+        Kind::ALL
+            .into_iter()
+            .map(|k| {
+                let crd = k.crd();
+                let schema = crd
+                    .spec
+                    .versions
+                    .into_iter()
+                    .next()
+                    .and_then(|v| v.schema)
+                    .and_then(|s| s.open_api_v3_schema);
+                (k, schema.unwrap_or_default())
+            })
+            .collect()
+    });
+    &all[&kind]
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Checks `value` against `schema` the way a structural-schema API server does, collecting
+/// every problem: unknown fields, missing required fields, wrong types, enum values, ranges
+/// and our scalar formats (quantities, durations, percentages).
+fn walk(schema: &JSONSchemaProps, value: &Value, path: &mut String, errors: &mut Vec<FieldError>) {
+    if value.is_null() {
+        if schema.nullable != Some(true) && !path.is_empty() {
+            errors.push(FieldError::new(path.clone(), "must not be empty (null)"));
+        }
+        return;
+    }
+    if schema.x_kubernetes_int_or_string == Some(true) {
+        if !(value.is_string() || value.is_number()) {
+            errors.push(FieldError::new(
+                path.clone(),
+                format!(
+                    "expected a number or a string, got {}",
+                    json_type_name(value)
+                ),
+            ));
+        } else {
+            check_format(schema, value, path, errors);
+        }
+        return;
+    }
+    let Some(ty) = schema.type_.as_deref() else {
+        return;
+    };
+    let type_ok = match ty {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        _ => true,
+    };
+    if !type_ok {
+        let expected = match ty {
+            "object" => "a mapping",
+            "array" => "a list",
+            "string" => "a string",
+            "integer" => "an integer",
+            "number" => "a number",
+            _ => "a boolean",
+        };
+        let shown = match value {
+            Value::String(s) if s.len() <= 40 => format!(" ({s:?})"),
+            Value::Number(n) => format!(" ({n})"),
+            _ => String::new(),
+        };
+        errors.push(FieldError::new(
+            path.clone(),
+            format!("expected {expected}, got {}{shown}", json_type_name(value)),
+        ));
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            if schema.x_kubernetes_preserve_unknown_fields == Some(true) {
+                return;
+            }
+            let props = schema.properties.as_ref();
+            let additional = match &schema.additional_properties {
+                Some(JSONSchemaPropsOrBool::Schema(s)) => Some(s.as_ref()),
+                _ => None,
+            };
+            for (key, child) in map {
+                // The CRD schema leaves the type header and metadata to the API machinery.
+                if path.is_empty() && ["apiVersion", "kind", "metadata"].contains(&key.as_str()) {
+                    continue;
+                }
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                match (props.and_then(|p| p.get(key)), additional) {
+                    (Some(s), _) | (None, Some(s)) => walk(s, child, path, errors),
+                    (None, None) if props.is_some() => {
+                        let known: Vec<&str> = props
+                            .into_iter()
+                            .flat_map(|p| p.keys().map(String::as_str))
+                            .collect();
+                        errors.push(FieldError::new(
+                            path.clone(),
+                            format!("unknown field{}", suggest(key, &known)),
+                        ));
+                    }
+                    (None, None) => {}
+                }
+                path.truncate(len);
+            }
+            for req in schema.required.iter().flatten() {
+                if !map.contains_key(req) {
+                    errors.push(FieldError::new(
+                        join(path, req),
+                        "required field is missing",
+                    ));
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(JSONSchemaPropsOrArray::Schema(item)) = &schema.items {
+                for (i, child) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    walk(item, child, path, errors);
+                    path.truncate(len);
+                }
+            }
+            if let Some(min) = schema.min_items
+                && (items.len() as i64) < min
+            {
+                errors.push(FieldError::new(
+                    path.clone(),
+                    format!(
+                        "needs at least {min} item{}",
+                        if min == 1 { "" } else { "s" }
+                    ),
+                ));
+            }
+        }
+        Value::String(s) => {
+            if let Some(allowed) = &schema.enum_ {
+                let names: Vec<&str> = allowed.iter().filter_map(|v| v.0.as_str()).collect();
+                if !names.contains(&s.as_str()) {
+                    errors.push(FieldError::new(
+                        path.clone(),
+                        format!(
+                            "{s:?} is not one of {}{}",
+                            names.join(", "),
+                            suggest(s, &names)
+                        ),
+                    ));
+                }
+            }
+            check_format(schema, value, path, errors);
+        }
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or_default();
+            if let Some(min) = schema.minimum
+                && x < min
+            {
+                errors.push(FieldError::new(
+                    path.clone(),
+                    format!("{n} is below the minimum {min}"),
+                ));
+            }
+            if let Some(max) = schema.maximum
+                && x > max
+            {
+                errors.push(FieldError::new(
+                    path.clone(),
+                    format!("{n} is above the maximum {max}"),
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_format(schema: &JSONSchemaProps, value: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    if let Some(Err(e)) = schema
+        .format
+        .as_deref()
+        .and_then(|f| quantity::check_format(f, value))
+    {
+        errors.push(FieldError::new(path, e));
+    }
+}
+
+/// ` (did you mean "x"?)` when a candidate is within a couple of edits, else empty.
+pub fn suggest(word: &str, candidates: &[&str]) -> String {
+    let lower = word.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len())
+        .min()
+        .map(|(_, c)| format!(" (did you mean {c:?}?)"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// A DNS-1123 label: lowercase letters, digits and `-`, at most 63, starting and ending
+/// with a letter or digit.
+pub fn check_dns_label(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if s.len() > 63 {
+        return Err(format!("{s:?} is longer than 63 characters"));
+    }
+    let ok_chars = s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_ends = !s.starts_with('-') && !s.ends_with('-');
+    if ok_chars && ok_ends {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// A Kubernetes label or annotation key: `[prefix/]name`.
+fn check_meta_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    let prefix_ok = prefix.is_empty()
+        || (prefix.len() <= 253 && prefix.split('.').all(|p| check_dns_label(p).is_ok()));
+    if name_ok && prefix_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key:?} is not a valid key ([prefix/]name, name at most 63 of a-z, 0-9, '-', '_', '.')"
+        ))
+    }
+}
+
+const OBJECT_META_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "labels",
+    "annotations",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "finalizers",
+    "ownerReferences",
+    "managedFields",
+    "selfLink",
+];
+
+fn check_metadata(kind: Kind, meta: Option<&Value>, errors: &mut Vec<FieldError>) {
+    let Some(meta) = meta else {
+        errors.push(FieldError::new(
+            "metadata.name",
+            "required field is missing",
+        ));
+        return;
+    };
+    let Some(map) = meta.as_object() else { return }; // the schema walk reported the type
+    for key in map.keys() {
+        if !OBJECT_META_FIELDS.contains(&key.as_str()) {
+            errors.push(FieldError::new(
+                format!("metadata.{key}"),
+                format!("unknown field{}", suggest(key, OBJECT_META_FIELDS)),
+            ));
+        }
+    }
+    match (map.get("name"), map.get("generateName")) {
+        (Some(Value::String(name)), _) => {
+            if let Err(e) = check_dns_label(name) {
+                errors.push(FieldError::new("metadata.name", e));
+            }
+        }
+        (Some(other), _) => errors.push(FieldError::new(
+            "metadata.name",
+            format!("expected a string, got {}", json_type_name(other)),
+        )),
+        (None, Some(Value::String(_))) => {}
+        (None, _) => errors.push(FieldError::new(
+            "metadata.name",
+            "required field is missing",
+        )),
+    }
+    match map.get("namespace") {
+        Some(Value::String(ns)) if !kind.namespaced() => errors.push(FieldError::new(
+            "metadata.namespace",
+            format!("{kind} is cluster-scoped and has no namespace; remove namespace {ns:?}"),
+        )),
+        Some(Value::String(ns)) => {
+            if let Err(e) = check_dns_label(ns) {
+                errors.push(FieldError::new("metadata.namespace", e));
+            }
+        }
+        Some(Value::Null) | None => {}
+        Some(other) => errors.push(FieldError::new(
+            "metadata.namespace",
+            format!("expected a string, got {}", json_type_name(other)),
+        )),
+    }
+    for field in ["labels", "annotations"] {
+        match map.get(field) {
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    let path = format!("metadata.{field}.{k}");
+                    if let Err(e) = check_meta_key(k) {
+                        errors.push(FieldError::new(path.clone(), e));
+                    }
+                    if !v.is_string() {
+                        errors.push(FieldError::new(
+                            path,
+                            format!(
+                                "values must be strings (quote it), got {}",
+                                json_type_name(v)
+                            ),
+                        ));
+                    }
+                }
+            }
+            Some(Value::Null) | None => {}
+            Some(other) => errors.push(FieldError::new(
+                format!("metadata.{field}"),
+                format!("expected a mapping, got {}", json_type_name(other)),
+            )),
+        }
+    }
+}
+
+const RESERVED_ENV: &[&str] = &["A2A_PORT", "A2A_AGENT", "A2A_NAMESPACE"];
+
+fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
+    let s = &agent.spec;
+    let has_command = !s.command.is_empty();
+    if let Some(url) = &s.url {
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.len() < "http://x".len()
+        {
+            errors.push(FieldError::new(
+                "spec.url",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        if has_command || s.image.is_some() {
+            errors.push(FieldError::new(
+                "spec.url",
+                "an agent with url runs elsewhere and is never started; remove command/image, or remove url",
+            ));
+        }
+        if s.protocol() == Protocol::Stdio {
+            errors.push(FieldError::new(
+                "spec.protocol",
+                "a stdio agent runs its command per task; it cannot have a url",
+            ));
+        }
+    } else if !has_command && s.image.is_none() {
+        errors.push(FieldError::new(
+            "spec",
+            "nothing to run: set command (local mode), image (cluster mode), or url (an agent that runs elsewhere)",
+        ));
+    } else if s.protocol() == Protocol::Stdio && !has_command {
+        errors.push(FieldError::new(
+            "spec.command",
+            "a stdio agent needs a command to run for each task",
+        ));
+    }
+    for (i, part) in s.command.iter().enumerate() {
+        if part.contains('\0') {
+            errors.push(FieldError::new(
+                format!("spec.command[{i}]"),
+                "contains a NUL byte",
+            ));
+        }
+    }
+    if s.command.first().is_some_and(|c| c.trim().is_empty()) {
+        errors.push(FieldError::new(
+            "spec.command[0]",
+            "the program name is empty",
+        ));
+    }
+    if let Some(image) = &s.image
+        && (image.trim().is_empty() || image.contains(char::is_whitespace))
+    {
+        errors.push(FieldError::new(
+            "spec.image",
+            format!("{image:?} is not an image reference"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, e) in s.env.iter().enumerate() {
+        let path = format!("spec.env[{i}].name");
+        let valid = !e.name.is_empty()
+            && !e.name.as_bytes()[0].is_ascii_digit()
+            && e.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            errors.push(FieldError::new(
+                path,
+                format!(
+                    "{:?} is not a variable name (letters, digits, '_', not starting with a digit)",
+                    e.name
+                ),
+            ));
+        } else if RESERVED_ENV.contains(&e.name.as_str()) {
+            errors.push(FieldError::new(
+                path,
+                format!(
+                    "{} is set by a2a for every agent; choose another name",
+                    e.name
+                ),
+            ));
+        } else if !seen.insert(e.name.as_str()) {
+            errors.push(FieldError::new(path, format!("{} is set twice", e.name)));
+        }
+    }
+    if let Some(dir) = &s.working_dir
+        && !dir.starts_with('/')
+    {
+        errors.push(FieldError::new(
+            "spec.workingDir",
+            format!("{dir:?} is not an absolute path"),
+        ));
+    }
+    if let Some(user) = &s.user {
+        let (u, g) = user.split_once(':').unwrap_or((user, ""));
+        let numeric_ok = !u.is_empty()
+            && u.bytes().all(|b| b.is_ascii_digit())
+            && g.bytes().all(|b| b.is_ascii_digit());
+        let name_ok = !u.is_empty()
+            && g.is_empty()
+            && u.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !(numeric_ok || name_ok) {
+            errors.push(FieldError::new(
+                "spec.user",
+                format!("{user:?} is not a user name or uid[:gid]"),
+            ));
+        }
+    }
+    if s.port.unwrap_or(0) > 0 && s.replicas() > 1 {
+        errors.push(FieldError::new(
+            "spec.port",
+            format!("a fixed port can serve only one replica, but replicas is {}; use port 0 (assigned) or replicas 1", s.replicas()),
+        ));
+    }
+    let mut skills = BTreeSet::new();
+    for (i, skill) in s.skills.iter().enumerate() {
+        if skill.trim().is_empty() {
+            errors.push(FieldError::new(format!("spec.skills[{i}]"), "is empty"));
+        } else if !skills.insert(skill) {
+            errors.push(FieldError::new(
+                format!("spec.skills[{i}]"),
+                format!("skill {skill:?} is listed twice"),
+            ));
+        }
+    }
+    if let Some(b) = &s.budget
+        && let Err(e) = check_dns_label(b)
+    {
+        errors.push(FieldError::new("spec.budget", e));
+    }
+    check_requests_within_limits(&s.resources.requests, &s.resources.limits, errors);
+    check_memory_not_tiny(&s.resources.limits, "spec.resources.limits.memory", errors);
+}
+
+fn check_requests_within_limits(
+    req: &ResourceAmounts,
+    lim: &ResourceAmounts,
+    errors: &mut Vec<FieldError>,
+) {
+    if let (Some(r), Some(l)) = (&req.memory, &lim.memory)
+        && r.value() > l.value()
+    {
+        errors.push(FieldError::new(
+            "spec.resources.requests.memory",
+            format!("{r} is more than the limit {l}"),
+        ));
+    }
+    if let (Some(r), Some(l)) = (&req.cpu, &lim.cpu)
+        && let (CpuAmount::Millicores(rm), CpuAmount::Millicores(lm)) = (r.value(), l.value())
+        && rm > lm
+    {
+        errors.push(FieldError::new(
+            "spec.resources.requests.cpu",
+            format!("{r} is more than the limit {l}"),
+        ));
+    }
+    if let (Some(r), Some(l)) = (&req.pids, &lim.pids)
+        && r.value() > l.value()
+    {
+        errors.push(FieldError::new(
+            "spec.resources.requests.pids",
+            format!("{r} is more than the limit {l}"),
+        ));
+    }
+}
+
+fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
+    let tasks = &wf.spec.tasks;
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let path = format!("spec.tasks[{i}]");
+        if let Err(e) = check_dns_label(&t.name) {
+            errors.push(FieldError::new(format!("{path}.name"), e));
+        }
+        if let Some(first) = index.insert(t.name.as_str(), i) {
+            index.insert(t.name.as_str(), first);
+            errors.push(FieldError::new(
+                format!("{path}.name"),
+                format!(
+                    "duplicate task name {:?} (also spec.tasks[{first}])",
+                    t.name
+                ),
+            ));
+        }
+        match (&t.agent, &t.skill) {
+            (Some(_), Some(_)) => errors.push(FieldError::new(
+                path.clone(),
+                "set agent or skill, not both",
+            )),
+            (None, None) => errors.push(FieldError::new(
+                path.clone(),
+                "no agent: set agent (an Agent's name) or skill (any ready agent with that skill)",
+            )),
+            (Some(a), None) => {
+                if let Err(e) = check_dns_label(a) {
+                    errors.push(FieldError::new(format!("{path}.agent"), e));
+                }
+            }
+            (None, Some(s)) if s.trim().is_empty() => {
+                errors.push(FieldError::new(format!("{path}.skill"), "is empty"))
+            }
+            _ => {}
+        }
+        if t.message.trim().is_empty() {
+            errors.push(FieldError::new(
+                format!("{path}.message"),
+                "is empty: say what the agent should do",
+            ));
+        }
+        if let Some(retry) = &t.retry {
+            check_retry(retry, &format!("{path}.retry"), errors);
+        }
+    }
+    if let Some(retry) = &wf.spec.retry {
+        check_retry(retry, "spec.retry", errors);
+    }
+    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    // Edges, only to tasks that exist.
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
+    for (i, t) in tasks.iter().enumerate() {
+        let mut seen = BTreeSet::new();
+        for (j, d) in t.depends_on.iter().enumerate() {
+            let path = format!("spec.tasks[{i}].dependsOn[{j}]");
+            if d == &t.name {
+                errors.push(FieldError::new(
+                    path,
+                    format!("task {d:?} depends on itself"),
+                ));
+            } else if !seen.insert(d.as_str()) {
+                errors.push(FieldError::new(path, format!("{d:?} is listed twice")));
+            } else if let Some(&k) = index.get(d.as_str()) {
+                deps[i].push(k);
+            } else {
+                errors.push(FieldError::new(
+                    path,
+                    format!("unknown task {d:?}{}", suggest(d, &names)),
+                ));
+            }
+        }
+    }
+    let cyclic = match find_cycle(&deps) {
+        Some(cycle) => {
+            let mut names: Vec<&str> = cycle.iter().map(|&i| tasks[i].name.as_str()).collect();
+            names.push(names[0]);
+            errors.push(FieldError::new(
+                "spec.tasks",
+                format!("dependency cycle: {}", names.join(" → ")),
+            ));
+            true
+        }
+        None => false,
+    };
+    for (i, t) in tasks.iter().enumerate() {
+        let path = format!("spec.tasks[{i}].message");
+        let refs = match template::references(&t.message) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(FieldError::new(path, e));
+                continue;
+            }
+        };
+        for r in refs {
+            match r {
+                Ref::Param(p) if !wf.spec.params.contains_key(p) => {
+                    let declared: Vec<&str> = wf.spec.params.keys().map(String::as_str).collect();
+                    errors.push(FieldError::new(
+                        path.clone(),
+                        format!("{{{{ params.{p} }}}} names a param that spec.params does not declare{}", suggest(p, &declared)),
+                    ));
+                }
+                Ref::TaskOutput(n) => match index.get(n) {
+                    None => errors.push(FieldError::new(path.clone(), format!("{{{{ tasks.{n}.output }}}} names unknown task {n:?}{}", suggest(n, &names)))),
+                    Some(&k) if !cyclic && !upstream(&deps, i, k) => errors.push(FieldError::new(
+                        path.clone(),
+                        format!("{{{{ tasks.{n}.output }}}}: task {n:?} is not upstream of {:?}; add it to dependsOn", t.name),
+                    )),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+}
+
+fn check_retry(retry: &super::workflow::RetryPolicy, path: &str, errors: &mut Vec<FieldError>) {
+    if let Some(b) = &retry.backoff
+        && let (Some(initial), Some(max)) = (&b.initial, &b.max)
+        && initial.value() > max.value()
+    {
+        errors.push(FieldError::new(
+            format!("{path}.backoff.initial"),
+            format!("{initial} is longer than backoff.max {max}"),
+        ));
+    }
+}
+
+/// Whether `k` is reachable from `i` through `deps` (i depends on k, transitively).
+fn upstream(deps: &[Vec<usize>], i: usize, k: usize) -> bool {
+    let mut stack = deps[i].clone();
+    let mut seen = vec![false; deps.len()];
+    while let Some(n) = stack.pop() {
+        if n == k {
+            return true;
+        }
+        if !std::mem::replace(&mut seen[n], true) {
+            stack.extend(&deps[n]);
+        }
+    }
+    false
+}
+
+/// One cycle in the graph, as the nodes along it, or `None` for a DAG.
+pub fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let mut mark = vec![Mark::New; deps.len()];
+    for start in 0..deps.len() {
+        if mark[start] != Mark::New {
+            continue;
+        }
+        // Iterative DFS keeping the current path, so deep graphs cannot overflow the stack.
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        mark[start] = Mark::Open;
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            if let Some(&child) = deps[node].get(*next) {
+                *next += 1;
+                match mark[child] {
+                    Mark::New => {
+                        mark[child] = Mark::Open;
+                        path.push((child, 0));
+                    }
+                    Mark::Open => {
+                        let from = path.iter().position(|&(n, _)| n == child).unwrap_or(0);
+                        return Some(path[from..].iter().map(|&(n, _)| n).collect());
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                mark[node] = Mark::Done;
+                path.pop();
+            }
+        }
+    }
+    None
+}
+
+fn check_budget(b: &ResourceBudget, errors: &mut Vec<FieldError>) {
+    let s = &b.spec;
+    if let Some(parent) = &s.parent {
+        if Some(parent) == b.metadata.name.as_ref() {
+            errors.push(FieldError::new(
+                "spec.parent",
+                "a budget cannot be its own parent",
+            ));
+        } else if let Err(e) = check_dns_label(parent) {
+            errors.push(FieldError::new("spec.parent", e));
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for (i, alert) in s.alerts.iter().enumerate() {
+        let resource = format!("{:?}", alert.resource).to_ascii_lowercase();
+        if let Some(first) = seen.insert(resource.clone(), i) {
+            errors.push(FieldError::new(
+                format!("spec.alerts[{i}]"),
+                format!("a second alert on {resource} (first at spec.alerts[{first}])"),
+            ));
+        }
+        let limited = match alert.resource {
+            super::budget::AlertResource::Memory => s.limits.memory.is_some(),
+            super::budget::AlertResource::Cpu => s.limits.cpu.is_some(),
+            super::budget::AlertResource::Pids => s.limits.pids.is_some(),
+        };
+        if !limited {
+            errors.push(FieldError::new(
+                format!("spec.alerts[{i}].resource"),
+                format!("alerts on {resource} need spec.limits.{resource}, which is not set"),
+            ));
+        }
+    }
+    if let (Some(bg), Some(cpu)) = (&s.background_cpu, &s.limits.cpu)
+        && let (CpuAmount::Millicores(b), CpuAmount::Millicores(l)) = (bg.value(), cpu.value())
+        && b > l
+    {
+        errors.push(FieldError::new(
+            "spec.backgroundCpu",
+            format!("{bg} is more than spec.limits.cpu {cpu}"),
+        ));
+    }
+    check_memory_not_tiny(&s.limits, "spec.limits.memory", errors);
+}
+
+/// A memory limit under 1Mi is almost always a forgotten unit (`memory: 512`).
+fn check_memory_not_tiny(limits: &ResourceAmounts, path: &str, errors: &mut Vec<FieldError>) {
+    if let Some(mem) = &limits.memory
+        && mem.value() < 1 << 20
+    {
+        errors.push(FieldError::new(
+            path,
+            format!("{mem} bytes is too small to run anything; did you forget the unit (Mi, Gi)?"),
+        ));
+    }
+}
