@@ -13,7 +13,7 @@ pub enum LogFormat {
 /// Installs the global subscriber. `verbosity` counts `-v` flags; `RUST_LOG` overrides it.
 pub fn init(verbosity: u8, format: LogFormat) {
     let default = match verbosity {
-        0 => "warn",
+        0 => "warn,kube_client=off",
         1 => "info,a2a=info",
         2 => "info,a2a=debug",
         _ => "debug,a2a=trace",
