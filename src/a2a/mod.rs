@@ -2,7 +2,7 @@
 //! sample agent (`a2a demo-agent`).
 
 pub mod client;
-// pub mod server;
+pub mod server;
 pub mod types;
 
 pub use client::{CancelOutcome, Client, EventStream, FollowOptions};

@@ -2,6 +2,7 @@
 //! the exit code.
 
 pub mod crd;
+pub mod demo_agent;
 pub mod input;
 pub mod validate;
 pub mod version;
@@ -36,6 +37,8 @@ pub enum Command {
     Crd,
     /// Print the version of a2a and of the protocols it speaks.
     Version(version::VersionArgs),
+    /// Run the sample A2A 1.0 agent (echo, uppercase, wordcount, sleep, allocate, fail).
+    DemoAgent(demo_agent::DemoAgentArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         #[arg(value_enum)]
@@ -72,6 +75,15 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
         Command::Crd => write!(out, "{}", crd::run()),
+        Command::DemoAgent(args) => {
+            return match demo_agent::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Version(args) => write!(out, "{}", version::run(&args)),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
