@@ -25,7 +25,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
 
 use super::types::{
     AGENT_CARD_PATH, AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Artifact,
@@ -218,8 +217,55 @@ struct Tasks {
 
 struct Entry {
     message_id: String,
-    tx: watch::Sender<Task>,
-    work: Option<AbortHandle>,
+    slot: Slot,
+}
+
+/// A running task is a watch channel its subscribers follow; a finished one is just the
+/// task (a channel costs more memory than the task itself).
+enum Slot {
+    Live(watch::Sender<Task>),
+    Done(Box<Task>),
+}
+
+impl Entry {
+    fn snapshot(&self) -> Task {
+        match &self.slot {
+            Slot::Live(tx) => tx.borrow().clone(),
+            Slot::Done(t) => (**t).clone(),
+        }
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Task> {
+        match &self.slot {
+            Slot::Live(tx) => tx.subscribe(),
+            // A closed channel still holds the final value, which is all there is to see.
+            Slot::Done(t) => watch::channel((**t).clone()).1,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        match &self.slot {
+            Slot::Live(tx) => tx.borrow().status.state.is_terminal(),
+            Slot::Done(_) => true,
+        }
+    }
+}
+
+/// Replaces a finished task's channel by the task itself.
+fn retire(state: &AgentState, task_id: &str) {
+    let Ok(mut tasks) = state.tasks.lock() else {
+        return;
+    };
+    if let Some(entry) = tasks.by_id.get_mut(task_id)
+        && let Slot::Live(tx) = &entry.slot
+    {
+        let mut task = tx.borrow().clone();
+        if task.status.state.is_terminal() {
+            task.history.shrink_to_fit();
+            task.artifacts.shrink_to_fit();
+            entry.slot = Slot::Done(Box::new(task));
+        }
+    }
 }
 
 type Shared = Arc<AgentState>;
@@ -418,12 +464,12 @@ fn new_id() -> String {
 
 fn snapshot(state: &AgentState, task_id: &str) -> Option<Task> {
     let tasks = state.tasks.lock().ok()?;
-    tasks.by_id.get(task_id).map(|e| e.tx.borrow().clone())
+    tasks.by_id.get(task_id).map(Entry::snapshot)
 }
 
 fn subscribe(state: &AgentState, task_id: &str) -> Option<watch::Receiver<Task>> {
     let tasks = state.tasks.lock().ok()?;
-    tasks.by_id.get(task_id).map(|e| e.tx.subscribe())
+    tasks.by_id.get(task_id).map(Entry::subscribe)
 }
 
 fn internal(what: &str) -> RpcError {
@@ -451,7 +497,7 @@ fn start_task(state: &Shared, message: Message) -> Result<watch::Receiver<Task>,
         .get(&message.message_id)
         .and_then(|id| tasks.by_id.get(id))
     {
-        let rx = entry.tx.subscribe();
+        let rx = entry.subscribe();
         eprintln!(
             "a2a-demo-agent: event=duplicate task={} messageId={}",
             rx.borrow().id,
@@ -487,13 +533,16 @@ fn start_task(state: &Shared, message: Message) -> Result<watch::Receiver<Task>,
         Ok(mut rng) => (rng.f64(), rng.f64()),
         Err(_) => (1.0, 1.0),
     };
-    let work = tokio::spawn(run_task(
+    tokio::spawn(run_task(
+        Arc::clone(state),
         tx.clone(),
-        skill,
-        input,
-        fail_roll < state.config.fail_rate,
-        crash_roll < state.config.crash_rate,
-        message_id.clone(),
+        Work {
+            skill,
+            input,
+            inject_failure: fail_roll < state.config.fail_rate,
+            inject_crash: crash_roll < state.config.crash_rate,
+            message_id: message_id.clone(),
+        },
     ));
     tasks.by_message.insert(message_id.clone(), task_id.clone());
     tasks.order.push_back(task_id.clone());
@@ -501,8 +550,7 @@ fn start_task(state: &Shared, message: Message) -> Result<watch::Receiver<Task>,
         task_id,
         Entry {
             message_id,
-            tx,
-            work: Some(work.abort_handle()),
+            slot: Slot::Live(tx),
         },
     );
     evict(&mut tasks, state.config.max_tasks);
@@ -516,10 +564,7 @@ fn evict(tasks: &mut Tasks, max: usize) {
         let Some(id) = tasks.order.pop_front() else {
             break;
         };
-        let finished = tasks
-            .by_id
-            .get(&id)
-            .is_some_and(|e| e.tx.borrow().status.state.is_terminal());
+        let finished = tasks.by_id.get(&id).is_some_and(Entry::is_finished);
         if finished {
             if let Some(e) = tasks.by_id.remove(&id) {
                 tasks.by_message.remove(&e.message_id);
@@ -539,28 +584,34 @@ fn cancel(state: &AgentState, task_id: &str) -> Result<Task, RpcError> {
             format!("no task {task_id:?}"),
         ));
     };
-    let changed = entry.tx.send_if_modified(|t| {
+    let Slot::Live(tx) = &entry.slot else {
+        return Err(not_cancelable(&entry.snapshot()));
+    };
+    let changed = tx.send_if_modified(|t| {
         if t.status.state.is_terminal() {
             return false;
         }
         t.status = agent_status(TaskState::Canceled, "canceled by the client");
         true
     });
-    let task = entry.tx.borrow().clone();
+    let task = tx.borrow().clone();
     if !changed {
-        return Err(RpcError::new(
-            ErrorCode::TaskNotCancelable,
-            format!("task {task_id} is already {}", task.status.state),
-        ));
-    }
-    if let Some(work) = entry.work.take() {
-        work.abort();
+        return Err(not_cancelable(&task));
     }
     eprintln!(
         "a2a-demo-agent: event=canceled task={task_id} messageId={}",
         entry.message_id
     );
+    // The worker sees the canceled state and stops; the table keeps only the task.
+    entry.slot = Slot::Done(Box::new(task.clone()));
     Ok(task)
+}
+
+fn not_cancelable(task: &Task) -> RpcError {
+    RpcError::new(
+        ErrorCode::TaskNotCancelable,
+        format!("task {} is already {}", task.id, task.status.state),
+    )
 }
 
 fn agent_status(state: TaskState, text: &str) -> TaskStatus {
@@ -614,14 +665,23 @@ fn pick_skill(enabled: &[Skill], message: &Message) -> (Skill, Input) {
     }
 }
 
-async fn run_task(
-    tx: watch::Sender<Task>,
+/// One task's work and the faults to inject into it.
+struct Work {
     skill: Skill,
     input: Input,
     inject_failure: bool,
     inject_crash: bool,
     message_id: String,
-) {
+}
+
+async fn run_task(state: Shared, tx: watch::Sender<Task>, work: Work) {
+    let Work {
+        skill,
+        input,
+        inject_failure,
+        inject_crash,
+        message_id,
+    } = work;
     let task_id = tx.borrow().id.clone();
     tx.send_if_modified(|t| {
         if t.status.state.is_terminal() {
@@ -641,7 +701,12 @@ async fn run_task(
     let result = if inject_failure {
         Err("injected failure (--fail-rate)".to_owned())
     } else {
-        perform(skill, &input).await
+        // CancelTask marks the task canceled; that ends (and frees) the work in progress.
+        let mut watched = tx.subscribe();
+        tokio::select! {
+            r = perform(skill, &input) => r,
+            _ = watched.wait_for(|t| t.status.state.is_terminal()) => return,
+        }
     };
     let (status, parts) = match result {
         Ok(parts) => (
@@ -654,7 +719,7 @@ async fn run_task(
         ),
         Err(reason) => (agent_status(TaskState::Failed, &reason), None),
     };
-    let state = status.state;
+    let final_state = status.state;
     let applied = tx.send_if_modified(|t| {
         if t.status.state.is_terminal() {
             return false;
@@ -671,7 +736,10 @@ async fn run_task(
         true
     });
     if applied {
-        eprintln!("a2a-demo-agent: event=end task={task_id} messageId={message_id} state={state}");
+        eprintln!(
+            "a2a-demo-agent: event=end task={task_id} messageId={message_id} state={final_state}"
+        );
+        retire(&state, &task_id);
     }
 }
 
