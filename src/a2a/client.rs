@@ -3,6 +3,21 @@
 //! message to a terminal task within a deadline and cancels the task when it runs out.
 //!
 //! Plain `http://` only: agents are local processes or in-cluster Services.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), a2a::a2a::client::Error> {
+//! use std::time::Duration;
+//! use a2a::a2a::{Client, FollowOptions, Message};
+//!
+//! let agent = Client::new("http://127.0.0.1:8080")?;
+//! let opts = FollowOptions::default().timeout(Duration::from_secs(30));
+//! // The message id names the attempt, so a re-sent attempt is recognisable.
+//! let reply = agent
+//!     .send_and_follow(Message::user_text("wf-uid.task.1", "hello"), &opts, std::future::pending())
+//!     .await?;
+//! println!("{}", reply.output().text);
+//! # Ok(()) }
+//! ```
 
 use std::collections::VecDeque;
 use std::future::Future;
