@@ -116,6 +116,26 @@ impl Error {
         }
     }
 
+    /// Whether trying again later may succeed: the agent was unreachable, overloaded or
+    /// failed internally, or the deadline passed. False for mistakes in the request or the
+    /// agent's card, which a retry repeats.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect { .. }
+            | Self::Body { .. }
+            | Self::RequestTimeout { .. }
+            | Self::Timeout { .. } => true,
+            Self::HttpStatus { status, .. } => *status == 429 || *status >= 500,
+            Self::Rpc { error, .. } => error.code == ErrorCode::InternalError,
+            Self::InvalidUrl { .. }
+            | Self::Decode { .. }
+            | Self::NoJsonRpcInterface { .. }
+            | Self::UnexpectedReply { .. }
+            | Self::StreamingNotSupported { .. }
+            | Self::Cancelled { .. } => false,
+        }
+    }
+
     /// A short stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -923,6 +943,7 @@ mod tests {
         let e =
             decode_rpc::<Task>("GetTask", "http://h/", StatusCode::BAD_REQUEST, body).unwrap_err();
         assert_eq!(e.rpc_code(), Some(ErrorCode::VersionNotSupported));
+        assert!(!e.is_retryable());
         assert!(
             e.to_string()
                 .starts_with("GetTask to http://h/ failed: VersionNotSupported (-32009"),
@@ -934,5 +955,6 @@ mod tests {
             e.to_string(),
             "http://h/: the agent answered HTTP 502: \"<html>\""
         );
+        assert!(e.is_retryable());
     }
 }
