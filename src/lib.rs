@@ -4,6 +4,7 @@
 //! same manifests run on one host under cgroup limits or on a Kubernetes cluster.
 #![forbid(unsafe_code)]
 
+pub mod a2a;
 pub mod api;
 pub mod cli;
 pub mod cluster;

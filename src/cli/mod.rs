@@ -5,6 +5,7 @@ pub mod apply;
 pub mod client;
 pub mod crd;
 pub mod delete;
+pub mod demo_agent;
 pub mod describe;
 pub mod diff;
 pub mod get;
@@ -55,6 +56,8 @@ pub enum Command {
     Crd,
     /// Print the version of a2a and of the protocols it speaks.
     Version(version::VersionArgs),
+    /// Run the sample A2A 1.0 agent (echo, uppercase, wordcount, sleep, allocate, fail).
+    DemoAgent(demo_agent::DemoAgentArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         #[arg(value_enum)]
@@ -150,6 +153,15 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Crd => write!(out, "{}", crd::run()),
+        Command::DemoAgent(args) => {
+            return match demo_agent::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Version(args) => write!(out, "{}", version::run(&args)),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
