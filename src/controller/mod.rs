@@ -4,4 +4,5 @@
 
 pub mod admission;
 pub mod dispatch;
+pub mod engine;
 pub mod plan;
