@@ -5,5 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod apiserver;
 pub mod cli;
 pub mod telemetry;

@@ -3,6 +3,7 @@
 
 pub mod crd;
 pub mod input;
+pub mod serve;
 pub mod validate;
 pub mod version;
 
@@ -36,6 +37,9 @@ pub enum Command {
     Crd,
     /// Print the version of a2a and of the protocols it speaks.
     Version(version::VersionArgs),
+    /// Run the local control plane: the Kubernetes-shaped API server on 127.0.0.1 (HTTPS),
+    /// writing $A2A_HOME/kubeconfig.
+    Serve(serve::ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         #[arg(value_enum)]
@@ -72,6 +76,15 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
         Command::Crd => write!(out, "{}", crd::run()),
+        Command::Serve(args) => {
+            return match serve::run(&args, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Version(args) => write!(out, "{}", version::run(&args)),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
