@@ -1,5 +1,7 @@
 //! The `Agent` kind: one AI agent, run locally as supervised processes or on a cluster as a
 //! Deployment.
+// clippy reads the repeated `printcolumn(type_ = ...)` keys of the derive as duplicates.
+#![allow(clippy::duplicated_attributes)]
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -32,29 +34,10 @@ use super::common::{Condition, Priority, ResourceAmounts, Time, is_zero};
         description = "Ready replicas out of desired"
     ),
     printcolumn(name = "Restarts", type_ = "integer", json_path = ".status.restarts"),
-    printcolumn(
-        name = "Priority",
-        type_ = "string",
-        json_path = ".spec.priority",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Budget",
-        type_ = "string",
-        json_path = ".spec.budget",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Memory",
-        type_ = "string",
-        json_path = ".status.usage.memory",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Priority", type_ = "string", json_path = ".spec.priority", priority = 1),
+    printcolumn(name = "Budget", type_ = "string", json_path = ".spec.budget", priority = 1),
+    printcolumn(name = "Memory", type_ = "string", json_path = ".status.usage.memory", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentSpec {

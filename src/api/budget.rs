@@ -1,5 +1,7 @@
 //! The `ResourceBudget` kind: a share of the host (or cluster) that agents are admitted into
 //! and that the kernel enforces on their sum.
+// clippy reads the repeated `printcolumn(type_ = ...)` keys of the derive as duplicates.
+#![allow(clippy::duplicated_attributes)]
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -23,29 +25,11 @@ use super::quantity::{Cpu, Memory, Percent};
     doc = "A budget of memory, CPU and pids that agents are admitted into and the kernel enforces on their sum.",
     printcolumn(name = "Memory", type_ = "string", json_path = ".spec.limits.memory"),
     printcolumn(name = "CPU", type_ = "string", json_path = ".spec.limits.cpu"),
-    printcolumn(
-        name = "Allocated-Mem",
-        type_ = "string",
-        json_path = ".status.allocated.memory"
-    ),
-    printcolumn(
-        name = "Used-Mem",
-        type_ = "string",
-        json_path = ".status.used.memory",
-        priority = 1
-    ),
+    printcolumn(name = "Allocated-Mem", type_ = "string", json_path = ".status.allocated.memory"),
+    printcolumn(name = "Used-Mem", type_ = "string", json_path = ".status.used.memory", priority = 1),
     printcolumn(name = "Agents", type_ = "integer", json_path = ".status.agents"),
-    printcolumn(
-        name = "Parent",
-        type_ = "string",
-        json_path = ".spec.parent",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Parent", type_ = "string", json_path = ".spec.parent", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourceBudgetSpec {

@@ -38,20 +38,7 @@ impl ResourceAmounts {
 
 /// Scheduling priority: orders dispatch and maps to CPU weight. `background` work is
 /// also capped by its budget's `backgroundCpu`.
-#[derive(
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     Critical,
@@ -169,11 +156,7 @@ impl Condition {
     pub fn new(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Self {
         Condition {
             type_: type_.to_owned(),
-            status: if status {
-                ConditionStatus::True
-            } else {
-                ConditionStatus::False
-            },
+            status: if status { ConditionStatus::True } else { ConditionStatus::False },
             reason: reason.to_owned(),
             message: message.into(),
             last_transition_time: Some(Time::now()),

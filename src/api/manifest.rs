@@ -58,44 +58,25 @@ pub struct Document {
 impl Document {
     /// `agent/name` style reference, for messages.
     pub fn reference(&self) -> String {
-        format!(
-            "{}/{}",
-            self.object.kind().as_str().to_ascii_lowercase(),
-            self.object.name()
-        )
+        format!("{}/{}", self.object.kind().as_str().to_ascii_lowercase(), self.object.name())
     }
 }
 
 fn whole_file(source: &str, message: impl Into<String>) -> ManifestError {
-    ManifestError {
-        source: source.to_owned(),
-        document: None,
-        object: None,
-        error: FieldError::new("", message),
-    }
+    ManifestError { source: source.to_owned(), document: None, object: None, error: FieldError::new("", message) }
 }
 
 /// Splits `text` into JSON documents. Empty documents are skipped; a syntax error ends the
 /// file (YAML cannot be resynchronised after one) and is reported with its line.
-pub fn parse_documents(
-    source: &str,
-    text: &str,
-) -> Result<Vec<(Origin, Value)>, Vec<ManifestError>> {
+pub fn parse_documents(source: &str, text: &str) -> Result<Vec<(Origin, Value)>, Vec<ManifestError>> {
     if text.len() > MAX_MANIFEST_BYTES {
         return Err(vec![whole_file(
             source,
-            format!(
-                "is {} bytes; manifests are limited to {} MiB",
-                text.len(),
-                MAX_MANIFEST_BYTES >> 20
-            ),
+            format!("is {} bytes; manifests are limited to {} MiB", text.len(), MAX_MANIFEST_BYTES >> 20),
         )]);
     }
     if text.contains('\0') {
-        return Err(vec![whole_file(
-            source,
-            "is binary (it contains NUL bytes), not a YAML or JSON manifest",
-        )]);
+        return Err(vec![whole_file(source, "is binary (it contains NUL bytes), not a YAML or JSON manifest")]);
     }
     let mut docs = Vec::new();
     let mut errors = Vec::new();
@@ -103,18 +84,10 @@ pub fn parse_documents(
         let document = i + 1;
         match Value::deserialize(de) {
             Ok(Value::Null) => {}
-            Ok(v) => docs.push((
-                Origin {
-                    source: source.to_owned(),
-                    document,
-                },
-                v,
-            )),
+            Ok(v) => docs.push((Origin { source: source.to_owned(), document }, v)),
             Err(e) => {
                 let msg = e.to_string();
-                let msg = msg
-                    .strip_prefix("invalid type: ")
-                    .map_or(msg.clone(), |m| format!("not a manifest: {m}"));
+                let msg = msg.strip_prefix("invalid type: ").map_or(msg.clone(), |m| format!("not a manifest: {m}"));
                 errors.push(ManifestError {
                     source: source.to_owned(),
                     document: Some(document),
@@ -129,10 +102,7 @@ pub fn parse_documents(
         return Err(errors);
     }
     if docs.is_empty() {
-        return Err(vec![whole_file(
-            source,
-            "has no documents (it is empty or only comments)",
-        )]);
+        return Err(vec![whole_file(source, "has no documents (it is empty or only comments)")]);
     }
     Ok(docs)
 }
@@ -143,10 +113,7 @@ fn object_label(v: &Value) -> Option<String> {
     let name = meta
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
-        .or_else(|| {
-            meta.and_then(|m| m.get("generateName"))
-                .and_then(Value::as_str)
-        })
+        .or_else(|| meta.and_then(|m| m.get("generateName")).and_then(Value::as_str))
         .unwrap_or("<no name>");
     Some(format!("{kind}/{name}"))
 }
@@ -159,11 +126,7 @@ pub fn validate_documents(docs: Vec<(Origin, Value)>) -> Result<Vec<Document>, V
     for (origin, raw) in docs {
         let label = object_label(&raw);
         match validate::validate(&raw) {
-            Ok(object) => valid.push(Document {
-                origin,
-                object,
-                raw,
-            }),
+            Ok(object) => valid.push(Document { origin, object, raw }),
             Err(errs) => errors.extend(errs.into_iter().map(|error| ManifestError {
                 source: origin.source.clone(),
                 document: Some(origin.document),
@@ -173,11 +136,7 @@ pub fn validate_documents(docs: Vec<(Origin, Value)>) -> Result<Vec<Document>, V
         }
     }
     errors.extend(check_together(&valid));
-    if errors.is_empty() {
-        Ok(valid)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(valid) } else { Err(errors) }
 }
 
 fn error_at(doc: &Document, path: &str, message: String) -> ManifestError {
@@ -214,11 +173,8 @@ fn check_together(docs: &[Document]) -> Vec<ManifestError> {
     }
     // Budget parents: no cycles among the budgets given together, and a child's limits fit
     // in its parent's.
-    let budgets: BTreeMap<&str, &Document> = docs
-        .iter()
-        .filter(|d| d.object.kind() == Kind::ResourceBudget)
-        .map(|d| (d.object.name(), d))
-        .collect();
+    let budgets: BTreeMap<&str, &Document> =
+        docs.iter().filter(|d| d.object.kind() == Kind::ResourceBudget).map(|d| (d.object.name(), d)).collect();
     for (name, doc) in &budgets {
         let Object::ResourceBudget(b) = &doc.object else {
             continue;
@@ -269,11 +225,7 @@ pub fn decode(source: &str, bytes: Vec<u8>) -> Result<String, ManifestError> {
     if bytes.len() > MAX_MANIFEST_BYTES {
         return Err(whole_file(
             source,
-            format!(
-                "is {} bytes; manifests are limited to {} MiB",
-                bytes.len(),
-                MAX_MANIFEST_BYTES >> 20
-            ),
+            format!("is {} bytes; manifests are limited to {} MiB", bytes.len(), MAX_MANIFEST_BYTES >> 20),
         ));
     }
     String::from_utf8(bytes).map_err(|e| {

@@ -66,11 +66,7 @@ impl Kind {
             Kind::ResourceBudget => ResourceBudget::crd(),
         };
         for version in &mut crd.spec.versions {
-            if let Some(schema) = version
-                .schema
-                .as_mut()
-                .and_then(|s| s.open_api_v3_schema.as_mut())
-            {
+            if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
                 tidy_schema(schema);
             }
         }
@@ -102,6 +98,8 @@ fn tidy_schema(schema: &mut JSONSchemaProps) {
 }
 
 /// One object of any a2a kind.
+// Objects are few and long-lived; boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Agent(Agent),

@@ -64,11 +64,7 @@ impl<K: ScalarKind> Scalar<K> {
             },
             other => Err(format!(
                 "expected {}, got {}",
-                if K::INT_OR_STRING {
-                    "a number or a string"
-                } else {
-                    "a string"
-                },
+                if K::INT_OR_STRING { "a number or a string" } else { "a string" },
                 json_type_name(other)
             )),
         }
@@ -78,21 +74,13 @@ impl<K: ScalarKind> Scalar<K> {
 impl<K: ScalarKind> std::str::FromStr for Scalar<K> {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(Self {
-            value: K::parse(s)?,
-            written: Written::Text(s.to_owned()),
-            kind: PhantomData,
-        })
+        Ok(Self { value: K::parse(s)?, written: Written::Text(s.to_owned()), kind: PhantomData })
     }
 }
 
 impl<K: ScalarKind> Clone for Scalar<K> {
     fn clone(&self) -> Self {
-        Self {
-            value: self.value,
-            written: self.written.clone(),
-            kind: PhantomData,
-        }
+        Self { value: self.value, written: self.written.clone(), kind: PhantomData }
     }
 }
 
@@ -138,11 +126,7 @@ impl<'de, K: ScalarKind> Deserialize<'de> for Scalar<K> {
                 if !K::INT_OR_STRING {
                     return Err(E::invalid_type(de::Unexpected::Signed(n), &self));
                 }
-                Ok(Scalar {
-                    value: K::from_int(n).map_err(E::custom)?,
-                    written: Written::Int(n),
-                    kind: PhantomData,
-                })
+                Ok(Scalar { value: K::from_int(n).map_err(E::custom)?, written: Written::Int(n), kind: PhantomData })
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar<K>, E> {
                 let n = i64::try_from(n).map_err(|_| E::custom(format!("{n} is too large")))?;
@@ -255,13 +239,7 @@ impl Decimal {
             digits = digits.checked_mul(10)?;
             scale += 1;
         }
-        Some((
-            Decimal {
-                digits,
-                scale: u32::try_from(scale).ok()?,
-            },
-            rest,
-        ))
+        Some((Decimal { digits, scale: u32::try_from(scale).ok()? }, rest))
     }
 
     /// `self × num / den`, rounded up; `None` on overflow.
@@ -273,10 +251,7 @@ impl Decimal {
 
     /// Whether `self × num / den` is a whole number.
     fn is_whole(self, num: u128, den: u128) -> bool {
-        let Some(den) = 10u128
-            .checked_pow(self.scale)
-            .and_then(|p| p.checked_mul(den))
-        else {
+        let Some(den) = 10u128.checked_pow(self.scale).and_then(|p| p.checked_mul(den)) else {
             return false;
         };
         self.digits.checked_mul(num).is_some_and(|n| n % den == 0)
@@ -318,9 +293,7 @@ fn parse_quantity(text: &str, what: &str) -> Result<(Decimal, u128, u128), Strin
     }
     let t = t.strip_prefix('+').unwrap_or(t);
     let Some((dec, suffix)) = Decimal::parse(t) else {
-        return Err(format!(
-            "{what} {text:?} is not a number with an optional unit (examples: 512Mi, 2Gi, 500m, 1.5)"
-        ));
+        return Err(format!("{what} {text:?} is not a number with an optional unit (examples: 512Mi, 2Gi, 500m, 1.5)"));
     };
     let Some((num, den)) = suffix_ratio(suffix) else {
         let hint = match suffix.to_ascii_lowercase().as_str() {
@@ -331,9 +304,7 @@ fn parse_quantity(text: &str, what: &str) -> Result<(Decimal, u128, u128), Strin
             "b" => " (bytes need no unit)",
             _ => "",
         };
-        return Err(format!(
-            "{what} {text:?} has an unknown unit {suffix:?}{hint}; units are {SUFFIXES}"
-        ));
+        return Err(format!("{what} {text:?} has an unknown unit {suffix:?}{hint}; units are {SUFFIXES}"));
     };
     Ok((dec, num, den))
 }
@@ -346,8 +317,7 @@ impl ScalarKind for MemoryKind {
     type Value = u64;
     const FORMAT: &'static str = "memory-quantity";
     const INT_OR_STRING: bool = true;
-    const DESCRIPTION: &'static str =
-        "Bytes, in Kubernetes quantity syntax: 512Mi, 2Gi, 1G, 1073741824.";
+    const DESCRIPTION: &'static str = "Bytes, in Kubernetes quantity syntax: 512Mi, 2Gi, 1G, 1073741824.";
 
     fn parse(text: &str) -> Result<u64, String> {
         let (dec, num, den) = parse_quantity(text, "memory quantity")?;
@@ -357,9 +327,7 @@ impl ScalarKind for MemoryKind {
                 text.trim_end_matches('m')
             ));
         }
-        let bytes = dec
-            .scaled_ceil(num, den)
-            .ok_or_else(|| format!("memory quantity {text:?} is too large"))?;
+        let bytes = dec.scaled_ceil(num, den).ok_or_else(|| format!("memory quantity {text:?} is too large"))?;
         u64::try_from(bytes).map_err(|_| format!("memory quantity {text:?} is too large"))
     }
 }
@@ -397,28 +365,20 @@ impl ScalarKind for CpuKind {
 
     fn parse(text: &str) -> Result<CpuAmount, String> {
         if let Some(p) = text.trim().strip_suffix('%') {
-            return parse_percent(p, text, "cpu share")
-                .map(|basis_points| CpuAmount::HostShare { basis_points });
+            return parse_percent(p, text, "cpu share").map(|basis_points| CpuAmount::HostShare { basis_points });
         }
         let (dec, num, den) = parse_quantity(text, "cpu quantity")?;
         if num > 1 {
-            return Err(format!(
-                "cpu quantity {text:?} uses a size unit; write cores (2, 1.5) or millicores (500m)"
-            ));
+            return Err(format!("cpu quantity {text:?} uses a size unit; write cores (2, 1.5) or millicores (500m)"));
         }
         let milli = dec
             .scaled_ceil(num * 1000, den)
             .and_then(|m| u64::try_from(m).ok())
             .ok_or_else(|| format!("cpu quantity {text:?} is too large"))?;
-        if milli == 0 && dec.digits != 0 {
-            return Err(format!(
-                "cpu quantity {text:?} is below 1m, the smallest amount"
-            ));
-        }
         if !dec.is_whole(num * 1000, den) {
-            return Err(format!(
-                "cpu quantity {text:?} is finer than 1m, the smallest step"
-            ));
+            let what =
+                if milli <= 1 { "is below 1m, the smallest amount" } else { "is finer than 1m, the smallest step" };
+            return Err(format!("cpu quantity {text:?} {what}"));
         }
         Ok(CpuAmount::Millicores(milli))
     }
@@ -426,14 +386,10 @@ impl ScalarKind for CpuKind {
 
 fn parse_percent(number: &str, text: &str, what: &str) -> Result<u32, String> {
     let Some((dec, rest)) = Decimal::parse(number.trim()) else {
-        return Err(format!(
-            "{what} {text:?} is not a percentage (example: 60%)"
-        ));
+        return Err(format!("{what} {text:?} is not a percentage (example: 60%)"));
     };
     if !rest.is_empty() {
-        return Err(format!(
-            "{what} {text:?} is not a percentage (example: 60%)"
-        ));
+        return Err(format!("{what} {text:?} is not a percentage (example: 60%)"));
     }
     if !dec.is_whole(100, 1) {
         return Err(format!("{what} {text:?} has more than two decimals"));
@@ -482,9 +438,7 @@ impl ScalarKind for PercentKind {
     fn parse(text: &str) -> Result<u32, String> {
         match text.trim().strip_suffix('%') {
             Some(p) => parse_percent(p, text, "percentage"),
-            None => Err(format!(
-                "percentage {text:?} must end in % (example: \"90%\")"
-            )),
+            None => Err(format!("percentage {text:?} must end in % (example: \"90%\")")),
         }
     }
 }
@@ -508,21 +462,15 @@ impl ScalarKind for DurationKind {
             return Err(format!("duration {text:?} is negative"));
         }
         if t.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "duration {text:?} has no unit; write {t}s, {t}m or {t}h"
-            ));
+            return Err(format!("duration {text:?} has no unit; write {t}s, {t}m or {t}h"));
         }
         let mut rest = t;
         let mut nanos: u128 = 0;
         while !rest.is_empty() {
             let Some((dec, after)) = Decimal::parse(rest) else {
-                return Err(format!(
-                    "duration {text:?} is not like 90s, 5m, 1h30m or 250ms"
-                ));
+                return Err(format!("duration {text:?} is not like 90s, 5m, 1h30m or 250ms"));
             };
-            let unit_len = after
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(after.len());
+            let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
             let unit = &after[..unit_len];
             let per: u128 = match unit {
                 "ns" => 1,
@@ -533,9 +481,7 @@ impl ScalarKind for DurationKind {
                 "h" => 3_600_000_000_000,
                 "" => return Err(format!("duration {text:?} has a number without a unit")),
                 "d" => {
-                    return Err(format!(
-                        "duration {text:?}: days are not a unit; write hours (24h)"
-                    ));
+                    return Err(format!("duration {text:?}: days are not a unit; write hours (24h)"));
                 }
                 other => {
                     return Err(format!(
@@ -549,12 +495,8 @@ impl ScalarKind for DurationKind {
                 .ok_or_else(|| format!("duration {text:?} is too long"))?;
             rest = &after[unit_len..];
         }
-        let secs = u64::try_from(nanos / 1_000_000_000)
-            .map_err(|_| format!("duration {text:?} is too long"))?;
-        Ok(std::time::Duration::new(
-            secs,
-            (nanos % 1_000_000_000) as u32,
-        ))
+        let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| format!("duration {text:?} is too long"))?;
+        Ok(std::time::Duration::new(secs, (nanos % 1_000_000_000) as u32))
     }
 }
 
@@ -584,22 +526,12 @@ pub fn check_format(format: &str, value: &serde_json::Value) -> Option<Result<()
 
 /// Formats a byte count the way people write limits: `512Mi`, `1.5Gi`.
 pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 5] = [
-        ("Ti", 1 << 40),
-        ("Gi", 1 << 30),
-        ("Mi", 1 << 20),
-        ("Ki", 1 << 10),
-        ("", 1),
-    ];
+    const UNITS: [(&str, u64); 5] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10), ("", 1)];
     for (unit, size) in UNITS {
         if bytes >= size && size > 1 {
             let whole = bytes / size;
             let tenth = (bytes % size) * 10 / size;
-            return if tenth == 0 {
-                format!("{whole}{unit}")
-            } else {
-                format!("{whole}.{tenth}{unit}")
-            };
+            return if tenth == 0 { format!("{whole}{unit}") } else { format!("{whole}.{tenth}{unit}") };
         }
     }
     bytes.to_string()
@@ -607,11 +539,7 @@ pub fn format_bytes(bytes: u64) -> String {
 
 /// Formats millicores as `500m` or `2`.
 pub fn format_millicores(m: u64) -> String {
-    if m % 1000 == 0 {
-        (m / 1000).to_string()
-    } else {
-        format!("{m}m")
-    }
+    if m.is_multiple_of(1000) { (m / 1000).to_string() } else { format!("{m}m") }
 }
 
 #[cfg(test)]
@@ -634,11 +562,7 @@ mod tests {
         assert_eq!(mem("1e3"), Ok(1000));
         assert_eq!(mem("1E"), Ok(10u64.pow(18)));
         assert_eq!(mem("128974848"), Ok(128_974_848));
-        assert_eq!(
-            mem("0.1Ki"),
-            Ok(103),
-            "fractions of a byte round up, as in Kubernetes"
-        );
+        assert_eq!(mem("0.1Ki"), Ok(103), "fractions of a byte round up, as in Kubernetes");
     }
 
     #[test]
@@ -651,10 +575,7 @@ mod tests {
             mem("500m").unwrap_err(),
             "memory quantity \"500m\" is a fraction of a byte (\"m\" means milli); did you mean 500Mi?"
         );
-        assert_eq!(
-            mem("-1Gi").unwrap_err(),
-            "memory quantity \"-1Gi\" is negative"
-        );
+        assert_eq!(mem("-1Gi").unwrap_err(), "memory quantity \"-1Gi\" is negative");
         assert!(mem("lots").unwrap_err().contains("is not a number"));
         assert!(mem("99999999999Ei").unwrap_err().contains("too large"));
     }
@@ -665,22 +586,11 @@ mod tests {
         assert_eq!(cpu("2"), Ok(CpuAmount::Millicores(2000)));
         assert_eq!(cpu("1.5"), Ok(CpuAmount::Millicores(1500)));
         assert_eq!(cpu("60%"), Ok(CpuAmount::HostShare { basis_points: 6000 }));
-        assert_eq!(
-            cpu("12.5%"),
-            Ok(CpuAmount::HostShare { basis_points: 1250 })
-        );
-        assert_eq!(
-            CpuAmount::HostShare { basis_points: 6000 }.millicores(2),
-            1200
-        );
-        assert_eq!(
-            cpu("0.0001").unwrap_err(),
-            "cpu quantity \"0.0001\" is below 1m, the smallest amount"
-        );
-        assert_eq!(
-            cpu("150%").unwrap_err(),
-            "cpu share \"150%\" must be above 0% and at most 100%"
-        );
+        assert_eq!(cpu("12.5%"), Ok(CpuAmount::HostShare { basis_points: 1250 }));
+        assert_eq!(CpuAmount::HostShare { basis_points: 6000 }.millicores(2), 1200);
+        assert_eq!(cpu("0.0001").unwrap_err(), "cpu quantity \"0.0001\" is below 1m, the smallest amount");
+        assert_eq!(cpu("1.0005").unwrap_err(), "cpu quantity \"1.0005\" is finer than 1m, the smallest step");
+        assert_eq!(cpu("150%").unwrap_err(), "cpu share \"150%\" must be above 0% and at most 100%");
         assert!(cpu("2Gi").unwrap_err().contains("uses a size unit"));
     }
 
@@ -692,19 +602,9 @@ mod tests {
         assert_eq!(DurationKind::parse("1h30m"), Ok(D::from_secs(5400)));
         assert_eq!(DurationKind::parse("250ms"), Ok(D::from_millis(250)));
         assert_eq!(DurationKind::parse("1.5s"), Ok(D::from_millis(1500)));
-        assert_eq!(
-            DurationKind::parse("30").unwrap_err(),
-            "duration \"30\" has no unit; write 30s, 30m or 30h"
-        );
-        assert_eq!(
-            DurationKind::parse("2d").unwrap_err(),
-            "duration \"2d\": days are not a unit; write hours (24h)"
-        );
-        assert!(
-            DurationKind::parse("5 minutes")
-                .unwrap_err()
-                .contains("unknown unit")
-        );
+        assert_eq!(DurationKind::parse("30").unwrap_err(), "duration \"30\" has no unit; write 30s, 30m or 30h");
+        assert_eq!(DurationKind::parse("2d").unwrap_err(), "duration \"2d\": days are not a unit; write hours (24h)");
+        assert!(DurationKind::parse("5 minutes").unwrap_err().contains("unknown unit"));
     }
 
     #[test]
@@ -716,10 +616,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&m).unwrap(), "1024");
         let c: Cpu = serde_yaml_ng::from_str("0.5").unwrap();
         assert_eq!(c.value(), CpuAmount::Millicores(500));
-        assert!(
-            serde_json::from_str::<Percent>("90").is_err(),
-            "a percentage must be a string"
-        );
+        assert!(serde_json::from_str::<Percent>("90").is_err(), "a percentage must be a string");
     }
 
     #[test]

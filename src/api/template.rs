@@ -31,10 +31,7 @@ pub fn parse(template: &str) -> Result<Vec<Piece<'_>>, String> {
         };
         let source = &rest[open..open + 2 + close + 2];
         let expr = after[..close].trim();
-        pieces.push(Piece::Ref {
-            reference: parse_ref(expr, source)?,
-            source,
-        });
+        pieces.push(Piece::Ref { reference: parse_ref(expr, source)?, source });
         rest = &after[close + 2..];
     }
     if !rest.is_empty() {
@@ -48,13 +45,11 @@ fn parse_ref<'a>(expr: &'a str, source: &str) -> Result<Ref<'a>, String> {
     match parts.as_slice() {
         ["params", name] if !name.is_empty() => Ok(Ref::Param(name)),
         ["tasks", name, "output"] if !name.is_empty() => Ok(Ref::TaskOutput(name)),
-        ["tasks", name, other] => Err(format!(
-            "{source}: tasks have only .output (write {{{{ tasks.{name}.output }}}}, not .{other})"
-        )),
+        ["tasks", name, other] => {
+            Err(format!("{source}: tasks have only .output (write {{{{ tasks.{name}.output }}}}, not .{other})"))
+        }
         ["tasks", name] => Err(format!("{source}: write {{{{ tasks.{name}.output }}}}")),
-        _ => Err(format!(
-            "{source} is not {{{{ params.NAME }}}} or {{{{ tasks.NAME.output }}}}"
-        )),
+        _ => Err(format!("{source} is not {{{{ params.NAME }}}} or {{{{ tasks.NAME.output }}}}")),
     }
 }
 
@@ -94,8 +89,7 @@ mod tests {
 
     #[test]
     fn templates_name_params_and_task_outputs() {
-        let refs =
-            references("Summarise {{ tasks.fetch.output }} for {{params.audience}}.").unwrap();
+        let refs = references("Summarise {{ tasks.fetch.output }} for {{params.audience}}.").unwrap();
         assert_eq!(refs, vec![Ref::TaskOutput("fetch"), Ref::Param("audience")]);
         assert_eq!(references("no templates here").unwrap(), vec![]);
     }
@@ -106,10 +100,7 @@ mod tests {
             references("{{ tasks.fetch.result }}").unwrap_err(),
             "{{ tasks.fetch.result }}: tasks have only .output (write {{ tasks.fetch.output }}, not .result)"
         );
-        assert_eq!(
-            references("hi {{ params.x").unwrap_err(),
-            "\"{{\" at character 4 is never closed with \"}}\""
-        );
+        assert_eq!(references("hi {{ params.x").unwrap_err(), "\"{{\" at character 4 is never closed with \"}}\"");
         assert_eq!(
             references("{{ env.HOME }}").unwrap_err(),
             "{{ env.HOME }} is not {{ params.NAME }} or {{ tasks.NAME.output }}"
@@ -124,9 +115,6 @@ mod tests {
             _ => None,
         });
         assert_eq!(out.unwrap(), "a=1 b=two");
-        assert_eq!(
-            render("{{ params.z }}", |_| None).unwrap_err(),
-            "{{ params.z }} has no value"
-        );
+        assert_eq!(render("{{ params.z }}", |_| None).unwrap_err(), "{{ params.z }} has no value");
     }
 }

@@ -29,20 +29,13 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            path: path.into(),
-            message: message.into(),
-        }
+        FieldError { path: path.into(), message: message.into() }
     }
 }
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
@@ -51,42 +44,43 @@ impl fmt::Display for FieldError {
 pub fn validate(value: &Value) -> Result<Object, Vec<FieldError>> {
     let kind = identify(value).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
-    let root = schema(kind);
-    walk(root, value, &mut String::new(), &mut errors);
+    // The walk prunes what it rejects, so the rules below still run on the rest of the
+    // object and one pass reports (nearly) everything.
+    let mut pruned = value.clone();
+    walk(schema(kind), &mut pruned, &mut String::new(), &mut errors);
     check_metadata(kind, value.get("metadata"), &mut errors);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let object = match kind {
-        Kind::Agent => serde_json::from_value::<Agent>(value.clone()).map(Object::Agent),
-        Kind::Workflow => serde_json::from_value::<Workflow>(value.clone()).map(Object::Workflow),
-        Kind::ResourceBudget => {
-            serde_json::from_value::<ResourceBudget>(value.clone()).map(Object::ResourceBudget)
-        }
-    }
-    .map_err(|e| vec![FieldError::new("", e.to_string())])?;
+    let typed = match kind {
+        Kind::Agent => serde_json::from_value::<Agent>(pruned).map(Object::Agent),
+        Kind::Workflow => serde_json::from_value::<Workflow>(pruned).map(Object::Workflow),
+        Kind::ResourceBudget => serde_json::from_value::<ResourceBudget>(pruned).map(Object::ResourceBudget),
+    };
+    let object = match typed {
+        Ok(object) => object,
+        // With schema errors, a failed conversion is a consequence of them: say nothing more.
+        Err(_) if !errors.is_empty() => return Err(errors),
+        Err(e) => return Err(vec![FieldError::new("", e.to_string())]),
+    };
+    let mut rule_errors = Vec::new();
     match &object {
-        Object::Agent(a) => check_agent(a, &mut errors),
-        Object::Workflow(w) => check_workflow(w, &mut errors),
-        Object::ResourceBudget(b) => check_budget(b, &mut errors),
+        Object::Agent(a) => check_agent(a, &mut rule_errors),
+        Object::Workflow(w) => check_workflow(w, &mut rule_errors),
+        Object::ResourceBudget(b) => check_budget(b, &mut rule_errors),
     }
-    if errors.is_empty() {
-        Ok(object)
-    } else {
-        Err(errors)
-    }
+    // A rule about a field the schema already rejected (and pruned) would only repeat it.
+    rule_errors.retain(|r| !errors.iter().any(|e| !e.path.is_empty() && within(&r.path, &e.path)));
+    errors.extend(rule_errors);
+    if errors.is_empty() { Ok(object) } else { Err(errors) }
+}
+
+/// Whether `path` is `outer` or inside it (`spec.tasks[1].agent` is within `spec.tasks[1]`).
+fn within(path: &str, outer: &str) -> bool {
+    path.strip_prefix(outer).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// Reads `apiVersion` and `kind`, with precise errors for everything that is not ours.
 pub fn identify(value: &Value) -> Result<Kind, FieldError> {
     let Value::Object(map) = value else {
-        return Err(FieldError::new(
-            "",
-            format!(
-                "expected a mapping of fields, got {}",
-                json_type_name(value)
-            ),
-        ));
+        return Err(FieldError::new("", format!("expected a mapping of fields, got {}", json_type_name(value))));
     };
     let api_version = match map.get("apiVersion") {
         None => {
@@ -97,25 +91,16 @@ pub fn identify(value: &Value) -> Result<Kind, FieldError> {
         }
         Some(Value::String(s)) => s.as_str(),
         Some(other) => {
-            return Err(FieldError::new(
-                "apiVersion",
-                format!("expected a string, got {}", json_type_name(other)),
-            ));
+            return Err(FieldError::new("apiVersion", format!("expected a string, got {}", json_type_name(other))));
         }
     };
     let kind = match map.get("kind") {
         None => {
-            return Err(FieldError::new(
-                "kind",
-                "required field is missing (Agent, Workflow or ResourceBudget)",
-            ));
+            return Err(FieldError::new("kind", "required field is missing (Agent, Workflow or ResourceBudget)"));
         }
         Some(Value::String(s)) => s.as_str(),
         Some(other) => {
-            return Err(FieldError::new(
-                "kind",
-                format!("expected a string, got {}", json_type_name(other)),
-            ));
+            return Err(FieldError::new("kind", format!("expected a string, got {}", json_type_name(other))));
         }
     };
     let group = api_version.split_once('/').map_or("", |(g, _)| g);
@@ -137,7 +122,10 @@ pub fn identify(value: &Value) -> Result<Kind, FieldError> {
         let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         FieldError::new(
             "kind",
-            format!("unknown kind {kind:?} in {API_VERSION}{}; kinds are Agent, Workflow, ResourceBudget", suggest(kind, &names)),
+            format!(
+                "unknown kind {kind:?} in {API_VERSION}{}; kinds are Agent, Workflow, ResourceBudget",
+                suggest(kind, &names)
+            ),
         )
     })
 }
@@ -150,13 +138,8 @@ pub fn schema(kind: Kind) -> &'static JSONSchemaProps {
             .into_iter()
             .map(|k| {
                 let crd = k.crd();
-                let schema = crd
-                    .spec
-                    .versions
-                    .into_iter()
-                    .next()
-                    .and_then(|v| v.schema)
-                    .and_then(|s| s.open_api_v3_schema);
+                let schema =
+                    crd.spec.versions.into_iter().next().and_then(|v| v.schema).and_then(|s| s.open_api_v3_schema);
                 (k, schema.unwrap_or_default())
             })
             .collect()
@@ -165,40 +148,32 @@ pub fn schema(kind: Kind) -> &'static JSONSchemaProps {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
 }
 
 /// Checks `value` against `schema` the way a structural-schema API server does, collecting
 /// every problem: unknown fields, missing required fields, wrong types, enum values, ranges
-/// and our scalar formats (quantities, durations, percentages).
-fn walk(schema: &JSONSchemaProps, value: &Value, path: &mut String, errors: &mut Vec<FieldError>) {
+/// and our scalar formats (quantities, durations, percentages). Rejected fields are removed
+/// from `value`; returns false when `value` itself must go.
+fn walk(schema: &JSONSchemaProps, value: &mut Value, path: &mut String, errors: &mut Vec<FieldError>) -> bool {
     if value.is_null() {
         if schema.nullable != Some(true) && !path.is_empty() {
             errors.push(FieldError::new(path.clone(), "must not be empty (null)"));
+            return false;
         }
-        return;
+        return true;
     }
     if schema.x_kubernetes_int_or_string == Some(true) {
         if !(value.is_string() || value.is_number()) {
             errors.push(FieldError::new(
                 path.clone(),
-                format!(
-                    "expected a number or a string, got {}",
-                    json_type_name(value)
-                ),
+                format!("expected a number or a string, got {}", json_type_name(value)),
             ));
-        } else {
-            check_format(schema, value, path, errors);
+            return false;
         }
-        return;
+        return check_format(schema, value, path, errors);
     }
-    let Some(ty) = schema.type_.as_deref() else {
-        return;
-    };
+    let Some(ty) = schema.type_.as_deref() else { return true };
     let type_ok = match ty {
         "object" => value.is_object(),
         "array" => value.is_array(),
@@ -217,28 +192,27 @@ fn walk(schema: &JSONSchemaProps, value: &Value, path: &mut String, errors: &mut
             "number" => "a number",
             _ => "a boolean",
         };
-        let shown = match value {
+        let shown = match &*value {
             Value::String(s) if s.len() <= 40 => format!(" ({s:?})"),
             Value::Number(n) => format!(" ({n})"),
             _ => String::new(),
         };
-        errors.push(FieldError::new(
-            path.clone(),
-            format!("expected {expected}, got {}{shown}", json_type_name(value)),
-        ));
-        return;
+        errors
+            .push(FieldError::new(path.clone(), format!("expected {expected}, got {}{shown}", json_type_name(value))));
+        return false;
     }
     match value {
         Value::Object(map) => {
             if schema.x_kubernetes_preserve_unknown_fields == Some(true) {
-                return;
+                return true;
             }
             let props = schema.properties.as_ref();
             let additional = match &schema.additional_properties {
                 Some(JSONSchemaPropsOrBool::Schema(s)) => Some(s.as_ref()),
                 _ => None,
             };
-            for (key, child) in map {
+            let mut rejected = Vec::new();
+            for (key, child) in map.iter_mut() {
                 // The CRD schema leaves the type header and metadata to the API machinery.
                 if path.is_empty() && ["apiVersion", "kind", "metadata"].contains(&key.as_str()) {
                     continue;
@@ -248,37 +222,38 @@ fn walk(schema: &JSONSchemaProps, value: &Value, path: &mut String, errors: &mut
                     path.push('.');
                 }
                 path.push_str(key);
-                match (props.and_then(|p| p.get(key)), additional) {
+                let ok = match (props.and_then(|p| p.get(key)), additional) {
                     (Some(s), _) | (None, Some(s)) => walk(s, child, path, errors),
                     (None, None) if props.is_some() => {
-                        let known: Vec<&str> = props
-                            .into_iter()
-                            .flat_map(|p| p.keys().map(String::as_str))
-                            .collect();
-                        errors.push(FieldError::new(
-                            path.clone(),
-                            format!("unknown field{}", suggest(key, &known)),
-                        ));
+                        let known: Vec<&str> = props.into_iter().flat_map(|p| p.keys().map(String::as_str)).collect();
+                        errors.push(FieldError::new(path.clone(), format!("unknown field{}", suggest(key, &known))));
+                        false
                     }
-                    (None, None) => {}
+                    (None, None) => true,
+                };
+                if !ok {
+                    rejected.push(key.clone());
                 }
                 path.truncate(len);
             }
+            for key in rejected {
+                map.remove(&key);
+            }
             for req in schema.required.iter().flatten() {
-                if !map.contains_key(req) {
-                    errors.push(FieldError::new(
-                        join(path, req),
-                        "required field is missing",
-                    ));
+                if !map.contains_key(req) && !errors.iter().any(|e| e.path == join(path, req)) {
+                    errors.push(FieldError::new(join(path, req), "required field is missing"));
                 }
             }
+            true
         }
         Value::Array(items) => {
+            let mut ok = true;
             if let Some(JSONSchemaPropsOrArray::Schema(item)) = &schema.items {
-                for (i, child) in items.iter().enumerate() {
+                for (i, child) in items.iter_mut().enumerate() {
                     let len = path.len();
                     path.push_str(&format!("[{i}]"));
-                    walk(item, child, path, errors);
+                    // Removing an item would renumber the rest; give up the whole list instead.
+                    ok &= walk(item, child, path, errors);
                     path.truncate(len);
                 }
             }
@@ -287,12 +262,10 @@ fn walk(schema: &JSONSchemaProps, value: &Value, path: &mut String, errors: &mut
             {
                 errors.push(FieldError::new(
                     path.clone(),
-                    format!(
-                        "needs at least {min} item{}",
-                        if min == 1 { "" } else { "s" }
-                    ),
+                    format!("needs at least {min} item{}", if min == 1 { "" } else { "s" }),
                 ));
             }
+            ok
         }
         Value::String(s) => {
             if let Some(allowed) = &schema.enum_ {
@@ -300,46 +273,40 @@ fn walk(schema: &JSONSchemaProps, value: &Value, path: &mut String, errors: &mut
                 if !names.contains(&s.as_str()) {
                     errors.push(FieldError::new(
                         path.clone(),
-                        format!(
-                            "{s:?} is not one of {}{}",
-                            names.join(", "),
-                            suggest(s, &names)
-                        ),
+                        format!("{s:?} is not one of {}{}", names.join(", "), suggest(s, &names)),
                     ));
+                    return false;
                 }
             }
-            check_format(schema, value, path, errors);
+            check_format(schema, value, path, errors)
         }
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or_default();
             if let Some(min) = schema.minimum
                 && x < min
             {
-                errors.push(FieldError::new(
-                    path.clone(),
-                    format!("{n} is below the minimum {min}"),
-                ));
+                errors.push(FieldError::new(path.clone(), format!("{n} is below the minimum {min}")));
+                return false;
             }
             if let Some(max) = schema.maximum
                 && x > max
             {
-                errors.push(FieldError::new(
-                    path.clone(),
-                    format!("{n} is above the maximum {max}"),
-                ));
+                errors.push(FieldError::new(path.clone(), format!("{n} is above the maximum {max}")));
+                return false;
             }
+            true
         }
-        _ => {}
+        _ => true,
     }
 }
 
-fn check_format(schema: &JSONSchemaProps, value: &Value, path: &str, errors: &mut Vec<FieldError>) {
-    if let Some(Err(e)) = schema
-        .format
-        .as_deref()
-        .and_then(|f| quantity::check_format(f, value))
-    {
-        errors.push(FieldError::new(path, e));
+fn check_format(schema: &JSONSchemaProps, value: &Value, path: &str, errors: &mut Vec<FieldError>) -> bool {
+    match schema.format.as_deref().and_then(|f| quantity::check_format(f, value)) {
+        Some(Err(e)) => {
+            errors.push(FieldError::new(path, e));
+            false
+        }
+        _ => true,
     }
 }
 
@@ -378,9 +345,7 @@ pub fn check_dns_label(s: &str) -> Result<(), String> {
     if s.len() > 63 {
         return Err(format!("{s:?} is longer than 63 characters"));
     }
-    let ok_chars = s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_chars = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let ok_ends = !s.starts_with('-') && !s.ends_with('-');
     if ok_chars && ok_ends {
         Ok(())
@@ -396,19 +361,14 @@ fn check_meta_key(key: &str) -> Result<(), String> {
     let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
     let name_ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
-    let prefix_ok = prefix.is_empty()
-        || (prefix.len() <= 253 && prefix.split('.').all(|p| check_dns_label(p).is_ok()));
+    let prefix_ok = prefix.is_empty() || (prefix.len() <= 253 && prefix.split('.').all(|p| check_dns_label(p).is_ok()));
     if name_ok && prefix_ok {
         Ok(())
     } else {
-        Err(format!(
-            "{key:?} is not a valid key ([prefix/]name, name at most 63 of a-z, 0-9, '-', '_', '.')"
-        ))
+        Err(format!("{key:?} is not a valid key ([prefix/]name, name at most 63 of a-z, 0-9, '-', '_', '.')"))
     }
 }
 
@@ -432,10 +392,7 @@ const OBJECT_META_FIELDS: &[&str] = &[
 
 fn check_metadata(kind: Kind, meta: Option<&Value>, errors: &mut Vec<FieldError>) {
     let Some(meta) = meta else {
-        errors.push(FieldError::new(
-            "metadata.name",
-            "required field is missing",
-        ));
+        errors.push(FieldError::new("metadata.name", "required field is missing"));
         return;
     };
     let Some(map) = meta.as_object() else { return }; // the schema walk reported the type
@@ -453,15 +410,11 @@ fn check_metadata(kind: Kind, meta: Option<&Value>, errors: &mut Vec<FieldError>
                 errors.push(FieldError::new("metadata.name", e));
             }
         }
-        (Some(other), _) => errors.push(FieldError::new(
-            "metadata.name",
-            format!("expected a string, got {}", json_type_name(other)),
-        )),
+        (Some(other), _) => {
+            errors.push(FieldError::new("metadata.name", format!("expected a string, got {}", json_type_name(other))))
+        }
         (None, Some(Value::String(_))) => {}
-        (None, _) => errors.push(FieldError::new(
-            "metadata.name",
-            "required field is missing",
-        )),
+        (None, _) => errors.push(FieldError::new("metadata.name", "required field is missing")),
     }
     match map.get("namespace") {
         Some(Value::String(ns)) if !kind.namespaced() => errors.push(FieldError::new(
@@ -474,10 +427,8 @@ fn check_metadata(kind: Kind, meta: Option<&Value>, errors: &mut Vec<FieldError>
             }
         }
         Some(Value::Null) | None => {}
-        Some(other) => errors.push(FieldError::new(
-            "metadata.namespace",
-            format!("expected a string, got {}", json_type_name(other)),
-        )),
+        Some(other) => errors
+            .push(FieldError::new("metadata.namespace", format!("expected a string, got {}", json_type_name(other)))),
     }
     for field in ["labels", "annotations"] {
         match map.get(field) {
@@ -490,10 +441,7 @@ fn check_metadata(kind: Kind, meta: Option<&Value>, errors: &mut Vec<FieldError>
                     if !v.is_string() {
                         errors.push(FieldError::new(
                             path,
-                            format!(
-                                "values must be strings (quote it), got {}",
-                                json_type_name(v)
-                            ),
+                            format!("values must be strings (quote it), got {}", json_type_name(v)),
                         ));
                     }
                 }
@@ -513,13 +461,8 @@ fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
     let s = &agent.spec;
     let has_command = !s.command.is_empty();
     if let Some(url) = &s.url {
-        if !(url.starts_with("http://") || url.starts_with("https://"))
-            || url.len() < "http://x".len()
-        {
-            errors.push(FieldError::new(
-                "spec.url",
-                format!("{url:?} is not an http:// or https:// URL"),
-            ));
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < "http://x".len() {
+            errors.push(FieldError::new("spec.url", format!("{url:?} is not an http:// or https:// URL")));
         }
         if has_command || s.image.is_some() {
             errors.push(FieldError::new(
@@ -535,61 +478,39 @@ fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
         }
     } else if !has_command && s.image.is_none() {
         errors.push(FieldError::new(
-            "spec",
+            "spec.command",
             "nothing to run: set command (local mode), image (cluster mode), or url (an agent that runs elsewhere)",
         ));
     } else if s.protocol() == Protocol::Stdio && !has_command {
-        errors.push(FieldError::new(
-            "spec.command",
-            "a stdio agent needs a command to run for each task",
-        ));
+        errors.push(FieldError::new("spec.command", "a stdio agent needs a command to run for each task"));
     }
     for (i, part) in s.command.iter().enumerate() {
         if part.contains('\0') {
-            errors.push(FieldError::new(
-                format!("spec.command[{i}]"),
-                "contains a NUL byte",
-            ));
+            errors.push(FieldError::new(format!("spec.command[{i}]"), "contains a NUL byte"));
         }
     }
     if s.command.first().is_some_and(|c| c.trim().is_empty()) {
-        errors.push(FieldError::new(
-            "spec.command[0]",
-            "the program name is empty",
-        ));
+        errors.push(FieldError::new("spec.command[0]", "the program name is empty"));
     }
     if let Some(image) = &s.image
         && (image.trim().is_empty() || image.contains(char::is_whitespace))
     {
-        errors.push(FieldError::new(
-            "spec.image",
-            format!("{image:?} is not an image reference"),
-        ));
+        errors.push(FieldError::new("spec.image", format!("{image:?} is not an image reference")));
     }
     let mut seen = BTreeSet::new();
     for (i, e) in s.env.iter().enumerate() {
         let path = format!("spec.env[{i}].name");
         let valid = !e.name.is_empty()
             && !e.name.as_bytes()[0].is_ascii_digit()
-            && e.name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            && e.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid {
             errors.push(FieldError::new(
                 path,
-                format!(
-                    "{:?} is not a variable name (letters, digits, '_', not starting with a digit)",
-                    e.name
-                ),
+                format!("{:?} is not a variable name (letters, digits, '_', not starting with a digit)", e.name),
             ));
         } else if RESERVED_ENV.contains(&e.name.as_str()) {
-            errors.push(FieldError::new(
-                path,
-                format!(
-                    "{} is set by a2a for every agent; choose another name",
-                    e.name
-                ),
-            ));
+            errors
+                .push(FieldError::new(path, format!("{} is set by a2a for every agent; choose another name", e.name)));
         } else if !seen.insert(e.name.as_str()) {
             errors.push(FieldError::new(path, format!("{} is set twice", e.name)));
         }
@@ -597,31 +518,25 @@ fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
     if let Some(dir) = &s.working_dir
         && !dir.starts_with('/')
     {
-        errors.push(FieldError::new(
-            "spec.workingDir",
-            format!("{dir:?} is not an absolute path"),
-        ));
+        errors.push(FieldError::new("spec.workingDir", format!("{dir:?} is not an absolute path")));
     }
     if let Some(user) = &s.user {
         let (u, g) = user.split_once(':').unwrap_or((user, ""));
-        let numeric_ok = !u.is_empty()
-            && u.bytes().all(|b| b.is_ascii_digit())
-            && g.bytes().all(|b| b.is_ascii_digit());
-        let name_ok = !u.is_empty()
-            && g.is_empty()
-            && u.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        let numeric_ok =
+            !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()) && g.bytes().all(|b| b.is_ascii_digit());
+        let name_ok =
+            !u.is_empty() && g.is_empty() && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !(numeric_ok || name_ok) {
-            errors.push(FieldError::new(
-                "spec.user",
-                format!("{user:?} is not a user name or uid[:gid]"),
-            ));
+            errors.push(FieldError::new("spec.user", format!("{user:?} is not a user name or uid[:gid]")));
         }
     }
     if s.port.unwrap_or(0) > 0 && s.replicas() > 1 {
         errors.push(FieldError::new(
             "spec.port",
-            format!("a fixed port can serve only one replica, but replicas is {}; use port 0 (assigned) or replicas 1", s.replicas()),
+            format!(
+                "a fixed port can serve only one replica, but replicas is {}; use port 0 (assigned) or replicas 1",
+                s.replicas()
+            ),
         ));
     }
     let mut skills = BTreeSet::new();
@@ -629,10 +544,7 @@ fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
         if skill.trim().is_empty() {
             errors.push(FieldError::new(format!("spec.skills[{i}]"), "is empty"));
         } else if !skills.insert(skill) {
-            errors.push(FieldError::new(
-                format!("spec.skills[{i}]"),
-                format!("skill {skill:?} is listed twice"),
-            ));
+            errors.push(FieldError::new(format!("spec.skills[{i}]"), format!("skill {skill:?} is listed twice")));
         }
     }
     if let Some(b) = &s.budget
@@ -644,35 +556,22 @@ fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
     check_memory_not_tiny(&s.resources.limits, "spec.resources.limits.memory", errors);
 }
 
-fn check_requests_within_limits(
-    req: &ResourceAmounts,
-    lim: &ResourceAmounts,
-    errors: &mut Vec<FieldError>,
-) {
+fn check_requests_within_limits(req: &ResourceAmounts, lim: &ResourceAmounts, errors: &mut Vec<FieldError>) {
     if let (Some(r), Some(l)) = (&req.memory, &lim.memory)
         && r.value() > l.value()
     {
-        errors.push(FieldError::new(
-            "spec.resources.requests.memory",
-            format!("{r} is more than the limit {l}"),
-        ));
+        errors.push(FieldError::new("spec.resources.requests.memory", format!("{r} is more than the limit {l}")));
     }
     if let (Some(r), Some(l)) = (&req.cpu, &lim.cpu)
         && let (CpuAmount::Millicores(rm), CpuAmount::Millicores(lm)) = (r.value(), l.value())
         && rm > lm
     {
-        errors.push(FieldError::new(
-            "spec.resources.requests.cpu",
-            format!("{r} is more than the limit {l}"),
-        ));
+        errors.push(FieldError::new("spec.resources.requests.cpu", format!("{r} is more than the limit {l}")));
     }
     if let (Some(r), Some(l)) = (&req.pids, &lim.pids)
         && r.value() > l.value()
     {
-        errors.push(FieldError::new(
-            "spec.resources.requests.pids",
-            format!("{r} is more than the limit {l}"),
-        ));
+        errors.push(FieldError::new("spec.resources.requests.pids", format!("{r} is more than the limit {l}")));
     }
 }
 
@@ -688,17 +587,11 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
             index.insert(t.name.as_str(), first);
             errors.push(FieldError::new(
                 format!("{path}.name"),
-                format!(
-                    "duplicate task name {:?} (also spec.tasks[{first}])",
-                    t.name
-                ),
+                format!("duplicate task name {:?} (also spec.tasks[{first}])", t.name),
             ));
         }
         match (&t.agent, &t.skill) {
-            (Some(_), Some(_)) => errors.push(FieldError::new(
-                path.clone(),
-                "set agent or skill, not both",
-            )),
+            (Some(_), Some(_)) => errors.push(FieldError::new(path.clone(), "set agent or skill, not both")),
             (None, None) => errors.push(FieldError::new(
                 path.clone(),
                 "no agent: set agent (an Agent's name) or skill (any ready agent with that skill)",
@@ -708,16 +601,11 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
                     errors.push(FieldError::new(format!("{path}.agent"), e));
                 }
             }
-            (None, Some(s)) if s.trim().is_empty() => {
-                errors.push(FieldError::new(format!("{path}.skill"), "is empty"))
-            }
+            (None, Some(s)) if s.trim().is_empty() => errors.push(FieldError::new(format!("{path}.skill"), "is empty")),
             _ => {}
         }
         if t.message.trim().is_empty() {
-            errors.push(FieldError::new(
-                format!("{path}.message"),
-                "is empty: say what the agent should do",
-            ));
+            errors.push(FieldError::new(format!("{path}.message"), "is empty: say what the agent should do"));
         }
         if let Some(retry) = &t.retry {
             check_retry(retry, &format!("{path}.retry"), errors);
@@ -734,19 +622,13 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
         for (j, d) in t.depends_on.iter().enumerate() {
             let path = format!("spec.tasks[{i}].dependsOn[{j}]");
             if d == &t.name {
-                errors.push(FieldError::new(
-                    path,
-                    format!("task {d:?} depends on itself"),
-                ));
+                errors.push(FieldError::new(path, format!("task {d:?} depends on itself")));
             } else if !seen.insert(d.as_str()) {
                 errors.push(FieldError::new(path, format!("{d:?} is listed twice")));
             } else if let Some(&k) = index.get(d.as_str()) {
                 deps[i].push(k);
             } else {
-                errors.push(FieldError::new(
-                    path,
-                    format!("unknown task {d:?}{}", suggest(d, &names)),
-                ));
+                errors.push(FieldError::new(path, format!("unknown task {d:?}{}", suggest(d, &names))));
             }
         }
     }
@@ -754,10 +636,7 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
         Some(cycle) => {
             let mut names: Vec<&str> = cycle.iter().map(|&i| tasks[i].name.as_str()).collect();
             names.push(names[0]);
-            errors.push(FieldError::new(
-                "spec.tasks",
-                format!("dependency cycle: {}", names.join(" → ")),
-            ));
+            errors.push(FieldError::new("spec.tasks", format!("dependency cycle: {}", names.join(" → "))));
             true
         }
         None => false,
@@ -777,14 +656,23 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
                     let declared: Vec<&str> = wf.spec.params.keys().map(String::as_str).collect();
                     errors.push(FieldError::new(
                         path.clone(),
-                        format!("{{{{ params.{p} }}}} names a param that spec.params does not declare{}", suggest(p, &declared)),
+                        format!(
+                            "{{{{ params.{p} }}}} names a param that spec.params does not declare{}",
+                            suggest(p, &declared)
+                        ),
                     ));
                 }
                 Ref::TaskOutput(n) => match index.get(n) {
-                    None => errors.push(FieldError::new(path.clone(), format!("{{{{ tasks.{n}.output }}}} names unknown task {n:?}{}", suggest(n, &names)))),
+                    None => errors.push(FieldError::new(
+                        path.clone(),
+                        format!("{{{{ tasks.{n}.output }}}} names unknown task {n:?}{}", suggest(n, &names)),
+                    )),
                     Some(&k) if !cyclic && !upstream(&deps, i, k) => errors.push(FieldError::new(
                         path.clone(),
-                        format!("{{{{ tasks.{n}.output }}}}: task {n:?} is not upstream of {:?}; add it to dependsOn", t.name),
+                        format!(
+                            "{{{{ tasks.{n}.output }}}}: task {n:?} is not upstream of {:?}; add it to dependsOn",
+                            t.name
+                        ),
                     )),
                     _ => {}
                 },
@@ -864,10 +752,7 @@ fn check_budget(b: &ResourceBudget, errors: &mut Vec<FieldError>) {
     let s = &b.spec;
     if let Some(parent) = &s.parent {
         if Some(parent) == b.metadata.name.as_ref() {
-            errors.push(FieldError::new(
-                "spec.parent",
-                "a budget cannot be its own parent",
-            ));
+            errors.push(FieldError::new("spec.parent", "a budget cannot be its own parent"));
         } else if let Err(e) = check_dns_label(parent) {
             errors.push(FieldError::new("spec.parent", e));
         }
@@ -897,10 +782,7 @@ fn check_budget(b: &ResourceBudget, errors: &mut Vec<FieldError>) {
         && let (CpuAmount::Millicores(b), CpuAmount::Millicores(l)) = (bg.value(), cpu.value())
         && b > l
     {
-        errors.push(FieldError::new(
-            "spec.backgroundCpu",
-            format!("{bg} is more than spec.limits.cpu {cpu}"),
-        ));
+        errors.push(FieldError::new("spec.backgroundCpu", format!("{bg} is more than spec.limits.cpu {cpu}")));
     }
     check_memory_not_tiny(&s.limits, "spec.limits.memory", errors);
 }

@@ -1,4 +1,6 @@
 //! The `Workflow` kind: a DAG of tasks, each one A2A `SendMessage` to an agent.
+// clippy reads the repeated `printcolumn(type_ = ...)` keys of the derive as duplicates.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 
@@ -25,23 +27,9 @@ use super::quantity::Duration;
     doc = "A DAG of tasks, each one A2A message to an agent.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress"),
-    printcolumn(
-        name = "Priority",
-        type_ = "string",
-        json_path = ".spec.priority",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Started",
-        type_ = "date",
-        json_path = ".status.startedAt",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Priority", type_ = "string", json_path = ".spec.priority", priority = 1),
+    printcolumn(name = "Started", type_ = "date", json_path = ".status.startedAt", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkflowSpec {

@@ -51,18 +51,12 @@ pub fn parse_path(path: &str) -> Result<Target, ApiError> {
     };
     let find = |plural: &str| Resource::find(group, version, plural);
     let (namespace, rest): (Option<String>, Vec<&str>) = match rest {
-        ["namespaces", ns, plural, more @ ..] if find(plural).is_some_and(|r| r.namespaced) => (
-            Some(ns.to_string()),
-            std::iter::once(*plural)
-                .chain(more.iter().copied())
-                .collect(),
-        ),
+        ["namespaces", ns, plural, more @ ..] if find(plural).is_some_and(|r| r.namespaced) => {
+            (Some(ns.to_string()), std::iter::once(*plural).chain(more.iter().copied()).collect())
+        }
         _ => (None, rest.to_vec()),
     };
-    let resource = rest
-        .first()
-        .and_then(|p| find(p))
-        .ok_or_else(ApiError::not_found_path)?;
+    let resource = rest.first().and_then(|p| find(p)).ok_or_else(ApiError::not_found_path)?;
     if namespace.is_none() && resource.namespaced && rest.len() > 1 {
         // `/apis/a2a.dev/v1alpha1/agents/x`: a namespaced object needs its namespace.
         return Err(ApiError::not_found_path());
@@ -78,20 +72,11 @@ pub fn parse_path(path: &str) -> Result<Target, ApiError> {
     {
         return Err(ApiError::not_found_path());
     }
-    Ok(Target {
-        resource,
-        namespace,
-        name,
-        status,
-    })
+    Ok(Target { resource, namespace, name, status })
 }
 
 fn rv_of(object: &Value) -> u64 {
-    object
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    object.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 fn meta_mut(object: &mut Value) -> Option<&mut Map<String, Value>> {
@@ -111,22 +96,12 @@ pub fn new_uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 fn name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    random_bytes::<5>()
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
+    random_bytes::<5>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
 fn now() -> String {
@@ -147,11 +122,9 @@ pub fn parse_body(body: &Bytes, yaml: bool) -> Result<Value, ApiError> {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     let parsed = if yaml {
-        serde_yaml_ng::from_slice::<Value>(body)
-            .map_err(|e| format!("the request body is not valid YAML: {e}"))
+        serde_yaml_ng::from_slice::<Value>(body).map_err(|e| format!("the request body is not valid YAML: {e}"))
     } else {
-        serde_json::from_slice::<Value>(body)
-            .map_err(|e| format!("the request body is not valid JSON: {e}"))
+        serde_json::from_slice::<Value>(body).map_err(|e| format!("the request body is not valid JSON: {e}"))
     };
     parsed.map_err(ApiError::bad_request)
 }
@@ -180,19 +153,12 @@ pub fn body_is_yaml(headers: &HeaderMap) -> Result<bool, ApiError> {
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("as=Table"))
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
 }
 
 impl AppState {
     fn key(&self, t: &Target, name: &str) -> ObjectKey {
-        ObjectKey::new(
-            t.resource.storage(),
-            t.namespace.clone().unwrap_or_default(),
-            name,
-        )
+        ObjectKey::new(t.resource.storage(), t.namespace.clone().unwrap_or_default(), name)
     }
 
     fn store_error(&self, t: &Target, name: &str, e: store::Error) -> ApiError {
@@ -204,9 +170,7 @@ impl AppState {
                 ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
             }
             store::Error::Closed => ApiError::unavailable("the server is shutting down"),
-            e @ (store::Error::Storage { .. } | store::Error::Corrupt { .. }) => {
-                ApiError::internal(e.to_string())
-            }
+            e @ (store::Error::Storage { .. } | store::Error::Corrupt { .. }) => ApiError::internal(e.to_string()),
         }
     }
 
@@ -222,12 +186,7 @@ impl AppState {
 
     /// Checks apiVersion, kind, namespace and name against the request, fills what may be
     /// omitted, and validates the result.
-    fn admit(
-        &self,
-        t: &Target,
-        object: &mut Value,
-        path_name: Option<&str>,
-    ) -> Result<String, ApiError> {
+    fn admit(&self, t: &Target, object: &mut Value, path_name: Option<&str>) -> Result<String, ApiError> {
         let res = t.resource;
         let Some(map) = object.as_object_mut() else {
             return Err(ApiError::bad_request(format!(
@@ -293,13 +252,8 @@ impl AppState {
                 }
             }
         }
-        let name = meta
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        res.validate(object)
-            .map_err(|errors| ApiError::invalid(res, &name, &errors))?;
+        let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        res.validate(object).map_err(|errors| ApiError::invalid(res, &name, &errors))?;
         Ok(name)
     }
 
@@ -310,32 +264,20 @@ impl AppState {
         q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
         let name = t.name.as_deref().unwrap_or_default();
-        let obj = self
-            .store
-            .get(&self.key(t, name))
-            .ok_or_else(|| ApiError::not_found(t.resource, name))?;
+        let obj = self.store.get(&self.key(t, name)).ok_or_else(|| ApiError::not_found(t.resource, name))?;
         if wants_table(headers) {
             let full = q.get("includeObject").is_some_and(|v| v == "Object");
-            return Ok(json_response(
-                StatusCode::OK,
-                &t.resource.table(&[&obj], rv_of(&obj), full),
-            ));
+            return Ok(json_response(StatusCode::OK, &t.resource.table(&[&obj], rv_of(&obj), full)));
         }
         Ok(json_response(StatusCode::OK, &obj))
     }
 
-    fn selectors(
-        &self,
-        t: &Target,
-        q: &HashMap<String, String>,
-    ) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    fn selectors(&self, t: &Target, q: &HashMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {
         let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
             .map_err(|e| ApiError::bad_request(format!("invalid labelSelector: {e}")))?;
-        let fields = FieldSelector::parse(
-            q.get("fieldSelector").map_or("", String::as_str),
-            t.resource.selectable_fields(),
-        )
-        .map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?;
+        let fields =
+            FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), t.resource.selectable_fields())
+                .map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?;
         Ok((labels, fields))
     }
 
@@ -346,23 +288,15 @@ impl AppState {
         q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
         let (labels, fields) = self.selectors(t, q)?;
-        let (items, rv) = self
-            .store
-            .list(&t.resource.storage(), t.namespace.as_deref());
+        let (items, rv) = self.store.list(&t.resource.storage(), t.namespace.as_deref());
         let matching: Vec<&Value> = items
             .iter()
             .map(Arc::as_ref)
-            .filter(|o| {
-                labels.matches(o.pointer("/metadata/labels").and_then(Value::as_object))
-                    && fields.matches(o)
-            })
+            .filter(|o| labels.matches(o.pointer("/metadata/labels").and_then(Value::as_object)) && fields.matches(o))
             .collect();
         if wants_table(headers) {
             let full = q.get("includeObject").is_some_and(|v| v == "Object");
-            return Ok(json_response(
-                StatusCode::OK,
-                &t.resource.table(&matching, rv, full),
-            ));
+            return Ok(json_response(StatusCode::OK, &t.resource.table(&matching, rv, full)));
         }
         // Serialize the list by hand: cloning every item into one Value would double the work.
         let mut out = Vec::with_capacity(64 + matching.len() * 512);
@@ -382,10 +316,7 @@ impl AppState {
         }
         out.extend_from_slice(b"]}");
         let mut r = Response::new(Body::from(out));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
+        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
         Ok(r)
     }
 
@@ -398,15 +329,13 @@ impl AppState {
         let (labels, fields) = self.selectors(t, q)?;
         let from = match q.get("resourceVersion").map(String::as_str) {
             None | Some("") => None,
-            Some(s) => Some(s.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("invalid resourceVersion {s:?}: expected a number"))
-            })?),
+            Some(s) => Some(
+                s.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}: expected a number")))?,
+            ),
         };
         let bookmarks = query_flag(q, "allowWatchBookmarks");
-        let timeout = q
-            .get("timeoutSeconds")
-            .and_then(|s| s.parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
         let table = wants_table(headers);
         let res = t.resource;
         let namespace = t.namespace.clone();
@@ -415,11 +344,7 @@ impl AppState {
         let matches = move |e: &store::Event| {
             e.key.resource == storage
                 && namespace.as_ref().is_none_or(|ns| *ns == e.key.namespace)
-                && labels.matches(
-                    e.object
-                        .pointer("/metadata/labels")
-                        .and_then(Value::as_object),
-                )
+                && labels.matches(e.object.pointer("/metadata/labels").and_then(Value::as_object))
                 && fields.matches(&e.object)
         };
         let encode = move |type_: &str, object: &Value| -> Bytes {
@@ -428,8 +353,7 @@ impl AppState {
             } else {
                 object.clone()
             };
-            let mut line =
-                serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
+            let mut line = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
             line.push(b'\n');
             Bytes::from(line)
         };
@@ -437,9 +361,7 @@ impl AppState {
             Ok(s) => s,
             Err(store::Error::Gone { requested, oldest }) => {
                 // Kubernetes answers 200 and an ERROR event; kube-runtime relists on it.
-                let status =
-                    ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
-                        .to_status();
+                let status = ApiError::gone(format!("too old resource version: {requested} ({oldest})")).to_status();
                 return Ok(stream_response(Body::from(encode("ERROR", &status))));
             }
             Err(e) => return Err(self.store_error(t, "", e)),
@@ -466,8 +388,7 @@ impl AppState {
             let mut tick = tokio::time::interval(bookmark_every);
             tick.tick().await;
             while ok {
-                let sleep_until = deadline
-                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
+                let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
                 tokio::select! {
                     ev = live.recv() => match ev {
                         Ok(e) => {
@@ -497,9 +418,7 @@ impl AppState {
             }
             metrics.watcher_stopped();
         });
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         Ok(stream_response(Body::from_stream(stream)))
     }
 
@@ -508,10 +427,7 @@ impl AppState {
         let Some(meta) = meta_mut(object) else {
             return Ok(()); // admit reports it
         };
-        if meta
-            .get("name")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
+        if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty)
             && let Some(prefix) = meta.get("generateName").and_then(Value::as_str)
         {
             let name = format!("{prefix}{}", name_suffix());
@@ -561,11 +477,7 @@ impl AppState {
         }
         let stored = self
             .store
-            .write(Write::Put {
-                key: self.key(t, &name),
-                object,
-                precondition: Precondition::Absent,
-            })
+            .write(Write::Put { key: self.key(t, &name), object, precondition: Precondition::Absent })
             .await
             .map_err(|e| self.store_error(t, &name, e))?;
         Ok(json_response(StatusCode::CREATED, &stored))
@@ -573,13 +485,7 @@ impl AppState {
 
     /// Builds the next version of an object from the current one and a proposed one,
     /// keeping what the client may not change and bumping `generation` on spec changes.
-    fn next_version(
-        &self,
-        t: &Target,
-        name: &str,
-        current: &Value,
-        proposed: Value,
-    ) -> Result<Value, ApiError> {
+    fn next_version(&self, t: &Target, name: &str, current: &Value, proposed: Value) -> Result<Value, ApiError> {
         let mut new = if t.status {
             let mut new = current.clone();
             match proposed.get("status") {
@@ -617,13 +523,7 @@ impl AppState {
         self.admit(t, &mut new, Some(name))?;
         let cur_meta = current.get("metadata").and_then(Value::as_object);
         if let Some(meta) = meta_mut(&mut new) {
-            for field in [
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-            ] {
+            for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
                 match cur_meta.and_then(|m| m.get(field)) {
                     Some(v) => meta.insert(field.into(), v.clone()),
                     None => meta.remove(field),
@@ -640,10 +540,7 @@ impl AppState {
             v
         };
         if t.resource.plural != "events" && spec_of(&new) != spec_of(current) {
-            let generation = current
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
+            let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             if let Some(meta) = meta_mut(&mut new) {
                 meta.insert("generation".into(), json!(generation + 1));
             }
@@ -663,22 +560,16 @@ impl AppState {
         let name = t.name.clone().unwrap_or_default();
         let key = self.key(t, &name);
         for _ in 0..16 {
-            let current = self
-                .store
-                .get(&key)
-                .ok_or_else(|| ApiError::not_found(t.resource, &name))?;
+            let current = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
             let current_rv = rv_of(&current);
             let proposed = compute(&current)?;
-            let explicit = match proposed.pointer("/metadata/resourceVersion") {
-                Some(Value::String(s)) if !s.is_empty() => {
-                    Some(s.parse::<u64>().map_err(|_| {
-                        ApiError::bad_request(format!(
-                            "invalid resourceVersion {s:?}: expected a number"
-                        ))
-                    })?)
-                }
-                _ => None,
-            };
+            let explicit =
+                match proposed.pointer("/metadata/resourceVersion") {
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resourceVersion {s:?}: expected a number"))
+                    })?),
+                    _ => None,
+                };
             if explicit.is_some_and(|rv| rv != current_rv) {
                 return Err(ApiError::conflict(t.resource, &name));
             }
@@ -694,21 +585,11 @@ impl AppState {
                 return Ok(new);
             }
             let finished = new.pointer("/metadata/deletionTimestamp").is_some()
-                && new
-                    .pointer("/metadata/finalizers")
-                    .and_then(Value::as_array)
-                    .is_none_or(Vec::is_empty);
+                && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
             let write = if finished {
-                Write::Delete {
-                    key: key.clone(),
-                    precondition: Precondition::ResourceVersion(current_rv),
-                }
+                Write::Delete { key: key.clone(), precondition: Precondition::ResourceVersion(current_rv) }
             } else {
-                Write::Put {
-                    key: key.clone(),
-                    object: new,
-                    precondition: Precondition::ResourceVersion(current_rv),
-                }
+                Write::Put { key: key.clone(), object: new, precondition: Precondition::ResourceVersion(current_rv) }
             };
             match self.store.write(write).await {
                 Ok(v) => {
@@ -724,12 +605,7 @@ impl AppState {
         Err(ApiError::conflict(t.resource, &name))
     }
 
-    pub async fn update(
-        &self,
-        t: &Target,
-        body: Value,
-        q: &HashMap<String, String>,
-    ) -> Result<Response, ApiError> {
+    pub async fn update(&self, t: &Target, body: Value, q: &HashMap<String, String>) -> Result<Response, ApiError> {
         let v = self.modify(t, q, |_| Ok(body.clone())).await?;
         Ok(json_response(StatusCode::OK, &v))
     }
@@ -756,20 +632,13 @@ impl AppState {
                 Ok(json_response(StatusCode::OK, &v))
             }
             "application/json-patch+json" => {
-                let patch: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
-                    ApiError::bad_request(format!(
-                        "the request body is not a valid JSON patch: {e}"
-                    ))
-                })?;
+                let patch: json_patch::Patch = serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("the request body is not a valid JSON patch: {e}")))?;
                 let v = self
                     .modify(t, q, |cur| {
                         let mut doc = cur.clone();
                         json_patch::patch(&mut doc, &patch).map_err(|e| {
-                            ApiError::new(
-                                422,
-                                "Invalid",
-                                format!("the JSON patch cannot be applied: {e}"),
-                            )
+                            ApiError::new(422, "Invalid", format!("the JSON patch cannot be applied: {e}"))
                         })?;
                         Ok(doc)
                     })
@@ -813,12 +682,10 @@ impl AppState {
                     .await?;
                 Ok(json_response(StatusCode::OK, &v))
             }
-            "application/strategic-merge-patch+json" => {
-                Err(ApiError::unsupported_media_type(format!(
-                    "strategic merge patch is not supported for {}; use a merge patch, a JSON patch or server-side apply",
-                    t.resource.qualified()
-                )))
-            }
+            "application/strategic-merge-patch+json" => Err(ApiError::unsupported_media_type(format!(
+                "strategic merge patch is not supported for {}; use a merge patch, a JSON patch or server-side apply",
+                t.resource.qualified()
+            ))),
             other => Err(ApiError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format - accepted media types include: \
                  application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
@@ -826,49 +693,31 @@ impl AppState {
         }
     }
 
-    pub async fn delete(
-        &self,
-        t: &Target,
-        body: &Bytes,
-        q: &HashMap<String, String>,
-    ) -> Result<Response, ApiError> {
-        let options = if body.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
-        } else {
-            parse_body(body, false)?
-        };
+    pub async fn delete(&self, t: &Target, body: &Bytes, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+        let options = if body.iter().all(u8::is_ascii_whitespace) { Value::Null } else { parse_body(body, false)? };
         let want_rv = options
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
             .map(|s| {
-                s.parse::<u64>().map_err(|_| {
-                    ApiError::bad_request(format!("invalid precondition resourceVersion {s:?}"))
-                })
+                s.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid precondition resourceVersion {s:?}")))
             })
             .transpose()?;
-        let want_uid = options
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let want_uid = options.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
         let name = t.name.clone().unwrap_or_default();
         let key = self.key(t, &name);
         for _ in 0..16 {
-            let current = self
-                .store
-                .get(&key)
-                .ok_or_else(|| ApiError::not_found(t.resource, &name))?;
+            let current = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
             let current_rv = rv_of(&current);
             if want_rv.is_some_and(|rv| rv != current_rv)
-                || want_uid.as_ref().is_some_and(|u| {
-                    current.pointer("/metadata/uid").and_then(Value::as_str) != Some(u.as_str())
-                })
+                || want_uid
+                    .as_ref()
+                    .is_some_and(|u| current.pointer("/metadata/uid").and_then(Value::as_str) != Some(u.as_str()))
             {
                 return Err(ApiError::conflict(t.resource, &name));
             }
-            let has_finalizers = current
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|f| !f.is_empty());
+            let has_finalizers =
+                current.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
             if has_finalizers && current.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok(json_response(StatusCode::OK, &current));
             }
@@ -881,16 +730,9 @@ impl AppState {
                     meta.insert("deletionTimestamp".into(), json!(now()));
                     meta.insert("deletionGracePeriodSeconds".into(), json!(0));
                 }
-                Write::Put {
-                    key: key.clone(),
-                    object: marked,
-                    precondition: Precondition::ResourceVersion(current_rv),
-                }
+                Write::Put { key: key.clone(), object: marked, precondition: Precondition::ResourceVersion(current_rv) }
             } else {
-                Write::Delete {
-                    key: key.clone(),
-                    precondition: Precondition::ResourceVersion(current_rv),
-                }
+                Write::Delete { key: key.clone(), precondition: Precondition::ResourceVersion(current_rv) }
             };
             match self.store.write(write).await {
                 Ok(v) => {
@@ -921,23 +763,14 @@ impl AppState {
                     let owned = item
                         .pointer("/metadata/ownerReferences")
                         .and_then(Value::as_array)
-                        .is_some_and(|refs| {
-                            refs.iter()
-                                .any(|r| r.get("uid").and_then(Value::as_str) == Some(&uid))
-                        });
+                        .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(&uid)));
                     if !owned {
                         continue;
                     }
                     let t = Target {
                         resource: res,
-                        namespace: item
-                            .pointer("/metadata/namespace")
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
-                        name: item
-                            .pointer("/metadata/name")
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
+                        namespace: item.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string),
+                        name: item.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string),
                         status: false,
                     };
                     if let Err(e) = state.delete(&t, &Bytes::new(), &HashMap::new()).await {
@@ -970,19 +803,12 @@ pub fn apply_merge(target: &mut Value, applied: &Value) {
 
 fn stream_response(body: Body) -> Response {
     let mut r = Response::new(body);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     r
 }
 
 /// Which verb a method on a target is.
-pub fn verb_of(
-    method: &Method,
-    t: &Target,
-    q: &HashMap<String, String>,
-) -> Result<&'static str, ApiError> {
+pub fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> Result<&'static str, ApiError> {
     Ok(match (method, t.name.is_some()) {
         (&Method::GET, true) => "get",
         (&Method::GET, false) if query_flag(q, "watch") => "watch",
@@ -994,11 +820,7 @@ pub fn verb_of(
         (m, named) => {
             return Err(ApiError::method_not_allowed(format!(
                 "{m} is not supported on {} {}",
-                if named {
-                    "a single"
-                } else {
-                    "the collection of"
-                },
+                if named { "a single" } else { "the collection of" },
                 t.resource.qualified()
             )));
         }
@@ -1023,31 +845,15 @@ mod tests {
         assert_eq!(t.name.as_deref(), Some("default"));
         let t = parse_path("/api/v1/namespaces/default/events").unwrap();
         assert_eq!(t.resource.plural, "events");
-        assert_eq!(
-            parse_path("/apis/a2a.dev/v1alpha1/pods").unwrap_err().code,
-            404
-        );
-        assert_eq!(
-            parse_path("/apis/a2a.dev/v1alpha1/agents/x")
-                .unwrap_err()
-                .code,
-            404
-        );
-        assert_eq!(
-            parse_path("/apis/a2a.dev/v1alpha1/resourcebudgets/x/scale")
-                .unwrap_err()
-                .code,
-            404
-        );
+        assert_eq!(parse_path("/apis/a2a.dev/v1alpha1/pods").unwrap_err().code, 404);
+        assert_eq!(parse_path("/apis/a2a.dev/v1alpha1/agents/x").unwrap_err().code, 404);
+        assert_eq!(parse_path("/apis/a2a.dev/v1alpha1/resourcebudgets/x/scale").unwrap_err().code, 404);
     }
 
     #[test]
     fn apply_merges_maps_and_replaces_lists() {
         let mut doc = json!({"spec": {"a": 1, "list": [1, 2], "keep": true}});
-        apply_merge(
-            &mut doc,
-            &json!({"spec": {"a": 2, "list": [3], "gone": null}}),
-        );
+        apply_merge(&mut doc, &json!({"spec": {"a": 2, "list": [3], "gone": null}}));
         assert_eq!(doc, json!({"spec": {"a": 2, "list": [3], "keep": true}}));
     }
 

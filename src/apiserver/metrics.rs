@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of latency buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 #[derive(Clone, Debug, Default)]
 struct Histogram {
@@ -33,22 +31,10 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
-                self.counts[i]
-            );
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}", self.counts[i]);
         }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
         let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
         let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
@@ -75,15 +61,8 @@ pub struct Metrics {
 impl Metrics {
     pub fn observe_request(&self, verb: &str, resource: &str, code: u16, elapsed: Duration) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *inner
-            .requests
-            .entry((verb.to_string(), resource.to_string(), code))
-            .or_default() += 1;
-        inner
-            .latency
-            .entry(verb.to_string())
-            .or_default()
-            .observe(elapsed.as_secs_f64());
+        *inner.requests.entry((verb.to_string(), resource.to_string(), code)).or_default() += 1;
+        inner.latency.entry(verb.to_string()).or_default().observe(elapsed.as_secs_f64());
     }
 
     /// One redb transaction that carried `writes` writes.
@@ -120,37 +99,23 @@ impl Metrics {
                 escape(resource)
             );
         }
-        out.push_str(
-            "# HELP a2a_apiserver_request_duration_seconds API request latency by verb.\n",
-        );
+        out.push_str("# HELP a2a_apiserver_request_duration_seconds API request latency by verb.\n");
         out.push_str("# TYPE a2a_apiserver_request_duration_seconds histogram\n");
         for (verb, h) in &inner.latency {
-            h.render(
-                &mut out,
-                "a2a_apiserver_request_duration_seconds",
-                &format!("verb=\"{}\"", escape(verb)),
-            );
+            h.render(&mut out, "a2a_apiserver_request_duration_seconds", &format!("verb=\"{}\"", escape(verb)));
         }
-        out.push_str("# HELP a2a_store_commit_duration_seconds Latency of one durable store transaction (one fsync).\n");
+        out.push_str(
+            "# HELP a2a_store_commit_duration_seconds Latency of one durable store transaction (one fsync).\n",
+        );
         out.push_str("# TYPE a2a_store_commit_duration_seconds histogram\n");
-        inner
-            .commit
-            .render(&mut out, "a2a_store_commit_duration_seconds", "");
+        inner.commit.render(&mut out, "a2a_store_commit_duration_seconds", "");
         out.push_str("# HELP a2a_store_committed_writes_total Writes committed to the store (several per transaction under group commit).\n");
         out.push_str("# TYPE a2a_store_committed_writes_total counter\n");
-        let _ = writeln!(
-            out,
-            "a2a_store_committed_writes_total {}",
-            inner.batch_writes
-        );
+        let _ = writeln!(out, "a2a_store_committed_writes_total {}", inner.batch_writes);
         out.push_str("# HELP a2a_store_objects Stored objects by resource.\n");
         out.push_str("# TYPE a2a_store_objects gauge\n");
         for (resource, n) in objects {
-            let _ = writeln!(
-                out,
-                "a2a_store_objects{{resource=\"{}\"}} {n}",
-                escape(resource)
-            );
+            let _ = writeln!(out, "a2a_store_objects{{resource=\"{}\"}} {n}", escape(resource));
         }
         out.push_str("# HELP a2a_apiserver_watchers Open watch streams.\n");
         out.push_str("# TYPE a2a_apiserver_watchers gauge\n");
@@ -160,7 +125,5 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -83,9 +83,7 @@ pub fn default_home() -> Option<PathBuf> {
     if let Some(h) = std::env::var_os("A2A_HOME").filter(|h| !h.is_empty()) {
         return Some(PathBuf::from(h));
     }
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(|h| PathBuf::from(h).join(".a2a"))
+    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".a2a"))
 }
 
 /// How to run the server.
@@ -148,14 +146,8 @@ impl Audit {
             .create(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(Audit {
-            path,
-            file: Mutex::new(file),
-        })
+            .map_err(|source| Error::Io { path: path.clone(), source })?;
+        Ok(Audit { path, file: Mutex::new(file) })
     }
 
     fn record(&self, user: &str, info: &RequestInfo, code: u16) {
@@ -247,24 +239,14 @@ impl Server {
             move || Store::open(&store_path, StoreConfig { history }, metrics)
         })
         .await
-        .map_err(|e| Error::Io {
-            path: state_dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+        .map_err(|e| Error::Io { path: state_dir.clone(), source: std::io::Error::other(e.to_string()) })??;
         ensure_default_namespace(&store).await?;
 
         let bind = SocketAddr::new(config.bind, config.port);
-        let listener = TcpListener::bind(bind)
-            .await
-            .map_err(|source| Error::Bind { addr: bind, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr: bind, source })?;
+        let listener = TcpListener::bind(bind).await.map_err(|source| Error::Bind { addr: bind, source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind { addr: bind, source })?;
         let kubeconfig = home.join("kubeconfig");
-        pki::write_private(
-            &kubeconfig,
-            identity.kubeconfig(&format!("https://{addr}")).as_bytes(),
-        )?;
+        pki::write_private(&kubeconfig, identity.kubeconfig(&format!("https://{addr}")).as_bytes())?;
         let audit_path = home.join("audit.log");
         let audit = Arc::new(Audit::open(audit_path)?);
 
@@ -282,13 +264,7 @@ impl Server {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let task = tokio::spawn(serve(listener, acceptor, router, shutdown_rx));
         tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
-        Ok(ServerHandle {
-            addr,
-            kubeconfig,
-            store,
-            shutdown: shutdown_tx,
-            task,
-        })
+        Ok(ServerHandle { addr, kubeconfig, store, shutdown: shutdown_tx, task })
     }
 }
 
@@ -308,14 +284,7 @@ async fn ensure_default_namespace(store: &Store) -> Result<()> {
         },
         "status": {"phase": "Active"},
     });
-    match store
-        .write(Write::Put {
-            key,
-            object: ns,
-            precondition: Precondition::Absent,
-        })
-        .await
-    {
+    match store.write(Write::Put { key, object: ns, precondition: Precondition::Absent }).await {
         Ok(_) | Err(store::Error::AlreadyExists) => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -378,23 +347,14 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(ok_text))
         .route("/livez", get(ok_text))
         .route("/readyz", get(readyz))
-        .route(
-            "/version",
-            get(|| async { json_response(StatusCode::OK, &resources::version()) }),
-        )
+        .route("/version", get(|| async { json_response(StatusCode::OK, &resources::version()) }))
         .route("/metrics", get(metrics_text))
         .route("/api", get(api_versions))
-        .route(
-            "/apis",
-            get(|| async { json_response(StatusCode::OK, &resources::api_group_list()) }),
-        )
+        .route("/apis", get(|| async { json_response(StatusCode::OK, &resources::api_group_list()) }))
         .route("/apis/{group}", get(api_group))
         .route("/api/{version}", get(core_resources))
         .route("/apis/{group}/{version}", get(group_resources))
-        .route(
-            "/openapi/v3",
-            get(|| async { json_response(StatusCode::OK, &resources::openapi_index()) }),
-        )
+        .route("/openapi/v3", get(|| async { json_response(StatusCode::OK, &resources::openapi_index()) }))
         .route("/openapi/v3/api/{version}", get(openapi_core))
         .route("/openapi/v3/apis/{group}/{version}", get(openapi_group))
         .fallback(resource_request)
@@ -416,18 +376,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let body = state.metrics.render(&state.store.counts());
     let mut r = body.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     r
 }
 
 async fn api_versions(State(state): State<AppState>) -> Response {
-    json_response(
-        StatusCode::OK,
-        &resources::api_versions(&state.addr.to_string()),
-    )
+    json_response(StatusCode::OK, &resources::api_versions(&state.addr.to_string()))
 }
 
 async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> Response {
@@ -449,9 +404,7 @@ async fn core_resources(axum::extract::Path(version): axum::extract::Path<String
     found(resources::resource_list("", &version))
 }
 
-async fn group_resources(
-    axum::extract::Path((group, version)): axum::extract::Path<(String, String)>,
-) -> Response {
+async fn group_resources(axum::extract::Path((group, version)): axum::extract::Path<(String, String)>) -> Response {
     found(resources::resource_list(&group, &version))
 }
 
@@ -459,9 +412,7 @@ async fn openapi_core(axum::extract::Path(version): axum::extract::Path<String>)
     found(resources::openapi_group("", &version))
 }
 
-async fn openapi_group(
-    axum::extract::Path((group, version)): axum::extract::Path<(String, String)>,
-) -> Response {
+async fn openapi_group(axum::extract::Path((group, version)): axum::extract::Path<(String, String)>) -> Response {
     found(resources::openapi_group(&group, &version))
 }
 
@@ -470,63 +421,40 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let public = matches!(
-        path.as_str(),
-        "/healthz" | "/livez" | "/readyz" | "/version"
-    );
+    let public = matches!(path.as_str(), "/healthz" | "/livez" | "/readyz" | "/version");
     let authorized = public || token_ok(&req, &state.token);
-    let response = if authorized {
-        next.run(req).await
-    } else {
-        ApiError::unauthorized().into_response()
-    };
+    let response = if authorized { next.run(req).await } else { ApiError::unauthorized().into_response() };
     let code = response.status().as_u16();
-    let info = response
-        .extensions()
-        .get::<RequestInfo>()
-        .cloned()
-        .unwrap_or_else(|| {
-            let mut info = RequestInfo {
-                verb: match method {
-                    Method::GET => "get",
-                    Method::POST => "create",
-                    Method::PUT => "update",
-                    Method::PATCH => "patch",
-                    Method::DELETE => "delete",
-                    _ => "other",
-                },
-                ..Default::default()
-            };
-            if let Ok(t) = parse_path(&path) {
-                info.resource = t.resource.plural.to_string();
-                info.namespace = t.namespace.unwrap_or_default();
-                info.name = t.name.unwrap_or_default();
-            }
-            info
-        });
-    state
-        .metrics
-        .observe_request(info.verb, &info.resource, code, started.elapsed());
-    if matches!(
-        method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    ) {
-        let user = if authorized && !public {
-            ADMIN_USER
-        } else {
-            "system:anonymous"
+    let info = response.extensions().get::<RequestInfo>().cloned().unwrap_or_else(|| {
+        let mut info = RequestInfo {
+            verb: match method {
+                Method::GET => "get",
+                Method::POST => "create",
+                Method::PUT => "update",
+                Method::PATCH => "patch",
+                Method::DELETE => "delete",
+                _ => "other",
+            },
+            ..Default::default()
         };
+        if let Ok(t) = parse_path(&path) {
+            info.resource = t.resource.plural.to_string();
+            info.namespace = t.namespace.unwrap_or_default();
+            info.name = t.name.unwrap_or_default();
+        }
+        info
+    });
+    state.metrics.observe_request(info.verb, &info.resource, code, started.elapsed());
+    if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        let user = if authorized && !public { ADMIN_USER } else { "system:anonymous" };
         state.audit.record(user, &info, code);
     }
     response
 }
 
 fn token_ok(req: &Request, token: &str) -> bool {
-    let Some(given) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let Some(given) =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
     else {
         return false;
     };
@@ -543,21 +471,13 @@ async fn resource_request(State(state): State<AppState>, req: Request) -> Respon
     response
 }
 
-async fn dispatch(
-    state: &AppState,
-    req: Request,
-    info: &mut RequestInfo,
-) -> Result<Response, ApiError> {
+async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let t = parse_path(parts.uri.path())?;
     let q: HashMap<String, String> = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
-    info.resource = if t.status {
-        format!("{}/status", t.resource.plural)
-    } else {
-        t.resource.plural.to_string()
-    };
+    info.resource = if t.status { format!("{}/status", t.resource.plural) } else { t.resource.plural.to_string() };
     info.namespace = t.namespace.clone().unwrap_or_default();
     info.name = t.name.clone().unwrap_or_default();
     info.verb = verb_of(&parts.method, &t, &q)?;
@@ -582,19 +502,11 @@ async fn dispatch(
     }
 }
 
-async fn read_body(
-    headers: &axum::http::HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<bytes::Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+async fn read_body(headers: &axum::http::HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::too_large(limit))
+    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -35,10 +35,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
 /// Writes `contents` to `path` with mode 0600 (atomically: temp file, fsync, rename).
@@ -52,8 +49,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
             .mode(0o600)
             .open(&tmp)
             .map_err(io(&tmp))?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io(&tmp))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io(&tmp))?;
         f.write_all(contents).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }
@@ -111,12 +107,7 @@ impl Identity {
                 t
             }
         };
-        Ok(Identity {
-            ca_pem,
-            cert_pem,
-            key_pem,
-            token,
-        })
+        Ok(Identity { ca_pem, cert_pem, key_pem, token })
     }
 
     /// A rustls server configuration (ring provider; TLS 1.3 and 1.2; h2 and http/1.1).
@@ -125,15 +116,9 @@ impl Identity {
         let key_path = home.join("pki/server.key");
         let certs = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Pem {
-                path: cert_path.clone(),
-                message: e.to_string(),
-            })?;
-        let key =
-            PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| Error::Pem {
-                path: key_path,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Pem { path: cert_path.clone(), message: e.to_string() })?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| Error::Pem { path: key_path, message: e.to_string() })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -173,33 +158,18 @@ fn generate() -> Result<(String, String, String, String)> {
     dn.push(DnType::OrganizationName, "a2a");
     ca_params.distinguished_name = dn;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, &ca_key);
 
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ])?;
+    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "a2a-apiserver");
     params.distinguished_name = dn;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&key, &issuer)?;
-    Ok((
-        ca_cert.pem(),
-        cert.pem(),
-        key.serialize_pem(),
-        ca_key.serialize_pem(),
-    ))
+    Ok((ca_cert.pem(), cert.pem(), key.serialize_pem(), ca_key.serialize_pem()))
 }

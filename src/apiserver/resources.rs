@@ -24,16 +24,7 @@ pub struct Resource {
     pub a2a: Option<Kind>,
 }
 
-const VERBS: [&str; 8] = [
-    "create",
-    "delete",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-    "deletecollection",
-];
+const VERBS: [&str; 8] = ["create", "delete", "get", "list", "patch", "update", "watch", "deletecollection"];
 
 pub static RESOURCES: [Resource; 5] = [
     Resource {
@@ -101,34 +92,20 @@ pub static RESOURCES: [Resource; 5] = [
 impl Resource {
     /// Finds a resource by group, version and plural.
     pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-        RESOURCES
-            .iter()
-            .find(|r| r.group == group && r.version == version && r.plural == plural)
+        RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
     }
 
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
 
     /// `agents.a2a.dev`, or `namespaces` for the core group, as errors name resources.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.to_string()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
     }
 
     pub fn group_or_core(&self) -> &'static str {
-        if self.group.is_empty() {
-            "core"
-        } else {
-            self.group
-        }
+        if self.group.is_empty() { "core" } else { self.group }
     }
 
     /// The storage key prefix.
@@ -168,10 +145,7 @@ impl Resource {
         }
         let mut errors = Vec::new();
         match object.pointer("/metadata/name").and_then(Value::as_str) {
-            None => errors.push(FieldError::new(
-                "metadata.name",
-                "required field is missing",
-            )),
+            None => errors.push(FieldError::new("metadata.name", "required field is missing")),
             Some(name) => {
                 let check = if self.plural == "events" {
                     check_subdomain(name)
@@ -206,11 +180,7 @@ impl Resource {
                 errors.push(FieldError::new("count", "expected a non-negative integer"));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
     fn printer_columns(&self) -> Vec<(String, String, String, i64, String)> {
@@ -235,32 +205,14 @@ impl Resource {
                 })
                 .collect();
         }
-        let col = |n: &str, t: &str, p: &str, d: &str| {
-            (
-                n.to_string(),
-                t.to_string(),
-                p.to_string(),
-                0,
-                d.to_string(),
-            )
-        };
+        let col = |n: &str, t: &str, p: &str, d: &str| (n.to_string(), t.to_string(), p.to_string(), 0, d.to_string());
         match self.plural {
             "namespaces" => vec![
-                col(
-                    "Status",
-                    "string",
-                    ".status.phase",
-                    "The phase of the namespace",
-                ),
+                col("Status", "string", ".status.phase", "The phase of the namespace"),
                 col("Age", "date", ".metadata.creationTimestamp", ""),
             ],
             _ => vec![
-                col(
-                    "Last Seen",
-                    "date",
-                    ".lastTimestamp",
-                    "When the event last happened",
-                ),
+                col("Last Seen", "date", ".lastTimestamp", "When the event last happened"),
                 col("Type", "string", ".type", ""),
                 col("Reason", "string", ".reason", ""),
                 col("Object", "string", ".involvedObject.name", ""),
@@ -287,11 +239,7 @@ impl Resource {
         let rows: Vec<Value> = objects
             .iter()
             .map(|obj| {
-                let mut cells = vec![
-                    obj.pointer("/metadata/name")
-                        .cloned()
-                        .unwrap_or(Value::Null),
-                ];
+                let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
                 for (_, type_, path, _, _) in &columns {
                     let v = lookup(obj, path);
                     cells.push(match (type_.as_str(), v) {
@@ -350,17 +298,9 @@ impl Resource {
 fn check_subdomain(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
@@ -411,11 +351,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     if resources.is_empty() {
         return None;
     }
-    let group_version = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -477,21 +413,10 @@ pub fn openapi_group(group: &str, version: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
     let mut any = false;
-    for r in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
         any = true;
-        let prefix = if group.is_empty() {
-            format!("/api/{version}")
-        } else {
-            format!("/apis/{group}/{version}")
-        };
-        let ns = if r.namespaced {
-            "/namespaces/{namespace}"
-        } else {
-            ""
-        };
+        let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let ns = if r.namespaced { "/namespaces/{namespace}" } else { "" };
         let gvk = json!({"group": group, "version": version, "kind": r.kind});
         let schema_name = schema_name(r);
         let schema_ref = json!({"$ref": format!("#/components/schemas/{schema_name}")});
@@ -511,10 +436,7 @@ pub fn openapi_group(group: &str, version: &str) -> Option<Value> {
             format!("{prefix}{ns}/{}/{{name}}", r.plural),
             json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
         );
-        paths.insert(
-            format!("{prefix}{ns}/{}", r.plural),
-            json!({"get": op("list"), "post": op("post")}),
-        );
+        paths.insert(format!("{prefix}{ns}/{}", r.plural), json!({"get": op("list"), "post": op("post")}));
         let mut schema = match r.a2a {
             Some(kind) => kind
                 .crd()
@@ -557,12 +479,8 @@ mod tests {
     #[test]
     fn discovery_lists_short_names_and_status_subresources() {
         let list = resource_list("a2a.dev", "v1alpha1").unwrap();
-        let names: Vec<&str> = list["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["name"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> =
+            list["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert!(names.contains(&"agents") && names.contains(&"agents/status"));
         let rb = &list["resources"].as_array().unwrap()[4];
         assert_eq!(rb["name"], "resourcebudgets");
@@ -577,12 +495,8 @@ mod tests {
         let obj = json!({"metadata": {"name": "w", "namespace": "default"},
                          "status": {"phase": "Running"}});
         let t = r.table(&[&obj], 5, false);
-        let header: Vec<&str> = t["columnDefinitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap())
-            .collect();
+        let header: Vec<&str> =
+            t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(header[0..2], ["Name", "Phase"]);
         assert_eq!(t["rows"][0]["cells"][0], "w");
         assert_eq!(t["rows"][0]["cells"][1], "Running");

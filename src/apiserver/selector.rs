@@ -48,43 +48,19 @@ fn split_terms(s: &str) -> Result<Vec<&str>, String> {
 fn check_key(key: &str, term: &str) -> Result<String, String> {
     let valid = !key.is_empty()
         && key.len() <= 317
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
-        && key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && key
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if valid {
-        Ok(key.to_string())
-    } else {
-        Err(format!("invalid label key {key:?} in {term:?}"))
-    }
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && key.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && key.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if valid { Ok(key.to_string()) } else { Err(format!("invalid label key {key:?} in {term:?}")) }
 }
 
 fn check_value(value: &str, term: &str) -> Result<String, String> {
     let valid = value.len() <= 63
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && (value.is_empty()
-            || (value
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric())
-                && value
-                    .chars()
-                    .last()
-                    .is_some_and(|c| c.is_ascii_alphanumeric())));
-    if valid {
-        Ok(value.to_string())
-    } else {
-        Err(format!("invalid label value {value:?} in {term:?}"))
-    }
+            || (value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && value.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())));
+    if valid { Ok(value.to_string()) } else { Err(format!("invalid label value {value:?} in {term:?}")) }
 }
 
 impl LabelSelector {
@@ -101,25 +77,13 @@ impl LabelSelector {
             if let Some(key) = term.strip_prefix('!') {
                 reqs.push(LabelRequirement::NotExists(check_key(key.trim(), term)?));
             } else if let Some((k, v)) = term.split_once("!=") {
-                reqs.push(LabelRequirement::NotEquals(
-                    check_key(k.trim(), term)?,
-                    check_value(v.trim(), term)?,
-                ));
+                reqs.push(LabelRequirement::NotEquals(check_key(k.trim(), term)?, check_value(v.trim(), term)?));
             } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                reqs.push(LabelRequirement::Equals(
-                    check_key(k.trim(), term)?,
-                    check_value(v.trim(), term)?,
-                ));
+                reqs.push(LabelRequirement::Equals(check_key(k.trim(), term)?, check_value(v.trim(), term)?));
             } else if let Some((k, rest)) = split_set_op(term, " notin ") {
-                reqs.push(LabelRequirement::NotIn(
-                    check_key(k, term)?,
-                    parse_set(rest, term)?,
-                ));
+                reqs.push(LabelRequirement::NotIn(check_key(k, term)?, parse_set(rest, term)?));
             } else if let Some((k, rest)) = split_set_op(term, " in ") {
-                reqs.push(LabelRequirement::In(
-                    check_key(k, term)?,
-                    parse_set(rest, term)?,
-                ));
+                reqs.push(LabelRequirement::In(check_key(k, term)?, parse_set(rest, term)?));
             } else if term.contains(['(', ')', ' ', '<', '>']) {
                 return Err(format!("unable to parse requirement {term:?}"));
             } else {
@@ -152,10 +116,7 @@ fn parse_set(rest: &str, term: &str) -> Result<Vec<String>, String> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| format!("expected a parenthesized set of values in {term:?}"))?;
-    inner
-        .split(',')
-        .map(|v| check_value(v.trim(), term))
-        .collect()
+    inner.split(',').map(|v| check_value(v.trim(), term)).collect()
 }
 
 /// A parsed field selector: `path=value`, `path==value`, `path!=value` terms.
@@ -176,16 +137,11 @@ impl FieldSelector {
             } else if let Some((p, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 (p, true, v)
             } else {
-                return Err(format!(
-                    "invalid field selector term {term:?}: expected field=value"
-                ));
+                return Err(format!("invalid field selector term {term:?}: expected field=value"));
             };
             let path = path.trim();
             if !allowed.contains(&path) {
-                return Err(format!(
-                    "field label not supported: {path} (supported: {})",
-                    allowed.join(", ")
-                ));
+                return Err(format!("field label not supported: {path} (supported: {})", allowed.join(", ")));
             }
             terms.push((path.to_string(), equal, value.trim().to_string()));
         }
@@ -233,11 +189,7 @@ mod tests {
     fn bad_label_selectors_name_the_term() {
         let e = LabelSelector::parse("app=we b").unwrap_err();
         assert!(e.contains("\"app=we b\""), "{e}");
-        assert!(
-            LabelSelector::parse("app in (a")
-                .unwrap_err()
-                .contains("unbalanced")
-        );
+        assert!(LabelSelector::parse("app in (a").unwrap_err().contains("unbalanced"));
         assert!(LabelSelector::parse("=x").is_err());
     }
 

@@ -19,12 +19,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -36,20 +31,11 @@ impl ApiError {
     }
 
     pub fn not_found_path() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
+        Self::new(404, "NotFound", "the server could not find the requested resource")
     }
 
     pub fn not_found(res: &Resource, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", res.qualified()),
-        )
-        .with_details(res, name)
+        Self::new(404, "NotFound", format!("{} \"{name}\" not found", res.qualified())).with_details(res, name)
     }
 
     pub fn namespace_not_found(ns: &str) -> Self {
@@ -66,12 +52,8 @@ impl ApiError {
     }
 
     pub fn already_exists(res: &Resource, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", res.qualified()),
-        )
-        .with_details(res, name)
+        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", res.qualified()))
+            .with_details(res, name)
     }
 
     pub fn conflict(res: &Resource, name: &str) -> Self {
@@ -92,11 +74,7 @@ impl ApiError {
     }
 
     pub fn too_large(limit: usize) -> Self {
-        Self::new(
-            413,
-            "RequestEntityTooLarge",
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
+        Self::new(413, "RequestEntityTooLarge", format!("request body is larger than the limit of {limit} bytes"))
     }
 
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
@@ -107,11 +85,7 @@ impl ApiError {
         let summary = errors
             .iter()
             .map(|e| {
-                if e.path.is_empty() {
-                    e.message.clone()
-                } else {
-                    format!("{}: Invalid value: {}", e.path, e.message)
-                }
+                if e.path.is_empty() { e.message.clone() } else { format!("{}: Invalid value: {}", e.path, e.message) }
             })
             .collect::<Vec<_>>()
             .join(", ");
@@ -122,11 +96,7 @@ impl ApiError {
         ApiError {
             code: 422,
             reason: "Invalid",
-            message: format!(
-                "{}.{} \"{name}\" is invalid: {summary}",
-                res.kind,
-                res.group_or_core()
-            ),
+            message: format!("{}.{} \"{name}\" is invalid: {summary}", res.kind, res.group_or_core()),
             details: Some(json!({
                 "name": name,
                 "group": res.group,
@@ -183,9 +153,6 @@ impl IntoResponse for ApiError {
 pub fn json_response(code: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut r = (code, bytes).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }

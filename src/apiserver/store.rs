@@ -66,16 +66,8 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
-    pub fn new(
-        resource: impl Into<String>,
-        namespace: impl Into<String>,
-        name: impl Into<String>,
-    ) -> Self {
-        ObjectKey {
-            resource: resource.into(),
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+    pub fn new(resource: impl Into<String>, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey { resource: resource.into(), namespace: namespace.into(), name: name.into() }
     }
 }
 
@@ -102,16 +94,9 @@ pub enum Precondition {
 #[derive(Clone, Debug)]
 pub enum Write {
     /// Store `object` at `key`; the store sets `metadata.resourceVersion`.
-    Put {
-        key: ObjectKey,
-        object: Value,
-        precondition: Precondition,
-    },
+    Put { key: ObjectKey, object: Value, precondition: Precondition },
     /// Remove the object at `key`.
-    Delete {
-        key: ObjectKey,
-        precondition: Precondition,
-    },
+    Delete { key: ObjectKey, precondition: Precondition },
 }
 
 impl Write {
@@ -196,10 +181,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database file at `path` and starts the writer thread.
     pub fn open(path: &Path, config: StoreConfig, metrics: Arc<Metrics>) -> Result<Store> {
-        let storage = |e: redb::Error| Error::Storage {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        };
+        let storage = |e: redb::Error| Error::Storage { path: path.to_path_buf(), source: Box::new(e) };
         let db = Database::create(path).map_err(|e| storage(e.into()))?;
         {
             let tx = db.begin_write().map_err(|e| storage(e.into()))?;
@@ -212,21 +194,16 @@ impl Store {
         {
             let tx = db.begin_read().map_err(|e| storage(e.into()))?;
             let meta = tx.open_table(META).map_err(|e| storage(e.into()))?;
-            resource_version = meta
-                .get("rv")
-                .map_err(|e| storage(e.into()))?
-                .map(|v| v.value())
-                .unwrap_or(0);
+            resource_version = meta.get("rv").map_err(|e| storage(e.into()))?.map(|v| v.value()).unwrap_or(0);
             let table = tx.open_table(OBJECTS).map_err(|e| storage(e.into()))?;
             for entry in table.iter().map_err(|e| storage(e.into()))? {
                 let (k, v) = entry.map_err(|e| storage(e.into()))?;
                 let (resource, namespace, name) = k.value();
-                let value: Value =
-                    serde_json::from_slice(v.value()).map_err(|source| Error::Corrupt {
-                        path: path.to_path_buf(),
-                        key: format!("{resource}/{namespace}/{name}"),
-                        source,
-                    })?;
+                let value: Value = serde_json::from_slice(v.value()).map_err(|source| Error::Corrupt {
+                    path: path.to_path_buf(),
+                    key: format!("{resource}/{namespace}/{name}"),
+                    source,
+                })?;
                 objects
                     .entry(resource.to_string())
                     .or_default()
@@ -246,12 +223,7 @@ impl Store {
             history_limit,
         });
         let (tx, rx) = mpsc::channel(4096);
-        let writer = Writer {
-            db,
-            path: path.to_path_buf(),
-            shared: shared.clone(),
-            metrics,
-        };
+        let writer = Writer { db, path: path.to_path_buf(), shared: shared.clone(), metrics };
         std::thread::Builder::new()
             .name("a2a-store-writer".into())
             .spawn(move || writer.run(rx))
@@ -263,20 +235,13 @@ impl Store {
     /// carrying the delete's resourceVersion).
     pub async fn write(&self, write: Write) -> Result<Arc<Value>> {
         let (reply, answer) = oneshot::channel();
-        self.writes
-            .send((write, reply))
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.writes.send((write, reply)).await.map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
         let state = read(&self.shared.state);
-        state
-            .objects
-            .get(&key.resource)?
-            .get(&(key.namespace.clone(), key.name.clone()))
-            .cloned()
+        state.objects.get(&key.resource)?.get(&(key.namespace.clone(), key.name.clone())).cloned()
     }
 
     /// All objects of a resource (in one namespace, or all), sorted by namespace and name,
@@ -304,11 +269,7 @@ impl Store {
     /// Number of stored objects per resource.
     pub fn counts(&self) -> Vec<(String, usize)> {
         let state = read(&self.shared.state);
-        let mut v: Vec<_> = state
-            .objects
-            .iter()
-            .map(|(r, m)| (r.clone(), m.len()))
-            .collect();
+        let mut v: Vec<_> = state.objects.iter().map(|(r, m)| (r.clone(), m.len())).collect();
         v.sort();
         v
     }
@@ -338,10 +299,7 @@ impl Store {
                 })
                 .collect(),
             Some(rv) if rv < state.compacted => {
-                return Err(Error::Gone {
-                    requested: rv,
-                    oldest: state.compacted,
-                });
+                return Err(Error::Gone { requested: rv, oldest: state.compacted });
             }
             Some(rv) => state
                 .history
@@ -350,11 +308,7 @@ impl Store {
                 .cloned()
                 .collect(),
         };
-        Ok(WatchStart {
-            initial,
-            live,
-            resource_version: now,
-        })
+        Ok(WatchStart { initial, live, resource_version: now })
     }
 }
 
@@ -427,8 +381,7 @@ impl Writer {
         }
         let started = Instant::now();
         let committed = self.persist(&outcomes, rv);
-        self.metrics
-            .observe_commit(started.elapsed(), overlay.len());
+        self.metrics.observe_commit(started.elapsed(), overlay.len());
         if let Err(e) = committed {
             tracing::error!(error = %e, "store commit failed");
             let message = e.to_string();
@@ -451,12 +404,7 @@ impl Writer {
                         .entry(key.resource.clone())
                         .or_default()
                         .insert((key.namespace.clone(), key.name.clone()), object.clone());
-                    published.push(Arc::new(Event {
-                        type_,
-                        key,
-                        object: object.clone(),
-                        resource_version: version,
-                    }));
+                    published.push(Arc::new(Event { type_, key, object: object.clone(), resource_version: version }));
                     Ok(object)
                 }
                 Ok(Staged::Delete(key, object, version)) => {
@@ -499,20 +447,12 @@ impl Writer {
                         // Serializing a JSON value cannot fail.
                         let bytes = serde_json::to_vec(object.as_ref()).unwrap_or_default();
                         table.insert(
-                            (
-                                key.resource.as_str(),
-                                key.namespace.as_str(),
-                                key.name.as_str(),
-                            ),
+                            (key.resource.as_str(), key.namespace.as_str(), key.name.as_str()),
                             bytes.as_slice(),
                         )?;
                     }
                     Ok(Staged::Delete(key, _, _)) => {
-                        table.remove((
-                            key.resource.as_str(),
-                            key.namespace.as_str(),
-                            key.name.as_str(),
-                        ))?;
+                        table.remove((key.resource.as_str(), key.namespace.as_str(), key.name.as_str()))?;
                     }
                     Err(_) => {}
                 }
@@ -526,11 +466,7 @@ impl Writer {
 }
 
 fn stored_rv(object: &Value) -> u64 {
-    object
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    object.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 fn stage(write: Write, current: Option<&Value>, version: u64) -> Result<Staged> {
@@ -543,24 +479,16 @@ fn stage(write: Write, current: Option<&Value>, version: u64) -> Result<Staged> 
             return Err(Error::NotFound);
         }
         (Precondition::ResourceVersion(want), Some(cur)) if stored_rv(cur) != want => {
-            return Err(Error::Conflict {
-                current: stored_rv(cur),
-            });
+            return Err(Error::Conflict { current: stored_rv(cur) });
         }
         _ => {}
     }
     match write {
-        Write::Put {
-            key, mut object, ..
-        } => {
+        Write::Put { key, mut object, .. } => {
             if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.insert("resourceVersion".into(), Value::String(version.to_string()));
             }
-            let type_ = if current.is_some() {
-                EventType::Modified
-            } else {
-                EventType::Added
-            };
+            let type_ = if current.is_some() { EventType::Modified } else { EventType::Added };
             Ok(Staged::Put(key, Arc::new(object), type_, version))
         }
         Write::Delete { key, .. } => {
@@ -609,12 +537,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Store {
-        Store::open(
-            &dir.join("state.redb"),
-            StoreConfig { history: 4 },
-            Arc::new(Metrics::default()),
-        )
-        .unwrap()
+        Store::open(&dir.join("state.redb"), StoreConfig { history: 4 }, Arc::new(Metrics::default())).unwrap()
     }
 
     #[tokio::test]
@@ -622,11 +545,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         let a = store
-            .write(Write::Put {
-                key: key("a"),
-                object: obj("a"),
-                precondition: Precondition::Absent,
-            })
+            .write(Write::Put { key: key("a"), object: obj("a"), precondition: Precondition::Absent })
             .await
             .unwrap();
         assert_eq!(a["metadata"]["resourceVersion"], "1");
@@ -634,25 +553,14 @@ mod tests {
         // The writer thread exits when the last handle is gone; give it a moment to release
         // the file lock.
         let store = loop {
-            match Store::open(
-                &dir.path().join("state.redb"),
-                StoreConfig::default(),
-                Arc::new(Metrics::default()),
-            ) {
+            match Store::open(&dir.path().join("state.redb"), StoreConfig::default(), Arc::new(Metrics::default())) {
                 Ok(s) => break s,
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         };
-        assert_eq!(
-            store.get(&key("a")).unwrap()["metadata"]["resourceVersion"],
-            "1"
-        );
+        assert_eq!(store.get(&key("a")).unwrap()["metadata"]["resourceVersion"], "1");
         let b = store
-            .write(Write::Put {
-                key: key("b"),
-                object: obj("b"),
-                precondition: Precondition::Absent,
-            })
+            .write(Write::Put { key: key("b"), object: obj("b"), precondition: Precondition::Absent })
             .await
             .unwrap();
         assert_eq!(b["metadata"]["resourceVersion"], "2");
@@ -662,28 +570,15 @@ mod tests {
     async fn preconditions_are_enforced() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let put = |p| Write::Put {
-            key: key("a"),
-            object: obj("a"),
-            precondition: p,
-        };
-        assert!(matches!(
-            store.write(put(Precondition::Exists)).await,
-            Err(Error::NotFound)
-        ));
+        let put = |p| Write::Put { key: key("a"), object: obj("a"), precondition: p };
+        assert!(matches!(store.write(put(Precondition::Exists)).await, Err(Error::NotFound)));
         store.write(put(Precondition::Absent)).await.unwrap();
-        assert!(matches!(
-            store.write(put(Precondition::Absent)).await,
-            Err(Error::AlreadyExists)
-        ));
+        assert!(matches!(store.write(put(Precondition::Absent)).await, Err(Error::AlreadyExists)));
         assert!(matches!(
             store.write(put(Precondition::ResourceVersion(7))).await,
             Err(Error::Conflict { current: 1 })
         ));
-        let v = store
-            .write(put(Precondition::ResourceVersion(1)))
-            .await
-            .unwrap();
+        let v = store.write(put(Precondition::ResourceVersion(1))).await.unwrap();
         assert_eq!(v["metadata"]["resourceVersion"], "2");
     }
 
@@ -696,12 +591,7 @@ mod tests {
             let s = store.clone();
             tasks.push(tokio::spawn(async move {
                 let name = format!("o{i}");
-                s.write(Write::Put {
-                    key: key(&name),
-                    object: obj(&name),
-                    precondition: Precondition::Absent,
-                })
-                .await
+                s.write(Write::Put { key: key(&name), object: obj(&name), precondition: Precondition::Absent }).await
             }));
         }
         let mut versions = Vec::new();
@@ -720,11 +610,7 @@ mod tests {
         let store = open(dir.path());
         for name in ["a", "b", "c", "d", "e", "f"] {
             store
-                .write(Write::Put {
-                    key: key(name),
-                    object: obj(name),
-                    precondition: Precondition::Absent,
-                })
+                .write(Write::Put { key: key(name), object: obj(name), precondition: Precondition::Absent })
                 .await
                 .unwrap();
         }
@@ -732,13 +618,7 @@ mod tests {
         let w = store.watch("a2a.dev/agents", Some(3)).unwrap();
         let names: Vec<_> = w.initial.iter().map(|e| e.key.name.clone()).collect();
         assert_eq!(names, ["d", "e", "f"]);
-        assert!(matches!(
-            store.watch("a2a.dev/agents", Some(1)),
-            Err(Error::Gone {
-                requested: 1,
-                oldest: 2
-            })
-        ));
+        assert!(matches!(store.watch("a2a.dev/agents", Some(1)), Err(Error::Gone { requested: 1, oldest: 2 })));
         let all = store.watch("a2a.dev/agents", None).unwrap();
         assert_eq!(all.initial.len(), 6);
     }

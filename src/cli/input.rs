@@ -36,11 +36,7 @@ pub fn expand(paths: &[PathBuf], recursive: bool) -> Result<Vec<PathBuf>, Vec<Ma
                         &p.display().to_string(),
                         format!(
                             "directory has no .yaml, .yml or .json files{}",
-                            if recursive {
-                                ""
-                            } else {
-                                " (use -R to read subdirectories)"
-                            }
+                            if recursive { "" } else { " (use -R to read subdirectories)" }
                         ),
                     ));
                 }
@@ -49,19 +45,10 @@ pub fn expand(paths: &[PathBuf], recursive: bool) -> Result<Vec<PathBuf>, Vec<Ma
             Err(e) => errors.push(io_error(&p.display().to_string(), describe_io(&e))),
         }
     }
-    if errors.is_empty() {
-        Ok(files)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(files) } else { Err(errors) }
 }
 
-fn walk_dir(
-    dir: &Path,
-    recursive: bool,
-    files: &mut Vec<PathBuf>,
-    errors: &mut Vec<ManifestError>,
-) {
+fn walk_dir(dir: &Path, recursive: bool, files: &mut Vec<PathBuf>, errors: &mut Vec<ManifestError>) {
     let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
         Err(e) => {
@@ -75,11 +62,7 @@ fn walk_dir(
             if recursive {
                 walk_dir(&path, recursive, files, errors);
             }
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
-        {
+        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e)) {
             files.push(path);
         }
     }
@@ -95,10 +78,7 @@ fn describe_io(e: &std::io::Error) -> String {
 
 /// Reads every manifest named by `paths` and validates all documents together. Returns
 /// the documents only when every one of them is valid.
-pub fn read_manifests(
-    paths: &[PathBuf],
-    recursive: bool,
-) -> Result<Vec<Document>, Vec<ManifestError>> {
+pub fn read_manifests(paths: &[PathBuf], recursive: bool) -> Result<Vec<Document>, Vec<ManifestError>> {
     let files = expand(paths, recursive)?;
     let mut docs: Vec<(Origin, serde_json::Value)> = Vec::new();
     let mut errors = Vec::new();

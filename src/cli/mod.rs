@@ -1,11 +1,18 @@
 //! The command line: one file per verb. Handlers return data; [`run`] prints it and picks
 //! the exit code.
 
+pub mod apply;
+pub mod client;
 pub mod crd;
+pub mod delete;
+pub mod describe;
+pub mod diff;
+pub mod get;
 pub mod input;
 pub mod serve;
 pub mod validate;
 pub mod version;
+pub mod wait;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,6 +38,18 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Validate manifests, then create or update their objects (server-side apply).
+    Apply(apply::ApplyArgs),
+    /// List objects, or show one: tables, YAML, JSON or names; -w to watch.
+    Get(get::GetArgs),
+    /// Show one object in detail: spec, status, conditions and events.
+    Describe(describe::DescribeArgs),
+    /// Delete objects by kind and name or by manifest.
+    Delete(delete::DeleteArgs),
+    /// Show what `apply` would change.
+    Diff(diff::DiffArgs),
+    /// Wait until an object has a condition or phase, or is deleted.
+    Wait(wait::WaitArgs),
     /// Check manifests for every mistake, without contacting anything.
     Validate(FileArgs),
     /// Print the CustomResourceDefinitions of the a2a kinds as YAML.
@@ -58,6 +77,39 @@ pub struct FileArgs {
     pub recursive: bool,
 }
 
+fn fail(e: client::Error) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+/// Prints one line per object, or the error.
+fn lines(out: &mut dyn Write, result: client::Result<Vec<apply::Applied>>) -> std::io::Result<()> {
+    match result {
+        Ok(done) => {
+            for d in done {
+                writeln!(out, "{d}")?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(std::io::Error::other(ReportedError))
+        }
+    }
+}
+
+/// Marks an error already printed, so only the exit code remains to set.
+#[derive(Debug)]
+struct ReportedError;
+
+impl std::fmt::Display for ReportedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reported")
+    }
+}
+
+impl std::error::Error for ReportedError {}
+
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let stdout = std::io::stdout();
@@ -75,6 +127,32 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("{}", report.summary());
             return ExitCode::FAILURE;
         }
+        Command::Apply(args) => lines(&mut out, client::block_on(apply::run(&args))),
+        Command::Delete(args) => lines(&mut out, client::block_on(delete::run(&args))),
+        Command::Get(args) => match client::block_on(get::run(&args, &mut out)) {
+            Ok(()) => Ok(()),
+            Err(e) => return fail(e),
+        },
+        Command::Describe(args) => match client::block_on(describe::run(&args)) {
+            Ok(text) => write!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
+        Command::Wait(args) => match client::block_on(wait::run(&args)) {
+            Ok(text) => writeln!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
+        Command::Diff(args) => match client::block_on(diff::run(&args)) {
+            // As `kubectl diff` and `diff`: 0 no changes, 1 changes, 2 trouble.
+            Ok(text) if text.is_empty() => Ok(()),
+            Ok(text) => {
+                let _ = write!(out, "{text}");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
         Command::Crd => write!(out, "{}", crd::run()),
         Command::Serve(args) => {
             return match serve::run(&args, &mut out) {
@@ -96,6 +174,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`a2a crd | head`) is not an error worth a message.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) if e.get_ref().is_some_and(|r| r.is::<ReportedError>()) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: writing output: {e}");
             ExitCode::FAILURE

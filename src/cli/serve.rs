@@ -30,17 +30,10 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the async runtime: {e}"))?;
     runtime.block_on(async {
-        let server = Server::start(ServerConfig::new(&home).port(args.port))
-            .await
-            .map_err(|e| e.to_string())?;
-        writeln!(
-            out,
-            "a2a serve: listening on {} (kubeconfig: {})",
-            server.url(),
-            server.kubeconfig().display()
-        )
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("writing output: {e}"))?;
+        let server = Server::start(ServerConfig::new(&home).port(args.port)).await.map_err(|e| e.to_string())?;
+        writeln!(out, "a2a serve: listening on {} (kubeconfig: {})", server.url(), server.kubeconfig().display())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("writing output: {e}"))?;
         wait_for_signal().await?;
         tracing::info!("shutting down");
         server.shutdown().await;

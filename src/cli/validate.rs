@@ -22,24 +22,14 @@ impl Report {
         let mut files: Vec<&str> = self.errors.iter().map(|e| e.source.as_str()).collect();
         files.dedup();
         let f = files.len();
-        format!(
-            "{n} error{} in {f} file{}",
-            if n == 1 { "" } else { "s" },
-            if f == 1 { "" } else { "s" }
-        )
+        format!("{n} error{} in {f} file{}", if n == 1 { "" } else { "s" }, if f == 1 { "" } else { "s" })
     }
 }
 
 /// Validates the named manifests.
 pub fn run(args: &FileArgs) -> Report {
     match super::input::read_manifests(&args.files, args.recursive) {
-        Ok(documents) => Report {
-            documents,
-            errors: Vec::new(),
-        },
-        Err(errors) => Report {
-            documents: Vec::new(),
-            errors,
-        },
+        Ok(documents) => Report { documents, errors: Vec::new() },
+        Err(errors) => Report { documents: Vec::new(), errors },
     }
 }

@@ -15,8 +15,5 @@ pub fn run(args: &VersionArgs) -> String {
     if args.short {
         return format!("{version}\n");
     }
-    format!(
-        "a2a {version}\napi: {}\nA2A protocol: 1.0 (JSON-RPC binding)\n",
-        crate::api::API_VERSION
-    )
+    format!("a2a {version}\napi: {}\nA2A protocol: 1.0 (JSON-RPC binding)\n", crate::api::API_VERSION)
 }

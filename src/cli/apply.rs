@@ -1,0 +1,142 @@
+//! `a2a apply -f PATH`: validate every document, then server-side apply each one.
+
+use std::collections::BTreeSet;
+
+use clap::{Args, ValueEnum};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+
+use super::client::{self, ConnectArgs, Error, Result, dynamic_api};
+use super::{FileArgs, input};
+use crate::api::Kind;
+use crate::api::manifest::Document;
+
+/// The field manager a2a applies with.
+pub const FIELD_MANAGER: &str = "a2a";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    /// Validate locally and print what would be sent; contact nothing.
+    Client,
+    /// Send with dryRun=All: the server validates and answers, and stores nothing.
+    Server,
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub files: FileArgs,
+    /// Check without changing anything: `client` (local only) or `server`.
+    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, default_missing_value = "client")]
+    pub dry_run: Option<DryRun>,
+    /// Delete a2a objects matching --selector that these files no longer contain.
+    #[arg(long, requires = "selector")]
+    pub prune: bool,
+    /// Label selector for --prune (`app=x,tier!=db`).
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Namespace for documents that name none [default: the kubeconfig context's].
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Take over fields another field manager owns.
+    #[arg(long)]
+    pub force_conflicts: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// `agent/writer`.
+    pub reference: String,
+    /// `created`, `configured`, `unchanged`, `pruned`.
+    pub outcome: &'static str,
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.reference, self.outcome)
+    }
+}
+
+/// Reads and validates everything first; nothing is sent unless every document is valid.
+pub fn load(files: &FileArgs) -> Result<Vec<Document>> {
+    input::read_manifests(&files.files, files.recursive)
+        .map_err(|errs| Error::Invalid(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))
+}
+
+pub async fn run(args: &ApplyArgs) -> Result<Vec<Applied>> {
+    let docs = load(&args.files)?;
+    if args.dry_run == Some(DryRun::Client) {
+        return Ok(docs.iter().map(|d| Applied { reference: d.reference(), outcome: "validated (dry run)" }).collect());
+    }
+    let conn = args.connect.connect().await?;
+    let default_ns = args.namespace.clone().unwrap_or_else(|| conn.namespace.clone());
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.force = args.force_conflicts;
+    params.dry_run = args.dry_run == Some(DryRun::Server);
+    let mut results = Vec::new();
+    let mut kept: BTreeSet<(Kind, Option<String>, String)> = BTreeSet::new();
+    for doc in &docs {
+        let kind = doc.object.kind();
+        let namespace =
+            kind.namespaced().then(|| doc.object.metadata().namespace.clone().unwrap_or(default_ns.clone()));
+        let api = dynamic_api(&conn.client, kind, namespace.as_deref());
+        let name = doc.object.name().to_owned();
+        let before = api.get_opt(&name).await.map_err(|e| Error::from_kube(e, &conn.url))?;
+        let mut body = doc.raw.clone();
+        if let (Some(ns), Some(meta)) = (&namespace, body.get_mut("metadata").and_then(|m| m.as_object_mut())) {
+            meta.insert("namespace".into(), ns.clone().into());
+        }
+        let after =
+            api.patch(&name, &params, &Patch::Apply(&body)).await.map_err(|e| Error::from_kube(e, &conn.url))?;
+        let outcome = match before {
+            None => "created",
+            Some(b) if b.metadata.resource_version == after.metadata.resource_version => "unchanged",
+            Some(_) => "configured",
+        };
+        let outcome = match (params.dry_run, outcome) {
+            (true, "created") => "created (server dry run)",
+            (true, "configured") => "configured (server dry run)",
+            (true, _) => "unchanged (server dry run)",
+            (false, o) => o,
+        };
+        kept.insert((kind, namespace, name));
+        results.push(Applied { reference: doc.reference(), outcome });
+    }
+    if let (true, Some(selector)) = (args.prune, &args.selector) {
+        results.extend(prune(&conn, selector, &kept, params.dry_run).await?);
+    }
+    Ok(results)
+}
+
+/// Deletes objects that match `selector` in the namespaces applied to but were not applied.
+async fn prune(
+    conn: &client::Connection,
+    selector: &str,
+    kept: &BTreeSet<(Kind, Option<String>, String)>,
+    dry_run: bool,
+) -> Result<Vec<Applied>> {
+    let mut pruned = Vec::new();
+    let namespaces: BTreeSet<Option<String>> = kept.iter().map(|(_, ns, _)| ns.clone()).collect();
+    for kind in Kind::ALL {
+        for ns in namespaces.iter().filter(|ns| ns.is_some() == kind.namespaced()) {
+            let api = dynamic_api(&conn.client, kind, ns.as_deref());
+            let list =
+                api.list(&ListParams::default().labels(selector)).await.map_err(|e| Error::from_kube(e, &conn.url))?;
+            for obj in list.items {
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                if kept.contains(&(kind, ns.clone(), name.clone())) {
+                    continue;
+                }
+                let dp = if dry_run { DeleteParams::background().dry_run() } else { DeleteParams::background() };
+                api.delete(&name, &dp).await.map_err(|e| Error::from_kube(e, &conn.url))?;
+                pruned.push(Applied {
+                    reference: format!("{}/{name}", kind.as_str().to_ascii_lowercase()),
+                    outcome: if dry_run { "pruned (server dry run)" } else { "pruned" },
+                });
+            }
+        }
+    }
+    Ok(pruned)
+}
