@@ -503,10 +503,32 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
 }
 
 async fn read_body(headers: &axum::http::HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let declared_too_large = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > limit);
+    // An oversized body is still read (and dropped) up to a bound, so the client gets the
+    // 413 instead of a connection reset in the middle of its upload.
+    let drain_bound = limit.saturating_mul(16).max(64 * 1024 * 1024);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > drain_bound {
+                break;
+            }
+            if !declared_too_large && seen <= limit {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    if declared_too_large || seen > limit {
         return Err(ApiError::too_large(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))
+    Ok(buf.freeze())
 }

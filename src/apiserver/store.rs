@@ -182,6 +182,19 @@ impl Store {
     /// Opens (or creates) the database file at `path` and starts the writer thread.
     pub fn open(path: &Path, config: StoreConfig, metrics: Arc<Metrics>) -> Result<Store> {
         let storage = |e: redb::Error| Error::Storage { path: path.to_path_buf(), source: Box::new(e) };
+        // The database holds every object: private to the user (redb creates files 0644).
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let io = |e: std::io::Error| storage(redb::Error::Io(e));
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
         let db = Database::create(path).map_err(|e| storage(e.into()))?;
         {
             let tx = db.begin_write().map_err(|e| storage(e.into()))?;
