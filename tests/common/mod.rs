@@ -75,3 +75,54 @@ pub fn agent_json(name: &str) -> Value {
 pub fn agent(name: &str) -> a2a::api::Agent {
     serde_json::from_value(agent_json(name)).unwrap()
 }
+
+/// `a2a serve` as a child process in `home`, on a free port.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub url: String,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(home: &Path) -> Daemon {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_a2a"))
+            .args(["serve", "--port", "0", "--home"])
+            .arg(home)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn a2a serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        // "a2a serve: listening on https://127.0.0.1:PORT (kubeconfig: PATH)"
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .unwrap_or_else(|| panic!("no URL in the first line of a2a serve: {line:?}"))
+            .to_string();
+        let kubeconfig = line
+            .rsplit_once("(kubeconfig: ")
+            .map(|(_, p)| std::path::PathBuf::from(p.trim().trim_end_matches(')')))
+            .unwrap_or_else(|| panic!("no kubeconfig in {line:?}"));
+        Daemon {
+            child,
+            url,
+            kubeconfig,
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
