@@ -29,10 +29,7 @@ struct Kubectl {
 
 impl Kubectl {
     fn new(daemon: &Daemon, home: &Path) -> Kubectl {
-        Kubectl {
-            kubeconfig: daemon.kubeconfig.clone(),
-            cache: home.join("kube-cache"),
-        }
+        Kubectl { kubeconfig: daemon.kubeconfig.clone(), cache: home.join("kube-cache") }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -47,16 +44,8 @@ impl Kubectl {
     }
 
     fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = self.command(args).output().unwrap();
-        (
-            status.success(),
-            String::from_utf8_lossy(&stdout).into_owned(),
-            String::from_utf8_lossy(&stderr).into_owned(),
-        )
+        let Output { status, stdout, stderr } = self.command(args).output().unwrap();
+        (status.success(), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -67,8 +56,7 @@ impl Kubectl {
 }
 
 fn row<'a>(out: &'a str, first: &str) -> Option<&'a str> {
-    out.lines()
-        .find(|l| l.split_whitespace().next() == Some(first))
+    out.lines().find(|l| l.split_whitespace().next() == Some(first))
 }
 
 #[test]
@@ -121,10 +109,7 @@ fn kubectl_gets_applies_and_deletes_the_quickstart() {
 
     let (ok, _, err) = k.run(&["get", "agent", "nope"]);
     assert!(!ok);
-    assert!(
-        err.contains(r#"Error from server (NotFound): agents.a2a.dev "nope" not found"#),
-        "{err}"
-    );
+    assert!(err.contains(r#"Error from server (NotFound): agents.a2a.dev "nope" not found"#), "{err}");
 
     let out = k.ok(&["delete", "-f", "examples/quickstart.yaml"]);
     assert!(out.contains(r#"agent.a2a.dev "writer" deleted"#), "{out}");
@@ -139,12 +124,7 @@ fn kubectl_get_watch_receives_events() {
     let home = tempfile::tempdir().unwrap();
     let daemon = Daemon::spawn(home.path());
     let k = Kubectl::new(&daemon, home.path());
-    let mut watch = k
-        .command(&["get", "agents", "-w"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut watch = k.command(&["get", "agents", "-w"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = watch.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

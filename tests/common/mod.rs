@@ -106,11 +106,7 @@ impl Daemon {
             .rsplit_once("(kubeconfig: ")
             .map(|(_, p)| std::path::PathBuf::from(p.trim().trim_end_matches(')')))
             .unwrap_or_else(|| panic!("no kubeconfig in {line:?}"));
-        Daemon {
-            child,
-            url,
-            kubeconfig,
-        }
+        Daemon { child, url, kubeconfig }
     }
 
     /// SIGKILL, then reap.
