@@ -6,6 +6,7 @@
 
 pub mod a2a;
 pub mod api;
+pub mod apiserver;
 pub mod cli;
 pub mod cluster;
 pub mod controller;

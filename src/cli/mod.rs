@@ -10,6 +10,7 @@ pub mod describe;
 pub mod diff;
 pub mod get;
 pub mod input;
+pub mod serve;
 pub mod validate;
 pub mod version;
 pub mod wait;
@@ -56,6 +57,9 @@ pub enum Command {
     Crd,
     /// Print the version of a2a and of the protocols it speaks.
     Version(version::VersionArgs),
+    /// Run the local control plane: the Kubernetes-shaped API server on 127.0.0.1 (HTTPS),
+    /// writing $A2A_HOME/kubeconfig.
+    Serve(serve::ServeArgs),
     /// Run the sample A2A 1.0 agent (echo, uppercase, wordcount, sleep, allocate, fail).
     DemoAgent(demo_agent::DemoAgentArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -153,6 +157,15 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Crd => write!(out, "{}", crd::run()),
+        Command::Serve(args) => {
+            return match serve::run(&args, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::DemoAgent(args) => {
             return match demo_agent::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,867 @@
+//! The REST verbs on resources: get, list, watch, create, update, patch (merge, JSON, and
+//! server-side apply), delete with finalizers, and the `/status` subresource.
+//!
+//! Server-side apply is deliberately simple: without managedFields bookkeeping, an apply
+//! creates the object when it is absent and otherwise merges the applied fields over it
+//! (maps merge key by key, lists and scalars are replaced, `null` removes a field). Fields a
+//! manager stops applying are therefore not removed, and `force` is accepted but there are no
+//! field-ownership conflicts to force.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::resources::Resource;
+use super::selector::{FieldSelector, LabelSelector};
+use super::status::{ApiError, json_response};
+use super::store::{self, EventType, ObjectKey, Precondition, Write};
+
+/// A parsed resource path.
+#[derive(Debug)]
+pub struct Target {
+    pub resource: &'static Resource,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub status: bool,
+}
+
+/// What a request did, for metrics and the audit log.
+#[derive(Clone, Debug, Default)]
+pub struct RequestInfo {
+    pub verb: &'static str,
+    pub resource: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Parses `/api/v1/...` and `/apis/GROUP/VERSION/...` resource paths.
+pub fn parse_path(path: &str) -> Result<Target, ApiError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(ApiError::not_found_path()),
+    };
+    let find = |plural: &str| Resource::find(group, version, plural);
+    let (namespace, rest): (Option<String>, Vec<&str>) = match rest {
+        ["namespaces", ns, plural, more @ ..] if find(plural).is_some_and(|r| r.namespaced) => {
+            (Some(ns.to_string()), std::iter::once(*plural).chain(more.iter().copied()).collect())
+        }
+        _ => (None, rest.to_vec()),
+    };
+    let resource = rest.first().and_then(|p| find(p)).ok_or_else(ApiError::not_found_path)?;
+    if namespace.is_none() && resource.namespaced && rest.len() > 1 {
+        // `/apis/a2a.dev/v1alpha1/agents/x`: a namespaced object needs its namespace.
+        return Err(ApiError::not_found_path());
+    }
+    let (name, status) = match &rest[1..] {
+        [] => (None, false),
+        [name] => (Some(name.to_string()), false),
+        [name, "status"] if resource.status_subresource => (Some(name.to_string()), true),
+        _ => return Err(ApiError::not_found_path()),
+    };
+    if let Some(n) = &name
+        && n.is_empty()
+    {
+        return Err(ApiError::not_found_path());
+    }
+    Ok(Target { resource, namespace, name, status })
+}
+
+fn rv_of(object: &Value) -> u64 {
+    object.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn meta_mut(object: &mut Value) -> Option<&mut Map<String, Value>> {
+    object.get_mut("metadata").and_then(Value::as_object_mut)
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // The OS random source failing leaves zeros; uids stay unique enough with the time mixed
+    // in by callers that need it, and the token generator checks separately.
+    let _ = getrandom::fill(&mut b);
+    b
+}
+
+pub fn new_uid() -> String {
+    let mut b = random_bytes::<16>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn name_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    random_bytes::<5>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+fn now() -> String {
+    crate::api::Time::now().to_string()
+}
+
+fn query_flag(q: &HashMap<String, String>, key: &str) -> bool {
+    matches!(q.get(key).map(String::as_str), Some("1" | "true" | "True"))
+}
+
+fn dry_run(q: &HashMap<String, String>) -> bool {
+    q.get("dryRun").is_some_and(|v| v == "All")
+}
+
+/// Parses a request body as JSON, or YAML when the content type says so.
+pub fn parse_body(body: &Bytes, yaml: bool) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    let parsed = if yaml {
+        serde_yaml_ng::from_slice::<Value>(body).map_err(|e| format!("the request body is not valid YAML: {e}"))
+    } else {
+        serde_json::from_slice::<Value>(body).map_err(|e| format!("the request body is not valid JSON: {e}"))
+    };
+    parsed.map_err(ApiError::bad_request)
+}
+
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+pub fn body_is_yaml(headers: &HeaderMap) -> Result<bool, ApiError> {
+    match media_type(headers).as_str() {
+        "application/json" | "" | "*/*" => Ok(false),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(true),
+        other => Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types \
+             include: application/json, application/yaml (got {other:?})"
+        ))),
+    }
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
+}
+
+impl AppState {
+    fn key(&self, t: &Target, name: &str) -> ObjectKey {
+        ObjectKey::new(t.resource.storage(), t.namespace.clone().unwrap_or_default(), name)
+    }
+
+    fn store_error(&self, t: &Target, name: &str, e: store::Error) -> ApiError {
+        match e {
+            store::Error::AlreadyExists => ApiError::already_exists(t.resource, name),
+            store::Error::NotFound => ApiError::not_found(t.resource, name),
+            store::Error::Conflict { .. } => ApiError::conflict(t.resource, name),
+            store::Error::Gone { requested, oldest } => {
+                ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+            }
+            store::Error::Closed => ApiError::unavailable("the server is shutting down"),
+            e @ (store::Error::Storage { .. } | store::Error::Corrupt { .. }) => ApiError::internal(e.to_string()),
+        }
+    }
+
+    fn check_namespace(&self, t: &Target) -> Result<(), ApiError> {
+        if let Some(ns) = &t.namespace {
+            let key = ObjectKey::new("/namespaces", "", ns.clone());
+            if self.store.get(&key).is_none() {
+                return Err(ApiError::namespace_not_found(ns));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks apiVersion, kind, namespace and name against the request, fills what may be
+    /// omitted, and validates the result.
+    fn admit(&self, t: &Target, object: &mut Value, path_name: Option<&str>) -> Result<String, ApiError> {
+        let res = t.resource;
+        let Some(map) = object.as_object_mut() else {
+            return Err(ApiError::bad_request(format!(
+                "the request body must be a {} object (a JSON mapping)",
+                res.kind
+            )));
+        };
+        let api_version = res.api_version();
+        match map.get("apiVersion") {
+            None => {
+                map.insert("apiVersion".into(), json!(api_version));
+            }
+            Some(Value::String(v)) if *v == api_version => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({}) does not match the expected API version ({api_version})",
+                    other.as_str().unwrap_or("not a string")
+                )));
+            }
+        }
+        match map.get("kind") {
+            None => {
+                map.insert("kind".into(), json!(res.kind));
+            }
+            Some(Value::String(k)) if k == res.kind => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({}) does not match the expected kind ({}) for {}",
+                    other.as_str().unwrap_or("not a string"),
+                    res.kind,
+                    res.qualified()
+                )));
+            }
+        }
+        let meta = map
+            .entry("metadata")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("metadata must be a mapping"))?;
+        match (&t.namespace, meta.get("namespace")) {
+            (Some(path_ns), Some(Value::String(body_ns))) if body_ns != path_ns => {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the provided object ({body_ns}) does not match the \
+                     namespace sent on the request ({path_ns})"
+                )));
+            }
+            (Some(path_ns), _) => {
+                meta.insert("namespace".into(), json!(path_ns));
+            }
+            (None, _) => {
+                meta.remove("namespace");
+            }
+        }
+        if let Some(path_name) = path_name {
+            match meta.get("name") {
+                Some(Value::String(n)) if n != path_name => {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({n}) does not match the name on the URL ({path_name})"
+                    )));
+                }
+                _ => {
+                    meta.insert("name".into(), json!(path_name));
+                }
+            }
+        }
+        let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        res.validate(object).map_err(|errors| ApiError::invalid(res, &name, &errors))?;
+        Ok(name)
+    }
+
+    pub async fn get(
+        &self,
+        t: &Target,
+        headers: &HeaderMap,
+        q: &HashMap<String, String>,
+    ) -> Result<Response, ApiError> {
+        let name = t.name.as_deref().unwrap_or_default();
+        let obj = self.store.get(&self.key(t, name)).ok_or_else(|| ApiError::not_found(t.resource, name))?;
+        if wants_table(headers) {
+            let full = q.get("includeObject").is_some_and(|v| v == "Object");
+            return Ok(json_response(StatusCode::OK, &t.resource.table(&[&obj], rv_of(&obj), full)));
+        }
+        Ok(json_response(StatusCode::OK, &obj))
+    }
+
+    fn selectors(&self, t: &Target, q: &HashMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {
+        let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(format!("invalid labelSelector: {e}")))?;
+        let fields =
+            FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), t.resource.selectable_fields())
+                .map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?;
+        Ok((labels, fields))
+    }
+
+    pub async fn list(
+        &self,
+        t: &Target,
+        headers: &HeaderMap,
+        q: &HashMap<String, String>,
+    ) -> Result<Response, ApiError> {
+        let (labels, fields) = self.selectors(t, q)?;
+        let (items, rv) = self.store.list(&t.resource.storage(), t.namespace.as_deref());
+        let matching: Vec<&Value> = items
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|o| labels.matches(o.pointer("/metadata/labels").and_then(Value::as_object)) && fields.matches(o))
+            .collect();
+        if wants_table(headers) {
+            let full = q.get("includeObject").is_some_and(|v| v == "Object");
+            return Ok(json_response(StatusCode::OK, &t.resource.table(&matching, rv, full)));
+        }
+        // Serialize the list by hand: cloning every item into one Value would double the work.
+        let mut out = Vec::with_capacity(64 + matching.len() * 512);
+        out.extend_from_slice(
+            format!(
+                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"{rv}\"}},\"items\":[",
+                t.resource.kind,
+                t.resource.api_version()
+            )
+            .as_bytes(),
+        );
+        for (i, item) in matching.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, item).map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        out.extend_from_slice(b"]}");
+        let mut r = Response::new(Body::from(out));
+        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+        Ok(r)
+    }
+
+    pub async fn watch(
+        &self,
+        t: &Target,
+        headers: &HeaderMap,
+        q: &HashMap<String, String>,
+    ) -> Result<Response, ApiError> {
+        let (labels, fields) = self.selectors(t, q)?;
+        let from = match q.get("resourceVersion").map(String::as_str) {
+            None | Some("") => None,
+            Some(s) => Some(
+                s.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}: expected a number")))?,
+            ),
+        };
+        let bookmarks = query_flag(q, "allowWatchBookmarks");
+        let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
+        let table = wants_table(headers);
+        let res = t.resource;
+        let namespace = t.namespace.clone();
+        let storage = res.storage();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+        let matches = move |e: &store::Event| {
+            e.key.resource == storage
+                && namespace.as_ref().is_none_or(|ns| *ns == e.key.namespace)
+                && labels.matches(e.object.pointer("/metadata/labels").and_then(Value::as_object))
+                && fields.matches(&e.object)
+        };
+        let encode = move |type_: &str, object: &Value| -> Bytes {
+            let object = if table && type_ != "BOOKMARK" && type_ != "ERROR" {
+                res.table(&[object], rv_of(object), false)
+            } else {
+                object.clone()
+            };
+            let mut line = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
+            line.push(b'\n');
+            Bytes::from(line)
+        };
+        let start = match self.store.watch(&res.storage(), from) {
+            Ok(s) => s,
+            Err(store::Error::Gone { requested, oldest }) => {
+                // Kubernetes answers 200 and an ERROR event; kube-runtime relists on it.
+                let status = ApiError::gone(format!("too old resource version: {requested} ({oldest})")).to_status();
+                return Ok(stream_response(Body::from(encode("ERROR", &status))));
+            }
+            Err(e) => return Err(self.store_error(t, "", e)),
+        };
+        let metrics = self.metrics.clone();
+        let mut shutdown = self.shutdown.clone();
+        let bookmark_every = self.config.bookmark_interval;
+        let store = self.store.clone();
+        let kind = res.kind;
+        let api_version = res.api_version();
+        tokio::spawn(async move {
+            metrics.watcher_started();
+            let send = |b: Bytes| tx.send(Ok(b));
+            let mut last = start.resource_version;
+            let mut live = start.live;
+            let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
+            let mut ok = true;
+            for e in &start.initial {
+                if matches(e) && send(encode(e.type_.as_str(), &e.object)).await.is_err() {
+                    ok = false;
+                    break;
+                }
+            }
+            let mut tick = tokio::time::interval(bookmark_every);
+            tick.tick().await;
+            while ok {
+                let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
+                tokio::select! {
+                    ev = live.recv() => match ev {
+                        Ok(e) => {
+                            if e.resource_version <= last { continue; }
+                            last = e.resource_version;
+                            if matches(&e) {
+                                let type_ = match e.type_ { EventType::Added => "ADDED", EventType::Modified => "MODIFIED", EventType::Deleted => "DELETED" };
+                                ok = send(encode(type_, &e.object)).await.is_ok();
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let status = ApiError::gone("the watch fell too far behind; list again").to_status();
+                            let _ = send(encode("ERROR", &status)).await;
+                            break;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = tick.tick(), if bookmarks => {
+                        let rv = store.resource_version().max(last);
+                        let bm = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv.to_string()}});
+                        ok = send(encode("BOOKMARK", &bm)).await.is_ok();
+                    }
+                    _ = tokio::time::sleep_until(sleep_until) => break,
+                    _ = shutdown.changed() => break,
+                    _ = tx.closed() => break,
+                }
+            }
+            metrics.watcher_stopped();
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        Ok(stream_response(Body::from_stream(stream)))
+    }
+
+    /// Fills server-set metadata for a new object.
+    fn prepare_create(&self, t: &Target, object: &mut Value) -> Result<(), ApiError> {
+        let Some(meta) = meta_mut(object) else {
+            return Ok(()); // admit reports it
+        };
+        if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty)
+            && let Some(prefix) = meta.get("generateName").and_then(Value::as_str)
+        {
+            let name = format!("{prefix}{}", name_suffix());
+            meta.insert("name".into(), json!(name));
+        }
+        meta.insert("uid".into(), json!(new_uid()));
+        meta.insert("creationTimestamp".into(), json!(now()));
+        meta.remove("resourceVersion");
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+        if t.resource.plural != "events" {
+            meta.insert("generation".into(), json!(1));
+        }
+        if t.resource.status_subresource
+            && let Some(map) = object.as_object_mut()
+        {
+            map.remove("status");
+        }
+        if t.resource.plural == "namespaces" {
+            object["status"] = json!({"phase": "Active"});
+        }
+        Ok(())
+    }
+
+    pub async fn create(
+        &self,
+        t: &Target,
+        mut object: Value,
+        q: &HashMap<String, String>,
+        info: &mut RequestInfo,
+    ) -> Result<Response, ApiError> {
+        if !object.is_object() {
+            return Err(ApiError::bad_request(format!(
+                "the request body must be a {} object (a JSON mapping)",
+                t.resource.kind
+            )));
+        }
+        self.prepare_create(t, &mut object)?;
+        if let Some(n) = object.pointer("/metadata/name").and_then(Value::as_str) {
+            info.name = n.to_string();
+        }
+        let name = self.admit(t, &mut object, None)?;
+        info.name = name.clone();
+        self.check_namespace(t)?;
+        if dry_run(q) {
+            return Ok(json_response(StatusCode::CREATED, &object));
+        }
+        let stored = self
+            .store
+            .write(Write::Put { key: self.key(t, &name), object, precondition: Precondition::Absent })
+            .await
+            .map_err(|e| self.store_error(t, &name, e))?;
+        Ok(json_response(StatusCode::CREATED, &stored))
+    }
+
+    /// Builds the next version of an object from the current one and a proposed one,
+    /// keeping what the client may not change and bumping `generation` on spec changes.
+    fn next_version(&self, t: &Target, name: &str, current: &Value, proposed: Value) -> Result<Value, ApiError> {
+        let mut new = if t.status {
+            let mut new = current.clone();
+            match proposed.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            new
+        } else {
+            let mut new = proposed;
+            if !new.is_object() {
+                return Err(ApiError::bad_request(format!(
+                    "the request body must be a {} object (a JSON mapping)",
+                    t.resource.kind
+                )));
+            }
+            if t.resource.status_subresource {
+                match current.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = new.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            if !new.get("metadata").is_some_and(Value::is_object) {
+                new["metadata"] = json!({});
+            }
+            new
+        };
+        self.admit(t, &mut new, Some(name))?;
+        let cur_meta = current.get("metadata").and_then(Value::as_object);
+        if let Some(meta) = meta_mut(&mut new) {
+            for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+                match cur_meta.and_then(|m| m.get(field)) {
+                    Some(v) => meta.insert(field.into(), v.clone()),
+                    None => meta.remove(field),
+                };
+            }
+            meta.remove("resourceVersion");
+        }
+        let spec_of = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(m) = v.as_object_mut() {
+                m.remove("metadata");
+                m.remove("status");
+            }
+            v
+        };
+        if t.resource.plural != "events" && spec_of(&new) != spec_of(current) {
+            let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            if let Some(meta) = meta_mut(&mut new) {
+                meta.insert("generation".into(), json!(generation + 1));
+            }
+        }
+        Ok(new)
+    }
+
+    /// Read-modify-write with optimistic concurrency. `compute` turns the current object into
+    /// the proposed one. A resourceVersion the client put in the proposal must match; without
+    /// one, a concurrent change is retried.
+    async fn modify(
+        &self,
+        t: &Target,
+        q: &HashMap<String, String>,
+        mut compute: impl FnMut(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
+        let name = t.name.clone().unwrap_or_default();
+        let key = self.key(t, &name);
+        for _ in 0..16 {
+            let current = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
+            let current_rv = rv_of(&current);
+            let proposed = compute(&current)?;
+            let explicit =
+                match proposed.pointer("/metadata/resourceVersion") {
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resourceVersion {s:?}: expected a number"))
+                    })?),
+                    _ => None,
+                };
+            if explicit.is_some_and(|rv| rv != current_rv) {
+                return Err(ApiError::conflict(t.resource, &name));
+            }
+            let new = self.next_version(t, &name, &current, proposed)?;
+            let mut unchanged = current.as_ref().clone();
+            if let Some(m) = meta_mut(&mut unchanged) {
+                m.remove("resourceVersion");
+            }
+            if new == unchanged {
+                return Ok(current.as_ref().clone());
+            }
+            if dry_run(q) {
+                return Ok(new);
+            }
+            let finished = new.pointer("/metadata/deletionTimestamp").is_some()
+                && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            let write = if finished {
+                Write::Delete { key: key.clone(), precondition: Precondition::ResourceVersion(current_rv) }
+            } else {
+                Write::Put { key: key.clone(), object: new, precondition: Precondition::ResourceVersion(current_rv) }
+            };
+            match self.store.write(write).await {
+                Ok(v) => {
+                    if finished {
+                        self.cascade(&v);
+                    }
+                    return Ok(v.as_ref().clone());
+                }
+                Err(store::Error::Conflict { .. }) if explicit.is_none() => continue,
+                Err(e) => return Err(self.store_error(t, &name, e)),
+            }
+        }
+        Err(ApiError::conflict(t.resource, &name))
+    }
+
+    pub async fn update(&self, t: &Target, body: Value, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+        let v = self.modify(t, q, |_| Ok(body.clone())).await?;
+        Ok(json_response(StatusCode::OK, &v))
+    }
+
+    pub async fn patch(
+        &self,
+        t: &Target,
+        headers: &HeaderMap,
+        body: &Bytes,
+        q: &HashMap<String, String>,
+        info: &mut RequestInfo,
+    ) -> Result<Response, ApiError> {
+        let media = media_type(headers);
+        match media.as_str() {
+            "application/merge-patch+json" => {
+                let patch = parse_body(body, false)?;
+                let v = self
+                    .modify(t, q, |cur| {
+                        let mut doc = cur.clone();
+                        json_patch::merge(&mut doc, &patch);
+                        Ok(doc)
+                    })
+                    .await?;
+                Ok(json_response(StatusCode::OK, &v))
+            }
+            "application/json-patch+json" => {
+                let patch: json_patch::Patch = serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("the request body is not a valid JSON patch: {e}")))?;
+                let v = self
+                    .modify(t, q, |cur| {
+                        let mut doc = cur.clone();
+                        json_patch::patch(&mut doc, &patch).map_err(|e| {
+                            ApiError::new(422, "Invalid", format!("the JSON patch cannot be applied: {e}"))
+                        })?;
+                        Ok(doc)
+                    })
+                    .await?;
+                Ok(json_response(StatusCode::OK, &v))
+            }
+            "application/apply-patch+yaml" => {
+                let applied = parse_body(body, true)?;
+                if q.get("fieldManager").is_none_or(String::is_empty) {
+                    return Err(ApiError::bad_request(
+                        "PATCH with application/apply-patch+yaml requires the fieldManager parameter",
+                    ));
+                }
+                let name = t.name.clone().unwrap_or_default();
+                if self.store.get(&self.key(t, &name)).is_none() && !t.status {
+                    let mut obj = applied.clone();
+                    if let Some(meta) = meta_mut(&mut obj)
+                        && !meta.contains_key("name")
+                    {
+                        meta.insert("name".into(), json!(name));
+                    }
+                    if let Some(n) = obj.pointer("/metadata/name").and_then(Value::as_str)
+                        && n != name
+                    {
+                        return Err(ApiError::bad_request(format!(
+                            "the name of the object ({n}) does not match the name on the URL ({name})"
+                        )));
+                    }
+                    let created = self.create(t, obj, q, info).await;
+                    match created {
+                        Err(e) if e.reason == "AlreadyExists" => {} // raced: apply over it
+                        other => return other,
+                    }
+                }
+                let v = self
+                    .modify(t, q, |cur| {
+                        let mut doc = cur.clone();
+                        apply_merge(&mut doc, &applied);
+                        Ok(doc)
+                    })
+                    .await?;
+                Ok(json_response(StatusCode::OK, &v))
+            }
+            "application/strategic-merge-patch+json" => Err(ApiError::unsupported_media_type(format!(
+                "strategic merge patch is not supported for {}; use a merge patch, a JSON patch or server-side apply",
+                t.resource.qualified()
+            ))),
+            other => Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: \
+                 application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
+            ))),
+        }
+    }
+
+    pub async fn delete(&self, t: &Target, body: &Bytes, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+        let options = if body.iter().all(u8::is_ascii_whitespace) { Value::Null } else { parse_body(body, false)? };
+        let want_rv = options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(|s| {
+                s.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid precondition resourceVersion {s:?}")))
+            })
+            .transpose()?;
+        let want_uid = options.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        let name = t.name.clone().unwrap_or_default();
+        let key = self.key(t, &name);
+        for _ in 0..16 {
+            let current = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
+            let current_rv = rv_of(&current);
+            if want_rv.is_some_and(|rv| rv != current_rv)
+                || want_uid
+                    .as_ref()
+                    .is_some_and(|u| current.pointer("/metadata/uid").and_then(Value::as_str) != Some(u.as_str()))
+            {
+                return Err(ApiError::conflict(t.resource, &name));
+            }
+            let has_finalizers =
+                current.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+            if has_finalizers && current.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(json_response(StatusCode::OK, &current));
+            }
+            if dry_run(q) {
+                return Ok(json_response(StatusCode::OK, &current));
+            }
+            let write = if has_finalizers {
+                let mut marked = current.as_ref().clone();
+                if let Some(meta) = meta_mut(&mut marked) {
+                    meta.insert("deletionTimestamp".into(), json!(now()));
+                    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                }
+                Write::Put { key: key.clone(), object: marked, precondition: Precondition::ResourceVersion(current_rv) }
+            } else {
+                Write::Delete { key: key.clone(), precondition: Precondition::ResourceVersion(current_rv) }
+            };
+            match self.store.write(write).await {
+                Ok(v) => {
+                    if !has_finalizers {
+                        self.cascade(&v);
+                    }
+                    return Ok(json_response(StatusCode::OK, &v));
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(self.store_error(t, &name, e)),
+            }
+        }
+        Err(ApiError::conflict(t.resource, &name))
+    }
+
+    /// Background cascading deletion: deletes every object whose ownerReferences name the
+    /// removed object's uid (those with finalizers are marked and wait for them).
+    fn cascade(&self, removed: &Value) {
+        let Some(uid) = removed.pointer("/metadata/uid").and_then(Value::as_str) else {
+            return;
+        };
+        let uid = uid.to_string();
+        let state = self.clone();
+        tokio::spawn(async move {
+            for res in super::resources::RESOURCES.iter() {
+                let (items, _) = state.store.list(&res.storage(), None);
+                for item in items {
+                    let owned = item
+                        .pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array)
+                        .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(&uid)));
+                    if !owned {
+                        continue;
+                    }
+                    let t = Target {
+                        resource: res,
+                        namespace: item.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string),
+                        name: item.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string),
+                        status: false,
+                    };
+                    if let Err(e) = state.delete(&t, &Bytes::new(), &HashMap::new()).await {
+                        tracing::debug!(error = %e, "cascading delete");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Server-side apply's merge: maps merge key by key, everything else is replaced, and an
+/// applied `null` removes the field.
+pub fn apply_merge(target: &mut Value, applied: &Value) {
+    match (target, applied) {
+        (Value::Object(t), Value::Object(a)) => {
+            for (k, v) in a {
+                if v.is_null() {
+                    t.remove(k);
+                } else if let Some(existing) = t.get_mut(k) {
+                    apply_merge(existing, v);
+                } else {
+                    t.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        (t, a) => *t = a.clone(),
+    }
+}
+
+fn stream_response(body: Body) -> Response {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Which verb a method on a target is.
+pub fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> Result<&'static str, ApiError> {
+    Ok(match (method, t.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if query_flag(q, "watch") => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, false) => "create",
+        (&Method::PUT, true) => "update",
+        (&Method::PATCH, true) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (m, named) => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{m} is not supported on {} {}",
+                if named { "a single" } else { "the collection of" },
+                t.resource.qualified()
+            )));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_into_targets() {
+        let t = parse_path("/apis/a2a.dev/v1alpha1/namespaces/default/agents/x/status").unwrap();
+        assert_eq!(t.resource.plural, "agents");
+        assert_eq!(t.namespace.as_deref(), Some("default"));
+        assert_eq!(t.name.as_deref(), Some("x"));
+        assert!(t.status);
+        let t = parse_path("/apis/a2a.dev/v1alpha1/agents").unwrap();
+        assert!(t.namespace.is_none() && t.name.is_none());
+        let t = parse_path("/api/v1/namespaces/default").unwrap();
+        assert_eq!(t.resource.plural, "namespaces");
+        assert_eq!(t.name.as_deref(), Some("default"));
+        let t = parse_path("/api/v1/namespaces/default/events").unwrap();
+        assert_eq!(t.resource.plural, "events");
+        assert_eq!(parse_path("/apis/a2a.dev/v1alpha1/pods").unwrap_err().code, 404);
+        assert_eq!(parse_path("/apis/a2a.dev/v1alpha1/agents/x").unwrap_err().code, 404);
+        assert_eq!(parse_path("/apis/a2a.dev/v1alpha1/resourcebudgets/x/scale").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn apply_merges_maps_and_replaces_lists() {
+        let mut doc = json!({"spec": {"a": 1, "list": [1, 2], "keep": true}});
+        apply_merge(&mut doc, &json!({"spec": {"a": 2, "list": [3], "gone": null}}));
+        assert_eq!(doc, json!({"spec": {"a": 2, "list": [3], "keep": true}}));
+    }
+
+    #[test]
+    fn uids_look_like_uuids() {
+        let u = new_uid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(u, new_uid());
+    }
+}

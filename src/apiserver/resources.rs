@@ -1,0 +1,513 @@
+//! The resources this server serves, and the documents that describe them: discovery
+//! (`/api`, `/apis`, APIResourceLists), OpenAPI v3, and `Table`s for `kubectl get`.
+
+use serde_json::{Value, json};
+
+use crate::api::Kind;
+use crate::api::validate::FieldError;
+
+/// One served resource.
+#[derive(Debug)]
+pub struct Resource {
+    /// "" for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub namespaced: bool,
+    /// Has a `/status` subresource: writes to the main resource keep status as it is.
+    pub status_subresource: bool,
+    /// The a2a kind, validated with [`crate::api::validate::validate`].
+    pub a2a: Option<Kind>,
+}
+
+const VERBS: [&str; 8] = ["create", "delete", "get", "list", "patch", "update", "watch", "deletecollection"];
+
+pub static RESOURCES: [Resource; 5] = [
+    Resource {
+        group: "a2a.dev",
+        version: "v1alpha1",
+        plural: "agents",
+        singular: "agent",
+        kind: "Agent",
+        short_names: &["ag"],
+        categories: &["a2a"],
+        namespaced: true,
+        status_subresource: true,
+        a2a: Some(Kind::Agent),
+    },
+    Resource {
+        group: "a2a.dev",
+        version: "v1alpha1",
+        plural: "workflows",
+        singular: "workflow",
+        kind: "Workflow",
+        short_names: &["wf"],
+        categories: &["a2a"],
+        namespaced: true,
+        status_subresource: true,
+        a2a: Some(Kind::Workflow),
+    },
+    Resource {
+        group: "a2a.dev",
+        version: "v1alpha1",
+        plural: "resourcebudgets",
+        singular: "resourcebudget",
+        kind: "ResourceBudget",
+        short_names: &["rb"],
+        categories: &["a2a"],
+        namespaced: false,
+        status_subresource: true,
+        a2a: Some(Kind::ResourceBudget),
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        short_names: &["ns"],
+        categories: &[],
+        namespaced: false,
+        status_subresource: true,
+        a2a: None,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        short_names: &["ev"],
+        categories: &[],
+        namespaced: true,
+        status_subresource: false,
+        a2a: None,
+    },
+];
+
+impl Resource {
+    /// Finds a resource by group, version and plural.
+    pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+        RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    }
+
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    /// `agents.a2a.dev`, or `namespaces` for the core group, as errors name resources.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+    }
+
+    pub fn group_or_core(&self) -> &'static str {
+        if self.group.is_empty() { "core" } else { self.group }
+    }
+
+    /// The storage key prefix.
+    pub fn storage(&self) -> String {
+        format!("{}/{}", self.group, self.plural)
+    }
+
+    /// Field paths a fieldSelector may name.
+    pub fn selectable_fields(&self) -> &'static [&'static str] {
+        if self.plural == "events" {
+            &[
+                "metadata.name",
+                "metadata.namespace",
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "type",
+                "source",
+                "reportingComponent",
+            ]
+        } else if self.plural == "namespaces" {
+            &["metadata.name", "status.phase"]
+        } else {
+            &["metadata.name", "metadata.namespace"]
+        }
+    }
+
+    /// Validates a complete object (after defaults and server-set metadata).
+    pub fn validate(&self, object: &Value) -> Result<(), Vec<FieldError>> {
+        if self.a2a.is_some() {
+            return crate::api::validate::validate(object).map(|_| ());
+        }
+        let mut errors = Vec::new();
+        match object.pointer("/metadata/name").and_then(Value::as_str) {
+            None => errors.push(FieldError::new("metadata.name", "required field is missing")),
+            Some(name) => {
+                let check = if self.plural == "events" {
+                    check_subdomain(name)
+                } else {
+                    crate::api::validate::check_dns_label(name)
+                };
+                if let Err(e) = check {
+                    errors.push(FieldError::new("metadata.name", e));
+                }
+            }
+        }
+        if self.plural == "events" {
+            match object.get("involvedObject") {
+                Some(Value::Object(o)) => {
+                    for f in ["kind", "name"] {
+                        if !o.get(f).is_some_and(Value::is_string) {
+                            errors.push(FieldError::new(
+                                format!("involvedObject.{f}"),
+                                "required string field is missing",
+                            ));
+                        }
+                    }
+                }
+                _ => errors.push(FieldError::new(
+                    "involvedObject",
+                    "required field is missing (the object this event is about)",
+                )),
+            }
+            if let Some(c) = object.get("count")
+                && !c.is_u64()
+            {
+                errors.push(FieldError::new("count", "expected a non-negative integer"));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    fn printer_columns(&self) -> Vec<(String, String, String, i64, String)> {
+        // (name, type, jsonPath, priority, description)
+        if let Some(kind) = self.a2a {
+            let crd = kind.crd();
+            return crd
+                .spec
+                .versions
+                .first()
+                .and_then(|v| v.additional_printer_columns.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.name,
+                        c.type_,
+                        c.json_path,
+                        i64::from(c.priority.unwrap_or(0)),
+                        c.description.unwrap_or_default(),
+                    )
+                })
+                .collect();
+        }
+        let col = |n: &str, t: &str, p: &str, d: &str| (n.to_string(), t.to_string(), p.to_string(), 0, d.to_string());
+        match self.plural {
+            "namespaces" => vec![
+                col("Status", "string", ".status.phase", "The phase of the namespace"),
+                col("Age", "date", ".metadata.creationTimestamp", ""),
+            ],
+            _ => vec![
+                col("Last Seen", "date", ".lastTimestamp", "When the event last happened"),
+                col("Type", "string", ".type", ""),
+                col("Reason", "string", ".reason", ""),
+                col("Object", "string", ".involvedObject.name", ""),
+                col("Message", "string", ".message", ""),
+            ],
+        }
+    }
+
+    /// A `meta.k8s.io/v1` Table of `objects`, as `kubectl get` asks for with `as=Table`.
+    /// `full_objects` puts the whole object in each row instead of its metadata.
+    pub fn table(&self, objects: &[&Value], resource_version: u64, full_objects: bool) -> Value {
+        let columns = self.printer_columns();
+        let mut defs = vec![json!({
+            "name": "Name", "type": "string", "format": "name", "priority": 0,
+            "description": "Name must be unique within a namespace."
+        })];
+        for (name, type_, _, priority, description) in &columns {
+            defs.push(json!({
+                "name": name, "type": type_, "format": "", "priority": priority,
+                "description": description,
+            }));
+        }
+        let now = jiff::Timestamp::now();
+        let rows: Vec<Value> = objects
+            .iter()
+            .map(|obj| {
+                let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+                for (_, type_, path, _, _) in &columns {
+                    let v = lookup(obj, path);
+                    cells.push(match (type_.as_str(), v) {
+                        ("date", Some(Value::String(s))) => match s.parse::<jiff::Timestamp>() {
+                            Ok(t) => Value::String(human_age(now.duration_since(t))),
+                            Err(_) => Value::String(s.clone()),
+                        },
+                        (_, Some(v)) => v.clone(),
+                        (_, None) => Value::Null,
+                    });
+                }
+                let object = if full_objects {
+                    (*obj).clone()
+                } else {
+                    json!({
+                        "kind": "PartialObjectMetadata",
+                        "apiVersion": "meta.k8s.io/v1",
+                        "metadata": obj.get("metadata").cloned().unwrap_or(Value::Null),
+                    })
+                };
+                json!({"cells": cells, "object": object})
+            })
+            .collect();
+        json!({
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": resource_version.to_string()},
+            "columnDefinitions": defs,
+            "rows": rows,
+        })
+    }
+
+    fn discovery_entry(&self) -> Vec<Value> {
+        let mut out = vec![json!({
+            "name": self.plural,
+            "singularName": self.singular,
+            "namespaced": self.namespaced,
+            "kind": self.kind,
+            "verbs": VERBS,
+            "shortNames": self.short_names,
+            "categories": self.categories,
+        })];
+        if self.status_subresource {
+            out.push(json!({
+                "name": format!("{}/status", self.plural),
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "kind": self.kind,
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+        out
+    }
+}
+
+fn check_subdomain(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid name: lowercase letters, digits, '-' and '.', \
+             starting and ending with a letter or digit, at most 253 characters"
+        ))
+    }
+}
+
+/// `.status.phase` → the value at that path.
+fn lookup<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = obj;
+    for part in path.trim_start_matches('.').split('.') {
+        cur = cur.get(part)?;
+    }
+    Some(cur)
+}
+
+/// Ages as kubectl prints them: `45s`, `3m12s`, `5h`, `12d`.
+pub fn human_age(d: jiff::SignedDuration) -> String {
+    let s = d.as_secs().max(0);
+    match s {
+        0..120 => format!("{s}s"),
+        120..600 => format!("{}m{}s", s / 60, s % 60),
+        600..10_800 => format!("{}m", s / 60),
+        10_800..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// `GET /api`.
+pub fn api_versions(server: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server}],
+    })
+}
+
+/// `GET /api/v1` or `GET /apis/a2a.dev/v1alpha1`.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<Value> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .flat_map(Resource::discovery_entry)
+        .collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }))
+}
+
+fn a2a_group() -> Value {
+    let gv = json!({"groupVersion": crate::api::API_VERSION, "version": crate::api::VERSION});
+    json!({
+        "name": crate::api::GROUP,
+        "versions": [gv.clone()],
+        "preferredVersion": gv,
+    })
+}
+
+/// `GET /apis`.
+pub fn api_group_list() -> Value {
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [a2a_group()]})
+}
+
+/// `GET /apis/a2a.dev`.
+pub fn api_group() -> Value {
+    let mut g = a2a_group();
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    g
+}
+
+/// `GET /version`: minor 32 so the kubectl version dispatcher picks kubectl 1.32.
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "32",
+        "gitVersion": "v1.32.0",
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+        "a2aVersion": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// `GET /openapi/v3`.
+pub fn openapi_index() -> Value {
+    json!({"paths": {
+        "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1"},
+        "apis/a2a.dev/v1alpha1": {"serverRelativeURL": "/openapi/v3/apis/a2a.dev/v1alpha1"},
+    }})
+}
+
+/// `GET /openapi/v3/api/v1` or `/openapi/v3/apis/a2a.dev/v1alpha1`: one path per resource
+/// that advertises `fieldValidation` (so kubectl leaves validation to the server), and the
+/// CRD schemas of the a2a kinds as components.
+pub fn openapi_group(group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    let mut any = false;
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        any = true;
+        let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let ns = if r.namespaced { "/namespaces/{namespace}" } else { "" };
+        let gvk = json!({"group": group, "version": version, "kind": r.kind});
+        let schema_name = schema_name(r);
+        let schema_ref = json!({"$ref": format!("#/components/schemas/{schema_name}")});
+        let op = |verb: &str| {
+            json!({
+                "x-kubernetes-action": verb,
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": [
+                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                    {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                    {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"content": {"application/json": {"schema": schema_ref}}}},
+            })
+        };
+        paths.insert(
+            format!("{prefix}{ns}/{}/{{name}}", r.plural),
+            json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
+        );
+        paths.insert(format!("{prefix}{ns}/{}", r.plural), json!({"get": op("list"), "post": op("post")}));
+        let mut schema = match r.a2a {
+            Some(kind) => kind
+                .crd()
+                .spec
+                .versions
+                .first()
+                .and_then(|v| v.schema.as_ref())
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .and_then(|s| serde_json::to_value(s).ok())
+                .unwrap_or_else(|| json!({"type": "object"})),
+            None => json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+        };
+        schema["x-kubernetes-group-version-kind"] = json!([gvk]);
+        schemas.insert(schema_name, schema);
+    }
+    if !any {
+        return None;
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "a2a", "version": version},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}
+
+fn schema_name(r: &Resource) -> String {
+    if r.group.is_empty() {
+        format!("io.k8s.api.core.{}.{}", r.version, r.kind)
+    } else {
+        let reversed: Vec<&str> = r.group.split('.').rev().collect();
+        format!("{}.{}.{}", reversed.join("."), r.version, r.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_lists_short_names_and_status_subresources() {
+        let list = resource_list("a2a.dev", "v1alpha1").unwrap();
+        let names: Vec<&str> =
+            list["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"agents") && names.contains(&"agents/status"));
+        let rb = &list["resources"].as_array().unwrap()[4];
+        assert_eq!(rb["name"], "resourcebudgets");
+        assert_eq!(rb["namespaced"], false);
+        assert_eq!(rb["shortNames"], json!(["rb"]));
+        assert!(resource_list("a2a.dev", "v9").is_none());
+    }
+
+    #[test]
+    fn tables_use_the_crd_printer_columns() {
+        let r = Resource::find("a2a.dev", "v1alpha1", "agents").unwrap();
+        let obj = json!({"metadata": {"name": "w", "namespace": "default"},
+                         "status": {"phase": "Running"}});
+        let t = r.table(&[&obj], 5, false);
+        let header: Vec<&str> =
+            t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(header[0..2], ["Name", "Phase"]);
+        assert_eq!(t["rows"][0]["cells"][0], "w");
+        assert_eq!(t["rows"][0]["cells"][1], "Running");
+        assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        assert_eq!(human_age(jiff::SignedDuration::from_secs(42)), "42s");
+        assert_eq!(human_age(jiff::SignedDuration::from_secs(200)), "3m20s");
+        assert_eq!(human_age(jiff::SignedDuration::from_secs(7200)), "120m");
+        assert_eq!(human_age(jiff::SignedDuration::from_secs(3 * 86_400)), "3d");
+    }
+}

@@ -1,0 +1,256 @@
+//! kube-rs against the embedded API server: the typed Api<Agent> verbs, status subresource,
+//! finalizers, optimistic concurrency, server-side apply, and watches (resumed and compacted).
+
+mod common;
+
+use std::time::Duration;
+
+use a2a::api::Agent;
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use common::{agent, start, start_with};
+
+fn rv(a: &Agent) -> String {
+    a.metadata.resource_version.clone().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn typed_api_create_get_list_patch_delete() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let created = api.create(&PostParams::default(), &agent("alpha")).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    assert!(created.metadata.uid.as_ref().is_some_and(|u| u.len() == 36));
+    assert!(created.metadata.creation_timestamp.is_some());
+
+    let got = api.get("alpha").await.unwrap();
+    assert_eq!(got.spec.command, ["sleep", "100"]);
+    assert_eq!(rv(&got), rv(&created));
+
+    api.create(&PostParams::default(), &agent("beta")).await.unwrap();
+    let list = api.list(&ListParams::default()).await.unwrap();
+    let names: Vec<_> = list.items.iter().map(|a| a.metadata.name.clone().unwrap()).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    let selected = api.list(&ListParams::default().fields("metadata.name=beta").labels("team=test")).await.unwrap();
+    assert_eq!(selected.items.len(), 1);
+    assert!(api.list(&ListParams::default().labels("team=other")).await.unwrap().items.is_empty());
+
+    // A second create of the same name is a 409 AlreadyExists.
+    let err = api.create(&PostParams::default(), &agent("alpha")).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"));
+
+    // A spec change bumps generation; a status write does not, and the main resource ignores status.
+    let patched = api
+        .patch(
+            "alpha",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}, "status": {"phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, Some(2));
+    assert_eq!(patched.spec.replicas, Some(3));
+    assert!(patched.status.is_none(), "status written through the main resource");
+    let with_status = api
+        .patch_status(
+            "alpha",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running"}, "spec": {"replicas": 9}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(with_status.metadata.generation, Some(2));
+    assert_eq!(with_status.spec.replicas, Some(3), "spec written through /status");
+    assert_eq!(serde_json::to_value(&with_status.status).unwrap()["phase"], "Running");
+
+    // JSON patch.
+    let jp: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "replace", "path": "/spec/replicas", "value": 4}])).unwrap();
+    let p = api.patch("alpha", &PatchParams::default(), &Patch::<()>::Json(jp)).await.unwrap();
+    assert_eq!(p.spec.replicas, Some(4));
+
+    // Optimistic concurrency: a replace with a stale resourceVersion is refused.
+    let mut stale = created.clone();
+    stale.spec.replicas = Some(7);
+    let err = api.replace("alpha", &PostParams::default(), &stale).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"));
+    let mut fresh = api.get("alpha").await.unwrap();
+    fresh.spec.replicas = Some(7);
+    let replaced = api.replace("alpha", &PostParams::default(), &fresh).await.unwrap();
+    assert_eq!(replaced.spec.replicas, Some(7));
+    assert_eq!(replaced.metadata.generation, Some(4));
+
+    // Delete without finalizers removes it.
+    api.delete("beta", &DeleteParams::default()).await.unwrap();
+    let err = api.get("beta").await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(s) if s.code == 404));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finalizers_hold_deletion_until_removed() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let mut a = agent("held");
+    a.metadata.finalizers = Some(vec!["a2a.dev/cleanup".into()]);
+    api.create(&PostParams::default(), &a).await.unwrap();
+    let deleted = api.delete("held", &DeleteParams::default()).await.unwrap();
+    let marked = deleted.left().expect("the object, still present");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert!(api.get("held").await.unwrap().metadata.deletion_timestamp.is_some());
+    api.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    let err = api.get("held").await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(s) if s.code == 404));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_apply_creates_then_merges() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let pp = PatchParams::apply("test").force();
+    let first = api.patch("ssa", &pp, &Patch::Apply(common::agent_json("ssa"))).await.unwrap();
+    assert_eq!(first.metadata.generation, Some(1));
+    let mut again = common::agent_json("ssa");
+    again["spec"]["skills"] = json!(["echo"]);
+    let second = api.patch("ssa", &pp, &Patch::Apply(again.clone())).await.unwrap();
+    assert_eq!(second.spec.skills, ["echo"]);
+    assert_eq!(second.metadata.generation, Some(2));
+    // Applying the same again changes nothing: same resourceVersion.
+    let third = api.patch("ssa", &pp, &Patch::Apply(again)).await.unwrap();
+    assert_eq!(rv(&third), rv(&second));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_objects_get_422_with_field_paths_and_nothing_is_written() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let mut bad = common::agent_json("bad");
+    bad["spec"]["replicas"] = json!(-1);
+    bad["spec"]["bogus"] = json!(true);
+    let (code, status) = common::raw(
+        &t.client,
+        axum::http::Method::POST,
+        "/apis/a2a.dev/v1alpha1/namespaces/default/agents",
+        "application/json",
+        serde_json::to_vec(&bad).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(status["reason"], "Invalid");
+    let fields: Vec<&str> =
+        status["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    assert!(fields.contains(&"spec.replicas") && fields.contains(&"spec.bogus"), "{status}");
+    assert!(api.list(&ListParams::default()).await.unwrap().items.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_watcher_sees_creates_updates_and_deletes() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    api.create(&PostParams::default(), &agent("before")).await.unwrap();
+    let mut stream = watcher(api.clone(), watcher::Config::default()).boxed();
+    let mut seen = Vec::new();
+    let writer = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            api.create(&PostParams::default(), &agent("after")).await.unwrap();
+            api.delete("before", &DeleteParams::default()).await.unwrap();
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < 3 {
+        let ev = tokio::time::timeout_at(deadline, stream.try_next())
+            .await
+            .expect("watcher events in time")
+            .unwrap()
+            .unwrap();
+        match ev {
+            watcher::Event::InitApply(a) => seen.push(format!("init {}", a.metadata.name.unwrap())),
+            watcher::Event::Apply(a) => seen.push(format!("apply {}", a.metadata.name.unwrap())),
+            watcher::Event::Delete(a) => seen.push(format!("delete {}", a.metadata.name.unwrap())),
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+    writer.await.unwrap();
+    assert_eq!(seen, ["init before", "apply after", "delete before"]);
+}
+
+fn summarize(ev: WatchEvent<Agent>) -> Option<String> {
+    match ev {
+        WatchEvent::Added(a) => Some(format!("ADDED {} {}", a.metadata.name.unwrap(), a.spec.replicas.unwrap_or(1))),
+        WatchEvent::Modified(a) => {
+            Some(format!("MODIFIED {} {}", a.metadata.name.unwrap(), a.spec.replicas.unwrap_or(1)))
+        }
+        WatchEvent::Deleted(a) => Some(format!("DELETED {}", a.metadata.name.unwrap())),
+        WatchEvent::Bookmark(_) => None,
+        WatchEvent::Error(e) => Some(format!("ERROR {}", e.code)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_resumed_from_an_old_version_gets_every_later_event_exactly_once() {
+    let t = start_with(|c| c.bookmark_interval(Duration::from_millis(50))).await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let a = api.create(&PostParams::default(), &agent("a")).await.unwrap();
+    let from = rv(&a);
+    api.create(&PostParams::default(), &agent("b")).await.unwrap();
+    api.create(&PostParams::default(), &agent("c")).await.unwrap();
+    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}}))).await.unwrap();
+    api.delete("b", &DeleteParams::default()).await.unwrap();
+
+    let mut stream = api.watch(&WatchParams::default(), &from).await.unwrap().boxed();
+    let later = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            api.create(&PostParams::default(), &agent("d")).await.unwrap();
+        })
+    };
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while events.len() < 5 {
+        let ev = tokio::time::timeout_at(deadline, stream.try_next()).await.expect("events in time").unwrap().unwrap();
+        events.extend(summarize(ev));
+    }
+    later.await.unwrap();
+    // Nothing more (only bookmarks) for a while: no duplicates.
+    let quiet = tokio::time::Instant::now() + Duration::from_millis(400);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(quiet, stream.try_next()).await.map(|r| r.unwrap()) {
+        events.extend(summarize(ev));
+    }
+    assert_eq!(events, ["ADDED b 1", "ADDED c 1", "MODIFIED a 2", "DELETED b", "ADDED d 1"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_from_a_compacted_version_gets_410_expired() {
+    let t = start_with(|c| c.watch_history(3)).await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let first = api.create(&PostParams::default(), &agent("x0")).await.unwrap();
+    for i in 1..6 {
+        api.create(&PostParams::default(), &agent(&format!("x{i}"))).await.unwrap();
+    }
+    let mut stream = api.watch(&WatchParams::default(), &rv(&first)).await.unwrap().boxed();
+    let ev = tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await.unwrap().unwrap().unwrap();
+    match ev {
+        WatchEvent::Error(e) => {
+            assert_eq!(e.code, 410);
+            assert_eq!(e.reason, "Expired");
+            assert!(e.message.contains("too old resource version"), "{}", e.message);
+        }
+        other => panic!("expected a 410 error event, got {other:?}"),
+    }
+    // kube-runtime's watcher recovers from that by listing again.
+    let mut w = watcher(api.clone(), watcher::Config::default()).boxed();
+    let mut names = Vec::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), w.try_next()).await.unwrap().unwrap() {
+        match ev {
+            watcher::Event::InitApply(a) => names.push(a.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(names.len(), 6);
+}

@@ -1,0 +1,186 @@
+//! The real kubectl (1.32, on the PATH) against `a2a serve` and the kubeconfig it writes.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+
+fn kubectl_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KUBECTL") {
+        return PathBuf::from(p);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = PathBuf::from(dir).join("kubectl");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("kubectl not found: install kubectl 1.32 on the PATH or point KUBECTL at it");
+}
+
+struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+impl Kubectl {
+    fn new(daemon: &Daemon, home: &Path) -> Kubectl {
+        Kubectl { kubeconfig: daemon.kubeconfig.clone(), cache: home.join("kube-cache") }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(kubectl_bin());
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let Output { status, stdout, stderr } = self.command(args).output().unwrap();
+        (status.success(), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(args);
+        assert!(ok, "kubectl {args:?} failed:\n{out}{err}");
+        out
+    }
+}
+
+fn row<'a>(out: &'a str, first: &str) -> Option<&'a str> {
+    out.lines().find(|l| l.split_whitespace().next() == Some(first))
+}
+
+#[test]
+fn kubectl_gets_applies_and_deletes_the_quickstart() {
+    let home = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn(home.path());
+    let k = Kubectl::new(&daemon, home.path());
+
+    let (ok, out, err) = k.run(&["get", "agents"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("No resources found in default namespace."), "{err}");
+
+    let out = k.ok(&["apply", "--server-side", "-f", "examples/quickstart.yaml"]);
+    for line in [
+        "resourcebudget.a2a.dev/quickstart serverside-applied",
+        "agent.a2a.dev/writer serverside-applied",
+        "agent.a2a.dev/counter serverside-applied",
+        "agent.a2a.dev/shouter serverside-applied",
+        "workflow.a2a.dev/quickstart serverside-applied",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+
+    let out = k.ok(&["get", "agents"]);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "PHASE", "READY", "RESTARTS", "AGE"], "{out}");
+    for name in ["writer", "counter", "shouter"] {
+        assert!(row(&out, name).is_some(), "no row for {name}:\n{out}");
+    }
+    // Short names and all namespaces.
+    let out = k.ok(&["get", "wf", "-A"]);
+    let r = row(&out, "default").unwrap_or_else(|| panic!("{out}"));
+    assert!(r.contains("quickstart"), "{out}");
+    assert!(out.starts_with("NAMESPACE"), "{out}");
+    let out = k.ok(&["get", "rb", "quickstart", "-o", "jsonpath={.spec.limits.memory}"]);
+    assert_eq!(out, "1Gi");
+    let out = k.ok(&["get", "ag", "-l", "app.kubernetes.io/part-of=quickstart", "-o", "name"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+
+    // Applying again is accepted and changes nothing.
+    let before = k.ok(&["get", "ag", "writer", "-o", "jsonpath={.metadata.resourceVersion}"]);
+    k.ok(&["apply", "--server-side", "-f", "examples/quickstart.yaml"]);
+    let after = k.ok(&["get", "ag", "writer", "-o", "jsonpath={.metadata.resourceVersion}"]);
+    assert_eq!(before, after);
+
+    let out = k.ok(&["describe", "agent", "writer"]);
+    assert!(out.contains("Name:") && out.contains("writer"), "{out}");
+    assert!(out.contains("Events:"), "{out}");
+
+    let (ok, _, err) = k.run(&["get", "agent", "nope"]);
+    assert!(!ok);
+    assert!(err.contains(r#"Error from server (NotFound): agents.a2a.dev "nope" not found"#), "{err}");
+
+    let out = k.ok(&["delete", "-f", "examples/quickstart.yaml"]);
+    assert!(out.contains(r#"agent.a2a.dev "writer" deleted"#), "{out}");
+    assert!(out.contains(r#"workflow.a2a.dev "quickstart" deleted"#), "{out}");
+    let (_, out, err) = k.run(&["get", "agents,workflows"]);
+    assert_eq!(out, "");
+    assert!(err.contains("No resources found"), "{err}");
+}
+
+#[test]
+fn kubectl_get_watch_receives_events() {
+    let home = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn(home.path());
+    let k = Kubectl::new(&daemon, home.path());
+    let mut watch = k.command(&["get", "agents", "-w"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    // Give the watch time to start, then create an object.
+    std::thread::sleep(Duration::from_millis(1500));
+    let manifest = home.path().join("a.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: watched\nspec:\n  command: [sleep, \"1\"]\n",
+    )
+    .unwrap();
+    k.ok(&["apply", "--server-side", "-f", manifest.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                let hit = l.split_whitespace().next() == Some("watched");
+                lines.push(l);
+                if hit {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(found, "kubectl get -w printed no row for the new agent: {lines:?}");
+    drop(daemon);
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let home = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::spawn(home.path());
+    let pid = daemon.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = daemon.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "a2a serve did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit}");
+    // It starts again on the same home: the store was closed cleanly.
+    let again = Daemon::spawn(home.path());
+    assert!(again.url.starts_with("https://127.0.0.1:"));
+}

@@ -1,0 +1,124 @@
+//! Shared helpers for the API server tests: an in-process server on port 0 in a temp home,
+//! kube-rs clients built from the kubeconfig it writes, and raw requests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use a2a::apiserver::{Server, ServerConfig, ServerHandle};
+use axum::http::{Method, Request};
+use http_body_util::BodyExt;
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::Value;
+
+pub struct TestServer {
+    pub home: tempfile::TempDir,
+    pub server: ServerHandle,
+    pub client: Client,
+}
+
+pub async fn start() -> TestServer {
+    start_with(|c| c).await
+}
+
+pub async fn start_with(configure: impl FnOnce(ServerConfig) -> ServerConfig) -> TestServer {
+    let home = tempfile::tempdir().unwrap();
+    let config = configure(ServerConfig::new(home.path()).port(0));
+    let server = Server::start(config).await.unwrap();
+    let client = client_from(server.kubeconfig(), None).await;
+    TestServer { home, server, client }
+}
+
+/// A client from a kubeconfig; `token` overrides the bearer token (`Some("")` sends none).
+pub async fn client_from(kubeconfig: &Path, token: Option<&str>) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    match token {
+        Some("") => config.auth_info.token = None,
+        Some(t) => config.auth_info.token = Some(t.to_string().into()),
+        None => {}
+    }
+    Client::try_from(config).unwrap()
+}
+
+/// Sends one request; returns the status code and the body (JSON, or a string when not JSON).
+pub async fn raw(
+    client: &Client,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    body: impl Into<Vec<u8>>,
+) -> (u16, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(kube::client::Body::from(body.into()))
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (code, value)
+}
+
+pub fn agent_json(name: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "a2a.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": name, "labels": {"team": "test"}},
+        "spec": {"command": ["sleep", "100"]},
+    })
+}
+
+pub fn agent(name: &str) -> a2a::api::Agent {
+    serde_json::from_value(agent_json(name)).unwrap()
+}
+
+/// `a2a serve` as a child process in `home`, on a free port.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub url: String,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(home: &Path) -> Daemon {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_a2a"))
+            .args(["serve", "--port", "0", "--home"])
+            .arg(home)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn a2a serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        // "a2a serve: listening on https://127.0.0.1:PORT (kubeconfig: PATH)"
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .unwrap_or_else(|| panic!("no URL in the first line of a2a serve: {line:?}"))
+            .to_string();
+        let kubeconfig = line
+            .rsplit_once("(kubeconfig: ")
+            .map(|(_, p)| std::path::PathBuf::from(p.trim().trim_end_matches(')')))
+            .unwrap_or_else(|| panic!("no kubeconfig in {line:?}"));
+        Daemon { child, url, kubeconfig }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
