@@ -46,6 +46,8 @@ pub struct TaskRef {
     pub workflow: Key,
     pub index: usize,
     pub attempt: u32,
+    /// After a restart: the A2A task the attempt already has, to follow instead of send.
+    pub resume: Option<String>,
 }
 
 struct WorkflowState {
@@ -299,16 +301,19 @@ impl Engine {
                 namespace: k.0.clone(),
                 target,
                 priority,
-                item: TaskRef { workflow: k.clone(), index: r.index, attempt: r.attempt },
+                item: TaskRef { workflow: k.clone(), index: r.index, attempt: r.attempt, resume: None },
             });
         }
         for (i, attempt, agent, task_id) in resumes {
-            w.busy.insert(i);
+            // Back to the same agent (when it is known and ready again), first in line.
             let Some(agent) = agent else { continue };
-            queue.occupy(&k.0, &agent);
-            let this = self.clone();
-            let tr = TaskRef { workflow: k.clone(), index: i, attempt };
-            tokio::spawn(async move { this.execute(tr, agent, task_id).await });
+            w.busy.insert(i);
+            queue.push(Queued {
+                namespace: k.0.clone(),
+                target: Target::Agent(agent),
+                priority: crate::api::Priority::Critical,
+                item: TaskRef { workflow: k.clone(), index: i, attempt, resume: task_id },
+            });
         }
         let finished =
             matches!(w.status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled));
@@ -327,7 +332,7 @@ impl Engine {
             let assignments: Vec<Assignment<TaskRef>> = lock(&self.state).queue.dispatch();
             for a in assignments {
                 let this = self.clone();
-                tokio::spawn(async move { this.execute(a.item, a.agent, None).await });
+                tokio::spawn(async move { this.execute(a.item, a.agent).await });
             }
         }
     }
@@ -367,9 +372,10 @@ impl Engine {
         }
     }
 
-    /// Runs one attempt on `agent_name` and records the outcome. `resume_id`: the A2A task
-    /// of an attempt started before a restart.
-    async fn execute(self: Arc<Self>, t: TaskRef, agent_name: String, resume_id: Option<String>) {
+    /// Runs one attempt on `agent_name` and records the outcome (following the A2A task of an
+    /// attempt started before a restart, when `t.resume` names one).
+    async fn execute(self: Arc<Self>, t: TaskRef, agent_name: String) {
+        let resume_id = t.resume.clone();
         let now = Timestamp::now();
         let (tx, mut rx) = watch::channel(false);
         // Record the start, and gather what the attempt needs.
