@@ -2,8 +2,9 @@
 //!
 //! Users declare Agents, Workflows and ResourceBudgets (`a2a.dev/v1alpha1`) in YAML; the
 //! same manifests run on one host under cgroup limits or on a Kubernetes cluster.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod cli;
+pub mod node;
 pub mod telemetry;
