@@ -24,12 +24,7 @@ fn main() {
         }
     };
     let filters = args.iter().filter(|a| !a.starts_with('-'));
-    let status = std::process::Command::new("bash")
-        .arg(script)
-        .arg(&exe)
-        .arg("--guest")
-        .args(filters)
-        .status();
+    let status = std::process::Command::new("bash").arg(script).arg(&exe).arg("--guest").args(filters).status();
     let ok = match status {
         Ok(s) if s.success() => true,
         Ok(s) => {

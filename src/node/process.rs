@@ -133,15 +133,10 @@ impl RunAs {
 
     /// [`RunAs::resolve`] over the given passwd and group file contents.
     pub fn resolve_in(user: &str, passwd: &str, group: &str) -> Result<Self> {
-        let err = |reason: String| Error::User {
-            user: user.to_owned(),
-            reason,
-        };
+        let err = |reason: String| Error::User { user: user.to_owned(), reason };
         let (who, explicit_gid) = match user.split_once(':') {
             Some((u, g)) => {
-                let gid = g
-                    .parse::<u32>()
-                    .map_err(|_| err(format!("group {g:?} is not a numeric gid")))?;
+                let gid = g.parse::<u32>().map_err(|_| err(format!("group {g:?} is not a numeric gid")))?;
                 (u, Some(gid))
             }
             None => (user, None),
@@ -167,11 +162,7 @@ impl RunAs {
                 .filter_map(|l| {
                     let f: Vec<&str> = l.split(':').collect();
                     let members = f.get(3)?;
-                    members
-                        .split(',')
-                        .any(|m| m == name)
-                        .then(|| f.get(2)?.parse::<u32>().ok())
-                        .flatten()
+                    members.split(',').any(|m| m == name).then(|| f.get(2)?.parse::<u32>().ok()).flatten()
                 })
                 .collect()
         };
@@ -192,12 +183,7 @@ pub struct ExitInfo {
 /// Classifies an end: `OOMKilled` when the kernel's OOM killer killed a process of the cgroup
 /// meanwhile (its `oom_kill` counter rose) and the process died of SIGKILL (or its status is
 /// unknown), `Signaled` for other signals, `Exited` otherwise.
-pub fn classify(
-    exit: &ExitInfo,
-    oom_kills_before: u64,
-    oom_kills_after: u64,
-    at: Time,
-) -> Termination {
+pub fn classify(exit: &ExitInfo, oom_kills_before: u64, oom_kills_after: u64, at: Time) -> Termination {
     let oom = oom_kills_after > oom_kills_before;
     let killed = exit.signal == Some(libc::SIGKILL);
     let unknown = exit.signal.is_none() && exit.code.is_none();
@@ -208,12 +194,7 @@ pub fn classify(
     } else {
         TerminationReason::Exited
     };
-    Termination {
-        reason,
-        exit_code: exit.code,
-        signal: exit.signal,
-        at,
-    }
+    Termination { reason, exit_code: exit.code, signal: exit.signal, at }
 }
 
 /// A running agent process: a child of this daemon or one adopted after a restart.
@@ -228,33 +209,19 @@ pub struct AgentProcess {
 /// Starts `spec` inside `cgroup`: the child joins every hierarchy's `cgroup.procs` before it
 /// executes, gets its own session, `no_new_privs`, the requested credentials, no inherited
 /// descriptors beyond stdio, stdin from /dev/null and stdout/stderr appended to the log file.
-pub fn spawn(
-    driver: &dyn CgroupDriver,
-    cgroup: &CgroupPath,
-    spec: &ProcessSpec,
-) -> Result<AgentProcess> {
+pub fn spawn(driver: &dyn CgroupDriver, cgroup: &CgroupPath, spec: &ProcessSpec) -> Result<AgentProcess> {
     let join = driver
         .procs_files(cgroup)?
         .into_iter()
         .map(|path| {
-            OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map(OwnedFd::from)
-                .map_err(|source| Error::Join { path, source })
+            OpenOptions::new().write(true).open(&path).map(OwnedFd::from).map_err(|source| Error::Join { path, source })
         })
         .collect::<Result<Vec<_>>>()?;
     let log = open_log(&spec.log_file)?;
-    let log_err = log.try_clone().map_err(|source| Error::Log {
-        path: spec.log_file.clone(),
-        source,
-    })?;
+    let log_err = log.try_clone().map_err(|source| Error::Log { path: spec.log_file.clone(), source })?;
 
     let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err));
+    cmd.args(&spec.args).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
     if !spec.inherit_env {
         cmd.env_clear().env("PATH", DEFAULT_PATH);
     }
@@ -268,44 +235,26 @@ pub fn spawn(
         groups: u.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
     });
     install(&mut cmd, ChildSetup { join, user });
-    let child = cmd.spawn().map_err(|source| Error::Spawn {
-        program: spec.program.clone(),
-        source,
-    })?;
+    let child = cmd.spawn().map_err(|source| Error::Spawn { program: spec.program.clone(), source })?;
     let pid = child.id();
     let pidfd = open_pidfd(pid)?;
-    Ok(AgentProcess {
-        pid,
-        pidfd,
-        child: Some(child),
-        exit: None,
-    })
+    Ok(AgentProcess { pid, pidfd, child: Some(child), exit: None })
 }
 
 fn open_log(path: &Path) -> Result<std::fs::File> {
-    let err = |source| Error::Log {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = |source| Error::Log { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(err)
+    OpenOptions::new().create(true).append(true).open(path).map_err(err)
 }
 
 fn to_pid(pid: u32) -> Result<Pid> {
-    i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .ok_or_else(|| Error::Process {
-            pid,
-            what: "not a valid pid",
-            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        })
+    i32::try_from(pid).ok().and_then(Pid::from_raw).ok_or_else(|| Error::Process {
+        pid,
+        what: "not a valid pid",
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })
 }
 
 fn open_pidfd(pid: u32) -> Result<OwnedFd> {
@@ -323,17 +272,9 @@ impl AgentProcess {
     pub fn adopt(driver: &dyn CgroupDriver, cgroup: &CgroupPath, pid: u32) -> Result<Self> {
         let pidfd = open_pidfd(pid)?;
         if !driver.pids(cgroup)?.contains(&pid) {
-            return Err(Error::NotInCgroup {
-                pid,
-                cgroup: cgroup.to_string(),
-            });
+            return Err(Error::NotInCgroup { pid, cgroup: cgroup.to_string() });
         }
-        Ok(AgentProcess {
-            pid,
-            pidfd,
-            child: None,
-            exit: None,
-        })
+        Ok(AgentProcess { pid, pidfd, child: None, exit: None })
     }
 
     pub fn pid(&self) -> u32 {
@@ -353,40 +294,23 @@ impl AgentProcess {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let ts = left.map(|l| Timespec {
-                tv_sec: l.as_secs() as i64,
-                tv_nsec: i64::from(l.subsec_nanos()),
-            });
+            let ts = left.map(|l| Timespec { tv_sec: l.as_secs() as i64, tv_nsec: i64::from(l.subsec_nanos()) });
             let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
             match rustix::event::poll(&mut fds, ts.as_ref()) {
                 Ok(0) => return Ok(None),
                 Ok(_) => break,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => {
-                    return Err(Error::Process {
-                        pid: self.pid,
-                        what: "poll pidfd",
-                        source: e.into(),
-                    });
+                    return Err(Error::Process { pid: self.pid, what: "poll pidfd", source: e.into() });
                 }
             }
         }
         let info = match &mut self.child {
             Some(child) => {
-                let status = child.wait().map_err(|source| Error::Process {
-                    pid: self.pid,
-                    what: "wait",
-                    source,
-                })?;
-                ExitInfo {
-                    code: status.code(),
-                    signal: status.signal(),
-                }
+                let status = child.wait().map_err(|source| Error::Process { pid: self.pid, what: "wait", source })?;
+                ExitInfo { code: status.code(), signal: status.signal() }
             }
-            None => ExitInfo {
-                code: None,
-                signal: None,
-            },
+            None => ExitInfo { code: None, signal: None },
         };
         self.exit = Some(info);
         Ok(Some(info))
@@ -396,11 +320,7 @@ impl AgentProcess {
     pub fn signal_group(&self, signal: Signal) -> Result<()> {
         match rustix::process::kill_process_group(to_pid(self.pid)?, signal) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-            Err(e) => Err(Error::Process {
-                pid: self.pid,
-                what: "signal process group",
-                source: e.into(),
-            }),
+            Err(e) => Err(Error::Process { pid: self.pid, what: "signal process group", source: e.into() }),
         }
     }
 
@@ -429,77 +349,35 @@ impl AgentProcess {
 mod tests {
     use super::*;
 
-    const PASSWD: &str =
-        "root:x:0:0:root:/root:/bin/bash\nagent:x:1001:1001::/home/agent:/bin/sh\n";
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nagent:x:1001:1001::/home/agent:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nagent:x:1001:\ndocker:x:998:agent,bob\nwheel:x:10:bob\n";
 
     #[test]
     fn users_resolve_by_name_uid_and_uid_gid() {
         let a = RunAs::resolve_in("agent", PASSWD, GROUP).unwrap();
-        assert_eq!(
-            a,
-            RunAs {
-                uid: 1001,
-                gid: 1001,
-                groups: vec![1001, 998]
-            }
-        );
+        assert_eq!(a, RunAs { uid: 1001, gid: 1001, groups: vec![1001, 998] });
         assert_eq!(RunAs::resolve_in("1001", PASSWD, GROUP).unwrap(), a);
         let n = RunAs::resolve_in("4242:100", PASSWD, GROUP).unwrap();
         assert_eq!((n.uid, n.gid, n.groups), (4242, 100, vec![100]));
-        let e = RunAs::resolve_in("ghost", PASSWD, GROUP)
-            .unwrap_err()
-            .to_string();
+        let e = RunAs::resolve_in("ghost", PASSWD, GROUP).unwrap_err().to_string();
         assert!(e.contains("ghost") && e.contains("no such user"), "{e}");
-        let e = RunAs::resolve_in("agent:staff", PASSWD, GROUP)
-            .unwrap_err()
-            .to_string();
+        let e = RunAs::resolve_in("agent:staff", PASSWD, GROUP).unwrap_err().to_string();
         assert!(e.contains("numeric gid"), "{e}");
     }
 
     #[test]
     fn terminations_are_classified_by_the_oom_counter_and_signal() {
         let at = Time::now();
-        let killed = ExitInfo {
-            code: None,
-            signal: Some(libc::SIGKILL),
-        };
-        assert_eq!(
-            classify(&killed, 0, 1, at).reason,
-            TerminationReason::OomKilled
-        );
-        assert_eq!(
-            classify(&killed, 1, 1, at).reason,
-            TerminationReason::Signaled
-        );
-        let term = ExitInfo {
-            code: None,
-            signal: Some(libc::SIGTERM),
-        };
-        assert_eq!(
-            classify(&term, 0, 1, at).reason,
-            TerminationReason::Signaled
-        );
-        let exited = ExitInfo {
-            code: Some(3),
-            signal: None,
-        };
+        let killed = ExitInfo { code: None, signal: Some(libc::SIGKILL) };
+        assert_eq!(classify(&killed, 0, 1, at).reason, TerminationReason::OomKilled);
+        assert_eq!(classify(&killed, 1, 1, at).reason, TerminationReason::Signaled);
+        let term = ExitInfo { code: None, signal: Some(libc::SIGTERM) };
+        assert_eq!(classify(&term, 0, 1, at).reason, TerminationReason::Signaled);
+        let exited = ExitInfo { code: Some(3), signal: None };
         let t = classify(&exited, 0, 0, at);
-        assert_eq!(
-            (t.reason, t.exit_code),
-            (TerminationReason::Exited, Some(3))
-        );
-        let adopted = ExitInfo {
-            code: None,
-            signal: None,
-        };
-        assert_eq!(
-            classify(&adopted, 2, 3, at).reason,
-            TerminationReason::OomKilled
-        );
-        assert_eq!(
-            classify(&adopted, 3, 3, at).reason,
-            TerminationReason::Exited
-        );
+        assert_eq!((t.reason, t.exit_code), (TerminationReason::Exited, Some(3)));
+        let adopted = ExitInfo { code: None, signal: None };
+        assert_eq!(classify(&adopted, 2, 3, at).reason, TerminationReason::OomKilled);
+        assert_eq!(classify(&adopted, 3, 3, at).reason, TerminationReason::Exited);
     }
 }

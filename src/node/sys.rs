@@ -63,14 +63,7 @@ fn child_setup(s: &ChildSetup) -> io::Result<()> {
 /// store, other agents' pipes) leaks into the agent.
 fn close_inherited_fds() -> io::Result<()> {
     // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     if rc == 0 {
         return Ok(());
     }

@@ -15,18 +15,11 @@ pub(super) fn write(path: &Path, data: &str) -> Result<()> {
 }
 
 pub(super) fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })
 }
 
 fn parse_err(path: &Path, content: &str, reason: &str) -> Error {
-    Error::Parse {
-        path: path.to_path_buf(),
-        content: content.chars().take(200).collect(),
-        reason: reason.to_owned(),
-    }
+    Error::Parse { path: path.to_path_buf(), content: content.chars().take(200).collect(), reason: reason.to_owned() }
 }
 
 /// A file holding one number (`max` reads as `u64::MAX`).
@@ -36,8 +29,7 @@ pub(super) fn read_u64(path: &Path) -> Result<u64> {
     if t == "max" {
         return Ok(u64::MAX);
     }
-    t.parse()
-        .map_err(|_| parse_err(path, &s, "expected a whole number"))
+    t.parse().map_err(|_| parse_err(path, &s, "expected a whole number"))
 }
 
 /// Like [`read_u64`], but `None` when the file does not exist.
@@ -69,26 +61,16 @@ pub(super) fn read_procs(path: &Path) -> Result<Vec<u32>> {
     let s = read(path)?;
     s.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            l.trim()
-                .parse()
-                .map_err(|_| parse_err(path, &s, "expected one pid per line"))
-        })
+        .map(|l| l.trim().parse().map_err(|_| parse_err(path, &s, "expected one pid per line")))
         .collect()
 }
 
 /// Subdirectories (child cgroups) of `dir`.
 pub(super) fn child_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Read { path: dir.to_path_buf(), source })?;
     let mut out = Vec::new();
     for e in entries {
-        let e = e.map_err(|source| Error::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let e = e.map_err(|source| Error::Read { path: dir.to_path_buf(), source })?;
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             out.push(e.path());
         }
@@ -111,10 +93,7 @@ pub(super) fn mkdir(dir: &Path) -> Result<bool> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-        Err(source) => Err(Error::Mkdir {
-            path: dir.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(Error::Mkdir { path: dir.to_path_buf(), source }),
     }
 }
 
@@ -135,10 +114,7 @@ pub(super) fn rmdir_tree(dir: &Path, deadline: Instant) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(source) => {
-                return Err(Error::Rmdir {
-                    path: dir.to_path_buf(),
-                    source,
-                });
+                return Err(Error::Rmdir { path: dir.to_path_buf(), source });
             }
         }
     }
@@ -146,27 +122,17 @@ pub(super) fn rmdir_tree(dir: &Path, deadline: Instant) -> Result<()> {
 
 /// Sends SIGKILL to `pid`; a process that is already gone is fine.
 pub(super) fn sigkill(pid: u32, cgroup: &Path) -> Result<()> {
-    let Some(p) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
+    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
         return Ok(());
     };
     match rustix::process::kill_process(p, rustix::process::Signal::KILL) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-        Err(e) => Err(Error::Signal {
-            pid,
-            path: cgroup.to_path_buf(),
-            source: e.into(),
-        }),
+        Err(e) => Err(Error::Signal { pid, path: cgroup.to_path_buf(), source: e.into() }),
     }
 }
 
 /// Polls `done` every few milliseconds until it holds or `timeout` passes.
-pub(super) fn wait_until(
-    timeout: Duration,
-    mut done: impl FnMut() -> Result<bool>,
-) -> Result<bool> {
+pub(super) fn wait_until(timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
         if done()? {
@@ -206,9 +172,6 @@ mod tests {
     fn write_errors_carry_path_and_data() {
         let e = write(Path::new("/nonexistent-a2a/memory.max"), "123").unwrap_err();
         let s = e.to_string();
-        assert!(
-            s.contains("/nonexistent-a2a/memory.max") && s.contains("\"123\""),
-            "{s}"
-        );
+        assert!(s.contains("/nonexistent-a2a/memory.max") && s.contains("\"123\""), "{s}");
     }
 }

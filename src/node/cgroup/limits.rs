@@ -35,14 +35,8 @@ pub struct CpuQuota {
 impl CpuQuota {
     /// The quota for `millicores` thousandths of a core per [`CPU_PERIOD_US`].
     pub fn from_millicores(millicores: u64) -> Self {
-        let quota_us = millicores
-            .saturating_mul(CPU_PERIOD_US)
-            .div_ceil(1000)
-            .max(CPU_MIN_QUOTA_US);
-        CpuQuota {
-            quota_us,
-            period_us: CPU_PERIOD_US,
-        }
+        let quota_us = millicores.saturating_mul(CPU_PERIOD_US).div_ceil(1000).max(CPU_MIN_QUOTA_US);
+        CpuQuota { quota_us, period_us: CPU_PERIOD_US }
     }
 }
 
@@ -64,17 +58,11 @@ impl CgroupLimits {
     pub fn for_agent(resources: &Resources, priority: Priority, host_cores: u32) -> Self {
         let limits = &resources.limits;
         let requests = &resources.requests;
-        let request_millis = requests
-            .cpu
-            .as_ref()
-            .map(|c| c.value().millicores(host_cores));
+        let request_millis = requests.cpu.as_ref().map(|c| c.value().millicores(host_cores));
         CgroupLimits {
             memory_max: limits.memory.as_ref().map(|m| m.value()),
             memory_low: requests.memory.as_ref().map(|m| m.value()),
-            cpu_quota: limits
-                .cpu
-                .as_ref()
-                .map(|c| CpuQuota::from_millicores(c.value().millicores(host_cores))),
+            cpu_quota: limits.cpu.as_ref().map(|c| CpuQuota::from_millicores(c.value().millicores(host_cores))),
             cpu_shares: Some(shares(request_millis, priority)),
             pids_max: limits.pids.as_ref().map(|p| p.value()),
         }
@@ -86,10 +74,7 @@ impl CgroupLimits {
         CgroupLimits {
             memory_max: limits.memory.as_ref().map(|m| m.value()),
             memory_low: None,
-            cpu_quota: limits
-                .cpu
-                .as_ref()
-                .map(|c| CpuQuota::from_millicores(c.value().millicores(host_cores))),
+            cpu_quota: limits.cpu.as_ref().map(|c| CpuQuota::from_millicores(c.value().millicores(host_cores))),
             cpu_shares: None,
             pids_max: limits.pids.as_ref().map(|p| p.value()),
         }
@@ -111,9 +96,7 @@ impl CgroupLimits {
 /// `cpu.shares` for a CPU request (millicores; one core's worth when absent) scaled by
 /// priority: critical ×4, high ×2, normal ×1, low ×½, background ×⅛.
 pub fn shares(request_millicores: Option<u64>, priority: Priority) -> u64 {
-    let base = request_millicores
-        .map(|m| m.saturating_mul(1024) / 1000)
-        .unwrap_or(DEFAULT_SHARES);
+    let base = request_millicores.map(|m| m.saturating_mul(1024) / 1000).unwrap_or(DEFAULT_SHARES);
     let scaled = match priority {
         Priority::Critical => base.saturating_mul(4),
         Priority::High => base.saturating_mul(2),
@@ -143,12 +126,7 @@ pub struct ControlWrite {
 }
 
 fn w(controller: Controller, file: &'static str, value: String) -> ControlWrite {
-    ControlWrite {
-        controller,
-        file,
-        value,
-        optional: false,
-    }
+    ControlWrite { controller, file, value, optional: false }
 }
 
 fn opt_or(v: Option<u64>, unlimited: &str) -> String {
@@ -162,35 +140,14 @@ pub fn v2_writes(limits: &CgroupLimits) -> Vec<ControlWrite> {
         None => format!("max {CPU_PERIOD_US}"),
     };
     vec![
-        w(
-            Controller::Memory,
-            "memory.max",
-            opt_or(limits.memory_max, "max"),
-        ),
+        w(Controller::Memory, "memory.max", opt_or(limits.memory_max, "max")),
         ControlWrite {
             optional: true,
-            ..w(
-                Controller::Memory,
-                "memory.swap.max",
-                if limits.memory_max.is_some() {
-                    "0"
-                } else {
-                    "max"
-                }
-                .to_owned(),
-            )
+            ..w(Controller::Memory, "memory.swap.max", if limits.memory_max.is_some() { "0" } else { "max" }.to_owned())
         },
-        w(
-            Controller::Memory,
-            "memory.low",
-            limits.memory_low.unwrap_or(0).to_string(),
-        ),
+        w(Controller::Memory, "memory.low", limits.memory_low.unwrap_or(0).to_string()),
         w(Controller::Cpu, "cpu.max", cpu_max),
-        w(
-            Controller::Cpu,
-            "cpu.weight",
-            limits.cpu_weight().to_string(),
-        ),
+        w(Controller::Cpu, "cpu.weight", limits.cpu_weight().to_string()),
         w(Controller::Pids, "pids.max", opt_or(limits.pids_max, "max")),
     ]
 }
@@ -203,33 +160,17 @@ pub fn v1_writes(limits: &CgroupLimits) -> Vec<ControlWrite> {
         None => (CPU_PERIOD_US, "-1".to_owned()),
     };
     vec![
-        w(
-            Controller::Memory,
-            "memory.limit_in_bytes",
-            opt_or(limits.memory_max, "-1"),
-        ),
+        w(Controller::Memory, "memory.limit_in_bytes", opt_or(limits.memory_max, "-1")),
         ControlWrite {
             optional: true,
-            ..w(
-                Controller::Memory,
-                "memory.memsw.limit_in_bytes",
-                opt_or(limits.memory_max, "-1"),
-            )
+            ..w(Controller::Memory, "memory.memsw.limit_in_bytes", opt_or(limits.memory_max, "-1"))
         },
-        w(
-            Controller::Memory,
-            "memory.soft_limit_in_bytes",
-            opt_or(limits.memory_low, "-1"),
-        ),
+        w(Controller::Memory, "memory.soft_limit_in_bytes", opt_or(limits.memory_low, "-1")),
         // Lift the quota first: a new period is checked against the old quota.
         w(Controller::Cpu, "cpu.cfs_quota_us", "-1".to_owned()),
         w(Controller::Cpu, "cpu.cfs_period_us", period.to_string()),
         w(Controller::Cpu, "cpu.cfs_quota_us", quota),
-        w(
-            Controller::Cpu,
-            "cpu.shares",
-            limits.cpu_shares.unwrap_or(DEFAULT_SHARES).to_string(),
-        ),
+        w(Controller::Cpu, "cpu.shares", limits.cpu_shares.unwrap_or(DEFAULT_SHARES).to_string()),
         w(Controller::Pids, "pids.max", opt_or(limits.pids_max, "max")),
     ]
 }
@@ -243,18 +184,12 @@ mod tests {
     }
 
     fn value<'a>(writes: &'a [ControlWrite], file: &str) -> Vec<&'a str> {
-        writes
-            .iter()
-            .filter(|w| w.file == file)
-            .map(|w| w.value.as_str())
-            .collect()
+        writes.iter().filter(|w| w.file == file).map(|w| w.value.as_str()).collect()
     }
 
     #[test]
     fn agent_limits_map_to_v2_files() {
-        let r = resources(
-            "requests: {memory: 32Mi, cpu: 100m}\nlimits: {memory: 64Mi, cpu: 200m, pids: 16}",
-        );
+        let r = resources("requests: {memory: 32Mi, cpu: 100m}\nlimits: {memory: 64Mi, cpu: 200m, pids: 16}");
         let l = CgroupLimits::for_agent(&r, Priority::Normal, 2);
         let ws = v2_writes(&l);
         assert_eq!(value(&ws, "memory.max"), ["67108864"]);
@@ -264,17 +199,12 @@ mod tests {
         // 100m → 102 shares → weight 1 + 100 * 9999 / 262142 = 4
         assert_eq!(value(&ws, "cpu.weight"), ["4"]);
         assert_eq!(value(&ws, "pids.max"), ["16"]);
-        assert!(
-            ws.iter()
-                .all(|w| w.optional == (w.file == "memory.swap.max"))
-        );
+        assert!(ws.iter().all(|w| w.optional == (w.file == "memory.swap.max")));
     }
 
     #[test]
     fn agent_limits_map_to_v1_files() {
-        let r = resources(
-            "requests: {memory: 32Mi, cpu: 500m}\nlimits: {memory: 64Mi, cpu: '1.5', pids: 16}",
-        );
+        let r = resources("requests: {memory: 32Mi, cpu: 500m}\nlimits: {memory: 64Mi, cpu: '1.5', pids: 16}");
         let ws = v1_writes(&CgroupLimits::for_agent(&r, Priority::High, 2));
         assert_eq!(value(&ws, "memory.limit_in_bytes"), ["67108864"]);
         assert_eq!(value(&ws, "memory.memsw.limit_in_bytes"), ["67108864"]);
@@ -307,13 +237,7 @@ mod tests {
         let b: ResourceAmounts = serde_yaml_ng::from_str("{memory: 8Gi, cpu: '60%'}").unwrap();
         let l = CgroupLimits::for_budget(&b, 4);
         // 60% of 4 cores = 2400m
-        assert_eq!(
-            l.cpu_quota,
-            Some(CpuQuota {
-                quota_us: 240_000,
-                period_us: 100_000
-            })
-        );
+        assert_eq!(l.cpu_quota, Some(CpuQuota { quota_us: 240_000, period_us: 100_000 }));
         assert_eq!(l.memory_max, Some(8 << 30));
         assert_eq!(l.cpu_shares, None);
         assert_eq!(value(&v2_writes(&l), "cpu.weight"), ["100"]);
@@ -322,26 +246,15 @@ mod tests {
 
     #[test]
     fn priority_orders_cpu_weight() {
-        let weights: Vec<u64> = [
-            Priority::Critical,
-            Priority::High,
-            Priority::Normal,
-            Priority::Low,
-            Priority::Background,
-        ]
-        .iter()
-        .map(|p| shares(Some(1000), *p))
-        .collect();
+        let weights: Vec<u64> =
+            [Priority::Critical, Priority::High, Priority::Normal, Priority::Low, Priority::Background]
+                .iter()
+                .map(|p| shares(Some(1000), *p))
+                .collect();
         assert_eq!(weights, [4096, 2048, 1024, 512, 128]);
         assert_eq!(shares(Some(1), Priority::Background), MIN_SHARES);
         assert_eq!(shares(Some(1_000_000), Priority::Critical), MAX_SHARES);
-        let w = |s| {
-            CgroupLimits {
-                cpu_shares: Some(s),
-                ..Default::default()
-            }
-            .cpu_weight()
-        };
+        let w = |s| CgroupLimits { cpu_shares: Some(s), ..Default::default() }.cpu_weight();
         assert_eq!(w(MIN_SHARES), 1);
         assert_eq!(w(MAX_SHARES), 10_000);
         assert!(w(4096) > w(1024));

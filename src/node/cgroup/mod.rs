@@ -53,11 +53,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{path}: cannot parse {content:?}: {reason}")]
-    Parse {
-        path: PathBuf,
-        content: String,
-        reason: String,
-    },
+    Parse { path: PathBuf, content: String, reason: String },
     #[error("cgroup {path} already exists and is in use: {reason}")]
     InUse { path: PathBuf, reason: String },
     #[error("cgroup {path} does not exist")]
@@ -72,17 +68,9 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("cgroup {path} still holds processes {pids:?} after {waited:?}")]
-    StillPopulated {
-        path: PathBuf,
-        pids: Vec<u32>,
-        waited: Duration,
-    },
+    StillPopulated { path: PathBuf, pids: Vec<u32>, waited: Duration },
     #[error("cgroup {path} did not reach state {state} within {waited:?}")]
-    Timeout {
-        path: PathBuf,
-        state: &'static str,
-        waited: Duration,
-    },
+    Timeout { path: PathBuf, state: &'static str, waited: Duration },
 }
 
 impl Error {
@@ -133,10 +121,7 @@ pub struct CgroupPath(Vec<String>);
 impl CgroupPath {
     /// Parses `a2a/host/default.web.0`.
     pub fn parse(path: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidPath {
-            path: path.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &str| Error::InvalidPath { path: path.to_owned(), reason: reason.to_owned() };
         if path.starts_with('/') {
             return Err(invalid("must be relative to the cgroup root"));
         }
@@ -214,9 +199,7 @@ impl Layout {
                 reason: "the layout's top must be one directory name".into(),
             });
         }
-        Ok(Layout {
-            top: top.to_owned(),
-        })
+        Ok(Layout { top: top.to_owned() })
     }
 
     /// The top cgroup itself.
@@ -241,17 +224,10 @@ impl Layout {
     }
 
     /// One agent replica's cgroup, inside its budget.
-    pub fn replica(
-        &self,
-        budget_chain: &[&str],
-        namespace: &str,
-        agent: &str,
-        replica: u32,
-    ) -> Result<CgroupPath> {
+    pub fn replica(&self, budget_chain: &[&str], namespace: &str, agent: &str, replica: u32) -> Result<CgroupPath> {
         check_name(namespace, "namespace")?;
         check_name(agent, "agent")?;
-        self.budget(budget_chain)?
-            .child(&format!("{namespace}.{agent}.{replica}"))
+        self.budget(budget_chain)?.child(&format!("{namespace}.{agent}.{replica}"))
     }
 }
 
@@ -259,9 +235,7 @@ impl Layout {
 /// make `<namespace>.<agent>.<replica>` ambiguous, so it is refused there.
 fn check_name(name: &str, what: &str) -> Result<()> {
     let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && !(what == "namespace" && name.contains('.'));
     if ok {
         Ok(())
@@ -365,15 +339,7 @@ mod tests {
         assert_eq!(p.to_string(), "a2a/host/team-a/default.web.2");
         assert_eq!(p.parent().unwrap().to_string(), "a2a/host/team-a");
         let all: Vec<String> = p.ancestors_and_self().map(|p| p.to_string()).collect();
-        assert_eq!(
-            all,
-            [
-                "a2a",
-                "a2a/host",
-                "a2a/host/team-a",
-                "a2a/host/team-a/default.web.2"
-            ]
-        );
+        assert_eq!(all, ["a2a", "a2a/host", "a2a/host/team-a", "a2a/host/team-a/default.web.2"]);
         assert_eq!(
             p.under(Path::new("/sys/fs/cgroup/memory")),
             PathBuf::from("/sys/fs/cgroup/memory/a2a/host/team-a/default.web.2")
@@ -382,20 +348,14 @@ mod tests {
 
     #[test]
     fn bad_paths_and_names_are_refused_with_the_reason() {
-        for (p, why) in [
-            ("/abs", "relative"),
-            ("a//b", "empty component"),
-            ("a/../b", "`..`"),
-            ("a/cgroup.procs", "cgroup."),
-        ] {
+        for (p, why) in
+            [("/abs", "relative"), ("a//b", "empty component"), ("a/../b", "`..`"), ("a/cgroup.procs", "cgroup.")]
+        {
             let e = CgroupPath::parse(p).unwrap_err().to_string();
             assert!(e.contains(why), "{p}: {e}");
         }
         let l = Layout::default();
-        let e = l
-            .replica(&["host"], "my.ns", "web", 0)
-            .unwrap_err()
-            .to_string();
+        let e = l.replica(&["host"], "my.ns", "web", 0).unwrap_err().to_string();
         assert!(e.contains("namespace"), "{e}");
         let e = l.budget(&["Host/x"]).unwrap_err().to_string();
         assert!(e.contains("budget"), "{e}");

@@ -34,8 +34,7 @@ impl CgroupV1 {
         let memory = find("memory");
         let cpu = find("cpu");
         let pids = find("pids");
-        let (Some(memory), Some(cpu), Some(pids)) = (memory.clone(), cpu.clone(), pids.clone())
-        else {
+        let (Some(memory), Some(cpu), Some(pids)) = (memory.clone(), cpu.clone(), pids.clone()) else {
             let missing: Vec<&str> = [("memory", &memory), ("cpu", &cpu), ("pids", &pids)]
                 .iter()
                 .filter(|(_, d)| d.is_none())
@@ -43,43 +42,21 @@ impl CgroupV1 {
                 .collect();
             return Err(Error::Unsupported {
                 root: root.to_path_buf(),
-                reason: format!(
-                    "no cgroup v1 hierarchy for the {} controller(s)",
-                    missing.join(", ")
-                ),
+                reason: format!("no cgroup v1 hierarchy for the {} controller(s)", missing.join(", ")),
             });
         };
         let cpuacct = find("cpuacct");
         let freezer = find("freezer");
         let mut hierarchies: Vec<PathBuf> = Vec::new();
         let mut seen: Vec<PathBuf> = Vec::new();
-        for d in [
-            Some(&memory),
-            Some(&cpu),
-            Some(&pids),
-            cpuacct.as_ref(),
-            freezer.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let canon = d.canonicalize().map_err(|source| Error::Read {
-                path: d.clone(),
-                source,
-            })?;
+        for d in [Some(&memory), Some(&cpu), Some(&pids), cpuacct.as_ref(), freezer.as_ref()].into_iter().flatten() {
+            let canon = d.canonicalize().map_err(|source| Error::Read { path: d.clone(), source })?;
             if !seen.contains(&canon) {
                 seen.push(canon);
                 hierarchies.push(d.clone());
             }
         }
-        Ok(CgroupV1 {
-            memory,
-            cpu,
-            pids,
-            cpuacct,
-            freezer,
-            hierarchies,
-        })
+        Ok(CgroupV1 { memory, cpu, pids, cpuacct, freezer, hierarchies })
     }
 
     fn hierarchy(&self, c: Controller) -> &Path {
@@ -122,12 +99,9 @@ impl CgroupV1 {
                 // The kernel keeps memsw ≥ memory at every moment: when raising the memory
                 // limit above the current memsw limit, raise memsw first.
                 Err(Error::Write { source, .. })
-                    if w.file == "memory.limit_in_bytes"
-                        && source.raw_os_error() == Some(libc::EINVAL) =>
+                    if w.file == "memory.limit_in_bytes" && source.raw_os_error() == Some(libc::EINVAL) =>
                 {
-                    let memsw = writes
-                        .iter()
-                        .find(|m| m.file == "memory.memsw.limit_in_bytes");
+                    let memsw = writes.iter().find(|m| m.file == "memory.memsw.limit_in_bytes");
                     let memsw_file = file.with_file_name("memory.memsw.limit_in_bytes");
                     match memsw {
                         Some(m) if memsw_file.exists() => {
@@ -135,11 +109,7 @@ impl CgroupV1 {
                             fs::write(&file, &w.value)?;
                         }
                         _ => {
-                            return Err(Error::Write {
-                                path: file,
-                                data: w.value.clone(),
-                                source,
-                            });
+                            return Err(Error::Write { path: file, data: w.value.clone(), source });
                         }
                     }
                 }
@@ -191,10 +161,7 @@ fn is_v1_mount_of(mounts: &str, dir: &Path, controller: &str) -> bool {
     };
     mounts.lines().any(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        f.len() >= 4
-            && f[2] == "cgroup"
-            && Path::new(f[1]) == canon
-            && f[3].split(',').any(|o| o == controller)
+        f.len() >= 4 && f[2] == "cgroup" && Path::new(f[1]) == canon && f[3].split(',').any(|o| o == controller)
     })
 }
 
@@ -215,10 +182,7 @@ impl CgroupDriver for CgroupV1 {
             }
             for d in self.dirs(path) {
                 if d.exists() && !fs::child_dirs(&d)?.is_empty() {
-                    return Err(Error::InUse {
-                        path: d,
-                        reason: "it has child cgroups".into(),
-                    });
+                    return Err(Error::InUse { path: d, reason: "it has child cgroups".into() });
                 }
             }
             let deadline = Instant::now() + Duration::from_secs(1);
@@ -246,11 +210,7 @@ impl CgroupDriver for CgroupV1 {
 
     fn procs_files(&self, path: &CgroupPath) -> Result<Vec<PathBuf>> {
         self.require(path)?;
-        Ok(self
-            .dirs(path)
-            .iter()
-            .map(|d| d.join("cgroup.procs"))
-            .collect())
+        Ok(self.dirs(path).iter().map(|d| d.join("cgroup.procs")).collect())
     }
 
     fn add_process(&self, path: &CgroupPath, pid: u32) -> Result<()> {
@@ -291,11 +251,7 @@ impl CgroupDriver for CgroupV1 {
         if fs::wait_until(FREEZE_TIMEOUT, || Ok(fs::read(&f)?.trim() == "FROZEN"))? {
             Ok(())
         } else {
-            Err(Error::Timeout {
-                path: f,
-                state: "FROZEN",
-                waited: FREEZE_TIMEOUT,
-            })
+            Err(Error::Timeout { path: f, state: "FROZEN", waited: FREEZE_TIMEOUT })
         }
     }
 
@@ -309,9 +265,7 @@ impl CgroupDriver for CgroupV1 {
         // adding processes between listing and signalling; SIGKILL lands on thaw.
         let frozen = self.freezer.is_some() && self.set_freezer(path, "FROZEN").is_ok();
         let mem = path.under(&self.memory);
-        let result = self
-            .all_pids(path)
-            .and_then(|pids| pids.into_iter().try_for_each(|p| fs::sigkill(p, &mem)));
+        let result = self.all_pids(path).and_then(|pids| pids.into_iter().try_for_each(|p| fs::sigkill(p, &mem)));
         if frozen {
             self.set_freezer(path, "THAWED")?;
         }

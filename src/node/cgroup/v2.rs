@@ -22,11 +22,8 @@ impl CgroupV2 {
     /// controllers (on a hybrid host they are bound to v1 hierarchies).
     pub fn open(root: &Path) -> Result<Self> {
         let controllers = fs::read(&root.join("cgroup.controllers"))?;
-        let missing: Vec<&str> = CONTROLLERS
-            .iter()
-            .copied()
-            .filter(|c| !controllers.split_whitespace().any(|have| have == *c))
-            .collect();
+        let missing: Vec<&str> =
+            CONTROLLERS.iter().copied().filter(|c| !controllers.split_whitespace().any(|have| have == *c)).collect();
         if !missing.is_empty() {
             return Err(Error::Unsupported {
                 root: root.to_path_buf(),
@@ -36,9 +33,7 @@ impl CgroupV2 {
                 ),
             });
         }
-        Ok(CgroupV2 {
-            root: root.to_path_buf(),
-        })
+        Ok(CgroupV2 { root: root.to_path_buf() })
     }
 
     fn dir(&self, path: &CgroupPath) -> PathBuf {
@@ -87,11 +82,7 @@ impl CgroupV2 {
 
     fn require(&self, path: &CgroupPath) -> Result<PathBuf> {
         let d = self.dir(path);
-        if d.is_dir() {
-            Ok(d)
-        } else {
-            Err(Error::NotFound { path: d })
-        }
+        if d.is_dir() { Ok(d) } else { Err(Error::NotFound { path: d }) }
     }
 }
 
@@ -107,16 +98,10 @@ impl CgroupDriver for CgroupV2 {
             // A leftover directory would carry old counters (oom_kill, peak): reset it.
             let pids = fs::procs_recursive(&dir)?;
             if !pids.is_empty() {
-                return Err(Error::InUse {
-                    path: dir,
-                    reason: format!("it holds processes {pids:?}"),
-                });
+                return Err(Error::InUse { path: dir, reason: format!("it holds processes {pids:?}") });
             }
             if !fs::child_dirs(&dir)?.is_empty() {
-                return Err(Error::InUse {
-                    path: dir,
-                    reason: "it has child cgroups".into(),
-                });
+                return Err(Error::InUse { path: dir, reason: "it has child cgroups".into() });
             }
             fs::rmdir_tree(&dir, Instant::now() + Duration::from_secs(1))?;
             fs::mkdir(&dir)?;
@@ -174,11 +159,7 @@ impl CgroupDriver for CgroupV2 {
         if fs::wait_until(FREEZE_TIMEOUT, || Ok(fs::read_key(&events, "frozen")? == 1))? {
             Ok(())
         } else {
-            Err(Error::Timeout {
-                path: d,
-                state: "frozen",
-                waited: FREEZE_TIMEOUT,
-            })
+            Err(Error::Timeout { path: d, state: "frozen", waited: FREEZE_TIMEOUT })
         }
     }
 
@@ -194,8 +175,7 @@ impl CgroupDriver for CgroupV2 {
         }
         // Before Linux 5.14: signal each process; a frozen group cannot fork meanwhile.
         fs::write(&d.join("cgroup.freeze"), "1")?;
-        let result = fs::procs_recursive(&d)
-            .and_then(|pids| pids.into_iter().try_for_each(|p| fs::sigkill(p, &d)));
+        let result = fs::procs_recursive(&d).and_then(|pids| pids.into_iter().try_for_each(|p| fs::sigkill(p, &d)));
         fs::write(&d.join("cgroup.freeze"), "0")?;
         result
     }
@@ -209,11 +189,7 @@ impl CgroupDriver for CgroupV2 {
         self.kill_all(path)?;
         let empty = fs::wait_until(timeout, || Ok(fs::procs_recursive(&d)?.is_empty()))?;
         if !empty {
-            return Err(Error::StillPopulated {
-                pids: fs::procs_recursive(&d)?,
-                path: d,
-                waited: timeout,
-            });
+            return Err(Error::StillPopulated { pids: fs::procs_recursive(&d)?, path: d, waited: timeout });
         }
         fs::rmdir_tree(&d, deadline)
     }
