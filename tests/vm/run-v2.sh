@@ -76,6 +76,7 @@ fi
 # The guest's root filesystem.
 WORK=$(mktemp -d "$CACHE/initramfs.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+chmod 755 "$WORK"
 mkdir -p "$WORK"/{bin,sbin,proc,sys,dev,tmp,etc,root}
 cp "$ROOT/bin/busybox" "$WORK/bin/busybox"
 for applet in sh mount;  do
