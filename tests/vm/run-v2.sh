@@ -2,6 +2,7 @@
 # Boots a small Debian VM (cgroup v2 only, software emulation) and runs a test binary in it.
 #
 #   tests/vm/run-v2.sh BINARY [ARGS...]
+#   tests/vm/run-v2.sh --fetch        (only download and unpack the ingredients)
 #
 # Ingredients are Debian packages fetched with `apt-get download` and unpacked (never
 # installed) into $A2A_VM_CACHE (default: target/vm-cache): qemu-system-x86 and its
@@ -16,7 +17,12 @@ if [ $# -lt 1 ]; then
   echo "usage: $0 BINARY [ARGS...]" >&2
   exit 2
 fi
-BINARY=$(readlink -f "$1")
+FETCH_ONLY=0
+if [ "$1" = "--fetch" ]; then
+  FETCH_ONLY=1
+else
+  BINARY=$(readlink -f "$1")
+fi
 shift
 GUEST_ARGS=("$@")
 
@@ -71,6 +77,10 @@ missing=$(LD_LIBRARY_PATH=$LIBPATH ldd "$QEMU" | awk '/not found/ {print $1}' ||
 if [ -n "$missing" ]; then
   log "the unpacked qemu misses these libraries (add their packages to QEMU_PKGS): $missing"
   exit 3
+fi
+if [ "$FETCH_ONLY" = 1 ]; then
+  log "VM ingredients ready in $ROOT"
+  exit 0
 fi
 
 # The guest's root filesystem.
