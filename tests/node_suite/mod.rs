@@ -173,6 +173,7 @@ fn limits(memory: Option<u64>, cpu_millis: Option<u64>, pids: Option<u64>) -> Cg
         cpu_quota: cpu_millis.map(CpuQuota::from_millicores),
         pids_max: pids,
         cpu_shares: Some(1024),
+        oom_group: true,
         ..Default::default()
     }
 }
@@ -300,6 +301,12 @@ fn budget_caps_the_sum_of_its_agents_and_spares_the_outside(ctx: &Ctx) {
         let b = ctx.driver.stats(&b_cg).unwrap().oom_kills;
         a + b >= 1
     });
+    if ctx.driver.version() == CgroupVersion::V2 {
+        // memory.oom.group: the OOM kill took the whole agent, not just its biggest process.
+        wait_for("one agent to be gone whole", Duration::from_secs(10), || {
+            [&a_cg, &b_cg].iter().any(|cg| ctx.driver.pids(cg).unwrap().is_empty())
+        });
+    }
     let budget_stats = ctx.driver.stats(&budget).unwrap();
     assert!(budget_stats.memory_current <= 96 * MI, "{budget_stats:?}");
     assert!(budget_stats.memory_peak.unwrap_or(0) <= 96 * MI, "{budget_stats:?}");
@@ -402,6 +409,10 @@ fn adopted_non_child_is_watched_through_its_pidfd(ctx: &Ctx) {
     // after a daemon restart.
     let mut sh = ctx.sh(&cg, "orphan", "sleep 600 & exit 0");
     assert_eq!(sh.wait_timeout(Some(Duration::from_secs(10))).unwrap().unwrap().code, Some(0));
+    // After a restart the daemon finds its replicas as the budget's child cgroups.
+    let found = ctx.driver.children(&ctx.budget("adopt")).unwrap();
+    assert_eq!(found, std::slice::from_ref(&cg));
+    assert_eq!(found[0].name(), "default.orphan.0");
     let pids = ctx.driver.pids(&cg).unwrap();
     assert_eq!(pids.len(), 1, "{pids:?}");
     let mut orphan = AgentProcess::adopt(ctx.driver.as_ref(), &cg, pids[0]).unwrap();

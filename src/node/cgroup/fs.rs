@@ -78,6 +78,18 @@ pub(super) fn child_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The child cgroups of `path`, whose directory is `dir`, sorted.
+pub(super) fn child_paths(path: &super::CgroupPath, dir: &Path) -> Result<Vec<super::CgroupPath>> {
+    let mut out = Vec::new();
+    for d in child_dirs(dir)? {
+        if let Some(name) = d.file_name().and_then(|n| n.to_str()) {
+            out.push(path.child(name)?);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The pids of `dir` and every descendant cgroup.
 pub(super) fn procs_recursive(dir: &Path) -> Result<Vec<u32>> {
     let mut pids = read_procs(&dir.join("cgroup.procs"))?;

@@ -51,6 +51,9 @@ pub struct CgroupLimits {
     /// Relative CPU weight in v1 `cpu.shares` units; v2 converts it (see [`Self::cpu_weight`]).
     pub cpu_shares: Option<u64>,
     pub pids_max: Option<u64>,
+    /// v2 `memory.oom.group`: an OOM kill takes every process of the cgroup, so an agent
+    /// never limps on with one of its processes gone (v1 has no equivalent).
+    pub oom_group: bool,
 }
 
 impl CgroupLimits {
@@ -65,6 +68,7 @@ impl CgroupLimits {
             cpu_quota: limits.cpu.as_ref().map(|c| CpuQuota::from_millicores(c.value().millicores(host_cores))),
             cpu_shares: Some(shares(request_millis, priority)),
             pids_max: limits.pids.as_ref().map(|p| p.value()),
+            oom_group: true,
         }
     }
 
@@ -77,6 +81,8 @@ impl CgroupLimits {
             cpu_quota: limits.cpu.as_ref().map(|c| CpuQuota::from_millicores(c.value().millicores(host_cores))),
             cpu_shares: None,
             pids_max: limits.pids.as_ref().map(|p| p.value()),
+            // A budget's OOM kill must pick one agent, not every agent of the budget.
+            oom_group: false,
         }
     }
 
@@ -146,6 +152,10 @@ pub fn v2_writes(limits: &CgroupLimits) -> Vec<ControlWrite> {
             ..w(Controller::Memory, "memory.swap.max", if limits.memory_max.is_some() { "0" } else { "max" }.to_owned())
         },
         w(Controller::Memory, "memory.low", limits.memory_low.unwrap_or(0).to_string()),
+        ControlWrite {
+            optional: true,
+            ..w(Controller::Memory, "memory.oom.group", if limits.oom_group { "1" } else { "0" }.to_owned())
+        },
         w(Controller::Cpu, "cpu.max", cpu_max),
         w(Controller::Cpu, "cpu.weight", limits.cpu_weight().to_string()),
         w(Controller::Pids, "pids.max", opt_or(limits.pids_max, "max")),
@@ -199,7 +209,9 @@ mod tests {
         // 100m → 102 shares → weight 1 + 100 * 9999 / 262142 = 4
         assert_eq!(value(&ws, "cpu.weight"), ["4"]);
         assert_eq!(value(&ws, "pids.max"), ["16"]);
-        assert!(ws.iter().all(|w| w.optional == (w.file == "memory.swap.max")));
+        assert_eq!(value(&ws, "memory.oom.group"), ["1"]);
+        let optional: Vec<&str> = ws.iter().filter(|w| w.optional).map(|w| w.file).collect();
+        assert_eq!(optional, ["memory.swap.max", "memory.oom.group"]);
     }
 
     #[test]
@@ -240,6 +252,7 @@ mod tests {
         assert_eq!(l.cpu_quota, Some(CpuQuota { quota_us: 240_000, period_us: 100_000 }));
         assert_eq!(l.memory_max, Some(8 << 30));
         assert_eq!(l.cpu_shares, None);
+        assert_eq!(value(&v2_writes(&l), "memory.oom.group"), ["0"]);
         assert_eq!(value(&v2_writes(&l), "cpu.weight"), ["100"]);
         assert_eq!(value(&v1_writes(&l), "cpu.shares"), ["1024"]);
     }

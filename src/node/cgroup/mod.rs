@@ -93,6 +93,23 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the kernel refused for lack of privilege (not root, no delegation): the
+    /// daemon then stops with a clear message or runs unenforced only when allowed to.
+    pub fn is_permission_denied(&self) -> bool {
+        match self {
+            Error::Write { source, .. }
+            | Error::Read { source, .. }
+            | Error::Mkdir { source, .. }
+            | Error::Rmdir { source, .. }
+            | Error::Signal { source, .. } => {
+                source.kind() == std::io::ErrorKind::PermissionDenied || source.raw_os_error() == Some(libc::EPERM)
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The cgroup API version a driver speaks.
@@ -152,6 +169,11 @@ impl CgroupPath {
     /// The enclosing cgroup, if any.
     pub fn parent(&self) -> Option<CgroupPath> {
         (self.0.len() > 1).then(|| CgroupPath(self.0[..self.0.len() - 1].to_vec()))
+    }
+
+    /// The last component.
+    pub fn name(&self) -> &str {
+        self.0.last().map(String::as_str).unwrap_or_default()
     }
 
     pub fn components(&self) -> &[String] {
@@ -292,6 +314,9 @@ pub trait CgroupDriver: Send + Sync + fmt::Debug {
     /// Moves a running process (all its threads) into the cgroup.
     fn add_process(&self, path: &CgroupPath, pid: u32) -> Result<()>;
 
+    /// The child cgroups of `path` (e.g. a budget's replicas, to re-adopt after a restart).
+    fn children(&self, path: &CgroupPath) -> Result<Vec<CgroupPath>>;
+
     /// The processes in this cgroup and its descendants.
     fn pids(&self, path: &CgroupPath) -> Result<Vec<u32>>;
 
@@ -360,6 +385,20 @@ mod tests {
         let e = l.budget(&["Host/x"]).unwrap_err().to_string();
         assert!(e.contains("budget"), "{e}");
         assert!(Layout::with_top("a/b").is_err());
+    }
+
+    #[test]
+    fn permission_errors_are_recognised() {
+        let denied = Error::Mkdir {
+            path: "/sys/fs/cgroup/memory/a2a".into(),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert!(denied.is_permission_denied());
+        let busy = Error::Rmdir {
+            path: "/sys/fs/cgroup/memory/a2a".into(),
+            source: std::io::Error::from_raw_os_error(libc::EBUSY),
+        };
+        assert!(!busy.is_permission_denied());
     }
 
     #[test]

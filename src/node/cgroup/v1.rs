@@ -220,6 +220,11 @@ impl CgroupDriver for CgroupV1 {
         Ok(())
     }
 
+    fn children(&self, path: &CgroupPath) -> Result<Vec<CgroupPath>> {
+        self.require(path)?;
+        fs::child_paths(path, &path.under(&self.memory))
+    }
+
     fn pids(&self, path: &CgroupPath) -> Result<Vec<u32>> {
         self.require(path)?;
         self.all_pids(path)

@@ -133,6 +133,10 @@ impl CgroupDriver for CgroupV2 {
         fs::write(&self.require(path)?.join("cgroup.procs"), &pid.to_string())
     }
 
+    fn children(&self, path: &CgroupPath) -> Result<Vec<CgroupPath>> {
+        fs::child_paths(path, &self.require(path)?)
+    }
+
     fn pids(&self, path: &CgroupPath) -> Result<Vec<u32>> {
         fs::procs_recursive(&self.require(path)?)
     }
