@@ -17,6 +17,10 @@ if ((${#apt_pkgs[@]})); then
   fi
 fi
 
+# cgroup v2 tests boot a VM: qemu, a Debian cloud kernel and busybox, downloaded with
+# apt-get download and unpacked (not installed) into target/vm-cache.
+tests/vm/run-v2.sh --fetch
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
