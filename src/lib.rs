@@ -10,5 +10,6 @@ pub mod apiserver;
 pub mod cli;
 pub mod cluster;
 pub mod controller;
+pub mod local;
 pub mod node;
 pub mod telemetry;

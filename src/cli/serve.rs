@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::apiserver::{DEFAULT_PORT, Server, ServerConfig, default_home};
+use crate::apiserver::{DEFAULT_PORT, default_home};
+use crate::local::{ControlPlane, LocalOptions};
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -16,6 +17,13 @@ pub struct ServeArgs {
     /// Default: $A2A_HOME, else ~/.a2a.
     #[arg(long, value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// Where cgroups are mounted.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    /// Run agents without kernel-enforced limits when cgroups cannot be managed (every
+    /// Agent's status then says so).
+    #[arg(long)]
+    pub allow_unenforced: bool,
 }
 
 /// Serves until a signal; prints one line saying where it listens. Errors are one line each.
@@ -30,18 +38,31 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the async runtime: {e}"))?;
     runtime.block_on(async {
-        let server = Server::start(ServerConfig::new(&home).port(args.port)).await.map_err(|e| e.to_string())?;
-        writeln!(out, "a2a serve: listening on {} (kubeconfig: {})", server.url(), server.kubeconfig().display())
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("writing output: {e}"))?;
+        let mut opts = LocalOptions::new(&home);
+        opts.port = args.port;
+        opts.cgroup_root = args.cgroup_root.clone();
+        opts.allow_unenforced = args.allow_unenforced;
+        let plane = ControlPlane::start(opts).await?;
+        writeln!(
+            out,
+            "a2a serve: listening on {} (kubeconfig: {})",
+            plane.server.url(),
+            plane.server.kubeconfig().display()
+        )
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing output: {e}"))?;
+        match plane.cgroup_version {
+            Some(v) => tracing::info!(cgroup = %v, "agent limits enforced by the kernel"),
+            None => tracing::warn!("agent limits are NOT enforced (--allow-unenforced)"),
+        }
         wait_for_signal().await?;
-        tracing::info!("shutting down");
-        server.shutdown().await;
+        tracing::info!("shutting down; agents keep running for the next daemon to adopt");
+        plane.stop().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() -> Result<(), String> {
+pub async fn wait_for_signal() -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;

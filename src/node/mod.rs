@@ -3,4 +3,5 @@
 
 pub mod cgroup;
 pub mod process;
+pub mod supervisor;
 mod sys;

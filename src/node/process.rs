@@ -210,6 +210,25 @@ pub struct AgentProcess {
 /// executes, gets its own session, `no_new_privs`, the requested credentials, no inherited
 /// descriptors beyond stdio, stdin from /dev/null and stdout/stderr appended to the log file.
 pub fn spawn(driver: &dyn CgroupDriver, cgroup: &CgroupPath, spec: &ProcessSpec) -> Result<AgentProcess> {
+    let log = open_log(&spec.log_file)?;
+    let log_err = log.try_clone().map_err(|source| Error::Log { path: spec.log_file.clone(), source })?;
+    spawn_with(driver, cgroup, spec, Stdio::null(), Stdio::from(log), Stdio::from(log_err))
+}
+
+/// Like [`spawn`], but with stdin, stdout and stderr as pipes (for `stdio` agents, one run
+/// per task); take them with [`AgentProcess::take_pipes`]. `spec.log_file` is not used.
+pub fn spawn_piped(driver: &dyn CgroupDriver, cgroup: &CgroupPath, spec: &ProcessSpec) -> Result<AgentProcess> {
+    spawn_with(driver, cgroup, spec, Stdio::piped(), Stdio::piped(), Stdio::piped())
+}
+
+fn spawn_with(
+    driver: &dyn CgroupDriver,
+    cgroup: &CgroupPath,
+    spec: &ProcessSpec,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<AgentProcess> {
     let join = driver
         .procs_files(cgroup)?
         .into_iter()
@@ -217,11 +236,8 @@ pub fn spawn(driver: &dyn CgroupDriver, cgroup: &CgroupPath, spec: &ProcessSpec)
             OpenOptions::new().write(true).open(&path).map(OwnedFd::from).map_err(|source| Error::Join { path, source })
         })
         .collect::<Result<Vec<_>>>()?;
-    let log = open_log(&spec.log_file)?;
-    let log_err = log.try_clone().map_err(|source| Error::Log { path: spec.log_file.clone(), source })?;
-
     let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
+    cmd.args(&spec.args).stdin(stdin).stdout(stdout).stderr(stderr);
     if !spec.inherit_env {
         cmd.env_clear().env("PATH", DEFAULT_PATH);
     }
@@ -279,6 +295,20 @@ impl AgentProcess {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// A second descriptor for the process's pidfd: it becomes readable when the process
+    /// ends, so an async runtime can wait for many processes without a thread each.
+    pub fn pidfd(&self) -> Result<OwnedFd> {
+        self.pidfd.try_clone().map_err(|source| Error::Process { pid: self.pid, what: "dup pidfd", source })
+    }
+
+    /// The pipes of a process started with [`spawn_piped`] (once).
+    pub fn take_pipes(
+        &mut self,
+    ) -> Option<(std::process::ChildStdin, std::process::ChildStdout, std::process::ChildStderr)> {
+        let child = self.child.as_mut()?;
+        Some((child.stdin.take()?, child.stdout.take()?, child.stderr.take()?))
     }
 
     /// Whether this daemon started it (and so can read its exit status).

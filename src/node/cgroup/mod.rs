@@ -8,6 +8,7 @@
 
 mod fs;
 pub mod limits;
+pub mod unenforced;
 mod v1;
 mod v2;
 
