@@ -10,6 +10,7 @@ pub mod describe;
 pub mod diff;
 pub mod get;
 pub mod input;
+pub mod run;
 pub mod serve;
 pub mod validate;
 pub mod version;
@@ -39,6 +40,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Apply manifests and follow their workflows to the end (embedded control plane when
+    /// no daemon runs); exit 0 when every workflow succeeded.
+    Run(run::RunArgs),
     /// Validate manifests, then create or update their objects (server-side apply).
     Apply(apply::ApplyArgs),
     /// List objects, or show one: tables, YAML, JSON or names; -w to watch.
@@ -130,6 +134,13 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("{}", report.summary());
             return ExitCode::FAILURE;
         }
+        Command::Run(args) => match client::block_on(run::run(&args)) {
+            Ok(report) => {
+                let _ = write!(out, "{}", report.text);
+                return if report.succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            }
+            Err(e) => return fail(e),
+        },
         Command::Apply(args) => lines(&mut out, client::block_on(apply::run(&args))),
         Command::Delete(args) => lines(&mut out, client::block_on(delete::run(&args))),
         Command::Get(args) => match client::block_on(get::run(&args, &mut out)) {

@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// Agent's status then says so).
     #[arg(long)]
     pub allow_unenforced: bool,
+    /// The top cgroup directory a2a manages (one per daemon on a host).
+    #[arg(long, value_name = "NAME", default_value = "a2a")]
+    pub cgroup_top: String,
 }
 
 /// Serves until a signal; prints one line saying where it listens. Errors are one line each.
@@ -42,6 +45,7 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         opts.port = args.port;
         opts.cgroup_root = args.cgroup_root.clone();
         opts.allow_unenforced = args.allow_unenforced;
+        opts.cgroup_top = args.cgroup_top.clone();
         let plane = ControlPlane::start(opts).await?;
         writeln!(
             out,
