@@ -208,11 +208,17 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
                 if seen.get(&key) != Some(&t.phase) {
                     seen.insert(key, t.phase);
                     if !tty && t.phase != TaskPhase::Pending {
-                        eprintln!("{name}/{}: {:?}{}", t.name, t.phase, t.agent.as_ref().map(|a| format!(" on {a}")).unwrap_or_default());
+                        eprintln!(
+                            "{name}/{}: {:?}{}",
+                            t.name,
+                            t.phase,
+                            t.agent.as_ref().map(|a| format!(" on {a}")).unwrap_or_default()
+                        );
                     }
                 }
             }
-            if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
+            if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled))
+            {
                 bar.finish_with_message(format!("{:?}", status.phase.unwrap_or(WorkflowPhase::Failed)));
                 finals.insert((ns.clone(), name.clone()), status);
             }
@@ -232,7 +238,11 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
     for ((_, name), status) in &finals {
         let phase = status.phase.unwrap_or(WorkflowPhase::Failed);
         succeeded &= phase == WorkflowPhase::Succeeded;
-        text.push_str(&format!("workflow {name}: {phase:?} ({}) in {:.1}s\n", status.progress.clone().unwrap_or_default(), started.elapsed().as_secs_f64()));
+        text.push_str(&format!(
+            "workflow {name}: {phase:?} ({}) in {:.1}s\n",
+            status.progress.clone().unwrap_or_default(),
+            started.elapsed().as_secs_f64()
+        ));
         let header = ["TASK", "PHASE", "ATTEMPTS", "DURATION", "AGENT", "ERROR"].map(String::from);
         let rows: Vec<Vec<String>> = status
             .tasks

@@ -351,6 +351,10 @@ impl NodeRunner {
         }
         if node.config.stop_on_shutdown {
             world.stop_all(&node).await;
+            // Nothing of ours runs any more: leave no cgroups behind either.
+            if let Err(e) = node.driver.remove(&node.config.layout.top(), Duration::from_secs(5)) {
+                tracing::warn!(error = %e, "removing the a2a cgroup tree");
+            }
         }
     }
 }

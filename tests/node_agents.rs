@@ -1,0 +1,226 @@
+//! Agents under `a2a serve` on the real kernel: OOM kills reported as such, budgets enforced
+//! by admission, re-adoption after the daemon is SIGKILLed, and nothing left behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use a2a::api::Agent;
+use a2a::api::agent::{AgentPhase, TerminationReason};
+use a2a::node::cgroup::{self, CgroupPath};
+use kube::Api;
+use kube::api::DeleteParams;
+
+struct Daemon {
+    child: Child,
+    home: PathBuf,
+    top: String,
+}
+
+impl Daemon {
+    fn start(home: &Path, top: &str) -> Daemon {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_a2a"))
+            .args(["serve", "--port", "0", "--cgroup-top", top, "--home"])
+            .arg(home)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn a2a serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+        assert!(line.starts_with("a2a serve: listening on https://"), "{line}");
+        Daemon { child, home: home.to_path_buf(), top: top.to_owned() }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn client(&self) -> kube::Client {
+        common::client_from(&self.home.join("kubeconfig"), None).await
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn apply(home: &Path, yaml: &str) {
+    let file = home.join(format!("m-{}.yaml", fastrand_name()));
+    std::fs::write(&file, yaml).expect("write manifest");
+    let out = Command::new(env!("CARGO_BIN_EXE_a2a"))
+        .args(["apply", "-f"])
+        .arg(&file)
+        .env("A2A_HOME", home)
+        .output()
+        .expect("a2a apply");
+    assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn fastrand_name() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string()
+}
+
+async fn wait_agent(client: &kube::Client, name: &str, within: Duration, ok: impl Fn(&Agent) -> bool) -> Agent {
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(a)) = api.get_opt(name).await
+            && ok(&a)
+        {
+            return a;
+        }
+        if Instant::now() > deadline {
+            let a = api.get_opt(name).await.ok().flatten();
+            panic!("agent {name} never reached the expected state in {within:?}: {:#?}", a.and_then(|a| a.status));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn phase(a: &Agent) -> Option<AgentPhase> {
+    a.status.as_ref().and_then(|s| s.phase)
+}
+
+fn pids(a: &Agent) -> Vec<i32> {
+    a.status.as_ref().map(|s| s.instances.iter().filter_map(|i| i.pid).collect()).unwrap_or_default()
+}
+
+fn agent_yaml(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: {name} }}\nspec:\n  command: [a2a, demo-agent, --skill, echo]\n{extra}---\n"
+    )
+}
+
+/// Deletes everything, stops the daemon, removes the test's cgroup tree, and checks that no
+/// process or cgroup is left.
+async fn tear_down(mut daemon: Daemon) {
+    let client = daemon.client().await;
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    for a in api.list(&Default::default()).await.expect("list agents").items {
+        let name = a.metadata.name.clone().unwrap_or_default();
+        api.delete(&name, &DeleteParams::default()).await.expect("delete agent");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agents_logging_into(&daemon.home).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.kill9();
+    assert_eq!(agents_logging_into(&daemon.home), Vec::<u32>::new(), "deleted agents' processes are gone");
+    let driver = cgroup::detect(Path::new("/sys/fs/cgroup")).expect("cgroups");
+    let top = CgroupPath::parse(&daemon.top).expect("path");
+    driver.remove(&top, Duration::from_secs(5)).expect("remove the test cgroup tree");
+    assert!(!driver.exists(&top), "the test cgroup tree is removed");
+}
+
+fn agents_logging_into(home: &Path) -> Vec<u32> {
+    let logs = home.join("logs");
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+                .filter(|pid| std::fs::read_link(format!("/proc/{pid}/fd/1")).is_ok_and(|t| t.starts_with(&logs)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_over_its_memory_limit_is_oom_killed_and_its_neighbour_is_untouched() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(home.path(), &format!("a2a-test-oom-{}", std::process::id()));
+    let client = daemon.client().await;
+    apply(
+        home.path(),
+        &format!(
+            "{}apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: hog }}\nspec:\n  command: [python3, -c, \"b = b'x' * (256 << 20); import time; time.sleep(60)\"]\n  restartPolicy: Never\n  resources: {{ limits: {{ memory: 64Mi }} }}\n",
+            agent_yaml("calm", "  resources: { limits: { memory: 64Mi } }\n")
+        ),
+    );
+    let calm = wait_agent(&client, "calm", Duration::from_secs(20), |a| phase(a) == Some(AgentPhase::Running)).await;
+    let hog = wait_agent(&client, "hog", Duration::from_secs(20), |a| {
+        a.status
+            .as_ref()
+            .and_then(|s| s.last_termination.as_ref())
+            .is_some_and(|t| t.reason == TerminationReason::OomKilled)
+    })
+    .await;
+    let t = hog.status.as_ref().and_then(|s| s.last_termination.clone()).expect("termination");
+    assert_eq!(t.signal, Some(9), "the kernel's OOM killer sends SIGKILL");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let calm_after = wait_agent(&client, "calm", Duration::from_secs(5), |_| true).await;
+    assert_eq!(pids(&calm_after), pids(&calm), "the neighbour kept its process");
+    assert_eq!(phase(&calm_after), Some(AgentPhase::Running));
+    assert_eq!(calm_after.status.as_ref().map(|s| s.restarts), Some(0));
+    tear_down(daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_does_not_fit_waits_and_starts_when_room_frees() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(home.path(), &format!("a2a-test-admit-{}", std::process::id()));
+    let client = daemon.client().await;
+    apply(
+        home.path(),
+        &format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {{ name: tiny }}\nspec: {{ parent: host, limits: {{ memory: 100Mi }} }}\n---\n{}",
+            agent_yaml("first", "  budget: tiny\n  resources: { limits: { memory: 64Mi } }\n")
+        ),
+    );
+    wait_agent(&client, "first", Duration::from_secs(20), |a| phase(a) == Some(AgentPhase::Running)).await;
+    apply(home.path(), &agent_yaml("second", "  budget: tiny\n  resources: { limits: { memory: 64Mi } }\n"));
+    let second =
+        wait_agent(&client, "second", Duration::from_secs(10), |a| phase(a) == Some(AgentPhase::Pending)).await;
+    let admitted =
+        second.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Admitted")).expect("Admitted");
+    assert_eq!(admitted.reason, "InsufficientQuota");
+    assert_eq!(admitted.message, "needs 64Mi memory but budget \"tiny\" has 36Mi of 100Mi left");
+    assert!(pids(&second).is_empty(), "nothing runs while it waits");
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    api.delete("first", &DeleteParams::default()).await.expect("delete first");
+    wait_agent(&client, "second", Duration::from_secs(20), |a| phase(a) == Some(AgentPhase::Running)).await;
+    tear_down(daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_daemon_readopts_its_running_agents() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let top = format!("a2a-test-adopt-{}", std::process::id());
+    let mut daemon = Daemon::start(home.path(), &top);
+    let client = daemon.client().await;
+    let names = ["a1", "a2", "a3", "a4", "a5"];
+    apply(home.path(), &names.iter().map(|n| agent_yaml(n, "")).collect::<String>());
+    let mut before = Vec::new();
+    for n in names {
+        before.push(pids(
+            &wait_agent(&client, n, Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await,
+        ));
+    }
+    daemon.kill9();
+    let daemon = Daemon::start(home.path(), &top);
+    let client = daemon.client().await;
+    // Status is current again within 2 s: the same processes, ready, no restarts.
+    let started = Instant::now();
+    for (n, old) in names.iter().zip(&before) {
+        let a = wait_agent(&client, n, Duration::from_secs(2), |a| {
+            phase(a) == Some(AgentPhase::Running) && pids(a) == *old
+        })
+        .await;
+        assert_eq!(a.status.as_ref().map(|s| s.restarts), Some(0), "{n} was not restarted");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    for (n, old) in names.iter().zip(&before) {
+        for pid in old {
+            assert!(Path::new(&format!("/proc/{pid}")).exists(), "{n}: pid {pid} still runs");
+        }
+    }
+    tear_down(daemon).await;
+}
