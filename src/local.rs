@@ -27,6 +27,8 @@ pub struct LocalOptions {
     /// Stop the agents when the control plane stops (`a2a run`), instead of leaving them for
     /// the next daemon to adopt (`a2a serve`).
     pub stop_agents_on_exit: bool,
+    /// The binary `command: ["a2a", ...]` runs (default: this process's executable).
+    pub a2a_exe: Option<PathBuf>,
 }
 
 impl LocalOptions {
@@ -38,6 +40,7 @@ impl LocalOptions {
             cgroup_top: "a2a".into(),
             allow_unenforced: false,
             stop_agents_on_exit: false,
+            a2a_exe: None,
         }
     }
 }
@@ -103,6 +106,9 @@ impl ControlPlane {
         config.layout = Layout::with_top(&opts.cgroup_top).map_err(|e| e.to_string())?;
         config.enforced = enforced;
         config.stop_on_shutdown = opts.stop_agents_on_exit;
+        if let Some(exe) = &opts.a2a_exe {
+            config.a2a_exe = exe.clone();
+        }
         let version = enforced.then(|| driver.version());
         let (node, runner) = Node::new(client.clone(), driver, config);
         let engine = Engine::new(

@@ -1,0 +1,193 @@
+//! The local control plane supervising many agents, on this host's cgroups (needs root).
+//!
+//! `cargo bench --bench node_agents` prints:
+//! - floor: for N agents (default 100, `A2A_BENCH_N`), mkdir + limits + fork/exec of the same
+//!   agent program with its pid written into the cgroup, in a loop — the least work that gets
+//!   N limited processes;
+//! - a2a: time from one apply of N Agents (each its own cgroup with limits) until every one
+//!   has its process running (status.replicas = 1), and until every one is Ready (its A2A
+//!   agent card answers);
+//! - idle: the whole control plane's own CPU use and RSS while it supervises M idle agents
+//!   (default 500, `A2A_BENCH_IDLE`) for 10 s (API server + node controller + engine, agents
+//!   excluded: they are other processes).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use a2a::api::Agent;
+use a2a::api::agent::AgentPhase;
+use a2a::local::{ControlPlane, LocalOptions};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+
+fn agent(name: &str) -> Agent {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name},
+        "spec": {
+            "command": ["a2a", "demo-agent", "--skill", "echo"],
+            "budget": "bench",
+            "resources": {"limits": {"memory": "64Mi", "cpu": "100m", "pids": 32}}
+        }
+    }))
+    .expect("agent")
+}
+
+/// CPU time of this process (all threads), from /proc/self/stat (utime + stime, in clock ticks).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the `(comm)`, which may contain spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the state field.
+    let hz = 100.0; // CLK_TCK on Linux x86_64
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// mkdir + limits + spawn + pid into cgroup.procs, per agent, for the v1 or v2 layout.
+fn floor(n: usize, exe: &Path, root: &Path, top: &str) -> Duration {
+    let v2 = root.join("cgroup.controllers").exists();
+    let dirs: Vec<PathBuf> =
+        if v2 { vec![root.join(top)] } else { ["memory", "cpu", "pids"].iter().map(|h| root.join(h).join(top)).collect() };
+    for d in &dirs {
+        std::fs::create_dir_all(d).expect("mkdir top");
+    }
+    if v2 {
+        let _ = std::fs::write(root.join(top).join("cgroup.subtree_control"), "+memory +cpu +pids");
+    }
+    let mut children = Vec::new();
+    let t = Instant::now();
+    for i in 0..n {
+        let mut procs = Vec::new();
+        for d in &dirs {
+            let c = d.join(format!("f{i}"));
+            std::fs::create_dir(&c).expect("mkdir");
+            let writes: Vec<(&str, String)> = if v2 {
+                vec![("memory.max", (64u64 << 20).to_string()), ("cpu.max", "10000 100000".into()), ("pids.max", "32".into())]
+            } else if d.to_string_lossy().contains("/memory/") {
+                vec![("memory.limit_in_bytes", (64u64 << 20).to_string())]
+            } else if d.to_string_lossy().contains("/cpu/") {
+                vec![("cpu.cfs_period_us", "100000".into()), ("cpu.cfs_quota_us", "10000".into())]
+            } else {
+                vec![("pids.max", "32".into())]
+            };
+            for (f, v) in writes {
+                std::fs::write(c.join(f), v).expect("limit");
+            }
+            procs.push(c.join("cgroup.procs"));
+        }
+        let child = std::process::Command::new(exe)
+            .args(["demo-agent", "--skill", "echo", "--port", "0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        for p in &procs {
+            std::fs::write(p, child.id().to_string()).expect("join");
+        }
+        children.push(child);
+    }
+    let elapsed = t.elapsed();
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    for d in &dirs {
+        for i in 0..n {
+            let _ = std::fs::remove_dir(d.join(format!("f{i}")));
+        }
+        let _ = std::fs::remove_dir(d);
+    }
+    elapsed
+}
+
+async fn apply_and_wait(api: &Api<Agent>, n: usize, prefix: &str) -> (Duration, Duration) {
+    let t = Instant::now();
+    for i in 0..n {
+        api.create(&PostParams::default(), &agent(&format!("{prefix}{i}"))).await.expect("create");
+    }
+    let mut started = None;
+    loop {
+        let list = api.list(&Default::default()).await.expect("list").items;
+        let mine: Vec<&Agent> = list.iter().filter(|a| a.metadata.name.as_deref().is_some_and(|n| n.starts_with(prefix))).collect();
+        let running = mine.iter().filter(|a| a.status.as_ref().is_some_and(|s| s.replicas == 1)).count();
+        let ready = mine.iter().filter(|a| a.status.as_ref().and_then(|s| s.phase) == Some(AgentPhase::Running)).count();
+        if running == n && started.is_none() {
+            started = Some(t.elapsed());
+        }
+        if ready == n {
+            return (started.unwrap_or(t.elapsed()), t.elapsed());
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "agents did not start: {running} running, {ready} ready of {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn delete_all(api: &Api<Agent>) {
+    for a in api.list(&Default::default()).await.expect("list").items {
+        let _ = api.delete(a.metadata.name.as_deref().unwrap_or_default(), &DeleteParams::default()).await;
+    }
+    while !api.list(&Default::default()).await.expect("list").items.is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn main() {
+    let n: usize = std::env::var("A2A_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let idle: usize = std::env::var("A2A_BENCH_IDLE").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_a2a"));
+    let root = PathBuf::from("/sys/fs/cgroup");
+    let top = format!("a2a-bench-agents-{}", std::process::id());
+
+    let floor_time = floor(n, &exe, &root, &format!("{top}-floor"));
+    println!("floor: {n} limited processes (mkdir + limits + fork/exec + join) in {:.0} ms", floor_time.as_secs_f64() * 1e3);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let home = tempfile::tempdir().expect("tempdir");
+        let mut opts = LocalOptions::new(home.path());
+        opts.port = 0;
+        opts.cgroup_top = top.clone();
+        opts.stop_agents_on_exit = true;
+        // `a2a` in a command means the running binary; the bench binary is not it.
+        opts.a2a_exe = Some(exe.clone());
+        let plane = ControlPlane::start(opts).await.expect("control plane");
+        let budgets: Api<a2a::api::ResourceBudget> = Api::all(plane.client.clone());
+        let budget: a2a::api::ResourceBudget = serde_json::from_value(serde_json::json!({
+            "apiVersion": "a2a.dev/v1alpha1", "kind": "ResourceBudget", "metadata": {"name": "bench"},
+            "spec": {"limits": {"memory": "64Gi"}}
+        }))
+        .expect("budget");
+        budgets.create(&PostParams::default(), &budget).await.expect("budget");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let api: Api<Agent> = Api::namespaced(plane.client.clone(), "default");
+        let (started, ready) = apply_and_wait(&api, n, "a").await;
+        println!(
+            "a2a: {n} agents applied → all processes running in {:.0} ms ({:.2}× floor), all Ready (card answers) in {:.0} ms",
+            started.as_secs_f64() * 1e3,
+            started.as_secs_f64() / floor_time.as_secs_f64(),
+            ready.as_secs_f64() * 1e3
+        );
+        delete_all(&api).await;
+
+        apply_and_wait(&api, idle, "i").await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (cpu0, t0) = (cpu_seconds(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let cpu = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();
+        println!(
+            "idle: supervising {idle} agents, the control plane used {:.2}% of a core and {:.1} MiB RSS",
+            cpu * 100.0,
+            rss_mib()
+        );
+        delete_all(&api).await;
+        plane.stop().await;
+    });
+}
