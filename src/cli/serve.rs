@@ -30,24 +30,38 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the async runtime: {e}"))?;
     runtime.block_on(async {
+        // Handlers first: a signal that arrives once the line below is printed must stop us
+        // gracefully, not kill us.
+        let signals = Signals::install()?;
         let server = Server::start(ServerConfig::new(&home).port(args.port)).await.map_err(|e| e.to_string())?;
         writeln!(out, "a2a serve: listening on {} (kubeconfig: {})", server.url(), server.kubeconfig().display())
             .and_then(|()| out.flush())
             .map_err(|e| format!("writing output: {e}"))?;
-        wait_for_signal().await?;
+        signals.wait().await;
         tracing::info!("shutting down");
         server.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?,
+            int: signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
