@@ -2,7 +2,8 @@
 //! disk's own fsync latency measured in the same run on the same disk (under target/).
 //!
 //! Criterion measures: single-client durable create, get, and list of 10,000 agents.
-//! Printed once per run (as `report:` lines): fsync p50, create p50 (single client),
+//! Printed once per run (as `report:` lines): fsync p50, store-only write p50, create p50
+//! (single client),
 //! 16-client creates/s (group commit), get p50, list of 10,000 p50, watch events/s.
 
 use std::sync::Arc;
@@ -35,6 +36,27 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let fsync = p50(a2a::apiserver::store::measure_fsync(dir.path(), 200).unwrap());
+    // The store alone (no HTTP, TLS, JSON decoding or validation), in its own file.
+    let store_write = rt.block_on(async {
+        use a2a::apiserver::store::{ObjectKey, Precondition, Store, StoreConfig, Write};
+        let store =
+            Store::open(&dir.path().join("store-only.redb"), StoreConfig::default(), Default::default()).unwrap();
+        let mut v = Vec::new();
+        for i in 0..200 {
+            let object = serde_json::to_value(agent(&format!("s{i}"))).unwrap();
+            let t = Instant::now();
+            store
+                .write(Write::Put {
+                    key: ObjectKey::new("a2a.dev/agents", "default", format!("s{i}")),
+                    object,
+                    precondition: Precondition::Absent,
+                })
+                .await
+                .unwrap();
+            v.push(t.elapsed());
+        }
+        p50(v)
+    });
     let server = rt.block_on(Server::start(ServerConfig::new(dir.path()).port(0))).unwrap();
     let client = rt.block_on(async {
         let kc = Kubeconfig::read_from(server.kubeconfig()).unwrap();
@@ -136,6 +158,10 @@ fn bench(c: &mut Criterion) {
         (n, n as f64 / start.elapsed().as_secs_f64())
     });
     println!("report: disk fsync p50 (4 KiB write + fdatasync): {fsync:?}");
+    println!(
+        "report: store write p50 (redb commit, no HTTP): {store_write:?} ({:.2}x fsync)",
+        store_write.as_secs_f64() / fsync.as_secs_f64()
+    );
     println!(
         "report: durable create p50, single client over HTTPS: {create_p50:?} ({:.2}x fsync)",
         create_p50.as_secs_f64() / fsync.as_secs_f64()
