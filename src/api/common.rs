@@ -90,8 +90,9 @@ impl Time {
 
 impl fmt::Display for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Kubernetes writes whole seconds.
-        write!(f, "{}", self.0.round(jiff::Unit::Second).unwrap_or(self.0))
+        // Milliseconds: task durations are often shorter than a second. (Kubernetes clients
+        // parse fractional RFC 3339 seconds.)
+        write!(f, "{}", self.0.round(jiff::Unit::Millisecond).unwrap_or(self.0))
     }
 }
 

@@ -186,6 +186,27 @@ pub struct TaskStatus {
     pub output_ref: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// After a failed attempt: when the next one may start (retry backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Time>,
+}
+
+impl TaskStatus {
+    pub fn pending(name: &str) -> Self {
+        TaskStatus {
+            name: name.to_owned(),
+            phase: TaskPhase::Pending,
+            attempts: 0,
+            agent: None,
+            a2a_task_id: None,
+            started_at: None,
+            finished_at: None,
+            output: None,
+            output_ref: None,
+            error: None,
+            next_attempt_at: None,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -196,4 +217,11 @@ pub enum TaskPhase {
     Failed,
     Skipped,
     Cancelled,
+}
+
+impl TaskPhase {
+    /// Whether the task will not run again (without `a2a retry`).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled)
+    }
 }

@@ -5,10 +5,12 @@ pub mod apply;
 pub mod client;
 pub mod crd;
 pub mod delete;
+pub mod demo_agent;
 pub mod describe;
 pub mod diff;
 pub mod get;
 pub mod input;
+pub mod run;
 pub mod serve;
 pub mod validate;
 pub mod version;
@@ -38,6 +40,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Apply manifests and follow their workflows to the end (embedded control plane when
+    /// no daemon runs); exit 0 when every workflow succeeded.
+    Run(run::RunArgs),
     /// Validate manifests, then create or update their objects (server-side apply).
     Apply(apply::ApplyArgs),
     /// List objects, or show one: tables, YAML, JSON or names; -w to watch.
@@ -59,6 +64,8 @@ pub enum Command {
     /// Run the local control plane: the Kubernetes-shaped API server on 127.0.0.1 (HTTPS),
     /// writing $A2A_HOME/kubeconfig.
     Serve(serve::ServeArgs),
+    /// Run the sample A2A 1.0 agent (echo, uppercase, wordcount, sleep, allocate, fail).
+    DemoAgent(demo_agent::DemoAgentArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         #[arg(value_enum)]
@@ -127,6 +134,13 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("{}", report.summary());
             return ExitCode::FAILURE;
         }
+        Command::Run(args) => match client::block_on(run::run(&args)) {
+            Ok(report) => {
+                let _ = write!(out, "{}", report.text);
+                return if report.succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            }
+            Err(e) => return fail(e),
+        },
         Command::Apply(args) => lines(&mut out, client::block_on(apply::run(&args))),
         Command::Delete(args) => lines(&mut out, client::block_on(delete::run(&args))),
         Command::Get(args) => match client::block_on(get::run(&args, &mut out)) {
@@ -156,6 +170,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd => write!(out, "{}", crd::run()),
         Command::Serve(args) => {
             return match serve::run(&args, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::DemoAgent(args) => {
+            return match demo_agent::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

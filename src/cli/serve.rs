@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::apiserver::{DEFAULT_PORT, Server, ServerConfig, default_home};
+use crate::apiserver::{DEFAULT_PORT, default_home};
+use crate::local::{ControlPlane, LocalOptions};
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -16,6 +17,16 @@ pub struct ServeArgs {
     /// Default: $A2A_HOME, else ~/.a2a.
     #[arg(long, value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// Where cgroups are mounted.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    /// Run agents without kernel-enforced limits when cgroups cannot be managed (every
+    /// Agent's status then says so).
+    #[arg(long)]
+    pub allow_unenforced: bool,
+    /// The top cgroup directory a2a manages (one per daemon on a host).
+    #[arg(long, value_name = "NAME", default_value = "a2a")]
+    pub cgroup_top: String,
 }
 
 /// Serves until a signal; prints one line saying where it listens. Errors are one line each.
@@ -33,13 +44,27 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         // Handlers first: a signal that arrives once the line below is printed must stop us
         // gracefully, not kill us.
         let signals = Signals::install()?;
-        let server = Server::start(ServerConfig::new(&home).port(args.port)).await.map_err(|e| e.to_string())?;
-        writeln!(out, "a2a serve: listening on {} (kubeconfig: {})", server.url(), server.kubeconfig().display())
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("writing output: {e}"))?;
+        let mut opts = LocalOptions::new(&home);
+        opts.port = args.port;
+        opts.cgroup_root = args.cgroup_root.clone();
+        opts.allow_unenforced = args.allow_unenforced;
+        opts.cgroup_top = args.cgroup_top.clone();
+        let plane = ControlPlane::start(opts).await?;
+        writeln!(
+            out,
+            "a2a serve: listening on {} (kubeconfig: {})",
+            plane.server.url(),
+            plane.server.kubeconfig().display()
+        )
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing output: {e}"))?;
+        match plane.cgroup_version {
+            Some(v) => tracing::info!(cgroup = %v, "agent limits enforced by the kernel"),
+            None => tracing::warn!("agent limits are NOT enforced (--allow-unenforced)"),
+        }
         signals.wait().await;
-        tracing::info!("shutting down");
-        server.shutdown().await;
+        tracing::info!("shutting down; agents keep running for the next daemon to adopt");
+        plane.stop().await;
         Ok(())
     })
 }

@@ -1,0 +1,121 @@
+//! Start cost of agent processes in their own cgroups, on this host's cgroups (needs root).
+//!
+//! `cargo bench --bench node_spawn` prints, for N (default 100, `A2A_BENCH_N`) long-running
+//! processes (`sleep`):
+//! - floor: mkdir in each hierarchy + the limit writes + a plain `spawn` + writing the pid
+//!   to `cgroup.procs` afterwards (the cheapest way to get the same end state);
+//! - driver: `CgroupDriver::create` with limits + `process::spawn` (join before exec, own
+//!   session, no_new_privs, fds closed, log file);
+//! - removal of all of them through the driver.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use a2a::node::cgroup::{CgroupLimits, CgroupVersion, CpuQuota, Layout, detect};
+use a2a::node::process::{ProcessSpec, spawn};
+
+fn main() {
+    let n: usize = std::env::var("A2A_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let root = PathBuf::from(std::env::var("A2A_CGROUP_ROOT").unwrap_or_else(|_| "/sys/fs/cgroup".into()));
+    let driver = match detect(&root) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("node_spawn bench needs root and cgroups: {e}");
+            std::process::exit(1);
+        }
+    };
+    let top = format!("a2a-bench-{}", std::process::id());
+    let layout = Layout::with_top(&top).expect("valid top");
+    let logs = tempfile::tempdir().expect("temp dir");
+    let limits = CgroupLimits {
+        memory_max: Some(256 << 20),
+        cpu_quota: Some(CpuQuota::from_millicores(500)),
+        cpu_shares: Some(1024),
+        pids_max: Some(64),
+        ..Default::default()
+    };
+    println!("node_spawn: {n} processes, cgroup {}", driver.version());
+
+    // Floor.
+    let hierarchies: Vec<PathBuf> = match driver.version() {
+        CgroupVersion::V1 => ["memory", "cpu", "pids"].iter().map(|h| root.join(h).join(&top).join("floor")).collect(),
+        CgroupVersion::V2 => vec![root.join(&top).join("floor")],
+    };
+    // Parents (and, in v2, controllers for them) are set up outside the timed loop.
+    let floor_parent = layout.budget(&["floor"]).expect("path");
+    driver.ensure(&floor_parent, &CgroupLimits::default()).expect("floor parent");
+    if driver.version() == CgroupVersion::V2 {
+        std::fs::write(root.join(&top).join("floor/cgroup.subtree_control"), "+memory +cpu +pids")
+            .expect("enable controllers");
+    }
+    let mut floor_children = Vec::new();
+    let t = Instant::now();
+    for i in 0..n {
+        for h in &hierarchies {
+            let d = h.join(format!("p{i}"));
+            std::fs::create_dir(&d).expect("mkdir");
+            let writes: &[(&str, &str)] = match (
+                driver.version(),
+                h.parent().and_then(|p| p.parent()).and_then(|p| p.file_name()).and_then(|n| n.to_str()),
+            ) {
+                (CgroupVersion::V2, _) => {
+                    &[("memory.max", "268435456"), ("cpu.max", "50000 100000"), ("pids.max", "64")]
+                }
+                (CgroupVersion::V1, Some("memory")) => &[("memory.limit_in_bytes", "268435456")],
+                (CgroupVersion::V1, Some("cpu")) => &[("cpu.cfs_quota_us", "50000")],
+                (CgroupVersion::V1, _) => &[("pids.max", "64")],
+            };
+            for (f, v) in writes {
+                std::fs::write(d.join(f), v).expect("limit write");
+            }
+        }
+        let child = Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sleep");
+        for h in &hierarchies {
+            std::fs::write(h.join(format!("p{i}/cgroup.procs")), child.id().to_string()).expect("join");
+        }
+        floor_children.push(child);
+    }
+    let floor = t.elapsed();
+
+    // Driver.
+    let mut procs = Vec::new();
+    let t = Instant::now();
+    for i in 0..n {
+        let cg = layout.replica(&["driver"], "bench", "agent", i as u32).expect("path");
+        driver.create(&cg, &limits).expect("create");
+        let spec = ProcessSpec::new("sleep", logs.path().join(format!("{i}.log"))).args(["600"]);
+        procs.push(spawn(driver.as_ref(), &cg, &spec).expect("spawn"));
+    }
+    let with_driver = t.elapsed();
+
+    let t = Instant::now();
+    driver.remove(&layout.top(), Duration::from_secs(30)).expect("remove all");
+    let removal = t.elapsed();
+    for mut c in floor_children {
+        let _ = c.wait();
+    }
+    for mut p in procs {
+        let _ = p.wait_timeout(Some(Duration::from_secs(5)));
+    }
+
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "floor  (mkdir + limits + spawn + join after): {:>8.1} ms total, {:>7.0} us each",
+        floor.as_secs_f64() * 1e3,
+        per(floor)
+    );
+    println!(
+        "driver (create + spawn joined before exec):   {:>8.1} ms total, {:>7.0} us each, {:.2}x floor",
+        with_driver.as_secs_f64() * 1e3,
+        per(with_driver),
+        with_driver.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!("remove (kill + wait empty + rmdir, all):      {:>8.1} ms total", removal.as_secs_f64() * 1e3);
+}

@@ -1,0 +1,775 @@
+//! The server side of the sample agent (`a2a demo-agent`): a small A2A 1.0 JSON-RPC server
+//! with a few deterministic skills (echo, uppercase, word count, sleep, allocate, fail) and
+//! fault injection, used by the quickstart, load and fault tests.
+//!
+//! Every task it runs is logged to stderr as one line
+//! (`a2a-demo-agent: event=start task=… messageId=… skill=…`), so tests can prove a task ran
+//! exactly once. A message id seen before returns the existing task instead of running again.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::types::{
+    AGENT_CARD_PATH, AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Artifact, BINDING_JSONRPC,
+    CancelTaskRequest, ErrorCode, GetTaskRequest, JsonRpcResponse, Message, PROTOCOL_VERSION, Part, RequestId, Role,
+    RpcError, SendMessageRequest, SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task,
+    TaskArtifactUpdateEvent, TaskState, TaskStatus, TaskStatusUpdateEvent, VERSION_HEADER, method,
+};
+use crate::api::quantity::{Duration as DurationQ, Memory};
+
+/// What the demo agent can do; each enabled skill is listed in its card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Skill {
+    /// Answers with the message text.
+    Echo,
+    /// Answers with the text in upper case.
+    Uppercase,
+    /// Answers with the number of words.
+    Wordcount,
+    /// Sleeps: `sleep 2s`, or a data part `{"sleep": "2s"}`.
+    Sleep,
+    /// Allocates and touches memory: `allocate 64Mi [hold]`, or `{"allocate": "64Mi", "hold": "1s"}`.
+    Allocate,
+    /// Always fails.
+    Fail,
+}
+
+impl Skill {
+    pub const ALL: [Skill; 6] =
+        [Skill::Echo, Skill::Uppercase, Skill::Wordcount, Skill::Sleep, Skill::Allocate, Skill::Fail];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Uppercase => "uppercase",
+            Self::Wordcount => "wordcount",
+            Self::Sleep => "sleep",
+            Self::Allocate => "allocate",
+            Self::Fail => "fail",
+        }
+    }
+
+    fn card(self) -> AgentSkill {
+        let (name, description, example) = match self {
+            Self::Echo => ("Echo", "Answers with the message text.", "echo hello"),
+            Self::Uppercase => ("Uppercase", "Answers with the message text in upper case.", "uppercase hello"),
+            Self::Wordcount => {
+                ("Word count", "Answers with the number of words in the message.", "wordcount one two three")
+            }
+            Self::Sleep => {
+                ("Sleep", "Sleeps for the given duration (`sleep 2s`, or data {\"sleep\": \"2s\"}).", "sleep 250ms")
+            }
+            Self::Allocate => {
+                ("Allocate", "Allocates and touches memory, then holds it (`allocate 64Mi 1s`).", "allocate 16Mi 100ms")
+            }
+            Self::Fail => ("Fail", "Always fails the task.", "fail"),
+        };
+        AgentSkill {
+            id: self.id().to_owned(),
+            name: name.to_owned(),
+            description: description.to_owned(),
+            tags: vec!["demo".to_owned(), self.id().to_owned()],
+            examples: vec![example.to_owned()],
+            ..Default::default()
+        }
+    }
+}
+
+/// How the demo agent behaves.
+#[derive(Clone, Debug)]
+pub struct DemoAgentConfig {
+    /// Enabled skills; the first is used when a message names none.
+    pub skills: Vec<Skill>,
+    /// Fraction (0..=1) of tasks that fail on purpose.
+    pub fail_rate: f64,
+    /// Fraction (0..=1) of tasks during which the process exits (code 3).
+    pub crash_rate: f64,
+    /// Seed of the fault-injection dice (random when `None`).
+    pub seed: Option<u64>,
+    /// At most this many tasks are remembered; the oldest finished ones are forgotten first.
+    pub max_tasks: usize,
+}
+
+impl Default for DemoAgentConfig {
+    fn default() -> Self {
+        Self { skills: Skill::ALL.to_vec(), fail_rate: 0.0, crash_rate: 0.0, seed: None, max_tasks: 10_000 }
+    }
+}
+
+/// The agent card the demo agent serves when reachable at `url` (its JSON-RPC endpoint).
+pub fn agent_card(config: &DemoAgentConfig, url: &str) -> AgentCard {
+    let modes = vec!["text/plain".to_owned(), "application/json".to_owned()];
+    AgentCard {
+        name: "a2a-demo-agent".to_owned(),
+        description: "The sample A2A agent that ships with a2a: echo, uppercase, word count, \
+                      sleep, allocate, fail."
+            .to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        supported_interfaces: vec![AgentInterface {
+            url: url.to_owned(),
+            protocol_binding: BINDING_JSONRPC.to_owned(),
+            protocol_version: PROTOCOL_VERSION.to_owned(),
+            tenant: None,
+        }],
+        capabilities: AgentCapabilities {
+            streaming: true,
+            push_notifications: false,
+            extensions: Vec::new(),
+            extended_agent_card: false,
+        },
+        default_input_modes: modes.clone(),
+        default_output_modes: modes,
+        skills: config.skills.iter().map(|s| s.card()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Serves the demo agent on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: DemoAgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let app = router(config, addr);
+    eprintln!(
+        "a2a-demo-agent: listening on http://{addr}/ (A2A {PROTOCOL_VERSION}, JSONRPC at /, card at {AGENT_CARD_PATH})"
+    );
+    tokio::select! {
+        r = axum::serve(listener, app) => r,
+        () = shutdown => Ok(()),
+    }
+}
+
+/// The demo agent's routes for an agent reachable at `addr`.
+pub fn router(config: DemoAgentConfig, addr: SocketAddr) -> Router {
+    let url = format!("http://{addr}/");
+    let card = agent_card(&config, &url);
+    let rng = match config.seed {
+        Some(seed) => fastrand::Rng::with_seed(seed),
+        None => fastrand::Rng::new(),
+    };
+    let state = Arc::new(AgentState { card, config, tasks: Mutex::new(Tasks::default()), rng: Mutex::new(rng) });
+    Router::new().route(AGENT_CARD_PATH, get(card_handler)).route("/", post(rpc_handler)).with_state(state)
+}
+
+struct AgentState {
+    card: AgentCard,
+    config: DemoAgentConfig,
+    tasks: Mutex<Tasks>,
+    rng: Mutex<fastrand::Rng>,
+}
+
+#[derive(Default)]
+struct Tasks {
+    by_id: HashMap<String, Entry>,
+    by_message: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+struct Entry {
+    message_id: String,
+    slot: Slot,
+}
+
+/// A running task is a watch channel its subscribers follow; a finished one is just the
+/// task (a channel costs more memory than the task itself).
+enum Slot {
+    Live(watch::Sender<Task>),
+    Done(Box<Task>),
+}
+
+impl Entry {
+    fn snapshot(&self) -> Task {
+        match &self.slot {
+            Slot::Live(tx) => tx.borrow().clone(),
+            Slot::Done(t) => (**t).clone(),
+        }
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Task> {
+        match &self.slot {
+            Slot::Live(tx) => tx.subscribe(),
+            // A closed channel still holds the final value, which is all there is to see.
+            Slot::Done(t) => watch::channel((**t).clone()).1,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        match &self.slot {
+            Slot::Live(tx) => tx.borrow().status.state.is_terminal(),
+            Slot::Done(_) => true,
+        }
+    }
+}
+
+/// Replaces a finished task's channel by the task itself.
+fn retire(state: &AgentState, task_id: &str) {
+    let Ok(mut tasks) = state.tasks.lock() else {
+        return;
+    };
+    if let Some(entry) = tasks.by_id.get_mut(task_id)
+        && let Slot::Live(tx) = &entry.slot
+    {
+        let mut task = tx.borrow().clone();
+        if task.status.state.is_terminal() {
+            task.history.shrink_to_fit();
+            task.artifacts.shrink_to_fit();
+            entry.slot = Slot::Done(Box::new(task));
+        }
+    }
+}
+
+type Shared = Arc<AgentState>;
+
+async fn card_handler(State(state): State<Shared>) -> Response {
+    axum::Json(&state.card).into_response()
+}
+
+/// A JSON-RPC failure before or while running a method.
+struct Failure {
+    id: Option<RequestId>,
+    error: RpcError,
+}
+
+fn fail(id: &Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Failure {
+    Failure { id: id.clone(), error: RpcError::new(code, message) }
+}
+
+fn json_reply<R: Serialize>(resp: &JsonRpcResponse<R>) -> Response {
+    // JSON-RPC errors travel with HTTP 200, as the official SDKs expect.
+    match serde_json::to_vec(resp) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the response failed: {e}"))
+            .into_response(),
+    }
+}
+
+fn failure_reply(f: Failure) -> Response {
+    json_reply(&JsonRpcResponse::<()>::failure(f.id, f.error))
+}
+
+async fn rpc_handler(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    match dispatch(&state, &headers, &body).await {
+        Ok(resp) => resp,
+        Err(f) => failure_reply(f),
+    }
+}
+
+async fn dispatch(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Response, Failure> {
+    let none = None;
+    let request: Value = serde_json::from_slice(body)
+        .map_err(|e| fail(&none, ErrorCode::ParseError, format!("the body is not JSON: {e}")))?;
+    let id: Option<RequestId> = request.get("id").and_then(|v| serde_json::from_value(v.clone()).ok());
+    if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(fail(&id, ErrorCode::InvalidRequest, "`jsonrpc` must be \"2.0\""));
+    }
+    let Some(method) = request.get("method").and_then(Value::as_str) else {
+        return Err(fail(&id, ErrorCode::InvalidRequest, "`method` is missing or not a string"));
+    };
+    check_version(headers).map_err(|m| fail(&id, ErrorCode::VersionNotSupported, m))?;
+    let params = request.get("params").cloned().unwrap_or(Value::Null);
+    match method {
+        method::SEND_MESSAGE => {
+            let p: SendMessageRequest = parse_params(&id, method, params)?;
+            let immediately = p.configuration.as_ref().is_some_and(|c| c.return_immediately);
+            let rx = start_task(state, p.message).map_err(|e| Failure { id: id.clone(), error: e })?;
+            let task = if immediately { rx.borrow().clone() } else { wait_settled(rx).await };
+            let task = trim_history(task, p.configuration.and_then(|c| c.history_length));
+            Ok(json_reply(&JsonRpcResponse::success(id, SendMessageResponse::Task(task))))
+        }
+        method::GET_TASK => {
+            let p: GetTaskRequest = parse_params(&id, method, params)?;
+            let task = snapshot(state, &p.id).ok_or_else(|| not_found(&id, &p.id))?;
+            Ok(json_reply(&JsonRpcResponse::success(id, trim_history(task, p.history_length))))
+        }
+        method::CANCEL_TASK => {
+            let p: CancelTaskRequest = parse_params(&id, method, params)?;
+            let task = cancel(state, &p.id).map_err(|e| Failure { id: id.clone(), error: e })?;
+            Ok(json_reply(&JsonRpcResponse::success(id, task)))
+        }
+        method::SUBSCRIBE_TO_TASK => {
+            let p: SubscribeToTaskRequest = parse_params(&id, method, params)?;
+            let rx = subscribe(state, &p.id).ok_or_else(|| not_found(&id, &p.id))?;
+            Ok(sse(id, rx))
+        }
+        method::SEND_STREAMING_MESSAGE => {
+            let p: SendMessageRequest = parse_params(&id, method, params)?;
+            let rx = start_task(state, p.message).map_err(|e| Failure { id: id.clone(), error: e })?;
+            Ok(sse(id, rx))
+        }
+        method::LIST_TASKS | method::GET_EXTENDED_AGENT_CARD => {
+            Err(fail(&id, ErrorCode::UnsupportedOperation, format!("the demo agent does not implement {method}")))
+        }
+        m if m.contains("PushNotification") => {
+            Err(fail(&id, ErrorCode::PushNotificationNotSupported, "the demo agent does not send push notifications"))
+        }
+        other => Err(fail(
+            &id,
+            ErrorCode::MethodNotFound,
+            format!("unknown method {other:?} (A2A 1.0 names methods like SendMessage, GetTask)"),
+        )),
+    }
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), String> {
+    let Some(v) = headers.get(VERSION_HEADER) else {
+        return Err(format!(
+            "the {VERSION_HEADER} header is missing, which means protocol 0.3; this agent speaks {PROTOCOL_VERSION}"
+        ));
+    };
+    let v = v.to_str().unwrap_or("").trim();
+    let mut nums = v.split('.');
+    let (major, minor) = (nums.next(), nums.next().unwrap_or("0"));
+    if major == Some("1") && minor == "0" {
+        Ok(())
+    } else {
+        Err(format!("protocol version {v:?} is not supported; this agent speaks {PROTOCOL_VERSION}"))
+    }
+}
+
+fn parse_params<P: DeserializeOwned>(id: &Option<RequestId>, method: &str, params: Value) -> Result<P, Failure> {
+    serde_json::from_value(params).map_err(|e| fail(id, ErrorCode::InvalidParams, format!("{method} params: {e}")))
+}
+
+fn not_found(id: &Option<RequestId>, task_id: &str) -> Failure {
+    fail(id, ErrorCode::TaskNotFound, format!("no task {task_id:?}"))
+}
+
+fn trim_history(mut task: Task, history_length: Option<i32>) -> Task {
+    if let Some(n) = history_length {
+        let keep = usize::try_from(n).unwrap_or(0);
+        let len = task.history.len();
+        if len > keep {
+            task.history.drain(..len - keep);
+        }
+    }
+    task
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+fn new_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+fn snapshot(state: &AgentState, task_id: &str) -> Option<Task> {
+    let tasks = state.tasks.lock().ok()?;
+    tasks.by_id.get(task_id).map(Entry::snapshot)
+}
+
+fn subscribe(state: &AgentState, task_id: &str) -> Option<watch::Receiver<Task>> {
+    let tasks = state.tasks.lock().ok()?;
+    tasks.by_id.get(task_id).map(Entry::subscribe)
+}
+
+fn internal(what: &str) -> RpcError {
+    RpcError::new(ErrorCode::InternalError, format!("{what} is unavailable"))
+}
+
+/// Creates the task for a message (or finds the one a re-sent message created) and starts
+/// its work.
+fn start_task(state: &Shared, message: Message) -> Result<watch::Receiver<Task>, RpcError> {
+    if message.message_id.is_empty() {
+        return Err(RpcError::new(ErrorCode::InvalidParams, "message.messageId is required"));
+    }
+    if message.parts.is_empty() {
+        return Err(RpcError::new(ErrorCode::InvalidParams, "message.parts is empty"));
+    }
+    let mut tasks = state.tasks.lock().map_err(|_| internal("the task table"))?;
+    if let Some(entry) = tasks.by_message.get(&message.message_id).and_then(|id| tasks.by_id.get(id)) {
+        let rx = entry.subscribe();
+        eprintln!("a2a-demo-agent: event=duplicate task={} messageId={}", rx.borrow().id, message.message_id);
+        return Ok(rx);
+    }
+    let (skill, input) = pick_skill(&state.config.skills, &message);
+    let task_id = new_id();
+    let context_id = message.context_id.clone().unwrap_or_else(new_id);
+    let message_id = message.message_id.clone();
+    let mut first = message;
+    first.task_id = Some(task_id.clone());
+    first.context_id = Some(context_id.clone());
+    let task = Task {
+        id: task_id.clone(),
+        context_id,
+        status: TaskStatus { state: TaskState::Submitted, message: None, timestamp: Some(now()) },
+        artifacts: Vec::new(),
+        history: vec![first],
+        metadata: None,
+    };
+    let (tx, rx) = watch::channel(task);
+    eprintln!("a2a-demo-agent: event=start task={task_id} messageId={message_id} skill={}", skill.id());
+    let (fail_roll, crash_roll) = match state.rng.lock() {
+        Ok(mut rng) => (rng.f64(), rng.f64()),
+        Err(_) => (1.0, 1.0),
+    };
+    tokio::spawn(run_task(
+        Arc::clone(state),
+        tx.clone(),
+        Work {
+            skill,
+            input,
+            inject_failure: fail_roll < state.config.fail_rate,
+            inject_crash: crash_roll < state.config.crash_rate,
+            message_id: message_id.clone(),
+        },
+    ));
+    tasks.by_message.insert(message_id.clone(), task_id.clone());
+    tasks.order.push_back(task_id.clone());
+    tasks.by_id.insert(task_id, Entry { message_id, slot: Slot::Live(tx) });
+    evict(&mut tasks, state.config.max_tasks);
+    Ok(rx)
+}
+
+/// Forgets the oldest finished tasks beyond `max`.
+fn evict(tasks: &mut Tasks, max: usize) {
+    let mut scanned = 0;
+    while tasks.by_id.len() > max && scanned < tasks.order.len() {
+        let Some(id) = tasks.order.pop_front() else {
+            break;
+        };
+        let finished = tasks.by_id.get(&id).is_some_and(Entry::is_finished);
+        if finished {
+            if let Some(e) = tasks.by_id.remove(&id) {
+                tasks.by_message.remove(&e.message_id);
+            }
+        } else {
+            tasks.order.push_back(id);
+            scanned += 1;
+        }
+    }
+}
+
+fn cancel(state: &AgentState, task_id: &str) -> Result<Task, RpcError> {
+    let mut tasks = state.tasks.lock().map_err(|_| internal("the task table"))?;
+    let Some(entry) = tasks.by_id.get_mut(task_id) else {
+        return Err(RpcError::new(ErrorCode::TaskNotFound, format!("no task {task_id:?}")));
+    };
+    let Slot::Live(tx) = &entry.slot else {
+        return Err(not_cancelable(&entry.snapshot()));
+    };
+    let changed = tx.send_if_modified(|t| {
+        if t.status.state.is_terminal() {
+            return false;
+        }
+        t.status = agent_status(TaskState::Canceled, "canceled by the client");
+        true
+    });
+    let task = tx.borrow().clone();
+    if !changed {
+        return Err(not_cancelable(&task));
+    }
+    eprintln!("a2a-demo-agent: event=canceled task={task_id} messageId={}", entry.message_id);
+    // The worker sees the canceled state and stops; the table keeps only the task.
+    entry.slot = Slot::Done(Box::new(task.clone()));
+    Ok(task)
+}
+
+fn not_cancelable(task: &Task) -> RpcError {
+    RpcError::new(ErrorCode::TaskNotCancelable, format!("task {} is already {}", task.id, task.status.state))
+}
+
+fn agent_status(state: TaskState, text: &str) -> TaskStatus {
+    TaskStatus {
+        state,
+        message: Some(Message::new(Role::Agent, new_id(), vec![Part::text(text)])),
+        timestamp: Some(now()),
+    }
+}
+
+async fn wait_settled(mut rx: watch::Receiver<Task>) -> Task {
+    let settled = |t: &Task| t.status.state.is_terminal() || t.status.state.is_interrupted();
+    let waited = rx.wait_for(settled).await.map(|t| t.clone());
+    // The sender lives in the task table, so an error means the task was just evicted.
+    waited.unwrap_or_else(|_| rx.borrow().clone())
+}
+
+/// What a message asks for: the skill and its input.
+#[derive(Debug, Clone, PartialEq)]
+struct Input {
+    text: String,
+    data: Option<Value>,
+}
+
+fn pick_skill(enabled: &[Skill], message: &Message) -> (Skill, Input) {
+    let text = message.text();
+    let data = message.parts.iter().find_map(|p| p.as_data()).cloned();
+    let default = enabled.first().copied().unwrap_or(Skill::Echo);
+    let by_id = |id: &str| enabled.iter().copied().find(|s| s.id() == id);
+    if let Some(s) = data.as_ref().and_then(|d| d.get("skill")).and_then(Value::as_str).and_then(by_id) {
+        return (s, Input { text, data });
+    }
+    let trimmed = text.trim_start();
+    let (first, rest) = trimmed.split_once(char::is_whitespace).unwrap_or((trimmed, ""));
+    match by_id(&first.trim_end_matches(':').to_ascii_lowercase()) {
+        Some(s) => (s, Input { text: rest.trim_start().to_owned(), data }),
+        None => (default, Input { text, data }),
+    }
+}
+
+/// One task's work and the faults to inject into it.
+struct Work {
+    skill: Skill,
+    input: Input,
+    inject_failure: bool,
+    inject_crash: bool,
+    message_id: String,
+}
+
+async fn run_task(state: Shared, tx: watch::Sender<Task>, work: Work) {
+    let Work { skill, input, inject_failure, inject_crash, message_id } = work;
+    let task_id = tx.borrow().id.clone();
+    tx.send_if_modified(|t| {
+        if t.status.state.is_terminal() {
+            return false;
+        }
+        t.status = TaskStatus { state: TaskState::Working, message: None, timestamp: Some(now()) };
+        true
+    });
+    if inject_crash {
+        eprintln!("a2a-demo-agent: event=crash task={task_id} messageId={message_id} (injected)");
+        std::process::exit(3);
+    }
+    let result = if inject_failure {
+        Err("injected failure (--fail-rate)".to_owned())
+    } else {
+        // CancelTask marks the task canceled; that ends (and frees) the work in progress.
+        let mut watched = tx.subscribe();
+        tokio::select! {
+            r = perform(skill, &input) => r,
+            _ = watched.wait_for(|t| t.status.state.is_terminal()) => return,
+        }
+    };
+    let (status, parts) = match result {
+        Ok(parts) => (TaskStatus { state: TaskState::Completed, message: None, timestamp: Some(now()) }, Some(parts)),
+        Err(reason) => (agent_status(TaskState::Failed, &reason), None),
+    };
+    let final_state = status.state;
+    let applied = tx.send_if_modified(|t| {
+        if t.status.state.is_terminal() {
+            return false;
+        }
+        if let Some(parts) = parts {
+            t.artifacts.push(Artifact {
+                artifact_id: new_id(),
+                name: Some(skill.id().to_owned()),
+                parts,
+                ..Default::default()
+            });
+        }
+        t.status = status;
+        true
+    });
+    if applied {
+        eprintln!("a2a-demo-agent: event=end task={task_id} messageId={message_id} state={final_state}");
+        retire(&state, &task_id);
+    }
+}
+
+async fn perform(skill: Skill, input: &Input) -> Result<Vec<Part>, String> {
+    match skill {
+        Skill::Echo => Ok(vec![Part::text(input.text.clone())]),
+        Skill::Uppercase => Ok(vec![Part::text(input.text.to_uppercase())]),
+        Skill::Wordcount => {
+            let n = input.text.split_whitespace().count();
+            Ok(vec![Part::text(n.to_string()), Part::data(json!({"words": n}))])
+        }
+        Skill::Sleep => {
+            let d = duration_arg(input, "sleep", 0)?.unwrap_or(Duration::from_secs(1));
+            tokio::time::sleep(d).await;
+            Ok(vec![Part::text(format!("slept {d:?}"))])
+        }
+        Skill::Allocate => {
+            let bytes = memory_arg(input)?;
+            let hold = duration_arg(input, "hold", 1)?.unwrap_or(Duration::ZERO);
+            let mut block: Vec<u8> = Vec::new();
+            let len = usize::try_from(bytes).map_err(|_| format!("{bytes} bytes is too much"))?;
+            block.try_reserve_exact(len).map_err(|e| format!("cannot allocate {bytes} bytes: {e}"))?;
+            // Touch every page so the memory is resident and counts against the cgroup.
+            block.resize(len, 0x5a);
+            tokio::time::sleep(hold).await;
+            let touched = block.iter().step_by(4096).filter(|b| **b == 0x5a).count();
+            drop(block);
+            Ok(vec![Part::text(format!("allocated {} ({touched} pages)", crate::api::quantity::format_bytes(bytes)))])
+        }
+        Skill::Fail => Err("the fail skill always fails".to_owned()),
+    }
+}
+
+/// A duration from data member `key`, else from the `index`-th word of the text.
+fn duration_arg(input: &Input, key: &str, index: usize) -> Result<Option<Duration>, String> {
+    let from_data = input.data.as_ref().and_then(|d| d.get(key));
+    let text = match from_data {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => format!("{n}s"),
+        Some(other) => {
+            return Err(format!("data member {key:?} must be a duration, not {other}"));
+        }
+        None => match input.text.split_whitespace().nth(index) {
+            Some(w) => w.to_owned(),
+            None => return Ok(None),
+        },
+    };
+    text.parse::<DurationQ>().map(|d| Some(d.value())).map_err(|e| format!("{key}: {e}"))
+}
+
+/// Bytes from data member `allocate` or the first word; a bare number means MiB.
+fn memory_arg(input: &Input) -> Result<u64, String> {
+    let text = match input.data.as_ref().and_then(|d| d.get("allocate")) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => {
+            return Err(format!("data member \"allocate\" must be a size, not {other}"));
+        }
+        None => {
+            input.text.split_whitespace().next().ok_or("say how much to allocate, e.g. `allocate 64Mi`")?.to_owned()
+        }
+    };
+    if let Ok(mib) = text.parse::<u64>() {
+        return mib.checked_mul(1 << 20).ok_or_else(|| format!("{mib} MiB is too much"));
+    }
+    text.parse::<Memory>().map(|m| m.value()).map_err(|e| format!("allocate: {e}"))
+}
+
+/// Streams a task's events as SSE: the task first, then artifact and status updates, ending
+/// when the task is terminal or interrupted.
+fn sse(id: Option<RequestId>, rx: watch::Receiver<Task>) -> Response {
+    let stream = task_events(id, rx);
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+fn task_events(id: Option<RequestId>, rx: watch::Receiver<Task>) -> impl Stream<Item = Result<Event, Infallible>> {
+    struct S {
+        id: Option<RequestId>,
+        rx: watch::Receiver<Task>,
+        last: Option<Task>,
+        pending: VecDeque<StreamResponse>,
+        done: bool,
+    }
+    let start = S { id, rx, last: None, pending: VecDeque::new(), done: false };
+    futures::stream::unfold(start, |mut s| async move {
+        loop {
+            if let Some(ev) = s.pending.pop_front() {
+                let body = serde_json::to_string(&JsonRpcResponse::success(s.id.clone(), ev))
+                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+                return Some((Ok(Event::default().data(body)), s));
+            }
+            if s.done {
+                return None;
+            }
+            let current = match &s.last {
+                None => s.rx.borrow_and_update().clone(),
+                Some(_) => {
+                    if s.rx.changed().await.is_err() {
+                        s.done = true;
+                        continue;
+                    }
+                    s.rx.borrow_and_update().clone()
+                }
+            };
+            match &s.last {
+                None => s.pending.push_back(StreamResponse::Task(current.clone())),
+                Some(prev) => {
+                    for a in current.artifacts.iter().skip(prev.artifacts.len()) {
+                        s.pending.push_back(StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
+                            task_id: current.id.clone(),
+                            context_id: current.context_id.clone(),
+                            artifact: a.clone(),
+                            append: false,
+                            last_chunk: true,
+                            metadata: None,
+                        }));
+                    }
+                    if prev.status != current.status {
+                        s.pending.push_back(StreamResponse::StatusUpdate(TaskStatusUpdateEvent {
+                            task_id: current.id.clone(),
+                            context_id: current.context_id.clone(),
+                            status: current.status.clone(),
+                            metadata: None,
+                        }));
+                    }
+                }
+            }
+            let st = current.status.state;
+            s.done = st.is_terminal() || st.is_interrupted();
+            s.last = Some(current);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> Message {
+        Message::user_text("m", text)
+    }
+
+    #[test]
+    fn a_leading_skill_word_picks_the_skill_and_is_stripped() {
+        let all = Skill::ALL.to_vec();
+        let (s, i) = pick_skill(&all, &msg("uppercase: hello there"));
+        assert_eq!((s, i.text.as_str()), (Skill::Uppercase, "hello there"));
+        let (s, i) = pick_skill(&all, &msg("hello there"));
+        assert_eq!((s, i.text.as_str()), (Skill::Echo, "hello there"));
+        // A skill that is not enabled is just a word.
+        let (s, i) = pick_skill(&[Skill::Wordcount], &msg("sleep well"));
+        assert_eq!((s, i.text.as_str()), (Skill::Wordcount, "sleep well"));
+    }
+
+    #[test]
+    fn a_data_part_can_name_the_skill() {
+        let mut m = msg("x y");
+        m.parts.push(Part::data(json!({"skill": "wordcount"})));
+        let (s, _) = pick_skill(&Skill::ALL, &m);
+        assert_eq!(s, Skill::Wordcount);
+    }
+
+    #[tokio::test]
+    async fn skills_produce_their_outputs() {
+        let input = |t: &str| Input { text: t.to_owned(), data: None };
+        let text = |parts: Vec<Part>| parts[0].as_text().unwrap_or_default().to_owned();
+        assert_eq!(text(perform(Skill::Echo, &input("hi")).await.unwrap()), "hi");
+        assert_eq!(text(perform(Skill::Uppercase, &input("hi")).await.unwrap()), "HI");
+        let wc = perform(Skill::Wordcount, &input("a b  c")).await.unwrap();
+        assert_eq!(text(wc.clone()), "3");
+        assert_eq!(wc[1].as_data(), Some(&json!({"words": 3})));
+        assert_eq!(text(perform(Skill::Sleep, &input("10ms")).await.unwrap()), "slept 10ms");
+        let out = text(perform(Skill::Allocate, &input("2Mi")).await.unwrap());
+        assert_eq!(out, "allocated 2Mi (512 pages)");
+        let e = perform(Skill::Sleep, &input("soon")).await.unwrap_err();
+        assert!(e.contains("soon"), "{e}");
+        assert!(perform(Skill::Fail, &input("")).await.is_err());
+    }
+
+    #[test]
+    fn version_header_must_say_1_0() {
+        let mut h = HeaderMap::new();
+        assert!(check_version(&h).unwrap_err().contains("missing"));
+        h.insert(VERSION_HEADER, "0.3".parse().unwrap());
+        assert!(check_version(&h).unwrap_err().contains("\"0.3\""));
+        h.insert(VERSION_HEADER, "1.0".parse().unwrap());
+        assert!(check_version(&h).is_ok());
+        h.insert(VERSION_HEADER, "1.0.1".parse().unwrap());
+        assert!(check_version(&h).is_ok());
+    }
+}

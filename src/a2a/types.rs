@@ -1,0 +1,1060 @@
+//! The A2A 1.0 JSON-RPC binding as serde types: agent card, messages, parts, tasks, stream
+//! events, request params and the JSON-RPC envelopes with their error codes.
+//!
+//! Reading is lenient (unknown fields are ignored; fields a proto3 JSON encoder leaves out
+//! when empty default to empty), writing is strict (required fields are always written, the
+//! enum strings and part shapes are the 1.0 ones).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The protocol version this module speaks, sent in [`VERSION_HEADER`].
+pub const PROTOCOL_VERSION: &str = "1.0";
+/// The HTTP header that carries the protocol version of a request.
+pub const VERSION_HEADER: &str = "A2A-Version";
+/// Where an agent serves its card.
+pub const AGENT_CARD_PATH: &str = "/.well-known/agent-card.json";
+/// The `protocolBinding` of the JSON-RPC interface.
+pub const BINDING_JSONRPC: &str = "JSONRPC";
+
+/// JSON-RPC method names of the 1.0 binding.
+pub mod method {
+    pub const SEND_MESSAGE: &str = "SendMessage";
+    pub const SEND_STREAMING_MESSAGE: &str = "SendStreamingMessage";
+    pub const GET_TASK: &str = "GetTask";
+    pub const LIST_TASKS: &str = "ListTasks";
+    pub const CANCEL_TASK: &str = "CancelTask";
+    pub const SUBSCRIBE_TO_TASK: &str = "SubscribeToTask";
+    pub const GET_EXTENDED_AGENT_CARD: &str = "GetExtendedAgentCard";
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+// ---------------------------------------------------------------------------------------
+// Agent card
+
+/// An agent's self-description, served at [`AGENT_CARD_PATH`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCard {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub supported_interfaces: Vec<AgentInterface>,
+    #[serde(default)]
+    pub capabilities: AgentCapabilities,
+    #[serde(default)]
+    pub default_input_modes: Vec<String>,
+    #[serde(default)]
+    pub default_output_modes: Vec<String>,
+    #[serde(default)]
+    pub skills: Vec<AgentSkill>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<AgentProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documentation_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_url: Option<String>,
+    /// Scheme name → scheme (`apiKeySecurityScheme`, `httpAuthSecurityScheme`, ...), kept
+    /// as JSON: a2a does not authenticate to agents yet.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub security_schemes: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_requirements: Vec<Value>,
+}
+
+impl AgentCard {
+    /// The first interface with the JSON-RPC binding, if any.
+    pub fn jsonrpc_interface(&self) -> Option<&AgentInterface> {
+        self.supported_interfaces.iter().find(|i| i.protocol_binding.eq_ignore_ascii_case(BINDING_JSONRPC))
+    }
+}
+
+/// One way to reach the agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentInterface {
+    #[serde(default)]
+    pub url: String,
+    /// `JSONRPC`, `GRPC` or `HTTP+JSON`.
+    #[serde(default)]
+    pub protocol_binding: String,
+    #[serde(default)]
+    pub protocol_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// What optional parts of the protocol the agent supports.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCapabilities {
+    #[serde(default)]
+    pub streaming: bool,
+    #[serde(default)]
+    pub push_notifications: bool,
+    #[serde(default)]
+    pub extensions: Vec<AgentExtension>,
+    #[serde(default)]
+    pub extended_agent_card: bool,
+}
+
+/// A protocol extension the agent supports.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentExtension {
+    #[serde(default)]
+    pub uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Map<String, Value>>,
+}
+
+/// Who runs the agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentProvider {
+    #[serde(default)]
+    pub organization: String,
+    #[serde(default)]
+    pub url: String,
+}
+
+/// Something the agent can do.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSkill {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_modes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_modes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_requirements: Vec<Value>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages and parts
+
+/// Who wrote a message.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Role {
+    #[serde(rename = "ROLE_USER")]
+    User,
+    #[serde(rename = "ROLE_AGENT")]
+    Agent,
+    /// Missing or unknown (proto3 leaves the zero value out).
+    #[default]
+    #[serde(rename = "ROLE_UNSPECIFIED", other)]
+    Unspecified,
+}
+
+/// One message of a conversation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    #[serde(default)]
+    pub role: Role,
+    #[serde(default)]
+    pub message_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(default)]
+    pub parts: Vec<Part>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference_task_ids: Vec<String>,
+}
+
+impl Message {
+    /// A user message with one text part.
+    pub fn user_text(message_id: impl Into<String>, text: impl Into<String>) -> Self {
+        Self::new(Role::User, message_id, vec![Part::text(text)])
+    }
+
+    /// A message with the given parts and no context or task.
+    pub fn new(role: Role, message_id: impl Into<String>, parts: Vec<Part>) -> Self {
+        Self {
+            role,
+            message_id: message_id.into(),
+            context_id: None,
+            task_id: None,
+            parts,
+            metadata: None,
+            extensions: Vec::new(),
+            reference_task_ids: Vec::new(),
+        }
+    }
+
+    /// The text parts, joined by newlines.
+    pub fn text(&self) -> String {
+        join_text(&self.parts)
+    }
+}
+
+/// The content of a part: exactly one of these.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PartContent {
+    Text(String),
+    /// Structured data (any JSON value).
+    Data(Value),
+    /// Bytes, base64-encoded as on the wire.
+    Raw(String),
+    /// A reference to content elsewhere.
+    Url(String),
+}
+
+/// A piece of a message or artifact. On the wire the content member (`text`, `data`, `raw`
+/// or `url`) says which kind it is; there is no `kind` field in 1.0.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(try_from = "PartWire", into = "PartWire")]
+pub struct Part {
+    pub content: PartContent,
+    pub metadata: Option<Map<String, Value>>,
+    pub filename: Option<String>,
+    pub media_type: Option<String>,
+}
+
+impl Part {
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::of(PartContent::Text(text.into()))
+    }
+
+    pub fn data(data: Value) -> Self {
+        Self::of(PartContent::Data(data))
+    }
+
+    fn of(content: PartContent) -> Self {
+        Self { content, metadata: None, filename: None, media_type: None }
+    }
+
+    /// The text, if this is a text part.
+    pub fn as_text(&self) -> Option<&str> {
+        match &self.content {
+            PartContent::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The data, if this is a data part.
+    pub fn as_data(&self) -> Option<&Value> {
+        match &self.content {
+            PartContent::Data(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PartWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    raw: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    filename: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+}
+
+impl TryFrom<PartWire> for Part {
+    type Error = String;
+
+    fn try_from(w: PartWire) -> Result<Self, String> {
+        let mut found = Vec::new();
+        let mut content = None;
+        for (name, c) in [
+            ("text", w.text.map(PartContent::Text)),
+            ("data", w.data.map(PartContent::Data)),
+            ("raw", w.raw.map(PartContent::Raw)),
+            ("url", w.url.map(PartContent::Url)),
+        ] {
+            if let Some(c) = c {
+                found.push(name);
+                content = Some(c);
+            }
+        }
+        match (content, found.len()) {
+            (Some(content), 1) => {
+                Ok(Part { content, metadata: w.metadata, filename: w.filename, media_type: w.media_type })
+            }
+            (_, 0) => Err("a part must have one of `text`, `data`, `raw` or `url`; it has none".into()),
+            _ => Err(format!(
+                "a part must have exactly one of `text`, `data`, `raw` or `url`; it has {}",
+                found.join(", ")
+            )),
+        }
+    }
+}
+
+impl From<Part> for PartWire {
+    fn from(p: Part) -> Self {
+        let mut w = PartWire {
+            text: None,
+            data: None,
+            raw: None,
+            url: None,
+            metadata: p.metadata,
+            filename: p.filename,
+            media_type: p.media_type,
+        };
+        match p.content {
+            PartContent::Text(t) => w.text = Some(t),
+            PartContent::Data(d) => w.data = Some(d),
+            PartContent::Raw(r) => w.raw = Some(r),
+            PartContent::Url(u) => w.url = Some(u),
+        }
+        w
+    }
+}
+
+fn join_text(parts: &[Part]) -> String {
+    let texts: Vec<&str> = parts.iter().filter_map(Part::as_text).collect();
+    texts.join("\n")
+}
+
+// ---------------------------------------------------------------------------------------
+// Tasks
+
+/// The life-cycle state of a task.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum TaskState {
+    #[serde(rename = "TASK_STATE_SUBMITTED")]
+    Submitted,
+    #[serde(rename = "TASK_STATE_WORKING")]
+    Working,
+    #[serde(rename = "TASK_STATE_COMPLETED")]
+    Completed,
+    #[serde(rename = "TASK_STATE_FAILED")]
+    Failed,
+    #[serde(rename = "TASK_STATE_CANCELED")]
+    Canceled,
+    #[serde(rename = "TASK_STATE_REJECTED")]
+    Rejected,
+    #[serde(rename = "TASK_STATE_INPUT_REQUIRED")]
+    InputRequired,
+    #[serde(rename = "TASK_STATE_AUTH_REQUIRED")]
+    AuthRequired,
+    /// Missing or unknown (proto3 leaves the zero value out; newer peers may add states).
+    #[default]
+    #[serde(rename = "TASK_STATE_UNSPECIFIED", other)]
+    Unspecified,
+}
+
+impl TaskState {
+    /// Completed, failed, canceled or rejected: the task will not change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Canceled | Self::Rejected)
+    }
+
+    /// Input or auth required: the task waits for the client.
+    pub fn is_interrupted(self) -> bool {
+        matches!(self, Self::InputRequired | Self::AuthRequired)
+    }
+
+    /// The wire string, e.g. `TASK_STATE_COMPLETED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unspecified => "TASK_STATE_UNSPECIFIED",
+            Self::Submitted => "TASK_STATE_SUBMITTED",
+            Self::Working => "TASK_STATE_WORKING",
+            Self::Completed => "TASK_STATE_COMPLETED",
+            Self::Failed => "TASK_STATE_FAILED",
+            Self::Canceled => "TASK_STATE_CANCELED",
+            Self::Rejected => "TASK_STATE_REJECTED",
+            Self::InputRequired => "TASK_STATE_INPUT_REQUIRED",
+            Self::AuthRequired => "TASK_STATE_AUTH_REQUIRED",
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A task's current state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    #[serde(default)]
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+}
+
+/// A unit of work an agent does for a message.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub context_id: String,
+    #[serde(default)]
+    pub status: TaskStatus,
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    #[serde(default)]
+    pub history: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl Task {
+    /// The task's result: the parts of its artifacts, else those of its status message.
+    pub fn output(&self) -> Output {
+        let artifact_parts: Vec<&Part> = self.artifacts.iter().flat_map(|a| &a.parts).collect();
+        if artifact_parts.is_empty() {
+            let parts: Vec<&Part> = self.status.message.iter().flat_map(|m| &m.parts).collect();
+            Output::from_parts(parts)
+        } else {
+            Output::from_parts(artifact_parts)
+        }
+    }
+}
+
+/// An output of a task.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    #[serde(default)]
+    pub artifact_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parts: Vec<Part>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+}
+
+/// The text and data a task or message produced.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Output {
+    /// The text parts, joined by newlines.
+    pub text: String,
+    /// The data parts, in order.
+    pub data: Vec<Value>,
+}
+
+impl Output {
+    fn from_parts(parts: Vec<&Part>) -> Self {
+        let texts: Vec<&str> = parts.iter().filter_map(|p| p.as_text()).collect();
+        Output { text: texts.join("\n"), data: parts.iter().filter_map(|p| p.as_data()).cloned().collect() }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Results and stream events
+
+/// The result of `SendMessage`: a task, or a direct message reply.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum SendMessageResponse {
+    Task(Task),
+    Message(Message),
+}
+
+impl SendMessageResponse {
+    /// The result text and data (see [`Task::output`]; a message reply's own parts).
+    pub fn output(&self) -> Output {
+        match self {
+            Self::Task(t) => t.output(),
+            Self::Message(m) => Output::from_parts(m.parts.iter().collect()),
+        }
+    }
+}
+
+/// One event of an SSE stream (`SendStreamingMessage`, `SubscribeToTask`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum StreamResponse {
+    Task(Task),
+    Message(Message),
+    StatusUpdate(TaskStatusUpdateEvent),
+    ArtifactUpdate(TaskArtifactUpdateEvent),
+}
+
+/// A task's status changed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatusUpdateEvent {
+    #[serde(default)]
+    pub task_id: String,
+    #[serde(default)]
+    pub context_id: String,
+    #[serde(default)]
+    pub status: TaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// A task produced (a chunk of) an artifact.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskArtifactUpdateEvent {
+    #[serde(default)]
+    pub task_id: String,
+    #[serde(default)]
+    pub context_id: String,
+    #[serde(default)]
+    pub artifact: Artifact,
+    /// Append these parts to the artifact with the same id instead of replacing it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub append: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub last_chunk: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl Task {
+    /// Applies a stream event that concerns this task (others are ignored).
+    pub fn apply(&mut self, event: &StreamResponse) {
+        match event {
+            StreamResponse::Task(t) if t.id == self.id => *self = t.clone(),
+            StreamResponse::StatusUpdate(u) if u.task_id == self.id => {
+                self.status = u.status.clone();
+            }
+            StreamResponse::ArtifactUpdate(u) if u.task_id == self.id => {
+                let existing = self.artifacts.iter_mut().find(|a| a.artifact_id == u.artifact.artifact_id);
+                match existing {
+                    Some(a) if u.append => a.parts.extend(u.artifact.parts.iter().cloned()),
+                    Some(a) => *a = u.artifact.clone(),
+                    None => self.artifacts.push(u.artifact.clone()),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Request params
+
+/// Params of `SendMessage` and `SendStreamingMessage`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessageRequest {
+    pub message: Message,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<SendMessageConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// How `SendMessage` should behave.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessageConfiguration {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_output_modes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_length: Option<i32>,
+    /// Answer as soon as the task exists instead of when it is terminal or interrupted.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub return_immediately: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_push_notification_config: Option<Value>,
+}
+
+/// Params of `GetTask`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GetTaskRequest {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_length: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// Params of `CancelTask`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelTaskRequest {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// Params of `SubscribeToTask`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeToTaskRequest {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON-RPC envelopes
+
+/// A JSON-RPC request id: a number or a string.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(untagged)]
+pub enum RequestId {
+    Number(i64),
+    String(String),
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::String(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A JSON-RPC 2.0 request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct JsonRpcRequest<P> {
+    pub jsonrpc: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    pub method: String,
+    pub params: P,
+}
+
+impl<P> JsonRpcRequest<P> {
+    pub fn new(id: i64, method: &str, params: P) -> Self {
+        Self { jsonrpc: "2.0".to_owned(), id: Some(RequestId::Number(id)), method: method.to_owned(), params }
+    }
+}
+
+/// A JSON-RPC 2.0 response: `result` or `error`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(bound(serialize = "R: Serialize", deserialize = "R: Deserialize<'de>"))]
+pub struct JsonRpcResponse<R> {
+    pub jsonrpc: String,
+    /// `null` when the request could not be read far enough to know its id.
+    pub id: Option<RequestId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<R>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+impl<R> JsonRpcResponse<R> {
+    pub fn success(id: Option<RequestId>, result: R) -> Self {
+        Self { jsonrpc: "2.0".to_owned(), id, result: Some(result), error: None }
+    }
+
+    pub fn failure(id: Option<RequestId>, error: RpcError) -> Self {
+        Self { jsonrpc: "2.0".to_owned(), id, result: None, error: Some(error) }
+    }
+
+    /// The result, or the error the peer answered with (an empty answer is an
+    /// [`ErrorCode::InvalidAgentResponse`]).
+    pub fn into_result(self) -> Result<R, RpcError> {
+        match (self.result, self.error) {
+            (_, Some(e)) => Err(e),
+            (Some(r), None) => Ok(r),
+            (None, None) => {
+                Err(RpcError::new(ErrorCode::InvalidAgentResponse, "the response has neither `result` nor `error`"))
+            }
+        }
+    }
+}
+
+/// A JSON-RPC error object as sent on the wire.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RpcError {
+    #[serde(with = "code_as_int")]
+    pub code: ErrorCode,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), data: None }
+    }
+}
+
+impl fmt::Display for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+/// The JSON-RPC and A2A error codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// -32700: the request was not valid JSON.
+    ParseError,
+    /// -32600: the JSON was not a valid JSON-RPC request.
+    InvalidRequest,
+    /// -32601: the agent does not know the method.
+    MethodNotFound,
+    /// -32602: the params do not fit the method.
+    InvalidParams,
+    /// -32603: the agent failed internally.
+    InternalError,
+    /// -32001
+    TaskNotFound,
+    /// -32002
+    TaskNotCancelable,
+    /// -32003
+    PushNotificationNotSupported,
+    /// -32004
+    UnsupportedOperation,
+    /// -32005
+    ContentTypeNotSupported,
+    /// -32006
+    InvalidAgentResponse,
+    /// -32007
+    ExtendedAgentCardNotConfigured,
+    /// -32008
+    ExtensionSupportRequired,
+    /// -32009
+    VersionNotSupported,
+    /// Any other code (server-defined).
+    Other(i64),
+}
+
+impl ErrorCode {
+    const KNOWN: [(ErrorCode, i64, &'static str, &'static str); 14] = [
+        (ErrorCode::ParseError, -32700, "ParseError", "the request is not valid JSON"),
+        (ErrorCode::InvalidRequest, -32600, "InvalidRequest", "the request is not a valid JSON-RPC request"),
+        (ErrorCode::MethodNotFound, -32601, "MethodNotFound", "the agent does not implement this method"),
+        (ErrorCode::InvalidParams, -32602, "InvalidParams", "the request's params are invalid"),
+        (ErrorCode::InternalError, -32603, "InternalError", "the agent failed internally"),
+        (
+            ErrorCode::TaskNotFound,
+            -32001,
+            "TaskNotFound",
+            "the agent does not know this task (wrong id, or it expired)",
+        ),
+        (ErrorCode::TaskNotCancelable, -32002, "TaskNotCancelable", "the task can no longer be canceled"),
+        (
+            ErrorCode::PushNotificationNotSupported,
+            -32003,
+            "PushNotificationNotSupported",
+            "the agent does not support push notifications",
+        ),
+        (ErrorCode::UnsupportedOperation, -32004, "UnsupportedOperation", "the agent does not support this operation"),
+        (
+            ErrorCode::ContentTypeNotSupported,
+            -32005,
+            "ContentTypeNotSupported",
+            "the agent does not accept this content type",
+        ),
+        (ErrorCode::InvalidAgentResponse, -32006, "InvalidAgentResponse", "the agent's response is invalid"),
+        (
+            ErrorCode::ExtendedAgentCardNotConfigured,
+            -32007,
+            "ExtendedAgentCardNotConfigured",
+            "the agent has no extended agent card",
+        ),
+        (
+            ErrorCode::ExtensionSupportRequired,
+            -32008,
+            "ExtensionSupportRequired",
+            "the agent requires an extension the client did not declare",
+        ),
+        (
+            ErrorCode::VersionNotSupported,
+            -32009,
+            "VersionNotSupported",
+            "the agent does not speak the requested A2A protocol version",
+        ),
+    ];
+
+    /// The code for a number.
+    pub fn from_code(code: i64) -> Self {
+        Self::KNOWN.iter().find(|(_, n, _, _)| *n == code).map_or(Self::Other(code), |(c, _, _, _)| *c)
+    }
+
+    /// The number on the wire.
+    pub fn code(self) -> i64 {
+        match self {
+            Self::Other(n) => n,
+            known => Self::KNOWN.iter().find(|(c, _, _, _)| *c == known).map_or(0, |(_, n, _, _)| *n),
+        }
+    }
+
+    /// The name in the specification, e.g. `TaskNotFound`.
+    pub fn name(self) -> &'static str {
+        self.entry().map_or("ServerError", |(_, _, name, _)| name)
+    }
+
+    /// What the code means, in a sentence.
+    pub fn meaning(self) -> &'static str {
+        self.entry().map_or("the agent reported an error", |(_, _, _, m)| m)
+    }
+
+    fn entry(self) -> Option<(ErrorCode, i64, &'static str, &'static str)> {
+        Self::KNOWN.iter().find(|(c, _, _, _)| *c == self).copied()
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, {})", self.name(), self.code(), self.meaning())
+    }
+}
+
+mod code_as_int {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::ErrorCode;
+
+    pub fn serialize<S: Serializer>(code: &ErrorCode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(code.code())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ErrorCode, D::Error> {
+        i64::deserialize(d).map(ErrorCode::from_code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn send_message_request_from_the_spec_round_trips_exactly() {
+        let wire = json!({"jsonrpc":"2.0","id":1,"method":"SendMessage",
+            "params":{"message":{"role":"ROLE_USER","messageId":"m-1","parts":[{"text":"hello A2A"}]}}});
+        let req: JsonRpcRequest<SendMessageRequest> = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(req.method, "SendMessage");
+        assert_eq!(req.params.message.role, Role::User);
+        assert_eq!(req.params.message.text(), "hello A2A");
+        assert_eq!(serde_json::to_value(&req).unwrap(), wire);
+        let built = JsonRpcRequest::new(
+            1,
+            method::SEND_MESSAGE,
+            SendMessageRequest {
+                message: Message::user_text("m-1", "hello A2A"),
+                configuration: None,
+                metadata: None,
+                tenant: None,
+            },
+        );
+        assert_eq!(serde_json::to_value(&built).unwrap(), wire);
+    }
+
+    #[test]
+    fn send_message_response_from_the_spec_round_trips_and_yields_the_output() {
+        let wire = json!({"jsonrpc":"2.0","id":1,"result":{"task":{"id":"t-1","contextId":"c-1",
+            "status":{"state":"TASK_STATE_COMPLETED","timestamp":"2026-05-01T10:00:00Z"},
+            "artifacts":[{"artifactId":"a-1","name":"echo","parts":[{"text":"echo: hello A2A"}]}],
+            "history":[{"role":"ROLE_USER","messageId":"m-1","parts":[{"text":"hello A2A"}]}]}}});
+        let resp: JsonRpcResponse<SendMessageResponse> = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&resp).unwrap(), wire);
+        let result = resp.into_result().unwrap();
+        let SendMessageResponse::Task(task) = &result else {
+            panic!("expected a task, got {result:?}");
+        };
+        assert_eq!(task.status.state, TaskState::Completed);
+        assert!(task.status.state.is_terminal());
+        assert_eq!(result.output().text, "echo: hello A2A");
+    }
+
+    #[test]
+    fn agent_card_round_trips_and_names_its_jsonrpc_interface() {
+        let wire = json!({
+            "name": "echo", "description": "Echoes", "version": "1.0.0",
+            "supportedInterfaces": [
+                {"url": "http://127.0.0.1:9/grpc", "protocolBinding": "GRPC", "protocolVersion": "1.0"},
+                {"url": "http://127.0.0.1:9/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0", "tenant": "t"}
+            ],
+            "capabilities": {"streaming": true, "pushNotifications": false, "extensions": [], "extendedAgentCard": false},
+            "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"],
+            "skills": [{"id": "echo", "name": "Echo", "description": "Echoes text", "tags": ["echo"], "examples": ["hi"]}]
+        });
+        let card: AgentCard = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&card).unwrap(), wire);
+        let iface = card.jsonrpc_interface().unwrap();
+        assert_eq!(iface.url, "http://127.0.0.1:9/");
+        assert!(card.capabilities.streaming);
+    }
+
+    #[test]
+    fn reading_ignores_unknown_fields_and_defaults_what_proto3_leaves_out() {
+        let card: AgentCard = serde_json::from_value(json!({
+            "name": "x", "supportedInterfaces": [{"url": "http://h/", "protocolBinding": "JSONRPC"}],
+            "capabilities": {}, "futureField": {"a": 1}
+        }))
+        .unwrap();
+        assert!(card.skills.is_empty());
+        assert!(!card.capabilities.streaming);
+        let task: Task = serde_json::from_value(json!({
+            "id": "t", "status": {"state": "TASK_STATE_WORKING"}, "somethingNew": true
+        }))
+        .unwrap();
+        assert_eq!(task.status.state, TaskState::Working);
+        assert!(task.artifacts.is_empty());
+        let later: TaskState = serde_json::from_value(json!("TASK_STATE_FROM_THE_FUTURE")).unwrap();
+        assert_eq!(later, TaskState::Unspecified);
+    }
+
+    #[test]
+    fn parts_are_told_apart_by_their_member() {
+        let parts: Vec<Part> = serde_json::from_value(json!([
+            {"text": "a"}, {"data": {"n": 1}}, {"raw": "aGk=", "mediaType": "text/plain", "filename": "f.txt"},
+            {"url": "http://x/y"}
+        ]))
+        .unwrap();
+        assert_eq!(parts[0].content, PartContent::Text("a".into()));
+        assert_eq!(parts[1].content, PartContent::Data(json!({"n": 1})));
+        assert_eq!(parts[2].content, PartContent::Raw("aGk=".into()));
+        assert_eq!(parts[2].media_type.as_deref(), Some("text/plain"));
+        assert_eq!(parts[3].content, PartContent::Url("http://x/y".into()));
+        let text = serde_json::to_value(Part::text("a")).unwrap();
+        assert_eq!(text, json!({"text": "a"}));
+    }
+
+    #[test]
+    fn a_part_with_two_or_no_members_is_rejected_with_a_clear_message() {
+        let two = serde_json::from_value::<Part>(json!({"text": "a", "data": 1})).unwrap_err();
+        assert!(two.to_string().contains("exactly one of `text`, `data`, `raw` or `url`; it has text, data"), "{two}");
+        let none = serde_json::from_value::<Part>(json!({"kind": "text"})).unwrap_err();
+        assert!(none.to_string().contains("it has none"), "{none}");
+    }
+
+    #[test]
+    fn every_error_code_maps_to_its_name_and_back() {
+        let expected = [
+            (-32700, "ParseError"),
+            (-32600, "InvalidRequest"),
+            (-32601, "MethodNotFound"),
+            (-32602, "InvalidParams"),
+            (-32603, "InternalError"),
+            (-32001, "TaskNotFound"),
+            (-32002, "TaskNotCancelable"),
+            (-32003, "PushNotificationNotSupported"),
+            (-32004, "UnsupportedOperation"),
+            (-32005, "ContentTypeNotSupported"),
+            (-32006, "InvalidAgentResponse"),
+            (-32007, "ExtendedAgentCardNotConfigured"),
+            (-32008, "ExtensionSupportRequired"),
+            (-32009, "VersionNotSupported"),
+        ];
+        for (n, name) in expected {
+            let code = ErrorCode::from_code(n);
+            assert_eq!(code.name(), name);
+            assert_eq!(code.code(), n);
+        }
+        assert_eq!(ErrorCode::from_code(-31999), ErrorCode::Other(-31999));
+        assert_eq!(ErrorCode::Other(-31999).code(), -31999);
+    }
+
+    #[test]
+    fn an_error_response_reads_as_a_typed_error_with_a_clear_message() {
+        let resp: JsonRpcResponse<Task> = serde_json::from_value(json!({
+            "jsonrpc": "2.0", "id": 7,
+            "error": {"code": -32001, "message": "Task not found: t-9", "data": {"taskId": "t-9"}}
+        }))
+        .unwrap();
+        let err = resp.into_result().unwrap_err();
+        assert_eq!(err.code, ErrorCode::TaskNotFound);
+        assert_eq!(
+            err.to_string(),
+            "TaskNotFound (-32001, the agent does not know this task (wrong id, or it expired)): Task not found: t-9"
+        );
+        let back = serde_json::to_value(&err).unwrap();
+        assert_eq!(back["code"], json!(-32001));
+    }
+
+    #[test]
+    fn stream_events_update_a_task() {
+        let mut task: Task =
+            serde_json::from_value(json!({"id": "t", "contextId": "c", "status": {"state": "TASK_STATE_SUBMITTED"}}))
+                .unwrap();
+        let events: Vec<StreamResponse> = serde_json::from_value(json!([
+            {"statusUpdate": {"taskId": "t", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}}},
+            {"artifactUpdate": {"taskId": "t", "contextId": "c", "artifact": {"artifactId": "a", "parts": [{"text": "one"}]}}},
+            {"artifactUpdate": {"taskId": "t", "contextId": "c", "append": true, "lastChunk": true,
+                "artifact": {"artifactId": "a", "parts": [{"text": "two"}]}}},
+            {"statusUpdate": {"taskId": "other", "contextId": "c", "status": {"state": "TASK_STATE_FAILED"}}},
+            {"statusUpdate": {"taskId": "t", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}}
+        ]))
+        .unwrap();
+        for e in &events {
+            task.apply(e);
+        }
+        assert_eq!(task.status.state, TaskState::Completed);
+        assert_eq!(task.output().text, "one\ntwo");
+    }
+
+    #[test]
+    fn output_falls_back_to_the_status_message_and_collects_data() {
+        let task: Task = serde_json::from_value(json!({"id": "t", "status": {
+            "state": "TASK_STATE_COMPLETED",
+            "message": {"role": "ROLE_AGENT", "messageId": "r", "parts": [{"text": "done"}, {"data": {"n": 3}}]}
+        }}))
+        .unwrap();
+        let out = task.output();
+        assert_eq!(out.text, "done");
+        assert_eq!(out.data, vec![json!({"n": 3})]);
+    }
+
+    #[test]
+    fn return_immediately_is_written_only_when_set() {
+        let c = SendMessageConfiguration { return_immediately: true, ..Default::default() };
+        assert_eq!(serde_json::to_value(&c).unwrap(), json!({"returnImmediately": true}));
+        assert_eq!(serde_json::to_value(SendMessageConfiguration::default()).unwrap(), json!({}));
+    }
+}

@@ -1,0 +1,72 @@
+//! `a2a demo-agent`: run the sample A2A 1.0 agent (echo, uppercase, word count, sleep,
+//! allocate, fail) on 127.0.0.1:$A2A_PORT, for the quickstart and for load and fault tests.
+
+use clap::Args;
+
+use crate::a2a::server::{self, DemoAgentConfig, Skill};
+
+#[derive(Args, Debug)]
+pub struct DemoAgentArgs {
+    /// Port to listen on (0 picks a free one; the address is logged to stderr).
+    #[arg(long, env = "A2A_PORT", default_value_t = 0)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// A skill to offer (repeatable; default: all). The first is used when a message names none.
+    #[arg(long = "skill", value_enum)]
+    pub skills: Vec<Skill>,
+    /// Fraction of tasks that fail on purpose (0 to 1).
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub fail_rate: f64,
+    /// Fraction of tasks during which the process exits with code 3 (0 to 1).
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub crash_rate: f64,
+    /// Seed for the fault-injection dice, for reproducible runs.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// How many tasks to remember for GetTask; the oldest finished ones are forgotten first.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_tasks: usize,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|_| format!("{s:?} is not a number between 0 and 1"))?;
+    if (0.0..=1.0).contains(&f) { Ok(f) } else { Err(format!("{s} is not between 0 and 1")) }
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub fn run(args: &DemoAgentArgs) -> Result<(), String> {
+    let config = DemoAgentConfig {
+        skills: if args.skills.is_empty() { Skill::ALL.to_vec() } else { args.skills.clone() },
+        fail_rate: args.fail_rate,
+        crash_rate: args.crash_rate,
+        seed: args.seed,
+        max_tasks: args.max_tasks,
+    };
+    // One thread keeps the agent small; its work is waiting on sockets and timers.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(async {
+        let addr = std::net::SocketAddr::new(args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listening on {addr}: {e}"))?;
+        server::serve(listener, config, shutdown_signal()).await.map_err(|e| format!("serving on {addr}: {e}"))
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! `a2a run -f FILE`: apply and follow in one foreground command. Uses the running `a2a
+//! serve` when there is one; otherwise runs an embedded control plane for the duration and
+//! stops the agents it started when done.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+
+use super::FileArgs;
+use super::apply::{FIELD_MANAGER, load};
+use super::client::{self, ConnectArgs, Error, Result, dynamic_api};
+use crate::api::workflow::{TaskPhase, WorkflowPhase, WorkflowStatus};
+use crate::api::{Kind, Object, Workflow};
+use crate::local::{ControlPlane, LocalOptions};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub files: FileArgs,
+    /// Override a workflow param: `--param topic=cgroups` (repeatable; the param must be
+    /// declared in spec.params).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Print every task's output after the summary.
+    #[arg(long)]
+    pub output: bool,
+    /// Give up (exit 1) after this long.
+    #[arg(long, value_parser = super::delete::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// State directory of the embedded control plane [default: $A2A_HOME].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where cgroups are mounted (embedded control plane).
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    /// Run agents without kernel-enforced limits when cgroups cannot be managed.
+    #[arg(long)]
+    pub allow_unenforced: bool,
+    /// The top cgroup directory (embedded control plane).
+    #[arg(long, value_name = "NAME", default_value = "a2a")]
+    pub cgroup_top: String,
+    /// Namespace for documents that name none.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// What `a2a run` reports.
+pub struct RunReport {
+    /// The final table and (with `--output`) the outputs.
+    pub text: String,
+    pub succeeded: bool,
+}
+
+fn apply_params(docs: &mut [crate::api::manifest::Document], params: &[String]) -> Result<()> {
+    let mut parsed = BTreeMap::new();
+    for p in params {
+        let (k, v) = p.split_once('=').ok_or_else(|| Error::Usage(format!("--param {p:?}: write KEY=VALUE")))?;
+        parsed.insert(k.to_owned(), v.to_owned());
+    }
+    let mut used = BTreeSet::new();
+    for doc in docs.iter_mut() {
+        if let Object::Workflow(w) = &mut doc.object {
+            for (k, v) in &parsed {
+                if w.spec.params.contains_key(k) {
+                    w.spec.params.insert(k.clone(), v.clone());
+                    doc.raw["spec"]["params"][k] = serde_json::Value::String(v.clone());
+                    used.insert(k.clone());
+                }
+            }
+        }
+    }
+    if let Some(unknown) = parsed.keys().find(|k| !used.contains(*k)) {
+        return Err(Error::Usage(format!("--param {unknown}: no workflow in these files declares it in spec.params")));
+    }
+    Ok(())
+}
+
+pub async fn run(args: &RunArgs) -> Result<RunReport> {
+    let mut docs = load(&args.files)?;
+    apply_params(&mut docs, &args.params)?;
+    if !docs.iter().any(|d| d.object.kind() == Kind::Workflow) {
+        return Err(Error::Usage("these files hold no Workflow to run; use `a2a apply` for agents and budgets".into()));
+    }
+    // A reachable daemon is used as is; otherwise an embedded control plane runs meanwhile.
+    let (client, namespace, plane) = match args.connect.connect().await {
+        Ok(conn) => (conn.client, conn.namespace, None),
+        Err(Error::NoKubeconfig { .. } | Error::Unreachable { .. }) if args.connect.kubeconfig.is_none() => {
+            let home = args.state_dir.clone().unwrap_or_else(client::a2a_home);
+            let mut opts = LocalOptions::new(&home);
+            opts.port = 0;
+            opts.cgroup_root = args.cgroup_root.clone();
+            opts.allow_unenforced = args.allow_unenforced;
+            opts.cgroup_top = args.cgroup_top.clone();
+            opts.stop_agents_on_exit = true;
+            let plane = ControlPlane::start(opts).await.map_err(Error::Api)?;
+            eprintln!("a2a run: no daemon running; started an embedded control plane (state in {})", home.display());
+            (plane.client.clone(), "default".to_owned(), Some(plane))
+        }
+        Err(e) => return Err(e),
+    };
+    let result = apply_and_follow(args, &docs, &client, args.namespace.clone().unwrap_or(namespace)).await;
+    if let Some(plane) = plane {
+        plane.stop().await;
+    }
+    result
+}
+
+async fn apply_and_follow(
+    args: &RunArgs,
+    docs: &[crate::api::manifest::Document],
+    client: &kube::Client,
+    default_ns: String,
+) -> Result<RunReport> {
+    let url = "the control plane";
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut workflows = Vec::new();
+    // Budgets and agents first, so workflows find their agents.
+    let mut ordered: Vec<&crate::api::manifest::Document> = docs.iter().collect();
+    ordered.sort_by_key(|d| match d.object.kind() {
+        Kind::ResourceBudget => 0,
+        Kind::Agent => 1,
+        Kind::Workflow => 2,
+    });
+    for doc in ordered {
+        let kind = doc.object.kind();
+        let ns = kind.namespaced().then(|| doc.object.metadata().namespace.clone().unwrap_or(default_ns.clone()));
+        let api: Api<DynamicObject> = dynamic_api(client, kind, ns.as_deref());
+        let name = doc.object.name().to_owned();
+        let mut body = doc.raw.clone();
+        if let (Some(ns), Some(meta)) = (&ns, body.get_mut("metadata").and_then(|m| m.as_object_mut())) {
+            meta.insert("namespace".into(), ns.clone().into());
+        }
+        if kind == Kind::Workflow {
+            // A workflow that already ran is run again from scratch: delete, wait, create.
+            if let Some(old) = api.get_opt(&name).await.map_err(|e| Error::from_kube(e, url))? {
+                let done = old.data.get("status").and_then(|s| s.get("phase")).and_then(|p| p.as_str());
+                if matches!(done, Some("Succeeded" | "Failed" | "Cancelled")) {
+                    api.delete(&name, &DeleteParams::background()).await.map_err(|e| Error::from_kube(e, url))?;
+                    while api.get_opt(&name).await.map_err(|e| Error::from_kube(e, url))?.is_some() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            workflows.push((ns.clone().unwrap_or_default(), name.clone()));
+        }
+        api.patch(&name, &params, &Patch::Apply(&body)).await.map_err(|e| Error::from_kube(e, url))?;
+    }
+    follow(args, client, &workflows).await
+}
+
+fn duration(t: &crate::api::workflow::TaskStatus) -> String {
+    match (t.started_at, t.finished_at) {
+        (Some(s), Some(f)) => {
+            let ms = (f.0.as_millisecond() - s.0.as_millisecond()).max(0);
+            if ms < 1000 { format!("{ms}ms") } else { format!("{:.1}s", ms as f64 / 1000.0) }
+        }
+        (Some(_), None) => "running".into(),
+        _ => "-".into(),
+    }
+}
+
+async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, String)]) -> Result<RunReport> {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let bars = indicatif::MultiProgress::with_draw_target(if tty {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    });
+    let style = indicatif::ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} tasks {elapsed} {msg}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let mut progress = BTreeMap::new();
+    let mut seen: BTreeMap<(String, String), TaskPhase> = BTreeMap::new();
+    let mut finals: BTreeMap<(String, String), WorkflowStatus> = BTreeMap::new();
+    loop {
+        for (ns, name) in workflows {
+            if finals.contains_key(&(ns.clone(), name.clone())) {
+                continue;
+            }
+            let api: Api<Workflow> = Api::namespaced(client.clone(), ns);
+            let wf = api.get(name).await.map_err(|e| Error::from_kube(e, "the control plane"))?;
+            let status = wf.status.clone().unwrap_or_default();
+            let total = wf.spec.tasks.len() as u64;
+            let bar = progress.entry(name.clone()).or_insert_with(|| {
+                let b = bars.add(indicatif::ProgressBar::new(total));
+                b.set_style(style.clone());
+                b.set_prefix(name.clone());
+                b
+            });
+            let done = status.tasks.iter().filter(|t| t.phase.is_terminal()).count() as u64;
+            bar.set_position(done);
+            let running: Vec<String> = status
+                .tasks
+                .iter()
+                .filter(|t| t.phase == TaskPhase::Running)
+                .map(|t| format!("{}→{}", t.name, t.agent.clone().unwrap_or_default()))
+                .collect();
+            bar.set_message(running.join(" "));
+            for t in &status.tasks {
+                let key = (name.clone(), t.name.clone());
+                if seen.get(&key) != Some(&t.phase) {
+                    seen.insert(key, t.phase);
+                    if !tty && t.phase != TaskPhase::Pending {
+                        eprintln!(
+                            "{name}/{}: {:?}{}",
+                            t.name,
+                            t.phase,
+                            t.agent.as_ref().map(|a| format!(" on {a}")).unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled))
+            {
+                bar.finish_with_message(format!("{:?}", status.phase.unwrap_or(WorkflowPhase::Failed)));
+                finals.insert((ns.clone(), name.clone()), status);
+            }
+        }
+        if finals.len() == workflows.len() {
+            break;
+        }
+        if let Some(limit) = args.timeout
+            && started.elapsed() > limit
+        {
+            return Err(Error::Timeout(limit, "waiting for the workflows to finish".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut text = String::new();
+    let mut succeeded = true;
+    for ((_, name), status) in &finals {
+        let phase = status.phase.unwrap_or(WorkflowPhase::Failed);
+        succeeded &= phase == WorkflowPhase::Succeeded;
+        text.push_str(&format!(
+            "workflow {name}: {phase:?} ({}) in {:.1}s\n",
+            status.progress.clone().unwrap_or_default(),
+            started.elapsed().as_secs_f64()
+        ));
+        let header = ["TASK", "PHASE", "ATTEMPTS", "DURATION", "AGENT", "ERROR"].map(String::from);
+        let rows: Vec<Vec<String>> = status
+            .tasks
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    format!("{:?}", t.phase),
+                    t.attempts.to_string(),
+                    duration(t),
+                    t.agent.clone().unwrap_or_default(),
+                    t.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        text.push_str(&super::get::render_table(&header, &rows));
+        if args.output {
+            for t in &status.tasks {
+                if let Some(out) = &t.output {
+                    text.push_str(&format!("\n--- {}\n{out}\n", t.name));
+                }
+            }
+        }
+    }
+    Ok(RunReport { text, succeeded })
+}

@@ -1,0 +1,6 @@
+//! Cluster backend: what the `a2a` operator writes to Kubernetes for each kind, and the
+//! reconcilers and leader election that run it.
+
+pub mod agent;
+pub mod lease;
+pub mod workload;

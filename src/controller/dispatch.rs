@@ -1,0 +1,233 @@
+//! The global dispatch queue: ready tasks of every workflow, ordered by priority then age,
+//! matched to agents with free slots. A task naming a skill goes to the least-loaded ready
+//! agent with that skill. Pure data structure; the engine does the sending.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::api::Priority;
+
+/// Where a task must go.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// An agent by name (in the task's namespace).
+    Agent(String),
+    /// Any ready agent (in the namespace) with this skill.
+    Skill(String),
+}
+
+/// A task waiting for an agent slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued<T> {
+    pub namespace: String,
+    pub target: Target,
+    pub priority: Priority,
+    /// The engine's payload (workflow key, task index, attempt...).
+    pub item: T,
+}
+
+/// What the queue knows about an agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slots {
+    pub ready: bool,
+    /// `replicas × maxConcurrentTasks` of ready replicas.
+    pub capacity: u32,
+    pub in_flight: u32,
+    pub skills: BTreeSet<String>,
+}
+
+impl Slots {
+    fn free(&self) -> bool {
+        self.ready && self.in_flight < self.capacity
+    }
+}
+
+/// Ordered by (priority, then arrival): `BTreeMap` key `(Reverse(rank), seq)`.
+#[derive(Debug)]
+pub struct DispatchQueue<T> {
+    entries: BTreeMap<(std::cmp::Reverse<u8>, u64), Queued<T>>,
+    next_seq: u64,
+    /// `(namespace, agent)` → slots.
+    agents: BTreeMap<(String, String), Slots>,
+}
+
+impl<T> Default for DispatchQueue<T> {
+    fn default() -> Self {
+        DispatchQueue { entries: BTreeMap::new(), next_seq: 0, agents: BTreeMap::new() }
+    }
+}
+
+/// A decision: send `item` to `agent`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment<T> {
+    pub namespace: String,
+    pub agent: String,
+    pub item: T,
+}
+
+impl<T> DispatchQueue<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Queues a task behind everything of equal or higher priority.
+    pub fn push(&mut self, q: Queued<T>) {
+        let key = (std::cmp::Reverse(q.priority.rank()), self.next_seq);
+        self.next_seq += 1;
+        self.entries.insert(key, q);
+    }
+
+    /// Removes queued entries the predicate rejects (a cancelled workflow's tasks).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.entries.retain(|_, q| keep(&q.item));
+    }
+
+    /// Sets what is known of an agent (readiness, capacity, skills); keeps its in-flight count.
+    pub fn set_agent(&mut self, namespace: &str, name: &str, ready: bool, capacity: u32, skills: BTreeSet<String>) {
+        let slot = self.agents.entry((namespace.to_owned(), name.to_owned())).or_default();
+        slot.ready = ready;
+        slot.capacity = capacity;
+        slot.skills = skills;
+    }
+
+    pub fn remove_agent(&mut self, namespace: &str, name: &str) {
+        self.agents.remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    pub fn agent(&self, namespace: &str, name: &str) -> Option<&Slots> {
+        self.agents.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    /// A task on `agent` finished: its slot is free again.
+    pub fn release(&mut self, namespace: &str, agent: &str) {
+        if let Some(s) = self.agents.get_mut(&(namespace.to_owned(), agent.to_owned())) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Counts a task already running on `agent` (re-adopted after a restart).
+    pub fn occupy(&mut self, namespace: &str, agent: &str) {
+        if let Some(s) = self.agents.get_mut(&(namespace.to_owned(), agent.to_owned())) {
+            s.in_flight += 1;
+        }
+    }
+
+    /// Takes every queued task that has a free agent slot now, highest priority and oldest
+    /// first. Tasks whose agent is busy or not ready stay queued in their place.
+    pub fn dispatch(&mut self) -> Vec<Assignment<T>> {
+        let mut out = Vec::new();
+        let keys: Vec<_> = self.entries.keys().copied().collect();
+        for key in keys {
+            let Some(q) = self.entries.get(&key) else { continue };
+            let chosen = match &q.target {
+                Target::Agent(name) => {
+                    self.agents.get(&(q.namespace.clone(), name.clone())).filter(|s| s.free()).map(|_| name.clone())
+                }
+                Target::Skill(skill) => self
+                    .agents
+                    .range((q.namespace.clone(), String::new())..)
+                    .take_while(|((ns, _), _)| *ns == q.namespace)
+                    .filter(|(_, s)| s.free() && s.skills.contains(skill))
+                    // Least loaded: lowest in_flight/capacity, compared without division.
+                    .min_by(|(ka, a), (kb, b)| {
+                        (u64::from(a.in_flight) * u64::from(b.capacity))
+                            .cmp(&(u64::from(b.in_flight) * u64::from(a.capacity)))
+                            .then(ka.cmp(kb))
+                    })
+                    .map(|((_, name), _)| name.clone()),
+            };
+            let Some(agent) = chosen else { continue };
+            let Some(q) = self.entries.remove(&key) else { continue };
+            if let Some(s) = self.agents.get_mut(&(q.namespace.clone(), agent.clone())) {
+                s.in_flight += 1;
+            }
+            out.push(Assignment { namespace: q.namespace, agent, item: q.item });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(target: Target, priority: Priority, item: &'static str) -> Queued<&'static str> {
+        Queued { namespace: "default".into(), target, priority, item }
+    }
+
+    fn skills(s: &[&str]) -> BTreeSet<String> {
+        s.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_high_task_queued_after_ten_low_ones_is_dispatched_next() {
+        let mut dq = DispatchQueue::new();
+        dq.set_agent("default", "busy", true, 1, skills(&[]));
+        dq.occupy("default", "busy");
+        let lows = ["l0", "l1", "l2", "l3", "l4", "l5", "l6", "l7", "l8", "l9"];
+        for item in lows {
+            dq.push(q(Target::Agent("busy".into()), Priority::Low, item));
+        }
+        dq.push(q(Target::Agent("busy".into()), Priority::High, "high"));
+        assert!(dq.dispatch().is_empty(), "the only slot is taken");
+        dq.release("default", "busy");
+        let sent: Vec<_> = dq.dispatch().into_iter().map(|a| a.item).collect();
+        assert_eq!(sent, ["high"]);
+        dq.release("default", "busy");
+        assert_eq!(dq.dispatch()[0].item, "l0", "then the oldest low one");
+    }
+
+    #[test]
+    fn skill_routing_picks_the_least_loaded_ready_agent() {
+        let mut dq = DispatchQueue::new();
+        dq.set_agent("default", "a", true, 4, skills(&["sum"]));
+        dq.set_agent("default", "b", true, 4, skills(&["sum"]));
+        dq.set_agent("default", "c", false, 4, skills(&["sum"]));
+        dq.set_agent("default", "d", true, 4, skills(&["other"]));
+        dq.occupy("default", "a");
+        for item in ["1", "2", "3"] {
+            dq.push(q(Target::Skill("sum".into()), Priority::Normal, item));
+        }
+        let to: Vec<(String, &str)> = dq.dispatch().into_iter().map(|a| (a.agent, a.item)).collect();
+        assert_eq!(to, [("b".into(), "1"), ("a".into(), "2"), ("b".into(), "3")]);
+    }
+
+    #[test]
+    fn agents_that_are_not_ready_get_nothing_and_the_task_waits() {
+        let mut dq = DispatchQueue::new();
+        dq.set_agent("default", "x", false, 2, skills(&[]));
+        dq.push(q(Target::Agent("x".into()), Priority::Critical, "t"));
+        dq.push(q(Target::Agent("missing".into()), Priority::Critical, "u"));
+        assert!(dq.dispatch().is_empty());
+        assert_eq!(dq.len(), 2);
+        dq.set_agent("default", "x", true, 2, skills(&[]));
+        assert_eq!(dq.dispatch().len(), 1);
+    }
+
+    #[test]
+    fn a_busy_agent_does_not_block_tasks_for_other_agents() {
+        let mut dq = DispatchQueue::new();
+        dq.set_agent("default", "busy", true, 1, skills(&[]));
+        dq.set_agent("default", "idle", true, 1, skills(&[]));
+        dq.occupy("default", "busy");
+        dq.push(q(Target::Agent("busy".into()), Priority::Critical, "first"));
+        dq.push(q(Target::Agent("idle".into()), Priority::Low, "second"));
+        let sent: Vec<_> = dq.dispatch().into_iter().map(|a| a.item).collect();
+        assert_eq!(sent, ["second"]);
+    }
+
+    #[test]
+    fn namespaces_are_separate() {
+        let mut dq = DispatchQueue::new();
+        dq.set_agent("other", "a", true, 1, skills(&["s"]));
+        dq.push(q(Target::Skill("s".into()), Priority::Normal, "t"));
+        assert!(dq.dispatch().is_empty(), "an agent in another namespace is not a candidate");
+    }
+}

@@ -1,0 +1,8 @@
+//! Controllers: the decisions (admission, the workflow state machine, dispatch order) as
+//! pure functions over data, used by the reconcilers that run them against an API server —
+//! the local one (`a2a serve`) or a Kubernetes cluster.
+
+pub mod admission;
+pub mod dispatch;
+pub mod engine;
+pub mod plan;

@@ -1,0 +1,392 @@
+//! The workflow state machine as pure functions over spec and status: what is ready to
+//! dispatch, what is skipped, when to wake up, how a failure is retried, and when the
+//! workflow is done. The engine around it does the I/O (A2A calls, status writes).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::api::common::Time;
+use crate::api::template::{self, Ref};
+use crate::api::workflow::{RetryPolicy, TaskPhase, TaskStatus, WorkflowPhase, WorkflowSpec, WorkflowStatus};
+use crate::api::{Agent, Priority};
+
+/// Default retry backoff: 1s, ×2, at most 5m.
+pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_BACKOFF_FACTOR: u32 = 2;
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// A task that may be dispatched now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    pub index: usize,
+    pub name: String,
+    /// The attempt about to start (1-based).
+    pub attempt: u32,
+    /// Effective priority: the task's, else the workflow's (the agent's is applied at dispatch).
+    pub priority: Option<Priority>,
+    /// The message with templates filled in.
+    pub message: String,
+    pub timeout: Option<Duration>,
+}
+
+/// What to do next for one workflow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    pub ready: Vec<Ready>,
+    /// The earliest moment something changes by itself (a backoff ends, a deadline passes).
+    pub wake_at: Option<Timestamp>,
+    /// Running tasks to cancel (the deadline passed).
+    pub cancel: Vec<usize>,
+    /// Whether `status` was changed (tasks added, skipped, phase...), so it must be written.
+    pub changed: bool,
+}
+
+/// Makes sure `status.tasks` has one entry per spec task, in spec order (keeping what is
+/// known by name). Returns whether anything changed.
+pub fn align(spec: &WorkflowSpec, status: &mut WorkflowStatus) -> bool {
+    let aligned =
+        status.tasks.len() == spec.tasks.len() && status.tasks.iter().zip(&spec.tasks).all(|(s, t)| s.name == t.name);
+    if aligned {
+        return false;
+    }
+    let mut old: HashMap<String, TaskStatus> = status.tasks.drain(..).map(|t| (t.name.clone(), t)).collect();
+    status.tasks =
+        spec.tasks.iter().map(|t| old.remove(&t.name).unwrap_or_else(|| TaskStatus::pending(&t.name))).collect();
+    true
+}
+
+fn dependency_indices(spec: &WorkflowSpec) -> Vec<Vec<usize>> {
+    let index: HashMap<&str, usize> = spec.tasks.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+    spec.tasks.iter().map(|t| t.depends_on.iter().filter_map(|d| index.get(d.as_str()).copied()).collect()).collect()
+}
+
+/// Advances the workflow: skips tasks whose dependencies failed, finds ready tasks (up to
+/// `parallelism` running at once), enforces `activeDeadline`, and settles the phase.
+pub fn step(spec: &WorkflowSpec, status: &mut WorkflowStatus, now: Timestamp) -> Step {
+    let mut out = Step { changed: align(spec, status), ..Default::default() };
+    if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
+        return out;
+    }
+    if status.phase.is_none() || status.phase == Some(WorkflowPhase::Pending) {
+        status.phase = Some(WorkflowPhase::Running);
+        status.started_at.get_or_insert(Time(now));
+        out.changed = true;
+    }
+    let deps = dependency_indices(spec);
+    // Failure propagation to a fixpoint: a task whose dependency can no longer succeed is Skipped.
+    loop {
+        let mut any = false;
+        for (i, task_deps) in deps.iter().enumerate() {
+            if status.tasks[i].phase != TaskPhase::Pending {
+                continue;
+            }
+            if let Some(&d) = task_deps.iter().find(|&&d| {
+                matches!(status.tasks[d].phase, TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled)
+            }) {
+                let t = &mut status.tasks[i];
+                t.phase = TaskPhase::Skipped;
+                t.error = Some(format!("dependency {:?} did not succeed", spec.tasks[d].name));
+                t.finished_at = Some(Time(now));
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+        out.changed = true;
+    }
+    // The deadline: cancel what runs, cancel what waits.
+    if let (Some(deadline), Some(started)) = (&spec.active_deadline, status.started_at) {
+        let end = started.0 + jiff::SignedDuration::try_from(deadline.value()).unwrap_or(jiff::SignedDuration::MAX);
+        if now >= end {
+            for (i, t) in status.tasks.iter_mut().enumerate() {
+                match t.phase {
+                    TaskPhase::Running => out.cancel.push(i),
+                    TaskPhase::Pending => {
+                        t.phase = TaskPhase::Cancelled;
+                        t.error = Some(format!("workflow activeDeadline {deadline} passed"));
+                        t.finished_at = Some(Time(now));
+                        out.changed = true;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            out.wake_at = Some(end);
+        }
+    }
+    let running = status.tasks.iter().filter(|t| t.phase == TaskPhase::Running).count();
+    let mut room = spec.parallelism.map_or(usize::MAX, |p| (p as usize).saturating_sub(running));
+    if out.cancel.is_empty() {
+        for (i, task) in spec.tasks.iter().enumerate() {
+            if room == 0 {
+                break;
+            }
+            let st = &status.tasks[i];
+            if st.phase != TaskPhase::Pending || !deps[i].iter().all(|&d| status.tasks[d].phase == TaskPhase::Succeeded)
+            {
+                continue;
+            }
+            if let Some(at) = st.next_attempt_at
+                && at.0 > now
+            {
+                out.wake_at = Some(out.wake_at.map_or(at.0, |w| w.min(at.0)));
+                continue;
+            }
+            match render_message(spec, status, i) {
+                Ok(message) => {
+                    room -= 1;
+                    out.ready.push(Ready {
+                        index: i,
+                        name: task.name.clone(),
+                        attempt: status.tasks[i].attempts + 1,
+                        priority: task.priority.or(spec.priority),
+                        message,
+                        timeout: task.timeout.as_ref().or(spec.timeout.as_ref()).map(|d| d.value()),
+                    });
+                }
+                Err(e) => {
+                    let t = &mut status.tasks[i];
+                    t.phase = TaskPhase::Failed;
+                    t.error = Some(e);
+                    t.finished_at = Some(Time(now));
+                    out.changed = true;
+                }
+            }
+        }
+    }
+    out.changed |= settle(status, now);
+    out
+}
+
+/// Fills `{{ params.x }}` and `{{ tasks.NAME.output }}` for task `i`.
+pub fn render_message(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) -> Result<String, String> {
+    let outputs: HashMap<&str, &str> =
+        status.tasks.iter().filter_map(|t| t.output.as_deref().map(|o| (t.name.as_str(), o))).collect();
+    template::render(&spec.tasks[i].message, |r| match r {
+        Ref::Param(p) => spec.params.get(*p).map(|v| v.as_str().into()),
+        Ref::TaskOutput(t) => outputs.get(t).map(|o| (*o).into()),
+    })
+}
+
+/// Sets the progress and, when every task is terminal, the final phase. Returns whether
+/// anything changed.
+pub fn settle(status: &mut WorkflowStatus, now: Timestamp) -> bool {
+    let total = status.tasks.len();
+    let done = status.tasks.iter().filter(|t| t.phase.is_terminal()).count();
+    let progress = format!("{done}/{total}");
+    let mut changed = status.progress.as_deref() != Some(progress.as_str());
+    status.progress = Some(progress);
+    if done == total
+        && !matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled))
+    {
+        let phase = if status.tasks.iter().all(|t| t.phase == TaskPhase::Succeeded) {
+            WorkflowPhase::Succeeded
+        } else if status.tasks.iter().any(|t| t.phase == TaskPhase::Failed) {
+            WorkflowPhase::Failed
+        } else {
+            WorkflowPhase::Cancelled
+        };
+        status.phase = Some(phase);
+        status.finished_at = Some(Time(now));
+        changed = true;
+    }
+    changed
+}
+
+/// The retry policy in force for task `i`: the task's, else the workflow's, else none.
+pub fn retry_policy(spec: &WorkflowSpec, i: usize) -> Option<&RetryPolicy> {
+    spec.tasks[i].retry.as_ref().or(spec.retry.as_ref())
+}
+
+/// The wait before attempt `attempt + 1` after `attempt` failed: `initial × factor^(attempt-1)`,
+/// at most `max`.
+pub fn backoff(policy: Option<&RetryPolicy>, attempt: u32) -> Duration {
+    let b = policy.and_then(|p| p.backoff.as_ref());
+    let initial = b.and_then(|b| b.initial.as_ref()).map_or(DEFAULT_BACKOFF_INITIAL, |d| d.value());
+    let factor = b.and_then(|b| b.factor).unwrap_or(DEFAULT_BACKOFF_FACTOR);
+    let max = b.and_then(|b| b.max.as_ref()).map_or(DEFAULT_BACKOFF_MAX, |d| d.value());
+    let exp = attempt.saturating_sub(1).min(63);
+    let mult = u64::from(factor).checked_pow(exp).unwrap_or(u64::MAX);
+    let nanos = initial.as_nanos().saturating_mul(u128::from(mult)).min(max.as_nanos());
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// Records a failed attempt of task `i`: back to Pending with a backoff while retries remain,
+/// else Failed. Returns whether it will be retried.
+pub fn record_failure(
+    spec: &WorkflowSpec,
+    status: &mut WorkflowStatus,
+    i: usize,
+    error: String,
+    now: Timestamp,
+) -> bool {
+    let policy = retry_policy(spec, i);
+    let limit = policy.and_then(|p| p.limit).unwrap_or(0);
+    let t = &mut status.tasks[i];
+    t.error = Some(error);
+    t.a2a_task_id = None;
+    if t.attempts <= limit {
+        let wait = backoff(policy, t.attempts);
+        t.phase = TaskPhase::Pending;
+        t.next_attempt_at = Some(Time(now + jiff::SignedDuration::try_from(wait).unwrap_or(jiff::SignedDuration::MAX)));
+        true
+    } else {
+        t.phase = TaskPhase::Failed;
+        t.finished_at = Some(Time(now));
+        t.next_attempt_at = None;
+        false
+    }
+}
+
+/// Marks task `i` Running for attempt `attempt` on `agent` (before the request is sent, so a
+/// crash after sending is known to have an attempt in flight).
+pub fn record_start(status: &mut WorkflowStatus, i: usize, attempt: u32, agent: &str, now: Timestamp) {
+    let t = &mut status.tasks[i];
+    t.phase = TaskPhase::Running;
+    t.attempts = attempt;
+    t.agent = Some(agent.to_owned());
+    t.started_at = Some(Time(now));
+    t.next_attempt_at = None;
+    t.a2a_task_id = None;
+}
+
+/// Records a successful attempt with its output.
+pub fn record_success(status: &mut WorkflowStatus, i: usize, output: String, now: Timestamp) {
+    let t = &mut status.tasks[i];
+    t.phase = TaskPhase::Succeeded;
+    t.output = Some(output);
+    t.error = None;
+    t.finished_at = Some(Time(now));
+}
+
+/// The dispatch priority of a task: the task's or workflow's, else the agent's, else normal.
+pub fn effective_priority(ready: &Ready, agent: Option<&Agent>) -> Priority {
+    ready.priority.or_else(|| agent.and_then(|a| a.spec.priority)).unwrap_or_default()
+}
+
+/// The messageId of an attempt: stable across daemon restarts, distinct per attempt, so an
+/// agent can recognise a re-sent attempt.
+pub fn message_id(workflow_uid: &str, task: &str, attempt: u32) -> String {
+    format!("{workflow_uid}-{task}-{attempt}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Workflow;
+
+    fn wf(yaml: &str) -> WorkflowSpec {
+        let text = format!("apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: {{ name: w }}\nspec:\n{yaml}");
+        match crate::api::validate::validate(&serde_yaml_ng::from_str(&text).expect("yaml")) {
+            Ok(crate::api::Object::Workflow(Workflow { spec, .. })) => spec,
+            other => panic!("not a valid workflow: {other:?}"),
+        }
+    }
+
+    fn t0() -> Timestamp {
+        "2026-11-24T00:00:00Z".parse().expect("time")
+    }
+
+    fn names(step: &Step) -> Vec<&str> {
+        step.ready.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    const DIAMOND: &str = "  params: { x: world }\n  tasks:\n    - { name: a, agent: e, message: \"hello {{ params.x }}\" }\n    - { name: b, agent: e, dependsOn: [a], message: \"b {{ tasks.a.output }}\" }\n    - { name: c, agent: e, dependsOn: [a], message: c }\n    - { name: d, agent: e, dependsOn: [b, c], message: \"{{ tasks.b.output }}+{{ tasks.c.output }}\" }\n";
+
+    #[test]
+    fn a_diamond_runs_in_dependency_order_with_outputs_passed_down() {
+        let spec = wf(DIAMOND);
+        let mut st = WorkflowStatus::default();
+        let s = step(&spec, &mut st, t0());
+        assert_eq!(names(&s), ["a"]);
+        assert_eq!(s.ready[0].message, "hello world");
+        assert_eq!(st.phase, Some(WorkflowPhase::Running));
+        record_start(&mut st, 0, 1, "e", t0());
+        assert!(step(&spec, &mut st, t0()).ready.is_empty(), "nothing else is ready while a runs");
+        record_success(&mut st, 0, "A".into(), t0());
+        let s = step(&spec, &mut st, t0());
+        assert_eq!(names(&s), ["b", "c"]);
+        assert_eq!(s.ready[0].message, "b A");
+        record_start(&mut st, 1, 1, "e", t0());
+        record_start(&mut st, 2, 1, "e", t0());
+        record_success(&mut st, 1, "B".into(), t0());
+        assert!(step(&spec, &mut st, t0()).ready.is_empty(), "d waits for c too");
+        record_success(&mut st, 2, "C".into(), t0());
+        let s = step(&spec, &mut st, t0());
+        assert_eq!(s.ready[0].message, "B+C");
+        record_start(&mut st, 3, 1, "e", t0());
+        record_success(&mut st, 3, "D".into(), t0());
+        step(&spec, &mut st, t0());
+        assert_eq!(st.phase, Some(WorkflowPhase::Succeeded));
+        assert_eq!(st.progress.as_deref(), Some("4/4"));
+    }
+
+    #[test]
+    fn a_failure_is_retried_with_backoff_then_fails_the_workflow_and_skips_dependents() {
+        let spec = wf(&DIAMOND.replace("  tasks:", "  retry: { limit: 1, backoff: { initial: 2s } }\n  tasks:"));
+        let mut st = WorkflowStatus::default();
+        step(&spec, &mut st, t0());
+        record_start(&mut st, 0, 1, "e", t0());
+        assert!(record_failure(&spec, &mut st, 0, "boom".into(), t0()), "one retry remains");
+        let s = step(&spec, &mut st, t0());
+        assert!(s.ready.is_empty(), "the retry waits for its backoff");
+        assert_eq!(s.wake_at, Some(t0() + jiff::SignedDuration::from_secs(2)));
+        let later = t0() + jiff::SignedDuration::from_secs(2);
+        let s = step(&spec, &mut st, later);
+        assert_eq!(s.ready[0].attempt, 2);
+        record_start(&mut st, 0, 2, "e", later);
+        assert!(!record_failure(&spec, &mut st, 0, "boom again".into(), later), "no retries left");
+        step(&spec, &mut st, later);
+        let phases: Vec<TaskPhase> = st.tasks.iter().map(|t| t.phase).collect();
+        assert_eq!(phases, [TaskPhase::Failed, TaskPhase::Skipped, TaskPhase::Skipped, TaskPhase::Skipped]);
+        assert_eq!(st.tasks[3].error.as_deref(), Some("dependency \"b\" did not succeed"));
+        assert_eq!(st.phase, Some(WorkflowPhase::Failed));
+    }
+
+    #[test]
+    fn parallelism_bounds_running_tasks() {
+        let spec = wf(
+            "  parallelism: 2\n  tasks:\n    - { name: a, agent: e, message: m }\n    - { name: b, agent: e, message: m }\n    - { name: c, agent: e, message: m }\n",
+        );
+        let mut st = WorkflowStatus::default();
+        let s = step(&spec, &mut st, t0());
+        assert_eq!(names(&s), ["a", "b"]);
+        record_start(&mut st, 0, 1, "e", t0());
+        assert_eq!(names(&step(&spec, &mut st, t0())), ["b"], "one slot left while a runs");
+    }
+
+    #[test]
+    fn the_active_deadline_cancels_running_and_waiting_tasks() {
+        let spec = wf(
+            "  activeDeadline: 10s\n  tasks:\n    - { name: a, agent: e, message: m }\n    - { name: b, agent: e, dependsOn: [a], message: m }\n",
+        );
+        let mut st = WorkflowStatus::default();
+        let s = step(&spec, &mut st, t0());
+        assert_eq!(s.wake_at, Some(t0() + jiff::SignedDuration::from_secs(10)));
+        record_start(&mut st, 0, 1, "e", t0());
+        let s = step(&spec, &mut st, t0() + jiff::SignedDuration::from_secs(11));
+        assert_eq!(s.cancel, [0]);
+        assert_eq!(st.tasks[1].phase, TaskPhase::Cancelled);
+    }
+
+    #[test]
+    fn backoff_grows_by_the_factor_up_to_the_max() {
+        let spec = wf(
+            "  retry: { limit: 9, backoff: { initial: 1s, factor: 3, max: 20s } }\n  tasks:\n    - { name: a, agent: e, message: m }\n",
+        );
+        let p = retry_policy(&spec, 0);
+        let waits: Vec<u64> = (1..=5).map(|a| backoff(p, a).as_secs()).collect();
+        assert_eq!(waits, [1, 3, 9, 20, 20]);
+        assert_eq!(backoff(None, 1), DEFAULT_BACKOFF_INITIAL);
+        assert_eq!(backoff(None, 60), DEFAULT_BACKOFF_MAX, "no overflow on many attempts");
+    }
+
+    #[test]
+    fn message_ids_are_stable_and_distinct_per_attempt() {
+        assert_eq!(message_id("uid-1", "fetch", 2), "uid-1-fetch-2");
+        assert_ne!(message_id("uid-1", "fetch", 1), message_id("uid-1", "fetch", 2));
+    }
+}

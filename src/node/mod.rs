@@ -1,0 +1,7 @@
+//! The local backend: cgroups (v1 and v2) that the kernel enforces, and agent processes
+//! started directly into them.
+
+pub mod cgroup;
+pub mod process;
+pub mod supervisor;
+mod sys;

@@ -1,0 +1,413 @@
+//! Agent processes: started directly into their cgroup, in their own session (they outlive
+//! the daemon), watched through a pidfd (so a restarted daemon can watch processes it adopts),
+//! stopped gracefully, and their ends classified (`Exited`, `Signaled`, `OOMKilled`).
+
+use std::fs::OpenOptions;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::process::{Gid, Pid, PidfdFlags, Signal, Uid};
+
+use super::cgroup::{self, CgroupDriver, CgroupPath};
+use super::sys::{ChildSetup, Credentials, install};
+use crate::api::Time;
+use crate::api::agent::{Termination, TerminationReason};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open log file {path}: {source}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
+    #[error("cannot open {path} to join the cgroup: {source}")]
+    Join {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start {program:?}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("user {user:?}: {reason}")]
+    User { user: String, reason: String },
+    #[error("pid {pid}: {what}: {source}")]
+    Process {
+        pid: u32,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pid {pid} is not in cgroup {cgroup}")]
+    NotInCgroup { pid: u32, cgroup: String },
+}
+
+impl Error {
+    /// A stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Log { .. } => "log",
+            Error::Cgroup(e) => e.metric_label(),
+            Error::Join { .. } => "join",
+            Error::Spawn { .. } => "spawn",
+            Error::User { .. } => "user",
+            Error::Process { .. } => "process",
+            Error::NotInCgroup { .. } => "not_in_cgroup",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The PATH an agent gets when it does not inherit the daemon's environment.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How to run one agent process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Set on top of the base environment (see `inherit_env`).
+    pub env: Vec<(String, String)>,
+    /// Start from the daemon's environment; otherwise from `PATH=`[`DEFAULT_PATH`] only.
+    pub inherit_env: bool,
+    pub working_dir: Option<PathBuf>,
+    pub user: Option<RunAs>,
+    /// stdout and stderr are appended here (parent directories are created).
+    pub log_file: PathBuf,
+}
+
+impl ProcessSpec {
+    pub fn new(program: impl Into<String>, log_file: impl Into<PathBuf>) -> Self {
+        ProcessSpec {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            inherit_env: false,
+            working_dir: None,
+            user: None,
+            log_file: log_file.into(),
+        }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// The credentials an agent runs with (`user:` in the Agent spec).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (empty: none of the daemon's are kept).
+    pub groups: Vec<u32>,
+}
+
+impl RunAs {
+    /// Resolves `name`, `uid` or `uid:gid` against `/etc/passwd` and `/etc/group`.
+    pub fn resolve(user: &str) -> Result<Self> {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        RunAs::resolve_in(user, &read("/etc/passwd"), &read("/etc/group"))
+    }
+
+    /// [`RunAs::resolve`] over the given passwd and group file contents.
+    pub fn resolve_in(user: &str, passwd: &str, group: &str) -> Result<Self> {
+        let err = |reason: String| Error::User { user: user.to_owned(), reason };
+        let (who, explicit_gid) = match user.split_once(':') {
+            Some((u, g)) => {
+                let gid = g.parse::<u32>().map_err(|_| err(format!("group {g:?} is not a numeric gid")))?;
+                (u, Some(gid))
+            }
+            None => (user, None),
+        };
+        let entry = passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let uid = f.get(2)?.parse::<u32>().ok()?;
+            let gid = f.get(3)?.parse::<u32>().ok()?;
+            (f.first() == Some(&who) || f.get(2) == Some(&who)).then(|| (f[0].to_owned(), uid, gid))
+        });
+        let (name, uid, gid) = match (entry, who.parse::<u32>()) {
+            (Some(e), _) => e,
+            // A numeric uid without a passwd entry runs with its own number as group.
+            (None, Ok(uid)) => (String::new(), uid, uid),
+            (None, Err(_)) => return Err(err("no such user in /etc/passwd".into())),
+        };
+        let gid = explicit_gid.unwrap_or(gid);
+        let mut groups: Vec<u32> = if name.is_empty() {
+            Vec::new()
+        } else {
+            group
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    let members = f.get(3)?;
+                    members.split(',').any(|m| m == name).then(|| f.get(2)?.parse::<u32>().ok()).flatten()
+                })
+                .collect()
+        };
+        groups.retain(|g| *g != gid);
+        groups.insert(0, gid);
+        Ok(RunAs { uid, gid, groups })
+    }
+}
+
+/// How a process ended, as far as it can be known. Both fields are `None` for an adopted
+/// (non-child) process: only its parent can read its status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// Classifies an end: `OOMKilled` when the kernel's OOM killer killed a process of the cgroup
+/// meanwhile (its `oom_kill` counter rose) and the process died of SIGKILL (or its status is
+/// unknown), `Signaled` for other signals, `Exited` otherwise.
+pub fn classify(exit: &ExitInfo, oom_kills_before: u64, oom_kills_after: u64, at: Time) -> Termination {
+    let oom = oom_kills_after > oom_kills_before;
+    let killed = exit.signal == Some(libc::SIGKILL);
+    let unknown = exit.signal.is_none() && exit.code.is_none();
+    let reason = if oom && (killed || unknown) {
+        TerminationReason::OomKilled
+    } else if exit.signal.is_some() {
+        TerminationReason::Signaled
+    } else {
+        TerminationReason::Exited
+    };
+    Termination { reason, exit_code: exit.code, signal: exit.signal, at }
+}
+
+/// A running agent process: a child of this daemon or one adopted after a restart.
+#[derive(Debug)]
+pub struct AgentProcess {
+    pid: u32,
+    pidfd: OwnedFd,
+    child: Option<Child>,
+    exit: Option<ExitInfo>,
+}
+
+/// Starts `spec` inside `cgroup`: the child joins every hierarchy's `cgroup.procs` before it
+/// executes, gets its own session, `no_new_privs`, the requested credentials, no inherited
+/// descriptors beyond stdio, stdin from /dev/null and stdout/stderr appended to the log file.
+pub fn spawn(driver: &dyn CgroupDriver, cgroup: &CgroupPath, spec: &ProcessSpec) -> Result<AgentProcess> {
+    let log = open_log(&spec.log_file)?;
+    let log_err = log.try_clone().map_err(|source| Error::Log { path: spec.log_file.clone(), source })?;
+    spawn_with(driver, cgroup, spec, Stdio::null(), Stdio::from(log), Stdio::from(log_err))
+}
+
+/// Like [`spawn`], but with stdin, stdout and stderr as pipes (for `stdio` agents, one run
+/// per task); take them with [`AgentProcess::take_pipes`]. `spec.log_file` is not used.
+pub fn spawn_piped(driver: &dyn CgroupDriver, cgroup: &CgroupPath, spec: &ProcessSpec) -> Result<AgentProcess> {
+    spawn_with(driver, cgroup, spec, Stdio::piped(), Stdio::piped(), Stdio::piped())
+}
+
+fn spawn_with(
+    driver: &dyn CgroupDriver,
+    cgroup: &CgroupPath,
+    spec: &ProcessSpec,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<AgentProcess> {
+    let join = driver
+        .procs_files(cgroup)?
+        .into_iter()
+        .map(|path| {
+            OpenOptions::new().write(true).open(&path).map(OwnedFd::from).map_err(|source| Error::Join { path, source })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args).stdin(stdin).stdout(stdout).stderr(stderr);
+    if !spec.inherit_env {
+        cmd.env_clear().env("PATH", DEFAULT_PATH);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if let Some(dir) = &spec.working_dir {
+        cmd.current_dir(dir);
+    }
+    let user = spec.user.as_ref().map(|u| Credentials {
+        uid: Uid::from_raw(u.uid),
+        gid: Gid::from_raw(u.gid),
+        groups: u.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+    });
+    install(&mut cmd, ChildSetup { join, user });
+    let child = cmd.spawn().map_err(|source| Error::Spawn { program: spec.program.clone(), source })?;
+    let pid = child.id();
+    let pidfd = open_pidfd(pid)?;
+    Ok(AgentProcess { pid, pidfd, child: Some(child), exit: None })
+}
+
+fn open_log(path: &Path) -> Result<std::fs::File> {
+    let err = |source| Error::Log { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path).map_err(err)
+}
+
+fn to_pid(pid: u32) -> Result<Pid> {
+    i32::try_from(pid).ok().and_then(Pid::from_raw).ok_or_else(|| Error::Process {
+        pid,
+        what: "not a valid pid",
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })
+}
+
+fn open_pidfd(pid: u32) -> Result<OwnedFd> {
+    rustix::process::pidfd_open(to_pid(pid)?, PidfdFlags::empty()).map_err(|e| Error::Process {
+        pid,
+        what: "pidfd_open",
+        source: e.into(),
+    })
+}
+
+impl AgentProcess {
+    /// Watches a process this daemon did not start (one found in `cgroup` after a restart).
+    /// The pid is checked to be in the cgroup *after* the pidfd is open, so a recycled pid
+    /// cannot be adopted by mistake.
+    pub fn adopt(driver: &dyn CgroupDriver, cgroup: &CgroupPath, pid: u32) -> Result<Self> {
+        let pidfd = open_pidfd(pid)?;
+        if !driver.pids(cgroup)?.contains(&pid) {
+            return Err(Error::NotInCgroup { pid, cgroup: cgroup.to_string() });
+        }
+        Ok(AgentProcess { pid, pidfd, child: None, exit: None })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// A second descriptor for the process's pidfd: it becomes readable when the process
+    /// ends, so an async runtime can wait for many processes without a thread each.
+    pub fn pidfd(&self) -> Result<OwnedFd> {
+        self.pidfd.try_clone().map_err(|source| Error::Process { pid: self.pid, what: "dup pidfd", source })
+    }
+
+    /// The pipes of a process started with [`spawn_piped`] (once).
+    pub fn take_pipes(
+        &mut self,
+    ) -> Option<(std::process::ChildStdin, std::process::ChildStdout, std::process::ChildStderr)> {
+        let child = self.child.as_mut()?;
+        Some((child.stdin.take()?, child.stdout.take()?, child.stderr.take()?))
+    }
+
+    /// Whether this daemon started it (and so can read its exit status).
+    pub fn is_child(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Waits up to `timeout` (forever when `None`) for the process to end.
+    pub fn wait_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<ExitInfo>> {
+        if let Some(e) = self.exit {
+            return Ok(Some(e));
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let ts = left.map(|l| Timespec { tv_sec: l.as_secs() as i64, tv_nsec: i64::from(l.subsec_nanos()) });
+            let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(0) => return Ok(None),
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    return Err(Error::Process { pid: self.pid, what: "poll pidfd", source: e.into() });
+                }
+            }
+        }
+        let info = match &mut self.child {
+            Some(child) => {
+                let status = child.wait().map_err(|source| Error::Process { pid: self.pid, what: "wait", source })?;
+                ExitInfo { code: status.code(), signal: status.signal() }
+            }
+            None => ExitInfo { code: None, signal: None },
+        };
+        self.exit = Some(info);
+        Ok(Some(info))
+    }
+
+    /// Sends `signal` to the process's group (it leads its own session and group).
+    pub fn signal_group(&self, signal: Signal) -> Result<()> {
+        match rustix::process::kill_process_group(to_pid(self.pid)?, signal) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(Error::Process { pid: self.pid, what: "signal process group", source: e.into() }),
+        }
+    }
+
+    /// Graceful stop: SIGTERM to the group, SIGKILL to the group after `grace` if the
+    /// process has not ended. Returns how it ended.
+    pub fn stop(&mut self, grace: Duration) -> Result<ExitInfo> {
+        if let Some(e) = self.exit {
+            return Ok(e);
+        }
+        self.signal_group(Signal::TERM)?;
+        let ended = self.wait_timeout(Some(grace))?;
+        // Also reaches group members that ignored SIGTERM after the leader left.
+        self.signal_group(Signal::KILL)?;
+        match ended {
+            Some(e) => Ok(e),
+            None => self.wait_timeout(None)?.ok_or_else(|| Error::Process {
+                pid: self.pid,
+                what: "wait after SIGKILL",
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nagent:x:1001:1001::/home/agent:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nagent:x:1001:\ndocker:x:998:agent,bob\nwheel:x:10:bob\n";
+
+    #[test]
+    fn users_resolve_by_name_uid_and_uid_gid() {
+        let a = RunAs::resolve_in("agent", PASSWD, GROUP).unwrap();
+        assert_eq!(a, RunAs { uid: 1001, gid: 1001, groups: vec![1001, 998] });
+        assert_eq!(RunAs::resolve_in("1001", PASSWD, GROUP).unwrap(), a);
+        let n = RunAs::resolve_in("4242:100", PASSWD, GROUP).unwrap();
+        assert_eq!((n.uid, n.gid, n.groups), (4242, 100, vec![100]));
+        let e = RunAs::resolve_in("ghost", PASSWD, GROUP).unwrap_err().to_string();
+        assert!(e.contains("ghost") && e.contains("no such user"), "{e}");
+        let e = RunAs::resolve_in("agent:staff", PASSWD, GROUP).unwrap_err().to_string();
+        assert!(e.contains("numeric gid"), "{e}");
+    }
+
+    #[test]
+    fn terminations_are_classified_by_the_oom_counter_and_signal() {
+        let at = Time::now();
+        let killed = ExitInfo { code: None, signal: Some(libc::SIGKILL) };
+        assert_eq!(classify(&killed, 0, 1, at).reason, TerminationReason::OomKilled);
+        assert_eq!(classify(&killed, 1, 1, at).reason, TerminationReason::Signaled);
+        let term = ExitInfo { code: None, signal: Some(libc::SIGTERM) };
+        assert_eq!(classify(&term, 0, 1, at).reason, TerminationReason::Signaled);
+        let exited = ExitInfo { code: Some(3), signal: None };
+        let t = classify(&exited, 0, 0, at);
+        assert_eq!((t.reason, t.exit_code), (TerminationReason::Exited, Some(3)));
+        let adopted = ExitInfo { code: None, signal: None };
+        assert_eq!(classify(&adopted, 2, 3, at).reason, TerminationReason::OomKilled);
+        assert_eq!(classify(&adopted, 3, 3, at).reason, TerminationReason::Exited);
+    }
+}

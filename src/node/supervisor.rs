@@ -1,0 +1,1141 @@
+//! The local agent and budget controller: turns Agents and ResourceBudgets (read through
+//! the API server) into cgroups and supervised processes, and writes what the kernel reports
+//! back into status.
+//!
+//! One loop owns all state. It wakes on watch events, process exits (pidfd readiness),
+//! probe results and a tick; each pass admits agents ([`crate::controller::admission`]),
+//! creates budget cgroups, starts, adopts, restarts or stops replicas, and writes statuses
+//! that changed. Processes run in their own session, so they outlive the daemon; a restarted
+//! daemon re-adopts them from `status.instances` (pid + cgroup) instead of starting them again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use super::cgroup::{CgroupDriver, CgroupLimits, CgroupPath, Layout};
+use super::process::{self, AgentProcess, ExitInfo, ProcessSpec};
+use crate::api::agent::{AgentPhase, AgentStatus, CardSummary, Instance, Protocol, RestartPolicy, Termination, Usage};
+use crate::api::budget::{AlertResource, Amounts as StatusAmounts, ResourceBudgetStatus};
+use crate::api::common::{ConditionStatus, Time, find_condition, set_condition};
+use crate::api::quantity::{format_bytes, format_millicores};
+use crate::api::{Agent, Condition, DEFAULT_BUDGET, ResourceBudget};
+use crate::controller::admission::{self, Amounts, Candidate, Verdict};
+
+/// Backoff between restarts of a replica: 1s doubling to 5m, reset after 10m of running.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
+const RESTART_RESET_AFTER: Duration = Duration::from_secs(600);
+/// Usage-only status changes are written at most this often.
+const USAGE_WRITE_EVERY: Duration = Duration::from_secs(10);
+
+/// How the node runs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// `$A2A_HOME`: logs go under `logs/<namespace>/<agent>/<replica>.log`.
+    pub home: PathBuf,
+    pub layout: Layout,
+    /// The binary that `command: ["a2a", ...]` runs (the running a2a).
+    pub a2a_exe: PathBuf,
+    /// SIGTERM → SIGKILL grace when stopping a replica.
+    pub grace: Duration,
+    pub tick: Duration,
+    /// Whether cgroups enforce limits; `false` only with `--allow-unenforced`.
+    pub enforced: bool,
+    /// Stop every replica when the node shuts down (`a2a run`); `a2a serve` leaves them
+    /// running for the next daemon to adopt.
+    pub stop_on_shutdown: bool,
+}
+
+impl NodeConfig {
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            home: home.into(),
+            layout: Layout::default(),
+            a2a_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("a2a")),
+            grace: Duration::from_secs(10),
+            tick: Duration::from_millis(500),
+            enforced: true,
+            stop_on_shutdown: false,
+        }
+    }
+}
+
+/// The default budget: the single-host envelope of the original plan.
+pub fn default_budget() -> ResourceBudget {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "a2a.dev/v1alpha1", "kind": "ResourceBudget",
+        "metadata": {"name": DEFAULT_BUDGET, "labels": {"app.kubernetes.io/managed-by": "a2a"}},
+        "spec": {"limits": {"memory": "8Gi", "cpu": "60%"}, "reserve": "512Mi"}
+    }))
+    .unwrap_or_default()
+}
+
+type Key = (String, String);
+
+enum NodeEvent {
+    Agent(Box<Agent>),
+    AgentGone(Key),
+    Budget(Box<ResourceBudget>),
+    BudgetGone(String),
+    /// A watcher delivered its initial list.
+    Synced(&'static str),
+    Exited {
+        key: Key,
+        replica: u32,
+        pid: u32,
+    },
+    Probed {
+        key: Key,
+        replica: u32,
+        pid: u32,
+        card: Option<CardSummary>,
+    },
+}
+
+struct Replica {
+    cgroup: CgroupPath,
+    port: u16,
+    process: Option<AgentProcess>,
+    pid: u32,
+    started_at: Time,
+    started: Instant,
+    ready: bool,
+    probing: bool,
+    spec_hash: String,
+    restarts: u32,
+    /// When it may start again after an exit.
+    next_start: Option<Instant>,
+    backoff: Duration,
+    oom_before: u64,
+    cpu: Option<(Instant, u64)>,
+    cpu_millis: u64,
+    throttled: u64,
+    throttling: bool,
+}
+
+#[derive(Default)]
+struct AgentRuntime {
+    replicas: BTreeMap<u32, Replica>,
+    last_termination: Option<Termination>,
+    card: Option<CardSummary>,
+    /// Restarts before this daemon (from status), plus ours.
+    restarts_base: u32,
+    written: Option<AgentStatus>,
+    written_at: Option<Instant>,
+    adopted: bool,
+    url_ready: bool,
+    url_probing: bool,
+    last_error: Option<String>,
+}
+
+/// The node controller.
+pub struct Node {
+    client: kube::Client,
+    driver: Arc<dyn CgroupDriver>,
+    config: NodeConfig,
+    host_cores: u32,
+    tx: mpsc::UnboundedSender<NodeEvent>,
+}
+
+/// What the loop owns.
+struct World {
+    agents: HashMap<Key, Agent>,
+    budgets: BTreeMap<String, ResourceBudget>,
+    runtime: HashMap<Key, AgentRuntime>,
+    budget_written: HashMap<String, ResourceBudgetStatus>,
+    alerts_firing: HashMap<(String, &'static str), bool>,
+    /// Nothing is decided before both caches hold the whole picture: admitting against a
+    /// half-read list of budgets would stop agents that are fine.
+    synced: BTreeSet<&'static str>,
+}
+
+fn key_of<K: Resource>(o: &K) -> Key {
+    (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
+}
+
+fn spec_hash(agent: &Agent) -> String {
+    use std::hash::{Hash, Hasher};
+    let s = &agent.spec;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&s.command, &s.args, &s.working_dir, &s.user, s.port).hash(&mut h);
+    for e in &s.env {
+        (&e.name, &e.value).hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Host memory available now (bytes), from /proc/meminfo.
+pub fn host_available_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(u64::MAX, |kb| kb * 1024)
+}
+
+impl Node {
+    pub fn new(client: kube::Client, driver: Arc<dyn CgroupDriver>, config: NodeConfig) -> (Arc<Self>, NodeRunner) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let node = Arc::new(Node { client, driver, config, host_cores, tx });
+        (node.clone(), NodeRunner { node, rx })
+    }
+
+    pub fn driver(&self) -> &Arc<dyn CgroupDriver> {
+        &self.driver
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The budget chain of `budget`, outermost first (`["host", "team"]`).
+    fn chain(budgets: &BTreeMap<String, ResourceBudget>, budget: &str) -> Vec<String> {
+        let mut chain = vec![budget.to_owned()];
+        let mut cur = budgets.get(budget).and_then(|b| b.spec.parent.clone());
+        while let Some(p) = cur {
+            if chain.contains(&p) {
+                break;
+            }
+            chain.push(p.clone());
+            cur = budgets.get(&p).and_then(|b| b.spec.parent.clone());
+        }
+        chain.reverse();
+        chain
+    }
+
+    fn budget_cgroup(&self, budgets: &BTreeMap<String, ResourceBudget>, budget: &str) -> Option<CgroupPath> {
+        let chain = Self::chain(budgets, budget);
+        let refs: Vec<&str> = chain.iter().map(String::as_str).collect();
+        self.config.layout.budget(&refs).ok()
+    }
+
+    /// The cgroup of one replica (and of one stdio run slot).
+    fn replica_cgroup(
+        &self,
+        budgets: &BTreeMap<String, ResourceBudget>,
+        agent: &Agent,
+        replica: u32,
+    ) -> Option<CgroupPath> {
+        let (ns, name) = key_of(agent);
+        let chain = Self::chain(budgets, agent.spec.budget());
+        let refs: Vec<&str> = chain.iter().map(String::as_str).collect();
+        self.config.layout.replica(&refs, &ns, &name, replica).ok()
+    }
+
+    fn process_spec(&self, agent: &Agent, replica: u32, port: u16) -> Result<ProcessSpec, String> {
+        let (ns, name) = key_of(agent);
+        let s = &agent.spec;
+        let program = match s.command.first().map(String::as_str) {
+            Some("a2a") => self.config.a2a_exe.to_string_lossy().into_owned(),
+            Some(p) => p.to_owned(),
+            None => return Err("spec.command is required to run an agent locally".into()),
+        };
+        let log = self.config.home.join("logs").join(&ns).join(&name).join(format!("{replica}.log"));
+        let mut spec = ProcessSpec::new(program, log).args(s.command.iter().skip(1).chain(&s.args).cloned());
+        for var in ["PATH", "HOME", "LANG"] {
+            if let Ok(v) = std::env::var(var) {
+                spec = spec.env(var, v);
+            }
+        }
+        for e in &s.env {
+            spec = spec.env(&e.name, &e.value);
+        }
+        spec = spec.env("A2A_PORT", port.to_string()).env("A2A_AGENT", &name).env("A2A_NAMESPACE", &ns);
+        spec.working_dir = Some(match &s.working_dir {
+            Some(d) => PathBuf::from(d),
+            None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        });
+        if let Some(user) = &s.user {
+            spec.user = Some(process::RunAs::resolve(user).map_err(|e| e.to_string())?);
+        }
+        Ok(spec)
+    }
+
+    /// Waits (without a thread) until `pid` ends, then reports it.
+    fn watch_exit(&self, key: Key, replica: u32, p: &AgentProcess) {
+        let pid = p.pid();
+        let Ok(fd) = p.pidfd() else { return };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open and refers to the
+            // same pidfd until the AsyncFd is dropped, which is what registration requires.
+            #[allow(unsafe_code)]
+            let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+            if let Ok(async_fd) = registered {
+                let _ = async_fd.readable().await;
+            }
+            let _ = tx.send(NodeEvent::Exited { key, replica, pid });
+        });
+    }
+
+    fn probe(&self, key: Key, replica: u32, pid: u32, url: String) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let card = match crate::a2a::Client::new(&url) {
+                Ok(c) => match tokio::time::timeout(Duration::from_secs(2), c.refresh_agent_card()).await {
+                    Ok(Ok(card)) => Some(CardSummary {
+                        name: card.name.clone(),
+                        version: card.version.clone(),
+                        skills: card.skills.iter().map(|s| s.id.clone()).collect(),
+                        streaming: card.capabilities.streaming,
+                    }),
+                    _ => None,
+                },
+                Err(_) => None,
+            };
+            let _ = tx.send(NodeEvent::Probed { key, replica, pid, card });
+        });
+    }
+}
+
+/// Runs the node's loop; returned by [`Node::new`].
+pub struct NodeRunner {
+    node: Arc<Node>,
+    rx: mpsc::UnboundedReceiver<NodeEvent>,
+}
+
+impl NodeRunner {
+    /// Runs until `shutdown` resolves.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let node = self.node.clone();
+        ensure_default_budget(&node.client).await;
+        let watchers = [tokio::spawn(watch_agents(node.clone())), tokio::spawn(watch_budgets(node.clone()))];
+        let mut world = World {
+            agents: HashMap::new(),
+            budgets: BTreeMap::new(),
+            runtime: HashMap::new(),
+            budget_written: HashMap::new(),
+            alerts_firing: HashMap::new(),
+            synced: BTreeSet::new(),
+        };
+        let mut tick = tokio::time::interval(node.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = tick.tick() => {}
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => {
+                        world.apply(&node, ev);
+                        // Take whatever else is queued before reconciling once.
+                        while let Ok(ev) = self.rx.try_recv() {
+                            world.apply(&node, ev);
+                        }
+                    }
+                    None => break,
+                },
+            }
+            if world.synced.len() == 2 {
+                world.reconcile(&node).await;
+            }
+        }
+        for w in watchers {
+            w.abort();
+        }
+        if node.config.stop_on_shutdown {
+            world.stop_all(&node).await;
+        }
+    }
+}
+
+async fn ensure_default_budget(client: &kube::Client) {
+    let api: Api<ResourceBudget> = Api::all(client.clone());
+    match api.get_opt(DEFAULT_BUDGET).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            if let Err(e) = api.create(&PostParams::default(), &default_budget()).await {
+                tracing::warn!(error = %e, "could not create the default budget");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the default budget"),
+    }
+}
+
+async fn watch_agents(node: Arc<Node>) {
+    let api: Api<Agent> = Api::all(node.client.clone());
+    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    while let Some(ev) = stream.next().await {
+        let sent = match ev {
+            Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => node.tx.send(NodeEvent::Agent(Box::new(a))),
+            Ok(watcher::Event::Delete(a)) => node.tx.send(NodeEvent::AgentGone(key_of(&a))),
+            Ok(watcher::Event::InitDone) => node.tx.send(NodeEvent::Synced("agents")),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "agent watch failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(())
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+async fn watch_budgets(node: Arc<Node>) {
+    let api: Api<ResourceBudget> = Api::all(node.client.clone());
+    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    while let Some(ev) = stream.next().await {
+        let sent = match ev {
+            Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) => node.tx.send(NodeEvent::Budget(Box::new(b))),
+            Ok(watcher::Event::Delete(b)) => node.tx.send(NodeEvent::BudgetGone(b.name_any())),
+            Ok(watcher::Event::InitDone) => node.tx.send(NodeEvent::Synced("budgets")),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "budget watch failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(())
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+impl World {
+    fn apply(&mut self, node: &Node, ev: NodeEvent) {
+        match ev {
+            NodeEvent::Agent(a) => {
+                let k = key_of(&*a);
+                self.agents.insert(k, *a);
+            }
+            NodeEvent::AgentGone(k) => {
+                self.agents.remove(&k);
+            }
+            NodeEvent::Budget(b) => {
+                self.budgets.insert(b.name_any(), *b);
+            }
+            NodeEvent::BudgetGone(n) => {
+                self.budgets.remove(&n);
+            }
+            NodeEvent::Synced(what) => {
+                self.synced.insert(what);
+            }
+            NodeEvent::Exited { key, replica, pid } => self.exited(node, &key, replica, pid),
+            NodeEvent::Probed { key, replica, pid, card } => {
+                if let Some(rt) = self.runtime.get_mut(&key) {
+                    if replica == u32::MAX {
+                        rt.url_probing = false;
+                        rt.url_ready = card.is_some();
+                        if card.is_some() {
+                            rt.card = card;
+                        }
+                    } else if let Some(r) = rt.replicas.get_mut(&replica).filter(|r| r.pid == pid) {
+                        r.probing = false;
+                        if card.is_some() {
+                            r.ready = true;
+                            rt.card = card;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn exited(&mut self, node: &Node, key: &Key, replica: u32, pid: u32) {
+        let Some(rt) = self.runtime.get_mut(key) else { return };
+        let Some(r) = rt.replicas.get_mut(&replica).filter(|r| r.pid == pid && r.process.is_some()) else { return };
+        let info = r
+            .process
+            .as_mut()
+            .and_then(|p| p.wait_timeout(Some(Duration::ZERO)).ok().flatten())
+            .unwrap_or(ExitInfo { code: None, signal: None });
+        let oom_after = node.driver.stats(&r.cgroup).map_or(r.oom_before, |s| s.oom_kills);
+        let termination = process::classify(&info, r.oom_before, oom_after, Time::now());
+        tracing::info!(agent = %key.1, replica, pid, reason = ?termination.reason, "agent replica exited");
+        r.oom_before = oom_after;
+        r.process = None;
+        r.ready = false;
+        // Backoff: doubles, capped; reset when it had run for a long while.
+        r.backoff = if r.started.elapsed() > RESTART_RESET_AFTER {
+            Duration::from_secs(1)
+        } else {
+            (r.backoff * 2).clamp(Duration::from_secs(1), RESTART_BACKOFF_MAX)
+        };
+        r.next_start = Some(Instant::now() + r.backoff);
+        rt.last_termination = Some(termination);
+    }
+
+    /// One pass over everything.
+    async fn reconcile(&mut self, node: &Node) {
+        let available = host_available_memory();
+        let budgets: Vec<admission::Budget> = self
+            .budgets
+            .values()
+            .map(|b| admission::Budget {
+                name: b.name_any(),
+                parent: b.spec.parent.clone(),
+                limits: admission::Limits {
+                    memory: b.spec.limits.memory.as_ref().map(|m| m.value()),
+                    cpu_millis: b.spec.limits.cpu.as_ref().map(|c| c.value().millicores(node.host_cores)),
+                    pids: b.spec.limits.pids.as_ref().map(|p| p.value()),
+                },
+                reserve: b.spec.reserve.as_ref().map(|r| r.value()),
+            })
+            .collect();
+        let candidates: Vec<Candidate> = self
+            .agents
+            .values()
+            .filter(|a| a.meta().deletion_timestamp.is_none() && a.spec.url.is_none())
+            .map(|a| {
+                let k = key_of(a);
+                let running = self.runtime.get(&k).is_some_and(|rt| !rt.replicas.is_empty());
+                Candidate {
+                    key: format!("{}/{}", k.0, k.1),
+                    budget: a.spec.budget().to_owned(),
+                    priority: a.spec.priority(),
+                    created: a.meta().creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
+                    demand: demand(a, node.host_cores),
+                    admitted: running
+                        || a.status
+                            .as_ref()
+                            .and_then(|s| find_condition(&s.conditions, "Admitted"))
+                            .is_some_and(|c| c.status == ConditionStatus::True),
+                }
+            })
+            .collect();
+        let decision = admission::admit(&budgets, &candidates, available);
+
+        // Budget cgroups, outermost first so parents exist before children.
+        let mut names: Vec<&String> = self.budgets.keys().collect();
+        names.sort_by_key(|n| Node::chain(&self.budgets, n).len());
+        for name in names {
+            let Some(path) = node.budget_cgroup(&self.budgets, name) else { continue };
+            let limits = CgroupLimits::for_budget(&self.budgets[name].spec.limits, node.host_cores);
+            if let Err(e) = node.driver.ensure(&path, &limits) {
+                tracing::warn!(budget = %name, error = %e, "budget cgroup");
+            }
+        }
+
+        let keys: BTreeSet<Key> = self.agents.keys().chain(self.runtime.keys()).cloned().collect();
+        for k in keys {
+            let verdict = decision.verdicts.get(&format!("{}/{}", k.0, k.1)).cloned();
+            self.reconcile_agent(node, &k, verdict).await;
+        }
+        self.write_budgets(node, &decision).await;
+    }
+
+    async fn reconcile_agent(&mut self, node: &Node, k: &Key, verdict: Option<Verdict>) {
+        let Some(agent) = self.agents.get(k).cloned() else {
+            // Deleted: stop and clean up.
+            if let Some(mut rt) = self.runtime.remove(k) {
+                stop_replicas(node, &mut rt, |_| true).await;
+            }
+            return;
+        };
+        let rt = self.runtime.entry(k.clone()).or_default();
+        if !rt.adopted {
+            rt.adopted = true;
+            let status = agent.status.clone().unwrap_or_default();
+            rt.restarts_base = status.restarts;
+            rt.last_termination = status.last_termination.clone();
+            rt.card = status.card.clone();
+            adopt(node, k, rt, &status.instances);
+        }
+        if let Some(url) = &agent.spec.url {
+            if !rt.url_probing {
+                rt.url_probing = true;
+                node.probe(k.clone(), u32::MAX, 0, url.clone());
+            }
+            let status = url_status(&agent, rt);
+            write_agent(node, &agent, rt, status).await;
+            return;
+        }
+        let admitted = matches!(verdict, Some(Verdict::Admitted));
+        let desired = if admitted && agent.spec.protocol() == Protocol::A2a { agent.spec.replicas() } else { 0 };
+        // Scale down, and stop everything of an agent that lost its admission.
+        stop_replicas(node, rt, |i| i >= desired).await;
+        let hash = spec_hash(&agent);
+        let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
+        let policy = agent.spec.restart_policy();
+        // A command change restarts one replica at a time, when all others are ready.
+        let all_ready = rt.replicas.values().all(|r| r.ready);
+        let mut rolled = false;
+        for i in 0..desired {
+            let exists = rt.replicas.get(&i).is_some_and(|r| r.process.is_some());
+            if exists {
+                let r = rt.replicas.get_mut(&i).expect("checked above");
+                if r.spec_hash != hash && all_ready && !rolled {
+                    rolled = true;
+                    if let Some(p) = r.process.as_mut() {
+                        let _ = p.stop(node.config.grace);
+                    }
+                    r.process = None;
+                    r.ready = false;
+                    r.next_start = None;
+                } else {
+                    if let Err(e) = node.driver.update(&r.cgroup, &limits) {
+                        tracing::warn!(agent = %k.1, error = %e, "updating limits");
+                    }
+                    continue;
+                }
+            }
+            let last_exit_ok = rt.last_termination.as_ref().is_some_and(|t| t.exit_code == Some(0));
+            let may_restart = match (rt.replicas.get(&i), policy) {
+                (None, _) => true,
+                (Some(_), RestartPolicy::Always) => true,
+                (Some(_), RestartPolicy::OnFailure) => !last_exit_ok,
+                (Some(_), RestartPolicy::Never) => false,
+            };
+            if !may_restart || rt.replicas.get(&i).and_then(|r| r.next_start).is_some_and(|t| t > Instant::now()) {
+                continue;
+            }
+            match start_replica(node, &self.budgets, &agent, i, &limits, &hash, rt.replicas.get(&i)) {
+                Ok(r) => {
+                    let restarted = rt.replicas.contains_key(&i);
+                    node.watch_exit(k.clone(), i, r.process.as_ref().expect("just started"));
+                    rt.replicas.insert(i, r);
+                    if restarted {
+                        rt.restarts_base += 1;
+                    }
+                    rt.last_error = None;
+                }
+                Err(e) => {
+                    tracing::warn!(agent = %k.1, replica = i, error = %e, "could not start");
+                    rt.last_error = Some(e);
+                }
+            }
+        }
+        // Probes for replicas not ready yet.
+        for (i, r) in rt.replicas.iter_mut() {
+            if r.process.is_some() && !r.ready && !r.probing {
+                r.probing = true;
+                node.probe(k.clone(), *i, r.pid, format!("http://127.0.0.1:{}", r.port));
+            }
+        }
+        // A stdio agent needs only its cgroup parent (runs get their own cgroups).
+        if admitted
+            && agent.spec.protocol() == Protocol::Stdio
+            && let Some(parent) = node.replica_cgroup(&self.budgets, &agent, 0).and_then(|p| p.parent())
+            && let Err(e) = node.driver.ensure(&parent, &CgroupLimits::default())
+        {
+            rt.last_error = Some(e.to_string());
+        }
+        sample_usage(node, rt);
+        let status = agent_status(node, &agent, rt, verdict.as_ref(), desired);
+        write_agent(node, &agent, rt, status).await;
+    }
+
+    async fn write_budgets(&mut self, node: &Node, decision: &admission::Decision) {
+        let api: Api<ResourceBudget> = Api::all(node.client.clone());
+        for (name, b) in &self.budgets {
+            let mut status = b.status.clone().unwrap_or_default();
+            let a = decision.allocated.get(name).copied().unwrap_or_default();
+            status.allocated = Some(amounts(a));
+            let used = node
+                .budget_cgroup(&self.budgets, name)
+                .and_then(|p| node.driver.stats(&p).ok())
+                .map(|s| Amounts { memory: s.memory_current, cpu_millis: 0, pids: s.pids_current })
+                .unwrap_or_default();
+            status.used = Some(amounts(used));
+            status.agents = decision.agents.get(name).copied().unwrap_or(0);
+            status.pending = decision.pending.get(name).cloned().unwrap_or_default();
+            status.observed_generation = b.meta().generation;
+            let mem_limit = b.spec.limits.memory.as_ref().map(|m| m.value());
+            let pressure =
+                mem_limit.is_some_and(|l| l > 0 && used.memory * 100 / l >= 90) || !status.pending.is_empty();
+            set_condition(
+                &mut status.conditions,
+                Condition::new(
+                    "Pressure",
+                    pressure,
+                    if pressure { "NearLimit" } else { "Room" },
+                    if status.pending.is_empty() {
+                        format!("{} of memory in use", format_bytes(used.memory))
+                    } else {
+                        format!("{} agent(s) waiting for room", status.pending.len())
+                    },
+                ),
+            );
+            let mut firing = Vec::new();
+            for alert in &b.spec.alerts {
+                let (what, used_v, limit) = match alert.resource {
+                    AlertResource::Memory => ("memory", used.memory, mem_limit),
+                    AlertResource::Pids => ("pids", used.pids, b.spec.limits.pids.as_ref().map(|p| p.value())),
+                    AlertResource::Cpu => ("cpu", 0, None),
+                };
+                let Some(limit) = limit.filter(|l| *l > 0) else { continue };
+                let bp = u64::from(alert.above.value());
+                let is_firing = used_v.saturating_mul(10_000) / limit >= bp;
+                let was = self.alerts_firing.insert((name.clone(), what), is_firing).unwrap_or(false);
+                if is_firing {
+                    firing.push(format!("{what} above {}", alert.above));
+                }
+                if is_firing != was {
+                    record_event(
+                        node,
+                        b,
+                        if is_firing { "AlertFiring" } else { "AlertResolved" },
+                        &format!(
+                            "{what} use is {} the {} threshold",
+                            if is_firing { "above" } else { "back below" },
+                            alert.above
+                        ),
+                    )
+                    .await;
+                }
+            }
+            set_condition(
+                &mut status.conditions,
+                Condition::new(
+                    "AlertFiring",
+                    !firing.is_empty(),
+                    if firing.is_empty() { "BelowThresholds" } else { "ThresholdCrossed" },
+                    if firing.is_empty() { "no alert threshold crossed".to_owned() } else { firing.join(", ") },
+                ),
+            );
+            if self.budget_written.get(name) == Some(&status) && b.status.as_ref() == Some(&status) {
+                continue;
+            }
+            let patch = serde_json::json!({ "status": status });
+            match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => {
+                    self.budget_written.insert(name.clone(), status);
+                }
+                Err(e) => tracing::debug!(budget = %name, error = %e, "budget status write"),
+            }
+        }
+    }
+
+    async fn stop_all(&mut self, node: &Node) {
+        for rt in self.runtime.values_mut() {
+            stop_replicas(node, rt, |_| true).await;
+        }
+    }
+}
+
+fn amounts(a: Amounts) -> StatusAmounts {
+    StatusAmounts {
+        memory: Some(format_bytes(a.memory)),
+        memory_bytes: a.memory,
+        cpu: Some(format_millicores(a.cpu_millis)),
+        cpu_millicores: a.cpu_millis,
+        pids: a.pids,
+    }
+}
+
+/// An agent's demand for admission: limits (else requests) × replicas.
+pub fn demand(agent: &Agent, host_cores: u32) -> Amounts {
+    let r = &agent.spec.resources;
+    let replicas = u64::from(agent.spec.replicas());
+    let memory = r.limits.memory.as_ref().or(r.requests.memory.as_ref()).map_or(0, |m| m.value());
+    let cpu = r.limits.cpu.as_ref().or(r.requests.cpu.as_ref()).map_or(0, |c| c.value().millicores(host_cores));
+    let pids = r.limits.pids.as_ref().or(r.requests.pids.as_ref()).map_or(0, |p| p.value());
+    Amounts { memory: memory * replicas, cpu_millis: cpu * replicas, pids: pids * replicas }
+}
+
+/// Re-adopts replicas listed in status whose process still runs in its cgroup.
+fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
+    for inst in instances {
+        let (Some(pid), Some(cgroup), Some(port)) = (inst.pid, inst.cgroup.as_deref(), inst.port) else { continue };
+        let Ok(path) = CgroupPath::parse(cgroup) else { continue };
+        let Ok(pid) = u32::try_from(pid) else { continue };
+        match AgentProcess::adopt(node.driver.as_ref(), &path, pid) {
+            Ok(p) => {
+                tracing::info!(agent = %k.1, replica = inst.replica, pid, "re-adopted a running replica");
+                node.watch_exit(k.clone(), inst.replica, &p);
+                let oom_before = node.driver.stats(&path).map_or(0, |s| s.oom_kills);
+                rt.replicas.insert(
+                    inst.replica,
+                    Replica {
+                        cgroup: path,
+                        port,
+                        process: Some(p),
+                        pid,
+                        started_at: inst.started_at.unwrap_or_else(Time::now),
+                        started: Instant::now(),
+                        ready: inst.ready,
+                        probing: false,
+                        spec_hash: inst.spec_hash.clone().unwrap_or_default(),
+                        restarts: inst.restarts,
+                        next_start: None,
+                        backoff: Duration::from_secs(1),
+                        oom_before,
+                        cpu: None,
+                        cpu_millis: 0,
+                        throttled: 0,
+                        throttling: false,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::info!(agent = %k.1, replica = inst.replica, pid, error = %e, "not re-adopted; starting anew")
+            }
+        }
+    }
+}
+
+fn start_replica(
+    node: &Node,
+    budgets: &BTreeMap<String, ResourceBudget>,
+    agent: &Agent,
+    i: u32,
+    limits: &CgroupLimits,
+    hash: &str,
+    previous: Option<&Replica>,
+) -> Result<Replica, String> {
+    let cgroup = node.replica_cgroup(budgets, agent, i).ok_or("no valid cgroup path for this agent")?;
+    let port = match (agent.spec.port, previous) {
+        (Some(p), _) if p > 0 => u16::try_from(p).map_err(|_| "port out of range")?,
+        (_, Some(prev)) => prev.port,
+        _ => free_port().map_err(|e| format!("no free port: {e}"))?,
+    };
+    // A fresh cgroup per start, so counters (oom_kill, cpu) start at zero.
+    node.driver.remove(&cgroup, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    node.driver.create(&cgroup, limits).map_err(|e| e.to_string())?;
+    let spec = node.process_spec(agent, i, port)?;
+    let p = process::spawn(node.driver.as_ref(), &cgroup, &spec).map_err(|e| e.to_string())?;
+    tracing::info!(agent = %agent.name_any(), replica = i, pid = p.pid(), port, "started agent replica");
+    Ok(Replica {
+        cgroup,
+        port,
+        pid: p.pid(),
+        process: Some(p),
+        started_at: Time::now(),
+        started: Instant::now(),
+        ready: false,
+        probing: false,
+        spec_hash: hash.to_owned(),
+        restarts: previous.map_or(0, |r| r.restarts + 1),
+        next_start: None,
+        backoff: previous.map_or(Duration::from_secs(1), |r| r.backoff),
+        oom_before: 0,
+        cpu: None,
+        cpu_millis: 0,
+        throttled: 0,
+        throttling: false,
+    })
+}
+
+async fn stop_replicas(node: &Node, rt: &mut AgentRuntime, which: impl Fn(u32) -> bool) {
+    let doomed: Vec<u32> = rt.replicas.keys().copied().filter(|i| which(*i)).collect();
+    for i in doomed {
+        if let Some(mut r) = rt.replicas.remove(&i) {
+            if let Some(mut p) = r.process.take() {
+                let grace = node.config.grace;
+                let _ = tokio::task::spawn_blocking(move || p.stop(grace)).await;
+            }
+            if let Err(e) = node.driver.remove(&r.cgroup, Duration::from_secs(5)) {
+                tracing::warn!(cgroup = %r.cgroup, error = %e, "removing cgroup");
+            }
+        }
+    }
+}
+
+fn sample_usage(node: &Node, rt: &mut AgentRuntime) {
+    let now = Instant::now();
+    for r in rt.replicas.values_mut().filter(|r| r.process.is_some()) {
+        let Ok(s) = node.driver.stats(&r.cgroup) else { continue };
+        if let Some((t, usec)) = r.cpu {
+            let dt = now.duration_since(t).as_micros().max(1) as u64;
+            r.cpu_millis = s.cpu_usage_usec.saturating_sub(usec) * 1000 / dt;
+        }
+        r.cpu = Some((now, s.cpu_usage_usec));
+        r.throttling = s.nr_throttled > r.throttled && r.throttled > 0;
+        r.throttled = s.nr_throttled;
+    }
+}
+
+fn agent_status(node: &Node, agent: &Agent, rt: &AgentRuntime, verdict: Option<&Verdict>, desired: u32) -> AgentStatus {
+    let mut status = agent.status.clone().unwrap_or_default();
+    let generation = agent.meta().generation;
+    let mut admitted = match verdict {
+        Some(Verdict::Admitted) => Condition::new("Admitted", true, "Admitted", "fits in its budget"),
+        Some(Verdict::Pending { reason, message }) => Condition::new("Admitted", false, reason, message.clone()),
+        None => Condition::new("Admitted", false, "Unknown", "not considered yet"),
+    };
+    admitted.observed_generation = generation;
+    set_condition(&mut status.conditions, admitted);
+    let running: Vec<&Replica> = rt.replicas.values().filter(|r| r.process.is_some()).collect();
+    let ready = running.iter().filter(|r| r.ready).count() as u32;
+    let is_stdio = agent.spec.protocol() == Protocol::Stdio;
+    let admitted_ok = matches!(verdict, Some(Verdict::Admitted));
+    status.replicas = running.len() as u32;
+    status.ready_replicas = if is_stdio && admitted_ok { agent.spec.replicas() } else { ready };
+    let shown_desired = agent.spec.replicas();
+    status.ready = Some(format!("{}/{shown_desired}", status.ready_replicas));
+    status.restarts = rt.restarts_base;
+    status.last_termination = rt.last_termination.clone();
+    status.card = rt.card.clone();
+    status.endpoints = running.iter().filter(|r| r.ready).map(|r| format!("http://127.0.0.1:{}/", r.port)).collect();
+    status.instances = rt
+        .replicas
+        .iter()
+        .filter(|(_, r)| r.process.is_some())
+        .map(|(i, r)| Instance {
+            replica: *i,
+            pid: i32::try_from(r.pid).ok(),
+            pid_start_time: None,
+            cgroup: Some(r.cgroup.to_string()),
+            port: Some(r.port),
+            started_at: Some(r.started_at),
+            restarts: r.restarts,
+            ready: r.ready,
+            spec_hash: Some(r.spec_hash.clone()),
+        })
+        .collect();
+    let mem: u64 = running.iter().filter_map(|r| node.driver.stats(&r.cgroup).ok()).map(|s| s.memory_current).sum();
+    let cpu: u64 = running.iter().map(|r| r.cpu_millis).sum();
+    status.usage = (!running.is_empty()).then(|| Usage {
+        memory: Some(format_bytes(mem)),
+        memory_bytes: mem,
+        cpu: Some(format_millicores(cpu)),
+        cpu_millicores: cpu,
+        pids: 0,
+    });
+    let (phase, reason, message) = if !admitted_ok {
+        (AgentPhase::Pending, "NotAdmitted", "waiting for room in its budget".to_owned())
+    } else if let Some(e) = &rt.last_error {
+        (AgentPhase::Failed, "StartFailed", e.clone())
+    } else if is_stdio {
+        (AgentPhase::Running, "StdioReady", "runs its command once per task".to_owned())
+    } else if desired == 0 {
+        (AgentPhase::Stopped, "ScaledToZero", "replicas is 0".to_owned())
+    } else if ready >= desired {
+        (AgentPhase::Running, "AllReplicasReady", format!("{ready}/{desired} replicas ready"))
+    } else if ready > 0 {
+        (AgentPhase::Degraded, "ReplicasNotReady", format!("{ready}/{desired} replicas ready"))
+    } else if running.is_empty()
+        && agent.spec.restart_policy() != RestartPolicy::Always
+        && rt.last_termination.is_some()
+    {
+        (AgentPhase::Stopped, "Exited", "the process ended and its restart policy does not restart it".to_owned())
+    } else {
+        (AgentPhase::Starting, "Starting", format!("0/{desired} replicas ready"))
+    };
+    status.phase = Some(phase);
+    let ok = matches!(phase, AgentPhase::Running);
+    let mut ready_cond = Condition::new("Ready", ok, reason, message);
+    ready_cond.observed_generation = generation;
+    set_condition(&mut status.conditions, ready_cond);
+    let throttling = running.iter().any(|r| r.throttling);
+    set_condition(
+        &mut status.conditions,
+        Condition::new(
+            "Throttled",
+            throttling,
+            if throttling { "CPUQuotaReached" } else { "BelowQuota" },
+            if throttling { "the kernel is throttling it at its cpu limit" } else { "not throttled" },
+        ),
+    );
+    if !node.config.enforced {
+        set_condition(
+            &mut status.conditions,
+            Condition::new(
+                "Enforced",
+                false,
+                "Unenforced",
+                "a2a runs with --allow-unenforced: the kernel does not enforce this agent's limits",
+            ),
+        );
+    }
+    status.observed_generation = generation;
+    status
+}
+
+fn url_status(agent: &Agent, rt: &AgentRuntime) -> AgentStatus {
+    let mut status = agent.status.clone().unwrap_or_default();
+    let url = agent.spec.url.clone().unwrap_or_default();
+    status.phase = Some(if rt.url_ready { AgentPhase::Running } else { AgentPhase::Pending });
+    status.endpoints = if rt.url_ready { vec![url.clone()] } else { Vec::new() };
+    status.ready_replicas = u32::from(rt.url_ready);
+    status.ready = Some(format!("{}/1", status.ready_replicas));
+    status.card = rt.card.clone();
+    set_condition(
+        &mut status.conditions,
+        Condition::new("Admitted", true, "External", "runs elsewhere; uses no budget"),
+    );
+    set_condition(
+        &mut status.conditions,
+        Condition::new(
+            "Ready",
+            rt.url_ready,
+            if rt.url_ready { "CardAnswers" } else { "CardUnreachable" },
+            if rt.url_ready {
+                format!("{url} serves its agent card")
+            } else {
+                format!("{url} does not serve an agent card")
+            },
+        ),
+    );
+    status.observed_generation = agent.meta().generation;
+    status
+}
+
+/// Writes the status when it changed; usage-only changes at most every 10 s.
+async fn write_agent(node: &Node, agent: &Agent, rt: &mut AgentRuntime, status: AgentStatus) {
+    let mut without_usage = status.clone();
+    without_usage.usage = None;
+    let last = rt.written.clone().or_else(|| agent.status.clone());
+    let mut last_without = last.clone().unwrap_or_default();
+    last_without.usage = None;
+    let only_usage = last.is_some() && last_without == without_usage;
+    if last.as_ref() == Some(&status) {
+        return;
+    }
+    if only_usage && rt.written_at.is_some_and(|t| t.elapsed() < USAGE_WRITE_EVERY) {
+        return;
+    }
+    let (ns, name) = key_of(agent);
+    let api: Api<Agent> = Api::namespaced(node.client.clone(), &ns);
+    let old = agent.status.clone().unwrap_or_default();
+    if status.last_termination != old.last_termination
+        && let Some(t) = &status.last_termination
+        && rt.written.as_ref().map(|w| &w.last_termination) != Some(&status.last_termination)
+    {
+        let (reason, note) = match t.reason {
+            crate::api::agent::TerminationReason::OomKilled => {
+                ("OOMKilled", "the kernel killed a replica for exceeding its memory limit".to_owned())
+            }
+            crate::api::agent::TerminationReason::Signaled => {
+                ("Signaled", format!("a replica was killed by signal {}", t.signal.unwrap_or(0)))
+            }
+            crate::api::agent::TerminationReason::Exited => {
+                ("Exited", format!("a replica exited with code {}", t.exit_code.map_or("?".into(), |c| c.to_string())))
+            }
+        };
+        record_event(node, agent, reason, &note).await;
+    }
+    let patch = serde_json::json!({ "status": status });
+    match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            rt.written = Some(status);
+            rt.written_at = Some(Instant::now());
+        }
+        Err(e) => tracing::debug!(agent = %name, error = %e, "agent status write"),
+    }
+}
+
+/// Records a core v1 Event about `obj` (shown by `describe`).
+async fn record_event<K: Resource<DynamicType = ()>>(node: &Node, obj: &K, reason: &str, message: &str) {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    let ns = obj.meta().namespace.clone().unwrap_or_else(|| "default".into());
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    let warning = matches!(reason, "OOMKilled" | "Signaled" | "AlertFiring" | "StartFailed");
+    let event = Event {
+        metadata: kube::api::ObjectMeta {
+            generate_name: Some(format!("{}.", obj.meta().name.clone().unwrap_or_default())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some(K::api_version(&()).into_owned()),
+            kind: Some(K::kind(&()).into_owned()),
+            name: obj.meta().name.clone(),
+            namespace: obj.meta().namespace.clone(),
+            uid: obj.meta().uid.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.to_owned()),
+        message: Some(message.to_owned()),
+        type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
+        source: Some(EventSource { component: Some("a2a-node".into()), host: None }),
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(node.client.clone(), &ns);
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
+        tracing::debug!(error = %e, "event not recorded");
+    }
+}
+
+/// Runs stdio tasks: each one is a fresh process in its own cgroup (the agent's limits),
+/// the message on stdin, stdout the result; a non-zero exit fails with stderr.
+pub struct StdioTasks {
+    node: Arc<Node>,
+    budgets: Arc<std::sync::Mutex<BTreeMap<String, ResourceBudget>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl StdioTasks {
+    pub fn new(node: Arc<Node>) -> Arc<Self> {
+        Arc::new(StdioTasks { node, budgets: Arc::default(), next: std::sync::atomic::AtomicU64::new(0) })
+    }
+}
+
+impl crate::controller::engine::StdioRunner for StdioTasks {
+    fn run(
+        &self,
+        agent: &Agent,
+        input: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>> {
+        let node = self.node.clone();
+        let agent = agent.clone();
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let budgets = self.budgets.lock().map(|b| b.clone()).unwrap_or_default();
+        Box::pin(async move {
+            // Runs are numbered past any replica index, so they never share a replica's cgroup.
+            let slot = 1_000_000 + u32::try_from(n % 1_000_000).unwrap_or(0);
+            let api: Api<ResourceBudget> = Api::all(node.client.clone());
+            let budgets = if budgets.is_empty() {
+                api.list(&Default::default())
+                    .await
+                    .map(|l| l.items.into_iter().map(|b| (b.name_any(), b)).collect())
+                    .unwrap_or_default()
+            } else {
+                budgets
+            };
+            let cgroup = node.replica_cgroup(&budgets, &agent, slot).ok_or("no valid cgroup path")?;
+            let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
+            tokio::task::spawn_blocking(move || {
+                node.driver.create(&cgroup, &limits).map_err(|e| e.to_string())?;
+                let result = run_stdio(&node, &agent, &cgroup, input);
+                let _ = node.driver.remove(&cgroup, Duration::from_secs(5));
+                result
+            })
+            .await
+            .map_err(|e| format!("stdio run panicked: {e}"))?
+        })
+    }
+}
+
+fn run_stdio(node: &Node, agent: &Agent, cgroup: &CgroupPath, input: String) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let spec = node.process_spec(agent, 0, 0)?;
+    let mut p = process::spawn_piped(node.driver.as_ref(), cgroup, &spec).map_err(|e| e.to_string())?;
+    let (mut stdin, mut stdout, mut stderr) = p.take_pipes().ok_or("no pipes to the stdio process")?;
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut out = Vec::new();
+    stdout.read_to_end(&mut out).map_err(|e| format!("reading stdout: {e}"))?;
+    let _ = writer.join();
+    let err = err_reader.join().unwrap_or_default();
+    let oom_before = 0;
+    let info = p.wait_timeout(None).map_err(|e| e.to_string())?.unwrap_or(ExitInfo { code: None, signal: None });
+    let oom_after = node.driver.stats(cgroup).map_or(0, |s| s.oom_kills);
+    let t = process::classify(&info, oom_before, oom_after, Time::now());
+    match (info.code, t.reason) {
+        (Some(0), _) => Ok(String::from_utf8_lossy(&out).trim_end_matches('\n').to_owned()),
+        (_, crate::api::agent::TerminationReason::OomKilled) => {
+            Err("the run was OOM-killed at its memory limit".into())
+        }
+        (Some(code), _) => Err(format!("exited with code {code}: {}", err.trim())),
+        (None, _) => Err(format!("killed by signal {}: {}", info.signal.unwrap_or(0), err.trim())),
+    }
+}

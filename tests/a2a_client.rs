@@ -1,0 +1,108 @@
+//! The A2A client against misbehaving peers (in-process HTTP servers): each mistake gets an
+//! error that names it.
+
+use a2a::a2a::client::Error;
+use a2a::a2a::{Client, ErrorCode, Message};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::json;
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn card(url: &str, binding: &str) -> serde_json::Value {
+    json!({
+        "name": "peer", "description": "d", "version": "1",
+        "supportedInterfaces": [{"url": url, "protocolBinding": binding, "protocolVersion": "1.0"}],
+        "capabilities": {}, "defaultInputModes": [], "defaultOutputModes": [], "skills": []
+    })
+}
+
+#[tokio::test]
+async fn a_card_without_a_jsonrpc_interface_is_refused_naming_what_it_offers() {
+    let app = Router::new()
+        .route("/.well-known/agent-card.json", get(|| async { axum::Json(card("http://x/grpc", "GRPC")) }));
+    let base = serve(app).await;
+    let err = Client::new(&base).unwrap().agent_card().await.unwrap_err();
+    assert!(matches!(err, Error::NoJsonRpcInterface { .. }), "{err}");
+    assert!(err.to_string().contains("GRPC at http://x/grpc"), "{err}");
+}
+
+#[tokio::test]
+async fn a_card_that_is_not_json_and_a_missing_card_are_reported() {
+    let app = Router::new().route("/.well-known/agent-card.json", get(|| async { "<html>" }));
+    let err = Client::new(&serve(app).await).unwrap().agent_card().await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err}");
+    assert!(err.to_string().contains("the agent card is not valid A2A 1.0 JSON"), "{err}");
+
+    let err = Client::new(&serve(Router::new()).await).unwrap().agent_card().await.unwrap_err();
+    assert!(matches!(err, Error::HttpStatus { status: 404, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn requests_go_to_the_interface_url_with_the_version_header() {
+    // The JSON-RPC endpoint lives at /rpc; the server answers only requests that carry
+    // `A2A-Version: 1.0`, and reports a version error otherwise.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rpc = format!("http://{addr}/rpc");
+    let app = Router::new()
+        .route(
+            "/.well-known/agent-card.json",
+            get(move || {
+                let rpc = rpc.clone();
+                async move { axum::Json(card(&rpc, "JSONRPC")) }
+            }),
+        )
+        .route(
+            "/rpc",
+            post(|headers: axum::http::HeaderMap| async move {
+                let version = headers.get("a2a-version").and_then(|v| v.to_str().ok());
+                if version != Some("1.0") {
+                    return axum::Json(json!({"jsonrpc": "2.0", "id": 1,
+                        "error": {"code": -32009, "message": "need 1.0"}}));
+                }
+                axum::Json(json!({"jsonrpc": "2.0", "id": 1, "error":
+                    {"code": -32001, "message": "Task not found: t-1"}}))
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::new(&format!("http://{addr}")).unwrap();
+    let err = client.get_task("t-1").await.unwrap_err();
+    assert_eq!(err.rpc_code(), Some(ErrorCode::TaskNotFound), "{err}");
+    assert!(err.to_string().contains(&format!("GetTask to http://{addr}/rpc failed: TaskNotFound")), "{err}");
+}
+
+#[tokio::test]
+async fn an_http_error_from_the_endpoint_is_reported_with_its_body() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let url = format!("http://{addr}/");
+    let app = Router::new()
+        .route(
+            "/.well-known/agent-card.json",
+            get(move || {
+                let url = url.clone();
+                async move { axum::Json(card(&url, "JSONRPC")) }
+            }),
+        )
+        .route("/", post(|| async { (StatusCode::SERVICE_UNAVAILABLE, "overloaded") }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::new(&format!("http://{addr}")).unwrap();
+    let err = client.send_message(Message::user_text("m", "hi"), None).await.unwrap_err();
+    assert!(matches!(err, Error::HttpStatus { status: 503, .. }), "{err}");
+    assert!(err.to_string().contains("\"overloaded\""), "{err}");
+}
+
+#[tokio::test]
+async fn an_agent_that_is_not_running_is_a_connect_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = Client::new(&format!("http://127.0.0.1:{port}")).unwrap().agent_card().await.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("cannot reach the agent"), "{err}");
+}

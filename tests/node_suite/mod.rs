@@ -1,0 +1,477 @@
+//! Enforcement tests of the node's cgroup driver and process supervisor against the real
+//! kernel. Shared by `node_cgroup` (this host's cgroups, v1 here) and `node_cgroup_v2_vm`
+//! (run inside a cgroup-v2-only VM). Every cgroup lives under a unique top `a2a-test-<pid>`,
+//! and the runner checks that nothing is left behind.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use a2a::api::Time;
+use a2a::api::agent::TerminationReason;
+use a2a::node::cgroup::{
+    CgroupDriver, CgroupLimits, CgroupPath, CgroupVersion, CpuQuota, DEFAULT_ROOT, Layout, detect,
+};
+use a2a::node::process::{AgentProcess, ExitInfo, ProcessSpec, RunAs, classify, spawn};
+
+const MI: u64 = 1 << 20;
+
+pub struct Ctx {
+    pub driver: Box<dyn CgroupDriver>,
+    pub layout: Layout,
+    pub root: PathBuf,
+    pub logs: tempfile::TempDir,
+}
+
+type Test = (&'static str, fn(&Ctx));
+
+/// The argument that turns the test binary into a fork bomb (see [`helper_main`]).
+pub const FORK_BOMB_ARG: &str = "--a2a-fork-bomb";
+
+/// Helper modes of the test binary, used as workloads; returns when none was asked for.
+pub fn helper_main() {
+    if std::env::args().nth(1).as_deref() != Some(FORK_BOMB_ARG) {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    loop {
+        // Failures (EAGAIN at pids.max) are expected: keep trying, as a real bomb does.
+        let _ = std::process::Command::new(&exe).arg(FORK_BOMB_ARG).stdin(std::process::Stdio::null()).spawn();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+const TESTS: &[Test] = &[
+    ("spawned_process_starts_inside_its_cgroup_confined", spawned_process_starts_inside_its_cgroup_confined),
+    (
+        "memory_hog_is_oom_killed_and_classified_while_sibling_lives",
+        memory_hog_is_oom_killed_and_classified_while_sibling_lives,
+    ),
+    (
+        "budget_caps_the_sum_of_its_agents_and_spares_the_outside",
+        budget_caps_the_sum_of_its_agents_and_spares_the_outside,
+    ),
+    ("cpu_limit_holds_a_busy_loop_to_200m_and_throttles", cpu_limit_holds_a_busy_loop_to_200m_and_throttles),
+    ("pids_limit_stops_a_fork_bomb_at_16", pids_limit_stops_a_fork_bomb_at_16),
+    ("freeze_stops_cpu_use_and_thaw_resumes_it", freeze_stops_cpu_use_and_thaw_resumes_it),
+    ("graceful_stop_terms_then_kills_after_the_grace", graceful_stop_terms_then_kills_after_the_grace),
+    ("adopted_non_child_is_watched_through_its_pidfd", adopted_non_child_is_watched_through_its_pidfd),
+    (
+        "remove_kills_remaining_processes_and_deletes_every_directory",
+        remove_kills_remaining_processes_and_deletes_every_directory,
+    ),
+    ("limits_are_updated_in_place", limits_are_updated_in_place),
+];
+
+/// Runs every test whose name contains one of `filters` (all when empty); returns
+/// (passed, failed). Fails everything with a clear message when cgroups are unusable.
+pub fn run(filters: &[String], expect: Option<CgroupVersion>) -> (usize, usize) {
+    let root = std::env::var_os("A2A_CGROUP_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("FAILED: the node cgroup tests create cgroups and must run as root");
+        return (0, 1);
+    }
+    let driver = match detect(&root) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("FAILED: no usable cgroups at {}: {e}", root.display());
+            return (0, 1);
+        }
+    };
+    eprintln!("cgroup driver: {} at {}", driver.version(), root.display());
+    if let Some(v) = expect.filter(|v| *v != driver.version()) {
+        eprintln!("FAILED: expected a cgroup {v} host, found {}", driver.version());
+        return (0, 1);
+    }
+    let top = format!("a2a-test-{}", std::process::id());
+    let ctx = Ctx {
+        driver,
+        layout: Layout::with_top(&top).expect("valid test top"),
+        root: root.clone(),
+        logs: tempfile::tempdir().expect("temp dir for logs"),
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in TESTS {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(|| test(&ctx)));
+        // Each test's cgroups go, whatever happened.
+        let cleanup = ctx.driver.remove(&ctx.layout.top(), Duration::from_secs(10));
+        match (outcome, cleanup) {
+            (Ok(()), Ok(())) => {
+                passed += 1;
+                eprintln!("test {name} ... ok ({:.1?})", started.elapsed());
+            }
+            (Err(_), _) => {
+                failed += 1;
+                eprintln!("test {name} ... FAILED");
+            }
+            (Ok(()), Err(e)) => {
+                failed += 1;
+                eprintln!("test {name} ... FAILED: cleanup: {e}");
+            }
+        }
+    }
+    // Nothing may be left behind in any hierarchy.
+    let leftovers = leftover_dirs(&ctx.root, &top);
+    if leftovers.is_empty() {
+        passed += 1;
+        eprintln!("test every_test_cgroup_is_removed ... ok");
+    } else {
+        failed += 1;
+        eprintln!("test every_test_cgroup_is_removed ... FAILED: {leftovers:?} remain");
+    }
+    (passed, failed)
+}
+
+fn leftover_dirs(root: &Path, top: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if root.join(top).exists() {
+        out.push(root.join(top));
+    }
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            let p = e.path().join(top);
+            if p.exists() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+// ---- helpers ----
+
+impl Ctx {
+    fn replica(&self, budget: &str, agent: &str) -> CgroupPath {
+        self.layout.replica(&[budget], "default", agent, 0).expect("valid replica path")
+    }
+
+    fn budget(&self, budget: &str) -> CgroupPath {
+        self.layout.budget(&[budget]).expect("valid budget path")
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.logs.path().join(format!("{name}.log"))
+    }
+
+    fn sh(&self, cgroup: &CgroupPath, name: &str, script: &str) -> AgentProcess {
+        let spec = ProcessSpec::new("sh", self.log(name)).args(["-c", script]);
+        spawn(self.driver.as_ref(), cgroup, &spec).unwrap_or_else(|e| panic!("spawn {name}: {e}"))
+    }
+
+    fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log(name)).unwrap_or_default()
+    }
+}
+
+fn limits(memory: Option<u64>, cpu_millis: Option<u64>, pids: Option<u64>) -> CgroupLimits {
+    CgroupLimits {
+        memory_max: memory,
+        cpu_quota: cpu_millis.map(CpuQuota::from_millicores),
+        pids_max: pids,
+        cpu_shares: Some(1024),
+        oom_group: true,
+        ..Default::default()
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn alive(p: &mut AgentProcess) -> bool {
+    p.wait_timeout(Some(Duration::ZERO)).expect("poll pidfd").is_none()
+}
+
+/// A shell that holds `mib` MiB of touched memory: dd fills its buffer from /dev/zero, then
+/// blocks writing it to a pipe nobody reads.
+fn holder(mib: u64) -> String {
+    format!("dd if=/dev/zero bs={mib}M count=1 | sleep 600")
+}
+
+// ---- tests ----
+
+fn spawned_process_starts_inside_its_cgroup_confined(ctx: &Ctx) {
+    let cg = ctx.replica("misc", "probe");
+    ctx.driver.create(&cg, &limits(Some(64 * MI), None, Some(64))).unwrap();
+    // A descriptor without close-on-exec in the parent must not reach the agent.
+    let leaky = std::fs::File::open("/proc/self/status").unwrap();
+    rustix::io::fcntl_setfd(&leaky, rustix::io::FdFlags::empty()).unwrap();
+    let leaky_fd = std::os::fd::AsRawFd::as_raw_fd(&leaky);
+    let workdir = tempfile::tempdir().unwrap();
+    let mut spec = ProcessSpec::new("sh", ctx.log("probe"))
+        .args([
+            "-c",
+            "echo pid=$$; echo cwd=$(pwd); echo uid=$(id -u) gid=$(id -g); echo greeting=$GREETING; \
+             grep NoNewPrivs /proc/self/status; echo sid=$(cut -d' ' -f6 /proc/$$/stat); \
+             ls -l /proc/$$/fd/; cat /proc/$$/cgroup",
+        ])
+        .env("GREETING", "hello");
+    spec.working_dir = Some(workdir.path().to_path_buf());
+    spec.user = Some(RunAs::resolve("65534:65534").unwrap());
+    let mut p = spawn(ctx.driver.as_ref(), &cg, &spec).unwrap();
+    let exit = p.wait_timeout(Some(Duration::from_secs(20))).unwrap().expect("probe ends");
+    drop(leaky);
+    let log = ctx.read_log("probe");
+    assert_eq!(exit.code, Some(0), "probe failed; log:\n{log}");
+    let pid = p.pid();
+    assert!(log.contains(&format!("pid={pid}")), "{log}");
+    assert!(log.contains(&format!("cwd={}", workdir.path().display())), "{log}");
+    assert!(log.contains("uid=65534 gid=65534"), "{log}");
+    assert!(log.contains("greeting=hello"), "{log}");
+    assert!(log.contains("NoNewPrivs:\t1"), "{log}");
+    assert!(log.contains(&format!("sid={pid}")), "own session expected; {log}");
+    // The leaked descriptor would show as a link to this process's status file.
+    assert!(
+        !log.contains(&format!("/proc/{}/status", std::process::id())),
+        "fd {leaky_fd} leaked into the agent: {log}"
+    );
+    assert!(log.contains("0 -> /dev/null"), "stdin from /dev/null: {log}");
+    // Every hierarchy line names the cgroup (v2 has one line, `0::/path`).
+    let cg_lines: Vec<&str> = log.lines().filter(|l| l.contains("::") || l.contains(":memory:")).collect();
+    assert!(cg_lines.iter().any(|l| l.ends_with(&format!("/{cg}"))), "process not in /{cg}: {cg_lines:?}");
+}
+
+fn memory_hog_is_oom_killed_and_classified_while_sibling_lives(ctx: &Ctx) {
+    ctx.driver.ensure(&ctx.budget("oom"), &CgroupLimits::default()).unwrap();
+    let hog_cg = ctx.replica("oom", "hog");
+    let calm_cg = ctx.replica("oom", "calm");
+    ctx.driver.create(&hog_cg, &limits(Some(64 * MI), None, None)).unwrap();
+    ctx.driver.create(&calm_cg, &limits(Some(64 * MI), None, None)).unwrap();
+    let mut calm = ctx.sh(&calm_cg, "calm", &holder(16));
+    wait_for("the sibling to hold 16 MiB", Duration::from_secs(20), || {
+        ctx.driver.stats(&calm_cg).unwrap().memory_current >= 15 * MI
+    });
+
+    let before = ctx.driver.stats(&hog_cg).unwrap().oom_kills;
+    assert_eq!(before, 0, "a fresh cgroup starts with zero oom kills");
+    let spec = ProcessSpec::new("dd", ctx.log("hog")).args(["if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"]);
+    let mut hog = spawn(ctx.driver.as_ref(), &hog_cg, &spec).unwrap();
+    let exit = hog.wait_timeout(Some(Duration::from_secs(60))).unwrap().expect("hog ends");
+    let after = ctx.driver.stats(&hog_cg).unwrap();
+    let t = classify(&exit, before, after.oom_kills, Time::now());
+    assert_eq!(t.reason, TerminationReason::OomKilled, "{exit:?}, stats {after:?}");
+    assert_eq!(t.signal, Some(9));
+    assert!(after.memory_peak.unwrap_or(0) <= 64 * MI, "{after:?}");
+
+    assert!(alive(&mut calm), "the sibling must be untouched");
+    let calm_stats = ctx.driver.stats(&calm_cg).unwrap();
+    assert_eq!(calm_stats.oom_kills, 0);
+    assert!(calm_stats.memory_current >= 15 * MI, "{calm_stats:?}");
+    // Graceful stop of the sibling ends it by SIGTERM, and that is no OOM kill.
+    let exit = calm.stop(Duration::from_secs(5)).unwrap();
+    let t = classify(&exit, 0, ctx.driver.stats(&calm_cg).unwrap().oom_kills, Time::now());
+    assert_eq!((t.reason, t.signal), (TerminationReason::Signaled, Some(15)));
+
+    // An empty leftover directory is reset on create: old counters do not leak into a new run.
+    wait_for("the hog cgroup to empty", Duration::from_secs(10), || ctx.driver.pids(&hog_cg).unwrap().is_empty());
+    ctx.driver.create(&hog_cg, &limits(Some(64 * MI), None, None)).unwrap();
+    assert_eq!(ctx.driver.stats(&hog_cg).unwrap().oom_kills, 0);
+}
+
+fn budget_caps_the_sum_of_its_agents_and_spares_the_outside(ctx: &Ctx) {
+    let budget = ctx.budget("tight");
+    ctx.driver.ensure(&budget, &limits(Some(96 * MI), None, None)).unwrap();
+    ctx.driver.ensure(&ctx.budget("roomy"), &CgroupLimits::default()).unwrap();
+    let a_cg = ctx.replica("tight", "a");
+    let b_cg = ctx.replica("tight", "b");
+    let out_cg = ctx.replica("roomy", "outside");
+    for cg in [&a_cg, &b_cg, &out_cg] {
+        ctx.driver.create(cg, &limits(Some(80 * MI), None, None)).unwrap();
+    }
+    let mut outside = ctx.sh(&out_cg, "outside", &holder(60));
+    wait_for("the outside process to hold 60 MiB", Duration::from_secs(30), || {
+        ctx.driver.stats(&out_cg).unwrap().memory_current >= 59 * MI
+    });
+    let mut a = ctx.sh(&a_cg, "a", &holder(60));
+    wait_for("agent a to hold 60 MiB", Duration::from_secs(30), || {
+        ctx.driver.stats(&a_cg).unwrap().memory_current >= 59 * MI
+    });
+    // Each stays under its own 80 MiB; together (120 MiB) they exceed the budget's 96 MiB.
+    let mut b = ctx.sh(&b_cg, "b", &holder(60));
+    wait_for("the kernel to OOM-kill inside the budget", Duration::from_secs(60), || {
+        let a = ctx.driver.stats(&a_cg).unwrap().oom_kills;
+        let b = ctx.driver.stats(&b_cg).unwrap().oom_kills;
+        a + b >= 1
+    });
+    if ctx.driver.version() == CgroupVersion::V2 {
+        // memory.oom.group: the OOM kill took the whole agent, not just its biggest process.
+        wait_for("one agent to be gone whole", Duration::from_secs(10), || {
+            [&a_cg, &b_cg].iter().any(|cg| ctx.driver.pids(cg).unwrap().is_empty())
+        });
+    }
+    let budget_stats = ctx.driver.stats(&budget).unwrap();
+    assert!(budget_stats.memory_current <= 96 * MI, "{budget_stats:?}");
+    assert!(budget_stats.memory_peak.unwrap_or(0) <= 96 * MI, "{budget_stats:?}");
+    let out_stats = ctx.driver.stats(&out_cg).unwrap();
+    assert_eq!(out_stats.oom_kills, 0, "the kernel killed outside the budget");
+    assert!(out_stats.memory_current >= 59 * MI, "{out_stats:?}");
+    assert!(alive(&mut outside), "the outside process must be untouched");
+    for p in [&mut a, &mut b, &mut outside] {
+        p.stop(Duration::from_secs(5)).unwrap();
+    }
+}
+
+fn cpu_limit_holds_a_busy_loop_to_200m_and_throttles(ctx: &Ctx) {
+    let cg = ctx.replica("cpu", "spin");
+    ctx.driver.create(&cg, &limits(None, Some(200), None)).unwrap();
+    let mut p = ctx.sh(&cg, "spin", "while :; do :; done");
+    std::thread::sleep(Duration::from_millis(300));
+    let s0 = ctx.driver.stats(&cg).unwrap();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let s1 = ctx.driver.stats(&cg).unwrap();
+    let wall = t0.elapsed().as_micros() as f64;
+    let cores = (s1.cpu_usage_usec - s0.cpu_usage_usec) as f64 / wall;
+    eprintln!(
+        "  cpu 200m: {cores:.3} cores over {:.2}s, nr_throttled {} -> {}",
+        wall / 1e6,
+        s0.nr_throttled,
+        s1.nr_throttled
+    );
+    assert!((0.16..=0.24).contains(&cores), "used {cores:.3} cores, expected 0.2 ± 20%");
+    assert!(s1.nr_throttled > s0.nr_throttled, "{s0:?} -> {s1:?}");
+    assert!(s1.throttled_usec > s0.throttled_usec, "{s0:?} -> {s1:?}");
+    p.stop(Duration::from_secs(2)).unwrap();
+}
+
+fn pids_limit_stops_a_fork_bomb_at_16(ctx: &Ctx) {
+    let cg = ctx.replica("pids", "bomb");
+    ctx.driver.create(&cg, &limits(None, Some(500), Some(16))).unwrap();
+    // Every process starts copies of itself forever (see `fork_bomb`): unbounded without the
+    // limit. A shell bomb would not do: a shell exits on its first failed fork.
+    let exe = std::env::current_exe().unwrap().to_string_lossy().into_owned();
+    let spec = ProcessSpec::new(exe, ctx.log("bomb")).args([FORK_BOMB_ARG]);
+    let _bomb = spawn(ctx.driver.as_ref(), &cg, &spec).unwrap();
+    wait_for("the bomb to reach the limit", Duration::from_secs(30), || {
+        ctx.driver.stats(&cg).unwrap().pids_current >= 16
+    });
+    let mut most = 0;
+    for _ in 0..20 {
+        most = most.max(ctx.driver.stats(&cg).unwrap().pids_current);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(most, 16, "pids.max 16 must hold the bomb at exactly 16");
+    assert_eq!(ctx.driver.pids(&cg).unwrap().len(), 16);
+    ctx.driver.remove(&cg, Duration::from_secs(10)).unwrap();
+    assert!(!ctx.driver.exists(&cg));
+}
+
+fn freeze_stops_cpu_use_and_thaw_resumes_it(ctx: &Ctx) {
+    let cg = ctx.replica("freeze", "spin");
+    ctx.driver.create(&cg, &limits(None, Some(300), None)).unwrap();
+    let mut p = ctx.sh(&cg, "freeze", "while :; do :; done");
+    std::thread::sleep(Duration::from_millis(200));
+    ctx.driver.freeze(&cg).unwrap();
+    let s0 = ctx.driver.stats(&cg).unwrap().cpu_usage_usec;
+    std::thread::sleep(Duration::from_millis(500));
+    let s1 = ctx.driver.stats(&cg).unwrap().cpu_usage_usec;
+    assert!(s1 - s0 < 5_000, "a frozen loop used {}us", s1 - s0);
+    assert!(alive(&mut p));
+    ctx.driver.thaw(&cg).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let s2 = ctx.driver.stats(&cg).unwrap().cpu_usage_usec;
+    assert!(s2 - s1 > 30_000, "a thawed loop used only {}us", s2 - s1);
+    p.stop(Duration::from_secs(2)).unwrap();
+}
+
+fn graceful_stop_terms_then_kills_after_the_grace(ctx: &Ctx) {
+    let cg = ctx.replica("stop", "polite");
+    ctx.driver.create(&cg, &CgroupLimits::default()).unwrap();
+    let mut polite = ctx.sh(&cg, "polite", "sleep 600");
+    let exit = polite.stop(Duration::from_secs(5)).unwrap();
+    assert_eq!(exit, ExitInfo { code: None, signal: Some(15) });
+
+    let cg = ctx.replica("stop", "stubborn");
+    ctx.driver.create(&cg, &CgroupLimits::default()).unwrap();
+    // An ignored signal stays ignored across exec, so the whole group shrugs SIGTERM off.
+    let mut stubborn = ctx.sh(&cg, "stubborn", "trap '' TERM; sleep 600 & wait; sleep 600");
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    let exit = stubborn.stop(Duration::from_millis(700)).unwrap();
+    assert_eq!(exit.signal, Some(9), "{exit:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(700));
+    // SIGKILL went to the whole group: the background sleep is gone too.
+    wait_for("the group to be gone", Duration::from_secs(5), || ctx.driver.pids(&cg).unwrap().is_empty());
+}
+
+fn adopted_non_child_is_watched_through_its_pidfd(ctx: &Ctx) {
+    let cg = ctx.replica("adopt", "orphan");
+    ctx.driver.create(&cg, &CgroupLimits::default()).unwrap();
+    // The shell exits at once, leaving its sleep behind: not a child of this process, as
+    // after a daemon restart.
+    let mut sh = ctx.sh(&cg, "orphan", "sleep 600 & exit 0");
+    assert_eq!(sh.wait_timeout(Some(Duration::from_secs(10))).unwrap().unwrap().code, Some(0));
+    // After a restart the daemon finds its replicas as the budget's child cgroups.
+    let found = ctx.driver.children(&ctx.budget("adopt")).unwrap();
+    assert_eq!(found, std::slice::from_ref(&cg));
+    assert_eq!(found[0].name(), "default.orphan.0");
+    let pids = ctx.driver.pids(&cg).unwrap();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let mut orphan = AgentProcess::adopt(ctx.driver.as_ref(), &cg, pids[0]).unwrap();
+    assert!(!orphan.is_child());
+    assert!(orphan.wait_timeout(Some(Duration::from_millis(200))).unwrap().is_none());
+    let e = AgentProcess::adopt(ctx.driver.as_ref(), &cg, std::process::id()).unwrap_err();
+    assert_eq!(e.metric_label(), "not_in_cgroup");
+
+    ctx.driver.kill_all(&cg).unwrap();
+    let exit = orphan.wait_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(exit, Some(ExitInfo { code: None, signal: None }), "an adopted end is seen, its status is not");
+}
+
+fn remove_kills_remaining_processes_and_deletes_every_directory(ctx: &Ctx) {
+    let cg = ctx.replica("remove", "busy");
+    ctx.driver.create(&cg, &limits(Some(64 * MI), None, None)).unwrap();
+    let mut p = ctx.sh(&cg, "busy", "sleep 600 & sleep 600 & wait");
+    wait_for("three processes", Duration::from_secs(10), || ctx.driver.pids(&cg).unwrap().len() == 3);
+    // A cgroup in use is refused, not silently reused.
+    let e = ctx.driver.create(&cg, &CgroupLimits::default()).unwrap_err();
+    assert_eq!(e.metric_label(), "in_use", "{e}");
+    ctx.driver.remove(&ctx.budget("remove"), Duration::from_secs(10)).unwrap();
+    assert_eq!(p.wait_timeout(Some(Duration::from_secs(5))).unwrap().unwrap().signal, Some(9));
+    assert!(!ctx.driver.exists(&cg));
+    assert!(leftover_dirs(&ctx.root, &format!("{}/remove", ctx.layout.top())).is_empty());
+    // Removing what is gone is fine.
+    ctx.driver.remove(&cg, Duration::from_secs(1)).unwrap();
+}
+
+fn limits_are_updated_in_place(ctx: &Ctx) {
+    let cg = ctx.replica("update", "grow");
+    ctx.driver.create(&cg, &limits(Some(32 * MI), Some(100), Some(8))).unwrap();
+    let mut p = ctx.sh(&cg, "grow", &holder(24));
+    wait_for("24 MiB held", Duration::from_secs(20), || ctx.driver.stats(&cg).unwrap().memory_current >= 23 * MI);
+    // Raising memory above the old memsw limit, and dropping cpu and pids limits.
+    ctx.driver.update(&cg, &limits(Some(128 * MI), None, None)).unwrap();
+    let dir = |file: &str| -> String {
+        let h = match (ctx.driver.version(), file.split('.').next()) {
+            (CgroupVersion::V2, _) => String::new(),
+            (CgroupVersion::V1, Some(c)) => c.to_owned(),
+            (CgroupVersion::V1, None) => unreachable!(),
+        };
+        let path = cg.under(&ctx.root.join(h)).join(file);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().to_owned()
+    };
+    match ctx.driver.version() {
+        CgroupVersion::V2 => {
+            assert_eq!(dir("memory.max"), (128 * MI).to_string());
+            assert_eq!(dir("cpu.max"), "max 100000");
+            assert_eq!(dir("pids.max"), "max");
+        }
+        CgroupVersion::V1 => {
+            assert_eq!(dir("memory.limit_in_bytes"), (128 * MI).to_string());
+            assert_eq!(dir("cpu.cfs_quota_us"), "-1");
+            assert_eq!(dir("pids.max"), "max");
+        }
+    }
+    assert!(alive(&mut p), "an update in place keeps the process");
+    let e = ctx.driver.update(&ctx.replica("update", "absent"), &CgroupLimits::default()).unwrap_err();
+    assert_eq!(e.metric_label(), "not_found");
+    p.stop(Duration::from_secs(2)).unwrap();
+}

@@ -1,0 +1,227 @@
+//! The workflow engine against the real local API server and real A2A agents (the demo agent
+//! and the official Python SDK): DAGs with outputs passed down, retries, failure
+//! propagation, timeouts that cancel on the agent, and resumption after a restart.
+
+mod common;
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use a2a::api::workflow::{TaskPhase, WorkflowPhase};
+use a2a::api::{Agent, Workflow};
+use a2a::controller::engine::{Engine, EngineConfig};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use support::AgentProcess;
+
+/// Registers an Agent whose status says it is ready at `url` (what the agent controller
+/// writes for a running agent).
+async fn ready_agent(client: &kube::Client, name: &str, url: &str, skills: &[&str], concurrency: u32) {
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let agent: Agent = serde_json::from_value(serde_json::json!({
+        "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name},
+        "spec": {"url": url, "skills": skills, "maxConcurrentTasks": concurrency}
+    }))
+    .expect("agent");
+    api.create(&PostParams::default(), &agent).await.expect("create agent");
+    let status =
+        serde_json::json!({"status": {"phase": "Running", "readyReplicas": 1, "replicas": 1, "endpoints": [url]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("agent status");
+}
+
+async fn create_workflow(client: &kube::Client, yaml: &str) -> Workflow {
+    let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
+    let wf: Workflow = serde_yaml_ng::from_str(yaml).expect("workflow yaml");
+    api.create(&PostParams::default(), &wf).await.expect("create workflow")
+}
+
+/// Waits until the stored workflow is finished; returns it.
+async fn finished(client: &kube::Client, name: &str, within: Duration) -> Workflow {
+    let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + within;
+    loop {
+        let wf = api.get(name).await.expect("get workflow");
+        let phase = wf.status.as_ref().and_then(|s| s.phase);
+        if matches!(phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
+            return wf;
+        }
+        assert!(Instant::now() < deadline, "workflow {name} did not finish in {within:?}: {:#?}", wf.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn phases(wf: &Workflow) -> Vec<(String, TaskPhase)> {
+    wf.status.as_ref().map(|s| s.tasks.iter().map(|t| (t.name.clone(), t.phase)).collect()).unwrap_or_default()
+}
+
+fn output(wf: &Workflow, task: &str) -> String {
+    wf.status
+        .as_ref()
+        .and_then(|s| s.tasks.iter().find(|t| t.name == task))
+        .and_then(|t| t.output.clone())
+        .unwrap_or_default()
+}
+
+fn start_engine(client: &kube::Client) -> tokio::sync::oneshot::Sender<()> {
+    let engine = Engine::new(client.clone(), EngineConfig::default());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(Arc::clone(&engine).run(async move {
+        let _ = rx.await;
+    }));
+    tx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_level_fan_out_fan_in_passes_outputs_downstream() {
+    let server = common::start().await;
+    let upper = AgentProcess::demo(&["--skill", "uppercase"]).await;
+    let count = AgentProcess::demo(&["--skill", "wordcount"]).await;
+    let echo = AgentProcess::demo(&["--skill", "echo"]).await;
+    ready_agent(&server.client, "upper", &upper.url, &["uppercase"], 4).await;
+    ready_agent(&server.client, "count", &count.url, &["wordcount"], 4).await;
+    ready_agent(&server.client, "echo", &echo.url, &["echo"], 4).await;
+    let _stop = start_engine(&server.client);
+    create_workflow(
+        &server.client,
+        r#"
+apiVersion: a2a.dev/v1alpha1
+kind: Workflow
+metadata: { name: dag }
+spec:
+  params: { topic: cgroups keep agents honest }
+  tasks:
+    - { name: draft, agent: echo, message: "{{ params.topic }}" }
+    - { name: loud, skill: uppercase, dependsOn: [draft], message: "{{ tasks.draft.output }}" }
+    - { name: words, skill: wordcount, dependsOn: [draft], message: "{{ tasks.draft.output }}" }
+    - { name: again, agent: echo, dependsOn: [draft], message: "again: {{ tasks.draft.output }}" }
+    - { name: join, agent: echo, dependsOn: [loud, words, again], message: "{{ tasks.loud.output }} / {{ tasks.words.output }} / {{ tasks.again.output }}" }
+"#,
+    )
+    .await;
+    let wf = finished(&server.client, "dag", Duration::from_secs(30)).await;
+    let status = wf.status.clone().expect("status");
+    assert_eq!(status.phase, Some(WorkflowPhase::Succeeded), "{status:#?}");
+    assert_eq!(status.progress.as_deref(), Some("5/5"));
+    assert_eq!(output(&wf, "loud"), "CGROUPS KEEP AGENTS HONEST");
+    assert_eq!(output(&wf, "words"), "4");
+    assert_eq!(output(&wf, "join"), "CGROUPS KEEP AGENTS HONEST / 4 / again: cgroups keep agents honest");
+    let loud = status.tasks.iter().find(|t| t.name == "loud").expect("loud");
+    assert_eq!(loud.agent.as_deref(), Some("upper"), "skill routing picked the agent with the skill");
+    assert!(status.tasks.iter().all(|t| t.attempts == 1 && t.started_at.is_some() && t.finished_at.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_task_is_retried_then_fails_the_workflow_and_skips_dependents() {
+    let server = common::start().await;
+    let fail = AgentProcess::demo(&["--skill", "fail"]).await;
+    let echo = AgentProcess::demo(&["--skill", "echo"]).await;
+    ready_agent(&server.client, "flaky", &fail.url, &[], 1).await;
+    ready_agent(&server.client, "echo", &echo.url, &[], 1).await;
+    let _stop = start_engine(&server.client);
+    create_workflow(
+        &server.client,
+        r#"
+apiVersion: a2a.dev/v1alpha1
+kind: Workflow
+metadata: { name: failing }
+spec:
+  tasks:
+    - name: broken
+      agent: flaky
+      message: this will fail
+      retry: { limit: 2, backoff: { initial: 100ms, factor: 2 } }
+    - { name: after, agent: echo, dependsOn: [broken], message: "{{ tasks.broken.output }}" }
+    - { name: independent, agent: echo, message: still runs }
+"#,
+    )
+    .await;
+    let wf = finished(&server.client, "failing", Duration::from_secs(30)).await;
+    let status = wf.status.clone().expect("status");
+    assert_eq!(status.phase, Some(WorkflowPhase::Failed));
+    assert_eq!(
+        phases(&wf),
+        [
+            ("broken".into(), TaskPhase::Failed),
+            ("after".into(), TaskPhase::Skipped),
+            ("independent".into(), TaskPhase::Succeeded)
+        ]
+    );
+    let broken = &status.tasks[0];
+    assert_eq!(broken.attempts, 3, "1 attempt + 2 retries");
+    assert!(broken.error.as_deref().is_some_and(|e| e.contains("TASK_STATE_FAILED")), "{:?}", broken.error);
+    assert_eq!(status.tasks[1].error.as_deref(), Some("dependency \"broken\" did not succeed"));
+    // Each attempt had its own messageId: the agent saw three distinct ones.
+    let log = fail.log();
+    for attempt in 1..=3 {
+        assert!(log.contains(&format!("-broken-{attempt}")), "attempt {attempt} missing from the agent log:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_task_is_cancelled_on_the_agent() {
+    let server = common::start().await;
+    let slow = AgentProcess::demo(&["--skill", "sleep"]).await;
+    ready_agent(&server.client, "slow", &slow.url, &[], 1).await;
+    let _stop = start_engine(&server.client);
+    create_workflow(
+        &server.client,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: slow }\nspec:\n  tasks:\n    - { name: nap, agent: slow, message: sleep 30s, timeout: 500ms }\n",
+    )
+    .await;
+    let wf = finished(&server.client, "slow", Duration::from_secs(30)).await;
+    assert_eq!(phases(&wf), [("nap".into(), TaskPhase::Failed)]);
+    let err = wf.status.as_ref().and_then(|s| s.tasks[0].error.clone()).unwrap_or_default();
+    assert!(err.starts_with("500ms passed before the task finished; CancelTask"), "{err}");
+    assert!(err.ends_with("answered TASK_STATE_CANCELED"), "{err}");
+    slow.wait_log("event=canceled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_sdk_agent_serves_a_workflow_task() {
+    let server = common::start().await;
+    let py = AgentProcess::python("examples/python/echo_agent.py", &[]).await;
+    ready_agent(&server.client, "py", &py.url, &[], 2).await;
+    let _stop = start_engine(&server.client);
+    create_workflow(
+        &server.client,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: py }\nspec:\n  tasks:\n    - { name: hello, agent: py, message: hello from a2a }\n",
+    )
+    .await;
+    let wf = finished(&server.client, "py", Duration::from_secs(30)).await;
+    assert_eq!(wf.status.as_ref().and_then(|s| s.phase), Some(WorkflowPhase::Succeeded), "{:#?}", wf.status);
+    assert!(output(&wf, "hello").contains("hello from a2a"), "{}", output(&wf, "hello"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_engine_follows_running_tasks_instead_of_sending_them_again() {
+    let server = common::start().await;
+    let slow = AgentProcess::demo(&["--skill", "sleep"]).await;
+    ready_agent(&server.client, "slow", &slow.url, &[], 2).await;
+    let stop = start_engine(&server.client);
+    create_workflow(
+        &server.client,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: resume }\nspec:\n  tasks:\n    - { name: a, agent: slow, message: sleep 2s }\n    - { name: b, agent: slow, message: sleep 2s }\n",
+    )
+    .await;
+    // Wait until both tasks run and their A2A ids are stored, then stop the engine.
+    let api: Api<Workflow> = Api::namespaced(server.client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let wf = api.get("resume").await.expect("get");
+        let ids = wf.status.as_ref().map_or(0, |s| s.tasks.iter().filter(|t| t.a2a_task_id.is_some()).count());
+        if ids == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "task ids never stored: {:#?}", wf.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _again = start_engine(&server.client);
+    let wf = finished(&server.client, "resume", Duration::from_secs(30)).await;
+    assert_eq!(wf.status.as_ref().and_then(|s| s.phase), Some(WorkflowPhase::Succeeded), "{:#?}", wf.status);
+    let log = slow.log();
+    assert_eq!(log.matches("event=start").count(), 2, "each task ran once:\n{log}");
+    assert!(!log.contains("event=duplicate"), "nothing was sent twice:\n{log}");
+}
