@@ -69,8 +69,9 @@ async fn acknowledged_creates_survive_sigkill() {
         .collect();
     let missing: Vec<_> = acked.keys().filter(|n| !stored.contains_key(*n)).collect();
     assert!(missing.is_empty(), "{} acknowledged creates lost: {missing:?}", missing.len());
+    // Controllers (status writes) may have changed objects since; never to an older version.
     for (name, rv) in &acked {
-        assert_eq!(stored[name], *rv, "{name} changed version across restarts");
+        assert!(stored[name] >= *rv, "{name} went back from version {rv} to {}", stored[name]);
     }
     let list_rv: u64 = list.metadata.resource_version.unwrap().parse().unwrap();
     assert!(list_rv >= max_rv_before_round);

@@ -317,3 +317,49 @@ async fn metrics_pass_promtool_and_count_requests() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_namespace_or_an_owner_cascades_and_default_stays() {
+    let t = start().await;
+    let c = &t.client;
+    let (code, v) = raw(c, Method::DELETE, "/api/v1/namespaces/default", "application/json", "").await;
+    assert_status(code, &v, 403, "Forbidden", "may not be deleted");
+    let (code, _) = raw(
+        c,
+        Method::POST,
+        "/api/v1/namespaces",
+        "application/json",
+        json!({"metadata": {"name": "gone"}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let in_ns: Api<Agent> = Api::namespaced(c.clone(), "gone");
+    in_ns.create(&PostParams::default(), &agent("a")).await.unwrap();
+    let api: Api<Agent> = Api::namespaced(c.clone(), "default");
+    let owner = api.create(&PostParams::default(), &agent("owner")).await.unwrap();
+    let mut child = agent("child");
+    child.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "a2a.dev/v1alpha1".into(),
+        kind: "Agent".into(),
+        name: "owner".into(),
+        uid: owner.metadata.uid.clone().unwrap(),
+        ..Default::default()
+    }]);
+    api.create(&PostParams::default(), &child).await.unwrap();
+    let (code, _) = raw(c, Method::DELETE, "/api/v1/namespaces/gone", "application/json", "").await;
+    assert_eq!(code, 200);
+    api.delete("owner", &Default::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left_in_ns = in_ns.list(&ListParams::default()).await.unwrap().items.len();
+        let child_left = api.get_opt("child").await.unwrap().is_some();
+        if left_in_ns == 0 && !child_left {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cascade did not finish: {left_in_ns} in namespace, child left: {child_left}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -705,6 +705,13 @@ impl AppState {
             .transpose()?;
         let want_uid = options.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
         let name = t.name.clone().unwrap_or_default();
+        if t.resource.plural == "namespaces" && name == "default" {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                "namespaces \"default\" is forbidden: this namespace may not be deleted",
+            ));
+        }
         let key = self.key(t, &name);
         for _ in 0..16 {
             let current = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
@@ -755,15 +762,24 @@ impl AppState {
             return;
         };
         let uid = uid.to_string();
+        // A removed namespace takes every object in it along.
+        let namespace = if removed.get("kind").and_then(Value::as_str) == Some("Namespace") {
+            removed.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string)
+        } else {
+            None
+        };
         let state = self.clone();
         tokio::spawn(async move {
             for res in super::resources::RESOURCES.iter() {
                 let (items, _) = state.store.list(&res.storage(), None);
                 for item in items {
-                    let owned = item
-                        .pointer("/metadata/ownerReferences")
-                        .and_then(Value::as_array)
-                        .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(&uid)));
+                    let in_namespace = res.namespaced
+                        && namespace.is_some()
+                        && item.pointer("/metadata/namespace").and_then(Value::as_str) == namespace.as_deref();
+                    let owned = in_namespace
+                        || item.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| {
+                            refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(&uid))
+                        });
                     if !owned {
                         continue;
                     }

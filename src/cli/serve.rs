@@ -41,6 +41,9 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the async runtime: {e}"))?;
     runtime.block_on(async {
+        // Handlers first: a signal that arrives once the line below is printed must stop us
+        // gracefully, not kill us.
+        let signals = Signals::install()?;
         let mut opts = LocalOptions::new(&home);
         opts.port = args.port;
         opts.cgroup_root = args.cgroup_root.clone();
@@ -59,20 +62,31 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
             Some(v) => tracing::info!(cgroup = %v, "agent limits enforced by the kernel"),
             None => tracing::warn!("agent limits are NOT enforced (--allow-unenforced)"),
         }
-        wait_for_signal().await?;
+        signals.wait().await;
         tracing::info!("shutting down; agents keep running for the next daemon to adopt");
         plane.stop().await;
         Ok(())
     })
 }
 
-pub async fn wait_for_signal() -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?,
+            int: signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

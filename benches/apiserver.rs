@@ -1,0 +1,201 @@
+//! The API server's speed, end to end over HTTPS with kube-rs as the client, beside the
+//! disk's own fsync latency measured in the same run on the same disk (under target/).
+//!
+//! Criterion measures: single-client durable create, get, and list of 10,000 agents.
+//! Printed once per run (as `report:` lines): fsync p50, store-only write p50, create p50
+//! (single client),
+//! 16-client creates/s (group commit), get p50, list of 10,000 p50, watch events/s.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use a2a::api::Agent;
+use a2a::apiserver::{Server, ServerConfig};
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+fn agent(name: &str) -> Agent {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "a2a.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": name, "labels": {"bench": "yes"}},
+        "spec": {"command": ["sleep", "100"], "skills": ["echo"], "replicas": 1},
+    }))
+    .unwrap()
+}
+
+fn p50(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let fsync = p50(a2a::apiserver::store::measure_fsync(dir.path(), 200).unwrap());
+    // The store alone (no HTTP, TLS, JSON decoding or validation), in its own file.
+    let store_write = rt.block_on(async {
+        use a2a::apiserver::store::{ObjectKey, Precondition, Store, StoreConfig, Write};
+        let store =
+            Store::open(&dir.path().join("store-only.redb"), StoreConfig::default(), Default::default()).unwrap();
+        let mut v = Vec::new();
+        for i in 0..200 {
+            let object = serde_json::to_value(agent(&format!("s{i}"))).unwrap();
+            let t = Instant::now();
+            store
+                .write(Write::Put {
+                    key: ObjectKey::new("a2a.dev/agents", "default", format!("s{i}")),
+                    object,
+                    precondition: Precondition::Absent,
+                })
+                .await
+                .unwrap();
+            v.push(t.elapsed());
+        }
+        p50(v)
+    });
+    let server = rt.block_on(Server::start(ServerConfig::new(dir.path()).port(0))).unwrap();
+    let client = rt.block_on(async {
+        let kc = Kubeconfig::read_from(server.kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+        kube::Client::try_from(config).unwrap()
+    });
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let counter = Arc::new(AtomicU64::new(0));
+    let next = {
+        let counter = counter.clone();
+        move || format!("a{}", counter.fetch_add(1, Ordering::Relaxed))
+    };
+
+    // Single-client durable creates.
+    let creates: Vec<Duration> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..200 {
+            let t = Instant::now();
+            api.create(&PostParams::default(), &agent(&next())).await.unwrap();
+            v.push(t.elapsed());
+        }
+        v
+    });
+    let create_p50 = p50(creates);
+
+    // 16 concurrent clients (one connection each).
+    let concurrent = rt.block_on(async {
+        let per = 400;
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let kc = Kubeconfig::read_from(server.kubeconfig()).unwrap();
+            let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+            let api: Api<Agent> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per {
+                    api.create(&PostParams::default(), &agent(&format!("c{w}-{i}"))).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        (16 * per) as f64 / start.elapsed().as_secs_f64()
+    });
+
+    // Top up to 10,000 agents, remembering where the watch replay starts.
+    let watch_from = server.store().resource_version();
+    rt.block_on(async {
+        let have = api.list(&ListParams::default()).await.unwrap().items.len();
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let api = api.clone();
+            let n = (10_000 - have).div_ceil(16);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..n {
+                    let _ = api.create(&PostParams::default(), &agent(&format!("f{w}-{i}"))).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let total = rt.block_on(api.list(&ListParams::default())).unwrap().items.len();
+
+    let gets: Vec<Duration> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..2000 {
+            let t = Instant::now();
+            api.get("a0").await.unwrap();
+            v.push(t.elapsed());
+        }
+        v
+    });
+    let lists: Vec<Duration> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let l = api.list(&ListParams::default()).await.unwrap();
+            assert!(l.items.len() >= 10_000);
+            v.push(t.elapsed());
+        }
+        v
+    });
+    // Watch: replay every event since `watch_from` from the history.
+    let (events, watch_rate) = rt.block_on(async {
+        let start = Instant::now();
+        let mut s = api.watch(&WatchParams::default(), &watch_from.to_string()).await.unwrap().boxed();
+        let want = server.store().resource_version() - watch_from;
+        let mut n = 0u64;
+        while n < want {
+            match s.try_next().await.unwrap() {
+                Some(WatchEvent::Added(_)) => n += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        (n, n as f64 / start.elapsed().as_secs_f64())
+    });
+    println!("report: disk fsync p50 (4 KiB write + fdatasync): {fsync:?}");
+    println!(
+        "report: store write p50 (redb commit, no HTTP): {store_write:?} ({:.2}x fsync)",
+        store_write.as_secs_f64() / fsync.as_secs_f64()
+    );
+    println!(
+        "report: durable create p50, single client over HTTPS: {create_p50:?} ({:.2}x fsync)",
+        create_p50.as_secs_f64() / fsync.as_secs_f64()
+    );
+    println!("report: durable creates/s, 16 concurrent clients: {concurrent:.0}");
+    println!("report: get p50: {:?}", p50(gets));
+    println!("report: list of {total} agents p50: {:?}", p50(lists));
+    println!("report: watch replay of {events} events: {watch_rate:.0} events/s");
+
+    let mut g = c.benchmark_group("apiserver");
+    g.sample_size(20).measurement_time(Duration::from_secs(4));
+    g.bench_function("create (durable, single client)", |b| {
+        b.to_async(&rt).iter(|| {
+            let api = api.clone();
+            let name = next();
+            async move { api.create(&PostParams::default(), &agent(&name)).await.unwrap() }
+        })
+    });
+    g.bench_function("get", |b| {
+        b.to_async(&rt).iter(|| {
+            let api = api.clone();
+            async move { api.get("a0").await.unwrap() }
+        })
+    });
+    g.sample_size(10);
+    g.bench_function("list 10,000 agents", |b| {
+        b.to_async(&rt).iter(|| {
+            let api = api.clone();
+            async move { api.list(&ListParams::default()).await.unwrap().items.len() }
+        })
+    });
+    g.finish();
+    rt.block_on(server.shutdown());
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
