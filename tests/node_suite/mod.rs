@@ -60,6 +60,10 @@ const TESTS: &[Test] = &[
         "remove_kills_remaining_processes_and_deletes_every_directory",
         remove_kills_remaining_processes_and_deletes_every_directory,
     ),
+    (
+        "spawn_errors_name_the_program_and_leave_nothing_running",
+        spawn_errors_name_the_program_and_leave_nothing_running,
+    ),
     ("limits_are_updated_in_place", limits_are_updated_in_place),
 ];
 
@@ -474,4 +478,20 @@ fn limits_are_updated_in_place(ctx: &Ctx) {
     let e = ctx.driver.update(&ctx.replica("update", "absent"), &CgroupLimits::default()).unwrap_err();
     assert_eq!(e.metric_label(), "not_found");
     p.stop(Duration::from_secs(2)).unwrap();
+}
+
+fn spawn_errors_name_the_program_and_leave_nothing_running(ctx: &Ctx) {
+    let cg = ctx.replica("spawn", "missing");
+    ctx.driver.create(&cg, &CgroupLimits::default()).unwrap();
+    let spec = ProcessSpec::new("/nonexistent/agent-binary", ctx.log("missing"));
+    let e = spawn(ctx.driver.as_ref(), &cg, &spec).unwrap_err();
+    assert_eq!(e.metric_label(), "spawn");
+    assert!(e.to_string().contains("/nonexistent/agent-binary"), "{e}");
+    assert!(ctx.driver.pids(&cg).unwrap().is_empty());
+    // A cgroup that was never created is named in the error, and nothing starts.
+    let absent = ctx.replica("spawn", "absent");
+    let spec = ProcessSpec::new("sleep", ctx.log("absent")).args(["600"]);
+    let e = spawn(ctx.driver.as_ref(), &absent, &spec).unwrap_err();
+    assert_eq!(e.metric_label(), "not_found", "{e}");
+    assert!(e.to_string().contains("default.absent.0"), "{e}");
 }
