@@ -47,15 +47,23 @@ fn cpu_seconds() -> f64 {
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// mkdir + limits + spawn + pid into cgroup.procs, per agent, for the v1 or v2 layout.
 fn floor(n: usize, exe: &Path, root: &Path, top: &str) -> Duration {
     let v2 = root.join("cgroup.controllers").exists();
-    let dirs: Vec<PathBuf> =
-        if v2 { vec![root.join(top)] } else { ["memory", "cpu", "pids"].iter().map(|h| root.join(h).join(top)).collect() };
+    let dirs: Vec<PathBuf> = if v2 {
+        vec![root.join(top)]
+    } else {
+        ["memory", "cpu", "pids"].iter().map(|h| root.join(h).join(top)).collect()
+    };
     for d in &dirs {
         std::fs::create_dir_all(d).expect("mkdir top");
     }
@@ -70,7 +78,11 @@ fn floor(n: usize, exe: &Path, root: &Path, top: &str) -> Duration {
             let c = d.join(format!("f{i}"));
             std::fs::create_dir(&c).expect("mkdir");
             let writes: Vec<(&str, String)> = if v2 {
-                vec![("memory.max", (64u64 << 20).to_string()), ("cpu.max", "10000 100000".into()), ("pids.max", "32".into())]
+                vec![
+                    ("memory.max", (64u64 << 20).to_string()),
+                    ("cpu.max", "10000 100000".into()),
+                    ("pids.max", "32".into()),
+                ]
             } else if d.to_string_lossy().contains("/memory/") {
                 vec![("memory.limit_in_bytes", (64u64 << 20).to_string())]
             } else if d.to_string_lossy().contains("/cpu/") {
@@ -116,16 +128,21 @@ async fn apply_and_wait(api: &Api<Agent>, n: usize, prefix: &str) -> (Duration, 
     let mut started = None;
     loop {
         let list = api.list(&Default::default()).await.expect("list").items;
-        let mine: Vec<&Agent> = list.iter().filter(|a| a.metadata.name.as_deref().is_some_and(|n| n.starts_with(prefix))).collect();
+        let mine: Vec<&Agent> =
+            list.iter().filter(|a| a.metadata.name.as_deref().is_some_and(|n| n.starts_with(prefix))).collect();
         let running = mine.iter().filter(|a| a.status.as_ref().is_some_and(|s| s.replicas == 1)).count();
-        let ready = mine.iter().filter(|a| a.status.as_ref().and_then(|s| s.phase) == Some(AgentPhase::Running)).count();
+        let ready =
+            mine.iter().filter(|a| a.status.as_ref().and_then(|s| s.phase) == Some(AgentPhase::Running)).count();
         if running == n && started.is_none() {
             started = Some(t.elapsed());
         }
         if ready == n {
             return (started.unwrap_or(t.elapsed()), t.elapsed());
         }
-        assert!(t.elapsed() < Duration::from_secs(300), "agents did not start: {running} running, {ready} ready of {n}");
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "agents did not start: {running} running, {ready} ready of {n}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -147,7 +164,10 @@ fn main() {
     let top = format!("a2a-bench-agents-{}", std::process::id());
 
     let floor_time = floor(n, &exe, &root, &format!("{top}-floor"));
-    println!("floor: {n} limited processes (mkdir + limits + fork/exec + join) in {:.0} ms", floor_time.as_secs_f64() * 1e3);
+    println!(
+        "floor: {n} limited processes (mkdir + limits + fork/exec + join) in {:.0} ms",
+        floor_time.as_secs_f64() * 1e3
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {

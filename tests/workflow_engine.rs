@@ -225,3 +225,28 @@ async fn a_restarted_engine_follows_running_tasks_instead_of_sending_them_again(
     assert_eq!(log.matches("event=start").count(), 2, "each task ran once:\n{log}");
     assert!(!log.contains("event=duplicate"), "nothing was sent twice:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_streaming_and_deferred_agents_serve_a_workflow() {
+    let server = common::start().await;
+    let streaming = AgentProcess::python("tests/python/streaming_agent.py", &[]).await;
+    let deferred = AgentProcess::python("tests/python/deferred_agent.py", &[("DEFERRED_SECONDS", "1")]).await;
+    ready_agent(&server.client, "streamer", &streaming.url, &[], 2).await;
+    ready_agent(&server.client, "later", &deferred.url, &[], 2).await;
+    let _stop = start_engine(&server.client);
+    create_workflow(
+        &server.client,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: sdk }\nspec:\n  tasks:\n    - { name: stream, agent: streamer, message: one two three }\n    - { name: defer, agent: later, dependsOn: [stream], message: \"{{ tasks.stream.output }}\" }\n",
+    )
+    .await;
+    let wf = finished(&server.client, "sdk", Duration::from_secs(30)).await;
+    assert_eq!(wf.status.as_ref().and_then(|s| s.phase), Some(WorkflowPhase::Succeeded), "{:#?}", wf.status);
+    // The streaming agent appends one chunk per word to one artifact.
+    let stream_out = output(&wf, "stream");
+    assert_eq!(stream_out.split_whitespace().collect::<Vec<_>>(), ["ONE", "TWO", "THREE"], "{stream_out:?}");
+    let defer_out = output(&wf, "defer");
+    assert!(
+        defer_out.starts_with("deferred: ONE"),
+        "the deferred task answered with the upstream output: {defer_out:?}"
+    );
+}
