@@ -224,3 +224,62 @@ async fn a_killed_daemon_readopts_its_running_agents() {
     }
     tear_down(daemon).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_agent_at_its_cpu_limit_is_throttled_and_background_agents_share_background_cpu() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let top = format!("a2a-test-cpu-{}", std::process::id());
+    let daemon = Daemon::start(home.path(), &top);
+    let client = daemon.client().await;
+    let busy = "  command: [sh, -c, \"while :; do :; done\"]\n";
+    apply(
+        home.path(),
+        &format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {{ name: desk }}\nspec: {{ parent: host, limits: {{ cpu: \"1\" }}, backgroundCpu: 100m }}\n---\n\
+             apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: spin }}\nspec:\n{busy}  budget: desk\n  resources: {{ limits: {{ cpu: 200m }} }}\n---\n\
+             apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: idx }}\nspec:\n{busy}  budget: desk\n  priority: background\n"
+        ),
+    );
+    let spin = wait_agent(&client, "spin", Duration::from_secs(20), |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == "Throttled" && c.status == a2a::api::common::ConditionStatus::True)
+        })
+    })
+    .await;
+    let cond =
+        spin.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Throttled")).expect("Throttled");
+    assert_eq!(cond.reason, "CPUQuotaReached");
+    // The background agent runs inside the budget's background cgroup, whose quota is 100m.
+    let idx = wait_agent(&client, "idx", Duration::from_secs(20), |a| !pids(a).is_empty()).await;
+    let cgroup = idx.status.as_ref().and_then(|s| s.instances.first()).and_then(|i| i.cgroup.clone()).expect("cgroup");
+    assert_eq!(cgroup, format!("{top}/host/desk/background.cpu/default.idx.0"));
+    let quota_file = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        (format!("/sys/fs/cgroup/{top}/host/desk/background.cpu/cpu.max"), "10000 100000\n")
+    } else {
+        (format!("/sys/fs/cgroup/cpu/{top}/host/desk/background.cpu/cpu.cfs_quota_us"), "10000\n")
+    };
+    assert_eq!(std::fs::read_to_string(&quota_file.0).expect("quota file"), quota_file.1);
+    tear_down(daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_agent_log_is_rotated() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(home.path(), &format!("a2a-test-log-{}", std::process::id()));
+    let client = daemon.client().await;
+    // 20 MiB of output, then idle.
+    apply(
+        home.path(),
+        "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: chatty }\nspec:\n  command: [sh, -c, \"head -c 20971520 /dev/zero | tr '\\\\0' x; sleep 60\"]\n",
+    );
+    wait_agent(&client, "chatty", Duration::from_secs(20), |a| !pids(a).is_empty()).await;
+    let log = home.path().join("logs/default/chatty/0.log");
+    let rotated = home.path().join("logs/default/chatty/0.log.1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rotated.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(std::fs::metadata(&rotated).expect("rotated log").len() > 16 << 20);
+    assert!(std::fs::metadata(&log).expect("live log").len() < 16 << 20, "the live log was truncated");
+    tear_down(daemon).await;
+}

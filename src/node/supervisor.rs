@@ -32,6 +32,11 @@ use crate::controller::admission::{self, Amounts, Candidate, Verdict};
 /// Backoff between restarts of a replica: 1s doubling to 5m, reset after 10m of running.
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
 const RESTART_RESET_AFTER: Duration = Duration::from_secs(600);
+/// The cgroup, inside a budget with `backgroundCpu`, that caps its background agents
+/// together. The dot keeps it apart from any budget (budget names are DNS labels).
+pub const BACKGROUND_CGROUP: &str = "background.cpu";
+/// A replica's log is rotated (to `<replica>.log.1`) when it starts and the log is larger.
+const LOG_ROTATE_BYTES: u64 = 16 << 20;
 /// Usage-only status changes are written at most this often.
 const USAGE_WRITE_EVERY: Duration = Duration::from_secs(10);
 
@@ -101,6 +106,9 @@ enum NodeEvent {
 
 struct Replica {
     cgroup: CgroupPath,
+    /// What was last written to the cgroup; rewriting unchanged CPU limits would reset the
+    /// kernel's bandwidth accounting (writing the quota refills the period's runtime).
+    limits: CgroupLimits,
     port: u16,
     process: Option<AgentProcess>,
     pid: u32,
@@ -151,6 +159,8 @@ struct World {
     runtime: HashMap<Key, AgentRuntime>,
     budget_written: HashMap<String, ResourceBudgetStatus>,
     alerts_firing: HashMap<(String, &'static str), bool>,
+    /// Limits last written to each budget cgroup (and its background cgroup).
+    budget_limits: HashMap<CgroupPath, CgroupLimits>,
     /// Nothing is decided before both caches hold the whole picture: admitting against a
     /// half-read list of budgets would stop agents that are fine.
     synced: BTreeSet<&'static str>,
@@ -233,7 +243,12 @@ impl Node {
         replica: u32,
     ) -> Option<CgroupPath> {
         let (ns, name) = key_of(agent);
-        let chain = Self::chain(budgets, agent.spec.budget());
+        let mut chain = Self::chain(budgets, agent.spec.budget());
+        // Background agents share the budget's `backgroundCpu` through one more cgroup level.
+        let capped = budgets.get(agent.spec.budget()).is_some_and(|b| b.spec.background_cpu.is_some());
+        if capped && agent.spec.priority() == crate::api::Priority::Background {
+            chain.push(BACKGROUND_CGROUP.to_owned());
+        }
         let refs: Vec<&str> = chain.iter().map(String::as_str).collect();
         self.config.layout.replica(&refs, &ns, &name, replica).ok()
     }
@@ -323,6 +338,7 @@ impl NodeRunner {
             budget_written: HashMap::new(),
             alerts_firing: HashMap::new(),
             synced: BTreeSet::new(),
+            budget_limits: HashMap::new(),
         };
         let mut tick = tokio::time::interval(node.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -524,8 +540,26 @@ impl World {
         for name in names {
             let Some(path) = node.budget_cgroup(&self.budgets, name) else { continue };
             let limits = CgroupLimits::for_budget(&self.budgets[name].spec.limits, node.host_cores);
-            if let Err(e) = node.driver.ensure(&path, &limits) {
-                tracing::warn!(budget = %name, error = %e, "budget cgroup");
+            let mut wanted = vec![(path.clone(), limits)];
+            if let Some(bg) = &self.budgets[name].spec.background_cpu
+                && let Ok(bg_path) = path.child(BACKGROUND_CGROUP)
+            {
+                let cap = CgroupLimits {
+                    cpu_quota: Some(super::cgroup::CpuQuota::from_millicores(bg.value().millicores(node.host_cores))),
+                    ..Default::default()
+                };
+                wanted.push((bg_path, cap));
+            }
+            for (p, l) in wanted {
+                if self.budget_limits.get(&p) == Some(&l) && node.driver.exists(&p) {
+                    continue;
+                }
+                match node.driver.ensure(&p, &l) {
+                    Ok(()) => {
+                        self.budget_limits.insert(p, l);
+                    }
+                    Err(e) => tracing::warn!(budget = %name, cgroup = %p, error = %e, "budget cgroup"),
+                }
             }
         }
 
@@ -586,8 +620,11 @@ impl World {
                     r.ready = false;
                     r.next_start = None;
                 } else {
-                    if let Err(e) = node.driver.update(&r.cgroup, &limits) {
-                        tracing::warn!(agent = %k.1, error = %e, "updating limits");
+                    if r.limits != limits {
+                        match node.driver.update(&r.cgroup, &limits) {
+                            Ok(()) => r.limits = limits.clone(),
+                            Err(e) => tracing::warn!(agent = %k.1, error = %e, "updating limits"),
+                        }
                     }
                     continue;
                 }
@@ -617,6 +654,9 @@ impl World {
                     rt.last_error = Some(e);
                 }
             }
+        }
+        for i in rt.replicas.keys() {
+            rotate_log(&node.config.home.join("logs").join(&k.0).join(&k.1).join(format!("{i}.log")));
         }
         // Probes for replicas not ready yet.
         for (i, r) in rt.replicas.iter_mut() {
@@ -761,6 +801,8 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
                     inst.replica,
                     Replica {
                         cgroup: path,
+                        // Unknown after a restart: the first pass writes the current limits once.
+                        limits: CgroupLimits { pids_max: Some(u64::MAX), ..Default::default() },
                         port,
                         process: Some(p),
                         pid,
@@ -806,10 +848,12 @@ fn start_replica(
     node.driver.remove(&cgroup, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     node.driver.create(&cgroup, limits).map_err(|e| e.to_string())?;
     let spec = node.process_spec(agent, i, port)?;
+    rotate_log(&spec.log_file);
     let p = process::spawn(node.driver.as_ref(), &cgroup, &spec).map_err(|e| e.to_string())?;
     tracing::info!(agent = %agent.name_any(), replica = i, pid = p.pid(), port, "started agent replica");
     Ok(Replica {
         cgroup,
+        limits: limits.clone(),
         port,
         pid: p.pid(),
         process: Some(p),
@@ -827,6 +871,22 @@ fn start_replica(
         throttled: 0,
         throttling: false,
     })
+}
+
+/// Keeps one previous log: once `<replica>.log` exceeds 16 MiB it is copied to
+/// `<replica>.log.1` and truncated in place (the agent keeps appending to the same file, as
+/// logrotate's copytruncate does; lines written between the copy and the truncation are lost).
+fn rotate_log(path: &std::path::Path) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        let rotated = std::fs::copy(path, &old)
+            .and_then(|_| std::fs::OpenOptions::new().write(true).open(path))
+            .and_then(|f| f.set_len(0));
+        if let Err(e) = rotated {
+            tracing::warn!(log = %path.display(), error = %e, "log rotation");
+        }
+    }
 }
 
 async fn stop_replicas(node: &Node, rt: &mut AgentRuntime, which: impl Fn(u32) -> bool) {
