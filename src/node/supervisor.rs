@@ -37,6 +37,8 @@ const RESTART_RESET_AFTER: Duration = Duration::from_secs(600);
 pub const BACKGROUND_CGROUP: &str = "background.cpu";
 /// A replica's log is rotated (to `<replica>.log.1`) when it starts and the log is larger.
 const LOG_ROTATE_BYTES: u64 = 16 << 20;
+/// Kernel statistics (and log sizes) are read this often per agent.
+const USAGE_SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// Usage-only status changes are written at most this often.
 const USAGE_WRITE_EVERY: Duration = Duration::from_secs(10);
 
@@ -126,6 +128,8 @@ struct Replica {
     cpu_millis: u64,
     throttled: u64,
     throttling: bool,
+    /// Bytes charged at the last sample.
+    memory: u64,
 }
 
 #[derive(Default)]
@@ -141,6 +145,8 @@ struct AgentRuntime {
     url_ready: bool,
     url_probing: bool,
     last_error: Option<String>,
+    /// When usage (and log sizes) were last sampled.
+    sampled_at: Option<Instant>,
 }
 
 /// The node controller.
@@ -655,8 +661,11 @@ impl World {
                 }
             }
         }
-        for i in rt.replicas.keys() {
-            rotate_log(&node.config.home.join("logs").join(&k.0).join(&k.1).join(format!("{i}.log")));
+        let sample = rt.sampled_at.is_none_or(|t| t.elapsed() >= USAGE_SAMPLE_EVERY);
+        if sample {
+            for i in rt.replicas.keys() {
+                rotate_log(&node.config.home.join("logs").join(&k.0).join(&k.1).join(format!("{i}.log")));
+            }
         }
         // Probes for replicas not ready yet.
         for (i, r) in rt.replicas.iter_mut() {
@@ -673,7 +682,10 @@ impl World {
         {
             rt.last_error = Some(e.to_string());
         }
-        sample_usage(node, rt);
+        if sample {
+            sample_usage(node, rt);
+            rt.sampled_at = Some(Instant::now());
+        }
         let status = agent_status(node, &agent, rt, verdict.as_ref(), desired);
         write_agent(node, &agent, rt, status).await;
     }
@@ -819,6 +831,7 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
                         cpu_millis: 0,
                         throttled: 0,
                         throttling: false,
+                        memory: 0,
                     },
                 );
             }
@@ -844,9 +857,15 @@ fn start_replica(
         (_, Some(prev)) => prev.port,
         _ => free_port().map_err(|e| format!("no free port: {e}"))?,
     };
-    // A fresh cgroup per start, so counters (oom_kill, cpu) start at zero.
-    node.driver.remove(&cgroup, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    node.driver.create(&cgroup, limits).map_err(|e| e.to_string())?;
+    // A fresh cgroup per start (create remakes a leftover empty one), so counters start at zero.
+    match node.driver.create(&cgroup, limits) {
+        // Leftovers of the previous run (children the agent forked): kill them, start clean.
+        Err(super::cgroup::Error::InUse { .. }) => {
+            node.driver.remove(&cgroup, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+            node.driver.create(&cgroup, limits).map_err(|e| e.to_string())?;
+        }
+        other => other.map_err(|e| e.to_string())?,
+    }
     let spec = node.process_spec(agent, i, port)?;
     rotate_log(&spec.log_file);
     let p = process::spawn(node.driver.as_ref(), &cgroup, &spec).map_err(|e| e.to_string())?;
@@ -870,6 +889,7 @@ fn start_replica(
         cpu_millis: 0,
         throttled: 0,
         throttling: false,
+        memory: 0,
     })
 }
 
@@ -913,6 +933,7 @@ fn sample_usage(node: &Node, rt: &mut AgentRuntime) {
             r.cpu_millis = s.cpu_usage_usec.saturating_sub(usec) * 1000 / dt;
         }
         r.cpu = Some((now, s.cpu_usage_usec));
+        r.memory = s.memory_current;
         r.throttling = s.nr_throttled > r.throttled && r.throttled > 0;
         r.throttled = s.nr_throttled;
     }
@@ -956,7 +977,7 @@ fn agent_status(node: &Node, agent: &Agent, rt: &AgentRuntime, verdict: Option<&
             spec_hash: Some(r.spec_hash.clone()),
         })
         .collect();
-    let mem: u64 = running.iter().filter_map(|r| node.driver.stats(&r.cgroup).ok()).map(|s| s.memory_current).sum();
+    let mem: u64 = running.iter().map(|r| r.memory).sum();
     let cpu: u64 = running.iter().map(|r| r.cpu_millis).sum();
     status.usage = (!running.is_empty()).then(|| Usage {
         memory: Some(format_bytes(mem)),
