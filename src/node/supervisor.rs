@@ -52,6 +52,8 @@ pub struct NodeConfig {
     pub a2a_exe: PathBuf,
     /// SIGTERM → SIGKILL grace when stopping a replica.
     pub grace: Duration,
+    /// A pass runs on every change (watch events, exits, probes) and at least this often
+    /// (restart backoffs, usage samples).
     pub tick: Duration,
     /// Whether cgroups enforce limits; `false` only with `--allow-unenforced`.
     pub enforced: bool,
@@ -67,7 +69,7 @@ impl NodeConfig {
             layout: Layout::default(),
             a2a_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("a2a")),
             grace: Duration::from_secs(10),
-            tick: Duration::from_millis(500),
+            tick: Duration::from_secs(2),
             enforced: true,
             stop_on_shutdown: false,
         }
@@ -130,6 +132,8 @@ struct Replica {
     throttling: bool,
     /// Bytes charged at the last sample.
     memory: u64,
+    /// Failed readiness probes since the start.
+    probes: u32,
 }
 
 #[derive(Default)]
@@ -305,7 +309,9 @@ impl Node {
         });
     }
 
-    fn probe(&self, key: Key, replica: u32, pid: u32, url: String) {
+    /// Fetches the agent card; a failure is reported only after `retry_after`, so an agent
+    /// that never serves a card is probed with backoff, not in a busy loop.
+    fn probe(&self, key: Key, replica: u32, pid: u32, url: String, retry_after: Duration) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let card = match crate::a2a::Client::new(&url) {
@@ -320,6 +326,9 @@ impl Node {
                 },
                 Err(_) => None,
             };
+            if card.is_none() {
+                tokio::time::sleep(retry_after).await;
+            }
             let _ = tx.send(NodeEvent::Probed { key, replica, pid, card });
         });
     }
@@ -597,7 +606,7 @@ impl World {
         if let Some(url) = &agent.spec.url {
             if !rt.url_probing {
                 rt.url_probing = true;
-                node.probe(k.clone(), u32::MAX, 0, url.clone());
+                node.probe(k.clone(), u32::MAX, 0, url.clone(), Duration::from_secs(2));
             }
             let status = url_status(&agent, rt);
             write_agent(node, &agent, rt, status).await;
@@ -671,7 +680,11 @@ impl World {
         for (i, r) in rt.replicas.iter_mut() {
             if r.process.is_some() && !r.ready && !r.probing {
                 r.probing = true;
-                node.probe(k.clone(), *i, r.pid, format!("http://127.0.0.1:{}", r.port));
+                // 20 ms after a start, doubling to 2 s for an agent that is slow to serve its card.
+                let wait =
+                    (Duration::from_millis(20) * 2u32.saturating_pow(r.probes.min(7))).min(Duration::from_secs(2));
+                r.probes += 1;
+                node.probe(k.clone(), *i, r.pid, format!("http://127.0.0.1:{}", r.port), wait);
             }
         }
         // A stdio agent needs only its cgroup parent (runs get their own cgroups).
@@ -832,6 +845,7 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
                         throttled: 0,
                         throttling: false,
                         memory: 0,
+                        probes: 0,
                     },
                 );
             }
@@ -890,6 +904,7 @@ fn start_replica(
         throttled: 0,
         throttling: false,
         memory: 0,
+        probes: 0,
     })
 }
 
