@@ -110,27 +110,15 @@ async fn tear_down(mut daemon: Daemon) {
         api.delete(&name, &DeleteParams::default()).await.expect("delete agent");
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !agents_logging_into(&daemon.home).is_empty() && Instant::now() < deadline {
+    while !common::agents_logging_into(&daemon.home).is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     daemon.kill9();
-    assert_eq!(agents_logging_into(&daemon.home), Vec::<u32>::new(), "deleted agents' processes are gone");
+    assert_eq!(common::agents_logging_into(&daemon.home), Vec::<u32>::new(), "deleted agents' processes are gone");
     let driver = cgroup::detect(Path::new("/sys/fs/cgroup")).expect("cgroups");
     let top = CgroupPath::parse(&daemon.top).expect("path");
     driver.remove(&top, Duration::from_secs(5)).expect("remove the test cgroup tree");
     assert!(!driver.exists(&top), "the test cgroup tree is removed");
-}
-
-fn agents_logging_into(home: &Path) -> Vec<u32> {
-    let logs = home.join("logs");
-    std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-                .filter(|pid| std::fs::read_link(format!("/proc/{pid}/fd/1")).is_ok_and(|t| t.starts_with(&logs)))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! `a2a run`: the main job, end to end with an embedded control plane (real processes,
 //! real cgroups), its exit codes and its errors.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -26,21 +28,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Processes whose stdout is a log file under `home` (agents started for that home).
-fn agents_logging_into(home: &Path) -> Vec<u32> {
-    let logs = home.join("logs");
-    std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-                .filter(|pid| {
-                    std::fs::read_link(format!("/proc/{pid}/fd/1")).is_ok_and(|target| target.starts_with(&logs))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn the_quickstart_runs_to_success_and_stops_its_agents() {
     let home = tempfile::tempdir().expect("tempdir");
@@ -55,7 +42,7 @@ fn the_quickstart_runs_to_success_and_stops_its_agents() {
     assert!(text(&out.stderr).contains("started an embedded control plane"));
     assert!(home.path().join("logs/default/writer/0.log").exists(), "agents logged under $A2A_HOME/logs");
     assert_eq!(
-        agents_logging_into(home.path()),
+        common::agents_logging_into(home.path()),
         Vec::<u32>::new(),
         "the embedded control plane stops the agents it started"
     );

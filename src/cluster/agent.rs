@@ -17,7 +17,7 @@ use crate::api::agent::{AgentPhase, AgentStatus, Termination, TerminationReason}
 use crate::api::common::{ConditionStatus, Time, find_condition, set_condition};
 use crate::api::quantity::CpuAmount;
 use crate::api::{Agent, Condition, ResourceBudget};
-use crate::controller::admission::{self, Amounts, Candidate, Verdict};
+use crate::controller::admission::{self, Candidate, Verdict};
 
 /// The field manager the operator applies with.
 pub const MANAGER: &str = "a2a-operator";
@@ -49,19 +49,6 @@ pub struct Context {
     pub recorder: Option<Recorder>,
 }
 
-/// The demand of an agent for admission: limits (else requests) × replicas.
-pub fn demand(agent: &Agent) -> Amounts {
-    let r = &agent.spec.resources;
-    let replicas = u64::from(agent.spec.replicas());
-    let memory = r.limits.memory.as_ref().or(r.requests.memory.as_ref()).map_or(0, |m| m.value());
-    let cpu = match r.limits.cpu.as_ref().or(r.requests.cpu.as_ref()).map(|c| c.value()) {
-        Some(CpuAmount::Millicores(m)) => m,
-        _ => 0,
-    };
-    let pids = r.limits.pids.as_ref().or(r.requests.pids.as_ref()).map_or(0, |p| p.value());
-    Amounts { memory: memory * replicas, cpu_millis: cpu * replicas, pids: pids * replicas }
-}
-
 /// Admission input from the API objects (cluster: no host memory reserve applies, since the
 /// scheduler places pods; budgets are quotas).
 pub fn admission_input(budgets: &[ResourceBudget], agents: &[Agent]) -> (Vec<admission::Budget>, Vec<Candidate>) {
@@ -89,7 +76,7 @@ pub fn admission_input(budgets: &[ResourceBudget], agents: &[Agent]) -> (Vec<adm
             budget: a.spec.budget().to_owned(),
             priority: a.spec.priority(),
             created: a.meta().creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
-            demand: demand(a),
+            demand: admission::demand(a, None),
             admitted: a
                 .status
                 .as_ref()

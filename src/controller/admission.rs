@@ -84,6 +84,22 @@ pub struct Decision {
     pub pending: BTreeMap<String, Vec<String>>,
 }
 
+/// An agent's demand: its limits (else requests) × replicas. CPU given as a share of the
+/// host counts with `host_cores` (locally); without it (on a cluster, where such CPU cannot
+/// run) it counts as nothing.
+pub fn demand(agent: &crate::api::Agent, host_cores: Option<u32>) -> Amounts {
+    let r = &agent.spec.resources;
+    let replicas = u64::from(agent.spec.replicas());
+    let memory = r.limits.memory.as_ref().or(r.requests.memory.as_ref()).map_or(0, |m| m.value());
+    let cpu = match (r.limits.cpu.as_ref().or(r.requests.cpu.as_ref()).map(|c| c.value()), host_cores) {
+        (Some(crate::api::quantity::CpuAmount::Millicores(m)), _) => m,
+        (Some(share), Some(cores)) => share.millicores(cores),
+        _ => 0,
+    };
+    let pids = r.limits.pids.as_ref().or(r.requests.pids.as_ref()).map_or(0, |p| p.value());
+    Amounts { memory: memory * replicas, cpu_millis: cpu * replicas, pids: pids * replicas }
+}
+
 /// Decides admission for all `candidates`. `host_available` is the host's available memory
 /// in bytes right now (it already accounts for agents that run).
 pub fn admit(budgets: &[Budget], candidates: &[Candidate], host_available: u64) -> Decision {

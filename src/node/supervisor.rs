@@ -345,7 +345,20 @@ impl NodeRunner {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         let node = self.node.clone();
         ensure_default_budget(&node.client).await;
-        let watchers = [tokio::spawn(watch_agents(node.clone())), tokio::spawn(watch_budgets(node.clone()))];
+        let watchers = [
+            tokio::spawn(watch_kind::<Agent>(
+                node.clone(),
+                "agents",
+                |a| NodeEvent::Agent(Box::new(a)),
+                |a| NodeEvent::AgentGone(key_of(a)),
+            )),
+            tokio::spawn(watch_kind::<ResourceBudget>(
+                node.clone(),
+                "budgets",
+                |b| NodeEvent::Budget(Box::new(b)),
+                |b| NodeEvent::BudgetGone(b.name_any()),
+            )),
+        ];
         let mut world = World {
             agents: HashMap::new(),
             budgets: BTreeMap::new(),
@@ -403,38 +416,21 @@ async fn ensure_default_budget(client: &kube::Client) {
     }
 }
 
-async fn watch_agents(node: Arc<Node>) {
-    let api: Api<Agent> = Api::all(node.client.clone());
+/// Feeds one kind's watch events into the loop; `InitDone` says the list is complete.
+async fn watch_kind<K>(node: Arc<Node>, what: &'static str, apply: fn(K) -> NodeEvent, gone: fn(&K) -> NodeEvent)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let api: Api<K> = Api::all(node.client.clone());
     let mut stream = watcher(api, watcher::Config::default()).boxed();
     while let Some(ev) = stream.next().await {
         let sent = match ev {
-            Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => node.tx.send(NodeEvent::Agent(Box::new(a))),
-            Ok(watcher::Event::Delete(a)) => node.tx.send(NodeEvent::AgentGone(key_of(&a))),
-            Ok(watcher::Event::InitDone) => node.tx.send(NodeEvent::Synced("agents")),
-            Ok(_) => Ok(()),
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => node.tx.send(apply(o)),
+            Ok(watcher::Event::Delete(o)) => node.tx.send(gone(&o)),
+            Ok(watcher::Event::InitDone) => node.tx.send(NodeEvent::Synced(what)),
+            Ok(watcher::Event::Init) => Ok(()),
             Err(e) => {
-                tracing::warn!(error = %e, "agent watch failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                Ok(())
-            }
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
-}
-
-async fn watch_budgets(node: Arc<Node>) {
-    let api: Api<ResourceBudget> = Api::all(node.client.clone());
-    let mut stream = watcher(api, watcher::Config::default()).boxed();
-    while let Some(ev) = stream.next().await {
-        let sent = match ev {
-            Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) => node.tx.send(NodeEvent::Budget(Box::new(b))),
-            Ok(watcher::Event::Delete(b)) => node.tx.send(NodeEvent::BudgetGone(b.name_any())),
-            Ok(watcher::Event::InitDone) => node.tx.send(NodeEvent::Synced("budgets")),
-            Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, "budget watch failed; retrying");
+                tracing::warn!(error = %e, "{what} watch failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 Ok(())
             }
@@ -538,7 +534,7 @@ impl World {
                     budget: a.spec.budget().to_owned(),
                     priority: a.spec.priority(),
                     created: a.meta().creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
-                    demand: demand(a, node.host_cores),
+                    demand: admission::demand(a, Some(node.host_cores)),
                     admitted: running
                         || a.status
                             .as_ref()
@@ -799,16 +795,6 @@ fn amounts(a: Amounts) -> StatusAmounts {
         cpu_millicores: a.cpu_millis,
         pids: a.pids,
     }
-}
-
-/// An agent's demand for admission: limits (else requests) × replicas.
-pub fn demand(agent: &Agent, host_cores: u32) -> Amounts {
-    let r = &agent.spec.resources;
-    let replicas = u64::from(agent.spec.replicas());
-    let memory = r.limits.memory.as_ref().or(r.requests.memory.as_ref()).map_or(0, |m| m.value());
-    let cpu = r.limits.cpu.as_ref().or(r.requests.cpu.as_ref()).map_or(0, |c| c.value().millicores(host_cores));
-    let pids = r.limits.pids.as_ref().or(r.requests.pids.as_ref()).map_or(0, |p| p.value());
-    Amounts { memory: memory * replicas, cpu_millis: cpu * replicas, pids: pids * replicas }
 }
 
 /// Re-adopts replicas listed in status whose process still runs in its cgroup.

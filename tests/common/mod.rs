@@ -122,3 +122,16 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Processes whose stdout is a log file under `home/logs`: agents started for that home.
+pub fn agents_logging_into(home: &Path) -> Vec<u32> {
+    let logs = home.join("logs");
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+                .filter(|pid| std::fs::read_link(format!("/proc/{pid}/fd/1")).is_ok_and(|t| t.starts_with(&logs)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
