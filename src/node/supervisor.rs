@@ -38,7 +38,7 @@ pub const BACKGROUND_CGROUP: &str = "background.cpu";
 /// A replica's log is rotated (to `<replica>.log.1`) when it starts and the log is larger.
 const LOG_ROTATE_BYTES: u64 = 16 << 20;
 /// Kernel statistics (and log sizes) are read this often per agent.
-const USAGE_SAMPLE_EVERY: Duration = Duration::from_secs(2);
+const USAGE_SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Usage-only status changes are written at most this often.
 const USAGE_WRITE_EVERY: Duration = Duration::from_secs(10);
 
