@@ -169,6 +169,10 @@ struct World {
     runtime: HashMap<Key, AgentRuntime>,
     budget_written: HashMap<String, ResourceBudgetStatus>,
     alerts_firing: HashMap<(String, &'static str), bool>,
+    /// Agents to reconcile in the next pass (events name them); `all_dirty` for every agent
+    /// (ticks, budget changes, deletions).
+    dirty: BTreeSet<Key>,
+    all_dirty: bool,
     /// Limits last written to each budget cgroup (and its background cgroup).
     budget_limits: HashMap<CgroupPath, CgroupLimits>,
     /// Nothing is decided before both caches hold the whole picture: admitting against a
@@ -367,6 +371,8 @@ impl NodeRunner {
             alerts_firing: HashMap::new(),
             synced: BTreeSet::new(),
             budget_limits: HashMap::new(),
+            dirty: BTreeSet::new(),
+            all_dirty: true,
         };
         let mut tick = tokio::time::interval(node.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -374,7 +380,7 @@ impl NodeRunner {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = tick.tick() => {}
+                _ = tick.tick() => world.all_dirty = true,
                 ev = self.rx.recv() => match ev {
                     Some(ev) => {
                         world.apply(&node, ev);
@@ -446,22 +452,45 @@ impl World {
         match ev {
             NodeEvent::Agent(a) => {
                 let k = key_of(&*a);
+                // Our own status writes come back as events: only a new spec, metadata
+                // change or deletion needs a pass for this agent.
+                let changed = self.agents.get(&k).is_none_or(|old| {
+                    old.metadata.generation != a.metadata.generation
+                        || old.metadata.deletion_timestamp != a.metadata.deletion_timestamp
+                        || old.metadata.uid != a.metadata.uid
+                });
+                if changed {
+                    self.dirty.insert(k.clone());
+                }
                 self.agents.insert(k, *a);
             }
             NodeEvent::AgentGone(k) => {
                 self.agents.remove(&k);
+                self.dirty.insert(k);
+                // Freed room may admit others.
+                self.all_dirty = true;
             }
             NodeEvent::Budget(b) => {
-                self.budgets.insert(b.name_any(), *b);
+                let name = b.name_any();
+                if self.budgets.get(&name).is_none_or(|old| old.metadata.generation != b.metadata.generation) {
+                    self.all_dirty = true;
+                }
+                self.budgets.insert(name, *b);
             }
             NodeEvent::BudgetGone(n) => {
                 self.budgets.remove(&n);
+                self.all_dirty = true;
             }
             NodeEvent::Synced(what) => {
                 self.synced.insert(what);
+                self.all_dirty = true;
             }
-            NodeEvent::Exited { key, replica, pid } => self.exited(node, &key, replica, pid),
+            NodeEvent::Exited { key, replica, pid } => {
+                self.dirty.insert(key.clone());
+                self.exited(node, &key, replica, pid);
+            }
             NodeEvent::Probed { key, replica, pid, card } => {
+                self.dirty.insert(key.clone());
                 if let Some(rt) = self.runtime.get_mut(&key) {
                     if replica == u32::MAX {
                         rt.url_probing = false;
@@ -574,7 +603,12 @@ impl World {
             }
         }
 
-        let keys: BTreeSet<Key> = self.agents.keys().chain(self.runtime.keys()).cloned().collect();
+        let keys: BTreeSet<Key> = if std::mem::take(&mut self.all_dirty) {
+            self.dirty.clear();
+            self.agents.keys().chain(self.runtime.keys()).cloned().collect()
+        } else {
+            std::mem::take(&mut self.dirty)
+        };
         for k in keys {
             let verdict = decision.verdicts.get(&format!("{}/{}", k.0, k.1)).cloned();
             self.reconcile_agent(node, &k, verdict).await;
