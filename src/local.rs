@@ -27,6 +27,8 @@ pub struct LocalOptions {
     /// Stop the agents when the control plane stops (`a2a run`), instead of leaving them for
     /// the next daemon to adopt (`a2a serve`).
     pub stop_agents_on_exit: bool,
+    /// The first wait before restarting an agent replica that exited (doubles per exit).
+    pub restart_backoff: std::time::Duration,
 }
 
 impl LocalOptions {
@@ -38,6 +40,7 @@ impl LocalOptions {
             cgroup_top: "a2a".into(),
             allow_unenforced: false,
             stop_agents_on_exit: false,
+            restart_backoff: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -103,6 +106,7 @@ impl ControlPlane {
         config.layout = Layout::with_top(&opts.cgroup_top).map_err(|e| e.to_string())?;
         config.enforced = enforced;
         config.stop_on_shutdown = opts.stop_agents_on_exit;
+        config.restart_backoff = opts.restart_backoff;
         let version = enforced.then(|| driver.version());
         let (node, runner) = Node::new(client.clone(), driver, config);
         let engine = Engine::new(
