@@ -79,6 +79,24 @@ fn agents_logging_into(home: &Path) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Kills what the test's daemons started and removes its cgroup tree even when the test
+/// fails half way (the normal path, [`tear_down`], checks that nothing is left).
+struct Guard {
+    home: PathBuf,
+    top: String,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for pid in agents_logging_into(&self.home) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        if let (Ok(driver), Ok(top)) = (cgroup::detect(Path::new("/sys/fs/cgroup")), CgroupPath::parse(&self.top)) {
+            let _ = driver.remove(&top, Duration::from_secs(5));
+        }
+    }
+}
+
 /// Deletes the agents, stops the daemon, removes the test's cgroup tree.
 async fn tear_down(mut daemon: Daemon) {
     let client = daemon.client().await;
@@ -141,6 +159,7 @@ spec:
 async fn a_sigkilled_daemon_resumes_the_workflow_and_every_task_runs_exactly_once() {
     let home = tempfile::tempdir().expect("tempdir");
     let top = format!("a2a-test-wfcrash-{}", std::process::id());
+    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
     let mut daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     apply(home.path(), MANIFESTS);

@@ -328,7 +328,8 @@ impl Engine {
             self.flush.notify_one();
             return;
         }
-        let step = plan::step(&w.spec, &mut w.status, now);
+        let busy = &w.busy;
+        let step = plan::step_except(&w.spec, &mut w.status, now, |i| busy.contains(&i));
         w.dirty |= step.changed;
         w.wake_at = step.wake_at;
         for i in step.cancel {
@@ -336,15 +337,10 @@ impl Engine {
                 let _ = tx.send(true);
             }
         }
-        let running = w.status.tasks.iter().filter(|t| t.phase == TaskPhase::Running).count();
-        let queued = w.busy.len().saturating_sub(running);
-        let mut room = w.spec.parallelism.map_or(usize::MAX, |p| (p as usize).saturating_sub(running + queued));
         for r in step.ready {
-            if w.busy.contains(&r.index) || room == 0 {
+            if !w.busy.insert(r.index) {
                 continue;
             }
-            room -= 1;
-            w.busy.insert(r.index);
             let task = &w.spec.tasks[r.index];
             let target = match (&task.agent, &task.skill) {
                 (Some(a), _) => Target::Agent(a.clone()),
@@ -621,10 +617,14 @@ impl Engine {
     }
 
     async fn flusher(self: Arc<Self>) {
+        let mut pause = self.config.flush_interval;
         loop {
             self.flush.notified().await;
-            tokio::time::sleep(self.config.flush_interval).await;
+            tokio::time::sleep(pause).await;
+            let started = std::time::Instant::now();
             self.flush_all().await;
+            // Writing big statuses must not eat the engine: at most a fifth of the time.
+            pause = self.config.flush_interval.max(started.elapsed() * 4);
         }
     }
 

@@ -65,6 +65,17 @@ fn dependency_indices(spec: &WorkflowSpec) -> Vec<Vec<usize>> {
 /// Advances the workflow: skips tasks whose dependencies failed, finds ready tasks (up to
 /// `parallelism` running at once), enforces `activeDeadline`, and settles the phase.
 pub fn step(spec: &WorkflowSpec, status: &mut WorkflowStatus, now: Timestamp) -> Step {
+    step_except(spec, status, now, |_| false)
+}
+
+/// [`step`], leaving out of `ready` the tasks `queued(i)` says are already queued (their
+/// messages are not rendered again; a large workflow's step stays cheap).
+pub fn step_except(
+    spec: &WorkflowSpec,
+    status: &mut WorkflowStatus,
+    now: Timestamp,
+    queued: impl Fn(usize) -> bool,
+) -> Step {
     let mut out = Step { changed: align(spec, status), ..Default::default() };
     if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
         return out;
@@ -119,13 +130,17 @@ pub fn step(spec: &WorkflowSpec, status: &mut WorkflowStatus, now: Timestamp) ->
     }
     let running = status.tasks.iter().filter(|t| t.phase == TaskPhase::Running).count();
     let mut room = spec.parallelism.map_or(usize::MAX, |p| (p as usize).saturating_sub(running));
+    let queued_pending = (0..spec.tasks.len()).filter(|&i| status.tasks[i].phase == TaskPhase::Pending && queued(i));
+    room = room.saturating_sub(queued_pending.count());
     if out.cancel.is_empty() {
         for (i, task) in spec.tasks.iter().enumerate() {
             if room == 0 {
                 break;
             }
             let st = &status.tasks[i];
-            if st.phase != TaskPhase::Pending || !deps[i].iter().all(|&d| status.tasks[d].phase == TaskPhase::Succeeded)
+            if st.phase != TaskPhase::Pending
+                || queued(i)
+                || !deps[i].iter().all(|&d| status.tasks[d].phase == TaskPhase::Succeeded)
             {
                 continue;
             }
@@ -245,11 +260,13 @@ pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) 
 
 /// Fills `{{ params.x }}` and `{{ tasks.NAME.output }}` for task `i`.
 pub fn render_message(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) -> Result<String, String> {
-    let outputs: HashMap<&str, &str> =
-        status.tasks.iter().filter_map(|t| t.output.as_deref().map(|o| (t.name.as_str(), o))).collect();
+    // Looked up per reference: most messages have none, and a map per call would make a
+    // large workflow's step quadratic.
     template::render(&spec.tasks[i].message, |r| match r {
         Ref::Param(p) => spec.params.get(*p).map(|v| v.as_str().into()),
-        Ref::TaskOutput(t) => outputs.get(t).map(|o| (*o).into()),
+        Ref::TaskOutput(t) => {
+            status.tasks.iter().find(|s| s.name == *t).and_then(|s| s.output.as_deref()).map(Into::into)
+        }
     })
 }
 
