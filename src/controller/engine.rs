@@ -9,7 +9,7 @@
 //! again with the same messageId, which an agent recognises as the same attempt. Because of
 //! that, status writes need not precede the A2A calls and can be batched.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -65,13 +65,47 @@ struct WorkflowState {
     status: WorkflowStatus,
     dirty: bool,
     /// Tasks queued or running, by index.
-    busy: HashSet<usize>,
+    busy: Busy,
     cancels: HashMap<usize, watch::Sender<bool>>,
     wake_at: Option<Timestamp>,
     /// Already followed after a restart (A2A task ids adopted from status).
     adopted: bool,
     /// The workflow carries the cancel annotation.
     cancel_requested: bool,
+}
+
+/// A set of task indices, as flags (checked for every task on every step).
+#[derive(Default)]
+struct Busy {
+    flags: Vec<bool>,
+}
+
+impl Busy {
+    fn contains(&self, i: &usize) -> bool {
+        self.flags.get(*i).copied().unwrap_or(false)
+    }
+
+    /// Adds `i`; false when it was there already.
+    fn insert(&mut self, i: usize) -> bool {
+        if self.flags.len() <= i {
+            self.flags.resize(i + 1, false);
+        }
+        !std::mem::replace(&mut self.flags[i], true)
+    }
+
+    fn remove(&mut self, i: &usize) {
+        if let Some(f) = self.flags.get_mut(*i) {
+            *f = false;
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&usize) -> bool) {
+        for (i, f) in self.flags.iter_mut().enumerate() {
+            if *f && !keep(&i) {
+                *f = false;
+            }
+        }
+    }
 }
 
 struct AgentView {
@@ -244,7 +278,7 @@ impl Engine {
                     spec: w.spec.clone(),
                     status: w.status.clone().unwrap_or_default(),
                     dirty: false,
-                    busy: HashSet::new(),
+                    busy: Busy::default(),
                     cancels: HashMap::new(),
                     wake_at: None,
                     adopted: false,

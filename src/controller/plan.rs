@@ -85,7 +85,9 @@ pub fn step_except(
         status.started_at.get_or_insert(Time(now));
         out.changed = true;
     }
-    let deps = dependency_indices(spec);
+    // Without DAG edges there is no name index to build (step runs after every finished task).
+    let deps = if spec.tasks.iter().any(|t| !t.depends_on.is_empty()) { dependency_indices(spec) } else { Vec::new() };
+    let deps_of = |i: usize| deps.get(i).map_or(&[][..], Vec::as_slice);
     // Failure propagation to a fixpoint: a task whose dependency can no longer succeed is Skipped.
     loop {
         let mut any = false;
@@ -140,7 +142,7 @@ pub fn step_except(
             let st = &status.tasks[i];
             if st.phase != TaskPhase::Pending
                 || queued(i)
-                || !deps[i].iter().all(|&d| status.tasks[d].phase == TaskPhase::Succeeded)
+                || !deps_of(i).iter().all(|&d| status.tasks[d].phase == TaskPhase::Succeeded)
             {
                 continue;
             }
