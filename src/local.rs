@@ -29,6 +29,8 @@ pub struct LocalOptions {
     pub stop_agents_on_exit: bool,
     /// The binary `command: ["a2a", ...]` runs (default: this process's executable).
     pub a2a_exe: Option<PathBuf>,
+    /// The first wait before restarting an agent replica that exited (doubles per exit).
+    pub restart_backoff: std::time::Duration,
 }
 
 impl LocalOptions {
@@ -41,6 +43,7 @@ impl LocalOptions {
             allow_unenforced: false,
             stop_agents_on_exit: false,
             a2a_exe: None,
+            restart_backoff: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -109,6 +112,7 @@ impl ControlPlane {
         if let Some(exe) = &opts.a2a_exe {
             config.a2a_exe = exe.clone();
         }
+        config.restart_backoff = opts.restart_backoff;
         let version = enforced.then(|| driver.version());
         let (node, runner) = Node::new(client.clone(), driver, config);
         let engine = Engine::new(

@@ -67,9 +67,36 @@ pub async fn run(args: &DescribeArgs) -> Result<String> {
     }
     let mut status = obj.data.get("status").cloned().unwrap_or_default();
     let conditions = status.as_object_mut().and_then(|s| s.remove("conditions"));
+    let tasks = match kind {
+        crate::api::Kind::Workflow => status.as_object_mut().and_then(|s| s.remove("tasks")),
+        _ => None,
+    };
     if status.as_object().is_some_and(|s| !s.is_empty()) {
         out.push_str("Status:\n");
         out.push_str(&indent(&serde_yaml_ng::to_string(&status).unwrap_or_default(), 2));
+    }
+    if let Some(tasks) = tasks {
+        let tasks: Vec<crate::api::workflow::TaskStatus> = serde_json::from_value(tasks).unwrap_or_default();
+        out.push_str("Tasks:\n");
+        let header = ["Task", "Phase", "Attempts", "Duration", "Agent", "Error"].map(String::from);
+        let rows: Vec<Vec<String>> = tasks
+            .iter()
+            .map(|t| {
+                let mut error = t.error.clone().unwrap_or_default();
+                if error.chars().count() > 100 {
+                    error = error.chars().take(99).chain(['…']).collect();
+                }
+                vec![
+                    t.name.clone(),
+                    format!("{:?}", t.phase),
+                    t.attempts.to_string(),
+                    super::run::duration(t),
+                    t.agent.clone().unwrap_or_default(),
+                    error,
+                ]
+            })
+            .collect();
+        out.push_str(&indent(&render_table(&header, &rows), 2));
     }
     out.push_str("Conditions:\n");
     match conditions.as_ref().and_then(|c| c.as_array()).filter(|c| !c.is_empty()) {

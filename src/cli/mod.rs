@@ -2,6 +2,7 @@
 //! the exit code.
 
 pub mod apply;
+pub mod cancel;
 pub mod client;
 pub mod crd;
 pub mod delete;
@@ -10,6 +11,9 @@ pub mod describe;
 pub mod diff;
 pub mod get;
 pub mod input;
+pub mod logs;
+pub mod output;
+pub mod retry;
 pub mod run;
 pub mod serve;
 pub mod validate;
@@ -55,6 +59,14 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Wait until an object has a condition or phase, or is deleted.
     Wait(wait::WaitArgs),
+    /// Cancel a running workflow: CancelTask for its running tasks, waiting ones Cancelled.
+    Cancel(cancel::CancelArgs),
+    /// Run a workflow's failed, skipped and cancelled tasks again.
+    Retry(retry::RetryArgs),
+    /// Print the output of one task of a workflow.
+    Output(output::OutputArgs),
+    /// Print a local agent replica's log ($A2A_HOME/logs); -f follows it.
+    Logs(logs::LogsArgs),
     /// Check manifests for every mistake, without contacting anything.
     Validate(FileArgs),
     /// Print the CustomResourceDefinitions of the a2a kinds as YAML.
@@ -166,6 +178,27 @@ pub fn run(cli: Cli) -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
+        },
+        Command::Cancel(args) => match client::block_on(cancel::run(&args)) {
+            Ok(text) => writeln!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
+        Command::Retry(args) => match client::block_on(retry::run(&args)) {
+            Ok(text) => writeln!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
+        Command::Output(args) => match client::block_on(output::run(&args)) {
+            Ok((text, note)) => {
+                if let Some(note) = note {
+                    eprintln!("{note}");
+                }
+                if text.ends_with('\n') { write!(out, "{text}") } else { writeln!(out, "{text}") }
+            }
+            Err(e) => return fail(e),
+        },
+        Command::Logs(args) => match logs::run(&args, &mut out) {
+            Ok(()) => Ok(()),
+            Err(e) => return fail(e),
         },
         Command::Crd => write!(out, "{}", crd::run()),
         Command::Serve(args) => {

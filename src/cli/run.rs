@@ -154,7 +154,8 @@ async fn apply_and_follow(
     follow(args, client, &workflows).await
 }
 
-fn duration(t: &crate::api::workflow::TaskStatus) -> String {
+/// How long a task ran (or `running`, or `-`).
+pub fn duration(t: &crate::api::workflow::TaskStatus) -> String {
     match (t.started_at, t.finished_at) {
         (Some(s), Some(f)) => {
             let ms = (f.0.as_millisecond() - s.0.as_millisecond()).max(0);

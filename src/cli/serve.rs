@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// The top cgroup directory a2a manages (one per daemon on a host).
     #[arg(long, value_name = "NAME", default_value = "a2a")]
     pub cgroup_top: String,
+    /// The first wait before restarting an agent replica that exited; it doubles on every
+    /// exit, up to 5m, and resets after 10m of running.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = super::delete::parse_duration)]
+    pub restart_backoff: std::time::Duration,
 }
 
 /// Serves until a signal; prints one line saying where it listens. Errors are one line each.
@@ -49,6 +53,7 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         opts.cgroup_root = args.cgroup_root.clone();
         opts.allow_unenforced = args.allow_unenforced;
         opts.cgroup_top = args.cgroup_top.clone();
+        opts.restart_backoff = args.restart_backoff;
         let plane = ControlPlane::start(opts).await?;
         writeln!(
             out,

@@ -123,8 +123,17 @@ impl<T> DispatchQueue<T> {
     /// first. Tasks whose agent is busy or not ready stay queued in their place.
     pub fn dispatch(&mut self) -> Vec<Assignment<T>> {
         let mut out = Vec::new();
+        // Nothing can move while every agent is full; and the scan stops once they all are
+        // (so a long queue behind one busy agent costs nothing per released slot).
+        let mut free_agents = self.agents.values().filter(|s| s.free()).count();
+        if free_agents == 0 {
+            return out;
+        }
         let keys: Vec<_> = self.entries.keys().copied().collect();
         for key in keys {
+            if free_agents == 0 {
+                break;
+            }
             let Some(q) = self.entries.get(&key) else { continue };
             let chosen = match &q.target {
                 Target::Agent(name) => {
@@ -147,6 +156,9 @@ impl<T> DispatchQueue<T> {
             let Some(q) = self.entries.remove(&key) else { continue };
             if let Some(s) = self.agents.get_mut(&(q.namespace.clone(), agent.clone())) {
                 s.in_flight += 1;
+                if !s.free() {
+                    free_agents -= 1;
+                }
             }
             out.push(Assignment { namespace: q.namespace, agent, item: q.item });
         }

@@ -9,7 +9,7 @@
 //! again with the same messageId, which an agent recognises as the same attempt. Because of
 //! that, status writes need not precede the A2A calls and can be batched.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,15 @@ use crate::a2a;
 use crate::api::agent::{AgentPhase, Protocol};
 use crate::api::workflow::{TaskPhase, WorkflowPhase, WorkflowSpec, WorkflowStatus};
 use crate::api::{Agent, Workflow};
+
+/// An annotation that asks the engine to cancel a workflow (`a2a cancel wf NAME`).
+pub const CANCEL_ANNOTATION: &str = "a2a.dev/cancel";
+/// An annotation that asks the engine to re-run failed tasks (`a2a retry wf NAME`):
+/// `NONCE` (every failed, skipped or cancelled task) or `NONCE:task,task`. A request is
+/// done once the `Retried` condition's message equals it.
+pub const RETRY_ANNOTATION: &str = "a2a.dev/retry";
+/// The condition that records the last retry request handled.
+pub const RETRIED_CONDITION: &str = "Retried";
 
 /// At most this much of a task's output is kept in status.
 pub const MAX_OUTPUT_IN_STATUS: usize = 64 * 1024;
@@ -56,11 +65,47 @@ struct WorkflowState {
     status: WorkflowStatus,
     dirty: bool,
     /// Tasks queued or running, by index.
-    busy: HashSet<usize>,
+    busy: Busy,
     cancels: HashMap<usize, watch::Sender<bool>>,
     wake_at: Option<Timestamp>,
     /// Already followed after a restart (A2A task ids adopted from status).
     adopted: bool,
+    /// The workflow carries the cancel annotation.
+    cancel_requested: bool,
+}
+
+/// A set of task indices, as flags (checked for every task on every step).
+#[derive(Default)]
+struct Busy {
+    flags: Vec<bool>,
+}
+
+impl Busy {
+    fn contains(&self, i: &usize) -> bool {
+        self.flags.get(*i).copied().unwrap_or(false)
+    }
+
+    /// Adds `i`; false when it was there already.
+    fn insert(&mut self, i: usize) -> bool {
+        if self.flags.len() <= i {
+            self.flags.resize(i + 1, false);
+        }
+        !std::mem::replace(&mut self.flags[i], true)
+    }
+
+    fn remove(&mut self, i: &usize) {
+        if let Some(f) = self.flags.get_mut(*i) {
+            *f = false;
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&usize) -> bool) {
+        for (i, f) in self.flags.iter_mut().enumerate() {
+            if *f && !keep(&i) {
+                *f = false;
+            }
+        }
+    }
 }
 
 struct AgentView {
@@ -219,6 +264,7 @@ impl Engine {
         let uid = w.meta().uid.clone().unwrap_or_default();
         let mut st = lock(&self.state);
         let known = st.workflows.get(&k).is_some_and(|s| s.uid == uid);
+        let annotations = w.metadata.annotations.clone().unwrap_or_default();
         if known {
             // Our own status writes come back here: only the spec is taken from the event.
             if let Some(s) = st.workflows.get_mut(&k) {
@@ -232,15 +278,47 @@ impl Engine {
                     spec: w.spec.clone(),
                     status: w.status.clone().unwrap_or_default(),
                     dirty: false,
-                    busy: HashSet::new(),
+                    busy: Busy::default(),
                     cancels: HashMap::new(),
                     wake_at: None,
                     adopted: false,
+                    cancel_requested: false,
                 },
             );
         }
+        if let Some(s) = st.workflows.get_mut(&k) {
+            s.cancel_requested = annotations.contains_key(CANCEL_ANNOTATION);
+            if let Some(request) = annotations.get(RETRY_ANNOTATION) {
+                Self::apply_retry(&k, s, request);
+            }
+        }
         drop(st);
         self.advance(&k);
+    }
+
+    /// Handles a retry request once: resets the tasks and records the request as handled.
+    fn apply_retry(k: &Key, w: &mut WorkflowState, request: &str) {
+        use crate::api::common::{Condition, find_condition};
+        if find_condition(&w.status.conditions, RETRIED_CONDITION).is_some_and(|c| c.message == request) {
+            return;
+        }
+        let only: Vec<String> = match request.split_once(':') {
+            Some((_, tasks)) => tasks.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect(),
+            None => Vec::new(),
+        };
+        let (ok, reason) = match plan::retry(&w.spec, &mut w.status, &only) {
+            Ok(names) => {
+                tracing::info!(workflow = %k.1, tasks = ?names, "retrying tasks on request");
+                (true, "Requested")
+            }
+            Err(e) => {
+                tracing::warn!(workflow = %k.1, error = %e, "retry request refused");
+                (false, "Invalid")
+            }
+        };
+        w.status.conditions.retain(|c| c.type_ != RETRIED_CONDITION);
+        w.status.conditions.push(Condition::new(RETRIED_CONDITION, ok, reason, request));
+        w.dirty = true;
     }
 
     fn workflow_deleted(&self, k: &Key) {
@@ -269,7 +347,23 @@ impl Engine {
                 }
             }
         }
-        let step = plan::step(&w.spec, &mut w.status, now);
+        if w.cancel_requested {
+            let (running, changed) = plan::cancel(&mut w.status, now);
+            w.dirty |= changed;
+            for i in &running {
+                if let Some(tx) = w.cancels.get(i) {
+                    let _ = tx.send(true);
+                }
+            }
+            // Queued attempts that have not started are dropped.
+            w.busy.retain(|i| running.contains(i));
+            queue.retain(|t| &t.workflow != k);
+            drop(st);
+            self.flush.notify_one();
+            return;
+        }
+        let busy = &w.busy;
+        let step = plan::step_except(&w.spec, &mut w.status, now, |i| busy.contains(&i));
         w.dirty |= step.changed;
         w.wake_at = step.wake_at;
         for i in step.cancel {
@@ -277,15 +371,10 @@ impl Engine {
                 let _ = tx.send(true);
             }
         }
-        let running = w.status.tasks.iter().filter(|t| t.phase == TaskPhase::Running).count();
-        let queued = w.busy.len().saturating_sub(running);
-        let mut room = w.spec.parallelism.map_or(usize::MAX, |p| (p as usize).saturating_sub(running + queued));
         for r in step.ready {
-            if w.busy.contains(&r.index) || room == 0 {
+            if !w.busy.insert(r.index) {
                 continue;
             }
-            room -= 1;
-            w.busy.insert(r.index);
             let task = &w.spec.tasks[r.index];
             let target = match (&task.agent, &task.skill) {
                 (Some(a), _) => Target::Agent(a.clone()),
@@ -384,10 +473,13 @@ impl Engine {
             let State { workflows, agents, .. } = &mut *st;
             let agent = agents.get_mut(&(t.workflow.0.clone(), agent_name.clone()));
             match (workflows.get_mut(&t.workflow), agent) {
-                (Some(w), Some(view)) => {
+                (Some(w), Some(view)) if !w.cancel_requested => {
+                    let started = w.status.tasks.get(t.index).and_then(|s| s.started_at);
                     plan::record_start(&mut w.status, t.index, t.attempt, &agent_name, now);
                     if let Some(id) = &resume_id {
+                        // The same attempt, followed again: it keeps its id and start time.
                         w.status.tasks[t.index].a2a_task_id = Some(id.clone());
+                        w.status.tasks[t.index].started_at = started.or(Some(crate::api::common::Time(now)));
                     }
                     w.dirty = true;
                     w.cancels.insert(t.index, tx);
@@ -395,10 +487,13 @@ impl Engine {
                     let task = &w.spec.tasks[t.index];
                     let timeout = task.timeout.as_ref().or(w.spec.timeout.as_ref()).map(|d| d.value());
                     let data = task.data.clone();
-                    let endpoints = view.agent.status.as_ref().map(|s| s.endpoints.clone()).unwrap_or_default();
+                    let mut endpoints = view.agent.status.as_ref().map(|s| s.endpoints.clone()).unwrap_or_default();
                     let endpoint = (!endpoints.is_empty()).then(|| {
                         view.next_endpoint = view.next_endpoint.wrapping_add(1);
-                        endpoints[view.next_endpoint % endpoints.len()].clone()
+                        let at = view.next_endpoint % endpoints.len();
+                        // The chosen one first, then the others (where a resumed task may live).
+                        endpoints.rotate_left(at);
+                        endpoints.clone()
                     });
                     Some((
                         message,
@@ -439,8 +534,8 @@ impl Engine {
                     },
                     Protocol::A2a => match endpoint {
                         None => Err(format!("agent {:?} has no ready endpoint", agent_name)),
-                        Some(url) => {
-                            self.a2a_attempt(&t, &url, message_id, message, data, timeout, resume_id, cancelled).await
+                        Some(urls) => {
+                            self.a2a_attempt(&t, &urls, message_id, message, data, timeout, resume_id, cancelled).await
                         }
                     },
                 }
@@ -453,7 +548,7 @@ impl Engine {
     async fn a2a_attempt(
         &self,
         t: &TaskRef,
-        url: &str,
+        urls: &[String],
         message_id: String,
         text: String,
         data: Option<serde_json::Value>,
@@ -461,11 +556,23 @@ impl Engine {
         resume_id: Option<String>,
         cancelled: impl Future<Output = ()>,
     ) -> Result<String, String> {
-        let client = self.client_for(url).map_err(|e| e.to_string())?;
+        let url = urls.first().map(String::as_str).unwrap_or_default();
+        let mut client = self.client_for(url).map_err(|e| e.to_string())?;
         let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
         let mut cancelled = std::pin::pin!(cancelled);
         let task_id = match resume_id {
-            Some(id) => id,
+            Some(id) => {
+                // A resumed attempt lives on one replica of the agent: find the one that knows it.
+                for other in urls.iter().skip(1) {
+                    match client.get_task(&id).await {
+                        Err(e) if e.rpc_code() == Some(a2a::types::ErrorCode::TaskNotFound) => {
+                            client = self.client_for(other).map_err(|e| e.to_string())?;
+                        }
+                        _ => break,
+                    }
+                }
+                id
+            }
             None => {
                 let mut parts = vec![a2a::types::Part::text(text)];
                 if let Some(d) = data {
@@ -520,6 +627,7 @@ impl Engine {
                 w.cancels.remove(&t.index);
                 if w.status.tasks.get(t.index).is_some_and(|s| s.phase == TaskPhase::Running) {
                     match outcome {
+                        Err(_) if w.cancel_requested => plan::record_cancelled(&mut w.status, t.index, now),
                         Ok(mut output) => {
                             if output.len() > MAX_OUTPUT_IN_STATUS {
                                 let mut cut = MAX_OUTPUT_IN_STATUS;
@@ -543,10 +651,14 @@ impl Engine {
     }
 
     async fn flusher(self: Arc<Self>) {
+        let mut pause = self.config.flush_interval;
         loop {
             self.flush.notified().await;
-            tokio::time::sleep(self.config.flush_interval).await;
+            tokio::time::sleep(pause).await;
+            let started = std::time::Instant::now();
             self.flush_all().await;
+            // Writing big statuses must not eat the engine: at most a fifth of the time.
+            pause = self.config.flush_interval.max(started.elapsed() * 4);
         }
     }
 

@@ -65,6 +65,17 @@ fn dependency_indices(spec: &WorkflowSpec) -> Vec<Vec<usize>> {
 /// Advances the workflow: skips tasks whose dependencies failed, finds ready tasks (up to
 /// `parallelism` running at once), enforces `activeDeadline`, and settles the phase.
 pub fn step(spec: &WorkflowSpec, status: &mut WorkflowStatus, now: Timestamp) -> Step {
+    step_except(spec, status, now, |_| false)
+}
+
+/// [`step`], leaving out of `ready` the tasks `queued(i)` says are already queued (their
+/// messages are not rendered again; a large workflow's step stays cheap).
+pub fn step_except(
+    spec: &WorkflowSpec,
+    status: &mut WorkflowStatus,
+    now: Timestamp,
+    queued: impl Fn(usize) -> bool,
+) -> Step {
     let mut out = Step { changed: align(spec, status), ..Default::default() };
     if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
         return out;
@@ -74,7 +85,9 @@ pub fn step(spec: &WorkflowSpec, status: &mut WorkflowStatus, now: Timestamp) ->
         status.started_at.get_or_insert(Time(now));
         out.changed = true;
     }
-    let deps = dependency_indices(spec);
+    // Without DAG edges there is no name index to build (step runs after every finished task).
+    let deps = if spec.tasks.iter().any(|t| !t.depends_on.is_empty()) { dependency_indices(spec) } else { Vec::new() };
+    let deps_of = |i: usize| deps.get(i).map_or(&[][..], Vec::as_slice);
     // Failure propagation to a fixpoint: a task whose dependency can no longer succeed is Skipped.
     loop {
         let mut any = false;
@@ -119,13 +132,17 @@ pub fn step(spec: &WorkflowSpec, status: &mut WorkflowStatus, now: Timestamp) ->
     }
     let running = status.tasks.iter().filter(|t| t.phase == TaskPhase::Running).count();
     let mut room = spec.parallelism.map_or(usize::MAX, |p| (p as usize).saturating_sub(running));
+    let queued_pending = (0..spec.tasks.len()).filter(|&i| status.tasks[i].phase == TaskPhase::Pending && queued(i));
+    room = room.saturating_sub(queued_pending.count());
     if out.cancel.is_empty() {
         for (i, task) in spec.tasks.iter().enumerate() {
             if room == 0 {
                 break;
             }
             let st = &status.tasks[i];
-            if st.phase != TaskPhase::Pending || !deps[i].iter().all(|&d| status.tasks[d].phase == TaskPhase::Succeeded)
+            if st.phase != TaskPhase::Pending
+                || queued(i)
+                || !deps_of(i).iter().all(|&d| status.tasks[d].phase == TaskPhase::Succeeded)
             {
                 continue;
             }
@@ -161,13 +178,97 @@ pub fn step(spec: &WorkflowSpec, status: &mut WorkflowStatus, now: Timestamp) ->
     out
 }
 
+/// Cancels the workflow: waiting tasks become Cancelled; returns the running ones (to cancel
+/// on their agents). Once nothing runs, the workflow is Cancelled.
+pub fn cancel(status: &mut WorkflowStatus, now: Timestamp) -> (Vec<usize>, bool) {
+    let mut changed = false;
+    let mut running = Vec::new();
+    if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
+        return (running, false);
+    }
+    for (i, t) in status.tasks.iter_mut().enumerate() {
+        match t.phase {
+            TaskPhase::Running => running.push(i),
+            TaskPhase::Pending => {
+                t.phase = TaskPhase::Cancelled;
+                t.error = Some("the workflow was cancelled".to_owned());
+                t.next_attempt_at = None;
+                t.finished_at = Some(Time(now));
+                changed = true;
+            }
+            _ => {}
+        }
+    }
+    settle(status, now);
+    if running.is_empty() {
+        status.phase = Some(WorkflowPhase::Cancelled);
+        status.finished_at = Some(Time(now));
+        changed = true;
+    }
+    (running, changed)
+}
+
+/// Records that a running task was cancelled with its workflow.
+pub fn record_cancelled(status: &mut WorkflowStatus, i: usize, now: Timestamp) {
+    let t = &mut status.tasks[i];
+    t.phase = TaskPhase::Cancelled;
+    t.error = Some("the workflow was cancelled".to_owned());
+    t.finished_at = Some(Time(now));
+}
+
+/// Makes failed, skipped and cancelled tasks run again (all of them, or the named ones and
+/// the tasks skipped because of them), and the workflow Running. Attempts keep counting, so
+/// the next attempt has a new messageId. Returns the names reset.
+pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) -> Result<Vec<String>, String> {
+    align(spec, status);
+    if let Some(unknown) = only.iter().find(|n| !spec.tasks.iter().any(|t| &t.name == *n)) {
+        return Err(format!("the workflow has no task {unknown:?}"));
+    }
+    let deps = dependency_indices(spec);
+    let retryable = |p: TaskPhase| matches!(p, TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled);
+    let mut chosen: Vec<bool> =
+        status.tasks.iter().map(|t| retryable(t.phase) && (only.is_empty() || only.contains(&t.name))).collect();
+    // Downstream tasks that were skipped (or cancelled) because of a chosen one come along.
+    loop {
+        let mut any = false;
+        for i in 0..chosen.len() {
+            if !chosen[i]
+                && matches!(status.tasks[i].phase, TaskPhase::Skipped | TaskPhase::Cancelled)
+                && deps[i].iter().any(|&d| chosen[d])
+            {
+                chosen[i] = true;
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    let mut names = Vec::new();
+    for (t, _) in status.tasks.iter_mut().zip(&chosen).filter(|(_, c)| **c) {
+        t.phase = TaskPhase::Pending;
+        t.error = None;
+        t.finished_at = None;
+        t.next_attempt_at = None;
+        t.a2a_task_id = None;
+        names.push(t.name.clone());
+    }
+    if !names.is_empty() {
+        status.phase = Some(WorkflowPhase::Running);
+        status.finished_at = None;
+    }
+    Ok(names)
+}
+
 /// Fills `{{ params.x }}` and `{{ tasks.NAME.output }}` for task `i`.
 pub fn render_message(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) -> Result<String, String> {
-    let outputs: HashMap<&str, &str> =
-        status.tasks.iter().filter_map(|t| t.output.as_deref().map(|o| (t.name.as_str(), o))).collect();
+    // Looked up per reference: most messages have none, and a map per call would make a
+    // large workflow's step quadratic.
     template::render(&spec.tasks[i].message, |r| match r {
         Ref::Param(p) => spec.params.get(*p).map(|v| v.as_str().into()),
-        Ref::TaskOutput(t) => outputs.get(t).map(|o| (*o).into()),
+        Ref::TaskOutput(t) => {
+            status.tasks.iter().find(|s| s.name == *t).and_then(|s| s.output.as_deref()).map(Into::into)
+        }
     })
 }
 
@@ -382,6 +483,27 @@ mod tests {
         assert_eq!(waits, [1, 3, 9, 20, 20]);
         assert_eq!(backoff(None, 1), DEFAULT_BACKOFF_INITIAL);
         assert_eq!(backoff(None, 60), DEFAULT_BACKOFF_MAX, "no overflow on many attempts");
+    }
+
+    #[test]
+    fn cancel_then_retry_a_task_brings_back_what_it_skipped() {
+        let spec = wf(DIAMOND);
+        let mut st = WorkflowStatus::default();
+        step(&spec, &mut st, t0());
+        record_start(&mut st, 0, 1, "e", t0());
+        let (running, _) = cancel(&mut st, t0());
+        assert_eq!(running, [0]);
+        assert_eq!(st.phase, Some(WorkflowPhase::Running), "a task still runs on its agent");
+        record_cancelled(&mut st, 0, t0());
+        cancel(&mut st, t0());
+        assert_eq!(st.phase, Some(WorkflowPhase::Cancelled));
+        assert!(st.tasks.iter().all(|t| t.phase == TaskPhase::Cancelled));
+        assert_eq!(retry(&spec, &mut st, &["nope".into()]), Err("the workflow has no task \"nope\"".into()));
+        assert_eq!(retry(&spec, &mut st, &["a".into()]).expect("retry"), ["a", "b", "c", "d"]);
+        assert_eq!(st.phase, Some(WorkflowPhase::Running));
+        let s = step(&spec, &mut st, t0());
+        assert_eq!(names(&s), ["a"]);
+        assert_eq!(s.ready[0].attempt, 2, "a new attempt, so a new messageId");
     }
 
     #[test]

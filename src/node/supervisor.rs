@@ -60,6 +60,9 @@ pub struct NodeConfig {
     /// Stop every replica when the node shuts down (`a2a run`); `a2a serve` leaves them
     /// running for the next daemon to adopt.
     pub stop_on_shutdown: bool,
+    /// The first wait before restarting a replica that exited; it doubles on every exit
+    /// (at most 5m) and resets after 10m of running. Default 1s.
+    pub restart_backoff: Duration,
 }
 
 impl NodeConfig {
@@ -72,6 +75,7 @@ impl NodeConfig {
             tick: Duration::from_secs(2),
             enforced: true,
             stop_on_shutdown: false,
+            restart_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -525,10 +529,11 @@ impl World {
         r.process = None;
         r.ready = false;
         // Backoff: doubles, capped; reset when it had run for a long while.
+        let initial = node.config.restart_backoff.clamp(Duration::from_millis(10), RESTART_BACKOFF_MAX);
         r.backoff = if r.started.elapsed() > RESTART_RESET_AFTER {
-            Duration::from_secs(1)
+            initial
         } else {
-            (r.backoff * 2).clamp(Duration::from_secs(1), RESTART_BACKOFF_MAX)
+            (r.backoff * 2).clamp(initial, RESTART_BACKOFF_MAX)
         };
         r.next_start = Some(Instant::now() + r.backoff);
         rt.last_termination = Some(termination);
@@ -858,7 +863,8 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
                         spec_hash: inst.spec_hash.clone().unwrap_or_default(),
                         restarts: inst.restarts,
                         next_start: None,
-                        backoff: Duration::from_secs(1),
+                        // The first exit waits `restart_backoff`; later ones double it.
+                        backoff: Duration::ZERO,
                         oom_before,
                         cpu: None,
                         cpu_millis: 0,
@@ -917,7 +923,7 @@ fn start_replica(
         spec_hash: hash.to_owned(),
         restarts: previous.map_or(0, |r| r.restarts + 1),
         next_start: None,
-        backoff: previous.map_or(Duration::from_secs(1), |r| r.backoff),
+        backoff: previous.map_or(Duration::ZERO, |r| r.backoff),
         oom_before: 0,
         cpu: None,
         cpu_millis: 0,

@@ -1,0 +1,236 @@
+//! `a2a cancel`, `a2a retry`, `a2a output`, `a2a logs` and `a2a describe wf` against the real
+//! API server, the engine and demo agent processes, through the real binary.
+
+mod common;
+mod support;
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use a2a::api::workflow::{TaskPhase, WorkflowPhase};
+use a2a::api::{Agent, Workflow};
+use a2a::controller::engine::{Engine, EngineConfig};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use support::AgentProcess;
+
+async fn ready_agent(client: &kube::Client, name: &str, url: &str, concurrency: u32) {
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let agent: Agent = serde_json::from_value(serde_json::json!({
+        "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name},
+        "spec": {"url": url, "maxConcurrentTasks": concurrency}
+    }))
+    .expect("agent");
+    api.create(&PostParams::default(), &agent).await.expect("create agent");
+    point_agent(client, name, url).await;
+}
+
+/// Writes the agent status the agent controller would write for an agent ready at `url`.
+async fn point_agent(client: &kube::Client, name: &str, url: &str) {
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let status =
+        serde_json::json!({"status": {"phase": "Running", "readyReplicas": 1, "replicas": 1, "endpoints": [url]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("agent status");
+}
+
+async fn create_workflow(client: &kube::Client, yaml: &str) {
+    let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
+    let wf: Workflow = serde_yaml_ng::from_str(yaml).expect("workflow yaml");
+    api.create(&PostParams::default(), &wf).await.expect("create workflow");
+}
+
+async fn wait_wf(client: &kube::Client, name: &str, ok: impl Fn(&Workflow) -> bool) -> Workflow {
+    let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let wf = api.get(name).await.expect("get workflow");
+        if ok(&wf) {
+            return wf;
+        }
+        assert!(Instant::now() < deadline, "workflow {name} never got there: {:#?}", wf.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn phase_is(p: WorkflowPhase) -> impl Fn(&Workflow) -> bool {
+    move |w| w.status.as_ref().and_then(|s| s.phase) == Some(p)
+}
+
+fn tasks(wf: &Workflow) -> Vec<(String, TaskPhase, u32)> {
+    wf.status
+        .as_ref()
+        .map(|s| s.tasks.iter().map(|t| (t.name.clone(), t.phase, t.attempts)).collect())
+        .unwrap_or_default()
+}
+
+fn start_engine(client: &kube::Client) -> tokio::sync::oneshot::Sender<()> {
+    let engine = Engine::new(client.clone(), EngineConfig::default());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(Arc::clone(&engine).run(async move {
+        let _ = rx.await;
+    }));
+    tx
+}
+
+fn a2a(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_a2a")).args(args).arg("--kubeconfig").arg(kubeconfig).output().expect("run a2a")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_running_tasks_on_the_agent_and_cancels_waiting_ones() {
+    let server = common::start().await;
+    let kc = server.server.kubeconfig().to_path_buf();
+    let slow = AgentProcess::demo(&["--skill", "sleep"]).await;
+    ready_agent(&server.client, "slow", &slow.url, 1).await;
+    let _stop = start_engine(&server.client);
+    create_workflow(
+        &server.client,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: long }\nspec:\n  tasks:\n\
+         \x20   - { name: nap, agent: slow, message: sleep 30s }\n\
+         \x20   - { name: queued, agent: slow, message: sleep 30s }\n\
+         \x20   - { name: after, agent: slow, dependsOn: [nap], message: sleep 1s }\n",
+    )
+    .await;
+    wait_wf(&server.client, "long", |w| {
+        w.status
+            .as_ref()
+            .is_some_and(|s| s.tasks.iter().any(|t| t.phase == TaskPhase::Running && t.a2a_task_id.is_some()))
+    })
+    .await;
+    let out = a2a(&kc, &["cancel", "wf", "long"]);
+    assert_eq!(text(&out.stdout), "workflow/long cancel requested\n", "{}", text(&out.stderr));
+    let started = Instant::now();
+    let wf = wait_wf(&server.client, "long", phase_is(WorkflowPhase::Cancelled)).await;
+    assert!(started.elapsed() < Duration::from_secs(20), "the 30 s task did not hold the cancel");
+    assert!(tasks(&wf).iter().all(|(_, p, _)| *p == TaskPhase::Cancelled), "{:?}", tasks(&wf));
+    slow.wait_log("event=canceled").await;
+
+    let again = a2a(&kc, &["cancel", "wf", "long"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(text(&again.stderr), "error: workflow \"long\" already Cancelled; nothing to cancel\n");
+    let wrong = a2a(&kc, &["cancel", "agent", "slow"]);
+    assert_eq!(text(&wrong.stderr), "error: `a2a cancel` works on workflows (wf), not agents\n");
+    let missing = a2a(&kc, &["cancel", "wf", "nope"]);
+    assert_eq!(text(&missing.stderr), "error: Workflow \"nope\" not found in namespace \"default\"\n");
+
+    // describe shows one row per task.
+    let d = a2a(&kc, &["describe", "wf", "long"]);
+    let d = text(&d.stdout);
+    assert!(d.contains("Tasks:\n  Task     Phase       Attempts"), "{d}");
+    assert!(d.lines().any(|l| l.trim_start().starts_with("nap") && l.contains("Cancelled")), "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_reruns_a_failed_task_and_what_it_skipped_and_output_prints_results() {
+    let server = common::start().await;
+    let kc = server.server.kubeconfig().to_path_buf();
+    let fail = AgentProcess::demo(&["--skill", "fail"]).await;
+    let echo = AgentProcess::demo(&["--skill", "echo"]).await;
+    ready_agent(&server.client, "worker", &fail.url, 2).await;
+    ready_agent(&server.client, "echo", &echo.url, 2).await;
+    let _stop = start_engine(&server.client);
+    create_workflow(
+        &server.client,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: flaky }\nspec:\n  tasks:\n\
+         \x20   - { name: first, agent: worker, message: hello }\n\
+         \x20   - { name: second, agent: echo, dependsOn: [first], message: \"got {{ tasks.first.output }}\" }\n\
+         \x20   - { name: side, agent: echo, message: side }\n",
+    )
+    .await;
+    let wf = wait_wf(&server.client, "flaky", phase_is(WorkflowPhase::Failed)).await;
+    assert_eq!(
+        tasks(&wf),
+        [
+            ("first".into(), TaskPhase::Failed, 1),
+            ("second".into(), TaskPhase::Skipped, 0),
+            ("side".into(), TaskPhase::Succeeded, 1)
+        ]
+    );
+    let out = a2a(&kc, &["output", "wf", "flaky", "first"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("error: task \"first\" has no output (Failed: "), "{}", text(&out.stderr));
+
+    let bad = a2a(&kc, &["retry", "wf", "flaky", "--task", "nope"]);
+    assert_eq!(
+        text(&bad.stderr),
+        "error: --task nope: workflow \"flaky\" has no such task (it has: first, second, side)\n"
+    );
+    let done = a2a(&kc, &["retry", "wf", "flaky", "--task", "side"]);
+    assert_eq!(
+        text(&done.stderr),
+        "error: --task side: the task is Succeeded; only failed, skipped or cancelled tasks are retried\n"
+    );
+    // The agent is fixed (now an echo agent answers for it); retry the failed task.
+    point_agent(&server.client, "worker", &echo.url).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = a2a(&kc, &["retry", "wf", "flaky", "--task", "first"]);
+    assert_eq!(text(&out.stdout), "workflow/flaky retry requested: first\n", "{}", text(&out.stderr));
+    let wf = wait_wf(&server.client, "flaky", phase_is(WorkflowPhase::Succeeded)).await;
+    assert_eq!(
+        tasks(&wf),
+        [
+            ("first".into(), TaskPhase::Succeeded, 2),
+            ("second".into(), TaskPhase::Succeeded, 1),
+            ("side".into(), TaskPhase::Succeeded, 1)
+        ],
+        "the retried task's second attempt ran, and the task it had skipped"
+    );
+    let out = a2a(&kc, &["output", "wf", "flaky", "second"]);
+    assert_eq!(text(&out.stdout), "got hello\n", "{}", text(&out.stderr));
+    let none = a2a(&kc, &["retry", "wf", "flaky"]);
+    assert_eq!(text(&none.stderr), "error: workflow \"flaky\" has no failed, skipped or cancelled task to retry\n");
+    let unknown = a2a(&kc, &["output", "wf", "flaky", "third"]);
+    assert_eq!(
+        text(&unknown.stderr),
+        "error: workflow \"flaky\" has no task \"third\" (it has: first, second, side)\n"
+    );
+}
+
+#[test]
+fn logs_prints_follows_and_explains_a_missing_log() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = home.path().join("logs/default/writer");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("0.log"), "line one\nline two\n").expect("write");
+    std::fs::write(dir.join("1.log"), "replica one\n").expect("write");
+    let logs = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_a2a"))
+            .arg("logs")
+            .args(args)
+            .env("A2A_HOME", home.path())
+            .output()
+            .expect("logs")
+    };
+    assert_eq!(text(&logs(&["writer"]).stdout), "line one\nline two\n");
+    assert_eq!(text(&logs(&["writer", "--replica", "1"]).stdout), "replica one\n");
+    let missing = logs(&["writer", "--replica", "2"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let err = text(&missing.stderr);
+    assert!(err.starts_with("error: no log for agent \"writer\" replica 2 in namespace \"default\" ("), "{err}");
+    assert!(err.ends_with("does not exist); replicas with logs: 0, 1\n"), "{err}");
+    let other = logs(&["ghost", "-n", "team"]);
+    assert!(text(&other.stderr).contains("only agents run by `a2a serve` or `a2a run` on this host have logs here"));
+
+    // -f prints what is there, then what is appended.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_a2a"))
+        .args(["logs", "writer", "-f"])
+        .env("A2A_HOME", home.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("logs -f");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("line one"));
+    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("line two"));
+    let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("0.log")).expect("open");
+    writeln!(f, "line three").expect("append");
+    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("line three"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
