@@ -190,8 +190,9 @@ impl Status {
             Role::Following { holder } if holder.is_empty() => (true, "ok: follower".to_owned()),
             Role::Following { holder } => (true, format!("ok: follower (leader: {holder})")),
             Role::Leading if self.synced() => (true, "ok: leader".to_owned()),
-            // TODO: the Agent store's first-list signal did not fire against the scripted API
-            // in tests; until that is understood the leader stays ready while it syncs.
+            // TODO: with `.owns` and `reconcile_all_on` added, the Agent store's first-list
+            // signal did not fire against the scripted API in tests (a bare Controller's does);
+            // until that is understood the leader stays ready while it syncs.
             Role::Leading => (true, "ok: leader (caches syncing)".to_owned()),
             Role::Stopped => (false, "not ready: stopping".to_owned()),
         }
@@ -782,6 +783,36 @@ mod tests {
         *lock(&fake.lease) = Some(lease_held_by("pod-a"));
         let result = tokio::time::timeout(Duration::from_secs(10), task).await.expect("exits").expect("join");
         assert!(matches!(&result, Err(Error::TakenOver(h)) if h == "pod-a"), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn budget_status_is_computed_from_admission_and_patched() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let task = tokio::spawn(async move { write_budget_statuses(&client).await });
+        let mut answer = async |method: &str, path: &str, reply: Value| -> Value {
+            let (request, send) = handle.next_request().await.expect("a request");
+            assert_eq!((request.method().as_str(), request.uri().path()), (method, path));
+            let bytes = request.into_body().collect_bytes().await.unwrap_or_default();
+            send.send_response(Response::new(Body::from(serde_json::to_vec(&reply).unwrap_or_default())));
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        let budget = json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "ResourceBudget", "metadata": {"name": "team", "generation": 3}, "spec": {"limits": {"memory": "1Gi"}}});
+        let mut a = writer();
+        a["spec"]["budget"] = "team".into();
+        a["spec"]["resources"] = json!({"limits": {"memory": "256Mi"}});
+        answer(
+            "GET",
+            "/apis/a2a.dev/v1alpha1/resourcebudgets",
+            list("a2a.dev/v1alpha1", "ResourceBudgetList", vec![budget.clone()]),
+        )
+        .await;
+        answer("GET", "/apis/a2a.dev/v1alpha1/agents", list("a2a.dev/v1alpha1", "AgentList", vec![a])).await;
+        let patch = answer("PATCH", "/apis/a2a.dev/v1alpha1/resourcebudgets/team/status", budget).await;
+        assert_eq!(patch["status"]["allocated"]["memory"], "256Mi");
+        assert_eq!(patch["status"]["agents"], 1);
+        assert_eq!(patch["status"]["observedGeneration"], 3);
+        task.await.expect("join").expect("written");
     }
 
     #[test]
