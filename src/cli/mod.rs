@@ -12,6 +12,7 @@ pub mod diff;
 pub mod get;
 pub mod input;
 pub mod logs;
+pub mod operator;
 pub mod output;
 pub mod retry;
 pub mod run;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Run the local control plane: the Kubernetes-shaped API server on 127.0.0.1 (HTTPS),
     /// writing $A2A_HOME/kubeconfig.
     Serve(serve::ServeArgs),
+    /// Run the Kubernetes operator (what the Helm chart deploys): leader election, Agents as
+    /// Deployments and Services, budget status, workflows; /healthz, /readyz, /metrics.
+    Operator(operator::OperatorArgs),
     /// Run the sample A2A 1.0 agent (echo, uppercase, wordcount, sleep, allocate, fail).
     DemoAgent(demo_agent::DemoAgentArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -203,6 +207,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd => write!(out, "{}", crd::run()),
         Command::Serve(args) => {
             return match serve::run(&args, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Operator(args) => {
+            return match operator::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

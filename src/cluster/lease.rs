@@ -108,6 +108,23 @@ impl LeaderElector {
             Err(e) => Err(e),
         }
     }
+
+    /// Gives the lease up on a graceful shutdown: if we still hold it, clears holderIdentity
+    /// (as client-go does), so a follower takes over at its next round instead of waiting for
+    /// the lease to expire. Returns whether there was anything to release.
+    pub async fn release(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else { return Ok(false) };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        let now = MicroTime(Timestamp::now());
+        spec.holder_identity = Some(String::new());
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now);
+        self.api.replace(&self.name, &PostParams::default(), &lease).await?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -3,4 +3,5 @@
 
 pub mod agent;
 pub mod lease;
+pub mod operator;
 pub mod workload;
