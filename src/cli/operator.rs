@@ -120,10 +120,14 @@ pub fn run(args: &OperatorArgs) -> Result<(), String> {
             namespaces = ?config.namespaces,
             "a2a operator starting"
         );
+        let signals = super::serve::Signals::install();
         let signal = async {
-            if let Err(e) = super::serve::wait_for_signal().await {
-                tracing::error!(error = %e, "cannot handle signals; running until killed");
-                std::future::pending::<()>().await;
+            match signals {
+                Ok(s) => s.wait().await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot handle signals; running until killed");
+                    std::future::pending::<()>().await;
+                }
             }
             tracing::info!("signal received; stopping controllers");
         };

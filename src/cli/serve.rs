@@ -74,13 +74,14 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
     })
 }
 
-struct Signals {
+/// SIGTERM and SIGINT, installed before they can arrive, awaited later.
+pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn install() -> Result<Signals, String> {
+    pub fn install() -> Result<Signals, String> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
             term: signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?,
@@ -88,7 +89,7 @@ impl Signals {
         })
     }
 
-    async fn wait(mut self) {
+    pub async fn wait(mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
