@@ -264,12 +264,14 @@ async fn a_large_agent_log_is_rotated() {
     wait_agent(&client, "chatty", Duration::from_secs(20), |a| !pids(a).is_empty()).await;
     let log = home.path().join("logs/default/chatty/0.log");
     let rotated = home.path().join("logs/default/chatty/0.log.1");
-    // Log sizes are checked with the kernel statistics, every 10 s.
+    // Log sizes are checked with the kernel statistics, every 10 s. Rotation copies, then
+    // truncates: wait until both are done.
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
     let deadline = Instant::now() + Duration::from_secs(40);
-    while !rotated.exists() && Instant::now() < deadline {
+    while !(size(&rotated) > 16 << 20 && size(&log) < 16 << 20) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(std::fs::metadata(&rotated).expect("rotated log").len() > 16 << 20);
-    assert!(std::fs::metadata(&log).expect("live log").len() < 16 << 20, "the live log was truncated");
+    assert!(size(&rotated) > 16 << 20, "the previous log was kept: {} bytes", size(&rotated));
+    assert!(size(&log) < 16 << 20, "the live log was truncated: {} bytes", size(&log));
     tear_down(daemon).await;
 }

@@ -90,9 +90,17 @@ pub async fn run(args: &ApplyArgs) -> Result<Vec<Applied>> {
         }
         let after =
             api.patch(&name, &params, &Patch::Apply(&body)).await.map_err(|e| Error::from_kube(e, &conn.url))?;
+        // Judged on what apply can change (spec → generation, labels, annotations), not on the
+        // resourceVersion, which controllers' status writes move all the time.
+        let same = |b: &kube::api::DynamicObject| {
+            b.metadata.generation == after.metadata.generation
+                && b.metadata.labels == after.metadata.labels
+                && b.metadata.annotations == after.metadata.annotations
+                && b.data.get("spec") == after.data.get("spec")
+        };
         let outcome = match before {
             None => "created",
-            Some(b) if b.metadata.resource_version == after.metadata.resource_version => "unchanged",
+            Some(b) if same(&b) => "unchanged",
             Some(_) => "configured",
         };
         let outcome = match (params.dry_run, outcome) {
