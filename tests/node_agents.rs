@@ -3,71 +3,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use a2a::api::Agent;
 use a2a::api::agent::{AgentPhase, TerminationReason};
-use a2a::node::cgroup::{self, CgroupPath};
 use kube::Api;
 use kube::api::DeleteParams;
 
-struct Daemon {
-    child: Child,
-    home: PathBuf,
-    top: String,
-}
-
-impl Daemon {
-    fn start(home: &Path, top: &str) -> Daemon {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_a2a"))
-            .args(["serve", "--port", "0", "--cgroup-top", top, "--home"])
-            .arg(home)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn a2a serve");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
-        assert!(line.starts_with("a2a serve: listening on https://"), "{line}");
-        Daemon { child, home: home.to_path_buf(), top: top.to_owned() }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn client(&self) -> kube::Client {
-        common::client_from(&self.home.join("kubeconfig"), None).await
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn apply(home: &Path, yaml: &str) {
-    let file = home.join(format!("m-{}.yaml", fastrand_name()));
-    std::fs::write(&file, yaml).expect("write manifest");
-    let out = Command::new(env!("CARGO_BIN_EXE_a2a"))
-        .args(["apply", "-f"])
-        .arg(&file)
-        .env("A2A_HOME", home)
-        .output()
-        .expect("a2a apply");
-    assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn fastrand_name() -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string()
-}
+use common::node::{Daemon, apply, tear_down};
 
 async fn wait_agent(client: &kube::Client, name: &str, within: Duration, ok: impl Fn(&Agent) -> bool) -> Agent {
     let api: Api<Agent> = Api::namespaced(client.clone(), "default");
@@ -100,31 +44,10 @@ fn agent_yaml(name: &str, extra: &str) -> String {
     )
 }
 
-/// Deletes everything, stops the daemon, removes the test's cgroup tree, and checks that no
-/// process or cgroup is left.
-async fn tear_down(mut daemon: Daemon) {
-    let client = daemon.client().await;
-    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
-    for a in api.list(&Default::default()).await.expect("list agents").items {
-        let name = a.metadata.name.clone().unwrap_or_default();
-        api.delete(&name, &DeleteParams::default()).await.expect("delete agent");
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !common::agents_logging_into(&daemon.home).is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    daemon.kill9();
-    assert_eq!(common::agents_logging_into(&daemon.home), Vec::<u32>::new(), "deleted agents' processes are gone");
-    let driver = cgroup::detect(Path::new("/sys/fs/cgroup")).expect("cgroups");
-    let top = CgroupPath::parse(&daemon.top).expect("path");
-    driver.remove(&top, Duration::from_secs(5)).expect("remove the test cgroup tree");
-    assert!(!driver.exists(&top), "the test cgroup tree is removed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_over_its_memory_limit_is_oom_killed_and_its_neighbour_is_untouched() {
     let home = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(home.path(), &format!("a2a-test-oom-{}", std::process::id()));
+    let daemon = Daemon::start(home.path(), &format!("a2a-test-oom-{}", std::process::id()), &[]);
     let client = daemon.client().await;
     apply(
         home.path(),
@@ -154,7 +77,7 @@ async fn an_agent_over_its_memory_limit_is_oom_killed_and_its_neighbour_is_untou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_does_not_fit_waits_and_starts_when_room_frees() {
     let home = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(home.path(), &format!("a2a-test-admit-{}", std::process::id()));
+    let daemon = Daemon::start(home.path(), &format!("a2a-test-admit-{}", std::process::id()), &[]);
     let client = daemon.client().await;
     apply(
         home.path(),
@@ -182,7 +105,7 @@ async fn an_agent_that_does_not_fit_waits_and_starts_when_room_frees() {
 async fn a_killed_daemon_readopts_its_running_agents() {
     let home = tempfile::tempdir().expect("tempdir");
     let top = format!("a2a-test-adopt-{}", std::process::id());
-    let mut daemon = Daemon::start(home.path(), &top);
+    let mut daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     let names = ["a1", "a2", "a3", "a4", "a5"];
     apply(home.path(), &names.iter().map(|n| agent_yaml(n, "")).collect::<String>());
@@ -193,7 +116,7 @@ async fn a_killed_daemon_readopts_its_running_agents() {
         ));
     }
     daemon.kill9();
-    let daemon = Daemon::start(home.path(), &top);
+    let daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     // Status is current again within 2 s: the same processes, ready, no restarts.
     let started = Instant::now();
@@ -217,7 +140,7 @@ async fn a_killed_daemon_readopts_its_running_agents() {
 async fn a_busy_agent_at_its_cpu_limit_is_throttled_and_background_agents_share_background_cpu() {
     let home = tempfile::tempdir().expect("tempdir");
     let top = format!("a2a-test-cpu-{}", std::process::id());
-    let daemon = Daemon::start(home.path(), &top);
+    let daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     let busy = "  command: [sh, -c, \"while :; do :; done\"]\n";
     apply(
@@ -254,7 +177,7 @@ async fn a_busy_agent_at_its_cpu_limit_is_throttled_and_background_agents_share_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_agent_log_is_rotated() {
     let home = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(home.path(), &format!("a2a-test-log-{}", std::process::id()));
+    let daemon = Daemon::start(home.path(), &format!("a2a-test-log-{}", std::process::id()), &[]);
     let client = daemon.client().await;
     // 20 MiB of output, then idle.
     apply(

@@ -2,6 +2,8 @@
 //! kube-rs clients built from the kubeconfig it writes, and raw requests.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::path::Path;
 
 use a2a::apiserver::{Server, ServerConfig, ServerHandle};

@@ -1,0 +1,127 @@
+//! A real `a2a serve` for tests on the kernel: its own home and cgroup top, `a2a apply`, a
+//! guard that kills what it started even when a test fails, and a checked tear-down.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use a2a::api::Workflow;
+use a2a::node::cgroup::{self, CgroupPath};
+use kube::Api;
+use kube::api::DeleteParams;
+
+use super::agents_logging_into;
+
+pub struct Daemon {
+    child: Child,
+    pub home: PathBuf,
+    pub top: String,
+}
+
+impl Daemon {
+    /// Starts `a2a serve` in `home` with cgroup top `top`; `extra` flags are passed on.
+    pub fn start(home: &Path, top: &str, extra: &[&str]) -> Daemon {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_a2a"))
+            .args(["serve", "--port", "0", "--cgroup-top", top, "--home"])
+            .arg(home)
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn a2a serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+        assert!(line.starts_with("a2a serve: listening on https://"), "{line}");
+        Daemon { child, home: home.to_path_buf(), top: top.to_owned() }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        super::client_from(&self.home.join("kubeconfig"), None).await
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `a2a apply -f` of `yaml` (written to a new file in `home`), asserting success.
+pub fn apply(home: &Path, yaml: &str) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let file = home.join(format!("manifest-{}.yaml", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    std::fs::write(&file, yaml).expect("write manifest");
+    let out = Command::new(env!("CARGO_BIN_EXE_a2a"))
+        .args(["apply", "-f"])
+        .arg(&file)
+        .env("A2A_HOME", home)
+        .output()
+        .expect("a2a apply");
+    assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Kills what the test's daemons started and removes its cgroup tree even when the test
+/// fails half way (the normal path, [`tear_down`], checks that nothing is left).
+pub struct Guard {
+    pub home: PathBuf,
+    pub top: String,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for pid in agents_logging_into(&self.home) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        if let (Ok(driver), Ok(top)) = (cgroup::detect(Path::new("/sys/fs/cgroup")), CgroupPath::parse(&self.top)) {
+            let _ = driver.remove(&top, Duration::from_secs(5));
+        }
+    }
+}
+
+/// Deletes the agents, stops the daemon, removes the test's cgroup tree.
+pub async fn tear_down(mut daemon: Daemon) {
+    let client = daemon.client().await;
+    let api: Api<a2a::api::Agent> = Api::namespaced(client.clone(), "default");
+    for a in api.list(&Default::default()).await.expect("list agents").items {
+        let name = a.metadata.name.clone().unwrap_or_default();
+        api.delete(&name, &DeleteParams::default()).await.expect("delete agent");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agents_logging_into(&daemon.home).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.kill9();
+    assert_eq!(agents_logging_into(&daemon.home), Vec::<u32>::new(), "deleted agents' processes are gone");
+    let driver = cgroup::detect(Path::new("/sys/fs/cgroup")).expect("cgroups");
+    let top = CgroupPath::parse(&daemon.top).expect("path");
+    driver.remove(&top, Duration::from_secs(5)).expect("remove the test cgroup tree");
+    assert!(!driver.exists(&top), "the test cgroup tree is removed");
+}
+
+/// `messageId` → how many times the agent logged `event` for it, over every replica's log.
+pub fn events(home: &Path, agent: &str, event: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    let dir = home.join("logs/default").join(agent);
+    for entry in std::fs::read_dir(&dir).expect("agent log dir").filter_map(|e| e.ok()) {
+        let text = std::fs::read_to_string(entry.path()).expect("read log");
+        for line in text.lines().filter(|l| l.contains(&format!("event={event} "))) {
+            if let Some(id) = line.split_whitespace().find_map(|w| w.strip_prefix("messageId=")) {
+                *counts.entry(id.to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+pub async fn get_wf(client: &kube::Client, name: &str) -> Workflow {
+    Api::<Workflow>::namespaced(client.clone(), "default").get(name).await.expect("get workflow")
+}
