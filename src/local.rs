@@ -29,6 +29,8 @@ pub struct LocalOptions {
     pub stop_agents_on_exit: bool,
     /// The binary `command: ["a2a", ...]` runs (default: this process's executable).
     pub a2a_exe: Option<PathBuf>,
+    /// Run the node controller and the workflow engine; `false` serves the API only.
+    pub controllers: bool,
     /// The first wait before restarting an agent replica that exited (doubles per exit).
     pub restart_backoff: std::time::Duration,
 }
@@ -43,6 +45,7 @@ impl LocalOptions {
             allow_unenforced: false,
             stop_agents_on_exit: false,
             a2a_exe: None,
+            controllers: true,
             restart_backoff: std::time::Duration::from_secs(1),
         }
     }
@@ -98,6 +101,13 @@ async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client, String
 impl ControlPlane {
     /// Starts the API server, the node and the engine.
     pub async fn start(opts: LocalOptions) -> Result<ControlPlane, String> {
+        if !opts.controllers {
+            let server =
+                Server::start(ServerConfig::new(&opts.home).port(opts.port)).await.map_err(|e| e.to_string())?;
+            let client = client_for(server.kubeconfig()).await?;
+            let (stop, _) = watch::channel(false);
+            return Ok(ControlPlane { server, client, enforced: false, cgroup_version: None, stop, tasks: Vec::new() });
+        }
         let (driver, enforced) = cgroup_driver(&opts)?;
         let server = Server::start(ServerConfig::new(&opts.home).port(opts.port)).await.map_err(|e| e.to_string())?;
         let client = client_for(server.kubeconfig()).await?;

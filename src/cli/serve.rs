@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Agent's status then says so).
     #[arg(long)]
     pub allow_unenforced: bool,
+    /// Serve the API only: no agents are run and no workflows dispatched (for tools and tests
+    /// that need the API server alone).
+    #[arg(long)]
+    pub api_only: bool,
     /// The top cgroup directory a2a manages (one per daemon on a host).
     #[arg(long, value_name = "NAME", default_value = "a2a")]
     pub cgroup_top: String,
@@ -53,6 +57,7 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         opts.cgroup_root = args.cgroup_root.clone();
         opts.allow_unenforced = args.allow_unenforced;
         opts.cgroup_top = args.cgroup_top.clone();
+        opts.controllers = !args.api_only;
         opts.restart_backoff = args.restart_backoff;
         let plane = ControlPlane::start(opts).await?;
         writeln!(
@@ -64,6 +69,7 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         .and_then(|()| out.flush())
         .map_err(|e| format!("writing output: {e}"))?;
         match plane.cgroup_version {
+            _ if args.api_only => tracing::info!("serving the API only: no agents run, no workflows are dispatched"),
             Some(v) => tracing::info!(cgroup = %v, "agent limits enforced by the kernel"),
             None => tracing::warn!("agent limits are NOT enforced (--allow-unenforced)"),
         }

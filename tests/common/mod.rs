@@ -89,7 +89,8 @@ impl Daemon {
     pub fn spawn(home: &Path) -> Daemon {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_a2a"))
-            .args(["serve", "--port", "0", "--home"])
+            // The API server alone: these tests store agents that must not really run.
+            .args(["serve", "--api-only", "--port", "0", "--home"])
             .arg(home)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
