@@ -5,7 +5,6 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
 use a2a::api::Agent;
 use axum::http::Method;
@@ -270,25 +269,9 @@ async fn discovery_namespaces_and_events() {
     assert_status(code, &v, 422, "Invalid", "involvedObject");
 }
 
-fn promtool() -> PathBuf {
-    if let Some(p) = std::env::var_os("PROMTOOL") {
-        return PathBuf::from(p);
-    }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = PathBuf::from(dir).join("promtool");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "promtool not found: install it with `apt-get install -y prometheus` (Debian) \
-         or point PROMTOOL at the binary"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_pass_promtool_and_count_requests() {
-    let promtool = promtool();
+    let promtool = common::promtool();
     let t = start().await;
     let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
     api.create(&PostParams::default(), &agent("m")).await.unwrap();

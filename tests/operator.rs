@@ -1,29 +1,14 @@
 //! `a2a operator` at its edges: the HTTP side (/healthz, /readyz, /metrics checked by promtool)
 //! and the command line the Helm chart drives (flags listed, bad values refused with exit 2).
 
+mod common;
+
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use a2a::cluster::operator::{Status, serve_http};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn promtool() -> PathBuf {
-    if let Some(p) = std::env::var_os("PROMTOOL") {
-        return PathBuf::from(p);
-    }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = PathBuf::from(dir).join("promtool");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "promtool not found: install it with `apt-get install -y prometheus` (Debian) \
-         or point PROMTOOL at the binary"
-    );
-}
 
 /// One plain HTTP/1.1 GET: (status code, body).
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -38,7 +23,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_health_answers() {
-    let promtool = promtool();
+    let promtool = common::promtool();
     let status = Arc::new(Status::default());
     status.metrics.reconciled("Agent");
     status.metrics.reconciled("Agent");

@@ -138,3 +138,20 @@ pub fn agents_logging_into(home: &Path) -> Vec<u32> {
         })
         .unwrap_or_default()
 }
+
+/// The promtool binary: `$PROMTOOL`, else the PATH; fails with the install step when missing.
+pub fn promtool() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("PROMTOOL") {
+        return std::path::PathBuf::from(p);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = std::path::PathBuf::from(dir).join("promtool");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "promtool not found: install it with `apt-get install -y prometheus` (Debian) \
+         or point PROMTOOL at the binary"
+    );
+}
