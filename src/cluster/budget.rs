@@ -17,12 +17,13 @@ use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 
 use super::agent::{self, MANAGER, admission_input, holds_budget_finalizer, status_patch};
 use super::workload::AGENT_LABEL;
 use crate::api::budget::Amounts as StatusAmounts;
-use crate::api::common::{Condition, set_condition};
+use crate::api::common::{Condition, ConditionStatus, set_condition};
 use crate::api::quantity::{CpuAmount, format_bytes, format_millicores};
 use crate::api::{API_VERSION, Agent, ResourceBudget, ResourceBudgetStatus};
 use crate::controller::admission::{self, Amounts, Verdict};
@@ -287,12 +288,31 @@ pub fn desired_quotas(
 }
 
 /// What one pass does besides budget status.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct SyncOptions {
     /// Write (and remove) the ResourceQuota per namespace.
     pub resource_quota: bool,
     /// The operator's watch scope; empty: all namespaces.
     pub namespaces: Vec<String>,
+    /// Publishes an Event on a budget whose `Metrics` condition changes.
+    pub recorder: Option<Recorder>,
+}
+
+/// An Event when the `Metrics` condition of a budget changed (a Warning when use stopped
+/// being measured), so `kubectl describe rb` shows when and why.
+async fn publish_metrics_change(recorder: &Recorder, budget: &ResourceBudget, new: &ResourceBudgetStatus) {
+    let find = |s: &ResourceBudgetStatus| {
+        s.conditions.iter().find(|c| c.type_ == "Metrics").map(|c| (c.status, c.reason.clone(), c.message.clone()))
+    };
+    let Some((status, reason, message)) = find(new) else { return };
+    if budget.status.as_ref().and_then(find).is_some_and(|(s, r, _)| s == status && r == reason) {
+        return;
+    }
+    let type_ = if status == ConditionStatus::True { EventType::Normal } else { EventType::Warning };
+    let ev = Event { type_, reason, note: Some(message), action: "Measure".into(), secondary: None };
+    if let Err(e) = recorder.publish(&ev, &budget.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
 }
 
 /// One pass: every budget's status (written only where it changed), then, when enabled, the
@@ -312,6 +332,9 @@ pub async fn sync(client: &kube::Client, opts: &SyncOptions) -> Result<(), agent
             let Some(new) = statuses.get(&name) else { continue };
             if budget.status.as_ref() == Some(new) {
                 continue;
+            }
+            if let Some(recorder) = &opts.recorder {
+                publish_metrics_change(recorder, budget, new).await;
             }
             let patch = status_patch(budget.status.as_ref(), new);
             budgets_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
@@ -479,7 +502,7 @@ mod tests {
     async fn with_metrics_server_used_is_measured_and_quotas_are_applied_and_pruned() {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = kube::Client::new(service, "default");
-        let opts = SyncOptions { resource_quota: true, namespaces: Vec::new() };
+        let opts = SyncOptions { resource_quota: true, ..SyncOptions::default() };
         let task = tokio::spawn(async move { sync(&client, &opts).await });
         let team = budget("team", json!({"memory": "1Gi", "cpu": "1"}), None);
         answer(
@@ -582,7 +605,9 @@ mod tests {
     async fn without_metrics_server_used_is_cleared_and_the_condition_says_so() {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = kube::Client::new(service, "default");
-        let task = tokio::spawn(async move { sync(&client, &SyncOptions::default()).await });
+        let reporter = kube::runtime::events::Reporter { controller: "a2a-operator".into(), instance: None };
+        let opts = SyncOptions { recorder: Some(Recorder::new(client.clone(), reporter)), ..SyncOptions::default() };
+        let task = tokio::spawn(async move { sync(&client, &opts).await });
         // Measured before (metrics-server was uninstalled since).
         let mut team = budget("team", json!({"memory": "1Gi"}), None);
         team["status"] =
@@ -604,6 +629,15 @@ mod tests {
         )
         .await;
         answer(&mut handle, "GET", "/apis/metrics.k8s.io/v1beta1", 404, not_found()).await;
+        // The change is told as a Warning Event on the budget.
+        let (_, event) = answer(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/default/events", 201, json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"}, "eventTime": null
+        }))
+        .await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "MetricsServerNotInstalled");
+        assert_eq!(event["regarding"]["kind"], "ResourceBudget");
+        assert_eq!(event["regarding"]["name"], "team");
         let (_, patch) =
             answer(&mut handle, "PATCH", "/apis/a2a.dev/v1alpha1/resourcebudgets/team/status", 200, team).await;
         let s = patch["status"].as_object().expect("status");

@@ -477,7 +477,14 @@ impl Leading {
             tasks.push(tokio::spawn(engine.run(stopped(&rx))));
         }
         *lock(&status.engines) = engines;
-        let sync = SyncOptions { resource_quota: config.resource_quota, namespaces: config.namespaces.clone() };
+        let sync = SyncOptions {
+            resource_quota: config.resource_quota,
+            namespaces: config.namespaces.clone(),
+            recorder: Some(Recorder::new(
+                client.clone(),
+                Reporter { controller: CONTROLLER_NAME.to_owned(), instance: Some(config.identity.clone()) },
+            )),
+        };
         tasks.push(tokio::spawn(budget_loop(
             client.clone(),
             sync,
