@@ -393,22 +393,17 @@ impl Leading {
         // scope's controller does not hold is ignored by it).
         let (wake, mut woken): (Vec<_>, Vec<_>) =
             scopes.iter().map(|_| tokio::sync::mpsc::unbounded_channel::<ObjectRef<Agent>>()).unzip();
+        let recorder = Recorder::new(client.clone(), reporter);
         let ctx = Arc::new(Context {
             client: client.clone(),
             config: config.workload.clone(),
-            recorder: Some(Recorder::new(client.clone(), reporter)),
+            recorder: Some(recorder.clone()),
             wake,
         });
         status.synced.store(false, Ordering::SeqCst);
         // Per scope, the Agent and the Workflow caches: ready once every one has its first list.
         let unsynced = Arc::new(AtomicUsize::new(scopes.len() * 2));
-        let wctx = Arc::new(workflow::Context {
-            client: client.clone(),
-            recorder: Some(Recorder::new(
-                client.clone(),
-                Reporter { controller: CONTROLLER_NAME.to_owned(), instance: Some(config.identity.clone()) },
-            )),
-        });
+        let wctx = Arc::new(workflow::Context { client: client.clone(), recorder: Some(recorder.clone()) });
         let mut tasks = Vec::new();
         let mut engines = Vec::new();
         for scope in scopes {
@@ -480,10 +475,7 @@ impl Leading {
         let sync = SyncOptions {
             resource_quota: config.resource_quota,
             namespaces: config.namespaces.clone(),
-            recorder: Some(Recorder::new(
-                client.clone(),
-                Reporter { controller: CONTROLLER_NAME.to_owned(), instance: Some(config.identity.clone()) },
-            )),
+            recorder: Some(recorder),
         };
         tasks.push(tokio::spawn(budget_loop(
             client.clone(),
