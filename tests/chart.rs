@@ -107,8 +107,20 @@ fn the_rbac_is_least_privilege() {
         );
     }
     let quota = render(&["--set", "resourceQuota.enabled=true"]);
-    assert!(text(&quota.stdout).contains("resourcequotas"), "quota RBAC appears only when enabled");
-    assert!(!text(&out.stdout).contains("resourcequotas"));
+    assert!(quota.status.success(), "{}", text(&quota.stderr));
+    let objects = docs(&text(&quota.stdout));
+    let cr = objects.iter().find(|o| o["kind"] == "ClusterRole").expect("clusterrole");
+    let rule = cr["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["resources"] == serde_json::json!(["resourcequotas"]))
+        .expect("quota RBAC when enabled");
+    assert_eq!(rule["verbs"], serde_json::json!(["list", "create", "patch", "delete"]), "what the quota pass does");
+    let deploy = objects.iter().find(|o| o["kind"] == "Deployment").expect("deployment");
+    let args = &deploy["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(args.as_array().expect("args").iter().any(|a| a == "--resource-quota=true"), "{args}");
+    assert!(!text(&out.stdout).contains("resourcequotas"), "and only then");
 }
 
 #[test]

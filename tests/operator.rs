@@ -113,4 +113,10 @@ fn settings_that_cannot_work_fail_before_connecting() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("connecting to Kubernetes"), "{err}");
+
+    // The quota is implemented: accepted, so the run gets as far as connecting.
+    let out = a2a(&["operator", "--leader-election=false", "--metrics-port=0", "--resource-quota=true"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connecting to Kubernetes") && !err.contains("not implemented"), "{err}");
 }

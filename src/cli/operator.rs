@@ -26,7 +26,9 @@ pub struct OperatorArgs {
     /// How long the leader keeps reconciling while renewals fail before it exits (e.g. 10s).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub renew_deadline: Duration,
-    /// Also write a ResourceQuota per namespace (not implemented yet: refused when true).
+    /// Also write a ResourceQuota (`a2a-budgets`) in every namespace whose agents draw from
+    /// ResourceBudgets: `limits.memory`/`limits.cpu` = the sum of those budgets' limits. Needs
+    /// RBAC on resourcequotas (the chart's resourceQuota.enabled).
     #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set)]
     pub resource_quota: bool,
     /// Watch Agents and Workflows in this namespace only. Repeatable; none: all namespaces.
@@ -62,11 +64,6 @@ fn parse_priority_class(text: &str) -> Result<(Priority, String), String> {
 
 /// The operator's configuration from flags and the pod's environment.
 pub fn config(args: &OperatorArgs) -> Result<OperatorConfig, String> {
-    if args.resource_quota {
-        return Err("--resource-quota=true is not implemented yet; budgets are enforced by admission \
-                    (agents that do not fit get replicas 0). Set resourceQuota.enabled=false."
-            .to_owned());
-    }
     let identity = std::env::var("POD_NAME")
         .ok()
         .filter(|s| !s.is_empty())
@@ -78,6 +75,7 @@ pub fn config(args: &OperatorArgs) -> Result<OperatorConfig, String> {
     c.leader_election = args.leader_election;
     c.lease_duration = args.lease_duration;
     c.renew_deadline = args.renew_deadline;
+    c.resource_quota = args.resource_quota;
     c.retry_period = (args.renew_deadline / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
     c.workload = WorkloadConfig { priority_classes: args.priority_classes.iter().cloned().collect() };
     c.check().map_err(|e| e.to_string())?;

@@ -1,7 +1,6 @@
 //! The cluster's Agent reconciler: admission against ResourceBudgets, then a Deployment and a
 //! Service by server-side apply, then status mirrored from the Deployment and its pods.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +9,11 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
+use tokio::sync::mpsc::UnboundedSender;
 
+use super::finalizer;
 use super::workload::{AGENT_LABEL, WorkloadConfig, WorkloadError, service_url, workload};
 use crate::api::agent::{AgentPhase, AgentStatus, Termination, TerminationReason};
 use crate::api::common::{ConditionStatus, Time, find_condition, set_condition};
@@ -22,12 +24,23 @@ use crate::controller::admission::{self, Candidate, Verdict};
 /// The field manager the operator applies with.
 pub const MANAGER: &str = "a2a-operator";
 
+/// The finalizer on Agents that draw from a ResourceBudget. Their Deployment and Service need
+/// none (owner references hand them to the garbage collector), but their share of the budget
+/// does: it is released only once the agent's pods are gone, and the agents waiting for that
+/// room are then reconciled at once, even when the deletion happened while no operator ran.
+pub const BUDGET_FINALIZER: &str = "a2a.dev/budget-release";
+
+/// How often a deleting agent checks whether its pods are gone.
+pub const RELEASE_POLL: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error("{0}")]
+    Cancel(String),
 }
 
 impl Error {
@@ -36,6 +49,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::MissingField(_) => "missing_field",
+            Error::Cancel(_) => "a2a_cancel",
         }
     }
 }
@@ -47,6 +61,21 @@ pub struct Context {
     pub client: kube::Client,
     pub config: WorkloadConfig,
     pub recorder: Option<Recorder>,
+    /// Agents to reconcile now (pending agents a release let in), one sender per controller.
+    pub wake: Vec<UnboundedSender<ObjectRef<Agent>>>,
+}
+
+/// Whether `agent` carries [`BUDGET_FINALIZER`].
+pub fn holds_budget_finalizer(agent: &Agent) -> bool {
+    finalizer::has(agent, BUDGET_FINALIZER)
+}
+
+fn was_admitted(agent: &Agent) -> bool {
+    agent
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, "Admitted"))
+        .is_some_and(|c| c.status == ConditionStatus::True)
 }
 
 /// Admission input from the API objects (cluster: no host memory reserve applies, since the
@@ -68,20 +97,20 @@ pub fn admission_input(budgets: &[ResourceBudget], agents: &[Agent]) -> (Vec<adm
             reserve: None,
         })
         .collect();
+    // A deleting agent keeps its room until its pods are gone (its finalizer is removed then).
     let candidates = agents
         .iter()
-        .filter(|a| a.spec.budget.is_some() && a.meta().deletion_timestamp.is_none())
+        .filter(|a| {
+            a.spec.budget.is_some()
+                && (a.meta().deletion_timestamp.is_none() || (holds_budget_finalizer(a) && was_admitted(a)))
+        })
         .map(|a| Candidate {
             key: format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any()),
             budget: a.spec.budget().to_owned(),
             priority: a.spec.priority(),
             created: a.meta().creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
             demand: admission::demand(a, None),
-            admitted: a
-                .status
-                .as_ref()
-                .and_then(|s| find_condition(&s.conditions, "Admitted"))
-                .is_some_and(|c| c.status == ConditionStatus::True),
+            admitted: was_admitted(a),
         })
         .collect();
     (budgets, candidates)
@@ -109,6 +138,25 @@ pub fn desired_status(
     status.replicas = replicas;
     status.ready_replicas = ready;
     status.ready = Some(format!("{ready}/{desired}"));
+    // Why a rollout does not finish, in the Deployment controller's words: a failed pod
+    // creation (a ResourceQuota, a missing PriorityClass) or a passed progress deadline.
+    let stuck = deployment.and_then(|d| d.conditions.as_ref()).and_then(|cs| {
+        cs.iter().find(|c| c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True")).or_else(
+            || cs.iter().find(|c| c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False")),
+        )
+    });
+    let not_ready = |phase: AgentPhase, reason: &str, message: String| match stuck {
+        Some(c) => (
+            phase,
+            Condition::new(
+                "Ready",
+                false,
+                c.reason.as_deref().or(c.type_.as_deref()).unwrap_or("DeploymentStuck"),
+                format!("{message}: {}", c.message.as_deref().unwrap_or("the Deployment reports no message")),
+            ),
+        ),
+        None => (phase, Condition::new("Ready", false, reason, message)),
+    };
     let (phase, ready_cond) = match (workload, verdict) {
         (Err(e), _) => (AgentPhase::Failed, Condition::new("Ready", false, e.reason(), e.to_string())),
         (Ok(()), Verdict::Pending { .. }) => {
@@ -121,17 +169,41 @@ pub fn desired_status(
             AgentPhase::Running,
             Condition::new("Ready", true, "AllReplicasReady", format!("{ready}/{desired} replicas ready")),
         ),
-        (Ok(()), Verdict::Admitted) if ready > 0 => (
-            AgentPhase::Degraded,
-            Condition::new("Ready", false, "ReplicasNotReady", format!("{ready}/{desired} replicas ready")),
-        ),
+        (Ok(()), Verdict::Admitted) if ready > 0 => {
+            not_ready(AgentPhase::Degraded, "ReplicasNotReady", format!("{ready}/{desired} replicas ready"))
+        }
         (Ok(()), Verdict::Admitted) => {
-            (AgentPhase::Starting, Condition::new("Ready", false, "Starting", format!("0/{desired} replicas ready")))
+            not_ready(AgentPhase::Starting, "Starting", format!("0/{desired} replicas ready"))
         }
     };
     let mut ready_cond = ready_cond;
     ready_cond.observed_generation = generation;
     set_condition(&mut status.conditions, ready_cond);
+    // The Deployment's Progressing and ReplicaFailure conditions, mirrored as they are.
+    for type_ in ["Progressing", "ReplicaFailure"] {
+        let found = match workload {
+            Ok(()) => deployment
+                .and_then(|d| d.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_.as_deref() == Some(type_))),
+            Err(_) => None,
+        };
+        match found {
+            Some(c) => {
+                let mut mirrored = Condition::new(
+                    type_,
+                    c.status.as_deref() == Some("True"),
+                    c.reason.as_deref().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default(),
+                );
+                if !matches!(c.status.as_deref(), Some("True" | "False")) {
+                    mirrored.status = ConditionStatus::Unknown;
+                }
+                mirrored.observed_generation = generation;
+                set_condition(&mut status.conditions, mirrored);
+            }
+            None => status.conditions.retain(|c| c.type_ != type_),
+        }
+    }
     status.phase = Some(phase);
     status.endpoints = if ready > 0 { service_url(agent).into_iter().collect() } else { Vec::new() };
     // Restarts and the last termination come from the pods' container statuses.
@@ -159,6 +231,27 @@ pub fn desired_status(
     status
 }
 
+/// A merge patch that turns `old` status into `new`: what `new` leaves out (an emptied list,
+/// a zero, a None) is sent as null so the stored status drops it instead of keeping it.
+pub fn status_patch<T: serde::Serialize>(old: Option<&T>, new: &T) -> serde_json::Value {
+    fn nulls(old: &serde_json::Value, new: &mut serde_json::Value) {
+        let (Some(old), Some(new)) = (old.as_object(), new.as_object_mut()) else { return };
+        for (k, v) in old {
+            match new.get_mut(k) {
+                None => {
+                    new.insert(k.clone(), serde_json::Value::Null);
+                }
+                Some(n) => nulls(v, n),
+            }
+        }
+    }
+    let mut value = serde_json::to_value(new).unwrap_or_default();
+    if let Some(old) = old.and_then(|o| serde_json::to_value(o).ok()) {
+        nulls(&old, &mut value);
+    }
+    serde_json::json!({ "status": value })
+}
+
 fn label_selector(name: &str) -> String {
     format!("{AGENT_LABEL}={name}")
 }
@@ -181,9 +274,20 @@ async fn verdict_for(agent: &Agent, client: &kube::Client) -> Result<Verdict> {
 pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
     let ns = agent.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = agent.name_any();
+    let agents: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
     if agent.meta().deletion_timestamp.is_some() {
-        // The Deployment and Service carry owner references: the garbage collector removes them.
+        // The Deployment and Service carry owner references: the garbage collector removes
+        // them. Only a budget share needs work before the Agent may go.
+        if holds_budget_finalizer(&agent) {
+            return release(&agent, &ctx).await;
+        }
         return Ok(Action::await_change());
+    }
+    match (agent.spec.budget.is_some(), holds_budget_finalizer(&agent)) {
+        (true, false) => finalizer::add(&agents, &*agent, BUDGET_FINALIZER).await?,
+        // The budget was taken out of the spec: the next admission pass already leaves it out.
+        (false, true) => finalizer::remove(&agents, &*agent, BUDGET_FINALIZER).await?,
+        _ => {}
     }
     let verdict = verdict_for(&agent, &ctx.client).await?;
     let admitted = matches!(verdict, Verdict::Admitted);
@@ -204,11 +308,66 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
     let status = desired_status(&agent, &verdict, built.as_ref().map(|_| ()), deploy_status.as_ref(), &pods);
     if agent.status.as_ref() != Some(&status) {
         publish_transitions(&ctx, &agent, &status).await;
-        let agents: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({ "status": status });
+        let patch = status_patch(agent.status.as_ref(), &status);
         agents.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The budget finalizer's cleanup: scale the agent's Deployment to 0, wait until its pods are
+/// gone (they still use the budget while they terminate), then let go of the Agent and
+/// reconcile at once the agents that now fit.
+async fn release(agent: &Agent, ctx: &Context) -> Result<Action> {
+    let ns = agent.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = agent.name_any();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let scale = serde_json::json!({ "spec": { "replicas": 0 } });
+    match deployments.patch(&name, &PatchParams::default(), &Patch::Merge(&scale)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let left = pods.list(&ListParams::default().labels(&label_selector(&name))).await?.items.len();
+    if left > 0 {
+        tracing::debug!(agent = %name, pods = left, "waiting for the pods to go before releasing the budget share");
+        return Ok(Action::requeue(RELEASE_POLL));
+    }
+    // Who fits once this agent is gone: decided now, so they need not wait for a resync.
+    let budgets = Api::<ResourceBudget>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
+    let mut all = Api::<Agent>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
+    let me = agent.meta().uid.clone();
+    all.retain(|a| a.meta().uid != me);
+    let (b, c) = admission_input(&budgets, &all);
+    let decision = admission::admit(&b, &c, u64::MAX);
+    let let_in: Vec<&Agent> = all
+        .iter()
+        .filter(|a| a.meta().deletion_timestamp.is_none() && !was_admitted(a))
+        .filter(|a| {
+            let key = format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any());
+            matches!(decision.verdicts.get(&key), Some(Verdict::Admitted))
+        })
+        .collect();
+    finalizer::remove(&Api::<Agent>::namespaced(ctx.client.clone(), &ns), agent, BUDGET_FINALIZER).await?;
+    if let Some(recorder) = &ctx.recorder {
+        let ev = Event {
+            type_: EventType::Normal,
+            reason: "BudgetReleased".into(),
+            note: Some(format!("released its share of ResourceBudget {:?}", agent.spec.budget())),
+            action: "Delete".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &agent.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
+    }
+    for a in let_in {
+        tracing::info!(agent = %a.name_any(), released_by = %name, "room freed in the budget; admitting");
+        for tx in &ctx.wake {
+            let _ = tx.send(ObjectRef::from_obj(a));
+        }
+    }
+    Ok(Action::await_change())
 }
 
 /// Events for condition changes people care about: admission and readiness, OOM kills.
@@ -252,45 +411,6 @@ async fn publish_transitions(ctx: &Context, agent: &Agent, new: &AgentStatus) {
 pub fn error_policy(_agent: Arc<Agent>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(error = %error, label = error.metric_label(), "agent reconcile failed");
     Action::requeue(Duration::from_secs(5))
-}
-
-/// Budget status on a cluster: allocated and admitted counts from the admission decision.
-/// `used` needs metrics-server, which the operator does not query yet; the `Metrics`
-/// condition says so instead of leaving `used` silently empty.
-pub fn budget_statuses(
-    budgets: &[ResourceBudget],
-    agents: &[Agent],
-) -> BTreeMap<String, crate::api::ResourceBudgetStatus> {
-    let (b, c) = admission_input(budgets, agents);
-    let decision = admission::admit(&b, &c, u64::MAX);
-    budgets
-        .iter()
-        .map(|budget| {
-            let name = budget.name_any();
-            let mut status = budget.status.clone().unwrap_or_default();
-            let a = decision.allocated.get(&name).copied().unwrap_or_default();
-            status.allocated = Some(crate::api::budget::Amounts {
-                memory: Some(crate::api::quantity::format_bytes(a.memory)),
-                memory_bytes: a.memory,
-                cpu: Some(crate::api::quantity::format_millicores(a.cpu_millis)),
-                cpu_millicores: a.cpu_millis,
-                pids: a.pids,
-            });
-            status.agents = decision.agents.get(&name).copied().unwrap_or(0);
-            status.pending = decision.pending.get(&name).cloned().unwrap_or_default();
-            status.observed_generation = budget.meta().generation;
-            set_condition(
-                &mut status.conditions,
-                Condition::new(
-                    "Metrics",
-                    false,
-                    "MetricsNotQueried",
-                    "used is not measured on a cluster yet; allocated is the sum of admitted limits",
-                ),
-            );
-            (name, status)
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -338,7 +458,7 @@ mod tests {
     }
 
     fn context(client: kube::Client) -> Arc<Context> {
-        Arc::new(Context { client, config: WorkloadConfig::default(), recorder: None })
+        Arc::new(Context { client, config: WorkloadConfig::default(), recorder: None, wake: Vec::new() })
     }
 
     #[tokio::test]
@@ -454,6 +574,15 @@ mod tests {
         let (client, mut handle) = mock();
         let a = agent("  image: x:1\n  budget: small\n  replicas: 2\n  resources: { limits: { memory: 1Gi } }\n");
         let task = tokio::spawn(reconcile(Arc::new(a.clone()), context(client)));
+        // First the finalizer that will hand its share back, guarded by a test of what was seen.
+        let fin = expect(&mut handle, "PATCH", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer?", json(&a)).await;
+        assert_eq!(
+            fin,
+            serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": ["a2a.dev/budget-release"]},
+            ])
+        );
         expect(
             &mut handle,
             "GET",
@@ -509,21 +638,339 @@ mod tests {
         task.await.expect("join").expect("reconcile");
     }
 
-    #[test]
-    fn budget_status_on_a_cluster_counts_admitted_agents_and_says_used_is_not_measured() {
-        let budget: ResourceBudget = serde_json::from_value(serde_json::json!({
-            "apiVersion": "a2a.dev/v1alpha1", "kind": "ResourceBudget", "metadata": {"name": "team"},
-            "spec": {"limits": {"memory": "1Gi"}}
-        }))
-        .expect("budget");
-        let mut a = agent("  image: x:1\n  budget: team\n  resources: { limits: { memory: 256Mi } }\n");
-        a.metadata.name = Some("a".into());
-        let mut b = agent("  image: x:1\n  budget: team\n  resources: { limits: { memory: 1Gi } }\n");
-        b.metadata.name = Some("b".into());
-        let s = &budget_statuses(&[budget], &[a, b])["team"];
-        assert_eq!(s.allocated.as_ref().and_then(|x| x.memory.as_deref()), Some("256Mi"));
-        assert_eq!(s.agents, 1);
-        assert_eq!(s.pending, ["team/b"]);
-        assert_eq!(s.conditions[0].reason, "MetricsNotQueried");
+    fn json(a: &Agent) -> serde_json::Value {
+        serde_json::to_value(a).expect("json")
+    }
+
+    fn deployment_reply(status: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "writer", "namespace": "team"},
+            "spec": {"selector": {}, "template": {}},
+            "status": status
+        })
+    }
+
+    const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/team/deployments/writer?&force=true&fieldManager=a2a-operator";
+    const SERVICE: &str = "/api/v1/namespaces/team/services/writer?&force=true&fieldManager=a2a-operator";
+    const PODS: &str = "/api/v1/namespaces/team/pods?&labelSelector=a2a.dev%2Fagent%3Dwriter";
+    const STATUS: &str = "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer/status?";
+    const AGENT: &str = "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer?";
+
+    /// One reconcile of an agent without a budget: (Deployment applied, Service applied,
+    /// status patch or Null when none was written).
+    async fn reconcile_unbudgeted(
+        a: &Agent,
+        deployment_status: serde_json::Value,
+        pods: serde_json::Value,
+    ) -> (serde_json::Value, serde_json::Value, serde_json::Value) {
+        let (client, mut handle) = mock();
+        let task = tokio::spawn(reconcile(Arc::new(a.clone()), context(client)));
+        let deploy = expect(&mut handle, "PATCH", DEPLOYMENT, deployment_reply(deployment_status)).await;
+        let svc = expect(
+            &mut handle,
+            "PATCH",
+            SERVICE,
+            serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "writer"}}),
+        )
+        .await;
+        expect(
+            &mut handle,
+            "GET",
+            PODS,
+            serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}),
+        )
+        .await;
+        let mut task = task;
+        let status = tokio::select! {
+            done = &mut task => {
+                assert_eq!(done.expect("join").expect("reconcile"), Action::requeue(Duration::from_secs(300)));
+                serde_json::Value::Null
+            }
+            patch = expect(&mut handle, "PATCH", STATUS, json(a)) => patch,
+        };
+        if !status.is_null() {
+            assert_eq!(task.await.expect("join").expect("reconcile"), Action::requeue(Duration::from_secs(300)));
+        }
+        (deploy, svc, status)
+    }
+
+    fn built(a: &Agent) -> (serde_json::Value, serde_json::Value) {
+        let w = workload(a, true, &WorkloadConfig::default()).expect("workload");
+        (serde_json::to_value(&w.deployment).expect("json"), serde_json::to_value(&w.service).expect("json"))
+    }
+
+    #[tokio::test]
+    async fn new_limits_are_applied_and_nothing_else_changes() {
+        let before =
+            agent("  image: ghcr.io/x/agent:1\n  replicas: 2\n  resources: { limits: { memory: 256Mi, cpu: 500m } }\n");
+        let mut after =
+            agent("  image: ghcr.io/x/agent:1\n  replicas: 2\n  resources: { limits: { memory: 1Gi, cpu: \"2\" } }\n");
+        after.metadata.generation = Some(3);
+        let (deploy, svc, _) = reconcile_unbudgeted(&after, serde_json::json!({}), serde_json::json!([])).await;
+        let (mut expected, expected_svc) = built(&before);
+        expected["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] =
+            serde_json::json!({"cpu": "2", "memory": "1073741824"});
+        pretty_assertions::assert_eq!(deploy, expected, "only the limits differ from the previous Deployment");
+        pretty_assertions::assert_eq!(svc, expected_svc, "the Service is unchanged");
+        assert_eq!(deploy["metadata"]["ownerReferences"][0]["uid"], "u-1");
+        assert_eq!(deploy["metadata"]["labels"]["app.kubernetes.io/instance"], "writer");
+    }
+
+    #[tokio::test]
+    async fn scaling_changes_only_the_replicas_and_ready_follows_the_deployment() {
+        let before = agent("  image: ghcr.io/x/agent:1\n  replicas: 2\n");
+        let after = agent("  image: ghcr.io/x/agent:1\n  replicas: 5\n");
+        let (deploy, _, status) = reconcile_unbudgeted(
+            &after,
+            serde_json::json!({"replicas": 5, "readyReplicas": 5, "observedGeneration": 4}),
+            serde_json::json!([]),
+        )
+        .await;
+        let (mut expected, _) = built(&before);
+        expected["spec"]["replicas"] = 5.into();
+        pretty_assertions::assert_eq!(deploy, expected);
+        assert_eq!(status["status"]["ready"], "5/5");
+        assert_eq!(status["status"]["replicas"], 5);
+        assert_eq!(status["status"]["phase"], "Running");
+        assert_eq!(status["status"]["conditions"][1]["reason"], "AllReplicasReady");
+
+        let mut to_zero = agent("  image: ghcr.io/x/agent:1\n  replicas: 0\n");
+        to_zero.status = Some(serde_json::from_value(status["status"].clone()).expect("status"));
+        assert_eq!(status["status"]["endpoints"][0], "http://writer.team.svc:8080/");
+        let (deploy, _, status) = reconcile_unbudgeted(&to_zero, serde_json::json!({}), serde_json::json!([])).await;
+        assert_eq!(deploy["spec"]["replicas"], 0);
+        assert_eq!(status["status"]["phase"], "Stopped");
+        // What is gone is written as null, so a merge patch removes it from the stored status.
+        let written = status["status"].as_object().expect("status");
+        for gone in ["readyReplicas", "replicas", "endpoints"] {
+            assert_eq!(written.get(gone), Some(&serde_json::Value::Null), "{gone}");
+        }
+        assert_eq!(status["status"]["conditions"][1]["reason"], "ScaledToZero");
+    }
+
+    #[tokio::test]
+    async fn a_stuck_rollout_is_mirrored_from_the_deployment_and_cleared_when_it_recovers() {
+        let a = agent("  image: ghcr.io/x/agent:1\n  replicas: 2\n  resources: { limits: { memory: 256Mi } }\n");
+        let (_, _, patch) = reconcile_unbudgeted(
+            &a,
+            serde_json::json!({"replicas": 0, "conditions": [
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                 "message": "ReplicaSet \"writer-7d9\" has timed out progressing."},
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                 "message": "pods \"writer-7d9-x\" is forbidden: exceeded quota: a2a-budgets"}
+            ]}),
+            serde_json::json!([]),
+        )
+        .await;
+        let s = &patch["status"];
+        assert_eq!(s["phase"], "Starting");
+        let conds: Vec<(String, String, String, String, i64)> = s["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .map(|c| {
+                let f = |k: &str| c[k].as_str().unwrap_or("").to_owned();
+                (f("type"), f("status"), f("reason"), f("message"), c["observedGeneration"].as_i64().unwrap_or(-1))
+            })
+            .collect();
+        pretty_assertions::assert_eq!(
+            conds,
+            [
+                ("Admitted".into(), "True".into(), "Admitted".into(), "fits in its budget".into(), 2),
+                (
+                    "Ready".into(),
+                    "False".into(),
+                    "FailedCreate".into(),
+                    "0/2 replicas ready: pods \"writer-7d9-x\" is forbidden: exceeded quota: a2a-budgets".into(),
+                    2
+                ),
+                (
+                    "Progressing".into(),
+                    "False".into(),
+                    "ProgressDeadlineExceeded".into(),
+                    "ReplicaSet \"writer-7d9\" has timed out progressing.".into(),
+                    2
+                ),
+                (
+                    "ReplicaFailure".into(),
+                    "True".into(),
+                    "FailedCreate".into(),
+                    "pods \"writer-7d9-x\" is forbidden: exceeded quota: a2a-budgets".into(),
+                    2
+                ),
+            ]
+        );
+        // The quota was raised: the Deployment recovers, and so does the Agent.
+        let mut seen = a.clone();
+        seen.status = Some(serde_json::from_value(s.clone()).expect("status"));
+        let (_, _, patch) = reconcile_unbudgeted(
+            &seen,
+            serde_json::json!({"replicas": 2, "readyReplicas": 2, "conditions": [
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": "done"},
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "up"}
+            ]}),
+            serde_json::json!([{"metadata": {"name": "writer-1"}, "status": {"containerStatuses": [{
+                "name": "agent", "image": "x", "imageID": "", "ready": true, "restartCount": 3,
+                "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-11-24T05:00:00Z"}}
+            }]}}]),
+        )
+        .await;
+        let s = &patch["status"];
+        assert_eq!(s["phase"], "Running");
+        assert_eq!(s["readyReplicas"], 2);
+        assert_eq!(s["restarts"], 3);
+        assert_eq!(s["lastTermination"]["reason"], "OOMKilled");
+        let types: Vec<&str> =
+            s["conditions"].as_array().expect("conditions").iter().filter_map(|c| c["type"].as_str()).collect();
+        assert_eq!(types, ["Admitted", "Ready", "Progressing"], "ReplicaFailure is gone with the failure");
+        assert_eq!(s["conditions"][2]["status"], "True");
+    }
+
+    fn deleting(mut a: Agent, finalizers: &[&str]) -> Agent {
+        a.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-11-24T06:00:00Z".parse().expect("time")));
+        a.metadata.finalizers = Some(finalizers.iter().map(|f| (*f).to_owned()).collect());
+        a
+    }
+
+    fn admitted(mut a: Agent, yes: bool) -> Agent {
+        let mut st = AgentStatus::default();
+        st.conditions.push(Condition::new("Admitted", yes, if yes { "Admitted" } else { "InsufficientQuota" }, ""));
+        a.status = Some(st);
+        a
+    }
+
+    #[tokio::test]
+    async fn deleting_a_budgeted_agent_waits_for_its_pods_then_releases_its_share_and_lets_the_next_in() {
+        let spec = "  image: x:1\n  budget: team\n  resources: { limits: { memory: 1Gi } }\n";
+        let writer = admitted(deleting(agent(spec), &["example.com/other", BUDGET_FINALIZER]), true);
+        let mut reader = admitted(agent(spec), false);
+        reader.metadata.name = Some("reader".into());
+        reader.metadata.uid = Some("u-2".into());
+        let budget = serde_json::json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "ResourceBudget",
+            "metadata": {"name": "team", "uid": "b-1"}, "spec": {"limits": {"memory": "1Gi"}}});
+        let budgets = serde_json::json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "ResourceBudgetList",
+            "metadata": {}, "items": [budget.clone()]});
+        // While it is deleting, it still holds its room: the next agent is not admitted yet.
+        let (b, c) =
+            admission_input(&[serde_json::from_value(budget).expect("budget")], &[writer.clone(), reader.clone()]);
+        let decision = admission::admit(&b, &c, u64::MAX);
+        assert!(matches!(decision.verdicts["team/reader"], Verdict::Pending { .. }));
+
+        let (tx, mut woken) = tokio::sync::mpsc::unbounded_channel();
+        let ctx = |client: kube::Client| {
+            Arc::new(Context { client, config: WorkloadConfig::default(), recorder: None, wake: vec![tx.clone()] })
+        };
+
+        // Its pods are still terminating: scaled to 0, checked again soon, finalizer kept.
+        let (client, mut handle) = mock();
+        let task = tokio::spawn(reconcile(Arc::new(writer.clone()), ctx(client)));
+        let scale = expect(
+            &mut handle,
+            "PATCH",
+            "/apis/apps/v1/namespaces/team/deployments/writer?",
+            deployment_reply(serde_json::json!({})),
+        )
+        .await;
+        assert_eq!(scale, serde_json::json!({"spec": {"replicas": 0}}));
+        expect(
+            &mut handle,
+            "GET",
+            PODS,
+            serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [{"metadata": {"name": "writer-1", "deletionTimestamp": "2026-11-24T06:00:01Z"}}]}),
+        )
+        .await;
+        assert_eq!(task.await.expect("join").expect("reconcile"), Action::requeue(RELEASE_POLL));
+        assert!(handle.next_request().await.is_none(), "nothing else was written");
+        assert!(woken.try_recv().is_err());
+
+        // The pods are gone: the finalizer (only ours, at its index, tested) is removed, and
+        // the agent that now fits is reconciled at once.
+        let (client, mut handle) = mock();
+        let task = tokio::spawn(reconcile(Arc::new(writer.clone()), ctx(client)));
+        expect(
+            &mut handle,
+            "PATCH",
+            "/apis/apps/v1/namespaces/team/deployments/writer?",
+            deployment_reply(serde_json::json!({})),
+        )
+        .await;
+        expect(
+            &mut handle,
+            "GET",
+            PODS,
+            serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        )
+        .await;
+        expect(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/resourcebudgets?", budgets).await;
+        expect(
+            &mut handle,
+            "GET",
+            "/apis/a2a.dev/v1alpha1/agents?",
+            serde_json::json!({"apiVersion": "a2a.dev/v1alpha1",
+            "kind": "AgentList", "metadata": {}, "items": [json(&writer), json(&reader)]}),
+        )
+        .await;
+        let (request, send) = handle.next_request().await.expect("the finalizer removal");
+        assert_eq!(
+            (request.method().as_str(), request.uri().path_and_query().map(|p| p.as_str())),
+            ("PATCH", Some(AGENT))
+        );
+        assert_eq!(request.headers()["content-type"], "application/json-patch+json");
+        let body: serde_json::Value =
+            serde_json::from_slice(&request.into_body().collect_bytes().await.expect("body")).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers/1", "value": "a2a.dev/budget-release"},
+                {"op": "remove", "path": "/metadata/finalizers/1"},
+            ])
+        );
+        send.send_response(
+            Response::builder().body(Body::from(serde_json::to_vec(&json(&writer)).expect("json"))).expect("response"),
+        );
+        assert_eq!(task.await.expect("join").expect("reconcile"), Action::await_change());
+        let next = woken.try_recv().expect("the pending agent is woken");
+        assert_eq!((next.name.as_str(), next.namespace.as_deref()), ("reader", Some("team")));
+        assert!(woken.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn deleting_an_agent_without_a_budget_leaves_its_objects_to_the_garbage_collector() {
+        let (client, mut handle) = mock();
+        let a = deleting(agent("  image: x:1\n"), &[]);
+        let action = reconcile(Arc::new(a), context(client)).await.expect("reconcile");
+        assert_eq!(action, Action::await_change());
+        assert!(handle.next_request().await.is_none(), "no request: owner references cascade");
+        // What the garbage collector follows: a controller owner reference to the Agent's uid.
+        let (d, s) = built(&agent("  image: x:1\n"));
+        for o in [d, s] {
+            assert_eq!(
+                o["metadata"]["ownerReferences"],
+                serde_json::json!([{"apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "name": "writer", "uid": "u-1",
+                    "controller": true, "blockOwnerDeletion": true}])
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_agent_whose_budget_was_removed_drops_the_finalizer() {
+        let mut a = agent("  image: x:1\n");
+        a.metadata.finalizers = Some(vec![BUDGET_FINALIZER.to_owned()]);
+        let (client, mut handle) = mock();
+        let task = tokio::spawn(reconcile(Arc::new(a.clone()), context(client)));
+        let body = expect(&mut handle, "PATCH", AGENT, json(&a)).await;
+        assert_eq!(
+            body,
+            serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers/0", "value": "a2a.dev/budget-release"},
+                {"op": "remove", "path": "/metadata/finalizers/0"},
+            ])
+        );
+        expect(&mut handle, "PATCH", DEPLOYMENT, deployment_reply(serde_json::json!({}))).await;
+        drop(handle);
+        let _ = task.await;
     }
 }

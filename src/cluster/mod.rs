@@ -2,6 +2,9 @@
 //! reconcilers and leader election that run it.
 
 pub mod agent;
+pub mod budget;
+pub mod finalizer;
 pub mod lease;
 pub mod operator;
+pub mod workflow;
 pub mod workload;

@@ -17,22 +17,27 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::Resource;
+use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::agent::{self, Context};
+use super::budget::{self, SyncOptions};
 use super::lease::{LeaderElector, Round};
+use super::workflow;
 use super::workload::WorkloadConfig;
-use crate::api::{Agent, ResourceBudget};
+use crate::api::{Agent, ResourceBudget, Workflow};
 use crate::controller::engine::{Engine, EngineConfig};
 
 /// The Lease the replicas compete for, in the operator's own namespace.
 pub const LEASE_NAME: &str = "a2a-operator";
+/// How often a cache's first full list is looked for (see [`mark_synced`]).
+const SYNC_POLL: Duration = Duration::from_millis(100);
 /// The controller name on Events and field managers.
 pub const CONTROLLER_NAME: &str = "a2a-operator";
 
@@ -65,6 +70,8 @@ pub struct OperatorConfig {
     pub retry_period: Duration,
     /// How often budget status is recomputed when nothing triggers it sooner.
     pub budget_resync: Duration,
+    /// Also write a ResourceQuota per namespace from the budgets ([`super::budget`]).
+    pub resource_quota: bool,
     pub workload: WorkloadConfig,
 }
 
@@ -80,6 +87,7 @@ impl OperatorConfig {
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
             budget_resync: Duration::from_secs(30),
+            resource_quota: false,
             workload: WorkloadConfig::default(),
         }
     }
@@ -190,10 +198,7 @@ impl Status {
             Role::Following { holder } if holder.is_empty() => (true, "ok: follower".to_owned()),
             Role::Following { holder } => (true, format!("ok: follower (leader: {holder})")),
             Role::Leading if self.synced() => (true, "ok: leader".to_owned()),
-            // TODO: with `.owns` and `reconcile_all_on` added, the Agent store's first-list
-            // signal did not fire against the scripted API in tests (a bare Controller's does);
-            // until that is understood the leader stays ready while it syncs.
-            Role::Leading => (true, "ok: leader (caches syncing)".to_owned()),
+            Role::Leading => (false, "not ready: leader, caches syncing".to_owned()),
             Role::Stopped => (false, "not ready: stopping".to_owned()),
         }
     }
@@ -205,7 +210,7 @@ impl Status {
         out.push_str("# TYPE a2a_operator_reconciliations_total counter\n");
         {
             let mut counts = lock(&self.metrics.reconciliations).clone();
-            for kind in ["Agent", "ResourceBudget"] {
+            for kind in ["Agent", "ResourceBudget", "Workflow"] {
                 counts.entry(kind).or_default();
             }
             for (kind, n) in counts {
@@ -378,19 +383,27 @@ impl Leading {
     fn start(client: &kube::Client, config: &OperatorConfig, status: &Arc<Status>) -> Leading {
         let (stop, rx) = watch::channel(false);
         let reporter = Reporter { controller: CONTROLLER_NAME.to_owned(), instance: Some(config.identity.clone()) };
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            config: config.workload.clone(),
-            recorder: Some(Recorder::new(client.clone(), reporter)),
-        });
         let budget_wake = Arc::new(Notify::new());
         let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
             vec![None]
         } else {
             config.namespaces.iter().cloned().map(Some).collect()
         };
+        // One channel per controller for agents a budget release lets in (an agent another
+        // scope's controller does not hold is ignored by it).
+        let (wake, mut woken): (Vec<_>, Vec<_>) =
+            scopes.iter().map(|_| tokio::sync::mpsc::unbounded_channel::<ObjectRef<Agent>>()).unzip();
+        let recorder = Recorder::new(client.clone(), reporter);
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            config: config.workload.clone(),
+            recorder: Some(recorder.clone()),
+            wake,
+        });
         status.synced.store(false, Ordering::SeqCst);
-        let unsynced = Arc::new(AtomicUsize::new(scopes.len()));
+        // Per scope, the Agent and the Workflow caches: ready once every one has its first list.
+        let unsynced = Arc::new(AtomicUsize::new(scopes.len() * 2));
+        let wctx = Arc::new(workflow::Context { client: client.clone(), recorder: Some(recorder.clone()) });
         let mut tasks = Vec::new();
         let mut engines = Vec::new();
         for scope in scopes {
@@ -408,24 +421,30 @@ impl Leading {
                         }
                     })
                 });
+            let let_in =
+                futures::stream::unfold(woken.remove(0), |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
             let controller = Controller::new(scoped::<Agent>(client, ns), watcher::Config::default())
                 .owns(scoped::<Deployment>(client, ns), watcher::Config::default())
                 .reconcile_all_on(budgets_changed)
+                .reconcile_on(let_in)
                 .graceful_shutdown_on(stopped(&rx));
-            let store = controller.store();
-            let (st, left) = (status.clone(), unsynced.clone());
-            let stop_waiting = stopped(&rx);
-            tasks.push(tokio::spawn(async move {
-                tokio::select! {
-                    ready = store.wait_until_ready() => {
-                        if ready.is_ok() && left.fetch_sub(1, Ordering::SeqCst) == 1 {
-                            st.synced.store(true, Ordering::SeqCst);
-                            tracing::info!("caches synced");
-                        }
-                    }
-                    _ = stop_waiting => {}
-                }
-            }));
+            tasks.push(tokio::spawn(mark_synced(controller.store(), status.clone(), unsynced.clone(), stopped(&rx))));
+            let workflows = Controller::new(scoped::<Workflow>(client, ns), watcher::Config::default())
+                .graceful_shutdown_on(stopped(&rx));
+            tasks.push(tokio::spawn(mark_synced(workflows.store(), status.clone(), unsynced.clone(), stopped(&rx))));
+            let (st, st2) = (status.clone(), status.clone());
+            let workflow_reconciles = workflows.run(
+                move |w: Arc<Workflow>, ctx: Arc<workflow::Context>| {
+                    st.metrics.reconciled("Workflow");
+                    workflow::reconcile(w, ctx)
+                },
+                move |w: Arc<Workflow>, error: &agent::Error, ctx: Arc<workflow::Context>| {
+                    st2.metrics.failed("Workflow", error.metric_label());
+                    workflow::error_policy(w, error, ctx)
+                },
+                wctx.clone(),
+            );
+            tasks.push(tokio::spawn(workflow_reconciles.for_each(|_| futures::future::ready(()))));
             let (st, st2, wake) = (status.clone(), status.clone(), budget_wake.clone());
             let reconciles = controller.run(
                 move |agent: Arc<Agent>, ctx: Arc<Context>| {
@@ -453,8 +472,14 @@ impl Leading {
             tasks.push(tokio::spawn(engine.run(stopped(&rx))));
         }
         *lock(&status.engines) = engines;
+        let sync = SyncOptions {
+            resource_quota: config.resource_quota,
+            namespaces: config.namespaces.clone(),
+            recorder: Some(recorder),
+        };
         tasks.push(tokio::spawn(budget_loop(
             client.clone(),
+            sync,
             status.clone(),
             budget_wake,
             config.budget_resync,
@@ -476,10 +501,46 @@ impl Leading {
     }
 }
 
+/// Counts one cache as synced when its first full list is in; the last one makes the
+/// leader ready.
+///
+/// `Store::wait_until_ready` is polled again on a short tick rather than awaited once: the
+/// store's readiness is a oneshot receiver behind a mutex (kube-runtime's `DelayedInit`),
+/// which keeps only the waker of the last task that polled it, and the controller's own
+/// runner waits on the same store, so a single await here is never woken when the runner
+/// polled after it. A fresh poll sees the value at once.
+async fn mark_synced<K>(
+    store: kube::runtime::reflector::Store<K>,
+    status: Arc<Status>,
+    left: Arc<AtomicUsize>,
+    stop: impl Future<Output = ()>,
+) where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            ready = tokio::time::timeout(SYNC_POLL, store.wait_until_ready()) => match ready {
+                Ok(Ok(())) => break,
+                // The writer is gone: the controller stopped.
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            },
+            _ = &mut stop => return,
+        }
+    }
+    if left.fetch_sub(1, Ordering::SeqCst) == 1 {
+        status.synced.store(true, Ordering::SeqCst);
+        tracing::info!("caches synced");
+    }
+}
+
 /// Budget status: recomputed when an agent with a budget was reconciled (which includes every
 /// budget change, since those re-run all agents) and every `resync`.
 async fn budget_loop(
     client: kube::Client,
+    sync: SyncOptions,
     status: Arc<Status>,
     wake: Arc<Notify>,
     resync: Duration,
@@ -487,7 +548,7 @@ async fn budget_loop(
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        match write_budget_statuses(&client).await {
+        match budget::sync(&client, &sync).await {
             Ok(()) => status.metrics.reconciled("ResourceBudget"),
             Err(e) => {
                 status.metrics.failed("ResourceBudget", e.metric_label());
@@ -505,28 +566,6 @@ async fn budget_loop(
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-}
-
-/// One pass: every budget's allocated/admitted status from the admission decision; writes
-/// only the ones that changed.
-pub async fn write_budget_statuses(client: &kube::Client) -> Result<(), agent::Error> {
-    let budgets_api = Api::<ResourceBudget>::all(client.clone());
-    let budgets = budgets_api.list(&ListParams::default()).await?.items;
-    if budgets.is_empty() {
-        return Ok(());
-    }
-    let agents = Api::<Agent>::all(client.clone()).list(&ListParams::default()).await?.items;
-    let statuses = agent::budget_statuses(&budgets, &agents);
-    for budget in &budgets {
-        let name = budget.name_any();
-        let Some(new) = statuses.get(&name) else { continue };
-        if budget.status.as_ref() == Some(new) {
-            continue;
-        }
-        let patch = serde_json::json!({ "status": new });
-        budgets_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -554,6 +593,8 @@ mod tests {
         lease: Arc<Mutex<Option<Value>>>,
         /// Lease requests answer 500 while set.
         lease_down: Arc<AtomicBool>,
+        /// While false, the first list of Agents is answered only once it turns true.
+        lists_open: Arc<Option<watch::Sender<bool>>>,
     }
 
     impl Fake {
@@ -643,10 +684,25 @@ mod tests {
 
     /// A client whose API answers by [`route`]; watches are held open without events.
     fn scripted(agents: Vec<Value>, lease: Option<Value>) -> (kube::Client, Fake) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let fake = Fake::default();
         *lock(&fake.lease) = lease;
-        let f = fake.clone();
+        (scripted_with(agents, fake.clone()), fake)
+    }
+
+    fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: u16, reply: &Value) {
+        send.send_response(
+            Response::builder()
+                .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(reply).unwrap_or_default()))
+                .expect("response"),
+        );
+    }
+
+    /// The same, recording into (and keeping the lease of) `fake`.
+    fn scripted_with(agents: Vec<Value>, fake: Fake) -> kube::Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let f = fake;
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Some((request, send)) = handle.next_request().await {
@@ -661,16 +717,41 @@ mod tests {
                     continue;
                 }
                 let (code, reply) = route(&f, &method, &path, &body, &agents);
-                send.send_response(
-                    Response::builder()
-                        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-                        .header("content-type", "application/json")
-                        .body(Body::from(serde_json::to_vec(&reply).unwrap_or_default()))
-                        .expect("response"),
-                );
+                if let Some(gate) = f.lists_open.as_ref()
+                    && path == "/apis/a2a.dev/v1alpha1/agents"
+                    && !*gate.borrow()
+                {
+                    let mut open = gate.subscribe();
+                    tokio::spawn(async move {
+                        let _ = open.wait_for(|o| *o).await;
+                        respond(send, code, &reply);
+                    });
+                    continue;
+                }
+                respond(send, code, &reply);
             }
         });
-        (kube::Client::new(service, "default"), fake)
+        kube::Client::new(service, "default")
+    }
+
+    async fn until_role(status: &Status, role: Role) {
+        for _ in 0..200 {
+            if status.role() == role {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("never became {role:?}; is {:?}", status.role());
+    }
+
+    async fn until_synced(status: &Status) {
+        for _ in 0..200 {
+            if status.synced() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the caches never synced");
     }
 
     fn config(identity: &str) -> OperatorConfig {
@@ -708,7 +789,8 @@ mod tests {
         assert_eq!(seen[1].body["spec"]["holderIdentity"], "pod-b");
         assert_eq!(status.role(), Role::Leading);
         assert!(status.metrics.reconciliations("Agent") >= 1);
-        assert!(status.readiness().1.starts_with("ok: leader"), "{:?}", status.readiness());
+        until_synced(&status).await;
+        assert_eq!(status.readiness(), (true, "ok: leader".to_owned()));
         assert!(status.render_metrics().contains("a2a_operator_leader 1\n"));
         let _ = stop.send(());
         task.await.expect("join").expect("a clean shutdown");
@@ -786,33 +868,63 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn budget_status_is_computed_from_admission_and_patched() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(service, "default");
-        let task = tokio::spawn(async move { write_budget_statuses(&client).await });
-        let mut answer = async |method: &str, path: &str, reply: Value| -> Value {
-            let (request, send) = handle.next_request().await.expect("a request");
-            assert_eq!((request.method().as_str(), request.uri().path()), (method, path));
-            let bytes = request.into_body().collect_bytes().await.unwrap_or_default();
-            send.send_response(Response::new(Body::from(serde_json::to_vec(&reply).unwrap_or_default())));
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    async fn the_leader_is_not_ready_until_its_caches_have_synced() {
+        use tower::ServiceExt;
+        let (gate, _) = watch::channel(false);
+        let fake = Fake { lists_open: Arc::new(Some(gate)), ..Fake::default() };
+        let client = scripted_with(vec![writer()], fake.clone());
+        let (status, stop, task) = start(client, config("pod-b"));
+        fake.until("the Agent list asked for", |s| s.iter().any(|r| r.path == "/apis/a2a.dev/v1alpha1/agents")).await;
+        until_role(&status, Role::Leading).await;
+        let readyz = async |status: &Arc<Status>| {
+            let request = http::Request::get("/readyz").body(axum::body::Body::empty()).expect("request");
+            let response = router(status.clone()).oneshot(request).await.expect("answer");
+            let code = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), 1024).await.expect("body");
+            (code, String::from_utf8_lossy(&body).into_owned())
         };
-        let budget = json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "ResourceBudget", "metadata": {"name": "team", "generation": 3}, "spec": {"limits": {"memory": "1Gi"}}});
-        let mut a = writer();
-        a["spec"]["budget"] = "team".into();
-        a["spec"]["resources"] = json!({"limits": {"memory": "256Mi"}});
-        answer(
-            "GET",
-            "/apis/a2a.dev/v1alpha1/resourcebudgets",
-            list("a2a.dev/v1alpha1", "ResourceBudgetList", vec![budget.clone()]),
-        )
-        .await;
-        answer("GET", "/apis/a2a.dev/v1alpha1/agents", list("a2a.dev/v1alpha1", "AgentList", vec![a])).await;
-        let patch = answer("PATCH", "/apis/a2a.dev/v1alpha1/resourcebudgets/team/status", budget).await;
-        assert_eq!(patch["status"]["allocated"]["memory"], "256Mi");
-        assert_eq!(patch["status"]["agents"], 1);
-        assert_eq!(patch["status"]["observedGeneration"], 3);
-        task.await.expect("join").expect("written");
+        assert_eq!(readyz(&status).await, (503, "not ready: leader, caches syncing\n".to_owned()));
+        assert!(status.render_metrics().contains("a2a_operator_caches_synced 0\n"));
+        assert!(!fake.seen().iter().any(|r| r.method == "PATCH"), "nothing is reconciled from a partial cache");
+        if let Some(gate) = fake.lists_open.as_ref() {
+            gate.send_replace(true);
+        }
+        until_synced(&status).await;
+        assert_eq!(readyz(&status).await, (200, "ok: leader\n".to_owned()));
+        assert!(status.render_metrics().contains("a2a_operator_caches_synced 1\n"));
+        let _ = stop.send(());
+        task.await.expect("join").expect("a clean shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_taken_by_the_follower_which_then_reconciles() {
+        let lease = Arc::new(Mutex::new(None));
+        let fake_a = Fake { lease: lease.clone(), ..Fake::default() };
+        let fake_b = Fake { lease: lease.clone(), ..Fake::default() };
+        let (status_a, stop_a, task_a) = start(scripted_with(vec![writer()], fake_a.clone()), config("pod-a"));
+        until_role(&status_a, Role::Leading).await;
+        let (status_b, stop_b, task_b) = start(scripted_with(vec![writer()], fake_b.clone()), config("pod-b"));
+        until_role(&status_b, Role::Following { holder: "pod-a".into() }).await;
+        fake_a.until("A reconciles", |s| s.iter().any(|r| r.method == "PATCH" && is_agent_request(r))).await;
+        assert!(!fake_b.seen().iter().any(is_agent_request), "B only reads the lease while A leads");
+
+        // A shuts down: it stops its controllers, then releases the lease; B takes it over.
+        let _ = stop_a.send(());
+        task_a.await.expect("join").expect("a clean shutdown");
+        let a_done = fake_a.seen().len();
+        until_role(&status_b, Role::Leading).await;
+        fake_b
+            .until("B applies the Deployment", |s| {
+                s.iter().any(|r| r.method == "PATCH" && r.path == "/apis/apps/v1/namespaces/team/deployments/writer")
+            })
+            .await;
+        let held = lock(&lease).clone().expect("lease");
+        assert_eq!(held["spec"]["holderIdentity"], "pod-b");
+        assert_eq!(held["spec"]["leaseTransitions"], 1, "one handover");
+        assert_eq!(fake_a.seen().len(), a_done, "A makes no request after it stopped");
+        let _ = stop_b.send(());
+        task_b.await.expect("join").expect("a clean shutdown");
+        assert_eq!(lock(&lease).as_ref().map(|l| l["spec"]["holderIdentity"].clone()), Some(json!("")));
     }
 
     #[test]

@@ -1,0 +1,673 @@
+//! ResourceBudgets on a cluster: their status (allocated from the admission decision, used
+//! from metrics-server when the cluster serves `metrics.k8s.io`), and the opt-in
+//! ResourceQuota per namespace that makes the API server hold every pod of a namespace to
+//! the budgets its agents draw from.
+//!
+//! The quota mapping: budgets are cluster-scoped and may be shared by agents of several
+//! namespaces, so a namespace's quota is the sum, over the distinct budgets its agents name,
+//! of each budget's effective limit (its own, bounded by its ancestors'), as `limits.memory`
+//! and `limits.cpu`. It is a ceiling per namespace, not a share: admission still decides
+//! across namespaces; the quota adds what admission cannot, a bound on pods nobody asked
+//! the operator about (a hand-scaled Deployment, a `kubectl run`). A resource any of those
+//! budgets leaves unlimited is left out of the quota. pids have no quota resource.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+
+use super::agent::{self, MANAGER, admission_input, holds_budget_finalizer, status_patch};
+use super::workload::AGENT_LABEL;
+use crate::api::budget::Amounts as StatusAmounts;
+use crate::api::common::{Condition, ConditionStatus, set_condition};
+use crate::api::quantity::{CpuAmount, format_bytes, format_millicores};
+use crate::api::{API_VERSION, Agent, ResourceBudget, ResourceBudgetStatus};
+use crate::controller::admission::{self, Amounts, Verdict};
+
+/// The name of the ResourceQuota the operator writes in a namespace.
+pub const QUOTA_NAME: &str = "a2a-budgets";
+/// The label that marks quotas the operator manages (and may delete).
+pub const QUOTA_LABEL: &str = "a2a.dev/quota";
+/// The annotation listing the budgets a quota was derived from.
+pub const QUOTA_BUDGETS_ANNOTATION: &str = "a2a.dev/budgets";
+/// The group version metrics-server serves.
+pub const METRICS_API: &str = "metrics.k8s.io/v1beta1";
+
+/// What the cluster could tell about measured use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Measured {
+    /// Pod metrics by agent, `(namespace, agent)`.
+    Served(BTreeMap<(String, String), Amounts>),
+    /// `metrics.k8s.io` is not served: metrics-server is not installed.
+    NotServed,
+    /// It is registered but did not answer (metrics-server down, or no permission).
+    Unavailable(String),
+}
+
+/// Reads pod metrics of every agent pod, when metrics-server is there. Never fails: what
+/// went wrong becomes the `Metrics` condition of every budget.
+pub async fn measure(client: &kube::Client) -> Measured {
+    match client.list_api_group_resources(METRICS_API).await {
+        Ok(list) if list.resources.iter().any(|r| r.name == "pods") => {}
+        Ok(_) => return Measured::NotServed,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Measured::NotServed,
+        Err(e) => return Measured::Unavailable(format!("discovering {METRICS_API}: {e}")),
+    }
+    let resource = ApiResource {
+        group: "metrics.k8s.io".into(),
+        version: "v1beta1".into(),
+        api_version: METRICS_API.into(),
+        kind: "PodMetrics".into(),
+        plural: "pods".into(),
+    };
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let list = match api.list(&ListParams::default().labels(AGENT_LABEL)).await {
+        Ok(l) => l,
+        Err(e) => return Measured::Unavailable(format!("listing pod metrics: {e}")),
+    };
+    let mut by_agent: BTreeMap<(String, String), Amounts> = BTreeMap::new();
+    for pod in list.items {
+        let (Some(ns), Some(agent)) = (pod.namespace(), pod.labels().get(AGENT_LABEL).cloned()) else { continue };
+        let mut sum = Amounts::default();
+        for c in pod.data["containers"].as_array().into_iter().flatten() {
+            let usage = &c["usage"];
+            sum.memory = sum.memory.saturating_add(usage["memory"].as_str().and_then(|q| metric(q, 1)).unwrap_or(0));
+            sum.cpu_millis =
+                sum.cpu_millis.saturating_add(usage["cpu"].as_str().and_then(|q| metric(q, 1000)).unwrap_or(0));
+        }
+        let slot = by_agent.entry((ns, agent)).or_default();
+        slot.memory = slot.memory.saturating_add(sum.memory);
+        slot.cpu_millis = slot.cpu_millis.saturating_add(sum.cpu_millis);
+    }
+    Measured::Served(by_agent)
+}
+
+/// A quantity as metrics-server writes it (`1234567n`, `52412Ki`, `1.5`) in units of
+/// `1/per` of the base unit (`per` 1000: millicores from cores), rounded up. `None` when it
+/// is not a quantity or does not fit.
+pub fn metric(text: &str, per: u128) -> Option<u64> {
+    let t = text.trim();
+    let end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, suffix) = t.split_at(end);
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && frac.is_empty() || frac.len() > 9 {
+        return None;
+    }
+    let digits: u128 = format!("{whole}{frac}").parse().ok()?;
+    let scale = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
+    let (num, den): (u128, u128) = match suffix {
+        "" => (1, 1),
+        "n" => (1, 1_000_000_000),
+        "u" => (1, 1_000_000),
+        "m" => (1, 1000),
+        "k" => (1000, 1),
+        "M" => (1_000_000, 1),
+        "G" => (1_000_000_000, 1),
+        "T" => (1_000_000_000_000, 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        _ => return None,
+    };
+    let top = digits.checked_mul(num)?.checked_mul(per)?;
+    let bottom = scale.checked_mul(den)?;
+    u64::try_from(top.div_ceil(bottom)).ok()
+}
+
+fn status_amounts(a: Amounts) -> StatusAmounts {
+    StatusAmounts {
+        memory: Some(format_bytes(a.memory)),
+        memory_bytes: a.memory,
+        cpu: Some(format_millicores(a.cpu_millis)),
+        cpu_millicores: a.cpu_millis,
+        pids: a.pids,
+    }
+}
+
+/// `name` and its ancestors (innermost first), stopping at a missing parent or a cycle.
+fn chain<'a>(by_name: &BTreeMap<String, &'a ResourceBudget>, name: &str) -> Vec<&'a ResourceBudget> {
+    let mut out: Vec<&ResourceBudget> = Vec::new();
+    let mut cur = Some(name.to_owned());
+    while let Some(n) = cur {
+        let Some(b) = by_name.get(&n) else { break };
+        if out.iter().any(|seen| seen.name_any() == n) {
+            break;
+        }
+        out.push(b);
+        cur = b.spec.parent.clone();
+    }
+    out
+}
+
+/// Every budget's status: allocated and admitted agents from the admission decision, used
+/// from `measured` (summed like allocated: a budget counts its children's agents too).
+pub fn budget_statuses(
+    budgets: &[ResourceBudget],
+    agents: &[Agent],
+    measured: &Measured,
+) -> BTreeMap<String, ResourceBudgetStatus> {
+    let (b, c) = admission_input(budgets, agents);
+    let decision = admission::admit(&b, &c, u64::MAX);
+    let by_name: BTreeMap<String, &ResourceBudget> = budgets.iter().map(|b| (b.name_any(), b)).collect();
+    let mut used: BTreeMap<String, Amounts> = BTreeMap::new();
+    if let Measured::Served(by_agent) = measured {
+        for a in agents.iter().filter(|a| a.spec.budget.is_some()) {
+            let ns = a.namespace().unwrap_or_default();
+            let key = format!("{ns}/{}", a.name_any());
+            if decision.verdicts.get(&key) != Some(&Verdict::Admitted) {
+                continue;
+            }
+            let Some(u) = by_agent.get(&(ns, a.name_any())) else { continue };
+            for budget in chain(&by_name, a.spec.budget()) {
+                let slot = used.entry(budget.name_any()).or_default();
+                slot.memory = slot.memory.saturating_add(u.memory);
+                slot.cpu_millis = slot.cpu_millis.saturating_add(u.cpu_millis);
+            }
+        }
+    }
+    let metrics = match measured {
+        Measured::Served(_) => {
+            Condition::new("Metrics", true, "MetricsServer", "used is the pods' use as metrics-server measures it")
+        }
+        Measured::NotServed => Condition::new(
+            "Metrics",
+            false,
+            "MetricsServerNotInstalled",
+            format!("{METRICS_API} is not served: used is not measured; allocated is the sum of admitted limits"),
+        ),
+        Measured::Unavailable(why) => Condition::new(
+            "Metrics",
+            false,
+            "MetricsUnavailable",
+            format!("used is not measured ({why}); allocated is the sum of admitted limits"),
+        ),
+    };
+    budgets
+        .iter()
+        .map(|budget| {
+            let name = budget.name_any();
+            let mut status = budget.status.clone().unwrap_or_default();
+            status.allocated = Some(status_amounts(decision.allocated.get(&name).copied().unwrap_or_default()));
+            status.used = match measured {
+                Measured::Served(_) => Some(status_amounts(used.get(&name).copied().unwrap_or_default())),
+                _ => None,
+            };
+            status.agents = decision.agents.get(&name).copied().unwrap_or(0);
+            status.pending = decision.pending.get(&name).cloned().unwrap_or_default();
+            status.observed_generation = budget.meta().generation;
+            let mut metrics = metrics.clone();
+            metrics.observed_generation = budget.meta().generation;
+            set_condition(&mut status.conditions, metrics);
+            (name, status)
+        })
+        .collect()
+}
+
+/// The ResourceQuota each namespace should have (see the module docs for the mapping).
+/// `scope` empty: every namespace; else only those.
+pub fn desired_quotas(
+    budgets: &[ResourceBudget],
+    agents: &[Agent],
+    scope: &[String],
+) -> BTreeMap<String, ResourceQuota> {
+    let by_name: BTreeMap<String, &ResourceBudget> = budgets.iter().map(|b| (b.name_any(), b)).collect();
+    let mut drawn: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in agents {
+        let Some(budget) = &a.spec.budget else { continue };
+        let ns = a.namespace().unwrap_or_default();
+        let live = a.meta().deletion_timestamp.is_none() || holds_budget_finalizer(a);
+        if live && by_name.contains_key(budget) && (scope.is_empty() || scope.contains(&ns)) {
+            drawn.entry(ns).or_default().insert(budget.clone());
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (ns, names) in drawn {
+        // Per resource: Some(sum) while every budget bounds it.
+        let mut memory = Some(0u64);
+        let mut cpu = Some(0u64);
+        let mut owners = Vec::new();
+        for name in &names {
+            let chain = chain(&by_name, name);
+            let mem = chain.iter().filter_map(|b| b.spec.limits.memory.as_ref().map(|m| m.value())).min();
+            let millis = chain
+                .iter()
+                .filter_map(|b| match b.spec.limits.cpu.as_ref().map(|c| c.value()) {
+                    Some(CpuAmount::Millicores(m)) => Some(m),
+                    _ => None,
+                })
+                .min();
+            memory = memory.zip(mem).map(|(s, m)| s.saturating_add(m));
+            cpu = cpu.zip(millis).map(|(s, m)| s.saturating_add(m));
+            let b = by_name[name];
+            owners.push(OwnerReference {
+                api_version: API_VERSION.to_owned(),
+                kind: "ResourceBudget".to_owned(),
+                name: name.clone(),
+                uid: b.meta().uid.clone().unwrap_or_default(),
+                controller: Some(false),
+                block_owner_deletion: Some(false),
+            });
+        }
+        let mut hard = BTreeMap::new();
+        if let Some(m) = memory {
+            hard.insert("limits.memory".to_owned(), Quantity(m.to_string()));
+        }
+        if let Some(c) = cpu {
+            hard.insert("limits.cpu".to_owned(), Quantity(format!("{c}m")));
+        }
+        if hard.is_empty() {
+            continue;
+        }
+        let quota = ResourceQuota {
+            metadata: ObjectMeta {
+                name: Some(QUOTA_NAME.to_owned()),
+                namespace: Some(ns.clone()),
+                labels: Some(BTreeMap::from([
+                    ("app.kubernetes.io/managed-by".to_owned(), "a2a-operator".to_owned()),
+                    ("app.kubernetes.io/part-of".to_owned(), "a2a".to_owned()),
+                    (QUOTA_LABEL.to_owned(), "budgets".to_owned()),
+                ])),
+                annotations: Some(BTreeMap::from([(
+                    QUOTA_BUDGETS_ANNOTATION.to_owned(),
+                    names.iter().cloned().collect::<Vec<_>>().join(","),
+                )])),
+                owner_references: Some(owners),
+                ..Default::default()
+            },
+            spec: Some(ResourceQuotaSpec { hard: Some(hard), ..Default::default() }),
+            status: None,
+        };
+        out.insert(ns, quota);
+    }
+    out
+}
+
+/// What one pass does besides budget status.
+#[derive(Clone, Default)]
+pub struct SyncOptions {
+    /// Write (and remove) the ResourceQuota per namespace.
+    pub resource_quota: bool,
+    /// The operator's watch scope; empty: all namespaces.
+    pub namespaces: Vec<String>,
+    /// Publishes an Event on a budget whose `Metrics` condition changes.
+    pub recorder: Option<Recorder>,
+}
+
+/// An Event when the `Metrics` condition of a budget changed (a Warning when use stopped
+/// being measured), so `kubectl describe rb` shows when and why.
+async fn publish_metrics_change(recorder: &Recorder, budget: &ResourceBudget, new: &ResourceBudgetStatus) {
+    let find = |s: &ResourceBudgetStatus| {
+        s.conditions.iter().find(|c| c.type_ == "Metrics").map(|c| (c.status, c.reason.clone(), c.message.clone()))
+    };
+    let Some((status, reason, message)) = find(new) else { return };
+    if budget.status.as_ref().and_then(find).is_some_and(|(s, r, _)| s == status && r == reason) {
+        return;
+    }
+    let type_ = if status == ConditionStatus::True { EventType::Normal } else { EventType::Warning };
+    let ev = Event { type_, reason, note: Some(message), action: "Measure".into(), secondary: None };
+    if let Err(e) = recorder.publish(&ev, &budget.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
+}
+
+/// One pass: every budget's status (written only where it changed), then, when enabled, the
+/// quotas: applied where wanted, deleted where the operator wrote one that is no longer.
+pub async fn sync(client: &kube::Client, opts: &SyncOptions) -> Result<(), agent::Error> {
+    let budgets_api = Api::<ResourceBudget>::all(client.clone());
+    let budgets = budgets_api.list(&ListParams::default()).await?.items;
+    if budgets.is_empty() && !opts.resource_quota {
+        return Ok(());
+    }
+    let agents = Api::<Agent>::all(client.clone()).list(&ListParams::default()).await?.items;
+    if !budgets.is_empty() {
+        let measured = measure(client).await;
+        let statuses = budget_statuses(&budgets, &agents, &measured);
+        for budget in &budgets {
+            let name = budget.name_any();
+            let Some(new) = statuses.get(&name) else { continue };
+            if budget.status.as_ref() == Some(new) {
+                continue;
+            }
+            if let Some(recorder) = &opts.recorder {
+                publish_metrics_change(recorder, budget, new).await;
+            }
+            let patch = status_patch(budget.status.as_ref(), new);
+            budgets_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+    }
+    if opts.resource_quota {
+        sync_quotas(client, &budgets, &agents, &opts.namespaces).await?;
+    }
+    Ok(())
+}
+
+async fn sync_quotas(
+    client: &kube::Client,
+    budgets: &[ResourceBudget],
+    agents: &[Agent],
+    scope: &[String],
+) -> Result<(), agent::Error> {
+    let desired = desired_quotas(budgets, agents, scope);
+    let apply = PatchParams::apply(MANAGER).force();
+    for (ns, quota) in &desired {
+        Api::<ResourceQuota>::namespaced(client.clone(), ns).patch(QUOTA_NAME, &apply, &Patch::Apply(quota)).await?;
+    }
+    let lists: Vec<Api<ResourceQuota>> = if scope.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        scope.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+    };
+    for api in lists {
+        for stale in api.list(&ListParams::default().labels(QUOTA_LABEL)).await?.items {
+            let Some(ns) = stale.namespace() else { continue };
+            if desired.contains_key(&ns) {
+                continue;
+            }
+            let name = stale.name_any();
+            tracing::info!(namespace = %ns, quota = %name, "no agent there draws from a budget any more; removing its quota");
+            match Api::<ResourceQuota>::namespaced(client.clone(), &ns).delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Budget status and quotas against a scripted API server (tower-test): the exact
+    //! requests made and objects written, with and without metrics-server.
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn agent(ns: &str, name: &str, budget: Option<&str>, memory: &str) -> Value {
+        let mut a = json!({
+            "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent",
+            "metadata": {"name": name, "namespace": ns, "uid": format!("u-{name}"), "creationTimestamp": "2026-11-24T00:00:00Z"},
+            "spec": {"image": "x:1", "resources": {"limits": {"memory": memory}}}
+        });
+        if let Some(b) = budget {
+            a["spec"]["budget"] = b.into();
+        }
+        a
+    }
+
+    fn budget(name: &str, limits: Value, parent: Option<&str>) -> Value {
+        let mut b = json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "ResourceBudget",
+            "metadata": {"name": name, "uid": format!("b-{name}"), "generation": 3}, "spec": {"limits": limits}});
+        if let Some(p) = parent {
+            b["spec"]["parent"] = p.into();
+        }
+        b
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(v: Vec<Value>) -> Vec<T> {
+        v.into_iter().map(|x| serde_json::from_value(x).expect("object")).collect()
+    }
+
+    fn list(api_version: &str, kind: &str, items: Vec<Value>) -> Value {
+        json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items})
+    }
+
+    /// Answers the next request after checking method and path: (query, body).
+    async fn answer(handle: &mut Handle, method: &str, path: &str, code: u16, reply: Value) -> (String, Value) {
+        let (request, send) = handle.next_request().await.expect("a further request");
+        assert_eq!((request.method().as_str(), request.uri().path()), (method, path));
+        let query = request.uri().query().unwrap_or("").to_owned();
+        let bytes = request.into_body().collect_bytes().await.unwrap_or_default();
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&reply).expect("json")))
+                .expect("response"),
+        );
+        (query, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn not_found() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"})
+    }
+
+    #[test]
+    fn metric_quantities_parse_as_metrics_server_writes_them() {
+        assert_eq!(metric("123456789n", 1000), Some(124), "cpu rounds up to the next millicore");
+        assert_eq!(metric("250m", 1000), Some(250));
+        assert_eq!(metric("1.5", 1000), Some(1500));
+        assert_eq!(metric("52412Ki", 1), Some(52412 * 1024));
+        assert_eq!(metric("100Mi", 1), Some(100 << 20));
+        assert_eq!(metric("12u", 1000), Some(1));
+        assert_eq!(metric("0", 1), Some(0));
+        for bad in ["", "x", "12Zi", "-5", "1.2.3", "."] {
+            assert_eq!(metric(bad, 1), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_namespace_quota_sums_the_budgets_its_agents_draw_from() {
+        let budgets: Vec<ResourceBudget> = typed(vec![
+            budget("org", json!({"memory": "4Gi", "cpu": "8"}), None),
+            budget("team", json!({"memory": "8Gi", "cpu": "2"}), Some("org")),
+            budget("memonly", json!({"memory": "1Gi"}), None),
+        ]);
+        let agents: Vec<Agent> = typed(vec![
+            agent("team-a", "x", Some("team"), "1Gi"),
+            agent("team-a", "y", Some("team"), "1Gi"),
+            agent("team-b", "z", Some("memonly"), "256Mi"),
+            agent("team-b", "z2", Some("team"), "256Mi"),
+            agent("team-c", "w", None, "256Mi"),
+            agent("team-d", "v", Some("missing"), "256Mi"),
+        ]);
+        let quotas = desired_quotas(&budgets, &agents, &[]);
+        assert_eq!(quotas.keys().collect::<Vec<_>>(), ["team-a", "team-b"], "no budget drawn: no quota");
+        pretty_assertions::assert_eq!(
+            serde_json::to_value(&quotas["team-a"]).expect("json"),
+            json!({
+                "apiVersion": "v1", "kind": "ResourceQuota",
+                "metadata": {
+                    "name": "a2a-budgets", "namespace": "team-a",
+                    "labels": {"a2a.dev/quota": "budgets", "app.kubernetes.io/managed-by": "a2a-operator", "app.kubernetes.io/part-of": "a2a"},
+                    "annotations": {"a2a.dev/budgets": "team"},
+                    "ownerReferences": [{"apiVersion": "a2a.dev/v1alpha1", "kind": "ResourceBudget", "name": "team", "uid": "b-team",
+                        "controller": false, "blockOwnerDeletion": false}]
+                },
+                // team's 8Gi is bounded by its parent org's 4Gi.
+                "spec": {"hard": {"limits.cpu": "2000m", "limits.memory": "4294967296"}}
+            })
+        );
+        let b = serde_json::to_value(&quotas["team-b"]).expect("json");
+        assert_eq!(
+            b["spec"]["hard"],
+            json!({"limits.memory": "5368709120"}),
+            "memonly leaves cpu unlimited: no cpu quota"
+        );
+        assert_eq!(b["metadata"]["annotations"]["a2a.dev/budgets"], "memonly,team");
+        assert_eq!(b["metadata"]["ownerReferences"].as_array().map(Vec::len), Some(2));
+        let scoped = desired_quotas(&budgets, &agents, &["team-b".to_owned()]);
+        assert_eq!(scoped.keys().collect::<Vec<_>>(), ["team-b"], "only namespaces in the watch scope");
+    }
+
+    #[tokio::test]
+    async fn with_metrics_server_used_is_measured_and_quotas_are_applied_and_pruned() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let opts = SyncOptions { resource_quota: true, ..SyncOptions::default() };
+        let task = tokio::spawn(async move { sync(&client, &opts).await });
+        let team = budget("team", json!({"memory": "1Gi", "cpu": "1"}), None);
+        answer(
+            &mut handle,
+            "GET",
+            "/apis/a2a.dev/v1alpha1/resourcebudgets",
+            200,
+            list("a2a.dev/v1alpha1", "ResourceBudgetList", vec![team.clone()]),
+        )
+        .await;
+        let agents = vec![
+            agent("team-a", "writer", Some("team"), "256Mi"),
+            agent("team-a", "big", Some("team"), "2Gi"),
+            agent("team-a", "free", None, "1Gi"),
+        ];
+        answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/agents", 200, list("a2a.dev/v1alpha1", "AgentList", agents))
+            .await;
+        answer(&mut handle, "GET", "/apis/metrics.k8s.io/v1beta1", 200, json!({"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": "metrics.k8s.io/v1beta1", "resources": [
+                {"name": "nodes", "singularName": "", "namespaced": false, "kind": "NodeMetrics", "verbs": ["get", "list"]},
+                {"name": "pods", "singularName": "", "namespaced": true, "kind": "PodMetrics", "verbs": ["get", "list"]}]})).await;
+        let pod = |name: &str, agent: &str, cpu: &str, mem: &str| {
+            json!({
+            "metadata": {"name": name, "namespace": "team-a", "labels": {"a2a.dev/agent": agent}},
+            "timestamp": "2026-11-24T06:00:00Z", "window": "15s",
+            "containers": [{"name": "agent", "usage": {"cpu": cpu, "memory": mem}}]})
+        };
+        let (query, _) = answer(
+            &mut handle,
+            "GET",
+            "/apis/metrics.k8s.io/v1beta1/pods",
+            200,
+            list(
+                "metrics.k8s.io/v1beta1",
+                "PodMetricsList",
+                vec![
+                    pod("writer-1", "writer", "120000000n", "100Mi"),
+                    pod("writer-2", "writer", "5m", "28Mi"),
+                    // Not admitted (does not fit): its pods, if any ran, are not the budget's.
+                    pod("big-1", "big", "1", "1Gi"),
+                    pod("free-1", "free", "1", "1Gi"),
+                ],
+            ),
+        )
+        .await;
+        assert_eq!(query, "&labelSelector=a2a.dev%2Fagent");
+        let (_, patch) =
+            answer(&mut handle, "PATCH", "/apis/a2a.dev/v1alpha1/resourcebudgets/team/status", 200, team.clone()).await;
+        let s = &patch["status"];
+        assert_eq!(
+            s["used"],
+            json!({"memory": "128Mi", "memoryBytes": 134217728, "cpu": "125m", "cpuMillicores": 125})
+        );
+        assert_eq!(s["allocated"]["memory"], "256Mi");
+        assert_eq!(s["agents"], 1);
+        assert_eq!(s["pending"], json!(["team-a/big"]));
+        assert_eq!(s["observedGeneration"], 3);
+        assert_eq!(s["conditions"][0]["type"], "Metrics");
+        assert_eq!(s["conditions"][0]["status"], "True");
+        assert_eq!(s["conditions"][0]["reason"], "MetricsServer");
+        // The quota: applied by server-side apply, exactly as desired_quotas builds it.
+        let (query, quota) = answer(
+            &mut handle,
+            "PATCH",
+            "/api/v1/namespaces/team-a/resourcequotas/a2a-budgets",
+            200,
+            json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "a2a-budgets"}}),
+        )
+        .await;
+        assert_eq!(query, "&force=true&fieldManager=a2a-operator");
+        assert_eq!(quota["spec"]["hard"], json!({"limits.cpu": "1000m", "limits.memory": "1073741824"}));
+        assert_eq!(quota["metadata"]["ownerReferences"][0]["uid"], "b-team");
+        // One the operator wrote in a namespace that no longer draws from a budget: removed.
+        let managed = |ns: &str| {
+            json!({"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "a2a-budgets", "namespace": ns, "labels": {"a2a.dev/quota": "budgets"}}})
+        };
+        let (query, _) = answer(
+            &mut handle,
+            "GET",
+            "/api/v1/resourcequotas",
+            200,
+            list("v1", "ResourceQuotaList", vec![managed("team-a"), managed("gone")]),
+        )
+        .await;
+        assert_eq!(query, "&labelSelector=a2a.dev%2Fquota");
+        answer(
+            &mut handle,
+            "DELETE",
+            "/api/v1/namespaces/gone/resourcequotas/a2a-budgets",
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        )
+        .await;
+        task.await.expect("join").expect("synced");
+        assert!(handle.next_request().await.is_none(), "nothing else");
+    }
+
+    #[tokio::test]
+    async fn without_metrics_server_used_is_cleared_and_the_condition_says_so() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let reporter = kube::runtime::events::Reporter { controller: "a2a-operator".into(), instance: None };
+        let opts = SyncOptions { recorder: Some(Recorder::new(client.clone(), reporter)), ..SyncOptions::default() };
+        let task = tokio::spawn(async move { sync(&client, &opts).await });
+        // Measured before (metrics-server was uninstalled since).
+        let mut team = budget("team", json!({"memory": "1Gi"}), None);
+        team["status"] =
+            json!({"used": {"memory": "128Mi", "memoryBytes": 134217728}, "agents": 2, "pending": ["team-a/x"]});
+        answer(
+            &mut handle,
+            "GET",
+            "/apis/a2a.dev/v1alpha1/resourcebudgets",
+            200,
+            list("a2a.dev/v1alpha1", "ResourceBudgetList", vec![team.clone()]),
+        )
+        .await;
+        answer(
+            &mut handle,
+            "GET",
+            "/apis/a2a.dev/v1alpha1/agents",
+            200,
+            list("a2a.dev/v1alpha1", "AgentList", vec![agent("team-a", "writer", Some("team"), "256Mi")]),
+        )
+        .await;
+        answer(&mut handle, "GET", "/apis/metrics.k8s.io/v1beta1", 404, not_found()).await;
+        // The change is told as a Warning Event on the budget.
+        let (_, event) = answer(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/default/events", 201, json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"}, "eventTime": null
+        }))
+        .await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "MetricsServerNotInstalled");
+        assert_eq!(event["regarding"]["kind"], "ResourceBudget");
+        assert_eq!(event["regarding"]["name"], "team");
+        let (_, patch) =
+            answer(&mut handle, "PATCH", "/apis/a2a.dev/v1alpha1/resourcebudgets/team/status", 200, team).await;
+        let s = patch["status"].as_object().expect("status");
+        assert_eq!(s.get("used"), Some(&Value::Null), "a stale measurement is removed, not kept");
+        assert_eq!(s.get("pending"), Some(&Value::Null), "nobody waits any more");
+        assert_eq!(s["agents"], 1);
+        assert_eq!(s["allocated"]["memory"], "256Mi");
+        let c = &s["conditions"][0];
+        assert_eq!(
+            (c["type"].as_str(), c["status"].as_str(), c["reason"].as_str()),
+            (Some("Metrics"), Some("False"), Some("MetricsServerNotInstalled"))
+        );
+        assert_eq!(
+            c["message"],
+            "metrics.k8s.io/v1beta1 is not served: used is not measured; allocated is the sum of admitted limits"
+        );
+        task.await.expect("join").expect("synced");
+        assert!(handle.next_request().await.is_none(), "no quota requests when the quota is off");
+    }
+
+    #[test]
+    fn budget_status_says_why_used_is_missing_when_metrics_server_fails() {
+        let budgets: Vec<ResourceBudget> = typed(vec![budget("team", json!({"memory": "1Gi"}), None)]);
+        let agents: Vec<Agent> = typed(vec![agent("a", "x", Some("team"), "256Mi")]);
+        let s = &budget_statuses(&budgets, &agents, &Measured::Unavailable("listing pod metrics: 503".into()))["team"];
+        assert_eq!(s.used, None);
+        assert_eq!(s.conditions[0].reason, "MetricsUnavailable");
+        assert_eq!(
+            s.conditions[0].message,
+            "used is not measured (listing pod metrics: 503); allocated is the sum of admitted limits"
+        );
+    }
+}

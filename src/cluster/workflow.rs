@@ -1,0 +1,315 @@
+//! The Workflow finalizer: a Workflow deleted while its tasks run must not leave them running
+//! on the agents. The workflow engine cancels the attempts it is following when it sees the
+//! deletion, but a deletion that happens while no operator leads (a handover, a crash) is
+//! never seen by a watch. So an unfinished Workflow carries [`CANCEL_FINALIZER`]; when it is
+//! deleted, every task its status shows Running with an A2A task id gets `CancelTask` on its
+//! agent's endpoints, and only then is the finalizer removed. A finished Workflow has nothing
+//! to cancel and carries no finalizer, so deleting it (by hand or `ttlAfterFinished`) never
+//! waits for the operator.
+//!
+//! Limits: an attempt whose `SendMessage` was in flight at deletion has no task id in status
+//! yet; the engine cancels those it holds when the deletion reaches it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+
+use super::agent::Error;
+use super::finalizer;
+use crate::a2a;
+use crate::api::workflow::{TaskPhase, WorkflowPhase};
+use crate::api::{Agent, Workflow};
+
+/// The finalizer on unfinished Workflows.
+pub const CANCEL_FINALIZER: &str = "a2a.dev/cancel-tasks";
+/// How long one `CancelTask` may take.
+pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the Workflow reconciler needs.
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Option<Recorder>,
+}
+
+fn finished(w: &Workflow) -> bool {
+    matches!(
+        w.status.as_ref().and_then(|s| s.phase.as_ref()),
+        Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)
+    )
+}
+
+/// Keeps the finalizer on unfinished Workflows; on deletion cancels their running tasks.
+pub async fn reconcile(w: Arc<Workflow>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = w.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<Workflow> = Api::namespaced(ctx.client.clone(), &ns);
+    let holds = finalizer::has(&*w, CANCEL_FINALIZER);
+    if w.meta().deletion_timestamp.is_none() {
+        match (finished(&w), holds) {
+            (false, false) => finalizer::add(&api, &*w, CANCEL_FINALIZER).await?,
+            (true, true) => finalizer::remove(&api, &*w, CANCEL_FINALIZER).await?,
+            _ => {}
+        }
+        return Ok(Action::await_change());
+    }
+    if !holds {
+        return Ok(Action::await_change());
+    }
+    let (cancelled, failures) = cancel_running(&ctx.client, &w).await?;
+    if !failures.is_empty() {
+        let message = format!("could not cancel {} running task(s): {}", failures.len(), failures.join("; "));
+        publish(&ctx, &w, EventType::Warning, "CancelFailed", &message).await;
+        return Err(Error::Cancel(message));
+    }
+    if cancelled > 0 {
+        let message = format!("cancelled {cancelled} running task(s) on their agents before deletion");
+        publish(&ctx, &w, EventType::Normal, "TasksCancelled", &message).await;
+    }
+    finalizer::remove(&api, &*w, CANCEL_FINALIZER).await?;
+    Ok(Action::await_change())
+}
+
+async fn publish(ctx: &Context, w: &Workflow, type_: EventType, reason: &str, note: &str) {
+    let Some(recorder) = &ctx.recorder else { return };
+    let ev = Event { type_, reason: reason.into(), note: Some(note.into()), action: "Delete".into(), secondary: None };
+    if let Err(e) = recorder.publish(&ev, &w.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
+}
+
+/// Sends `CancelTask` for every Running task with an A2A task id: (cancelled, failures).
+/// A task its agent no longer knows, or that already ended, needs nothing; an agent that
+/// is gone or has no endpoint took its tasks with it.
+pub async fn cancel_running(client: &kube::Client, w: &Workflow) -> Result<(usize, Vec<String>), Error> {
+    let ns = w.namespace().unwrap_or_default();
+    let agents: Api<Agent> = Api::namespaced(client.clone(), &ns);
+    let running: Vec<(String, String)> = w
+        .status
+        .iter()
+        .flat_map(|s| s.tasks.iter())
+        .filter(|t| t.phase == TaskPhase::Running)
+        .filter_map(|t| Some((t.agent.clone()?, t.a2a_task_id.clone()?)))
+        .collect();
+    let (mut cancelled, mut failures) = (0, Vec::new());
+    for (agent, id) in running {
+        let Some(a) = agents.get_opt(&agent).await? else { continue };
+        let endpoints = a.status.map(|s| s.endpoints).unwrap_or_default();
+        let mut last_error = None;
+        let mut done = false;
+        for url in &endpoints {
+            let result = match a2a::Client::new(url) {
+                Ok(c) => tokio::time::timeout(CANCEL_TIMEOUT, c.cancel_task(&id)).await.map_err(|_| None),
+                Err(e) => Err(Some(e)),
+            };
+            match result {
+                Ok(Ok(_)) => {
+                    cancelled += 1;
+                    done = true;
+                }
+                Ok(Err(e)) if e.rpc_code() == Some(a2a::types::ErrorCode::TaskNotCancelable) => done = true,
+                // Another replica may hold it.
+                Ok(Err(e)) if e.rpc_code() == Some(a2a::types::ErrorCode::TaskNotFound) => continue,
+                Ok(Err(e)) | Err(Some(e)) => last_error = Some(format!("task {id} on agent {agent}: {e}")),
+                Err(None) => {
+                    last_error =
+                        Some(format!("task {id} on agent {agent} at {url}: no answer within {CANCEL_TIMEOUT:?}"))
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        if !done && let Some(e) = last_error {
+            failures.push(e);
+        }
+    }
+    Ok((cancelled, failures))
+}
+
+/// Requeue after an error.
+pub fn error_policy(_w: Arc<Workflow>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %error, label = error.metric_label(), "workflow reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The finalizer against a scripted Kubernetes API (tower-test) and a real A2A agent (the
+    //! demo agent's server on a local port) whose running task must end up canceled.
+    use super::*;
+    use crate::a2a::types::{Message, Part, Role, SendMessageConfiguration, SendMessageResponse, TaskState};
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    async fn answer(handle: &mut Handle, method: &str, path: &str, code: u16, reply: Value) -> Value {
+        let (request, send) = handle.next_request().await.expect("a further request");
+        assert_eq!((request.method().as_str(), request.uri().path()), (method, path));
+        let bytes = request.into_body().collect_bytes().await.unwrap_or_default();
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&reply).expect("json")))
+                .expect("response"),
+        );
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    }
+
+    /// A demo agent on a free local port: its URL and a stopper.
+    async fn demo_agent() -> (String, tokio::sync::oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(a2a::server::serve(listener, a2a::server::DemoAgentConfig::default(), async move {
+            let _ = rx.await;
+        }));
+        (url, tx)
+    }
+
+    fn workflow(finalizers: &[&str], deleting: bool, tasks: Value, phase: &str) -> Workflow {
+        let mut w = json!({
+            "apiVersion": "a2a.dev/v1alpha1", "kind": "Workflow",
+            "metadata": {"name": "report", "namespace": "team", "uid": "w-1", "finalizers": finalizers},
+            "spec": {"tasks": [{"name": "draft", "agent": "writer", "message": "sleep 30s"}]},
+            "status": {"phase": phase, "tasks": tasks}
+        });
+        if deleting {
+            w["metadata"]["deletionTimestamp"] = "2026-11-24T06:00:00Z".into();
+        }
+        serde_json::from_value(w).expect("workflow")
+    }
+
+    fn agent(endpoints: &[&str]) -> Value {
+        json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "writer", "namespace": "team"}, "spec": {"image": "x:1"},
+            "status": {"endpoints": endpoints}})
+    }
+
+    fn not_found() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+    }
+
+    #[tokio::test]
+    async fn deleting_a_running_workflow_cancels_its_tasks_on_the_agent_then_lets_it_go() {
+        let (url, stop) = demo_agent().await;
+        let (other, stop_other) = demo_agent().await;
+        let a2a_client = a2a::Client::new(&url).expect("client");
+        let sent = a2a_client
+            .send_message(
+                Message::new(Role::User, "m-1", vec![Part::text("sleep 30s")]),
+                Some(SendMessageConfiguration { return_immediately: true, ..Default::default() }),
+            )
+            .await
+            .expect("sent");
+        let SendMessageResponse::Task(task) = sent else { panic!("the demo agent answers with a task") };
+        assert!(!task.status.state.is_terminal(), "{:?}", task.status.state);
+
+        let w = workflow(
+            &["a2a.dev/cancel-tasks"],
+            true,
+            json!([
+                {"name": "draft", "phase": "Running", "attempts": 1, "agent": "writer", "a2aTaskId": task.id},
+                {"name": "review", "phase": "Running", "attempts": 1, "agent": "ghost", "a2aTaskId": "t-9"},
+                {"name": "done", "phase": "Succeeded", "attempts": 1, "agent": "writer", "a2aTaskId": "t-0"}
+            ]),
+            "Running",
+        );
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = Arc::new(Context { client: kube::Client::new(service, "default"), recorder: None });
+        let run = tokio::spawn(reconcile(Arc::new(w.clone()), ctx));
+        // The replica that does not know the task first: the next one is asked.
+        answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer", 200, agent(&[&other, &url]))
+            .await;
+        answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/ghost", 404, not_found()).await;
+        let patch = answer(
+            &mut handle,
+            "PATCH",
+            "/apis/a2a.dev/v1alpha1/namespaces/team/workflows/report",
+            200,
+            serde_json::to_value(&w).expect("json"),
+        )
+        .await;
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/0", "value": "a2a.dev/cancel-tasks"},
+                {"op": "remove", "path": "/metadata/finalizers/0"},
+            ])
+        );
+        assert_eq!(run.await.expect("join").expect("reconcile"), Action::await_change());
+        let after = a2a_client.get_task(&task.id).await.expect("get");
+        assert_eq!(after.status.state, TaskState::Canceled, "the agent's task was cancelled");
+        let _ = (stop.send(()), stop_other.send(()));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_agent_keeps_the_finalizer_and_says_why() {
+        let w = workflow(
+            &["a2a.dev/cancel-tasks"],
+            true,
+            json!([{"name": "draft", "phase": "Running", "attempts": 1, "agent": "writer", "a2aTaskId": "t-1"}]),
+            "Running",
+        );
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = Arc::new(Context { client: kube::Client::new(service, "default"), recorder: None });
+        let run = tokio::spawn(reconcile(Arc::new(w), ctx));
+        answer(
+            &mut handle,
+            "GET",
+            "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer",
+            200,
+            agent(&["http://127.0.0.1:1/"]),
+        )
+        .await;
+        let e = run.await.expect("join").expect_err("not cancelled");
+        assert!(e.to_string().starts_with("could not cancel 1 running task(s): task t-1 on agent writer"), "{e}");
+        assert_eq!(e.metric_label(), "a2a_cancel");
+        assert!(handle.next_request().await.is_none(), "the finalizer stays");
+    }
+
+    #[tokio::test]
+    async fn unfinished_workflows_get_the_finalizer_and_finished_ones_drop_it() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = Arc::new(Context { client: kube::Client::new(service, "default"), recorder: None });
+        let w = workflow(&["example.com/keep"], false, json!([]), "Running");
+        let run = tokio::spawn(reconcile(Arc::new(w.clone()), ctx.clone()));
+        let patch = answer(
+            &mut handle,
+            "PATCH",
+            "/apis/a2a.dev/v1alpha1/namespaces/team/workflows/report",
+            200,
+            serde_json::to_value(&w).expect("json"),
+        )
+        .await;
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": ["example.com/keep"]},
+                {"op": "add", "path": "/metadata/finalizers/-", "value": "a2a.dev/cancel-tasks"},
+            ])
+        );
+        run.await.expect("join").expect("reconcile");
+        let w = workflow(&["example.com/keep", "a2a.dev/cancel-tasks"], false, json!([]), "Succeeded");
+        let run = tokio::spawn(reconcile(Arc::new(w.clone()), ctx.clone()));
+        let patch = answer(
+            &mut handle,
+            "PATCH",
+            "/apis/a2a.dev/v1alpha1/namespaces/team/workflows/report",
+            200,
+            serde_json::to_value(&w).expect("json"),
+        )
+        .await;
+        assert_eq!(patch[1], json!({"op": "remove", "path": "/metadata/finalizers/1"}));
+        run.await.expect("join").expect("reconcile");
+        // Deleted without our finalizer (finished, or from before the operator ran): nothing to do.
+        let w = workflow(&[], true, json!([]), "Succeeded");
+        assert_eq!(reconcile(Arc::new(w), ctx).await.expect("reconcile"), Action::await_change());
+        assert!(handle.next_request().await.is_none());
+    }
+}
