@@ -286,6 +286,8 @@ struct World {
     next_sample: Instant,
     /// When failed budget status writes are tried again.
     budget_retry: Option<Instant>,
+    /// Whether anything happened since the last sample (then freed heap is handed back).
+    busy_since_sample: bool,
     /// Nothing is decided before both caches hold the whole picture: admitting against a
     /// half-read list of budgets would stop agents that are fine.
     synced: BTreeSet<&'static str>,
@@ -491,6 +493,7 @@ impl NodeRunner {
             // The first sample soon after the start (adopted replicas get usage at once).
             next_sample: Instant::now() + Duration::from_secs(1),
             budget_retry: None,
+            busy_since_sample: true,
             dirty: BTreeSet::new(),
             all_dirty: true,
         };
@@ -729,6 +732,9 @@ impl World {
         if now >= self.next_sample {
             self.sample_all(node, now);
             self.next_sample = now + SAMPLE_EVERY;
+            if std::mem::take(&mut self.busy_since_sample) {
+                super::sys::release_free_heap();
+            }
             // Budgets' `used` and alerts follow the same sample.
             self.budgets_dirty = true;
         }
@@ -806,7 +812,12 @@ impl World {
     /// budgets changed, the agents an event or deadline named (every agent when budgets
     /// changed), budget cgroups of deleted budgets, and budget statuses when they moved.
     async fn reconcile(&mut self, node: &Node) {
-        let available = host_available_memory();
+        // /proc/meminfo is costly to read: only when someone asks to be admitted.
+        let asking = self
+            .agents
+            .values()
+            .any(|a| a.spec.url.is_none() && self.runtime.get(&key_of(a)).is_none_or(|rt| rt.replicas.is_empty()));
+        let available = if asking { host_available_memory() } else { u64::MAX };
         let budgets: Vec<admission::Budget> = self
             .budgets
             .values()
@@ -854,6 +865,7 @@ impl World {
         } else {
             std::mem::take(&mut self.dirty)
         };
+        self.busy_since_sample |= !keys.is_empty();
         for k in keys {
             let verdict = decision.verdicts.get(&format!("{}/{}", k.0, k.1)).cloned();
             self.reconcile_agent(node, &k, verdict).await;
