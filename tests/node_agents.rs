@@ -198,3 +198,112 @@ async fn a_large_agent_log_is_rotated() {
     assert!(size(&log) < 16 << 20, "the live log was truncated: {} bytes", size(&log));
     tear_down(daemon).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_pid_that_now_names_another_process_is_not_adopted() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let top = format!("a2a-test-recycled-{}", std::process::id());
+    let mut daemon = Daemon::start(home.path(), &top, &[]);
+    let client = daemon.client().await;
+    apply(home.path(), &agent_yaml("solo", ""));
+    let a = wait_agent(&client, "solo", Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await;
+    let mut instances = a.status.clone().expect("status").instances;
+    let old = u32::try_from(instances[0].pid.expect("pid")).expect("pid");
+    // The status names the process by pid and kernel start time.
+    let started = a2a::node::process::start_time(old).expect("start time");
+    assert_eq!(instances[0].pid_start_time, Some(started));
+    daemon.kill9();
+
+    // While no node runs (the API server alone), record another start time for that pid: what
+    // the status says when the kernel has given the pid to a newer process.
+    let api_only = Daemon::start(home.path(), &top, &["--api-only"]);
+    let api: Api<Agent> = Api::namespaced(api_only.client().await, "default");
+    instances[0].pid_start_time = Some(started + 1);
+    let patch = serde_json::json!({ "status": { "instances": instances } });
+    api.patch_status("solo", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("patch status");
+    drop(api_only);
+
+    let daemon = Daemon::start(home.path(), &top, &[]);
+    let client = daemon.client().await;
+    let a = wait_agent(&client, "solo", Duration::from_secs(30), |a| {
+        phase(a) == Some(AgentPhase::Running) && !pids(a).is_empty() && pids(a) != [old as i32]
+    })
+    .await;
+    let new = u32::try_from(pids(&a)[0]).expect("pid");
+    let inst = &a.status.as_ref().expect("status").instances[0];
+    assert_eq!(inst.pid_start_time, Some(a2a::node::process::start_time(new).expect("start time")));
+    // The process the pid named was not adopted: its cgroup was reset, which ended it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{old}")).exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!Path::new(&format!("/proc/{old}")).exists(), "pid {old} was not left running beside the new one");
+    tear_down(daemon).await;
+}
+
+/// The directories of cgroup `rel` (relative to the root) in every hierarchy that has it.
+fn cgroup_dirs(rel: &str) -> Vec<std::path::PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut out: Vec<std::path::PathBuf> = std::fs::read_dir(root)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join(rel)).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    if root.join(rel).is_dir() {
+        out.push(root.join(rel));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_budget_stops_its_agents_and_its_cgroup_goes_from_every_hierarchy() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let top = format!("a2a-test-budget-gone-{}", std::process::id());
+    let daemon = Daemon::start(home.path(), &top, &[]);
+    let client = daemon.client().await;
+    apply(
+        home.path(),
+        &format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {{ name: team }}\nspec: {{ parent: host, limits: {{ memory: 256Mi }} }}\n---\n\
+             apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {{ name: squad }}\nspec: {{ parent: team, limits: {{ memory: 128Mi }} }}\n---\n{}{}",
+            agent_yaml("member", "  budget: team\n  resources: { limits: { memory: 64Mi } }\n"),
+            agent_yaml("inner", "  budget: squad\n  resources: { limits: { memory: 64Mi } }\n"),
+        ),
+    );
+    let member =
+        wait_agent(&client, "member", Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await;
+    wait_agent(&client, "inner", Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await;
+    let team = format!("{top}/host/team");
+    let hierarchies = cgroup_dirs(&team).len();
+    assert!(hierarchies >= 1, "the budget has a cgroup");
+    assert_eq!(cgroup_dirs(&format!("{team}/squad")).len(), hierarchies, "the child budget too");
+
+    let budgets: Api<a2a::api::ResourceBudget> = Api::all(client.clone());
+    budgets.delete("team", &DeleteParams::default()).await.expect("delete budget");
+    // Its agents (and the child budget's) lose their admission and stop...
+    let member_after = wait_agent(&client, "member", Duration::from_secs(20), |a| {
+        phase(a) == Some(AgentPhase::Pending) && pids(a).is_empty()
+    })
+    .await;
+    let admitted = member_after
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Admitted"))
+        .expect("Admitted");
+    assert_eq!(admitted.reason, "BudgetNotFound");
+    wait_agent(&client, "inner", Duration::from_secs(20), |a| {
+        phase(a) == Some(AgentPhase::Pending) && pids(a).is_empty()
+    })
+    .await;
+    for pid in pids(&member) {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} was stopped");
+    }
+    // ...then the budget's cgroup (with its child budget's) goes from every hierarchy.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cgroup_dirs(&team).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cgroup_dirs(&team), Vec::<std::path::PathBuf>::new(), "the deleted budget's cgroup is removed");
+    assert!(!cgroup_dirs(&format!("{top}/host")).is_empty(), "its parent budget's cgroup stays");
+    tear_down(daemon).await;
+}

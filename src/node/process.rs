@@ -50,6 +50,8 @@ pub enum Error {
     },
     #[error("pid {pid} is not in cgroup {cgroup}")]
     NotInCgroup { pid: u32, cgroup: String },
+    #[error("pid {pid} started at tick {found}, not {recorded} as recorded: the pid was reused by another process")]
+    Recycled { pid: u32, recorded: u64, found: u64 },
 }
 
 impl Error {
@@ -63,6 +65,7 @@ impl Error {
             Error::User { .. } => "user",
             Error::Process { .. } => "process",
             Error::NotInCgroup { .. } => "not_in_cgroup",
+            Error::Recycled { .. } => "recycled",
         }
     }
 }
@@ -201,6 +204,9 @@ pub fn classify(exit: &ExitInfo, oom_kills_before: u64, oom_kills_after: u64, at
 #[derive(Debug)]
 pub struct AgentProcess {
     pid: u32,
+    /// Kernel start time (clock ticks since boot, `/proc/PID/stat` field 22): with the pid,
+    /// it names this process and no later one that reuses the pid.
+    start_time: u64,
     pidfd: OwnedFd,
     child: Option<Child>,
     exit: Option<ExitInfo>,
@@ -254,7 +260,29 @@ fn spawn_with(
     let child = cmd.spawn().map_err(|source| Error::Spawn { program: spec.program.clone(), source })?;
     let pid = child.id();
     let pidfd = open_pidfd(pid)?;
-    Ok(AgentProcess { pid, pidfd, child: Some(child), exit: None })
+    // The child cannot be reaped before we wait for it, so its /proc entry is still there.
+    let start_time = start_time(pid)?;
+    Ok(AgentProcess { pid, start_time, pidfd, child: Some(child), exit: None })
+}
+
+/// The kernel start time of `pid` (clock ticks since boot), from `/proc/PID/stat`.
+pub fn start_time(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat =
+        std::fs::read_to_string(&path).map_err(|source| Error::Process { pid, what: "read /proc/PID/stat", source })?;
+    parse_start_time(&stat).ok_or_else(|| Error::Process {
+        pid,
+        what: "parse /proc/PID/stat",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, stat.chars().take(200).collect::<String>()),
+    })
+}
+
+/// Field 22 (`starttime`) of a `/proc/PID/stat` line. The command name (field 2) is in
+/// parentheses and may itself hold spaces and `)`, so fields are counted after the last `)`.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // `rest` starts at field 3 (state): field 22 is the 20th from there.
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn open_log(path: &Path) -> Result<std::fs::File> {
@@ -283,18 +311,37 @@ fn open_pidfd(pid: u32) -> Result<OwnedFd> {
 
 impl AgentProcess {
     /// Watches a process this daemon did not start (one found in `cgroup` after a restart).
-    /// The pid is checked to be in the cgroup *after* the pidfd is open, so a recycled pid
-    /// cannot be adopted by mistake.
-    pub fn adopt(driver: &dyn CgroupDriver, cgroup: &CgroupPath, pid: u32) -> Result<Self> {
+    /// Checked *after* the pidfd is open (so they are checks of the process the pidfd holds):
+    /// the pid is in the cgroup, and, when `recorded_start` is known, it started at that
+    /// kernel tick — a pid the kernel gave to another process meanwhile (even one forked
+    /// inside the same cgroup) is refused with [`Error::Recycled`].
+    pub fn adopt(
+        driver: &dyn CgroupDriver,
+        cgroup: &CgroupPath,
+        pid: u32,
+        recorded_start: Option<u64>,
+    ) -> Result<Self> {
         let pidfd = open_pidfd(pid)?;
+        let found = start_time(pid)?;
+        if let Some(recorded) = recorded_start
+            && recorded != found
+        {
+            return Err(Error::Recycled { pid, recorded, found });
+        }
         if !driver.pids(cgroup)?.contains(&pid) {
             return Err(Error::NotInCgroup { pid, cgroup: cgroup.to_string() });
         }
-        Ok(AgentProcess { pid, pidfd, child: None, exit: None })
+        Ok(AgentProcess { pid, start_time: found, pidfd, child: None, exit: None })
     }
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The kernel start time of the process (clock ticks since boot): recorded in
+    /// `status.instances[].pidStartTime` and checked on re-adoption.
+    pub fn start_time(&self) -> u64 {
+        self.start_time
     }
 
     /// A second descriptor for the process's pidfd: it becomes readable when the process
@@ -393,6 +440,18 @@ mod tests {
         assert!(e.contains("ghost") && e.contains("no such user"), "{e}");
         let e = RunAs::resolve_in("agent:staff", PASSWD, GROUP).unwrap_err().to_string();
         assert!(e.contains("numeric gid"), "{e}");
+    }
+
+    #[test]
+    fn start_time_is_field_22_even_when_the_command_name_holds_spaces_and_parens() {
+        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 1000 200";
+        assert_eq!(parse_start_time(line), Some(987_654));
+        assert_eq!(parse_start_time("4242 (x) S 1"), None);
+        assert_eq!(parse_start_time("garbage"), None);
+        // This test's own process: a number, and the same on every read.
+        let me = std::process::id();
+        assert_eq!(start_time(me).unwrap(), start_time(me).unwrap());
+        assert_eq!(start_time(u32::MAX).unwrap_err().metric_label(), "process");
     }
 
     #[test]

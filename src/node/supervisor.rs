@@ -3,10 +3,14 @@
 //! back into status.
 //!
 //! One loop owns all state. It wakes on watch events, process exits (pidfd readiness),
-//! probe results and a tick; each pass admits agents ([`crate::controller::admission`]),
-//! creates budget cgroups, starts, adopts, restarts or stops replicas, and writes statuses
-//! that changed. Processes run in their own session, so they outlive the daemon; a restarted
-//! daemon re-adopts them from `status.instances` (pid + cgroup) instead of starting them again.
+//! probe results and one timer (restart backoffs, retries, the coalesced statistics sample);
+//! each pass admits agents ([`crate::controller::admission`]), creates and removes budget
+//! cgroups, starts, adopts, restarts or stops the replicas of the agents that an event named,
+//! and queues statuses that changed for a writer task (several writes in flight, the latest
+//! status per object). At idle it does nothing between samples: no pass per agent, no timer
+//! per agent. Processes run in their own session, so they outlive the daemon; a restarted
+//! daemon re-adopts them from `status.instances` (pid, its start time, cgroup) instead of
+//! starting them again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -37,10 +41,17 @@ const RESTART_RESET_AFTER: Duration = Duration::from_secs(600);
 pub const BACKGROUND_CGROUP: &str = "background.cpu";
 /// A replica's log is rotated (to `<replica>.log.1`) when it starts and the log is larger.
 const LOG_ROTATE_BYTES: u64 = 16 << 20;
-/// Kernel statistics (and log sizes) are read this often per agent.
-const USAGE_SAMPLE_EVERY: Duration = Duration::from_secs(10);
-/// Usage-only status changes are written at most this often.
-const USAGE_WRITE_EVERY: Duration = Duration::from_secs(10);
+/// Kernel statistics (and log sizes) of every replica are read together this often.
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// A usage change that is not material is still written after this long (kubelet reports
+/// usage as metrics and never rewrites objects for it; here status is the only channel).
+const USAGE_HEARTBEAT: Duration = Duration::from_secs(300);
+/// A `url` agent's card is fetched again this often once it answers (Kubernetes' default
+/// probe period), and after this long when it does not.
+const URL_PROBE_EVERY: Duration = Duration::from_secs(10);
+const URL_PROBE_RETRY: Duration = Duration::from_secs(2);
+/// Status writes in flight at once (the store commits concurrent writes together).
+const WRITES_IN_FLIGHT: usize = 32;
 
 /// How the node runs.
 #[derive(Clone, Debug)]
@@ -52,8 +63,7 @@ pub struct NodeConfig {
     pub a2a_exe: PathBuf,
     /// SIGTERM → SIGKILL grace when stopping a replica.
     pub grace: Duration,
-    /// A pass runs on every change (watch events, exits, probes) and at least this often
-    /// (restart backoffs, usage samples).
+    /// How often agents that wait (for room, after a failed start) are looked at again.
     pub tick: Duration,
     /// Whether cgroups enforce limits; `false` only with `--allow-unenforced`.
     pub enforced: bool,
@@ -110,6 +120,81 @@ enum NodeEvent {
         pid: u32,
         card: Option<CardSummary>,
     },
+    /// A queued status write failed: written again later.
+    WriteFailed(WriteTarget),
+}
+
+/// The object a status write is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum WriteTarget {
+    Agent(Key),
+    Budget(String),
+}
+
+enum StatusBody {
+    Agent(Box<AgentStatus>),
+    Budget(Box<ResourceBudgetStatus>),
+}
+
+/// Statuses waiting to be written: the latest one per object. The loop queues; one writer
+/// task drains the queue with up to [`WRITES_IN_FLIGHT`] writes at a time (never two for one
+/// object at once), so a burst of starts is not serialised behind round trips and commits.
+#[derive(Default)]
+struct StatusQueue {
+    pending: std::sync::Mutex<HashMap<WriteTarget, StatusBody>>,
+    ready: tokio::sync::Notify,
+    /// Set at shutdown: the writer ends once the queue is empty.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl StatusQueue {
+    fn push(&self, target: WriteTarget, body: StatusBody) {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(target, body);
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Vec<(WriteTarget, StatusBody)> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain().collect()
+    }
+}
+
+/// Keys to look at again at a given time (restart backoffs, retries, url probes): one
+/// timer for all of them, the earliest deadline per key.
+#[derive(Default)]
+struct Deadlines {
+    by_time: BTreeSet<(Instant, Key)>,
+    by_key: HashMap<Key, Instant>,
+}
+
+impl Deadlines {
+    fn at(&mut self, key: &Key, when: Instant) {
+        if let Some(old) = self.by_key.get(key) {
+            if *old <= when {
+                return;
+            }
+            self.by_time.remove(&(*old, key.clone()));
+        }
+        self.by_key.insert(key.clone(), when);
+        self.by_time.insert((when, key.clone()));
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.by_time.first().map(|(t, _)| *t)
+    }
+
+    /// Removes and returns the keys due at `now`.
+    fn due(&mut self, now: Instant) -> Vec<Key> {
+        let mut out = Vec::new();
+        while let Some((t, _)) = self.by_time.first()
+            && *t <= now
+        {
+            if let Some((_, k)) = self.by_time.pop_first() {
+                self.by_key.remove(&k);
+                out.push(k);
+            }
+        }
+        out
+    }
 }
 
 struct Replica {
@@ -120,6 +205,8 @@ struct Replica {
     port: u16,
     process: Option<AgentProcess>,
     pid: u32,
+    /// The kernel start time of `pid` (`status.instances[].pidStartTime`).
+    start_time: Option<u64>,
     started_at: Time,
     started: Instant,
     ready: bool,
@@ -147,14 +234,16 @@ struct AgentRuntime {
     card: Option<CardSummary>,
     /// Restarts before this daemon (from status), plus ours.
     restarts_base: u32,
+    /// The last status queued for writing.
     written: Option<AgentStatus>,
-    written_at: Option<Instant>,
+    /// When a status with a different usage was last queued.
+    usage_written_at: Option<Instant>,
     adopted: bool,
     url_ready: bool,
     url_probing: bool,
+    /// When the url agent's card is fetched again.
+    url_next_probe: Option<Instant>,
     last_error: Option<String>,
-    /// When usage (and log sizes) were last sampled.
-    sampled_at: Option<Instant>,
 }
 
 /// The node controller.
@@ -164,6 +253,7 @@ pub struct Node {
     config: NodeConfig,
     host_cores: u32,
     tx: mpsc::UnboundedSender<NodeEvent>,
+    writes: StatusQueue,
 }
 
 /// What the loop owns.
@@ -179,6 +269,25 @@ struct World {
     all_dirty: bool,
     /// Limits last written to each budget cgroup (and its background cgroup).
     budget_limits: HashMap<CgroupPath, CgroupLimits>,
+    /// The cgroup each budget got, to remove it when the budget goes (or moves).
+    budget_paths: BTreeMap<String, CgroupPath>,
+    /// Budget cgroups to remove once no process is left in them.
+    doomed: BTreeSet<CgroupPath>,
+    /// Budgets changed: their cgroups are checked and their statuses recomputed.
+    budgets_dirty: bool,
+    /// What admission decided last time, per budget (allocated, agents, pending): a change
+    /// rewrites budget statuses.
+    last_decision: Option<admission::Decision>,
+    /// Agents to look at again at a given time.
+    deadlines: Deadlines,
+    /// Agents waiting for room or after a failed start: looked at every `tick`.
+    waiting: BTreeSet<Key>,
+    /// When every replica's statistics are read next.
+    next_sample: Instant,
+    /// When failed budget status writes are tried again.
+    budget_retry: Option<Instant>,
+    /// Whether anything happened since the last sample (then freed heap is handed back).
+    busy_since_sample: bool,
     /// Nothing is decided before both caches hold the whole picture: admitting against a
     /// half-read list of budgets would stop agents that are fine.
     synced: BTreeSet<&'static str>,
@@ -220,7 +329,7 @@ impl Node {
     pub fn new(client: kube::Client, driver: Arc<dyn CgroupDriver>, config: NodeConfig) -> (Arc<Self>, NodeRunner) {
         let (tx, rx) = mpsc::unbounded_channel();
         let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let node = Arc::new(Node { client, driver, config, host_cores, tx });
+        let node = Arc::new(Node { client, driver, config, host_cores, tx, writes: StatusQueue::default() });
         (node.clone(), NodeRunner { node, rx })
     }
 
@@ -375,16 +484,26 @@ impl NodeRunner {
             alerts_firing: HashMap::new(),
             synced: BTreeSet::new(),
             budget_limits: HashMap::new(),
+            budget_paths: BTreeMap::new(),
+            doomed: BTreeSet::new(),
+            budgets_dirty: true,
+            last_decision: None,
+            deadlines: Deadlines::default(),
+            waiting: BTreeSet::new(),
+            // The first sample soon after the start (adopted replicas get usage at once).
+            next_sample: Instant::now() + Duration::from_secs(1),
+            budget_retry: None,
+            busy_since_sample: true,
             dirty: BTreeSet::new(),
             all_dirty: true,
         };
-        let mut tick = tokio::time::interval(node.config.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let writer = tokio::spawn(write_statuses(node.clone()));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            let wake = world.next_wake(&node);
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = tick.tick() => world.all_dirty = true,
+                () = tokio::time::sleep_until(wake.into()) => world.wake(&node, Instant::now()),
                 ev = self.rx.recv() => match ev {
                     Some(ev) => {
                         world.apply(&node, ev);
@@ -396,12 +515,19 @@ impl NodeRunner {
                     None => break,
                 },
             }
-            if world.synced.len() == 2 {
+            if world.synced.len() == 2 && world.has_work() {
                 world.reconcile(&node).await;
             }
         }
         for w in watchers {
             w.abort();
+        }
+        // What is queued still goes out (`a2a run` reports final states), briefly.
+        node.writes.closed.store(true, std::sync::atomic::Ordering::Release);
+        node.writes.ready.notify_one();
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
+            abort.abort();
         }
         if node.config.stop_on_shutdown {
             world.stop_all(&node).await;
@@ -423,6 +549,57 @@ async fn ensure_default_budget(client: &kube::Client) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not read the default budget"),
+    }
+}
+
+/// Drains the status queue: the latest status per object, several writes in flight.
+async fn write_statuses(node: Arc<Node>) {
+    loop {
+        let batch = node.writes.take();
+        if batch.is_empty() {
+            if node.writes.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            node.writes.ready.notified().await;
+            continue;
+        }
+        futures::stream::iter(batch)
+            .for_each_concurrent(WRITES_IN_FLIGHT, |(target, body)| node.write_status(target, body))
+            .await;
+    }
+}
+
+impl Node {
+    async fn write_status(&self, target: WriteTarget, body: StatusBody) {
+        // The whole status is replaced (a JSON patch `add` of `/status`): a merge patch
+        // could not clear what the new status leaves out (`instances` of stopped replicas).
+        let whole = |status: serde_json::Value| {
+            serde_json::from_value::<json_patch::Patch>(
+                serde_json::json!([{ "op": "add", "path": "/status", "value": status }]),
+            )
+        };
+        let params = PatchParams::default();
+        let result = match (&target, body) {
+            (WriteTarget::Agent((ns, name)), StatusBody::Agent(status)) => {
+                let api: Api<Agent> = Api::namespaced(self.client.clone(), ns);
+                match serde_json::to_value(&status).and_then(whole) {
+                    Ok(p) => api.patch_status(name, &params, &Patch::<()>::Json(p)).await.map(|_| ()),
+                    Err(e) => Err(kube::Error::SerdeError(e)),
+                }
+            }
+            (WriteTarget::Budget(name), StatusBody::Budget(status)) => {
+                let api: Api<ResourceBudget> = Api::all(self.client.clone());
+                match serde_json::to_value(&status).and_then(whole) {
+                    Ok(p) => api.patch_status(name, &params, &Patch::<()>::Json(p)).await.map(|_| ()),
+                    Err(e) => Err(kube::Error::SerdeError(e)),
+                }
+            }
+            _ => return,
+        };
+        if let Err(e) = result {
+            tracing::debug!(target = ?target, error = %e, "status write");
+            let _ = self.tx.send(NodeEvent::WriteFailed(target));
+        }
     }
 }
 
@@ -471,19 +648,24 @@ impl World {
             NodeEvent::AgentGone(k) => {
                 self.agents.remove(&k);
                 self.dirty.insert(k);
-                // Freed room may admit others.
-                self.all_dirty = true;
+                // Freed room may admit the agents that wait for it.
+                self.dirty.extend(self.waiting.iter().cloned());
+                self.budgets_dirty = true;
             }
             NodeEvent::Budget(b) => {
                 let name = b.name_any();
                 if self.budgets.get(&name).is_none_or(|old| old.metadata.generation != b.metadata.generation) {
                     self.all_dirty = true;
+                    self.budgets_dirty = true;
                 }
                 self.budgets.insert(name, *b);
             }
             NodeEvent::BudgetGone(n) => {
                 self.budgets.remove(&n);
+                self.budget_written.remove(&n);
+                self.alerts_firing.retain(|(b, _), _| *b != n);
                 self.all_dirty = true;
+                self.budgets_dirty = true;
             }
             NodeEvent::Synced(what) => {
                 self.synced.insert(what);
@@ -499,6 +681,9 @@ impl World {
                     if replica == u32::MAX {
                         rt.url_probing = false;
                         rt.url_ready = card.is_some();
+                        let next = Instant::now() + if card.is_some() { URL_PROBE_EVERY } else { URL_PROBE_RETRY };
+                        rt.url_next_probe = Some(next);
+                        self.deadlines.at(&key, next);
                         if card.is_some() {
                             rt.card = card;
                         }
@@ -510,6 +695,88 @@ impl World {
                         }
                     }
                 }
+            }
+            NodeEvent::WriteFailed(WriteTarget::Agent(k)) => {
+                if let Some(rt) = self.runtime.get_mut(&k) {
+                    // Compared against nothing, the next pass writes it again.
+                    rt.written = None;
+                    self.deadlines.at(&k, Instant::now() + node.config.tick);
+                }
+            }
+            NodeEvent::WriteFailed(WriteTarget::Budget(n)) => {
+                self.budget_written.remove(&n);
+                self.budget_retry = Some(Instant::now() + node.config.tick);
+            }
+        }
+    }
+
+    /// When the loop must wake without an event.
+    fn next_wake(&self, node: &Node) -> Instant {
+        let mut wake = self.next_sample;
+        for t in [self.deadlines.next(), self.budget_retry].into_iter().flatten() {
+            wake = wake.min(t);
+        }
+        if !self.doomed.is_empty() {
+            wake = wake.min(Instant::now() + node.config.tick);
+        }
+        wake
+    }
+
+    /// Timer work: agents whose deadline came, and the periodic sample of every replica.
+    fn wake(&mut self, node: &Node, now: Instant) {
+        self.dirty.extend(self.deadlines.due(now));
+        if self.budget_retry.is_some_and(|t| t <= now) {
+            self.budget_retry = None;
+            self.budgets_dirty = true;
+        }
+        if now >= self.next_sample {
+            self.sample_all(node, now);
+            self.next_sample = now + SAMPLE_EVERY;
+            if std::mem::take(&mut self.busy_since_sample) {
+                super::sys::release_free_heap();
+            }
+            // Budgets' `used` and alerts follow the same sample.
+            self.budgets_dirty = true;
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        self.all_dirty || self.budgets_dirty || !self.dirty.is_empty() || !self.doomed.is_empty()
+    }
+
+    /// Reads every running replica's usage (one coalesced pass, a few control files each,
+    /// no allocation per file) and rotates large logs. Only agents whose status moves
+    /// materially get a pass: a Throttled change, memory or cpu moved by 10% (and at least
+    /// 4 MiB or 20m), or any change after [`USAGE_HEARTBEAT`].
+    fn sample_all(&mut self, node: &Node, now: Instant) {
+        for (k, rt) in &mut self.runtime {
+            let mut changed = false;
+            for (i, r) in rt.replicas.iter_mut().filter(|(_, r)| r.process.is_some()) {
+                rotate_log(&node.config.home.join("logs").join(&k.0).join(&k.1).join(format!("{i}.log")));
+                let Ok(u) = node.driver.usage(&r.cgroup) else { continue };
+                if let Some((t, usec)) = r.cpu {
+                    let dt = now.duration_since(t).as_micros().max(1) as u64;
+                    r.cpu_millis = u.cpu_usage_usec.saturating_sub(usec) * 1000 / dt;
+                }
+                r.cpu = Some((now, u.cpu_usage_usec));
+                r.memory = u.memory_current;
+                let throttling = u.nr_throttled > r.throttled && r.throttled > 0;
+                changed |= throttling != r.throttling;
+                r.throttling = throttling;
+                r.throttled = u.nr_throttled;
+            }
+            let running = || rt.replicas.values().filter(|r| r.process.is_some());
+            let (mem, cpu) = (running().map(|r| r.memory).sum::<u64>(), running().map(|r| r.cpu_millis).sum::<u64>());
+            let written = rt.written.as_ref().and_then(|w| w.usage.as_ref());
+            let moved = |new: u64, old: u64, floor: u64| new.abs_diff(old) >= floor.max(old / 10);
+            let material = match written {
+                None => running().next().is_some(),
+                Some(w) => moved(mem, w.memory_bytes, 4 << 20) || moved(cpu, w.cpu_millicores, 20),
+            };
+            let stale = written.is_some_and(|w| (w.memory_bytes, w.cpu_millicores) != (mem, cpu))
+                && rt.usage_written_at.is_none_or(|t| now.duration_since(t) >= USAGE_HEARTBEAT);
+            if changed || material || stale {
+                self.dirty.insert(k.clone());
             }
         }
     }
@@ -535,13 +802,22 @@ impl World {
         } else {
             (r.backoff * 2).clamp(initial, RESTART_BACKOFF_MAX)
         };
-        r.next_start = Some(Instant::now() + r.backoff);
+        let next_start = Instant::now() + r.backoff;
+        r.next_start = Some(next_start);
         rt.last_termination = Some(termination);
+        self.deadlines.at(key, next_start);
     }
 
-    /// One pass over everything.
+    /// One pass: admission over every agent (a plain function, cheap), budget cgroups when
+    /// budgets changed, the agents an event or deadline named (every agent when budgets
+    /// changed), budget cgroups of deleted budgets, and budget statuses when they moved.
     async fn reconcile(&mut self, node: &Node) {
-        let available = host_available_memory();
+        // /proc/meminfo is costly to read: only when someone asks to be admitted.
+        let asking = self
+            .agents
+            .values()
+            .any(|a| a.spec.url.is_none() && self.runtime.get(&key_of(a)).is_none_or(|rt| rt.replicas.is_empty()));
+        let available = if asking { host_available_memory() } else { u64::MAX };
         let budgets: Vec<admission::Budget> = self
             .budgets
             .values()
@@ -578,12 +854,42 @@ impl World {
             })
             .collect();
         let decision = admission::admit(&budgets, &candidates, available);
+        let budgets_changed = self.budgets_dirty || self.all_dirty;
+        if budgets_changed {
+            self.ensure_budget_cgroups(node);
+        }
 
-        // Budget cgroups, outermost first so parents exist before children.
+        let keys: BTreeSet<Key> = if std::mem::take(&mut self.all_dirty) {
+            self.dirty.clear();
+            self.agents.keys().chain(self.runtime.keys()).cloned().collect()
+        } else {
+            std::mem::take(&mut self.dirty)
+        };
+        self.busy_since_sample |= !keys.is_empty();
+        for k in keys {
+            let verdict = decision.verdicts.get(&format!("{}/{}", k.0, k.1)).cloned();
+            self.reconcile_agent(node, &k, verdict).await;
+        }
+        self.remove_doomed(node);
+        let summary_moved = self.last_decision.as_ref().is_none_or(|d| {
+            d.allocated != decision.allocated || d.agents != decision.agents || d.pending != decision.pending
+        });
+        if std::mem::take(&mut self.budgets_dirty) || summary_moved {
+            self.write_budgets(node, &decision);
+            self.last_decision = Some(decision);
+        }
+    }
+
+    /// Budget cgroups, outermost first so parents exist before children; limits are written
+    /// only when they changed. A budget that is gone (or moved under another parent) leaves
+    /// its old cgroup to [`World::remove_doomed`].
+    fn ensure_budget_cgroups(&mut self, node: &Node) {
         let mut names: Vec<&String> = self.budgets.keys().collect();
         names.sort_by_key(|n| Node::chain(&self.budgets, n).len());
+        let mut paths = BTreeMap::new();
         for name in names {
             let Some(path) = node.budget_cgroup(&self.budgets, name) else { continue };
+            paths.insert(name.clone(), path.clone());
             let limits = CgroupLimits::for_budget(&self.budgets[name].spec.limits, node.host_cores);
             let mut wanted = vec![(path.clone(), limits)];
             if let Some(bg) = &self.budgets[name].spec.background_cpu
@@ -607,23 +913,43 @@ impl World {
                 }
             }
         }
-
-        let keys: BTreeSet<Key> = if std::mem::take(&mut self.all_dirty) {
-            self.dirty.clear();
-            self.agents.keys().chain(self.runtime.keys()).cloned().collect()
-        } else {
-            std::mem::take(&mut self.dirty)
-        };
-        for k in keys {
-            let verdict = decision.verdicts.get(&format!("{}/{}", k.0, k.1)).cloned();
-            self.reconcile_agent(node, &k, verdict).await;
+        for (name, old) in std::mem::replace(&mut self.budget_paths, paths.clone()) {
+            if paths.get(&name) != Some(&old) {
+                self.doomed.insert(old);
+            }
         }
-        self.write_budgets(node, &decision).await;
+        // A cgroup that is (or holds) a live budget's stays.
+        self.doomed.retain(|d| !paths.values().any(|p| p.ancestors_and_self().any(|a| a == *d)));
+    }
+
+    /// Removes the cgroups of deleted budgets once their agents are gone: the agents lose
+    /// their admission with their budget (`BudgetNotFound`) and are stopped first; a cgroup
+    /// still holding processes (a replica stopping, a stdio run) is tried again later.
+    fn remove_doomed(&mut self, node: &Node) {
+        let doomed = std::mem::take(&mut self.doomed);
+        for path in doomed {
+            match node.driver.pids(&path) {
+                Ok(pids) if !pids.is_empty() => {
+                    self.doomed.insert(path);
+                    continue;
+                }
+                // Empty, or missing in some hierarchy: removing what remains is a no-op when
+                // nothing does.
+                _ => {
+                    if let Err(e) = node.driver.remove(&path, Duration::from_millis(100)) {
+                        tracing::warn!(cgroup = %path, error = %e, "removing a deleted budget's cgroup");
+                        self.doomed.insert(path.clone());
+                    }
+                }
+            }
+            self.budget_limits.retain(|p, _| !p.ancestors_and_self().any(|a| a == path));
+        }
     }
 
     async fn reconcile_agent(&mut self, node: &Node, k: &Key, verdict: Option<Verdict>) {
         let Some(agent) = self.agents.get(k).cloned() else {
             // Deleted: stop and clean up.
+            self.waiting.remove(k);
             if let Some(mut rt) = self.runtime.remove(k) {
                 stop_replicas(node, &mut rt, |_| true).await;
             }
@@ -639,12 +965,12 @@ impl World {
             adopt(node, k, rt, &status.instances);
         }
         if let Some(url) = &agent.spec.url {
-            if !rt.url_probing {
+            if !rt.url_probing && rt.url_next_probe.is_none_or(|t| t <= Instant::now()) {
                 rt.url_probing = true;
-                node.probe(k.clone(), u32::MAX, 0, url.clone(), Duration::from_secs(2));
+                node.probe(k.clone(), u32::MAX, 0, url.clone(), Duration::ZERO);
             }
             let status = url_status(&agent, rt);
-            write_agent(node, &agent, rt, status).await;
+            write_agent(node, &agent, rt, status);
             return;
         }
         let admitted = matches!(verdict, Some(Verdict::Admitted));
@@ -686,7 +1012,11 @@ impl World {
                 (Some(_), RestartPolicy::OnFailure) => !last_exit_ok,
                 (Some(_), RestartPolicy::Never) => false,
             };
-            if !may_restart || rt.replicas.get(&i).and_then(|r| r.next_start).is_some_and(|t| t > Instant::now()) {
+            if !may_restart {
+                continue;
+            }
+            if let Some(t) = rt.replicas.get(&i).and_then(|r| r.next_start).filter(|t| *t > Instant::now()) {
+                self.deadlines.at(k, t);
                 continue;
             }
             match start_replica(node, &self.budgets, &agent, i, &limits, &hash, rt.replicas.get(&i)) {
@@ -705,12 +1035,6 @@ impl World {
                 }
             }
         }
-        let sample = rt.sampled_at.is_none_or(|t| t.elapsed() >= USAGE_SAMPLE_EVERY);
-        if sample {
-            for i in rt.replicas.keys() {
-                rotate_log(&node.config.home.join("logs").join(&k.0).join(&k.1).join(format!("{i}.log")));
-            }
-        }
         // Probes for replicas not ready yet.
         for (i, r) in rt.replicas.iter_mut() {
             if r.process.is_some() && !r.ready && !r.probing {
@@ -722,24 +1046,28 @@ impl World {
                 node.probe(k.clone(), *i, r.pid, format!("http://127.0.0.1:{}", r.port), wait);
             }
         }
-        // A stdio agent needs only its cgroup parent (runs get their own cgroups).
+        // A stdio agent needs only its cgroup parent (runs get their own cgroups): the budget's
+        // cgroup, made with the budget's limits (ensuring it here with no limits would lift them).
         if admitted
             && agent.spec.protocol() == Protocol::Stdio
             && let Some(parent) = node.replica_cgroup(&self.budgets, &agent, 0).and_then(|p| p.parent())
-            && let Err(e) = node.driver.ensure(&parent, &CgroupLimits::default())
+            && !node.driver.exists(&parent)
         {
-            rt.last_error = Some(e.to_string());
+            rt.last_error = Some(format!("its budget's cgroup {parent} does not exist"));
         }
-        if sample {
-            sample_usage(node, rt);
-            rt.sampled_at = Some(Instant::now());
+        // Agents that wait for room (host memory can free without any event) or failed to
+        // start are looked at again every tick.
+        if !admitted || rt.last_error.is_some() {
+            self.waiting.insert(k.clone());
+            self.deadlines.at(k, Instant::now() + node.config.tick);
+        } else {
+            self.waiting.remove(k);
         }
         let status = agent_status(node, &agent, rt, verdict.as_ref(), desired);
-        write_agent(node, &agent, rt, status).await;
+        write_agent(node, &agent, rt, status);
     }
 
-    async fn write_budgets(&mut self, node: &Node, decision: &admission::Decision) {
-        let api: Api<ResourceBudget> = Api::all(node.client.clone());
+    fn write_budgets(&mut self, node: &Node, decision: &admission::Decision) {
         for (name, b) in &self.budgets {
             let mut status = b.status.clone().unwrap_or_default();
             let a = decision.allocated.get(name).copied().unwrap_or_default();
@@ -793,8 +1121,7 @@ impl World {
                             if is_firing { "above" } else { "back below" },
                             alert.above
                         ),
-                    )
-                    .await;
+                    );
                 }
             }
             set_condition(
@@ -806,16 +1133,12 @@ impl World {
                     if firing.is_empty() { "no alert threshold crossed".to_owned() } else { firing.join(", ") },
                 ),
             );
-            if self.budget_written.get(name) == Some(&status) && b.status.as_ref() == Some(&status) {
+            let last = self.budget_written.get(name).or(b.status.as_ref());
+            if last == Some(&status) {
                 continue;
             }
-            let patch = serde_json::json!({ "status": status });
-            match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                Ok(_) => {
-                    self.budget_written.insert(name.clone(), status);
-                }
-                Err(e) => tracing::debug!(budget = %name, error = %e, "budget status write"),
-            }
+            self.budget_written.insert(name.clone(), status.clone());
+            node.writes.push(WriteTarget::Budget(name.clone()), StatusBody::Budget(Box::new(status)));
         }
     }
 
@@ -842,7 +1165,7 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
         let (Some(pid), Some(cgroup), Some(port)) = (inst.pid, inst.cgroup.as_deref(), inst.port) else { continue };
         let Ok(path) = CgroupPath::parse(cgroup) else { continue };
         let Ok(pid) = u32::try_from(pid) else { continue };
-        match AgentProcess::adopt(node.driver.as_ref(), &path, pid) {
+        match AgentProcess::adopt(node.driver.as_ref(), &path, pid, inst.pid_start_time) {
             Ok(p) => {
                 tracing::info!(agent = %k.1, replica = inst.replica, pid, "re-adopted a running replica");
                 node.watch_exit(k.clone(), inst.replica, &p);
@@ -854,6 +1177,7 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
                         // Unknown after a restart: the first pass writes the current limits once.
                         limits: CgroupLimits { pids_max: Some(u64::MAX), ..Default::default() },
                         port,
+                        start_time: Some(p.start_time()),
                         process: Some(p),
                         pid,
                         started_at: inst.started_at.unwrap_or_else(Time::now),
@@ -915,6 +1239,7 @@ fn start_replica(
         limits: limits.clone(),
         port,
         pid: p.pid(),
+        start_time: Some(p.start_time()),
         process: Some(p),
         started_at: Time::now(),
         started: Instant::now(),
@@ -965,21 +1290,6 @@ async fn stop_replicas(node: &Node, rt: &mut AgentRuntime, which: impl Fn(u32) -
     }
 }
 
-fn sample_usage(node: &Node, rt: &mut AgentRuntime) {
-    let now = Instant::now();
-    for r in rt.replicas.values_mut().filter(|r| r.process.is_some()) {
-        let Ok(s) = node.driver.stats(&r.cgroup) else { continue };
-        if let Some((t, usec)) = r.cpu {
-            let dt = now.duration_since(t).as_micros().max(1) as u64;
-            r.cpu_millis = s.cpu_usage_usec.saturating_sub(usec) * 1000 / dt;
-        }
-        r.cpu = Some((now, s.cpu_usage_usec));
-        r.memory = s.memory_current;
-        r.throttling = s.nr_throttled > r.throttled && r.throttled > 0;
-        r.throttled = s.nr_throttled;
-    }
-}
-
 fn agent_status(node: &Node, agent: &Agent, rt: &AgentRuntime, verdict: Option<&Verdict>, desired: u32) -> AgentStatus {
     let mut status = agent.status.clone().unwrap_or_default();
     let generation = agent.meta().generation;
@@ -1009,7 +1319,7 @@ fn agent_status(node: &Node, agent: &Agent, rt: &AgentRuntime, verdict: Option<&
         .map(|(i, r)| Instance {
             replica: *i,
             pid: i32::try_from(r.pid).ok(),
-            pid_start_time: None,
+            pid_start_time: r.start_time,
             cgroup: Some(r.cgroup.to_string()),
             port: Some(r.port),
             started_at: Some(r.started_at),
@@ -1106,22 +1416,15 @@ fn url_status(agent: &Agent, rt: &AgentRuntime) -> AgentStatus {
     status
 }
 
-/// Writes the status when it changed; usage-only changes at most every 10 s.
-async fn write_agent(node: &Node, agent: &Agent, rt: &mut AgentRuntime, status: AgentStatus) {
-    let mut without_usage = status.clone();
-    without_usage.usage = None;
-    let last = rt.written.clone().or_else(|| agent.status.clone());
-    let mut last_without = last.clone().unwrap_or_default();
-    last_without.usage = None;
-    let only_usage = last.is_some() && last_without == without_usage;
-    if last.as_ref() == Some(&status) {
+/// Queues the status for writing when it differs from the last one queued (or stored).
+fn write_agent(node: &Node, agent: &Agent, rt: &mut AgentRuntime, status: AgentStatus) {
+    let last = rt.written.as_ref().or(agent.status.as_ref());
+    if last == Some(&status) {
         return;
     }
-    if only_usage && rt.written_at.is_some_and(|t| t.elapsed() < USAGE_WRITE_EVERY) {
-        return;
+    if last.is_none_or(|l| l.usage != status.usage) {
+        rt.usage_written_at = Some(Instant::now());
     }
-    let (ns, name) = key_of(agent);
-    let api: Api<Agent> = Api::namespaced(node.client.clone(), &ns);
     let old = agent.status.clone().unwrap_or_default();
     if status.last_termination != old.last_termination
         && let Some(t) = &status.last_termination
@@ -1138,20 +1441,14 @@ async fn write_agent(node: &Node, agent: &Agent, rt: &mut AgentRuntime, status: 
                 ("Exited", format!("a replica exited with code {}", t.exit_code.map_or("?".into(), |c| c.to_string())))
             }
         };
-        record_event(node, agent, reason, &note).await;
+        record_event(node, agent, reason, &note);
     }
-    let patch = serde_json::json!({ "status": status });
-    match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => {
-            rt.written = Some(status);
-            rt.written_at = Some(Instant::now());
-        }
-        Err(e) => tracing::debug!(agent = %name, error = %e, "agent status write"),
-    }
+    rt.written = Some(status.clone());
+    node.writes.push(WriteTarget::Agent(key_of(agent)), StatusBody::Agent(Box::new(status)));
 }
 
-/// Records a core v1 Event about `obj` (shown by `describe`).
-async fn record_event<K: Resource<DynamicType = ()>>(node: &Node, obj: &K, reason: &str, message: &str) {
+/// Records a core v1 Event about `obj` (shown by `describe`), without waiting for it.
+fn record_event<K: Resource<DynamicType = ()>>(node: &Node, obj: &K, reason: &str, message: &str) {
     use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
     let ns = obj.meta().namespace.clone().unwrap_or_else(|| "default".into());
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
@@ -1180,9 +1477,11 @@ async fn record_event<K: Resource<DynamicType = ()>>(node: &Node, obj: &K, reaso
         ..Default::default()
     };
     let api: Api<Event> = Api::namespaced(node.client.clone(), &ns);
-    if let Err(e) = api.create(&PostParams::default(), &event).await {
-        tracing::debug!(error = %e, "event not recorded");
-    }
+    tokio::spawn(async move {
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    });
 }
 
 /// Runs stdio tasks: each one is a fresh process in its own cgroup (the agent's limits),

@@ -419,10 +419,15 @@ fn adopted_non_child_is_watched_through_its_pidfd(ctx: &Ctx) {
     assert_eq!(found[0].name(), "default.orphan.0");
     let pids = ctx.driver.pids(&cg).unwrap();
     assert_eq!(pids.len(), 1, "{pids:?}");
-    let mut orphan = AgentProcess::adopt(ctx.driver.as_ref(), &cg, pids[0]).unwrap();
+    // A recorded start time that is not this process's: the pid now names another process.
+    let started = a2a::node::process::start_time(pids[0]).unwrap();
+    let e = AgentProcess::adopt(ctx.driver.as_ref(), &cg, pids[0], Some(started + 1)).unwrap_err();
+    assert_eq!(e.metric_label(), "recycled", "{e}");
+    let mut orphan = AgentProcess::adopt(ctx.driver.as_ref(), &cg, pids[0], Some(started)).unwrap();
     assert!(!orphan.is_child());
+    assert_eq!(orphan.start_time(), started);
     assert!(orphan.wait_timeout(Some(Duration::from_millis(200))).unwrap().is_none());
-    let e = AgentProcess::adopt(ctx.driver.as_ref(), &cg, std::process::id()).unwrap_err();
+    let e = AgentProcess::adopt(ctx.driver.as_ref(), &cg, std::process::id(), None).unwrap_err();
     assert_eq!(e.metric_label(), "not_in_cgroup");
 
     ctx.driver.kill_all(&cg).unwrap();

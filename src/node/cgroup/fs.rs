@@ -18,18 +18,57 @@ pub(super) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })
 }
 
+thread_local! {
+    /// Control files are small: one buffer per thread serves every periodic read.
+    static BUF: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(1024));
+}
+
+/// Reads `path` into a reused per-thread buffer and parses it with `parse` (which must not
+/// read another file itself): sampling hundreds of cgroups allocates nothing per file.
+pub(super) fn read_with<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+    use std::io::Read;
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut buf))
+            .map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+        parse(&buf)
+    })
+}
+
+/// One number (`max` is `u64::MAX`) in the text `s` of `path`.
+pub(super) fn parse_u64(path: &Path, s: &str) -> Result<u64> {
+    let t = s.trim();
+    if t == "max" {
+        return Ok(u64::MAX);
+    }
+    t.parse().map_err(|_| parse_err(path, s, "expected a whole number"))
+}
+
+/// The values of `keys` in the flat-keyed text `s` of `path` (0 for an absent key).
+pub(super) fn parse_keys<const N: usize>(path: &Path, s: &str, keys: [&str; N]) -> Result<[u64; N]> {
+    let mut out = [0; N];
+    for line in s.lines() {
+        let mut it = line.split_whitespace();
+        let Some(k) = it.next() else { continue };
+        if let Some(i) = keys.iter().position(|want| *want == k) {
+            out[i] = it
+                .next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| parse_err(path, s, &format!("bad value for {k:?}")))?;
+        }
+    }
+    Ok(out)
+}
+
 fn parse_err(path: &Path, content: &str, reason: &str) -> Error {
     Error::Parse { path: path.to_path_buf(), content: content.chars().take(200).collect(), reason: reason.to_owned() }
 }
 
 /// A file holding one number (`max` reads as `u64::MAX`).
 pub(super) fn read_u64(path: &Path) -> Result<u64> {
-    let s = read(path)?;
-    let t = s.trim();
-    if t == "max" {
-        return Ok(u64::MAX);
-    }
-    t.parse().map_err(|_| parse_err(path, &s, "expected a whole number"))
+    read_with(path, |s| parse_u64(path, s))
 }
 
 /// Like [`read_u64`], but `None` when the file does not exist.
@@ -43,17 +82,7 @@ pub(super) fn read_u64_opt(path: &Path) -> Result<Option<u64>> {
 /// The value of `key` in a flat-keyed file (`key value` lines, e.g. `memory.events`), 0 when
 /// the key is absent.
 pub(super) fn read_key(path: &Path, key: &str) -> Result<u64> {
-    let s = read(path)?;
-    for line in s.lines() {
-        let mut it = line.split_whitespace();
-        if it.next() == Some(key) {
-            return it
-                .next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| parse_err(path, &s, &format!("bad value for {key:?}")));
-        }
-    }
-    Ok(0)
+    read_with(path, |s| parse_keys(path, s, [key]).map(|[v]| v))
 }
 
 /// The pids listed in one `cgroup.procs` file.
@@ -168,6 +197,8 @@ mod tests {
         std::fs::write(&events, "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\n").unwrap();
         assert_eq!(read_key(&events, "oom_kill").unwrap(), 1);
         assert_eq!(read_key(&events, "absent").unwrap(), 0);
+        let both = read_with(&events, |s| parse_keys(&events, s, ["oom", "max", "absent"])).unwrap();
+        assert_eq!(both, [2, 12, 0]);
         let max = dir.path().join("pids.max");
         std::fs::write(&max, "max\n").unwrap();
         assert_eq!(read_u64(&max).unwrap(), u64::MAX);

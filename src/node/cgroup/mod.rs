@@ -291,6 +291,15 @@ pub struct CgroupStats {
     pub pids_current: u64,
 }
 
+/// What the node samples from every replica periodically: the few numbers it reports,
+/// read from as few files as the version allows (v2: two, v1: three).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    pub memory_current: u64,
+    pub cpu_usage_usec: u64,
+    pub nr_throttled: u64,
+}
+
 /// One interface for cgroup v1 and v2. Paths are relative to the driver's root.
 pub trait CgroupDriver: Send + Sync + fmt::Debug {
     fn version(&self) -> CgroupVersion;
@@ -322,6 +331,17 @@ pub trait CgroupDriver: Send + Sync + fmt::Debug {
     fn pids(&self, path: &CgroupPath) -> Result<Vec<u32>>;
 
     fn stats(&self, path: &CgroupPath) -> Result<CgroupStats>;
+
+    /// The subset of [`CgroupDriver::stats`] sampled periodically (memory, cpu time,
+    /// throttled periods), read cheaply: no existence checks, one read per file.
+    fn usage(&self, path: &CgroupPath) -> Result<CgroupUsage> {
+        let s = self.stats(path)?;
+        Ok(CgroupUsage {
+            memory_current: s.memory_current,
+            cpu_usage_usec: s.cpu_usage_usec,
+            nr_throttled: s.nr_throttled,
+        })
+    }
 
     /// Stops every process of the cgroup until [`CgroupDriver::thaw`].
     fn freeze(&self, path: &CgroupPath) -> Result<()>;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::limits::{CgroupLimits, Controller, v1_writes};
-use super::{CgroupDriver, CgroupPath, CgroupStats, CgroupVersion, Error, Result, fs};
+use super::{CgroupDriver, CgroupPath, CgroupStats, CgroupUsage, CgroupVersion, Error, Result, fs};
 
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -238,15 +238,30 @@ impl CgroupDriver for CgroupV1 {
             Some(h) => fs::read_u64(&path.under(h).join("cpuacct.usage"))? / 1000,
             None => 0,
         };
+        let [nr_periods, nr_throttled, throttled_ns] = fs::read_with(&cpu_stat, |s| {
+            fs::parse_keys(&cpu_stat, s, ["nr_periods", "nr_throttled", "throttled_time"])
+        })?;
         Ok(CgroupStats {
             memory_current: fs::read_u64(&mem.join("memory.usage_in_bytes"))?,
             memory_peak: fs::read_u64_opt(&mem.join("memory.max_usage_in_bytes"))?,
             oom_kills: fs::read_key(&mem.join("memory.oom_control"), "oom_kill")?,
             cpu_usage_usec,
-            nr_periods: fs::read_key(&cpu_stat, "nr_periods")?,
-            nr_throttled: fs::read_key(&cpu_stat, "nr_throttled")?,
-            throttled_usec: fs::read_key(&cpu_stat, "throttled_time")? / 1000,
+            nr_periods,
+            nr_throttled,
+            throttled_usec: throttled_ns / 1000,
             pids_current: fs::read_u64(&path.under(&self.pids).join("pids.current"))?,
+        })
+    }
+
+    fn usage(&self, path: &CgroupPath) -> Result<CgroupUsage> {
+        let cpu_stat = path.under(&self.cpu).join("cpu.stat");
+        Ok(CgroupUsage {
+            memory_current: fs::read_u64(&path.under(&self.memory).join("memory.usage_in_bytes"))?,
+            cpu_usage_usec: match &self.cpuacct {
+                Some(h) => fs::read_u64(&path.under(h).join("cpuacct.usage"))? / 1000,
+                None => 0,
+            },
+            nr_throttled: fs::read_key(&cpu_stat, "nr_throttled")?,
         })
     }
 

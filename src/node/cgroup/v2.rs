@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::limits::{CgroupLimits, v2_writes};
-use super::{CgroupDriver, CgroupPath, CgroupStats, CgroupVersion, Error, Result, fs};
+use super::{CgroupDriver, CgroupPath, CgroupStats, CgroupUsage, CgroupVersion, Error, Result, fs};
 
 /// The controllers a2a needs in every cgroup it manages.
 const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
@@ -144,16 +144,27 @@ impl CgroupDriver for CgroupV2 {
     fn stats(&self, path: &CgroupPath) -> Result<CgroupStats> {
         let d = self.require(path)?;
         let cpu = d.join("cpu.stat");
+        let [cpu_usage_usec, nr_periods, nr_throttled, throttled_usec] = fs::read_with(&cpu, |s| {
+            fs::parse_keys(&cpu, s, ["usage_usec", "nr_periods", "nr_throttled", "throttled_usec"])
+        })?;
         Ok(CgroupStats {
             memory_current: fs::read_u64(&d.join("memory.current"))?,
             memory_peak: fs::read_u64_opt(&d.join("memory.peak"))?,
             oom_kills: fs::read_key(&d.join("memory.events"), "oom_kill")?,
-            cpu_usage_usec: fs::read_key(&cpu, "usage_usec")?,
-            nr_periods: fs::read_key(&cpu, "nr_periods")?,
-            nr_throttled: fs::read_key(&cpu, "nr_throttled")?,
-            throttled_usec: fs::read_key(&cpu, "throttled_usec")?,
+            cpu_usage_usec,
+            nr_periods,
+            nr_throttled,
+            throttled_usec,
             pids_current: fs::read_u64(&d.join("pids.current"))?,
         })
+    }
+
+    fn usage(&self, path: &CgroupPath) -> Result<CgroupUsage> {
+        let d = self.dir(path);
+        let cpu = d.join("cpu.stat");
+        let [cpu_usage_usec, nr_throttled] =
+            fs::read_with(&cpu, |s| fs::parse_keys(&cpu, s, ["usage_usec", "nr_throttled"]))?;
+        Ok(CgroupUsage { memory_current: fs::read_u64(&d.join("memory.current"))?, cpu_usage_usec, nr_throttled })
     }
 
     fn freeze(&self, path: &CgroupPath) -> Result<()> {
