@@ -41,6 +41,10 @@ pub struct Step {
     pub cancel: Vec<usize>,
     /// Whether `status` was changed (tasks added, skipped, phase...), so it must be written.
     pub changed: bool,
+    /// The tasks whose status this step changed (skipped, cancelled, failed to render).
+    pub touched: Vec<usize>,
+    /// `status.tasks` was rebuilt to match the spec (every entry may have moved).
+    pub realigned: bool,
 }
 
 /// Makes sure `status.tasks` has one entry per spec task, in spec order (keeping what is
@@ -76,7 +80,8 @@ pub fn step_except(
     now: Timestamp,
     queued: impl Fn(usize) -> bool,
 ) -> Step {
-    let mut out = Step { changed: align(spec, status), ..Default::default() };
+    let realigned = align(spec, status);
+    let mut out = Step { changed: realigned, realigned, ..Default::default() };
     if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
         return out;
     }
@@ -102,6 +107,7 @@ pub fn step_except(
                 t.phase = TaskPhase::Skipped;
                 t.error = Some(format!("dependency {:?} did not succeed", spec.tasks[d].name));
                 t.finished_at = Some(Time(now));
+                out.touched.push(i);
                 any = true;
             }
         }
@@ -121,6 +127,7 @@ pub fn step_except(
                         t.phase = TaskPhase::Cancelled;
                         t.error = Some(format!("workflow activeDeadline {deadline} passed"));
                         t.finished_at = Some(Time(now));
+                        out.touched.push(i);
                         out.changed = true;
                     }
                     _ => {}
@@ -130,10 +137,19 @@ pub fn step_except(
             out.wake_at = Some(end);
         }
     }
-    let running = status.tasks.iter().filter(|t| t.phase == TaskPhase::Running).count();
-    let mut room = spec.parallelism.map_or(usize::MAX, |p| (p as usize).saturating_sub(running));
-    let queued_pending = (0..spec.tasks.len()).filter(|&i| status.tasks[i].phase == TaskPhase::Pending && queued(i));
-    room = room.saturating_sub(queued_pending.count());
+    // Room under `parallelism`: tasks running or already queued take it up.
+    let mut room = match spec.parallelism {
+        None => usize::MAX,
+        Some(p) => {
+            let taken = status
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(i, t)| t.phase == TaskPhase::Running || (t.phase == TaskPhase::Pending && queued(*i)))
+                .count();
+            (p as usize).saturating_sub(taken)
+        }
+    };
     if out.cancel.is_empty() {
         for (i, task) in spec.tasks.iter().enumerate() {
             if room == 0 {
@@ -169,6 +185,7 @@ pub fn step_except(
                     t.phase = TaskPhase::Failed;
                     t.error = Some(e);
                     t.finished_at = Some(Time(now));
+                    out.touched.push(i);
                     out.changed = true;
                 }
             }
@@ -262,14 +279,45 @@ pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) 
 
 /// Fills `{{ params.x }}` and `{{ tasks.NAME.output }}` for task `i`.
 pub fn render_message(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) -> Result<String, String> {
+    render_message_with(spec, status, i, |_| None)
+}
+
+/// [`render_message`], where `full(j)` gives task `j`'s whole output when status holds only
+/// its first 64 KiB (the rest lives beside the workflow, see [`super::outputs`]).
+pub fn render_message_with<'a>(
+    spec: &'a WorkflowSpec,
+    status: &'a WorkflowStatus,
+    i: usize,
+    full: impl Fn(usize) -> Option<&'a str>,
+) -> Result<String, String> {
     // Looked up per reference: most messages have none, and a map per call would make a
     // large workflow's step quadratic.
     template::render(&spec.tasks[i].message, |r| match r {
         Ref::Param(p) => spec.params.get(*p).map(|v| v.as_str().into()),
         Ref::TaskOutput(t) => {
-            status.tasks.iter().find(|s| s.name == *t).and_then(|s| s.output.as_deref()).map(Into::into)
+            let j = status.tasks.iter().position(|s| s.name == *t)?;
+            let s = &status.tasks[j];
+            let whole = if s.output_ref.is_some() { full(j) } else { None };
+            whole.or(s.output.as_deref()).map(Into::into)
         }
     })
+}
+
+/// The upstream tasks whose output task `i`'s message uses and whose status holds only the
+/// first 64 KiB of it.
+pub fn long_outputs_used(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) -> Vec<usize> {
+    let Ok(refs) = template::references(&spec.tasks[i].message) else { return Vec::new() };
+    let mut out = Vec::new();
+    for r in refs {
+        if let Ref::TaskOutput(t) = r
+            && let Some(j) = status.tasks.iter().position(|s| s.name == t)
+            && status.tasks[j].output_ref.is_some()
+            && !out.contains(&j)
+        {
+            out.push(j);
+        }
+    }
+    out
 }
 
 /// Sets the progress and, when every task is terminal, the final phase. Returns whether
@@ -359,6 +407,7 @@ pub fn record_success(status: &mut WorkflowStatus, i: usize, output: String, now
     let t = &mut status.tasks[i];
     t.phase = TaskPhase::Succeeded;
     t.output = Some(output);
+    t.output_ref = None;
     t.error = None;
     t.finished_at = Some(Time(now));
 }
