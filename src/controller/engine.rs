@@ -104,6 +104,10 @@ struct WorkflowState {
     /// `metadata.generation` of the spec held (status writes do not change it).
     generation: Option<i64>,
     spec: WorkflowSpec,
+    /// The spec's dependency structure, for steps.
+    index: plan::Index,
+    /// `status.tasks` matches `spec` task for task (a step aligned it; the spec is unchanged).
+    aligned: bool,
     status: WorkflowStatus,
     /// Something in `status` is not written yet.
     dirty: bool,
@@ -129,6 +133,8 @@ impl WorkflowState {
         WorkflowState {
             uid,
             generation,
+            index: plan::Index::new(&spec),
+            aligned: false,
             spec,
             status,
             dirty: false,
@@ -409,6 +415,8 @@ impl Engine {
         match st.workflows.get_mut(&k) {
             // Known, with an older spec: only the spec is taken (status is the engine's).
             Some(s) if s.uid == uid => {
+                s.index = plan::Index::new(&spec);
+                s.aligned = false;
                 s.spec = spec;
                 s.generation = generation;
             }
@@ -518,7 +526,8 @@ impl Engine {
             return;
         }
         let busy = &w.busy;
-        let step = plan::step_except(&w.spec, &mut w.status, now, |i| busy.contains(&i));
+        let step = plan::step_indexed(&w.spec, &w.index, w.aligned, &mut w.status, now, |i| busy.contains(&i));
+        w.aligned = true;
         w.dirty |= step.changed;
         w.rewrite |= step.realigned;
         for &i in &step.touched {

@@ -72,6 +72,21 @@ pub fn step(spec: &WorkflowSpec, status: &mut WorkflowStatus, now: Timestamp) ->
     step_except(spec, status, now, |_| false)
 }
 
+/// What a step needs to know about a spec's structure, computed once per spec (a caller that
+/// steps the same spec many times keeps it).
+#[derive(Clone, Debug, Default)]
+pub struct Index {
+    /// Indices of each task's dependencies; empty when no task has any.
+    deps: Vec<Vec<usize>>,
+}
+
+impl Index {
+    pub fn new(spec: &WorkflowSpec) -> Self {
+        let any = spec.tasks.iter().any(|t| !t.depends_on.is_empty());
+        Index { deps: if any { dependency_indices(spec) } else { Vec::new() } }
+    }
+}
+
 /// [`step`], leaving out of `ready` the tasks `queued(i)` says are already queued (their
 /// messages are not rendered again; a large workflow's step stays cheap).
 pub fn step_except(
@@ -80,7 +95,21 @@ pub fn step_except(
     now: Timestamp,
     queued: impl Fn(usize) -> bool,
 ) -> Step {
-    let realigned = align(spec, status);
+    step_indexed(spec, &Index::new(spec), false, status, now, queued)
+}
+
+/// [`step_except`] with the spec's [`Index`] at hand. `aligned` says `status.tasks` already
+/// matches the spec task for task (the caller aligned it and the spec has not changed since),
+/// so the names are not compared again.
+pub fn step_indexed(
+    spec: &WorkflowSpec,
+    index: &Index,
+    aligned: bool,
+    status: &mut WorkflowStatus,
+    now: Timestamp,
+    queued: impl Fn(usize) -> bool,
+) -> Step {
+    let realigned = if aligned && status.tasks.len() == spec.tasks.len() { false } else { align(spec, status) };
     let mut out = Step { changed: realigned, realigned, ..Default::default() };
     if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
         return out;
@@ -90,8 +119,7 @@ pub fn step_except(
         status.started_at.get_or_insert(Time(now));
         out.changed = true;
     }
-    // Without DAG edges there is no name index to build (step runs after every finished task).
-    let deps = if spec.tasks.iter().any(|t| !t.depends_on.is_empty()) { dependency_indices(spec) } else { Vec::new() };
+    let deps = &index.deps;
     let deps_of = |i: usize| deps.get(i).map_or(&[][..], Vec::as_slice);
     // Failure propagation to a fixpoint: a task whose dependency can no longer succeed is Skipped.
     loop {
