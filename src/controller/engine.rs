@@ -81,6 +81,9 @@ pub const RETRIED_CONDITION: &str = "Retried";
 
 pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 
+/// The longest a large workflow's next step waits for more finished tasks to join it.
+const MAX_STEP_PAUSE: Duration = Duration::from_millis(5);
+
 /// Runs one task on a `stdio` agent: the message on stdin, the result from stdout.
 pub trait StdioRunner: Send + Sync {
     fn run(&self, agent: &Agent, input: String) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
@@ -485,9 +488,17 @@ impl Engine {
     async fn stepper(self: Arc<Self>) {
         loop {
             self.step.notified().await;
+            let started = std::time::Instant::now();
             let due: Vec<Key> = lock(&self.to_step).drain().collect();
             for k in due {
                 self.advance(&k);
+            }
+            // A step costs O(tasks): for a very large workflow, let finished tasks pile up
+            // meanwhile, so stepping takes at most a fifth of the time. Small workflows step in
+            // microseconds and never wait.
+            let pause = (started.elapsed() * 4).min(MAX_STEP_PAUSE);
+            if pause >= Duration::from_micros(250) {
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -909,8 +920,9 @@ impl Engine {
             tokio::time::sleep(pause).await;
             let started = std::time::Instant::now();
             self.flush_all().await;
-            // Writing big statuses must not eat the engine: at most a fifth of the time.
-            pause = self.config.flush_interval.max(started.elapsed() * 4);
+            // Writing big statuses must not eat the engine (nor the API server that applies
+            // them): at most a tenth of the time.
+            pause = self.config.flush_interval.max(started.elapsed() * 9);
         }
     }
 
