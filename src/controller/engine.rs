@@ -737,6 +737,12 @@ impl Engine {
                 }
             }
         };
+        // The workflow may have gone meanwhile (its deletion cascaded before these existed).
+        let gone = lock(&self.state).workflows.get(&t.workflow).is_none_or(|w| w.uid != uid);
+        if gone {
+            outputs::remove(&self.client, &owner, &task).await;
+            return Err("the workflow is gone".to_owned());
+        }
         if let Some(n) = stored.original_bytes {
             tracing::warn!(workflow = %t.workflow.1, task = %task, bytes = n, kept = stored.bytes, "output over the cap was cut");
         }
@@ -1088,4 +1094,52 @@ fn status_json_patch(status: &mut WorkflowStatus, changed: &[usize]) -> Result<S
     }
     let body = serde_json::to_vec(&ops)?;
     Ok(StatusWrite { content_type: "application/json-patch+json", body, whole: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::workflow::TaskStatus;
+
+    fn status(names: &[&str]) -> WorkflowStatus {
+        WorkflowStatus {
+            phase: Some(WorkflowPhase::Running),
+            progress: Some("0/3".into()),
+            tasks: names.iter().map(|n| TaskStatus::pending(n)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn apply(doc: &mut serde_json::Value, write: &StatusWrite) -> Result<(), json_patch::PatchError> {
+        let patch: json_patch::Patch = serde_json::from_slice(&write.body).expect("a JSON patch");
+        json_patch::patch(doc, &patch)
+    }
+
+    #[test]
+    fn a_patch_of_the_changed_tasks_brings_the_stored_status_to_the_engines() {
+        let mut st = status(&["a", "b", "c"]);
+        let mut stored = serde_json::json!({ "status": st });
+        st.tasks[1].phase = TaskPhase::Succeeded;
+        st.tasks[1].output = Some("B".into());
+        st.progress = Some("1/3".into());
+        st.started_at = Some(crate::api::common::Time(Timestamp::UNIX_EPOCH));
+        let write = status_json_patch(&mut st, &[1]).expect("encode");
+        assert!(!write.whole);
+        assert!(!String::from_utf8_lossy(&write.body).contains("\"c\""), "unchanged tasks are not sent");
+        apply(&mut stored, &write).expect("applies");
+        assert_eq!(stored, serde_json::json!({ "status": st }));
+    }
+
+    #[test]
+    fn a_patch_is_refused_when_the_stored_task_list_differs() {
+        let mut st = status(&["a", "b"]);
+        let mut stored = serde_json::json!({ "status": status(&["b", "a"]) });
+        st.tasks[1].phase = TaskPhase::Running;
+        let write = status_json_patch(&mut st, &[1]).expect("encode");
+        let before = stored.clone();
+        assert!(apply(&mut stored, &write).is_err(), "the name test guards the index");
+        assert_eq!(stored, before, "nothing applied");
+        let whole = status_merge_patch(&st).expect("encode");
+        assert!(whole.whole);
+    }
 }

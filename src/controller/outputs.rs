@@ -173,6 +173,22 @@ pub async fn store(
     Ok(stored)
 }
 
+/// Deletes every chunk of `task`'s output (best effort: a failure is logged).
+pub async fn remove(client: &kube::Client, owner: &Owner<'_>, task: &str) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), owner.namespace);
+    for i in 0.. {
+        let name = chunk_name(owner.name, task, i);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => break,
+            Err(e) => {
+                tracing::warn!(configmap = %name, error = %e, "removing an output chunk failed");
+                break;
+            }
+        }
+    }
+}
+
 /// Why [`load`] could not give the whole output.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
