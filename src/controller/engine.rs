@@ -493,9 +493,9 @@ impl Engine {
             for k in due {
                 self.advance(&k);
             }
-            // A step costs O(tasks): for a very large workflow, let finished tasks pile up
-            // meanwhile, so stepping takes at most a fifth of the time. Small workflows step in
-            // microseconds and never wait.
+            // A step costs O(tasks): after a costly round (a very large workflow, or very many
+            // workflows), let finished tasks pile up meanwhile, so stepping takes at most a
+            // fifth of the time. Rounds of small steps take microseconds and never wait.
             let pause = (started.elapsed() * 4).min(MAX_STEP_PAUSE);
             if pause >= Duration::from_micros(250) {
                 tokio::time::sleep(pause).await;
