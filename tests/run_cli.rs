@@ -78,6 +78,27 @@ fn params_override_and_a_failing_workflow_exits_1() {
 }
 
 #[test]
+fn run_output_prints_an_output_longer_than_status_holds_whole() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let file = home.path().join("long.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: talker }\nspec:\n  protocol: stdio\n\
+         \x20 command: [sh, -c, \"cat >/dev/null; yes abcdefghij | head -c 100000\"]\n\
+         \x20 resources: { limits: { memory: 64Mi, pids: 16 } }\n---\n\
+         apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: chatty }\nspec:\n  tasks:\n\
+         \x20   - { name: long, agent: talker, message: go }\n",
+    )
+    .expect("write");
+    let out = run(home.path(), &["-f", file.to_str().expect("utf-8"), "--output"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    // 100,000 bytes (the stdio runner drops the final newline): more than the 64 KiB in status.
+    let want = "abcdefghij\n".repeat(10_000)[..100_000].trim_end_matches('\n').to_owned();
+    assert!(stdout.contains(&format!("--- long\n{want}\n")), "the whole output, {} bytes printed in all", stdout.len());
+}
+
+#[test]
 fn run_refuses_files_without_a_workflow_and_invalid_files() {
     let home = tempfile::tempdir().expect("tempdir");
     let out = run(home.path(), &["-f", "examples/external-agent.yaml"]);

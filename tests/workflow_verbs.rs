@@ -155,7 +155,11 @@ async fn retry_reruns_a_failed_task_and_what_it_skipped_and_output_prints_result
     );
     let out = a2a(&kc, &["output", "wf", "flaky", "first"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).starts_with("error: task \"first\" has no output (Failed: "), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("error: task \"first\" has no output yet (Failed: "),
+        "{}",
+        text(&out.stderr)
+    );
 
     let bad = a2a(&kc, &["retry", "wf", "flaky", "--task", "nope"]);
     assert_eq!(
@@ -183,7 +187,7 @@ async fn retry_reruns_a_failed_task_and_what_it_skipped_and_output_prints_result
         "the retried task's second attempt ran, and the task it had skipped"
     );
     let out = a2a(&kc, &["output", "wf", "flaky", "second"]);
-    assert_eq!(text(&out.stdout), "got hello\n", "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "got hello", "byte for byte when piped: {}", text(&out.stderr));
     let none = a2a(&kc, &["retry", "wf", "flaky"]);
     assert_eq!(text(&none.stderr), "error: workflow \"flaky\" has no failed, skipped or cancelled task to retry\n");
     let unknown = a2a(&kc, &["output", "wf", "flaky", "third"]);
@@ -191,6 +195,99 @@ async fn retry_reruns_a_failed_task_and_what_it_skipped_and_output_prints_result
         text(&unknown.stderr),
         "error: workflow \"flaky\" has no task \"third\" (it has: first, second, side)\n"
     );
+}
+
+/// `len` bytes of text with multi-byte characters and line ends, no template braces, not
+/// starting with a demo-agent skill name.
+fn long_text(len: usize, seed: usize) -> String {
+    let mut s = String::with_capacity(len + 64);
+    let mut i = seed;
+    while s.len() + 64 < len {
+        s.push_str(&format!("line {i:06}: ünïcødé — ✓ the quick brown fox\n"));
+        i += 1;
+    }
+    while s.len() < len - 1 {
+        s.push('x');
+    }
+    s.push('\n');
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_over_64_kib_live_beside_the_workflow_whole_and_go_with_it() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{DeleteParams, ListParams};
+    let server = common::start().await;
+    let kc = server.server.kubeconfig().to_path_buf();
+    let echo = AgentProcess::demo(&["--skill", "echo"]).await;
+    ready_agent(&server.client, "echo", &echo.url, 4).await;
+    let _stop = start_engine(&server.client);
+    let big = long_text(200 * 1024, 0);
+    let huge = long_text(900 * 1024, 50_000);
+    let wf: Workflow = serde_json::from_value(serde_json::json!({
+        "apiVersion": "a2a.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "long"},
+        "spec": {"tasks": [
+            {"name": "big", "agent": "echo", "message": big},
+            {"name": "huge", "agent": "echo", "message": huge},
+            {"name": "copy", "agent": "echo", "dependsOn": ["big"], "message": "{{ tasks.big.output }}"},
+        ]}
+    }))
+    .expect("workflow");
+    let api: Api<Workflow> = Api::namespaced(server.client.clone(), "default");
+    api.create(&PostParams::default(), &wf).await.expect("create");
+    let done = wait_wf(&server.client, "long", phase_is(WorkflowPhase::Succeeded)).await;
+    let status = done.status.expect("status");
+    let big_status = &status.tasks[0];
+    let head = big_status.output.as_deref().expect("output in status");
+    assert!(head.len() <= 64 * 1024 && head.len() > 64 * 1024 - 4, "status holds the first 64 KiB: {}", head.len());
+    assert!(big.starts_with(head));
+    assert_eq!(
+        big_status.output_ref.as_deref(),
+        Some("204800 bytes in ConfigMap long.big.output-0 (a2a output wf long big)")
+    );
+    assert_eq!(
+        status.tasks[1].output_ref.as_deref(),
+        Some("921600 bytes in ConfigMaps long.huge.output-0..2 (a2a output wf long huge)")
+    );
+
+    // `a2a output` prints every byte; the downstream template got the whole output too.
+    for (task, want) in [("big", &big), ("huge", &huge), ("copy", &big)] {
+        let out = a2a(&kc, &["output", "wf", "long", task]);
+        assert_eq!(out.status.code(), Some(0), "{task}: {}", text(&out.stderr));
+        assert!(out.stdout == want.as_bytes(), "{task}: {} bytes printed, {} expected", out.stdout.len(), want.len());
+    }
+    let unknown = a2a(&kc, &["output", "wf", "long", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(text(&unknown.stderr), "error: workflow \"long\" has no task \"nope\" (it has: big, huge, copy)\n");
+    let missing = a2a(&kc, &["output", "wf", "gone", "big"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("\"gone\" not found"), "{}", text(&missing.stderr));
+
+    // A chunk that goes missing is an error that names it, not a short output.
+    let cms: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    let of_long = ListParams::default().labels("a2a.dev/workflow=long");
+    assert_eq!(cms.list(&of_long).await.expect("list").items.len(), 1 + 3 + 1, "big, huge (3 chunks), copy");
+    cms.delete("long.huge.output-1", &DeleteParams::default()).await.expect("delete a chunk");
+    let broken = a2a(&kc, &["output", "wf", "long", "huge"]);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(broken.stdout.is_empty());
+    assert!(
+        text(&broken.stderr).contains("ConfigMap long.huge.output-1 (part of the output) is missing"),
+        "{}",
+        text(&broken.stderr)
+    );
+
+    // Deleting the workflow deletes its ConfigMaps.
+    api.delete("long", &DeleteParams::default()).await.expect("delete workflow");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = cms.list(&of_long).await.expect("list").items.len();
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} ConfigMaps outlived their workflow");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[test]

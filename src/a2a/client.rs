@@ -622,19 +622,22 @@ fn http_status(url: &str, status: StatusCode, body: &[u8]) -> Error {
 }
 
 fn decode_rpc<R: DeserializeOwned>(method: &str, url: &str, status: StatusCode, body: &[u8]) -> Result<R> {
-    // A JSON-RPC error may come with any HTTP status; it says more than the status.
-    if let Ok(JsonRpcResponse::<serde_json::Value> { error: Some(error), .. }) = serde_json::from_slice(body) {
-        return Err(Error::Rpc { method: method.to_owned(), url: url.to_owned(), error });
+    let rpc = |error| Error::Rpc { method: method.to_owned(), url: url.to_owned(), error };
+    // One parse in the common case (a well-formed answer); the body is read again only to
+    // find the most useful error.
+    let source = match serde_json::from_slice::<JsonRpcResponse<R>>(body) {
+        // A JSON-RPC error may come with any HTTP status; it says more than the status.
+        Ok(resp) if resp.error.is_some() || status.is_success() => return resp.into_result().map_err(rpc),
+        Ok(_) => return Err(http_status(url, status, body)),
+        Err(e) => e,
+    };
+    if let Ok(JsonRpcResponse::<serde::de::IgnoredAny> { error: Some(error), .. }) = serde_json::from_slice(body) {
+        return Err(rpc(error));
     }
     if !status.is_success() {
         return Err(http_status(url, status, body));
     }
-    let resp: JsonRpcResponse<R> = serde_json::from_slice(body).map_err(|source| Error::Decode {
-        url: url.to_owned(),
-        what: format!("the {method} response"),
-        source,
-    })?;
-    resp.into_result().map_err(|error| Error::Rpc { method: method.to_owned(), url: url.to_owned(), error })
+    Err(Error::Decode { url: url.to_owned(), what: format!("the {method} response"), source })
 }
 
 struct SseState {

@@ -273,19 +273,44 @@ async fn rpc_handler(State(state): State<Shared>, headers: HeaderMap, body: Byte
     }
 }
 
+/// A JSON-RPC request as read off the wire: `params` stays raw text until the method is known,
+/// so the body is parsed once, straight into the method's parameter type.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    jsonrpc: Option<Value>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<Value>,
+    #[serde(default, borrow)]
+    params: Option<&'a serde_json::value::RawValue>,
+}
+
 async fn dispatch(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Response, Failure> {
     let none = None;
-    let request: Value = serde_json::from_slice(body)
-        .map_err(|e| fail(&none, ErrorCode::ParseError, format!("the body is not JSON: {e}")))?;
-    let id: Option<RequestId> = request.get("id").and_then(|v| serde_json::from_value(v.clone()).ok());
-    if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    // Only an object is a request (serde would also read a struct from an array).
+    let object = body.trim_ascii_start().starts_with(b"{");
+    let request: Envelope = match serde_json::from_slice(body).map_err(|e| e.to_string()) {
+        Ok(e) if object => e,
+        r => {
+            let e = r.err().unwrap_or_else(|| "the body is not a JSON object".to_owned());
+            // Not an object of that shape: JSON that is no request at all, or not JSON.
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|e| fail(&none, ErrorCode::ParseError, format!("the body is not JSON: {e}")))?;
+            let id = v.get("id").and_then(|v| serde_json::from_value(v.clone()).ok());
+            return Err(fail(&id, ErrorCode::InvalidRequest, format!("not a JSON-RPC request: {e}")));
+        }
+    };
+    let id: Option<RequestId> = request.id.and_then(|v| serde_json::from_value(v).ok());
+    if request.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
         return Err(fail(&id, ErrorCode::InvalidRequest, "`jsonrpc` must be \"2.0\""));
     }
-    let Some(method) = request.get("method").and_then(Value::as_str) else {
+    let Some(method) = request.method.as_ref().and_then(Value::as_str) else {
         return Err(fail(&id, ErrorCode::InvalidRequest, "`method` is missing or not a string"));
     };
     check_version(headers).map_err(|m| fail(&id, ErrorCode::VersionNotSupported, m))?;
-    let params = request.get("params").cloned().unwrap_or(Value::Null);
+    let params = request.params.map_or("null", |p| p.get());
     match method {
         method::SEND_MESSAGE => {
             let p: SendMessageRequest = parse_params(&id, method, params)?;
@@ -345,8 +370,8 @@ fn check_version(headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
-fn parse_params<P: DeserializeOwned>(id: &Option<RequestId>, method: &str, params: Value) -> Result<P, Failure> {
-    serde_json::from_value(params).map_err(|e| fail(id, ErrorCode::InvalidParams, format!("{method} params: {e}")))
+fn parse_params<P: DeserializeOwned>(id: &Option<RequestId>, method: &str, params: &str) -> Result<P, Failure> {
+    serde_json::from_str(params).map_err(|e| fail(id, ErrorCode::InvalidParams, format!("{method} params: {e}")))
 }
 
 fn not_found(id: &Option<RequestId>, task_id: &str) -> Failure {

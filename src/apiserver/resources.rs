@@ -26,7 +26,7 @@ pub struct Resource {
 
 const VERBS: [&str; 8] = ["create", "delete", "get", "list", "patch", "update", "watch", "deletecollection"];
 
-pub static RESOURCES: [Resource; 5] = [
+pub static RESOURCES: [Resource; 6] = [
     Resource {
         group: "a2a.dev",
         version: "v1alpha1",
@@ -82,6 +82,19 @@ pub static RESOURCES: [Resource; 5] = [
         singular: "event",
         kind: "Event",
         short_names: &["ev"],
+        categories: &[],
+        namespaced: true,
+        status_subresource: false,
+        a2a: None,
+    },
+    // The workflow engine keeps task outputs longer than status holds in ConfigMaps.
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        short_names: &["cm"],
         categories: &[],
         namespaced: true,
         status_subresource: false,
@@ -147,7 +160,7 @@ impl Resource {
         match object.pointer("/metadata/name").and_then(Value::as_str) {
             None => errors.push(FieldError::new("metadata.name", "required field is missing")),
             Some(name) => {
-                let check = if self.plural == "events" {
+                let check = if matches!(self.plural, "events" | "configmaps") {
                     check_subdomain(name)
                 } else {
                     crate::api::validate::check_dns_label(name)
@@ -211,6 +224,7 @@ impl Resource {
                 col("Status", "string", ".status.phase", "The phase of the namespace"),
                 col("Age", "date", ".metadata.creationTimestamp", ""),
             ],
+            "configmaps" => vec![col("Age", "date", ".metadata.creationTimestamp", "")],
             _ => vec![
                 col("Last Seen", "date", ".lastTimestamp", "When the event last happened"),
                 col("Type", "string", ".type", ""),

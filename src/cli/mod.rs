@@ -196,7 +196,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 if let Some(note) = note {
                     eprintln!("{note}");
                 }
-                if text.ends_with('\n') { write!(out, "{text}") } else { writeln!(out, "{text}") }
+                // Byte for byte when piped or redirected; a terminal gets a final newline.
+                let newline = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !text.ends_with('\n');
+                if newline { writeln!(out, "{text}") } else { write!(out, "{text}") }
             }
             Err(e) => return fail(e),
         },

@@ -1,4 +1,6 @@
-//! `a2a output wf NAME TASK`: prints one task's output.
+//! `a2a output wf NAME TASK`: prints one task's whole output. Status holds the first 64 KiB;
+//! a longer output is read back from the ConfigMaps beside the workflow
+//! ([`crate::controller::outputs`]).
 
 use clap::Args;
 use kube::api::Api;
@@ -6,6 +8,7 @@ use kube::api::Api;
 use super::cancel::{fetch, require_workflow};
 use super::client::{ConnectArgs, Error, Result};
 use crate::api::Workflow;
+use crate::controller::outputs::{self, Owner};
 
 #[derive(Args, Debug)]
 pub struct OutputArgs {
@@ -19,7 +22,7 @@ pub struct OutputArgs {
     pub connect: ConnectArgs,
 }
 
-/// The output, and a note for stderr when it was cut.
+/// The whole output, and a note for stderr when the agent's output was over the cap.
 pub async fn run(args: &OutputArgs) -> Result<(String, Option<String>)> {
     require_workflow(&args.kind, "output")?;
     let conn = args.connect.connect().await?;
@@ -35,19 +38,39 @@ pub async fn run(args: &OutputArgs) -> Result<(String, Option<String>)> {
             names.join(", ")
         )));
     }
+    let uid = wf.metadata.uid.clone().unwrap_or_default();
     let status = wf.status.unwrap_or_default();
     let task = status.tasks.into_iter().find(|t| t.name == args.task);
     match task {
-        Some(t) if t.output.is_some() => {
-            let note = t.output_ref.map(|r| format!("note: the output of {:?} was {r}", args.task));
-            Ok((t.output.unwrap_or_default(), note))
-        }
+        Some(t) if t.output.is_some() => match t.output_ref {
+            None => Ok((t.output.unwrap_or_default(), None)),
+            Some(_) => {
+                let owner = Owner { namespace: &ns, name: &args.name, uid: &uid };
+                let (text, original) =
+                    outputs::load(&conn.client, &owner, &args.task, t.attempts).await.map_err(|e| {
+                        Error::Api(format!(
+                            "the output of task {:?} is longer than the workflow's status holds, and the rest \
+                             cannot be read: {e}",
+                            args.task
+                        ))
+                    })?;
+                let note = original.map(|n| {
+                    format!(
+                        "note: the output of {:?} was {n} bytes, over the {} MiB cap; these are its first {} bytes",
+                        args.task,
+                        outputs::MAX_OUTPUT_BYTES >> 20,
+                        text.len()
+                    )
+                });
+                Ok((text, note))
+            }
+        },
         Some(t) => Err(Error::Usage(format!(
-            "task {:?} has no output ({:?}{})",
+            "task {:?} has no output yet ({:?}{})",
             args.task,
             t.phase,
             t.error.map(|e| format!(": {e}")).unwrap_or_default()
         ))),
-        None => Err(Error::Usage(format!("task {:?} has not started yet", args.task))),
+        None => Err(Error::Usage(format!("task {:?} has no output yet (it has not started)", args.task))),
     }
 }

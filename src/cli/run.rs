@@ -179,7 +179,7 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     let mut progress = BTreeMap::new();
     let mut seen: BTreeMap<(String, String), TaskPhase> = BTreeMap::new();
-    let mut finals: BTreeMap<(String, String), WorkflowStatus> = BTreeMap::new();
+    let mut finals: BTreeMap<(String, String), (String, WorkflowStatus)> = BTreeMap::new();
     loop {
         for (ns, name) in workflows {
             if finals.contains_key(&(ns.clone(), name.clone())) {
@@ -221,7 +221,7 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
             if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled))
             {
                 bar.finish_with_message(format!("{:?}", status.phase.unwrap_or(WorkflowPhase::Failed)));
-                finals.insert((ns.clone(), name.clone()), status);
+                finals.insert((ns.clone(), name.clone()), (wf.metadata.uid.clone().unwrap_or_default(), status));
             }
         }
         if finals.len() == workflows.len() {
@@ -236,7 +236,7 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
     }
     let mut text = String::new();
     let mut succeeded = true;
-    for ((_, name), status) in &finals {
+    for ((ns, name), (uid, status)) in &finals {
         let phase = status.phase.unwrap_or(WorkflowPhase::Failed);
         succeeded &= phase == WorkflowPhase::Succeeded;
         text.push_str(&format!(
@@ -262,9 +262,19 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
         text.push_str(&super::get::render_table(&header, &rows));
         if args.output {
             for t in &status.tasks {
-                if let Some(out) = &t.output {
-                    text.push_str(&format!("\n--- {}\n{out}\n", t.name));
-                }
+                let Some(head) = &t.output else { continue };
+                // Outputs longer than status holds are read back whole from beside the workflow.
+                let whole = match &t.output_ref {
+                    None => head.clone(),
+                    Some(_) => {
+                        let owner = crate::controller::outputs::Owner { namespace: ns, name, uid };
+                        match crate::controller::outputs::load(client, &owner, &t.name, t.attempts).await {
+                            Ok((whole, _)) => whole,
+                            Err(e) => format!("{head}\n[the rest of the output cannot be read: {e}]"),
+                        }
+                    }
+                };
+                text.push_str(&format!("\n--- {}\n{whole}\n", t.name));
             }
         }
     }

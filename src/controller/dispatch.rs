@@ -129,12 +129,16 @@ impl<T> DispatchQueue<T> {
         if free_agents == 0 {
             return out;
         }
-        let keys: Vec<_> = self.entries.keys().copied().collect();
-        for key in keys {
-            if free_agents == 0 {
-                break;
-            }
-            let Some(q) = self.entries.get(&key) else { continue };
+        // Walked in order from a cursor (entries are taken out on the way), so a call costs
+        // the entries it looks at, not the length of the queue.
+        let mut after: Option<(std::cmp::Reverse<u8>, u64)> = None;
+        while free_agents > 0 {
+            let next = match after {
+                None => self.entries.iter().next(),
+                Some(k) => self.entries.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)).next(),
+            };
+            let Some((&key, q)) = next else { break };
+            after = Some(key);
             let chosen = match &q.target {
                 Target::Agent(name) => {
                     self.agents.get(&(q.namespace.clone(), name.clone())).filter(|s| s.free()).map(|_| name.clone())

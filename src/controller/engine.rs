@@ -9,7 +9,8 @@
 //! again with the same messageId, which an agent recognises as the same attempt. Because of
 //! that, status writes need not precede the A2A calls and can be batched.
 
-use std::collections::{BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -17,17 +18,57 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 
 use super::dispatch::{Assignment, DispatchQueue, Queued, Target};
+use super::outputs::{self, Owner};
 use super::plan;
 use crate::a2a;
 use crate::api::agent::{AgentPhase, Protocol};
 use crate::api::workflow::{TaskPhase, WorkflowPhase, WorkflowSpec, WorkflowStatus};
 use crate::api::{Agent, Workflow};
+
+/// A Workflow as the engine's watch reads it: only its metadata. Every status write of the
+/// engine comes back through the watch; decoding a 10,000-task workflow each time would be
+/// most of the engine's work. The whole object is read (GET) only when it is new to the
+/// engine or its spec's generation changed.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct WatchedWorkflow {
+    metadata: ObjectMeta,
+}
+
+impl Resource for WatchedWorkflow {
+    type DynamicType = ();
+    type Scope = kube::core::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("Workflow")
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(crate::api::GROUP)
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(crate::api::VERSION)
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("workflows")
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
 
 /// An annotation that asks the engine to cancel a workflow (`a2a cancel wf NAME`).
 pub const CANCEL_ANNOTATION: &str = "a2a.dev/cancel";
@@ -38,8 +79,10 @@ pub const RETRY_ANNOTATION: &str = "a2a.dev/retry";
 /// The condition that records the last retry request handled.
 pub const RETRIED_CONDITION: &str = "Retried";
 
-/// At most this much of a task's output is kept in status.
-pub const MAX_OUTPUT_IN_STATUS: usize = 64 * 1024;
+pub use super::outputs::MAX_OUTPUT_IN_STATUS;
+
+/// The longest a large workflow's next step waits for more finished tasks to join it.
+const MAX_STEP_PAUSE: Duration = Duration::from_millis(5);
 
 /// Runs one task on a `stdio` agent: the message on stdin, the result from stdout.
 pub trait StdioRunner: Send + Sync {
@@ -61,9 +104,20 @@ pub struct TaskRef {
 
 struct WorkflowState {
     uid: String,
+    /// `metadata.generation` of the spec held (status writes do not change it).
+    generation: Option<i64>,
     spec: WorkflowSpec,
+    /// The spec's dependency structure, for steps.
+    index: plan::Index,
+    /// `status.tasks` matches `spec` task for task (a step aligned it; the spec is unchanged).
+    aligned: bool,
     status: WorkflowStatus,
+    /// Something in `status` is not written yet.
     dirty: bool,
+    /// The next write sends the whole status (first write, task list rebuilt, a patch refused);
+    /// otherwise only the tasks in `changed` and the top-level fields are sent.
+    rewrite: bool,
+    changed: Marks,
     /// Tasks queued or running, by index.
     busy: Busy,
     cancels: HashMap<usize, watch::Sender<bool>>,
@@ -72,6 +126,68 @@ struct WorkflowState {
     adopted: bool,
     /// The workflow carries the cancel annotation.
     cancel_requested: bool,
+    /// Whole outputs of tasks whose status holds only the first 64 KiB, for the templates of
+    /// downstream tasks (read back from their ConfigMaps on first use; dropped at the end).
+    full_outputs: HashMap<usize, Arc<str>>,
+}
+
+impl WorkflowState {
+    fn new(uid: String, generation: Option<i64>, spec: WorkflowSpec, status: WorkflowStatus) -> Self {
+        WorkflowState {
+            uid,
+            generation,
+            index: plan::Index::new(&spec),
+            aligned: false,
+            spec,
+            status,
+            dirty: false,
+            rewrite: true,
+            changed: Marks::default(),
+            busy: Busy::default(),
+            cancels: HashMap::new(),
+            wake_at: None,
+            adopted: false,
+            cancel_requested: false,
+            full_outputs: HashMap::new(),
+        }
+    }
+
+    /// Task `i`'s status changed.
+    fn touch(&mut self, i: usize) {
+        self.dirty = true;
+        self.changed.insert(i);
+    }
+
+    /// Many tasks may have changed: write the whole status.
+    fn touch_all(&mut self) {
+        self.dirty = true;
+        self.rewrite = true;
+    }
+}
+
+/// A set of task indices that remembers insertion order, with O(1) insert.
+#[derive(Default)]
+struct Marks {
+    flags: Vec<bool>,
+    list: Vec<usize>,
+}
+
+impl Marks {
+    fn insert(&mut self, i: usize) {
+        if self.flags.len() <= i {
+            self.flags.resize(i + 1, false);
+        }
+        if !std::mem::replace(&mut self.flags[i], true) {
+            self.list.push(i);
+        }
+    }
+
+    fn take(&mut self) -> Vec<usize> {
+        for &i in &self.list {
+            self.flags[i] = false;
+        }
+        std::mem::take(&mut self.list)
+    }
 }
 
 /// A set of task indices, as flags (checked for every task on every step).
@@ -143,6 +259,9 @@ pub struct Engine {
     state: Mutex<State>,
     wake: Notify,
     flush: Notify,
+    /// Workflows whose state machine must run; many requests make one step.
+    to_step: Mutex<HashSet<Key>>,
+    step: Notify,
     clients: Mutex<HashMap<String, a2a::Client>>,
 }
 
@@ -163,6 +282,8 @@ impl Engine {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             flush: Notify::new(),
+            to_step: Mutex::new(HashSet::new()),
+            step: Notify::new(),
             clients: Mutex::new(HashMap::new()),
         })
     }
@@ -174,8 +295,9 @@ impl Engine {
         let dispatcher = tokio::spawn(self.clone().dispatcher());
         let flusher = tokio::spawn(self.clone().flusher());
         let timer = tokio::spawn(self.clone().timer());
+        let stepper = tokio::spawn(self.clone().stepper());
         shutdown.await;
-        for t in [agents, workflows, dispatcher, timer] {
+        for t in [agents, workflows, dispatcher, timer, stepper] {
             t.abort();
         }
         flusher.abort();
@@ -183,13 +305,6 @@ impl Engine {
     }
 
     fn agent_api(&self) -> Api<Agent> {
-        match &self.config.namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        }
-    }
-
-    fn workflow_api(&self) -> Api<Workflow> {
         match &self.config.namespace {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
@@ -245,10 +360,14 @@ impl Engine {
     }
 
     async fn watch_workflows(self: Arc<Self>) {
-        let mut stream = watcher(self.workflow_api(), watcher::Config::default()).boxed();
+        let api: Api<WatchedWorkflow> = match &self.config.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
         while let Some(event) = stream.next().await {
             match event {
-                Ok(watcher::Event::Apply(w) | watcher::Event::InitApply(w)) => self.workflow_changed(w),
+                Ok(watcher::Event::Apply(w) | watcher::Event::InitApply(w)) => self.workflow_seen(w).await,
                 Ok(watcher::Event::Delete(w)) => self.workflow_deleted(&key_of(&w)),
                 Ok(_) => {}
                 Err(e) => {
@@ -259,41 +378,68 @@ impl Engine {
         }
     }
 
+    /// A watch event: the annotations are taken as they are; the whole workflow is read only
+    /// when it is new to the engine or its spec changed.
+    async fn workflow_seen(self: &Arc<Self>, w: WatchedWorkflow) {
+        let k = key_of(&w);
+        let WatchedWorkflow { metadata } = w;
+        let uid = metadata.uid.unwrap_or_default();
+        let generation = metadata.generation;
+        let current = {
+            let st = lock(&self.state);
+            st.workflows.get(&k).is_some_and(|s| s.uid == uid && generation.is_some() && s.generation == generation)
+        };
+        if current {
+            self.annotations_changed(&k, &metadata.annotations.unwrap_or_default());
+            return;
+        }
+        let api: Api<Workflow> = Api::namespaced(self.client.clone(), &k.0);
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=5 {
+            match api.get_opt(&k.1).await {
+                Ok(Some(full)) => return self.workflow_changed(full),
+                // Deleted meanwhile: the watch says so next.
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(workflow = %k.1, attempt, error = %e, "reading the workflow failed");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+    }
+
     fn workflow_changed(self: &Arc<Self>, w: Workflow) {
         let k = key_of(&w);
-        let uid = w.meta().uid.clone().unwrap_or_default();
+        let Workflow { metadata, spec, status } = w;
+        let uid = metadata.uid.unwrap_or_default();
+        let generation = metadata.generation;
         let mut st = lock(&self.state);
-        let known = st.workflows.get(&k).is_some_and(|s| s.uid == uid);
-        let annotations = w.metadata.annotations.clone().unwrap_or_default();
-        if known {
-            // Our own status writes come back here: only the spec is taken from the event.
-            if let Some(s) = st.workflows.get_mut(&k) {
-                s.spec = w.spec.clone();
+        match st.workflows.get_mut(&k) {
+            // Known, with an older spec: only the spec is taken (status is the engine's).
+            Some(s) if s.uid == uid => {
+                s.index = plan::Index::new(&spec);
+                s.aligned = false;
+                s.spec = spec;
+                s.generation = generation;
             }
-        } else {
-            st.workflows.insert(
-                k.clone(),
-                WorkflowState {
-                    uid,
-                    spec: w.spec.clone(),
-                    status: w.status.clone().unwrap_or_default(),
-                    dirty: false,
-                    busy: Busy::default(),
-                    cancels: HashMap::new(),
-                    wake_at: None,
-                    adopted: false,
-                    cancel_requested: false,
-                },
-            );
-        }
-        if let Some(s) = st.workflows.get_mut(&k) {
-            s.cancel_requested = annotations.contains_key(CANCEL_ANNOTATION);
-            if let Some(request) = annotations.get(RETRY_ANNOTATION) {
-                Self::apply_retry(&k, s, request);
+            _ => {
+                st.workflows.insert(k.clone(), WorkflowState::new(uid, generation, spec, status.unwrap_or_default()));
             }
         }
         drop(st);
-        self.advance(&k);
+        self.annotations_changed(&k, &metadata.annotations.unwrap_or_default());
+    }
+
+    /// Takes the cancel and retry requests a workflow's annotations make, and steps it.
+    fn annotations_changed(self: &Arc<Self>, k: &Key, annotations: &std::collections::BTreeMap<String, String>) {
+        if let Some(s) = lock(&self.state).workflows.get_mut(k) {
+            s.cancel_requested = annotations.contains_key(CANCEL_ANNOTATION);
+            if let Some(request) = annotations.get(RETRY_ANNOTATION) {
+                Self::apply_retry(k, s, request);
+            }
+        }
+        self.schedule(k);
     }
 
     /// Handles a retry request once: resets the tasks and records the request as handled.
@@ -318,7 +464,7 @@ impl Engine {
         };
         w.status.conditions.retain(|c| c.type_ != RETRIED_CONDITION);
         w.status.conditions.push(Condition::new(RETRIED_CONDITION, ok, reason, request));
-        w.dirty = true;
+        w.touch_all();
     }
 
     fn workflow_deleted(&self, k: &Key) {
@@ -329,6 +475,32 @@ impl Engine {
             }
         }
         st.queue.retain(|t| &t.workflow != k);
+    }
+
+    /// Asks for `k`'s state machine to run soon. Requests made while a step is pending join
+    /// it: a burst of finished tasks costs one pass over the workflow, not one per task.
+    fn schedule(&self, k: &Key) {
+        if lock(&self.to_step).insert(k.clone()) {
+            self.step.notify_one();
+        }
+    }
+
+    async fn stepper(self: Arc<Self>) {
+        loop {
+            self.step.notified().await;
+            let started = std::time::Instant::now();
+            let due: Vec<Key> = lock(&self.to_step).drain().collect();
+            for k in due {
+                self.advance(&k);
+            }
+            // A step costs O(tasks): after a costly round (a very large workflow, or very many
+            // workflows), let finished tasks pile up meanwhile, so stepping takes at most a
+            // fifth of the time. Rounds of small steps take microseconds and never wait.
+            let pause = (started.elapsed() * 4).min(MAX_STEP_PAUSE);
+            if pause >= Duration::from_micros(250) {
+                tokio::time::sleep(pause).await;
+            }
+        }
     }
 
     /// Runs the state machine of one workflow and queues what became ready.
@@ -349,7 +521,9 @@ impl Engine {
         }
         if w.cancel_requested {
             let (running, changed) = plan::cancel(&mut w.status, now);
-            w.dirty |= changed;
+            if changed {
+                w.touch_all();
+            }
             for i in &running {
                 if let Some(tx) = w.cancels.get(i) {
                     let _ = tx.send(true);
@@ -363,8 +537,13 @@ impl Engine {
             return;
         }
         let busy = &w.busy;
-        let step = plan::step_except(&w.spec, &mut w.status, now, |i| busy.contains(&i));
+        let step = plan::step_indexed(&w.spec, &w.index, w.aligned, &mut w.status, now, |i| busy.contains(&i));
+        w.aligned = true;
         w.dirty |= step.changed;
+        w.rewrite |= step.realigned;
+        for &i in &step.touched {
+            w.changed.insert(i);
+        }
         w.wake_at = step.wake_at;
         for i in step.cancel {
             if let Some(tx) = w.cancels.get(&i) {
@@ -406,6 +585,9 @@ impl Engine {
         }
         let finished =
             matches!(w.status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled));
+        if finished {
+            w.full_outputs = HashMap::new();
+        }
         if finished && let (Some(ttl), Some(done)) = (&w.spec.ttl_after_finished, w.status.finished_at) {
             let at = done.0 + jiff::SignedDuration::try_from(ttl.value()).unwrap_or(jiff::SignedDuration::MAX);
             w.wake_at = Some(w.wake_at.map_or(at, |x| x.min(at)));
@@ -455,7 +637,7 @@ impl Engine {
                         w.wake_at = None;
                     }
                 } else {
-                    self.advance(&k);
+                    self.schedule(&k);
                 }
             }
         }
@@ -465,15 +647,15 @@ impl Engine {
     /// attempt started before a restart, when `t.resume` names one).
     async fn execute(self: Arc<Self>, t: TaskRef, agent_name: String) {
         let resume_id = t.resume.clone();
-        let now = Timestamp::now();
-        let (tx, mut rx) = watch::channel(false);
-        // Record the start, and gather what the attempt needs.
-        let prepared = {
+        let (tx, rx) = watch::channel(false);
+        // Record the start, and note the upstream outputs the message needs in whole.
+        let started = {
+            let now = Timestamp::now();
             let mut st = lock(&self.state);
             let State { workflows, agents, .. } = &mut *st;
-            let agent = agents.get_mut(&(t.workflow.0.clone(), agent_name.clone()));
-            match (workflows.get_mut(&t.workflow), agent) {
-                (Some(w), Some(view)) if !w.cancel_requested => {
+            let known = agents.contains_key(&(t.workflow.0.clone(), agent_name.clone()));
+            match workflows.get_mut(&t.workflow) {
+                Some(w) if known && !w.cancel_requested => {
                     let started = w.status.tasks.get(t.index).and_then(|s| s.started_at);
                     plan::record_start(&mut w.status, t.index, t.attempt, &agent_name, now);
                     if let Some(id) = &resume_id {
@@ -481,9 +663,113 @@ impl Engine {
                         w.status.tasks[t.index].a2a_task_id = Some(id.clone());
                         w.status.tasks[t.index].started_at = started.or(Some(crate::api::common::Time(now)));
                     }
-                    w.dirty = true;
+                    w.touch(t.index);
                     w.cancels.insert(t.index, tx);
-                    let message = plan::render_message(&w.spec, &w.status, t.index);
+                    let needed: Vec<(usize, String, u32)> = plan::long_outputs_used(&w.spec, &w.status, t.index)
+                        .into_iter()
+                        .filter(|j| !w.full_outputs.contains_key(j))
+                        .map(|j| (j, w.status.tasks[j].name.clone(), w.status.tasks[j].attempts))
+                        .collect();
+                    Some((w.uid.clone(), needed))
+                }
+                _ => None,
+            }
+        };
+        self.flush.notify_one();
+        let outcome = match started {
+            None => Err("the workflow or agent is gone".to_owned()),
+            Some((uid, needed)) => match self.load_outputs(&t.workflow, &uid, needed).await {
+                Err(e) => Err(e),
+                Ok(()) => self.attempt(&t, &agent_name, resume_id, rx).await,
+            },
+        };
+        let outcome = match outcome {
+            Ok(text) if text.len() > MAX_OUTPUT_IN_STATUS => self.store_output(&t, text).await,
+            Ok(text) => Ok(Output { text, reference: None, whole: None }),
+            Err(e) => Err(e),
+        };
+        self.finish(&t, &agent_name, outcome);
+    }
+
+    /// Reads the whole outputs of upstream tasks `needed` from beside the workflow, into the
+    /// workflow's cache.
+    async fn load_outputs(&self, k: &Key, uid: &str, needed: Vec<(usize, String, u32)>) -> Result<(), String> {
+        for (j, name, attempt) in needed {
+            let owner = Owner { namespace: &k.0, name: &k.1, uid };
+            let (text, _) = outputs::load(&self.client, &owner, &name, attempt)
+                .await
+                .map_err(|e| format!("the whole output of task {name:?} cannot be read: {e}"))?;
+            if let Some(w) = lock(&self.state).workflows.get_mut(k) {
+                w.full_outputs.insert(j, Arc::from(text));
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps an output longer than status holds in ConfigMaps beside the workflow; the status
+    /// then gets its first 64 KiB and a reference. A write that keeps failing fails the attempt
+    /// (its output would be lost otherwise).
+    async fn store_output(&self, t: &TaskRef, text: String) -> Result<Output, String> {
+        let (uid, task) = {
+            let st = lock(&self.state);
+            match st.workflows.get(&t.workflow) {
+                Some(w) => (w.uid.clone(), w.spec.tasks[t.index].name.clone()),
+                None => return Err("the workflow is gone".to_owned()),
+            }
+        };
+        let owner = Owner { namespace: &t.workflow.0, name: &t.workflow.1, uid: &uid };
+        let mut wait = Duration::from_millis(100);
+        let mut tries = 0;
+        let stored = loop {
+            match outputs::store(&self.client, &owner, &task, t.attempt, &text).await {
+                Ok(s) => break s,
+                Err(e) if tries < 4 => {
+                    tracing::warn!(workflow = %t.workflow.1, task = %task, error = %e, "storing a long output failed; retrying");
+                    tries += 1;
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "the output ({} bytes) could not be stored beside the workflow in ConfigMaps: {e}",
+                        text.len()
+                    ));
+                }
+            }
+        };
+        // The workflow may have gone meanwhile (its deletion cascaded before these existed).
+        let gone = lock(&self.state).workflows.get(&t.workflow).is_none_or(|w| w.uid != uid);
+        if gone {
+            outputs::remove(&self.client, &owner, &task).await;
+            return Err("the workflow is gone".to_owned());
+        }
+        if let Some(n) = stored.original_bytes {
+            tracing::warn!(workflow = %t.workflow.1, task = %task, bytes = n, kept = stored.bytes, "output over the cap was cut");
+        }
+        let reference = stored.describe(&t.workflow.1, &task);
+        let head = outputs::prefix(&text, MAX_OUTPUT_IN_STATUS).to_owned();
+        let mut whole = text;
+        whole.truncate(stored.bytes);
+        Ok(Output { text: head, reference: Some(reference), whole: Some(Arc::from(whole)) })
+    }
+
+    /// Sends (or follows) one attempt and waits for its result.
+    async fn attempt(
+        &self,
+        t: &TaskRef,
+        agent_name: &str,
+        resume_id: Option<String>,
+        mut rx: watch::Receiver<bool>,
+    ) -> Result<String, String> {
+        let prepared = {
+            let mut st = lock(&self.state);
+            let State { workflows, agents, .. } = &mut *st;
+            let view = agents.get_mut(&(t.workflow.0.clone(), agent_name.to_owned()));
+            match (workflows.get(&t.workflow), view) {
+                (Some(w), Some(view)) => {
+                    let full = &w.full_outputs;
+                    let message =
+                        plan::render_message_with(&w.spec, &w.status, t.index, |j| full.get(&j).map(|s| &**s));
                     let task = &w.spec.tasks[t.index];
                     let timeout = task.timeout.as_ref().or(w.spec.timeout.as_ref()).map(|d| d.value());
                     let data = task.data.clone();
@@ -493,57 +779,43 @@ impl Engine {
                         let at = view.next_endpoint % endpoints.len();
                         // The chosen one first, then the others (where a resumed task may live).
                         endpoints.rotate_left(at);
-                        endpoints.clone()
+                        endpoints
                     });
-                    Some((
-                        message,
-                        timeout,
-                        data,
-                        endpoint,
-                        view.agent.clone(),
-                        plan::message_id(&w.uid, &task.name, t.attempt),
-                    ))
+                    let stdio = view.agent.spec.protocol() == Protocol::Stdio;
+                    let agent = stdio.then(|| view.agent.clone());
+                    Some((message, timeout, data, endpoint, agent, plan::message_id(&w.uid, &task.name, t.attempt)))
                 }
                 _ => None,
             }
         };
-        self.flush.notify_one();
-        let outcome = match prepared {
-            None => Err("the workflow or agent is gone".to_owned()),
-            Some((Err(e), ..)) => Err(e),
-            Some((Ok(message), timeout, data, endpoint, agent, message_id)) => {
-                let cancelled = async move {
-                    let _ = rx.wait_for(|c| *c).await;
-                };
-                match agent.spec.protocol() {
-                    Protocol::Stdio => match &self.config.stdio {
-                        Some(runner) => {
-                            let run = runner.run(&agent, message);
-                            match timeout {
-                                Some(d) => tokio::select! {
-                                    r = tokio::time::timeout(d, run) => r.unwrap_or_else(|_| Err(format!("timed out after {d:?}"))),
-                                    () = cancelled => Err("cancelled".to_owned()),
-                                },
-                                None => tokio::select! {
-                                    r = run => r,
-                                    () = cancelled => Err("cancelled".to_owned()),
-                                },
-                            }
-                        }
-                        None => Err("stdio agents run only in local mode".to_owned()),
-                    },
-                    Protocol::A2a => match endpoint {
-                        None => Err(format!("agent {:?} has no ready endpoint", agent_name)),
-                        Some(urls) => {
-                            self.a2a_attempt(&t, &urls, message_id, message, data, timeout, resume_id, cancelled).await
-                        }
-                    },
-                }
-            }
+        let Some((message, timeout, data, endpoint, stdio_agent, message_id)) = prepared else {
+            return Err("the workflow or agent is gone".to_owned());
         };
-        self.finish(&t, &agent_name, outcome);
+        let message = message?;
+        let cancelled = async move {
+            let _ = rx.wait_for(|c| *c).await;
+        };
+        if let Some(agent) = stdio_agent {
+            let Some(runner) = &self.config.stdio else {
+                return Err("stdio agents run only in local mode".to_owned());
+            };
+            let run = runner.run(&agent, message);
+            return match timeout {
+                Some(d) => tokio::select! {
+                    r = tokio::time::timeout(d, run) => r.unwrap_or_else(|_| Err(format!("timed out after {d:?}"))),
+                    () = cancelled => Err("cancelled".to_owned()),
+                },
+                None => tokio::select! {
+                    r = run => r,
+                    () = cancelled => Err("cancelled".to_owned()),
+                },
+            };
+        }
+        match endpoint {
+            None => Err(format!("agent {agent_name:?} has no ready endpoint")),
+            Some(urls) => self.a2a_attempt(t, &urls, message_id, message, data, timeout, resume_id, cancelled).await,
+        }
     }
-
     #[allow(clippy::too_many_arguments)]
     async fn a2a_attempt(
         &self,
@@ -595,7 +867,7 @@ impl Engine {
                         // The id matters now: keep it, so a restart follows instead of re-sending.
                         if let Some(w) = lock(&self.state).workflows.get_mut(&t.workflow) {
                             w.status.tasks[t.index].a2a_task_id = Some(task.id.clone());
-                            w.dirty = true;
+                            w.touch(t.index);
                         }
                         self.flush.notify_one();
                         task.id
@@ -617,7 +889,7 @@ impl Engine {
         Ok(c)
     }
 
-    fn finish(self: &Arc<Self>, t: &TaskRef, agent: &str, outcome: Result<String, String>) {
+    fn finish(self: &Arc<Self>, t: &TaskRef, agent: &str, outcome: Result<Output, String>) {
         let now = Timestamp::now();
         {
             let mut st = lock(&self.state);
@@ -628,26 +900,23 @@ impl Engine {
                 if w.status.tasks.get(t.index).is_some_and(|s| s.phase == TaskPhase::Running) {
                     match outcome {
                         Err(_) if w.cancel_requested => plan::record_cancelled(&mut w.status, t.index, now),
-                        Ok(mut output) => {
-                            if output.len() > MAX_OUTPUT_IN_STATUS {
-                                let mut cut = MAX_OUTPUT_IN_STATUS;
-                                while !output.is_char_boundary(cut) {
-                                    cut -= 1;
-                                }
-                                output.truncate(cut);
-                                w.status.tasks[t.index].output_ref = Some("truncated to 64 KiB".to_owned());
-                            }
-                            plan::record_success(&mut w.status, t.index, output, now);
+                        Ok(Output { text, reference, whole }) => {
+                            plan::record_success(&mut w.status, t.index, text, now);
+                            w.status.tasks[t.index].output_ref = reference;
+                            match whole {
+                                Some(whole) => w.full_outputs.insert(t.index, whole),
+                                None => w.full_outputs.remove(&t.index),
+                            };
                         }
                         Err(e) => {
                             plan::record_failure(&w.spec, &mut w.status, t.index, e, now);
                         }
                     }
-                    w.dirty = true;
+                    w.touch(t.index);
                 }
             }
         }
-        self.advance(&t.workflow);
+        self.schedule(&t.workflow);
     }
 
     async fn flusher(self: Arc<Self>) {
@@ -657,50 +926,84 @@ impl Engine {
             tokio::time::sleep(pause).await;
             let started = std::time::Instant::now();
             self.flush_all().await;
-            // Writing big statuses must not eat the engine: at most a fifth of the time.
-            pause = self.config.flush_interval.max(started.elapsed() * 4);
+            // Writing big statuses must not eat the engine (nor the API server that applies
+            // them): at most a tenth of the time.
+            pause = self.config.flush_interval.max(started.elapsed() * 9);
         }
     }
 
-    /// Writes every dirty status (one merge patch per workflow, many in flight at once).
+    /// Writes every dirty status, many workflows in flight at once. A workflow whose task list
+    /// is as last written gets a JSON patch of the tasks that changed (guarded by a `test` of
+    /// each task's name) and of the top-level fields, so a write costs what changed, not the
+    /// size of the workflow; otherwise (first write, task list rebuilt, a refused patch) the
+    /// whole status goes as a merge patch.
     pub async fn flush_all(&self) {
-        let dirty: Vec<(Key, WorkflowStatus)> = {
+        let dirty: Vec<(Key, StatusWrite)> = {
             let mut st = lock(&self.state);
             st.workflows
                 .iter_mut()
                 .filter(|(_, w)| w.dirty)
-                .map(|(k, w)| {
+                .filter_map(|(k, w)| {
                     w.dirty = false;
-                    (k.clone(), w.status.clone())
+                    let changed = w.changed.take();
+                    let write = if std::mem::take(&mut w.rewrite) {
+                        status_merge_patch(&w.status)
+                    } else {
+                        status_json_patch(&mut w.status, &changed)
+                    };
+                    match write {
+                        Ok(write) => Some((k.clone(), write)),
+                        Err(e) => {
+                            tracing::error!(workflow = %k.1, error = %e, "encoding the status failed");
+                            None
+                        }
+                    }
                 })
                 .collect()
         };
-        let writes = dirty.into_iter().map(|(k, status)| {
-            let api: Api<Workflow> = Api::namespaced(self.client.clone(), &k.0);
-            async move {
-                let patch = serde_json::json!({ "status": status });
-                let r = api.patch_status(&k.1, &PatchParams::default(), &Patch::Merge(&patch)).await;
-                (k, r)
-            }
+        let writes = dirty.into_iter().map(|(k, write)| async move {
+            let r = self.write_status(&k, &write).await;
+            (k, write.whole, r)
         });
         let results = futures::stream::iter(writes).buffer_unordered(16).collect::<Vec<_>>().await;
-        for (k, r) in results {
+        for (k, whole, r) in results {
             match r {
-                Ok(_) => {}
+                Ok(()) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => self.workflow_deleted(&k),
                 Err(e) => {
-                    tracing::warn!(workflow = %k.1, error = %e, "status write failed; will retry");
-                    if let Some(w) = lock(&self.state).workflows.get_mut(&k) {
-                        w.dirty = true;
+                    if whole {
+                        tracing::warn!(workflow = %k.1, error = %e, "status write failed; will retry");
+                    } else {
+                        // The stored task list is not what the patch expects: send it all.
+                        tracing::debug!(workflow = %k.1, error = %e, "status patch refused; writing the whole status");
                     }
+                    if let Some(w) = lock(&self.state).workflows.get_mut(&k) {
+                        w.touch_all();
+                    }
+                    self.flush.notify_one();
                 }
             }
         }
     }
 
+    /// Sends one status write; the answer (the whole workflow) is read but not decoded.
+    async fn write_status(&self, k: &Key, write: &StatusWrite) -> Result<(), kube::Error> {
+        let url = format!("{}/{}/status", Workflow::url_path(&(), Some(&k.0)), k.1);
+        let req = http::Request::patch(url)
+            .header(http::header::CONTENT_TYPE, write.content_type)
+            .body(write.body.clone())
+            .map_err(kube::Error::HttpError)?;
+        self.client.request_text(req).await.map(drop)
+    }
+
     /// The workflows the engine knows, for tests and `a2a run`.
     pub fn status_of(&self, namespace: &str, name: &str) -> Option<WorkflowStatus> {
         lock(&self.state).workflows.get(&(namespace.to_owned(), name.to_owned())).map(|w| w.status.clone())
+    }
+
+    /// The phase of a workflow the engine knows (cheap: no copy of its tasks).
+    pub fn phase_of(&self, namespace: &str, name: &str) -> Option<WorkflowPhase> {
+        lock(&self.state).workflows.get(&(namespace.to_owned(), name.to_owned())).and_then(|w| w.status.phase)
     }
 
     /// Keys of every known workflow.
@@ -728,5 +1031,115 @@ fn task_result(task: &a2a::types::Task) -> Result<String, String> {
         } else {
             format!("{}: {}", state.as_str(), out.text)
         }),
+    }
+}
+
+/// A successful attempt's output as status keeps it.
+struct Output {
+    /// At most the first 64 KiB.
+    text: String,
+    /// Where the whole output lives when it is longer.
+    reference: Option<String>,
+    /// The whole output when it is longer, for downstream templates.
+    whole: Option<Arc<str>>,
+}
+
+/// One encoded status write.
+struct StatusWrite {
+    content_type: &'static str,
+    body: Vec<u8>,
+    /// The whole status (a merge patch), not a JSON patch of what changed.
+    whole: bool,
+}
+
+fn status_merge_patch(status: &WorkflowStatus) -> Result<StatusWrite, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        status: &'a WorkflowStatus,
+    }
+    let body = serde_json::to_vec(&Body { status })?;
+    Ok(StatusWrite { content_type: "application/merge-patch+json", body, whole: true })
+}
+
+/// A JSON patch that replaces the tasks `changed` (after testing that each index still holds
+/// the task of that name) and sets every top-level field that has a value. Fields that become
+/// empty only do so through a rewrite (retry, cancel), which sends the whole status.
+fn status_json_patch(status: &mut WorkflowStatus, changed: &[usize]) -> Result<StatusWrite, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Op<'a> {
+        op: &'static str,
+        path: String,
+        value: OpValue<'a>,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum OpValue<'a> {
+        Text(&'a str),
+        Task(&'a crate::api::workflow::TaskStatus),
+        Json(serde_json::Value),
+    }
+    let tasks = std::mem::take(&mut status.tasks);
+    let top = serde_json::to_value(&*status);
+    status.tasks = tasks;
+    let mut ops = Vec::with_capacity(changed.len() * 2 + 6);
+    if let serde_json::Value::Object(fields) = top? {
+        for (name, value) in fields {
+            ops.push(Op { op: "add", path: format!("/status/{name}"), value: OpValue::Json(value) });
+        }
+    }
+    for &i in changed {
+        let Some(t) = status.tasks.get(i) else { continue };
+        ops.push(Op { op: "test", path: format!("/status/tasks/{i}/name"), value: OpValue::Text(&t.name) });
+        ops.push(Op { op: "replace", path: format!("/status/tasks/{i}"), value: OpValue::Task(t) });
+    }
+    let body = serde_json::to_vec(&ops)?;
+    Ok(StatusWrite { content_type: "application/json-patch+json", body, whole: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::workflow::TaskStatus;
+
+    fn status(names: &[&str]) -> WorkflowStatus {
+        WorkflowStatus {
+            phase: Some(WorkflowPhase::Running),
+            progress: Some("0/3".into()),
+            tasks: names.iter().map(|n| TaskStatus::pending(n)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn apply(doc: &mut serde_json::Value, write: &StatusWrite) -> Result<(), json_patch::PatchError> {
+        let patch: json_patch::Patch = serde_json::from_slice(&write.body).expect("a JSON patch");
+        json_patch::patch(doc, &patch)
+    }
+
+    #[test]
+    fn a_patch_of_the_changed_tasks_brings_the_stored_status_to_the_engines() {
+        let mut st = status(&["a", "b", "c"]);
+        let mut stored = serde_json::json!({ "status": st });
+        st.tasks[1].phase = TaskPhase::Succeeded;
+        st.tasks[1].output = Some("B".into());
+        st.progress = Some("1/3".into());
+        st.started_at = Some(crate::api::common::Time(Timestamp::UNIX_EPOCH));
+        let write = status_json_patch(&mut st, &[1]).expect("encode");
+        assert!(!write.whole);
+        assert!(!String::from_utf8_lossy(&write.body).contains("\"c\""), "unchanged tasks are not sent");
+        apply(&mut stored, &write).expect("applies");
+        assert_eq!(stored, serde_json::json!({ "status": st }));
+    }
+
+    #[test]
+    fn a_patch_is_refused_when_the_stored_task_list_differs() {
+        let mut st = status(&["a", "b"]);
+        let mut stored = serde_json::json!({ "status": status(&["b", "a"]) });
+        st.tasks[1].phase = TaskPhase::Running;
+        let write = status_json_patch(&mut st, &[1]).expect("encode");
+        let before = stored.clone();
+        assert!(apply(&mut stored, &write).is_err(), "the name test guards the index");
+        assert_eq!(stored, before, "nothing applied");
+        let whole = status_merge_patch(&st).expect("encode");
+        assert!(whole.whole);
     }
 }

@@ -5,4 +5,5 @@
 pub mod admission;
 pub mod dispatch;
 pub mod engine;
+pub mod outputs;
 pub mod plan;

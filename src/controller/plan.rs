@@ -41,6 +41,10 @@ pub struct Step {
     pub cancel: Vec<usize>,
     /// Whether `status` was changed (tasks added, skipped, phase...), so it must be written.
     pub changed: bool,
+    /// The tasks whose status this step changed (skipped, cancelled, failed to render).
+    pub touched: Vec<usize>,
+    /// `status.tasks` was rebuilt to match the spec (every entry may have moved).
+    pub realigned: bool,
 }
 
 /// Makes sure `status.tasks` has one entry per spec task, in spec order (keeping what is
@@ -68,6 +72,21 @@ pub fn step(spec: &WorkflowSpec, status: &mut WorkflowStatus, now: Timestamp) ->
     step_except(spec, status, now, |_| false)
 }
 
+/// What a step needs to know about a spec's structure, computed once per spec (a caller that
+/// steps the same spec many times keeps it).
+#[derive(Clone, Debug, Default)]
+pub struct Index {
+    /// Indices of each task's dependencies; empty when no task has any.
+    deps: Vec<Vec<usize>>,
+}
+
+impl Index {
+    pub fn new(spec: &WorkflowSpec) -> Self {
+        let any = spec.tasks.iter().any(|t| !t.depends_on.is_empty());
+        Index { deps: if any { dependency_indices(spec) } else { Vec::new() } }
+    }
+}
+
 /// [`step`], leaving out of `ready` the tasks `queued(i)` says are already queued (their
 /// messages are not rendered again; a large workflow's step stays cheap).
 pub fn step_except(
@@ -76,7 +95,22 @@ pub fn step_except(
     now: Timestamp,
     queued: impl Fn(usize) -> bool,
 ) -> Step {
-    let mut out = Step { changed: align(spec, status), ..Default::default() };
+    step_indexed(spec, &Index::new(spec), false, status, now, queued)
+}
+
+/// [`step_except`] with the spec's [`Index`] at hand. `aligned` says `status.tasks` already
+/// matches the spec task for task (the caller aligned it and the spec has not changed since),
+/// so the names are not compared again.
+pub fn step_indexed(
+    spec: &WorkflowSpec,
+    index: &Index,
+    aligned: bool,
+    status: &mut WorkflowStatus,
+    now: Timestamp,
+    queued: impl Fn(usize) -> bool,
+) -> Step {
+    let realigned = if aligned && status.tasks.len() == spec.tasks.len() { false } else { align(spec, status) };
+    let mut out = Step { changed: realigned, realigned, ..Default::default() };
     if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
         return out;
     }
@@ -85,8 +119,7 @@ pub fn step_except(
         status.started_at.get_or_insert(Time(now));
         out.changed = true;
     }
-    // Without DAG edges there is no name index to build (step runs after every finished task).
-    let deps = if spec.tasks.iter().any(|t| !t.depends_on.is_empty()) { dependency_indices(spec) } else { Vec::new() };
+    let deps = &index.deps;
     let deps_of = |i: usize| deps.get(i).map_or(&[][..], Vec::as_slice);
     // Failure propagation to a fixpoint: a task whose dependency can no longer succeed is Skipped.
     loop {
@@ -102,6 +135,7 @@ pub fn step_except(
                 t.phase = TaskPhase::Skipped;
                 t.error = Some(format!("dependency {:?} did not succeed", spec.tasks[d].name));
                 t.finished_at = Some(Time(now));
+                out.touched.push(i);
                 any = true;
             }
         }
@@ -121,6 +155,7 @@ pub fn step_except(
                         t.phase = TaskPhase::Cancelled;
                         t.error = Some(format!("workflow activeDeadline {deadline} passed"));
                         t.finished_at = Some(Time(now));
+                        out.touched.push(i);
                         out.changed = true;
                     }
                     _ => {}
@@ -130,10 +165,19 @@ pub fn step_except(
             out.wake_at = Some(end);
         }
     }
-    let running = status.tasks.iter().filter(|t| t.phase == TaskPhase::Running).count();
-    let mut room = spec.parallelism.map_or(usize::MAX, |p| (p as usize).saturating_sub(running));
-    let queued_pending = (0..spec.tasks.len()).filter(|&i| status.tasks[i].phase == TaskPhase::Pending && queued(i));
-    room = room.saturating_sub(queued_pending.count());
+    // Room under `parallelism`: tasks running or already queued take it up.
+    let mut room = match spec.parallelism {
+        None => usize::MAX,
+        Some(p) => {
+            let taken = status
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(i, t)| t.phase == TaskPhase::Running || (t.phase == TaskPhase::Pending && queued(*i)))
+                .count();
+            (p as usize).saturating_sub(taken)
+        }
+    };
     if out.cancel.is_empty() {
         for (i, task) in spec.tasks.iter().enumerate() {
             if room == 0 {
@@ -169,6 +213,7 @@ pub fn step_except(
                     t.phase = TaskPhase::Failed;
                     t.error = Some(e);
                     t.finished_at = Some(Time(now));
+                    out.touched.push(i);
                     out.changed = true;
                 }
             }
@@ -262,14 +307,45 @@ pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) 
 
 /// Fills `{{ params.x }}` and `{{ tasks.NAME.output }}` for task `i`.
 pub fn render_message(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) -> Result<String, String> {
+    render_message_with(spec, status, i, |_| None)
+}
+
+/// [`render_message`], where `full(j)` gives task `j`'s whole output when status holds only
+/// its first 64 KiB (the rest lives beside the workflow, see [`super::outputs`]).
+pub fn render_message_with<'a>(
+    spec: &'a WorkflowSpec,
+    status: &'a WorkflowStatus,
+    i: usize,
+    full: impl Fn(usize) -> Option<&'a str>,
+) -> Result<String, String> {
     // Looked up per reference: most messages have none, and a map per call would make a
     // large workflow's step quadratic.
     template::render(&spec.tasks[i].message, |r| match r {
         Ref::Param(p) => spec.params.get(*p).map(|v| v.as_str().into()),
         Ref::TaskOutput(t) => {
-            status.tasks.iter().find(|s| s.name == *t).and_then(|s| s.output.as_deref()).map(Into::into)
+            let j = status.tasks.iter().position(|s| s.name == *t)?;
+            let s = &status.tasks[j];
+            let whole = if s.output_ref.is_some() { full(j) } else { None };
+            whole.or(s.output.as_deref()).map(Into::into)
         }
     })
+}
+
+/// The upstream tasks whose output task `i`'s message uses and whose status holds only the
+/// first 64 KiB of it.
+pub fn long_outputs_used(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) -> Vec<usize> {
+    let Ok(refs) = template::references(&spec.tasks[i].message) else { return Vec::new() };
+    let mut out = Vec::new();
+    for r in refs {
+        if let Ref::TaskOutput(t) = r
+            && let Some(j) = status.tasks.iter().position(|s| s.name == t)
+            && status.tasks[j].output_ref.is_some()
+            && !out.contains(&j)
+        {
+            out.push(j);
+        }
+    }
+    out
 }
 
 /// Sets the progress and, when every task is terminal, the final phase. Returns whether
@@ -359,6 +435,7 @@ pub fn record_success(status: &mut WorkflowStatus, i: usize, output: String, now
     let t = &mut status.tasks[i];
     t.phase = TaskPhase::Succeeded;
     t.output = Some(output);
+    t.output_ref = None;
     t.error = None;
     t.finished_at = Some(Time(now));
 }
