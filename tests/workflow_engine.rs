@@ -103,6 +103,8 @@ spec:
     let status = wf.status.clone().expect("status");
     assert_eq!(status.phase, Some(WorkflowPhase::Succeeded), "{status:#?}");
     assert_eq!(status.progress.as_deref(), Some("5/5"));
+    assert_eq!(status.observed_generation, wf.metadata.generation, "the status says which spec it is about");
+    assert!(status.observed_generation.is_some());
     assert_eq!(output(&wf, "loud"), "CGROUPS KEEP AGENTS HONEST");
     assert_eq!(output(&wf, "words"), "4");
     assert_eq!(output(&wf, "join"), "CGROUPS KEEP AGENTS HONEST / 4 / again: cgroups keep agents honest");

@@ -132,6 +132,15 @@ struct WorkflowState {
 }
 
 impl WorkflowState {
+    /// `status.observedGeneration` says which spec the status is about: set when the engine
+    /// takes a spec, written with the next flush (top-level fields go with every write).
+    fn observe_generation(&mut self) {
+        if self.generation.is_some() && self.status.observed_generation != self.generation {
+            self.status.observed_generation = self.generation;
+            self.dirty = true;
+        }
+    }
+
     fn new(uid: String, generation: Option<i64>, spec: WorkflowSpec, status: WorkflowStatus) -> Self {
         WorkflowState {
             uid,
@@ -422,9 +431,12 @@ impl Engine {
                 s.aligned = false;
                 s.spec = spec;
                 s.generation = generation;
+                s.observe_generation();
             }
             _ => {
-                st.workflows.insert(k.clone(), WorkflowState::new(uid, generation, spec, status.unwrap_or_default()));
+                let mut s = WorkflowState::new(uid, generation, spec, status.unwrap_or_default());
+                s.observe_generation();
+                st.workflows.insert(k.clone(), s);
             }
         }
         drop(st);
