@@ -24,7 +24,7 @@ pub struct Resource {
     pub a2a: Option<Kind>,
 }
 
-const VERBS: [&str; 8] = ["create", "delete", "get", "list", "patch", "update", "watch", "deletecollection"];
+const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 pub static RESOURCES: [Resource; 5] = [
     Resource {
@@ -111,6 +111,22 @@ impl Resource {
     /// The storage key prefix.
     pub fn storage(&self) -> String {
         format!("{}/{}", self.group, self.plural)
+    }
+
+    /// The verbs discovery lists. Namespaces have no deletecollection (as in Kubernetes:
+    /// one request must not be able to remove every namespace and all they hold).
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.plural == "namespaces" {
+            &["create", "delete", "get", "list", "patch", "update", "watch"]
+        } else {
+            &VERBS
+        }
+    }
+
+    /// Finds a resource by its storage key prefix.
+    pub fn by_storage(storage: &str) -> Option<&'static Resource> {
+        let (group, plural) = storage.split_once('/')?;
+        RESOURCES.iter().find(|r| r.group == group && r.plural == plural)
     }
 
     /// Field paths a fieldSelector may name.
@@ -278,7 +294,7 @@ impl Resource {
             "singularName": self.singular,
             "namespaced": self.namespaced,
             "kind": self.kind,
-            "verbs": VERBS,
+            "verbs": self.verbs(),
             "shortNames": self.short_names,
             "categories": self.categories,
         })];
@@ -293,6 +309,11 @@ impl Resource {
         }
         out
     }
+}
+
+/// The field paths a fieldSelector may name on the resource stored under `storage`.
+pub fn selectable_fields_of(storage: &str) -> &'static [&'static str] {
+    Resource::by_storage(storage).map_or(&["metadata.name", "metadata.namespace"], Resource::selectable_fields)
 }
 
 fn check_subdomain(name: &str) -> Result<(), String> {
