@@ -544,16 +544,20 @@ impl AppState {
     /// keeping what the client may not change and bumping `generation` on spec changes.
     fn next_version(&self, t: &Target, name: &str, current: &Value, proposed: Value) -> Result<Value, ApiError> {
         let mut new = if t.status {
-            let mut new = current.clone();
-            match proposed.get("status") {
-                Some(s) => new["status"] = s.clone(),
-                None => {
-                    if let Some(m) = new.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
+            // The current object with the proposed status, built without copying either status.
+            let mut proposed = proposed;
+            let status = proposed.as_object_mut().and_then(|m| m.remove("status"));
+            let mut new: Map<String, Value> = current
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| *k != "status")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if let Some(status) = status {
+                new.insert("status".into(), status);
             }
-            new
+            Value::Object(new)
         } else {
             let mut new = proposed;
             if !new.is_object() {
@@ -588,15 +592,15 @@ impl AppState {
             }
             meta.remove("resourceVersion");
         }
-        let spec_of = |v: &Value| {
-            let mut v = v.clone();
-            if let Some(m) = v.as_object_mut() {
-                m.remove("metadata");
-                m.remove("status");
+        // Everything but metadata and status is spec; compared in place, since cloning a
+        // large object (a big Workflow's status) twice per write would cost more than the write.
+        let spec_changed = |a: &Value, b: &Value| match (a.as_object(), b.as_object()) {
+            (Some(a), Some(b)) => {
+                a.keys().chain(b.keys()).filter(|k| *k != "metadata" && *k != "status").any(|k| a.get(k) != b.get(k))
             }
-            v
+            _ => a != b,
         };
-        if t.resource.plural != "events" && spec_of(&new) != spec_of(current) {
+        if t.resource.plural != "events" && spec_changed(&new, current) {
             let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             if let Some(meta) = meta_mut(&mut new) {
                 meta.insert("generation".into(), json!(generation + 1));
