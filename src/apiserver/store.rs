@@ -5,9 +5,9 @@
 //! index that serves reads. All writes go through one writer thread fed by a channel; it takes
 //! every request waiting in the channel, checks their preconditions in order, appends them as
 //! one record to the write-ahead log ([`super::wal`], one `fdatasync` for the whole batch),
-//! applies them to redb in one transaction without an fsync of its own, and only then updates
-//! the index, records the events, wakes watchers and answers each caller. A write that was
-//! answered `Ok` is on disk. Every [`StoreConfig::checkpoint_every`] batches a durable redb
+//! and only then updates the index, records the events, wakes watchers and answers each
+//! caller; after that it applies the batch to redb in one transaction without an fsync of its
+//! own. A write that was answered `Ok` is on disk. Every [`StoreConfig::checkpoint_every`] batches a durable redb
 //! commit makes the log's records redundant and the log starts over; opening the store applies
 //! the records redb does not have yet.
 //!
@@ -707,9 +707,21 @@ impl Writer {
             return;
         }
         let started = Instant::now();
-        let first_rv = rv + 1 - overlay_len(&outcomes) as u64;
-        let committed = self.persist(&outcomes, first_rv, rv);
-        self.metrics.observe_commit(started.elapsed(), overlay_len(&outcomes));
+        // What the batch writes, in order (the log and redb take the same).
+        let writes: Vec<(bool, Arc<Stored>)> = outcomes
+            .iter()
+            .filter_map(|(_, outcome)| match outcome {
+                Ok(Staged::Put { object, .. }) => Some((true, object.clone())),
+                Ok(Staged::Delete { last, .. }) => Some((false, last.clone())),
+                Err(_) => None,
+            })
+            .collect();
+        let first_rv = rv + 1 - writes.len() as u64;
+        let committed = self
+            .wal
+            .append(first_rv, &op_refs(&writes))
+            .map_err(|e| redb::Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", self.wal.path().display()))));
+        self.metrics.observe_commit(started.elapsed(), writes.len());
         if let Err(e) = committed {
             tracing::error!(error = %e, "store commit failed; no more writes until restarted");
             let message = e.to_string();
@@ -760,6 +772,13 @@ impl Writer {
         }
         drop(state);
         self.shared.committed.send_replace(rv);
+        // redb takes the batch after the callers were answered: the log already holds it, and
+        // redb's own commit (B-tree pages, checksums, allocator) is not on their path.
+        if let Err(e) = apply(&self.db, redb::Durability::None, &op_refs(&writes), rv) {
+            tracing::error!(error = %e, "applying logged writes to redb failed; no more writes until restarted");
+            self.failed = Some(e.to_string());
+            return;
+        }
         self.since_checkpoint += 1;
         if self.since_checkpoint >= self.checkpoint_every || self.wal.written() >= CHECKPOINT_BYTES {
             self.checkpoint();
@@ -786,31 +805,21 @@ impl Writer {
             Err(e) => tracing::warn!(error = %e, "store checkpoint failed; the write-ahead log keeps the writes"),
         }
     }
+}
 
-    /// Logs the batch durably, then applies it to redb without an fsync.
-    fn persist(&mut self, outcomes: &[(Reply, Result<Staged>)], first_rv: u64, rv: u64) -> Result<(), redb::Error> {
-        let ops: Vec<OpRef<'_>> = outcomes
-            .iter()
-            .filter_map(|(_, outcome)| match outcome {
-                Ok(Staged::Put { object, .. }) => Some(OpRef::Put {
-                    resource: &object.key.resource,
-                    namespace: &object.key.namespace,
-                    name: &object.key.name,
-                    object: &object.bytes[..],
-                }),
-                Ok(Staged::Delete { last, .. }) => Some(OpRef::Delete {
-                    resource: &last.key.resource,
-                    namespace: &last.key.namespace,
-                    name: &last.key.name,
-                }),
-                Err(_) => None,
-            })
-            .collect();
-        self.wal.append(first_rv, &ops).map_err(|e| {
-            redb::Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", self.wal.path().display())))
-        })?;
-        apply(&self.db, redb::Durability::None, &ops, rv)
-    }
+/// The operations of a batch, borrowed for the log and redb.
+fn op_refs(writes: &[(bool, Arc<Stored>)]) -> Vec<OpRef<'_>> {
+    writes
+        .iter()
+        .map(|(put, object)| {
+            let k = &object.key;
+            if *put {
+                OpRef::Put { resource: &k.resource, namespace: &k.namespace, name: &k.name, object: &object.bytes[..] }
+            } else {
+                OpRef::Delete { resource: &k.resource, namespace: &k.namespace, name: &k.name }
+            }
+        })
+        .collect()
 }
 
 /// Writes operations and the resourceVersion to redb in one transaction.
@@ -879,11 +888,6 @@ fn replay(db: &Database, wal_path: &Path, records: Vec<super::wal::Record>) -> R
     apply(db, redb::Durability::Immediate, &ops, next - 1).map_err(ReplayError::Redb)?;
     tracing::info!(records = count, writes = ops.len(), to = next - 1, "replayed the store's write-ahead log");
     Ok(())
-}
-
-/// How many writes of a batch succeeded (each took one resourceVersion).
-fn overlay_len(outcomes: &[(Reply, Result<Staged>)]) -> usize {
-    outcomes.iter().filter(|(_, o)| o.is_ok()).count()
 }
 
 fn stored_rv(object: &Value) -> u64 {
