@@ -348,3 +348,57 @@ async fn delete_collection_removes_what_the_selectors_match() {
     api.delete_collection(&DeleteParams::default(), &ListParams::default().fields("metadata.name=keep")).await.unwrap();
     assert!(matches!(api.get("keep").await.unwrap_err(), kube::Error::Api(s) if s.code == 404));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_runtime_recorder_publishes_events_k8s_io_events() {
+    use k8s_openapi::api::events::v1::Event as EventV1;
+    use kube::Resource as _;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let agent = api.create(&PostParams::default(), &agent("recorded")).await.unwrap();
+    let reporter = Reporter { controller: "a2a-test".into(), instance: Some("test-1".into()) };
+    let recorder = Recorder::new(t.client.clone(), reporter);
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "Throttled".into(),
+        note: Some("cpu limit reached".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let reference = agent.object_ref(&());
+    // The first publish creates the Event; the same one again patches its series.
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+
+    let events: Api<EventV1> = Api::namespaced(t.client.clone(), "default");
+    let list = events.list(&ListParams::default().fields("regarding.name=recorded")).await.unwrap();
+    assert_eq!(list.items.len(), 1, "{:?}", list.items);
+    let e = &list.items[0];
+    assert_eq!(e.note.as_deref(), Some("cpu limit reached"));
+    assert_eq!(e.reporting_controller.as_deref(), Some("a2a-test"));
+    assert_eq!(e.regarding.as_ref().and_then(|r| r.kind.as_deref()), Some("Agent"));
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
+    assert!(events.list(&ListParams::default().fields("regarding.name=other")).await.unwrap().items.is_empty());
+
+    // Discovery names the group, and an Event without what the API requires is refused.
+    let (code, groups) = common::raw(&t.client, axum::http::Method::GET, "/apis", "application/json", "").await;
+    assert_eq!(code, 200);
+    let names: Vec<&str> = groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a2a.dev", "events.k8s.io"]);
+    let (code, status) = common::raw(
+        &t.client,
+        axum::http::Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        "application/json",
+        r#"{"metadata": {"name": "bare"}, "type": "Sideways"}"#,
+    )
+    .await;
+    assert_eq!(code, 422, "{status}");
+    let fields: Vec<&str> =
+        status["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    for f in ["eventTime", "reportingController", "reportingInstance", "action", "reason", "type"] {
+        assert!(fields.contains(&f), "no cause for {f}: {status}");
+    }
+}

@@ -495,7 +495,7 @@ impl AppState {
         meta.remove("resourceVersion");
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
-        if t.resource.plural != "events" {
+        if !t.resource.is_event() {
             meta.insert("generation".into(), json!(1));
         }
         if t.resource.status_subresource
@@ -600,7 +600,7 @@ impl AppState {
             }
             _ => a != b,
         };
-        if t.resource.plural != "events" && spec_changed(&new, current) {
+        if !t.resource.is_event() && spec_changed(&new, current) {
             let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             if let Some(meta) = meta_mut(&mut new) {
                 meta.insert("generation".into(), json!(generation + 1));

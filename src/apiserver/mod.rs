@@ -400,11 +400,7 @@ async fn api_versions(State(state): State<AppState>) -> Response {
 }
 
 async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> Response {
-    if group == crate::api::GROUP {
-        json_response(StatusCode::OK, &resources::api_group())
-    } else {
-        ApiError::not_found_path().into_response()
-    }
+    found(resources::api_group(&group))
 }
 
 fn found(v: Option<Value>) -> Response {

@@ -26,7 +26,7 @@ pub struct Resource {
 
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
-pub static RESOURCES: [Resource; 5] = [
+pub static RESOURCES: [Resource; 6] = [
     Resource {
         group: "a2a.dev",
         version: "v1alpha1",
@@ -87,6 +87,20 @@ pub static RESOURCES: [Resource; 5] = [
         status_subresource: false,
         a2a: None,
     },
+    // The newer Events API kube-runtime's Recorder writes (regarding, note, series...). A
+    // Kubernetes API server keeps both versions in one store; here they are two resources.
+    Resource {
+        group: "events.k8s.io",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        status_subresource: false,
+        a2a: None,
+    },
 ];
 
 impl Resource {
@@ -129,9 +143,29 @@ impl Resource {
         RESOURCES.iter().find(|r| r.group == group && r.plural == plural)
     }
 
+    /// An Event (core or events.k8s.io): no generation, names may contain dots.
+    pub fn is_event(&self) -> bool {
+        self.kind == "Event"
+    }
+
     /// Field paths a fieldSelector may name.
     pub fn selectable_fields(&self) -> &'static [&'static str] {
-        if self.plural == "events" {
+        if self.group == "events.k8s.io" {
+            &[
+                "metadata.name",
+                "metadata.namespace",
+                "regarding.kind",
+                "regarding.namespace",
+                "regarding.name",
+                "regarding.uid",
+                "regarding.apiVersion",
+                "regarding.resourceVersion",
+                "regarding.fieldPath",
+                "reason",
+                "type",
+                "reportingController",
+            ]
+        } else if self.plural == "events" {
             &[
                 "metadata.name",
                 "metadata.namespace",
@@ -163,17 +197,16 @@ impl Resource {
         match object.pointer("/metadata/name").and_then(Value::as_str) {
             None => errors.push(FieldError::new("metadata.name", "required field is missing")),
             Some(name) => {
-                let check = if self.plural == "events" {
-                    check_subdomain(name)
-                } else {
-                    crate::api::validate::check_dns_label(name)
-                };
+                let check =
+                    if self.is_event() { check_subdomain(name) } else { crate::api::validate::check_dns_label(name) };
                 if let Err(e) = check {
                     errors.push(FieldError::new("metadata.name", e));
                 }
             }
         }
-        if self.plural == "events" {
+        if self.group == "events.k8s.io" {
+            validate_events_v1(object, &mut errors);
+        } else if self.plural == "events" {
             match object.get("involvedObject") {
                 Some(Value::Object(o)) => {
                     for f in ["kind", "name"] {
@@ -222,6 +255,15 @@ impl Resource {
                 .collect();
         }
         let col = |n: &str, t: &str, p: &str, d: &str| (n.to_string(), t.to_string(), p.to_string(), 0, d.to_string());
+        if self.group == "events.k8s.io" {
+            return vec![
+                col("Last Seen", "date", ".eventTime", "When the event last happened"),
+                col("Type", "string", ".type", ""),
+                col("Reason", "string", ".reason", ""),
+                col("Object", "string", ".regarding.name", ""),
+                col("Message", "string", ".note", ""),
+            ];
+        }
         match self.plural {
             "namespaces" => vec![
                 col("Status", "string", ".status.phase", "The phase of the namespace"),
@@ -316,6 +358,42 @@ pub fn selectable_fields_of(storage: &str) -> &'static [&'static str] {
     Resource::by_storage(storage).map_or(&["metadata.name", "metadata.namespace"], Resource::selectable_fields)
 }
 
+/// What the kube-apiserver requires of a new `events.k8s.io/v1` Event.
+fn validate_events_v1(object: &Value, errors: &mut Vec<FieldError>) {
+    if object.get("eventTime").and_then(Value::as_str).is_none_or(str::is_empty) {
+        errors.push(FieldError::new("eventTime", "required field is missing"));
+    }
+    for (field, max) in [("reportingController", 253), ("reportingInstance", 128), ("action", 128), ("reason", 128)] {
+        match object.get(field).and_then(Value::as_str) {
+            Some(v) if !v.is_empty() && v.len() <= max => {}
+            Some(v) if !v.is_empty() => {
+                errors.push(FieldError::new(field, format!("must be no more than {max} characters")))
+            }
+            _ => errors.push(FieldError::new(field, "required field is missing")),
+        }
+    }
+    match object.get("type").and_then(Value::as_str) {
+        Some("Normal" | "Warning") => {}
+        _ => errors.push(FieldError::new("type", "supported values: \"Normal\", \"Warning\"")),
+    }
+    if object.get("note").and_then(Value::as_str).is_some_and(|n| n.len() > 1024) {
+        errors.push(FieldError::new("note", "must be no more than 1024 bytes"));
+    }
+    if let Some(r) = object.get("regarding")
+        && !r.is_object()
+    {
+        errors.push(FieldError::new("regarding", "expected a mapping (an object reference)"));
+    }
+    if let Some(series) = object.get("series") {
+        if series.get("count").and_then(Value::as_u64).is_none_or(|c| c < 2) {
+            errors.push(FieldError::new("series.count", "must be an integer of at least 2"));
+        }
+        if !series.get("lastObservedTime").is_some_and(Value::is_string) {
+            errors.push(FieldError::new("series.lastObservedTime", "required field is missing"));
+        }
+    }
+}
+
 fn check_subdomain(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
@@ -381,10 +459,21 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     }))
 }
 
-fn a2a_group() -> Value {
-    let gv = json!({"groupVersion": crate::api::API_VERSION, "version": crate::api::VERSION});
+/// The API groups served besides the core group, in the order of [`RESOURCES`].
+fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        if !out.iter().any(|(g, _)| *g == r.group) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+fn group_document(group: &str, version: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
     json!({
-        "name": crate::api::GROUP,
+        "name": group,
         "versions": [gv.clone()],
         "preferredVersion": gv,
     })
@@ -392,15 +481,17 @@ fn a2a_group() -> Value {
 
 /// `GET /apis`.
 pub fn api_group_list() -> Value {
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [a2a_group()]})
+    let groups: Vec<Value> = groups().into_iter().map(|(g, v)| group_document(g, v)).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-/// `GET /apis/a2a.dev`.
-pub fn api_group() -> Value {
-    let mut g = a2a_group();
+/// `GET /apis/GROUP`, e.g. `/apis/a2a.dev`.
+pub fn api_group(group: &str) -> Option<Value> {
+    let (group, version) = groups().into_iter().find(|(g, _)| *g == group)?;
+    let mut g = group_document(group, version);
     g["kind"] = json!("APIGroup");
     g["apiVersion"] = json!("v1");
-    g
+    Some(g)
 }
 
 /// `GET /version`: minor 32 so the kubectl version dispatcher picks kubectl 1.32.
@@ -421,10 +512,13 @@ pub fn version() -> Value {
 
 /// `GET /openapi/v3`.
 pub fn openapi_index() -> Value {
-    json!({"paths": {
-        "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1"},
-        "apis/a2a.dev/v1alpha1": {"serverRelativeURL": "/openapi/v3/apis/a2a.dev/v1alpha1"},
-    }})
+    let mut paths = serde_json::Map::new();
+    paths.insert("api/v1".into(), json!({"serverRelativeURL": "/openapi/v3/api/v1"}));
+    for (group, version) in groups() {
+        let path = format!("apis/{group}/{version}");
+        paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}")}));
+    }
+    json!({ "paths": paths })
 }
 
 /// `GET /openapi/v3/api/v1` or `/openapi/v3/apis/a2a.dev/v1alpha1`: one path per resource
