@@ -389,7 +389,9 @@ impl AppState {
         let matches = move |o: &Stored| {
             namespace.as_ref().is_none_or(|ns| *ns == o.key.namespace) && selected(o, &labels, &fields)
         };
-        let encode = move |type_: &str, object: &Stored| -> Bytes {
+        // Appends one event line to `out`; lines are sent in chunks of up to WATCH_CHUNK bytes,
+        // so a replay of thousands of events is not thousands of HTTP chunks and TLS records.
+        let encode = move |out: &mut Vec<u8>, type_: &str, object: &Stored| {
             if table {
                 let row = match object.value() {
                     Ok(v) => res.table(&[&v], object.resource_version, false),
@@ -397,16 +399,14 @@ impl AppState {
                         ApiError::internal(format!("stored object {} is unreadable: {e}", object.key)).to_status()
                     }
                 };
-                return watch_line(type_, &row);
+                out.extend_from_slice(&watch_line(type_, &row));
+                return;
             }
-            let bytes = object.bytes();
-            let mut line = Vec::with_capacity(bytes.len() + 32);
-            line.extend_from_slice(b"{\"type\":\"");
-            line.extend_from_slice(type_.as_bytes());
-            line.extend_from_slice(b"\",\"object\":");
-            line.extend_from_slice(bytes);
-            line.extend_from_slice(b"}\n");
-            Bytes::from(line)
+            out.extend_from_slice(b"{\"type\":\"");
+            out.extend_from_slice(type_.as_bytes());
+            out.extend_from_slice(b"\",\"object\":");
+            out.extend_from_slice(object.bytes());
+            out.extend_from_slice(b"}\n");
         };
         let start = match self.store.watch(&storage, from) {
             Ok(s) => s,
@@ -431,11 +431,18 @@ impl AppState {
             let mut notify = start.notify;
             let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
             let mut ok = true;
+            let mut chunk = Vec::new();
             for (type_, object) in &start.initial {
-                if matches(object) && send(encode(type_.as_str(), object)).await.is_err() {
-                    ok = false;
-                    break;
+                if matches(object) {
+                    encode(&mut chunk, type_.as_str(), object);
+                    if chunk.len() >= WATCH_CHUNK && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
+                        ok = false;
+                        break;
+                    }
                 }
+            }
+            if ok && !chunk.is_empty() && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
+                ok = false;
             }
             let mut tick = tokio::time::interval(bookmark_every);
             tick.tick().await;
@@ -444,9 +451,17 @@ impl AppState {
                     match store.events_after(&storage, last, 1024) {
                         Ok(batch) => {
                             for e in &batch.events {
-                                if matches(&e.object) && send(encode(e.type_.as_str(), &e.object)).await.is_err() {
-                                    break 'stream;
+                                if matches(&e.object) {
+                                    encode(&mut chunk, e.type_.as_str(), &e.object);
+                                    if chunk.len() >= WATCH_CHUNK
+                                        && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err()
+                                    {
+                                        break 'stream;
+                                    }
                                 }
+                            }
+                            if !chunk.is_empty() && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
+                                break 'stream;
                             }
                             last = batch.scanned_to;
                             if !batch.more {
@@ -989,6 +1004,9 @@ fn list_response(res: &Resource, metadata: &Value, items: &[&[u8]]) -> Response 
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     r
 }
+
+/// Watch events are sent in chunks of about this many bytes (or fewer, when no more wait).
+const WATCH_CHUNK: usize = 64 * 1024;
 
 /// One line of a watch stream.
 fn watch_line(type_: &str, object: &Value) -> Bytes {
