@@ -346,3 +346,28 @@ async fn deleting_a_namespace_or_an_owner_cascades_and_default_stays() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_paging_parameters_are_400() {
+    let t = start().await;
+    let c = &t.client;
+    let (code, v) = raw(c, Method::GET, &format!("{AGENTS}?limit=-1"), "application/json", "").await;
+    assert_status(code, &v, 400, "BadRequest", "invalid limit \"-1\"");
+    let (code, v) = raw(c, Method::GET, &format!("{AGENTS}?limit=1&continue=%%%"), "application/json", "").await;
+    assert_eq!(code, 400, "{v}");
+    let (code, v) =
+        raw(c, Method::GET, &format!("{AGENTS}?limit=1&continue=bm90LWpzb24"), "application/json", "").await;
+    assert_status(code, &v, 400, "BadRequest", "continue key is not valid");
+    // A valid token with a resourceVersion beside it.
+    let api: Api<Agent> = Api::namespaced(c.clone(), "default");
+    api.create(&PostParams::default(), &agent("a")).await.unwrap();
+    api.create(&PostParams::default(), &agent("b")).await.unwrap();
+    let token = api.list(&ListParams::default().limit(1)).await.unwrap().metadata.continue_.unwrap();
+    let path = format!("{AGENTS}?limit=1&continue={token}&resourceVersion=5");
+    let (code, v) = raw(c, Method::GET, &path, "application/json", "").await;
+    assert_status(code, &v, 400, "BadRequest", "specifying resource version is not allowed when using continue");
+    // Namespaces cannot be deleted as a collection.
+    let (code, v) = raw(c, Method::DELETE, "/api/v1/namespaces", "application/json", "").await;
+    assert_status(code, &v, 405, "MethodNotAllowed", "deletecollection is not supported on namespaces");
+    assert_still_serving(c).await;
+}

@@ -254,3 +254,151 @@ async fn watch_from_a_compacted_version_gets_410_expired() {
     }
     assert_eq!(names.len(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paged_lists_are_one_consistent_snapshot() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    for name in ["p1", "p2", "p3", "p4", "p5"] {
+        api.create(&PostParams::default(), &agent(name)).await.unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    let names = |l: &kube::core::ObjectList<Agent>| -> Vec<String> {
+        l.items.iter().map(|a| a.metadata.name.clone().unwrap()).collect()
+    };
+    assert_eq!(names(&first), ["p1", "p2"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(3));
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    let snapshot_rv = first.metadata.resource_version.clone();
+
+    // Changes after the first page do not show in the rest of it.
+    api.delete("p3", &DeleteParams::default()).await.unwrap();
+    api.patch("p4", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 5}}))).await.unwrap();
+    api.create(&PostParams::default(), &agent("p6")).await.unwrap();
+
+    let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+    assert_eq!(names(&second), ["p3", "p4"]);
+    assert_eq!(second.items[1].spec.replicas, None, "p4 as it was at the snapshot");
+    assert_eq!(second.metadata.resource_version, snapshot_rv);
+    assert_eq!(second.metadata.remaining_item_count, Some(1));
+    let third = api
+        .list(&ListParams::default().limit(2).continue_token(second.metadata.continue_.as_ref().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(names(&third), ["p5"]);
+    assert!(third.metadata.continue_.is_none());
+    assert!(third.metadata.remaining_item_count.is_none());
+
+    // A fresh list sees the changes; selectors page too.
+    assert_eq!(names(&api.list(&ListParams::default()).await.unwrap()), ["p1", "p2", "p4", "p5", "p6"]);
+    let page = api.list(&ListParams::default().labels("team=test").limit(4)).await.unwrap();
+    assert_eq!(names(&page), ["p1", "p2", "p4", "p5"]);
+    assert_eq!(page.metadata.remaining_item_count, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_continue_token_older_than_the_history_is_410_expired() {
+    let t = start_with(|c| c.watch_history(3)).await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    for i in 0..4 {
+        api.create(&PostParams::default(), &agent(&format!("e{i}"))).await.unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(1)).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    for i in 4..8 {
+        api.create(&PostParams::default(), &agent(&format!("e{i}"))).await.unwrap();
+    }
+    let err = api.list(&ListParams::default().limit(1).continue_token(&token)).await.unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (410, "Expired"), "{}", s.message);
+            assert!(s.message.contains("continue parameter is too old"), "{}", s.message);
+        }
+        other => panic!("expected 410 Expired, got {other:?}"),
+    }
+    // Starting over works.
+    assert_eq!(api.list(&ListParams::default()).await.unwrap().items.len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_collection_removes_what_the_selectors_match() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    for name in ["keep", "drop1", "drop2", "held"] {
+        let mut a = agent(name);
+        if name != "keep" {
+            a.metadata.labels.get_or_insert_default().insert("tier".into(), "scratch".into());
+        }
+        if name == "held" {
+            a.metadata.finalizers = Some(vec!["a2a.dev/test".into()]);
+        }
+        api.create(&PostParams::default(), &a).await.unwrap();
+    }
+    let out =
+        api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("tier=scratch")).await.unwrap();
+    let deleted = out.left().expect("the list of deleted objects");
+    let mut names: Vec<String> = deleted.items.iter().map(|a| a.metadata.name.clone().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["drop1", "drop2", "held"]);
+    let left: Vec<String> =
+        api.list(&ListParams::default()).await.unwrap().items.into_iter().map(|a| a.metadata.name.unwrap()).collect();
+    assert_eq!(left, ["held", "keep"]);
+    assert!(api.get("held").await.unwrap().metadata.deletion_timestamp.is_some(), "finalizers still hold it");
+    // A field selector narrows it to one object.
+    api.delete_collection(&DeleteParams::default(), &ListParams::default().fields("metadata.name=keep")).await.unwrap();
+    assert!(matches!(api.get("keep").await.unwrap_err(), kube::Error::Api(s) if s.code == 404));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_runtime_recorder_publishes_events_k8s_io_events() {
+    use k8s_openapi::api::events::v1::Event as EventV1;
+    use kube::Resource as _;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let agent = api.create(&PostParams::default(), &agent("recorded")).await.unwrap();
+    let reporter = Reporter { controller: "a2a-test".into(), instance: Some("test-1".into()) };
+    let recorder = Recorder::new(t.client.clone(), reporter);
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "Throttled".into(),
+        note: Some("cpu limit reached".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let reference = agent.object_ref(&());
+    // The first publish creates the Event; the same one again patches its series.
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+
+    let events: Api<EventV1> = Api::namespaced(t.client.clone(), "default");
+    let list = events.list(&ListParams::default().fields("regarding.name=recorded")).await.unwrap();
+    assert_eq!(list.items.len(), 1, "{:?}", list.items);
+    let e = &list.items[0];
+    assert_eq!(e.note.as_deref(), Some("cpu limit reached"));
+    assert_eq!(e.reporting_controller.as_deref(), Some("a2a-test"));
+    assert_eq!(e.regarding.as_ref().and_then(|r| r.kind.as_deref()), Some("Agent"));
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
+    assert!(events.list(&ListParams::default().fields("regarding.name=other")).await.unwrap().items.is_empty());
+
+    // Discovery names the group, and an Event without what the API requires is refused.
+    let (code, groups) = common::raw(&t.client, axum::http::Method::GET, "/apis", "application/json", "").await;
+    assert_eq!(code, 200);
+    let names: Vec<&str> = groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a2a.dev", "events.k8s.io"]);
+    let (code, status) = common::raw(
+        &t.client,
+        axum::http::Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        "application/json",
+        r#"{"metadata": {"name": "bare"}, "type": "Sideways"}"#,
+    )
+    .await;
+    assert_eq!(code, 422, "{status}");
+    let fields: Vec<&str> =
+        status["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    for f in ["eventTime", "reportingController", "reportingInstance", "action", "reason", "type"] {
+        assert!(fields.contains(&f), "no cause for {f}: {status}");
+    }
+}

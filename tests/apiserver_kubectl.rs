@@ -165,6 +165,42 @@ fn kubectl_get_watch_receives_events() {
 }
 
 #[test]
+fn kubectl_pages_through_chunks_and_deletes_all() {
+    let home = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn(home.path());
+    let k = Kubectl::new(&daemon, home.path());
+    let mut manifest = String::new();
+    for i in 1..=5 {
+        manifest.push_str(&format!(
+            "---\napiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: chunk{i}\nspec:\n  command: [sleep, \"1\"]\n"
+        ));
+    }
+    let path = home.path().join("agents.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    k.ok(&["apply", "--server-side", "-f", path.to_str().unwrap()]);
+
+    // -v=6 logs every request: the pages are asked for with limit=2 and continue tokens.
+    let (ok, out, err) = k.run(&["get", "agents", "--chunk-size=2", "-v=6"]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(rows, ["chunk1", "chunk2", "chunk3", "chunk4", "chunk5"], "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("NAME")).count(), 1, "one header:\n{out}");
+    let pages: Vec<&str> = err.lines().filter(|l| l.contains("GET ") && l.contains("limit=2")).collect();
+    assert_eq!(pages.len(), 3, "three pages of two:\n{err}");
+    assert_eq!(pages.iter().filter(|l| l.contains("continue=")).count(), 2, "{err}");
+    let out = k.ok(&["get", "agents", "--chunk-size=2", "-o", "name"]);
+    assert_eq!(out.lines().count(), 5, "{out}");
+
+    let out = k.ok(&["delete", "agents", "--all"]);
+    for i in 1..=5 {
+        assert!(out.contains(&format!("agent.a2a.dev \"chunk{i}\" deleted")), "{out}");
+    }
+    let (ok, out, err) = k.run(&["get", "agents"]);
+    assert!(ok && out.is_empty(), "{out}{err}");
+    assert!(err.contains("No resources found"), "{err}");
+}
+
+#[test]
 fn sigterm_shuts_down_gracefully() {
     let home = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::spawn(home.path());

@@ -21,7 +21,7 @@ use super::AppState;
 use super::resources::Resource;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
-use super::store::{self, EventType, ObjectKey, Precondition, Write};
+use super::store::{self, ObjectKey, Precondition, Stored, Write};
 
 /// A parsed resource path.
 #[derive(Debug)]
@@ -75,10 +75,6 @@ pub fn parse_path(path: &str) -> Result<Target, ApiError> {
     Ok(Target { resource, namespace, name, status })
 }
 
-fn rv_of(object: &Value) -> u64 {
-    object.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
 fn meta_mut(object: &mut Value) -> Option<&mut Map<String, Value>> {
     object.get_mut("metadata").and_then(Value::as_object_mut)
 }
@@ -122,11 +118,32 @@ pub fn parse_body(body: &Bytes, yaml: bool) -> Result<Value, ApiError> {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     let parsed = if yaml {
-        serde_yaml_ng::from_slice::<Value>(body).map_err(|e| format!("the request body is not valid YAML: {e}"))
+        serde_yaml_ng::from_slice::<Value>(body)
+            .map_err(|e| format!("the request body is not valid YAML: {e}"))
+            .and_then(|v| {
+                // JSON bodies are limited to this depth by the parser; a YAML body deeper than
+                // that could be stored but not read back.
+                if depth(&v) > MAX_DEPTH {
+                    Err(format!("the request body nests deeper than {MAX_DEPTH} levels"))
+                } else {
+                    Ok(v)
+                }
+            })
     } else {
         serde_json::from_slice::<Value>(body).map_err(|e| format!("the request body is not valid JSON: {e}"))
     };
     parsed.map_err(ApiError::bad_request)
+}
+
+/// How deep a YAML body may nest (serde_json reads at most 128 levels).
+const MAX_DEPTH: usize = 100;
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 fn media_type(headers: &HeaderMap) -> String {
@@ -170,6 +187,7 @@ impl AppState {
                 ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
             }
             store::Error::Closed => ApiError::unavailable("the server is shutting down"),
+            e @ store::Error::NotAnObject { .. } => ApiError::bad_request(e.to_string()),
             e @ (store::Error::Storage { .. } | store::Error::Corrupt { .. }) => ApiError::internal(e.to_string()),
         }
     }
@@ -267,9 +285,10 @@ impl AppState {
         let obj = self.store.get(&self.key(t, name)).ok_or_else(|| ApiError::not_found(t.resource, name))?;
         if wants_table(headers) {
             let full = q.get("includeObject").is_some_and(|v| v == "Object");
-            return Ok(json_response(StatusCode::OK, &t.resource.table(&[&obj], rv_of(&obj), full)));
+            let value = parsed(&obj)?;
+            return Ok(json_response(StatusCode::OK, &t.resource.table(&[&value], obj.resource_version, full)));
         }
-        Ok(json_response(StatusCode::OK, &obj))
+        Ok(Object::Stored(obj).respond(StatusCode::OK))
     }
 
     fn selectors(&self, t: &Target, q: &HashMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {
@@ -288,36 +307,62 @@ impl AppState {
         q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
         let (labels, fields) = self.selectors(t, q)?;
-        let (items, rv) = self.store.list(&t.resource.storage(), t.namespace.as_deref());
-        let matching: Vec<&Value> = items
-            .iter()
-            .map(Arc::as_ref)
-            .filter(|o| labels.matches(o.pointer("/metadata/labels").and_then(Value::as_object)) && fields.matches(o))
-            .collect();
+        let limit = match q.get("limit").map(String::as_str) {
+            None | Some("") => None,
+            Some(s) => match s.parse::<u64>() {
+                Ok(0) => None,
+                Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                Err(_) => {
+                    return Err(ApiError::bad_request(format!("invalid limit {s:?}: expected a non-negative integer")));
+                }
+            },
+        };
+        let token = match q.get("continue").map(String::as_str) {
+            None | Some("") => None,
+            Some(s) => Some(ContinueToken::decode(s)?),
+        };
+        if token.is_some() && q.get("resourceVersion").is_some_and(|v| !v.is_empty() && v != "0") {
+            return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
+        }
+        let after = token.as_ref().map(|c| (c.namespace.as_str(), c.name.as_str()));
+        let (items, rv) = self
+            .store
+            .list(&t.resource.storage(), t.namespace.as_deref(), after, token.as_ref().map(|c| c.resource_version))
+            .map_err(|e| match e {
+                store::Error::Gone { .. } => ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. \
+                     You can start a new list without the continue parameter.",
+                ),
+                e => self.store_error(t, "", e),
+            })?;
+        let mut matching: Vec<&Stored> =
+            items.iter().map(Arc::as_ref).filter(|o| selected(o, &labels, &fields)).collect();
+        let mut page_meta = Map::new();
+        page_meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        if let Some(limit) = limit
+            && matching.len() > limit
+        {
+            let remaining = matching.len() - limit;
+            matching.truncate(limit);
+            if let Some(last) = matching.last() {
+                let token = ContinueToken {
+                    resource_version: rv,
+                    namespace: last.key.namespace.clone(),
+                    name: last.key.name.clone(),
+                };
+                page_meta.insert("continue".into(), json!(token.encode()));
+                page_meta.insert("remainingItemCount".into(), json!(remaining));
+            }
+        }
         if wants_table(headers) {
             let full = q.get("includeObject").is_some_and(|v| v == "Object");
-            return Ok(json_response(StatusCode::OK, &t.resource.table(&matching, rv, full)));
+            let values = matching.iter().map(|o| parsed(o)).collect::<Result<Vec<_>, _>>()?;
+            let mut table = t.resource.table(&values.iter().collect::<Vec<_>>(), rv, full);
+            table["metadata"] = Value::Object(page_meta);
+            return Ok(json_response(StatusCode::OK, &table));
         }
-        // Serialize the list by hand: cloning every item into one Value would double the work.
-        let mut out = Vec::with_capacity(64 + matching.len() * 512);
-        out.extend_from_slice(
-            format!(
-                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"{rv}\"}},\"items\":[",
-                t.resource.kind,
-                t.resource.api_version()
-            )
-            .as_bytes(),
-        );
-        for (i, item) in matching.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut out, item).map_err(|e| ApiError::internal(e.to_string()))?;
-        }
-        out.extend_from_slice(b"]}");
-        let mut r = Response::new(Body::from(out));
-        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-        Ok(r)
+        let items: Vec<&[u8]> = matching.iter().map(|o| &o.bytes()[..]).collect();
+        Ok(list_response(t.resource, &Value::Object(page_meta), &items))
     }
 
     pub async fn watch(
@@ -341,28 +386,34 @@ impl AppState {
         let namespace = t.namespace.clone();
         let storage = res.storage();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
-        let matches = move |e: &store::Event| {
-            e.key.resource == storage
-                && namespace.as_ref().is_none_or(|ns| *ns == e.key.namespace)
-                && labels.matches(e.object.pointer("/metadata/labels").and_then(Value::as_object))
-                && fields.matches(&e.object)
+        let matches = move |o: &Stored| {
+            namespace.as_ref().is_none_or(|ns| *ns == o.key.namespace) && selected(o, &labels, &fields)
         };
-        let encode = move |type_: &str, object: &Value| -> Bytes {
-            let object = if table && type_ != "BOOKMARK" && type_ != "ERROR" {
-                res.table(&[object], rv_of(object), false)
-            } else {
-                object.clone()
-            };
-            let mut line = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
-            line.push(b'\n');
-            Bytes::from(line)
+        // Appends one event line to `out`; lines are sent in chunks of up to WATCH_CHUNK bytes,
+        // so a replay of thousands of events is not thousands of HTTP chunks and TLS records.
+        let encode = move |out: &mut Vec<u8>, type_: &str, object: &Stored| {
+            if table {
+                let row = match object.value() {
+                    Ok(v) => res.table(&[&v], object.resource_version, false),
+                    Err(e) => {
+                        ApiError::internal(format!("stored object {} is unreadable: {e}", object.key)).to_status()
+                    }
+                };
+                out.extend_from_slice(&watch_line(type_, &row));
+                return;
+            }
+            out.extend_from_slice(b"{\"type\":\"");
+            out.extend_from_slice(type_.as_bytes());
+            out.extend_from_slice(b"\",\"object\":");
+            out.extend_from_slice(object.bytes());
+            out.extend_from_slice(b"}\n");
         };
-        let start = match self.store.watch(&res.storage(), from) {
+        let start = match self.store.watch(&storage, from) {
             Ok(s) => s,
             Err(store::Error::Gone { requested, oldest }) => {
                 // Kubernetes answers 200 and an ERROR event; kube-runtime relists on it.
                 let status = ApiError::gone(format!("too old resource version: {requested} ({oldest})")).to_status();
-                return Ok(stream_response(Body::from(encode("ERROR", &status))));
+                return Ok(stream_response(Body::from(watch_line("ERROR", &status))));
             }
             Err(e) => return Err(self.store_error(t, "", e)),
         };
@@ -375,41 +426,62 @@ impl AppState {
         tokio::spawn(async move {
             metrics.watcher_started();
             let send = |b: Bytes| tx.send(Ok(b));
+            // Every change up to `last` has been sent (or did not match).
             let mut last = start.resource_version;
-            let mut live = start.live;
+            let mut notify = start.notify;
             let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
             let mut ok = true;
-            for e in &start.initial {
-                if matches(e) && send(encode(e.type_.as_str(), &e.object)).await.is_err() {
-                    ok = false;
-                    break;
+            let mut chunk = Vec::new();
+            for (type_, object) in &start.initial {
+                if matches(object) {
+                    encode(&mut chunk, type_.as_str(), object);
+                    if chunk.len() >= WATCH_CHUNK && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
+                        ok = false;
+                        break;
+                    }
                 }
+            }
+            if ok && !chunk.is_empty() && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
+                ok = false;
             }
             let mut tick = tokio::time::interval(bookmark_every);
             tick.tick().await;
-            while ok {
-                let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
-                tokio::select! {
-                    ev = live.recv() => match ev {
-                        Ok(e) => {
-                            if e.resource_version <= last { continue; }
-                            last = e.resource_version;
-                            if matches(&e) {
-                                let type_ = match e.type_ { EventType::Added => "ADDED", EventType::Modified => "MODIFIED", EventType::Deleted => "DELETED" };
-                                ok = send(encode(type_, &e.object)).await.is_ok();
+            'stream: while ok {
+                loop {
+                    match store.events_after(&storage, last, 1024) {
+                        Ok(batch) => {
+                            for e in &batch.events {
+                                if matches(&e.object) {
+                                    encode(&mut chunk, e.type_.as_str(), &e.object);
+                                    if chunk.len() >= WATCH_CHUNK
+                                        && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err()
+                                    {
+                                        break 'stream;
+                                    }
+                                }
+                            }
+                            if !chunk.is_empty() && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
+                                break 'stream;
+                            }
+                            last = batch.scanned_to;
+                            if !batch.more {
+                                break;
                             }
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        Err(store::Error::Gone { .. }) => {
                             let status = ApiError::gone("the watch fell too far behind; list again").to_status();
-                            let _ = send(encode("ERROR", &status)).await;
-                            break;
+                            let _ = send(watch_line("ERROR", &status)).await;
+                            break 'stream;
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                    },
+                        Err(_) => break 'stream,
+                    }
+                }
+                let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
+                tokio::select! {
+                    changed = notify.changed() => if changed.is_err() { break },
                     _ = tick.tick(), if bookmarks => {
-                        let rv = store.resource_version().max(last);
-                        let bm = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv.to_string()}});
-                        ok = send(encode("BOOKMARK", &bm)).await.is_ok();
+                        let bm = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": last.to_string()}});
+                        ok = send(watch_line("BOOKMARK", &bm)).await.is_ok();
                     }
                     _ = tokio::time::sleep_until(sleep_until) => break,
                     _ = shutdown.changed() => break,
@@ -438,7 +510,7 @@ impl AppState {
         meta.remove("resourceVersion");
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
-        if t.resource.plural != "events" {
+        if !t.resource.is_event() {
             meta.insert("generation".into(), json!(1));
         }
         if t.resource.status_subresource
@@ -480,23 +552,27 @@ impl AppState {
             .write(Write::Put { key: self.key(t, &name), object, precondition: Precondition::Absent })
             .await
             .map_err(|e| self.store_error(t, &name, e))?;
-        Ok(json_response(StatusCode::CREATED, &stored))
+        Ok(Object::Stored(stored).respond(StatusCode::CREATED))
     }
 
     /// Builds the next version of an object from the current one and a proposed one,
     /// keeping what the client may not change and bumping `generation` on spec changes.
     fn next_version(&self, t: &Target, name: &str, current: &Value, proposed: Value) -> Result<Value, ApiError> {
         let mut new = if t.status {
-            let mut new = current.clone();
-            match proposed.get("status") {
-                Some(s) => new["status"] = s.clone(),
-                None => {
-                    if let Some(m) = new.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
+            // The current object with the proposed status, built without copying either status.
+            let mut proposed = proposed;
+            let status = proposed.as_object_mut().and_then(|m| m.remove("status"));
+            let mut new: Map<String, Value> = current
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| *k != "status")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if let Some(status) = status {
+                new.insert("status".into(), status);
             }
-            new
+            Value::Object(new)
         } else {
             let mut new = proposed;
             if !new.is_object() {
@@ -531,15 +607,15 @@ impl AppState {
             }
             meta.remove("resourceVersion");
         }
-        let spec_of = |v: &Value| {
-            let mut v = v.clone();
-            if let Some(m) = v.as_object_mut() {
-                m.remove("metadata");
-                m.remove("status");
+        // Everything but metadata and status is spec; compared in place, since cloning a
+        // large object (a big Workflow's status) twice per write would cost more than the write.
+        let spec_changed = |a: &Value, b: &Value| match (a.as_object(), b.as_object()) {
+            (Some(a), Some(b)) => {
+                a.keys().chain(b.keys()).filter(|k| *k != "metadata" && *k != "status").any(|k| a.get(k) != b.get(k))
             }
-            v
+            _ => a != b,
         };
-        if t.resource.plural != "events" && spec_of(&new) != spec_of(current) {
+        if !t.resource.is_event() && spec_changed(&new, current) {
             let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             if let Some(meta) = meta_mut(&mut new) {
                 meta.insert("generation".into(), json!(generation + 1));
@@ -556,12 +632,13 @@ impl AppState {
         t: &Target,
         q: &HashMap<String, String>,
         mut compute: impl FnMut(&Value) -> Result<Value, ApiError>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Object, ApiError> {
         let name = t.name.clone().unwrap_or_default();
         let key = self.key(t, &name);
         for _ in 0..16 {
-            let current = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
-            let current_rv = rv_of(&current);
+            let stored = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
+            let current_rv = stored.resource_version;
+            let current = parsed(&stored)?;
             let proposed = compute(&current)?;
             let explicit =
                 match proposed.pointer("/metadata/resourceVersion") {
@@ -574,15 +651,15 @@ impl AppState {
                 return Err(ApiError::conflict(t.resource, &name));
             }
             let new = self.next_version(t, &name, &current, proposed)?;
-            let mut unchanged = current.as_ref().clone();
+            let mut unchanged = current;
             if let Some(m) = meta_mut(&mut unchanged) {
                 m.remove("resourceVersion");
             }
             if new == unchanged {
-                return Ok(current.as_ref().clone());
+                return Ok(Object::Stored(stored));
             }
             if dry_run(q) {
-                return Ok(new);
+                return Ok(Object::Value(new));
             }
             let finished = new.pointer("/metadata/deletionTimestamp").is_some()
                 && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
@@ -596,7 +673,7 @@ impl AppState {
                     if finished {
                         self.cascade(&v);
                     }
-                    return Ok(v.as_ref().clone());
+                    return Ok(Object::Stored(v));
                 }
                 Err(store::Error::Conflict { .. }) if explicit.is_none() => continue,
                 Err(e) => return Err(self.store_error(t, &name, e)),
@@ -606,8 +683,7 @@ impl AppState {
     }
 
     pub async fn update(&self, t: &Target, body: Value, q: &HashMap<String, String>) -> Result<Response, ApiError> {
-        let v = self.modify(t, q, |_| Ok(body.clone())).await?;
-        Ok(json_response(StatusCode::OK, &v))
+        Ok(self.modify(t, q, |_| Ok(body.clone())).await?.respond(StatusCode::OK))
     }
 
     pub async fn patch(
@@ -629,7 +705,7 @@ impl AppState {
                         Ok(doc)
                     })
                     .await?;
-                Ok(json_response(StatusCode::OK, &v))
+                Ok(v.respond(StatusCode::OK))
             }
             "application/json-patch+json" => {
                 let patch: json_patch::Patch = serde_json::from_slice(body)
@@ -643,7 +719,7 @@ impl AppState {
                         Ok(doc)
                     })
                     .await?;
-                Ok(json_response(StatusCode::OK, &v))
+                Ok(v.respond(StatusCode::OK))
             }
             "application/apply-patch+yaml" => {
                 let applied = parse_body(body, true)?;
@@ -680,7 +756,7 @@ impl AppState {
                         Ok(doc)
                     })
                     .await?;
-                Ok(json_response(StatusCode::OK, &v))
+                Ok(v.respond(StatusCode::OK))
             }
             "application/strategic-merge-patch+json" => Err(ApiError::unsupported_media_type(format!(
                 "strategic merge patch is not supported for {}; use a merge patch, a JSON patch or server-side apply",
@@ -694,16 +770,18 @@ impl AppState {
     }
 
     pub async fn delete(&self, t: &Target, body: &Bytes, q: &HashMap<String, String>) -> Result<Response, ApiError> {
-        let options = if body.iter().all(u8::is_ascii_whitespace) { Value::Null } else { parse_body(body, false)? };
-        let want_rv = options
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(|s| {
-                s.parse::<u64>()
-                    .map_err(|_| ApiError::bad_request(format!("invalid precondition resourceVersion {s:?}")))
-            })
-            .transpose()?;
-        let want_uid = options.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        let options = DeleteOptions::parse(body)?;
+        Ok(self.delete_one(t, &options, q).await?.respond(StatusCode::OK))
+    }
+
+    /// Deletes one object: marks it (deletionTimestamp) while it has finalizers, removes it
+    /// otherwise and cascades to what it owns.
+    async fn delete_one(
+        &self,
+        t: &Target,
+        options: &DeleteOptions,
+        q: &HashMap<String, String>,
+    ) -> Result<Object, ApiError> {
         let name = t.name.clone().unwrap_or_default();
         if t.resource.plural == "namespaces" && name == "default" {
             return Err(ApiError::new(
@@ -714,10 +792,12 @@ impl AppState {
         }
         let key = self.key(t, &name);
         for _ in 0..16 {
-            let current = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
-            let current_rv = rv_of(&current);
-            if want_rv.is_some_and(|rv| rv != current_rv)
-                || want_uid
+            let stored = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
+            let current_rv = stored.resource_version;
+            let current = parsed(&stored)?;
+            if options.resource_version.is_some_and(|rv| rv != current_rv)
+                || options
+                    .uid
                     .as_ref()
                     .is_some_and(|u| current.pointer("/metadata/uid").and_then(Value::as_str) != Some(u.as_str()))
             {
@@ -725,14 +805,11 @@ impl AppState {
             }
             let has_finalizers =
                 current.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-            if has_finalizers && current.pointer("/metadata/deletionTimestamp").is_some() {
-                return Ok(json_response(StatusCode::OK, &current));
-            }
-            if dry_run(q) {
-                return Ok(json_response(StatusCode::OK, &current));
+            if (has_finalizers && current.pointer("/metadata/deletionTimestamp").is_some()) || dry_run(q) {
+                return Ok(Object::Stored(stored));
             }
             let write = if has_finalizers {
-                let mut marked = current.as_ref().clone();
+                let mut marked = current;
                 if let Some(meta) = meta_mut(&mut marked) {
                     meta.insert("deletionTimestamp".into(), json!(now()));
                     meta.insert("deletionGracePeriodSeconds".into(), json!(0));
@@ -746,7 +823,7 @@ impl AppState {
                     if !has_finalizers {
                         self.cascade(&v);
                     }
-                    return Ok(json_response(StatusCode::OK, &v));
+                    return Ok(Object::Stored(v));
                 }
                 Err(store::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(self.store_error(t, &name, e)),
@@ -755,46 +832,231 @@ impl AppState {
         Err(ApiError::conflict(t.resource, &name))
     }
 
+    /// `DELETE` on a collection: deletes every object the label and field selectors match
+    /// (each as a single delete would: finalizers mark, cascades follow) and answers the list
+    /// of what was deleted or marked.
+    pub async fn delete_collection(
+        &self,
+        t: &Target,
+        body: &Bytes,
+        q: &HashMap<String, String>,
+    ) -> Result<Response, ApiError> {
+        if !t.resource.verbs().contains(&"deletecollection") {
+            return Err(ApiError::method_not_allowed(format!(
+                "deletecollection is not supported on {}",
+                t.resource.qualified()
+            )));
+        }
+        let options = DeleteOptions::parse(body)?;
+        let (labels, fields) = self.selectors(t, q)?;
+        let (items, _) = self
+            .store
+            .list(&t.resource.storage(), t.namespace.as_deref(), None, None)
+            .map_err(|e| self.store_error(t, "", e))?;
+        let mut deleted = Vec::new();
+        let mut first_error = None;
+        for item in items.iter().filter(|o| selected(o, &labels, &fields)) {
+            let one = Target {
+                resource: t.resource,
+                namespace: t.resource.namespaced.then(|| item.key.namespace.clone()),
+                name: Some(item.key.name.clone()),
+                status: false,
+            };
+            match self.delete_one(&one, &options, q).await {
+                Ok(o) => deleted.push(o),
+                // Deleted meanwhile by someone else: gone either way.
+                Err(e) if e.code == 404 => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, object = %item.key, "deletecollection");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let rv = self.store.resource_version();
+        let bodies: Vec<Vec<u8>> = deleted.iter().map(Object::to_json).collect();
+        let items: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        Ok(list_response(t.resource, &json!({"resourceVersion": rv.to_string()}), &items))
+    }
+
     /// Background cascading deletion: deletes every object whose ownerReferences name the
     /// removed object's uid (those with finalizers are marked and wait for them).
-    fn cascade(&self, removed: &Value) {
-        let Some(uid) = removed.pointer("/metadata/uid").and_then(Value::as_str) else {
+    fn cascade(&self, removed: &Stored) {
+        let Some(uid) = removed.value().ok().and_then(|v| v.pointer("/metadata/uid")?.as_str().map(str::to_string))
+        else {
             return;
         };
-        let uid = uid.to_string();
         // A removed namespace takes every object in it along.
-        let namespace = if removed.get("kind").and_then(Value::as_str) == Some("Namespace") {
-            removed.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string)
-        } else {
-            None
-        };
+        let namespace = (removed.key.resource == "/namespaces").then(|| removed.key.name.clone());
         let state = self.clone();
         tokio::spawn(async move {
             for res in super::resources::RESOURCES.iter() {
-                let (items, _) = state.store.list(&res.storage(), None);
+                let Ok((items, _)) = state.store.list(&res.storage(), None, None, None) else {
+                    continue;
+                };
                 for item in items {
-                    let in_namespace = res.namespaced
-                        && namespace.is_some()
-                        && item.pointer("/metadata/namespace").and_then(Value::as_str) == namespace.as_deref();
-                    let owned = in_namespace
-                        || item.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| {
-                            refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(&uid))
-                        });
-                    if !owned {
+                    let in_namespace = res.namespaced && namespace.as_ref().is_some_and(|ns| *ns == item.key.namespace);
+                    if !in_namespace && !item.owned_by(&uid) {
                         continue;
                     }
                     let t = Target {
                         resource: res,
-                        namespace: item.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string),
-                        name: item.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string),
+                        namespace: res.namespaced.then(|| item.key.namespace.clone()),
+                        name: Some(item.key.name.clone()),
                         status: false,
                     };
-                    if let Err(e) = state.delete(&t, &Bytes::new(), &HashMap::new()).await {
+                    if let Err(e) = state.delete_one(&t, &DeleteOptions::default(), &HashMap::new()).await {
                         tracing::debug!(error = %e, "cascading delete");
                     }
                 }
             }
         });
+    }
+}
+
+/// The preconditions of a `DeleteOptions` body.
+#[derive(Debug, Default)]
+struct DeleteOptions {
+    resource_version: Option<u64>,
+    uid: Option<String>,
+}
+
+impl DeleteOptions {
+    fn parse(body: &Bytes) -> Result<DeleteOptions, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(DeleteOptions::default());
+        }
+        let options = parse_body(body, false)?;
+        let resource_version = options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(|s| {
+                s.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid precondition resourceVersion {s:?}")))
+            })
+            .transpose()?;
+        let uid = options.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        Ok(DeleteOptions { resource_version, uid })
+    }
+}
+
+/// What a write answers: the stored version (its bytes as they are) or a computed object
+/// (dry runs).
+pub enum Object {
+    Stored(Arc<Stored>),
+    Value(Value),
+}
+
+impl Object {
+    fn respond(self, code: StatusCode) -> Response {
+        match self {
+            Object::Stored(s) => {
+                let mut r = Response::new(Body::from(s.bytes().clone()));
+                *r.status_mut() = code;
+                r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                r
+            }
+            Object::Value(v) => json_response(code, &v),
+        }
+    }
+
+    fn to_json(&self) -> Vec<u8> {
+        match self {
+            Object::Stored(s) => s.bytes().to_vec(),
+            // Serializing a JSON value cannot fail.
+            Object::Value(v) => serde_json::to_vec(v).unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether a stored object matches the selectors.
+fn selected(o: &Stored, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+    labels.matches_with(|k| o.label(k)) && fields.matches_with(|p| o.field(p))
+}
+
+/// The stored object parsed; the store wrote it from a parsed value, so this fails only if
+/// the store is damaged.
+fn parsed(o: &Stored) -> Result<Value, ApiError> {
+    o.value().map_err(|e| ApiError::internal(format!("stored object {} is unreadable: {e}", o.key)))
+}
+
+/// A `KindList` of already serialised items, written by hand: parsing them into one value
+/// to serialise it again would double the work.
+fn list_response(res: &Resource, metadata: &Value, items: &[&[u8]]) -> Response {
+    let head = format!(
+        "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+        res.kind,
+        res.api_version(),
+        metadata
+    );
+    let mut out = Vec::with_capacity(head.len() + items.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
+    out.extend_from_slice(head.as_bytes());
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(b"]}");
+    let mut r = Response::new(Body::from(out));
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Watch events are sent in chunks of about this many bytes (or fewer, when no more wait).
+const WATCH_CHUNK: usize = 64 * 1024;
+
+/// One line of a watch stream.
+fn watch_line(type_: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// Where a paged list continues: the snapshot's resourceVersion and the last key returned,
+/// as the kube-apiserver's continue token (base64 of a small JSON document).
+#[derive(Debug, PartialEq, Eq)]
+struct ContinueToken {
+    resource_version: u64,
+    namespace: String,
+    name: String,
+}
+
+impl ContinueToken {
+    fn encode(&self) -> String {
+        use base64::Engine as _;
+        let doc = json!({
+            "v": "meta.k8s.io/v1",
+            "rv": self.resource_version,
+            "start": format!("{}/{}", self.namespace, self.name),
+        });
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(doc.to_string())
+    }
+
+    fn decode(token: &str) -> Result<ContinueToken, ApiError> {
+        use base64::Engine as _;
+        let invalid = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.trim_end_matches('='))
+            .map_err(|e| invalid(&e.to_string()))?;
+        let doc: Value = serde_json::from_slice(&raw).map_err(|e| invalid(&e.to_string()))?;
+        if doc.get("v").and_then(Value::as_str) != Some("meta.k8s.io/v1") {
+            return Err(invalid("incorrect encoded start resourceVersion (version meta.k8s.io/v1 expected)"));
+        }
+        let resource_version = doc
+            .get("rv")
+            .and_then(Value::as_u64)
+            .filter(|rv| *rv > 0)
+            .ok_or_else(|| invalid("missing resourceVersion"))?;
+        let (namespace, name) = doc
+            .get("start")
+            .and_then(Value::as_str)
+            .and_then(|s| s.split_once('/'))
+            .filter(|(_, name)| !name.is_empty())
+            .ok_or_else(|| invalid("missing or malformed start key"))?;
+        Ok(ContinueToken { resource_version, namespace: namespace.to_string(), name: name.to_string() })
     }
 }
 
@@ -833,6 +1095,7 @@ pub fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> Resu
         (&Method::PUT, true) => "update",
         (&Method::PATCH, true) => "patch",
         (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
         (m, named) => {
             return Err(ApiError::method_not_allowed(format!(
                 "{m} is not supported on {} {}",

@@ -85,8 +85,9 @@ impl Metrics {
         self.watchers.load(Ordering::Relaxed)
     }
 
-    /// The text exposition format; `objects` is (resource, count) from the store.
-    pub fn render(&self, objects: &[(String, usize)]) -> String {
+    /// The text exposition format; `objects` is (resource, count) from the store, `history`
+    /// the events and bytes in its watch history.
+    pub fn render(&self, objects: &[(String, usize)], history: (usize, usize)) -> String {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
         out.push_str("# HELP a2a_apiserver_requests_total API requests by verb, resource and HTTP status code.\n");
@@ -117,6 +118,12 @@ impl Metrics {
         for (resource, n) in objects {
             let _ = writeln!(out, "a2a_store_objects{{resource=\"{}\"}} {n}", escape(resource));
         }
+        out.push_str("# HELP a2a_store_watch_history_events Events kept for resuming watches and paged lists.\n");
+        out.push_str("# TYPE a2a_store_watch_history_events gauge\n");
+        let _ = writeln!(out, "a2a_store_watch_history_events {}", history.0);
+        out.push_str("# HELP a2a_store_watch_history_bytes Bytes of object versions held by the watch history.\n");
+        out.push_str("# TYPE a2a_store_watch_history_bytes gauge\n");
+        let _ = writeln!(out, "a2a_store_watch_history_bytes {}", history.1);
         out.push_str("# HELP a2a_apiserver_watchers Open watch streams.\n");
         out.push_str("# TYPE a2a_apiserver_watchers gauge\n");
         let _ = writeln!(out, "a2a_apiserver_watchers {}", self.watchers());

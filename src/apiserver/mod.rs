@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Files under the home directory (all 0600, directories 0700): `kubeconfig`, `token`,
-//! `pki/{ca.crt,ca.key,server.crt,server.key}`, `state/store.redb`, `audit.log`.
+//! `pki/{ca.crt,ca.key,server.crt,server.key}`, `state/store.redb` (with its write-ahead log
+//! `state/store.wal`), `audit.log`.
 
 pub mod handlers;
 pub mod metrics;
@@ -22,6 +23,7 @@ pub mod resources;
 pub mod selector;
 pub mod status;
 pub mod store;
+pub mod wal;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -94,8 +96,10 @@ pub struct ServerConfig {
     /// 0 picks a free port.
     pub port: u16,
     pub max_body_bytes: usize,
-    /// Events kept for resuming watches.
+    /// Events kept for resuming watches and serving paged lists.
     pub watch_history: usize,
+    /// Bytes of object versions those events may hold at most.
+    pub watch_history_bytes: usize,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
 }
@@ -108,6 +112,7 @@ impl ServerConfig {
             port: DEFAULT_PORT,
             max_body_bytes: DEFAULT_MAX_BODY,
             watch_history: 10_000,
+            watch_history_bytes: 64 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(10),
         }
     }
@@ -124,6 +129,11 @@ impl ServerConfig {
 
     pub fn watch_history(mut self, events: usize) -> Self {
         self.watch_history = events;
+        self
+    }
+
+    pub fn watch_history_bytes(mut self, bytes: usize) -> Self {
+        self.watch_history_bytes = bytes;
         self
     }
 
@@ -235,8 +245,12 @@ impl Server {
         let store_path = state_dir.join("store.redb");
         let store = tokio::task::spawn_blocking({
             let metrics = metrics.clone();
-            let history = config.watch_history;
-            move || Store::open(&store_path, StoreConfig { history }, metrics)
+            let store_config = StoreConfig {
+                history: config.watch_history,
+                history_bytes: config.watch_history_bytes,
+                ..StoreConfig::default()
+            };
+            move || Store::open(&store_path, store_config, metrics)
         })
         .await
         .map_err(|e| Error::Io { path: state_dir.clone(), source: std::io::Error::other(e.to_string()) })??;
@@ -374,7 +388,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state.store.counts());
+    let body = state.metrics.render(&state.store.counts(), state.store.history_size());
     let mut r = body.into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -386,11 +400,7 @@ async fn api_versions(State(state): State<AppState>) -> Response {
 }
 
 async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> Response {
-    if group == crate::api::GROUP {
-        json_response(StatusCode::OK, &resources::api_group())
-    } else {
-        ApiError::not_found_path().into_response()
-    }
+    found(resources::api_group(&group))
 }
 
 fn found(v: Option<Value>) -> Response {
@@ -498,6 +508,7 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
         }
         "patch" => state.patch(&t, &parts.headers, &body, &q, info).await,
         "delete" => state.delete(&t, &body, &q).await,
+        "deletecollection" => state.delete_collection(&t, &body, &q).await,
         _ => Err(ApiError::method_not_allowed("unsupported verb")),
     }
 }

@@ -24,9 +24,9 @@ pub struct Resource {
     pub a2a: Option<Kind>,
 }
 
-const VERBS: [&str; 8] = ["create", "delete", "get", "list", "patch", "update", "watch", "deletecollection"];
+const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
-pub static RESOURCES: [Resource; 6] = [
+pub static RESOURCES: [Resource; 7] = [
     Resource {
         group: "a2a.dev",
         version: "v1alpha1",
@@ -87,6 +87,20 @@ pub static RESOURCES: [Resource; 6] = [
         status_subresource: false,
         a2a: None,
     },
+    // The newer Events API kube-runtime's Recorder writes (regarding, note, series...). A
+    // Kubernetes API server keeps both versions in one store; here they are two resources.
+    Resource {
+        group: "events.k8s.io",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        status_subresource: false,
+        a2a: None,
+    },
     // The workflow engine keeps task outputs longer than status holds in ConfigMaps.
     Resource {
         group: "",
@@ -126,9 +140,45 @@ impl Resource {
         format!("{}/{}", self.group, self.plural)
     }
 
+    /// The verbs discovery lists. Namespaces have no deletecollection (as in Kubernetes:
+    /// one request must not be able to remove every namespace and all they hold).
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.plural == "namespaces" {
+            &["create", "delete", "get", "list", "patch", "update", "watch"]
+        } else {
+            &VERBS
+        }
+    }
+
+    /// Finds a resource by its storage key prefix.
+    pub fn by_storage(storage: &str) -> Option<&'static Resource> {
+        let (group, plural) = storage.split_once('/')?;
+        RESOURCES.iter().find(|r| r.group == group && r.plural == plural)
+    }
+
+    /// An Event (core or events.k8s.io): no generation, names may contain dots.
+    pub fn is_event(&self) -> bool {
+        self.kind == "Event"
+    }
+
     /// Field paths a fieldSelector may name.
     pub fn selectable_fields(&self) -> &'static [&'static str] {
-        if self.plural == "events" {
+        if self.group == "events.k8s.io" {
+            &[
+                "metadata.name",
+                "metadata.namespace",
+                "regarding.kind",
+                "regarding.namespace",
+                "regarding.name",
+                "regarding.uid",
+                "regarding.apiVersion",
+                "regarding.resourceVersion",
+                "regarding.fieldPath",
+                "reason",
+                "type",
+                "reportingController",
+            ]
+        } else if self.plural == "events" {
             &[
                 "metadata.name",
                 "metadata.namespace",
@@ -160,7 +210,7 @@ impl Resource {
         match object.pointer("/metadata/name").and_then(Value::as_str) {
             None => errors.push(FieldError::new("metadata.name", "required field is missing")),
             Some(name) => {
-                let check = if matches!(self.plural, "events" | "configmaps") {
+                let check = if self.is_event() || self.plural == "configmaps" {
                     check_subdomain(name)
                 } else {
                     crate::api::validate::check_dns_label(name)
@@ -170,7 +220,9 @@ impl Resource {
                 }
             }
         }
-        if self.plural == "events" {
+        if self.group == "events.k8s.io" {
+            validate_events_v1(object, &mut errors);
+        } else if self.plural == "events" {
             match object.get("involvedObject") {
                 Some(Value::Object(o)) => {
                     for f in ["kind", "name"] {
@@ -192,6 +244,8 @@ impl Resource {
             {
                 errors.push(FieldError::new("count", "expected a non-negative integer"));
             }
+        } else if self.plural == "configmaps" {
+            validate_config_map(object, &mut errors);
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
@@ -219,6 +273,15 @@ impl Resource {
                 .collect();
         }
         let col = |n: &str, t: &str, p: &str, d: &str| (n.to_string(), t.to_string(), p.to_string(), 0, d.to_string());
+        if self.group == "events.k8s.io" {
+            return vec![
+                col("Last Seen", "date", ".eventTime", "When the event last happened"),
+                col("Type", "string", ".type", ""),
+                col("Reason", "string", ".reason", ""),
+                col("Object", "string", ".regarding.name", ""),
+                col("Message", "string", ".note", ""),
+            ];
+        }
         match self.plural {
             "namespaces" => vec![
                 col("Status", "string", ".status.phase", "The phase of the namespace"),
@@ -292,7 +355,7 @@ impl Resource {
             "singularName": self.singular,
             "namespaced": self.namespaced,
             "kind": self.kind,
-            "verbs": VERBS,
+            "verbs": self.verbs(),
             "shortNames": self.short_names,
             "categories": self.categories,
         })];
@@ -306,6 +369,47 @@ impl Resource {
             }));
         }
         out
+    }
+}
+
+/// The field paths a fieldSelector may name on the resource stored under `storage`.
+pub fn selectable_fields_of(storage: &str) -> &'static [&'static str] {
+    Resource::by_storage(storage).map_or(&["metadata.name", "metadata.namespace"], Resource::selectable_fields)
+}
+
+/// What the kube-apiserver requires of a new `events.k8s.io/v1` Event.
+fn validate_events_v1(object: &Value, errors: &mut Vec<FieldError>) {
+    if object.get("eventTime").and_then(Value::as_str).is_none_or(str::is_empty) {
+        errors.push(FieldError::new("eventTime", "required field is missing"));
+    }
+    for (field, max) in [("reportingController", 253), ("reportingInstance", 128), ("action", 128), ("reason", 128)] {
+        match object.get(field).and_then(Value::as_str) {
+            Some(v) if !v.is_empty() && v.len() <= max => {}
+            Some(v) if !v.is_empty() => {
+                errors.push(FieldError::new(field, format!("must be no more than {max} characters")))
+            }
+            _ => errors.push(FieldError::new(field, "required field is missing")),
+        }
+    }
+    match object.get("type").and_then(Value::as_str) {
+        Some("Normal" | "Warning") => {}
+        _ => errors.push(FieldError::new("type", "supported values: \"Normal\", \"Warning\"")),
+    }
+    if object.get("note").and_then(Value::as_str).is_some_and(|n| n.len() > 1024) {
+        errors.push(FieldError::new("note", "must be no more than 1024 bytes"));
+    }
+    if let Some(r) = object.get("regarding")
+        && !r.is_object()
+    {
+        errors.push(FieldError::new("regarding", "expected a mapping (an object reference)"));
+    }
+    if let Some(series) = object.get("series") {
+        if series.get("count").and_then(Value::as_u64).is_none_or(|c| c < 2) {
+            errors.push(FieldError::new("series.count", "must be an integer of at least 2"));
+        }
+        if !series.get("lastObservedTime").is_some_and(Value::is_string) {
+            errors.push(FieldError::new("series.lastObservedTime", "required field is missing"));
+        }
     }
 }
 
@@ -374,10 +478,21 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     }))
 }
 
-fn a2a_group() -> Value {
-    let gv = json!({"groupVersion": crate::api::API_VERSION, "version": crate::api::VERSION});
+/// The API groups served besides the core group, in the order of [`RESOURCES`].
+fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        if !out.iter().any(|(g, _)| *g == r.group) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+fn group_document(group: &str, version: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
     json!({
-        "name": crate::api::GROUP,
+        "name": group,
         "versions": [gv.clone()],
         "preferredVersion": gv,
     })
@@ -385,15 +500,17 @@ fn a2a_group() -> Value {
 
 /// `GET /apis`.
 pub fn api_group_list() -> Value {
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [a2a_group()]})
+    let groups: Vec<Value> = groups().into_iter().map(|(g, v)| group_document(g, v)).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-/// `GET /apis/a2a.dev`.
-pub fn api_group() -> Value {
-    let mut g = a2a_group();
+/// `GET /apis/GROUP`, e.g. `/apis/a2a.dev`.
+pub fn api_group(group: &str) -> Option<Value> {
+    let (group, version) = groups().into_iter().find(|(g, _)| *g == group)?;
+    let mut g = group_document(group, version);
     g["kind"] = json!("APIGroup");
     g["apiVersion"] = json!("v1");
-    g
+    Some(g)
 }
 
 /// `GET /version`: minor 32 so the kubectl version dispatcher picks kubectl 1.32.
@@ -414,10 +531,13 @@ pub fn version() -> Value {
 
 /// `GET /openapi/v3`.
 pub fn openapi_index() -> Value {
-    json!({"paths": {
-        "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1"},
-        "apis/a2a.dev/v1alpha1": {"serverRelativeURL": "/openapi/v3/apis/a2a.dev/v1alpha1"},
-    }})
+    let mut paths = serde_json::Map::new();
+    paths.insert("api/v1".into(), json!({"serverRelativeURL": "/openapi/v3/api/v1"}));
+    for (group, version) in groups() {
+        let path = format!("apis/{group}/{version}");
+        paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}")}));
+    }
+    json!({ "paths": paths })
 }
 
 /// `GET /openapi/v3/api/v1` or `/openapi/v3/apis/a2a.dev/v1alpha1`: one path per resource
@@ -486,6 +606,59 @@ fn schema_name(r: &Resource) -> String {
     }
 }
 
+/// What the kube-apiserver checks of a ConfigMap: `data` maps keys to strings, `binaryData`
+/// to base64 text, keys are config keys (`[-._a-zA-Z0-9]+`, at most 253 characters, not `.`
+/// or `..`) used once across both, and all values together stay within 1 MiB.
+fn validate_config_map(object: &Value, errors: &mut Vec<FieldError>) {
+    const MAX_BYTES: usize = 1 << 20;
+    let mut total = 0usize;
+    let mut seen = std::collections::HashSet::new();
+    for field in ["data", "binaryData"] {
+        let Some(map) = object.get(field) else { continue };
+        let Some(map) = map.as_object() else {
+            errors.push(FieldError::new(field, "expected an object of key: value strings"));
+            continue;
+        };
+        for (key, value) in map {
+            let path = format!("{field}[{key}]");
+            let key_ok = !key.is_empty()
+                && key.len() <= 253
+                && key != "."
+                && key != ".."
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !key_ok {
+                errors.push(FieldError::new(
+                    path.clone(),
+                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (at most 253)",
+                ));
+            }
+            if !seen.insert(key.as_str()) {
+                errors.push(FieldError::new(path.clone(), "duplicate of a key in data or binaryData"));
+            }
+            match value.as_str() {
+                Some(v) if field == "binaryData" && !is_base64(v) => {
+                    errors.push(FieldError::new(path, "expected base64-encoded bytes"))
+                }
+                Some(v) => total += v.len(),
+                None => errors.push(FieldError::new(path, "expected a string")),
+            }
+        }
+    }
+    if total > MAX_BYTES {
+        errors.push(FieldError::new(
+            "data",
+            format!("too long: the ConfigMap's values total {total} bytes, more than {MAX_BYTES}"),
+        ));
+    }
+}
+
+fn is_base64(text: &str) -> bool {
+    let body = text.trim_end_matches('=');
+    text.len() % 4 == 0
+        && text.len() - body.len() <= 2
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +688,30 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][0], "w");
         assert_eq!(t["rows"][0]["cells"][1], "Running");
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn config_maps_are_checked_as_the_kube_apiserver_checks_them() {
+        let r = Resource::find("", "v1", "configmaps").unwrap();
+        let ok =
+            json!({"metadata": {"name": "wf.task.output-0"}, "data": {"out.txt": "x"}, "binaryData": {"b": "AAE="}});
+        assert!(r.validate(&ok).is_ok());
+        let bad = json!({"metadata": {"name": "c"}, "data": {"a/b": "x", "n": 1}, "binaryData": {"n": "%%"}});
+        let errors = r.validate(&bad).unwrap_err();
+        let paths: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+        assert_eq!(
+            paths,
+            [
+                "data[a/b]: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (at most 253)",
+                "data[n]: expected a string",
+                "binaryData[n]: duplicate of a key in data or binaryData",
+                "binaryData[n]: expected base64-encoded bytes",
+            ]
+        );
+        let big = json!({"metadata": {"name": "c"}, "data": {"a": "x".repeat(1 << 20), "b": "y"}});
+        let errors = r.validate(&big).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("1048577 bytes"), "{}", errors[0].message);
     }
 
     #[test]

@@ -94,7 +94,11 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        self.matches_with(|k| labels.and_then(|l| l.get(k)).and_then(Value::as_str))
+    }
+
+    /// Matches against labels looked up by `get`.
+    pub fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|r| match r {
             LabelRequirement::Exists(k) => get(k).is_some(),
             LabelRequirement::NotExists(k) => get(k).is_none(),
@@ -149,18 +153,30 @@ impl FieldSelector {
     }
 
     pub fn matches(&self, object: &Value) -> bool {
-        self.0.iter().all(|(path, equal, value)| {
-            let mut cur = Some(object);
-            for part in path.split('.') {
-                cur = cur.and_then(|c| c.get(part));
-            }
-            let actual = match cur {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            };
-            (actual == *value) == *equal
-        })
+        self.0.iter().all(|(path, equal, value)| (field_string(object, path) == *value) == *equal)
+    }
+
+    /// Matches against field values looked up by `get` ("" for a missing field).
+    pub fn matches_with<'a>(&self, get: impl Fn(&str) -> &'a str) -> bool {
+        self.0.iter().all(|(path, equal, value)| (get(path) == value) == *equal)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The value a field selector compares for `path` (dotted): strings as they are, other
+/// values as JSON, "" when the field is missing or null.
+pub fn field_string(object: &Value, path: &str) -> String {
+    let mut cur = Some(object);
+    for part in path.split('.') {
+        cur = cur.and_then(|c| c.get(part));
+    }
+    match cur {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
     }
 }
 

@@ -1,23 +1,34 @@
 //! Durable object storage on redb: one global resourceVersion, group commit, and a bounded
-//! in-memory history of events for resuming watches.
+//! in-memory history of events for resuming watches and serving paged lists.
 //!
-//! Every object lives twice: in redb (the truth that survives `SIGKILL`) and in an in-memory
+//! Every object lives twice: on disk (the truth that survives `SIGKILL`) and in an in-memory
 //! index that serves reads. All writes go through one writer thread fed by a channel; it takes
-//! every request waiting in the channel, checks their preconditions in order, writes them in
-//! one redb transaction with [`redb::Durability::Immediate`] (one fsync for the whole batch),
+//! every request waiting in the channel, checks their preconditions in order, appends them as
+//! one record to the write-ahead log ([`super::wal`], one `fdatasync` for the whole batch),
 //! and only then updates the index, records the events, wakes watchers and answers each
-//! caller. A write that was answered `Ok` is on disk.
+//! caller; after that it applies the batch to redb in one transaction without an fsync of its
+//! own. A write that was answered `Ok` is on disk. Every [`StoreConfig::checkpoint_every`] batches a durable redb
+//! commit makes the log's records redundant and the log starts over; opening the store applies
+//! the records redb does not have yet.
+//!
+//! Like the kube-apiserver's watch cache, an object version is held as its serialised JSON
+//! ([`Stored`]) plus the few fields reads select on (labels, selectable fields, owners), never
+//! as a parsed tree: a list concatenates bytes, a watch event writes them, and the history is
+//! bounded by a count and by its total size in bytes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::{BufMut, Bytes, BytesMut};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::metrics::Metrics;
+use super::wal::{OpRef, Wal};
 
 /// (resource, namespace, name) -> the object as JSON. Cluster-scoped objects have namespace "".
 const OBJECTS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("objects");
@@ -26,6 +37,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// How many writes one transaction takes at most.
 const MAX_BATCH: usize = 512;
+
+/// What one history entry costs beyond its object's bytes (the event, key and index).
+const EVENT_OVERHEAD: usize = 160;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,6 +51,8 @@ pub enum Error {
     Conflict { current: u64 },
     #[error("too old resource version: {requested} (the oldest still known is {oldest})")]
     Gone { requested: u64, oldest: u64 },
+    #[error("object {key} is not a JSON mapping with a metadata mapping")]
+    NotAnObject { key: String },
     #[error("storage {path}: {source}")]
     Storage {
         path: PathBuf,
@@ -99,10 +115,166 @@ pub enum Write {
     Delete { key: ObjectKey, precondition: Precondition },
 }
 
-impl Write {
+/// The serialised JSON every stored version starts with; the resourceVersion digits follow.
+const RV_PREFIX: &[u8] = br#"{"metadata":{"resourceVersion":""#;
+
+/// One version of one object: its JSON exactly as served and persisted, and the fields reads
+/// select on, extracted once when it was written.
+///
+/// The JSON always starts with `{"metadata":{"resourceVersion":"N"`, so a new version of the
+/// same content (a delete's last state) is the prefix, new digits and the unchanged tail.
+#[derive(Debug)]
+pub struct Stored {
+    pub key: ObjectKey,
+    pub resource_version: u64,
+    bytes: Bytes,
+    /// Where the bytes after the resourceVersion digits start.
+    tail: usize,
+    labels: Vec<(String, String)>,
+    /// Every selectable field path of the resource with its value ("" when absent).
+    fields: Vec<(&'static str, String)>,
+    /// The uids in `metadata.ownerReferences`.
+    owners: Vec<String>,
+}
+
+impl Stored {
+    /// The object as JSON.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The object parsed (for the verbs that change it or render it as a table).
+    pub fn value(&self) -> serde_json::Result<Value> {
+        serde_json::from_slice(&self.bytes)
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of a selectable field ("" when the object has none or the path is not
+    /// selectable on this resource).
+    pub fn field(&self, path: &str) -> &str {
+        match path {
+            "metadata.name" => &self.key.name,
+            "metadata.namespace" => &self.key.namespace,
+            _ => self.fields.iter().find(|(p, _)| *p == path).map_or("", |(_, v)| v.as_str()),
+        }
+    }
+
+    /// Whether `metadata.ownerReferences` names `uid`.
+    pub fn owned_by(&self, uid: &str) -> bool {
+        self.owners.iter().any(|o| o == uid)
+    }
+
+    fn assemble(key: ObjectKey, version: u64, encoded: Encoded) -> Stored {
+        let digits = version.to_string();
+        let mut bytes = BytesMut::with_capacity(RV_PREFIX.len() + digits.len() + encoded.rest.len());
+        bytes.put_slice(RV_PREFIX);
+        bytes.put_slice(digits.as_bytes());
+        bytes.put_slice(&encoded.rest);
+        Stored {
+            key,
+            resource_version: version,
+            bytes: bytes.freeze(),
+            tail: RV_PREFIX.len() + digits.len(),
+            labels: encoded.labels,
+            fields: encoded.fields,
+            owners: encoded.owners,
+        }
+    }
+
+    /// The same object at another resourceVersion.
+    fn at_version(&self, version: u64) -> Stored {
+        let digits = version.to_string();
+        let rest = &self.bytes[self.tail..];
+        let mut bytes = BytesMut::with_capacity(RV_PREFIX.len() + digits.len() + rest.len());
+        bytes.put_slice(RV_PREFIX);
+        bytes.put_slice(digits.as_bytes());
+        bytes.put_slice(rest);
+        Stored {
+            key: self.key.clone(),
+            resource_version: version,
+            bytes: bytes.freeze(),
+            tail: RV_PREFIX.len() + digits.len(),
+            labels: self.labels.clone(),
+            fields: self.fields.clone(),
+            owners: self.owners.clone(),
+        }
+    }
+}
+
+/// An object serialised without its resourceVersion (done by the caller's task, so the
+/// single writer thread only splices in the version), with its selection fields.
+#[derive(Debug)]
+struct Encoded {
+    /// Everything after the resourceVersion digits: `"` then the rest of metadata, `}`, the
+    /// other top-level fields and the closing `}`.
+    rest: Vec<u8>,
+    labels: Vec<(String, String)>,
+    fields: Vec<(&'static str, String)>,
+    owners: Vec<String>,
+}
+
+impl Encoded {
+    fn new(key: &ObjectKey, object: &Value) -> Result<Encoded> {
+        let not_object = || Error::NotAnObject { key: key.to_string() };
+        let map = object.as_object().ok_or_else(not_object)?;
+        let meta = match map.get("metadata") {
+            None => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => return Err(not_object()),
+        };
+        let mut rest = Vec::with_capacity(512);
+        rest.push(b'"');
+        // Writing a JSON value into a Vec cannot fail: every map key is a string.
+        let field = |out: &mut Vec<u8>, k: &String, v: &Value| {
+            out.push(b',');
+            let _ = serde_json::to_writer(&mut *out, k);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut *out, v);
+        };
+        for (k, v) in meta.into_iter().flatten() {
+            if k != "resourceVersion" {
+                field(&mut rest, k, v);
+            }
+        }
+        rest.push(b'}');
+        for (k, v) in map {
+            if k != "metadata" {
+                field(&mut rest, k, v);
+            }
+        }
+        rest.push(b'}');
+        let labels = meta
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .map(|l| l.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .unwrap_or_default();
+        let fields = super::resources::selectable_fields_of(&key.resource)
+            .iter()
+            .filter(|p| !matches!(**p, "metadata.name" | "metadata.namespace"))
+            .map(|p| (*p, super::selector::field_string(object, p)))
+            .collect();
+        let owners = meta
+            .and_then(|m| m.get("ownerReferences"))
+            .and_then(Value::as_array)
+            .map(|refs| refs.iter().filter_map(|r| Some(r.get("uid")?.as_str()?.to_string())).collect())
+            .unwrap_or_default();
+        Ok(Encoded { rest, labels, fields, owners })
+    }
+}
+
+/// A write after encoding, as the writer thread takes it.
+enum Pending {
+    Put { key: ObjectKey, encoded: Encoded, precondition: Precondition },
+    Delete { key: ObjectKey, precondition: Precondition },
+}
+
+impl Pending {
     fn key(&self) -> &ObjectKey {
         match self {
-            Write::Put { key, .. } | Write::Delete { key, .. } => key,
+            Pending::Put { key, .. } | Pending::Delete { key, .. } => key,
         }
     }
 }
@@ -125,57 +297,90 @@ impl EventType {
 }
 
 /// One change, as watchers see it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Event {
     pub type_: EventType,
-    pub key: ObjectKey,
     /// The object after the change (for deletes: the last state, with the delete's version).
-    pub object: Arc<Value>,
+    pub object: Arc<Stored>,
+    /// The object before the change (none for a create), for lists at an older version.
+    pub prev: Option<Arc<Stored>>,
+}
+
+impl Event {
+    pub fn resource_version(&self) -> u64 {
+        self.object.resource_version
+    }
+
+    fn cost(&self) -> usize {
+        self.object.bytes.len() + EVENT_OVERHEAD
+    }
+}
+
+/// The start of a watch: the events to send first, then [`Store::events_after`] from
+/// `resource_version` each time `notify` changes.
+pub struct WatchStart {
+    pub initial: Vec<(EventType, Arc<Stored>)>,
+    pub notify: watch::Receiver<u64>,
+    /// Every change up to this version is in `initial` (or older than the watch asked for).
     pub resource_version: u64,
 }
 
-/// The start of a watch: the events to send first, then the live feed.
-pub struct WatchStart {
-    pub initial: Vec<Arc<Event>>,
-    pub live: broadcast::Receiver<Arc<Event>>,
-    /// Events on `live` at or below this version are already in `initial` (or older).
-    pub resource_version: u64,
+/// Events of one resource after some version, as a watch reads them.
+pub struct EventsAfter {
+    pub events: Vec<Arc<Event>>,
+    /// Every change up to this version has been looked at.
+    pub scanned_to: u64,
+    /// More events follow `scanned_to` already (read again without waiting).
+    pub more: bool,
 }
 
 /// Tuning knobs.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
-    /// How many recent events are kept for resuming watches.
+    /// How many recent events are kept for resuming watches and paged lists.
     pub history: usize,
+    /// How many bytes of object versions the history holds at most.
+    pub history_bytes: usize,
+    /// After how many logged batches redb is committed durably and the write-ahead log
+    /// starts over (also when the log passes 4 MiB).
+    pub checkpoint_every: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { history: 10_000 }
+        StoreConfig { history: 10_000, history_bytes: 64 * 1024 * 1024, checkpoint_every: 256 }
     }
 }
 
+/// The log is checkpointed once it holds this many bytes of records.
+const CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
+type Objects = BTreeMap<(String, String), Arc<Stored>>;
+
 struct State {
-    objects: HashMap<String, BTreeMap<(String, String), Arc<Value>>>,
+    objects: HashMap<String, Objects>,
     resource_version: u64,
     history: VecDeque<Arc<Event>>,
-    /// Watches from versions below this cannot be resumed.
+    history_bytes: usize,
+    /// Watches and lists at versions below this cannot be served.
     compacted: u64,
 }
 
 struct Shared {
     state: RwLock<State>,
-    events: broadcast::Sender<Arc<Event>>,
+    /// The last committed resourceVersion; watchers wait on it.
+    committed: watch::Sender<u64>,
     history_limit: usize,
+    history_bytes_limit: usize,
 }
 
-type Reply = oneshot::Sender<Result<Arc<Value>>>;
+type Reply = oneshot::Sender<Result<Arc<Stored>>>;
 
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
-    writes: mpsc::Sender<(Write, Reply)>,
+    writes: mpsc::Sender<(Pending, Reply)>,
 }
 
 impl Store {
@@ -202,7 +407,16 @@ impl Store {
             tx.open_table(META).map_err(|e| storage(e.into()))?;
             tx.commit().map_err(|e| storage(e.into()))?;
         }
-        let mut objects: HashMap<String, BTreeMap<(String, String), Arc<Value>>> = HashMap::new();
+        let wal_path = path.with_extension("wal");
+        let wal_error =
+            |e: std::io::Error| Error::Storage { path: wal_path.clone(), source: Box::new(redb::Error::Io(e)) };
+        let (mut wal, records) = Wal::open(&wal_path).map_err(wal_error)?;
+        replay(&db, &wal_path, records).map_err(|e| match e {
+            ReplayError::Redb(e) => storage(e),
+            ReplayError::Gap(message) => wal_error(std::io::Error::other(message)),
+        })?;
+        wal.reset().map_err(wal_error)?;
+        let mut objects: HashMap<String, Objects> = HashMap::new();
         let resource_version;
         {
             let tx = db.begin_read().map_err(|e| storage(e.into()))?;
@@ -212,31 +426,38 @@ impl Store {
             for entry in table.iter().map_err(|e| storage(e.into()))? {
                 let (k, v) = entry.map_err(|e| storage(e.into()))?;
                 let (resource, namespace, name) = k.value();
-                let value: Value = serde_json::from_slice(v.value()).map_err(|source| Error::Corrupt {
-                    path: path.to_path_buf(),
-                    key: format!("{resource}/{namespace}/{name}"),
-                    source,
-                })?;
-                objects
-                    .entry(resource.to_string())
-                    .or_default()
-                    .insert((namespace.to_string(), name.to_string()), Arc::new(value));
+                let key = ObjectKey::new(resource, namespace, name);
+                let corrupt = |source| Error::Corrupt { path: path.to_path_buf(), key: key.to_string(), source };
+                let value: Value = serde_json::from_slice(v.value()).map_err(corrupt)?;
+                let encoded = Encoded::new(&key, &value)?;
+                let stored = Stored::assemble(key.clone(), stored_rv(&value), encoded);
+                objects.entry(key.resource).or_default().insert((key.namespace, key.name), Arc::new(stored));
             }
         }
-        let history_limit = config.history.max(1);
-        let (events, _) = broadcast::channel(history_limit.max(1024));
+        let (committed, _) = watch::channel(resource_version);
         let shared = Arc::new(Shared {
             state: RwLock::new(State {
                 objects,
                 resource_version,
-                history: VecDeque::with_capacity(history_limit.min(65_536)),
+                history: VecDeque::new(),
+                history_bytes: 0,
                 compacted: resource_version,
             }),
-            events,
-            history_limit,
+            committed,
+            history_limit: config.history.max(1),
+            history_bytes_limit: config.history_bytes,
         });
         let (tx, rx) = mpsc::channel(4096);
-        let writer = Writer { db, path: path.to_path_buf(), shared: shared.clone(), metrics };
+        let writer = Writer {
+            db,
+            wal,
+            path: path.to_path_buf(),
+            shared: shared.clone(),
+            metrics,
+            checkpoint_every: config.checkpoint_every.max(1),
+            since_checkpoint: 0,
+            failed: None,
+        };
         std::thread::Builder::new()
             .name("a2a-store-writer".into())
             .spawn(move || writer.run(rx))
@@ -246,33 +467,78 @@ impl Store {
 
     /// Applies one write durably; returns the stored object (for deletes: the removed one,
     /// carrying the delete's resourceVersion).
-    pub async fn write(&self, write: Write) -> Result<Arc<Value>> {
+    pub async fn write(&self, write: Write) -> Result<Arc<Stored>> {
+        let pending = match write {
+            Write::Put { key, object, precondition } => {
+                let encoded = Encoded::new(&key, &object)?;
+                drop(object);
+                Pending::Put { key, encoded, precondition }
+            }
+            Write::Delete { key, precondition } => Pending::Delete { key, precondition },
+        };
         let (reply, answer) = oneshot::channel();
-        self.writes.send((write, reply)).await.map_err(|_| Error::Closed)?;
+        self.writes.send((pending, reply)).await.map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
-    pub fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
+    pub fn get(&self, key: &ObjectKey) -> Option<Arc<Stored>> {
         let state = read(&self.shared.state);
         state.objects.get(&key.resource)?.get(&(key.namespace.clone(), key.name.clone())).cloned()
     }
 
-    /// All objects of a resource (in one namespace, or all), sorted by namespace and name,
-    /// with the store's current resourceVersion.
-    pub fn list(&self, resource: &str, namespace: Option<&str>) -> (Vec<Arc<Value>>, u64) {
+    /// The objects of a resource (in one namespace, or all) after the key `after` (if given),
+    /// sorted by namespace and name, as they were at resourceVersion `at` (default: now),
+    /// with that resourceVersion. A version older than the history is [`Error::Gone`].
+    pub fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
+        at: Option<u64>,
+    ) -> Result<(Vec<Arc<Stored>>, u64)> {
         let state = read(&self.shared.state);
-        let items = match state.objects.get(resource) {
-            None => Vec::new(),
-            Some(map) => match namespace {
-                None => map.values().cloned().collect(),
-                Some(ns) => map
-                    .range((ns.to_string(), String::new())..)
-                    .take_while(|((n, _), _)| n == ns)
-                    .map(|(_, v)| v.clone())
-                    .collect(),
-            },
+        let now = state.resource_version;
+        let at = at.unwrap_or(now).min(now);
+        if at < state.compacted {
+            return Err(Error::Gone { requested: at, oldest: state.compacted });
+        }
+        let wanted = |ns: &str, name: &str| {
+            namespace.is_none_or(|n| n == ns) && after.is_none_or(|(a_ns, a_name)| (ns, name) > (a_ns, a_name))
         };
-        (items, state.resource_version)
+        // What changed after `at`: each key's version at `at` is the `prev` of its earliest
+        // later event (newest first, so the earliest one writes last).
+        let mut then: BTreeMap<(&str, &str), Option<&Arc<Stored>>> = BTreeMap::new();
+        for e in state.history.iter().rev().take_while(|e| e.resource_version() > at) {
+            let k = &e.object.key;
+            if k.resource == resource && wanted(&k.namespace, &k.name) {
+                then.insert((k.namespace.as_str(), k.name.as_str()), e.prev.as_ref());
+            }
+        }
+        let Some(map) = state.objects.get(resource) else {
+            let items = then.into_values().flatten().cloned().collect();
+            return Ok((items, at));
+        };
+        let lower = match (after, namespace) {
+            (Some((ns, name)), _) => Bound::Excluded((ns.to_string(), name.to_string())),
+            (None, Some(ns)) => Bound::Included((ns.to_string(), String::new())),
+            (None, None) => Bound::Unbounded,
+        };
+        let current = map
+            .range((lower, Bound::Unbounded))
+            .take_while(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+            .filter(|((ns, name), _)| wanted(ns, name));
+        if then.is_empty() {
+            return Ok((current.map(|(_, v)| v.clone()).collect(), at));
+        }
+        let mut merged: BTreeMap<(&str, &str), &Arc<Stored>> =
+            current.map(|((ns, name), v)| ((ns.as_str(), name.as_str()), v)).collect();
+        for (k, v) in then {
+            match v {
+                Some(v) => merged.insert(k, v),
+                None => merged.remove(&k),
+            };
+        }
+        Ok((merged.into_values().cloned().collect(), at))
     }
 
     pub fn resource_version(&self) -> u64 {
@@ -287,41 +553,64 @@ impl Store {
         v
     }
 
+    /// Events and bytes held in the watch history.
+    pub fn history_size(&self) -> (usize, usize) {
+        let state = read(&self.shared.state);
+        (state.history.len(), state.history_bytes)
+    }
+
     /// Starts a watch of `resource`. With `from` = None (or 0), the initial events are a
     /// synthetic ADDED for every current object; with `from` = Some(rv), every event after
     /// `rv` still in the history, or [`Error::Gone`] when some of them were compacted away.
     pub fn watch(&self, resource: &str, from: Option<u64>) -> Result<WatchStart> {
+        // Subscribing before reading: a commit after this wakes the watcher, and one before
+        // it is in what is read below.
+        let notify = self.shared.committed.subscribe();
         let state = read(&self.shared.state);
-        // Subscribing under the lock: the writer publishes under the write lock, so nothing
-        // falls between the snapshot and the live feed.
-        let live = self.shared.events.subscribe();
         let now = state.resource_version;
         let initial = match from {
             None | Some(0) => state
                 .objects
                 .get(resource)
                 .into_iter()
-                .flat_map(|m| m.iter())
-                .map(|((ns, name), obj)| {
-                    Arc::new(Event {
-                        type_: EventType::Added,
-                        key: ObjectKey::new(resource, ns.clone(), name.clone()),
-                        object: obj.clone(),
-                        resource_version: now,
-                    })
-                })
+                .flat_map(|m| m.values())
+                .map(|obj| (EventType::Added, obj.clone()))
                 .collect(),
             Some(rv) if rv < state.compacted => {
                 return Err(Error::Gone { requested: rv, oldest: state.compacted });
             }
-            Some(rv) => state
-                .history
-                .iter()
-                .filter(|e| e.resource_version > rv && e.key.resource == resource)
-                .cloned()
-                .collect(),
+            Some(rv) => {
+                let start = state.history.partition_point(|e| e.resource_version() <= rv);
+                state
+                    .history
+                    .range(start..)
+                    .filter(|e| e.object.key.resource == resource)
+                    .map(|e| (e.type_, e.object.clone()))
+                    .collect()
+            }
         };
-        Ok(WatchStart { initial, live, resource_version: now })
+        Ok(WatchStart { initial, notify, resource_version: now })
+    }
+
+    /// The events of `resource` after version `after`, looking at `max` events at most.
+    /// [`Error::Gone`] when some of them were compacted away (the watcher fell too far behind).
+    pub fn events_after(&self, resource: &str, after: u64, max: usize) -> Result<EventsAfter> {
+        let state = read(&self.shared.state);
+        if after >= state.resource_version {
+            return Ok(EventsAfter { events: Vec::new(), scanned_to: after, more: false });
+        }
+        if after < state.compacted {
+            return Err(Error::Gone { requested: after, oldest: state.compacted });
+        }
+        let start = state.history.partition_point(|e| e.resource_version() <= after);
+        let end = (start + max).min(state.history.len());
+        let events = state.history.range(start..end).filter(|e| e.object.key.resource == resource).cloned().collect();
+        let (scanned_to, more) = if end < state.history.len() {
+            (state.history[end - 1].resource_version(), true)
+        } else {
+            (state.resource_version, false)
+        };
+        Ok(EventsAfter { events, scanned_to, more })
     }
 }
 
@@ -333,19 +622,26 @@ fn read(lock: &RwLock<State>) -> std::sync::RwLockReadGuard<'_, State> {
 
 struct Writer {
     db: Database,
+    wal: Wal,
     path: PathBuf,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+    checkpoint_every: usize,
+    /// Batches logged since the last durable redb commit.
+    since_checkpoint: usize,
+    /// After a failed log write or redb apply nothing is written any more: what is on disk
+    /// is no longer known to match what was answered (as PostgreSQL does after a failed fsync).
+    failed: Option<String>,
 }
 
 /// The outcome of one write within a batch, before commit.
 enum Staged {
-    Put(ObjectKey, Arc<Value>, EventType, u64),
-    Delete(ObjectKey, Arc<Value>, u64),
+    Put { object: Arc<Stored>, prev: Option<Arc<Stored>> },
+    Delete { last: Arc<Stored>, prev: Arc<Stored> },
 }
 
 impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<(Write, Reply)>) {
+    fn run(mut self, mut rx: mpsc::Receiver<(Pending, Reply)>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
@@ -357,17 +653,32 @@ impl Writer {
             }
             self.commit_batch(&mut batch);
         }
+        // Shut down: make redb hold everything, so the next open has nothing to replay.
+        if self.failed.is_none() && self.since_checkpoint > 0 {
+            self.checkpoint();
+        }
     }
 
-    fn commit_batch(&self, batch: &mut Vec<(Write, Reply)>) {
+    fn storage_error(&self, message: &str) -> Error {
+        Error::Storage { path: self.path.clone(), source: Box::new(redb::Error::Io(std::io::Error::other(message))) }
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<(Pending, Reply)>) {
+        if let Some(why) = &self.failed {
+            let message = format!("the store stopped writing after an earlier failure ({why}); restart the server");
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(self.storage_error(&message)));
+            }
+            return;
+        }
         let state = read(&self.shared.state);
         let mut rv = state.resource_version;
         // The view of the objects this batch has touched so far.
-        let mut overlay: HashMap<ObjectKey, Option<Arc<Value>>> = HashMap::new();
+        let mut overlay: HashMap<ObjectKey, Option<Arc<Stored>>> = HashMap::new();
         let mut outcomes: Vec<(Reply, Result<Staged>)> = Vec::with_capacity(batch.len());
         for (write, reply) in batch.drain(..) {
-            let key = write.key().clone();
-            let current = match overlay.get(&key) {
+            let key = write.key();
+            let current = match overlay.get(key) {
                 Some(v) => v.clone(),
                 None => state
                     .objects
@@ -375,144 +686,237 @@ impl Writer {
                     .and_then(|m| m.get(&(key.namespace.clone(), key.name.clone())))
                     .cloned(),
             };
-            let outcome = stage(write, current.as_deref(), rv + 1);
+            let outcome = stage(write, current, rv + 1);
             if let Ok(staged) = &outcome {
                 rv += 1;
                 match staged {
-                    Staged::Put(k, v, _, _) => overlay.insert(k.clone(), Some(v.clone())),
-                    Staged::Delete(k, _, _) => overlay.insert(k.clone(), None),
+                    Staged::Put { object, .. } => overlay.insert(object.key.clone(), Some(object.clone())),
+                    Staged::Delete { last, .. } => overlay.insert(last.key.clone(), None),
                 };
             }
             outcomes.push((reply, outcome));
         }
         drop(state);
         if overlay.is_empty() {
+            // Every write in the batch failed its precondition.
             for (reply, outcome) in outcomes {
-                let _ = reply.send(outcome.map(|_| Arc::new(Value::Null)));
+                if let Err(e) = outcome {
+                    let _ = reply.send(Err(e));
+                }
             }
             return;
         }
         let started = Instant::now();
-        let committed = self.persist(&outcomes, rv);
-        self.metrics.observe_commit(started.elapsed(), overlay.len());
+        // What the batch writes, in order (the log and redb take the same).
+        let writes: Vec<(bool, Arc<Stored>)> = outcomes
+            .iter()
+            .filter_map(|(_, outcome)| match outcome {
+                Ok(Staged::Put { object, .. }) => Some((true, object.clone())),
+                Ok(Staged::Delete { last, .. }) => Some((false, last.clone())),
+                Err(_) => None,
+            })
+            .collect();
+        let first_rv = rv + 1 - writes.len() as u64;
+        let committed = self
+            .wal
+            .append(first_rv, &op_refs(&writes))
+            .map_err(|e| redb::Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", self.wal.path().display()))));
+        self.metrics.observe_commit(started.elapsed(), writes.len());
         if let Err(e) = committed {
-            tracing::error!(error = %e, "store commit failed");
+            tracing::error!(error = %e, "store commit failed; no more writes until restarted");
             let message = e.to_string();
             for (reply, _) in outcomes {
-                let _ = reply.send(Err(Error::Storage {
-                    path: self.path.clone(),
-                    source: Box::new(redb::Error::Io(std::io::Error::other(message.clone()))),
-                }));
+                let _ = reply.send(Err(self.storage_error(&message)));
             }
+            self.failed = Some(message);
             return;
         }
         let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
-        let mut published = Vec::with_capacity(outcomes.len());
         for (reply, outcome) in outcomes {
-            let answer = match outcome {
-                Err(e) => Err(e),
-                Ok(Staged::Put(key, object, type_, version)) => {
+            let (event, answer) = match outcome {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+                Ok(Staged::Put { object, prev }) => {
+                    let key = &object.key;
                     state
                         .objects
                         .entry(key.resource.clone())
                         .or_default()
                         .insert((key.namespace.clone(), key.name.clone()), object.clone());
-                    published.push(Arc::new(Event { type_, key, object: object.clone(), resource_version: version }));
-                    Ok(object)
+                    let type_ = if prev.is_some() { EventType::Modified } else { EventType::Added };
+                    (Event { type_, object: object.clone(), prev }, object)
                 }
-                Ok(Staged::Delete(key, object, version)) => {
+                Ok(Staged::Delete { last, prev }) => {
+                    let key = &last.key;
                     if let Some(m) = state.objects.get_mut(&key.resource) {
                         m.remove(&(key.namespace.clone(), key.name.clone()));
                     }
-                    published.push(Arc::new(Event {
-                        type_: EventType::Deleted,
-                        key,
-                        object: object.clone(),
-                        resource_version: version,
-                    }));
-                    Ok(object)
+                    (Event { type_: EventType::Deleted, object: last.clone(), prev: Some(prev) }, last)
                 }
             };
-            let _ = reply.send(answer);
+            state.history_bytes += event.cost();
+            state.history.push_back(Arc::new(event));
+            let _ = reply.send(Ok(answer));
         }
         state.resource_version = rv;
-        for event in published {
-            state.history.push_back(event.clone());
-            if state.history.len() > self.shared.history_limit
-                && let Some(old) = state.history.pop_front()
-            {
-                state.compacted = old.resource_version;
+        while state.history.len() > 1
+            && (state.history.len() > self.shared.history_limit
+                || state.history_bytes > self.shared.history_bytes_limit)
+        {
+            if let Some(old) = state.history.pop_front() {
+                state.history_bytes -= old.cost();
+                state.compacted = old.resource_version();
             }
-            // No receivers is fine.
-            let _ = self.shared.events.send(event);
+        }
+        drop(state);
+        self.shared.committed.send_replace(rv);
+        // redb takes the batch after the callers were answered: the log already holds it, and
+        // redb's own commit (B-tree pages, checksums, allocator) is not on their path.
+        if let Err(e) = apply(&self.db, redb::Durability::None, &op_refs(&writes), rv) {
+            tracing::error!(error = %e, "applying logged writes to redb failed; no more writes until restarted");
+            self.failed = Some(e.to_string());
+            return;
+        }
+        self.since_checkpoint += 1;
+        if self.since_checkpoint >= self.checkpoint_every || self.wal.written() >= CHECKPOINT_BYTES {
+            self.checkpoint();
         }
     }
 
-    fn persist(&self, outcomes: &[(Reply, Result<Staged>)], rv: u64) -> Result<(), redb::Error> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(redb::Durability::Immediate)
-            .map_err(|e| redb::Error::Io(std::io::Error::other(e.to_string())))?;
-        {
-            let mut table = tx.open_table(OBJECTS)?;
-            for (_, outcome) in outcomes {
-                match outcome {
-                    Ok(Staged::Put(key, object, _, _)) => {
-                        // Serializing a JSON value cannot fail.
-                        let bytes = serde_json::to_vec(object.as_ref()).unwrap_or_default();
-                        table.insert(
-                            (key.resource.as_str(), key.namespace.as_str(), key.name.as_str()),
-                            bytes.as_slice(),
-                        )?;
-                    }
-                    Ok(Staged::Delete(key, _, _)) => {
-                        table.remove((key.resource.as_str(), key.namespace.as_str(), key.name.as_str()))?;
-                    }
-                    Err(_) => {}
+    /// A durable redb commit (everything applied so far), then the log starts over.
+    fn checkpoint(&mut self) {
+        let started = Instant::now();
+        let result = (|| -> Result<(), redb::Error> {
+            let mut tx = self.db.begin_write()?;
+            tx.set_durability(redb::Durability::Immediate)
+                .map_err(|e| redb::Error::Io(std::io::Error::other(e.to_string())))?;
+            tx.commit()?;
+            self.wal.reset()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.since_checkpoint = 0;
+                tracing::debug!(elapsed = ?started.elapsed(), "store checkpoint");
+            }
+            // The log still holds every record: nothing is lost, the next batch tries again.
+            Err(e) => tracing::warn!(error = %e, "store checkpoint failed; the write-ahead log keeps the writes"),
+        }
+    }
+}
+
+/// The operations of a batch, borrowed for the log and redb.
+fn op_refs(writes: &[(bool, Arc<Stored>)]) -> Vec<OpRef<'_>> {
+    writes
+        .iter()
+        .map(|(put, object)| {
+            let k = &object.key;
+            if *put {
+                OpRef::Put { resource: &k.resource, namespace: &k.namespace, name: &k.name, object: &object.bytes[..] }
+            } else {
+                OpRef::Delete { resource: &k.resource, namespace: &k.namespace, name: &k.name }
+            }
+        })
+        .collect()
+}
+
+/// Writes operations and the resourceVersion to redb in one transaction.
+fn apply(db: &Database, durability: redb::Durability, ops: &[OpRef<'_>], rv: u64) -> Result<(), redb::Error> {
+    let mut tx = db.begin_write()?;
+    tx.set_durability(durability).map_err(|e| redb::Error::Io(std::io::Error::other(e.to_string())))?;
+    {
+        let mut table = tx.open_table(OBJECTS)?;
+        for op in ops {
+            match op {
+                OpRef::Put { resource, namespace, name, object } => {
+                    table.insert((*resource, *namespace, *name), *object)?;
+                }
+                OpRef::Delete { resource, namespace, name } => {
+                    table.remove((*resource, *namespace, *name))?;
                 }
             }
-            let mut meta = tx.open_table(META)?;
-            meta.insert("rv", rv)?;
         }
-        tx.commit()?;
-        Ok(())
+        let mut meta = tx.open_table(META)?;
+        meta.insert("rv", rv)?;
     }
+    tx.commit()?;
+    Ok(())
+}
+
+enum ReplayError {
+    Redb(redb::Error),
+    Gap(String),
+}
+
+/// Applies, durably, the log records that continue redb's resourceVersion. Records at or
+/// below it are left over from before a checkpoint; one that starts past the next version
+/// means writes are missing, and the store refuses to open rather than serve without them.
+fn replay(db: &Database, wal_path: &Path, records: Vec<super::wal::Record>) -> Result<(), ReplayError> {
+    use super::wal::Op;
+    let durable = {
+        let tx = db.begin_read().map_err(|e| ReplayError::Redb(e.into()))?;
+        let meta = tx.open_table(META).map_err(|e| ReplayError::Redb(e.into()))?;
+        meta.get("rv").map_err(|e| ReplayError::Redb(e.into()))?.map(|v| v.value()).unwrap_or(0)
+    };
+    let mut next = durable + 1;
+    let mut ops = Vec::new();
+    let mut count = 0;
+    for record in &records {
+        if record.last_rv() < next {
+            continue;
+        }
+        if record.first_rv != next {
+            return Err(ReplayError::Gap(format!(
+                "{}: the write-ahead log continues at resourceVersion {} but the database ends at {}",
+                wal_path.display(),
+                record.first_rv,
+                next - 1
+            )));
+        }
+        next = record.last_rv() + 1;
+        count += 1;
+        ops.extend(record.ops.iter().map(|op| match op {
+            Op::Put { resource, namespace, name, object } => OpRef::Put { resource, namespace, name, object },
+            Op::Delete { resource, namespace, name } => OpRef::Delete { resource, namespace, name },
+        }));
+    }
+    if ops.is_empty() {
+        return Ok(());
+    }
+    apply(db, redb::Durability::Immediate, &ops, next - 1).map_err(ReplayError::Redb)?;
+    tracing::info!(records = count, writes = ops.len(), to = next - 1, "replayed the store's write-ahead log");
+    Ok(())
 }
 
 fn stored_rv(object: &Value) -> u64 {
     object.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
-fn stage(write: Write, current: Option<&Value>, version: u64) -> Result<Staged> {
+fn stage(write: Pending, current: Option<Arc<Stored>>, version: u64) -> Result<Staged> {
     let precondition = match &write {
-        Write::Put { precondition, .. } | Write::Delete { precondition, .. } => *precondition,
+        Pending::Put { precondition, .. } | Pending::Delete { precondition, .. } => *precondition,
     };
-    match (precondition, current) {
+    match (precondition, &current) {
         (Precondition::Absent, Some(_)) => return Err(Error::AlreadyExists),
         (Precondition::Exists | Precondition::ResourceVersion(_), None) => {
             return Err(Error::NotFound);
         }
-        (Precondition::ResourceVersion(want), Some(cur)) if stored_rv(cur) != want => {
-            return Err(Error::Conflict { current: stored_rv(cur) });
+        (Precondition::ResourceVersion(want), Some(cur)) if cur.resource_version != want => {
+            return Err(Error::Conflict { current: cur.resource_version });
         }
         _ => {}
     }
     match write {
-        Write::Put { key, mut object, .. } => {
-            if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.insert("resourceVersion".into(), Value::String(version.to_string()));
-            }
-            let type_ = if current.is_some() { EventType::Modified } else { EventType::Added };
-            Ok(Staged::Put(key, Arc::new(object), type_, version))
+        Pending::Put { key, encoded, .. } => {
+            Ok(Staged::Put { object: Arc::new(Stored::assemble(key, version, encoded)), prev: current })
         }
-        Write::Delete { key, .. } => {
+        Pending::Delete { .. } => {
             let Some(cur) = current else {
                 return Err(Error::NotFound);
             };
-            let mut last = cur.clone();
-            if let Some(meta) = last.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.insert("resourceVersion".into(), Value::String(version.to_string()));
-            }
-            Ok(Staged::Delete(key, Arc::new(last), version))
+            Ok(Staged::Delete { last: Arc::new(cur.at_version(version)), prev: cur })
         }
     }
 }
@@ -542,15 +946,28 @@ mod tests {
     use serde_json::json;
 
     fn obj(name: &str) -> Value {
-        json!({"metadata": {"name": name, "namespace": "default"}, "spec": {}})
+        json!({"metadata": {"name": name, "namespace": "default", "labels": {"app": name}}, "spec": {"n": 1}})
     }
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey::new("a2a.dev/agents", "default", name)
     }
 
+    fn open_with(dir: &Path, history: usize, history_bytes: usize) -> Store {
+        let config = StoreConfig { history, history_bytes, ..StoreConfig::default() };
+        Store::open(&dir.join("state.redb"), config, Arc::new(Metrics::default())).unwrap()
+    }
+
     fn open(dir: &Path) -> Store {
-        Store::open(&dir.join("state.redb"), StoreConfig { history: 4 }, Arc::new(Metrics::default())).unwrap()
+        open_with(dir, 4, 1 << 20)
+    }
+
+    async fn put(store: &Store, name: &str) -> Arc<Stored> {
+        store.write(Write::Put { key: key(name), object: obj(name), precondition: Precondition::None }).await.unwrap()
+    }
+
+    fn names(items: &[Arc<Stored>]) -> Vec<String> {
+        items.iter().map(|s| s.key.name.clone()).collect()
     }
 
     #[tokio::test]
@@ -561,7 +978,7 @@ mod tests {
             .write(Write::Put { key: key("a"), object: obj("a"), precondition: Precondition::Absent })
             .await
             .unwrap();
-        assert_eq!(a["metadata"]["resourceVersion"], "1");
+        assert_eq!(a.value().unwrap()["metadata"]["resourceVersion"], "1");
         drop(store);
         // The writer thread exits when the last handle is gone; give it a moment to release
         // the file lock.
@@ -571,12 +988,45 @@ mod tests {
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         };
-        assert_eq!(store.get(&key("a")).unwrap()["metadata"]["resourceVersion"], "1");
+        let got = store.get(&key("a")).unwrap();
+        assert_eq!(got.resource_version, 1);
+        assert_eq!(got.value().unwrap(), a.value().unwrap());
+        assert_eq!(got.label("app"), Some("a"));
         let b = store
             .write(Write::Put { key: key("b"), object: obj("b"), precondition: Precondition::Absent })
             .await
             .unwrap();
-        assert_eq!(b["metadata"]["resourceVersion"], "2");
+        assert_eq!(b.value().unwrap()["metadata"]["resourceVersion"], "2");
+    }
+
+    #[test]
+    fn stored_json_is_the_object_with_its_version_and_selection_fields() {
+        let k = ObjectKey::new("/events", "default", "e1");
+        let object = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "e1", "namespace": "default", "resourceVersion": "99", "labels": {"a": "b"},
+                         "ownerReferences": [{"uid": "u-1"}, {"uid": "u-2"}]},
+            "involvedObject": {"kind": "Agent", "name": "w", "resourceVersion": "7"},
+            "count": 3,
+        });
+        let stored = Stored::assemble(k.clone(), 12, Encoded::new(&k, &object).unwrap());
+        let mut want = object.clone();
+        want["metadata"]["resourceVersion"] = json!("12");
+        assert_eq!(stored.value().unwrap(), want);
+        assert!(stored.bytes().starts_with(br#"{"metadata":{"resourceVersion":"12","#));
+        assert_eq!(stored.label("a"), Some("b"));
+        assert_eq!(stored.field("involvedObject.name"), "w");
+        assert_eq!(stored.field("involvedObject.uid"), "");
+        assert_eq!(stored.field("metadata.namespace"), "default");
+        assert!(stored.owned_by("u-2") && !stored.owned_by("u-3"));
+        let later = stored.at_version(1234);
+        want["metadata"]["resourceVersion"] = json!("1234");
+        assert_eq!(later.value().unwrap(), want);
+        // Metadata holding only the version still makes valid JSON.
+        let bare = Stored::assemble(k.clone(), 5, Encoded::new(&k, &json!({"metadata": {}})).unwrap());
+        assert_eq!(bare.value().unwrap(), json!({"metadata": {"resourceVersion": "5"}}));
+        assert!(matches!(Encoded::new(&k, &json!([1])), Err(Error::NotAnObject { .. })));
+        assert!(matches!(Encoded::new(&k, &json!({"metadata": 1})), Err(Error::NotAnObject { .. })));
     }
 
     #[tokio::test]
@@ -592,7 +1042,7 @@ mod tests {
             Err(Error::Conflict { current: 1 })
         ));
         let v = store.write(put(Precondition::ResourceVersion(1))).await.unwrap();
-        assert_eq!(v["metadata"]["resourceVersion"], "2");
+        assert_eq!(v.resource_version, 2);
     }
 
     #[tokio::test]
@@ -610,11 +1060,11 @@ mod tests {
         let mut versions = Vec::new();
         for t in tasks {
             let v = t.await.unwrap().unwrap();
-            versions.push(stored_rv(&v));
+            versions.push(stored_rv(&v.value().unwrap()));
         }
         versions.sort();
         assert_eq!(versions, (1..=64).collect::<Vec<_>>());
-        assert_eq!(store.list("a2a.dev/agents", Some("default")).0.len(), 64);
+        assert_eq!(store.list("a2a.dev/agents", Some("default"), None, None).unwrap().0.len(), 64);
     }
 
     #[tokio::test]
@@ -629,10 +1079,135 @@ mod tests {
         }
         // History keeps 4 events: versions 3..=6.
         let w = store.watch("a2a.dev/agents", Some(3)).unwrap();
-        let names: Vec<_> = w.initial.iter().map(|e| e.key.name.clone()).collect();
+        let names: Vec<_> = w.initial.iter().map(|(_, s)| s.key.name.clone()).collect();
         assert_eq!(names, ["d", "e", "f"]);
         assert!(matches!(store.watch("a2a.dev/agents", Some(1)), Err(Error::Gone { requested: 1, oldest: 2 })));
         let all = store.watch("a2a.dev/agents", None).unwrap();
         assert_eq!(all.initial.len(), 6);
+        let after = store.events_after("a2a.dev/agents", 4, 1).unwrap();
+        assert_eq!(names_of(&after.events), ["e"]);
+        assert!(after.more);
+        assert_eq!(after.scanned_to, 5);
+        let after = store.events_after("a2a.dev/agents", 5, 100).unwrap();
+        assert_eq!(names_of(&after.events), ["f"]);
+        assert!(!after.more);
+        assert!(store.events_after("a2a.dev/agents", 6, 100).unwrap().events.is_empty());
+        assert!(store.events_after("a2a.dev/events", 4, 100).unwrap().events.is_empty());
+        assert!(matches!(store.events_after("a2a.dev/agents", 1, 10), Err(Error::Gone { .. })));
+    }
+
+    fn names_of(events: &[Arc<Event>]) -> Vec<String> {
+        events.iter().map(|e| e.object.key.name.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_by_bytes_as_well_as_by_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with(dir.path(), 1000, 4096);
+        let big = |name: &str| json!({"metadata": {"name": name, "namespace": "default"}, "status": {"blob": "x".repeat(1500)}});
+        for name in ["a", "b", "c", "d", "e"] {
+            store
+                .write(Write::Put { key: key(name), object: big(name), precondition: Precondition::None })
+                .await
+                .unwrap();
+        }
+        let (events, bytes) = store.history_size();
+        assert!(bytes <= 4096, "{bytes} bytes in the history");
+        assert_eq!(events, 2);
+        // Resuming from before the kept events is Gone; from the kept ones works.
+        assert!(matches!(store.watch("a2a.dev/agents", Some(2)), Err(Error::Gone { requested: 2, oldest: 3 })));
+        assert_eq!(store.watch("a2a.dev/agents", Some(3)).unwrap().initial.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn lists_at_an_older_version_see_that_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with(dir.path(), 100, 1 << 20);
+        for name in ["a", "b", "c", "d"] {
+            put(&store, name).await;
+        }
+        let (first, at) = store.list("a2a.dev/agents", None, None, None).unwrap();
+        assert_eq!((names(&first), at), (vec!["a".into(), "b".into(), "c".into(), "d".into()], 4));
+        // After the snapshot: b is deleted, c modified, e created.
+        store.write(Write::Delete { key: key("b"), precondition: Precondition::Exists }).await.unwrap();
+        let mut c = obj("c");
+        c["spec"]["n"] = json!(2);
+        store.write(Write::Put { key: key("c"), object: c, precondition: Precondition::Exists }).await.unwrap();
+        put(&store, "e").await;
+        let (rest, at) = store.list("a2a.dev/agents", Some("default"), Some(("default", "a")), Some(4)).unwrap();
+        assert_eq!(at, 4);
+        assert_eq!(names(&rest), ["b", "c", "d"]);
+        assert_eq!(rest[1].value().unwrap()["spec"]["n"], 1);
+        assert_eq!(rest[1].resource_version, 3);
+        let (now, at) = store.list("a2a.dev/agents", None, Some(("default", "a")), None).unwrap();
+        assert_eq!((names(&now), at), (vec!["c".into(), "d".into(), "e".into()], 7));
+        assert_eq!(now[0].value().unwrap()["spec"]["n"], 2);
+        // Other namespaces and resources are not in it.
+        assert!(store.list("a2a.dev/agents", Some("other"), None, Some(4)).unwrap().0.is_empty());
+        assert!(store.list("a2a.dev/workflows", None, None, Some(4)).unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn lists_older_than_the_history_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for name in ["a", "b", "c", "d", "e", "f"] {
+            put(&store, name).await;
+        }
+        assert!(matches!(
+            store.list("a2a.dev/agents", None, None, Some(1)),
+            Err(Error::Gone { requested: 1, oldest: 2 })
+        ));
+        assert_eq!(store.list("a2a.dev/agents", None, None, Some(2)).unwrap().0.len(), 2);
+    }
+
+    /// Copies the store's files while it runs: what a crash at this moment leaves on disk.
+    fn crash_copy(from: &Path, to: &Path) {
+        for file in ["state.redb", "state.wal"] {
+            std::fs::copy(from.join(file), to.join(file)).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crash_loses_no_acknowledged_write_with_or_without_checkpoints() {
+        for checkpoint_every in [1000, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = StoreConfig { checkpoint_every, ..StoreConfig::default() };
+            let store = Store::open(&dir.path().join("state.redb"), config, Arc::new(Metrics::default())).unwrap();
+            for name in ["a", "b", "c", "d", "e"] {
+                put(&store, name).await;
+            }
+            store.write(Write::Delete { key: key("b"), precondition: Precondition::Exists }).await.unwrap();
+            let crashed = tempfile::tempdir().unwrap();
+            crash_copy(dir.path(), crashed.path());
+            let reopened =
+                Store::open(&crashed.path().join("state.redb"), StoreConfig::default(), Arc::new(Metrics::default()))
+                    .unwrap();
+            let (items, rv) = reopened.list("a2a.dev/agents", None, None, None).unwrap();
+            assert_eq!(names(&items), ["a", "c", "d", "e"], "checkpoint every {checkpoint_every}");
+            assert_eq!(rv, 6);
+            assert_eq!(put(&reopened, "f").await.resource_version, 7);
+            drop(store);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_that_skips_versions_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with(dir.path(), 10, 1 << 20);
+        put(&store, "a").await;
+        let crashed = tempfile::tempdir().unwrap();
+        crash_copy(dir.path(), crashed.path());
+        drop(store);
+        // A record from version 5 on, while the database ends at 0 and the log has 1.
+        let (mut wal, _) = Wal::open(&crashed.path().join("state.wal")).unwrap();
+        wal.append(1, &[OpRef::Delete { resource: "a2a.dev/agents", namespace: "default", name: "a" }]).unwrap();
+        wal.append(5, &[OpRef::Delete { resource: "a2a.dev/agents", namespace: "default", name: "a" }]).unwrap();
+        drop(wal);
+        let err = Store::open(&crashed.path().join("state.redb"), StoreConfig::default(), Arc::new(Metrics::default()))
+            .err()
+            .expect("a gap in the log");
+        let message = err.to_string();
+        assert!(message.contains("continues at resourceVersion 5 but the database ends at 1"), "{message}");
     }
 }
