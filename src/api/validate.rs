@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::agent::{Agent, Protocol};
@@ -42,17 +43,28 @@ impl fmt::Display for FieldError {
 /// Parses and validates one object given as JSON. On success the typed object; otherwise
 /// every problem found.
 pub fn validate(value: &Value) -> Result<Object, Vec<FieldError>> {
+    validate_in_place(&mut value.clone())
+}
+
+/// [`validate`] without the copy, for callers that drop a rejected object: the walk prunes
+/// what it rejects from `value` itself, so after an error `value` may lack those fields;
+/// when it returns `Ok`, nothing was pruned and `value` is as it came. (The API server
+/// validates every write, status writes of 10,000-task workflows included, this way.)
+pub fn validate_in_place(value: &mut Value) -> Result<Object, Vec<FieldError>> {
     let kind = identify(value).map_err(|e| vec![e])?;
+    // Metadata rules look at the object as written, before any pruning.
+    let mut metadata_errors = Vec::new();
+    check_metadata(kind, value.get("metadata"), &mut metadata_errors);
     let mut errors = Vec::new();
     // The walk prunes what it rejects, so the rules below still run on the rest of the
     // object and one pass reports (nearly) everything.
-    let mut pruned = value.clone();
-    walk(schema(kind), &mut pruned, &mut String::new(), &mut errors);
-    check_metadata(kind, value.get("metadata"), &mut errors);
+    walk(schema(kind), value, &mut String::new(), &mut errors);
+    errors.extend(metadata_errors);
+    let pruned = &*value;
     let typed = match kind {
-        Kind::Agent => serde_json::from_value::<Agent>(pruned).map(Object::Agent),
-        Kind::Workflow => serde_json::from_value::<Workflow>(pruned).map(Object::Workflow),
-        Kind::ResourceBudget => serde_json::from_value::<ResourceBudget>(pruned).map(Object::ResourceBudget),
+        Kind::Agent => Agent::deserialize(pruned).map(Object::Agent),
+        Kind::Workflow => Workflow::deserialize(pruned).map(Object::Workflow),
+        Kind::ResourceBudget => ResourceBudget::deserialize(pruned).map(Object::ResourceBudget),
     };
     let object = match typed {
         Ok(object) => object,

@@ -201,10 +201,11 @@ impl Resource {
         }
     }
 
-    /// Validates a complete object (after defaults and server-set metadata).
-    pub fn validate(&self, object: &Value) -> Result<(), Vec<FieldError>> {
+    /// Validates a complete object (after defaults and server-set metadata). A rejected
+    /// object may come back with the fields the schema rejected pruned; it is not to be stored.
+    pub fn validate(&self, object: &mut Value) -> Result<(), Vec<FieldError>> {
         if self.a2a.is_some() {
-            return crate::api::validate::validate(object).map(|_| ());
+            return crate::api::validate::validate_in_place(object).map(|_| ());
         }
         let mut errors = Vec::new();
         match object.pointer("/metadata/name").and_then(Value::as_str) {
@@ -695,9 +696,9 @@ mod tests {
         let r = Resource::find("", "v1", "configmaps").unwrap();
         let ok =
             json!({"metadata": {"name": "wf.task.output-0"}, "data": {"out.txt": "x"}, "binaryData": {"b": "AAE="}});
-        assert!(r.validate(&ok).is_ok());
+        assert!(r.validate(&mut ok.clone()).is_ok());
         let bad = json!({"metadata": {"name": "c"}, "data": {"a/b": "x", "n": 1}, "binaryData": {"n": "%%"}});
-        let errors = r.validate(&bad).unwrap_err();
+        let errors = r.validate(&mut bad.clone()).unwrap_err();
         let paths: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
         assert_eq!(
             paths,
@@ -709,7 +710,7 @@ mod tests {
             ]
         );
         let big = json!({"metadata": {"name": "c"}, "data": {"a": "x".repeat(1 << 20), "b": "y"}});
-        let errors = r.validate(&big).unwrap_err();
+        let errors = r.validate(&mut big.clone()).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert!(errors[0].message.contains("1048577 bytes"), "{}", errors[0].message);
     }
