@@ -22,9 +22,8 @@ use kube::{Resource, ResourceExt};
 
 use super::agent::{self, MANAGER, admission_input, holds_budget_finalizer, status_patch};
 use super::workload::AGENT_LABEL;
-use crate::api::budget::Amounts as StatusAmounts;
 use crate::api::common::{Condition, ConditionStatus, set_condition};
-use crate::api::quantity::{CpuAmount, format_bytes, format_millicores};
+use crate::api::quantity::CpuAmount;
 use crate::api::{API_VERSION, Agent, ResourceBudget, ResourceBudgetStatus};
 use crate::controller::admission::{self, Amounts, Verdict};
 
@@ -119,16 +118,6 @@ pub fn metric(text: &str, per: u128) -> Option<u64> {
     u64::try_from(top.div_ceil(bottom)).ok()
 }
 
-fn status_amounts(a: Amounts) -> StatusAmounts {
-    StatusAmounts {
-        memory: Some(format_bytes(a.memory)),
-        memory_bytes: a.memory,
-        cpu: Some(format_millicores(a.cpu_millis)),
-        cpu_millicores: a.cpu_millis,
-        pids: a.pids,
-    }
-}
-
 /// `name` and its ancestors (innermost first), stopping at a missing parent or a cycle.
 fn chain<'a>(by_name: &BTreeMap<String, &'a ResourceBudget>, name: &str) -> Vec<&'a ResourceBudget> {
     let mut out: Vec<&ResourceBudget> = Vec::new();
@@ -192,9 +181,9 @@ pub fn budget_statuses(
         .map(|budget| {
             let name = budget.name_any();
             let mut status = budget.status.clone().unwrap_or_default();
-            status.allocated = Some(status_amounts(decision.allocated.get(&name).copied().unwrap_or_default()));
+            status.allocated = Some(decision.allocated.get(&name).copied().unwrap_or_default().into());
             status.used = match measured {
-                Measured::Served(_) => Some(status_amounts(used.get(&name).copied().unwrap_or_default())),
+                Measured::Served(_) => Some(used.get(&name).copied().unwrap_or_default().into()),
                 _ => None,
             };
             status.agents = decision.agents.get(&name).copied().unwrap_or(0);

@@ -23,6 +23,19 @@ pub struct Amounts {
     pub pids: u64,
 }
 
+/// As budgets' status writes amounts: quantities for people beside the numbers.
+impl From<Amounts> for crate::api::budget::Amounts {
+    fn from(a: Amounts) -> Self {
+        crate::api::budget::Amounts {
+            memory: Some(crate::api::quantity::format_bytes(a.memory)),
+            memory_bytes: a.memory,
+            cpu: Some(crate::api::quantity::format_millicores(a.cpu_millis)),
+            cpu_millicores: a.cpu_millis,
+            pids: a.pids,
+        }
+    }
+}
+
 impl Amounts {
     fn add(self, o: Amounts) -> Amounts {
         Amounts {

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use super::cgroup::{CgroupDriver, CgroupLimits, CgroupPath, Layout};
 use super::process::{self, AgentProcess, ExitInfo, ProcessSpec};
 use crate::api::agent::{AgentPhase, AgentStatus, CardSummary, Instance, Protocol, RestartPolicy, Termination, Usage};
-use crate::api::budget::{AlertResource, Amounts as StatusAmounts, ResourceBudgetStatus};
+use crate::api::budget::{AlertResource, ResourceBudgetStatus};
 use crate::api::common::{ConditionStatus, Time, find_condition, set_condition};
 use crate::api::quantity::{format_bytes, format_millicores};
 use crate::api::{Agent, Condition, DEFAULT_BUDGET, ResourceBudget};
@@ -1071,13 +1071,13 @@ impl World {
         for (name, b) in &self.budgets {
             let mut status = b.status.clone().unwrap_or_default();
             let a = decision.allocated.get(name).copied().unwrap_or_default();
-            status.allocated = Some(amounts(a));
+            status.allocated = Some(a.into());
             let used = node
                 .budget_cgroup(&self.budgets, name)
                 .and_then(|p| node.driver.stats(&p).ok())
                 .map(|s| Amounts { memory: s.memory_current, cpu_millis: 0, pids: s.pids_current })
                 .unwrap_or_default();
-            status.used = Some(amounts(used));
+            status.used = Some(used.into());
             status.agents = decision.agents.get(name).copied().unwrap_or(0);
             status.pending = decision.pending.get(name).cloned().unwrap_or_default();
             status.observed_generation = b.meta().generation;
@@ -1146,16 +1146,6 @@ impl World {
         for rt in self.runtime.values_mut() {
             stop_replicas(node, rt, |_| true).await;
         }
-    }
-}
-
-fn amounts(a: Amounts) -> StatusAmounts {
-    StatusAmounts {
-        memory: Some(format_bytes(a.memory)),
-        memory_bytes: a.memory,
-        cpu: Some(format_millicores(a.cpu_millis)),
-        cpu_millicores: a.cpu_millis,
-        pids: a.pids,
     }
 }
 
