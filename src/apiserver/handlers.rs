@@ -1,11 +1,13 @@
 //! The REST verbs on resources: get, list, watch, create, update, patch (merge, JSON, and
 //! server-side apply), delete with finalizers, and the `/status` subresource.
 //!
-//! Server-side apply is deliberately simple: without managedFields bookkeeping, an apply
-//! creates the object when it is absent and otherwise merges the applied fields over it
-//! (maps merge key by key, lists and scalars are replaced, `null` removes a field). Fields a
-//! manager stops applying are therefore not removed, and `force` is accepted but there are no
-//! field-ownership conflicts to force.
+//! Every write keeps `metadata.managedFields` as the kube-apiserver does (see [`super::managed`]):
+//! server-side apply merges the configuration, removes the fields its manager stopped applying
+//! and answers 409 on fields another manager owns (unless `force`); create, update and the
+//! other patches record an `Update` entry for their manager (`fieldManager`, else the
+//! User-Agent's product) with the fields they changed. Status writes are accounted by the paths
+//! they wrote (a JSON patch's operations, a merge patch's leaves), so a status write to a big
+//! workflow compares only what it touched.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::managed::{self, FieldSet, ManagedFields, Operation, Scope, Touched};
 use super::resources::Resource;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
@@ -169,6 +172,54 @@ pub fn body_is_yaml(headers: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
+/// The field manager of a write: the `fieldManager` parameter, else the User-Agent's product
+/// (`kubectl/v1.32.0 (linux/amd64) …` is `kubectl`), as the kube-apiserver derives it.
+fn field_manager(headers: &HeaderMap, q: &HashMap<String, String>) -> Result<String, ApiError> {
+    if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
+        managed::check_manager(m).map_err(|e| {
+            ApiError::new(422, "Invalid", format!("fieldManager: Invalid value: {m:?}: fieldManager {e}"))
+        })?;
+        return Ok(m.clone());
+    }
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let product = agent.split('/').next().unwrap_or_default();
+    Ok(product.chars().filter(|c| !c.is_control()).take(128).collect())
+}
+
+/// How a write's fields are accounted to its manager.
+enum Ownership {
+    /// Create, update, merge and JSON patches: the manager's `Update` entry gains the fields
+    /// the write changed, looked for where it may have written.
+    Update(Touched),
+    /// Server-side apply: the write's `compute` merged the configuration and set the entries.
+    Apply,
+}
+
+/// Checks the `apiVersion` and `kind` an object names, if it names them, against the request.
+fn check_type(res: &Resource, map: &Map<String, Value>) -> Result<(), ApiError> {
+    let api_version = res.api_version();
+    match map.get("apiVersion") {
+        None => {}
+        Some(Value::String(v)) if *v == api_version => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({}) does not match the expected API version ({api_version})",
+                other.as_str().unwrap_or("not a string")
+            )));
+        }
+    }
+    match map.get("kind") {
+        None => Ok(()),
+        Some(Value::String(k)) if k == res.kind => Ok(()),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "the kind in the data ({}) does not match the expected kind ({}) for {}",
+            other.as_str().unwrap_or("not a string"),
+            res.kind,
+            res.qualified()
+        ))),
+    }
+}
+
 fn wants_table(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
 }
@@ -212,33 +263,9 @@ impl AppState {
                 res.kind
             )));
         };
-        let api_version = res.api_version();
-        match map.get("apiVersion") {
-            None => {
-                map.insert("apiVersion".into(), json!(api_version));
-            }
-            Some(Value::String(v)) if *v == api_version => {}
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "the API version in the data ({}) does not match the expected API version ({api_version})",
-                    other.as_str().unwrap_or("not a string")
-                )));
-            }
-        }
-        match map.get("kind") {
-            None => {
-                map.insert("kind".into(), json!(res.kind));
-            }
-            Some(Value::String(k)) if k == res.kind => {}
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "the kind in the data ({}) does not match the expected kind ({}) for {}",
-                    other.as_str().unwrap_or("not a string"),
-                    res.kind,
-                    res.qualified()
-                )));
-            }
-        }
+        check_type(res, map)?;
+        map.entry("apiVersion").or_insert_with(|| json!(res.api_version()));
+        map.entry("kind").or_insert_with(|| json!(res.kind));
         let meta = map
             .entry("metadata")
             .or_insert_with(|| json!({}))
@@ -527,9 +554,25 @@ impl AppState {
     pub async fn create(
         &self,
         t: &Target,
+        object: Value,
+        headers: &HeaderMap,
+        q: &HashMap<String, String>,
+        info: &mut RequestInfo,
+    ) -> Result<Response, ApiError> {
+        let manager = field_manager(headers, q)?;
+        self.create_object(t, object, q, info, &manager, Operation::Update).await
+    }
+
+    /// Creates an object, its manager owning every field it sent: as an `Update` (a create)
+    /// or as an `Apply` (server-side apply of an absent object).
+    async fn create_object(
+        &self,
+        t: &Target,
         mut object: Value,
         q: &HashMap<String, String>,
         info: &mut RequestInfo,
+        manager: &str,
+        operation: Operation,
     ) -> Result<Response, ApiError> {
         if !object.is_object() {
             return Err(ApiError::bad_request(format!(
@@ -537,10 +580,31 @@ impl AppState {
                 t.resource.kind
             )));
         }
+        // Entries a client creates the object with are kept (kubectl copies objects so).
+        let sent = object.get_mut("metadata").and_then(Value::as_object_mut).and_then(|m| m.remove("managedFields"));
+        let mut entries = match sent {
+            None | Some(Value::Null) => ManagedFields::default(),
+            Some(Value::Array(a)) if a.is_empty() => ManagedFields::default(),
+            Some(v) => ManagedFields::parse(&v).map_err(|errors| {
+                let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                ApiError::invalid(t.resource, name, &errors)
+            })?,
+        };
+        let fields = managed::fields_of(&object, Scope::of(t.resource.status_subresource, false));
         self.prepare_create(t, &mut object)?;
         if let Some(n) = object.pointer("/metadata/name").and_then(Value::as_str) {
             info.name = n.to_string();
         }
+        let now = managed::now();
+        let api_version = t.resource.api_version();
+        match operation {
+            Operation::Update => {
+                let changes = managed::Changes { changed: fields, removed: FieldSet::default() };
+                entries.record_update(manager, &api_version, "", &changes, &now);
+            }
+            Operation::Apply => entries.record_created_by_apply(manager, &api_version, fields, &now),
+        }
+        entries.write(&mut object);
         let name = self.admit(t, &mut object, None)?;
         info.name = name.clone();
         self.check_namespace(t)?;
@@ -627,19 +691,42 @@ impl AppState {
     /// Read-modify-write with optimistic concurrency. `compute` turns the current object into
     /// the proposed one. A resourceVersion the client put in the proposal must match; without
     /// one, a concurrent change is retried.
+    ///
+    /// `compute` also gets the object's managedFields entries (an apply updates them); the
+    /// write's own entry is recorded after, as `ownership` says.
     async fn modify(
         &self,
         t: &Target,
         q: &HashMap<String, String>,
-        mut compute: impl FnMut(&Value) -> Result<Value, ApiError>,
+        manager: &str,
+        ownership: Ownership,
+        mut compute: impl FnMut(&Value, &mut ManagedFields) -> Result<Value, ApiError>,
     ) -> Result<Object, ApiError> {
         let name = t.name.clone().unwrap_or_default();
         let key = self.key(t, &name);
+        let scope = Scope::of(t.resource.status_subresource, t.status);
+        let api_version = t.resource.api_version();
         for _ in 0..16 {
             let stored = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
             let current_rv = stored.resource_version;
             let current = parsed(&stored)?;
-            let proposed = compute(&current)?;
+            let mut entries = ManagedFields::of_stored(&current);
+            let mut proposed = compute(&current, &mut entries)?;
+            if matches!(ownership, Ownership::Update(_)) && scope != Scope::Status {
+                // Entries a client wrote replace the recorded ones, as in the kube-apiserver
+                // (`[{}]` clears them); an empty list is a client that does not know the field.
+                let sent =
+                    proposed.get_mut("metadata").and_then(Value::as_object_mut).and_then(|m| m.remove("managedFields"));
+                match sent {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Array(a)) if a.is_empty() => {}
+                    Some(v) if Some(&v) == current.pointer("/metadata/managedFields") => {}
+                    Some(v) => {
+                        entries =
+                            ManagedFields::parse(&v).map_err(|errors| ApiError::invalid(t.resource, &name, &errors))?;
+                    }
+                }
+            }
             let explicit =
                 match proposed.pointer("/metadata/resourceVersion") {
                     Some(Value::String(s)) if !s.is_empty() => Some(s.parse::<u64>().map_err(|_| {
@@ -650,13 +737,24 @@ impl AppState {
             if explicit.is_some_and(|rv| rv != current_rv) {
                 return Err(ApiError::conflict(t.resource, &name));
             }
-            let new = self.next_version(t, &name, &current, proposed)?;
+            let mut new = self.next_version(t, &name, &current, proposed)?;
+            let now = managed::now();
+            if let Ownership::Update(touched) = &ownership {
+                let changes = managed::changes(&current, &new, touched, scope);
+                entries.record_update(manager, &api_version, scope.subresource(), &changes, &now);
+            }
+            entries.write(&mut new);
             let mut unchanged = current;
             if let Some(m) = meta_mut(&mut unchanged) {
                 m.remove("resourceVersion");
             }
             if new == unchanged {
                 return Ok(Object::Stored(stored));
+            }
+            if let Ownership::Apply = ownership {
+                // The applier's time moves only when its apply changed the object.
+                entries.touch(manager, Operation::Apply, scope.subresource(), &api_version, &now);
+                entries.write(&mut new);
             }
             if dry_run(q) {
                 return Ok(Object::Value(new));
@@ -682,8 +780,16 @@ impl AppState {
         Err(ApiError::conflict(t.resource, &name))
     }
 
-    pub async fn update(&self, t: &Target, body: Value, q: &HashMap<String, String>) -> Result<Response, ApiError> {
-        Ok(self.modify(t, q, |_| Ok(body.clone())).await?.respond(StatusCode::OK))
+    pub async fn update(
+        &self,
+        t: &Target,
+        body: Value,
+        headers: &HeaderMap,
+        q: &HashMap<String, String>,
+    ) -> Result<Response, ApiError> {
+        let manager = field_manager(headers, q)?;
+        let ownership = Ownership::Update(Touched::everywhere());
+        Ok(self.modify(t, q, &manager, ownership, |_, _| Ok(body.clone())).await?.respond(StatusCode::OK))
     }
 
     pub async fn patch(
@@ -695,11 +801,16 @@ impl AppState {
         info: &mut RequestInfo,
     ) -> Result<Response, ApiError> {
         let media = media_type(headers);
+        if media != "application/apply-patch+yaml" && q.contains_key("force") {
+            return Err(ApiError::new(422, "Invalid", "force: Forbidden: may not be specified for non-apply patch"));
+        }
         match media.as_str() {
             "application/merge-patch+json" => {
                 let patch = parse_body(body, false)?;
+                let manager = field_manager(headers, q)?;
+                let ownership = Ownership::Update(Touched::of_merge_patch(&patch));
                 let v = self
-                    .modify(t, q, |cur| {
+                    .modify(t, q, &manager, ownership, |cur, _| {
                         let mut doc = cur.clone();
                         json_patch::merge(&mut doc, &patch);
                         Ok(doc)
@@ -710,8 +821,10 @@ impl AppState {
             "application/json-patch+json" => {
                 let patch: json_patch::Patch = serde_json::from_slice(body)
                     .map_err(|e| ApiError::bad_request(format!("the request body is not a valid JSON patch: {e}")))?;
+                let manager = field_manager(headers, q)?;
+                let ownership = Ownership::Update(Touched::of_json_patch(&patch));
                 let v = self
-                    .modify(t, q, |cur| {
+                    .modify(t, q, &manager, ownership, |cur, _| {
                         let mut doc = cur.clone();
                         json_patch::patch(&mut doc, &patch).map_err(|e| {
                             ApiError::new(422, "Invalid", format!("the JSON patch cannot be applied: {e}"))
@@ -721,43 +834,7 @@ impl AppState {
                     .await?;
                 Ok(v.respond(StatusCode::OK))
             }
-            "application/apply-patch+yaml" => {
-                let applied = parse_body(body, true)?;
-                if q.get("fieldManager").is_none_or(String::is_empty) {
-                    return Err(ApiError::bad_request(
-                        "PATCH with application/apply-patch+yaml requires the fieldManager parameter",
-                    ));
-                }
-                let name = t.name.clone().unwrap_or_default();
-                if self.store.get(&self.key(t, &name)).is_none() && !t.status {
-                    let mut obj = applied.clone();
-                    if let Some(meta) = meta_mut(&mut obj)
-                        && !meta.contains_key("name")
-                    {
-                        meta.insert("name".into(), json!(name));
-                    }
-                    if let Some(n) = obj.pointer("/metadata/name").and_then(Value::as_str)
-                        && n != name
-                    {
-                        return Err(ApiError::bad_request(format!(
-                            "the name of the object ({n}) does not match the name on the URL ({name})"
-                        )));
-                    }
-                    let created = self.create(t, obj, q, info).await;
-                    match created {
-                        Err(e) if e.reason == "AlreadyExists" => {} // raced: apply over it
-                        other => return other,
-                    }
-                }
-                let v = self
-                    .modify(t, q, |cur| {
-                        let mut doc = cur.clone();
-                        apply_merge(&mut doc, &applied);
-                        Ok(doc)
-                    })
-                    .await?;
-                Ok(v.respond(StatusCode::OK))
-            }
+            "application/apply-patch+yaml" => self.apply(t, body, q, info).await,
             "application/strategic-merge-patch+json" => Err(ApiError::unsupported_media_type(format!(
                 "strategic merge patch is not supported for {}; use a merge patch, a JSON patch or server-side apply",
                 t.resource.qualified()
@@ -767,6 +844,81 @@ impl AppState {
                  application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
             ))),
         }
+    }
+
+    /// Server-side apply: creates the object when absent, else merges the configuration with
+    /// field ownership (see [`ManagedFields::apply`]).
+    async fn apply(
+        &self,
+        t: &Target,
+        body: &Bytes,
+        q: &HashMap<String, String>,
+        info: &mut RequestInfo,
+    ) -> Result<Response, ApiError> {
+        let mut config = parse_body(body, true)?;
+        let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
+            return Err(ApiError::bad_request(
+                "PATCH with application/apply-patch+yaml requires the fieldManager parameter",
+            ));
+        };
+        managed::check_manager(manager).map_err(|e| {
+            ApiError::new(422, "Invalid", format!("fieldManager: Invalid value: {manager:?}: fieldManager {e}"))
+        })?;
+        let force = query_flag(q, "force");
+        let Some(map) = config.as_object() else {
+            return Err(ApiError::bad_request(format!(
+                "the applied configuration must be a {} object (a YAML mapping)",
+                t.resource.kind
+            )));
+        };
+        check_type(t.resource, map)?;
+        if !config.get("metadata").is_none_or(Value::is_object) {
+            return Err(ApiError::bad_request("metadata must be a mapping"));
+        }
+        if config.pointer("/metadata/managedFields").is_some_and(|m| !m.is_null()) {
+            return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+        }
+        managed::strip_nulls(&mut config);
+        let name = t.name.clone().unwrap_or_default();
+        if let Some(n) = config.pointer("/metadata/name").and_then(Value::as_str)
+            && n != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        if self.store.get(&self.key(t, &name)).is_none() && !t.status {
+            let mut obj = config.clone();
+            if let Some(meta) =
+                obj.as_object_mut().and_then(|m| m.entry("metadata").or_insert_with(|| json!({})).as_object_mut())
+            {
+                meta.entry("name").or_insert_with(|| json!(name));
+            }
+            match self.create_object(t, obj, q, info, manager, Operation::Apply).await {
+                Err(e) if e.reason == "AlreadyExists" => {} // raced: apply over it
+                other => return other,
+            }
+        }
+        let scope = Scope::of(t.resource.status_subresource, t.status);
+        let api_version = t.resource.api_version();
+        // A resourceVersion in the configuration is a precondition; without one, a concurrent
+        // write is retried.
+        let precondition = config.pointer("/metadata/resourceVersion").cloned();
+        let v = self
+            .modify(t, q, manager, Ownership::Apply, |cur, entries| {
+                let mut merged = entries
+                    .apply(cur, &config, manager, &api_version, scope, force)
+                    .map_err(|conflicts| managed::conflict_error(&conflicts))?;
+                if let Some(meta) = meta_mut(&mut merged) {
+                    match &precondition {
+                        Some(rv) => meta.insert("resourceVersion".into(), rv.clone()),
+                        None => meta.remove("resourceVersion"),
+                    };
+                }
+                Ok(merged)
+            })
+            .await?;
+        Ok(v.respond(StatusCode::OK))
     }
 
     pub async fn delete(&self, t: &Target, body: &Bytes, q: &HashMap<String, String>) -> Result<Response, ApiError> {
@@ -1060,25 +1212,6 @@ impl ContinueToken {
     }
 }
 
-/// Server-side apply's merge: maps merge key by key, everything else is replaced, and an
-/// applied `null` removes the field.
-pub fn apply_merge(target: &mut Value, applied: &Value) {
-    match (target, applied) {
-        (Value::Object(t), Value::Object(a)) => {
-            for (k, v) in a {
-                if v.is_null() {
-                    t.remove(k);
-                } else if let Some(existing) = t.get_mut(k) {
-                    apply_merge(existing, v);
-                } else {
-                    t.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        (t, a) => *t = a.clone(),
-    }
-}
-
 fn stream_response(body: Body) -> Response {
     let mut r = Response::new(body);
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
@@ -1127,13 +1260,6 @@ mod tests {
         assert_eq!(parse_path("/apis/a2a.dev/v1alpha1/pods").unwrap_err().code, 404);
         assert_eq!(parse_path("/apis/a2a.dev/v1alpha1/agents/x").unwrap_err().code, 404);
         assert_eq!(parse_path("/apis/a2a.dev/v1alpha1/resourcebudgets/x/scale").unwrap_err().code, 404);
-    }
-
-    #[test]
-    fn apply_merges_maps_and_replaces_lists() {
-        let mut doc = json!({"spec": {"a": 1, "list": [1, 2], "keep": true}});
-        apply_merge(&mut doc, &json!({"spec": {"a": 2, "list": [3], "gone": null}}));
-        assert_eq!(doc, json!({"spec": {"a": 2, "list": [3], "keep": true}}));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! `state/store.wal`), `audit.log`.
 
 pub mod handlers;
+pub mod managed;
 pub mod metrics;
 pub mod pki;
 pub mod resources;
@@ -499,12 +500,12 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
         "create" => {
             let yaml = handlers::body_is_yaml(&parts.headers)?;
             let object = handlers::parse_body(&body, yaml)?;
-            state.create(&t, object, &q, info).await
+            state.create(&t, object, &parts.headers, &q, info).await
         }
         "update" => {
             let yaml = handlers::body_is_yaml(&parts.headers)?;
             let object = handlers::parse_body(&body, yaml)?;
-            state.update(&t, object, &q).await
+            state.update(&t, object, &parts.headers, &q).await
         }
         "patch" => state.patch(&t, &parts.headers, &body, &q, info).await,
         "delete" => state.delete(&t, &body, &q).await,
