@@ -122,6 +122,197 @@ async fn server_side_apply_creates_then_merges() {
     assert_eq!(rv(&third), rv(&second));
 }
 
+/// The managedFields entry of `manager` (and `operation`), as JSON.
+fn entry(a: &Agent, manager: &str, operation: &str) -> Option<serde_json::Value> {
+    a.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|e| e.manager.as_deref() == Some(manager) && e.operation.as_deref() == Some(operation))
+        .map(|e| serde_json::to_value(e).unwrap())
+}
+
+fn limits(a: &Agent) -> serde_json::Value {
+    serde_json::to_value(&a.spec.resources.limits).unwrap()
+}
+
+fn gitops_agent(labels: serde_json::Value, limits: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "a2a.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "gitops", "labels": labels},
+        "spec": {"command": ["sleep", "100"], "replicas": 2, "resources": {"limits": limits}},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_apply_removes_fields_and_labels_dropped_from_the_configuration() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let pp = PatchParams::apply("gitops");
+    let full = gitops_agent(json!({"team": "test", "tier": "a"}), json!({"pids": 100, "cpu": "1"}));
+    let first = api.patch("gitops", &pp, &Patch::Apply(&full)).await.unwrap();
+    assert_eq!(first.metadata.labels.as_ref().unwrap().get("tier").map(String::as_str), Some("a"));
+    assert_eq!(limits(&first), json!({"pids": 100, "cpu": "1"}));
+    let owned = entry(&first, "gitops", "Apply").expect("the applier's entry");
+    assert_eq!(owned["fieldsType"], "FieldsV1");
+    assert_eq!(owned["apiVersion"], "a2a.dev/v1alpha1");
+    assert_eq!(owned["fieldsV1"]["f:spec"]["f:resources"]["f:limits"]["f:pids"], json!({}));
+    assert_eq!(owned["fieldsV1"]["f:metadata"]["f:labels"]["f:tier"], json!({}));
+    assert_eq!(owned["fieldsV1"]["f:spec"]["f:command"], json!({}), "a list is one atomic leaf");
+
+    // `limits.pids` and the `tier` label deleted from the file, applied again: gone.
+    let trimmed = gitops_agent(json!({"team": "test"}), json!({"cpu": "1"}));
+    let second = api.patch("gitops", &pp, &Patch::Apply(&trimmed)).await.unwrap();
+    assert_eq!(limits(&second), json!({"cpu": "1"}));
+    let labels = second.metadata.labels.clone().unwrap();
+    assert_eq!(labels.keys().collect::<Vec<_>>(), ["team"]);
+    assert_eq!(second.metadata.generation, Some(2));
+    let owned = entry(&second, "gitops", "Apply").unwrap();
+    assert!(owned["fieldsV1"]["f:spec"]["f:resources"]["f:limits"].get("f:pids").is_none(), "{owned}");
+    assert_eq!(limits(&api.get("gitops").await.unwrap()), json!({"cpu": "1"}), "stored as answered");
+
+    // The same configuration again changes nothing, not even the entry's time.
+    let third = api.patch("gitops", &pp, &Patch::Apply(&trimmed)).await.unwrap();
+    assert_eq!(rv(&third), rv(&second));
+    assert_eq!(third.metadata.managed_fields, second.metadata.managed_fields);
+
+    // A field another manager also applied stays when this one stops applying it.
+    let shared = json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "gitops"},
+        "spec": {"resources": {"limits": {"cpu": "1"}}}});
+    api.patch("gitops", &PatchParams::apply("tuner"), &Patch::Apply(&shared)).await.unwrap();
+    let fourth =
+        api.patch("gitops", &pp, &Patch::Apply(gitops_agent(json!({"team": "test"}), json!({})))).await.unwrap();
+    assert_eq!(limits(&fourth), json!({"cpu": "1"}), "still applied by \"tuner\"");
+
+    // The list and the watch carry managedFields as the get does.
+    let listed = api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items[0].metadata.managed_fields, fourth.metadata.managed_fields);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_appliers_of_one_field_conflict_until_one_forces() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let mut config = common::agent_json("shared");
+    config["spec"]["replicas"] = json!(2);
+    api.patch("shared", &PatchParams::apply("alice"), &Patch::Apply(&config)).await.unwrap();
+    let before = api.get("shared").await.unwrap();
+
+    config["spec"]["replicas"] = json!(3);
+    let err = api.patch("shared", &PatchParams::apply("bob"), &Patch::Apply(&config)).await.unwrap_err();
+    let kube::Error::Api(status) = err else { panic!("{err:?}") };
+    assert_eq!(status.code, 409);
+    assert_eq!(status.reason, "Conflict");
+    assert_eq!(status.message, "Apply failed with 1 conflict: conflict with \"alice\": .spec.replicas");
+    let (code, raw) = common::raw(
+        &t.client,
+        axum::http::Method::PATCH,
+        "/apis/a2a.dev/v1alpha1/namespaces/default/agents/shared?fieldManager=bob",
+        "application/apply-patch+yaml",
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 409);
+    assert_eq!(
+        raw["details"]["causes"],
+        json!([{"type": "FieldManagerConflict", "message": "conflict with \"alice\"", "field": ".spec.replicas"}])
+    );
+    let unchanged = api.get("shared").await.unwrap();
+    assert_eq!(rv(&unchanged), rv(&before), "a conflict writes nothing");
+    assert_eq!(unchanged.spec.replicas, Some(2));
+
+    // The same value is no conflict: both own the field.
+    config["spec"]["replicas"] = json!(2);
+    let both = api.patch("shared", &PatchParams::apply("bob"), &Patch::Apply(&config)).await.unwrap();
+    assert!(entry(&both, "alice", "Apply").unwrap()["fieldsV1"]["f:spec"].get("f:replicas").is_some());
+    assert!(entry(&both, "bob", "Apply").unwrap()["fieldsV1"]["f:spec"].get("f:replicas").is_some());
+
+    // Forced, bob's value wins and alice no longer owns the field; her next apply conflicts.
+    config["spec"]["replicas"] = json!(3);
+    let forced = api.patch("shared", &PatchParams::apply("bob").force(), &Patch::Apply(&config)).await.unwrap();
+    assert_eq!(forced.spec.replicas, Some(3));
+    assert!(entry(&forced, "alice", "Apply").unwrap()["fieldsV1"]["f:spec"].get("f:replicas").is_none());
+    config["spec"]["replicas"] = json!(2);
+    let err = api.patch("shared", &PatchParams::apply("alice"), &Patch::Apply(&config)).await.unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.message == "Apply failed with 1 conflict: conflict with \"bob\": .spec.replicas"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_by_another_manager_takes_the_field_and_the_next_apply_conflicts() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let mut config = common::agent_json("edited");
+    config["spec"]["replicas"] = json!(2);
+    api.patch("edited", &PatchParams::apply("gitops"), &Patch::Apply(&config)).await.unwrap();
+    let edit = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
+    let edited = api.patch("edited", &edit, &Patch::Merge(json!({"spec": {"replicas": 5}}))).await.unwrap();
+    let update = entry(&edited, "kubectl-edit", "Update").expect("an Update entry");
+    assert_eq!(update["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
+    assert!(update["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(entry(&edited, "gitops", "Apply").unwrap()["fieldsV1"]["f:spec"].get("f:replicas").is_none());
+
+    let err = api.patch("edited", &PatchParams::apply("gitops"), &Patch::Apply(&config)).await.unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409
+            && s.message == "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using a2a.dev/v1alpha1: .spec.replicas"),
+        "{err:?}"
+    );
+
+    // A status write is an Update on the status subresource, and touches nothing of the spec.
+    let node = PatchParams { field_manager: Some("a2a-node".into()), ..Default::default() };
+    let jp: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "add", "path": "/status", "value": {"phase": "Running"}}])).unwrap();
+    let with_status = api.patch_status("edited", &node, &Patch::<()>::Json(jp)).await.unwrap();
+    let status_entry = entry(&with_status, "a2a-node", "Update").unwrap();
+    assert_eq!(status_entry["subresource"], "status");
+    assert_eq!(status_entry["fieldsV1"], json!({"f:status": {"f:phase": {}}}));
+    // Writing the same status again changes nothing.
+    let same = api.patch_status("edited", &node, &Patch::Merge(json!({"status": {"phase": "Running"}}))).await.unwrap();
+    assert_eq!(rv(&same), rv(&with_status));
+
+    // The manager of a write without fieldManager is the User-Agent's product.
+    let (code, updated) = {
+        let req = http::Request::builder()
+            .method("PATCH")
+            .uri("/apis/a2a.dev/v1alpha1/namespaces/default/agents/edited")
+            .header("content-type", "application/merge-patch+json")
+            .header("user-agent", "kubectl/v1.32.0 (linux/amd64) kubernetes/abcdef")
+            .body(kube::client::Body::from(br#"{"metadata":{"labels":{"edited":"yes"}}}"#.to_vec()))
+            .unwrap();
+        let resp = t.client.send(req).await.unwrap();
+        let code = resp.status().as_u16();
+        use http_body_util::BodyExt;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (code, serde_json::from_slice::<Agent>(&body).unwrap())
+    };
+    assert_eq!(code, 200);
+    let kubectl = entry(&updated, "kubectl", "Update").expect("an entry for kubectl");
+    assert_eq!(kubectl["fieldsV1"], json!({"f:metadata": {"f:labels": {"f:edited": {}}}}));
+
+    // managedFields written by a client replace the recorded ones; `[{}]` clears them.
+    let mut reset = api.get("edited").await.unwrap();
+    reset.metadata.managed_fields = Some(vec![Default::default()]);
+    let resetter = PostParams { field_manager: Some("resetter".into()), ..Default::default() };
+    let cleared = api.replace("edited", &resetter, &reset).await.unwrap();
+    let left: Vec<_> = cleared.metadata.managed_fields.iter().flatten().map(|e| e.manager.clone()).collect();
+    assert!(left.iter().all(|m| m.as_deref() == Some("resetter")), "{left:?}");
+    // Bad entries are refused, naming the field.
+    let (code, status) = common::raw(
+        &t.client,
+        axum::http::Method::PATCH,
+        "/apis/a2a.dev/v1alpha1/namespaces/default/agents/edited",
+        "application/merge-patch+json",
+        serde_json::to_vec(&json!({"metadata": {"managedFields": [{"manager": "x", "operation": "Replace", "fieldsV1": {"f:spec": {}}}]}})).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(status["details"]["causes"][0]["field"], "metadata.managedFields[0].operation");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_objects_get_422_with_field_paths_and_nothing_is_written() {
     let t = start().await;

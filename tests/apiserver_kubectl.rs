@@ -120,6 +120,56 @@ fn kubectl_gets_applies_and_deletes_the_quickstart() {
 }
 
 #[test]
+fn kubectl_server_side_apply_removes_what_the_file_no_longer_says() {
+    let home = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn(home.path());
+    let k = Kubectl::new(&daemon, home.path());
+    let manifest = home.path().join("agent.yaml");
+    let file = |labels: &str, limits: &str, replicas: u32| {
+        format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: gitops\n  labels:\n{labels}spec:\n  \
+             command: [sleep, \"100\"]\n  replicas: {replicas}\n  resources:\n    limits:\n{limits}"
+        )
+    };
+    let path = manifest.to_str().unwrap();
+    std::fs::write(&manifest, file("    team: test\n    tier: a\n", "      cpu: 500m\n      pids: 64\n", 1)).unwrap();
+    k.ok(&["apply", "--server-side", "-f", path]);
+    assert_eq!(k.ok(&["get", "ag", "gitops", "-o", "jsonpath={.spec.resources.limits.pids}"]), "64");
+
+    // `pids` and the `tier` label deleted from the file: the next apply removes them.
+    std::fs::write(&manifest, file("    team: test\n", "      cpu: 500m\n", 1)).unwrap();
+    let out = k.ok(&["apply", "--server-side", "-f", path]);
+    assert!(out.contains("agent.a2a.dev/gitops serverside-applied"), "{out}");
+    assert_eq!(k.ok(&["get", "ag", "gitops", "-o", "jsonpath={.spec.resources.limits}"]), r#"{"cpu":"500m"}"#);
+    assert_eq!(k.ok(&["get", "ag", "gitops", "-o", "jsonpath={.metadata.labels}"]), r#"{"team":"test"}"#);
+
+    // kubectl hides managedFields unless asked; asked, it shows kubectl's Apply entry.
+    let plain = k.ok(&["get", "ag", "gitops", "-o", "yaml"]);
+    assert!(!plain.contains("managedFields"), "{plain}");
+    let shown = k.ok(&["get", "ag", "gitops", "-o", "yaml", "--show-managed-fields"]);
+    let obj: serde_json::Value = serde_yaml_ng::from_str(&shown).unwrap();
+    let entries = obj["metadata"]["managedFields"].as_array().unwrap_or_else(|| panic!("{shown}"));
+    let apply =
+        entries.iter().find(|e| e["manager"] == "kubectl" && e["operation"] == "Apply").expect("kubectl's entry");
+    assert_eq!(apply["apiVersion"], "a2a.dev/v1alpha1");
+    assert_eq!(apply["fieldsType"], "FieldsV1");
+    let fields = &apply["fieldsV1"];
+    assert_eq!(fields["f:spec"]["f:resources"]["f:limits"], serde_json::json!({"f:cpu": {}}), "{shown}");
+    assert_eq!(fields["f:metadata"]["f:labels"], serde_json::json!({"f:team": {}}), "{shown}");
+
+    // Another field manager applying another replica count conflicts, as kubectl reports it;
+    // --force-conflicts takes the field over.
+    std::fs::write(&manifest, file("    team: test\n", "      cpu: 500m\n", 3)).unwrap();
+    let (ok, _, err) = k.run(&["apply", "--server-side", "--field-manager=other", "-f", path]);
+    assert!(!ok);
+    assert!(err.contains(r#"Apply failed with 1 conflict: conflict with "kubectl": .spec.replicas"#), "{err}");
+    assert_eq!(k.ok(&["get", "ag", "gitops", "-o", "jsonpath={.spec.replicas}"]), "1");
+    k.ok(&["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", path]);
+    assert_eq!(k.ok(&["get", "ag", "gitops", "-o", "jsonpath={.spec.replicas}"]), "3");
+    drop(daemon);
+}
+
+#[test]
 fn kubectl_get_watch_receives_events() {
     let home = tempfile::tempdir().unwrap();
     let daemon = Daemon::spawn(home.path());
