@@ -138,3 +138,33 @@ fn wait_for_a_condition_times_out_with_a_clear_message() {
     let bad = a2a(h, &["wait", "wf/reverse", "--for=ready"]);
     assert_eq!(err(&bad), "error: --for=ready: use condition=TYPE[=STATUS], phase=PHASE or delete\n");
 }
+
+#[test]
+fn apply_again_removes_a_label_and_a_limit_dropped_from_the_file() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let _daemon = common::Daemon::spawn(home.path());
+    let h = home.path();
+    let file = h.join("agent.yaml");
+    let manifest = |extra_label: &str, pids: &str| {
+        format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: pinned\n  labels:\n    team: test\n{extra_label}\
+             spec:\n  command: [sleep, \"100\"]\n  resources:\n    limits:\n      cpu: 500m\n{pids}"
+        )
+    };
+    let path = file.to_str().unwrap();
+    std::fs::write(&file, manifest("    tier: a\n", "      pids: 64\n")).unwrap();
+    let first = a2a(h, &["apply", "-f", path]);
+    assert_eq!(out(&first), "agent/pinned created\n", "{}", err(&first));
+
+    std::fs::write(&file, manifest("", "")).unwrap();
+    let second = a2a(h, &["apply", "-f", path]);
+    assert_eq!(out(&second), "agent/pinned configured\n", "{}", err(&second));
+    let got = a2a(h, &["get", "agent", "pinned", "-o", "json"]);
+    let obj: serde_json::Value = serde_json::from_str(&out(&got)).expect("json");
+    assert_eq!(obj["metadata"]["labels"], serde_json::json!({"team": "test"}));
+    assert_eq!(obj["spec"]["resources"]["limits"], serde_json::json!({"cpu": "500m"}));
+    assert!(obj["metadata"].get("managedFields").is_none(), "a2a get hides managedFields");
+
+    let third = a2a(h, &["apply", "-f", path]);
+    assert_eq!(out(&third), "agent/pinned unchanged\n", "{}", err(&third));
+}
