@@ -1,6 +1,12 @@
 //! The API server's speed, end to end over HTTPS with kube-rs as the client, beside the
 //! disk's own fsync latency measured in the same run on the same disk (under target/).
 //!
+//! The server runs on a multi-thread runtime of its own, as under `a2a serve`; the clients on
+//! a current-thread runtime of their own, as the `a2a` CLI (or any client in its own process).
+//! The previous layout, the client's requests driven from outside the server's runtime while
+//! its connection tasks run on the server's worker threads, is measured too (`shared runtime`
+//! lines): every request then hops between three threads.
+//!
 //! Criterion measures: single-client durable create, get, and list of 10,000 agents.
 //! Printed once per run (as `report:` lines): fsync p50, store-only write p50, create p50
 //! (single client), 16-client creates/s (group commit), get p50, list of 10,000 p50 (the
@@ -34,14 +40,18 @@ fn p50(mut v: Vec<Duration>) -> Duration {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    // The server's runtime, and the clients'.
+    let server_rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // A2A_BENCH_DIR=/dev/shm takes the disk out (fsync is free there): what is left is the
     // server's and client's own overhead, for profiling.
     let base = std::env::var_os("A2A_BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into());
     let dir = tempfile::tempdir_in(base).unwrap();
-    let fsync = p50(a2a::apiserver::store::measure_fsync(dir.path(), 200).unwrap());
+    // The ratios are against the in-place kind, the one the store's log pays.
+    let fsync = p50(a2a::apiserver::store::measure_fsync(dir.path(), 200, true).unwrap());
+    let fsync_append = p50(a2a::apiserver::store::measure_fsync(dir.path(), 200, false).unwrap());
     // The store alone (no HTTP, TLS, JSON decoding or validation), in its own file.
-    let store_write = rt.block_on(async {
+    let store_write = server_rt.block_on(async {
         use a2a::apiserver::store::{ObjectKey, Precondition, Store, StoreConfig, Write};
         let store =
             Store::open(&dir.path().join("store-only.redb"), StoreConfig::default(), Default::default()).unwrap();
@@ -61,12 +71,15 @@ fn bench(c: &mut Criterion) {
         }
         p50(v)
     });
-    let server = rt.block_on(Server::start(ServerConfig::new(dir.path()).port(0))).unwrap();
-    let client = rt.block_on(async {
-        let kc = Kubeconfig::read_from(server.kubeconfig()).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-        kube::Client::try_from(config).unwrap()
-    });
+    let server = server_rt.block_on(Server::start(ServerConfig::new(dir.path()).port(0))).unwrap();
+    let connect = |kubeconfig: &std::path::Path| {
+        let kc = Kubeconfig::read_from(kubeconfig).unwrap();
+        async move {
+            let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+            kube::Client::try_from(config).unwrap()
+        }
+    };
+    let client = rt.block_on(connect(server.kubeconfig()));
     let api: Api<Agent> = Api::namespaced(client.clone(), "default");
     let counter = Arc::new(AtomicU64::new(0));
     let next = {
@@ -74,17 +87,33 @@ fn bench(c: &mut Criterion) {
         move || format!("a{}", counter.fetch_add(1, Ordering::Relaxed))
     };
 
-    // Single-client durable creates.
-    let creates: Vec<Duration> = rt.block_on(async {
-        let mut v = Vec::new();
-        for _ in 0..200 {
+    // Single-client durable creates, each after one fsync probe: this disk's fsync moves
+    // between 0.1 and 4 ms within a run, so the ratio is taken against fsyncs interleaved with
+    // the creates rather than measured before them.
+    let (creates, fsyncs): (Vec<Duration>, Vec<Duration>) = rt.block_on(async {
+        use std::os::unix::fs::FileExt as _;
+        let probe_path = dir.path().join(".fsync-interleaved");
+        let probe = std::fs::File::create(&probe_path).unwrap();
+        let block = [0u8; 4096];
+        for i in 0..200 {
+            probe.write_all_at(&block, i * 4096).unwrap();
+        }
+        probe.sync_all().unwrap();
+        let (mut creates, mut fsyncs) = (Vec::new(), Vec::new());
+        for i in 0..200 {
+            let t = Instant::now();
+            probe.write_all_at(&block, i * 4096).unwrap();
+            probe.sync_data().unwrap();
+            fsyncs.push(t.elapsed());
             let t = Instant::now();
             api.create(&PostParams::default(), &agent(&next())).await.unwrap();
-            v.push(t.elapsed());
+            creates.push(t.elapsed());
         }
-        v
+        std::fs::remove_file(&probe_path).unwrap();
+        (creates, fsyncs)
     });
     let create_p50 = p50(creates);
+    let fsync_interleaved = p50(fsyncs);
 
     // 16 concurrent clients (one connection each).
     let concurrent = rt.block_on(async {
@@ -92,9 +121,7 @@ fn bench(c: &mut Criterion) {
         let start = Instant::now();
         let mut tasks = Vec::new();
         for w in 0..16 {
-            let kc = Kubeconfig::read_from(server.kubeconfig()).unwrap();
-            let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-            let api: Api<Agent> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+            let api: Api<Agent> = Api::namespaced(connect(server.kubeconfig()).await, "default");
             tasks.push(tokio::spawn(async move {
                 for i in 0..per {
                     api.create(&PostParams::default(), &agent(&format!("c{w}-{i}"))).await.unwrap();
@@ -195,17 +222,38 @@ fn bench(c: &mut Criterion) {
         }
         (n, n as f64 / start.elapsed().as_secs_f64())
     });
-    println!("report: disk fsync p50 (4 KiB write + fdatasync): {fsync:?}");
+    // The previous layout: a client made on the server's runtime, driven from this thread.
+    let (shared_gets, shared_creates) = {
+        let api: Api<Agent> = Api::namespaced(server_rt.block_on(connect(server.kubeconfig())), "default");
+        server_rt.block_on(async {
+            let (mut gets, mut creates) = (Vec::new(), Vec::new());
+            for _ in 0..2000 {
+                let t = Instant::now();
+                api.get("a0").await.unwrap();
+                gets.push(t.elapsed());
+            }
+            for _ in 0..200 {
+                let t = Instant::now();
+                api.create(&PostParams::default(), &agent(&next())).await.unwrap();
+                creates.push(t.elapsed());
+            }
+            (p50(gets), p50(creates))
+        })
+    };
+    println!("report: disk fsync p50 (4 KiB overwritten in place + fdatasync, as the log): {fsync:?}");
+    println!("report: disk fsync p50 (4 KiB appended + fdatasync, the previous probe): {fsync_append:?}");
     println!(
-        "report: store write p50 (redb commit, no HTTP): {store_write:?} ({:.2}x fsync)",
+        "report: store write p50 (log append + fdatasync, no HTTP): {store_write:?} ({:.2}x fsync)",
         store_write.as_secs_f64() / fsync.as_secs_f64()
     );
     println!(
-        "report: durable create p50, single client over HTTPS: {create_p50:?} ({:.2}x fsync)",
-        create_p50.as_secs_f64() / fsync.as_secs_f64()
+        "report: durable create p50, single client over HTTPS: {create_p50:?} ({:.2}x the fsync p50 of \
+         {fsync_interleaved:?} interleaved with the creates)",
+        create_p50.as_secs_f64() / fsync_interleaved.as_secs_f64()
     );
     println!("report: durable creates/s, 16 concurrent clients: {concurrent:.0}");
     println!("report: get p50: {:?}", p50(gets));
+    println!("report: shared runtime: get p50 {shared_gets:?}, durable create p50 {shared_creates:?}");
     println!(
         "report: list of {total} agents p50, raw JSON as received ({:.1} MB): {:?}",
         raw_bytes as f64 / 1e6,
@@ -239,7 +287,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-    rt.block_on(server.shutdown());
+    server_rt.block_on(server.shutdown());
 }
 
 criterion_group!(benches, bench);

@@ -173,7 +173,10 @@ async fn missing_or_invalid_tokens_are_401_and_audited() {
     assert!(api.list(&ListParams::default()).await.unwrap().items.is_empty());
     api.create(&PostParams::default(), &agent("real")).await.unwrap();
 
-    let audit = std::fs::read_to_string(t.home.path().join("audit.log")).unwrap();
+    // The log is written off the request path; a clean shutdown writes every line.
+    let common::TestServer { home, server, .. } = t;
+    server.shutdown().await;
+    let audit = std::fs::read_to_string(home.path().join("audit.log")).unwrap();
     let lines: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let denied: Vec<_> = lines.iter().filter(|l| l["code"] == 401).collect();
     assert_eq!(denied.len(), 2, "{audit}");
@@ -187,6 +190,37 @@ async fn missing_or_invalid_tokens_are_401_and_audited() {
     assert!(ok["time"].as_str().unwrap().parse::<jiff::Timestamp>().is_ok());
     // Reads are not audited.
     assert!(lines.iter().all(|l| l["verb"] != "list"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_mutating_request_is_in_the_audit_log_after_a_clean_shutdown() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                api.create(&PostParams::default(), &agent(&format!("a{w}-{i}"))).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // A refused write is audited too.
+    assert!(api.create(&PostParams::default(), &agent("a0-0")).await.is_err());
+    let common::TestServer { home, server, .. } = t;
+    server.shutdown().await;
+    let audit = std::fs::read_to_string(home.path().join("audit.log")).unwrap();
+    let lines: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut created: Vec<String> =
+        lines.iter().filter(|l| l["code"] == 201).map(|l| l["name"].as_str().unwrap().to_string()).collect();
+    created.sort();
+    let mut want: Vec<String> = (0..8).flat_map(|w| (0..25).map(move |i| format!("a{w}-{i}"))).collect();
+    want.sort();
+    assert_eq!(created, want);
+    assert_eq!(lines.iter().filter(|l| l["code"] == 409 && l["name"] == "a0-0").count(), 1, "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -144,10 +144,19 @@ impl ServerConfig {
     }
 }
 
-/// JSON lines of every mutating request.
+/// How long the audit writer lets lines gather after a write.
+const AUDIT_PAUSE: Duration = Duration::from_millis(10);
+
+/// JSON lines of every mutating request, written by a thread of their own so that no
+/// request waits on the file: a line is handed over before the answer is sent, and
+/// [`Audit::close`] (on shutdown) returns once every line handed over is written.
 struct Audit {
     path: PathBuf,
-    file: Mutex<std::fs::File>,
+    /// `None` once closed; lines recorded after that (only from connections still open past
+    /// the shutdown grace period) are written directly.
+    lines: Mutex<Option<std::sync::mpsc::Sender<Vec<u8>>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    file: Arc<Mutex<std::fs::File>>,
 }
 
 impl Audit {
@@ -158,7 +167,38 @@ impl Audit {
             .mode(0o600)
             .open(&path)
             .map_err(|source| Error::Io { path: path.clone(), source })?;
-        Ok(Audit { path, file: Mutex::new(file) })
+        let file = Arc::new(Mutex::new(file));
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let writer = std::thread::Builder::new()
+            .name("a2a-audit".into())
+            .spawn({
+                let (file, path) = (file.clone(), path.clone());
+                move || {
+                    let mut out = Vec::new();
+                    while let Ok(line) = rx.recv() {
+                        // Everything waiting goes out in one write.
+                        out.extend_from_slice(&line);
+                        while let Ok(line) = rx.try_recv() {
+                            out.extend_from_slice(&line);
+                        }
+                        Audit::write(&file, &path, &out);
+                        out.clear();
+                        // Lines sent while this thread is not waiting cost their senders no
+                        // wake-up: under a stream of writes, one wake-up per pause, not one
+                        // per request.
+                        std::thread::sleep(AUDIT_PAUSE);
+                    }
+                }
+            })
+            .map_err(|source| Error::Io { path: path.clone(), source })?;
+        Ok(Audit { path, lines: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)), file })
+    }
+
+    fn write(file: &Mutex<std::fs::File>, path: &Path, bytes: &[u8]) {
+        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = f.write_all(bytes) {
+            tracing::error!(path = %path.display(), error = %e, "writing the audit log");
+        }
     }
 
     fn record(&self, user: &str, info: &RequestInfo, code: u16) {
@@ -173,9 +213,23 @@ impl Audit {
         }))
         .unwrap_or_default();
         line.push(b'\n');
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = f.write_all(&line) {
-            tracing::error!(path = %self.path.display(), error = %e, "writing the audit log");
+        // Only a closed log (or a writer thread that died) leaves the line to write here.
+        let unsent = match self.lines.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(tx) => tx.send(line).err().map(|e| e.0),
+            None => Some(line),
+        };
+        if let Some(line) = unsent {
+            Audit::write(&self.file, &self.path, &line);
+        }
+    }
+
+    /// Writes every line recorded so far and stops the writer thread.
+    fn close(&self) {
+        drop(self.lines.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take()
+            && writer.join().is_err()
+        {
+            tracing::error!(path = %self.path.display(), "the audit log writer panicked");
         }
     }
 }
@@ -202,6 +256,7 @@ pub struct ServerHandle {
     store: Store,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    audit: Arc<Audit>,
 }
 
 impl ServerHandle {
@@ -225,10 +280,13 @@ impl ServerHandle {
         &self.store
     }
 
-    /// Stops accepting, ends watches, lets in-flight requests finish (up to 5 s) and returns.
+    /// Stops accepting, ends watches, lets in-flight requests finish (up to 5 s), writes the
+    /// last audit lines and returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        let audit = self.audit;
+        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
     }
 }
 
@@ -272,14 +330,14 @@ impl Server {
             config: Arc::new(config),
             shutdown: shutdown_rx.clone(),
             token: identity.token.clone().into(),
-            audit,
+            audit: audit.clone(),
             addr,
         };
         let router = router(state);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let task = tokio::spawn(serve(listener, acceptor, router, shutdown_rx));
         tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
-        Ok(ServerHandle { addr, kubeconfig, store, shutdown: shutdown_tx, task })
+        Ok(ServerHandle { addr, kubeconfig, store, shutdown: shutdown_tx, task, audit })
     }
 }
 

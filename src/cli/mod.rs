@@ -150,7 +150,7 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("{}", report.summary());
             return ExitCode::FAILURE;
         }
-        Command::Run(args) => match client::block_on(run::run(&args)) {
+        Command::Run(args) => match client::block_on_multi_thread(run::run(&args)) {
             Ok(report) => {
                 let _ = write!(out, "{}", report.text);
                 return if report.succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE };
