@@ -1528,7 +1528,7 @@ fn run_stdio(node: &Node, agent: &Agent, cgroup: &CgroupPath, input: String) -> 
     use std::io::{Read, Write};
     let spec = node.process_spec(agent, 0, 0)?;
     let mut p = process::spawn_piped(node.driver.as_ref(), cgroup, &spec).map_err(|e| e.to_string())?;
-    let (mut stdin, mut stdout, mut stderr) = p.take_pipes().ok_or("no pipes to the stdio process")?;
+    let process::Pipes { mut stdin, mut stdout, mut stderr } = p.take_pipes().ok_or("no pipes to the stdio process")?;
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(input.as_bytes());
     });
