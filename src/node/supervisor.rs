@@ -12,7 +12,7 @@
 //! daemon re-adopts them from `status.instances` (pid, its start time, cgroup) instead of
 //! starting them again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -254,6 +254,9 @@ pub struct Node {
     host_cores: u32,
     tx: mpsc::UnboundedSender<NodeEvent>,
     writes: StatusQueue,
+    /// Cgroups of stdio runs in progress (added before the cgroup is made, removed after it
+    /// is gone): the start-up sweep leaves them alone.
+    stdio_runs: std::sync::Mutex<HashSet<CgroupPath>>,
 }
 
 /// What the loop owns.
@@ -291,6 +294,9 @@ struct World {
     /// Nothing is decided before both caches hold the whole picture: admitting against a
     /// half-read list of budgets would stop agents that are fine.
     synced: BTreeSet<&'static str>,
+    /// Whether the cgroups no agent or budget owns any more were looked for (once, after the
+    /// first full pass has re-adopted every running replica).
+    swept: bool,
 }
 
 fn key_of<K: Resource>(o: &K) -> Key {
@@ -329,7 +335,15 @@ impl Node {
     pub fn new(client: kube::Client, driver: Arc<dyn CgroupDriver>, config: NodeConfig) -> (Arc<Self>, NodeRunner) {
         let (tx, rx) = mpsc::unbounded_channel();
         let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let node = Arc::new(Node { client, driver, config, host_cores, tx, writes: StatusQueue::default() });
+        let node = Arc::new(Node {
+            client,
+            driver,
+            config,
+            host_cores,
+            tx,
+            writes: StatusQueue::default(),
+            stdio_runs: std::sync::Mutex::default(),
+        });
         (node.clone(), NodeRunner { node, rx })
     }
 
@@ -483,6 +497,7 @@ impl NodeRunner {
             budget_written: HashMap::new(),
             alerts_firing: HashMap::new(),
             synced: BTreeSet::new(),
+            swept: false,
             budget_limits: HashMap::new(),
             budget_paths: BTreeMap::new(),
             doomed: BTreeSet::new(),
@@ -811,7 +826,7 @@ impl World {
     /// One pass: admission over every agent (a plain function, cheap), budget cgroups when
     /// budgets changed, the agents an event or deadline named (every agent when budgets
     /// changed), budget cgroups of deleted budgets, and budget statuses when they moved.
-    async fn reconcile(&mut self, node: &Node) {
+    async fn reconcile(&mut self, node: &Arc<Node>) {
         // /proc/meminfo is costly to read: only when someone asks to be admitted.
         let asking = self
             .agents
@@ -871,6 +886,10 @@ impl World {
             self.reconcile_agent(node, &k, verdict).await;
         }
         self.remove_doomed(node);
+        if !self.swept {
+            self.swept = true;
+            self.sweep_strays(node);
+        }
         let summary_moved = self.last_decision.as_ref().is_none_or(|d| {
             d.allocated != decision.allocated || d.agents != decision.agents || d.pending != decision.pending
         });
@@ -920,6 +939,62 @@ impl World {
         }
         // A cgroup that is (or holds) a live budget's stays.
         self.doomed.retain(|d| !paths.values().any(|p| p.ancestors_and_self().any(|a| a == *d)));
+    }
+
+    /// After a restart: stops the processes of cgroups that no agent or budget owns any more
+    /// — agents (or budgets) deleted while the daemon was down, replicas beyond a lowered
+    /// `replicas`, stdio runs the previous daemon left — gracefully (SIGTERM, SIGKILL after the
+    /// grace period), and removes those cgroups. Runs once, after the first full pass, when
+    /// every replica still wanted has been re-adopted; in the background, so the loop goes on.
+    fn sweep_strays(&self, node: &Arc<Node>) {
+        let mut keep: HashSet<CgroupPath> = HashSet::new();
+        let mut leaves: HashSet<CgroupPath> = HashSet::new();
+        for rt in self.runtime.values() {
+            for r in rt.replicas.values() {
+                keep.extend(r.cgroup.ancestors_and_self());
+                leaves.insert(r.cgroup.clone());
+            }
+        }
+        for path in self.budget_paths.values() {
+            keep.extend(path.ancestors_and_self());
+            if let Ok(bg) = path.child(BACKGROUND_CGROUP) {
+                keep.insert(bg);
+            }
+        }
+        let top = node.config.layout.top();
+        let mut strays = Vec::new();
+        let mut dirs = vec![top.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(children) = node.driver.children(&dir) else { continue };
+            for c in children {
+                if leaves.contains(&c) {
+                    continue;
+                }
+                if keep.contains(&c) {
+                    dirs.push(c);
+                } else {
+                    strays.push(c);
+                }
+            }
+        }
+        if strays.is_empty() {
+            return;
+        }
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || {
+            for path in strays {
+                // A stdio run that started after the listing is not a stray.
+                if node.stdio_runs.lock().is_ok_and(|runs| runs.contains(&path)) {
+                    continue;
+                }
+                let pids = node.driver.pids(&path).unwrap_or_default();
+                tracing::warn!(
+                    cgroup = %path, processes = pids.len(),
+                    "stopping a cgroup no agent or budget owns (deleted while the daemon was down)"
+                );
+                stop_cgroup(node.driver.as_ref(), &path, node.config.grace);
+            }
+        });
     }
 
     /// Removes the cgroups of deleted budgets once their agents are gone: the agents lose
@@ -1193,6 +1268,26 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
                 tracing::info!(agent = %k.1, replica = inst.replica, pid, error = %e, "not re-adopted; starting anew")
             }
         }
+    }
+}
+
+/// Stops every process of `path` (and below) gracefully — SIGTERM, then SIGKILL after
+/// `grace` — and removes the cgroup.
+fn stop_cgroup(driver: &dyn CgroupDriver, path: &CgroupPath, grace: Duration) {
+    let signal_all = |sig: rustix::process::Signal| {
+        for pid in driver.pids(path).unwrap_or_default() {
+            if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, sig);
+            }
+        }
+    };
+    signal_all(rustix::process::Signal::TERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && driver.pids(path).is_ok_and(|p| !p.is_empty()) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Err(e) = driver.remove(path, Duration::from_secs(5)) {
+        tracing::warn!(cgroup = %path, error = %e, "removing a stray cgroup");
     }
 }
 
@@ -1513,9 +1608,23 @@ impl crate::controller::engine::StdioRunner for StdioTasks {
             let cgroup = node.replica_cgroup(&budgets, &agent, slot).ok_or("no valid cgroup path")?;
             let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
             tokio::task::spawn_blocking(move || {
-                node.driver.create(&cgroup, &limits).map_err(|e| e.to_string())?;
-                let result = run_stdio(&node, &agent, &cgroup, input);
+                let track = |add: bool| {
+                    if let Ok(mut runs) = node.stdio_runs.lock() {
+                        if add {
+                            runs.insert(cgroup.clone())
+                        } else {
+                            runs.remove(&cgroup)
+                        };
+                    }
+                };
+                track(true);
+                let result = node
+                    .driver
+                    .create(&cgroup, &limits)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| run_stdio(&node, &agent, &cgroup, input));
                 let _ = node.driver.remove(&cgroup, Duration::from_secs(5));
+                track(false);
                 result
             })
             .await
