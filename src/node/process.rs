@@ -270,7 +270,8 @@ fn spawn_with(
         .chain(spec.args.iter().map(String::as_str))
         .map(|a| cstring(a, "an argument"))
         .collect::<Result<Vec<_>>>()?;
-    let envp = env.iter().map(|(k, v)| cstring(&format!("{k}={v}"), "an environment variable")).collect::<Result<Vec<_>>>()?;
+    let envp =
+        env.iter().map(|(k, v)| cstring(&format!("{k}={v}"), "an environment variable")).collect::<Result<Vec<_>>>()?;
     let dir = match &spec.working_dir {
         Some(d) => Some(CString::new(d.as_os_str().as_bytes()).map_err(|_| invalid("the working directory"))?),
         None => None,

@@ -148,13 +148,7 @@ pub(crate) fn spawn(req: &SpawnRequest) -> io::Result<Spawned> {
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
-            child_main,
-            stack.top(),
-            flags,
-            (&raw mut args).cast::<c_void>(),
-            &raw mut pidfd,
-        );
+        let pid = libc::clone(child_main, stack.top(), flags, (&raw mut args).cast::<c_void>(), &raw mut pidfd);
         let clone_err = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
         if pid < 0 {
@@ -167,15 +161,22 @@ pub(crate) fn spawn(req: &SpawnRequest) -> io::Result<Spawned> {
     // The child wrote these before it exited (or never, if it executed); it is gone or
     // replaced by the program now, so the reads race with nothing.
     // SAFETY: reads of our own local, which the child may have written through its pointer.
-    let (step, errno) = unsafe { (ptr::read_volatile(&raw const args.step), ptr::read_volatile(&raw const args.errno)) };
+    let (step, errno) =
+        unsafe { (ptr::read_volatile(&raw const args.step), ptr::read_volatile(&raw const args.errno)) };
     if step != 0 {
         // Reap the failed child so it does not linger as a zombie.
-        let _ = rustix::process::waitid(rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(&pidfd)), rustix::process::WaitIdOptions::EXITED);
+        let _ = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(&pidfd)),
+            rustix::process::WaitIdOptions::EXITED,
+        );
         let source = io::Error::from_raw_os_error(errno);
         return Err(match step {
             STEP_EXEC => source,
             STEP_CLOSE => io::Error::new(source.kind(), format!("close inherited descriptors: {source}")),
-            s => io::Error::new(source.kind(), format!("{}: {source}", STEPS.get(s as usize).copied().unwrap_or("setup"))),
+            s => io::Error::new(
+                source.kind(),
+                format!("{}: {source}", STEPS.get(s as usize).copied().unwrap_or("setup")),
+            ),
         });
     }
     Ok(Spawned { pid: pid as u32, pidfd })
@@ -247,7 +248,13 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         let dfl = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::syscall(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, ptr::null_mut::<c_void>(), 8);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    ptr::null_mut::<c_void>(),
+                    8,
+                );
             }
         }
         for i in 0..a.njoin {
