@@ -297,6 +297,8 @@ struct World {
     /// Whether the cgroups no agent or budget owns any more were looked for (once, after the
     /// first full pass has re-adopted every running replica).
     swept: bool,
+    /// Replica starts the current pass decided (run together at its end).
+    starts: Vec<StartJob>,
 }
 
 fn key_of<K: Resource>(o: &K) -> Key {
@@ -498,6 +500,7 @@ impl NodeRunner {
             alerts_firing: HashMap::new(),
             synced: BTreeSet::new(),
             swept: false,
+            starts: Vec::new(),
             budget_limits: HashMap::new(),
             budget_paths: BTreeMap::new(),
             doomed: BTreeSet::new(),
@@ -885,6 +888,15 @@ impl World {
             let verdict = decision.verdicts.get(&format!("{}/{}", k.0, k.1)).cloned();
             self.reconcile_agent(node, &k, verdict).await;
         }
+        let started = self.run_starts(node).await;
+        // Once more for the agents that started something: probes, and their status.
+        for k in started {
+            let verdict = decision.verdicts.get(&format!("{}/{}", k.0, k.1)).cloned();
+            self.reconcile_agent(node, &k, verdict).await;
+        }
+        // A start that failed is tried again at the next tick (the agent waits in `waiting`),
+        // not right away in the round above.
+        self.starts.clear();
         self.remove_doomed(node);
         if !self.swept {
             self.swept = true;
@@ -939,6 +951,55 @@ impl World {
         }
         // A cgroup that is (or holds) a live budget's stays.
         self.doomed.retain(|d| !paths.values().any(|p| p.ancestors_and_self().any(|a| a == *d)));
+    }
+
+    /// Runs the starts the pass decided, `START_CONCURRENCY` at a time on blocking threads,
+    /// and records each result; returns the agents that had one.
+    async fn run_starts(&mut self, node: &Arc<Node>) -> BTreeSet<Key> {
+        let jobs = std::mem::take(&mut self.starts);
+        if jobs.is_empty() {
+            return BTreeSet::new();
+        }
+        let budgets = Arc::new(self.budgets.clone());
+        let results: Vec<_> = futures::stream::iter(jobs.into_iter().map(|job| {
+            let (node, budgets) = (node.clone(), budgets.clone());
+            tokio::task::spawn_blocking(move || {
+                let r = start_replica(&node, &budgets, &job.agent, job.replica, &job.limits, &job.hash, job.previous);
+                (job.key, job.replica, r)
+            })
+        }))
+        .buffer_unordered(START_CONCURRENCY)
+        .collect()
+        .await;
+        let mut touched = BTreeSet::new();
+        for result in results {
+            let (k, i, r) = match result {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(error = %e, "an agent start panicked");
+                    continue;
+                }
+            };
+            // Events wait in the channel while this pass runs, so the agent is still here.
+            let rt = self.runtime.entry(k.clone()).or_default();
+            match r {
+                Ok(r) => {
+                    let restarted = rt.replicas.contains_key(&i);
+                    node.watch_exit(k.clone(), i, r.process.as_ref().expect("just started"));
+                    rt.replicas.insert(i, r);
+                    if restarted {
+                        rt.restarts_base += 1;
+                    }
+                    rt.last_error = None;
+                }
+                Err(e) => {
+                    tracing::warn!(agent = %k.1, replica = i, error = %e, "could not start");
+                    rt.last_error = Some(e);
+                }
+            }
+            touched.insert(k);
+        }
+        touched
     }
 
     /// After a restart: stops the processes of cgroups that no agent or budget owns any more
@@ -1094,21 +1155,19 @@ impl World {
                 self.deadlines.at(k, t);
                 continue;
             }
-            match start_replica(node, &self.budgets, &agent, i, &limits, &hash, rt.replicas.get(&i)) {
-                Ok(r) => {
-                    let restarted = rt.replicas.contains_key(&i);
-                    node.watch_exit(k.clone(), i, r.process.as_ref().expect("just started"));
-                    rt.replicas.insert(i, r);
-                    if restarted {
-                        rt.restarts_base += 1;
-                    }
-                    rt.last_error = None;
-                }
-                Err(e) => {
-                    tracing::warn!(agent = %k.1, replica = i, error = %e, "could not start");
-                    rt.last_error = Some(e);
-                }
-            }
+            // Started with the other starts of this pass, concurrently (see `run_starts`).
+            self.starts.push(StartJob {
+                key: k.clone(),
+                replica: i,
+                agent: agent.clone(),
+                limits: limits.clone(),
+                hash: hash.clone(),
+                previous: rt.replicas.get(&i).map(|r| Previous {
+                    port: r.port,
+                    restarts: r.restarts,
+                    backoff: r.backoff,
+                }),
+            });
         }
         // Probes for replicas not ready yet.
         for (i, r) in rt.replicas.iter_mut() {
@@ -1291,6 +1350,29 @@ fn stop_cgroup(driver: &dyn CgroupDriver, path: &CgroupPath, grace: Duration) {
     }
 }
 
+/// What a new start of a replica keeps from the one before it.
+#[derive(Clone, Copy, Debug)]
+struct Previous {
+    port: u16,
+    restarts: u32,
+    backoff: Duration,
+}
+
+/// One replica to start, decided by a pass and run with the others of the pass.
+struct StartJob {
+    key: Key,
+    replica: u32,
+    agent: Agent,
+    limits: CgroupLimits,
+    hash: String,
+    previous: Option<Previous>,
+}
+
+/// How many replicas start at once. A start mostly waits on the kernel (cgroup migration
+/// takes a global lock and an RCU grace period; exec), so starts overlap well even on two
+/// cores; the bound keeps a burst from taking every blocking thread.
+const START_CONCURRENCY: usize = 8;
+
 fn start_replica(
     node: &Node,
     budgets: &BTreeMap<String, ResourceBudget>,
@@ -1298,7 +1380,7 @@ fn start_replica(
     i: u32,
     limits: &CgroupLimits,
     hash: &str,
-    previous: Option<&Replica>,
+    previous: Option<Previous>,
 ) -> Result<Replica, String> {
     let cgroup = node.replica_cgroup(budgets, agent, i).ok_or("no valid cgroup path for this agent")?;
     let port = match (agent.spec.port, previous) {
@@ -1331,9 +1413,9 @@ fn start_replica(
         ready: false,
         probing: false,
         spec_hash: hash.to_owned(),
-        restarts: previous.map_or(0, |r| r.restarts + 1),
+        restarts: previous.as_ref().map_or(0, |r| r.restarts + 1),
         next_start: None,
-        backoff: previous.map_or(Duration::ZERO, |r| r.backoff),
+        backoff: previous.as_ref().map_or(Duration::ZERO, |r| r.backoff),
         oom_before: 0,
         cpu: None,
         cpu_millis: 0,
