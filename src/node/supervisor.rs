@@ -122,6 +122,12 @@ enum NodeEvent {
     },
     /// A queued status write failed: written again later.
     WriteFailed(WriteTarget),
+    /// A replica start the loop handed off has finished.
+    Started {
+        key: Key,
+        replica: u32,
+        result: Box<Result<Replica, String>>,
+    },
 }
 
 /// The object a status write is for.
@@ -257,6 +263,8 @@ pub struct Node {
     /// Cgroups of stdio runs in progress (added before the cgroup is made, removed after it
     /// is gone): the start-up sweep leaves them alone.
     stdio_runs: std::sync::Mutex<HashSet<CgroupPath>>,
+    /// Bounds the replica starts in flight (see `START_CONCURRENCY`).
+    start_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the loop owns.
@@ -297,8 +305,11 @@ struct World {
     /// Whether the cgroups no agent or budget owns any more were looked for (once, after the
     /// first full pass has re-adopted every running replica).
     swept: bool,
-    /// Replica starts the current pass decided (run together at its end).
+    /// Replica starts the current pass decided (handed off at its end).
     starts: Vec<StartJob>,
+    /// Replica starts in flight, with the port each got: a pass leaves these replicas alone
+    /// until their `Started` event arrives.
+    starting: HashMap<(Key, u32), (u16, Option<CgroupPath>)>,
 }
 
 fn key_of<K: Resource>(o: &K) -> Key {
@@ -314,6 +325,26 @@ fn spec_hash(agent: &Agent) -> String {
         (&e.name, &e.value).hash(&mut h);
     }
     format!("{:016x}", h.finish())
+}
+
+/// The port a replica starts with: the Agent's `port`; else (`port: 0`) the one it had,
+/// while nothing else holds it; else a free one no other replica of this node has.
+fn assign_port(job: &StartJob, used: &mut HashSet<u16>) -> Result<u16, String> {
+    if let Some(p) = job.agent.spec.port.filter(|p| *p > 0) {
+        return u16::try_from(p).map_err(|_| format!("port {p} out of range"));
+    }
+    if let Some(prev) = job.previous
+        && std::net::TcpListener::bind(("127.0.0.1", prev.port)).is_ok()
+    {
+        return Ok(prev.port);
+    }
+    for _ in 0..64 {
+        let p = free_port().map_err(|e| format!("no free port: {e}"))?;
+        if used.insert(p) {
+            return Ok(p);
+        }
+    }
+    Err("no free port that no other replica has".into())
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -345,6 +376,7 @@ impl Node {
             tx,
             writes: StatusQueue::default(),
             stdio_runs: std::sync::Mutex::default(),
+            start_slots: Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY)),
         });
         (node.clone(), NodeRunner { node, rx })
     }
@@ -501,6 +533,7 @@ impl NodeRunner {
             synced: BTreeSet::new(),
             swept: false,
             starts: Vec::new(),
+            starting: HashMap::new(),
             budget_limits: HashMap::new(),
             budget_paths: BTreeMap::new(),
             doomed: BTreeSet::new(),
@@ -647,7 +680,7 @@ where
 }
 
 impl World {
-    fn apply(&mut self, node: &Node, ev: NodeEvent) {
+    fn apply(&mut self, node: &Arc<Node>, ev: NodeEvent) {
         match ev {
             NodeEvent::Agent(a) => {
                 let k = key_of(&*a);
@@ -725,6 +758,7 @@ impl World {
                 self.budget_written.remove(&n);
                 self.budget_retry = Some(Instant::now() + node.config.tick);
             }
+            NodeEvent::Started { key, replica, result } => self.started(node, key, replica, *result),
         }
     }
 
@@ -888,15 +922,7 @@ impl World {
             let verdict = decision.verdicts.get(&format!("{}/{}", k.0, k.1)).cloned();
             self.reconcile_agent(node, &k, verdict).await;
         }
-        let started = self.run_starts(node).await;
-        // Once more for the agents that started something: probes, and their status.
-        for k in started {
-            let verdict = decision.verdicts.get(&format!("{}/{}", k.0, k.1)).cloned();
-            self.reconcile_agent(node, &k, verdict).await;
-        }
-        // A start that failed is tried again at the next tick (the agent waits in `waiting`),
-        // not right away in the round above.
-        self.starts.clear();
+        self.hand_off_starts(node);
         self.remove_doomed(node);
         if !self.swept {
             self.swept = true;
@@ -953,53 +979,87 @@ impl World {
         self.doomed.retain(|d| !paths.values().any(|p| p.ancestors_and_self().any(|a| a == *d)));
     }
 
-    /// Runs the starts the pass decided, `START_CONCURRENCY` at a time on blocking threads,
-    /// and records each result; returns the agents that had one.
-    async fn run_starts(&mut self, node: &Arc<Node>) -> BTreeSet<Key> {
-        let jobs = std::mem::take(&mut self.starts);
-        if jobs.is_empty() {
-            return BTreeSet::new();
+    /// Hands the starts the pass decided to blocking threads, `START_CONCURRENCY` at a time,
+    /// so the loop goes on with the next events while processes start; each result comes
+    /// back as a `Started` event.
+    fn hand_off_starts(&mut self, node: &Arc<Node>) {
+        if self.starts.is_empty() {
+            return;
         }
+        // Ports are assigned here, one job after the other: two replicas never get the same
+        // free port (a port is free again until the agent binds it).
+        let mut used: HashSet<u16> = self
+            .runtime
+            .values()
+            .flat_map(|rt| rt.replicas.values().map(|r| r.port))
+            .chain(self.starting.values().map(|(port, _)| *port))
+            .collect();
         let budgets = Arc::new(self.budgets.clone());
-        let results: Vec<_> = futures::stream::iter(jobs.into_iter().map(|job| {
+        for job in std::mem::take(&mut self.starts) {
+            let port = assign_port(&job, &mut used);
+            let cgroup = node.replica_cgroup(&self.budgets, &job.agent, job.replica);
+            self.starting.insert((job.key.clone(), job.replica), (port.as_ref().map_or(0, |p| *p), cgroup));
             let (node, budgets) = (node.clone(), budgets.clone());
-            tokio::task::spawn_blocking(move || {
-                let r = start_replica(&node, &budgets, &job.agent, job.replica, &job.limits, &job.hash, job.previous);
-                (job.key, job.replica, r)
-            })
-        }))
-        .buffer_unordered(START_CONCURRENCY)
-        .collect()
-        .await;
-        let mut touched = BTreeSet::new();
-        for result in results {
-            let (k, i, r) = match result {
-                Ok(done) => done,
-                Err(e) => {
-                    tracing::error!(error = %e, "an agent start panicked");
-                    continue;
-                }
-            };
-            // Events wait in the channel while this pass runs, so the agent is still here.
-            let rt = self.runtime.entry(k.clone()).or_default();
-            match r {
-                Ok(r) => {
-                    let restarted = rt.replicas.contains_key(&i);
-                    node.watch_exit(k.clone(), i, r.process.as_ref().expect("just started"));
-                    rt.replicas.insert(i, r);
-                    if restarted {
-                        rt.restarts_base += 1;
-                    }
-                    rt.last_error = None;
-                }
-                Err(e) => {
-                    tracing::warn!(agent = %k.1, replica = i, error = %e, "could not start");
-                    rt.last_error = Some(e);
-                }
-            }
-            touched.insert(k);
+            tokio::spawn(async move {
+                let (key, replica) = (job.key.clone(), job.replica);
+                let slot = node.start_slots.clone().acquire_owned().await;
+                let worker = node.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    port.and_then(|port| {
+                        start_replica(
+                            &worker,
+                            &budgets,
+                            &job.agent,
+                            job.replica,
+                            &job.limits,
+                            &job.hash,
+                            job.previous,
+                            port,
+                        )
+                    })
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("the start panicked: {e}")));
+                let _ = node.tx.send(NodeEvent::Started { key, replica, result: Box::new(result) });
+            });
         }
-        touched
+    }
+
+    /// Records a finished start. An agent deleted (or scaled down) meanwhile has the new
+    /// process stopped right away, or by its next pass.
+    fn started(&mut self, node: &Arc<Node>, key: Key, i: u32, result: Result<Replica, String>) {
+        self.starting.remove(&(key.clone(), i));
+        self.dirty.insert(key.clone());
+        let Some(rt) = self.runtime.get_mut(&key).filter(|_| self.agents.contains_key(&key)) else {
+            if let Ok(mut r) = result {
+                let node = node.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Some(mut p) = r.process.take() {
+                        let _ = p.stop(node.config.grace);
+                    }
+                    let _ = node.driver.remove(&r.cgroup, Duration::from_secs(5));
+                });
+            }
+            return;
+        };
+        match result {
+            Ok(r) => {
+                let restarted = rt.replicas.contains_key(&i);
+                node.watch_exit(key.clone(), i, r.process.as_ref().expect("just started"));
+                rt.replicas.insert(i, r);
+                if restarted {
+                    rt.restarts_base += 1;
+                }
+                rt.last_error = None;
+            }
+            Err(e) => {
+                tracing::warn!(agent = %key.1, replica = i, error = %e, "could not start");
+                rt.last_error = Some(e);
+                // Tried again at the next tick.
+                self.waiting.insert(key);
+            }
+        }
     }
 
     /// After a restart: stops the processes of cgroups that no agent or budget owns any more
@@ -1015,6 +1075,10 @@ impl World {
                 keep.extend(r.cgroup.ancestors_and_self());
                 leaves.insert(r.cgroup.clone());
             }
+        }
+        for cgroup in self.starting.values().filter_map(|(_, c)| c.as_ref()) {
+            keep.extend(cgroup.ancestors_and_self());
+            leaves.insert(cgroup.clone());
         }
         for path in self.budget_paths.values() {
             keep.extend(path.ancestors_and_self());
@@ -1120,6 +1184,9 @@ impl World {
         let all_ready = rt.replicas.values().all(|r| r.ready);
         let mut rolled = false;
         for i in 0..desired {
+            if self.starting.contains_key(&(k.clone(), i)) {
+                continue;
+            }
             let exists = rt.replicas.get(&i).is_some_and(|r| r.process.is_some());
             if exists {
                 let r = rt.replicas.get_mut(&i).expect("checked above");
@@ -1381,13 +1448,9 @@ fn start_replica(
     limits: &CgroupLimits,
     hash: &str,
     previous: Option<Previous>,
+    port: u16,
 ) -> Result<Replica, String> {
     let cgroup = node.replica_cgroup(budgets, agent, i).ok_or("no valid cgroup path for this agent")?;
-    let port = match (agent.spec.port, previous) {
-        (Some(p), _) if p > 0 => u16::try_from(p).map_err(|_| "port out of range")?,
-        (_, Some(prev)) => prev.port,
-        _ => free_port().map_err(|e| format!("no free port: {e}"))?,
-    };
     // A fresh cgroup per start (create remakes a leftover empty one), so counters start at zero.
     match node.driver.create(&cgroup, limits) {
         // Leftovers of the previous run (children the agent forked): kill them, start clean.
