@@ -2,8 +2,8 @@
 //!
 //! `cargo bench --bench node_agents` prints:
 //! - floor: for N agents (default 100, `A2A_BENCH_N`), mkdir + limits + fork/exec of the same
-//!   agent program with its pid written into the cgroup, in a loop — the least work that gets
-//!   N limited processes;
+//!   agent program with its pid written into the cgroup (of every hierarchy the driver uses),
+//!   in a loop — the least work that gets N limited processes;
 //! - a2a: time from one apply of N Agents (each its own cgroup with limits) until every one
 //!   has its process running (status.replicas = 1), and until every one is Ready (its A2A
 //!   agent card answers);
@@ -61,11 +61,8 @@ fn rss_mib() -> f64 {
 /// mkdir + limits + spawn + pid into cgroup.procs, per agent, for the v1 or v2 layout.
 fn floor(n: usize, exe: &Path, root: &Path, top: &str) -> Duration {
     let v2 = root.join("cgroup.controllers").exists();
-    let dirs: Vec<PathBuf> = if v2 {
-        vec![root.join(top)]
-    } else {
-        ["memory", "cpu", "pids"].iter().map(|h| root.join(h).join(top)).collect()
-    };
+    let dirs: Vec<PathBuf> =
+        if v2 { vec![root.join(top)] } else { v1_hierarchies(root).iter().map(|h| h.join(top)).collect() };
     for d in &dirs {
         std::fs::create_dir_all(d).expect("mkdir top");
     }
@@ -89,8 +86,10 @@ fn floor(n: usize, exe: &Path, root: &Path, top: &str) -> Duration {
                 vec![("memory.limit_in_bytes", (64u64 << 20).to_string())]
             } else if d.to_string_lossy().contains("/cpu/") {
                 vec![("cpu.cfs_period_us", "100000".into()), ("cpu.cfs_quota_us", "10000".into())]
-            } else {
+            } else if d.to_string_lossy().contains("/pids/") {
                 vec![("pids.max", "32".into())]
+            } else {
+                Vec::new()
             };
             for (f, v) in writes {
                 std::fs::write(c.join(f), v).expect("limit");
@@ -120,6 +119,22 @@ fn floor(n: usize, exe: &Path, root: &Path, top: &str) -> Duration {
         let _ = std::fs::remove_dir(d);
     }
     elapsed
+}
+
+/// The cgroup v1 hierarchies the node's driver puts an agent in: memory, cpu and pids, and
+/// cpuacct and freezer when mounted, each once (`cpu` may be a link to `cpu,cpuacct`). The
+/// floor joins the same ones, so it reaches the same end state.
+fn v1_hierarchies(root: &Path) -> Vec<PathBuf> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for h in ["memory", "cpu", "pids", "cpuacct", "freezer"] {
+        let Ok(real) = std::fs::canonicalize(root.join(h)) else { continue };
+        if !seen.contains(&real) {
+            seen.push(real);
+            out.push(root.join(h));
+        }
+    }
+    out
 }
 
 /// Creates `n` agents and follows them through a watch (not by polling lists, which would

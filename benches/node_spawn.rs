@@ -39,7 +39,22 @@ fn main() {
 
     // Floor.
     let hierarchies: Vec<PathBuf> = match driver.version() {
-        CgroupVersion::V1 => ["memory", "cpu", "pids"].iter().map(|h| root.join(h).join(&top).join("floor")).collect(),
+        // Every hierarchy the driver uses (cpuacct and freezer too, when mounted), so the floor
+        // reaches the same end state.
+        CgroupVersion::V1 => {
+            let mut seen = Vec::new();
+            ["memory", "cpu", "pids", "cpuacct", "freezer"]
+                .iter()
+                .filter(|h| {
+                    std::fs::canonicalize(root.join(h)).is_ok_and(|real| {
+                        let new = !seen.contains(&real);
+                        seen.push(real);
+                        new
+                    })
+                })
+                .map(|h| root.join(h).join(&top).join("floor"))
+                .collect()
+        }
         CgroupVersion::V2 => vec![root.join(&top).join("floor")],
     };
     // Parents (and, in v2, controllers for them) are set up outside the timed loop.
@@ -64,7 +79,8 @@ fn main() {
                 }
                 (CgroupVersion::V1, Some("memory")) => &[("memory.limit_in_bytes", "268435456")],
                 (CgroupVersion::V1, Some("cpu")) => &[("cpu.cfs_quota_us", "50000")],
-                (CgroupVersion::V1, _) => &[("pids.max", "64")],
+                (CgroupVersion::V1, Some("pids")) => &[("pids.max", "64")],
+                (CgroupVersion::V1, _) => &[],
             };
             for (f, v) in writes {
                 std::fs::write(d.join(f), v).expect("limit write");

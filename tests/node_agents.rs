@@ -307,3 +307,52 @@ async fn a_deleted_budget_stops_its_agents_and_its_cgroup_goes_from_every_hierar
     assert!(!cgroup_dirs(&format!("{top}/host")).is_empty(), "its parent budget's cgroup stays");
     tear_down(daemon).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_deleted_while_the_daemon_was_down_is_stopped_when_it_comes_back() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let top = format!("a2a-test-sweep-{}", std::process::id());
+    let mut daemon = Daemon::start(home.path(), &top, &[]);
+    let client = daemon.client().await;
+    apply(home.path(), &format!("{}{}", agent_yaml("kept", ""), agent_yaml("gone", "")));
+    let kept = wait_agent(&client, "kept", Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await;
+    let gone = wait_agent(&client, "gone", Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await;
+    let gone_cgroup = gone.status.as_ref().expect("status").instances[0].cgroup.clone().expect("cgroup");
+    assert!(!cgroup_dirs(&gone_cgroup).is_empty(), "{gone_cgroup} exists");
+    daemon.kill9();
+
+    // While no node runs (the API server alone), the agent is deleted: its process outlives
+    // the daemon and nothing is there to stop it yet.
+    let api_only = Daemon::start(home.path(), &top, &["--api-only"]);
+    let api: Api<Agent> = Api::namespaced(api_only.client().await, "default");
+    api.delete("gone", &DeleteParams::default()).await.expect("delete");
+    drop(api_only);
+    for pid in pids(&gone) {
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} still runs while no node runs");
+    }
+
+    let daemon = Daemon::start(home.path(), &top, &[]);
+    let client = daemon.client().await;
+    // The agent that still exists is re-adopted, not restarted...
+    let again = wait_agent(&client, "kept", Duration::from_secs(5), |a| {
+        phase(a) == Some(AgentPhase::Running) && pids(a) == pids(&kept)
+    })
+    .await;
+    assert_eq!(again.status.as_ref().map(|s| s.restarts), Some(0));
+    // ...and the deleted one's process is stopped and its cgroup removed from every hierarchy.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while (!cgroup_dirs(&gone_cgroup).is_empty()
+        || pids(&gone).iter().any(|p| Path::new(&format!("/proc/{p}")).exists()))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for pid in pids(&gone) {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} of the deleted agent was stopped");
+    }
+    assert_eq!(cgroup_dirs(&gone_cgroup), Vec::<std::path::PathBuf>::new(), "{gone_cgroup} is removed");
+    for pid in pids(&kept) {
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} of the kept agent runs on");
+    }
+    tear_down(daemon).await;
+}

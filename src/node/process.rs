@@ -2,18 +2,18 @@
 //! the daemon), watched through a pidfd (so a restarted daemon can watch processes it adopts),
 //! stopped gracefully, and their ends classified (`Exited`, `Signaled`, `OOMKilled`).
 
-use std::fs::OpenOptions;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::ExitStatusExt;
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::process::{Gid, Pid, PidfdFlags, Signal, Uid};
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 
 use super::cgroup::{self, CgroupDriver, CgroupPath};
-use super::sys::{ChildSetup, Credentials, install};
+use super::sys::{self, Credentials, SpawnRequest};
 use crate::api::Time;
 use crate::api::agent::{Termination, TerminationReason};
 
@@ -208,7 +208,9 @@ pub struct AgentProcess {
     /// it names this process and no later one that reuses the pid.
     start_time: u64,
     pidfd: OwnedFd,
-    child: Option<Child>,
+    /// Started by this daemon: its exit status can be read (an adopted one's cannot).
+    own: bool,
+    pipes: Option<Pipes>,
     exit: Option<ExitInfo>,
 }
 
@@ -216,24 +218,36 @@ pub struct AgentProcess {
 /// executes, gets its own session, `no_new_privs`, the requested credentials, no inherited
 /// descriptors beyond stdio, stdin from /dev/null and stdout/stderr appended to the log file.
 pub fn spawn(driver: &dyn CgroupDriver, cgroup: &CgroupPath, spec: &ProcessSpec) -> Result<AgentProcess> {
-    let log = open_log(&spec.log_file)?;
-    let log_err = log.try_clone().map_err(|source| Error::Log { path: spec.log_file.clone(), source })?;
-    spawn_with(driver, cgroup, spec, Stdio::null(), Stdio::from(log), Stdio::from(log_err))
+    let log_err = |source| Error::Log { path: spec.log_file.clone(), source };
+    let log = sys::above_stdio(OwnedFd::from(open_log(&spec.log_file)?)).map_err(log_err)?;
+    let log2 = log.try_clone().and_then(sys::above_stdio).map_err(log_err)?;
+    let null = sys::dev_null().map_err(|source| spawn_error(spec, source))?;
+    spawn_with(driver, cgroup, spec, [null, log, log2], None)
 }
 
 /// Like [`spawn`], but with stdin, stdout and stderr as pipes (for `stdio` agents, one run
 /// per task); take them with [`AgentProcess::take_pipes`]. `spec.log_file` is not used.
 pub fn spawn_piped(driver: &dyn CgroupDriver, cgroup: &CgroupPath, spec: &ProcessSpec) -> Result<AgentProcess> {
-    spawn_with(driver, cgroup, spec, Stdio::piped(), Stdio::piped(), Stdio::piped())
+    let err = |source| spawn_error(spec, source);
+    let (in_r, in_w) = sys::pipe().map_err(err)?;
+    let (out_r, out_w) = sys::pipe().map_err(err)?;
+    let (err_r, err_w) = sys::pipe().map_err(err)?;
+    let ours = Pipes { stdin: File::from(in_w), stdout: File::from(out_r), stderr: File::from(err_r) };
+    // The child's ends are closed here when `spawn_with` returns, so the reads see EOF when
+    // the child exits.
+    spawn_with(driver, cgroup, spec, [in_r, out_w, err_w], Some(ours))
+}
+
+fn spawn_error(spec: &ProcessSpec, source: std::io::Error) -> Error {
+    Error::Spawn { program: spec.program.clone(), source }
 }
 
 fn spawn_with(
     driver: &dyn CgroupDriver,
     cgroup: &CgroupPath,
     spec: &ProcessSpec,
-    stdin: Stdio,
-    stdout: Stdio,
-    stderr: Stdio,
+    stdio: [OwnedFd; 3],
+    pipes: Option<Pipes>,
 ) -> Result<AgentProcess> {
     let join = driver
         .procs_files(cgroup)?
@@ -242,27 +256,78 @@ fn spawn_with(
             OpenOptions::new().write(true).open(&path).map(OwnedFd::from).map_err(|source| Error::Join { path, source })
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args).stdin(stdin).stdout(stdout).stderr(stderr);
-    if !spec.inherit_env {
-        cmd.env_clear().env("PATH", DEFAULT_PATH);
-    }
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    if let Some(dir) = &spec.working_dir {
-        cmd.current_dir(dir);
-    }
-    let user = spec.user.as_ref().map(|u| Credentials {
-        uid: Uid::from_raw(u.uid),
-        gid: Gid::from_raw(u.gid),
-        groups: u.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
-    });
-    install(&mut cmd, ChildSetup { join, user });
-    let child = cmd.spawn().map_err(|source| Error::Spawn { program: spec.program.clone(), source })?;
-    let pid = child.id();
-    let pidfd = open_pidfd(pid)?;
+    let env = environment(spec);
+    let path_var = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+    let invalid = |what: &str| {
+        spawn_error(spec, std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what} contains a NUL byte")))
+    };
+    let cstring = |s: &str, what: &str| CString::new(s).map_err(|_| invalid(what));
+    let candidates = program_candidates(&spec.program, path_var, spec.working_dir.as_deref())
+        .iter()
+        .map(|p| CString::new(p.as_os_str().as_bytes()).map_err(|_| invalid("the program path")))
+        .collect::<Result<Vec<_>>>()?;
+    let argv = std::iter::once(spec.program.as_str())
+        .chain(spec.args.iter().map(String::as_str))
+        .map(|a| cstring(a, "an argument"))
+        .collect::<Result<Vec<_>>>()?;
+    let envp =
+        env.iter().map(|(k, v)| cstring(&format!("{k}={v}"), "an environment variable")).collect::<Result<Vec<_>>>()?;
+    let dir = match &spec.working_dir {
+        Some(d) => Some(CString::new(d.as_os_str().as_bytes()).map_err(|_| invalid("the working directory"))?),
+        None => None,
+    };
+    let user = spec.user.as_ref().map(|u| Credentials { uid: u.uid, gid: u.gid, groups: u.groups.clone() });
+    let request = SpawnRequest { candidates, argv, envp, dir, join, user, stdio };
+    let child = sys::spawn(&request).map_err(|source| spawn_error(spec, source))?;
+    drop(request);
     // The child cannot be reaped before we wait for it, so its /proc entry is still there.
-    let start_time = start_time(pid)?;
-    Ok(AgentProcess { pid, start_time, pidfd, child: Some(child), exit: None })
+    let start_time = start_time(child.pid)?;
+    Ok(AgentProcess { pid: child.pid, start_time, pidfd: child.pidfd, own: true, pipes, exit: None })
+}
+
+/// The environment a process starts with: the daemon's (or only `PATH`), then the spec's
+/// variables, a later one replacing an earlier one of the same name.
+fn environment(spec: &ProcessSpec) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = if spec.inherit_env {
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+    } else {
+        vec![("PATH".to_owned(), DEFAULT_PATH.to_owned())]
+    };
+    for (k, v) in &spec.env {
+        env.retain(|(name, _)| name != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// The paths `execve` tries for `program`, as `execvp` searches: the name itself when it
+/// holds a `/`, else each directory of the child's `PATH` (an empty entry is the working
+/// directory; relative ones are taken from it, as the child resolves them after `chdir`).
+fn program_candidates(program: &str, path: Option<&str>, dir: Option<&Path>) -> Vec<PathBuf> {
+    if program.contains('/') {
+        return vec![PathBuf::from(program)];
+    }
+    if program.is_empty() {
+        return Vec::new();
+    }
+    path.unwrap_or(DEFAULT_PATH)
+        .split(':')
+        .map(|d| {
+            let d = if d.is_empty() { "." } else { d };
+            match dir {
+                Some(base) if !d.starts_with('/') => base.join(d).join(program),
+                _ => Path::new(d).join(program),
+            }
+        })
+        .collect()
+}
+
+/// The parent's ends of a `stdio` process's pipes.
+#[derive(Debug)]
+pub struct Pipes {
+    pub stdin: File,
+    pub stdout: File,
+    pub stderr: File,
 }
 
 /// The kernel start time of `pid` (clock ticks since boot), from `/proc/PID/stat`.
@@ -331,7 +396,7 @@ impl AgentProcess {
         if !driver.pids(cgroup)?.contains(&pid) {
             return Err(Error::NotInCgroup { pid, cgroup: cgroup.to_string() });
         }
-        Ok(AgentProcess { pid, start_time: found, pidfd, child: None, exit: None })
+        Ok(AgentProcess { pid, start_time: found, pidfd, own: false, pipes: None, exit: None })
     }
 
     pub fn pid(&self) -> u32 {
@@ -351,16 +416,13 @@ impl AgentProcess {
     }
 
     /// The pipes of a process started with [`spawn_piped`] (once).
-    pub fn take_pipes(
-        &mut self,
-    ) -> Option<(std::process::ChildStdin, std::process::ChildStdout, std::process::ChildStderr)> {
-        let child = self.child.as_mut()?;
-        Some((child.stdin.take()?, child.stdout.take()?, child.stderr.take()?))
+    pub fn take_pipes(&mut self) -> Option<Pipes> {
+        self.pipes.take()
     }
 
     /// Whether this daemon started it (and so can read its exit status).
     pub fn is_child(&self) -> bool {
-        self.child.is_some()
+        self.own
     }
 
     /// Waits up to `timeout` (forever when `None`) for the process to end.
@@ -382,12 +444,20 @@ impl AgentProcess {
                 }
             }
         }
-        let info = match &mut self.child {
-            Some(child) => {
-                let status = child.wait().map_err(|source| Error::Process { pid: self.pid, what: "wait", source })?;
-                ExitInfo { code: status.code(), signal: status.signal() }
+        let info = if self.own {
+            let status = loop {
+                match rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED) {
+                    Err(rustix::io::Errno::INTR) => continue,
+                    other => break other,
+                }
+            };
+            match status {
+                Ok(Some(s)) => ExitInfo { code: s.exit_status(), signal: s.terminating_signal() },
+                Ok(None) => ExitInfo { code: None, signal: None },
+                Err(e) => return Err(Error::Process { pid: self.pid, what: "wait", source: e.into() }),
             }
-            None => ExitInfo { code: None, signal: None },
+        } else {
+            ExitInfo { code: None, signal: None }
         };
         self.exit = Some(info);
         Ok(Some(info))

@@ -12,7 +12,7 @@
 //! daemon re-adopts them from `status.instances` (pid, its start time, cgroup) instead of
 //! starting them again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,6 +122,12 @@ enum NodeEvent {
     },
     /// A queued status write failed: written again later.
     WriteFailed(WriteTarget),
+    /// A replica start the loop handed off has finished.
+    Started {
+        key: Key,
+        replica: u32,
+        result: Box<Result<Replica, String>>,
+    },
 }
 
 /// The object a status write is for.
@@ -254,6 +260,11 @@ pub struct Node {
     host_cores: u32,
     tx: mpsc::UnboundedSender<NodeEvent>,
     writes: StatusQueue,
+    /// Cgroups of stdio runs in progress (added before the cgroup is made, removed after it
+    /// is gone): the start-up sweep leaves them alone.
+    stdio_runs: std::sync::Mutex<HashSet<CgroupPath>>,
+    /// Bounds the replica starts in flight (see `START_CONCURRENCY`).
+    start_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the loop owns.
@@ -291,6 +302,14 @@ struct World {
     /// Nothing is decided before both caches hold the whole picture: admitting against a
     /// half-read list of budgets would stop agents that are fine.
     synced: BTreeSet<&'static str>,
+    /// Whether the cgroups no agent or budget owns any more were looked for (once, after the
+    /// first full pass has re-adopted every running replica).
+    swept: bool,
+    /// Replica starts the current pass decided (handed off at its end).
+    starts: Vec<StartJob>,
+    /// Replica starts in flight, with the port each got: a pass leaves these replicas alone
+    /// until their `Started` event arrives.
+    starting: HashMap<(Key, u32), (u16, Option<CgroupPath>)>,
 }
 
 fn key_of<K: Resource>(o: &K) -> Key {
@@ -306,6 +325,26 @@ fn spec_hash(agent: &Agent) -> String {
         (&e.name, &e.value).hash(&mut h);
     }
     format!("{:016x}", h.finish())
+}
+
+/// The port a replica starts with: the Agent's `port`; else (`port: 0`) the one it had,
+/// while nothing else holds it; else a free one no other replica of this node has.
+fn assign_port(job: &StartJob, used: &mut HashSet<u16>) -> Result<u16, String> {
+    if let Some(p) = job.agent.spec.port.filter(|p| *p > 0) {
+        return u16::try_from(p).map_err(|_| format!("port {p} out of range"));
+    }
+    if let Some(prev) = job.previous
+        && std::net::TcpListener::bind(("127.0.0.1", prev.port)).is_ok()
+    {
+        return Ok(prev.port);
+    }
+    for _ in 0..64 {
+        let p = free_port().map_err(|e| format!("no free port: {e}"))?;
+        if used.insert(p) {
+            return Ok(p);
+        }
+    }
+    Err("no free port that no other replica has".into())
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -329,7 +368,16 @@ impl Node {
     pub fn new(client: kube::Client, driver: Arc<dyn CgroupDriver>, config: NodeConfig) -> (Arc<Self>, NodeRunner) {
         let (tx, rx) = mpsc::unbounded_channel();
         let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let node = Arc::new(Node { client, driver, config, host_cores, tx, writes: StatusQueue::default() });
+        let node = Arc::new(Node {
+            client,
+            driver,
+            config,
+            host_cores,
+            tx,
+            writes: StatusQueue::default(),
+            stdio_runs: std::sync::Mutex::default(),
+            start_slots: Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY)),
+        });
         (node.clone(), NodeRunner { node, rx })
     }
 
@@ -483,6 +531,9 @@ impl NodeRunner {
             budget_written: HashMap::new(),
             alerts_firing: HashMap::new(),
             synced: BTreeSet::new(),
+            swept: false,
+            starts: Vec::new(),
+            starting: HashMap::new(),
             budget_limits: HashMap::new(),
             budget_paths: BTreeMap::new(),
             doomed: BTreeSet::new(),
@@ -629,7 +680,7 @@ where
 }
 
 impl World {
-    fn apply(&mut self, node: &Node, ev: NodeEvent) {
+    fn apply(&mut self, node: &Arc<Node>, ev: NodeEvent) {
         match ev {
             NodeEvent::Agent(a) => {
                 let k = key_of(&*a);
@@ -707,6 +758,7 @@ impl World {
                 self.budget_written.remove(&n);
                 self.budget_retry = Some(Instant::now() + node.config.tick);
             }
+            NodeEvent::Started { key, replica, result } => self.started(node, key, replica, *result),
         }
     }
 
@@ -811,7 +863,7 @@ impl World {
     /// One pass: admission over every agent (a plain function, cheap), budget cgroups when
     /// budgets changed, the agents an event or deadline named (every agent when budgets
     /// changed), budget cgroups of deleted budgets, and budget statuses when they moved.
-    async fn reconcile(&mut self, node: &Node) {
+    async fn reconcile(&mut self, node: &Arc<Node>) {
         // /proc/meminfo is costly to read: only when someone asks to be admitted.
         let asking = self
             .agents
@@ -870,7 +922,12 @@ impl World {
             let verdict = decision.verdicts.get(&format!("{}/{}", k.0, k.1)).cloned();
             self.reconcile_agent(node, &k, verdict).await;
         }
+        self.hand_off_starts(node);
         self.remove_doomed(node);
+        if !self.swept {
+            self.swept = true;
+            self.sweep_strays(node);
+        }
         let summary_moved = self.last_decision.as_ref().is_none_or(|d| {
             d.allocated != decision.allocated || d.agents != decision.agents || d.pending != decision.pending
         });
@@ -920,6 +977,149 @@ impl World {
         }
         // A cgroup that is (or holds) a live budget's stays.
         self.doomed.retain(|d| !paths.values().any(|p| p.ancestors_and_self().any(|a| a == *d)));
+    }
+
+    /// Hands the starts the pass decided to blocking threads, `START_CONCURRENCY` at a time,
+    /// so the loop goes on with the next events while processes start; each result comes
+    /// back as a `Started` event.
+    fn hand_off_starts(&mut self, node: &Arc<Node>) {
+        if self.starts.is_empty() {
+            return;
+        }
+        // Ports are assigned here, one job after the other: two replicas never get the same
+        // free port (a port is free again until the agent binds it).
+        let mut used: HashSet<u16> = self
+            .runtime
+            .values()
+            .flat_map(|rt| rt.replicas.values().map(|r| r.port))
+            .chain(self.starting.values().map(|(port, _)| *port))
+            .collect();
+        let budgets = Arc::new(self.budgets.clone());
+        for job in std::mem::take(&mut self.starts) {
+            let port = assign_port(&job, &mut used);
+            let cgroup = node.replica_cgroup(&self.budgets, &job.agent, job.replica);
+            self.starting.insert((job.key.clone(), job.replica), (port.as_ref().map_or(0, |p| *p), cgroup));
+            let (node, budgets) = (node.clone(), budgets.clone());
+            tokio::spawn(async move {
+                let (key, replica) = (job.key.clone(), job.replica);
+                let slot = node.start_slots.clone().acquire_owned().await;
+                let worker = node.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    port.and_then(|port| {
+                        start_replica(
+                            &worker,
+                            &budgets,
+                            &job.agent,
+                            job.replica,
+                            &job.limits,
+                            &job.hash,
+                            job.previous,
+                            port,
+                        )
+                    })
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("the start panicked: {e}")));
+                let _ = node.tx.send(NodeEvent::Started { key, replica, result: Box::new(result) });
+            });
+        }
+    }
+
+    /// Records a finished start. An agent deleted (or scaled down) meanwhile has the new
+    /// process stopped right away, or by its next pass.
+    fn started(&mut self, node: &Arc<Node>, key: Key, i: u32, result: Result<Replica, String>) {
+        self.starting.remove(&(key.clone(), i));
+        self.dirty.insert(key.clone());
+        let Some(rt) = self.runtime.get_mut(&key).filter(|_| self.agents.contains_key(&key)) else {
+            if let Ok(mut r) = result {
+                let node = node.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Some(mut p) = r.process.take() {
+                        let _ = p.stop(node.config.grace);
+                    }
+                    let _ = node.driver.remove(&r.cgroup, Duration::from_secs(5));
+                });
+            }
+            return;
+        };
+        match result {
+            Ok(r) => {
+                let restarted = rt.replicas.contains_key(&i);
+                node.watch_exit(key.clone(), i, r.process.as_ref().expect("just started"));
+                rt.replicas.insert(i, r);
+                if restarted {
+                    rt.restarts_base += 1;
+                }
+                rt.last_error = None;
+            }
+            Err(e) => {
+                tracing::warn!(agent = %key.1, replica = i, error = %e, "could not start");
+                rt.last_error = Some(e);
+                // Tried again at the next tick.
+                self.waiting.insert(key);
+            }
+        }
+    }
+
+    /// After a restart: stops the processes of cgroups that no agent or budget owns any more
+    /// — agents (or budgets) deleted while the daemon was down, replicas beyond a lowered
+    /// `replicas`, stdio runs the previous daemon left — gracefully (SIGTERM, SIGKILL after the
+    /// grace period), and removes those cgroups. Runs once, after the first full pass, when
+    /// every replica still wanted has been re-adopted; in the background, so the loop goes on.
+    fn sweep_strays(&self, node: &Arc<Node>) {
+        let mut keep: HashSet<CgroupPath> = HashSet::new();
+        let mut leaves: HashSet<CgroupPath> = HashSet::new();
+        for rt in self.runtime.values() {
+            for r in rt.replicas.values() {
+                keep.extend(r.cgroup.ancestors_and_self());
+                leaves.insert(r.cgroup.clone());
+            }
+        }
+        for cgroup in self.starting.values().filter_map(|(_, c)| c.as_ref()) {
+            keep.extend(cgroup.ancestors_and_self());
+            leaves.insert(cgroup.clone());
+        }
+        for path in self.budget_paths.values() {
+            keep.extend(path.ancestors_and_self());
+            if let Ok(bg) = path.child(BACKGROUND_CGROUP) {
+                keep.insert(bg);
+            }
+        }
+        let top = node.config.layout.top();
+        let mut strays = Vec::new();
+        let mut dirs = vec![top.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(children) = node.driver.children(&dir) else { continue };
+            for c in children {
+                if leaves.contains(&c) {
+                    continue;
+                }
+                if keep.contains(&c) {
+                    dirs.push(c);
+                } else {
+                    strays.push(c);
+                }
+            }
+        }
+        if strays.is_empty() {
+            return;
+        }
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || {
+            for path in strays {
+                // A stdio run that started after the listing is not a stray.
+                if node.stdio_runs.lock().is_ok_and(|runs| runs.contains(&path)) {
+                    continue;
+                }
+                let pids = node.driver.pids(&path).unwrap_or_default();
+                tracing::warn!(
+                    cgroup = %path, processes = pids.len(),
+                    "stopping a cgroup no agent or budget owns (deleted while the daemon was down)"
+                );
+                stop_cgroup(node.driver.as_ref(), &path, node.config.grace);
+            }
+        });
     }
 
     /// Removes the cgroups of deleted budgets once their agents are gone: the agents lose
@@ -984,6 +1184,9 @@ impl World {
         let all_ready = rt.replicas.values().all(|r| r.ready);
         let mut rolled = false;
         for i in 0..desired {
+            if self.starting.contains_key(&(k.clone(), i)) {
+                continue;
+            }
             let exists = rt.replicas.get(&i).is_some_and(|r| r.process.is_some());
             if exists {
                 let r = rt.replicas.get_mut(&i).expect("checked above");
@@ -1019,21 +1222,19 @@ impl World {
                 self.deadlines.at(k, t);
                 continue;
             }
-            match start_replica(node, &self.budgets, &agent, i, &limits, &hash, rt.replicas.get(&i)) {
-                Ok(r) => {
-                    let restarted = rt.replicas.contains_key(&i);
-                    node.watch_exit(k.clone(), i, r.process.as_ref().expect("just started"));
-                    rt.replicas.insert(i, r);
-                    if restarted {
-                        rt.restarts_base += 1;
-                    }
-                    rt.last_error = None;
-                }
-                Err(e) => {
-                    tracing::warn!(agent = %k.1, replica = i, error = %e, "could not start");
-                    rt.last_error = Some(e);
-                }
-            }
+            // Started with the other starts of this pass, concurrently (see `run_starts`).
+            self.starts.push(StartJob {
+                key: k.clone(),
+                replica: i,
+                agent: agent.clone(),
+                limits: limits.clone(),
+                hash: hash.clone(),
+                previous: rt.replicas.get(&i).map(|r| Previous {
+                    port: r.port,
+                    restarts: r.restarts,
+                    backoff: r.backoff,
+                }),
+            });
         }
         // Probes for replicas not ready yet.
         for (i, r) in rt.replicas.iter_mut() {
@@ -1196,6 +1397,49 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
     }
 }
 
+/// Stops every process of `path` (and below) gracefully — SIGTERM, then SIGKILL after
+/// `grace` — and removes the cgroup.
+fn stop_cgroup(driver: &dyn CgroupDriver, path: &CgroupPath, grace: Duration) {
+    let signal_all = |sig: rustix::process::Signal| {
+        for pid in driver.pids(path).unwrap_or_default() {
+            if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, sig);
+            }
+        }
+    };
+    signal_all(rustix::process::Signal::TERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && driver.pids(path).is_ok_and(|p| !p.is_empty()) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Err(e) = driver.remove(path, Duration::from_secs(5)) {
+        tracing::warn!(cgroup = %path, error = %e, "removing a stray cgroup");
+    }
+}
+
+/// What a new start of a replica keeps from the one before it.
+#[derive(Clone, Copy, Debug)]
+struct Previous {
+    port: u16,
+    restarts: u32,
+    backoff: Duration,
+}
+
+/// One replica to start, decided by a pass and run with the others of the pass.
+struct StartJob {
+    key: Key,
+    replica: u32,
+    agent: Agent,
+    limits: CgroupLimits,
+    hash: String,
+    previous: Option<Previous>,
+}
+
+/// How many replicas start at once. A start mostly waits on the kernel (cgroup migration
+/// takes a global lock and an RCU grace period; exec), so starts overlap well even on two
+/// cores; the bound keeps a burst from taking every blocking thread.
+const START_CONCURRENCY: usize = 8;
+
 fn start_replica(
     node: &Node,
     budgets: &BTreeMap<String, ResourceBudget>,
@@ -1203,14 +1447,10 @@ fn start_replica(
     i: u32,
     limits: &CgroupLimits,
     hash: &str,
-    previous: Option<&Replica>,
+    previous: Option<Previous>,
+    port: u16,
 ) -> Result<Replica, String> {
     let cgroup = node.replica_cgroup(budgets, agent, i).ok_or("no valid cgroup path for this agent")?;
-    let port = match (agent.spec.port, previous) {
-        (Some(p), _) if p > 0 => u16::try_from(p).map_err(|_| "port out of range")?,
-        (_, Some(prev)) => prev.port,
-        _ => free_port().map_err(|e| format!("no free port: {e}"))?,
-    };
     // A fresh cgroup per start (create remakes a leftover empty one), so counters start at zero.
     match node.driver.create(&cgroup, limits) {
         // Leftovers of the previous run (children the agent forked): kill them, start clean.
@@ -1236,9 +1476,9 @@ fn start_replica(
         ready: false,
         probing: false,
         spec_hash: hash.to_owned(),
-        restarts: previous.map_or(0, |r| r.restarts + 1),
+        restarts: previous.as_ref().map_or(0, |r| r.restarts + 1),
         next_start: None,
-        backoff: previous.map_or(Duration::ZERO, |r| r.backoff),
+        backoff: previous.as_ref().map_or(Duration::ZERO, |r| r.backoff),
         oom_before: 0,
         cpu: None,
         cpu_millis: 0,
@@ -1513,9 +1753,23 @@ impl crate::controller::engine::StdioRunner for StdioTasks {
             let cgroup = node.replica_cgroup(&budgets, &agent, slot).ok_or("no valid cgroup path")?;
             let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
             tokio::task::spawn_blocking(move || {
-                node.driver.create(&cgroup, &limits).map_err(|e| e.to_string())?;
-                let result = run_stdio(&node, &agent, &cgroup, input);
+                let track = |add: bool| {
+                    if let Ok(mut runs) = node.stdio_runs.lock() {
+                        if add {
+                            runs.insert(cgroup.clone())
+                        } else {
+                            runs.remove(&cgroup)
+                        };
+                    }
+                };
+                track(true);
+                let result = node
+                    .driver
+                    .create(&cgroup, &limits)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| run_stdio(&node, &agent, &cgroup, input));
                 let _ = node.driver.remove(&cgroup, Duration::from_secs(5));
+                track(false);
                 result
             })
             .await
@@ -1528,7 +1782,7 @@ fn run_stdio(node: &Node, agent: &Agent, cgroup: &CgroupPath, input: String) -> 
     use std::io::{Read, Write};
     let spec = node.process_spec(agent, 0, 0)?;
     let mut p = process::spawn_piped(node.driver.as_ref(), cgroup, &spec).map_err(|e| e.to_string())?;
-    let (mut stdin, mut stdout, mut stderr) = p.take_pipes().ok_or("no pipes to the stdio process")?;
+    let process::Pipes { mut stdin, mut stdout, mut stderr } = p.take_pipes().ok_or("no pipes to the stdio process")?;
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(input.as_bytes());
     });

@@ -215,7 +215,7 @@ fn spawned_process_starts_inside_its_cgroup_confined(ctx: &Ctx) {
             "-c",
             "echo pid=$$; echo cwd=$(pwd); echo uid=$(id -u) gid=$(id -g); echo greeting=$GREETING; \
              grep NoNewPrivs /proc/self/status; echo sid=$(cut -d' ' -f6 /proc/$$/stat); \
-             ls -l /proc/$$/fd/; cat /proc/$$/cgroup",
+             grep -E '^Sig(Blk|Ign)' /proc/$$/status; ls -l /proc/$$/fd/; cat /proc/$$/cgroup",
         ])
         .env("GREETING", "hello");
     spec.working_dir = Some(workdir.path().to_path_buf());
@@ -238,6 +238,9 @@ fn spawned_process_starts_inside_its_cgroup_confined(ctx: &Ctx) {
         "fd {leaky_fd} leaked into the agent: {log}"
     );
     assert!(log.contains("0 -> /dev/null"), "stdin from /dev/null: {log}");
+    // Default signal handling, nothing blocked: not the daemon's mask or its ignored SIGPIPE.
+    assert!(log.contains("SigBlk:\t0000000000000000"), "{log}");
+    assert!(log.contains("SigIgn:\t0000000000000000"), "{log}");
     // Every hierarchy line names the cgroup (v2 has one line, `0::/path`).
     let cg_lines: Vec<&str> = log.lines().filter(|l| l.contains("::") || l.contains(":memory:")).collect();
     assert!(cg_lines.iter().any(|l| l.ends_with(&format!("/{cg}"))), "process not in /{cg}: {cg_lines:?}");
@@ -493,6 +496,23 @@ fn spawn_errors_name_the_program_and_leave_nothing_running(ctx: &Ctx) {
     assert_eq!(e.metric_label(), "spawn");
     assert!(e.to_string().contains("/nonexistent/agent-binary"), "{e}");
     assert!(ctx.driver.pids(&cg).unwrap().is_empty());
+    // A name is searched in the child's PATH; a file that is not executable is refused.
+    let e = spawn(ctx.driver.as_ref(), &cg, &ProcessSpec::new("a2a-no-such-agent", ctx.log("missing"))).unwrap_err();
+    assert!(e.to_string().contains("a2a-no-such-agent") && e.to_string().contains("No such file"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agent.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    let mut spec = ProcessSpec::new("agent.sh", ctx.log("missing")).env("PATH", dir.path().display().to_string());
+    let e = spawn(ctx.driver.as_ref(), &cg, &spec).unwrap_err();
+    assert!(e.to_string().contains("Permission denied"), "{e}");
+    // Made executable, the same spec starts it from that PATH.
+    std::fs::set_permissions(dir.path().join("agent.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    spec.log_file = ctx.log("path-search");
+    let mut p = spawn(ctx.driver.as_ref(), &cg, &spec).unwrap();
+    assert_eq!(p.wait_timeout(Some(Duration::from_secs(20))).unwrap().and_then(|e| e.code), Some(0));
+    assert_eq!(ctx.read_log("path-search"), "hi\n");
+    // A failed start leaves no zombie behind: no child of this process has ended unreaped.
+    let r = rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG);
+    assert!(matches!(r, Ok(None) | Err(rustix::io::Errno::CHILD)), "{r:?}");
     // A cgroup that was never created is named in the error, and nothing starts.
     let absent = ctx.replica("spawn", "absent");
     let spec = ProcessSpec::new("sleep", ctx.log("absent")).args(["600"]);
