@@ -1006,18 +1006,7 @@ impl World {
                 let worker = node.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     let _slot = slot;
-                    port.and_then(|port| {
-                        start_replica(
-                            &worker,
-                            &budgets,
-                            &job.agent,
-                            job.replica,
-                            &job.limits,
-                            &job.hash,
-                            job.previous,
-                            port,
-                        )
-                    })
+                    port.and_then(|port| start_replica(&worker, &budgets, &job, port))
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("the start panicked: {e}")));
@@ -1443,13 +1432,11 @@ const START_CONCURRENCY: usize = 8;
 fn start_replica(
     node: &Node,
     budgets: &BTreeMap<String, ResourceBudget>,
-    agent: &Agent,
-    i: u32,
-    limits: &CgroupLimits,
-    hash: &str,
-    previous: Option<Previous>,
+    job: &StartJob,
     port: u16,
 ) -> Result<Replica, String> {
+    let StartJob { agent, replica: i, limits, hash, previous, .. } = job;
+    let (i, previous) = (*i, *previous);
     let cgroup = node.replica_cgroup(budgets, agent, i).ok_or("no valid cgroup path for this agent")?;
     // A fresh cgroup per start (create remakes a leftover empty one), so counters start at zero.
     match node.driver.create(&cgroup, limits) {
