@@ -155,10 +155,15 @@ async fn apply_and_wait(api: &Api<Agent>, n: usize, prefix: &str) -> (Duration, 
     let creator = {
         let api = api.clone();
         let prefix = prefix.to_owned();
+        // As `a2a apply` sends a file's agents: 16 in flight.
         tokio::spawn(async move {
-            for i in 0..n {
-                api.create(&PostParams::default(), &agent(&format!("{prefix}{i}"))).await.expect("create");
-            }
+            futures::stream::iter((0..n).map(|i| {
+                let (api, name) = (api.clone(), format!("{prefix}{i}"));
+                async move { api.create(&PostParams::default(), &agent(&name)).await.expect("create") }
+            }))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
             t.elapsed()
         })
     };

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use clap::{Args, ValueEnum};
+use futures::StreamExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 
 use super::client::{self, ConnectArgs, Error, Result, dynamic_api};
@@ -75,47 +76,74 @@ pub async fn run(args: &ApplyArgs) -> Result<Vec<Applied>> {
     let mut params = PatchParams::apply(FIELD_MANAGER);
     params.force = args.force_conflicts;
     params.dry_run = args.dry_run == Some(DryRun::Server);
-    let mut results = Vec::new();
+    // Budgets first, one after the other (a parent before its children), then agents, then
+    // workflows (their agents exist when they start); the documents of one kind go
+    // `IN_FLIGHT` at a time, so the server's group commit shares one fsync among them.
+    // Results are printed in document order; the first error stops the apply.
+    let mut results: Vec<(usize, Applied)> = Vec::new();
     let mut kept: BTreeSet<(Kind, Option<String>, String)> = BTreeSet::new();
-    for doc in &docs {
-        let kind = doc.object.kind();
-        let namespace =
-            kind.namespaced().then(|| doc.object.metadata().namespace.clone().unwrap_or(default_ns.clone()));
-        let api = dynamic_api(&conn.client, kind, namespace.as_deref());
-        let name = doc.object.name().to_owned();
-        let before = api.get_opt(&name).await.map_err(|e| Error::from_kube(e, &conn.url))?;
-        let mut body = doc.raw.clone();
-        if let (Some(ns), Some(meta)) = (&namespace, body.get_mut("metadata").and_then(|m| m.as_object_mut())) {
-            meta.insert("namespace".into(), ns.clone().into());
+    for (kind, in_flight) in [(Kind::ResourceBudget, 1), (Kind::Agent, IN_FLIGHT), (Kind::Workflow, IN_FLIGHT)] {
+        let stage = docs.iter().enumerate().filter(|(_, d)| d.object.kind() == kind);
+        let mut done = futures::stream::iter(stage.map(|(i, doc)| {
+            let (conn, params, default_ns) = (&conn, &params, &default_ns);
+            async move { apply_one(conn, params, default_ns, doc).await.map(|r| (i, r)) }
+        }))
+        .buffer_unordered(in_flight);
+        while let Some(r) = done.next().await {
+            let (i, (applied, key)) = r?;
+            kept.insert(key);
+            results.push((i, applied));
         }
-        let after =
-            api.patch(&name, &params, &Patch::Apply(&body)).await.map_err(|e| Error::from_kube(e, &conn.url))?;
-        // Judged on what apply can change (spec → generation, labels, annotations), not on the
-        // resourceVersion, which controllers' status writes move all the time.
-        let same = |b: &kube::api::DynamicObject| {
-            b.metadata.generation == after.metadata.generation
-                && b.metadata.labels == after.metadata.labels
-                && b.metadata.annotations == after.metadata.annotations
-                && b.data.get("spec") == after.data.get("spec")
-        };
-        let outcome = match before {
-            None => "created",
-            Some(b) if same(&b) => "unchanged",
-            Some(_) => "configured",
-        };
-        let outcome = match (params.dry_run, outcome) {
-            (true, "created") => "created (server dry run)",
-            (true, "configured") => "configured (server dry run)",
-            (true, _) => "unchanged (server dry run)",
-            (false, o) => o,
-        };
-        kept.insert((kind, namespace, name));
-        results.push(Applied { reference: doc.reference(), outcome });
     }
+    results.sort_by_key(|(i, _)| *i);
+    let mut results: Vec<Applied> = results.into_iter().map(|(_, a)| a).collect();
     if let (true, Some(selector)) = (args.prune, &args.selector) {
         results.extend(prune(&conn, selector, &kept, params.dry_run).await?);
     }
     Ok(results)
+}
+
+/// How many documents of one kind are applied at once.
+const IN_FLIGHT: usize = 16;
+
+/// Server-side applies one document; says whether it was created, configured or unchanged.
+async fn apply_one(
+    conn: &client::Connection,
+    params: &PatchParams,
+    default_ns: &str,
+    doc: &Document,
+) -> Result<(Applied, (Kind, Option<String>, String))> {
+    let kind = doc.object.kind();
+    let namespace =
+        kind.namespaced().then(|| doc.object.metadata().namespace.clone().unwrap_or_else(|| default_ns.to_owned()));
+    let api = dynamic_api(&conn.client, kind, namespace.as_deref());
+    let name = doc.object.name().to_owned();
+    let before = api.get_opt(&name).await.map_err(|e| Error::from_kube(e, &conn.url))?;
+    let mut body = doc.raw.clone();
+    if let (Some(ns), Some(meta)) = (&namespace, body.get_mut("metadata").and_then(|m| m.as_object_mut())) {
+        meta.insert("namespace".into(), ns.clone().into());
+    }
+    let after = api.patch(&name, params, &Patch::Apply(&body)).await.map_err(|e| Error::from_kube(e, &conn.url))?;
+    // Judged on what apply can change (spec → generation, labels, annotations), not on the
+    // resourceVersion, which controllers' status writes move all the time.
+    let same = |b: &kube::api::DynamicObject| {
+        b.metadata.generation == after.metadata.generation
+            && b.metadata.labels == after.metadata.labels
+            && b.metadata.annotations == after.metadata.annotations
+            && b.data.get("spec") == after.data.get("spec")
+    };
+    let outcome = match before {
+        None => "created",
+        Some(b) if same(&b) => "unchanged",
+        Some(_) => "configured",
+    };
+    let outcome = match (params.dry_run, outcome) {
+        (true, "created") => "created (server dry run)",
+        (true, "configured") => "configured (server dry run)",
+        (true, _) => "unchanged (server dry run)",
+        (false, o) => o,
+    };
+    Ok((Applied { reference: doc.reference(), outcome }, (kind, namespace, name)))
 }
 
 /// Deletes objects that match `selector` in the namespaces applied to but were not applied.
