@@ -1036,7 +1036,6 @@ impl Object {
     }
 }
 
-/// Whether a stored object matches the selectors.
 /// Whether a JSON patch operation changes nothing outside `/status` (`test` and the source
 /// of `copy` only read).
 fn changes_only_status(op: &json_patch::PatchOperation) -> bool {
@@ -1073,6 +1072,7 @@ fn merge_owned(doc: &mut Value, patch: Value) {
     }
 }
 
+/// Whether a stored object matches the selectors.
 fn selected(o: &Stored, labels: &LabelSelector, fields: &FieldSelector) -> bool {
     labels.matches_with(|k| o.label(k)) && fields.matches_with(|p| o.field(p))
 }
