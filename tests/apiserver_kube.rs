@@ -672,3 +672,62 @@ async fn status_patches_change_only_status_and_a_patch_that_changes_nothing_writ
     assert_eq!(serde_json::to_value(&mixed.status).unwrap()["phase"], "Running");
     assert_eq!(mixed.metadata.generation, created.metadata.generation);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_patches_applied_in_place_record_the_managers_status_entry() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    api.create(&PostParams::default(), &agent("delta")).await.unwrap();
+    let as_manager = |m: &str| PatchParams { field_manager: Some(m.into()), ..Default::default() };
+    let json_patch = |ops: serde_json::Value| -> Patch<()> { Patch::Json(serde_json::from_value(ops).unwrap()) };
+    let endpoints = json!(["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+
+    // A merge patch of status: the node's entry owns what it set.
+    let set = api
+        .patch_status(
+            "delta",
+            &as_manager("node"),
+            &Patch::Merge(json!({"status": {"phase": "Running", "endpoints": endpoints}})),
+        )
+        .await
+        .unwrap();
+    let node = entry(&set, "node", "Update").expect("the node's entry");
+    assert_eq!(node["subresource"], "status");
+    assert_eq!(node["fieldsV1"], json!({"f:status": {"f:endpoints": {}, "f:phase": {}}}));
+
+    // Replacing a list element with what it holds changes nothing: no version, same entries.
+    let same = api
+        .patch_status(
+            "delta",
+            &as_manager("engine"),
+            &json_patch(json!([{"op": "replace", "path": "/status/endpoints/1", "value": "http://127.0.0.1:2"}])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rv(&same), rv(&set));
+    assert!(entry(&same, "engine", "Update").is_none());
+
+    // Replacing it with something else changes the list, which is one field: it moves to the
+    // engine's entry; the node keeps the phase.
+    let moved = api
+        .patch_status(
+            "delta",
+            &as_manager("engine"),
+            &json_patch(json!([{"op": "replace", "path": "/status/endpoints/1", "value": "http://127.0.0.1:3"}])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(serde_json::to_value(&moved.status).unwrap()["endpoints"][1], "http://127.0.0.1:3");
+    let engine = entry(&moved, "engine", "Update").expect("the engine's entry");
+    assert_eq!(engine["subresource"], "status");
+    assert_eq!(engine["fieldsV1"], json!({"f:status": {"f:endpoints": {}}}));
+    assert_eq!(entry(&moved, "node", "Update").unwrap()["fieldsV1"], json!({"f:status": {"f:phase": {}}}));
+
+    // A merge patch removing a field takes it out of every entry.
+    let removed = api
+        .patch_status("delta", &as_manager("node"), &Patch::Merge(json!({"status": {"endpoints": null}})))
+        .await
+        .unwrap();
+    assert!(entry(&removed, "engine", "Update").is_none(), "{:?}", removed.metadata.managed_fields);
+    assert_eq!(entry(&removed, "node", "Update").unwrap()["fieldsV1"], json!({"f:status": {"f:phase": {}}}));
+}
