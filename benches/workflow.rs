@@ -1,14 +1,19 @@
-//! The workflow engine's speed, in one process: the local API server, the engine, and a
-//! trivial A2A agent (the demo agent's echo skill) on loopback.
+//! The workflow engine's speed and memory: the local API server and the engine in this
+//! process, a trivial A2A agent (the demo agent's echo skill) on loopback.
 //!
 //! - latency from `apply` (the create request) to the first `SendMessage` reaching the agent,
 //!   over many one-task workflows (p50/p99);
 //! - dispatch throughput: one workflow of N independent tasks, from create to Succeeded;
-//! - memory: the process RSS growth while a 10,000-task workflow runs.
+//! - memory: the RSS growth of the orchestrator (API server + engine + A2A client) while a
+//!   10,000-task workflow runs.
 //!
-//! `cargo bench --bench workflow` (or `-- 200 5000 10000 10000` for the three sizes and the
-//! API server's watch history, which keeps that many events, each a whole object: with a
-//! 10,000-task workflow most of the RSS growth is that history, not the engine).
+//! The agent runs in a child process (this binary again), as agents do in real use, so the
+//! RSS measured is the orchestrator's alone; the child's own growth is printed beside it.
+//! `in-process` among the arguments serves the agent from this process instead (the
+//! measure before: orchestrator and agent together).
+//!
+//! `cargo bench --bench workflow` (or `-- 200 5000 10000 10000 [in-process]` for the three
+//! sizes and the API server's watch history in events).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,12 +24,16 @@ use a2a::api::workflow::WorkflowPhase;
 use a2a::api::{Agent, Workflow};
 use a2a::apiserver::{Server, ServerConfig};
 use a2a::controller::engine::{Engine, EngineConfig};
-use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Resource};
 use tokio::sync::watch;
 
 fn main() {
+    if std::env::var_os(AGENT_CHILD_ENV).is_some() {
+        return agent_child();
+    }
+    let in_process = std::env::args().any(|a| a == "in-process");
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let runs = args.first().copied().unwrap_or(200);
     let throughput_tasks = args.get(1).copied().unwrap_or(5_000);
@@ -40,22 +49,13 @@ fn main() {
 
         // The agent, counting every JSON-RPC request that reaches it.
         let (sent_tx, sent_rx) = watch::channel(0u64);
-        let sent_tx = Arc::new(sent_tx);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
-        // The agent forgets finished tasks beyond max_tasks; on a loaded machine more than 1,000
-        // may finish while one task's GetTask is on its way, and a forgotten task fails.
-        let agent_config = DemoAgentConfig { skills: vec![Skill::Echo], max_tasks: 5_000, ..Default::default() };
-        let counter = sent_tx.clone();
-        let app = server::router(agent_config, addr).layer(tower::util::MapRequestLayer::new(
-            move |req: axum::http::Request<axum::body::Body>| {
-                if req.method() == axum::http::Method::POST {
-                    counter.send_modify(|n| *n += 1);
-                }
-                req
-            },
-        ));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (addr, child) = if in_process {
+            (serve_agent(sent_tx).await, None)
+        } else {
+            let (addr, child) = spawn_agent(sent_tx).await;
+            (addr, Some(child))
+        };
+        let agent_pid = child.as_ref().and_then(tokio::process::Child::id);
         let url = format!("http://{addr}/");
         register_agent(&client, &url).await;
 
@@ -102,16 +102,26 @@ fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
 
         // (c) memory of a big workflow.
-        let (rss0, _) = rss();
-        let wf = workflow("memory", memory_tasks);
+        // The request is written as bytes, in one buffer, before the first sample: the
+        // client's copy of the workflow (an `a2a apply` process in real use) is not the
+        // orchestrator's, and building it as values would leave their freed memory in the
+        // process for the orchestrator to reuse, which would make its growth look smaller.
+        let body = workflow_body("memory", memory_tasks);
+        let (rss0, _) = rss("self");
+        let agent_rss0 = agent_pid.map(|p| rss(&p.to_string()).0);
         let t0 = Instant::now();
-        api.create(&PostParams::default(), &wf).await.expect("create");
+        let create = http::Request::post(Workflow::url_path(&(), Some("default")))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .expect("request");
+        // The answer (the object as created) is read and dropped.
+        client.request_text(create).await.expect("create");
         let mut peak = rss0;
         let engine2 = engine.clone();
         let sampler = tokio::spawn(async move {
             let mut peak = 0;
             loop {
-                peak = peak.max(rss().0);
+                peak = peak.max(rss("self").0);
                 if engine2.phase_of("default", "memory") == Some(WorkflowPhase::Succeeded) {
                     return peak;
                 }
@@ -120,9 +130,10 @@ fn main() {
         });
         wait_done(&engine, "memory").await;
         peak = peak.max(sampler.await.unwrap_or(0));
-        let (rss1, hwm) = rss();
+        let (rss1, hwm) = rss("self");
+        let measured = if in_process { "the whole process (orchestrator and agent)" } else { "the orchestrator (API server, engine, A2A client)" };
         println!(
-            "{memory_tasks}-task workflow (API server watch history {watch_history}): ran in {:.2}s; RSS {} MiB before, {} MiB after (+{} MiB), peak while running +{} MiB (process high-water mark {} MiB)",
+            "{memory_tasks}-task workflow (API server watch history {watch_history}): ran in {:.2}s; RSS of {measured}: {} MiB before, {} MiB after (+{} MiB), peak while running +{} MiB (process high-water mark {} MiB)",
             t0.elapsed().as_secs_f64(),
             rss0 >> 10,
             rss1 >> 10,
@@ -130,12 +141,22 @@ fn main() {
             peak.saturating_sub(rss0) >> 10,
             hwm >> 10
         );
+        if let (Some(pid), Some(before)) = (agent_pid, agent_rss0) {
+            let after = rss(&pid.to_string()).0;
+            println!(
+                "  the agent's process (not counted above): RSS {} MiB before, {} MiB after (+{} MiB)",
+                before >> 10,
+                after >> 10,
+                after.saturating_sub(before) >> 10
+            );
+        }
+        drop(child);
     });
 }
 
-/// (VmRSS, VmHWM) in KiB.
-fn rss() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// (VmRSS, VmHWM) in KiB of a process (`self` or a pid).
+fn rss(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
@@ -147,6 +168,82 @@ fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Set in the environment of the child process that serves the agent.
+const AGENT_CHILD_ENV: &str = "A2A_BENCH_WORKFLOW_AGENT";
+
+/// The agent's app: the demo agent's echo skill, counting every JSON-RPC request in `sent`.
+fn agent_app(addr: SocketAddr, sent: Arc<watch::Sender<u64>>) -> axum::Router {
+    // The agent forgets finished tasks beyond max_tasks; on a loaded machine more than 1,000
+    // may finish while one task's GetTask is on its way, and a forgotten task fails.
+    let agent_config = DemoAgentConfig { skills: vec![Skill::Echo], max_tasks: 5_000, ..Default::default() };
+    server::router(agent_config, addr).layer(tower::util::MapRequestLayer::new(
+        move |req: axum::http::Request<axum::body::Body>| {
+            if req.method() == axum::http::Method::POST {
+                sent.send_modify(|n| *n += 1);
+            }
+            req
+        },
+    ))
+}
+
+/// Serves the agent from this process.
+async fn serve_agent(sent: watch::Sender<u64>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = agent_app(addr, Arc::new(sent));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Starts the agent in a child process: it prints its address, then the running count of
+/// requests it received whenever that changes, which lands in `sent`.
+async fn spawn_agent(sent: watch::Sender<u64>) -> (SocketAddr, tokio::process::Child) {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let mut child = tokio::process::Command::new(exe)
+        .env(AGENT_CHILD_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the agent process");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next_line().await.expect("the agent's address").expect("the agent's address");
+    let addr: SocketAddr = first.trim().parse().expect("an address");
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(n) = line.trim().parse::<u64>() {
+                sent.send_replace(n);
+            }
+        }
+    });
+    (addr, child)
+}
+
+/// The child process: serves the agent and reports its request count on stdout.
+fn agent_child() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (sent, mut count) = watch::channel(0u64);
+        let app = agent_app(addr, Arc::new(sent));
+        let mut out = tokio::io::stdout();
+        out.write_all(format!("{addr}\n").as_bytes()).await.expect("stdout");
+        out.flush().await.expect("stdout");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // Counts coalesce: one line per wake-up, however many requests came meanwhile.
+        while count.changed().await.is_ok() {
+            let n = *count.borrow_and_update();
+            if out.write_all(format!("{n}\n").as_bytes()).await.is_err() || out.flush().await.is_err() {
+                // The bench is gone.
+                return;
+            }
+        }
+    });
+}
+
 fn workflow(name: &str, tasks: usize) -> Workflow {
     let tasks: Vec<serde_json::Value> = (0..tasks)
         .map(|i| serde_json::json!({"name": format!("t{i}"), "agent": "echo", "message": format!("task {i}")}))
@@ -155,6 +252,22 @@ fn workflow(name: &str, tasks: usize) -> Workflow {
         "apiVersion": "a2a.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name}, "spec": {"tasks": tasks}
     }))
     .expect("workflow")
+}
+
+/// The JSON of [`workflow`], written directly.
+fn workflow_body(name: &str, tasks: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut body = Vec::with_capacity(128 + tasks * 64);
+    let _ = write!(
+        body,
+        r#"{{"apiVersion":"a2a.dev/v1alpha1","kind":"Workflow","metadata":{{"name":"{name}"}},"spec":{{"tasks":["#
+    );
+    for i in 0..tasks {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(body, r#"{comma}{{"name":"t{i}","agent":"echo","message":"task {i}"}}"#);
+    }
+    body.extend_from_slice(b"]}}");
+    body
 }
 
 async fn register_agent(client: &kube::Client, url: &str) {

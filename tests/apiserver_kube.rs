@@ -593,3 +593,141 @@ async fn kube_runtime_recorder_publishes_events_k8s_io_events() {
         assert!(fields.contains(&f), "no cause for {f}: {status}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_patches_change_only_status_and_a_patch_that_changes_nothing_writes_nothing() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let created = api.create(&PostParams::default(), &agent("gamma")).await.unwrap();
+    let status_path = "/apis/a2a.dev/v1alpha1/namespaces/default/agents/gamma/status";
+    let json_patch = |ops: serde_json::Value| -> Patch<()> { Patch::Json(serde_json::from_value(ops).unwrap()) };
+
+    // A JSON patch of status alone: status changes, spec and generation do not.
+    let running = api
+        .patch_status(
+            "gamma",
+            &PatchParams::default(),
+            &json_patch(json!([{"op": "add", "path": "/status", "value": {"phase": "Running", "restarts": 1}}])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(serde_json::to_value(&running.status).unwrap()["phase"], "Running");
+    assert_eq!(running.spec.command, created.spec.command);
+    assert_eq!(running.metadata.generation, created.metadata.generation);
+    assert!(rv(&running).parse::<u64>().unwrap() > rv(&created).parse::<u64>().unwrap());
+
+    // `test` operations see the stored object, resourceVersion included.
+    let guarded = json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv(&running)},
+        {"op": "replace", "path": "/status/phase", "value": "Degraded"}
+    ]);
+    let degraded = api.patch_status("gamma", &PatchParams::default(), &json_patch(guarded.clone())).await.unwrap();
+    assert_eq!(serde_json::to_value(&degraded.status).unwrap()["phase"], "Degraded");
+    // The same guard again is stale now: 422, nothing written.
+    let (code, answer) = common::raw(
+        &t.client,
+        axum::http::Method::PATCH,
+        status_path,
+        "application/json-patch+json",
+        guarded.to_string(),
+    )
+    .await;
+    assert_eq!(code, 422, "{answer}");
+    assert_eq!(rv(&api.get("gamma").await.unwrap()), rv(&degraded));
+
+    // A status that fails validation is refused whole.
+    let (code, answer) = common::raw(
+        &t.client,
+        axum::http::Method::PATCH,
+        status_path,
+        "application/merge-patch+json",
+        json!({"status": {"phase": "Bogus", "restarts": 5}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 422, "{answer}");
+    let now = api.get("gamma").await.unwrap();
+    assert_eq!(rv(&now), rv(&degraded));
+    assert_eq!(serde_json::to_value(&now.status).unwrap()["restarts"], 1);
+
+    // A patch that leaves the object as it is makes no new version.
+    let same = api
+        .patch_status("gamma", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Degraded"}})))
+        .await
+        .unwrap();
+    assert_eq!(rv(&same), rv(&degraded));
+
+    // Through /status, operations on anything but status are ignored, as on kube-apiserver.
+    let mixed = api
+        .patch_status(
+            "gamma",
+            &PatchParams::default(),
+            &json_patch(json!([
+                {"op": "add", "path": "/spec/replicas", "value": 9},
+                {"op": "replace", "path": "/status/phase", "value": "Running"}
+            ])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(mixed.spec.replicas, created.spec.replicas);
+    assert_eq!(serde_json::to_value(&mixed.status).unwrap()["phase"], "Running");
+    assert_eq!(mixed.metadata.generation, created.metadata.generation);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_patches_applied_in_place_record_the_managers_status_entry() {
+    let t = start().await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    api.create(&PostParams::default(), &agent("delta")).await.unwrap();
+    let as_manager = |m: &str| PatchParams { field_manager: Some(m.into()), ..Default::default() };
+    let json_patch = |ops: serde_json::Value| -> Patch<()> { Patch::Json(serde_json::from_value(ops).unwrap()) };
+    let endpoints = json!(["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+
+    // A merge patch of status: the node's entry owns what it set.
+    let set = api
+        .patch_status(
+            "delta",
+            &as_manager("node"),
+            &Patch::Merge(json!({"status": {"phase": "Running", "endpoints": endpoints}})),
+        )
+        .await
+        .unwrap();
+    let node = entry(&set, "node", "Update").expect("the node's entry");
+    assert_eq!(node["subresource"], "status");
+    assert_eq!(node["fieldsV1"], json!({"f:status": {"f:endpoints": {}, "f:phase": {}}}));
+
+    // Replacing a list element with what it holds changes nothing: no version, same entries.
+    let same = api
+        .patch_status(
+            "delta",
+            &as_manager("engine"),
+            &json_patch(json!([{"op": "replace", "path": "/status/endpoints/1", "value": "http://127.0.0.1:2"}])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rv(&same), rv(&set));
+    assert!(entry(&same, "engine", "Update").is_none());
+
+    // Replacing it with something else changes the list, which is one field: it moves to the
+    // engine's entry; the node keeps the phase.
+    let moved = api
+        .patch_status(
+            "delta",
+            &as_manager("engine"),
+            &json_patch(json!([{"op": "replace", "path": "/status/endpoints/1", "value": "http://127.0.0.1:3"}])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(serde_json::to_value(&moved.status).unwrap()["endpoints"][1], "http://127.0.0.1:3");
+    let engine = entry(&moved, "engine", "Update").expect("the engine's entry");
+    assert_eq!(engine["subresource"], "status");
+    assert_eq!(engine["fieldsV1"], json!({"f:status": {"f:endpoints": {}}}));
+    assert_eq!(entry(&moved, "node", "Update").unwrap()["fieldsV1"], json!({"f:status": {"f:phase": {}}}));
+
+    // A merge patch removing a field takes it out of every entry.
+    let removed = api
+        .patch_status("delta", &as_manager("node"), &Patch::Merge(json!({"status": {"endpoints": null}})))
+        .await
+        .unwrap();
+    assert!(entry(&removed, "engine", "Update").is_none(), "{:?}", removed.metadata.managed_fields);
+    assert_eq!(entry(&removed, "node", "Update").unwrap()["fieldsV1"], json!({"f:status": {"f:phase": {}}}));
+}

@@ -437,6 +437,144 @@ fn compare(old: Option<&Value>, new: Option<&Value>, path: &mut Vec<String>, out
     }
 }
 
+/// What a status write applied in place to the one parsed copy of the stored object replaced,
+/// so that it is accounted as [`changes`] accounts a write from both versions, without a second
+/// copy of the object. For the `/status` subresource ([`Scope::Status`]) only.
+pub enum Before {
+    /// A merge patch: the values it replaced or removed, moved out of the object to the same
+    /// paths (the only places where the versions can differ), and the paths it wrote. The
+    /// patch must write somewhere below the root (`{}` touches everything and displaces nothing).
+    Displaced { old: Value, touched: Touched },
+    /// A JSON patch: the old values at the places [`changes`] compares as a whole.
+    Saved(Vec<SavedPoint>),
+}
+
+/// A place [`changes`] compares whole (a touched leaf, or a list a write went into), and what
+/// was there.
+pub struct SavedPoint {
+    keys: Vec<String>,
+    old: Saved,
+}
+
+enum Saved {
+    /// The value as it was (`None`: absent).
+    Whole(Option<Value>),
+    /// A list that only `replace` operations went into: the elements they replaced, as they
+    /// were (outermost pointers), which tell whether the list changed. A Workflow's status
+    /// patch replaces a few of its thousands of tasks: only those are kept.
+    Replaced(Vec<(String, Value)>),
+}
+
+impl Before {
+    /// Before a JSON patch of status is applied to `doc`.
+    pub fn of_json_patch(doc: &Value, patch: &json_patch::Patch) -> Before {
+        use json_patch::PatchOperation;
+        let touched = Touched::of_json_patch(patch);
+        let mut writes = Vec::new();
+        for op in &patch.0 {
+            let from = match op {
+                PatchOperation::Test(_) => continue,
+                PatchOperation::Move(m) => Some(&m.from),
+                _ => None,
+            };
+            let replace = matches!(op, PatchOperation::Replace(_));
+            for pointer in std::iter::once(op.path()).chain(from.map(|f| &**f)) {
+                let keys: Vec<String> = pointer.tokens().map(|t| t.decoded().into_owned()).collect();
+                writes.push(PatchWrite { keys, pointer: pointer.as_str(), replace });
+            }
+        }
+        let mut points = Vec::new();
+        let mut keys = Vec::new();
+        let top = child_of(&touched, "status");
+        if touched.all || touched.children.contains_key("status") {
+            keys.push("status".to_string());
+            save_points(doc, doc.get("status"), top, &mut keys, &writes, &mut points);
+        }
+        Before::Saved(points)
+    }
+
+    /// What the write changed, `new` being the object it made.
+    pub fn changes(&self, new: &Value) -> Changes {
+        let points = match self {
+            Before::Displaced { old, touched } => return changes(old, new, touched, Scope::Status),
+            Before::Saved(points) => points,
+        };
+        let mut out = Changes::default();
+        let mut path = Vec::new();
+        for p in points {
+            let now = p.keys.iter().try_fold(new, |v, k| v.get(k.as_str()));
+            path.clear();
+            path.extend(p.keys.iter().map(|k| field(k)));
+            match &p.old {
+                Saved::Whole(old) => compare(old.as_ref(), now, &mut path, &mut out),
+                // A list whose replaced elements are as they were is as it was; otherwise it
+                // changed as a whole (both versions lists: nothing removed, see `compare`).
+                Saved::Replaced(elements) => {
+                    if let Some(n) = now
+                        && elements.iter().any(|(pointer, old)| new.pointer(pointer) != Some(old))
+                    {
+                        out.changed.node_mut(&path).insert_leaves(n);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A pointer a JSON patch operation writes.
+struct PatchWrite<'a> {
+    keys: Vec<String>,
+    pointer: &'a str,
+    replace: bool,
+}
+
+/// Finds, as [`compare_touched`] will, the places compared whole, and keeps their old values.
+fn save_points(
+    doc: &Value,
+    old: Option<&Value>,
+    t: &Touched,
+    keys: &mut Vec<String>,
+    writes: &[PatchWrite],
+    points: &mut Vec<SavedPoint>,
+) {
+    // Operations only below a node that is not touched whole leave its type as it is, so the
+    // old version alone tells where `compare_touched` stops descending.
+    if t.all || !old.is_none_or(Value::is_object) {
+        points.push(SavedPoint { keys: keys.clone(), old: saved(doc, old, keys, writes) });
+        return;
+    }
+    for (k, sub) in &t.children {
+        keys.push(k.clone());
+        save_points(doc, old.and_then(|v| v.get(k.as_str())), sub, keys, writes, points);
+        keys.pop();
+    }
+}
+
+fn saved(doc: &Value, old: Option<&Value>, keys: &[String], writes: &[PatchWrite]) -> Saved {
+    if let Some(Value::Array(_)) = old {
+        let mut inside: Vec<&PatchWrite> = writes.iter().filter(|w| w.keys.starts_with(keys)).collect();
+        if inside.iter().all(|w| w.replace && w.keys.len() > keys.len()) {
+            // Sorted, a pointer comes right before those below it.
+            inside.sort_by(|a, b| a.keys.cmp(&b.keys));
+            let mut elements: Vec<(String, Value)> = Vec::new();
+            let mut last: Option<&[String]> = None;
+            for w in inside {
+                if last.is_some_and(|l| w.keys.starts_with(l)) {
+                    continue;
+                }
+                // A pointer this lookup does not resolve fails the patch; keep the list whole
+                // rather than rely on that.
+                let Some(v) = doc.pointer(w.pointer) else { return Saved::Whole(old.cloned()) };
+                elements.push((w.pointer.to_string(), v.clone()));
+                last = Some(&w.keys);
+            }
+            return Saved::Replaced(elements);
+        }
+    }
+    Saved::Whole(old.cloned())
+}
+
 /// `Apply` or `Update`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Operation {
@@ -865,6 +1003,65 @@ mod tests {
 
     fn p(s: &str) -> Vec<String> {
         s.split('.').map(field).collect()
+    }
+
+    /// Accounts a status JSON patch both ways: from the kept old values, and from two versions.
+    fn both_ways(doc: &Value, ops: Value) -> (Value, Value) {
+        let patch: json_patch::Patch = serde_json::from_value(ops).unwrap();
+        let before = Before::of_json_patch(doc, &patch);
+        let mut new = doc.clone();
+        json_patch::patch(&mut new, &patch).unwrap();
+        let kept = before.changes(&new);
+        let full = changes(doc, &new, &Touched::of_json_patch(&patch), Scope::Status);
+        assert_eq!(kept.changed.to_json(), full.changed.to_json());
+        assert_eq!(kept.removed.to_json(), full.removed.to_json());
+        (kept.changed.to_json(), kept.removed.to_json())
+    }
+
+    #[test]
+    fn a_status_json_patch_is_accounted_from_what_it_replaced_as_from_both_versions() {
+        let doc = json!({"spec": {"a": 1}, "status": {
+            "phase": "Running", "counts": {"done": 1, "failed": 0},
+            "tasks": [{"name": "a", "state": "done"}, {"name": "b", "state": "working"}, {"name": "c"}]}});
+        // The engine's patch: tasks replaced (one as it was) and top-level fields set.
+        let (changed, removed) = both_ways(
+            &doc,
+            json!([{"op": "test", "path": "/status/tasks/1/name", "value": "b"},
+                   {"op": "replace", "path": "/status/tasks/1", "value": {"name": "b", "state": "done"}},
+                   {"op": "replace", "path": "/status/tasks/0", "value": {"name": "a", "state": "done"}},
+                   {"op": "add", "path": "/status/phase", "value": "Running"},
+                   {"op": "add", "path": "/status/counts", "value": {"done": 2, "failed": 0}}]),
+        );
+        assert_eq!(changed, json!({"f:status": {"f:tasks": {}, "f:counts": {"f:done": {}}}}));
+        assert_eq!(removed, json!({}));
+        // Replaced as they were: nothing changed.
+        let (changed, _) = both_ways(
+            &doc,
+            json!([{"op": "replace", "path": "/status/tasks/2", "value": {"name": "c"}},
+                   {"op": "replace", "path": "/status/tasks/1/state", "value": "working"},
+                   {"op": "replace", "path": "/status/tasks/1", "value": {"name": "b", "state": "working"}}]),
+        );
+        assert_eq!(changed, json!({}));
+        // A deeper replace under one that puts the element back as it was still changes it.
+        both_ways(
+            &doc,
+            json!([{"op": "replace", "path": "/status/tasks/1/state", "value": "x"},
+                   {"op": "replace", "path": "/status/tasks/1/name", "value": "b"}]),
+        );
+        // Lists changed otherwise, removals, moves, new fields.
+        let (_, removed) = both_ways(
+            &doc,
+            json!([{"op": "add", "path": "/status/tasks/-", "value": {"name": "d"}},
+                   {"op": "remove", "path": "/status/counts"},
+                   {"op": "move", "from": "/status/phase", "path": "/status/was"}]),
+        );
+        assert_eq!(removed, json!({"f:status": {"f:counts": {"f:done": {}, "f:failed": {}}, "f:phase": {}}}));
+        both_ways(
+            &doc,
+            json!([{"op": "remove", "path": "/status/tasks/0"}, {"op": "add", "path": "/status/tasks/0", "value": {"name": "a", "state": "done"}}]),
+        );
+        both_ways(&doc, json!([{"op": "replace", "path": "/status", "value": {"phase": "Done"}}]));
+        both_ways(&json!({"spec": {}}), json!([{"op": "add", "path": "/status", "value": {"phase": "New"}}]));
     }
 
     #[test]

@@ -475,6 +475,15 @@ impl Store {
             Write::Put { key, object, precondition } => {
                 let encoded = Encoded::new(&key, &object)?;
                 drop(object);
+                // The same bytes as the version the write was made from: nothing to write (as
+                // kube-apiserver skips an update that changes nothing: no version, no event).
+                if let Precondition::ResourceVersion(rv) = precondition
+                    && let Some(current) = self.get(&key)
+                    && current.resource_version == rv
+                    && current.bytes[current.tail..] == encoded.rest[..]
+                {
+                    return Ok(current);
+                }
                 Pending::Put { key, encoded, precondition }
             }
             Write::Delete { key, precondition } => Pending::Delete { key, precondition },
@@ -1057,7 +1066,16 @@ mod tests {
             store.write(put(Precondition::ResourceVersion(7))).await,
             Err(Error::Conflict { current: 1 })
         ));
-        let v = store.write(put(Precondition::ResourceVersion(1))).await.unwrap();
+        // The same bytes as version 1: nothing is written, no version, no event.
+        let same = store.write(put(Precondition::ResourceVersion(1))).await.unwrap();
+        assert_eq!(same.resource_version, 1);
+        assert_eq!(store.resource_version(), 1);
+        let mut changed = obj("a");
+        changed["spec"] = json!({"replicas": 2});
+        let v = store
+            .write(Write::Put { key: key("a"), object: changed, precondition: Precondition::ResourceVersion(1) })
+            .await
+            .unwrap();
         assert_eq!(v.resource_version, 2);
     }
 

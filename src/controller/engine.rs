@@ -974,8 +974,9 @@ impl Engine {
                 .collect()
         };
         let writes = dirty.into_iter().map(|(k, write)| async move {
-            let r = self.write_status(&k, &write).await;
-            (k, write.whole, r)
+            let whole = write.whole;
+            let r = self.write_status(&k, write).await;
+            (k, whole, r)
         });
         let results = futures::stream::iter(writes).buffer_unordered(16).collect::<Vec<_>>().await;
         for (k, whole, r) in results {
@@ -998,14 +999,30 @@ impl Engine {
         }
     }
 
-    /// Sends one status write; the answer (the whole workflow) is read but not decoded.
-    async fn write_status(&self, k: &Key, write: &StatusWrite) -> Result<(), kube::Error> {
+    /// Sends one status write. The answer (the whole workflow, megabytes for a big one) is
+    /// read and dropped chunk by chunk, never held whole: the engine has its status already.
+    async fn write_status(&self, k: &Key, write: StatusWrite) -> Result<(), kube::Error> {
+        use http_body_util::BodyExt;
         let url = format!("{}/{}/status", Workflow::url_path(&(), Some(&k.0)), k.1);
         let req = http::Request::patch(url)
             .header(http::header::CONTENT_TYPE, write.content_type)
-            .body(write.body.clone())
+            .body(kube::client::Body::from(write.body))
             .map_err(kube::Error::HttpError)?;
-        self.client.request_text(req).await.map(drop)
+        let res = self.client.send(req).await?;
+        let code = res.status();
+        let mut body = res.into_body();
+        if code.is_success() {
+            while let Some(frame) = body.frame().await {
+                frame?;
+            }
+            return Ok(());
+        }
+        let text = body.collect().await?.to_bytes();
+        let status = serde_json::from_slice::<kube::core::Status>(&text).unwrap_or_else(|_| {
+            kube::core::Status::failure(String::from_utf8_lossy(&text).trim(), "the answer is not a Status")
+                .with_code(code.as_u16())
+        });
+        Err(kube::Error::Api(status.boxed()))
     }
 
     /// The workflows the engine knows, for tests and `a2a run`.
