@@ -318,6 +318,12 @@ async fn an_agent_deleted_while_the_daemon_was_down_is_stopped_when_it_comes_bac
     let kept = wait_agent(&client, "kept", Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await;
     let gone = wait_agent(&client, "gone", Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await;
     let gone_cgroup = gone.status.as_ref().expect("status").instances[0].cgroup.clone().expect("cgroup");
+    // The node's status writes are named in managedFields.
+    let managers = kept.metadata.managed_fields.clone().unwrap_or_default();
+    assert!(
+        managers.iter().any(|m| m.manager.as_deref() == Some("a2a-node") && m.subresource.as_deref() == Some("status")),
+        "{managers:#?}"
+    );
     assert!(!cgroup_dirs(&gone_cgroup).is_empty(), "{gone_cgroup} exists");
     daemon.kill9();
 

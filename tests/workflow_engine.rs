@@ -105,6 +105,14 @@ spec:
     assert_eq!(status.progress.as_deref(), Some("5/5"));
     assert_eq!(status.observed_generation, wf.metadata.generation, "the status says which spec it is about");
     assert!(status.observed_generation.is_some());
+    // The engine's status writes are named in managedFields.
+    let managers = wf.metadata.managed_fields.clone().unwrap_or_default();
+    assert!(
+        managers
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("a2a-engine") && m.subresource.as_deref() == Some("status")),
+        "{managers:#?}"
+    );
     assert_eq!(output(&wf, "loud"), "CGROUPS KEEP AGENTS HONEST");
     assert_eq!(output(&wf, "words"), "4");
     assert_eq!(output(&wf, "join"), "CGROUPS KEEP AGENTS HONEST / 4 / again: cgroups keep agents honest");

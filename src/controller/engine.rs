@@ -25,7 +25,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 
 use super::dispatch::{Assignment, DispatchQueue, Queued, Target};
-use super::outputs::{self, Owner};
+use super::outputs::{self, FIELD_MANAGER, Owner};
 use super::plan;
 use crate::a2a;
 use crate::api::agent::{AgentPhase, Protocol};
@@ -1003,7 +1003,7 @@ impl Engine {
     /// read and dropped chunk by chunk, never held whole: the engine has its status already.
     async fn write_status(&self, k: &Key, write: StatusWrite) -> Result<(), kube::Error> {
         use http_body_util::BodyExt;
-        let url = format!("{}/{}/status", Workflow::url_path(&(), Some(&k.0)), k.1);
+        let url = format!("{}/{}/status?fieldManager={FIELD_MANAGER}", Workflow::url_path(&(), Some(&k.0)), k.1);
         let req = http::Request::patch(url)
             .header(http::header::CONTENT_TYPE, write.content_type)
             .body(kube::client::Body::from(write.body))

@@ -32,7 +32,8 @@ pub const CHUNKS_ANNOTATION: &str = "a2a.dev/output-chunks";
 pub const BYTES_ANNOTATION: &str = "a2a.dev/output-bytes";
 /// Annotation: the size of the output the agent returned, when it was over the cap.
 pub const ORIGINAL_BYTES_ANNOTATION: &str = "a2a.dev/output-original-bytes";
-const FIELD_MANAGER: &str = "a2a-engine";
+/// The field manager of the engine's writes (workflow status, output ConfigMaps).
+pub(crate) const FIELD_MANAGER: &str = "a2a-engine";
 
 /// The workflow an output belongs to.
 #[derive(Clone, Debug)]

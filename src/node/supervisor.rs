@@ -102,6 +102,9 @@ pub fn default_budget() -> ResourceBudget {
 
 type Key = (String, String);
 
+/// The field manager of the node's writes (status of Agents and ResourceBudgets).
+pub const FIELD_MANAGER: &str = "a2a-node";
+
 enum NodeEvent {
     Agent(Box<Agent>),
     AgentGone(Key),
@@ -629,7 +632,8 @@ impl Node {
                 serde_json::json!([{ "op": "add", "path": "/status", "value": status }]),
             )
         };
-        let params = PatchParams::default();
+        // Named in the objects' managedFields as the writer of their status.
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         let result = match (&target, body) {
             (WriteTarget::Agent((ns, name)), StatusBody::Agent(status)) => {
                 let api: Api<Agent> = Api::namespaced(self.client.clone(), ns);
