@@ -2,11 +2,15 @@
 //! in-memory history of events for resuming watches and serving paged lists.
 //!
 //! Every object lives twice: on disk (the truth that survives `SIGKILL`) and in an in-memory
-//! index that serves reads. All writes go through one writer thread fed by a channel; it takes
-//! every request waiting in the channel, checks their preconditions in order, appends them as
-//! one record to the write-ahead log ([`super::wal`], one `fdatasync` for the whole batch),
-//! and only then updates the index, records the events, wakes watchers and answers each
-//! caller. A write that was answered `Ok` is on disk. redb is not touched per batch: every
+//! index that serves reads. Writes are committed in groups, as PostgreSQL's backends flush
+//! its WAL: a write queues itself, and if no commit is under way its own thread becomes the
+//! leader and commits everything queued (on a multi-thread runtime, inside
+//! `block_in_place`), with no hand-off to another thread and back; writes that arrive while a
+//! commit is under way wait for the next one, which a commit thread runs as soon as the
+//! current one ends. A commit checks the preconditions in order, appends the writes as one
+//! record to the write-ahead log ([`super::wal`], one `fdatasync` for the whole group), and
+//! only then updates the index, records the events, wakes watchers and answers each caller.
+//! A write that was answered `Ok` is on disk. redb is not touched per batch: every
 //! [`StoreConfig::checkpoint_every`] batches (or 4 MiB of log) the writes logged since the last
 //! checkpoint go to redb in one durable transaction, which makes the log's records redundant,
 //! and the log starts over; opening the store applies the records redb does not have yet. (A
@@ -20,13 +24,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::metrics::Metrics;
 use super::wal::{OpRef, Wal};
@@ -377,11 +381,42 @@ struct Shared {
 
 type Reply = oneshot::Sender<Result<Arc<Stored>>>;
 
+/// The writes waiting for a commit, and who commits them.
+struct Queue {
+    pending: Vec<(Pending, Reply)>,
+    /// A commit is under way (by a request's thread or the commit thread), and whoever runs it
+    /// looks at `pending` again before it stops: a write queued meanwhile is never stranded.
+    busy: bool,
+    /// The commit thread is to take over the commits (`busy` stays set until it is done).
+    handed_off: bool,
+    /// Every handle is gone: the commit thread finishes once no commit is under way.
+    closed: bool,
+}
+
+/// Group commit: the queue, the writer (held only by whoever set `busy`), and the commit
+/// thread's wake-up.
+struct Committer {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    writer: Mutex<Writer>,
+}
+
+/// Closes the committer when the last [`Store`] handle is dropped.
+struct Handle(Arc<Committer>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.queue().closed = true;
+        self.0.wake.notify_all();
+    }
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
-    writes: mpsc::Sender<(Pending, Reply)>,
+    committer: Arc<Committer>,
+    _handle: Arc<Handle>,
 }
 
 impl Store {
@@ -448,7 +483,6 @@ impl Store {
             history_limit: config.history.max(1),
             history_bytes_limit: config.history_bytes,
         });
-        let (tx, rx) = mpsc::channel(4096);
         let writer = Writer {
             db,
             wal,
@@ -461,11 +495,20 @@ impl Store {
             unapplied_rv: resource_version,
             failed: None,
         };
+        let committer = Arc::new(Committer {
+            queue: Mutex::new(Queue { pending: Vec::new(), busy: false, handed_off: false, closed: false }),
+            wake: Condvar::new(),
+            writer: Mutex::new(writer),
+        });
         std::thread::Builder::new()
             .name("a2a-store-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn({
+                let committer = committer.clone();
+                move || committer.run()
+            })
             .map_err(|e| storage(redb::Error::Io(e)))?;
-        Ok(Store { shared, writes: tx })
+        let handle = Arc::new(Handle(committer.clone()));
+        Ok(Store { shared, committer, _handle: handle })
     }
 
     /// Applies one write durably; returns the stored object (for deletes: the removed one,
@@ -489,7 +532,24 @@ impl Store {
             Write::Delete { key, precondition } => Pending::Delete { key, precondition },
         };
         let (reply, answer) = oneshot::channel();
-        self.writes.send((pending, reply)).await.map_err(|_| Error::Closed)?;
+        let lead = {
+            let mut queue = self.committer.queue();
+            queue.pending.push((pending, reply));
+            !std::mem::replace(&mut queue.busy, true)
+        };
+        if lead {
+            // No commit under way: this thread commits what is queued (its own write first of
+            // all) and the answer is ready when it returns. Blocking a worker for the fsync is
+            // what `block_in_place` is for; a current-thread runtime has no other worker to
+            // hand its tasks to, so there the commit thread does it.
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if multi_thread {
+                tokio::task::block_in_place(|| self.committer.lead());
+            } else {
+                self.committer.hand_off(self.committer.queue());
+            }
+        }
         answer.await.map_err(|_| Error::Closed)?
     }
 
@@ -656,25 +716,94 @@ enum Staged {
     Delete { last: Arc<Stored>, prev: Arc<Stored> },
 }
 
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<(Pending, Reply)>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(w) => batch.push(w),
-                    Err(_) => break,
-                }
-            }
-            self.commit_batch(&mut batch);
-        }
-        // Shut down: make redb hold everything, so the next open has nothing to replay.
-        if self.failed.is_none() && self.since_checkpoint > 0 {
-            self.checkpoint();
-        }
+impl Committer {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // Nothing in the queue is left half-changed by a panic.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Takes up to a batch of the queued writes (the oldest first).
+    fn take(queue: &mut Queue) -> Vec<(Pending, Reply)> {
+        let n = queue.pending.len().min(MAX_BATCH);
+        queue.pending.drain(..n).collect()
+    }
+
+    /// Commits one batch; the caller has set `busy`.
+    fn commit(&self, mut batch: Vec<(Pending, Reply)>) {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| {
+            // A commit panicked halfway: what is on disk is no longer known to match the index.
+            let mut writer = p.into_inner();
+            writer.failed.get_or_insert_with(|| "a commit panicked".to_owned());
+            writer
+        });
+        writer.commit_batch(&mut batch);
+    }
+
+    /// A request's thread commits what is queued (its own write among it), then leaves what
+    /// was queued meanwhile to the commit thread, so that no request waits on others' commits.
+    fn lead(&self) {
+        /// Whatever happens in the commit (even a panic), `busy` is passed on or cleared.
+        struct Done<'a>(&'a Committer);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                let queue = self.0.queue();
+                if queue.pending.is_empty() {
+                    let mut queue = queue;
+                    queue.busy = false;
+                    drop(queue);
+                    self.0.wake.notify_all();
+                } else {
+                    self.0.hand_off(queue);
+                }
+            }
+        }
+        let done = Done(self);
+        let batch = Self::take(&mut self.queue());
+        self.commit(batch);
+        drop(done);
+    }
+
+    /// Passes the commits (with `busy` set) to the commit thread.
+    fn hand_off(&self, mut queue: MutexGuard<'_, Queue>) {
+        queue.handed_off = true;
+        drop(queue);
+        self.wake.notify_all();
+    }
+
+    /// The commit thread: commits whatever is handed to it until the queue is empty; once
+    /// every handle is gone and no commit is under way, makes redb hold everything (so the
+    /// next open has nothing to replay) and ends.
+    fn run(&self) {
+        let mut queue = self.queue();
+        loop {
+            if queue.handed_off {
+                queue.handed_off = false;
+                loop {
+                    let batch = Self::take(&mut queue);
+                    if batch.is_empty() {
+                        queue.busy = false;
+                        break;
+                    }
+                    drop(queue);
+                    self.commit(batch);
+                    queue = self.queue();
+                }
+                self.wake.notify_all();
+            } else if queue.closed && !queue.busy {
+                break;
+            } else {
+                queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        drop(queue);
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if writer.failed.is_none() && writer.since_checkpoint > 0 {
+            writer.checkpoint();
+        }
+    }
+}
+
+impl Writer {
     fn storage_error(&self, message: &str) -> Error {
         Error::Storage { path: self.path.clone(), source: Box::new(redb::Error::Io(std::io::Error::other(message))) }
     }
@@ -1099,6 +1228,46 @@ mod tests {
         versions.sort();
         assert_eq!(versions, (1..=64).collect::<Vec<_>>());
         assert_eq!(store.list("a2a.dev/agents", Some("default"), None, None).unwrap().0.len(), 64);
+    }
+
+    /// On a multi-thread runtime the first writer commits on its own thread while the others
+    /// queue behind it for the commit thread: every write lands once, in one order, across
+    /// checkpoints, and all of them are there after reopening.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writers_leading_their_own_commits_lose_and_duplicate_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig { checkpoint_every: 3, ..StoreConfig::default() };
+        let store = Store::open(&dir.path().join("state.redb"), config, Arc::new(Metrics::default())).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut versions = Vec::new();
+                for round in 0..8 {
+                    let name = format!("o{i}-{round}");
+                    let put = Write::Put { key: key(&name), object: obj(&name), precondition: Precondition::Absent };
+                    versions.push(s.write(put).await.unwrap().resource_version);
+                }
+                versions
+            }));
+        }
+        let mut versions = Vec::new();
+        for t in tasks {
+            let mine = t.await.unwrap();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "one writer's versions go up: {mine:?}");
+            versions.extend(mine);
+        }
+        versions.sort();
+        assert_eq!(versions, (1..=256).collect::<Vec<_>>());
+        drop(store);
+        let store = loop {
+            match Store::open(&dir.path().join("state.redb"), StoreConfig::default(), Arc::new(Metrics::default())) {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        assert_eq!(store.list("a2a.dev/agents", Some("default"), None, None).unwrap().0.len(), 256);
+        assert_eq!(store.resource_version(), 256);
     }
 
     #[tokio::test]
