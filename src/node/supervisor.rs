@@ -52,6 +52,10 @@ const URL_PROBE_EVERY: Duration = Duration::from_secs(10);
 const URL_PROBE_RETRY: Duration = Duration::from_secs(2);
 /// Status writes in flight at once (the store commits concurrent writes together).
 const WRITES_IN_FLIGHT: usize = 32;
+/// The status of an agent whose replica is being started waits for the start's outcome (a
+/// few milliseconds: one write says admitted and running, not one write each), but no longer
+/// than this.
+const START_STATUS_HOLD: Duration = Duration::from_secs(1);
 
 /// How the node runs.
 #[derive(Clone, Debug)]
@@ -310,9 +314,9 @@ struct World {
     swept: bool,
     /// Replica starts the current pass decided (handed off at its end).
     starts: Vec<StartJob>,
-    /// Replica starts in flight, with the port each got: a pass leaves these replicas alone
-    /// until their `Started` event arrives.
-    starting: HashMap<(Key, u32), (u16, Option<CgroupPath>)>,
+    /// Replica starts in flight, with the port each got and when it was handed off: a pass
+    /// leaves these replicas alone until their `Started` event arrives.
+    starting: HashMap<(Key, u32), (u16, Option<CgroupPath>, Instant)>,
 }
 
 fn key_of<K: Resource>(o: &K) -> Key {
@@ -996,13 +1000,14 @@ impl World {
             .runtime
             .values()
             .flat_map(|rt| rt.replicas.values().map(|r| r.port))
-            .chain(self.starting.values().map(|(port, _)| *port))
+            .chain(self.starting.values().map(|(port, ..)| *port))
             .collect();
         let budgets = Arc::new(self.budgets.clone());
         for job in std::mem::take(&mut self.starts) {
             let port = assign_port(&job, &mut used);
             let cgroup = node.replica_cgroup(&self.budgets, &job.agent, job.replica);
-            self.starting.insert((job.key.clone(), job.replica), (port.as_ref().map_or(0, |p| *p), cgroup));
+            let since = Instant::now();
+            self.starting.insert((job.key.clone(), job.replica), (port.as_ref().map_or(0, |p| *p), cgroup, since));
             let (node, budgets) = (node.clone(), budgets.clone());
             tokio::spawn(async move {
                 let (key, replica) = (job.key.clone(), job.replica);
@@ -1069,7 +1074,7 @@ impl World {
                 leaves.insert(r.cgroup.clone());
             }
         }
-        for cgroup in self.starting.values().filter_map(|(_, c)| c.as_ref()) {
+        for cgroup in self.starting.values().filter_map(|(_, c, _)| c.as_ref()) {
             keep.extend(cgroup.ancestors_and_self());
             leaves.insert(cgroup.clone());
         }
@@ -1256,6 +1261,18 @@ impl World {
             self.deadlines.at(k, Instant::now() + node.config.tick);
         } else {
             self.waiting.remove(k);
+        }
+        // A start on its way: its outcome is the next status, unless it takes long.
+        let now = Instant::now();
+        let start_due = (0..desired)
+            .filter_map(|i| match self.starting.get(&(k.clone(), i)) {
+                Some((.., since)) => Some(*since + START_STATUS_HOLD),
+                None => self.starts.iter().any(|j| j.key == *k && j.replica == i).then_some(now + START_STATUS_HOLD),
+            })
+            .min();
+        if let Some(due) = start_due.filter(|due| *due > now) {
+            self.deadlines.at(k, due);
+            return;
         }
         let status = agent_status(node, &agent, rt, verdict.as_ref(), desired);
         write_agent(node, &agent, rt, status);
