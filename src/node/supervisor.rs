@@ -1274,13 +1274,14 @@ impl World {
             self.deadlines.at(k, due);
             return;
         }
-        let status = agent_status(node, &agent, rt, verdict.as_ref(), desired);
+        let status = agent_status(node.config.enforced, &agent, rt, verdict.as_ref(), desired);
         write_agent(node, &agent, rt, status);
     }
 
     fn write_budgets(&mut self, node: &Node, decision: &admission::Decision) {
         for (name, b) in &self.budgets {
-            let mut status = b.status.clone().unwrap_or_default();
+            // From this node's last write, as for agents (see `base_status`).
+            let mut status = self.budget_written.get(name).cloned().or_else(|| b.status.clone()).unwrap_or_default();
             let a = decision.allocated.get(name).copied().unwrap_or_default();
             status.allocated = Some(a.into());
             let used = node
@@ -1528,8 +1529,22 @@ async fn stop_replicas(node: &Node, rt: &mut AgentRuntime, which: impl Fn(u32) -
     }
 }
 
-fn agent_status(node: &Node, agent: &Agent, rt: &AgentRuntime, verdict: Option<&Verdict>, desired: u32) -> AgentStatus {
-    let mut status = agent.status.clone().unwrap_or_default();
+/// The status a new one is computed from: the one this node wrote last, else the cached one.
+/// The node is the only writer of an agent's status, and its own write may still be on its
+/// way back through the watch: computed from the older cached status, conditions that did not
+/// change would get a new `lastTransitionTime`, and the status would be written twice.
+fn base_status(agent: &Agent, rt: &AgentRuntime) -> AgentStatus {
+    rt.written.clone().or_else(|| agent.status.clone()).unwrap_or_default()
+}
+
+fn agent_status(
+    enforced: bool,
+    agent: &Agent,
+    rt: &AgentRuntime,
+    verdict: Option<&Verdict>,
+    desired: u32,
+) -> AgentStatus {
+    let mut status = base_status(agent, rt);
     let generation = agent.meta().generation;
     let mut admitted = match verdict {
         Some(Verdict::Admitted) => Condition::new("Admitted", true, "Admitted", "fits in its budget"),
@@ -1610,7 +1625,7 @@ fn agent_status(node: &Node, agent: &Agent, rt: &AgentRuntime, verdict: Option<&
             if throttling { "the kernel is throttling it at its cpu limit" } else { "not throttled" },
         ),
     );
-    if !node.config.enforced {
+    if !enforced {
         set_condition(
             &mut status.conditions,
             Condition::new(
@@ -1626,7 +1641,7 @@ fn agent_status(node: &Node, agent: &Agent, rt: &AgentRuntime, verdict: Option<&
 }
 
 fn url_status(agent: &Agent, rt: &AgentRuntime) -> AgentStatus {
-    let mut status = agent.status.clone().unwrap_or_default();
+    let mut status = base_status(agent, rt);
     let url = agent.spec.url.clone().unwrap_or_default();
     status.phase = Some(if rt.url_ready { AgentPhase::Running } else { AgentPhase::Pending });
     status.endpoints = if rt.url_ready { vec![url.clone()] } else { Vec::new() };
@@ -1814,5 +1829,30 @@ fn run_stdio(node: &Node, agent: &Agent, cgroup: &CgroupPath, input: String) -> 
         }
         (Some(code), _) => Err(format!("exited with code {code}: {}", err.trim())),
         (None, _) => Err(format!("killed by signal {}: {}", info.signal.unwrap_or(0), err.trim())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The node's own last write is the base of the next status: with it still on its way
+    /// back through the watch, an unchanged agent's status comes out the same (no second
+    /// write), its conditions keeping their `lastTransitionTime`.
+    #[test]
+    fn a_status_computed_again_before_the_watch_returns_it_is_the_same() {
+        let agent: Agent = serde_json::from_value(serde_json::json!({
+            "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "a", "namespace": "default", "generation": 1},
+            "spec": {"command": ["sleep", "100"]}
+        }))
+        .unwrap();
+        let mut rt = AgentRuntime::default();
+        let first = agent_status(true, &agent, &rt, Some(&Verdict::Admitted), 1);
+        assert!(!first.conditions.is_empty());
+        rt.written = Some(first.clone());
+        std::thread::sleep(Duration::from_millis(5));
+        let again = agent_status(true, &agent, &rt, Some(&Verdict::Admitted), 1);
+        assert_eq!(again, first);
     }
 }
