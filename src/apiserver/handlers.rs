@@ -306,7 +306,16 @@ impl AppState {
             }
         }
         let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-        res.validate(object).map_err(|errors| ApiError::invalid(res, &name, &errors))?;
+        // managedFields are the server's own (written from parsed entries, or as stored): left
+        // out of validation, which would decode every entry's field sets into typed metadata.
+        let managed_fields = meta.remove("managedFields");
+        let validated = res.validate(object);
+        if let Some(m) = managed_fields
+            && let Some(meta) = meta_mut(object)
+        {
+            meta.insert("managedFields".into(), m);
+        }
+        validated.map_err(|errors| ApiError::invalid(res, &name, &errors))?;
         Ok(name)
     }
 
