@@ -1257,13 +1257,6 @@ impl World {
         } else {
             self.waiting.remove(k);
         }
-        // While one of its starts is in flight, the status is about to change again: the
-        // `Started` event brings the next pass, which writes it with the new process (or the
-        // failure). Admitted and started then go out as one write instead of two, each of
-        // which the server stores and every watcher decodes.
-        if self.starts.iter().any(|j| j.key == *k) || self.starting.keys().any(|(s, _)| s == k) {
-            return;
-        }
         let status = agent_status(node, &agent, rt, verdict.as_ref(), desired);
         write_agent(node, &agent, rt, status);
     }
