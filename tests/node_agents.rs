@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use a2a::api::Agent;
 use a2a::api::agent::{AgentPhase, TerminationReason};
+use a2a::api::common::ConditionStatus;
 use kube::Api;
 use kube::api::DeleteParams;
 
@@ -360,5 +361,35 @@ async fn an_agent_deleted_while_the_daemon_was_down_is_stopped_when_it_comes_bac
     for pid in pids(&kept) {
         assert!(Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} of the kept agent runs on");
     }
+    tear_down(daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admitted_agent_gets_its_first_status_with_its_started_process() {
+    use futures::StreamExt;
+    let home = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(home.path(), &format!("a2a-test-first-status-{}", std::process::id()), &[]);
+    let client = daemon.client().await;
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let config = kube::runtime::watcher::Config::default().fields("metadata.name=solo");
+    let mut events = kube::runtime::watcher(api, config).boxed();
+    while !matches!(events.next().await, Some(Ok(kube::runtime::watcher::Event::InitDone))) {}
+    apply(home.path(), &agent_yaml("solo", ""));
+    // Every status the node wrote, in order, until the agent is Running.
+    let mut seen = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), events.next()).await.expect("Running within 30s");
+        let Some(Ok(kube::runtime::watcher::Event::Apply(a))) = next else { continue };
+        let Some(status) = a.status.clone() else { continue };
+        seen.push(status);
+        if phase(&a) == Some(AgentPhase::Running) {
+            break;
+        }
+    }
+    // Admission and the start are one write: no status says admitted without its process.
+    let first = &seen[0];
+    assert!(first.conditions.iter().any(|c| c.type_ == "Admitted" && c.status == ConditionStatus::True), "{seen:#?}");
+    assert_eq!((first.replicas, first.instances.len()), (1, 1), "{seen:#?}");
+    assert!(first.instances[0].pid.is_some(), "{seen:#?}");
     tear_down(daemon).await;
 }

@@ -306,7 +306,16 @@ impl AppState {
             }
         }
         let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-        res.validate(object).map_err(|errors| ApiError::invalid(res, &name, &errors))?;
+        // managedFields are the server's own (written from parsed entries, or as stored): left
+        // out of validation, which would decode every entry's field sets into typed metadata.
+        let managed_fields = meta.remove("managedFields");
+        let validated = res.validate(object);
+        if let Some(m) = managed_fields
+            && let Some(meta) = meta_mut(object)
+        {
+            meta.insert("managedFields".into(), m);
+        }
+        validated.map_err(|errors| ApiError::invalid(res, &name, &errors))?;
         Ok(name)
     }
 
@@ -894,8 +903,7 @@ impl AppState {
                 Ok(v.respond(StatusCode::OK))
             }
             "application/json-patch+json" => {
-                let patch: json_patch::Patch = serde_json::from_slice(body)
-                    .map_err(|e| ApiError::bad_request(format!("the request body is not a valid JSON patch: {e}")))?;
+                let patch = parse_json_patch(body)?;
                 let manager = field_manager(headers, q)?;
                 if t.status && patch.0.iter().all(changes_only_status) {
                     let v = self
@@ -1211,6 +1219,54 @@ impl Object {
     }
 }
 
+/// Parses a JSON patch (RFC 6902). `json_patch::Patch` reads each operation through serde's
+/// buffering of internally tagged enums (every value parsed twice: a status write's whole
+/// status); each operation is read here into a plain struct instead. Anything that does not
+/// read cleanly that way is parsed again the usual way, whose error is the one reported, so
+/// what is accepted and what an error says do not change.
+fn parse_json_patch(body: &[u8]) -> Result<json_patch::Patch, ApiError> {
+    use json_patch::jsonptr::PointerBuf;
+    use json_patch::{
+        AddOperation, CopyOperation, MoveOperation, PatchOperation, RemoveOperation, ReplaceOperation, TestOperation,
+    };
+
+    #[derive(serde::Deserialize)]
+    struct Operation {
+        op: String,
+        path: String,
+        from: Option<String>,
+        // Present, even as `null` (a value to add), or absent.
+        #[serde(default, deserialize_with = "present")]
+        value: Option<Value>,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        <Value as serde::Deserialize>::deserialize(d).map(Some)
+    }
+    let fast = || -> Option<json_patch::Patch> {
+        let ops: Vec<Operation> = serde_json::from_slice(body).ok()?;
+        let mut out = Vec::with_capacity(ops.len());
+        for o in ops {
+            let path = PointerBuf::parse(o.path).ok()?;
+            let from = || o.from.clone().and_then(|f| PointerBuf::parse(f).ok());
+            out.push(match o.op.as_str() {
+                "add" => PatchOperation::Add(AddOperation { path, value: o.value? }),
+                "remove" => PatchOperation::Remove(RemoveOperation { path }),
+                "replace" => PatchOperation::Replace(ReplaceOperation { path, value: o.value? }),
+                "move" => PatchOperation::Move(MoveOperation { from: from()?, path }),
+                "copy" => PatchOperation::Copy(CopyOperation { from: from()?, path }),
+                "test" => PatchOperation::Test(TestOperation { path, value: o.value? }),
+                _ => return None,
+            });
+        }
+        Some(json_patch::Patch(out))
+    };
+    match fast() {
+        Some(patch) => Ok(patch),
+        None => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not a valid JSON patch: {e}"))),
+    }
+}
+
 /// Whether a JSON patch operation changes nothing outside `/status` (`test` and the source
 /// of `copy` only read).
 fn changes_only_status(op: &json_patch::PatchOperation) -> bool {
@@ -1435,6 +1491,35 @@ mod tests {
             let full = managed::changes(&doc, &new, &touched, Scope::Status);
             assert_eq!(kept.changed.to_json(), full.changed.to_json(), "{patch}");
             assert_eq!(kept.removed.to_json(), full.removed.to_json(), "{patch}");
+        }
+    }
+
+    #[test]
+    fn json_patches_parse_as_json_patch_reads_them_and_errors_say_the_same() {
+        let valid = [
+            r#"[{"op":"add","path":"/status","value":{"phase":"Running","n":[1,2]}}]"#,
+            r#"[{"op":"add","path":"/a/b","value":null},{"op":"remove","path":"/c"}]"#,
+            r#"[{"op":"replace","path":"/x~1y","value":3,"extra":true},{"op":"test","path":"/x","value":"v"}]"#,
+            r#"[{"op":"move","from":"/a","path":"/b"},{"op":"copy","from":"/b","path":"/c"}]"#,
+            r#"[]"#,
+        ];
+        for body in valid {
+            let want: json_patch::Patch = serde_json::from_slice(body.as_bytes()).unwrap();
+            assert_eq!(parse_json_patch(body.as_bytes()).unwrap(), want, "{body}");
+        }
+        let invalid = [
+            r#"[{"op":"add","path":"/a"}]"#,
+            r#"[{"op":"move","path":"/a"}]"#,
+            r#"[{"op":"frobnicate","path":"/a"}]"#,
+            r#"[{"op":"add","path":"a","value":1}]"#,
+            r#"[{"op":"add","path":"/a","path":"/b","value":1}]"#,
+            r#"{"op":"add"}"#,
+            r#"[{"op":"add","path":"/a","value":1}"#,
+        ];
+        for body in invalid {
+            let want = serde_json::from_slice::<json_patch::Patch>(body.as_bytes()).unwrap_err();
+            let got = parse_json_patch(body.as_bytes()).unwrap_err();
+            assert_eq!((got.code, got.message), (400, format!("the request body is not a valid JSON patch: {want}")));
         }
     }
 

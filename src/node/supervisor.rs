@@ -629,31 +629,31 @@ async fn write_statuses(node: Arc<Node>) {
 
 impl Node {
     async fn write_status(&self, target: WriteTarget, body: StatusBody) {
-        // The whole status is replaced (a JSON patch `add` of `/status`): a merge patch
-        // could not clear what the new status leaves out (`instances` of stopped replicas).
-        let whole = |status: serde_json::Value| {
-            serde_json::from_value::<json_patch::Patch>(
-                serde_json::json!([{ "op": "add", "path": "/status", "value": status }]),
-            )
-        };
         // Named in the objects' managedFields as the writer of their status.
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        let result = match (&target, body) {
+        let (url, name, status) = match (&target, body) {
             (WriteTarget::Agent((ns, name)), StatusBody::Agent(status)) => {
-                let api: Api<Agent> = Api::namespaced(self.client.clone(), ns);
-                match serde_json::to_value(&status).and_then(whole) {
-                    Ok(p) => api.patch_status(name, &params, &Patch::<()>::Json(p)).await.map(|_| ()),
-                    Err(e) => Err(kube::Error::SerdeError(e)),
-                }
+                (Agent::url_path(&(), Some(ns)), name, serde_json::to_value(&status))
             }
             (WriteTarget::Budget(name), StatusBody::Budget(status)) => {
-                let api: Api<ResourceBudget> = Api::all(self.client.clone());
-                match serde_json::to_value(&status).and_then(whole) {
-                    Ok(p) => api.patch_status(name, &params, &Patch::<()>::Json(p)).await.map(|_| ()),
-                    Err(e) => Err(kube::Error::SerdeError(e)),
-                }
+                (ResourceBudget::url_path(&(), None), name, serde_json::to_value(&status))
             }
             _ => return,
+        };
+        // The whole status is replaced (a JSON patch `add` of `/status`): a merge patch could
+        // not clear what the new status leaves out (`instances` of stopped replicas). The
+        // answer (the whole object) is not decoded: nothing here reads it, and the write comes
+        // back through the watch anyway.
+        let result = match status.map_err(kube::Error::SerdeError).and_then(|value| {
+            let add =
+                json_patch::AddOperation { path: json_patch::jsonptr::PointerBuf::from_tokens(["status"]), value };
+            let patch = Patch::<()>::Json(json_patch::Patch(vec![json_patch::PatchOperation::Add(add)]));
+            kube::core::Request::new(url)
+                .patch_subresource("status", name, &params, &patch)
+                .map_err(kube::Error::BuildRequest)
+        }) {
+            Ok(request) => self.client.request_text(request).await.map(drop),
+            Err(e) => Err(e),
         };
         if let Err(e) = result {
             tracing::debug!(target = ?target, error = %e, "status write");
