@@ -134,6 +134,16 @@ async fn a_killed_daemon_readopts_its_running_agents() {
             assert!(Path::new(&format!("/proc/{pid}")).exists(), "{n}: pid {pid} still runs");
         }
     }
+    // Re-adopted replicas have run for a while: the first sample (1 s after the start)
+    // writes their usage, read from their cgroups.
+    for n in names {
+        let a = wait_agent(&client, n, Duration::from_secs(10), |a| {
+            a.status.as_ref().and_then(|s| s.usage.as_ref()).is_some_and(|u| u.memory_bytes > 0)
+        })
+        .await;
+        let usage = a.status.and_then(|s| s.usage).expect("usage");
+        assert!(usage.memory.as_deref().is_some_and(|m| !m.is_empty()), "{n}: {usage:?}");
+    }
     tear_down(daemon).await;
 }
 
@@ -162,6 +172,10 @@ async fn a_busy_agent_at_its_cpu_limit_is_throttled_and_background_agents_share_
     let cond =
         spin.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Throttled")).expect("Throttled");
     assert_eq!(cond.reason, "CPUQuotaReached");
+    // Its usage is the kernel's: the busy loop, capped at its 200m by the CFS quota.
+    let usage = spin.status.as_ref().and_then(|s| s.usage.clone()).expect("usage");
+    assert!((1..=260).contains(&usage.cpu_millicores), "{usage:?}");
+    assert!(usage.memory_bytes > 0, "{usage:?}");
     // The background agent runs inside the budget's background cgroup, whose quota is 100m.
     let idx = wait_agent(&client, "idx", Duration::from_secs(20), |a| !pids(a).is_empty()).await;
     let cgroup = idx.status.as_ref().and_then(|s| s.instances.first()).and_then(|i| i.cgroup.clone()).expect("cgroup");

@@ -43,6 +43,9 @@ pub const BACKGROUND_CGROUP: &str = "background.cpu";
 const LOG_ROTATE_BYTES: u64 = 16 << 20;
 /// Kernel statistics (and log sizes) of every replica are read together this often.
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// Usage is written for replicas that have run at least this long (by the wall clock, so a
+/// replica re-adopted after a restart of the daemon gets its usage at the first sample).
+const USAGE_MIN_AGE: Duration = Duration::from_secs(2);
 /// A usage change that is not material is still written after this long (kubelet reports
 /// usage as metrics and never rewrites objects for it; here status is the only channel).
 const USAGE_HEARTBEAT: Duration = Duration::from_secs(300);
@@ -548,8 +551,8 @@ impl NodeRunner {
             last_decision: None,
             deadlines: Deadlines::default(),
             waiting: BTreeSet::new(),
-            // The first sample soon after the start (adopted replicas get usage at once).
-            next_sample: Instant::now() + Duration::from_secs(1),
+            // The first full pass moves this to its end (re-adopted replicas get usage at once).
+            next_sample: Instant::now() + SAMPLE_EVERY,
             budget_retry: None,
             busy_since_sample: true,
             dirty: BTreeSet::new(),
@@ -809,6 +812,7 @@ impl World {
     /// materially get a pass: a Throttled change, memory or cpu moved by 10% (and at least
     /// 4 MiB or 20m), or any change after [`USAGE_HEARTBEAT`].
     fn sample_all(&mut self, node: &Node, now: Instant) {
+        let wall = jiff::Timestamp::now();
         for (k, rt) in &mut self.runtime {
             let mut changed = false;
             for (i, r) in rt.replicas.iter_mut().filter(|(_, r)| r.process.is_some()) {
@@ -829,10 +833,18 @@ impl World {
             let (mem, cpu) = (running().map(|r| r.memory).sum::<u64>(), running().map(|r| r.cpu_millis).sum::<u64>());
             let written = rt.written.as_ref().and_then(|w| w.usage.as_ref());
             let moved = |new: u64, old: u64, floor: u64| new.abs_diff(old) >= floor.max(old / 10);
-            let material = match written {
-                None => running().next().is_some(),
-                Some(w) => moved(mem, w.memory_bytes, 4 << 20) || moved(cpu, w.cpu_millicores, 20),
-            };
+            // A process that has only just started has no usage worth a write yet (its memory
+            // is its loading binary, its CPU has no interval); its agent's next sample writes it.
+            let settled =
+                running().any(|r| wall.duration_since(r.started_at.0).as_millis() >= USAGE_MIN_AGE.as_millis() as i128);
+            let material = settled
+                && match written {
+                    None => true,
+                    // Nothing sampled was written yet (the start's status says 0): the first
+                    // sample is news however small.
+                    Some(w) if w.memory_bytes == 0 && w.cpu_millicores == 0 => mem > 0 || cpu > 0,
+                    Some(w) => moved(mem, w.memory_bytes, 4 << 20) || moved(cpu, w.cpu_millicores, 20),
+                };
             let stale = written.is_some_and(|w| (w.memory_bytes, w.cpu_millicores) != (mem, cpu))
                 && rt.usage_written_at.is_none_or(|t| now.duration_since(t) >= USAGE_HEARTBEAT);
             if changed || material || stale {
@@ -935,6 +947,8 @@ impl World {
         if !self.swept {
             self.swept = true;
             self.sweep_strays(node);
+            // Re-adopted replicas get their usage now, not at the next periodic sample.
+            self.next_sample = Instant::now();
         }
         let summary_moved = self.last_decision.as_ref().is_none_or(|d| {
             d.allocated != decision.allocated || d.agents != decision.agents || d.pending != decision.pending
