@@ -12,7 +12,7 @@ use a2a::api::common::ConditionStatus;
 use kube::Api;
 use kube::api::DeleteParams;
 
-use common::node::{Daemon, apply, tear_down};
+use common::node::{Daemon, Guard, apply, tear_down};
 
 async fn wait_agent(client: &kube::Client, name: &str, within: Duration, ok: impl Fn(&Agent) -> bool) -> Agent {
     let api: Api<Agent> = Api::namespaced(client.clone(), "default");
@@ -48,7 +48,9 @@ fn agent_yaml(name: &str, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_over_its_memory_limit_is_oom_killed_and_its_neighbour_is_untouched() {
     let home = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(home.path(), &format!("a2a-test-oom-{}", std::process::id()), &[]);
+    let top = format!("a2a-test-oom-{}", std::process::id());
+    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
+    let daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     apply(
         home.path(),
@@ -78,7 +80,9 @@ async fn an_agent_over_its_memory_limit_is_oom_killed_and_its_neighbour_is_untou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_does_not_fit_waits_and_starts_when_room_frees() {
     let home = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(home.path(), &format!("a2a-test-admit-{}", std::process::id()), &[]);
+    let top = format!("a2a-test-admit-{}", std::process::id());
+    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
+    let daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     apply(
         home.path(),
@@ -106,6 +110,7 @@ async fn an_agent_that_does_not_fit_waits_and_starts_when_room_frees() {
 async fn a_killed_daemon_readopts_its_running_agents() {
     let home = tempfile::tempdir().expect("tempdir");
     let top = format!("a2a-test-adopt-{}", std::process::id());
+    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
     let mut daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     let names = ["a1", "a2", "a3", "a4", "a5"];
@@ -151,6 +156,7 @@ async fn a_killed_daemon_readopts_its_running_agents() {
 async fn a_busy_agent_at_its_cpu_limit_is_throttled_and_background_agents_share_background_cpu() {
     let home = tempfile::tempdir().expect("tempdir");
     let top = format!("a2a-test-cpu-{}", std::process::id());
+    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
     let daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     let busy = "  command: [sh, -c, \"while :; do :; done\"]\n";
@@ -192,7 +198,9 @@ async fn a_busy_agent_at_its_cpu_limit_is_throttled_and_background_agents_share_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_agent_log_is_rotated() {
     let home = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(home.path(), &format!("a2a-test-log-{}", std::process::id()), &[]);
+    let top = format!("a2a-test-log-{}", std::process::id());
+    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
+    let daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     // 20 MiB of output, then idle.
     apply(
@@ -218,6 +226,7 @@ async fn a_large_agent_log_is_rotated() {
 async fn a_recorded_pid_that_now_names_another_process_is_not_adopted() {
     let home = tempfile::tempdir().expect("tempdir");
     let top = format!("a2a-test-recycled-{}", std::process::id());
+    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
     let mut daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     apply(home.path(), &agent_yaml("solo", ""));
@@ -274,6 +283,7 @@ fn cgroup_dirs(rel: &str) -> Vec<std::path::PathBuf> {
 async fn a_deleted_budget_stops_its_agents_and_its_cgroup_goes_from_every_hierarchy() {
     let home = tempfile::tempdir().expect("tempdir");
     let top = format!("a2a-test-budget-gone-{}", std::process::id());
+    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
     let daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     apply(
@@ -327,6 +337,7 @@ async fn a_deleted_budget_stops_its_agents_and_its_cgroup_goes_from_every_hierar
 async fn an_agent_deleted_while_the_daemon_was_down_is_stopped_when_it_comes_back() {
     let home = tempfile::tempdir().expect("tempdir");
     let top = format!("a2a-test-sweep-{}", std::process::id());
+    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
     let mut daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     apply(home.path(), &format!("{}{}", agent_yaml("kept", ""), agent_yaml("gone", "")));
@@ -382,7 +393,9 @@ async fn an_agent_deleted_while_the_daemon_was_down_is_stopped_when_it_comes_bac
 async fn an_admitted_agent_gets_its_first_status_with_its_started_process() {
     use futures::StreamExt;
     let home = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::start(home.path(), &format!("a2a-test-first-status-{}", std::process::id()), &[]);
+    let top = format!("a2a-test-first-status-{}", std::process::id());
+    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
+    let daemon = Daemon::start(home.path(), &top, &[]);
     let client = daemon.client().await;
     let api: Api<Agent> = Api::namespaced(client.clone(), "default");
     let config = kube::runtime::watcher::Config::default().fields("metadata.name=solo");
