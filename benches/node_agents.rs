@@ -8,8 +8,9 @@
 //!   has its process running (status.replicas = 1), and until every one is Ready (its A2A
 //!   agent card answers);
 //! - idle: the whole control plane's own CPU use and RSS while it supervises M idle agents
-//!   (default 500, `A2A_BENCH_IDLE`) for 10 s (API server + node controller + engine, agents
-//!   excluded: they are other processes).
+//!   (default 500, `A2A_BENCH_IDLE`) for 10 s in the steady state, once every agent has
+//!   reported its usage (API server + node controller + engine, agents excluded: they are
+//!   other processes).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -249,7 +250,23 @@ fn main() {
         delete_all(&api).await;
 
         apply_and_wait(&api, idle, "i").await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The steady state: every agent has had its first usage written (the node writes
+        // usage for replicas that have run 2 s, at its 10 s sample), and the sample after
+        // that burst of writes has given the freed heap back.
+        let settled = Instant::now();
+        loop {
+            let agents = api.list(&Default::default()).await.expect("list").items;
+            let reported = agents
+                .iter()
+                .filter(|a| a.status.as_ref().and_then(|s| s.usage.as_ref()).is_some_and(|u| u.memory_bytes > 0))
+                .count();
+            if reported >= idle {
+                break;
+            }
+            assert!(settled.elapsed() < Duration::from_secs(60), "only {reported} of {idle} agents report usage");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(11)).await;
         let (cpu0, t0) = (cpu_seconds(), Instant::now());
         tokio::time::sleep(Duration::from_secs(10)).await;
         let cpu = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();

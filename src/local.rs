@@ -101,6 +101,9 @@ async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client, String
 impl ControlPlane {
     /// Starts the API server, the node and the engine.
     pub async fn start(opts: LocalOptions) -> Result<ControlPlane, String> {
+        // The daemon's heap (`a2a serve` does this before its runtime starts; `a2a run` and
+        // embedders get it here, for the arenas not created yet).
+        crate::node::limit_malloc_arenas();
         if !opts.controllers {
             let server =
                 Server::start(ServerConfig::new(&opts.home).port(opts.port)).await.map_err(|e| e.to_string())?;

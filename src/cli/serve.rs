@@ -44,6 +44,8 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         .clone()
         .or_else(default_home)
         .ok_or("cannot tell where to keep state: set A2A_HOME or HOME, or pass --home DIR")?;
+    // Before any thread allocates: the arenas that exist stay.
+    crate::node::limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

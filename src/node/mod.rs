@@ -5,3 +5,5 @@ pub mod cgroup;
 pub mod process;
 pub mod supervisor;
 mod sys;
+
+pub(crate) use sys::limit_malloc_arenas;
