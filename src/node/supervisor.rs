@@ -1195,6 +1195,8 @@ impl World {
         // A command change restarts one replica at a time, when all others are ready.
         let all_ready = rt.replicas.values().all(|r| r.ready);
         let mut rolled = false;
+        // Whether this pass decided a start for the agent (its status then waits, see below).
+        let mut start_decided = false;
         for i in 0..desired {
             if self.starting.contains_key(&(k.clone(), i)) {
                 continue;
@@ -1234,7 +1236,8 @@ impl World {
                 self.deadlines.at(k, t);
                 continue;
             }
-            // Started with the other starts of this pass, concurrently (see `run_starts`).
+            // Started with the other starts of this pass, concurrently (see `hand_off_starts`).
+            start_decided = true;
             self.starts.push(StartJob {
                 key: k.clone(),
                 replica: i,
@@ -1279,10 +1282,8 @@ impl World {
         // A start on its way: its outcome is the next status, unless it takes long.
         let now = Instant::now();
         let start_due = (0..desired)
-            .filter_map(|i| match self.starting.get(&(k.clone(), i)) {
-                Some((.., since)) => Some(*since + START_STATUS_HOLD),
-                None => self.starts.iter().any(|j| j.key == *k && j.replica == i).then_some(now + START_STATUS_HOLD),
-            })
+            .filter_map(|i| self.starting.get(&(k.clone(), i)).map(|(.., since)| *since + START_STATUS_HOLD))
+            .chain(start_decided.then_some(now + START_STATUS_HOLD))
             .min();
         if let Some(due) = start_due.filter(|due| *due > now) {
             self.deadlines.at(k, due);
