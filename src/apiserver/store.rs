@@ -746,12 +746,11 @@ impl Committer {
         struct Done<'a>(&'a Committer);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
-                let queue = self.0.queue();
+                // Nobody waits for `busy` to clear: the commit thread only waits for it once
+                // every handle is gone, and a leader holds one.
+                let mut queue = self.0.queue();
                 if queue.pending.is_empty() {
-                    let mut queue = queue;
                     queue.busy = false;
-                    drop(queue);
-                    self.0.wake.notify_all();
                 } else {
                     self.0.hand_off(queue);
                 }
@@ -788,7 +787,6 @@ impl Committer {
                     self.commit(batch);
                     queue = self.queue();
                 }
-                self.wake.notify_all();
             } else if queue.closed && !queue.busy {
                 break;
             } else {
