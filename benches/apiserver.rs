@@ -12,6 +12,11 @@
 //! (single client), 16-client creates/s (group commit), get p50, list of 10,000 p50 (the
 //! server's bytes as received, and decoded into typed objects by kube-rs), a paged list of
 //! 10,000 in pages of 500 (as kubectl asks), watch events/s.
+//!
+//! Beside them, the floors no server can go under on this machine, measured in the same run:
+//! a bare TCP round trip between the same two runtimes (no TLS, HTTP or JSON), with and
+//! without the log's write + fdatasync on the server's side, and what waking a thread costs
+//! on one CPU and across two.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +42,68 @@ fn agent(name: &str) -> Agent {
 fn p50(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+/// A client of the bare TCP server the floors are measured against (see `bench`).
+struct Floor(tokio::net::TcpStream);
+
+impl Floor {
+    async fn connect(addr: std::net::SocketAddr) -> Floor {
+        let conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.set_nodelay(true).unwrap();
+        Floor(conn)
+    }
+
+    /// One round trip of 64 bytes; `durable`: the server fdatasyncs a block before answering.
+    async fn request(&mut self, durable: bool) -> Duration {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut request = [u8::from(durable); 64];
+        let t = Instant::now();
+        self.0.write_all(&request).await.unwrap();
+        self.0.read_exact(&mut request).await.unwrap();
+        t.elapsed()
+    }
+}
+
+/// The round trip of one byte between two threads over a pair of sockets, the second thread
+/// pinned to `peer_cpu` and this one to CPU 0: what waking a thread costs on this machine,
+/// on the same CPU and across CPUs (the client and server of a request sit on different CPUs
+/// whenever the other one is idle).
+fn wake_round_trip(peer_cpu: usize) -> std::io::Result<Duration> {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    fn pin(cpu: usize) -> std::io::Result<()> {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        Ok(rustix::thread::sched_setaffinity(None, &set)?)
+    }
+    let (mut here, mut there) = UnixStream::pair()?;
+    let peer = std::thread::spawn(move || -> std::io::Result<()> {
+        pin(peer_cpu)?;
+        let mut b = [0u8; 1];
+        while there.read(&mut b)? == 1 {
+            there.write_all(&b)?;
+        }
+        Ok(())
+    });
+    let mut v = Vec::with_capacity(5000);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| -> std::io::Result<()> {
+            pin(0)?;
+            let mut b = [0u8; 1];
+            for _ in 0..5000 {
+                let t = Instant::now();
+                here.write_all(&b)?;
+                here.read_exact(&mut b)?;
+                v.push(t.elapsed());
+            }
+            here.shutdown(std::net::Shutdown::Both)
+        })
+        .join()
+        .expect("the pinned thread")
+    });
+    peer.join().expect("the peer thread")?;
+    result.map(|()| p50(v))
 }
 
 fn bench(c: &mut Criterion) {
@@ -87,10 +154,48 @@ fn bench(c: &mut Criterion) {
         move || format!("a{}", counter.fetch_add(1, Ordering::Relaxed))
     };
 
-    // Single-client durable creates, each after one fsync probe: this disk's fsync moves
-    // between 0.1 and 4 ms within a run, so the ratio is taken against fsyncs interleaved with
-    // the creates rather than measured before them.
-    let (creates, fsyncs): (Vec<Duration>, Vec<Duration>) = rt.block_on(async {
+    // The floors of any request served over the network here: a bare TCP request (no TLS,
+    // HTTP or JSON) to a task on a runtime like the API server's, from a client on a runtime
+    // of its own, as kube-rs's below. A request whose first byte is 1 is a durable write: the
+    // server writes 4 KiB in place and fdatasyncs it as the store's commit does (inside
+    // `block_in_place`), then answers.
+    let floor_addr = {
+        use std::os::unix::fs::FileExt as _;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let file = std::fs::File::create(dir.path().join(".floor")).unwrap();
+        for i in 0..64 {
+            file.write_all_at(&[0u8; 4096], i * 4096).unwrap();
+        }
+        file.sync_all().unwrap();
+        let file = Arc::new(file);
+        let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        server_rt.spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let file = file.clone();
+                tokio::spawn(async move {
+                    conn.set_nodelay(true).unwrap();
+                    let mut request = [0u8; 64];
+                    let mut i = 0u64;
+                    while conn.read_exact(&mut request).await.is_ok() {
+                        i += 1;
+                        if request[0] == 1 {
+                            tokio::task::block_in_place(|| {
+                                file.write_all_at(&[1u8; 4096], (i % 64) * 4096).unwrap();
+                                file.sync_data().unwrap();
+                            });
+                        }
+                        conn.write_all(&request).await.unwrap();
+                    }
+                });
+            }
+        });
+        addr
+    };
+    // Single-client durable creates, each after one fsync probe and one floor request: this
+    // disk's fsync moves between 0.1 and 4 ms within a run, so the ratios are taken against
+    // fsyncs and floors interleaved with the creates rather than measured before them.
+    let (creates, fsyncs, floors): (Vec<Duration>, Vec<Duration>, Vec<Duration>) = rt.block_on(async {
         use std::os::unix::fs::FileExt as _;
         let probe_path = dir.path().join(".fsync-interleaved");
         let probe = std::fs::File::create(&probe_path).unwrap();
@@ -99,7 +204,8 @@ fn bench(c: &mut Criterion) {
             probe.write_all_at(&block, i * 4096).unwrap();
         }
         probe.sync_all().unwrap();
-        let (mut creates, mut fsyncs) = (Vec::new(), Vec::new());
+        let mut floor = Floor::connect(floor_addr).await;
+        let (mut creates, mut fsyncs, mut floors) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..200 {
             let t = Instant::now();
             probe.write_all_at(&block, i * 4096).unwrap();
@@ -108,12 +214,17 @@ fn bench(c: &mut Criterion) {
             let t = Instant::now();
             api.create(&PostParams::default(), &agent(&next())).await.unwrap();
             creates.push(t.elapsed());
+            floors.push(floor.request(true).await);
         }
         std::fs::remove_file(&probe_path).unwrap();
-        (creates, fsyncs)
+        (creates, fsyncs, floors)
     });
     let create_p50 = p50(creates);
     let fsync_interleaved = p50(fsyncs);
+    let floor = p50(floors);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Pinning fails where CPUs 0 and 1 are not both allowed (a cpuset): no line then.
+    let wakes = (cpus > 1).then(|| Some((wake_round_trip(0).ok()?, wake_round_trip(1).ok()?))).flatten();
 
     // 16 concurrent clients (one connection each).
     let concurrent = rt.block_on(async {
@@ -154,14 +265,16 @@ fn bench(c: &mut Criterion) {
     });
     let total = rt.block_on(api.list(&ListParams::default())).unwrap().items.len();
 
-    let gets: Vec<Duration> = rt.block_on(async {
-        let mut v = Vec::new();
+    let (gets, get_floors): (Vec<Duration>, Vec<Duration>) = rt.block_on(async {
+        let mut floor = Floor::connect(floor_addr).await;
+        let (mut v, mut floors) = (Vec::new(), Vec::new());
         for _ in 0..2000 {
             let t = Instant::now();
             api.get("a0").await.unwrap();
             v.push(t.elapsed());
+            floors.push(floor.request(false).await);
         }
-        v
+        (v, floors)
     });
     let raw_list = |client: kube::Client| async move {
         let req = http::Request::get("/apis/a2a.dev/v1alpha1/namespaces/default/agents").body(Vec::new()).unwrap();
@@ -258,8 +371,21 @@ fn bench(c: &mut Criterion) {
          {fsync_interleaved:?} interleaved with the creates)",
         create_p50.as_secs_f64() / fsync_interleaved.as_secs_f64()
     );
+    println!(
+        "report: floor p50, a bare TCP request whose server writes 4 KiB in place + fdatasync: {floor:?} \
+         ({:.2}x the fsync; the create is {:.2}x this floor)",
+        floor.as_secs_f64() / fsync_interleaved.as_secs_f64(),
+        create_p50.as_secs_f64() / floor.as_secs_f64()
+    );
+    if let Some((same, across)) = wakes {
+        println!("report: thread wake-up round trip p50: {same:?} on one CPU, {across:?} across two");
+    }
     println!("report: durable creates/s, 16 concurrent clients: {concurrent:.0}");
-    println!("report: get p50: {:?}", p50(gets));
+    let (get_p50, get_floor) = (p50(gets), p50(get_floors));
+    println!(
+        "report: get p50: {get_p50:?} ({:.2}x the floor, a bare TCP round trip interleaved with the gets: {get_floor:?})",
+        get_p50.as_secs_f64() / get_floor.as_secs_f64()
+    );
     println!(
         "report: shared runtime: get p50 {shared_gets:?}, durable create p50 {shared_creates:?}, \
          typed list p50 {shared_lists:?}"
