@@ -12,7 +12,7 @@ use a2a::api::common::ConditionStatus;
 use kube::Api;
 use kube::api::DeleteParams;
 
-use common::node::{Daemon, Guard, apply, tear_down};
+use common::node::{Daemon, Scratch, apply, tear_down};
 
 async fn wait_agent(client: &kube::Client, name: &str, within: Duration, ok: impl Fn(&Agent) -> bool) -> Agent {
     let api: Api<Agent> = Api::namespaced(client.clone(), "default");
@@ -47,13 +47,12 @@ fn agent_yaml(name: &str, extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_over_its_memory_limit_is_oom_killed_and_its_neighbour_is_untouched() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let top = format!("a2a-test-oom-{}", std::process::id());
-    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
-    let daemon = Daemon::start(home.path(), &top, &[]);
+    let scratch = Scratch::new("oom");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     apply(
-        home.path(),
+        home,
         &format!(
             "{}apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: hog }}\nspec:\n  command: [python3, -c, \"b = b'x' * (256 << 20); import time; time.sleep(60)\"]\n  restartPolicy: Never\n  resources: {{ limits: {{ memory: 64Mi }} }}\n",
             agent_yaml("calm", "  resources: { limits: { memory: 64Mi } }\n")
@@ -79,20 +78,19 @@ async fn an_agent_over_its_memory_limit_is_oom_killed_and_its_neighbour_is_untou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_does_not_fit_waits_and_starts_when_room_frees() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let top = format!("a2a-test-admit-{}", std::process::id());
-    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
-    let daemon = Daemon::start(home.path(), &top, &[]);
+    let scratch = Scratch::new("admit");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     apply(
-        home.path(),
+        home,
         &format!(
             "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {{ name: tiny }}\nspec: {{ parent: host, limits: {{ memory: 100Mi }} }}\n---\n{}",
             agent_yaml("first", "  budget: tiny\n  resources: { limits: { memory: 64Mi } }\n")
         ),
     );
     wait_agent(&client, "first", Duration::from_secs(20), |a| phase(a) == Some(AgentPhase::Running)).await;
-    apply(home.path(), &agent_yaml("second", "  budget: tiny\n  resources: { limits: { memory: 64Mi } }\n"));
+    apply(home, &agent_yaml("second", "  budget: tiny\n  resources: { limits: { memory: 64Mi } }\n"));
     let second =
         wait_agent(&client, "second", Duration::from_secs(10), |a| phase(a) == Some(AgentPhase::Pending)).await;
     let admitted =
@@ -108,13 +106,12 @@ async fn an_agent_that_does_not_fit_waits_and_starts_when_room_frees() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_daemon_readopts_its_running_agents() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let top = format!("a2a-test-adopt-{}", std::process::id());
-    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
-    let mut daemon = Daemon::start(home.path(), &top, &[]);
+    let scratch = Scratch::new("adopt");
+    let (home, top) = (scratch.home(), scratch.top());
+    let mut daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     let names = ["a1", "a2", "a3", "a4", "a5"];
-    apply(home.path(), &names.iter().map(|n| agent_yaml(n, "")).collect::<String>());
+    apply(home, &names.iter().map(|n| agent_yaml(n, "")).collect::<String>());
     let mut before = Vec::new();
     for n in names {
         before.push(pids(
@@ -122,7 +119,7 @@ async fn a_killed_daemon_readopts_its_running_agents() {
         ));
     }
     daemon.kill9();
-    let daemon = Daemon::start(home.path(), &top, &[]);
+    let daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     // Status is current again within 2 s: the same processes, ready, no restarts.
     let started = Instant::now();
@@ -154,14 +151,13 @@ async fn a_killed_daemon_readopts_its_running_agents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_agent_at_its_cpu_limit_is_throttled_and_background_agents_share_background_cpu() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let top = format!("a2a-test-cpu-{}", std::process::id());
-    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
-    let daemon = Daemon::start(home.path(), &top, &[]);
+    let scratch = Scratch::new("cpu");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     let busy = "  command: [sh, -c, \"while :; do :; done\"]\n";
     apply(
-        home.path(),
+        home,
         &format!(
             "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {{ name: desk }}\nspec: {{ parent: host, limits: {{ cpu: \"1\" }}, backgroundCpu: 100m }}\n---\n\
              apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: spin }}\nspec:\n{busy}  budget: desk\n  resources: {{ limits: {{ cpu: 200m }} }}\n---\n\
@@ -197,19 +193,18 @@ async fn a_busy_agent_at_its_cpu_limit_is_throttled_and_background_agents_share_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_agent_log_is_rotated() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let top = format!("a2a-test-log-{}", std::process::id());
-    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
-    let daemon = Daemon::start(home.path(), &top, &[]);
+    let scratch = Scratch::new("log");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     // 20 MiB of output, then idle.
     apply(
-        home.path(),
+        home,
         "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: chatty }\nspec:\n  command: [sh, -c, \"head -c 20971520 /dev/zero | tr '\\\\0' x; sleep 60\"]\n",
     );
     wait_agent(&client, "chatty", Duration::from_secs(20), |a| !pids(a).is_empty()).await;
-    let log = home.path().join("logs/default/chatty/0.log");
-    let rotated = home.path().join("logs/default/chatty/0.log.1");
+    let log = home.join("logs/default/chatty/0.log");
+    let rotated = home.join("logs/default/chatty/0.log.1");
     // Log sizes are checked with the kernel statistics, every 10 s. Rotation copies, then
     // truncates: wait until both are done.
     let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
@@ -224,12 +219,11 @@ async fn a_large_agent_log_is_rotated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_pid_that_now_names_another_process_is_not_adopted() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let top = format!("a2a-test-recycled-{}", std::process::id());
-    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
-    let mut daemon = Daemon::start(home.path(), &top, &[]);
+    let scratch = Scratch::new("recycled");
+    let (home, top) = (scratch.home(), scratch.top());
+    let mut daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
-    apply(home.path(), &agent_yaml("solo", ""));
+    apply(home, &agent_yaml("solo", ""));
     let a = wait_agent(&client, "solo", Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await;
     let mut instances = a.status.clone().expect("status").instances;
     let old = u32::try_from(instances[0].pid.expect("pid")).expect("pid");
@@ -240,7 +234,7 @@ async fn a_recorded_pid_that_now_names_another_process_is_not_adopted() {
 
     // While no node runs (the API server alone), record another start time for that pid: what
     // the status says when the kernel has given the pid to a newer process.
-    let api_only = Daemon::start(home.path(), &top, &["--api-only"]);
+    let api_only = Daemon::start(home, top, &["--api-only"]);
     let api: Api<Agent> = Api::namespaced(api_only.client().await, "default");
     instances[0].pid_start_time = Some(started + 1);
     let patch = serde_json::json!({ "status": { "instances": instances } });
@@ -249,7 +243,7 @@ async fn a_recorded_pid_that_now_names_another_process_is_not_adopted() {
         .expect("patch status");
     drop(api_only);
 
-    let daemon = Daemon::start(home.path(), &top, &[]);
+    let daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     let a = wait_agent(&client, "solo", Duration::from_secs(30), |a| {
         phase(a) == Some(AgentPhase::Running) && !pids(a).is_empty() && pids(a) != [old as i32]
@@ -281,13 +275,12 @@ fn cgroup_dirs(rel: &str) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_budget_stops_its_agents_and_its_cgroup_goes_from_every_hierarchy() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let top = format!("a2a-test-budget-gone-{}", std::process::id());
-    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
-    let daemon = Daemon::start(home.path(), &top, &[]);
+    let scratch = Scratch::new("budget-gone");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     apply(
-        home.path(),
+        home,
         &format!(
             "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {{ name: team }}\nspec: {{ parent: host, limits: {{ memory: 256Mi }} }}\n---\n\
              apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {{ name: squad }}\nspec: {{ parent: team, limits: {{ memory: 128Mi }} }}\n---\n{}{}",
@@ -335,12 +328,11 @@ async fn a_deleted_budget_stops_its_agents_and_its_cgroup_goes_from_every_hierar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_deleted_while_the_daemon_was_down_is_stopped_when_it_comes_back() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let top = format!("a2a-test-sweep-{}", std::process::id());
-    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
-    let mut daemon = Daemon::start(home.path(), &top, &[]);
+    let scratch = Scratch::new("sweep");
+    let (home, top) = (scratch.home(), scratch.top());
+    let mut daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
-    apply(home.path(), &format!("{}{}", agent_yaml("kept", ""), agent_yaml("gone", "")));
+    apply(home, &format!("{}{}", agent_yaml("kept", ""), agent_yaml("gone", "")));
     let kept = wait_agent(&client, "kept", Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await;
     let gone = wait_agent(&client, "gone", Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await;
     let gone_cgroup = gone.status.as_ref().expect("status").instances[0].cgroup.clone().expect("cgroup");
@@ -355,7 +347,7 @@ async fn an_agent_deleted_while_the_daemon_was_down_is_stopped_when_it_comes_bac
 
     // While no node runs (the API server alone), the agent is deleted: its process outlives
     // the daemon and nothing is there to stop it yet.
-    let api_only = Daemon::start(home.path(), &top, &["--api-only"]);
+    let api_only = Daemon::start(home, top, &["--api-only"]);
     let api: Api<Agent> = Api::namespaced(api_only.client().await, "default");
     api.delete("gone", &DeleteParams::default()).await.expect("delete");
     drop(api_only);
@@ -363,7 +355,7 @@ async fn an_agent_deleted_while_the_daemon_was_down_is_stopped_when_it_comes_bac
         assert!(Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} still runs while no node runs");
     }
 
-    let daemon = Daemon::start(home.path(), &top, &[]);
+    let daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     // The agent that still exists is re-adopted, not restarted...
     let again = wait_agent(&client, "kept", Duration::from_secs(5), |a| {
@@ -392,16 +384,15 @@ async fn an_agent_deleted_while_the_daemon_was_down_is_stopped_when_it_comes_bac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admitted_agent_gets_its_first_status_with_its_started_process() {
     use futures::StreamExt;
-    let home = tempfile::tempdir().expect("tempdir");
-    let top = format!("a2a-test-first-status-{}", std::process::id());
-    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
-    let daemon = Daemon::start(home.path(), &top, &[]);
+    let scratch = Scratch::new("first-status");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     let api: Api<Agent> = Api::namespaced(client.clone(), "default");
     let config = kube::runtime::watcher::Config::default().fields("metadata.name=solo");
     let mut events = kube::runtime::watcher(api, config).boxed();
     while !matches!(events.next().await, Some(Ok(kube::runtime::watcher::Event::InitDone))) {}
-    apply(home.path(), &agent_yaml("solo", ""));
+    apply(home, &agent_yaml("solo", ""));
     // Every status the node wrote, in order, until the agent is Running.
     let mut seen = Vec::new();
     loop {

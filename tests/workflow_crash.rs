@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use a2a::api::workflow::{TaskPhase, WorkflowPhase};
 
-use common::node::{Daemon, Guard, apply, events, get_wf, tear_down};
+use common::node::{Daemon, Scratch, apply, events, get_wf, tear_down};
 
 const MANIFESTS: &str = "apiVersion: a2a.dev/v1alpha1
 kind: Agent
@@ -33,12 +33,11 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_daemon_resumes_the_workflow_and_every_task_runs_exactly_once() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let top = format!("a2a-test-wfcrash-{}", std::process::id());
-    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
-    let mut daemon = Daemon::start(home.path(), &top, &[]);
+    let scratch = Scratch::new("wfcrash");
+    let (home, top) = (scratch.home(), scratch.top());
+    let mut daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
-    apply(home.path(), MANIFESTS);
+    apply(home, MANIFESTS);
     // Kill while the first level runs on the agents (their A2A task ids are in status).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -54,7 +53,7 @@ async fn a_sigkilled_daemon_resumes_the_workflow_and_every_task_runs_exactly_onc
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     daemon.kill9();
-    let daemon = Daemon::start(home.path(), &top, &[]);
+    let daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let wf = loop {
@@ -71,11 +70,11 @@ async fn a_sigkilled_daemon_resumes_the_workflow_and_every_task_runs_exactly_onc
     assert!(status.tasks.iter().all(|t| t.attempts == 1), "no task needed a second attempt: {status:#?}");
     // The agents' logs: one start per task, each with the task's first-attempt messageId.
     let uid = wf.metadata.uid.clone().expect("uid");
-    let starts = events(home.path(), "sleeper", "start");
+    let starts = events(home, "sleeper", "start");
     let expected: BTreeMap<String, usize> =
         status.tasks.iter().map(|t| (a2a::controller::plan::message_id(&uid, &t.name, 1), 1)).collect();
     assert_eq!(starts, expected, "every task started exactly once on the agents");
-    let ends = events(home.path(), "sleeper", "end");
+    let ends = events(home, "sleeper", "end");
     assert_eq!(ends, expected, "every task ran to its end exactly once");
     tear_down(daemon).await;
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use a2a::api::workflow::{TaskPhase, WorkflowPhase};
 use kube::Api;
 
-use common::node::{Daemon, Guard, apply, events, get_wf, tear_down};
+use common::node::{Daemon, Scratch, apply, events, get_wf, tear_down};
 
 fn manifests(tasks: usize) -> String {
     let mut y = String::from(
@@ -26,12 +26,11 @@ fn manifests(tasks: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_tasks_complete_through_retries_while_agents_crash() {
-    let home = tempfile::tempdir().expect("tempdir");
-    let top = format!("a2a-test-wffaults-{}", std::process::id());
-    let _guard = Guard { home: home.path().to_path_buf(), top: top.clone() };
-    let daemon = Daemon::start(home.path(), &top, &["--restart-backoff", "100ms"]);
+    let scratch = Scratch::new("wffaults");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &["--restart-backoff", "100ms"]);
     let client = daemon.client().await;
-    apply(home.path(), &manifests(1000));
+    apply(home, &manifests(1000));
     let deadline = Instant::now() + Duration::from_secs(180);
     let wf = loop {
         let wf = get_wf(&client, "faults").await;
@@ -55,7 +54,7 @@ async fn a_thousand_tasks_complete_through_retries_while_agents_crash() {
         assert_eq!(t.output.as_deref(), Some(format!("task {i}").as_str()), "{} answered its own message", t.name);
     }
     // Faults really happened: agents crashed, were restarted, and tasks needed retries.
-    let crashes: usize = events(home.path(), "flaky", "crash").values().sum();
+    let crashes: usize = events(home, "flaky", "crash").values().sum();
     assert!(crashes > 0, "no injected crash happened");
     let agent: a2a::api::Agent = Api::namespaced(client.clone(), "default").get("flaky").await.expect("get agent");
     let restarts = agent.status.as_ref().map_or(0, |s| s.restarts);
@@ -64,7 +63,7 @@ async fn a_thousand_tasks_complete_through_retries_while_agents_crash() {
     assert!(retried > 0, "some tasks needed a second attempt");
     // The attempt that succeeded is the one each task's status names, and it ran to its end.
     let uid = wf.metadata.uid.clone().expect("uid");
-    let ends = events(home.path(), "flaky", "end");
+    let ends = events(home, "flaky", "end");
     for t in &status.tasks {
         let id = a2a::controller::plan::message_id(&uid, &t.name, t.attempts);
         assert_eq!(ends.get(&id), Some(&1), "{} attempt {} ended once on an agent", t.name, t.attempts);

@@ -69,11 +69,34 @@ pub fn apply(home: &Path, yaml: &str) {
     assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Kills what the test's daemons started and removes its cgroup tree even when the test
-/// fails half way (the normal path, [`tear_down`], checks that nothing is left).
-pub struct Guard {
-    pub home: PathBuf,
-    pub top: String,
+/// A node test's home directory and cgroup tree (`a2a-test-NAME-PID`). Whatever the test's
+/// daemons started is killed and the tree removed when it is dropped, even when the test
+/// fails half way (the normal path, [`tear_down`], checks that nothing is left); the
+/// directory goes after that.
+pub struct Scratch {
+    guard: Guard,
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = format!("a2a-test-{name}-{}", std::process::id());
+        Scratch { guard: Guard { home: dir.path().to_path_buf(), top }, dir }
+    }
+
+    pub fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn top(&self) -> &str {
+        &self.guard.top
+    }
+}
+
+struct Guard {
+    home: PathBuf,
+    top: String,
 }
 
 impl Drop for Guard {
