@@ -245,6 +245,18 @@ impl AppState {
                 ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
             }
             store::Error::Closed => ApiError::unavailable("the server is shutting down"),
+            // What the kube-apiserver answers when etcd refuses an object over its request
+            // limit: a 500 with etcd's words and no reason; the rest says which object and
+            // by how much.
+            store::Error::TooLarge { size, limit, .. } => ApiError::new(
+                500,
+                "",
+                format!(
+                    "etcdserver: request is too large: {} \"{name}\" would be stored as {size} bytes, more than \
+                     the limit of {limit}",
+                    t.resource.qualified()
+                ),
+            ),
             e @ store::Error::NotAnObject { .. } => ApiError::bad_request(e.to_string()),
             e @ (store::Error::Storage { .. } | store::Error::Corrupt { .. }) => ApiError::internal(e.to_string()),
         }
