@@ -302,4 +302,12 @@ mod tests {
         assert_eq!(ok.version_match, VersionMatch::Exact);
         assert_eq!(ok.timeout, Some(Duration::from_secs(30)));
     }
+
+    #[test]
+    fn a_version_from_the_future_is_the_kube_apiservers_504() {
+        let e = too_large_resource_version(99, 7);
+        assert_eq!((e.code, e.reason), (504, "Timeout"));
+        assert_eq!(e.message, "Too large resource version: 99, current: 7");
+        assert_eq!(e.details.unwrap()["causes"][0]["reason"], "ResourceVersionTooLarge");
+    }
 }
