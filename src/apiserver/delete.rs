@@ -353,7 +353,9 @@ impl AppState {
                 }
                 return Ok(Object::Stored(stored));
             }
-            let has_dependents = !uid.is_empty() && !self.dependents(&uid).is_empty();
+            // Finding dependents scans every object; a background delete finds them after.
+            let has_dependents =
+                policy != Propagation::Background && !uid.is_empty() && !self.dependents(&uid).is_empty();
             let foreground = policy == Propagation::Foreground && has_dependents;
             let mark = !finalizers(&current).is_empty() || foreground;
             let mut marked = current;

@@ -73,8 +73,9 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// A request body over the limit, in the kube-apiserver's words.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("request body is larger than the limit of {limit} bytes"))
+        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
     }
 
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
