@@ -453,6 +453,9 @@ impl AppState {
                 }
             }
             if key.resource == "/namespaces" {
+                // Normally empty by now; a namespace whose finalizers a client removed by hand
+                // still takes what is left in it along.
+                state.delete_contents(&key.name).await;
                 return;
             }
             if !key.namespace.is_empty()
@@ -611,6 +614,25 @@ impl AppState {
         Err(ApiError::conflict(t.resource, name))
     }
 
+    /// Deletes (in the background) every object in a namespace not already marked.
+    async fn delete_contents(&self, namespace: &str) {
+        let background = DeleteOptions { propagation: Some(Propagation::Background), ..Default::default() };
+        for res in RESOURCES.iter().filter(|r| r.namespaced) {
+            let Ok((items, _)) = self.store.list(&res.storage(), Some(namespace), None, None) else { continue };
+            for item in items {
+                let marked = item.value().ok().is_some_and(|v| v.pointer("/metadata/deletionTimestamp").is_some());
+                if marked {
+                    continue;
+                }
+                if let Err(e) = self.delete_one(&target_of(res, &item), &background).await
+                    && e.code != 404
+                {
+                    tracing::debug!(error = %e, object = %item.key, "namespace deletion");
+                }
+            }
+        }
+    }
+
     /// Runs the namespace controller's pass over a terminating namespace, once at a time per
     /// namespace: a request for a sweep while one runs makes it run once more.
     pub(super) fn sweep_namespace(&self, namespace: String) {
@@ -645,21 +667,7 @@ impl AppState {
         if !is_terminating(&ns) {
             return;
         }
-        let background = DeleteOptions { propagation: Some(Propagation::Background), ..Default::default() };
-        for res in RESOURCES.iter().filter(|r| r.namespaced) {
-            let Ok((items, _)) = self.store.list(&res.storage(), Some(namespace), None, None) else { continue };
-            for item in items {
-                let marked = item.value().ok().is_some_and(|v| v.pointer("/metadata/deletionTimestamp").is_some());
-                if marked {
-                    continue;
-                }
-                if let Err(e) = self.delete_one(&target_of(res, &item), &background).await
-                    && e.code != 404
-                {
-                    tracing::debug!(error = %e, object = %item.key, "namespace deletion");
-                }
-            }
-        }
+        self.delete_contents(namespace).await;
         let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
         let mut by_finalizer: BTreeMap<String, usize> = BTreeMap::new();
         for res in RESOURCES.iter().filter(|r| r.namespaced) {
