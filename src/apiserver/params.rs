@@ -195,9 +195,11 @@ impl ListOptions {
         let version_match = match q.get("resourceVersionMatch").map(String::as_str) {
             None | Some("") => VersionMatch::NotOlderThan,
             Some(m) => {
-                if watch {
-                    causes
-                        .push(Cause::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden for watch"));
+                if watch && !q.contains_key("sendInitialEvents") {
+                    causes.push(Cause::forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                    ));
                 }
                 if raw_version.is_empty() {
                     causes.push(Cause::forbidden(
@@ -232,6 +234,18 @@ impl ListOptions {
                 }
             }
         };
+        // Streaming lists (the WatchList feature) are not served: refused as a kube-apiserver
+        // with the feature gate off refuses them, so that clients fall back to list and watch.
+        if q.contains_key("sendInitialEvents") {
+            causes.push(Cause::forbidden(
+                "sendInitialEvents",
+                if watch {
+                    "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"
+                } else {
+                    "sendInitialEvents is forbidden for list"
+                },
+            ));
+        }
         if !causes.is_empty() {
             return Err(invalid_options("ListOptions", &causes));
         }
@@ -291,6 +305,9 @@ mod tests {
             "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Unsupported value: \"Bogus\": \
              supported values: \"Exact\", \"NotOlderThan\", \"\""
         );
+        let e = bad(&[("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan")], true);
+        assert_eq!(e.code, 422);
+        assert!(e.message.contains("sendInitialEvents is forbidden for watch"), "{}", e.message);
         let e = bad(&[("resourceVersionMatch", "Exact")], false);
         assert!(e.message.contains("forbidden unless resourceVersion is provided"), "{}", e.message);
         let ok = ListOptions::parse(
