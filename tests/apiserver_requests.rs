@@ -490,3 +490,34 @@ print(out["metadata"]["name"])
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "py");
     assert!(get(c, &format!("{AGENTS}/py")).await.is_some(), "a dry run deleted the object");
 }
+
+/// An Agent stored without a namespace (as the all-namespaces path once allowed) can still be
+/// found and deleted: its namespace segment is empty.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_stored_without_a_namespace_can_still_be_deleted() {
+    use a2a::apiserver::store::{ObjectKey, Precondition, Write};
+    let t = start().await;
+    let c = &t.client;
+    let mut lost = agent_json("lost");
+    lost["metadata"]["uid"] = json!("0b7c6a4e-0000-4000-8000-000000000001");
+    let key = ObjectKey::new("a2a.dev/agents", "", "lost");
+    t.server.store().write(Write::Put { key, object: lost, precondition: Precondition::Absent }).await.unwrap();
+    let all = get(c, "/apis/a2a.dev/v1alpha1/agents").await.unwrap();
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(1), "{all}");
+    let path = "/apis/a2a.dev/v1alpha1/namespaces//agents/lost";
+    assert!(get(c, path).await.is_some());
+    let (code, v) = raw(c, Method::DELETE, path, "application/json", "").await;
+    assert_eq!(code, 200, "{v}");
+    let all = get(c, "/apis/a2a.dev/v1alpha1/agents").await.unwrap();
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(0), "{all}");
+    // Nothing new can be created there.
+    let (code, v) = raw(
+        c,
+        Method::POST,
+        "/apis/a2a.dev/v1alpha1/namespaces//agents",
+        "application/json",
+        agent_json("again").to_string(),
+    )
+    .await;
+    assert!(code == 404 || code == 422, "{code} {v}");
+}
