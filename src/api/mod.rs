@@ -5,6 +5,7 @@ pub mod agent;
 pub mod budget;
 pub mod common;
 pub mod manifest;
+pub mod objectmeta;
 pub mod quantity;
 pub mod template;
 pub mod validate;

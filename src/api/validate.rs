@@ -368,22 +368,6 @@ pub fn check_dns_label(s: &str) -> Result<(), String> {
     }
 }
 
-/// A Kubernetes label or annotation key: `[prefix/]name`.
-fn check_meta_key(key: &str) -> Result<(), String> {
-    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
-    let name_ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
-    let prefix_ok = prefix.is_empty() || (prefix.len() <= 253 && prefix.split('.').all(|p| check_dns_label(p).is_ok()));
-    if name_ok && prefix_ok {
-        Ok(())
-    } else {
-        Err(format!("{key:?} is not a valid key ([prefix/]name, name at most 63 of a-z, 0-9, '-', '_', '.')"))
-    }
-}
-
 const OBJECT_META_FIELDS: &[&str] = &[
     "name",
     "generateName",
@@ -442,23 +426,10 @@ fn check_metadata(kind: Kind, meta: Option<&Value>, errors: &mut Vec<FieldError>
         Some(other) => errors
             .push(FieldError::new("metadata.namespace", format!("expected a string, got {}", json_type_name(other)))),
     }
+    super::objectmeta::check_labels_and_annotations(map, errors);
     for field in ["labels", "annotations"] {
         match map.get(field) {
-            Some(Value::Object(m)) => {
-                for (k, v) in m {
-                    let path = format!("metadata.{field}.{k}");
-                    if let Err(e) = check_meta_key(k) {
-                        errors.push(FieldError::new(path.clone(), e));
-                    }
-                    if !v.is_string() {
-                        errors.push(FieldError::new(
-                            path,
-                            format!("values must be strings (quote it), got {}", json_type_name(v)),
-                        ));
-                    }
-                }
-            }
-            Some(Value::Null) | None => {}
+            Some(Value::Object(_) | Value::Null) | None => {}
             Some(other) => errors.push(FieldError::new(
                 format!("metadata.{field}"),
                 format!("expected a mapping, got {}", json_type_name(other)),

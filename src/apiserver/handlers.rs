@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::managed::{self, FieldSet, ManagedFields, Operation, Scope, Touched};
+use super::params::{self, ListOptions, VersionMatch};
 use super::resources::Resource;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
@@ -78,7 +79,7 @@ pub fn parse_path(path: &str) -> Result<Target, ApiError> {
     Ok(Target { resource, namespace, name, status })
 }
 
-fn meta_mut(object: &mut Value) -> Option<&mut Map<String, Value>> {
+pub(super) fn meta_mut(object: &mut Value) -> Option<&mut Map<String, Value>> {
     object.get_mut("metadata").and_then(Value::as_object_mut)
 }
 
@@ -111,14 +112,12 @@ fn name_suffix() -> String {
     random_bytes::<5>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     crate::api::Time::now().to_string()
 }
 
-fn query_flag(q: &HashMap<String, String>, key: &str) -> bool {
-    matches!(q.get(key).map(String::as_str), Some("1" | "true" | "True"))
-}
-
+/// Whether a write is a dry run; the value was checked on the way in
+/// ([`params::check_write_options`]), so only `All` is left to find.
 fn dry_run(q: &HashMap<String, String>) -> bool {
     q.get("dryRun").is_some_and(|v| v == "All")
 }
@@ -233,11 +232,11 @@ fn wants_table(headers: &HeaderMap) -> bool {
 }
 
 impl AppState {
-    fn key(&self, t: &Target, name: &str) -> ObjectKey {
+    pub(super) fn key(&self, t: &Target, name: &str) -> ObjectKey {
         ObjectKey::new(t.resource.storage(), t.namespace.clone().unwrap_or_default(), name)
     }
 
-    fn store_error(&self, t: &Target, name: &str, e: store::Error) -> ApiError {
+    pub(super) fn store_error(&self, t: &Target, name: &str, e: store::Error) -> ApiError {
         match e {
             store::Error::AlreadyExists => ApiError::already_exists(t.resource, name),
             store::Error::NotFound => ApiError::not_found(t.resource, name),
@@ -246,16 +245,34 @@ impl AppState {
                 ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
             }
             store::Error::Closed => ApiError::unavailable("the server is shutting down"),
+            // What the kube-apiserver answers when etcd refuses an object over its request
+            // limit: a 500 with etcd's words and no reason; the rest says which object and
+            // by how much.
+            store::Error::TooLarge { size, limit, .. } => ApiError::new(
+                500,
+                "",
+                format!(
+                    "etcdserver: request is too large: {} \"{name}\" would be stored as {size} bytes, more than \
+                     the limit of {limit}",
+                    t.resource.qualified()
+                ),
+            ),
             e @ store::Error::NotAnObject { .. } => ApiError::bad_request(e.to_string()),
             e @ (store::Error::Storage { .. } | store::Error::Corrupt { .. }) => ApiError::internal(e.to_string()),
         }
     }
 
-    fn check_namespace(&self, t: &Target) -> Result<(), ApiError> {
+    /// The namespace of a create must exist and not be terminating (the kube-apiserver's
+    /// NamespaceLifecycle admission: 404, or 403 with a `NamespaceTerminating` cause).
+    fn check_namespace(&self, t: &Target, name: &str) -> Result<(), ApiError> {
         if let Some(ns) = &t.namespace {
             let key = ObjectKey::new("/namespaces", "", ns.clone());
-            if self.store.get(&key).is_none() {
-                return Err(ApiError::namespace_not_found(ns));
+            match self.store.get(&key) {
+                None => return Err(ApiError::namespace_not_found(ns)),
+                Some(n) if super::delete::is_terminating(&n) => {
+                    return Err(super::delete::namespace_terminating(t.resource, name, ns));
+                }
+                Some(_) => {}
             }
         }
         Ok(())
@@ -288,6 +305,13 @@ impl AppState {
             }
             (Some(path_ns), _) => {
                 meta.insert("namespace".into(), json!(path_ns));
+            }
+            (None, _) if res.namespaced => {
+                // The all-namespaces path takes no writes (see `verb_of`); a namespaced object
+                // stored without a namespace could not be reached again.
+                return Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                ));
             }
             (None, _) => {
                 meta.remove("namespace");
@@ -335,7 +359,11 @@ impl AppState {
         Ok(Object::Stored(obj).respond(StatusCode::OK))
     }
 
-    fn selectors(&self, t: &Target, q: &HashMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    pub(super) fn selectors(
+        &self,
+        t: &Target,
+        q: &HashMap<String, String>,
+    ) -> Result<(LabelSelector, FieldSelector), ApiError> {
         let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
             .map_err(|e| ApiError::bad_request(format!("invalid labelSelector: {e}")))?;
         let fields =
@@ -350,6 +378,7 @@ impl AppState {
         headers: &HeaderMap,
         q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
+        let options = ListOptions::parse(q, false)?;
         let (labels, fields) = self.selectors(t, q)?;
         let limit = match q.get("limit").map(String::as_str) {
             None | Some("") => None,
@@ -368,12 +397,21 @@ impl AppState {
         if token.is_some() && q.get("resourceVersion").is_some_and(|v| !v.is_empty() && v != "0") {
             return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
         }
+        let current = self.store.resource_version();
+        if let Some(rv) = options.resource_version
+            && rv > current
+        {
+            return Err(params::too_large_resource_version(rv, current));
+        }
         let after = token.as_ref().map(|c| (c.namespace.as_str(), c.name.as_str()));
-        let (items, rv) = self
-            .store
-            .list(&t.resource.storage(), t.namespace.as_deref(), after, token.as_ref().map(|c| c.resource_version))
-            .map_err(|e| match e {
-                store::Error::Gone { .. } => ApiError::gone(
+        let at = match (&token, options.version_match) {
+            (Some(c), _) => Some(c.resource_version),
+            (None, VersionMatch::Exact) => options.resource_version,
+            (None, VersionMatch::NotOlderThan) => None,
+        };
+        let (items, rv) =
+            self.store.list(&t.resource.storage(), t.namespace.as_deref(), after, at).map_err(|e| match e {
+                store::Error::Gone { .. } if token.is_some() => ApiError::gone(
                     "The provided continue parameter is too old to display a consistent list result. \
                      You can start a new list without the continue parameter.",
                 ),
@@ -415,16 +453,11 @@ impl AppState {
         headers: &HeaderMap,
         q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
+        let options = ListOptions::parse(q, true)?;
         let (labels, fields) = self.selectors(t, q)?;
-        let from = match q.get("resourceVersion").map(String::as_str) {
-            None | Some("") => None,
-            Some(s) => Some(
-                s.parse::<u64>()
-                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}: expected a number")))?,
-            ),
-        };
-        let bookmarks = query_flag(q, "allowWatchBookmarks");
-        let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
+        let from = options.resource_version;
+        let bookmarks = options.allow_bookmarks;
+        let timeout = options.timeout;
         let table = wants_table(headers);
         let res = t.resource;
         let namespace = t.namespace.clone();
@@ -564,6 +597,11 @@ impl AppState {
         }
         if t.resource.plural == "namespaces" {
             object["status"] = json!({"phase": "Active"});
+            // As the kube-apiserver: the lifecycle's finalizer, removed once a deleted
+            // namespace is empty.
+            if object.get("spec").is_none_or(Value::is_null) {
+                object["spec"] = json!({"finalizers": [super::delete::NAMESPACE_FINALIZER]});
+            }
         }
         Ok(())
     }
@@ -624,7 +662,7 @@ impl AppState {
         entries.write(&mut object);
         let name = self.admit(t, &mut object, None)?;
         info.name = name.clone();
-        self.check_namespace(t)?;
+        self.check_namespace(t, &name)?;
         if dry_run(q) {
             return Ok(json_response(StatusCode::CREATED, &object));
         }
@@ -776,8 +814,7 @@ impl AppState {
             if dry_run(q) {
                 return Ok(Object::Value(new));
             }
-            let finished = new.pointer("/metadata/deletionTimestamp").is_some()
-                && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            let finished = super::delete::finished(&new);
             let write = if finished {
                 Write::Delete { key: key.clone(), precondition: Precondition::ResourceVersion(current_rv) }
             } else {
@@ -786,7 +823,7 @@ impl AppState {
             match self.store.write(write).await {
                 Ok(v) => {
                     if finished {
-                        self.cascade(&v);
+                        self.removed(&v);
                     }
                     return Ok(Object::Stored(v));
                 }
@@ -960,7 +997,7 @@ impl AppState {
         managed::check_manager(manager).map_err(|e| {
             ApiError::new(422, "Invalid", format!("fieldManager: Invalid value: {manager:?}: fieldManager {e}"))
         })?;
-        let force = query_flag(q, "force");
+        let force = params::flag(q, "force")?;
         let Some(map) = config.as_object() else {
             return Err(ApiError::bad_request(format!(
                 "the applied configuration must be a {} object (a YAML mapping)",
@@ -1016,178 +1053,6 @@ impl AppState {
             .await?;
         Ok(v.respond(StatusCode::OK))
     }
-
-    pub async fn delete(&self, t: &Target, body: &Bytes, q: &HashMap<String, String>) -> Result<Response, ApiError> {
-        let options = DeleteOptions::parse(body)?;
-        Ok(self.delete_one(t, &options, q).await?.respond(StatusCode::OK))
-    }
-
-    /// Deletes one object: marks it (deletionTimestamp) while it has finalizers, removes it
-    /// otherwise and cascades to what it owns.
-    async fn delete_one(
-        &self,
-        t: &Target,
-        options: &DeleteOptions,
-        q: &HashMap<String, String>,
-    ) -> Result<Object, ApiError> {
-        let name = t.name.clone().unwrap_or_default();
-        if t.resource.plural == "namespaces" && name == "default" {
-            return Err(ApiError::new(
-                403,
-                "Forbidden",
-                "namespaces \"default\" is forbidden: this namespace may not be deleted",
-            ));
-        }
-        let key = self.key(t, &name);
-        for _ in 0..16 {
-            let stored = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
-            let current_rv = stored.resource_version;
-            let current = parsed(&stored)?;
-            if options.resource_version.is_some_and(|rv| rv != current_rv)
-                || options
-                    .uid
-                    .as_ref()
-                    .is_some_and(|u| current.pointer("/metadata/uid").and_then(Value::as_str) != Some(u.as_str()))
-            {
-                return Err(ApiError::conflict(t.resource, &name));
-            }
-            let has_finalizers =
-                current.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-            if (has_finalizers && current.pointer("/metadata/deletionTimestamp").is_some()) || dry_run(q) {
-                return Ok(Object::Stored(stored));
-            }
-            let write = if has_finalizers {
-                let mut marked = current;
-                if let Some(meta) = meta_mut(&mut marked) {
-                    meta.insert("deletionTimestamp".into(), json!(now()));
-                    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-                }
-                Write::Put { key: key.clone(), object: marked, precondition: Precondition::ResourceVersion(current_rv) }
-            } else {
-                Write::Delete { key: key.clone(), precondition: Precondition::ResourceVersion(current_rv) }
-            };
-            match self.store.write(write).await {
-                Ok(v) => {
-                    if !has_finalizers {
-                        self.cascade(&v);
-                    }
-                    return Ok(Object::Stored(v));
-                }
-                Err(store::Error::Conflict { .. }) => continue,
-                Err(e) => return Err(self.store_error(t, &name, e)),
-            }
-        }
-        Err(ApiError::conflict(t.resource, &name))
-    }
-
-    /// `DELETE` on a collection: deletes every object the label and field selectors match
-    /// (each as a single delete would: finalizers mark, cascades follow) and answers the list
-    /// of what was deleted or marked.
-    pub async fn delete_collection(
-        &self,
-        t: &Target,
-        body: &Bytes,
-        q: &HashMap<String, String>,
-    ) -> Result<Response, ApiError> {
-        if !t.resource.verbs().contains(&"deletecollection") {
-            return Err(ApiError::method_not_allowed(format!(
-                "deletecollection is not supported on {}",
-                t.resource.qualified()
-            )));
-        }
-        let options = DeleteOptions::parse(body)?;
-        let (labels, fields) = self.selectors(t, q)?;
-        let (items, _) = self
-            .store
-            .list(&t.resource.storage(), t.namespace.as_deref(), None, None)
-            .map_err(|e| self.store_error(t, "", e))?;
-        let mut deleted = Vec::new();
-        let mut first_error = None;
-        for item in items.iter().filter(|o| selected(o, &labels, &fields)) {
-            let one = Target {
-                resource: t.resource,
-                namespace: t.resource.namespaced.then(|| item.key.namespace.clone()),
-                name: Some(item.key.name.clone()),
-                status: false,
-            };
-            match self.delete_one(&one, &options, q).await {
-                Ok(o) => deleted.push(o),
-                // Deleted meanwhile by someone else: gone either way.
-                Err(e) if e.code == 404 => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, object = %item.key, "deletecollection");
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-        let rv = self.store.resource_version();
-        let bodies: Vec<Vec<u8>> = deleted.iter().map(Object::to_json).collect();
-        let items: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
-        Ok(list_response(t.resource, &json!({"resourceVersion": rv.to_string()}), &items))
-    }
-
-    /// Background cascading deletion: deletes every object whose ownerReferences name the
-    /// removed object's uid (those with finalizers are marked and wait for them).
-    fn cascade(&self, removed: &Stored) {
-        let Some(uid) = removed.value().ok().and_then(|v| v.pointer("/metadata/uid")?.as_str().map(str::to_string))
-        else {
-            return;
-        };
-        // A removed namespace takes every object in it along.
-        let namespace = (removed.key.resource == "/namespaces").then(|| removed.key.name.clone());
-        let state = self.clone();
-        tokio::spawn(async move {
-            for res in super::resources::RESOURCES.iter() {
-                let Ok((items, _)) = state.store.list(&res.storage(), None, None, None) else {
-                    continue;
-                };
-                for item in items {
-                    let in_namespace = res.namespaced && namespace.as_ref().is_some_and(|ns| *ns == item.key.namespace);
-                    if !in_namespace && !item.owned_by(&uid) {
-                        continue;
-                    }
-                    let t = Target {
-                        resource: res,
-                        namespace: res.namespaced.then(|| item.key.namespace.clone()),
-                        name: Some(item.key.name.clone()),
-                        status: false,
-                    };
-                    if let Err(e) = state.delete_one(&t, &DeleteOptions::default(), &HashMap::new()).await {
-                        tracing::debug!(error = %e, "cascading delete");
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// The preconditions of a `DeleteOptions` body.
-#[derive(Debug, Default)]
-struct DeleteOptions {
-    resource_version: Option<u64>,
-    uid: Option<String>,
-}
-
-impl DeleteOptions {
-    fn parse(body: &Bytes) -> Result<DeleteOptions, ApiError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(DeleteOptions::default());
-        }
-        let options = parse_body(body, false)?;
-        let resource_version = options
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(|s| {
-                s.parse::<u64>()
-                    .map_err(|_| ApiError::bad_request(format!("invalid precondition resourceVersion {s:?}")))
-            })
-            .transpose()?;
-        let uid = options.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-        Ok(DeleteOptions { resource_version, uid })
-    }
 }
 
 /// What a write answers: the stored version (its bytes as they are) or a computed object
@@ -1198,7 +1063,7 @@ pub enum Object {
 }
 
 impl Object {
-    fn respond(self, code: StatusCode) -> Response {
+    pub(super) fn respond(self, code: StatusCode) -> Response {
         match self {
             Object::Stored(s) => {
                 let mut r = Response::new(Body::from(s.bytes().clone()));
@@ -1210,7 +1075,7 @@ impl Object {
         }
     }
 
-    fn to_json(&self) -> Vec<u8> {
+    pub(super) fn to_json(&self) -> Vec<u8> {
         match self {
             Object::Stored(s) => s.bytes().to_vec(),
             // Serializing a JSON value cannot fail.
@@ -1318,19 +1183,19 @@ fn merge_owned(doc: &mut Value, patch: Value) -> Option<Value> {
 }
 
 /// Whether a stored object matches the selectors.
-fn selected(o: &Stored, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+pub(super) fn selected(o: &Stored, labels: &LabelSelector, fields: &FieldSelector) -> bool {
     labels.matches_with(|k| o.label(k)) && fields.matches_with(|p| o.field(p))
 }
 
 /// The stored object parsed; the store wrote it from a parsed value, so this fails only if
 /// the store is damaged.
-fn parsed(o: &Stored) -> Result<Value, ApiError> {
+pub(super) fn parsed(o: &Stored) -> Result<Value, ApiError> {
     o.value().map_err(|e| ApiError::internal(format!("stored object {} is unreadable: {e}", o.key)))
 }
 
 /// A `KindList` of already serialised items, written by hand: parsing them into one value
 /// to serialise it again would double the work.
-fn list_response(res: &Resource, metadata: &Value, items: &[&[u8]]) -> Response {
+pub(super) fn list_response(res: &Resource, metadata: &Value, items: &[&[u8]]) -> Response {
     let head = format!(
         "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
         res.kind,
@@ -1413,10 +1278,22 @@ fn stream_response(body: Body) -> Response {
 }
 
 /// Which verb a method on a target is.
+///
+/// A namespaced resource's all-namespaces path (`/api/v1/configmaps`) serves only list and
+/// watch: anything else there is refused as the kube-apiserver refuses it (405 for the core
+/// kinds, whose routes it does not register; 404 for custom resources, which its CRD handler
+/// does not find), so no namespaced object is ever stored without a namespace.
 pub fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> Result<&'static str, ApiError> {
+    if t.resource.namespaced && t.namespace.is_none() && t.name.is_none() && method != Method::GET {
+        return Err(if t.resource.a2a.is_some() {
+            ApiError::not_found_path()
+        } else {
+            ApiError::method_not_allowed("the server does not allow this method on the requested resource")
+        });
+    }
     Ok(match (method, t.name.is_some()) {
         (&Method::GET, true) => "get",
-        (&Method::GET, false) if query_flag(q, "watch") => "watch",
+        (&Method::GET, false) if params::flag(q, "watch")? => "watch",
         (&Method::GET, false) => "list",
         (&Method::POST, false) => "create",
         (&Method::PUT, true) => "update",

@@ -16,9 +16,11 @@
 //! `pki/{ca.crt,ca.key,server.crt,server.key}`, `state/store.redb` (with its write-ahead log
 //! `state/store.wal`), `audit.log`.
 
+pub mod delete;
 pub mod handlers;
 pub mod managed;
 pub mod metrics;
+pub mod params;
 pub mod pki;
 pub mod resources;
 pub mod selector;
@@ -255,6 +257,8 @@ pub struct AppState {
     token: Arc<str>,
     audit: Arc<Audit>,
     addr: SocketAddr,
+    /// The garbage collector's and namespace lifecycle's bookkeeping (see [`delete`]).
+    collector: Arc<delete::Collector>,
 }
 
 /// The server's entry point.
@@ -343,6 +347,7 @@ impl Server {
             token: identity.token.clone().into(),
             audit: audit.clone(),
             addr,
+            collector: Arc::default(),
         };
         let router = router(state);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -561,6 +566,7 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
     info.namespace = t.namespace.clone().unwrap_or_default();
     info.name = t.name.clone().unwrap_or_default();
     info.verb = verb_of(&parts.method, &t, &q)?;
+    params::check_write_options(info.verb, &q)?;
     let body = read_body(&parts.headers, body, state.config.max_body_bytes).await?;
     match info.verb {
         "get" => state.get(&t, &parts.headers, &q).await,

@@ -221,6 +221,9 @@ impl Resource {
                 }
             }
         }
+        if let Some(Value::Object(meta)) = object.get("metadata") {
+            crate::api::objectmeta::check_labels_and_annotations(meta, &mut errors);
+        }
         if self.group == "events.k8s.io" {
             validate_events_v1(object, &mut errors);
         } else if self.plural == "events" {

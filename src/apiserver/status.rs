@@ -73,8 +73,9 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// A request body over the limit, in the kube-apiserver's words.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("request body is larger than the limit of {limit} bytes"))
+        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
     }
 
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
@@ -85,13 +86,24 @@ impl ApiError {
         let summary = errors
             .iter()
             .map(|e| {
-                if e.path.is_empty() { e.message.clone() } else { format!("{}: Invalid value: {}", e.path, e.message) }
+                if e.path.is_empty() {
+                    e.message.clone()
+                } else if e.message.starts_with("Too long: ") {
+                    format!("{}: {}", e.path, e.message)
+                } else {
+                    format!("{}: Invalid value: {}", e.path, e.message)
+                }
             })
             .collect::<Vec<_>>()
             .join(", ");
         let causes: Vec<Value> = errors
             .iter()
-            .map(|e| json!({"reason": "FieldValueInvalid", "message": e.message, "field": e.path}))
+            .map(|e| match e.message.strip_prefix("Too long: ") {
+                Some(rest) => {
+                    json!({"reason": "FieldValueTooLong", "message": format!("Too long: {rest}"), "field": e.path})
+                }
+                None => json!({"reason": "FieldValueInvalid", "message": e.message, "field": e.path}),
+            })
             .collect();
         ApiError {
             code: 422,
@@ -129,6 +141,12 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        // An empty reason is `StatusReasonUnknown`, which a Status leaves out.
+        if self.reason.is_empty()
+            && let Some(m) = v.as_object_mut()
+        {
+            m.remove("reason");
+        }
         if let Some(d) = &self.details {
             v["details"] = d.clone();
         }

@@ -73,7 +73,13 @@ pub enum Error {
     },
     #[error("the store is shut down")]
     Closed,
+    #[error("object {key} would be stored as {size} bytes, more than the limit of {limit}")]
+    TooLarge { key: String, size: usize, limit: usize },
 }
+
+/// The most bytes one stored object may take, as etcd's default request limit
+/// (`--max-request-bytes`, 1.5 MiB): every object here could also be stored by a cluster.
+pub const MAX_OBJECT_BYTES: usize = 3 * 512 * 1024;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -518,6 +524,10 @@ impl Store {
             Write::Put { key, object, precondition } => {
                 let encoded = Encoded::new(&key, &object)?;
                 drop(object);
+                let size = RV_PREFIX.len() + 20 + encoded.rest.len();
+                if size > MAX_OBJECT_BYTES {
+                    return Err(Error::TooLarge { key: key.to_string(), size, limit: MAX_OBJECT_BYTES });
+                }
                 // The same bytes as the version the write was made from: nothing to write (as
                 // kube-apiserver skips an update that changes nothing: no version, no event).
                 if let Precondition::ResourceVersion(rv) = precondition
