@@ -3,6 +3,7 @@
 //! the local one (`a2a serve`) or a Kubernetes cluster.
 
 pub mod admission;
+pub mod attempts;
 pub mod dispatch;
 pub mod engine;
 pub mod outputs;
