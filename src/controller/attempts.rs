@@ -61,6 +61,13 @@ impl Attempts {
         true
     }
 
+    /// Forgets a queued attempt of task `name` that will not start (its task failed).
+    pub fn unqueue(&mut self, name: &str) {
+        if !self.running.contains_key(name) {
+            self.busy.remove(name);
+        }
+    }
+
     /// Asks the running attempt of task `name` to stop.
     pub fn cancel(&self, name: &str) {
         if let Some((_, tx)) = self.running.get(name) {

@@ -82,6 +82,8 @@ pub const RETRIED_CONDITION: &str = "Retried";
 
 pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 
+mod explain;
+
 /// The longest a large workflow's next step waits for more finished tasks to join it.
 const MAX_STEP_PAUSE: Duration = Duration::from_millis(5);
 
@@ -279,6 +281,8 @@ struct State {
     workflows: HashMap<Key, WorkflowState>,
     agents: HashMap<Key, AgentView>,
     queue: DispatchQueue<TaskRef>,
+    /// The queue or an agent changed: the reasons of queued tasks are looked at again.
+    explain: bool,
 }
 
 /// Options of the engine.
@@ -369,6 +373,7 @@ impl Engine {
                     let mut st = lock(&self.state);
                     st.agents.remove(&k);
                     st.queue.remove_agent(&k.0, &k.1);
+                    st.explain = true;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -403,6 +408,7 @@ impl Engine {
         st.queue.set_agent(&k.0, &k.1, capacity > 0, capacity, skills);
         let next = st.agents.get(&k).map_or(0, |v| v.next_endpoint);
         st.agents.insert(k, AgentView { agent: a, next_endpoint: next });
+        st.explain = true;
         drop(st);
         self.wake.notify_one();
     }
@@ -557,7 +563,7 @@ impl Engine {
         let now = Timestamp::now();
         let mut resumes = Vec::new();
         let mut st = lock(&self.state);
-        let State { workflows, queue, agents } = &mut *st;
+        let State { workflows, queue, agents, explain } = &mut *st;
         let Some(w) = workflows.get_mut(k) else { return };
         if !w.adopted {
             w.adopted = true;
@@ -601,6 +607,8 @@ impl Engine {
             w.attempts.cancel(&w.spec.tasks[i].name);
         }
         let uid: Arc<str> = Arc::from(w.uid.as_str());
+        // Newly queued tasks get their reason (if they cannot be dispatched) on the next tick.
+        *explain |= !step.ready.is_empty();
         for r in step.ready {
             let name: Arc<str> = Arc::from(r.name.as_str());
             if !w.attempts.queue(&name) {
@@ -663,6 +671,7 @@ impl Engine {
     async fn timer(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
+            self.explain();
             let now = Timestamp::now();
             let due: Vec<(Key, bool)> = lock(&self.state)
                 .workflows

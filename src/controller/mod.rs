@@ -6,5 +6,7 @@ pub mod admission;
 pub mod attempts;
 pub mod dispatch;
 pub mod engine;
+pub mod events;
 pub mod outputs;
 pub mod plan;
+pub mod stuck;

@@ -304,6 +304,8 @@ pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) 
         t.finished_at = None;
         t.next_attempt_at = None;
         t.a2a_task_id = None;
+        t.reason = None;
+        t.message = None;
         names.push(t.name.clone());
     }
     if !names.is_empty() {
@@ -436,6 +438,8 @@ pub fn record_start(status: &mut WorkflowStatus, i: usize, attempt: u32, agent: 
     t.started_at = Some(Time(now));
     t.next_attempt_at = None;
     t.a2a_task_id = None;
+    t.reason = None;
+    t.message = None;
 }
 
 /// Records a successful attempt with its output.
