@@ -260,3 +260,54 @@ async fn python_sdk_streaming_and_deferred_agents_serve_a_workflow() {
         "the deferred task answered with the upstream output: {defer_out:?}"
     );
 }
+
+/// The edit that once recorded `a`'s result under `b`: re-applying a running workflow
+/// without `a` is refused with a 422 naming `spec.tasks`; what steers the run may still
+/// change; both tasks end with their own results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_tasks_of_a_running_workflow_is_refused_and_each_task_keeps_its_own_result() {
+    let server = common::start().await;
+    let slow = AgentProcess::demo(&["--skill", "sleep"]).await;
+    ready_agent(&server.client, "slow", &slow.url, &[], 2).await;
+    let _stop = start_engine(&server.client);
+    let yaml = "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: edited }\nspec:\n  tasks:\n    - { name: a, agent: slow, message: sleep 3s }\n    - { name: b, agent: slow, message: sleep 4s }\n";
+    create_workflow(&server.client, yaml).await;
+    let api: Api<Workflow> = Api::namespaced(server.client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let wf = api.get("edited").await.expect("get");
+        if wf.status.as_ref().is_some_and(|s| s.tasks.iter().all(|t| t.phase == TaskPhase::Running)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tasks never ran: {:#?}", wf.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Re-applied without `a` (server-side apply, as `a2a apply` and `kubectl apply` do).
+    let without_a: serde_json::Value =
+        serde_yaml_ng::from_str(&yaml.replace("    - { name: a, agent: slow, message: sleep 3s }\n", ""))
+            .expect("yaml");
+    let refused = api
+        .patch("edited", &PatchParams::apply("test").force(), &Patch::Apply(&without_a))
+        .await
+        .expect_err("the task list of a running workflow is fixed");
+    let kube::Error::Api(status) = refused else { panic!("not an API error: {refused:?}") };
+    assert_eq!(status.code, 422, "{status:?}");
+    assert!(
+        status.message.contains("spec.tasks: Invalid value: field is immutable once the workflow has started"),
+        "{}",
+        status.message
+    );
+    let timeout = serde_json::json!({"spec": {"timeout": "10s", "params": {"x": "1"}}});
+    let refused = api.patch("edited", &PatchParams::default(), &Patch::Merge(&timeout)).await.expect_err("refused");
+    let kube::Error::Api(status) = refused else { panic!("not an API error: {refused:?}") };
+    assert!(status.message.contains("spec.params:") && status.message.contains("spec.timeout:"), "{}", status.message);
+    // What steers the run stays mutable.
+    let steer = serde_json::json!({"spec": {"parallelism": 2, "activeDeadline": "1h", "priority": "high"}});
+    api.patch("edited", &PatchParams::default(), &Patch::Merge(&steer))
+        .await
+        .expect("parallelism and friends may change");
+    let wf = finished(&server.client, "edited", Duration::from_secs(30)).await;
+    assert_eq!(wf.status.as_ref().and_then(|s| s.phase), Some(WorkflowPhase::Succeeded), "{:#?}", wf.status);
+    assert_eq!(output(&wf, "a"), "slept 3s");
+    assert_eq!(output(&wf, "b"), "slept 4s");
+}

@@ -8,6 +8,7 @@ pub mod manifest;
 pub mod objectmeta;
 pub mod quantity;
 pub mod template;
+pub mod update;
 pub mod validate;
 pub mod workflow;
 

@@ -186,6 +186,15 @@ pub struct TaskStatus {
     pub output_ref: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why a Pending task cannot be dispatched: `AgentNotFound`, `AgentNotAdmitted`,
+    /// `NoReadyReplica` or `NoAgentWithSkill`; or `Unschedulable` for a task failed because
+    /// its agent can never be admitted. Cleared when an attempt starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The reason in words, e.g. `agent "researcher" is not admitted: needs 1 cpu but budget
+    /// "host" has 400m of 1200m left`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// After a failed attempt: when the next one may start (retry backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<Time>,
@@ -204,6 +213,8 @@ impl TaskStatus {
             output: None,
             output_ref: None,
             error: None,
+            reason: None,
+            message: None,
             next_attempt_at: None,
         }
     }

@@ -716,6 +716,12 @@ impl AppState {
             new
         };
         self.admit(t, &mut new, Some(name))?;
+        if let (false, Some(kind)) = (t.status, t.resource.a2a) {
+            let errors = crate::api::update::check_update(kind, current, &new);
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(t.resource, name, &errors));
+            }
+        }
         let cur_meta = current.get("metadata").and_then(Value::as_object);
         if let Some(meta) = meta_mut(&mut new) {
             for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {

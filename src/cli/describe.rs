@@ -82,7 +82,12 @@ pub async fn run(args: &DescribeArgs) -> Result<String> {
         let rows: Vec<Vec<String>> = tasks
             .iter()
             .map(|t| {
-                let mut error = t.error.clone().unwrap_or_default();
+                // A task that waits says why where a failed one says what went wrong.
+                let mut error = match (&t.error, &t.reason, &t.message) {
+                    (Some(e), _, _) => e.clone(),
+                    (None, Some(reason), Some(message)) => format!("{reason}: {message}"),
+                    _ => String::new(),
+                };
                 if error.chars().count() > 100 {
                     error = error.chars().take(99).chain(['…']).collect();
                 }

@@ -154,6 +154,19 @@ async fn apply_and_follow(
     follow(args, client, &workflows).await
 }
 
+/// For the progress bar: why waiting tasks wait (`b waits: agent "x" ...`, `+2 more`).
+fn waiting_summary(status: &WorkflowStatus) -> String {
+    let mut waiting = status.tasks.iter().filter(|t| t.phase == TaskPhase::Pending && t.message.is_some());
+    match waiting.next() {
+        None => String::new(),
+        Some(first) => {
+            let more = waiting.count();
+            let more = if more > 0 { format!(" (+{more} more waiting)") } else { String::new() };
+            format!("{} waits: {}{more}", first.name, first.message.as_deref().unwrap_or_default())
+        }
+    }
+}
+
 /// How long a task ran (or `running`, or `-`).
 pub fn duration(t: &crate::api::workflow::TaskStatus) -> String {
     match (t.started_at, t.finished_at) {
@@ -178,7 +191,7 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
         .map(|s| s.progress_chars("=> "))
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     let mut progress = BTreeMap::new();
-    let mut seen: BTreeMap<(String, String), TaskPhase> = BTreeMap::new();
+    let mut seen: BTreeMap<(String, String), (TaskPhase, Option<String>)> = BTreeMap::new();
     let mut finals: BTreeMap<(String, String), (String, WorkflowStatus)> = BTreeMap::new();
     loop {
         for (ns, name) in workflows {
@@ -203,18 +216,34 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
                 .filter(|t| t.phase == TaskPhase::Running)
                 .map(|t| format!("{}→{}", t.name, t.agent.clone().unwrap_or_default()))
                 .collect();
-            bar.set_message(running.join(" "));
+            let waiting = waiting_summary(&status);
+            bar.set_message(if running.is_empty() { waiting } else { running.join(" ") });
             for t in &status.tasks {
                 let key = (name.clone(), t.name.clone());
-                if seen.get(&key) != Some(&t.phase) {
-                    seen.insert(key, t.phase);
-                    if !tty && t.phase != TaskPhase::Pending {
-                        eprintln!(
+                let now = (t.phase, t.message.clone());
+                if seen.get(&key) != Some(&now) {
+                    let reason_changed = seen.get(&key).is_none_or(|(_, m)| *m != t.message);
+                    seen.insert(key, now);
+                    // Why a task waits (or failed without running) is said on a TTY too,
+                    // above the bars, where it stays.
+                    let line = match (&t.reason, &t.message) {
+                        (Some(reason), Some(message)) if reason_changed => {
+                            Some(format!("{name}/{}: {:?} ({reason}): {message}", t.name, t.phase))
+                        }
+                        _ if !tty && t.phase != TaskPhase::Pending => Some(format!(
                             "{name}/{}: {:?}{}",
                             t.name,
                             t.phase,
                             t.agent.as_ref().map(|a| format!(" on {a}")).unwrap_or_default()
-                        );
+                        )),
+                        _ => None,
+                    };
+                    match line {
+                        Some(line) if tty => {
+                            let _ = bars.println(line);
+                        }
+                        Some(line) => eprintln!("{line}"),
+                        None => {}
                     }
                 }
             }

@@ -632,8 +632,8 @@ mod tests {
         .await;
         let admitted = &patch["status"]["conditions"][0];
         assert_eq!(admitted["status"], "False");
-        assert_eq!(admitted["reason"], "InsufficientQuota");
-        assert_eq!(admitted["message"], "needs 2Gi memory but budget \"small\" has 1Gi of 1Gi left");
+        assert_eq!(admitted["reason"], "ExceedsBudgetLimit");
+        assert_eq!(admitted["message"], "needs 2Gi memory, more than budget \"small\"'s whole limit of 1Gi");
         assert_eq!(patch["status"]["phase"], "Pending");
         task.await.expect("join").expect("reconcile");
     }

@@ -135,7 +135,7 @@ pub fn admit(budgets: &[Budget], candidates: &[Candidate], host_available: u64) 
         let verdict = match chain(&by_name, &c.budget) {
             Err(message) => Verdict::Pending { reason: "BudgetNotFound", message },
             Ok(chain) => match fits(&chain, &decision.allocated, c.demand) {
-                Some(message) if !c.admitted => Verdict::Pending { reason: "InsufficientQuota", message },
+                Some((reason, message)) if !c.admitted => Verdict::Pending { reason, message },
                 _ => {
                     let reserve = chain.iter().filter_map(|b| b.reserve).max().unwrap_or(0);
                     let after = host_available.saturating_sub(new_memory).saturating_sub(c.demand.memory);
@@ -193,28 +193,53 @@ fn chain<'a>(by_name: &HashMap<&str, &'a Budget>, name: &str) -> Result<Vec<&'a 
 /// One resource to compare: limit, used, wanted, its name, how to show an amount.
 type Check = (Option<u64>, u64, u64, &'static str, fn(u64) -> String);
 
-/// `None` when `demand` fits in every budget of the chain; else what does not fit, where.
-fn fits(chain: &[&Budget], allocated: &BTreeMap<String, Amounts>, demand: Amounts) -> Option<String> {
+/// The reason of an agent whose demand exceeds a budget's whole limit: it can never be
+/// admitted while that limit holds, however much room others free (work sent to it fails at
+/// once instead of waiting forever).
+pub const EXCEEDS_BUDGET_LIMIT: &str = "ExceedsBudgetLimit";
+
+/// `None` when `demand` fits in every budget of the chain; else why not (the reason:
+/// [`EXCEEDS_BUDGET_LIMIT`], or `InsufficientQuota` when room may come free) and where.
+fn fits(chain: &[&Budget], allocated: &BTreeMap<String, Amounts>, demand: Amounts) -> Option<(&'static str, String)> {
     use crate::api::quantity::{format_bytes, format_millicores};
-    for b in chain {
+    let checks = |b: &Budget| -> [Check; 3] {
         let used = allocated.get(&b.name).copied().unwrap_or_default();
-        let checks: [Check; 3] = [
+        [
             (b.limits.memory, used.memory, demand.memory, "memory", format_bytes),
             (b.limits.cpu_millis, used.cpu_millis, demand.cpu_millis, "cpu", format_millicores),
             (b.limits.pids, used.pids, demand.pids, "pids", |n| n.to_string()),
-        ];
-        for (limit, used, want, what, show) in checks {
+        ]
+    };
+    // What can never fit anywhere in the chain is said first: waiting would not help.
+    for b in chain {
+        for (limit, _, want, what, show) in checks(b) {
+            if let Some(limit) = limit
+                && want > limit
+            {
+                let message = format!(
+                    "needs {} {what}, more than budget {:?}'s whole limit of {}",
+                    show(want),
+                    b.name,
+                    show(limit)
+                );
+                return Some((EXCEEDS_BUDGET_LIMIT, message));
+            }
+        }
+    }
+    for b in chain {
+        for (limit, used, want, what, show) in checks(b) {
             if let Some(limit) = limit
                 && want > 0
                 && used.saturating_add(want) > limit
             {
-                return Some(format!(
+                let message = format!(
                     "needs {} {what} but budget {:?} has {} of {} left",
                     show(want),
                     b.name,
                     show(limit.saturating_sub(used)),
                     show(limit)
-                ));
+                );
+                return Some(("InsufficientQuota", message));
             }
         }
     }
@@ -287,6 +312,20 @@ mod tests {
         assert_eq!(d.allocated["host"].memory, 600 * MI, "a child's admissions count in its parent");
         assert_eq!(d.pending["team"], vec!["ns/b".to_owned()]);
         assert_eq!(d.agents["team"], 1);
+    }
+
+    #[test]
+    fn a_demand_over_a_budgets_whole_limit_can_never_be_admitted_and_says_so() {
+        // The team has room now, but the host above it could never hold the agent.
+        let budgets = [budget("host", None, GI), budget("team", Some("host"), 4 * GI)];
+        let d = admit(&budgets, &[agent("ns/big", "team", 2 * GI)], 64 * GI);
+        assert_eq!(
+            d.verdicts["ns/big"],
+            Verdict::Pending {
+                reason: EXCEEDS_BUDGET_LIMIT,
+                message: "needs 2Gi memory, more than budget \"host\"'s whole limit of 1Gi".into()
+            }
+        );
     }
 
     #[test]

@@ -84,6 +84,11 @@ impl<T> DispatchQueue<T> {
         self.entries.insert(key, q);
     }
 
+    /// The queued entries, highest priority and oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Queued<T>> {
+        self.entries.values()
+    }
+
     /// Removes queued entries the predicate rejects (a cancelled workflow's tasks).
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         self.entries.retain(|_, q| keep(&q.item));

@@ -24,6 +24,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 
+use super::attempts::Attempts;
 use super::dispatch::{Assignment, DispatchQueue, Queued, Target};
 use super::outputs::{self, FIELD_MANAGER, Owner};
 use super::plan;
@@ -81,6 +82,8 @@ pub const RETRIED_CONDITION: &str = "Retried";
 
 pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 
+mod explain;
+
 /// The longest a large workflow's next step waits for more finished tasks to join it.
 const MAX_STEP_PAUSE: Duration = Duration::from_millis(5);
 
@@ -92,11 +95,14 @@ pub trait StdioRunner: Send + Sync {
 /// `namespace/name`.
 pub type Key = (String, String);
 
-/// One queued attempt.
+/// One queued attempt, naming its task (a task's position in the spec is not its identity:
+/// an edit may move it while the attempt is in flight).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskRef {
     pub workflow: Key,
-    pub index: usize,
+    /// The workflow's uid: an attempt of a deleted workflow never lands in a re-created one.
+    pub uid: Arc<str>,
+    pub task: Arc<str>,
     pub attempt: u32,
     /// After a restart: the A2A task the attempt already has, to follow instead of send.
     pub resume: Option<String>,
@@ -107,10 +113,9 @@ struct WorkflowState {
     /// `metadata.generation` of the spec held (status writes do not change it).
     generation: Option<i64>,
     spec: WorkflowSpec,
-    /// The spec's dependency structure, for steps.
+    /// The spec's dependency structure and task positions, for steps.
     index: plan::Index,
-    /// `status.tasks` matches `spec` task for task (a step aligned it; the spec is unchanged).
-    aligned: bool,
+    /// Always aligned with `spec`, task for task: the two are replaced together.
     status: WorkflowStatus,
     /// Something in `status` is not written yet.
     dirty: bool,
@@ -118,17 +123,17 @@ struct WorkflowState {
     /// otherwise only the tasks in `changed` and the top-level fields are sent.
     rewrite: bool,
     changed: Marks,
-    /// Tasks queued or running, by index.
-    busy: Busy,
-    cancels: HashMap<usize, watch::Sender<bool>>,
+    /// Attempts queued or running, by task name.
+    attempts: Attempts,
     wake_at: Option<Timestamp>,
     /// Already followed after a restart (A2A task ids adopted from status).
     adopted: bool,
     /// The workflow carries the cancel annotation.
     cancel_requested: bool,
     /// Whole outputs of tasks whose status holds only the first 64 KiB, for the templates of
-    /// downstream tasks (read back from their ConfigMaps on first use; dropped at the end).
-    full_outputs: HashMap<usize, Arc<str>>,
+    /// downstream tasks (read back from their ConfigMaps on first use; dropped at the end), by
+    /// task name.
+    full_outputs: HashMap<String, Arc<str>>,
 }
 
 impl WorkflowState {
@@ -141,24 +146,91 @@ impl WorkflowState {
         }
     }
 
-    fn new(uid: String, generation: Option<i64>, spec: WorkflowSpec, status: WorkflowStatus) -> Self {
+    fn new(uid: String, generation: Option<i64>, spec: WorkflowSpec, mut status: WorkflowStatus) -> Self {
+        plan::align(&spec, &mut status);
         WorkflowState {
             uid,
             generation,
             index: plan::Index::new(&spec),
-            aligned: false,
             spec,
             status,
             dirty: false,
             rewrite: true,
             changed: Marks::default(),
-            busy: Busy::default(),
-            cancels: HashMap::new(),
+            attempts: Attempts::default(),
             wake_at: None,
             adopted: false,
             cancel_requested: false,
             full_outputs: HashMap::new(),
         }
+    }
+
+    /// Takes a new spec of the same workflow. The status is realigned to it by task name at
+    /// once (so a position in the spec is the same task's position in the status), and the
+    /// attempts of tasks the new spec no longer has are cancelled and forgotten: their
+    /// outcomes are never recorded. Returns the names of those tasks.
+    fn replace_spec(&mut self, spec: WorkflowSpec, generation: Option<i64>) -> Vec<Arc<str>> {
+        self.index = plan::Index::new(&spec);
+        self.spec = spec;
+        self.generation = generation;
+        if plan::align(&self.spec, &mut self.status) {
+            // Every entry may have moved: indices noted for a patch mean nothing now.
+            self.changed.take();
+            self.touch_all();
+            plan::settle(&mut self.status, Timestamp::now());
+        }
+        let index = &self.index;
+        let gone = self.attempts.keep_only(|n| index.position(n).is_some());
+        self.full_outputs.retain(|n, _| index.position(n).is_some());
+        self.observe_generation();
+        gone
+    }
+
+    /// Attempt `t` (token `token`) starts on `agent`: records the start and makes it the
+    /// task's current attempt. `None` when the workflow is another (re-created) one, is being
+    /// cancelled, or no longer has the task.
+    fn begin(&mut self, t: &TaskRef, token: u64, agent: &str, now: Timestamp) -> Option<watch::Receiver<bool>> {
+        if *t.uid != *self.uid || self.cancel_requested {
+            return None;
+        }
+        let i = self.index.position(&t.task)?;
+        let started = self.status.tasks[i].started_at;
+        plan::record_start(&mut self.status, i, t.attempt, agent, now);
+        if let Some(id) = &t.resume {
+            // The same attempt, followed again: it keeps its id and start time.
+            self.status.tasks[i].a2a_task_id = Some(id.clone());
+            self.status.tasks[i].started_at = started.or(Some(crate::api::common::Time(now)));
+        }
+        self.touch(i);
+        Some(self.attempts.start(&t.task, token))
+    }
+
+    /// Records the outcome of attempt `t` (token `token`) under its task's name, only if that
+    /// attempt is still the task's current one. Returns whether it was recorded.
+    fn record(&mut self, t: &TaskRef, token: u64, outcome: Result<Output, String>, now: Timestamp) -> bool {
+        if *t.uid != *self.uid || !self.attempts.end(&t.task, token) {
+            return false;
+        }
+        let Some(i) = self.index.position(&t.task) else { return false };
+        if self.status.tasks[i].phase != TaskPhase::Running {
+            return false;
+        }
+        match outcome {
+            Err(_) if self.cancel_requested => plan::record_cancelled(&mut self.status, i, now),
+            Ok(Output { text, reference, whole }) => {
+                plan::record_success(&mut self.status, i, text, now);
+                self.status.tasks[i].output_ref = reference;
+                match whole {
+                    Some(whole) => self.full_outputs.insert(t.task.to_string(), whole),
+                    None => self.full_outputs.remove(&*t.task),
+                };
+            }
+            Err(e) => {
+                plan::record_failure(&self.spec, &mut self.status, i, e, now);
+            }
+        }
+        self.touch(i);
+        true
     }
 
     /// Task `i`'s status changed.
@@ -199,40 +271,6 @@ impl Marks {
     }
 }
 
-/// A set of task indices, as flags (checked for every task on every step).
-#[derive(Default)]
-struct Busy {
-    flags: Vec<bool>,
-}
-
-impl Busy {
-    fn contains(&self, i: &usize) -> bool {
-        self.flags.get(*i).copied().unwrap_or(false)
-    }
-
-    /// Adds `i`; false when it was there already.
-    fn insert(&mut self, i: usize) -> bool {
-        if self.flags.len() <= i {
-            self.flags.resize(i + 1, false);
-        }
-        !std::mem::replace(&mut self.flags[i], true)
-    }
-
-    fn remove(&mut self, i: &usize) {
-        if let Some(f) = self.flags.get_mut(*i) {
-            *f = false;
-        }
-    }
-
-    fn retain(&mut self, keep: impl Fn(&usize) -> bool) {
-        for (i, f) in self.flags.iter_mut().enumerate() {
-            if *f && !keep(&i) {
-                *f = false;
-            }
-        }
-    }
-}
-
 struct AgentView {
     agent: Agent,
     next_endpoint: usize,
@@ -243,6 +281,8 @@ struct State {
     workflows: HashMap<Key, WorkflowState>,
     agents: HashMap<Key, AgentView>,
     queue: DispatchQueue<TaskRef>,
+    /// The queue or an agent changed: the reasons of queued tasks are looked at again.
+    explain: bool,
 }
 
 /// Options of the engine.
@@ -272,6 +312,8 @@ pub struct Engine {
     to_step: Mutex<HashSet<Key>>,
     step: Notify,
     clients: Mutex<HashMap<String, a2a::Client>>,
+    /// Tells attempts apart (see [`Attempts`]).
+    next_token: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -294,6 +336,7 @@ impl Engine {
             to_step: Mutex::new(HashSet::new()),
             step: Notify::new(),
             clients: Mutex::new(HashMap::new()),
+            next_token: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -330,6 +373,7 @@ impl Engine {
                     let mut st = lock(&self.state);
                     st.agents.remove(&k);
                     st.queue.remove_agent(&k.0, &k.1);
+                    st.explain = true;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -364,6 +408,7 @@ impl Engine {
         st.queue.set_agent(&k.0, &k.1, capacity > 0, capacity, skills);
         let next = st.agents.get(&k).map_or(0, |v| v.next_endpoint);
         st.agents.insert(k, AgentView { agent: a, next_endpoint: next });
+        st.explain = true;
         drop(st);
         self.wake.notify_one();
     }
@@ -427,11 +472,11 @@ impl Engine {
         match st.workflows.get_mut(&k) {
             // Known, with an older spec: only the spec is taken (status is the engine's).
             Some(s) if s.uid == uid => {
-                s.index = plan::Index::new(&spec);
-                s.aligned = false;
-                s.spec = spec;
-                s.generation = generation;
-                s.observe_generation();
+                let gone = s.replace_spec(spec, generation);
+                if !gone.is_empty() {
+                    tracing::info!(workflow = %k.1, tasks = ?gone, "tasks left the spec; their attempts are cancelled");
+                    st.queue.retain(|t| t.workflow != k || !gone.contains(&t.task));
+                }
             }
             _ => {
                 let mut s = WorkflowState::new(uid, generation, spec, status.unwrap_or_default());
@@ -482,9 +527,7 @@ impl Engine {
     fn workflow_deleted(&self, k: &Key) {
         let mut st = lock(&self.state);
         if let Some(w) = st.workflows.remove(k) {
-            for tx in w.cancels.values() {
-                let _ = tx.send(true);
-            }
+            w.attempts.cancel_all();
         }
         st.queue.retain(|t| &t.workflow != k);
     }
@@ -520,14 +563,19 @@ impl Engine {
         let now = Timestamp::now();
         let mut resumes = Vec::new();
         let mut st = lock(&self.state);
-        let State { workflows, queue, agents } = &mut *st;
+        let State { workflows, queue, agents, explain } = &mut *st;
         let Some(w) = workflows.get_mut(k) else { return };
         if !w.adopted {
             w.adopted = true;
             // After a restart: tasks that were running are followed (or re-sent) as they were.
-            for (i, t) in w.status.tasks.iter().enumerate() {
-                if t.phase == TaskPhase::Running && !w.busy.contains(&i) {
-                    resumes.push((i, t.attempts.max(1), t.agent.clone(), t.a2a_task_id.clone()));
+            for t in &w.status.tasks {
+                if t.phase == TaskPhase::Running && !w.attempts.is_busy(&t.name) {
+                    resumes.push((
+                        Arc::<str>::from(t.name.as_str()),
+                        t.attempts.max(1),
+                        t.agent.clone(),
+                        t.a2a_task_id.clone(),
+                    ));
                 }
             }
         }
@@ -536,21 +584,19 @@ impl Engine {
             if changed {
                 w.touch_all();
             }
-            for i in &running {
-                if let Some(tx) = w.cancels.get(i) {
-                    let _ = tx.send(true);
-                }
+            for &i in &running {
+                w.attempts.cancel(&w.status.tasks[i].name);
             }
             // Queued attempts that have not started are dropped.
-            w.busy.retain(|i| running.contains(i));
+            w.attempts.drop_queued();
             queue.retain(|t| &t.workflow != k);
             drop(st);
             self.flush.notify_one();
             return;
         }
-        let busy = &w.busy;
-        let step = plan::step_indexed(&w.spec, &w.index, w.aligned, &mut w.status, now, |i| busy.contains(&i));
-        w.aligned = true;
+        let (attempts, spec) = (&w.attempts, &w.spec);
+        let queued = |i: usize| !attempts.is_empty() && attempts.is_busy(&spec.tasks[i].name);
+        let step = plan::step_indexed(&w.spec, &w.index, true, &mut w.status, now, queued);
         w.dirty |= step.changed;
         w.rewrite |= step.realigned;
         for &i in &step.touched {
@@ -558,12 +604,14 @@ impl Engine {
         }
         w.wake_at = step.wake_at;
         for i in step.cancel {
-            if let Some(tx) = w.cancels.get(&i) {
-                let _ = tx.send(true);
-            }
+            w.attempts.cancel(&w.spec.tasks[i].name);
         }
+        let uid: Arc<str> = Arc::from(w.uid.as_str());
+        // Newly queued tasks get their reason (if they cannot be dispatched) on the next tick.
+        *explain |= !step.ready.is_empty();
         for r in step.ready {
-            if !w.busy.insert(r.index) {
+            let name: Arc<str> = Arc::from(r.name.as_str());
+            if !w.attempts.queue(&name) {
                 continue;
             }
             let task = &w.spec.tasks[r.index];
@@ -581,18 +629,18 @@ impl Engine {
                 namespace: k.0.clone(),
                 target,
                 priority,
-                item: TaskRef { workflow: k.clone(), index: r.index, attempt: r.attempt, resume: None },
+                item: TaskRef { workflow: k.clone(), uid: uid.clone(), task: name, attempt: r.attempt, resume: None },
             });
         }
-        for (i, attempt, agent, task_id) in resumes {
+        for (name, attempt, agent, task_id) in resumes {
             // Back to the same agent (when it is known and ready again), first in line.
             let Some(agent) = agent else { continue };
-            w.busy.insert(i);
+            w.attempts.queue(&name);
             queue.push(Queued {
                 namespace: k.0.clone(),
                 target: Target::Agent(agent),
                 priority: crate::api::Priority::Critical,
-                item: TaskRef { workflow: k.clone(), index: i, attempt, resume: task_id },
+                item: TaskRef { workflow: k.clone(), uid: uid.clone(), task: name, attempt, resume: task_id },
             });
         }
         let finished =
@@ -623,6 +671,7 @@ impl Engine {
     async fn timer(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
+            self.explain();
             let now = Timestamp::now();
             let due: Vec<(Key, bool)> = lock(&self.state)
                 .workflows
@@ -659,7 +708,7 @@ impl Engine {
     /// attempt started before a restart, when `t.resume` names one).
     async fn execute(self: Arc<Self>, t: TaskRef, agent_name: String) {
         let resume_id = t.resume.clone();
-        let (tx, rx) = watch::channel(false);
+        let token = self.next_token.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Record the start, and note the upstream outputs the message needs in whole.
         let started = {
             let now = Timestamp::now();
@@ -667,32 +716,25 @@ impl Engine {
             let State { workflows, agents, .. } = &mut *st;
             let known = agents.contains_key(&(t.workflow.0.clone(), agent_name.clone()));
             match workflows.get_mut(&t.workflow) {
-                Some(w) if known && !w.cancel_requested => {
-                    let started = w.status.tasks.get(t.index).and_then(|s| s.started_at);
-                    plan::record_start(&mut w.status, t.index, t.attempt, &agent_name, now);
-                    if let Some(id) = &resume_id {
-                        // The same attempt, followed again: it keeps its id and start time.
-                        w.status.tasks[t.index].a2a_task_id = Some(id.clone());
-                        w.status.tasks[t.index].started_at = started.or(Some(crate::api::common::Time(now)));
-                    }
-                    w.touch(t.index);
-                    w.cancels.insert(t.index, tx);
-                    let needed: Vec<(usize, String, u32)> = plan::long_outputs_used(&w.spec, &w.status, t.index)
+                Some(w) if known => w.begin(&t, token, &agent_name, now).map(|rx| {
+                    let i = w.index.position(&t.task).unwrap_or_default();
+                    let needed: Vec<(String, u32)> = plan::long_outputs_used(&w.spec, &w.status, i)
                         .into_iter()
-                        .filter(|j| !w.full_outputs.contains_key(j))
-                        .map(|j| (j, w.status.tasks[j].name.clone(), w.status.tasks[j].attempts))
+                        .map(|j| &w.status.tasks[j])
+                        .filter(|s| !w.full_outputs.contains_key(&s.name))
+                        .map(|s| (s.name.clone(), s.attempts))
                         .collect();
-                    Some((w.uid.clone(), needed))
-                }
+                    (rx, needed)
+                }),
                 _ => None,
             }
         };
         self.flush.notify_one();
         let outcome = match started {
             None => Err("the workflow or agent is gone".to_owned()),
-            Some((uid, needed)) => match self.load_outputs(&t.workflow, &uid, needed).await {
+            Some((rx, needed)) => match self.load_outputs(&t, needed).await {
                 Err(e) => Err(e),
-                Ok(()) => self.attempt(&t, &agent_name, resume_id, rx).await,
+                Ok(()) => self.attempt(&t, token, &agent_name, resume_id, rx).await,
             },
         };
         let outcome = match outcome {
@@ -700,19 +742,20 @@ impl Engine {
             Ok(text) => Ok(Output { text, reference: None, whole: None }),
             Err(e) => Err(e),
         };
-        self.finish(&t, &agent_name, outcome);
+        self.finish(&t, token, &agent_name, outcome);
     }
 
     /// Reads the whole outputs of upstream tasks `needed` from beside the workflow, into the
     /// workflow's cache.
-    async fn load_outputs(&self, k: &Key, uid: &str, needed: Vec<(usize, String, u32)>) -> Result<(), String> {
-        for (j, name, attempt) in needed {
-            let owner = Owner { namespace: &k.0, name: &k.1, uid };
+    async fn load_outputs(&self, t: &TaskRef, needed: Vec<(String, u32)>) -> Result<(), String> {
+        let k = &t.workflow;
+        for (name, attempt) in needed {
+            let owner = Owner { namespace: &k.0, name: &k.1, uid: &t.uid };
             let (text, _) = outputs::load(&self.client, &owner, &name, attempt)
                 .await
                 .map_err(|e| format!("the whole output of task {name:?} cannot be read: {e}"))?;
-            if let Some(w) = lock(&self.state).workflows.get_mut(k) {
-                w.full_outputs.insert(j, Arc::from(text));
+            if let Some(w) = lock(&self.state).workflows.get_mut(k).filter(|w| *w.uid == *t.uid) {
+                w.full_outputs.insert(name, Arc::from(text));
             }
         }
         Ok(())
@@ -722,13 +765,7 @@ impl Engine {
     /// then gets its first 64 KiB and a reference. A write that keeps failing fails the attempt
     /// (its output would be lost otherwise).
     async fn store_output(&self, t: &TaskRef, text: String) -> Result<Output, String> {
-        let (uid, task) = {
-            let st = lock(&self.state);
-            match st.workflows.get(&t.workflow) {
-                Some(w) => (w.uid.clone(), w.spec.tasks[t.index].name.clone()),
-                None => return Err("the workflow is gone".to_owned()),
-            }
-        };
+        let (uid, task) = (t.uid.to_string(), t.task.to_string());
         let owner = Owner { namespace: &t.workflow.0, name: &t.workflow.1, uid: &uid };
         let mut wait = Duration::from_millis(100);
         let mut tries = 0;
@@ -750,7 +787,10 @@ impl Engine {
             }
         };
         // The workflow may have gone meanwhile (its deletion cascaded before these existed).
-        let gone = lock(&self.state).workflows.get(&t.workflow).is_none_or(|w| w.uid != uid);
+        let gone = lock(&self.state)
+            .workflows
+            .get(&t.workflow)
+            .is_none_or(|w| w.uid != uid || w.index.position(&task).is_none());
         if gone {
             outputs::remove(&self.client, &owner, &task).await;
             return Err("the workflow is gone".to_owned());
@@ -769,6 +809,7 @@ impl Engine {
     async fn attempt(
         &self,
         t: &TaskRef,
+        token: u64,
         agent_name: &str,
         resume_id: Option<String>,
         mut rx: watch::Receiver<bool>,
@@ -777,12 +818,14 @@ impl Engine {
             let mut st = lock(&self.state);
             let State { workflows, agents, .. } = &mut *st;
             let view = agents.get_mut(&(t.workflow.0.clone(), agent_name.to_owned()));
-            match (workflows.get(&t.workflow), view) {
-                (Some(w), Some(view)) => {
-                    let full = &w.full_outputs;
-                    let message =
-                        plan::render_message_with(&w.spec, &w.status, t.index, |j| full.get(&j).map(|s| &**s));
-                    let task = &w.spec.tasks[t.index];
+            let current = workflows.get(&t.workflow).filter(|w| w.attempts.is_current(&t.task, token));
+            match (current.and_then(|w| Some((w, w.index.position(&t.task)?))), view) {
+                (Some((w, i)), Some(view)) => {
+                    let (full, tasks) = (&w.full_outputs, &w.status.tasks);
+                    let message = plan::render_message_with(&w.spec, &w.status, i, |j| {
+                        full.get(tasks[j].name.as_str()).map(|s| &**s)
+                    });
+                    let task = &w.spec.tasks[i];
                     let timeout = task.timeout.as_ref().or(w.spec.timeout.as_ref()).map(|d| d.value());
                     let data = task.data.clone();
                     let mut endpoints = view.agent.status.as_ref().map(|s| s.endpoints.clone()).unwrap_or_default();
@@ -825,13 +868,16 @@ impl Engine {
         }
         match endpoint {
             None => Err(format!("agent {agent_name:?} has no ready endpoint")),
-            Some(urls) => self.a2a_attempt(t, &urls, message_id, message, data, timeout, resume_id, cancelled).await,
+            Some(urls) => {
+                self.a2a_attempt(t, token, &urls, message_id, message, data, timeout, resume_id, cancelled).await
+            }
         }
     }
     #[allow(clippy::too_many_arguments)]
     async fn a2a_attempt(
         &self,
         t: &TaskRef,
+        token: u64,
         urls: &[String],
         message_id: String,
         text: String,
@@ -877,9 +923,12 @@ impl Engine {
                             return task_result(&task);
                         }
                         // The id matters now: keep it, so a restart follows instead of re-sending.
-                        if let Some(w) = lock(&self.state).workflows.get_mut(&t.workflow) {
-                            w.status.tasks[t.index].a2a_task_id = Some(task.id.clone());
-                            w.touch(t.index);
+                        if let Some(w) = lock(&self.state).workflows.get_mut(&t.workflow)
+                            && w.attempts.is_current(&t.task, token)
+                            && let Some(i) = w.index.position(&t.task)
+                        {
+                            w.status.tasks[i].a2a_task_id = Some(task.id.clone());
+                            w.touch(i);
                         }
                         self.flush.notify_one();
                         task.id
@@ -901,31 +950,15 @@ impl Engine {
         Ok(c)
     }
 
-    fn finish(self: &Arc<Self>, t: &TaskRef, agent: &str, outcome: Result<Output, String>) {
+    fn finish(self: &Arc<Self>, t: &TaskRef, token: u64, agent: &str, outcome: Result<Output, String>) {
         let now = Timestamp::now();
         {
             let mut st = lock(&self.state);
             st.queue.release(&t.workflow.0, agent);
-            if let Some(w) = st.workflows.get_mut(&t.workflow) {
-                w.busy.remove(&t.index);
-                w.cancels.remove(&t.index);
-                if w.status.tasks.get(t.index).is_some_and(|s| s.phase == TaskPhase::Running) {
-                    match outcome {
-                        Err(_) if w.cancel_requested => plan::record_cancelled(&mut w.status, t.index, now),
-                        Ok(Output { text, reference, whole }) => {
-                            plan::record_success(&mut w.status, t.index, text, now);
-                            w.status.tasks[t.index].output_ref = reference;
-                            match whole {
-                                Some(whole) => w.full_outputs.insert(t.index, whole),
-                                None => w.full_outputs.remove(&t.index),
-                            };
-                        }
-                        Err(e) => {
-                            plan::record_failure(&w.spec, &mut w.status, t.index, e, now);
-                        }
-                    }
-                    w.touch(t.index);
-                }
+            if let Some(w) = st.workflows.get_mut(&t.workflow)
+                && !w.record(t, token, outcome, now)
+            {
+                tracing::debug!(workflow = %t.workflow.1, task = %t.task, attempt = t.attempt, "outcome of a superseded attempt dropped");
             }
         }
         self.schedule(&t.workflow);
@@ -1142,6 +1175,83 @@ mod tests {
     fn apply(doc: &mut serde_json::Value, write: &StatusWrite) -> Result<(), json_patch::PatchError> {
         let patch: json_patch::Patch = serde_json::from_slice(&write.body).expect("a JSON patch");
         json_patch::patch(doc, &patch)
+    }
+
+    fn spec(tasks: &[(&str, &str)]) -> WorkflowSpec {
+        let tasks = tasks
+            .iter()
+            .map(|(name, message)| crate::api::workflow::WorkflowTask {
+                name: (*name).into(),
+                agent: Some("sleeper".into()),
+                message: (*message).into(),
+                ..Default::default()
+            })
+            .collect();
+        WorkflowSpec { tasks, ..Default::default() }
+    }
+
+    fn task_ref(name: &str, attempt: u32) -> TaskRef {
+        TaskRef {
+            workflow: ("default".into(), "w".into()),
+            uid: Arc::from("uid-1"),
+            task: Arc::from(name),
+            attempt,
+            resume: None,
+        }
+    }
+
+    fn output(text: &str) -> Result<Output, String> {
+        Ok(Output { text: text.into(), reference: None, whole: None })
+    }
+
+    fn task<'a>(w: &'a WorkflowState, name: &str) -> Option<&'a crate::api::workflow::TaskStatus> {
+        w.status.tasks.iter().find(|t| t.name == name)
+    }
+
+    #[test]
+    fn a_result_is_never_recorded_under_another_tasks_name_when_the_task_list_changes_under_it() {
+        let mut w = WorkflowState::new(
+            "uid-1".into(),
+            Some(1),
+            spec(&[("a", "sleep 3s"), ("b", "sleep 4s")]),
+            Default::default(),
+        );
+        let now = Timestamp::now();
+        let (a, b) = (task_ref("a", 1), task_ref("b", 1));
+        let rx_a = w.begin(&a, 1, "sleeper", now).expect("a starts");
+        w.begin(&b, 2, "sleeper", now).expect("b starts");
+        // The spec loses `a`: `b` moves from position 1 to 0 while both attempts are in flight.
+        let gone = w.replace_spec(spec(&[("b", "sleep 4s")]), Some(2));
+        assert_eq!(gone, [Arc::<str>::from("a")]);
+        assert!(*rx_a.borrow(), "the attempt of the removed task is cancelled");
+        assert!(!w.record(&a, 1, output("slept 3s"), now), "a's result has no task to land in");
+        let b_status = task(&w, "b").expect("b");
+        assert_eq!(b_status.phase, TaskPhase::Running, "b is untouched by a's result");
+        assert_eq!(b_status.output, None);
+        assert!(task(&w, "a").is_none());
+        assert!(w.record(&b, 2, output("slept 4s"), now));
+        assert_eq!(task(&w, "b").and_then(|t| t.output.as_deref()), Some("slept 4s"));
+        assert_eq!(w.status.progress.as_deref(), Some("0/1"), "progress counts the new spec's tasks");
+    }
+
+    #[test]
+    fn results_follow_their_task_when_tasks_move_or_a_workflow_is_re_created() {
+        let mut w = WorkflowState::new("uid-1".into(), Some(1), spec(&[("a", "x"), ("b", "y")]), Default::default());
+        let now = Timestamp::now();
+        w.begin(&task_ref("a", 1), 1, "sleeper", now).expect("a starts");
+        w.begin(&task_ref("b", 1), 2, "sleeper", now).expect("b starts");
+        // Reordered, with a new task in front: every position changes.
+        assert!(w.replace_spec(spec(&[("c", "z"), ("b", "y"), ("a", "x")]), Some(2)).is_empty());
+        assert!(w.record(&task_ref("a", 1), 1, output("A"), now));
+        assert!(w.record(&task_ref("b", 1), 2, output("B"), now));
+        let outputs: Vec<(&str, Option<&str>)> =
+            w.status.tasks.iter().map(|t| (t.name.as_str(), t.output.as_deref())).collect();
+        assert_eq!(outputs, [("c", None), ("b", Some("B")), ("a", Some("A"))]);
+        // An attempt of a workflow that was deleted and created again under the same name.
+        let mut again = WorkflowState::new("uid-2".into(), Some(1), spec(&[("a", "x")]), Default::default());
+        assert!(again.begin(&task_ref("a", 1), 3, "sleeper", now).is_none(), "another workflow's attempt");
+        assert!(!again.record(&task_ref("a", 1), 1, output("A"), now));
+        assert_eq!(again.status.tasks[0].phase, TaskPhase::Pending);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! the local one (`a2a serve`) or a Kubernetes cluster.
 
 pub mod admission;
+pub mod attempts;
 pub mod dispatch;
 pub mod engine;
+pub mod events;
 pub mod outputs;
 pub mod plan;
+pub mod stuck;

@@ -78,12 +78,20 @@ pub fn step(spec: &WorkflowSpec, status: &mut WorkflowStatus, now: Timestamp) ->
 pub struct Index {
     /// Indices of each task's dependencies; empty when no task has any.
     deps: Vec<Vec<usize>>,
+    /// Each task's position in this spec, by name.
+    positions: HashMap<String, usize>,
 }
 
 impl Index {
     pub fn new(spec: &WorkflowSpec) -> Self {
         let any = spec.tasks.iter().any(|t| !t.depends_on.is_empty());
-        Index { deps: if any { dependency_indices(spec) } else { Vec::new() } }
+        let positions = spec.tasks.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Index { deps: if any { dependency_indices(spec) } else { Vec::new() }, positions }
+    }
+
+    /// Where task `name` is in this spec (`None`: the spec has no such task).
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.positions.get(name).copied()
     }
 }
 
@@ -296,6 +304,8 @@ pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) 
         t.finished_at = None;
         t.next_attempt_at = None;
         t.a2a_task_id = None;
+        t.reason = None;
+        t.message = None;
         names.push(t.name.clone());
     }
     if !names.is_empty() {
@@ -428,6 +438,8 @@ pub fn record_start(status: &mut WorkflowStatus, i: usize, attempt: u32, agent: 
     t.started_at = Some(Time(now));
     t.next_attempt_at = None;
     t.a2a_task_id = None;
+    t.reason = None;
+    t.message = None;
 }
 
 /// Records a successful attempt with its output.

@@ -1,0 +1,134 @@
+//! The engine's pass that says why queued tasks are not dispatched (see [`crate::controller::stuck`]):
+//! the reason goes into each task's status entry, an Event is recorded when a reason
+//! appears, and a task whose agent can never be admitted fails at once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use super::{AgentView, Engine, Key, State, TaskRef, lock};
+use crate::api::common::Time;
+use crate::api::workflow::TaskPhase;
+use crate::controller::dispatch::{DispatchQueue, Target};
+use crate::controller::events;
+use crate::controller::stuck::{self, AgentFacts, Stuck};
+
+static NO_SKILLS: BTreeSet<String> = BTreeSet::new();
+
+/// New reasons of one workflow's tasks, for its Events: (reason, message) → tasks.
+type Appeared = BTreeMap<(&'static str, String), Vec<Arc<str>>>;
+
+fn agent_facts<'a>(
+    agents: &'a HashMap<Key, AgentView>,
+    queue: &'a DispatchQueue<TaskRef>,
+    ns: &str,
+    name: &'a str,
+) -> Option<AgentFacts<'a>> {
+    let view = agents.get(&(ns.to_owned(), name.to_owned()))?;
+    let slots = queue.agent(ns, name);
+    Some(AgentFacts {
+        name,
+        agent: &view.agent,
+        ready: slots.is_some_and(|s| s.ready && s.capacity > 0),
+        skills: slots.map_or(&NO_SKILLS, |s| &s.skills),
+    })
+}
+
+impl Engine {
+    /// Sets (or clears) the reason of every queued task, and fails the tasks that can never
+    /// run. Runs when asked to, at most once per timer tick.
+    pub(super) fn explain(self: &Arc<Self>) {
+        let now = Timestamp::now();
+        let mut appeared: HashMap<Key, (String, Appeared)> = HashMap::new();
+        let mut failed: HashSet<Key> = HashSet::new();
+        {
+            let mut st = lock(&self.state);
+            if !std::mem::take(&mut st.explain) {
+                return;
+            }
+            let State { workflows, agents, queue, .. } = &mut *st;
+            let mut whys: HashMap<(&str, &Target), Option<Stuck>> = HashMap::new();
+            let mut never: Vec<(Key, Arc<str>, Stuck)> = Vec::new();
+            for q in queue.iter() {
+                let t = &q.item;
+                // A resumed attempt runs on its agent already; it only waits to be followed.
+                if t.resume.is_some() {
+                    continue;
+                }
+                let why = whys.entry((q.namespace.as_str(), &q.target)).or_insert_with(|| match &q.target {
+                    Target::Agent(name) => {
+                        stuck::for_agent(&q.namespace, name, agent_facts(agents, queue, &q.namespace, name))
+                    }
+                    Target::Skill(skill) => stuck::for_skill(
+                        &q.namespace,
+                        skill,
+                        agents
+                            .keys()
+                            .filter(|(ns, _)| *ns == q.namespace)
+                            .filter_map(|(ns, name)| agent_facts(agents, queue, ns, name)),
+                    ),
+                });
+                let Some(w) = workflows.get_mut(&t.workflow).filter(|w| *w.uid == *t.uid) else { continue };
+                let Some(i) = w.index.position(&t.task) else { continue };
+                let task = &mut w.status.tasks[i];
+                if task.phase != TaskPhase::Pending {
+                    continue;
+                }
+                let (reason, message) = match why {
+                    Some(s) => (Some(s.reason), Some(&s.message)),
+                    None => (None, None),
+                };
+                if task.reason.as_deref() != reason || task.message.as_ref() != message {
+                    task.reason = reason.map(str::to_owned);
+                    task.message = message.cloned();
+                    w.touch(i);
+                    if let Some(s) = why.as_ref().filter(|s| !s.never) {
+                        let (_, by_reason) =
+                            appeared.entry(t.workflow.clone()).or_insert_with(|| (w.uid.clone(), Appeared::new()));
+                        by_reason.entry((s.reason, s.message.clone())).or_default().push(t.task.clone());
+                    }
+                }
+                if let Some(s) = why.as_ref().filter(|s| s.never) {
+                    never.push((t.workflow.clone(), t.task.clone(), s.clone()));
+                }
+            }
+            // Work that can never run fails now, instead of waiting forever.
+            let mut dropped: HashSet<(Key, Arc<str>)> = HashSet::new();
+            for (k, task, s) in never {
+                let Some(w) = workflows.get_mut(&k) else { continue };
+                let Some(i) = w.index.position(&task) else { continue };
+                let t = &mut w.status.tasks[i];
+                t.phase = TaskPhase::Failed;
+                t.reason = Some(s.reason.to_owned());
+                t.message = Some(s.message.clone());
+                t.error = Some(s.message.clone());
+                t.next_attempt_at = None;
+                t.finished_at = Some(Time(now));
+                w.touch(i);
+                w.attempts.unqueue(&task);
+                let (_, by_reason) = appeared.entry(k.clone()).or_insert_with(|| (w.uid.clone(), Appeared::new()));
+                by_reason.entry((s.reason, s.message)).or_default().push(task.clone());
+                failed.insert(k.clone());
+                dropped.insert((k, task));
+            }
+            if !dropped.is_empty() {
+                queue.retain(|t| !dropped.contains(&(t.workflow.clone(), t.task.clone())));
+            }
+        }
+        for k in &failed {
+            self.schedule(k);
+        }
+        if !appeared.is_empty() {
+            self.flush.notify_one();
+        }
+        for ((ns, name), (uid, by_reason)) in appeared {
+            for ((reason, message), tasks) in by_reason {
+                let warning = reason == stuck::UNSCHEDULABLE;
+                let what = if warning { "failed" } else { "waits" };
+                let note = format!("{} {what}: {message}", events::tasks_phrase(&tasks));
+                events::record(&self.client, &ns, &name, &uid, warning, reason, note);
+            }
+        }
+    }
+}
