@@ -307,7 +307,8 @@ pub fn relay(path: &Path, limits: LogLimits) -> std::io::Result<()> {
     let mut input = File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
     let current = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     let size = current.metadata().map_or(0, |m| m.len());
-    let mut out = RotatingLog { path: path.to_path_buf(), limits, file: Some(current), size, dropped: 0 };
+    let mut out =
+        RotatingLog { path: path.to_path_buf(), limits, file: Some(current), size, dropped: 0, on_stdout: true };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match input.read(&mut buf) {
@@ -329,6 +330,8 @@ struct RotatingLog {
     size: u64,
     /// Bytes that could not be written since the last successful write.
     dropped: u64,
+    /// Keep the live file on standard output too (the relay process).
+    on_stdout: bool,
 }
 
 impl RotatingLog {
@@ -411,7 +414,9 @@ impl RotatingLog {
             Ok(f) => {
                 self.size = f.metadata().map_or(0, |m| m.len());
                 // Standard output follows the live file, so `/proc/PID/fd/1` names it.
-                let _ = rustix::stdio::dup2_stdout(&f);
+                if self.on_stdout {
+                    let _ = rustix::stdio::dup2_stdout(&f);
+                }
                 self.file = Some(f);
                 true
             }
@@ -444,7 +449,7 @@ mod tests {
     fn log_in(dir: &Path, limits: LogLimits) -> RotatingLog {
         let path = dir.join("0.log");
         let file = open_log(&path).unwrap();
-        RotatingLog { path, limits, file: Some(file), size: 0, dropped: 0 }
+        RotatingLog { path, limits, file: Some(file), size: 0, dropped: 0, on_stdout: false }
     }
 
     fn read(p: &Path) -> String {
@@ -464,9 +469,10 @@ mod tests {
         assert_eq!(ino(&rotated(&live, 1)), first);
         assert_eq!(read(&rotated(&live, 1)), "aaaa\nbbbb\n");
         assert_eq!(read(&live), "cc\n");
+        // Split after the last whole line that fits.
         log.write(b"dddd\neeeeee\n");
-        assert_eq!(read(&live), "dddd\n");
-        assert_eq!(read(&rotated(&live, 1)), "cc\n");
+        assert_eq!(read(&live), "eeeeee\n");
+        assert_eq!(read(&rotated(&live, 1)), "cc\ndddd\n");
         assert_eq!(read(&rotated(&live, 2)), "aaaa\nbbbb\n");
         // More than max_files: the oldest goes; never a `.3`.
         log.write(b"ffffffffffffffffffffffff");

@@ -1033,19 +1033,26 @@ impl World {
             tokio::spawn(async move {
                 let (key, replica) = (job.key.clone(), job.replica);
                 let slot = node.start_slots.clone().acquire_owned().await;
-                // The agent's object stays until its processes are gone (see `deletion`).
-                if let Err(e) = super::deletion::hold(&node.client, &job.agent).await {
-                    let result = Box::new(Err(e.to_string()));
-                    let _ = node.tx.send(NodeEvent::Started { key, replica, result });
-                    return;
-                }
+                // The agent's object stays until its processes are gone (see `deletion`); the
+                // finalizer's write overlaps the start instead of delaying it.
+                let unheld = (!crate::cluster::finalizer::has(&job.agent, super::deletion::PROCESSES_FINALIZER))
+                    .then(|| job.agent.clone());
+                let hold = async {
+                    match unheld {
+                        Some(agent) => super::deletion::hold(&node.client, &agent).await,
+                        None => Ok(()),
+                    }
+                };
                 let worker = node.clone();
-                let result = tokio::task::spawn_blocking(move || {
+                let start = tokio::task::spawn_blocking(move || {
                     let _slot = slot;
                     port.and_then(|port| start_replica(&worker, &budgets, &job, port))
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("the start panicked: {e}")));
+                });
+                let (held, result) = tokio::join!(hold, start);
+                if let Err(e) = held {
+                    tracing::warn!(agent = %key.1, error = %e, "the agent's object may go before its processes");
+                }
+                let result = result.unwrap_or_else(|e| Err(format!("the start panicked: {e}")));
                 let _ = node.tx.send(NodeEvent::Started { key, replica, result: Box::new(result) });
             });
         }
