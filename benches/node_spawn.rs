@@ -131,6 +131,18 @@ fn main() {
     }
     let with_relay = t.elapsed();
 
+    // The same, the relays left in this process's cgroup: what the relay's own cgroup costs.
+    let relay_here = RelaySpec { cgroup: None, ..relay.clone() };
+    let t = Instant::now();
+    for i in 0..n {
+        let cg = layout.replica(&["relayed-here"], "bench", "agent", i as u32).expect("path");
+        driver.create(&cg, &limits).expect("create");
+        let mut spec = ProcessSpec::new("sleep", logs.path().join(format!("h{i}.log"))).args(["600"]);
+        spec.log_relay = Some(relay_here.clone());
+        procs.push(spawn(driver.as_ref(), &cg, &spec).expect("spawn"));
+    }
+    let with_relay_here = t.elapsed();
+
     let t = Instant::now();
     driver.remove(&layout.top(), Duration::from_secs(30)).expect("remove all");
     let removal = t.elapsed();
@@ -159,6 +171,12 @@ fn main() {
         with_relay.as_secs_f64() * 1e3,
         per(with_relay),
         with_relay.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "  … the relays not moved to their cgroup:     {:>8.1} ms total, {:>7.0} us each, {:.2}x floor",
+        with_relay_here.as_secs_f64() * 1e3,
+        per(with_relay_here),
+        with_relay_here.as_secs_f64() / floor.as_secs_f64()
     );
     println!("remove (kill + wait empty + rmdir, all):      {:>8.1} ms total", removal.as_secs_f64() * 1e3);
 }

@@ -16,11 +16,14 @@ pub struct LogRelayArgs {
     /// How many files to keep, the live one included.
     #[arg(long, default_value_t = logs::DEFAULT_MAX_FILES)]
     pub max_files: u32,
+    /// A `cgroup.procs` file to write itself into first (repeatable: one per hierarchy).
+    #[arg(long, value_name = "FILE")]
+    pub join: Vec<PathBuf>,
     /// The live log file (open on stdout).
     pub path: PathBuf,
 }
 
 pub fn run(args: &LogRelayArgs) -> Result<(), String> {
     let limits = LogLimits::new(args.max_bytes, args.max_files).map_err(|e| e.to_string())?;
-    logs::relay(&args.path, limits).map_err(|e| format!("relaying to {}: {e}", args.path.display()))
+    logs::relay(&args.path, limits, &args.join).map_err(|e| format!("relaying to {}: {e}", args.path.display()))
 }

@@ -90,12 +90,6 @@ pub enum Error {
     },
     #[error("log relay cgroup: {0}")]
     Cgroup(#[from] cgroup::Error),
-    #[error("cannot open {path} for the log relay to join its cgroup: {source}")]
-    Join {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("cannot start the log relay {exe}: {source}")]
     Spawn {
         exe: PathBuf,
@@ -111,7 +105,6 @@ impl Error {
             Error::Limits(_) => "log_limits",
             Error::Io { .. } => "log",
             Error::Cgroup(e) => e.metric_label(),
-            Error::Join { .. } => "log_relay_join",
             Error::Spawn { .. } => "log_relay_spawn",
         }
     }
@@ -188,24 +181,36 @@ pub(crate) fn start_relay(driver: &dyn CgroupDriver, spec: &RelaySpec, log_file:
         Some(cg) => join_files(driver, cg)?,
         None => Vec::new(),
     };
+    let join_args = join
+        .iter()
+        .map(|p| Ok([c"--join".to_owned(), CString::new(p.as_os_str().as_bytes())?]))
+        .collect::<Result<Vec<_>, std::ffi::NulError>>()
+        .map_err(|_| Error::Spawn {
+            exe: spec.exe.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "a path holds a NUL byte"),
+        })?;
     let spawn_err = |source| Error::Spawn { exe: spec.exe.clone(), source };
     let invalid = || spawn_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a path holds a NUL byte"));
     let exe = CString::new(spec.exe.as_os_str().as_bytes()).map_err(|_| invalid())?;
-    let argv = [
+    let mut argv = vec![
         exe.clone(),
         c"log-relay".to_owned(),
         c"--max-bytes".to_owned(),
         CString::new(spec.limits.max_bytes.to_string()).map_err(|_| invalid())?,
         c"--max-files".to_owned(),
         CString::new(spec.limits.max_files.to_string()).map_err(|_| invalid())?,
-        CString::new(log_file.as_os_str().as_bytes()).map_err(|_| invalid())?,
     ];
+    argv.extend(join_args.into_iter().flatten());
+    argv.push(CString::new(log_file.as_os_str().as_bytes()).map_err(|_| invalid())?);
     let request = SpawnRequest {
         candidates: vec![exe],
-        argv: argv.to_vec(),
+        argv,
         envp: Vec::new(),
         dir: Some(c"/".to_owned()),
-        join,
+        // The relay joins its cgroup itself, once running (see `relay`): a cgroup v1
+        // migration waits for an RCU grace period per hierarchy, which the agent's start
+        // need not wait for.
+        join: Vec::new(),
         user: None,
         stdio: [read, file, null],
     };
@@ -214,23 +219,16 @@ pub(crate) fn start_relay(driver: &dyn CgroupDriver, spec: &RelaySpec, log_file:
     Ok(write)
 }
 
-/// The `cgroup.procs` files of the relays' cgroup, opened for writing; the cgroup is made
-/// (without limits) the first time.
-fn join_files(driver: &dyn CgroupDriver, cg: &CgroupPath) -> Result<Vec<OwnedFd>> {
-    let open = || -> Result<Vec<OwnedFd>, (PathBuf, std::io::Error)> {
-        driver
-            .procs_files(cg)
-            .map_err(|e| (PathBuf::from(cg.to_string()), std::io::Error::other(e.to_string())))?
-            .into_iter()
-            .map(|p| OpenOptions::new().write(true).open(&p).map(OwnedFd::from).map_err(|e| (p, e)))
-            .collect()
-    };
-    match open() {
-        Ok(files) => Ok(files),
-        Err(_) => {
+/// The `cgroup.procs` files of the relays' cgroup; the cgroup is made (without limits) when
+/// they are missing.
+fn join_files(driver: &dyn CgroupDriver, cg: &CgroupPath) -> Result<Vec<PathBuf>> {
+    let files = driver.procs_files(cg).ok().filter(|f| f.iter().all(|p| p.exists()));
+    match files {
+        Some(files) => Ok(files),
+        None => {
             // No limits: the relays' memory is their buffers and the page cache of the logs.
             driver.ensure(cg, &CgroupLimits::default())?;
-            open().map_err(|(path, source)| Error::Join { path, source })
+            Ok(driver.procs_files(cg)?)
         }
     }
 }
@@ -299,16 +297,23 @@ fn reap_forever(wake: &OwnedFd) {
     }
 }
 
-/// `a2a log-relay`: copies stdin to the log file open on stdout (`path`), rotating by
-/// renames at `limits`. Runs until stdin's last writer is gone; a failed write drops those
-/// bytes (counted, and said in the log once writing works again) and reading goes on, so
-/// the agent never blocks on a relay that gave up, nor gets SIGPIPE.
-pub fn relay(path: &Path, limits: LogLimits) -> std::io::Result<()> {
+/// `a2a log-relay`: joins its cgroup (writes itself into each `join` file), then copies stdin
+/// to the log file open on stdout (`path`), rotating by renames at `limits`. Runs until
+/// stdin's last writer is gone; a failed write drops those bytes (counted, and said in the
+/// log once writing works again) and reading goes on, so the agent never blocks on a relay
+/// that gave up, nor gets SIGPIPE. A cgroup it cannot join is said in the log too.
+pub fn relay(path: &Path, limits: LogLimits, join: &[PathBuf]) -> std::io::Result<()> {
     let mut input = File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
     let current = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     let size = current.metadata().map_or(0, |m| m.len());
     let mut out =
         RotatingLog { path: path.to_path_buf(), limits, file: Some(current), size, dropped: 0, on_stdout: true };
+    for procs in join {
+        if let Err(e) = std::fs::write(procs, "0") {
+            let note = format!("a2a log-relay: cannot join the cgroup of {}: {e}\n", procs.display());
+            out.write(note.as_bytes());
+        }
+    }
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match input.read(&mut buf) {
