@@ -306,8 +306,15 @@ pub fn relay(path: &Path, limits: LogLimits, join: &[PathBuf]) -> std::io::Resul
     let mut input = File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
     let current = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     let size = current.metadata().map_or(0, |m| m.len());
-    let mut out =
-        RotatingLog { path: path.to_path_buf(), limits, file: Some(current), size, dropped: 0, on_stdout: true };
+    let mut out = RotatingLog {
+        path: path.to_path_buf(),
+        limits,
+        file: Some(current),
+        size,
+        dropped: 0,
+        on_stdout: true,
+        ends_line: true,
+    };
     for procs in join {
         if let Err(e) = std::fs::write(procs, "0") {
             let note = format!("a2a log-relay: cannot join the cgroup of {}: {e}\n", procs.display());
@@ -337,6 +344,8 @@ struct RotatingLog {
     dropped: u64,
     /// Keep the live file on standard output too (the relay process).
     on_stdout: bool,
+    /// The live file is empty or ends with a line end.
+    ends_line: bool,
 }
 
 impl RotatingLog {
@@ -359,11 +368,13 @@ impl RotatingLog {
                 self.put(data);
                 return;
             }
-            // Past the cap: the complete lines that fit, else (a line longer than a whole
-            // file) as much as fits, then a new file.
+            // Past the cap: up to the last line end that fits, then a new file. With no line
+            // end in the room left, a file that ends with a whole line is rotated first; one
+            // that ends inside a line (a line longer than a file, or the pipe's chunks cut
+            // lines) gets what fits, and the line goes on in the next file.
             let cut = match data[..room].iter().rposition(|b| *b == b'\n') {
                 Some(i) => i + 1,
-                None if self.size > 0 => 0,
+                None if self.size > 0 && self.ends_line => 0,
                 None => room,
             };
             self.put(&data[..cut]);
@@ -381,7 +392,10 @@ impl RotatingLog {
             return;
         };
         match file.write_all(data) {
-            Ok(()) => self.size += data.len() as u64,
+            Ok(()) => {
+                self.size += data.len() as u64;
+                self.ends_line = data.last() == Some(&b'\n');
+            }
             Err(_) => {
                 self.dropped += data.len() as u64;
                 // The size is unknown after a short write: read it again.
@@ -402,6 +416,7 @@ impl RotatingLog {
                 let _ = f.set_len(0);
             }
             self.size = 0;
+            self.ends_line = true;
             return;
         }
         self.file = None;
@@ -418,6 +433,7 @@ impl RotatingLog {
         match opened {
             Ok(f) => {
                 self.size = f.metadata().map_or(0, |m| m.len());
+                self.ends_line = true;
                 // Standard output follows the live file, so `/proc/PID/fd/1` names it.
                 if self.on_stdout {
                     let _ = rustix::stdio::dup2_stdout(&f);
@@ -454,7 +470,7 @@ mod tests {
     fn log_in(dir: &Path, limits: LogLimits) -> RotatingLog {
         let path = dir.join("0.log");
         let file = open_log(&path).unwrap();
-        RotatingLog { path, limits, file: Some(file), size: 0, dropped: 0, on_stdout: false }
+        RotatingLog { path, limits, file: Some(file), size: 0, dropped: 0, on_stdout: false, ends_line: true }
     }
 
     fn read(p: &Path) -> String {
@@ -488,6 +504,11 @@ mod tests {
         // A line longer than a file is cut at the cap.
         assert_eq!(read(&rotated(&live, 1)), "ffffffffff");
         assert_eq!(read(&live), "ffff");
+        // A line cut by the pipe's chunks at the cap goes on in the next file.
+        log.write(b"gg\nhh");
+        log.write(b"hh\n");
+        assert_eq!(read(&rotated(&live, 1)), "ffffgg\nhhh");
+        assert_eq!(read(&live), "h\n");
     }
 
     #[test]
