@@ -127,6 +127,7 @@ impl ControlPlane {
         config.stop_on_shutdown = opts.stop_agents_on_exit;
         if let Some(exe) = &opts.a2a_exe {
             config.a2a_exe = exe.clone();
+            config.log_relay_exe = exe.clone();
         }
         config.restart_backoff = opts.restart_backoff;
         config.log_limits = opts.log_limits;

@@ -299,3 +299,36 @@ async fn a_half_failed_apply_prints_what_it_created_and_fails() {
     let get = a2a(home, &["get", "agents", "-o", "name"]);
     assert_eq!(String::from_utf8_lossy(&get.stdout), "agent/one\nagent/three\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_start_with_their_logs_after_the_daemon_s_binary_was_replaced() {
+    use std::io::BufRead;
+    let scratch = Scratch::new("logexe");
+    let home = scratch.home();
+    // The daemon runs from a copy that an upgrade then removes from the disk.
+    let exe = home.join("a2a-old");
+    std::fs::copy(env!("CARGO_BIN_EXE_a2a"), &exe).expect("copy the binary");
+    let mut child = Command::new(&exe)
+        .args(["serve", "--port", "0", "--cgroup-top", scratch.top(), "--home"])
+        .arg(home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("a2a serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+    assert!(line.starts_with("a2a serve: listening on"), "{line}");
+    std::fs::remove_file(&exe).expect("remove the binary");
+    apply(home, &agent_yaml("late", "echo started after the upgrade; exec sleep 600"));
+    let log = log_dir(home, "late").join("0.log");
+    until("the agent's log is written", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t == "started after the upgrade\n")
+    })
+    .await;
+    let client = common::client_from(&home.join("kubeconfig"), None).await;
+    let api: Api<Agent> = Api::namespaced(client, "default");
+    api.delete("late", &Default::default()).await.expect("delete");
+    until("the agent and its relay are gone", Duration::from_secs(20), || agents_logging_into(home).is_empty()).await;
+    let _ = child.kill();
+    let _ = child.wait();
+}

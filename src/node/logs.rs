@@ -115,7 +115,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How a replica's stdout and stderr reach its log files through a relay.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RelaySpec {
-    /// The a2a binary, run as `a2a log-relay`.
+    /// The a2a binary, run as `a2a log-relay` (`/proc/self/exe` from the daemon).
     pub exe: PathBuf,
     pub limits: LogLimits,
     /// The cgroup the relay joins ([`relay_cgroup`]); `None` leaves it in the daemon's.
@@ -192,8 +192,10 @@ pub(crate) fn start_relay(driver: &dyn CgroupDriver, spec: &RelaySpec, log_file:
     let spawn_err = |source| Error::Spawn { exe: spec.exe.clone(), source };
     let invalid = || spawn_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a path holds a NUL byte"));
     let exe = CString::new(spec.exe.as_os_str().as_bytes()).map_err(|_| invalid())?;
+    // As the binary is named on the command line (`ps` shows `a2a log-relay …`), whatever
+    // path executes it.
     let mut argv = vec![
-        exe.clone(),
+        c"a2a".to_owned(),
         c"log-relay".to_owned(),
         c"--max-bytes".to_owned(),
         CString::new(spec.limits.max_bytes.to_string()).map_err(|_| invalid())?,

@@ -82,6 +82,10 @@ pub struct NodeConfig {
     /// Each replica's log files: their cap and number (default 16 MiB × 3), kept by a log
     /// relay per replica (see [`super::logs`]).
     pub log_limits: LogLimits,
+    /// The binary executed as `a2a log-relay`: by default `/proc/self/exe`, the daemon's own
+    /// binary even after an upgrade replaced (unlinked) it on disk, as runc re-executes
+    /// itself; `a2a_exe` when the running binary is not a2a (tests, benches).
+    pub log_relay_exe: PathBuf,
 }
 
 impl NodeConfig {
@@ -96,6 +100,7 @@ impl NodeConfig {
             stop_on_shutdown: false,
             restart_backoff: Duration::from_secs(1),
             log_limits: LogLimits::default(),
+            log_relay_exe: PathBuf::from("/proc/self/exe"),
         }
     }
 }
@@ -452,7 +457,7 @@ impl Node {
         let log = logs::agent_dir(&self.config.home, &ns, &name).join(format!("{replica}.log"));
         let mut spec = ProcessSpec::new(program, log).args(s.command.iter().skip(1).chain(&s.args).cloned());
         spec.log_relay = Some(RelaySpec {
-            exe: self.config.a2a_exe.clone(),
+            exe: self.config.log_relay_exe.clone(),
             limits: self.config.log_limits,
             cgroup: self.config.enforced.then(|| logs::relay_cgroup(&self.config.layout)).flatten(),
         });
