@@ -24,7 +24,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use rustix::event::{PollFd, PollFlags};
 use rustix::process::{WaitId, WaitIdOptions};
 
 use super::cgroup::{self, CgroupDriver, CgroupLimits, CgroupPath, Layout};
@@ -217,7 +216,7 @@ pub(crate) fn start_relay(driver: &dyn CgroupDriver, spec: &RelaySpec, log_file:
         stdio: [read, file, null],
     };
     let relay = sys::spawn(&request).map_err(spawn_err)?;
-    reap_when_done(relay.pidfd);
+    reap_when_done(relay.pid);
     Ok(write)
 }
 
@@ -235,67 +234,84 @@ fn join_files(driver: &dyn CgroupDriver, cg: &CgroupPath) -> Result<Vec<PathBuf>
     }
 }
 
-/// Relays this process started and has not reaped yet, handed to one reaper thread.
+/// How long an exited relay may stay a zombie when nothing wakes the reaper earlier.
+const REAP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Relays this process started and has not reaped yet, by pid (no descriptor each: a daemon
+/// of 500 agents would otherwise hold 500 more), and one thread that reaps them.
 struct Reaper {
-    pending: Mutex<Vec<OwnedFd>>,
-    wake: OwnedFd,
+    state: Mutex<ReaperState>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct ReaperState {
+    pids: Vec<u32>,
+    /// Look now (a relay was added, or an agent ended and its relay is about to).
+    soon: bool,
 }
 
 fn reaper() -> Option<&'static Reaper> {
     static REAPER: OnceLock<Option<Reaper>> = OnceLock::new();
     REAPER
         .get_or_init(|| {
-            let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).ok()?;
-            let thread_wake = wake.try_clone().ok()?;
             std::thread::Builder::new()
                 .name("log-relay-reaper".into())
                 .stack_size(64 * 1024)
-                .spawn(move || reap_forever(&thread_wake))
+                .spawn(reap_forever)
                 .ok()?;
-            Some(Reaper { pending: Mutex::new(Vec::new()), wake })
+            Some(Reaper { state: Mutex::new(ReaperState::default()), wake: std::sync::Condvar::new() })
         })
         .as_ref()
 }
 
-/// Reaps the relay behind `pidfd` once it exits, without a thread of its own.
-fn reap_when_done(pidfd: OwnedFd) {
+/// Reaps the relay `pid` (a child of this process) once it exits.
+fn reap_when_done(pid: u32) {
     let Some(r) = reaper() else {
         tracing::warn!("no reaper thread: an exited log relay stays a zombie until the daemon exits");
         return;
     };
-    r.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(pidfd);
-    let _ = rustix::io::write(&r.wake, &1u64.to_ne_bytes());
+    r.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pids.push(pid);
 }
 
-fn reap_forever(wake: &OwnedFd) {
-    let mut relays: Vec<OwnedFd> = Vec::new();
+/// An agent ended: its relay ends once it has written what was left in the pipe, and is
+/// reaped shortly after rather than at the next periodic look.
+pub(crate) fn reap_soon() {
+    if let Some(r) = reaper() {
+        r.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).soon = true;
+        r.wake.notify_one();
+    }
+}
+
+fn reap_forever() {
+    // The thread starts inside `reaper()`'s initialisation: wait until it is done.
+    let r = loop {
+        if let Some(r) = reaper() {
+            break r;
+        }
+    };
+    let mut state = r.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     loop {
-        let mut fds: Vec<PollFd> = std::iter::once(PollFd::new(wake, PollFlags::IN))
-            .chain(relays.iter().map(|fd| PollFd::new(fd, PollFlags::IN)))
-            .collect();
-        if rustix::event::poll(&mut fds, None).is_err() {
-            // EINTR, or EAGAIN under memory pressure: poll again.
-            continue;
+        let soon = std::mem::take(&mut state.soon);
+        if soon {
+            // Give the relay of the agent that just ended the moment it needs to drain.
+            drop(state);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            state = r.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        let exited: Vec<bool> = fds.iter().skip(1).map(|f| !f.revents().is_empty()).collect();
-        let woken = !fds[0].revents().is_empty();
-        drop(fds);
-        let mut i = 0;
-        relays.retain(|fd| {
-            let done = exited[i];
-            i += 1;
-            if done {
-                let _ = rustix::process::waitid(WaitId::PidFd(fd.as_fd()), WaitIdOptions::EXITED);
-            }
-            !done
+        state.pids.retain(|pid| {
+            let Some(p) = i32::try_from(*pid).ok().and_then(rustix::process::Pid::from_raw) else { return false };
+            // A child's pid is not reused before it is reaped, so the pid names the relay.
+            !matches!(
+                rustix::process::waitid(WaitId::Pid(p), WaitIdOptions::EXITED | WaitIdOptions::NOHANG),
+                Ok(Some(_)) | Err(_)
+            )
         });
-        if woken {
-            let mut buf = [0u8; 8];
-            let _ = rustix::io::read(wake, &mut buf);
-            if let Some(r) = reaper() {
-                relays.append(&mut r.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-            }
-        }
+        state = r
+            .wake
+            .wait_timeout_while(state, REAP_EVERY, |s| !s.soon)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
     }
 }
 

@@ -469,6 +469,7 @@ impl AgentProcess {
             ExitInfo { code: None, signal: None }
         };
         self.exit = Some(info);
+        logs::reap_soon();
         Ok(Some(info))
     }
 
