@@ -6,6 +6,8 @@
 //!   to `cgroup.procs` afterwards (the cheapest way to get the same end state);
 //! - driver: `CgroupDriver::create` with limits + `process::spawn` (join before exec, own
 //!   session, no_new_privs, fds closed, log file);
+//! - driver + log relay: the same, with each process's output through its own
+//!   `a2a log-relay` (what the node does since logs are capped at write time);
 //! - removal of all of them through the driver.
 
 use std::path::PathBuf;
@@ -13,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use a2a::node::cgroup::{CgroupLimits, CgroupVersion, CpuQuota, Layout, detect};
+use a2a::node::logs::{LogLimits, RelaySpec};
 use a2a::node::process::{ProcessSpec, spawn};
 
 fn main() {
@@ -111,9 +114,39 @@ fn main() {
     }
     let with_driver = t.elapsed();
 
+    // Driver, each process's output through a log relay (`a2a log-relay`, in its own cgroup):
+    // what the node does.
+    let relay = RelaySpec {
+        exe: PathBuf::from(env!("CARGO_BIN_EXE_a2a")),
+        limits: LogLimits::default(),
+        cgroup: a2a::node::logs::relay_cgroup(&layout),
+    };
+    let t = Instant::now();
+    for i in 0..n {
+        let cg = layout.replica(&["relayed"], "bench", "agent", i as u32).expect("path");
+        driver.create(&cg, &limits).expect("create");
+        let mut spec = ProcessSpec::new("sleep", logs.path().join(format!("r{i}.log"))).args(["600"]);
+        spec.log_relay = Some(relay.clone());
+        procs.push(spawn(driver.as_ref(), &cg, &spec).expect("spawn"));
+    }
+    let with_relay = t.elapsed();
+
+    // The same, the relays left in this process's cgroup: what the relay's own cgroup costs.
+    let relay_here = RelaySpec { cgroup: None, ..relay.clone() };
+    let t = Instant::now();
+    for i in 0..n {
+        let cg = layout.replica(&["relayed-here"], "bench", "agent", i as u32).expect("path");
+        driver.create(&cg, &limits).expect("create");
+        let mut spec = ProcessSpec::new("sleep", logs.path().join(format!("h{i}.log"))).args(["600"]);
+        spec.log_relay = Some(relay_here.clone());
+        procs.push(spawn(driver.as_ref(), &cg, &spec).expect("spawn"));
+    }
+    let with_relay_here = t.elapsed();
+
     let t = Instant::now();
     driver.remove(&layout.top(), Duration::from_secs(30)).expect("remove all");
     let removal = t.elapsed();
+    // The relays end once their processes are gone (the pipe's last writer closed).
     for mut c in floor_children {
         let _ = c.wait();
     }
@@ -132,6 +165,18 @@ fn main() {
         with_driver.as_secs_f64() * 1e3,
         per(with_driver),
         with_driver.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "driver + log relay (what the node does):     {:>8.1} ms total, {:>7.0} us each, {:.2}x floor",
+        with_relay.as_secs_f64() * 1e3,
+        per(with_relay),
+        with_relay.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "  … the relays not moved to their cgroup:     {:>8.1} ms total, {:>7.0} us each, {:.2}x floor",
+        with_relay_here.as_secs_f64() * 1e3,
+        per(with_relay_here),
+        with_relay_here.as_secs_f64() / floor.as_secs_f64()
     );
     println!("remove (kill + wait empty + rmdir, all):      {:>8.1} ms total", removal.as_secs_f64() * 1e3);
 }

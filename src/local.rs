@@ -33,6 +33,8 @@ pub struct LocalOptions {
     pub controllers: bool,
     /// The first wait before restarting an agent replica that exited (doubles per exit).
     pub restart_backoff: std::time::Duration,
+    /// The cap and number of each agent replica's log files.
+    pub log_limits: crate::node::logs::LogLimits,
 }
 
 impl LocalOptions {
@@ -47,6 +49,7 @@ impl LocalOptions {
             a2a_exe: None,
             controllers: true,
             restart_backoff: std::time::Duration::from_secs(1),
+            log_limits: crate::node::logs::LogLimits::default(),
         }
     }
 }
@@ -124,8 +127,10 @@ impl ControlPlane {
         config.stop_on_shutdown = opts.stop_agents_on_exit;
         if let Some(exe) = &opts.a2a_exe {
             config.a2a_exe = exe.clone();
+            config.log_relay_exe = exe.clone();
         }
         config.restart_backoff = opts.restart_backoff;
+        config.log_limits = opts.log_limits;
         let version = enforced.then(|| driver.version());
         let (node, runner) = Node::new(client.clone(), driver, config);
         let engine = Engine::new(

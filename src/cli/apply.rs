@@ -79,24 +79,46 @@ pub async fn run(args: &ApplyArgs) -> Result<Vec<Applied>> {
     // Budgets first, one after the other (a parent before its children), then agents, then
     // workflows (their agents exist when they start); the documents of one kind go
     // `IN_FLIGHT` at a time, so the server's group commit shares one fsync among them.
-    // Results are printed in document order; the first error stops the apply.
+    // Results are printed in document order. The first error stops the apply: nothing more
+    // is sent, the writes in flight finish, and what was applied is reported with the error.
     let mut results: Vec<(usize, Applied)> = Vec::new();
     let mut kept: BTreeSet<(Kind, Option<String>, String)> = BTreeSet::new();
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let mut first_error = None;
     for (kind, in_flight) in [(Kind::ResourceBudget, 1), (Kind::Agent, IN_FLIGHT), (Kind::Workflow, IN_FLIGHT)] {
         let stage = docs.iter().enumerate().filter(|(_, d)| d.object.kind() == kind);
         let mut done = futures::stream::iter(stage.map(|(i, doc)| {
-            let (conn, params, default_ns) = (&conn, &params, &default_ns);
-            async move { apply_one(conn, params, default_ns, doc).await.map(|r| (i, r)) }
+            let (conn, params, default_ns, failed) = (&conn, &params, &default_ns, &failed);
+            async move {
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return None;
+                }
+                Some(apply_one(conn, params, default_ns, doc).await.map(|r| (i, r)))
+            }
         }))
         .buffer_unordered(in_flight);
         while let Some(r) = done.next().await {
-            let (i, (applied, key)) = r?;
-            kept.insert(key);
-            results.push((i, applied));
+            match r {
+                None => {}
+                Some(Ok((i, (applied, key)))) => {
+                    kept.insert(key);
+                    results.push((i, applied));
+                }
+                Some(Err(e)) => {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    first_error.get_or_insert(e);
+                }
+            }
         }
     }
     results.sort_by_key(|(i, _)| *i);
     let mut results: Vec<Applied> = results.into_iter().map(|(_, a)| a).collect();
+    if let Some(source) = first_error {
+        return Err(Error::Partial {
+            done: results.iter().map(ToString::to_string).collect(),
+            source: Box::new(source),
+        });
+    }
     if let (true, Some(selector)) = (args.prune, &args.selector) {
         results.extend(prune(&conn, selector, &kept, params.dry_run).await?);
     }

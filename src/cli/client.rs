@@ -33,6 +33,14 @@ pub enum Error {
     Invalid(String),
     #[error("timed out after {0:?} {1}")]
     Timeout(std::time::Duration, String),
+    /// A command that changes several objects stopped at `source`: `done` were changed before
+    /// it (printed first, as kubectl does).
+    #[error("{source}")]
+    Partial {
+        done: Vec<String>,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -21,7 +21,8 @@ pub struct DeleteArgs {
     pub recursive: bool,
     #[arg(short, long)]
     pub namespace: Option<String>,
-    /// Return only when the objects are gone (finalizers done).
+    /// Return only when the objects are gone (finalizers done): for an Agent run locally,
+    /// when its processes have exited (after its grace period, if SIGTERM is ignored).
     #[arg(long)]
     pub wait: bool,
     /// How long --wait waits.
@@ -30,6 +31,10 @@ pub struct DeleteArgs {
     /// Succeed when an object does not exist.
     #[arg(long)]
     pub ignore_not_found: bool,
+    /// Keep a deleted Agent's log files (they are removed with it otherwise); sets the
+    /// annotation `a2a.dev/keep-logs: "true"` before deleting.
+    #[arg(long)]
+    pub keep_logs: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -78,6 +83,18 @@ pub async fn run(args: &DeleteArgs) -> Result<Vec<Applied>> {
     for (kind, ns, name) in targets(args, &default_ns)? {
         let api = dynamic_api(&conn.client, kind, ns.as_deref());
         let reference = format!("{}/{name}", kind.as_str().to_ascii_lowercase());
+        if args.keep_logs && kind == Kind::Agent {
+            let keep =
+                serde_json::json!({"metadata": {"annotations": {crate::node::logs::KEEP_LOGS_ANNOTATION: "true"}}});
+            match api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&keep)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 && args.ignore_not_found => continue,
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    return Err(Error::NotFound { kind, name, namespace: ns });
+                }
+                Err(e) => return Err(Error::from_kube(e, &conn.url)),
+            }
+        }
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {

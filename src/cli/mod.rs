@@ -11,6 +11,7 @@ pub mod describe;
 pub mod diff;
 pub mod get;
 pub mod input;
+pub mod log_relay;
 pub mod logs;
 pub mod operator;
 pub mod output;
@@ -82,6 +83,9 @@ pub enum Command {
     Operator(operator::OperatorArgs),
     /// Run the sample A2A 1.0 agent (echo, uppercase, wordcount, sleep, allocate, fail).
     DemoAgent(demo_agent::DemoAgentArgs),
+    /// Copy stdin to a capped log file rotated by renames (run by the node, one per replica).
+    #[command(hide = true)]
+    LogRelay(log_relay::LogRelayArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         #[arg(value_enum)]
@@ -115,6 +119,12 @@ fn lines(out: &mut dyn Write, result: client::Result<Vec<apply::Applied>>) -> st
             Ok(())
         }
         Err(e) => {
+            if let client::Error::Partial { done, .. } = &e {
+                for d in done {
+                    writeln!(out, "{d}")?;
+                }
+                out.flush()?;
+            }
             eprintln!("error: {e}");
             Err(std::io::Error::other(ReportedError))
         }
@@ -227,6 +237,15 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::DemoAgent(args) => {
             return match demo_agent::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::LogRelay(args) => {
+            return match log_relay::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

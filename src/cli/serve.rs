@@ -35,6 +35,17 @@ pub struct ServeArgs {
     /// exit, up to 5m, and resets after 10m of running.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = super::delete::parse_duration)]
     pub restart_backoff: std::time::Duration,
+    /// The cap of each agent replica's log file; past it the file is renamed (`.1`, `.2`, …)
+    /// and a new one started.
+    #[arg(long, value_name = "QUANTITY", default_value = "16Mi", value_parser = parse_bytes)]
+    pub agent_log_max_size: u64,
+    /// How many log files each agent replica keeps, the live one included (2 to 100).
+    #[arg(long, value_name = "N", default_value_t = crate::node::logs::DEFAULT_MAX_FILES)]
+    pub agent_log_max_files: u32,
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    <crate::api::quantity::MemoryKind as crate::api::quantity::ScalarKind>::parse(s)
 }
 
 /// Serves until a signal; prints one line saying where it listens. Errors are one line each.
@@ -61,6 +72,8 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         opts.cgroup_top = args.cgroup_top.clone();
         opts.controllers = !args.api_only;
         opts.restart_backoff = args.restart_backoff;
+        opts.log_limits = crate::node::logs::LogLimits::new(args.agent_log_max_size, args.agent_log_max_files)
+            .map_err(|e| e.to_string())?;
         let plane = ControlPlane::start(opts).await?;
         writeln!(
             out,

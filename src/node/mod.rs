@@ -2,6 +2,8 @@
 //! started directly into them.
 
 pub mod cgroup;
+pub mod deletion;
+pub mod logs;
 pub mod process;
 pub mod supervisor;
 mod sys;

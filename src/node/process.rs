@@ -13,6 +13,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 
 use super::cgroup::{self, CgroupDriver, CgroupPath};
+use super::logs::{self, RelaySpec};
 use super::sys::{self, Credentials, SpawnRequest};
 use crate::api::Time;
 use crate::api::agent::{Termination, TerminationReason};
@@ -27,6 +28,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Cgroup(#[from] cgroup::Error),
+    #[error(transparent)]
+    Relay(#[from] logs::Error),
     #[error("cannot open {path} to join the cgroup: {source}")]
     Join {
         path: PathBuf,
@@ -60,6 +63,7 @@ impl Error {
         match self {
             Error::Log { .. } => "log",
             Error::Cgroup(e) => e.metric_label(),
+            Error::Relay(e) => e.metric_label(),
             Error::Join { .. } => "join",
             Error::Spawn { .. } => "spawn",
             Error::User { .. } => "user",
@@ -86,8 +90,12 @@ pub struct ProcessSpec {
     pub inherit_env: bool,
     pub working_dir: Option<PathBuf>,
     pub user: Option<RunAs>,
-    /// stdout and stderr are appended here (parent directories are created).
+    /// stdout and stderr are appended here (parent directories are created, 0700; the
+    /// file is 0600).
     pub log_file: PathBuf,
+    /// Write `log_file` through a log relay, capped and rotated (what the node does);
+    /// `None` appends directly, unbounded (for short-lived processes and tests).
+    pub log_relay: Option<RelaySpec>,
 }
 
 impl ProcessSpec {
@@ -100,6 +108,7 @@ impl ProcessSpec {
             working_dir: None,
             user: None,
             log_file: log_file.into(),
+            log_relay: None,
         }
     }
 
@@ -216,10 +225,14 @@ pub struct AgentProcess {
 
 /// Starts `spec` inside `cgroup`: the child joins every hierarchy's `cgroup.procs` before it
 /// executes, gets its own session, `no_new_privs`, the requested credentials, no inherited
-/// descriptors beyond stdio, stdin from /dev/null and stdout/stderr appended to the log file.
+/// descriptors beyond stdio, stdin from /dev/null and stdout/stderr appended to the log file
+/// (through a log relay's pipe when `spec.log_relay` says so; see [`logs`]).
 pub fn spawn(driver: &dyn CgroupDriver, cgroup: &CgroupPath, spec: &ProcessSpec) -> Result<AgentProcess> {
     let log_err = |source| Error::Log { path: spec.log_file.clone(), source };
-    let log = sys::above_stdio(OwnedFd::from(open_log(&spec.log_file)?)).map_err(log_err)?;
+    let log = match &spec.log_relay {
+        Some(relay) => logs::start_relay(driver, relay, &spec.log_file)?,
+        None => sys::above_stdio(OwnedFd::from(open_log(&spec.log_file)?)).map_err(log_err)?,
+    };
     let log2 = log.try_clone().and_then(sys::above_stdio).map_err(log_err)?;
     let null = sys::dev_null().map_err(|source| spawn_error(spec, source))?;
     spawn_with(driver, cgroup, spec, [null, log, log2], None)
@@ -351,11 +364,7 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 }
 
 fn open_log(path: &Path) -> Result<std::fs::File> {
-    let err = |source| Error::Log { path: path.to_path_buf(), source };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    OpenOptions::new().create(true).append(true).open(path).map_err(err)
+    Ok(logs::open_log(path)?)
 }
 
 fn to_pid(pid: u32) -> Result<Pid> {
@@ -460,6 +469,7 @@ impl AgentProcess {
             ExitInfo { code: None, signal: None }
         };
         self.exit = Some(info);
+        logs::reap_soon();
         Ok(Some(info))
     }
 

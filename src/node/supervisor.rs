@@ -25,6 +25,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::cgroup::{CgroupDriver, CgroupLimits, CgroupPath, Layout};
+use super::logs::{self, LogLimits, RelaySpec};
 use super::process::{self, AgentProcess, ExitInfo, ProcessSpec};
 use crate::api::agent::{AgentPhase, AgentStatus, CardSummary, Instance, Protocol, RestartPolicy, Termination, Usage};
 use crate::api::budget::{AlertResource, ResourceBudgetStatus};
@@ -39,9 +40,7 @@ const RESTART_RESET_AFTER: Duration = Duration::from_secs(600);
 /// The cgroup, inside a budget with `backgroundCpu`, that caps its background agents
 /// together. The dot keeps it apart from any budget (budget names are DNS labels).
 pub const BACKGROUND_CGROUP: &str = "background.cpu";
-/// A replica's log is rotated (to `<replica>.log.1`) when it starts and the log is larger.
-const LOG_ROTATE_BYTES: u64 = 16 << 20;
-/// Kernel statistics (and log sizes) of every replica are read together this often.
+/// Kernel statistics of every replica are read together this often.
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Usage is written for replicas that have run at least this long (by the wall clock, so a
 /// replica re-adopted after a restart of the daemon gets its usage at the first sample).
@@ -80,6 +79,13 @@ pub struct NodeConfig {
     /// The first wait before restarting a replica that exited; it doubles on every exit
     /// (at most 5m) and resets after 10m of running. Default 1s.
     pub restart_backoff: Duration,
+    /// Each replica's log files: their cap and number (default 16 MiB × 3), kept by a log
+    /// relay per replica (see [`super::logs`]).
+    pub log_limits: LogLimits,
+    /// The binary executed as `a2a log-relay`: by default `/proc/self/exe`, the daemon's own
+    /// binary even after an upgrade replaced (unlinked) it on disk, as runc re-executes
+    /// itself; `a2a_exe` when the running binary is not a2a (tests, benches).
+    pub log_relay_exe: PathBuf,
 }
 
 impl NodeConfig {
@@ -93,6 +99,8 @@ impl NodeConfig {
             enforced: true,
             stop_on_shutdown: false,
             restart_backoff: Duration::from_secs(1),
+            log_limits: LogLimits::default(),
+            log_relay_exe: PathBuf::from("/proc/self/exe"),
         }
     }
 }
@@ -446,8 +454,13 @@ impl Node {
             Some(p) => p.to_owned(),
             None => return Err("spec.command is required to run an agent locally".into()),
         };
-        let log = self.config.home.join("logs").join(&ns).join(&name).join(format!("{replica}.log"));
+        let log = logs::agent_dir(&self.config.home, &ns, &name).join(format!("{replica}.log"));
         let mut spec = ProcessSpec::new(program, log).args(s.command.iter().skip(1).chain(&s.args).cloned());
+        spec.log_relay = Some(RelaySpec {
+            exe: self.config.log_relay_exe.clone(),
+            limits: self.config.log_limits,
+            cgroup: self.config.enforced.then(|| logs::relay_cgroup(&self.config.layout)).flatten(),
+        });
         for var in ["PATH", "HOME", "LANG"] {
             if let Ok(v) = std::env::var(var) {
                 spec = spec.env(var, v);
@@ -808,15 +821,14 @@ impl World {
     }
 
     /// Reads every running replica's usage (one coalesced pass, a few control files each,
-    /// no allocation per file) and rotates large logs. Only agents whose status moves
+    /// no allocation per file). Only agents whose status moves
     /// materially get a pass: a Throttled change, memory or cpu moved by 10% (and at least
     /// 4 MiB or 20m), or any change after [`USAGE_HEARTBEAT`].
     fn sample_all(&mut self, node: &Node, now: Instant) {
         let wall = jiff::Timestamp::now();
         for (k, rt) in &mut self.runtime {
             let mut changed = false;
-            for (i, r) in rt.replicas.iter_mut().filter(|(_, r)| r.process.is_some()) {
-                rotate_log(&node.config.home.join("logs").join(&k.0).join(&k.1).join(format!("{i}.log")));
+            for r in rt.replicas.values_mut().filter(|r| r.process.is_some()) {
                 let Ok(u) = node.driver.usage(&r.cgroup) else { continue };
                 if let Some((t, usec)) = r.cpu {
                     let dt = now.duration_since(t).as_micros().max(1) as u64;
@@ -1026,13 +1038,26 @@ impl World {
             tokio::spawn(async move {
                 let (key, replica) = (job.key.clone(), job.replica);
                 let slot = node.start_slots.clone().acquire_owned().await;
+                // The agent's object stays until its processes are gone (see `deletion`); the
+                // finalizer's write overlaps the start instead of delaying it.
+                let unheld = (!crate::cluster::finalizer::has(&job.agent, super::deletion::PROCESSES_FINALIZER))
+                    .then(|| job.agent.clone());
+                let hold = async {
+                    match unheld {
+                        Some(agent) => super::deletion::hold(&node.client, &agent).await,
+                        None => Ok(()),
+                    }
+                };
                 let worker = node.clone();
-                let result = tokio::task::spawn_blocking(move || {
+                let start = tokio::task::spawn_blocking(move || {
                     let _slot = slot;
                     port.and_then(|port| start_replica(&worker, &budgets, &job, port))
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("the start panicked: {e}")));
+                });
+                let (held, result) = tokio::join!(hold, start);
+                if let Err(e) = held {
+                    tracing::warn!(agent = %key.1, error = %e, "the agent's object may go before its processes");
+                }
+                let result = result.unwrap_or_else(|e| Err(format!("the start panicked: {e}")));
                 let _ = node.tx.send(NodeEvent::Started { key, replica, result: Box::new(result) });
             });
         }
@@ -1092,6 +1117,8 @@ impl World {
             keep.extend(cgroup.ancestors_and_self());
             leaves.insert(cgroup.clone());
         }
+        // The log relays outlive their agents' cgroups by design.
+        leaves.extend(logs::relay_cgroup(&node.config.layout));
         for path in self.budget_paths.values() {
             keep.extend(path.ancestors_and_self());
             if let Ok(bg) = path.child(BACKGROUND_CGROUP) {
@@ -1189,6 +1216,19 @@ impl World {
         let desired = if admitted && agent.spec.protocol() == Protocol::A2a { agent.spec.replicas() } else { 0 };
         // Scale down, and stop everything of an agent that lost its admission.
         stop_replicas(node, rt, |i| i >= desired).await;
+        if agent.meta().deletion_timestamp.is_some()
+            && rt.replicas.is_empty()
+            && !self.starting.keys().any(|(key, _)| key == k)
+            && crate::cluster::finalizer::has(&agent, super::deletion::PROCESSES_FINALIZER)
+        {
+            let (client, home) = (node.client.clone(), node.config.home.clone());
+            tokio::spawn(async move {
+                if let Err(e) = super::deletion::release(&client, &home, &agent).await {
+                    tracing::warn!(agent = %agent.name_any(), error = %e, "releasing a deleted agent");
+                }
+            });
+            return;
+        }
         let hash = spec_hash(&agent);
         let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
         let policy = agent.spec.restart_policy();
@@ -1485,7 +1525,6 @@ fn start_replica(
         other => other.map_err(|e| e.to_string())?,
     }
     let spec = node.process_spec(agent, i, port)?;
-    rotate_log(&spec.log_file);
     let p = process::spawn(node.driver.as_ref(), &cgroup, &spec).map_err(|e| e.to_string())?;
     tracing::info!(agent = %agent.name_any(), replica = i, pid = p.pid(), port, "started agent replica");
     Ok(Replica {
@@ -1511,22 +1550,6 @@ fn start_replica(
         memory: 0,
         probes: 0,
     })
-}
-
-/// Keeps one previous log: once `<replica>.log` exceeds 16 MiB it is copied to
-/// `<replica>.log.1` and truncated in place (the agent keeps appending to the same file, as
-/// logrotate's copytruncate does; lines written between the copy and the truncation are lost).
-fn rotate_log(path: &std::path::Path) {
-    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
-        let mut old = path.as_os_str().to_owned();
-        old.push(".1");
-        let rotated = std::fs::copy(path, &old)
-            .and_then(|_| std::fs::OpenOptions::new().write(true).open(path))
-            .and_then(|f| f.set_len(0));
-        if let Err(e) = rotated {
-            tracing::warn!(log = %path.display(), error = %e, "log rotation");
-        }
-    }
 }
 
 async fn stop_replicas(node: &Node, rt: &mut AgentRuntime, which: impl Fn(u32) -> bool) {

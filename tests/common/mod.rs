@@ -126,7 +126,9 @@ impl Drop for Daemon {
     }
 }
 
-/// Processes whose stdout is a log file under `home/logs`: agents started for that home.
+/// Processes whose stdout is a log file under `home/logs`: the log relays of the agents
+/// started for that home (each ends when its agent and the agent's children are gone), and
+/// processes started without a relay.
 pub fn agents_logging_into(home: &Path) -> Vec<u32> {
     let logs = home.join("logs");
     std::fs::read_dir("/proc")

@@ -1,0 +1,29 @@
+//! `a2a log-relay` (hidden): what the node runs for each agent replica to write its log
+//! files, capped and rotated by renames (see [`crate::node::logs`]). stdin is the agent's
+//! output pipe, stdout the live log file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::node::logs::{self, LogLimits};
+
+#[derive(Args, Debug)]
+pub struct LogRelayArgs {
+    /// The cap of each log file, in bytes.
+    #[arg(long, default_value_t = logs::DEFAULT_MAX_BYTES)]
+    pub max_bytes: u64,
+    /// How many files to keep, the live one included.
+    #[arg(long, default_value_t = logs::DEFAULT_MAX_FILES)]
+    pub max_files: u32,
+    /// A `cgroup.procs` file to write itself into first (repeatable: one per hierarchy).
+    #[arg(long, value_name = "FILE")]
+    pub join: Vec<PathBuf>,
+    /// The live log file (open on stdout).
+    pub path: PathBuf,
+}
+
+pub fn run(args: &LogRelayArgs) -> Result<(), String> {
+    let limits = LogLimits::new(args.max_bytes, args.max_files).map_err(|e| e.to_string())?;
+    logs::relay(&args.path, limits, &args.join).map_err(|e| format!("relaying to {}: {e}", args.path.display()))
+}
