@@ -247,7 +247,10 @@ impl AppState {
             }
             store::Error::Closed => ApiError::unavailable("the server is shutting down"),
             e @ store::Error::NotAnObject { .. } => ApiError::bad_request(e.to_string()),
-            e @ (store::Error::Storage { .. } | store::Error::Corrupt { .. }) => ApiError::internal(e.to_string()),
+            e @ store::Error::OutOfSpace { .. } => ApiError::unavailable(e.to_string()),
+            e @ (store::Error::Storage { .. } | store::Error::Corrupt { .. } | store::Error::Log(_)) => {
+                ApiError::internal(e.to_string())
+            }
         }
     }
 
