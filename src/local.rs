@@ -33,6 +33,10 @@ pub struct LocalOptions {
     pub controllers: bool,
     /// The first wait before restarting an agent replica that exited (doubles per exit).
     pub restart_backoff: std::time::Duration,
+    /// Bytes the store keeps in reserve for a full disk.
+    pub store_reserve_bytes: u64,
+    /// When the audit log is rotated and how many rotated files are kept.
+    pub audit_rotation: crate::apiserver::audit::Rotation,
 }
 
 impl LocalOptions {
@@ -47,7 +51,16 @@ impl LocalOptions {
             a2a_exe: None,
             controllers: true,
             restart_backoff: std::time::Duration::from_secs(1),
+            store_reserve_bytes: crate::apiserver::reserve::DEFAULT_BYTES,
+            audit_rotation: crate::apiserver::audit::Rotation::default(),
         }
+    }
+
+    fn server_config(&self) -> ServerConfig {
+        ServerConfig::new(&self.home)
+            .port(self.port)
+            .store_reserve_bytes(self.store_reserve_bytes)
+            .audit_rotation(self.audit_rotation)
     }
 }
 
@@ -106,13 +119,13 @@ impl ControlPlane {
         crate::node::limit_malloc_arenas();
         if !opts.controllers {
             let server =
-                Server::start(ServerConfig::new(&opts.home).port(opts.port)).await.map_err(|e| e.to_string())?;
+                Server::start(opts.server_config()).await.map_err(|e| e.to_string())?;
             let client = client_for(server.kubeconfig()).await?;
             let (stop, _) = watch::channel(false);
             return Ok(ControlPlane { server, client, enforced: false, cgroup_version: None, stop, tasks: Vec::new() });
         }
         let (driver, enforced) = cgroup_driver(&opts)?;
-        let server = Server::start(ServerConfig::new(&opts.home).port(opts.port)).await.map_err(|e| e.to_string())?;
+        let server = Server::start(opts.server_config()).await.map_err(|e| e.to_string())?;
         let client = client_for(server.kubeconfig()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {

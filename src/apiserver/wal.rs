@@ -379,6 +379,8 @@ pub struct Truncated {
     /// The intact records at or after the cut that the database does not hold: the writes
     /// dropped.
     pub dropped: Vec<(u64, Record)>,
+    /// Why the chain of intact records ended, if the cut dropped a record that cannot be read.
+    pub unreadable: Option<&'static str>,
 }
 
 /// Cuts the log at `path` at `offset`, a place where one of its records starts or where its
@@ -429,7 +431,12 @@ pub fn truncate_at(path: &Path, offset: u64, durable: u64, copy: &Path) -> Resul
         at += n as u64;
     }
     file.sync_all().map_err(io(path))?;
-    Ok(Truncated { copy: copy.to_path_buf(), kept, dropped })
+    let unreadable = match scan.tail {
+        Tail::Torn(reason) if offset <= scan.end => Some(reason),
+        Tail::Leftover if offset <= scan.end && !scan.cut_off.is_empty() => Some("no record header"),
+        _ => None,
+    };
+    Ok(Truncated { copy: copy.to_path_buf(), kept, dropped, unreadable })
 }
 
 /// Why the log ends at some offset.

@@ -35,6 +35,35 @@ pub struct ServeArgs {
     /// exit, up to 5m, and resets after 10m of running.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = super::delete::parse_duration)]
     pub restart_backoff: std::time::Duration,
+    /// Disk space the store keeps allocated (state/store.reserve) and gives back when the
+    /// disk is full, to checkpoint and start again; writes are refused while it cannot be
+    /// taken. 0 turns it off.
+    #[arg(long, value_name = "SIZE", default_value = "64Mi", value_parser = parse_size)]
+    pub store_reserve: u64,
+    /// The size at which audit.log is rotated (0: never).
+    #[arg(long, value_name = "SIZE", default_value = "100Mi", value_parser = parse_size)]
+    pub audit_log_maxsize: u64,
+    /// How many rotated audit logs (audit.log.1 ...) are kept.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub audit_log_maxbackup: usize,
+}
+
+/// A size in bytes: a number with an optional binary (Ki, Mi, Gi) or decimal (k, M, G) suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(split);
+    let unit: u64 = match suffix {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000 * 1000,
+        "G" => 1000 * 1000 * 1000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(format!("{s:?}: the unit must be one of Ki, Mi, Gi, k, M, G (or none, for bytes)")),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size (e.g. 64Mi)"))?;
+    n.checked_mul(unit).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Serves until a signal; prints one line saying where it listens. Errors are one line each.
@@ -61,6 +90,11 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         opts.cgroup_top = args.cgroup_top.clone();
         opts.controllers = !args.api_only;
         opts.restart_backoff = args.restart_backoff;
+        opts.store_reserve_bytes = args.store_reserve;
+        opts.audit_rotation = crate::apiserver::audit::Rotation {
+            max_bytes: args.audit_log_maxsize,
+            max_backups: args.audit_log_maxbackup,
+        };
         let plane = ControlPlane::start(opts).await?;
         writeln!(
             out,
