@@ -240,14 +240,7 @@ async fn a_full_disk_refuses_writes_and_readiness_until_space_returns_and_loses_
     let home = disk.path().join("home");
     let daemon = spawn(&home, &["--store-reserve", "8Mi"]);
     assert!(home.join("state/store.reserve").exists());
-    // kube-rs retries a 503 with backoff by default; here every answer is to be seen.
-    let client = {
-        use kube::config::{KubeConfigOptions, Kubeconfig};
-        let kc = Kubeconfig::read_from(&daemon.kubeconfig).unwrap();
-        let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-        config.default_retry = false;
-        kube::Client::try_from(config).unwrap()
-    };
+    let client = client_without_retries(&daemon.kubeconfig).await;
     let api: Api<Agent> = Api::namespaced(client.clone(), "default");
     let mut acked = BTreeSet::new();
     let mut mutations = 0u64;
@@ -314,6 +307,59 @@ async fn a_full_disk_refuses_writes_and_readiness_until_space_returns_and_loses_
     acked.insert("after-space".to_string());
 
     // Every acknowledged write is there after a crash and a restart.
+    daemon.kill();
+    let daemon = spawn(&home, &["--store-reserve", "8Mi"]);
+    assert_eq!(names(&daemon).await, acked);
+}
+
+/// A client that shows every answer (kube-rs retries a 503 with backoff by default).
+async fn client_without_retries(kubeconfig: &Path) -> kube::Client {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let kc = Kubeconfig::read_from(kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    config.default_retry = false;
+    kube::Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_on_a_full_disk_starts_again_with_its_reserve_and_loses_nothing() {
+    let disk = Ext4::new(48);
+    let home = disk.path().join("home");
+    let daemon = spawn(&home, &["--store-reserve", "8Mi"]);
+    let api: Api<Agent> = Api::namespaced(client_from(&daemon.kubeconfig, None).await, "default");
+    let mut acked = BTreeSet::new();
+    for i in 0..10 {
+        api.create(&PostParams::default(), &agent(&format!("before-{i}"))).await.unwrap();
+        acked.insert(format!("before-{i}"));
+    }
+    let filler = disk.fill();
+    // These go to the log's preallocated blocks only: the next start has to apply them.
+    for i in 0..10 {
+        api.create(&PostParams::default(), &agent(&format!("full-{i}"))).await.unwrap();
+        acked.insert(format!("full-{i}"));
+    }
+    daemon.kill();
+    let before = std::fs::metadata(home.join("state/store.reserve")).unwrap().len();
+    assert_eq!(before, 8 << 20);
+
+    // The start gives the reserve back, applies the log with its room, and refuses writes.
+    let daemon = spawn(&home, &["--store-reserve", "8Mi"]);
+    let client = client_without_retries(&daemon.kubeconfig).await;
+    assert_eq!(names(&daemon).await, acked);
+    let (code, body) = get_text(&client, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let refused = api.create(&PostParams::default(), &agent("refused")).await.unwrap_err();
+    assert!(matches!(&refused, kube::Error::Api(e) if e.code == 503), "{refused}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_text(&client, "/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "still not ready after space returned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    api.create(&PostParams::default(), &agent("after-space")).await.unwrap();
+    acked.insert("after-space".into());
     daemon.kill();
     let daemon = spawn(&home, &["--store-reserve", "8Mi"]);
     assert_eq!(names(&daemon).await, acked);
