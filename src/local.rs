@@ -118,8 +118,7 @@ impl ControlPlane {
         // embedders get it here, for the arenas not created yet).
         crate::node::limit_malloc_arenas();
         if !opts.controllers {
-            let server =
-                Server::start(opts.server_config()).await.map_err(|e| e.to_string())?;
+            let server = Server::start(opts.server_config()).await.map_err(|e| e.to_string())?;
             let client = client_for(server.kubeconfig()).await?;
             let (stop, _) = watch::channel(false);
             return Ok(ControlPlane { server, client, enforced: false, cgroup_version: None, stop, tasks: Vec::new() });

@@ -54,7 +54,11 @@ fn run_a2a(args: &[&str]) -> (bool, String, String) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 async fn names(daemon: &Daemon) -> BTreeSet<String> {
@@ -100,14 +104,8 @@ async fn a_damaged_log_record_stops_the_start_until_repaired_and_a_torn_tail_los
     assert_eq!(std::fs::read(&wal_path).unwrap(), damaged, "a refused start changes nothing");
 
     // The repair command, as printed (with the binary under test).
-    let (ok, stdout, stderr) = run_a2a(&[
-        "store",
-        "repair",
-        "--wal",
-        wal_path.to_str().unwrap(),
-        "--truncate-at",
-        &sixth.to_string(),
-    ]);
+    let (ok, stdout, stderr) =
+        run_a2a(&["store", "repair", "--wal", wal_path.to_str().unwrap(), "--truncate-at", &sixth.to_string()]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("kept: the 5 record(s) before offset"), "{stdout}");
     assert!(stdout.contains("dropped: the damaged record (checksum mismatch)"), "{stdout}");
@@ -198,10 +196,13 @@ impl Drop for Ext4 {
 
 async fn get_text(client: &kube::Client, path: &str) -> (u16, String) {
     let (code, body) = raw(client, Method::GET, path, "application/json", Vec::new()).await;
-    (code, match body {
-        Value::String(s) => s,
-        other => other.to_string(),
-    })
+    (
+        code,
+        match body {
+            Value::String(s) => s,
+            other => other.to_string(),
+        },
+    )
 }
 
 fn audit_lines(home: &Path) -> Vec<Value> {
@@ -219,7 +220,9 @@ fn audit_lines(home: &Path) -> Vec<Value> {
             let text = std::fs::read_to_string(f).unwrap();
             assert!(text.is_empty() || text.ends_with('\n'), "{} ends in a partial line", f.display());
             text.lines()
-                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn line in {}: {l:?}: {e}", f.display())))
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn line in {}: {l:?}: {e}", f.display()))
+                })
                 .collect::<Vec<Value>>()
         })
         .collect()
@@ -399,7 +402,12 @@ async fn every_acknowledged_mutation_has_a_whole_audit_line_after_sigkills() {
         .map(|l| l["name"].as_str().unwrap().to_string())
         .collect();
     let missing: Vec<_> = acked.difference(&audited).collect();
-    assert!(missing.is_empty(), "{} of {} acknowledged creates have no audit line: {missing:?}", missing.len(), acked.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged creates have no audit line: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
     eprintln!("{} acknowledged creates over 4 SIGKILLs, every one audited", acked.len());
 }
 
@@ -423,9 +431,7 @@ async fn the_audit_log_rotates_at_the_configured_size_and_keeps_that_many_files(
         assert!(std::fs::metadata(home.path().join(f)).unwrap().len() <= 4096, "{f} is over the limit");
     }
     // The newest lines are kept, whole and in order, up to the last create.
-    let names: Vec<String> = audit_lines(home.path())
-        .into_iter()
-        .map(|l| l["name"].as_str().unwrap().to_string())
-        .collect();
+    let names: Vec<String> =
+        audit_lines(home.path()).into_iter().map(|l| l["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names.last().map(String::as_str), Some("a199"));
 }

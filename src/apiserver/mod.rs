@@ -371,11 +371,13 @@ async fn ok_text() -> &'static str {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if *state.shutdown.borrow() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "[-]shutdown failed: shutting down\nreadyz check failed\n").into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, "[-]shutdown failed: shutting down\nreadyz check failed\n")
+            .into_response();
     }
     // Not ready while the store refuses writes (a full disk, a failed commit).
     if let Err(e) = state.store.writable() {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("[-]store failed: {e}\nreadyz check failed\n")).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("[-]store failed: {e}\nreadyz check failed\n"))
+            .into_response();
     }
     "ok".into_response()
 }

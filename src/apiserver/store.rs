@@ -428,7 +428,9 @@ impl Health {
                 tracing::info!(reserve = %self.reserve.path().display(), "the disk has room again: the store takes writes");
                 Ok(())
             }
-            Ok(false) => Err(Error::OutOfSpace { path: self.reserve.path().to_path_buf(), bytes: self.reserve.bytes() }),
+            Ok(false) => {
+                Err(Error::OutOfSpace { path: self.reserve.path().to_path_buf(), bytes: self.reserve.bytes() })
+            }
             Err(e) => {
                 tracing::warn!(reserve = %self.reserve.path().display(), error = %e, "taking the store's reserve failed");
                 Err(Error::OutOfSpace { path: self.reserve.path().to_path_buf(), bytes: self.reserve.bytes() })
@@ -1095,7 +1097,9 @@ impl Writer {
                 bytes,
                 "the disk is full: the store gave back its reserve and refuses writes until the disk has room for it again"
             ),
-            Err(e) => tracing::error!(reserve = %health.reserve.path().display(), error = %e, "giving back the store's reserve failed"),
+            Err(e) => {
+                tracing::error!(reserve = %health.reserve.path().display(), error = %e, "giving back the store's reserve failed")
+            }
         }
     }
 }

@@ -491,7 +491,6 @@ fn decode(data: &[u8], at: usize) -> Result<(Record, usize), Bad> {
     for _ in 0..count {
         ops.push(op().ok_or(Bad::Damaged("checksum matches but the payload is malformed"))?);
     }
-    drop(op);
     if r.at != payload.len() {
         return Err(malformed);
     }
@@ -675,7 +674,7 @@ mod tests {
         flip(&path, offsets[5] + HEADER as u64 + 40);
         let damaged = std::fs::read(&path).unwrap();
         let copy = dir.path().join("wal.copy");
-        let err = truncate_at(&path, offsets[5] + 1, 0, &copy).err().expect("not a record start");
+        let err = truncate_at(&path, offsets[5] + 1, 0, &copy).expect_err("not a record start");
         assert!(matches!(err, Error::NotARecordStart { end, .. } if end == offsets[5]), "{err}");
         assert!(!copy.exists());
         let done = truncate_at(&path, offsets[5], 0, &copy).unwrap();
