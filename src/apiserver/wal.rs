@@ -133,7 +133,9 @@ impl Scan {
             }
         };
         let mut cut_off = Vec::new();
-        if tail != Tail::Clean {
+        // Zeros end the chain too when a lost write left a block of them in the middle: the
+        // whole file is looked at, whatever ends the chain.
+        {
             // Records written since the last checkpoint follow one another from offset 0, and
             // carry versions past the database's; older ones (overwritten in part since) carry
             // versions the database holds already. An intact newer record beyond the end of
@@ -207,7 +209,8 @@ impl Wal {
                 // The damaged record starts where the chain of intact ones ends.
                 let reason = match scan.tail {
                     Tail::Torn(reason) => reason,
-                    _ => "no record header where the next record should start",
+                    Tail::Leftover => "no record header where the next record should start",
+                    Tail::Clean => "zeros where the next record should start",
                 };
                 debug_assert!(*offset > scan.end);
                 return Err(Error::Damaged {
@@ -433,7 +436,7 @@ pub fn truncate_at(path: &Path, offset: u64, durable: u64, copy: &Path) -> Resul
     file.sync_all().map_err(io(path))?;
     let unreadable = match scan.tail {
         Tail::Torn(reason) if offset <= scan.end => Some(reason),
-        Tail::Leftover if offset <= scan.end && !scan.cut_off.is_empty() => Some("no record header"),
+        Tail::Leftover | Tail::Clean if offset <= scan.end && !scan.cut_off.is_empty() => Some("no record header"),
         _ => None,
     };
     Ok(Truncated { copy: copy.to_path_buf(), kept, dropped, unreadable })
@@ -645,6 +648,14 @@ mod tests {
             assert_eq!(std::fs::read(&path).unwrap(), damaged, "the log is left as it is");
             std::fs::write(&path, &before).unwrap();
         }
+        // A block of zeros where the record's header was (a lost write) is damage too.
+        let before = std::fs::read(&path).unwrap();
+        let mut zeroed = before.clone();
+        zeroed[offsets[5] as usize..offsets[5] as usize + 64].fill(0);
+        std::fs::write(&path, &zeroed).unwrap();
+        let err = Wal::open(&path, 0).err().expect("zeros in the middle");
+        assert!(matches!(err, Error::Damaged { offset, following: 15, .. } if offset == offsets[5]), "{err}");
+        std::fs::write(&path, &before).unwrap();
         // Records the database holds already do not count: damage among them is harmless.
         flip(&path, offsets[5] + HEADER as u64 + 40);
         let (_, records) = Wal::open(&path, 21).unwrap();
