@@ -35,6 +35,10 @@ pub struct LocalOptions {
     pub restart_backoff: std::time::Duration,
     /// The cap and number of each agent replica's log files.
     pub log_limits: crate::node::logs::LogLimits,
+    /// Bytes the store keeps in reserve for a full disk.
+    pub store_reserve_bytes: u64,
+    /// When the audit log is rotated and how many rotated files are kept.
+    pub audit_rotation: crate::apiserver::audit::Rotation,
 }
 
 impl LocalOptions {
@@ -50,7 +54,16 @@ impl LocalOptions {
             controllers: true,
             restart_backoff: std::time::Duration::from_secs(1),
             log_limits: crate::node::logs::LogLimits::default(),
+            store_reserve_bytes: crate::apiserver::reserve::DEFAULT_BYTES,
+            audit_rotation: crate::apiserver::audit::Rotation::default(),
         }
+    }
+
+    fn server_config(&self) -> ServerConfig {
+        ServerConfig::new(&self.home)
+            .port(self.port)
+            .store_reserve_bytes(self.store_reserve_bytes)
+            .audit_rotation(self.audit_rotation)
     }
 }
 
@@ -108,14 +121,13 @@ impl ControlPlane {
         // embedders get it here, for the arenas not created yet).
         crate::node::limit_malloc_arenas();
         if !opts.controllers {
-            let server =
-                Server::start(ServerConfig::new(&opts.home).port(opts.port)).await.map_err(|e| e.to_string())?;
+            let server = Server::start(opts.server_config()).await.map_err(|e| e.to_string())?;
             let client = client_for(server.kubeconfig()).await?;
             let (stop, _) = watch::channel(false);
             return Ok(ControlPlane { server, client, enforced: false, cgroup_version: None, stop, tasks: Vec::new() });
         }
         let (driver, enforced) = cgroup_driver(&opts)?;
-        let server = Server::start(ServerConfig::new(&opts.home).port(opts.port)).await.map_err(|e| e.to_string())?;
+        let server = Server::start(opts.server_config()).await.map_err(|e| e.to_string())?;
         let client = client_for(server.kubeconfig()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of latency buckets, in seconds.
@@ -56,6 +56,7 @@ struct Inner {
 pub struct Metrics {
     inner: Mutex<Inner>,
     watchers: AtomicI64,
+    audit_lines_lost: AtomicU64,
 }
 
 impl Metrics {
@@ -83,6 +84,15 @@ impl Metrics {
 
     pub fn watchers(&self) -> i64 {
         self.watchers.load(Ordering::Relaxed)
+    }
+
+    /// One audit line could not be written; returns how many have been lost so far.
+    pub fn audit_line_lost(&self) -> u64 {
+        self.audit_lines_lost.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn audit_lines_lost(&self) -> u64 {
+        self.audit_lines_lost.load(Ordering::Relaxed)
     }
 
     /// The text exposition format; `objects` is (resource, count) from the store, `history`
@@ -127,6 +137,9 @@ impl Metrics {
         out.push_str("# HELP a2a_apiserver_watchers Open watch streams.\n");
         out.push_str("# TYPE a2a_apiserver_watchers gauge\n");
         let _ = writeln!(out, "a2a_apiserver_watchers {}", self.watchers());
+        out.push_str("# HELP a2a_audit_lines_lost_total Audit lines of requests that could not be written (a full disk, an I/O error).\n");
+        out.push_str("# TYPE a2a_audit_lines_lost_total counter\n");
+        let _ = writeln!(out, "a2a_audit_lines_lost_total {}", self.audit_lines_lost());
         out
     }
 }

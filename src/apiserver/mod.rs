@@ -17,11 +17,13 @@
 //! `state/store.wal`), `audit.log`.
 
 pub mod delete;
+pub mod audit;
 pub mod handlers;
 pub mod managed;
 pub mod metrics;
 pub mod params;
 pub mod pki;
+pub mod reserve;
 pub mod resources;
 pub mod selector;
 pub mod status;
@@ -29,11 +31,9 @@ pub mod store;
 pub mod wal;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -47,6 +47,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use audit::Audit;
 use handlers::{RequestInfo, parse_path, verb_of};
 use metrics::Metrics;
 use status::{ApiError, json_response};
@@ -73,6 +74,8 @@ pub enum Error {
     Pki(#[from] pki::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Audit(#[from] audit::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -105,6 +108,10 @@ pub struct ServerConfig {
     pub watch_history_bytes: usize,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Bytes the store keeps in reserve for checkpointing and starting on a full disk.
+    pub store_reserve_bytes: u64,
+    /// When `audit.log` is rotated and how many rotated files are kept.
+    pub audit_rotation: audit::Rotation,
 }
 
 impl ServerConfig {
@@ -117,7 +124,19 @@ impl ServerConfig {
             watch_history: 10_000,
             watch_history_bytes: 64 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(10),
+            store_reserve_bytes: reserve::DEFAULT_BYTES,
+            audit_rotation: audit::Rotation::default(),
         }
+    }
+
+    pub fn store_reserve_bytes(mut self, bytes: u64) -> Self {
+        self.store_reserve_bytes = bytes;
+        self
+    }
+
+    pub fn audit_rotation(mut self, rotation: audit::Rotation) -> Self {
+        self.audit_rotation = rotation;
+        self
     }
 
     pub fn port(mut self, port: u16) -> Self {
@@ -143,107 +162,6 @@ impl ServerConfig {
     pub fn bookmark_interval(mut self, every: Duration) -> Self {
         self.bookmark_interval = every;
         self
-    }
-}
-
-/// How long the audit writer lets lines gather after a write.
-const AUDIT_PAUSE: Duration = Duration::from_millis(10);
-
-/// JSON lines of every mutating request, written by a thread of their own so that no
-/// request waits on the file: a line is handed over before the answer is sent, and
-/// [`Audit::close`] (on shutdown) returns once every line handed over is written.
-struct Audit {
-    path: PathBuf,
-    /// `None` once closed; lines recorded after that (only from connections still open past
-    /// the shutdown grace period) are written directly.
-    lines: Mutex<Option<std::sync::mpsc::Sender<Vec<u8>>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    file: Arc<Mutex<std::fs::File>>,
-}
-
-impl Audit {
-    fn open(path: PathBuf) -> Result<Audit> {
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| Error::Io { path: path.clone(), source })?;
-        let file = Arc::new(Mutex::new(file));
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let writer = std::thread::Builder::new()
-            .name("a2a-audit".into())
-            .spawn({
-                let (file, path) = (file.clone(), path.clone());
-                move || {
-                    let mut out = Vec::new();
-                    while let Ok(line) = rx.recv() {
-                        // Everything waiting goes out in one write.
-                        out.extend_from_slice(&line);
-                        while let Ok(line) = rx.try_recv() {
-                            out.extend_from_slice(&line);
-                        }
-                        Audit::write(&file, &path, &out);
-                        out.clear();
-                        // Lines sent while this thread is not waiting cost their senders no
-                        // wake-up: under a stream of writes, one wake-up per pause, not one
-                        // per request.
-                        std::thread::sleep(AUDIT_PAUSE);
-                    }
-                }
-            })
-            .map_err(|source| Error::Io { path: path.clone(), source })?;
-        Ok(Audit { path, lines: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)), file })
-    }
-
-    fn write(file: &Mutex<std::fs::File>, path: &Path, bytes: &[u8]) {
-        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = f.write_all(bytes) {
-            tracing::error!(path = %path.display(), error = %e, "writing the audit log");
-        }
-    }
-
-    fn record(&self, user: &str, info: &RequestInfo, code: u16) {
-        // Written straight from the fields (no JSON tree per request), in this order.
-        #[derive(serde::Serialize)]
-        struct Line<'a> {
-            time: jiff::Timestamp,
-            user: &'a str,
-            verb: &'a str,
-            resource: &'a str,
-            namespace: &'a str,
-            name: &'a str,
-            code: u16,
-        }
-        let mut line = serde_json::to_vec(&Line {
-            time: jiff::Timestamp::now(),
-            user,
-            verb: info.verb,
-            resource: &info.resource,
-            namespace: &info.namespace,
-            name: &info.name,
-            code,
-        })
-        .unwrap_or_default();
-        line.push(b'\n');
-        // Only a closed log (or a writer thread that died) leaves the line to write here.
-        let unsent = match self.lines.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            Some(tx) => tx.send(line).err().map(|e| e.0),
-            None => Some(line),
-        };
-        if let Some(line) = unsent {
-            Audit::write(&self.file, &self.path, &line);
-        }
-    }
-
-    /// Writes every line recorded so far and stops the writer thread.
-    fn close(&self) {
-        drop(self.lines.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take()
-            && writer.join().is_err()
-        {
-            tracing::error!(path = %self.path.display(), "the audit log writer panicked");
-        }
     }
 }
 
@@ -322,6 +240,7 @@ impl Server {
             let store_config = StoreConfig {
                 history: config.watch_history,
                 history_bytes: config.watch_history_bytes,
+                reserve_bytes: config.store_reserve_bytes,
                 ..StoreConfig::default()
             };
             move || Store::open(&store_path, store_config, metrics)
@@ -336,7 +255,7 @@ impl Server {
         let kubeconfig = home.join("kubeconfig");
         pki::write_private(&kubeconfig, identity.kubeconfig(&format!("https://{addr}")).as_bytes())?;
         let audit_path = home.join("audit.log");
-        let audit = Arc::new(Audit::open(audit_path)?);
+        let audit = Arc::new(Audit::open(audit_path, config.audit_rotation, metrics.clone())?);
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let state = AppState {
@@ -457,7 +376,13 @@ async fn ok_text() -> &'static str {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if *state.shutdown.borrow() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, "[-]shutdown failed: shutting down\nreadyz check failed\n")
+            .into_response();
+    }
+    // Not ready while the store refuses writes (a full disk, a failed commit).
+    if let Err(e) = state.store.writable() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("[-]store failed: {e}\nreadyz check failed\n"))
+            .into_response();
     }
     "ok".into_response()
 }
@@ -532,7 +457,14 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     state.metrics.observe_request(info.verb, &info.resource, code, started.elapsed());
     if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
         let user = if authorized && !public { ADMIN_USER } else { "system:anonymous" };
-        state.audit.record(user, &info, code);
+        state.audit.record(&audit::Entry {
+            user,
+            verb: info.verb,
+            resource: &info.resource,
+            namespace: &info.namespace,
+            name: &info.name,
+            code,
+        });
     }
     response
 }

@@ -33,7 +33,8 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use super::metrics::Metrics;
-use super::wal::{OpRef, Wal};
+use super::reserve::Reserve;
+use super::wal::{self, AppendError, OpRef, Wal};
 
 /// (resource, namespace, name) -> the object as JSON. Cluster-scoped objects have namespace "".
 const OBJECTS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("objects");
@@ -75,6 +76,16 @@ pub enum Error {
     Closed,
     #[error("object {key} would be stored as {size} bytes, more than the limit of {limit}")]
     TooLarge { key: String, size: usize, limit: usize },
+    #[error(transparent)]
+    Log(#[from] wal::Error),
+    /// Writes are refused until the disk has room for the store's reserve again.
+    #[error(
+        "the disk holding {} is full: the store refuses writes until {bytes} bytes are free \
+         again for its reserve ({})",
+        path.parent().unwrap_or(path).display(),
+        path.display()
+    )]
+    OutOfSpace { path: PathBuf, bytes: u64 },
 }
 
 /// The most bytes one stored object may take, as etcd's default request limit
@@ -355,11 +366,20 @@ pub struct StoreConfig {
     /// After how many logged batches redb is committed durably and the write-ahead log
     /// starts over (also when the log passes 4 MiB).
     pub checkpoint_every: usize,
+    /// Bytes kept allocated in a reserve file beside the database (`<name>.reserve`), given
+    /// back when the disk is full so that the store can still checkpoint and start; writes
+    /// are refused while it cannot be taken. 0: no reserve.
+    pub reserve_bytes: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { history: 10_000, history_bytes: 64 * 1024 * 1024, checkpoint_every: 256 }
+        StoreConfig {
+            history: 10_000,
+            history_bytes: 64 * 1024 * 1024,
+            checkpoint_every: 256,
+            reserve_bytes: super::reserve::DEFAULT_BYTES,
+        }
     }
 }
 
@@ -383,6 +403,46 @@ struct Shared {
     committed: watch::Sender<u64>,
     history_limit: usize,
     history_bytes_limit: usize,
+    health: Mutex<Health>,
+}
+
+/// Whether the store takes writes.
+struct Health {
+    /// Why nothing is written any more (until a restart), after a failure that leaves what is
+    /// on disk unknown (as PostgreSQL stops after a failed fsync).
+    failed: Option<String>,
+    /// Writes are taken only while the reserve is held.
+    reserve: Reserve,
+}
+
+impl Health {
+    /// Ok when a write may be committed now; tries to take the reserve again if it is not
+    /// held (at most twice a second).
+    fn check(&mut self, path: &Path) -> Result<()> {
+        if let Some(why) = &self.failed {
+            let message = format!("the store stopped writing after an earlier failure ({why}); restart the server");
+            return Err(Error::Storage {
+                path: path.to_path_buf(),
+                source: Box::new(redb::Error::Io(std::io::Error::other(message))),
+            });
+        }
+        if self.reserve.held() {
+            return Ok(());
+        }
+        match self.reserve.take(false) {
+            Ok(true) => {
+                tracing::info!(reserve = %self.reserve.path().display(), "the disk has room again: the store takes writes");
+                Ok(())
+            }
+            Ok(false) => {
+                Err(Error::OutOfSpace { path: self.reserve.path().to_path_buf(), bytes: self.reserve.bytes() })
+            }
+            Err(e) => {
+                tracing::warn!(reserve = %self.reserve.path().display(), error = %e, "taking the store's reserve failed");
+                Err(Error::OutOfSpace { path: self.reserve.path().to_path_buf(), bytes: self.reserve.bytes() })
+            }
+        }
+    }
 }
 
 type Reply = oneshot::Sender<Result<Arc<Stored>>>;
@@ -402,6 +462,8 @@ struct Queue {
 /// Group commit: the queue, the writer (held only by whoever set `busy`), and the commit
 /// thread's wake-up.
 struct Committer {
+    /// The database's path (for errors).
+    writer_path: PathBuf,
     queue: Mutex<Queue>,
     wake: Condvar,
     writer: Mutex<Writer>,
@@ -442,6 +504,10 @@ impl Store {
                 .map_err(io)?;
             file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         }
+        // The reserve left by the last run is given back first: opening, replaying the log
+        // and checkpointing it may need the room; it is taken again once they are done.
+        let mut reserve = Reserve::new(path.with_extension("reserve"), config.reserve_bytes);
+        reserve.release().map_err(|e| storage(redb::Error::Io(e)))?;
         let db = Database::create(path).map_err(|e| storage(e.into()))?;
         {
             let tx = db.begin_write().map_err(|e| storage(e.into()))?;
@@ -452,12 +518,19 @@ impl Store {
         let wal_path = path.with_extension("wal");
         let wal_error =
             |e: std::io::Error| Error::Storage { path: wal_path.clone(), source: Box::new(redb::Error::Io(e)) };
-        let (mut wal, records) = Wal::open(&wal_path).map_err(wal_error)?;
+        let (mut wal, records) = Wal::open(&wal_path, durable_rv(&db).map_err(storage)?)?;
         replay(&db, &wal_path, records).map_err(|e| match e {
             ReplayError::Redb(e) => storage(e),
             ReplayError::Gap(message) => wal_error(std::io::Error::other(message)),
         })?;
         wal.reset().map_err(wal_error)?;
+        if !reserve.take(true).map_err(|e| storage(redb::Error::Io(e)))? {
+            tracing::warn!(
+                reserve = %reserve.path().display(),
+                bytes = reserve.bytes(),
+                "the disk has no room for the store's reserve: writes are refused until it has"
+            );
+        }
         let mut objects: HashMap<String, Objects> = HashMap::new();
         let resource_version;
         {
@@ -488,9 +561,10 @@ impl Store {
             committed,
             history_limit: config.history.max(1),
             history_bytes_limit: config.history_bytes,
+            health: Mutex::new(Health { failed: None, reserve }),
         });
         let writer = Writer {
-            db,
+            db: Some(db),
             wal,
             path: path.to_path_buf(),
             shared: shared.clone(),
@@ -499,9 +573,9 @@ impl Store {
             since_checkpoint: 0,
             unapplied: Vec::new(),
             unapplied_rv: resource_version,
-            failed: None,
         };
         let committer = Arc::new(Committer {
+            writer_path: path.to_path_buf(),
             queue: Mutex::new(Queue { pending: Vec::new(), busy: false, handed_off: false, closed: false }),
             wake: Condvar::new(),
             writer: Mutex::new(writer),
@@ -627,6 +701,14 @@ impl Store {
         read(&self.shared.state).resource_version
     }
 
+    /// Ok while the store takes writes: [`Error::OutOfSpace`] while the disk has no room for
+    /// its reserve (tried again here at most twice a second), [`Error::Storage`] after a
+    /// failure that stops writing until a restart.
+    pub fn writable(&self) -> Result<()> {
+        let path = self.committer.writer_path.as_path();
+        self.shared.health.lock().unwrap_or_else(|p| p.into_inner()).check(path)
+    }
+
     /// Number of stored objects per resource.
     pub fn counts(&self) -> Vec<(String, usize)> {
         let state = read(&self.shared.state);
@@ -703,7 +785,8 @@ fn read(lock: &RwLock<State>) -> std::sync::RwLockReadGuard<'_, State> {
 }
 
 struct Writer {
-    db: Database,
+    /// None only while it is being opened again after a failed checkpoint.
+    db: Option<Database>,
     wal: Wal,
     path: PathBuf,
     shared: Arc<Shared>,
@@ -715,9 +798,6 @@ struct Writer {
     /// resourceVersion of the last of them.
     unapplied: Vec<(bool, Arc<Stored>)>,
     unapplied_rv: u64,
-    /// After a failed log write or redb apply nothing is written any more: what is on disk
-    /// is no longer known to match what was answered (as PostgreSQL does after a failed fsync).
-    failed: Option<String>,
 }
 
 /// The outcome of one write within a batch, before commit.
@@ -742,8 +822,8 @@ impl Committer {
     fn commit(&self, mut batch: Vec<(Pending, Reply)>) {
         let mut writer = self.writer.lock().unwrap_or_else(|p| {
             // A commit panicked halfway: what is on disk is no longer known to match the index.
-            let mut writer = p.into_inner();
-            writer.failed.get_or_insert_with(|| "a commit panicked".to_owned());
+            let writer = p.into_inner();
+            writer.fail("a commit panicked".to_owned());
             writer
         });
         writer.commit_batch(&mut batch);
@@ -805,7 +885,7 @@ impl Committer {
         }
         drop(queue);
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if writer.failed.is_none() && writer.since_checkpoint > 0 {
+        if writer.health().failed.is_none() && writer.since_checkpoint > 0 {
             writer.checkpoint();
         }
     }
@@ -816,11 +896,26 @@ impl Writer {
         Error::Storage { path: self.path.clone(), source: Box::new(redb::Error::Io(std::io::Error::other(message))) }
     }
 
+    fn health(&self) -> MutexGuard<'_, Health> {
+        self.shared.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops all writing until a restart.
+    fn fail(&self, why: String) {
+        self.health().failed.get_or_insert(why);
+    }
+
     fn commit_batch(&mut self, batch: &mut Vec<(Pending, Reply)>) {
-        if let Some(why) = &self.failed {
-            let message = format!("the store stopped writing after an earlier failure ({why}); restart the server");
+        let refused = self.health().check(&self.path);
+        if let Err(e) = refused {
+            let message = e.to_string();
+            let out_of_space = matches!(e, Error::OutOfSpace { .. });
             for (_, reply) in batch.drain(..) {
-                let _ = reply.send(Err(self.storage_error(&message)));
+                let _ = reply.send(Err(if out_of_space {
+                    Error::OutOfSpace { path: self.path.with_extension("reserve"), bytes: self.reserve_bytes() }
+                } else {
+                    self.storage_error(&message)
+                }));
             }
             return;
         }
@@ -870,19 +965,36 @@ impl Writer {
             })
             .collect();
         let first_rv = rv + 1 - writes.len() as u64;
-        let committed = self
-            .wal
-            .append(first_rv, &op_refs(&writes))
-            .map_err(|e| redb::Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", self.wal.path().display()))));
+        let committed = self.wal.append(first_rv, &op_refs(&writes));
         self.metrics.observe_commit(started.elapsed(), writes.len());
-        if let Err(e) = committed {
-            tracing::error!(error = %e, "store commit failed; no more writes until restarted");
-            let message = e.to_string();
-            for (reply, _) in outcomes {
-                let _ = reply.send(Err(self.storage_error(&message)));
+        match committed {
+            Ok(()) => {}
+            Err(AppendError::NoSpace(e)) => {
+                // Nothing of the batch is in the log: its writers are told so, and the store
+                // makes what it has durable with the reserve's room, then takes no writes
+                // until the disk has room again.
+                tracing::error!(path = %self.wal.path().display(), error = %e, "the disk is full: the write-ahead log has no room for a commit");
+                for (reply, _) in outcomes {
+                    let _ = reply.send(Err(Error::OutOfSpace {
+                        path: self.path.with_extension("reserve"),
+                        bytes: self.reserve_bytes(),
+                    }));
+                }
+                self.release_reserve();
+                if self.since_checkpoint > 0 {
+                    self.checkpoint();
+                }
+                return;
             }
-            self.failed = Some(message);
-            return;
+            Err(AppendError::Unknown(e)) => {
+                let message = format!("{}: {e}", self.wal.path().display());
+                tracing::error!(error = %message, "store commit failed; no more writes until restarted");
+                for (reply, _) in outcomes {
+                    let _ = reply.send(Err(self.storage_error(&message)));
+                }
+                self.fail(message);
+                return;
+            }
         }
         let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
         for (reply, outcome) in outcomes {
@@ -939,10 +1051,27 @@ impl Writer {
     /// longer known); the log still holds every answered write for the next start.
     fn checkpoint(&mut self) {
         let started = Instant::now();
-        if let Err(e) = apply(&self.db, redb::Durability::Immediate, &op_refs(&self.unapplied), self.unapplied_rv) {
-            tracing::error!(error = %e, "applying logged writes to redb failed; no more writes until restarted");
-            self.failed = Some(e.to_string());
-            return;
+        if let Err(e) = self.apply_unapplied() {
+            if !is_no_space(&e) {
+                tracing::error!(error = %e, "applying logged writes to redb failed; no more writes until restarted");
+                self.fail(e.to_string());
+                return;
+            }
+            // The disk is full: with the reserve's room the database is opened again (a failed
+            // commit leaves it refusing every transaction) and takes the writes once more; the
+            // log holds them meanwhile.
+            tracing::error!(error = %e, "the disk is full: the database has no room for a checkpoint");
+            self.release_reserve();
+            self.db = None;
+            let retried = Database::create(&self.path).map_err(redb::Error::from).and_then(|db| {
+                self.db = Some(db);
+                self.apply_unapplied()
+            });
+            if let Err(e) = retried {
+                tracing::error!(error = %e, "checkpointing with the reserve's room failed too; no more writes until restarted");
+                self.fail(e.to_string());
+                return;
+            }
         }
         let writes = self.unapplied.len();
         self.unapplied.clear();
@@ -952,6 +1081,44 @@ impl Writer {
             // redb holds everything the log does: the log going on from where it is loses nothing.
             Err(e) => tracing::warn!(error = %e, "cutting back the write-ahead log failed"),
         }
+    }
+}
+
+impl Writer {
+    fn apply_unapplied(&self) -> Result<(), redb::Error> {
+        let db = self.db.as_ref().ok_or_else(|| redb::Error::Io(std::io::Error::other("the database is not open")))?;
+        apply(db, redb::Durability::Immediate, &op_refs(&self.unapplied), self.unapplied_rv)
+    }
+
+    fn reserve_bytes(&self) -> u64 {
+        self.health().reserve.bytes()
+    }
+
+    /// Gives the reserve back to the filesystem: writes are refused until it is taken again.
+    fn release_reserve(&self) {
+        let mut health = self.health();
+        if !health.reserve.held() {
+            return;
+        }
+        let bytes = health.reserve.bytes();
+        match health.reserve.release() {
+            Ok(()) => tracing::warn!(
+                reserve = %health.reserve.path().display(),
+                bytes,
+                "the disk is full: the store gave back its reserve and refuses writes until the disk has room for it again"
+            ),
+            Err(e) => {
+                tracing::error!(reserve = %health.reserve.path().display(), error = %e, "giving back the store's reserve failed")
+            }
+        }
+    }
+}
+
+/// Whether a database error comes from a full disk.
+fn is_no_space(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Io(e) => wal::is_no_space(e),
+        _ => false,
     }
 }
 
@@ -1003,11 +1170,7 @@ enum ReplayError {
 /// means writes are missing, and the store refuses to open rather than serve without them.
 fn replay(db: &Database, wal_path: &Path, records: Vec<super::wal::Record>) -> Result<(), ReplayError> {
     use super::wal::Op;
-    let durable = {
-        let tx = db.begin_read().map_err(|e| ReplayError::Redb(e.into()))?;
-        let meta = tx.open_table(META).map_err(|e| ReplayError::Redb(e.into()))?;
-        meta.get("rv").map_err(|e| ReplayError::Redb(e.into()))?.map(|v| v.value()).unwrap_or(0)
-    };
+    let durable = durable_rv(db).map_err(ReplayError::Redb)?;
     let mut next = durable + 1;
     let mut ops = Vec::new();
     let mut count = 0;
@@ -1036,6 +1199,30 @@ fn replay(db: &Database, wal_path: &Path, records: Vec<super::wal::Record>) -> R
     apply(db, redb::Durability::Immediate, &ops, next - 1).map_err(ReplayError::Redb)?;
     tracing::info!(records = count, writes = ops.len(), to = next - 1, "replayed the store's write-ahead log");
     Ok(())
+}
+
+/// The last resourceVersion the database holds.
+fn durable_rv(db: &Database) -> Result<u64, redb::Error> {
+    let tx = db.begin_read()?;
+    let meta = tx.open_table(META)?;
+    Ok(meta.get("rv")?.map(|v| v.value()).unwrap_or(0))
+}
+
+/// The last resourceVersion the database at `path` holds (0 if there is none), read without
+/// changing anything; fails while a server has it open.
+pub fn durable_version(path: &Path) -> Result<u64> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let storage = |e: redb::Error| Error::Storage { path: path.to_path_buf(), source: Box::new(e) };
+    let db = redb::ReadOnlyDatabase::open(path).map_err(|e| storage(e.into()))?;
+    let tx = db.begin_read().map_err(|e| storage(e.into()))?;
+    let meta = match tx.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(storage(e.into())),
+    };
+    Ok(meta.get("rv").map_err(|e| storage(e.into()))?.map(|v| v.value()).unwrap_or(0))
 }
 
 fn stored_rv(object: &Value) -> u64 {
@@ -1411,7 +1598,7 @@ mod tests {
         crash_copy(dir.path(), crashed.path());
         drop(store);
         // A record from version 5 on, while the database ends at 0 and the log has 1.
-        let (mut wal, _) = Wal::open(&crashed.path().join("state.wal")).unwrap();
+        let (mut wal, _) = Wal::open(&crashed.path().join("state.wal"), 0).unwrap();
         wal.append(1, &[OpRef::Delete { resource: "a2a.dev/agents", namespace: "default", name: "a" }]).unwrap();
         wal.append(5, &[OpRef::Delete { resource: "a2a.dev/agents", namespace: "default", name: "a" }]).unwrap();
         drop(wal);

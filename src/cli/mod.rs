@@ -18,6 +18,7 @@ pub mod output;
 pub mod retry;
 pub mod run;
 pub mod serve;
+pub mod store;
 pub mod validate;
 pub mod version;
 pub mod wait;
@@ -78,6 +79,8 @@ pub enum Command {
     /// Run the local control plane: the Kubernetes-shaped API server on 127.0.0.1 (HTTPS),
     /// writing $A2A_HOME/kubeconfig.
     Serve(serve::ServeArgs),
+    /// Maintain the local server's store offline: `repair` cuts a damaged write-ahead log.
+    Store(store::StoreArgs),
     /// Run the Kubernetes operator (what the Helm chart deploys): leader election, Agents as
     /// Deployments and Services, budget status, workflows; /healthz, /readyz, /metrics.
     Operator(operator::OperatorArgs),
@@ -217,6 +220,15 @@ pub fn run(cli: Cli) -> ExitCode {
             Err(e) => return fail(e),
         },
         Command::Crd => write!(out, "{}", crd::run()),
+        Command::Store(args) => {
+            return match store::run(&args, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Serve(args) => {
             return match serve::run(&args, &mut out) {
                 Ok(()) => ExitCode::SUCCESS,

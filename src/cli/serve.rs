@@ -42,8 +42,20 @@ pub struct ServeArgs {
     /// How many log files each agent replica keeps, the live one included (2 to 100).
     #[arg(long, value_name = "N", default_value_t = crate::node::logs::DEFAULT_MAX_FILES)]
     pub agent_log_max_files: u32,
+    /// Disk space the store keeps allocated (state/store.reserve) and gives back when the
+    /// disk is full, to checkpoint and start again; writes are refused while it cannot be
+    /// taken. 0 turns it off.
+    #[arg(long, value_name = "SIZE", default_value = "64Mi", value_parser = parse_bytes)]
+    pub store_reserve: u64,
+    /// The size at which audit.log is rotated (0: never).
+    #[arg(long, value_name = "SIZE", default_value = "100Mi", value_parser = parse_bytes)]
+    pub audit_log_maxsize: u64,
+    /// How many rotated audit logs (audit.log.1 ...) are kept.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub audit_log_maxbackup: usize,
 }
 
+/// A size in bytes, written as a Kubernetes memory quantity (`64Mi`, `1G`, `1048576`).
 fn parse_bytes(s: &str) -> Result<u64, String> {
     <crate::api::quantity::MemoryKind as crate::api::quantity::ScalarKind>::parse(s)
 }
@@ -74,6 +86,11 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         opts.restart_backoff = args.restart_backoff;
         opts.log_limits = crate::node::logs::LogLimits::new(args.agent_log_max_size, args.agent_log_max_files)
             .map_err(|e| e.to_string())?;
+        opts.store_reserve_bytes = args.store_reserve;
+        opts.audit_rotation = crate::apiserver::audit::Rotation {
+            max_bytes: args.audit_log_maxsize,
+            max_backups: args.audit_log_maxbackup,
+        };
         let plane = ControlPlane::start(opts).await?;
         writeln!(
             out,
