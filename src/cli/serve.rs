@@ -97,10 +97,15 @@ impl Signals {
         })
     }
 
-    pub async fn wait(mut self) {
+    pub async fn wait(self) {
+        self.received().await;
+    }
+
+    /// Waits for the first of them; returns its number (`libc::SIGTERM` or `libc::SIGINT`).
+    pub async fn received(mut self) -> i32 {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.int.recv() => libc::SIGINT,
         }
     }
 }

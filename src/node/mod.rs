@@ -2,6 +2,7 @@
 //! started directly into them.
 
 pub mod cgroup;
+pub mod ownership;
 pub mod process;
 pub mod supervisor;
 mod sys;

@@ -275,6 +275,8 @@ pub struct Node {
     stdio_runs: std::sync::Mutex<HashSet<CgroupPath>>,
     /// Bounds the replica starts in flight (see `START_CONCURRENCY`).
     start_slots: Arc<tokio::sync::Semaphore>,
+    /// Set when a node that stops its agents is stopping: no new process or cgroup is made.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// What the loop owns.
@@ -387,8 +389,25 @@ impl Node {
             writes: StatusQueue::default(),
             stdio_runs: std::sync::Mutex::default(),
             start_slots: Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY)),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         (node.clone(), NodeRunner { node, rx })
+    }
+
+    /// Kills the stdio runs in progress and waits (briefly) until their threads have removed
+    /// their cgroups; none starts after `closing` is set.
+    async fn stop_stdio_runs(&self) {
+        let runs: Vec<CgroupPath> =
+            self.stdio_runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect();
+        for cgroup in runs {
+            let _ = self.driver.kill_all(&cgroup);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.stdio_runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn driver(&self) -> &Arc<dyn CgroupDriver> {
@@ -591,7 +610,21 @@ impl NodeRunner {
             abort.abort();
         }
         if node.config.stop_on_shutdown {
+            // Nothing new starts from here; starts already handed off are waited for (briefly)
+            // so that their processes are stopped with the others, not left behind.
+            node.closing.store(true, std::sync::atomic::Ordering::Release);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !world.starting.is_empty() {
+                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                    Ok(Some(NodeEvent::Started { key, replica, result })) => {
+                        world.started(&node, key, replica, *result)
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
             world.stop_all(&node).await;
+            node.stop_stdio_runs().await;
             // Nothing of ours runs any more: leave no cgroups behind either.
             if let Err(e) = node.driver.remove(&node.config.layout.top(), Duration::from_secs(5)) {
                 tracing::warn!(error = %e, "removing the a2a cgroup tree");
@@ -1369,9 +1402,21 @@ impl World {
         }
     }
 
+    /// Stops every replica, all at once (each gets its grace period in parallel).
     async fn stop_all(&mut self, node: &Node) {
-        for rt in self.runtime.values_mut() {
-            stop_replicas(node, rt, |_| true).await;
+        let grace = node.config.grace;
+        let stops = self.runtime.values_mut().flat_map(|rt| std::mem::take(&mut rt.replicas).into_values()).map(
+            |mut r| async move {
+                if let Some(mut p) = r.process.take() {
+                    let _ = tokio::task::spawn_blocking(move || p.stop(grace)).await;
+                }
+                r.cgroup
+            },
+        );
+        for cgroup in futures::future::join_all(stops).await {
+            if let Err(e) = node.driver.remove(&cgroup, Duration::from_secs(5)) {
+                tracing::warn!(cgroup = %cgroup, error = %e, "removing cgroup");
+            }
         }
     }
 }
@@ -1474,6 +1519,9 @@ fn start_replica(
 ) -> Result<Replica, String> {
     let StartJob { agent, replica: i, limits, hash, previous, .. } = job;
     let (i, previous) = (*i, *previous);
+    if node.closing.load(std::sync::atomic::Ordering::Acquire) {
+        return Err("the control plane is stopping".into());
+    }
     let cgroup = node.replica_cgroup(budgets, agent, i).ok_or("no valid cgroup path for this agent")?;
     // A fresh cgroup per start (create remakes a leftover empty one), so counters start at zero.
     match node.driver.create(&cgroup, limits) {
@@ -1792,15 +1840,22 @@ impl crate::controller::engine::StdioRunner for StdioTasks {
             let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
             tokio::task::spawn_blocking(move || {
                 let track = |add: bool| {
-                    if let Ok(mut runs) = node.stdio_runs.lock() {
-                        if add {
-                            runs.insert(cgroup.clone())
-                        } else {
-                            runs.remove(&cgroup)
-                        };
+                    let mut runs = node.stdio_runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // Checked under the lock `stop_stdio_runs` takes: a run either is seen there
+                    // or never starts.
+                    if add && node.closing.load(std::sync::atomic::Ordering::Acquire) {
+                        return false;
                     }
+                    if add {
+                        runs.insert(cgroup.clone())
+                    } else {
+                        runs.remove(&cgroup)
+                    };
+                    true
                 };
-                track(true);
+                if !track(true) {
+                    return Err("the control plane is stopping".to_owned());
+                }
                 let result = node
                     .driver
                     .create(&cgroup, &limits)
