@@ -5,5 +5,6 @@
 pub mod admission;
 pub mod dispatch;
 pub mod engine;
+pub mod lifecycle;
 pub mod outputs;
 pub mod plan;

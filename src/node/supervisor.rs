@@ -26,14 +26,18 @@ use tokio::sync::mpsc;
 
 use super::cgroup::{CgroupDriver, CgroupLimits, CgroupPath, Layout};
 use super::process::{self, AgentProcess, ExitInfo, ProcessSpec};
-use crate::api::agent::{AgentPhase, AgentStatus, CardSummary, Instance, Protocol, RestartPolicy, Termination, Usage};
+use crate::api::agent::{
+    AgentPhase, AgentStatus, CardSummary, Instance, Protocol, RestartPolicy, Termination, TerminationReason, Usage,
+};
 use crate::api::budget::{AlertResource, ResourceBudgetStatus};
 use crate::api::common::{ConditionStatus, Time, find_condition, set_condition};
 use crate::api::quantity::{format_bytes, format_millicores};
 use crate::api::{Agent, Condition, DEFAULT_BUDGET, ResourceBudget};
 use crate::controller::admission::{self, Amounts, Candidate, Verdict};
+use crate::controller::lifecycle::{self, Outcome, Restart};
 
-/// Backoff between restarts of a replica: 1s doubling to 5m, reset after 10m of running.
+/// Backoff between restarts of a replica that keeps crashing: the first restart at once, then
+/// `restart_backoff` doubling to 5m, reset after 10m of running (see [`lifecycle`]).
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
 const RESTART_RESET_AFTER: Duration = Duration::from_secs(600);
 /// The cgroup, inside a budget with `backgroundCpu`, that caps its background agents
@@ -77,8 +81,9 @@ pub struct NodeConfig {
     /// Stop every replica when the node shuts down (`a2a run`); `a2a serve` leaves them
     /// running for the next daemon to adopt.
     pub stop_on_shutdown: bool,
-    /// The first wait before restarting a replica that exited; it doubles on every exit
-    /// (at most 5m) and resets after 10m of running. Default 1s.
+    /// The wait before restarting a replica that exited again right after a restart (the
+    /// first restart comes at once); it doubles on every further exit (at most 5m) and resets
+    /// after 10m of running. Default 1s.
     pub restart_backoff: Duration,
 }
 
@@ -231,7 +236,11 @@ struct Replica {
     restarts: u32,
     /// When it may start again after an exit.
     next_start: Option<Instant>,
-    backoff: Duration,
+    /// Restarts in a row without a healthy run between them (the backoff grows with them).
+    crashes: u32,
+    /// Set when it ended and its restart policy keeps it stopped: listed in status as ended,
+    /// so that a restarted node does not start it again.
+    ended: Option<Termination>,
     oom_before: u64,
     cpu: Option<(Instant, u64)>,
     cpu_millis: u64,
@@ -900,17 +909,24 @@ impl World {
         r.oom_before = oom_after;
         r.process = None;
         r.ready = false;
-        // Backoff: doubles, capped; reset when it had run for a long while.
-        let initial = node.config.restart_backoff.clamp(Duration::from_millis(10), RESTART_BACKOFF_MAX);
-        r.backoff = if r.started.elapsed() > RESTART_RESET_AFTER {
-            initial
-        } else {
-            (r.backoff * 2).clamp(initial, RESTART_BACKOFF_MAX)
-        };
-        let next_start = Instant::now() + r.backoff;
-        r.next_start = Some(next_start);
+        let outcome = if info.code == Some(0) { Outcome::Succeeded } else { Outcome::Failed };
+        let policy = self.agents.get(key).map_or(RestartPolicy::Always, |a| a.spec.restart_policy());
+        let (restart, crashes) = lifecycle::after_exit(policy, outcome, r.started.elapsed(), r.crashes, &backoff(node));
+        r.crashes = crashes;
+        match restart {
+            Restart::After(wait) => {
+                let next_start = Instant::now() + wait;
+                r.next_start = Some(next_start);
+                self.deadlines.at(key, next_start);
+            }
+            Restart::Never => {
+                r.next_start = None;
+                r.ended = Some(termination.clone());
+                // What the agent forked goes with it, and so does its cgroup.
+                remove_in_background(node, r.cgroup.clone());
+            }
+        }
         rt.last_termination = Some(termination);
-        self.deadlines.at(key, next_start);
     }
 
     /// One pass: admission over every agent (a plain function, cheap), budget cgroups when
@@ -1207,7 +1223,7 @@ impl World {
             rt.restarts_base = status.restarts;
             rt.last_termination = status.last_termination.clone();
             rt.card = status.card.clone();
-            adopt(node, k, rt, &status.instances);
+            adopt(node, k, rt, &status.instances, agent.spec.restart_policy());
         }
         if let Some(url) = &agent.spec.url {
             if !rt.url_probing && rt.url_next_probe.is_none_or(|t| t <= Instant::now()) {
@@ -1226,7 +1242,7 @@ impl World {
         let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
         let policy = agent.spec.restart_policy();
         // A command change restarts one replica at a time, when all others are ready.
-        let all_ready = rt.replicas.values().all(|r| r.ready);
+        let all_ready = rt.replicas.values().filter(|r| r.ended.is_none()).all(|r| r.ready);
         let mut rolled = false;
         // Whether this pass decided a start for the agent (its status then waits, see below).
         let mut start_decided = false;
@@ -1255,14 +1271,10 @@ impl World {
                     continue;
                 }
             }
-            let last_exit_ok = rt.last_termination.as_ref().is_some_and(|t| t.exit_code == Some(0));
-            let may_restart = match (rt.replicas.get(&i), policy) {
-                (None, _) => true,
-                (Some(_), RestartPolicy::Always) => true,
-                (Some(_), RestartPolicy::OnFailure) => !last_exit_ok,
-                (Some(_), RestartPolicy::Never) => false,
-            };
-            if !may_restart {
+            // An ended replica stays stopped unless its policy was edited to restart it.
+            if let Some(t) = rt.replicas.get(&i).and_then(|r| r.ended.as_ref())
+                && !lifecycle::starts_again(policy, outcome_of(t))
+            {
                 continue;
             }
             if let Some(t) = rt.replicas.get(&i).and_then(|r| r.next_start).filter(|t| *t > Instant::now()) {
@@ -1280,7 +1292,7 @@ impl World {
                 previous: rt.replicas.get(&i).map(|r| Previous {
                     port: r.port,
                     restarts: r.restarts,
-                    backoff: r.backoff,
+                    crashes: r.crashes,
                 }),
             });
         }
@@ -1421,12 +1433,20 @@ impl World {
     }
 }
 
-/// Re-adopts replicas listed in status whose process still runs in its cgroup.
-fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
+/// Takes over the replicas listed in status: re-adopts those whose process still runs in its
+/// cgroup; keeps those listed as ended stopped (unless the policy now restarts them); and
+/// treats one whose process is gone as ended with its exit status lost — started again at once
+/// unless its policy is `Never` (see [`lifecycle`]).
+fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance], policy: RestartPolicy) {
     for inst in instances {
-        let (Some(pid), Some(cgroup), Some(port)) = (inst.pid, inst.cgroup.as_deref(), inst.port) else { continue };
+        let (Some(cgroup), Some(port)) = (inst.cgroup.as_deref(), inst.port) else { continue };
         let Ok(path) = CgroupPath::parse(cgroup) else { continue };
-        let Ok(pid) = u32::try_from(pid) else { continue };
+        let Some(pid) = inst.pid.and_then(|p| u32::try_from(p).ok()) else {
+            if let Some(t) = &inst.termination {
+                rt.replicas.insert(inst.replica, Replica::gone(path, port, inst, Some(t.clone())));
+            }
+            continue;
+        };
         match AgentProcess::adopt(node.driver.as_ref(), &path, pid, inst.pid_start_time) {
             Ok(p) => {
                 tracing::info!(agent = %k.1, replica = inst.replica, pid, "re-adopted a running replica");
@@ -1449,8 +1469,8 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
                         spec_hash: inst.spec_hash.clone().unwrap_or_default(),
                         restarts: inst.restarts,
                         next_start: None,
-                        // The first exit waits `restart_backoff`; later ones double it.
-                        backoff: Duration::ZERO,
+                        crashes: 0,
+                        ended: None,
                         oom_before,
                         cpu: None,
                         cpu_millis: 0,
@@ -1462,10 +1482,81 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
                 );
             }
             Err(e) => {
-                tracing::info!(agent = %k.1, replica = inst.replica, pid, error = %e, "not re-adopted; starting anew")
+                let lost =
+                    Termination { reason: TerminationReason::Unknown, exit_code: None, signal: None, at: Time::now() };
+                let restart = lifecycle::starts_again(policy, Outcome::Unknown);
+                tracing::info!(
+                    agent = %k.1, replica = inst.replica, pid, error = %e, restart,
+                    "its process ended while no node watched it"
+                );
+                // Whatever is left in its cgroup goes (a start makes the cgroup anew anyway).
+                if !restart {
+                    remove_in_background(node, path.clone());
+                }
+                rt.replicas.insert(inst.replica, Replica::gone(path, port, inst, (!restart).then(|| lost.clone())));
+                rt.last_termination = Some(lost);
             }
         }
     }
+}
+
+impl Replica {
+    /// A replica listed in status whose process no longer runs: `ended` when its policy keeps
+    /// it stopped, else it starts again at the next pass (counted as a restart).
+    fn gone(cgroup: CgroupPath, port: u16, inst: &Instance, ended: Option<Termination>) -> Replica {
+        Replica {
+            cgroup,
+            limits: CgroupLimits::default(),
+            port,
+            process: None,
+            pid: 0,
+            start_time: None,
+            started_at: inst.started_at.unwrap_or_else(Time::now),
+            started: Instant::now(),
+            ready: false,
+            probing: false,
+            spec_hash: inst.spec_hash.clone().unwrap_or_default(),
+            restarts: inst.restarts,
+            next_start: None,
+            crashes: 0,
+            ended,
+            oom_before: 0,
+            cpu: None,
+            cpu_millis: 0,
+            throttled: 0,
+            throttling: false,
+            memory: 0,
+            probes: 0,
+        }
+    }
+}
+
+/// How a recorded termination counts for the restart policy.
+fn outcome_of(t: &Termination) -> Outcome {
+    match (t.reason, t.exit_code) {
+        (TerminationReason::Exited, Some(0)) => Outcome::Succeeded,
+        (TerminationReason::Unknown, _) => Outcome::Unknown,
+        _ => Outcome::Failed,
+    }
+}
+
+/// The backoff settings of this node.
+fn backoff(node: &Node) -> lifecycle::Backoff {
+    lifecycle::Backoff {
+        initial: node.config.restart_backoff.clamp(Duration::from_millis(10), RESTART_BACKOFF_MAX),
+        max: RESTART_BACKOFF_MAX,
+        reset_after: RESTART_RESET_AFTER,
+    }
+}
+
+/// Kills what is left in a cgroup and removes it, off the loop.
+fn remove_in_background(node: &Node, cgroup: CgroupPath) {
+    let driver = node.driver.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = driver.remove(&cgroup, Duration::from_secs(5)) {
+            tracing::warn!(cgroup = %cgroup, error = %e, "removing an ended replica's cgroup");
+        }
+    });
 }
 
 /// Stops every process of `path` (and below) gracefully — SIGTERM, then SIGKILL after
@@ -1493,7 +1584,7 @@ fn stop_cgroup(driver: &dyn CgroupDriver, path: &CgroupPath, grace: Duration) {
 struct Previous {
     port: u16,
     restarts: u32,
-    backoff: Duration,
+    crashes: u32,
 }
 
 /// One replica to start, decided by a pass and run with the others of the pass.
@@ -1550,7 +1641,8 @@ fn start_replica(
         spec_hash: hash.to_owned(),
         restarts: previous.as_ref().map_or(0, |r| r.restarts + 1),
         next_start: None,
-        backoff: previous.as_ref().map_or(Duration::ZERO, |r| r.backoff),
+        crashes: previous.as_ref().map_or(0, |r| r.crashes),
+        ended: None,
         oom_before: 0,
         cpu: None,
         cpu_millis: 0,
@@ -1628,20 +1720,25 @@ fn agent_status(
     status.last_termination = rt.last_termination.clone();
     status.card = rt.card.clone();
     status.endpoints = running.iter().filter(|r| r.ready).map(|r| format!("http://127.0.0.1:{}/", r.port)).collect();
+    // Running replicas, and those that ended for good (so that a restarted node keeps them so).
     status.instances = rt
         .replicas
         .iter()
-        .filter(|(_, r)| r.process.is_some())
-        .map(|(i, r)| Instance {
-            replica: *i,
-            pid: i32::try_from(r.pid).ok(),
-            pid_start_time: r.start_time,
-            cgroup: Some(r.cgroup.to_string()),
-            port: Some(r.port),
-            started_at: Some(r.started_at),
-            restarts: r.restarts,
-            ready: r.ready,
-            spec_hash: Some(r.spec_hash.clone()),
+        .filter(|(_, r)| r.process.is_some() || r.ended.is_some())
+        .map(|(i, r)| {
+            let running = r.process.is_some();
+            Instance {
+                replica: *i,
+                pid: running.then(|| i32::try_from(r.pid).ok()).flatten(),
+                pid_start_time: if running { r.start_time } else { None },
+                cgroup: Some(r.cgroup.to_string()),
+                port: Some(r.port),
+                started_at: Some(r.started_at),
+                restarts: r.restarts,
+                ready: r.ready,
+                spec_hash: Some(r.spec_hash.clone()),
+                termination: if running { None } else { r.ended.clone() },
+            }
         })
         .collect();
     let mem: u64 = running.iter().map(|r| r.memory).sum();
@@ -1756,6 +1853,10 @@ fn write_agent(node: &Node, agent: &Agent, rt: &mut AgentRuntime, status: AgentS
             crate::api::agent::TerminationReason::Exited => {
                 ("Exited", format!("a replica exited with code {}", t.exit_code.map_or("?".into(), |c| c.to_string())))
             }
+            crate::api::agent::TerminationReason::Unknown => (
+                "ExitUnknown",
+                "a replica's process ended while no node watched it; its exit status is lost".to_owned(),
+            ),
         };
         record_event(node, agent, reason, &note);
     }
