@@ -301,6 +301,8 @@ struct World {
     all_dirty: bool,
     /// Limits last written to each budget cgroup (and its background cgroup).
     budget_limits: HashMap<CgroupPath, CgroupLimits>,
+    /// Per budget, its limits over its parent's that the kernel enforces at the parent's.
+    clamps: BTreeMap<String, Vec<admission::Clamp>>,
     /// The cgroup each budget got, to remove it when the budget goes (or moves).
     budget_paths: BTreeMap<String, CgroupPath>,
     /// Budget cgroups to remove once no process is left in them.
@@ -427,23 +429,25 @@ impl Node {
         &self.config
     }
 
-    /// The budget chain of `budget`, outermost first (`["host", "team"]`).
-    fn chain(budgets: &BTreeMap<String, ResourceBudget>, budget: &str) -> Vec<String> {
+    /// The budget chain of `budget`, outermost first (`["host", "team"]`); `None` when a
+    /// budget of it is missing or the parents form a cycle: such a budget gets no cgroup (a
+    /// cgroup made for it would recreate its deleted parent's, which nothing would remove).
+    fn chain(budgets: &BTreeMap<String, ResourceBudget>, budget: &str) -> Option<Vec<String>> {
         let mut chain = vec![budget.to_owned()];
-        let mut cur = budgets.get(budget).and_then(|b| b.spec.parent.clone());
+        let mut cur = budgets.get(budget)?.spec.parent.clone();
         while let Some(p) = cur {
             if chain.contains(&p) {
-                break;
+                return None;
             }
             chain.push(p.clone());
-            cur = budgets.get(&p).and_then(|b| b.spec.parent.clone());
+            cur = budgets.get(&p)?.spec.parent.clone();
         }
         chain.reverse();
-        chain
+        Some(chain)
     }
 
     fn budget_cgroup(&self, budgets: &BTreeMap<String, ResourceBudget>, budget: &str) -> Option<CgroupPath> {
-        let chain = Self::chain(budgets, budget);
+        let chain = Self::chain(budgets, budget)?;
         let refs: Vec<&str> = chain.iter().map(String::as_str).collect();
         self.config.layout.budget(&refs).ok()
     }
@@ -456,7 +460,7 @@ impl Node {
         replica: u32,
     ) -> Option<CgroupPath> {
         let (ns, name) = key_of(agent);
-        let mut chain = Self::chain(budgets, agent.spec.budget());
+        let mut chain = Self::chain(budgets, agent.spec.budget())?;
         // Background agents share the budget's `backgroundCpu` through one more cgroup level.
         let capped = budgets.get(agent.spec.budget()).is_some_and(|b| b.spec.background_cpu.is_some());
         if capped && agent.spec.priority() == crate::api::Priority::Background {
@@ -573,6 +577,7 @@ impl NodeRunner {
             starts: Vec::new(),
             starting: HashMap::new(),
             budget_limits: HashMap::new(),
+            clamps: BTreeMap::new(),
             budget_paths: BTreeMap::new(),
             doomed: BTreeSet::new(),
             budgets_dirty: true,
@@ -977,7 +982,7 @@ impl World {
         let decision = admission::admit(&budgets, &candidates, available);
         let budgets_changed = self.budgets_dirty || self.all_dirty;
         if budgets_changed {
-            self.ensure_budget_cgroups(node);
+            self.ensure_budget_cgroups(node, &budgets);
         }
 
         let keys: BTreeSet<Key> = if std::mem::take(&mut self.all_dirty) {
@@ -1008,37 +1013,59 @@ impl World {
         }
     }
 
-    /// Budget cgroups, outermost first so parents exist before children; limits are written
-    /// only when they changed. A budget that is gone (or moved under another parent) leaves
-    /// its old cgroup to [`World::remove_doomed`].
-    fn ensure_budget_cgroups(&mut self, node: &Node) {
-        let mut names: Vec<&String> = self.budgets.keys().collect();
-        names.sort_by_key(|n| Node::chain(&self.budgets, n).len());
+    /// Budget cgroups with the limits the kernel can enforce: a child's limit over its
+    /// parent's is clamped to it (see [`admission::enforced_limits`]; the budget's status says
+    /// so). Limits are written only when they changed: first deepest first, so a lowered parent
+    /// never sits below a child's old CPU quota (v1 refuses that), then outermost first for what
+    /// is left, so a raised child never exceeds its parent's old quota. A budget that is gone
+    /// (or moved under another parent, or whose chain is broken) leaves its old cgroup to
+    /// [`World::remove_doomed`].
+    fn ensure_budget_cgroups(&mut self, node: &Node, budgets: &[admission::Budget]) {
+        let enforced = admission::enforced_limits(budgets);
+        let mut names: Vec<(usize, &String)> =
+            self.budgets.keys().filter_map(|n| Node::chain(&self.budgets, n).map(|c| (c.len(), n))).collect();
+        names.sort();
         let mut paths = BTreeMap::new();
-        for name in names {
-            let Some(path) = node.budget_cgroup(&self.budgets, name) else { continue };
+        let mut wanted: Vec<(String, CgroupPath, CgroupLimits)> = Vec::new();
+        self.clamps.clear();
+        for (_, name) in names {
+            let (Some(path), Some((limits, clamps))) = (node.budget_cgroup(&self.budgets, name), enforced.get(name))
+            else {
+                continue;
+            };
             paths.insert(name.clone(), path.clone());
-            let limits = CgroupLimits::for_budget(&self.budgets[name].spec.limits, node.host_cores);
-            let mut wanted = vec![(path.clone(), limits)];
+            self.clamps.insert(name.clone(), clamps.clone());
+            let mut cg = CgroupLimits::for_budget(&self.budgets[name].spec.limits, node.host_cores);
+            cg.memory_max = limits.memory;
+            cg.cpu_quota = limits.cpu_millis.map(super::cgroup::CpuQuota::from_millicores);
+            cg.pids_max = limits.pids;
+            wanted.push((name.clone(), path.clone(), cg));
             if let Some(bg) = &self.budgets[name].spec.background_cpu
                 && let Ok(bg_path) = path.child(BACKGROUND_CGROUP)
             {
+                let millis = bg.value().millicores(node.host_cores).min(limits.cpu_millis.unwrap_or(u64::MAX));
                 let cap = CgroupLimits {
-                    cpu_quota: Some(super::cgroup::CpuQuota::from_millicores(bg.value().millicores(node.host_cores))),
+                    cpu_quota: Some(super::cgroup::CpuQuota::from_millicores(millis)),
                     ..Default::default()
                 };
-                wanted.push((bg_path, cap));
+                wanted.push((name.clone(), bg_path, cap));
             }
-            for (p, l) in wanted {
-                if self.budget_limits.get(&p) == Some(&l) && node.driver.exists(&p) {
-                    continue;
+        }
+        wanted.retain(|(_, p, l)| self.budget_limits.get(p) != Some(l) || !node.driver.exists(p));
+        for (_, p, l) in wanted.iter().rev() {
+            if node.driver.exists(p) && node.driver.update(p, l).is_ok() {
+                self.budget_limits.insert(p.clone(), l.clone());
+            }
+        }
+        for (name, p, l) in &wanted {
+            if self.budget_limits.get(p) == Some(l) {
+                continue;
+            }
+            match node.driver.ensure(p, l) {
+                Ok(()) => {
+                    self.budget_limits.insert(p.clone(), l.clone());
                 }
-                match node.driver.ensure(&p, &l) {
-                    Ok(()) => {
-                        self.budget_limits.insert(p, l);
-                    }
-                    Err(e) => tracing::warn!(budget = %name, cgroup = %p, error = %e, "budget cgroup"),
-                }
+                Err(e) => tracing::warn!(budget = %name, cgroup = %p, error = %e, "budget cgroup"),
             }
         }
         for (name, old) in std::mem::replace(&mut self.budget_paths, paths.clone()) {
@@ -1369,6 +1396,24 @@ impl World {
                     },
                 ),
             );
+            // A limit over the parent's is never silently unenforced: it is clamped, and said.
+            let clamps = self.clamps.get(name).map(Vec::as_slice).unwrap_or_default();
+            let clamped = !clamps.is_empty();
+            let note = clamps.iter().map(admission::Clamp::message).collect::<Vec<_>>().join("; ");
+            let was =
+                find_condition(&status.conditions, "LimitsClamped").map(|c| (c.status.clone(), c.message.clone()));
+            set_condition(
+                &mut status.conditions,
+                Condition::new(
+                    "LimitsClamped",
+                    clamped,
+                    if clamped { "OverParent" } else { "WithinParent" },
+                    if clamped { note.clone() } else { "its limits are within its parent's".to_owned() },
+                ),
+            );
+            if clamped && was.is_none_or(|(s, m)| s != ConditionStatus::True || m != note) {
+                record_event(node, b, "LimitsClamped", &note);
+            }
             let mut firing = Vec::new();
             for alert in &b.spec.alerts {
                 let (what, used_v, limit) = match alert.resource {
@@ -1869,7 +1914,7 @@ fn record_event<K: Resource<DynamicType = ()>>(node: &Node, obj: &K, reason: &st
     use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
     let ns = obj.meta().namespace.clone().unwrap_or_else(|| "default".into());
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-    let warning = matches!(reason, "OOMKilled" | "Signaled" | "AlertFiring" | "StartFailed");
+    let warning = matches!(reason, "OOMKilled" | "Signaled" | "AlertFiring" | "StartFailed" | "LimitsClamped");
     let event = Event {
         metadata: kube::api::ObjectMeta {
             generate_name: Some(format!("{}.", obj.meta().name.clone().unwrap_or_default())),
