@@ -39,7 +39,8 @@ pub struct LocalOptions {
     pub a2a_exe: Option<PathBuf>,
     /// Run the node controller and the workflow engine; `false` serves the API only.
     pub controllers: bool,
-    /// The first wait before restarting an agent replica that exited (doubles per exit).
+    /// The wait before the second restart in a row of an agent replica (the first comes at
+    /// once; doubles per further exit).
     pub restart_backoff: std::time::Duration,
 }
 

@@ -31,8 +31,9 @@ pub struct ServeArgs {
     /// The top cgroup directory a2a manages (one per daemon on a host).
     #[arg(long, value_name = "NAME", default_value = "a2a")]
     pub cgroup_top: String,
-    /// The first wait before restarting an agent replica that exited; it doubles on every
-    /// exit, up to 5m, and resets after 10m of running.
+    /// The wait before restarting an agent replica that crashed again right after a restart
+    /// (the first restart comes at once); it doubles on every further exit, up to 5m, and
+    /// resets after 10m of running.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = super::delete::parse_duration)]
     pub restart_backoff: std::time::Duration,
 }
