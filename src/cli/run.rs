@@ -32,7 +32,8 @@ pub struct RunArgs {
     /// Give up (exit 1) after this long.
     #[arg(long, value_parser = super::delete::parse_duration)]
     pub timeout: Option<Duration>,
-    /// State directory of the embedded control plane [default: $A2A_HOME].
+    /// Home of the embedded control plane: agent logs go under it; its store lives in
+    /// DIR/runs/<pid> for this run only [default: $A2A_HOME].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Where cgroups are mounted (embedded control plane).

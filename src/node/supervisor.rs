@@ -36,6 +36,11 @@ use crate::api::{Agent, Condition, DEFAULT_BUDGET, ResourceBudget};
 use crate::controller::admission::{self, Amounts, Candidate, Verdict};
 use crate::controller::lifecycle::{self, Outcome, Restart};
 
+mod budgets;
+mod ending;
+use budgets::set_limits_clamped;
+use ending::{backoff, outcome_of, remove_in_background};
+
 /// Backoff between restarts of a replica that keeps crashing: the first restart at once, then
 /// `restart_backoff` doubling to 5m, reset after 10m of running (see [`lifecycle`]).
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -405,22 +410,6 @@ impl Node {
         (node.clone(), NodeRunner { node, rx })
     }
 
-    /// Kills the stdio runs in progress and waits (briefly) until their threads have removed
-    /// their cgroups; none starts after `closing` is set.
-    async fn stop_stdio_runs(&self) {
-        let runs: Vec<CgroupPath> =
-            self.stdio_runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect();
-        for cgroup in runs {
-            let _ = self.driver.kill_all(&cgroup);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.stdio_runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
     pub fn driver(&self) -> &Arc<dyn CgroupDriver> {
         &self.driver
     }
@@ -624,25 +613,7 @@ impl NodeRunner {
             abort.abort();
         }
         if node.config.stop_on_shutdown {
-            // Nothing new starts from here; starts already handed off are waited for (briefly)
-            // so that their processes are stopped with the others, not left behind.
-            node.closing.store(true, std::sync::atomic::Ordering::Release);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while !world.starting.is_empty() {
-                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(Some(NodeEvent::Started { key, replica, result })) => {
-                        world.started(&node, key, replica, *result)
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            world.stop_all(&node).await;
-            node.stop_stdio_runs().await;
-            // Nothing of ours runs any more: leave no cgroups behind either.
-            if let Err(e) = node.driver.remove(&node.config.layout.top(), Duration::from_secs(5)) {
-                tracing::warn!(error = %e, "removing the a2a cgroup tree");
-            }
+            world.stop_everything(&node, &mut self.rx).await;
         }
     }
 }
@@ -1013,70 +984,6 @@ impl World {
         }
     }
 
-    /// Budget cgroups with the limits the kernel can enforce: a child's limit over its
-    /// parent's is clamped to it (see [`admission::enforced_limits`]; the budget's status says
-    /// so). Limits are written only when they changed: first deepest first, so a lowered parent
-    /// never sits below a child's old CPU quota (v1 refuses that), then outermost first for what
-    /// is left, so a raised child never exceeds its parent's old quota. A budget that is gone
-    /// (or moved under another parent, or whose chain is broken) leaves its old cgroup to
-    /// [`World::remove_doomed`].
-    fn ensure_budget_cgroups(&mut self, node: &Node, budgets: &[admission::Budget]) {
-        let enforced = admission::enforced_limits(budgets);
-        let mut names: Vec<(usize, &String)> =
-            self.budgets.keys().filter_map(|n| Node::chain(&self.budgets, n).map(|c| (c.len(), n))).collect();
-        names.sort();
-        let mut paths = BTreeMap::new();
-        let mut wanted: Vec<(String, CgroupPath, CgroupLimits)> = Vec::new();
-        self.clamps.clear();
-        for (_, name) in names {
-            let (Some(path), Some((limits, clamps))) = (node.budget_cgroup(&self.budgets, name), enforced.get(name))
-            else {
-                continue;
-            };
-            paths.insert(name.clone(), path.clone());
-            self.clamps.insert(name.clone(), clamps.clone());
-            let mut cg = CgroupLimits::for_budget(&self.budgets[name].spec.limits, node.host_cores);
-            cg.memory_max = limits.memory;
-            cg.cpu_quota = limits.cpu_millis.map(super::cgroup::CpuQuota::from_millicores);
-            cg.pids_max = limits.pids;
-            wanted.push((name.clone(), path.clone(), cg));
-            if let Some(bg) = &self.budgets[name].spec.background_cpu
-                && let Ok(bg_path) = path.child(BACKGROUND_CGROUP)
-            {
-                let millis = bg.value().millicores(node.host_cores).min(limits.cpu_millis.unwrap_or(u64::MAX));
-                let cap = CgroupLimits {
-                    cpu_quota: Some(super::cgroup::CpuQuota::from_millicores(millis)),
-                    ..Default::default()
-                };
-                wanted.push((name.clone(), bg_path, cap));
-            }
-        }
-        wanted.retain(|(_, p, l)| self.budget_limits.get(p) != Some(l) || !node.driver.exists(p));
-        for (_, p, l) in wanted.iter().rev() {
-            if node.driver.exists(p) && node.driver.update(p, l).is_ok() {
-                self.budget_limits.insert(p.clone(), l.clone());
-            }
-        }
-        for (name, p, l) in &wanted {
-            if self.budget_limits.get(p) == Some(l) {
-                continue;
-            }
-            match node.driver.ensure(p, l) {
-                Ok(()) => {
-                    self.budget_limits.insert(p.clone(), l.clone());
-                }
-                Err(e) => tracing::warn!(budget = %name, cgroup = %p, error = %e, "budget cgroup"),
-            }
-        }
-        for (name, old) in std::mem::replace(&mut self.budget_paths, paths.clone()) {
-            if paths.get(&name) != Some(&old) {
-                self.doomed.insert(old);
-            }
-        }
-        // A cgroup that is (or holds) a live budget's stays.
-        self.doomed.retain(|d| !paths.values().any(|p| p.ancestors_and_self().any(|a| a == *d)));
-    }
-
     /// Hands the starts the pass decided to blocking threads, `START_CONCURRENCY` at a time,
     /// so the loop goes on with the next events while processes start; each result comes
     /// back as a `Started` event.
@@ -1396,24 +1303,7 @@ impl World {
                     },
                 ),
             );
-            // A limit over the parent's is never silently unenforced: it is clamped, and said.
-            let clamps = self.clamps.get(name).map(Vec::as_slice).unwrap_or_default();
-            let clamped = !clamps.is_empty();
-            let note = clamps.iter().map(admission::Clamp::message).collect::<Vec<_>>().join("; ");
-            let was =
-                find_condition(&status.conditions, "LimitsClamped").map(|c| (c.status.clone(), c.message.clone()));
-            set_condition(
-                &mut status.conditions,
-                Condition::new(
-                    "LimitsClamped",
-                    clamped,
-                    if clamped { "OverParent" } else { "WithinParent" },
-                    if clamped { note.clone() } else { "its limits are within its parent's".to_owned() },
-                ),
-            );
-            if clamped && was.is_none_or(|(s, m)| s != ConditionStatus::True || m != note) {
-                record_event(node, b, "LimitsClamped", &note);
-            }
+            set_limits_clamped(node, b, &mut status, self.clamps.get(name).map(Vec::as_slice).unwrap_or_default());
             let mut firing = Vec::new();
             for alert in &b.spec.alerts {
                 let (what, used_v, limit) = match alert.resource {
@@ -1456,24 +1346,6 @@ impl World {
             }
             self.budget_written.insert(name.clone(), status.clone());
             node.writes.push(WriteTarget::Budget(name.clone()), StatusBody::Budget(Box::new(status)));
-        }
-    }
-
-    /// Stops every replica, all at once (each gets its grace period in parallel).
-    async fn stop_all(&mut self, node: &Node) {
-        let grace = node.config.grace;
-        let stops = self.runtime.values_mut().flat_map(|rt| std::mem::take(&mut rt.replicas).into_values()).map(
-            |mut r| async move {
-                if let Some(mut p) = r.process.take() {
-                    let _ = tokio::task::spawn_blocking(move || p.stop(grace)).await;
-                }
-                r.cgroup
-            },
-        );
-        for cgroup in futures::future::join_all(stops).await {
-            if let Err(e) = node.driver.remove(&cgroup, Duration::from_secs(5)) {
-                tracing::warn!(cgroup = %cgroup, error = %e, "removing cgroup");
-            }
         }
     }
 }
@@ -1543,65 +1415,6 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance], po
             }
         }
     }
-}
-
-impl Replica {
-    /// A replica listed in status whose process no longer runs: `ended` when its policy keeps
-    /// it stopped, else it starts again at the next pass (counted as a restart).
-    fn gone(cgroup: CgroupPath, port: u16, inst: &Instance, ended: Option<Termination>) -> Replica {
-        Replica {
-            cgroup,
-            limits: CgroupLimits::default(),
-            port,
-            process: None,
-            pid: 0,
-            start_time: None,
-            started_at: inst.started_at.unwrap_or_else(Time::now),
-            started: Instant::now(),
-            ready: false,
-            probing: false,
-            spec_hash: inst.spec_hash.clone().unwrap_or_default(),
-            restarts: inst.restarts,
-            next_start: None,
-            crashes: 0,
-            ended,
-            oom_before: 0,
-            cpu: None,
-            cpu_millis: 0,
-            throttled: 0,
-            throttling: false,
-            memory: 0,
-            probes: 0,
-        }
-    }
-}
-
-/// How a recorded termination counts for the restart policy.
-fn outcome_of(t: &Termination) -> Outcome {
-    match (t.reason, t.exit_code) {
-        (TerminationReason::Exited, Some(0)) => Outcome::Succeeded,
-        (TerminationReason::Unknown, _) => Outcome::Unknown,
-        _ => Outcome::Failed,
-    }
-}
-
-/// The backoff settings of this node.
-fn backoff(node: &Node) -> lifecycle::Backoff {
-    lifecycle::Backoff {
-        initial: node.config.restart_backoff.clamp(Duration::from_millis(10), RESTART_BACKOFF_MAX),
-        max: RESTART_BACKOFF_MAX,
-        reset_after: RESTART_RESET_AFTER,
-    }
-}
-
-/// Kills what is left in a cgroup and removes it, off the loop.
-fn remove_in_background(node: &Node, cgroup: CgroupPath) {
-    let driver = node.driver.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = driver.remove(&cgroup, Duration::from_secs(5)) {
-            tracing::warn!(cgroup = %cgroup, error = %e, "removing an ended replica's cgroup");
-        }
-    });
 }
 
 /// Stops every process of `path` (and below) gracefully — SIGTERM, then SIGKILL after
