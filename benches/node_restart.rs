@@ -109,7 +109,7 @@ fn main() {
                 "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": format!("crash-{i}")},
                 "spec": {
                     "command": [exe, STAMP_ARG, file],
-                    "resources": {"limits": {"memory": "64Mi", "cpu": "100m", "pids": 32}}
+                    "resources": {"limits": {"memory": "64Mi", "pids": 32}}
                 }
             }))
             .expect("agent");

@@ -1472,15 +1472,28 @@ fn start_replica(
         return Err("the control plane is stopping".into());
     }
     let cgroup = node.replica_cgroup(budgets, agent, i).ok_or("no valid cgroup path for this agent")?;
-    // A fresh cgroup per start (create remakes a leftover empty one), so counters start at zero.
-    match node.driver.create(&cgroup, limits) {
-        // Leftovers of the previous run (children the agent forked): kill them, start clean.
-        Err(super::cgroup::Error::InUse { .. }) => {
-            node.driver.remove(&cgroup, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-            node.driver.create(&cgroup, limits).map_err(|e| e.to_string())?;
+    // A restart reuses its cgroup when nothing is left in it: remaking it costs an rmdir and a
+    // mkdir in every hierarchy (five on v1) on the way of a crashed agent back to running. Its
+    // OOM count carries over, as the new baseline; usage is sampled as differences anyway.
+    let empty = |c: &CgroupPath| {
+        node.driver.pids(c).is_ok_and(|p| p.is_empty()) && node.driver.children(c).is_ok_and(|c| c.is_empty())
+    };
+    let reused = previous.is_some()
+        && node.driver.exists(&cgroup)
+        && empty(&cgroup)
+        && node.driver.update(&cgroup, limits).is_ok();
+    // Otherwise a fresh cgroup (create remakes a leftover empty one), so counters start at zero.
+    if !reused {
+        match node.driver.create(&cgroup, limits) {
+            // Leftovers of the previous run (children the agent forked): kill them, start clean.
+            Err(super::cgroup::Error::InUse { .. }) => {
+                node.driver.remove(&cgroup, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+                node.driver.create(&cgroup, limits).map_err(|e| e.to_string())?;
+            }
+            other => other.map_err(|e| e.to_string())?,
         }
-        other => other.map_err(|e| e.to_string())?,
     }
+    let oom_before = if reused { node.driver.stats(&cgroup).map_or(0, |s| s.oom_kills) } else { 0 };
     let spec = node.process_spec(agent, i, port)?;
     rotate_log(&spec.log_file);
     let p = process::spawn(node.driver.as_ref(), &cgroup, &spec).map_err(|e| e.to_string())?;
@@ -1501,7 +1514,7 @@ fn start_replica(
         next_start: None,
         crashes: previous.as_ref().map_or(0, |r| r.crashes),
         ended: None,
-        oom_before: 0,
+        oom_before,
         cpu: None,
         cpu_millis: 0,
         throttled: 0,
