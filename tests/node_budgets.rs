@@ -100,7 +100,7 @@ async fn a_child_budget_over_its_parent_is_clamped_visibly_and_nested_budgets_le
     assert_eq!(cond.message, "limits.memory 512Mi is over budget \"team\"'s 256Mi: 256Mi is enforced");
     let host = wait_for(&budgets, "host", Duration::from_secs(10), |b| b.status.is_some()).await;
     let host_cond = host.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "LimitsClamped"));
-    assert_eq!(host_cond.map(|c| c.status.clone()), Some(ConditionStatus::False), "host has no parent");
+    assert_eq!(host_cond.map(|c| c.status), Some(ConditionStatus::False), "host has no parent");
 
     // An Event says it too.
     let events: Api<Event> = Api::namespaced(client.clone(), "default");

@@ -454,8 +454,9 @@ mod tests {
             b("orphan", Some("gone"), lim(Some(GI), None, None)),
         ];
         let e = enforced_limits(&budgets);
+        type Row<'a> = (&'a str, Limits, Vec<(&'a str, u64, &'a str, u64)>);
         #[rustfmt::skip]
-        let table: Vec<(&str, Limits, Vec<(&str, u64, &str, u64)>)> = vec![
+        let table: Vec<Row> = vec![
             ("host", lim(Some(8 * GI), Some(1200), None), vec![]),
             // "2" cores over the host's "60%" of two: the host's 1200m is enforced.
             ("team", lim(Some(GI), Some(1200), Some(100)), vec![("cpu", 2000, "host", 1200)]),

@@ -99,8 +99,9 @@ mod tests {
     fn the_restart_decision_follows_the_policy_and_backs_off_only_on_repeats() {
         let b = Backoff::default();
         let quick = Duration::from_millis(50);
+        type Row = (&'static str, RestartPolicy, Outcome, Duration, u32, (Restart, u32));
         #[rustfmt::skip]
-        let table: Vec<(&str, RestartPolicy, Outcome, Duration, u32, (Restart, u32))> = vec![
+        let table: Vec<Row> = vec![
             ("a first crash restarts at once", Always, Outcome::Failed, quick, 0, (Restart::After(Duration::ZERO), 1)),
             ("a second crash in a row waits initial", Always, Outcome::Failed, quick, 1, (Restart::After(S), 2)),
             ("then it doubles", Always, Outcome::Failed, quick, 2, (Restart::After(2 * S), 3)),

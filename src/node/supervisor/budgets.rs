@@ -85,7 +85,7 @@ pub(super) fn set_limits_clamped(
 ) {
     let clamped = !clamps.is_empty();
     let note = clamps.iter().map(admission::Clamp::message).collect::<Vec<_>>().join("; ");
-    let was = find_condition(&status.conditions, "LimitsClamped").map(|c| (c.status.clone(), c.message.clone()));
+    let was = find_condition(&status.conditions, "LimitsClamped").map(|c| (c.status, c.message.clone()));
     set_condition(
         &mut status.conditions,
         Condition::new(
