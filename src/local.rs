@@ -11,12 +11,20 @@ use crate::apiserver::{Server, ServerConfig, ServerHandle};
 use crate::controller::engine::{Engine, EngineConfig};
 use crate::node::cgroup::unenforced::Unenforced;
 use crate::node::cgroup::{self, CgroupDriver, CgroupLimits, Layout};
+use crate::node::ownership::{self, Ownership};
 use crate::node::supervisor::{Node, NodeConfig, StdioTasks};
 
 /// How to run the local control plane.
 #[derive(Clone, Debug)]
 pub struct LocalOptions {
+    /// The control plane's home: agent logs go under it, and it names the control plane as
+    /// the owner of its cgroup top.
     pub home: PathBuf,
+    /// Keep the API server's state (store, certificates, kubeconfig, audit log) in a
+    /// directory of this run's own, `<home>/runs/<pid>`, removed when it stops, instead of in
+    /// `home` (`a2a run`: it starts only what its files declare, never what earlier runs or a
+    /// daemon of the same home left in the store).
+    pub scoped_state: bool,
     /// 0 picks a free port.
     pub port: u16,
     pub cgroup_root: PathBuf,
@@ -31,7 +39,8 @@ pub struct LocalOptions {
     pub a2a_exe: Option<PathBuf>,
     /// Run the node controller and the workflow engine; `false` serves the API only.
     pub controllers: bool,
-    /// The first wait before restarting an agent replica that exited (doubles per exit).
+    /// The wait before the second restart in a row of an agent replica (the first comes at
+    /// once; doubles per further exit).
     pub restart_backoff: std::time::Duration,
     /// The cap and number of each agent replica's log files.
     pub log_limits: crate::node::logs::LogLimits,
@@ -45,6 +54,7 @@ impl LocalOptions {
     pub fn new(home: impl Into<PathBuf>) -> Self {
         LocalOptions {
             home: home.into(),
+            scoped_state: false,
             port: crate::apiserver::DEFAULT_PORT,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cgroup_top: "a2a".into(),
@@ -59,8 +69,9 @@ impl LocalOptions {
         }
     }
 
-    fn server_config(&self) -> ServerConfig {
-        ServerConfig::new(&self.home)
+    /// The API server's configuration, its state kept under `home`.
+    fn server_config(&self, home: &std::path::Path) -> ServerConfig {
+        ServerConfig::new(home)
             .port(self.port)
             .store_reserve_bytes(self.store_reserve_bytes)
             .audit_rotation(self.audit_rotation)
@@ -76,11 +87,25 @@ pub struct ControlPlane {
     pub cgroup_version: Option<cgroup::CgroupVersion>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The cgroup top this control plane owns, released once its node has stopped.
+    ownership: Option<Ownership>,
+    /// The run's own state directory, removed at the end (see [`LocalOptions::scoped_state`]).
+    scoped_state: Option<PathBuf>,
 }
 
-/// Picks the cgroup driver and proves it can create the top cgroup; without permission,
-/// says so once and stops, unless unenforced running is allowed.
-pub fn cgroup_driver(opts: &LocalOptions) -> Result<(Arc<dyn CgroupDriver>, bool), String> {
+/// Picks the cgroup driver, proves it can create the top cgroup and takes ownership of the
+/// top (refused, in one line naming the owner, when another control plane owns it); without
+/// permission, says so once and stops, unless unenforced running is allowed.
+pub fn cgroup_driver(opts: &LocalOptions) -> Result<(Arc<dyn CgroupDriver>, bool, Ownership), String> {
+    let (driver, enforced) = usable_driver(opts)?;
+    let layout = Layout::with_top(&opts.cgroup_top).map_err(|e| e.to_string())?;
+    let kind = if opts.stop_agents_on_exit { ownership::Kind::Run } else { ownership::Kind::Serve };
+    let owned = ownership::claim(driver.as_ref(), &layout.top(), ownership::Owner::me(&opts.home, kind))
+        .map_err(|e| e.to_string())?;
+    Ok((driver, enforced, owned))
+}
+
+fn usable_driver(opts: &LocalOptions) -> Result<(Arc<dyn CgroupDriver>, bool), String> {
     let layout = Layout::with_top(&opts.cgroup_top).map_err(|e| e.to_string())?;
     let refuse = |why: String| {
         if opts.allow_unenforced {
@@ -121,13 +146,24 @@ impl ControlPlane {
         // embedders get it here, for the arenas not created yet).
         crate::node::limit_malloc_arenas();
         if !opts.controllers {
-            let server = Server::start(opts.server_config()).await.map_err(|e| e.to_string())?;
+            let server = Server::start(opts.server_config(&opts.home)).await.map_err(|e| e.to_string())?;
             let client = client_for(server.kubeconfig()).await?;
             let (stop, _) = watch::channel(false);
-            return Ok(ControlPlane { server, client, enforced: false, cgroup_version: None, stop, tasks: Vec::new() });
+            return Ok(ControlPlane {
+                server,
+                client,
+                enforced: false,
+                cgroup_version: None,
+                stop,
+                tasks: Vec::new(),
+                ownership: None,
+                scoped_state: None,
+            });
         }
-        let (driver, enforced) = cgroup_driver(&opts)?;
-        let server = Server::start(opts.server_config()).await.map_err(|e| e.to_string())?;
+        let (driver, enforced, owned) = cgroup_driver(&opts)?;
+        let scoped_state = if opts.scoped_state { Some(scoped_state_dir(&opts.home)?) } else { None };
+        let state_home = scoped_state.clone().unwrap_or_else(|| opts.home.clone());
+        let server = Server::start(opts.server_config(&state_home)).await.map_err(|e| e.to_string())?;
         let client = client_for(server.kubeconfig()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {
@@ -151,7 +187,16 @@ impl ControlPlane {
         );
         let tasks =
             vec![tokio::spawn(runner.run(stopped(stop_rx.clone()))), tokio::spawn(engine.run(stopped(stop_rx)))];
-        Ok(ControlPlane { server, client, enforced, cgroup_version: version, stop, tasks })
+        Ok(ControlPlane {
+            server,
+            client,
+            enforced,
+            cgroup_version: version,
+            stop,
+            tasks,
+            ownership: Some(owned),
+            scoped_state,
+        })
     }
 
     /// Stops the engine and the node (which stops its agents if so configured), then the
@@ -162,5 +207,34 @@ impl ControlPlane {
             let _ = t.await;
         }
         self.server.shutdown().await;
+        drop(self.ownership);
+        if let Some(dir) = self.scoped_state
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing the run's state");
+        }
     }
+}
+
+/// A new state directory for this run, `<home>/runs/<pid>`; those of runs that ended without
+/// removing theirs (killed) go first.
+fn scoped_state_dir(home: &std::path::Path) -> Result<PathBuf, String> {
+    let runs = home.join("runs");
+    if let Ok(entries) = std::fs::read_dir(&runs) {
+        for e in entries.flatten() {
+            let alive = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+                .and_then(rustix::process::Pid::from_raw)
+                .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+            if !alive {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = runs.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating the run's state directory {}: {e}", dir.display()))?;
+    Ok(dir)
 }

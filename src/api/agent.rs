@@ -234,6 +234,8 @@ pub enum TerminationReason {
     Signaled,
     #[serde(rename = "OOMKilled")]
     OomKilled,
+    /// It ended while no node watched it (the daemon was down): its exit status is lost.
+    Unknown,
 }
 
 /// Resource use, summed over replicas.
@@ -291,4 +293,8 @@ pub struct Instance {
     /// The command hash this replica was started with; a change restarts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// How it ended, for a replica that no longer runs and that its restart policy keeps
+    /// stopped (then it has no `pid`): a restarted node does not start it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination: Option<Termination>,
 }

@@ -166,6 +166,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => match client::block_on_multi_thread(run::run(&args)) {
             Ok(report) => {
                 let _ = write!(out, "{}", report.text);
+                // As a shell reports a process killed by the signal: 130 after SIGINT, 143 after SIGTERM.
+                if let Some(signal) = report.interrupted {
+                    return ExitCode::from(u8::try_from(128 + signal).unwrap_or(1));
+                }
                 return if report.succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE };
             }
             Err(e) => return fail(e),

@@ -1,6 +1,7 @@
 //! `a2a run -f FILE`: apply and follow in one foreground command. Uses the running `a2a
-//! serve` when there is one; otherwise runs an embedded control plane for the duration and
-//! stops the agents it started when done.
+//! serve` when there is one; otherwise runs an embedded control plane for the duration, with
+//! a store of its own (it starts only what its files declare), and stops the agents it
+//! started when done, interrupted (SIGINT, SIGTERM) or not.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
@@ -31,7 +32,8 @@ pub struct RunArgs {
     /// Give up (exit 1) after this long.
     #[arg(long, value_parser = super::delete::parse_duration)]
     pub timeout: Option<Duration>,
-    /// State directory of the embedded control plane [default: $A2A_HOME].
+    /// Home of the embedded control plane: agent logs go under it; its store lives in
+    /// DIR/runs/<pid> for this run only [default: $A2A_HOME].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Where cgroups are mounted (embedded control plane).
@@ -55,6 +57,8 @@ pub struct RunReport {
     /// The final table and (with `--output`) the outputs.
     pub text: String,
     pub succeeded: bool,
+    /// The signal (SIGINT, SIGTERM) that ended the run early: it exits 128 + its number.
+    pub interrupted: Option<i32>,
 }
 
 fn apply_params(docs: &mut [crate::api::manifest::Document], params: &[String]) -> Result<()> {
@@ -87,6 +91,8 @@ pub async fn run(args: &RunArgs) -> Result<RunReport> {
     if !docs.iter().any(|d| d.object.kind() == Kind::Workflow) {
         return Err(Error::Usage("these files hold no Workflow to run; use `a2a apply` for agents and budgets".into()));
     }
+    // Before anything starts: a signal from here on stops what this run started, gracefully.
+    let signals = super::serve::Signals::install().map_err(Error::Api)?;
     // A reachable daemon is used as is; otherwise an embedded control plane runs meanwhile.
     let (client, namespace, plane) = match args.connect.connect().await {
         Ok(conn) => (conn.client, conn.namespace, None),
@@ -98,13 +104,24 @@ pub async fn run(args: &RunArgs) -> Result<RunReport> {
             opts.allow_unenforced = args.allow_unenforced;
             opts.cgroup_top = args.cgroup_top.clone();
             opts.stop_agents_on_exit = true;
+            opts.scoped_state = true;
             let plane = ControlPlane::start(opts).await.map_err(Error::Api)?;
             eprintln!("a2a run: no daemon running; started an embedded control plane (state in {})", home.display());
             (plane.client.clone(), "default".to_owned(), Some(plane))
         }
         Err(e) => return Err(e),
     };
-    let result = apply_and_follow(args, &docs, &client, args.namespace.clone().unwrap_or(namespace)).await;
+    let ns = args.namespace.clone().unwrap_or(namespace);
+    let result = tokio::select! {
+        r = apply_and_follow(args, &docs, &client, ns) => r,
+        signal = signals.received() => {
+            let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+            if plane.is_some() {
+                eprintln!("a2a run: {name}: stopping the agents of this run");
+            }
+            Ok(RunReport { text: String::new(), succeeded: false, interrupted: Some(signal) })
+        }
+    };
     if let Some(plane) = plane {
         plane.stop().await;
     }
@@ -307,5 +324,5 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
             }
         }
     }
-    Ok(RunReport { text, succeeded })
+    Ok(RunReport { text, succeeded, interrupted: None })
 }

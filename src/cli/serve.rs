@@ -31,8 +31,9 @@ pub struct ServeArgs {
     /// The top cgroup directory a2a manages (one per daemon on a host).
     #[arg(long, value_name = "NAME", default_value = "a2a")]
     pub cgroup_top: String,
-    /// The first wait before restarting an agent replica that exited; it doubles on every
-    /// exit, up to 5m, and resets after 10m of running.
+    /// The wait before restarting an agent replica that crashed again right after a restart
+    /// (the first restart comes at once); it doubles on every further exit, up to 5m, and
+    /// resets after 10m of running.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = super::delete::parse_duration)]
     pub restart_backoff: std::time::Duration,
     /// The cap of each agent replica's log file; past it the file is renamed (`.1`, `.2`, …)
@@ -127,10 +128,15 @@ impl Signals {
         })
     }
 
-    pub async fn wait(mut self) {
+    pub async fn wait(self) {
+        self.received().await;
+    }
+
+    /// Waits for the first of them; returns its number (`libc::SIGTERM` or `libc::SIGINT`).
+    pub async fn received(mut self) -> i32 {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.int.recv() => libc::SIGINT,
         }
     }
 }

@@ -170,6 +170,72 @@ pub fn admit(budgets: &[Budget], candidates: &[Candidate], host_available: u64) 
     decision
 }
 
+/// A limit of a budget over its parent's (after resolving `%`): the kernel cannot enforce more
+/// than the parent's, and a v1 kernel refuses a CPU quota above the parent's outright, so the
+/// budget's cgroup gets the parent's (clamped), and the budget says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Clamp {
+    /// `memory`, `cpu` or `pids`.
+    pub resource: &'static str,
+    /// What the budget declares.
+    pub declared: u64,
+    /// The ancestor whose limit binds, and that limit (what the kernel enforces).
+    pub by: String,
+    pub enforced: u64,
+}
+
+impl Clamp {
+    /// `limits.cpu 2 is over budget "team"'s 1: 1 is enforced`.
+    pub fn message(&self) -> String {
+        use crate::api::quantity::{format_bytes, format_millicores};
+        let show = |v: u64| match self.resource {
+            "memory" => format_bytes(v),
+            "cpu" => format_millicores(v),
+            _ => v.to_string(),
+        };
+        format!(
+            "limits.{} {} is over budget {:?}'s {}: {} is enforced",
+            self.resource,
+            show(self.declared),
+            self.by,
+            show(self.enforced),
+            show(self.enforced)
+        )
+    }
+}
+
+/// What the kernel enforces for each budget whose chain is whole: its own limits, each
+/// clamped to the smallest limit of its ancestors, with the clamps made. Budgets with a
+/// missing parent or in a cycle get nothing (they have no cgroup; their agents wait with
+/// `BudgetNotFound`).
+pub fn enforced_limits(budgets: &[Budget]) -> BTreeMap<String, (Limits, Vec<Clamp>)> {
+    let by_name: HashMap<&str, &Budget> = budgets.iter().map(|b| (b.name.as_str(), b)).collect();
+    let mut out = BTreeMap::new();
+    for b in budgets {
+        let Ok(chain) = chain(&by_name, &b.name) else { continue };
+        let mut limits = b.limits;
+        let mut clamps = Vec::new();
+        {
+            let mut bind = |resource: &'static str, own: &mut Option<u64>, of: fn(&Limits) -> Option<u64>| {
+                // The tightest ancestor limit, and whose it is (the outermost on a tie).
+                let tightest =
+                    chain[1..].iter().rev().filter_map(|a| of(&a.limits).map(|l| (l, &a.name))).min_by_key(|(l, _)| *l);
+                if let (Some(declared), Some((limit, by))) = (*own, tightest)
+                    && declared > limit
+                {
+                    *own = Some(limit);
+                    clamps.push(Clamp { resource, declared, by: by.clone(), enforced: limit });
+                }
+            };
+            bind("memory", &mut limits.memory, |l| l.memory);
+            bind("cpu", &mut limits.cpu_millis, |l| l.cpu_millis);
+            bind("pids", &mut limits.pids, |l| l.pids);
+        }
+        out.insert(b.name.clone(), (limits, clamps));
+    }
+    out
+}
+
 /// The budget and its ancestors, innermost first; an error for a missing budget or a cycle.
 fn chain<'a>(by_name: &HashMap<&str, &'a Budget>, name: &str) -> Result<Vec<&'a Budget>, String> {
     let mut out: Vec<&Budget> = Vec::new();
@@ -407,6 +473,47 @@ mod tests {
                 message: "ResourceBudget \"team\" names parent \"gone\", which does not exist".into()
             }
         );
+    }
+
+    #[test]
+    fn a_child_budget_over_its_parent_is_clamped_to_the_tightest_ancestor() {
+        let lim = |memory: Option<u64>, cpu: Option<u64>, pids: Option<u64>| Limits { memory, cpu_millis: cpu, pids };
+        let b = |name: &str, parent: Option<&str>, limits: Limits| Budget {
+            name: name.into(),
+            parent: parent.map(Into::into),
+            limits,
+            reserve: None,
+        };
+        let budgets = [
+            b("host", None, lim(Some(8 * GI), Some(1200), None)),
+            b("team", Some("host"), lim(Some(GI), Some(2000), Some(100))),
+            b("squad", Some("team"), lim(Some(2 * GI), Some(1500), Some(50))),
+            b("free", Some("team"), lim(None, None, None)),
+            b("fits", Some("host"), lim(Some(GI), Some(500), None)),
+            b("orphan", Some("gone"), lim(Some(GI), None, None)),
+        ];
+        let e = enforced_limits(&budgets);
+        type Row<'a> = (&'a str, Limits, Vec<(&'a str, u64, &'a str, u64)>);
+        #[rustfmt::skip]
+        let table: Vec<Row> = vec![
+            ("host", lim(Some(8 * GI), Some(1200), None), vec![]),
+            // "2" cores over the host's "60%" of two: the host's 1200m is enforced.
+            ("team", lim(Some(GI), Some(1200), Some(100)), vec![("cpu", 2000, "host", 1200)]),
+            // Memory over its parent's; CPU over its grandparent's (its parent's is clamped too).
+            ("squad", lim(Some(GI), Some(1200), Some(50)), vec![("memory", 2 * GI, "team", GI), ("cpu", 1500, "host", 1200)]),
+            // No limit of its own: the kernel bounds it by its ancestors, nothing to clamp.
+            ("free", lim(None, None, None), vec![]),
+            ("fits", lim(Some(GI), Some(500), None), vec![]),
+        ];
+        for (name, limits, clamps) in table {
+            let (got, got_clamps) = &e[name];
+            assert_eq!(*got, limits, "{name}");
+            let got_clamps: Vec<(&str, u64, &str, u64)> =
+                got_clamps.iter().map(|c| (c.resource, c.declared, c.by.as_str(), c.enforced)).collect();
+            assert_eq!(got_clamps, clamps, "{name}");
+        }
+        assert!(!e.contains_key("orphan"), "a budget whose parent is gone gets no limits (and no cgroup)");
+        assert_eq!(e["team"].1[0].message(), "limits.cpu 2 is over budget \"host\"'s 1200m: 1200m is enforced");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod attempts;
 pub mod dispatch;
 pub mod engine;
 pub mod events;
+pub mod lifecycle;
 pub mod outputs;
 pub mod plan;
 pub mod stuck;

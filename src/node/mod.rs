@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod deletion;
 pub mod logs;
+pub mod ownership;
 pub mod process;
 pub mod supervisor;
 mod sys;

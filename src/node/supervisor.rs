@@ -27,14 +27,23 @@ use tokio::sync::mpsc;
 use super::cgroup::{CgroupDriver, CgroupLimits, CgroupPath, Layout};
 use super::logs::{self, LogLimits, RelaySpec};
 use super::process::{self, AgentProcess, ExitInfo, ProcessSpec};
-use crate::api::agent::{AgentPhase, AgentStatus, CardSummary, Instance, Protocol, RestartPolicy, Termination, Usage};
+use crate::api::agent::{
+    AgentPhase, AgentStatus, CardSummary, Instance, Protocol, RestartPolicy, Termination, TerminationReason, Usage,
+};
 use crate::api::budget::{AlertResource, ResourceBudgetStatus};
 use crate::api::common::{ConditionStatus, Time, find_condition, set_condition};
 use crate::api::quantity::{format_bytes, format_millicores};
 use crate::api::{Agent, Condition, DEFAULT_BUDGET, ResourceBudget};
 use crate::controller::admission::{self, Amounts, Candidate, Verdict};
+use crate::controller::lifecycle::{self, Outcome, Restart};
 
-/// Backoff between restarts of a replica: 1s doubling to 5m, reset after 10m of running.
+mod budgets;
+mod ending;
+use budgets::set_limits_clamped;
+use ending::{backoff, outcome_of, remove_in_background};
+
+/// Backoff between restarts of a replica that keeps crashing: the first restart at once, then
+/// `restart_backoff` doubling to 5m, reset after 10m of running (see [`lifecycle`]).
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
 const RESTART_RESET_AFTER: Duration = Duration::from_secs(600);
 /// The cgroup, inside a budget with `backgroundCpu`, that caps its background agents
@@ -76,8 +85,9 @@ pub struct NodeConfig {
     /// Stop every replica when the node shuts down (`a2a run`); `a2a serve` leaves them
     /// running for the next daemon to adopt.
     pub stop_on_shutdown: bool,
-    /// The first wait before restarting a replica that exited; it doubles on every exit
-    /// (at most 5m) and resets after 10m of running. Default 1s.
+    /// The wait before restarting a replica that exited again right after a restart (the
+    /// first restart comes at once); it doubles on every further exit (at most 5m) and resets
+    /// after 10m of running. Default 1s.
     pub restart_backoff: Duration,
     /// Each replica's log files: their cap and number (default 16 MiB × 3), kept by a log
     /// relay per replica (see [`super::logs`]).
@@ -239,7 +249,11 @@ struct Replica {
     restarts: u32,
     /// When it may start again after an exit.
     next_start: Option<Instant>,
-    backoff: Duration,
+    /// Restarts in a row without a healthy run between them (the backoff grows with them).
+    crashes: u32,
+    /// Set when it ended and its restart policy keeps it stopped: listed in status as ended,
+    /// so that a restarted node does not start it again.
+    ended: Option<Termination>,
     oom_before: u64,
     cpu: Option<(Instant, u64)>,
     cpu_millis: u64,
@@ -283,6 +297,8 @@ pub struct Node {
     stdio_runs: std::sync::Mutex<HashSet<CgroupPath>>,
     /// Bounds the replica starts in flight (see `START_CONCURRENCY`).
     start_slots: Arc<tokio::sync::Semaphore>,
+    /// Set when a node that stops its agents is stopping: no new process or cgroup is made.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// What the loop owns.
@@ -298,6 +314,8 @@ struct World {
     all_dirty: bool,
     /// Limits last written to each budget cgroup (and its background cgroup).
     budget_limits: HashMap<CgroupPath, CgroupLimits>,
+    /// Per budget, its limits over its parent's that the kernel enforces at the parent's.
+    clamps: BTreeMap<String, Vec<admission::Clamp>>,
     /// The cgroup each budget got, to remove it when the budget goes (or moves).
     budget_paths: BTreeMap<String, CgroupPath>,
     /// Budget cgroups to remove once no process is left in them.
@@ -395,6 +413,7 @@ impl Node {
             writes: StatusQueue::default(),
             stdio_runs: std::sync::Mutex::default(),
             start_slots: Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY)),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         (node.clone(), NodeRunner { node, rx })
     }
@@ -407,23 +426,25 @@ impl Node {
         &self.config
     }
 
-    /// The budget chain of `budget`, outermost first (`["host", "team"]`).
-    fn chain(budgets: &BTreeMap<String, ResourceBudget>, budget: &str) -> Vec<String> {
+    /// The budget chain of `budget`, outermost first (`["host", "team"]`); `None` when a
+    /// budget of it is missing or the parents form a cycle: such a budget gets no cgroup (a
+    /// cgroup made for it would recreate its deleted parent's, which nothing would remove).
+    fn chain(budgets: &BTreeMap<String, ResourceBudget>, budget: &str) -> Option<Vec<String>> {
         let mut chain = vec![budget.to_owned()];
-        let mut cur = budgets.get(budget).and_then(|b| b.spec.parent.clone());
+        let mut cur = budgets.get(budget)?.spec.parent.clone();
         while let Some(p) = cur {
             if chain.contains(&p) {
-                break;
+                return None;
             }
             chain.push(p.clone());
-            cur = budgets.get(&p).and_then(|b| b.spec.parent.clone());
+            cur = budgets.get(&p)?.spec.parent.clone();
         }
         chain.reverse();
-        chain
+        Some(chain)
     }
 
     fn budget_cgroup(&self, budgets: &BTreeMap<String, ResourceBudget>, budget: &str) -> Option<CgroupPath> {
-        let chain = Self::chain(budgets, budget);
+        let chain = Self::chain(budgets, budget)?;
         let refs: Vec<&str> = chain.iter().map(String::as_str).collect();
         self.config.layout.budget(&refs).ok()
     }
@@ -436,7 +457,7 @@ impl Node {
         replica: u32,
     ) -> Option<CgroupPath> {
         let (ns, name) = key_of(agent);
-        let mut chain = Self::chain(budgets, agent.spec.budget());
+        let mut chain = Self::chain(budgets, agent.spec.budget())?;
         // Background agents share the budget's `backgroundCpu` through one more cgroup level.
         let capped = budgets.get(agent.spec.budget()).is_some_and(|b| b.spec.background_cpu.is_some());
         if capped && agent.spec.priority() == crate::api::Priority::Background {
@@ -558,6 +579,7 @@ impl NodeRunner {
             starts: Vec::new(),
             starting: HashMap::new(),
             budget_limits: HashMap::new(),
+            clamps: BTreeMap::new(),
             budget_paths: BTreeMap::new(),
             doomed: BTreeSet::new(),
             budgets_dirty: true,
@@ -604,11 +626,7 @@ impl NodeRunner {
             abort.abort();
         }
         if node.config.stop_on_shutdown {
-            world.stop_all(&node).await;
-            // Nothing of ours runs any more: leave no cgroups behind either.
-            if let Err(e) = node.driver.remove(&node.config.layout.top(), Duration::from_secs(5)) {
-                tracing::warn!(error = %e, "removing the a2a cgroup tree");
-            }
+            world.stop_everything(&node, &mut self.rx).await;
         }
     }
 }
@@ -879,17 +897,24 @@ impl World {
         r.oom_before = oom_after;
         r.process = None;
         r.ready = false;
-        // Backoff: doubles, capped; reset when it had run for a long while.
-        let initial = node.config.restart_backoff.clamp(Duration::from_millis(10), RESTART_BACKOFF_MAX);
-        r.backoff = if r.started.elapsed() > RESTART_RESET_AFTER {
-            initial
-        } else {
-            (r.backoff * 2).clamp(initial, RESTART_BACKOFF_MAX)
-        };
-        let next_start = Instant::now() + r.backoff;
-        r.next_start = Some(next_start);
+        let outcome = if info.code == Some(0) { Outcome::Succeeded } else { Outcome::Failed };
+        let policy = self.agents.get(key).map_or(RestartPolicy::Always, |a| a.spec.restart_policy());
+        let (restart, crashes) = lifecycle::after_exit(policy, outcome, r.started.elapsed(), r.crashes, &backoff(node));
+        r.crashes = crashes;
+        match restart {
+            Restart::After(wait) => {
+                let next_start = Instant::now() + wait;
+                r.next_start = Some(next_start);
+                self.deadlines.at(key, next_start);
+            }
+            Restart::Never => {
+                r.next_start = None;
+                r.ended = Some(termination.clone());
+                // What the agent forked goes with it, and so does its cgroup.
+                remove_in_background(node, r.cgroup.clone());
+            }
+        }
         rt.last_termination = Some(termination);
-        self.deadlines.at(key, next_start);
     }
 
     /// One pass: admission over every agent (a plain function, cheap), budget cgroups when
@@ -940,7 +965,7 @@ impl World {
         let decision = admission::admit(&budgets, &candidates, available);
         let budgets_changed = self.budgets_dirty || self.all_dirty;
         if budgets_changed {
-            self.ensure_budget_cgroups(node);
+            self.ensure_budget_cgroups(node, &budgets);
         }
 
         let keys: BTreeSet<Key> = if std::mem::take(&mut self.all_dirty) {
@@ -969,48 +994,6 @@ impl World {
             self.write_budgets(node, &decision);
             self.last_decision = Some(decision);
         }
-    }
-
-    /// Budget cgroups, outermost first so parents exist before children; limits are written
-    /// only when they changed. A budget that is gone (or moved under another parent) leaves
-    /// its old cgroup to [`World::remove_doomed`].
-    fn ensure_budget_cgroups(&mut self, node: &Node) {
-        let mut names: Vec<&String> = self.budgets.keys().collect();
-        names.sort_by_key(|n| Node::chain(&self.budgets, n).len());
-        let mut paths = BTreeMap::new();
-        for name in names {
-            let Some(path) = node.budget_cgroup(&self.budgets, name) else { continue };
-            paths.insert(name.clone(), path.clone());
-            let limits = CgroupLimits::for_budget(&self.budgets[name].spec.limits, node.host_cores);
-            let mut wanted = vec![(path.clone(), limits)];
-            if let Some(bg) = &self.budgets[name].spec.background_cpu
-                && let Ok(bg_path) = path.child(BACKGROUND_CGROUP)
-            {
-                let cap = CgroupLimits {
-                    cpu_quota: Some(super::cgroup::CpuQuota::from_millicores(bg.value().millicores(node.host_cores))),
-                    ..Default::default()
-                };
-                wanted.push((bg_path, cap));
-            }
-            for (p, l) in wanted {
-                if self.budget_limits.get(&p) == Some(&l) && node.driver.exists(&p) {
-                    continue;
-                }
-                match node.driver.ensure(&p, &l) {
-                    Ok(()) => {
-                        self.budget_limits.insert(p, l);
-                    }
-                    Err(e) => tracing::warn!(budget = %name, cgroup = %p, error = %e, "budget cgroup"),
-                }
-            }
-        }
-        for (name, old) in std::mem::replace(&mut self.budget_paths, paths.clone()) {
-            if paths.get(&name) != Some(&old) {
-                self.doomed.insert(old);
-            }
-        }
-        // A cgroup that is (or holds) a live budget's stays.
-        self.doomed.retain(|d| !paths.values().any(|p| p.ancestors_and_self().any(|a| a == *d)));
     }
 
     /// Hands the starts the pass decided to blocking threads, `START_CONCURRENCY` at a time,
@@ -1201,7 +1184,7 @@ impl World {
             rt.restarts_base = status.restarts;
             rt.last_termination = status.last_termination.clone();
             rt.card = status.card.clone();
-            adopt(node, k, rt, &status.instances);
+            adopt(node, k, rt, &status.instances, agent.spec.restart_policy());
         }
         if let Some(url) = &agent.spec.url {
             if !rt.url_probing && rt.url_next_probe.is_none_or(|t| t <= Instant::now()) {
@@ -1233,7 +1216,7 @@ impl World {
         let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
         let policy = agent.spec.restart_policy();
         // A command change restarts one replica at a time, when all others are ready.
-        let all_ready = rt.replicas.values().all(|r| r.ready);
+        let all_ready = rt.replicas.values().filter(|r| r.ended.is_none()).all(|r| r.ready);
         let mut rolled = false;
         // Whether this pass decided a start for the agent (its status then waits, see below).
         let mut start_decided = false;
@@ -1262,14 +1245,10 @@ impl World {
                     continue;
                 }
             }
-            let last_exit_ok = rt.last_termination.as_ref().is_some_and(|t| t.exit_code == Some(0));
-            let may_restart = match (rt.replicas.get(&i), policy) {
-                (None, _) => true,
-                (Some(_), RestartPolicy::Always) => true,
-                (Some(_), RestartPolicy::OnFailure) => !last_exit_ok,
-                (Some(_), RestartPolicy::Never) => false,
-            };
-            if !may_restart {
+            // An ended replica stays stopped unless its policy was edited to restart it.
+            if let Some(t) = rt.replicas.get(&i).and_then(|r| r.ended.as_ref())
+                && !lifecycle::starts_again(policy, outcome_of(t))
+            {
                 continue;
             }
             if let Some(t) = rt.replicas.get(&i).and_then(|r| r.next_start).filter(|t| *t > Instant::now()) {
@@ -1287,7 +1266,7 @@ impl World {
                 previous: rt.replicas.get(&i).map(|r| Previous {
                     port: r.port,
                     restarts: r.restarts,
-                    backoff: r.backoff,
+                    crashes: r.crashes,
                 }),
             });
         }
@@ -1364,6 +1343,7 @@ impl World {
                     },
                 ),
             );
+            set_limits_clamped(node, b, &mut status, self.clamps.get(name).map(Vec::as_slice).unwrap_or_default());
             let mut firing = Vec::new();
             for alert in &b.spec.alerts {
                 let (what, used_v, limit) = match alert.resource {
@@ -1408,20 +1388,22 @@ impl World {
             node.writes.push(WriteTarget::Budget(name.clone()), StatusBody::Budget(Box::new(status)));
         }
     }
-
-    async fn stop_all(&mut self, node: &Node) {
-        for rt in self.runtime.values_mut() {
-            stop_replicas(node, rt, |_| true).await;
-        }
-    }
 }
 
-/// Re-adopts replicas listed in status whose process still runs in its cgroup.
-fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
+/// Takes over the replicas listed in status: re-adopts those whose process still runs in its
+/// cgroup; keeps those listed as ended stopped (unless the policy now restarts them); and
+/// treats one whose process is gone as ended with its exit status lost — started again at once
+/// unless its policy is `Never` (see [`lifecycle`]).
+fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance], policy: RestartPolicy) {
     for inst in instances {
-        let (Some(pid), Some(cgroup), Some(port)) = (inst.pid, inst.cgroup.as_deref(), inst.port) else { continue };
+        let (Some(cgroup), Some(port)) = (inst.cgroup.as_deref(), inst.port) else { continue };
         let Ok(path) = CgroupPath::parse(cgroup) else { continue };
-        let Ok(pid) = u32::try_from(pid) else { continue };
+        let Some(pid) = inst.pid.and_then(|p| u32::try_from(p).ok()) else {
+            if let Some(t) = &inst.termination {
+                rt.replicas.insert(inst.replica, Replica::gone(path, port, inst, Some(t.clone())));
+            }
+            continue;
+        };
         match AgentProcess::adopt(node.driver.as_ref(), &path, pid, inst.pid_start_time) {
             Ok(p) => {
                 tracing::info!(agent = %k.1, replica = inst.replica, pid, "re-adopted a running replica");
@@ -1444,8 +1426,8 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
                         spec_hash: inst.spec_hash.clone().unwrap_or_default(),
                         restarts: inst.restarts,
                         next_start: None,
-                        // The first exit waits `restart_backoff`; later ones double it.
-                        backoff: Duration::ZERO,
+                        crashes: 0,
+                        ended: None,
                         oom_before,
                         cpu: None,
                         cpu_millis: 0,
@@ -1457,7 +1439,19 @@ fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[Instance]) {
                 );
             }
             Err(e) => {
-                tracing::info!(agent = %k.1, replica = inst.replica, pid, error = %e, "not re-adopted; starting anew")
+                let lost =
+                    Termination { reason: TerminationReason::Unknown, exit_code: None, signal: None, at: Time::now() };
+                let restart = lifecycle::starts_again(policy, Outcome::Unknown);
+                tracing::info!(
+                    agent = %k.1, replica = inst.replica, pid, error = %e, restart,
+                    "its process ended while no node watched it"
+                );
+                // Whatever is left in its cgroup goes (a start makes the cgroup anew anyway).
+                if !restart {
+                    remove_in_background(node, path.clone());
+                }
+                rt.replicas.insert(inst.replica, Replica::gone(path, port, inst, (!restart).then(|| lost.clone())));
+                rt.last_termination = Some(lost);
             }
         }
     }
@@ -1488,7 +1482,7 @@ fn stop_cgroup(driver: &dyn CgroupDriver, path: &CgroupPath, grace: Duration) {
 struct Previous {
     port: u16,
     restarts: u32,
-    backoff: Duration,
+    crashes: u32,
 }
 
 /// One replica to start, decided by a pass and run with the others of the pass.
@@ -1514,16 +1508,32 @@ fn start_replica(
 ) -> Result<Replica, String> {
     let StartJob { agent, replica: i, limits, hash, previous, .. } = job;
     let (i, previous) = (*i, *previous);
-    let cgroup = node.replica_cgroup(budgets, agent, i).ok_or("no valid cgroup path for this agent")?;
-    // A fresh cgroup per start (create remakes a leftover empty one), so counters start at zero.
-    match node.driver.create(&cgroup, limits) {
-        // Leftovers of the previous run (children the agent forked): kill them, start clean.
-        Err(super::cgroup::Error::InUse { .. }) => {
-            node.driver.remove(&cgroup, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-            node.driver.create(&cgroup, limits).map_err(|e| e.to_string())?;
-        }
-        other => other.map_err(|e| e.to_string())?,
+    if node.closing.load(std::sync::atomic::Ordering::Acquire) {
+        return Err("the control plane is stopping".into());
     }
+    let cgroup = node.replica_cgroup(budgets, agent, i).ok_or("no valid cgroup path for this agent")?;
+    // A restart reuses its cgroup when nothing is left in it: remaking it costs an rmdir and a
+    // mkdir in every hierarchy (five on v1) on the way of a crashed agent back to running. Its
+    // OOM count carries over, as the new baseline; usage is sampled as differences anyway.
+    let empty = |c: &CgroupPath| {
+        node.driver.pids(c).is_ok_and(|p| p.is_empty()) && node.driver.children(c).is_ok_and(|c| c.is_empty())
+    };
+    let reused = previous.is_some()
+        && node.driver.exists(&cgroup)
+        && empty(&cgroup)
+        && node.driver.update(&cgroup, limits).is_ok();
+    // Otherwise a fresh cgroup (create remakes a leftover empty one), so counters start at zero.
+    if !reused {
+        match node.driver.create(&cgroup, limits) {
+            // Leftovers of the previous run (children the agent forked): kill them, start clean.
+            Err(super::cgroup::Error::InUse { .. }) => {
+                node.driver.remove(&cgroup, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+                node.driver.create(&cgroup, limits).map_err(|e| e.to_string())?;
+            }
+            other => other.map_err(|e| e.to_string())?,
+        }
+    }
+    let oom_before = if reused { node.driver.stats(&cgroup).map_or(0, |s| s.oom_kills) } else { 0 };
     let spec = node.process_spec(agent, i, port)?;
     let p = process::spawn(node.driver.as_ref(), &cgroup, &spec).map_err(|e| e.to_string())?;
     tracing::info!(agent = %agent.name_any(), replica = i, pid = p.pid(), port, "started agent replica");
@@ -1541,8 +1551,9 @@ fn start_replica(
         spec_hash: hash.to_owned(),
         restarts: previous.as_ref().map_or(0, |r| r.restarts + 1),
         next_start: None,
-        backoff: previous.as_ref().map_or(Duration::ZERO, |r| r.backoff),
-        oom_before: 0,
+        crashes: previous.as_ref().map_or(0, |r| r.crashes),
+        ended: None,
+        oom_before,
         cpu: None,
         cpu_millis: 0,
         throttled: 0,
@@ -1603,20 +1614,25 @@ fn agent_status(
     status.last_termination = rt.last_termination.clone();
     status.card = rt.card.clone();
     status.endpoints = running.iter().filter(|r| r.ready).map(|r| format!("http://127.0.0.1:{}/", r.port)).collect();
+    // Running replicas, and those that ended for good (so that a restarted node keeps them so).
     status.instances = rt
         .replicas
         .iter()
-        .filter(|(_, r)| r.process.is_some())
-        .map(|(i, r)| Instance {
-            replica: *i,
-            pid: i32::try_from(r.pid).ok(),
-            pid_start_time: r.start_time,
-            cgroup: Some(r.cgroup.to_string()),
-            port: Some(r.port),
-            started_at: Some(r.started_at),
-            restarts: r.restarts,
-            ready: r.ready,
-            spec_hash: Some(r.spec_hash.clone()),
+        .filter(|(_, r)| r.process.is_some() || r.ended.is_some())
+        .map(|(i, r)| {
+            let running = r.process.is_some();
+            Instance {
+                replica: *i,
+                pid: running.then(|| i32::try_from(r.pid).ok()).flatten(),
+                pid_start_time: if running { r.start_time } else { None },
+                cgroup: Some(r.cgroup.to_string()),
+                port: Some(r.port),
+                started_at: Some(r.started_at),
+                restarts: r.restarts,
+                ready: r.ready,
+                spec_hash: Some(r.spec_hash.clone()),
+                termination: if running { None } else { r.ended.clone() },
+            }
         })
         .collect();
     let mem: u64 = running.iter().map(|r| r.memory).sum();
@@ -1731,6 +1747,10 @@ fn write_agent(node: &Node, agent: &Agent, rt: &mut AgentRuntime, status: AgentS
             crate::api::agent::TerminationReason::Exited => {
                 ("Exited", format!("a replica exited with code {}", t.exit_code.map_or("?".into(), |c| c.to_string())))
             }
+            crate::api::agent::TerminationReason::Unknown => (
+                "ExitUnknown",
+                "a replica's process ended while no node watched it; its exit status is lost".to_owned(),
+            ),
         };
         record_event(node, agent, reason, &note);
     }
@@ -1743,7 +1763,7 @@ fn record_event<K: Resource<DynamicType = ()>>(node: &Node, obj: &K, reason: &st
     use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
     let ns = obj.meta().namespace.clone().unwrap_or_else(|| "default".into());
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-    let warning = matches!(reason, "OOMKilled" | "Signaled" | "AlertFiring" | "StartFailed");
+    let warning = matches!(reason, "OOMKilled" | "Signaled" | "AlertFiring" | "StartFailed" | "LimitsClamped");
     let event = Event {
         metadata: kube::api::ObjectMeta {
             generate_name: Some(format!("{}.", obj.meta().name.clone().unwrap_or_default())),
@@ -1815,15 +1835,22 @@ impl crate::controller::engine::StdioRunner for StdioTasks {
             let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
             tokio::task::spawn_blocking(move || {
                 let track = |add: bool| {
-                    if let Ok(mut runs) = node.stdio_runs.lock() {
-                        if add {
-                            runs.insert(cgroup.clone())
-                        } else {
-                            runs.remove(&cgroup)
-                        };
+                    let mut runs = node.stdio_runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // Checked under the lock `stop_stdio_runs` takes: a run either is seen there
+                    // or never starts.
+                    if add && node.closing.load(std::sync::atomic::Ordering::Acquire) {
+                        return false;
                     }
+                    if add {
+                        runs.insert(cgroup.clone())
+                    } else {
+                        runs.remove(&cgroup)
+                    };
+                    true
                 };
-                track(true);
+                if !track(true) {
+                    return Err("the control plane is stopping".to_owned());
+                }
                 let result = node
                     .driver
                     .create(&cgroup, &limits)

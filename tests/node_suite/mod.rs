@@ -65,6 +65,7 @@ const TESTS: &[Test] = &[
         spawn_errors_name_the_program_and_leave_nothing_running,
     ),
     ("limits_are_updated_in_place", limits_are_updated_in_place),
+    ("the_top_records_its_owner_and_refuses_another_home", the_top_records_its_owner_and_refuses_another_home),
 ];
 
 /// Runs every test whose name contains one of `filters` (all when empty); returns
@@ -525,4 +526,35 @@ fn spawn_errors_name_the_program_and_leave_nothing_running(ctx: &Ctx) {
     let e = spawn(ctx.driver.as_ref(), &absent, &spec).unwrap_err();
     assert_eq!(e.metric_label(), "not_found", "{e}");
     assert!(e.to_string().contains("default.absent.0"), "{e}");
+}
+
+fn the_top_records_its_owner_and_refuses_another_home(ctx: &Ctx) {
+    use a2a::node::ownership::{Kind, Owner, claim, read_record};
+    let top = ctx.layout.top();
+    let me = |home: &str, kind| Owner { home: PathBuf::from(home), kind, pid: std::process::id() };
+    let first = claim(ctx.driver.as_ref(), &top, me("/srv/a", Kind::Serve)).expect("an empty top is taken");
+    assert!(first.is_held());
+    let dir = ctx.driver.record_dir(&top).expect("a directory for the record");
+    assert_eq!(read_record(&dir), Some(me("/srv/a", Kind::Serve)), "the record is on the top");
+    // While the owner holds the lock, nobody takes the top, not even its own home.
+    for (home, kind) in [("/srv/b", Kind::Serve), ("/srv/a", Kind::Serve), ("/srv/a", Kind::Run)] {
+        let e = claim(ctx.driver.as_ref(), &top, me(home, kind)).expect_err("held").to_string();
+        assert!(e.contains("belongs to a2a serve with home /srv/a") && e.contains("running);"), "{e}");
+    }
+    let budget = ctx.layout.budget(&["host"]).expect("path");
+    ctx.driver.ensure(&budget, &CgroupLimits::default()).expect("budget cgroup");
+    drop(first);
+    // Down, it still owns the top: another home is refused, its own home takes over.
+    let e = claim(ctx.driver.as_ref(), &top, me("/srv/b", Kind::Serve)).expect_err("owned").to_string();
+    assert!(e.contains("(pid") && e.contains("not running); pass --cgroup-top a2a-"), "{e}");
+    let e = claim(ctx.driver.as_ref(), &top, me("/srv/a", Kind::Run)).expect_err("the daemon's").to_string();
+    assert!(e.contains("kept for it to re-adopt"), "{e}");
+    let again = claim(ctx.driver.as_ref(), &top, me("/srv/a", Kind::Serve)).expect("the same home takes over");
+    drop(again);
+    // A top with cgroups and no record is nobody's to take.
+    for xattr in ["user.a2a.owner", "trusted.a2a.owner"] {
+        let _ = rustix::fs::removexattr(&dir, xattr);
+    }
+    let e = claim(ctx.driver.as_ref(), &top, me("/srv/a", Kind::Serve)).expect_err("unrecorded").to_string();
+    assert!(e.contains("holds cgroups that no a2a control plane recorded"), "{e}");
 }

@@ -354,6 +354,13 @@ pub trait CgroupDriver: Send + Sync + fmt::Debug {
     /// Kills what remains, waits until the cgroup is empty (up to `timeout`) and removes it
     /// and its descendants. A missing cgroup is not an error.
     fn remove(&self, path: &CgroupPath, timeout: Duration) -> Result<()>;
+
+    /// The one directory that stands for the cgroup (v2: its directory; v1: the memory
+    /// hierarchy's), where a2a keeps the owner record and lock of its top (see
+    /// [`crate::node::ownership`]). `None` without cgroups.
+    fn record_dir(&self, _path: &CgroupPath) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Inspects `root` and returns the driver for what is mounted there: v2 when `root` is a

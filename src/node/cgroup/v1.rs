@@ -292,6 +292,10 @@ impl CgroupDriver for CgroupV1 {
         result
     }
 
+    fn record_dir(&self, path: &CgroupPath) -> Option<PathBuf> {
+        Some(path.under(&self.memory))
+    }
+
     fn remove(&self, path: &CgroupPath, timeout: Duration) -> Result<()> {
         if !self.dirs(path).iter().any(|d| d.exists()) {
             return Ok(());

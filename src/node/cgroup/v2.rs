@@ -195,6 +195,10 @@ impl CgroupDriver for CgroupV2 {
         result
     }
 
+    fn record_dir(&self, path: &CgroupPath) -> Option<PathBuf> {
+        Some(self.dir(path))
+    }
+
     fn remove(&self, path: &CgroupPath, timeout: Duration) -> Result<()> {
         let d = self.dir(path);
         if !d.is_dir() {

@@ -1,0 +1,145 @@
+//! Agent replica lifecycle under `a2a serve` on the real kernel: a crashed agent restarts at
+//! once and backs off only when it keeps crashing; `restartPolicy` holds across a SIGKILL and
+//! restart of the daemon.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use a2a::api::Agent;
+use a2a::api::agent::{AgentPhase, TerminationReason};
+use kube::Api;
+
+use common::node::{Daemon, Scratch, apply, tear_down};
+
+async fn wait_agent(client: &kube::Client, name: &str, within: Duration, ok: impl Fn(&Agent) -> bool) -> Agent {
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(a)) = api.get_opt(name).await
+            && ok(&a)
+        {
+            return a;
+        }
+        if Instant::now() > deadline {
+            let a = api.get_opt(name).await.ok().flatten();
+            panic!("agent {name} never reached the expected state in {within:?}: {:#?}", a.and_then(|a| a.status));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn phase(a: &Agent) -> Option<AgentPhase> {
+    a.status.as_ref().and_then(|s| s.phase)
+}
+
+fn pids(a: &Agent) -> Vec<i32> {
+    a.status.as_ref().map(|s| s.instances.iter().filter_map(|i| i.pid).collect()).unwrap_or_default()
+}
+
+/// The start times (ns since the epoch) an agent wrote to `file`, one line per start.
+fn starts(file: &Path) -> Vec<u128> {
+    std::fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// An agent that appends its start time to `<home>/<name>.starts`, then runs `then`.
+fn agent(home: &Path, name: &str, policy: &str, then: &str) -> String {
+    format!(
+        "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: {name} }}\nspec:\n  command: [sh, -c, \"date +%s%N >> {}/{name}.starts; {then}\"]\n  restartPolicy: {policy}\n---\n",
+        home.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_agent_restarts_at_once_and_its_backoff_grows_on_repeats() {
+    let scratch = Scratch::new("crash");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &["--restart-backoff", "400ms"]);
+    let client = daemon.client().await;
+    apply(home, &agent(home, "crasher", "Always", "exit 1"));
+    let file = home.join("crasher.starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while starts(&file).len() < 5 {
+        assert!(Instant::now() < deadline, "five starts within 30 s: {:?}", starts(&file));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = starts(&file);
+    let gaps: Vec<u128> = t.windows(2).map(|w| (w[1] - w[0]) / 1_000_000).collect();
+    // The first restart comes at once; then 400 ms, 800 ms, 1600 ms (each start also takes a
+    // few ms): every wait is longer than the one before.
+    assert!(gaps[0] < gaps[1], "the first restart waits less than the second: {gaps:?} ms");
+    assert!(gaps[1] >= 400 && gaps[1] < gaps[2] && gaps[2] < gaps[3], "the backoff grows: {gaps:?} ms");
+    let a =
+        wait_agent(&client, "crasher", Duration::from_secs(10), |a| a.status.as_ref().is_some_and(|s| s.restarts >= 4))
+            .await;
+    let last = a.status.and_then(|s| s.last_termination).expect("last termination");
+    assert_eq!((last.reason, last.exit_code), (TerminationReason::Exited, Some(1)));
+    tear_down(daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policies_hold_across_a_killed_and_restarted_daemon() {
+    let scratch = Scratch::new("policy");
+    let (home, top) = (scratch.home(), scratch.top());
+    let mut daemon = Daemon::start(home, top, &[]);
+    let client = daemon.client().await;
+    apply(
+        home,
+        &[
+            agent(home, "never-failed", "Never", "exit 3"),
+            agent(home, "onfailure-succeeded", "OnFailure", "exit 0"),
+            agent(home, "never-killed", "Never", "exec sleep 1000"),
+            agent(home, "onfailure-killed", "OnFailure", "exec sleep 1000"),
+        ]
+        .concat(),
+    );
+    let stopped = |a: &Agent| phase(a) == Some(AgentPhase::Stopped);
+    for n in ["never-failed", "onfailure-succeeded"] {
+        let a = wait_agent(&client, n, Duration::from_secs(30), stopped).await;
+        let inst = &a.status.as_ref().expect("status").instances;
+        assert!(
+            inst.len() == 1 && inst[0].pid.is_none() && inst[0].termination.is_some(),
+            "{n}: listed as ended: {inst:?}"
+        );
+    }
+    let mut killed = Vec::new();
+    for n in ["never-killed", "onfailure-killed"] {
+        // It serves no agent card: it stays Starting, with its process running.
+        let a = wait_agent(&client, n, Duration::from_secs(30), |a| !pids(a).is_empty()).await;
+        killed.extend(pids(&a));
+    }
+    assert_eq!(killed.len(), 2);
+    daemon.kill9();
+    // While no daemon runs, two agents' processes end: their exit status is lost.
+    for pid in &killed {
+        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    let count = |n: &str| starts(&home.join(format!("{n}.starts"))).len();
+    let before: Vec<usize> =
+        ["never-failed", "onfailure-succeeded", "never-killed", "onfailure-killed"].map(count).to_vec();
+    assert_eq!(before, [1, 1, 1, 1]);
+
+    let daemon = Daemon::start(home, top, &[]);
+    let client = daemon.client().await;
+    // OnFailure counts a lost exit status as a failure: started again, at once.
+    let again = wait_agent(&client, "onfailure-killed", Duration::from_secs(20), |a| {
+        !pids(a).is_empty() && pids(a) != [killed[1]]
+    })
+    .await;
+    assert_eq!(again.status.as_ref().map(|s| s.restarts), Some(1));
+    // Never keeps it stopped, and says why.
+    let never = wait_agent(&client, "never-killed", Duration::from_secs(10), stopped).await;
+    let t = never.status.as_ref().and_then(|s| s.last_termination.clone()).expect("termination");
+    assert_eq!(t.reason, TerminationReason::Unknown);
+    // The node has taken over every agent; give it time to (wrongly) start the ended ones.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in ["never-failed", "onfailure-succeeded", "never-killed"] {
+        assert_eq!(count(n), 1, "{n} was not started again");
+        let a = wait_agent(&client, n, Duration::from_secs(5), |_| true).await;
+        assert_eq!(phase(&a), Some(AgentPhase::Stopped), "{n}");
+        assert!(pids(&a).is_empty(), "{n}");
+    }
+    assert_eq!(count("onfailure-killed"), 2);
+    tear_down(daemon).await;
+}
