@@ -33,6 +33,8 @@ pub struct LocalOptions {
     pub controllers: bool,
     /// The first wait before restarting an agent replica that exited (doubles per exit).
     pub restart_backoff: std::time::Duration,
+    /// The API server's cap on connections and its timeouts.
+    pub connections: crate::apiserver::conn::ConnectionLimits,
 }
 
 impl LocalOptions {
@@ -47,6 +49,7 @@ impl LocalOptions {
             a2a_exe: None,
             controllers: true,
             restart_backoff: std::time::Duration::from_secs(1),
+            connections: crate::apiserver::conn::ConnectionLimits::default(),
         }
     }
 }
@@ -106,13 +109,13 @@ impl ControlPlane {
         crate::node::limit_malloc_arenas();
         if !opts.controllers {
             let server =
-                Server::start(ServerConfig::new(&opts.home).port(opts.port)).await.map_err(|e| e.to_string())?;
+                Server::start(ServerConfig::new(&opts.home).port(opts.port).connections(opts.connections.clone())).await.map_err(|e| e.to_string())?;
             let client = client_for(server.kubeconfig()).await?;
             let (stop, _) = watch::channel(false);
             return Ok(ControlPlane { server, client, enforced: false, cgroup_version: None, stop, tasks: Vec::new() });
         }
         let (driver, enforced) = cgroup_driver(&opts)?;
-        let server = Server::start(ServerConfig::new(&opts.home).port(opts.port)).await.map_err(|e| e.to_string())?;
+        let server = Server::start(ServerConfig::new(&opts.home).port(opts.port).connections(opts.connections.clone())).await.map_err(|e| e.to_string())?;
         let client = client_for(server.kubeconfig()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {

@@ -14,9 +14,12 @@
 //!
 //! Files under the home directory (all 0600, directories 0700): `kubeconfig`, `token`,
 //! `pki/{ca.crt,ca.key,server.crt,server.key}`, `state/store.redb` (with its write-ahead log
-//! `state/store.wal`), `audit.log`.
+//! `state/store.wal`), `audit.log`. The home must belong to the daemon's user and be
+//! writable by no one else ([`home`]); connections are bounded as [`conn`] describes.
 
+pub mod conn;
 pub mod handlers;
+pub mod home;
 pub mod managed;
 pub mod metrics;
 pub mod pki;
@@ -29,7 +32,6 @@ pub mod wal;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,6 +72,8 @@ pub enum Error {
     #[error(transparent)]
     Pki(#[from] pki::Error),
     #[error(transparent)]
+    Home(#[from] home::Error),
+    #[error(transparent)]
     Store(#[from] store::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -103,6 +107,10 @@ pub struct ServerConfig {
     pub watch_history_bytes: usize,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
+    /// The cap on connections and the timeouts of slow or idle clients.
+    pub connections: conn::ConnectionLimits,
+    /// Certificate lifetimes and renewal.
+    pub certificates: pki::CertPolicy,
 }
 
 impl ServerConfig {
@@ -115,7 +123,19 @@ impl ServerConfig {
             watch_history: 10_000,
             watch_history_bytes: 64 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(10),
+            connections: conn::ConnectionLimits::default(),
+            certificates: pki::CertPolicy::default(),
         }
+    }
+
+    pub fn connections(mut self, limits: conn::ConnectionLimits) -> Self {
+        self.connections = limits;
+        self
+    }
+
+    pub fn certificates(mut self, policy: pki::CertPolicy) -> Self {
+        self.certificates = policy;
+        self
     }
 
     pub fn port(mut self, port: u16) -> Self {
@@ -161,12 +181,8 @@ struct Audit {
 
 impl Audit {
     fn open(path: PathBuf) -> Result<Audit> {
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| Error::Io { path: path.clone(), source })?;
+        // Not through a symbolic link, and only a file of the daemon's user.
+        let file = home::open_append(&path, home::Kind::Public)?;
         let file = Arc::new(Mutex::new(file));
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let writer = std::thread::Builder::new()
@@ -306,9 +322,10 @@ impl Server {
     /// the kubeconfig, and serves until [`ServerHandle::shutdown`].
     pub async fn start(config: ServerConfig) -> Result<ServerHandle> {
         let home = config.home.clone();
-        pki::ensure_private_dir(&home)?;
-        let identity = pki::Identity::load_or_create(&home)?;
-        let tls = identity.server_config(&home)?;
+        home::prepare_home(&home)?;
+        let identity = pki::Identity::load_or_create(&home, &config.certificates)?;
+        let serving_cert = identity.serving_cert(&home, &config.certificates)?;
+        let (tls, tls_refuse) = pki::Identity::server_configs(&serving_cert)?;
         let state_dir = home.join("state");
         pki::ensure_private_dir(&state_dir)?;
         let metrics = Arc::new(Metrics::default());
@@ -344,9 +361,15 @@ impl Server {
             audit: audit.clone(),
             addr,
         };
+        let limits = state.config.connections.clone();
         let router = router(state);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let task = tokio::spawn(serve(listener, acceptor, router, shutdown_rx));
+        let acceptors = conn::Acceptors {
+            serve: tokio_rustls::TlsAcceptor::from(tls),
+            refuse: tokio_rustls::TlsAcceptor::from(tls_refuse),
+        };
+        tokio::spawn(renew_certificates(serving_cert, shutdown_rx.clone()));
+        tracing::info!(max_connections = limits.max_connections, "connection limit");
+        let task = tokio::spawn(conn::serve(listener, acceptors, router, Arc::new(limits), shutdown_rx));
         tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
         Ok(ServerHandle { addr, kubeconfig, store, shutdown: shutdown_tx, task, audit })
     }
@@ -374,56 +397,25 @@ async fn ensure_default_namespace(store: &Store) -> Result<()> {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+/// Checks the serving certificate every `check_every` and renews it when due, until shutdown.
+async fn renew_certificates(cert: Arc<pki::ServingCert>, mut shutdown: watch::Receiver<bool>) {
+    let every = cert_check_interval(&cert);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let service = hyper_util::service::TowerToHyperService::new(router.clone());
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let builder = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    );
-                    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended");
-                    }
-                });
-            }
-            _ = shutdown.changed() => break,
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let c = cert.clone();
+        match tokio::task::spawn_blocking(move || c.renew_if_due()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "renewing the serving certificate failed; trying again later"),
+            Err(e) => tracing::error!(error = %e, "renewing the serving certificate panicked"),
         }
     }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(5)) => {
-            tracing::warn!("connections still open after 5s; closing");
-        }
-    }
+}
+
+fn cert_check_interval(cert: &pki::ServingCert) -> Duration {
+    cert.policy().check_every.max(Duration::from_millis(10))
 }
 
 fn router(state: AppState) -> Router {
@@ -561,7 +553,12 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
     info.namespace = t.namespace.clone().unwrap_or_default();
     info.name = t.name.clone().unwrap_or_default();
     info.verb = verb_of(&parts.method, &t, &q)?;
-    let body = read_body(&parts.headers, body, state.config.max_body_bytes).await?;
+    let limits = &state.config.connections;
+    let body = tokio::time::timeout(limits.body_timeout, read_body(&parts.headers, body, state.config.max_body_bytes))
+        .await
+        .map_err(|_| {
+            ApiError::new(408, "Timeout", format!("the request body did not arrive within {:?}", limits.body_timeout))
+        })??;
     match info.verb {
         "get" => state.get(&t, &parts.headers, &q).await,
         "list" => state.list(&t, &parts.headers, &q).await,

@@ -35,6 +35,25 @@ pub struct ServeArgs {
     /// exit, up to 5m, and resets after 10m of running.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = super::delete::parse_duration)]
     pub restart_backoff: std::time::Duration,
+    /// The most client connections served at once. Past it, a new connection takes the place
+    /// of the one idle the longest, or is answered 503 when all are busy. Default: half the
+    /// open-file limit (RLIMIT_NOFILE) less 32, between 16 and 4096.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// How long a request's headers may take to arrive (then 408, and the connection closes).
+    #[arg(long, value_name = "DURATION", default_value = "32s", value_parser = parse_positive_duration)]
+    pub header_timeout: std::time::Duration,
+    /// How long a connection with no request in flight stays open (watches are requests in
+    /// flight for as long as they last).
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_positive_duration)]
+    pub idle_timeout: std::time::Duration,
+}
+
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match super::delete::parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0s".into()),
+        d => Ok(d),
+    }
 }
 
 /// Serves until a signal; prints one line saying where it listens. Errors are one line each.
@@ -61,6 +80,11 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         opts.cgroup_top = args.cgroup_top.clone();
         opts.controllers = !args.api_only;
         opts.restart_backoff = args.restart_backoff;
+        if let Some(n) = args.max_connections {
+            opts.connections.max_connections = n as usize;
+        }
+        opts.connections.header_timeout = args.header_timeout;
+        opts.connections.idle_timeout = args.idle_timeout;
         let plane = ControlPlane::start(opts).await?;
         writeln!(
             out,
