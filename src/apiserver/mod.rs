@@ -323,6 +323,8 @@ impl Server {
     pub async fn start(config: ServerConfig) -> Result<ServerHandle> {
         let home = config.home.clone();
         home::prepare_home(&home)?;
+        // Refused here, before anything is written, as well as when opened.
+        home::check_existing(&home.join("audit.log"), home::Kind::Public)?;
         let identity = pki::Identity::load_or_create(&home, &config.certificates)?;
         let serving_cert = identity.serving_cert(&home, &config.certificates)?;
         let (tls, tls_refuse) = pki::Identity::server_configs(&serving_cert)?;

@@ -132,6 +132,11 @@ impl Identity {
     /// Loads the identity from `home`, generating whatever is missing and issuing again a
     /// serving certificate (or CA) that expires within `policy.renew_before`.
     pub fn load_or_create(home: &Path, policy: &CertPolicy) -> Result<Identity> {
+        // Everything is read and checked before anything is written: a refused home is left
+        // as it was.
+        let token_path = home.join("token");
+        let token = home::read(&token_path, Kind::Secret)?;
+        home::check_existing(&home.join("kubeconfig"), Kind::Secret)?;
         let pki = home.join("pki");
         ensure_private_dir(&pki)?;
         let p = Paths::new(home);
@@ -139,7 +144,6 @@ impl Identity {
         let ca_key = home::read(&p.ca_key, Kind::Secret)?;
         let cert = home::read(&p.cert, Kind::Public)?;
         let key = home::read(&p.key, Kind::Secret)?;
-        home::check_existing(&home.join("kubeconfig"), Kind::Secret)?;
 
         let ca_ok = match (&ca, &ca_key) {
             (Some(ca), Some(_)) => {
@@ -194,8 +198,7 @@ impl Identity {
             },
             None => issue_serving(&p, &ca_pem, &ca_key_pem, policy)?,
         };
-        let token_path = home.join("token");
-        let token = match home::read(&token_path, Kind::Secret)? {
+        let token = match token {
             Some(t) if !t.trim().is_empty() => t.trim().to_string(),
             _ => {
                 let mut bytes = [0u8; 32];
