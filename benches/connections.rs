@@ -31,10 +31,11 @@ async fn latencies(kubeconfig: &Path, n: usize) -> Vec<Duration> {
     for _ in 0..n {
         let client = fresh_client(kubeconfig).await;
         let started = Instant::now();
-        let list = tokio::time::timeout(Duration::from_secs(60), Api::<Namespace>::all(client).list(&ListParams::default()))
-            .await
-            .expect("answered within 60 s")
-            .expect("served");
+        let list =
+            tokio::time::timeout(Duration::from_secs(60), Api::<Namespace>::all(client).list(&ListParams::default()))
+                .await
+                .expect("answered within 60 s")
+                .expect("served");
         out.push(started.elapsed());
         assert!(!list.items.is_empty());
     }

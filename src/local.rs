@@ -109,13 +109,17 @@ impl ControlPlane {
         crate::node::limit_malloc_arenas();
         if !opts.controllers {
             let server =
-                Server::start(ServerConfig::new(&opts.home).port(opts.port).connections(opts.connections.clone())).await.map_err(|e| e.to_string())?;
+                Server::start(ServerConfig::new(&opts.home).port(opts.port).connections(opts.connections.clone()))
+                    .await
+                    .map_err(|e| e.to_string())?;
             let client = client_for(server.kubeconfig()).await?;
             let (stop, _) = watch::channel(false);
             return Ok(ControlPlane { server, client, enforced: false, cgroup_version: None, stop, tasks: Vec::new() });
         }
         let (driver, enforced) = cgroup_driver(&opts)?;
-        let server = Server::start(ServerConfig::new(&opts.home).port(opts.port).connections(opts.connections.clone())).await.map_err(|e| e.to_string())?;
+        let server = Server::start(ServerConfig::new(&opts.home).port(opts.port).connections(opts.connections.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
         let client = client_for(server.kubeconfig()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {

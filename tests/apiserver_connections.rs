@@ -58,7 +58,10 @@ async fn a_thousand_idle_connections_against_512_descriptors_leave_a_real_client
     eprintln!("real client served in {:?} with {} idle connections held", started.elapsed(), idle.len());
     assert!(list.items.iter().any(|n| n.metadata.name.as_deref() == Some("default")));
     let created = Api::<Namespace>::all(client)
-        .create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "served"}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "served"}})).unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(created.metadata.name.as_deref(), Some("served"));
@@ -115,7 +118,8 @@ async fn past_the_cap_with_every_connection_busy_new_ones_get_503_and_idle_ones_
     let token = std::fs::read_to_string(t.home.path().join("token")).unwrap();
     let connector = tls::connector(t.server.kubeconfig(), &[b"http/1.1"]);
     let addr = t.server.addr();
-    let watch = format!("GET /api/v1/namespaces?watch=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let watch =
+        format!("GET /api/v1/namespaces?watch=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
 
     // One idle connection and one watch: a newcomer takes the idle one's place.
     let mut idle = tls::connect(&connector, addr).await.unwrap();
@@ -169,7 +173,10 @@ async fn a_watch_waiting_for_events_outlives_the_idle_and_header_timeouts() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let other = Api::<Namespace>::all(common::client_from(t.server.kubeconfig(), None).await);
     other
-        .create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "late"}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "late"}})).unwrap(),
+        )
         .await
         .unwrap();
     let event = tokio::time::timeout(GENEROUS, events.next()).await.expect("an event").expect("the stream is open");

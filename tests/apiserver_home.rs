@@ -69,7 +69,10 @@ fn a_planted_token_readable_by_others_or_of_another_user_is_refused() {
     std::fs::write(&token, "planted").unwrap();
     chmod(&token, 0o644);
     let e = refused(home.path());
-    assert!(e.starts_with(&format!("error: {}: is a secret readable or writable by others (mode 0644)", token.display())), "{e}");
+    assert!(
+        e.starts_with(&format!("error: {}: is a secret readable or writable by others (mode 0644)", token.display())),
+        "{e}"
+    );
     assert!(e.contains(&format!("chmod 600 {}", token.display())), "{e}");
     assert_eq!(listing(home.path()), ["token"], "nothing else written");
 
@@ -127,8 +130,11 @@ async fn an_expired_or_nearly_expired_serving_certificate_is_renewed_on_start_fr
     // (lifetime at the first start, what makes it due at the second)
     for (lifetime, case) in [(Duration::ZERO, "expired"), (30 * DAY, "expires within 90 days")] {
         let home = tempfile::tempdir().unwrap();
-        let first = start(home.path(), CertPolicy { serving_lifetime: lifetime, renew_before: Duration::ZERO, ..Default::default() })
-            .await;
+        let first = start(
+            home.path(),
+            CertPolicy { serving_lifetime: lifetime, renew_before: Duration::ZERO, ..Default::default() },
+        )
+        .await;
         let copy = copies.path().join(format!("kubeconfig-{}", lifetime.as_secs()));
         std::fs::copy(first.kubeconfig(), &copy).unwrap();
         first.shutdown().await;

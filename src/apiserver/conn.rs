@@ -417,7 +417,9 @@ async fn refuse(tcp: TcpStream, acceptor: TlsAcceptor, limits: &ConnectionLimits
             let body = status_body(
                 503,
                 "ServiceUnavailable",
-                &format!("the server has {cap} connections open, every one busy (a2a serve --max-connections); retry later"),
+                &format!(
+                    "the server has {cap} connections open, every one busy (a2a serve --max-connections); retry later"
+                ),
             );
             let response = hyper::Response::builder()
                 .status(503)

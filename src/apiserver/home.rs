@@ -159,7 +159,10 @@ fn check_file(path: &Path, meta: &Metadata, kind: Kind) -> Result<()> {
     if meta.uid() != me {
         return Err(unsafe_path(
             path,
-            &format!("is owned by uid {}, not by the user a2a runs as (uid {me}), so it may have been planted", meta.uid()),
+            &format!(
+                "is owned by uid {}, not by the user a2a runs as (uid {me}), so it may have been planted",
+                meta.uid()
+            ),
             remove_fix(path),
         ));
     }

@@ -98,7 +98,12 @@ struct Paths {
 impl Paths {
     fn new(home: &Path) -> Paths {
         let pki = home.join("pki");
-        Paths { ca: pki.join("ca.crt"), ca_key: pki.join("ca.key"), cert: pki.join("server.crt"), key: pki.join("server.key") }
+        Paths {
+            ca: pki.join("ca.crt"),
+            ca_key: pki.join("ca.key"),
+            cert: pki.join("server.crt"),
+            key: pki.join("server.key"),
+        }
     }
 }
 
