@@ -160,6 +160,16 @@ async fn past_the_cap_with_every_connection_busy_new_ones_get_503_and_idle_ones_
             Err(e) => panic!("{e}"),
         }
     }
+    let (code, metrics) = common::raw(&client, axum::http::Method::GET, "/metrics", "text/plain", "").await;
+    assert_eq!(code, 200);
+    let metrics = metrics.as_str().unwrap().to_string();
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value(r#"a2a_apiserver_connections_refused_total{how="503"}"#) >= 1);
+    assert!(value(r#"a2a_apiserver_connections_closed_total{reason="evicted"}"#) >= 1);
+    assert!(value("a2a_apiserver_connections ") >= 1);
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -105,6 +105,62 @@ pub fn default_max_connections() -> usize {
 pub fn max_connections_for(nofile: u64) -> usize {
     let half = usize::try_from(nofile / 2).unwrap_or(usize::MAX);
     half.saturating_sub(SPARE).clamp(MIN_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_CEILING)
+}
+
+/// Counts of the connection layer, for `/metrics`.
+#[derive(Default)]
+pub struct ConnectionMetrics {
+    served: AtomicI64,
+    closed: [AtomicU64; 5],
+    refused: AtomicU64,
+    dropped: AtomicU64,
+}
+
+const CLOSE_REASONS: [&str; 5] = ["evicted", "silent", "slow_headers", "idle", "write_stalled"];
+
+impl ConnectionMetrics {
+    fn closed(&self, why: &Closing) {
+        let i = match why {
+            Closing::Evicted => 0,
+            Closing::Expired(Expiry::Silent) => 1,
+            Closing::Expired(Expiry::SlowHeaders) => 2,
+            Closing::Expired(Expiry::Idle) => 3,
+            Closing::Expired(Expiry::WriteStalled) => 4,
+            Closing::Shutdown => return,
+        };
+        self.closed[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends the connection metrics in the text exposition format.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        out.push_str("# HELP a2a_apiserver_connections Client connections being served.\n");
+        out.push_str("# TYPE a2a_apiserver_connections gauge\n");
+        let _ = writeln!(out, "a2a_apiserver_connections {}", self.served.load(Ordering::Relaxed));
+        out.push_str("# HELP a2a_apiserver_connections_closed_total Connections the server closed, by reason.\n");
+        out.push_str("# TYPE a2a_apiserver_connections_closed_total counter\n");
+        for (reason, n) in CLOSE_REASONS.iter().zip(&self.closed) {
+            let _ = writeln!(
+                out,
+                "a2a_apiserver_connections_closed_total{{reason=\"{reason}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP a2a_apiserver_connections_refused_total Connections refused past the cap: answered 503, or closed at once.\n",
+        );
+        out.push_str("# TYPE a2a_apiserver_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "a2a_apiserver_connections_refused_total{{how=\"503\"}} {}",
+            self.refused.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "a2a_apiserver_connections_refused_total{{how=\"closed\"}} {}",
+            self.dropped.load(Ordering::Relaxed)
+        );
+    }
 }
 
 /// What one connection's task, its service and its socket share.
@@ -322,6 +378,7 @@ pub(crate) async fn serve(
     acceptors: Acceptors,
     router: Router,
     limits: Arc<ConnectionLimits>,
+    metrics: Arc<ConnectionMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let table = Arc::new(Table::default());
@@ -353,15 +410,18 @@ pub(crate) async fn serve(
                         if evicted {
                             tracing::debug!(%peer, "connection limit reached; closing the connection idle the longest");
                         }
-                        let (acceptor, router, limits, shutdown) =
-                            (acceptors.serve.clone(), router.clone(), limits.clone(), shutdown.clone());
+                        let (acceptor, router, limits, shutdown, metrics) =
+                            (acceptors.serve.clone(), router.clone(), limits.clone(), shutdown.clone(), metrics.clone());
+                        metrics.served.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
-                            serve_connection(tcp, peer, acceptor, router, &limits, &state, shutdown).await;
+                            serve_connection(tcp, peer, acceptor, router, &limits, &state, &metrics, shutdown).await;
+                            metrics.served.fetch_sub(1, Ordering::Relaxed);
                             drop(slot);
                         });
                     }
                     (Admission::Refuse(slot), _) => {
                         warn_every("connection limit reached and every connection busy; refusing new ones with 503");
+                        metrics.refused.fetch_add(1, Ordering::Relaxed);
                         let (acceptor, limits) = (acceptors.refuse.clone(), limits.clone());
                         tokio::spawn(async move {
                             refuse(tcp, acceptor, &limits).await;
@@ -370,6 +430,7 @@ pub(crate) async fn serve(
                     }
                     (Admission::Drop, _) => {
                         warn_every("connection limit reached and the refusals too; closing new connections at once");
+                        metrics.dropped.fetch_add(1, Ordering::Relaxed);
                         drop(tcp);
                     }
                 }
@@ -445,6 +506,7 @@ async fn serve_connection(
     router: Router,
     limits: &ConnectionLimits,
     state: &Arc<ConnState>,
+    metrics: &ConnectionMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let handshake = async {
@@ -468,7 +530,10 @@ async fn serve_connection(
                 return;
             }
         },
-        () = handshake => return,
+        () = handshake => {
+            metrics.closed(&Closing::Evicted);
+            return;
+        }
         _ = shutdown.changed() => return,
     };
     state.idle_since.store(state.now_ms(), Ordering::Release);
@@ -486,6 +551,7 @@ async fn serve_connection(
         tokio::pin!(conn);
         let closing = drive(conn.as_mut(), state, limits, true, &mut shutdown).await;
         if let Some(why) = closing {
+            metrics.closed(&why);
             tracing::debug!(%peer, ?why, "closing HTTP/2 connection");
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
@@ -493,7 +559,11 @@ async fn serve_connection(
     } else {
         // The header timeout is ours (hyper's closes without the 408).
         let mut conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-        match drive(Pin::new(&mut conn), state, limits, false, &mut shutdown).await {
+        let closing = drive(Pin::new(&mut conn), state, limits, false, &mut shutdown).await;
+        if let Some(why) = &closing {
+            metrics.closed(why);
+        }
+        match closing {
             None => {}
             Some(Closing::Expired(Expiry::SlowHeaders)) => {
                 tracing::debug!(%peer, "request headers timed out; answering 408");

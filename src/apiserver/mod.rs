@@ -266,6 +266,7 @@ impl Audit {
 pub struct AppState {
     store: Store,
     metrics: Arc<Metrics>,
+    connections: Arc<conn::ConnectionMetrics>,
     config: Arc<ServerConfig>,
     shutdown: watch::Receiver<bool>,
     token: Arc<str>,
@@ -357,6 +358,7 @@ impl Server {
         let state = AppState {
             store: store.clone(),
             metrics,
+            connections: Arc::new(conn::ConnectionMetrics::default()),
             config: Arc::new(config),
             shutdown: shutdown_rx.clone(),
             token: identity.token.clone().into(),
@@ -364,6 +366,7 @@ impl Server {
             addr,
         };
         let limits = state.config.connections.clone();
+        let connection_metrics = state.connections.clone();
         let router = router(state);
         let acceptors = conn::Acceptors {
             serve: tokio_rustls::TlsAcceptor::from(tls),
@@ -371,7 +374,8 @@ impl Server {
         };
         tokio::spawn(renew_certificates(serving_cert, shutdown_rx.clone()));
         tracing::info!(max_connections = limits.max_connections, "connection limit");
-        let task = tokio::spawn(conn::serve(listener, acceptors, router, Arc::new(limits), shutdown_rx));
+        let task =
+            tokio::spawn(conn::serve(listener, acceptors, router, Arc::new(limits), connection_metrics, shutdown_rx));
         tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
         Ok(ServerHandle { addr, kubeconfig, store, shutdown: shutdown_tx, task, audit })
     }
@@ -452,7 +456,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state.store.counts(), state.store.history_size());
+    let mut body = state.metrics.render(&state.store.counts(), state.store.history_size());
+    state.connections.render(&mut body);
     let mut r = body.into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
