@@ -414,7 +414,7 @@ pub(crate) async fn serve(
                             (acceptors.serve.clone(), router.clone(), limits.clone(), shutdown.clone(), metrics.clone());
                         metrics.served.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
-                            serve_connection(tcp, peer, acceptor, router, &limits, &state, &metrics, shutdown).await;
+                            serve_connection((tcp, peer), acceptor, router, &limits, &state, &metrics, shutdown).await;
                             metrics.served.fetch_sub(1, Ordering::Relaxed);
                             drop(slot);
                         });
@@ -500,8 +500,7 @@ async fn refuse(tcp: TcpStream, acceptor: TlsAcceptor, limits: &ConnectionLimits
 }
 
 async fn serve_connection(
-    tcp: TcpStream,
-    peer: std::net::SocketAddr,
+    (tcp, peer): (TcpStream, std::net::SocketAddr),
     acceptor: TlsAcceptor,
     router: Router,
     limits: &ConnectionLimits,
