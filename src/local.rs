@@ -48,6 +48,8 @@ pub struct LocalOptions {
     pub store_reserve_bytes: u64,
     /// When the audit log is rotated and how many rotated files are kept.
     pub audit_rotation: crate::apiserver::audit::Rotation,
+    /// The API server's cap on connections and its timeouts.
+    pub connections: crate::apiserver::conn::ConnectionLimits,
 }
 
 impl LocalOptions {
@@ -66,6 +68,7 @@ impl LocalOptions {
             log_limits: crate::node::logs::LogLimits::default(),
             store_reserve_bytes: crate::apiserver::reserve::DEFAULT_BYTES,
             audit_rotation: crate::apiserver::audit::Rotation::default(),
+            connections: crate::apiserver::conn::ConnectionLimits::default(),
         }
     }
 
@@ -75,6 +78,7 @@ impl LocalOptions {
             .port(self.port)
             .store_reserve_bytes(self.store_reserve_bytes)
             .audit_rotation(self.audit_rotation)
+            .connections(self.connections.clone())
     }
 }
 

@@ -14,11 +14,14 @@
 //!
 //! Files under the home directory (all 0600, directories 0700): `kubeconfig`, `token`,
 //! `pki/{ca.crt,ca.key,server.crt,server.key}`, `state/store.redb` (with its write-ahead log
-//! `state/store.wal`), `audit.log`.
+//! `state/store.wal`), `audit.log`. The home must belong to the daemon's user and be
+//! writable by no one else ([`home`]); connections are bounded as [`conn`] describes.
 
 pub mod delete;
 pub mod audit;
+pub mod conn;
 pub mod handlers;
+pub mod home;
 pub mod managed;
 pub mod metrics;
 pub mod params;
@@ -73,6 +76,8 @@ pub enum Error {
     #[error(transparent)]
     Pki(#[from] pki::Error),
     #[error(transparent)]
+    Home(#[from] home::Error),
+    #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
     Audit(#[from] audit::Error),
@@ -112,6 +117,10 @@ pub struct ServerConfig {
     pub store_reserve_bytes: u64,
     /// When `audit.log` is rotated and how many rotated files are kept.
     pub audit_rotation: audit::Rotation,
+    /// The cap on connections and the timeouts of slow or idle clients.
+    pub connections: conn::ConnectionLimits,
+    /// Certificate lifetimes and renewal.
+    pub certificates: pki::CertPolicy,
 }
 
 impl ServerConfig {
@@ -136,6 +145,21 @@ impl ServerConfig {
 
     pub fn audit_rotation(mut self, rotation: audit::Rotation) -> Self {
         self.audit_rotation = rotation;
+        self
+    }
+
+            connections: conn::ConnectionLimits::default(),
+            certificates: pki::CertPolicy::default(),
+        }
+    }
+
+    pub fn connections(mut self, limits: conn::ConnectionLimits) -> Self {
+        self.connections = limits;
+        self
+    }
+
+    pub fn certificates(mut self, policy: pki::CertPolicy) -> Self {
+        self.certificates = policy;
         self
     }
 
@@ -170,6 +194,7 @@ impl ServerConfig {
 pub struct AppState {
     store: Store,
     metrics: Arc<Metrics>,
+    connections: Arc<conn::ConnectionMetrics>,
     config: Arc<ServerConfig>,
     shutdown: watch::Receiver<bool>,
     token: Arc<str>,
@@ -228,9 +253,12 @@ impl Server {
     /// the kubeconfig, and serves until [`ServerHandle::shutdown`].
     pub async fn start(config: ServerConfig) -> Result<ServerHandle> {
         let home = config.home.clone();
-        pki::ensure_private_dir(&home)?;
-        let identity = pki::Identity::load_or_create(&home)?;
-        let tls = identity.server_config(&home)?;
+        home::prepare_home(&home)?;
+        // Refused here, before anything is written, as well as when opened.
+        home::check_existing(&home.join("audit.log"), home::Kind::Public)?;
+        let identity = pki::Identity::load_or_create(&home, &config.certificates)?;
+        let serving_cert = identity.serving_cert(&home, &config.certificates)?;
+        let (tls, tls_refuse) = pki::Identity::server_configs(&serving_cert)?;
         let state_dir = home.join("state");
         pki::ensure_private_dir(&state_dir)?;
         let metrics = Arc::new(Metrics::default());
@@ -261,6 +289,7 @@ impl Server {
         let state = AppState {
             store: store.clone(),
             metrics,
+            connections: Arc::new(conn::ConnectionMetrics::default()),
             config: Arc::new(config),
             shutdown: shutdown_rx.clone(),
             token: identity.token.clone().into(),
@@ -268,9 +297,17 @@ impl Server {
             addr,
             collector: Arc::default(),
         };
+        let limits = state.config.connections.clone();
+        let connection_metrics = state.connections.clone();
         let router = router(state);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let task = tokio::spawn(serve(listener, acceptor, router, shutdown_rx));
+        let acceptors = conn::Acceptors {
+            serve: tokio_rustls::TlsAcceptor::from(tls),
+            refuse: tokio_rustls::TlsAcceptor::from(tls_refuse),
+        };
+        tokio::spawn(renew_certificates(serving_cert, shutdown_rx.clone()));
+        tracing::info!(max_connections = limits.max_connections, "connection limit");
+        let task =
+            tokio::spawn(conn::serve(listener, acceptors, router, Arc::new(limits), connection_metrics, shutdown_rx));
         tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
         Ok(ServerHandle { addr, kubeconfig, store, shutdown: shutdown_tx, task, audit })
     }
@@ -298,56 +335,25 @@ async fn ensure_default_namespace(store: &Store) -> Result<()> {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+/// Checks the serving certificate every `check_every` and renews it when due, until shutdown.
+async fn renew_certificates(cert: Arc<pki::ServingCert>, mut shutdown: watch::Receiver<bool>) {
+    let every = cert_check_interval(&cert);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let service = hyper_util::service::TowerToHyperService::new(router.clone());
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let builder = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    );
-                    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended");
-                    }
-                });
-            }
-            _ = shutdown.changed() => break,
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let c = cert.clone();
+        match tokio::task::spawn_blocking(move || c.renew_if_due()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "renewing the serving certificate failed; trying again later"),
+            Err(e) => tracing::error!(error = %e, "renewing the serving certificate panicked"),
         }
     }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(5)) => {
-            tracing::warn!("connections still open after 5s; closing");
-        }
-    }
+}
+
+fn cert_check_interval(cert: &pki::ServingCert) -> Duration {
+    cert.policy().check_every.max(Duration::from_millis(10))
 }
 
 fn router(state: AppState) -> Router {
@@ -388,7 +394,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state.store.counts(), state.store.history_size());
+    let mut body = state.metrics.render(&state.store.counts(), state.store.history_size());
+    state.connections.render(&mut body);
     let mut r = body.into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -499,7 +506,12 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
     info.name = t.name.clone().unwrap_or_default();
     info.verb = verb_of(&parts.method, &t, &q)?;
     params::check_write_options(info.verb, &q)?;
-    let body = read_body(&parts.headers, body, state.config.max_body_bytes).await?;
+    let limits = &state.config.connections;
+    let body = tokio::time::timeout(limits.body_timeout, read_body(&parts.headers, body, state.config.max_body_bytes))
+        .await
+        .map_err(|_| {
+            ApiError::new(408, "Timeout", format!("the request body did not arrive within {:?}", limits.body_timeout))
+        })??;
     match info.verb {
         "get" => state.get(&t, &parts.headers, &q).await,
         "list" => state.list(&t, &parts.headers, &q).await,

@@ -54,11 +54,30 @@ pub struct ServeArgs {
     /// How many rotated audit logs (audit.log.1 ...) are kept.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub audit_log_maxbackup: usize,
+    /// The most client connections served at once. Past it, a new connection takes the place
+    /// of the one idle the longest, or is answered 503 when all are busy. Default: half the
+    /// open-file limit (RLIMIT_NOFILE) less 32, between 16 and 4096.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// How long a request's headers may take to arrive (then 408, and the connection closes).
+    #[arg(long, value_name = "DURATION", default_value = "32s", value_parser = parse_positive_duration)]
+    pub header_timeout: std::time::Duration,
+    /// How long a connection with no request in flight stays open (watches are requests in
+    /// flight for as long as they last).
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_positive_duration)]
+    pub idle_timeout: std::time::Duration,
 }
 
 /// A size in bytes, written as a Kubernetes memory quantity (`64Mi`, `1G`, `1048576`).
 fn parse_bytes(s: &str) -> Result<u64, String> {
     <crate::api::quantity::MemoryKind as crate::api::quantity::ScalarKind>::parse(s)
+}
+
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match super::delete::parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0s".into()),
+        d => Ok(d),
+    }
 }
 
 /// Serves until a signal; prints one line saying where it listens. Errors are one line each.
@@ -92,6 +111,11 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
             max_bytes: args.audit_log_maxsize,
             max_backups: args.audit_log_maxbackup,
         };
+        if let Some(n) = args.max_connections {
+            opts.connections.max_connections = n as usize;
+        }
+        opts.connections.header_timeout = args.header_timeout;
+        opts.connections.idle_timeout = args.idle_timeout;
         let plane = ControlPlane::start(opts).await?;
         writeln!(
             out,

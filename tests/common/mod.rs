@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod node;
+pub mod tls;
 
 use std::path::Path;
 
@@ -87,11 +88,25 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(home: &Path) -> Daemon {
+        Daemon::spawn_with(home, None, &[])
+    }
+
+    /// With a descriptor limit (`prlimit --nofile`) and more arguments for `a2a serve`.
+    pub fn spawn_with(home: &Path, nofile: Option<u64>, args: &[&str]) -> Daemon {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_a2a"))
+        let mut command = match nofile {
+            Some(n) => {
+                let mut c = std::process::Command::new("prlimit");
+                c.arg(format!("--nofile={n}")).arg("--").arg(env!("CARGO_BIN_EXE_a2a"));
+                c
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_a2a")),
+        };
+        let mut child = command
             // The API server alone: these tests store agents that must not really run.
             .args(["serve", "--api-only", "--port", "0", "--home"])
             .arg(home)
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
