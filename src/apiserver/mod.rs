@@ -135,6 +135,8 @@ impl ServerConfig {
             bookmark_interval: Duration::from_secs(10),
             store_reserve_bytes: reserve::DEFAULT_BYTES,
             audit_rotation: audit::Rotation::default(),
+            connections: conn::ConnectionLimits::default(),
+            certificates: pki::CertPolicy::default(),
         }
     }
 
@@ -146,11 +148,6 @@ impl ServerConfig {
     pub fn audit_rotation(mut self, rotation: audit::Rotation) -> Self {
         self.audit_rotation = rotation;
         self
-    }
-
-            connections: conn::ConnectionLimits::default(),
-            certificates: pki::CertPolicy::default(),
-        }
     }
 
     pub fn connections(mut self, limits: conn::ConnectionLimits) -> Self {
