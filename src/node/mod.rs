@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod process;
+pub mod sandbox;
 pub mod supervisor;
 mod sys;
 

@@ -13,6 +13,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 
 use super::cgroup::{self, CgroupDriver, CgroupPath};
+use super::sandbox::Confinement;
 use super::sys::{self, Credentials, SpawnRequest};
 use crate::api::Time;
 use crate::api::agent::{Termination, TerminationReason};
@@ -76,7 +77,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How to run one agent process.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ProcessSpec {
     pub program: String,
     pub args: Vec<String>,
@@ -88,6 +89,12 @@ pub struct ProcessSpec {
     pub user: Option<RunAs>,
     /// stdout and stderr are appended here (parent directories are created).
     pub log_file: PathBuf,
+    /// The agent's view of the system (mount namespace, capabilities); `None` runs it with
+    /// the daemon's.
+    pub confinement: Option<Confinement>,
+    /// Execute this file instead of looking `program` up: the daemon's own binary, held open
+    /// (`program` is then only `argv[0]`).
+    pub exec_fd: Option<std::sync::Arc<OwnedFd>>,
 }
 
 impl ProcessSpec {
@@ -100,6 +107,8 @@ impl ProcessSpec {
             working_dir: None,
             user: None,
             log_file: log_file.into(),
+            confinement: None,
+            exec_fd: None,
         }
     }
 
@@ -277,7 +286,22 @@ fn spawn_with(
         None => None,
     };
     let user = spec.user.as_ref().map(|u| Credentials { uid: u.uid, gid: u.gid, groups: u.groups.clone() });
-    let request = SpawnRequest { candidates, argv, envp, dir, join, user, stdio };
+    let mounts = match &spec.confinement {
+        Some(c) => c.mount_ops().map_err(invalid)?,
+        None => Vec::new(),
+    };
+    let request = SpawnRequest {
+        candidates,
+        argv,
+        envp,
+        dir,
+        join,
+        user,
+        mounts,
+        drop_capabilities: spec.confinement.is_some(),
+        exec_fd: spec.exec_fd.as_ref().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&**fd)),
+        stdio,
+    };
     let child = sys::spawn(&request).map_err(|source| spawn_error(spec, source))?;
     drop(request);
     // The child cannot be reaped before we wait for it, so its /proc entry is still there.
