@@ -194,6 +194,7 @@ const STEPS: [&str; 9] = [
     "change to the working directory",
     "set up stdin/stdout/stderr",
 ];
+const STEP_CHDIR: i32 = 7;
 const STEP_EXEC: i32 = 9;
 const STEP_CLOSE: i32 = 10;
 /// A mount step failed; `ChildArgs::detail` is its index.
@@ -327,6 +328,14 @@ pub(crate) fn spawn(req: &SpawnRequest) -> io::Result<Spawned> {
                 format!("{}: {source}", req.mounts.get(detail).map_or_else(|| "mount".into(), MountOp::describe)),
             ),
             STEP_CAPS => io::Error::new(source.kind(), format!("drop every capability: {source}")),
+            // As the agent's user, in its view of the filesystem: name the directory.
+            STEP_CHDIR => io::Error::new(
+                source.kind(),
+                format!(
+                    "change to the working directory {}: {source}",
+                    req.dir.as_ref().map_or_else(String::new, |d| d.to_string_lossy().into_owned())
+                ),
+            ),
             s => io::Error::new(
                 source.kind(),
                 format!("{}: {source}", STEPS.get(s as usize).copied().unwrap_or("setup")),
@@ -465,7 +474,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             }
         }
         if !a.dir.is_null() && libc::syscall(libc::SYS_chdir, a.dir) != 0 {
-            return fail(a, 7);
+            return fail(a, STEP_CHDIR);
         }
         for (target, fd) in a.stdio.iter().enumerate() {
             if libc::syscall(libc::SYS_dup3, *fd, target as c_int, 0) < 0 {
