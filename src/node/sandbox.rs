@@ -243,9 +243,16 @@ impl DynamicUsers {
             fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(io("set the mode of", &dir))?;
         }
         let mut known = HashMap::new();
+        let mut busy: Option<HashSet<u32>> = None;
+        let _lock = users.lock()?;
         for (uid, entry) in users.entries()? {
             if entry.owner == users.owner {
                 known.insert((entry.namespace, entry.name), uid);
+            } else if !Path::new(&entry.owner).exists() && !busy.get_or_insert_with(uids_in_use).contains(&uid) {
+                // Left by a daemon whose home is gone (a test's, a removed install): freed
+                // now rather than when an allocation happens upon it.
+                let _ = fs::remove_file(users.registry().join(uid.to_string()));
+                let _ = remove_tree(&users.home_of(uid));
             }
         }
         *users.known.lock().unwrap_or_else(|e| e.into_inner()) = known;
@@ -756,6 +763,11 @@ mod tests {
         // A daemon whose home is gone leaves claims that are taken over.
         drop(home_b);
         let fresh = registry(state.path(), home_a.path(), range);
+        for gone in [bx.uid, bz.uid, x.uid] {
+            assert!(!state.path().join("uids").join(gone.to_string()).exists(), "the claim of uid {gone} is freed");
+            assert!(!state.path().join("homes").join(gone.to_string()).exists());
+        }
+        assert!(state.path().join("uids").join(y.uid.to_string()).exists());
         let taken = fresh.allocate("default", "v").unwrap();
         assert!([bx.uid, bz.uid, x.uid].contains(&taken.uid), "{taken:?}");
         fresh.release_all_but(&HashSet::from([("default".to_owned(), "y".to_owned())]));
