@@ -8,6 +8,9 @@
 //!   session, no_new_privs, fds closed, log file);
 //! - driver + log relay: the same, with each process's output through its own
 //!   `a2a log-relay` (what the node does since logs are capped at write time);
+//! - confined: the same, each process as a root daemon starts an agent — its own uid, its
+//!   own mount namespace (read-only system, a writable home, private `/tmp`, `$A2A_HOME`
+//!   hidden), no capabilities;
 //! - removal of all of them through the driver.
 
 use std::path::PathBuf;
@@ -16,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use a2a::node::cgroup::{CgroupLimits, CgroupVersion, CpuQuota, Layout, detect};
 use a2a::node::logs::{LogLimits, RelaySpec};
-use a2a::node::process::{ProcessSpec, spawn};
+use a2a::node::process::{ProcessSpec, RunAs, spawn};
+use a2a::node::sandbox::Confinement;
 
 fn main() {
     let n: usize = std::env::var("A2A_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
@@ -142,6 +146,28 @@ fn main() {
         procs.push(spawn(driver.as_ref(), &cg, &spec).expect("spawn"));
     }
     let with_relay_here = t.elapsed();
+    // Confined: as a root daemon starts an agent without `user` (the uid and home are made
+    // outside the loop: the registry's part is once per agent, not per start).
+    let homes = tempfile::tempdir().expect("temp dir");
+    let hidden = vec![logs.path().canonicalize().expect("logs dir")];
+    let mut confined_specs = Vec::new();
+    for i in 0..n {
+        let uid = 4_000_000_000 + i as u32;
+        let home = homes.path().join(i.to_string());
+        std::fs::create_dir(&home).expect("home");
+        std::os::unix::fs::chown(&home, Some(uid), Some(uid)).expect("chown home");
+        let mut spec = ProcessSpec::new("sleep", logs.path().join(format!("c{i}.log"))).args(["600"]);
+        spec.user = Some(RunAs { uid, gid: uid, groups: vec![uid] });
+        spec.confinement = Some(Confinement::new(vec![home.canonicalize().expect("home")], hidden.clone()));
+        confined_specs.push(spec);
+    }
+    let t = Instant::now();
+    for (i, spec) in confined_specs.iter().enumerate() {
+        let cg = layout.replica(&["confined"], "bench", "agent", i as u32).expect("path");
+        driver.create(&cg, &limits).expect("create");
+        procs.push(spawn(driver.as_ref(), &cg, spec).expect("spawn confined"));
+    }
+    let confined = t.elapsed();
 
     let t = Instant::now();
     driver.remove(&layout.top(), Duration::from_secs(30)).expect("remove all");
@@ -177,6 +203,12 @@ fn main() {
         with_relay_here.as_secs_f64() * 1e3,
         per(with_relay_here),
         with_relay_here.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "confined (as driver + uid, mount ns, caps):   {:>8.1} ms total, {:>7.0} us each, {:.2}x driver",
+        confined.as_secs_f64() * 1e3,
+        per(confined),
+        confined.as_secs_f64() / with_driver.as_secs_f64()
     );
     println!("remove (kill + wait empty + rmdir, all):      {:>8.1} ms total", removal.as_secs_f64() * 1e3);
 }

@@ -125,6 +125,29 @@ fn command_as_a_string_must_be_a_list() {
 }
 
 #[test]
+fn writable_paths_must_be_plain_absolute_paths_outside_the_kernel_file_systems() {
+    assert_eq!(
+        errors(&agent(
+            "  command: [x]\n  writablePaths: [data, /, /srv/../etc, /sys/fs/cgroup, /srv/data, /srv/data]\n"
+        )),
+        [
+            format!(
+                "{A}: spec.writablePaths[0]: \"data\" is not an absolute path without '.', '..' or a trailing '/' (and not '/')"
+            ),
+            format!(
+                "{A}: spec.writablePaths[1]: \"/\" is not an absolute path without '.', '..' or a trailing '/' (and not '/')"
+            ),
+            format!(
+                "{A}: spec.writablePaths[2]: \"/srv/../etc\" is not an absolute path without '.', '..' or a trailing '/' (and not '/')"
+            ),
+            format!("{A}: spec.writablePaths[3]: \"/sys/fs/cgroup\" is inside /sys, which agents cannot be given"),
+            format!("{A}: spec.writablePaths[5]: \"/srv/data\" is listed twice"),
+        ]
+    );
+    assert!(load_str("m.yaml", &agent("  command: [x]\n  writablePaths: [/srv/data, /var/cache/bot]\n")).is_ok());
+}
+
+#[test]
 fn an_agent_with_nothing_to_run_is_caught() {
     assert_eq!(
         errors(&agent("  skills: [echo]\n")),

@@ -54,9 +54,16 @@ pub struct AgentSpec {
     /// Local mode: the directory the agent runs in (default: the daemon's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
-    /// Local mode: the user to run as, `name` or `uid[:gid]` (needs root).
+    /// Local mode: the user to run as, `name` or `uid[:gid]`. Without it, a daemon running
+    /// as root runs the agent as a uid of its own (allocated per agent from 61184-65519).
+    /// `root` is possible, and the `Sandboxed` condition then says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Local mode: existing directories the agent may write (absolute paths). Everything
+    /// else but its home and a private `/tmp` is read-only to it; file permissions still
+    /// apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writable_paths: Vec<String>,
     /// Cluster mode: the container image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::path::{Component, Path};
 use std::sync::OnceLock;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -513,6 +514,20 @@ fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
             errors.push(FieldError::new("spec.user", format!("{user:?} is not a user name or uid[:gid]")));
         }
     }
+    let mut writable = BTreeSet::new();
+    for (i, path) in s.writable_paths.iter().enumerate() {
+        let at = format!("spec.writablePaths[{i}]");
+        if !is_plain_absolute(path) {
+            errors.push(FieldError::new(
+                at,
+                format!("{path:?} is not an absolute path without '.', '..' or a trailing '/' (and not '/')"),
+            ));
+        } else if let Some(api) = ["/proc", "/sys", "/dev"].iter().find(|a| Path::new(path).starts_with(a)) {
+            errors.push(FieldError::new(at, format!("{path:?} is inside {api}, which agents cannot be given")));
+        } else if !writable.insert(path) {
+            errors.push(FieldError::new(at, format!("{path:?} is listed twice")));
+        }
+    }
     if s.port.unwrap_or(0) > 0 && s.replicas() > 1 {
         errors.push(FieldError::new(
             "spec.port",
@@ -537,6 +552,17 @@ fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
     }
     check_requests_within_limits(&s.resources.requests, &s.resources.limits, errors);
     check_memory_not_tiny(&s.resources.limits, "spec.resources.limits.memory", errors);
+}
+
+/// Whether `path` is absolute and plain: no `.`, `..` or empty components, not `/`.
+fn is_plain_absolute(path: &str) -> bool {
+    let p = Path::new(path);
+    p.is_absolute()
+        && p.components().count() > 1
+        && !path.contains("//")
+        && (path.len() == 1 || !path.ends_with('/'))
+        && p.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && !path.split('/').any(|s| s == "." || s == "..")
 }
 
 fn check_requests_within_limits(req: &ResourceAmounts, lim: &ResourceAmounts, errors: &mut Vec<FieldError>) {

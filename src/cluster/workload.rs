@@ -148,9 +148,11 @@ pub fn workload(agent: &Agent, admitted: bool, config: &WorkloadConfig) -> Resul
                 .to_owned(),
         );
     }
-    if spec.user.is_some() || spec.working_dir.is_some() {
+    if spec.user.is_some() || spec.working_dir.is_some() || !spec.writable_paths.is_empty() {
         warnings.push(
-            "spec.user and spec.workingDir apply in local mode only; the image decides them on a cluster".to_owned(),
+            "spec.user, spec.workingDir and spec.writablePaths apply in local mode only; the image and the pod's \
+             volumes decide them on a cluster"
+                .to_owned(),
         );
     }
     let mut env: Vec<EnvVar> = spec

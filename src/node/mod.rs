@@ -6,6 +6,7 @@ pub mod deletion;
 pub mod logs;
 pub mod ownership;
 pub mod process;
+pub mod sandbox;
 pub mod supervisor;
 mod sys;
 

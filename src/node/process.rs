@@ -14,6 +14,7 @@ use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 
 use super::cgroup::{self, CgroupDriver, CgroupPath};
 use super::logs::{self, RelaySpec};
+use super::sandbox::Confinement;
 use super::sys::{self, Credentials, SpawnRequest};
 use crate::api::Time;
 use crate::api::agent::{Termination, TerminationReason};
@@ -80,7 +81,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How to run one agent process.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ProcessSpec {
     pub program: String,
     pub args: Vec<String>,
@@ -96,6 +97,12 @@ pub struct ProcessSpec {
     /// Write `log_file` through a log relay, capped and rotated (what the node does);
     /// `None` appends directly, unbounded (for short-lived processes and tests).
     pub log_relay: Option<RelaySpec>,
+    /// The agent's view of the system (mount namespace, capabilities); `None` runs it with
+    /// the daemon's.
+    pub confinement: Option<Confinement>,
+    /// Execute this file instead of looking `program` up: the daemon's own binary, held open
+    /// (`program` is then only `argv[0]`).
+    pub exec_fd: Option<std::sync::Arc<OwnedFd>>,
 }
 
 impl ProcessSpec {
@@ -109,6 +116,8 @@ impl ProcessSpec {
             user: None,
             log_file: log_file.into(),
             log_relay: None,
+            confinement: None,
+            exec_fd: None,
         }
     }
 
@@ -290,7 +299,22 @@ fn spawn_with(
         None => None,
     };
     let user = spec.user.as_ref().map(|u| Credentials { uid: u.uid, gid: u.gid, groups: u.groups.clone() });
-    let request = SpawnRequest { candidates, argv, envp, dir, join, user, stdio };
+    let mounts = match &spec.confinement {
+        Some(c) => c.mount_ops().map_err(invalid)?,
+        None => Vec::new(),
+    };
+    let request = SpawnRequest {
+        candidates,
+        argv,
+        envp,
+        dir,
+        join,
+        user,
+        mounts,
+        drop_capabilities: spec.confinement.is_some(),
+        exec_fd: spec.exec_fd.as_ref().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&**fd)),
+        stdio,
+    };
     let child = sys::spawn(&request).map_err(|source| spawn_error(spec, source))?;
     drop(request);
     // The child cannot be reaped before we wait for it, so its /proc entry is still there.

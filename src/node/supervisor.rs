@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use super::cgroup::{CgroupDriver, CgroupLimits, CgroupPath, Layout};
 use super::logs::{self, LogLimits, RelaySpec};
 use super::process::{self, AgentProcess, ExitInfo, ProcessSpec};
+use super::sandbox::Sandbox;
 use crate::api::agent::{
     AgentPhase, AgentStatus, CardSummary, Instance, Protocol, RestartPolicy, Termination, TerminationReason, Usage,
 };
@@ -76,6 +77,8 @@ pub struct NodeConfig {
     pub layout: Layout,
     /// The binary that `command: ["a2a", ...]` runs (the running a2a).
     pub a2a_exe: PathBuf,
+    /// The host-wide registry of agent uids and their homes (see `node::sandbox`).
+    pub sandbox_dir: PathBuf,
     /// SIGTERM → SIGKILL grace when stopping a replica.
     pub grace: Duration,
     /// How often agents that wait (for room, after a failed start) are looked at again.
@@ -104,6 +107,7 @@ impl NodeConfig {
             home: home.into(),
             layout: Layout::default(),
             a2a_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("a2a")),
+            sandbox_dir: PathBuf::from(super::sandbox::DEFAULT_STATE_DIR),
             grace: Duration::from_secs(10),
             tick: Duration::from_secs(2),
             enforced: true,
@@ -299,6 +303,8 @@ pub struct Node {
     start_slots: Arc<tokio::sync::Semaphore>,
     /// Set when a node that stops its agents is stopping: no new process or cgroup is made.
     closing: std::sync::atomic::AtomicBool,
+    /// Agents' uids, homes and views of the system.
+    sandbox: Arc<Sandbox>,
 }
 
 /// What the loop owns.
@@ -356,7 +362,7 @@ fn spec_hash(agent: &Agent) -> String {
     use std::hash::{Hash, Hasher};
     let s = &agent.spec;
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&s.command, &s.args, &s.working_dir, &s.user, s.port).hash(&mut h);
+    (&s.command, &s.args, &s.working_dir, &s.user, s.port, &s.writable_paths).hash(&mut h);
     for e in &s.env {
         (&e.name, &e.value).hash(&mut h);
     }
@@ -404,6 +410,7 @@ impl Node {
     pub fn new(client: kube::Client, driver: Arc<dyn CgroupDriver>, config: NodeConfig) -> (Arc<Self>, NodeRunner) {
         let (tx, rx) = mpsc::unbounded_channel();
         let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let sandbox = Arc::new(Sandbox::new(&config.home, &config.sandbox_dir, &config.a2a_exe));
         let node = Arc::new(Node {
             client,
             driver,
@@ -414,6 +421,7 @@ impl Node {
             stdio_runs: std::sync::Mutex::default(),
             start_slots: Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY)),
             closing: std::sync::atomic::AtomicBool::new(false),
+            sandbox,
         });
         (node.clone(), NodeRunner { node, rx })
     }
@@ -487,6 +495,8 @@ impl Node {
                 spec = spec.env(var, v);
             }
         }
+        // Its credentials, home and view of the system; the Agent's `env` still wins.
+        self.sandbox.apply(&mut spec, &ns, &name, s)?;
         for e in &s.env {
             spec = spec.env(&e.name, &e.value);
         }
@@ -495,9 +505,6 @@ impl Node {
             Some(d) => PathBuf::from(d),
             None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         });
-        if let Some(user) = &s.user {
-            spec.user = Some(process::RunAs::resolve(user).map_err(|e| e.to_string())?);
-        }
         Ok(spec)
     }
 
@@ -1124,9 +1131,7 @@ impl World {
                 }
             }
         }
-        if strays.is_empty() {
-            return;
-        }
+        let agents: HashSet<Key> = self.agents.keys().cloned().collect();
         let node = node.clone();
         tokio::task::spawn_blocking(move || {
             for path in strays {
@@ -1141,6 +1146,9 @@ impl World {
                 );
                 stop_cgroup(node.driver.as_ref(), &path, node.config.grace);
             }
+            // Their processes stopped, agents deleted while the daemon was down give back
+            // their uids and homes.
+            node.sandbox.release_all_but(&agents);
         });
     }
 
@@ -1175,6 +1183,10 @@ impl World {
             if let Some(mut rt) = self.runtime.remove(k) {
                 stop_replicas(node, &mut rt, |_| true).await;
             }
+            // Its processes are gone: its uid and home go too (awaited, so that an agent
+            // created anew under the name starts after the release, not during it).
+            let (sandbox, (ns, name)) = (node.sandbox.clone(), k.clone());
+            let _ = tokio::task::spawn_blocking(move || sandbox.release(&ns, &name)).await;
             return;
         };
         let rt = self.runtime.entry(k.clone()).or_default();
@@ -1308,7 +1320,8 @@ impl World {
             self.deadlines.at(k, due);
             return;
         }
-        let status = agent_status(node.config.enforced, &agent, rt, verdict.as_ref(), desired);
+        let mut status = agent_status(node.config.enforced, &agent, rt, verdict.as_ref(), desired);
+        set_condition(&mut status.conditions, node.sandbox.condition(&k.0, &k.1, &agent.spec));
         write_agent(node, &agent, rt, status);
     }
 

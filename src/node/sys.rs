@@ -18,6 +18,10 @@
 //! on the child's stack. A failure in the child is reported through the shared argument
 //! block (the step and the errno) and the child exits 127; the parent reaps it and returns
 //! the error.
+//!
+//! Between the cgroup join and the credential change the child can also set up a mount
+//! namespace (steps the parent planned, see `node::sandbox`) and drop every capability; the
+//! daemon's own binary is executed through a descriptor (`execveat`).
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, c_int, c_void};
@@ -34,6 +38,118 @@ pub(crate) struct Credentials {
     pub groups: Vec<u32>,
 }
 
+/// One step of the mount namespace the child sets up, in order (see `node::sandbox`, which
+/// builds the list). Paths are absolute; a `slot` names a detached mount tree the child keeps
+/// between a `Clone` and its `Attach`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MountOp {
+    /// A mount namespace of its own (`unshare(CLONE_NEWNS)`), every mount in it private: no
+    /// mount or unmount propagates back to the host.
+    Unshare,
+    /// A copy of the mount tree at the path, taken now with its current flags
+    /// (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`), to put back later with `Attach`.
+    Clone { path: CString, slot: usize },
+    /// The mount at the path and every one below it read-only (`mount_setattr(AT_RECURSIVE)`),
+    /// and nosuid.
+    ReadOnlyTree(CString),
+    /// The path bound onto itself, read-only: a file or directory inside a mount.
+    ReadOnlyBind(CString),
+    /// A fresh tmpfs on the path, with these mount options.
+    Tmpfs { path: CString, options: CString },
+    /// A directory created if missing (for a mount point inside a tmpfs made above).
+    Mkdir(CString),
+    /// The tree `Clone` took, mounted on the path (`move_mount`).
+    Attach { slot: usize, path: CString },
+    /// The one mount at the path read-only (not those below it).
+    ReadOnly(CString),
+}
+
+/// The kernel's `struct mount_attr` for `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `struct __user_cap_header_struct` and one `__user_cap_data_struct` for `capset(2)`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOUNT_ATTR_RDONLY: u64 = 1;
+const MOUNT_ATTR_NOSUID: u64 = 2;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// The child's view of a [`MountOp`]: raw pointers into the request's CStrings.
+#[repr(C)]
+struct RawMountOp {
+    kind: u32,
+    path: *const libc::c_char,
+    options: *const libc::c_char,
+    slot: usize,
+}
+
+const OP_UNSHARE: u32 = 0;
+const OP_CLONE: u32 = 1;
+const OP_READ_ONLY_TREE: u32 = 2;
+const OP_READ_ONLY_BIND: u32 = 3;
+const OP_TMPFS: u32 = 4;
+const OP_MKDIR: u32 = 5;
+const OP_ATTACH: u32 = 6;
+const OP_READ_ONLY: u32 = 7;
+
+impl MountOp {
+    fn raw(&self) -> RawMountOp {
+        let (kind, path, options, slot) = match self {
+            MountOp::Unshare => (OP_UNSHARE, ptr::null(), ptr::null(), 0),
+            MountOp::Clone { path, slot } => (OP_CLONE, path.as_ptr(), ptr::null(), *slot),
+            MountOp::ReadOnlyTree(p) => (OP_READ_ONLY_TREE, p.as_ptr(), ptr::null(), 0),
+            MountOp::ReadOnlyBind(p) => (OP_READ_ONLY_BIND, p.as_ptr(), ptr::null(), 0),
+            MountOp::Tmpfs { path, options } => (OP_TMPFS, path.as_ptr(), options.as_ptr(), 0),
+            MountOp::Mkdir(p) => (OP_MKDIR, p.as_ptr(), ptr::null(), 0),
+            MountOp::Attach { slot, path } => (OP_ATTACH, path.as_ptr(), ptr::null(), *slot),
+            MountOp::ReadOnly(p) => (OP_READ_ONLY, p.as_ptr(), ptr::null(), 0),
+        };
+        RawMountOp { kind, path, options, slot }
+    }
+
+    /// What the step does, for an error message.
+    pub(crate) fn describe(&self) -> String {
+        let show = |c: &CString| c.to_string_lossy().into_owned();
+        match self {
+            MountOp::Unshare => "create a mount namespace".into(),
+            MountOp::Clone { path, .. } => format!("take a copy of the mounts at {}", show(path)),
+            MountOp::ReadOnlyTree(p) => format!("make {} read-only", show(p)),
+            MountOp::ReadOnlyBind(p) => format!("make {} read-only", show(p)),
+            MountOp::Tmpfs { path, .. } => format!("mount a private tmpfs on {}", show(path)),
+            MountOp::Mkdir(p) => format!("create the mount point {}", show(p)),
+            MountOp::Attach { path, .. } => format!("mount {} writable", show(path)),
+            MountOp::ReadOnly(p) => format!("make {} read-only", show(p)),
+        }
+    }
+
+    fn slot(&self) -> Option<usize> {
+        match self {
+            MountOp::Clone { slot, .. } | MountOp::Attach { slot, .. } => Some(*slot),
+            _ => None,
+        }
+    }
+}
+
 /// Everything the child needs, prepared in the parent.
 #[derive(Debug)]
 pub(crate) struct SpawnRequest {
@@ -46,6 +162,14 @@ pub(crate) struct SpawnRequest {
     /// `cgroup.procs` of each hierarchy, opened for writing; the child writes `0` (itself).
     pub join: Vec<OwnedFd>,
     pub user: Option<Credentials>,
+    /// The mount namespace to set up before the credentials change (empty: the daemon's).
+    pub mounts: Vec<MountOp>,
+    /// Clear the capability bounding set and every capability, so that not even uid 0 keeps
+    /// one, before and after executing.
+    pub drop_capabilities: bool,
+    /// Execute this file (an `O_PATH` descriptor) with `execveat(AT_EMPTY_PATH)` instead of
+    /// `candidates`: the daemon's own binary, wherever it lies.
+    pub exec_fd: Option<RawFd>,
     /// Become stdin, stdout and stderr (descriptors ≥ 3, close-on-exec in the parent).
     pub stdio: [OwnedFd; 3],
 }
@@ -70,8 +194,13 @@ const STEPS: [&str; 9] = [
     "change to the working directory",
     "set up stdin/stdout/stderr",
 ];
+const STEP_CHDIR: i32 = 7;
 const STEP_EXEC: i32 = 9;
 const STEP_CLOSE: i32 = 10;
+/// A mount step failed; `ChildArgs::detail` is its index.
+const STEP_MOUNT: i32 = 11;
+/// Dropping capabilities failed (bounding set, ambient set or capset).
+const STEP_CAPS: i32 = 12;
 
 /// The argument block the child reads, and writes its failure into.
 #[repr(C)]
@@ -89,9 +218,16 @@ struct ChildArgs {
     gid: u32,
     groups: *const libc::gid_t,
     ngroups: usize,
+    mounts: *const RawMountOp,
+    nmounts: usize,
+    /// Detached mount trees between `Clone` and `Attach`, written by the child.
+    slots: *mut c_int,
+    drop_caps: bool,
+    exec_fd: c_int,
     // Written by the child on failure.
     step: i32,
     errno: i32,
+    detail: usize,
 }
 
 /// The kernel's `struct sigaction` for `rt_sigaction` (not glibc's, which differs).
@@ -115,6 +251,9 @@ pub(crate) fn spawn(req: &SpawnRequest) -> io::Result<Spawned> {
     let envp: Vec<*const libc::c_char> = req.envp.iter().map(|c| c.as_ptr()).chain([ptr::null()]).collect();
     let join: Vec<c_int> = req.join.iter().map(AsRawFd::as_raw_fd).collect();
     let groups: Vec<libc::gid_t> = req.user.as_ref().map(|u| u.groups.clone()).unwrap_or_default();
+    let mounts: Vec<RawMountOp> = req.mounts.iter().map(MountOp::raw).collect();
+    let nslots = req.mounts.iter().filter_map(MountOp::slot).max().map_or(0, |m| m + 1);
+    let mut slots: Vec<c_int> = vec![-1; nslots];
     let mut args = ChildArgs {
         candidates: candidates.as_ptr(),
         ncandidates: candidates.len(),
@@ -129,8 +268,14 @@ pub(crate) fn spawn(req: &SpawnRequest) -> io::Result<Spawned> {
         gid: req.user.as_ref().map_or(0, |u| u.gid),
         groups: groups.as_ptr(),
         ngroups: groups.len(),
+        mounts: mounts.as_ptr(),
+        nmounts: mounts.len(),
+        slots: slots.as_mut_ptr(),
+        drop_caps: req.drop_capabilities,
+        exec_fd: req.exec_fd.unwrap_or(-1),
         step: 0,
         errno: 0,
+        detail: 0,
     };
     if args.stdio.iter().any(|fd| *fd < 3) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "stdio descriptors must be above 2"));
@@ -161,8 +306,13 @@ pub(crate) fn spawn(req: &SpawnRequest) -> io::Result<Spawned> {
     // The child wrote these before it exited (or never, if it executed); it is gone or
     // replaced by the program now, so the reads race with nothing.
     // SAFETY: reads of our own local, which the child may have written through its pointer.
-    let (step, errno) =
-        unsafe { (ptr::read_volatile(&raw const args.step), ptr::read_volatile(&raw const args.errno)) };
+    let (step, errno, detail) = unsafe {
+        (
+            ptr::read_volatile(&raw const args.step),
+            ptr::read_volatile(&raw const args.errno),
+            ptr::read_volatile(&raw const args.detail),
+        )
+    };
     if step != 0 {
         // Reap the failed child so it does not linger as a zombie.
         let _ = rustix::process::waitid(
@@ -173,6 +323,19 @@ pub(crate) fn spawn(req: &SpawnRequest) -> io::Result<Spawned> {
         return Err(match step {
             STEP_EXEC => source,
             STEP_CLOSE => io::Error::new(source.kind(), format!("close inherited descriptors: {source}")),
+            STEP_MOUNT => io::Error::new(
+                source.kind(),
+                format!("{}: {source}", req.mounts.get(detail).map_or_else(|| "mount".into(), MountOp::describe)),
+            ),
+            STEP_CAPS => io::Error::new(source.kind(), format!("drop every capability: {source}")),
+            // As the agent's user, in its view of the filesystem: name the directory.
+            STEP_CHDIR => io::Error::new(
+                source.kind(),
+                format!(
+                    "change to the working directory {}: {source}",
+                    req.dir.as_ref().map_or_else(String::new, |d| d.to_string_lossy().into_owned())
+                ),
+            ),
             s => io::Error::new(
                 source.kind(),
                 format!("{}: {source}", STEPS.get(s as usize).copied().unwrap_or("setup")),
@@ -267,8 +430,28 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         if libc::syscall(libc::SYS_setsid) < 0 {
             return fail(a, 2);
         }
+        for i in 0..a.nmounts {
+            if !mount_step(&*a.mounts.add(i), a.slots) {
+                a.detail = i;
+                return fail(a, STEP_MOUNT);
+            }
+        }
         if libc::syscall(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return fail(a, 3);
+        }
+        // The bounding set first (dropping from it needs CAP_SETPCAP, which the user change
+        // below takes away): an executed program, even one run as uid 0, gains nothing.
+        if a.drop_caps {
+            for cap in 0..64 {
+                if libc::syscall(libc::SYS_prctl, libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                    && *libc::__errno_location() != libc::EINVAL
+                {
+                    return fail(a, STEP_CAPS);
+                }
+            }
+            if libc::syscall(libc::SYS_prctl, libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 {
+                return fail(a, STEP_CAPS);
+            }
         }
         if a.set_user {
             // Raw calls change this task only, which is the whole child process.
@@ -282,8 +465,16 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 return fail(a, 6);
             }
         }
+        // A change to a non-zero uid has cleared them already; uid 0 keeps them until here.
+        if a.drop_caps {
+            let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+            let none = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+            if libc::syscall(libc::SYS_capset, &header as *const CapHeader, none.as_ptr()) != 0 {
+                return fail(a, STEP_CAPS);
+            }
+        }
         if !a.dir.is_null() && libc::syscall(libc::SYS_chdir, a.dir) != 0 {
-            return fail(a, 7);
+            return fail(a, STEP_CHDIR);
         }
         for (target, fd) in a.stdio.iter().enumerate() {
             if libc::syscall(libc::SYS_dup3, *fd, target as c_int, 0) < 0 {
@@ -303,6 +494,13 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         }
         let empty: u64 = 0;
         libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &empty as *const u64, ptr::null_mut::<u64>(), 8);
+        if a.exec_fd >= 0 {
+            // By descriptor: no path lookup as the new user, so a binary under a directory
+            // the agent cannot enter (root's home) still runs, and a binary replaced on disk
+            // since the daemon started is still the daemon's own.
+            libc::syscall(libc::SYS_execveat, a.exec_fd, c"".as_ptr(), a.argv, a.envp, libc::AT_EMPTY_PATH);
+            return fail(a, STEP_EXEC);
+        }
         // As execvp: a candidate that is missing or not executable lets the next one try;
         // the error reported is EACCES if any candidate had it, else the last one.
         let mut seen_eacces = false;
@@ -319,6 +517,99 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             *libc::__errno_location() = libc::EACCES;
         }
         fail(a, STEP_EXEC)
+    }
+}
+
+/// Runs one mount step in the child; `false` with errno set on failure. Raw calls only.
+///
+/// # Safety
+/// `op`'s pointers are live CStrings of the parent; `slots` has room for every slot.
+unsafe fn mount_step(op: &RawMountOp, slots: *mut c_int) -> bool {
+    // SAFETY: raw system calls on the parent's prepared strings and our own locals.
+    unsafe {
+        let setattr = |path: *const libc::c_char, flags: libc::c_uint, set: u64| {
+            let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                path,
+                flags,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            ) == 0
+        };
+        match op.kind {
+            OP_UNSHARE => {
+                libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) == 0
+                    && libc::syscall(
+                        libc::SYS_mount,
+                        ptr::null::<libc::c_char>(),
+                        c"/".as_ptr(),
+                        ptr::null::<libc::c_char>(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        ptr::null::<c_void>(),
+                    ) == 0
+            }
+            OP_CLONE => {
+                let fd = libc::syscall(
+                    libc::SYS_open_tree,
+                    libc::AT_FDCWD,
+                    op.path,
+                    OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+                );
+                if fd < 0 {
+                    return false;
+                }
+                *slots.add(op.slot) = fd as c_int;
+                true
+            }
+            OP_READ_ONLY_TREE => setattr(op.path, AT_RECURSIVE, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID),
+            OP_READ_ONLY_BIND => {
+                libc::syscall(
+                    libc::SYS_mount,
+                    op.path,
+                    op.path,
+                    ptr::null::<libc::c_char>(),
+                    libc::MS_BIND | libc::MS_REC,
+                    ptr::null::<c_void>(),
+                ) == 0
+                    && setattr(op.path, AT_RECURSIVE, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID)
+            }
+            OP_TMPFS => {
+                libc::syscall(
+                    libc::SYS_mount,
+                    c"tmpfs".as_ptr(),
+                    op.path,
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    op.options.cast::<c_void>(),
+                ) == 0
+            }
+            OP_MKDIR => {
+                libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, op.path, 0o755) == 0
+                    || *libc::__errno_location() == libc::EEXIST
+            }
+            OP_ATTACH => {
+                let fd = *slots.add(op.slot);
+                let ok = libc::syscall(
+                    libc::SYS_move_mount,
+                    fd,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    op.path,
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                ) == 0;
+                if ok {
+                    libc::syscall(libc::SYS_close, fd);
+                }
+                ok
+            }
+            OP_READ_ONLY => setattr(op.path, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID),
+            _ => {
+                *libc::__errno_location() = libc::EINVAL;
+                false
+            }
+        }
     }
 }
 

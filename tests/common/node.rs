@@ -80,7 +80,17 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(name: &str) -> Scratch {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Scratch::with_home(name, tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// With the home in the build's temporary directory instead of `/tmp`: a confined
+    /// agent's private `/tmp` would hide a home under `/tmp` altogether, and some tests need
+    /// the home where the agent can try (and fail) to read it.
+    pub fn outside_tmp(name: &str) -> Scratch {
+        Scratch::with_home(name, tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir"))
+    }
+
+    fn with_home(name: &str, dir: tempfile::TempDir) -> Scratch {
         let top = format!("a2a-test-{name}-{}", std::process::id());
         Scratch { guard: Guard { home: dir.path().to_path_buf(), top }, dir }
     }

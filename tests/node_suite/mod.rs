@@ -13,6 +13,7 @@ use a2a::node::cgroup::{
     CgroupDriver, CgroupLimits, CgroupPath, CgroupVersion, CpuQuota, DEFAULT_ROOT, Layout, detect,
 };
 use a2a::node::process::{AgentProcess, ExitInfo, ProcessSpec, RunAs, classify, spawn};
+use a2a::node::sandbox::Confinement;
 
 const MI: u64 = 1 << 20;
 
@@ -66,6 +67,10 @@ const TESTS: &[Test] = &[
     ),
     ("limits_are_updated_in_place", limits_are_updated_in_place),
     ("the_top_records_its_owner_and_refuses_another_home", the_top_records_its_owner_and_refuses_another_home),
+    (
+        "a_confined_root_process_has_no_capability_and_writes_no_cgroup_procs",
+        a_confined_root_process_has_no_capability_and_writes_no_cgroup_procs,
+    ),
 ];
 
 /// Runs every test whose name contains one of `filters` (all when empty); returns
@@ -557,4 +562,35 @@ fn the_top_records_its_owner_and_refuses_another_home(ctx: &Ctx) {
     }
     let e = claim(ctx.driver.as_ref(), &top, me("/srv/a", Kind::Serve)).expect_err("unrecorded").to_string();
     assert!(e.contains("holds cgroups that no a2a control plane recorded"), "{e}");
+}
+
+/// The confinement a root daemon gives agents, at the process level: run as uid 0 (as
+/// `user: root` is), the process has no capability, cannot write one `cgroup.procs` (it could
+/// move itself out of its cgroup otherwise) nor anything outside its writable directory.
+fn a_confined_root_process_has_no_capability_and_writes_no_cgroup_procs(ctx: &Ctx) {
+    let cg = ctx.replica("misc", "confined");
+    ctx.driver.create(&cg, &limits(Some(64 * MI), None, Some(64))).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let script = "grep -E '^(Uid|CapEff|CapBnd):' /proc/self/status; n=0; \
+                  for f in $(find /sys/fs/cgroup -maxdepth 4 -name cgroup.procs); do n=$((n+1)); \
+                  if (echo $$ > \"$f\") 2>/dev/null; then echo \"wrote $f\"; fi; done; echo \"tried $n\"; \
+                  (echo x > \"$WORK/file\") 2>/dev/null && echo work=written; \
+                  (echo x > /a2a-confined-probe) 2>/dev/null && echo root=written; cat /proc/self/cgroup";
+    let mut spec =
+        ProcessSpec::new("sh", ctx.log("confined")).args(["-c", script]).env("WORK", work.path().display().to_string());
+    spec.confinement = Some(Confinement::new(vec![work.path().canonicalize().unwrap()], Vec::new()));
+    let mut p = spawn(ctx.driver.as_ref(), &cg, &spec).unwrap();
+    let exit = p.wait_timeout(Some(Duration::from_secs(20))).unwrap().expect("the probe ends");
+    let log = ctx.read_log("confined");
+    assert_eq!(exit.code, Some(0), "{log}");
+    assert!(log.contains("Uid:\t0\t0\t0\t0"), "{log}");
+    assert!(log.contains("CapEff:\t0000000000000000"), "{log}");
+    assert!(log.contains("CapBnd:\t0000000000000000"), "{log}");
+    let tried: usize = log.lines().find_map(|l| l.strip_prefix("tried ")).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(tried > 0, "no cgroup.procs found to try: {log}");
+    assert!(!log.contains("wrote "), "a confined process wrote a cgroup.procs: {log}");
+    assert!(log.contains("work=written") && work.path().join("file").exists(), "{log}");
+    assert!(!log.contains("root=written") && !Path::new("/a2a-confined-probe").exists(), "{log}");
+    let cg_lines: Vec<&str> = log.lines().filter(|l| l.contains("::") || l.contains(":memory:")).collect();
+    assert!(cg_lines.iter().any(|l| l.ends_with(&format!("/{cg}"))), "still in /{cg}: {cg_lines:?}");
 }
