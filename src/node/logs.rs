@@ -213,6 +213,11 @@ pub(crate) fn start_relay(driver: &dyn CgroupDriver, spec: &RelaySpec, log_file:
         // need not wait for.
         join: Vec::new(),
         user: None,
+        // The relay is the daemon's helper, not an agent: it writes the daemon's log files
+        // and joins its cgroup, so it keeps the daemon's view of the system.
+        mounts: Vec::new(),
+        drop_capabilities: false,
+        exec_fd: None,
         stdio: [read, file, null],
     };
     let relay = sys::spawn(&request).map_err(spawn_err)?;
