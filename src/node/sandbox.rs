@@ -640,8 +640,76 @@ impl Sandbox {
     }
 }
 
+/// The directory an agent that names no `workingDir` starts in: the daemon's own when the
+/// agent's user can reach it in its view of the system, else the agent's home (as systemd's
+/// `WorkingDirectory=~`), else `/`. A daemon started from a checkout under `/root` thus still
+/// starts its dynamic-uid agents; an explicit `workingDir` the agent cannot enter stays an
+/// error that names it.
+pub fn default_working_dir(daemon_cwd: &Path, spec: &ProcessSpec) -> PathBuf {
+    let Some(user) = &spec.user else { return daemon_cwd.to_path_buf() };
+    let hidden = spec.confinement.is_some() && PRIVATE.iter().any(|p| daemon_cwd.starts_with(p));
+    if !hidden && reachable(daemon_cwd, user) {
+        return daemon_cwd.to_path_buf();
+    }
+    spec.env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "HOME")
+        .map(|(_, home)| PathBuf::from(home))
+        .filter(|home| reachable(home, user))
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Whether `user` may search every directory from `/` down to `dir` (the `x` bit that applies
+/// to it: owner, group or other, as the kernel checks them; uid 0 needs any `x` bit).
+fn reachable(dir: &Path, user: &RunAs) -> bool {
+    dir.ancestors().all(|d| match fs::metadata(d) {
+        Ok(m) if m.is_dir() => {
+            let mode = m.mode();
+            if user.uid == 0 {
+                mode & 0o111 != 0
+            } else if m.uid() == user.uid {
+                mode & 0o100 != 0
+            } else if m.gid() == user.gid || user.groups.contains(&m.gid()) {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            }
+        }
+        _ => false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_agent_starts_where_its_user_can_reach_else_in_its_home() {
+        let base = tempfile::tempdir().unwrap();
+        let closed = base.path().join("closed");
+        let open = base.path().join("open");
+        let home = base.path().join("home");
+        for d in [&closed, &open, &home] {
+            fs::create_dir(d).unwrap();
+        }
+        fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&closed, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
+        let uid = 4_000_000_123;
+        std::os::unix::fs::chown(&home, Some(uid), Some(uid)).unwrap();
+        let mut spec = ProcessSpec::new("true", base.path().join("log"));
+        spec.user = Some(RunAs { uid, gid: uid, groups: vec![uid] });
+        spec.env.push(("HOME".into(), home.display().to_string()));
+        // The base may sit under a closed directory (a temp dir under /root): then nothing
+        // below it is reachable, and the fall-back is `/`.
+        let base_open = reachable(base.path(), spec.user.as_ref().unwrap());
+        let expect = |d: &Path| if base_open { d.to_path_buf() } else { PathBuf::from("/") };
+        assert_eq!(default_working_dir(&open, &spec), expect(&open));
+        assert_eq!(default_working_dir(&closed, &spec), expect(&home), "a closed directory falls back to the home");
+        spec.user = None;
+        assert_eq!(default_working_dir(&closed, &spec), closed, "the daemon's own user keeps its directory");
+    }
     use super::*;
 
     fn ops(c: &Confinement) -> Vec<String> {

@@ -503,7 +503,10 @@ impl Node {
         spec = spec.env("A2A_PORT", port.to_string()).env("A2A_AGENT", &name).env("A2A_NAMESPACE", &ns);
         spec.working_dir = Some(match &s.working_dir {
             Some(d) => PathBuf::from(d),
-            None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            None => {
+                let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+                super::sandbox::default_working_dir(&cwd, &spec)
+            }
         });
         Ok(spec)
     }
