@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::validate::{self, FieldError};
+use super::yaml::{self, YamlError};
 use super::{Kind, Object};
 
 /// The largest manifest text a2a reads (a guard against feeding it a disk image).
@@ -78,29 +78,28 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<(Origin, Value)>,
     if text.contains('\0') {
         return Err(vec![whole_file(source, "is binary (it contains NUL bytes), not a YAML or JSON manifest")]);
     }
-    let mut docs = Vec::new();
-    let mut errors = Vec::new();
-    for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let document = i + 1;
-        match Value::deserialize(de) {
-            Ok(Value::Null) => {}
-            Ok(v) => docs.push((Origin { source: source.to_owned(), document }, v)),
-            Err(e) => {
+    let (values, error) = yaml::documents(text);
+    if let Some((i, e)) = error {
+        let msg = match e {
+            YamlError::Syntax(e) => {
                 let msg = e.to_string();
                 let msg = msg.strip_prefix("invalid type: ").map_or(msg.clone(), |m| format!("not a manifest: {m}"));
-                errors.push(ManifestError {
-                    source: source.to_owned(),
-                    document: Some(document),
-                    object: None,
-                    error: FieldError::new("", format!("not valid YAML: {msg}")),
-                });
-                break;
+                FieldError::new("", format!("not valid YAML: {msg}"))
             }
-        }
+            YamlError::NotFinite { path, value } => FieldError::new(
+                path,
+                format!("{value} is not a number a2a accepts (infinity and NaN have no JSON form)"),
+            ),
+            e @ (YamlError::TooDeep { .. } | YamlError::NotUtf8 { .. }) => FieldError::new("", e.to_string()),
+        };
+        return Err(vec![ManifestError { source: source.to_owned(), document: Some(i + 1), object: None, error: msg }]);
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    let docs: Vec<(Origin, Value)> = values
+        .into_iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(i, v)| (Origin { source: source.to_owned(), document: i + 1 }, v))
+        .collect();
     if docs.is_empty() {
         return Err(vec![whole_file(source, "has no documents (it is empty or only comments)")]);
     }

@@ -9,6 +9,7 @@ pub mod quantity;
 pub mod template;
 pub mod validate;
 pub mod workflow;
+pub mod yaml;
 
 pub use agent::{Agent, AgentSpec, AgentStatus};
 pub use budget::{ResourceBudget, ResourceBudgetSpec, ResourceBudgetStatus};
