@@ -227,6 +227,27 @@ pub fn decode(source: &str, bytes: Vec<u8>) -> Result<String, ManifestError> {
             format!("is {} bytes; manifests are limited to {} MiB", bytes.len(), MAX_MANIFEST_BYTES >> 20),
         ));
     }
+    // A byte order mark says how the text is encoded, as kubectl reads it: UTF-16 from
+    // editors that save "Unicode" that way, and a UTF-8 mark that is only skipped.
+    let utf16 = match bytes.get(..2) {
+        Some([0xff, 0xfe]) => Some(u16::from_le_bytes as fn([u8; 2]) -> u16),
+        Some([0xfe, 0xff]) => Some(u16::from_be_bytes as fn([u8; 2]) -> u16),
+        _ => None,
+    };
+    if let Some(unit) = utf16 {
+        let body = &bytes[2..];
+        if body.len() % 2 != 0 {
+            return Err(whole_file(source, "is UTF-16 text (it starts with a byte order mark) with an odd number of bytes"));
+        }
+        let units: Vec<u16> = body.chunks_exact(2).map(|c| unit([c[0], c[1]])).collect();
+        return String::from_utf16(&units).map_err(|_| {
+            whole_file(source, "is UTF-16 text (it starts with a byte order mark) that does not decode")
+        });
+    }
+    let bytes = match bytes.strip_prefix(b"\xef\xbb\xbf") {
+        Some(rest) => rest.to_vec(),
+        None => bytes,
+    };
     String::from_utf8(bytes).map_err(|e| {
         whole_file(
             source,

@@ -1234,7 +1234,7 @@ impl Object {
 /// status); each operation is read here into a plain struct instead. Anything that does not
 /// read cleanly that way is parsed again the usual way, whose error is the one reported, so
 /// what is accepted and what an error says do not change.
-fn parse_json_patch(body: &[u8]) -> Result<json_patch::Patch, ApiError> {
+pub fn parse_json_patch(body: &[u8]) -> Result<json_patch::Patch, ApiError> {
     use json_patch::jsonptr::PointerBuf;
     use json_patch::{
         AddOperation, CopyOperation, MoveOperation, PatchOperation, RemoveOperation, ReplaceOperation, TestOperation,
@@ -1296,7 +1296,7 @@ fn changes_only_status(op: &json_patch::PatchOperation) -> bool {
 /// copying them: a whole-status patch of a big Workflow is megabytes of small values. Answers
 /// what it replaced or removed, moved out to the same paths (in maps holding only those), which
 /// is all the write's accounting needs of the old version ([`managed::Before::Displaced`]).
-fn merge_owned(doc: &mut Value, patch: Value) -> Option<Value> {
+pub fn merge_owned(doc: &mut Value, patch: Value) -> Option<Value> {
     let Value::Object(fields) = patch else {
         return Some(std::mem::replace(doc, patch));
     };
