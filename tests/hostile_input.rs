@@ -84,9 +84,12 @@ fn infinities_and_nan_are_refused_with_the_field_named() {
     let agent = "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {name: a}\nspec:\n  command: [x]\n  \
                  resources: {limits: {memory: 1Gi, cpu: .inf}}\n";
     let errors = errors_of(&format!("{}---\n{agent}", budget("    memory: 1Gi\n")));
-    assert_eq!(errors, vec![
-        "m.yaml: document 2: spec.resources.limits.cpu: .inf is not a number a2a accepts (infinity and NaN have no JSON form)"
-    ]);
+    assert_eq!(
+        errors,
+        vec![
+            "m.yaml: document 2: spec.resources.limits.cpu: .inf is not a number a2a accepts (infinity and NaN have no JSON form)"
+        ]
+    );
 }
 
 #[test]

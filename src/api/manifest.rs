@@ -236,13 +236,15 @@ pub fn decode(source: &str, bytes: Vec<u8>) -> Result<String, ManifestError> {
     };
     if let Some(unit) = utf16 {
         let body = &bytes[2..];
-        if body.len() % 2 != 0 {
-            return Err(whole_file(source, "is UTF-16 text (it starts with a byte order mark) with an odd number of bytes"));
+        if !body.len().is_multiple_of(2) {
+            return Err(whole_file(
+                source,
+                "is UTF-16 text (it starts with a byte order mark) with an odd number of bytes",
+            ));
         }
         let units: Vec<u16> = body.chunks_exact(2).map(|c| unit([c[0], c[1]])).collect();
-        return String::from_utf16(&units).map_err(|_| {
-            whole_file(source, "is UTF-16 text (it starts with a byte order mark) that does not decode")
-        });
+        return String::from_utf16(&units)
+            .map_err(|_| whole_file(source, "is UTF-16 text (it starts with a byte order mark) that does not decode"));
     }
     let bytes = match bytes.strip_prefix(b"\xef\xbb\xbf") {
         Some(rest) => rest.to_vec(),

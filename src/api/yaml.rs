@@ -26,7 +26,7 @@ use std::mem::MaybeUninit;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
-use unsafe_libyaml as sys;
+use unsafe_libyaml as unsafe_yaml;
 
 /// How deep a YAML document may nest (mappings and lists). serde_json reads at most 128
 /// levels, so everything a2a stores can be read back.
@@ -108,7 +108,7 @@ fn finish(result: Result<Value, serde_yaml_ng::Error>, state: &State) -> Result<
 /// A libyaml parser over a borrowed text, freed on drop. Boxed: libyaml keeps pointers into
 /// its own buffers, so it must not move once initialised.
 struct EventParser<'a> {
-    sys: Box<MaybeUninit<sys::yaml_parser_t>>,
+    sys: Box<MaybeUninit<unsafe_yaml::yaml_parser_t>>,
     _input: std::marker::PhantomData<&'a [u8]>,
 }
 
@@ -123,42 +123,42 @@ enum Event {
 
 impl<'a> EventParser<'a> {
     fn new(input: &'a [u8]) -> EventParser<'a> {
-        let mut sys = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+        let mut sys = Box::new(MaybeUninit::<unsafe_yaml::yaml_parser_t>::uninit());
         // SAFETY: `yaml_parser_initialize` fills the whole struct (it zeroes it first); it
         // fails only when malloc does, which aborts in Rust's allocator anyway. The input
         // outlives the parser (`'a`) and is never written through.
         unsafe {
             let p = sys.as_mut_ptr();
-            if sys::yaml_parser_initialize(p).fail {
-                std::alloc::handle_alloc_error(std::alloc::Layout::new::<sys::yaml_parser_t>());
+            if unsafe_yaml::yaml_parser_initialize(p).fail {
+                std::alloc::handle_alloc_error(std::alloc::Layout::new::<unsafe_yaml::yaml_parser_t>());
             }
-            sys::yaml_parser_set_encoding(p, sys::YAML_UTF8_ENCODING);
-            sys::yaml_parser_set_input_string(p, input.as_ptr(), input.len() as u64);
+            unsafe_yaml::yaml_parser_set_encoding(p, unsafe_yaml::YAML_UTF8_ENCODING);
+            unsafe_yaml::yaml_parser_set_input_string(p, input.as_ptr(), input.len() as u64);
         }
         EventParser { sys, _input: std::marker::PhantomData }
     }
 
     /// The next event; `None` on a syntax error (left for the real parse to report).
     fn next(&mut self) -> Option<Event> {
-        let mut event = MaybeUninit::<sys::yaml_event_t>::uninit();
+        let mut event = MaybeUninit::<unsafe_yaml::yaml_event_t>::uninit();
         // SAFETY: the parser was initialised in `new`; `yaml_parser_parse` zeroes the event
         // and fills it when it succeeds, and the event is deleted before it goes out of
         // scope. On failure the event holds nothing to free.
         unsafe {
-            if sys::yaml_parser_parse(self.sys.as_mut_ptr(), event.as_mut_ptr()).fail {
+            if unsafe_yaml::yaml_parser_parse(self.sys.as_mut_ptr(), event.as_mut_ptr()).fail {
                 return None;
             }
             let event = event.assume_init_mut();
             let seen = match event.type_ {
-                sys::YAML_SEQUENCE_START_EVENT | sys::YAML_MAPPING_START_EVENT => {
+                unsafe_yaml::YAML_SEQUENCE_START_EVENT | unsafe_yaml::YAML_MAPPING_START_EVENT => {
                     Event::Open { line: event.start_mark.line + 1, column: event.start_mark.column + 1 }
                 }
-                sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => Event::Close,
-                sys::YAML_DOCUMENT_END_EVENT => Event::DocumentEnd,
-                sys::YAML_STREAM_END_EVENT => Event::StreamEnd,
+                unsafe_yaml::YAML_SEQUENCE_END_EVENT | unsafe_yaml::YAML_MAPPING_END_EVENT => Event::Close,
+                unsafe_yaml::YAML_DOCUMENT_END_EVENT => Event::DocumentEnd,
+                unsafe_yaml::YAML_STREAM_END_EVENT => Event::StreamEnd,
                 _ => Event::Other,
             };
-            sys::yaml_event_delete(event);
+            unsafe_yaml::yaml_event_delete(event);
             Some(seen)
         }
     }
@@ -167,7 +167,7 @@ impl<'a> EventParser<'a> {
 impl Drop for EventParser<'_> {
     fn drop(&mut self) {
         // SAFETY: initialised in `new`, deleted once.
-        unsafe { sys::yaml_parser_delete(self.sys.as_mut_ptr()) }
+        unsafe { unsafe_yaml::yaml_parser_delete(self.sys.as_mut_ptr()) }
     }
 }
 
@@ -369,7 +369,10 @@ mod tests {
             );
         }
         let err = from_str("items: [1, [2, .inf]]").unwrap_err();
-        assert_eq!(err.to_string(), "items[1][1]: .inf is not a number a2a accepts (infinity and NaN have no JSON form)");
+        assert_eq!(
+            err.to_string(),
+            "items[1][1]: .inf is not a number a2a accepts (infinity and NaN have no JSON form)"
+        );
         // As text they are only strings.
         assert_eq!(from_str("a: '.inf'").unwrap(), json!({"a": ".inf"}));
     }
@@ -378,14 +381,18 @@ mod tests {
     fn deep_documents_are_refused_before_they_are_parsed() {
         let deep = "[".repeat(MAX_DEPTH + 1);
         let err = from_str(&deep).unwrap_err();
-        assert_eq!(err.to_string(), format!("nests deeper than {MAX_DEPTH} levels (at line 1, column {})", MAX_DEPTH + 1));
+        assert_eq!(
+            err.to_string(),
+            format!("nests deeper than {MAX_DEPTH} levels (at line 1, column {})", MAX_DEPTH + 1)
+        );
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(from_str(&ok).is_ok());
         let block: String = (0..=MAX_DEPTH).map(|i| format!("{}k:\n", "  ".repeat(i))).collect();
         assert!(matches!(from_str(&block), Err(YamlError::TooDeep { .. })));
         // Depth reached through an alias.
         let half = MAX_DEPTH / 2 + 1;
-        let aliased = format!("a: &x {}{}\nb: {}*x{}", "[".repeat(half), "]".repeat(half), "[".repeat(half), "]".repeat(half));
+        let aliased =
+            format!("a: &x {}{}\nb: {}*x{}", "[".repeat(half), "]".repeat(half), "[".repeat(half), "]".repeat(half));
         let err = from_str(&aliased).unwrap_err();
         assert!(matches!(&err, YamlError::TooDeep { at } if at.starts_with("at b[0]")), "{err}");
     }

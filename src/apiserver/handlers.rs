@@ -20,12 +20,12 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use crate::api::yaml::{self, YamlError};
 use super::managed::{self, FieldSet, ManagedFields, Operation, Scope, Touched};
 use super::resources::Resource;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
 use super::store::{self, ObjectKey, Precondition, Stored, Write};
+use crate::api::yaml::{self, YamlError};
 
 /// A parsed resource path.
 #[derive(Debug)]
