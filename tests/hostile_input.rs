@@ -215,3 +215,19 @@ fn a_rendered_message_stops_at_4_mib_and_fails_the_task() {
     assert!(error.starts_with("the rendered message is larger than 4 MiB"), "{error}");
     assert_eq!(status.tasks[0].phase, a2a::api::workflow::TaskPhase::Failed);
 }
+
+/// Found by the `patch` fuzz target: the fast reading of a JSON patch skipped an unknown
+/// field without checking its bytes, so a body that is not UTF-8 (hence not JSON) was
+/// accepted where json_patch's own reading refuses it.
+#[test]
+fn a_json_patch_that_is_not_utf8_is_refused_like_any_other_reading() {
+    let body: &[u8] = b"[{\"op\":\"remove\",\"path\":\"/meta\",\"data\":{\"labe\x94\x8e\":1}}]";
+    assert!(serde_json::from_slice::<json_patch::Patch>(body).is_err());
+    let err = a2a::apiserver::handlers::parse_json_patch(body).unwrap_err();
+    assert_eq!(err.code, 400, "{err:?}");
+    assert!(err.message.contains("not a valid JSON patch"), "{err:?}");
+    // The fuzzer's own input.
+    let input = include_bytes!("../fuzz/seeds/patch/crash-not-utf8");
+    let patch = &input[input.iter().position(|b| *b == 0).unwrap() + 1..];
+    assert!(a2a::apiserver::handlers::parse_json_patch(patch).is_err());
+}

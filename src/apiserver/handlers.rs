@@ -1253,6 +1253,9 @@ pub fn parse_json_patch(body: &[u8]) -> Result<json_patch::Patch, ApiError> {
         <Value as serde::Deserialize>::deserialize(d).map(Some)
     }
     let fast = || -> Option<json_patch::Patch> {
+        // Checked first: serde_json skips an unknown field without checking its bytes, and
+        // what is not UTF-8 is not JSON (the usual reading refuses it).
+        std::str::from_utf8(body).ok()?;
         let ops: Vec<Operation> = serde_json::from_slice(body).ok()?;
         let mut out = Vec::with_capacity(ops.len());
         for o in ops {
