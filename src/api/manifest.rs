@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::validate::{self, FieldError};
+use super::yaml::{self, YamlError};
 use super::{Kind, Object};
 
 /// The largest manifest text a2a reads (a guard against feeding it a disk image).
@@ -78,29 +78,28 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<(Origin, Value)>,
     if text.contains('\0') {
         return Err(vec![whole_file(source, "is binary (it contains NUL bytes), not a YAML or JSON manifest")]);
     }
-    let mut docs = Vec::new();
-    let mut errors = Vec::new();
-    for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let document = i + 1;
-        match Value::deserialize(de) {
-            Ok(Value::Null) => {}
-            Ok(v) => docs.push((Origin { source: source.to_owned(), document }, v)),
-            Err(e) => {
+    let (values, error) = yaml::documents(text);
+    if let Some((i, e)) = error {
+        let msg = match e {
+            YamlError::Syntax(e) => {
                 let msg = e.to_string();
                 let msg = msg.strip_prefix("invalid type: ").map_or(msg.clone(), |m| format!("not a manifest: {m}"));
-                errors.push(ManifestError {
-                    source: source.to_owned(),
-                    document: Some(document),
-                    object: None,
-                    error: FieldError::new("", format!("not valid YAML: {msg}")),
-                });
-                break;
+                FieldError::new("", format!("not valid YAML: {msg}"))
             }
-        }
+            YamlError::NotFinite { path, value } => FieldError::new(
+                path,
+                format!("{value} is not a number a2a accepts (infinity and NaN have no JSON form)"),
+            ),
+            e @ (YamlError::TooDeep { .. } | YamlError::NotUtf8 { .. }) => FieldError::new("", e.to_string()),
+        };
+        return Err(vec![ManifestError { source: source.to_owned(), document: Some(i + 1), object: None, error: msg }]);
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    let docs: Vec<(Origin, Value)> = values
+        .into_iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(i, v)| (Origin { source: source.to_owned(), document: i + 1 }, v))
+        .collect();
     if docs.is_empty() {
         return Err(vec![whole_file(source, "has no documents (it is empty or only comments)")]);
     }
@@ -228,6 +227,29 @@ pub fn decode(source: &str, bytes: Vec<u8>) -> Result<String, ManifestError> {
             format!("is {} bytes; manifests are limited to {} MiB", bytes.len(), MAX_MANIFEST_BYTES >> 20),
         ));
     }
+    // A byte order mark says how the text is encoded, as kubectl reads it: UTF-16 from
+    // editors that save "Unicode" that way, and a UTF-8 mark that is only skipped.
+    let utf16 = match bytes.get(..2) {
+        Some([0xff, 0xfe]) => Some(u16::from_le_bytes as fn([u8; 2]) -> u16),
+        Some([0xfe, 0xff]) => Some(u16::from_be_bytes as fn([u8; 2]) -> u16),
+        _ => None,
+    };
+    if let Some(unit) = utf16 {
+        let body = &bytes[2..];
+        if !body.len().is_multiple_of(2) {
+            return Err(whole_file(
+                source,
+                "is UTF-16 text (it starts with a byte order mark) with an odd number of bytes",
+            ));
+        }
+        let units: Vec<u16> = body.chunks_exact(2).map(|c| unit([c[0], c[1]])).collect();
+        return String::from_utf16(&units)
+            .map_err(|_| whole_file(source, "is UTF-16 text (it starts with a byte order mark) that does not decode"));
+    }
+    let bytes = match bytes.strip_prefix(b"\xef\xbb\xbf") {
+        Some(rest) => rest.to_vec(),
+        None => bytes,
+    };
     String::from_utf8(bytes).map_err(|e| {
         whole_file(
             source,

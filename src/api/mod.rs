@@ -11,6 +11,7 @@ pub mod template;
 pub mod update;
 pub mod validate;
 pub mod workflow;
+pub mod yaml;
 
 pub use agent::{Agent, AgentSpec, AgentStatus};
 pub use budget::{ResourceBudget, ResourceBudgetSpec, ResourceBudgetStatus};

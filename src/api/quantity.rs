@@ -230,9 +230,13 @@ impl Decimal {
             let n = body.bytes().take_while(u8::is_ascii_digit).count();
             if n > 0 {
                 let e: i64 = body[..n].parse().ok()?;
-                scale += if neg { e } else { -e };
+                scale = if neg { scale.checked_add(e)? } else { scale.checked_sub(e)? };
                 rest = &body[n..];
             }
+        }
+        // Zero is zero at any exponent (and `0e999999999999` must not take 10^12 steps below).
+        if digits == 0 {
+            scale = 0;
         }
         // Normalise a negative scale (a positive exponent) into the digits.
         while scale < 0 {
@@ -283,8 +287,19 @@ fn suffix_ratio(suffix: &str) -> Option<(u128, u128)> {
 
 const SUFFIXES: &str = "Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P, E, m";
 
-fn parse_quantity(text: &str, what: &str) -> Result<(Decimal, u128, u128), String> {
+/// Refuses text with spaces around it, as Kubernetes and Go do (`" 64Mi"` is not a
+/// quantity); YAML has already dropped the spaces of an unquoted value.
+fn untrimmed<'a>(text: &'a str, what: &str) -> Result<&'a str, String> {
     let t = text.trim();
+    if t.len() != text.len() && !t.is_empty() {
+        return Err(format!("{what} {text:?} has spaces around it; write {t:?}"));
+    }
+    Ok(t)
+}
+
+/// A quantity: an optional `+` (as in Kubernetes; `+64Mi` is `64Mi`), a decimal, a unit.
+fn parse_quantity(text: &str, what: &str) -> Result<(Decimal, u128, u128), String> {
+    let t = untrimmed(text, what)?;
     if t.is_empty() {
         return Err(format!("empty {what}"));
     }
@@ -365,6 +380,7 @@ impl ScalarKind for CpuKind {
 
     fn parse(text: &str) -> Result<CpuAmount, String> {
         if let Some(p) = text.trim().strip_suffix('%') {
+            untrimmed(text, "cpu share")?;
             return parse_percent(p, text, "cpu share").map(|basis_points| CpuAmount::HostShare { basis_points });
         }
         let (dec, num, den) = parse_quantity(text, "cpu quantity")?;
@@ -412,7 +428,7 @@ impl ScalarKind for PidsKind {
     const DESCRIPTION: &'static str = "A number of processes and threads, e.g. 64.";
 
     fn parse(text: &str) -> Result<u64, String> {
-        let t = text.trim();
+        let t = untrimmed(text, "pid count")?;
         if t.starts_with('-') {
             return Err(format!("pid count {text:?} is negative"));
         }
@@ -436,7 +452,7 @@ impl ScalarKind for PercentKind {
     const DESCRIPTION: &'static str = "A percentage, e.g. \"90%\".";
 
     fn parse(text: &str) -> Result<u32, String> {
-        match text.trim().strip_suffix('%') {
+        match untrimmed(text, "percentage")?.strip_suffix('%') {
             Some(p) => parse_percent(p, text, "percentage"),
             None => Err(format!("percentage {text:?} must end in % (example: \"90%\")")),
         }
@@ -454,7 +470,7 @@ impl ScalarKind for DurationKind {
     const DESCRIPTION: &'static str = "A duration: 90s, 5m, 1h30m, 250ms.";
 
     fn parse(text: &str) -> Result<std::time::Duration, String> {
-        let t = text.trim();
+        let t = untrimmed(text, "duration")?;
         if t.is_empty() {
             return Err("empty duration".to_owned());
         }
@@ -592,6 +608,25 @@ mod tests {
         assert_eq!(cpu("1.0005").unwrap_err(), "cpu quantity \"1.0005\" is finer than 1m, the smallest step");
         assert_eq!(cpu("150%").unwrap_err(), "cpu share \"150%\" must be above 0% and at most 100%");
         assert!(cpu("2Gi").unwrap_err().contains("uses a size unit"));
+    }
+
+    #[test]
+    fn spaces_signs_and_huge_exponents_are_defined() {
+        // Kubernetes and Go refuse spaces around a quantity or a duration.
+        assert_eq!(mem(" 64Mi").unwrap_err(), "memory quantity \" 64Mi\" has spaces around it; write \"64Mi\"");
+        assert_eq!(cpu("500m ").unwrap_err(), "cpu quantity \"500m \" has spaces around it; write \"500m\"");
+        assert!(cpu(" 60%").unwrap_err().contains("has spaces around it"));
+        assert!(PidsKind::parse("64 ").unwrap_err().contains("has spaces around it"));
+        assert!(PercentKind::parse(" 90%").unwrap_err().contains("has spaces around it"));
+        assert!(DurationKind::parse(" 5m").unwrap_err().contains("has spaces around it"));
+        // A leading + is accepted, as Kubernetes accepts it.
+        assert_eq!(mem("+64Mi"), Ok(64 << 20));
+        assert_eq!(cpu("+500m"), Ok(CpuAmount::Millicores(500)));
+        // Zero at an exponent too large to count to, and exponents that overflow.
+        assert_eq!(mem("0e999999999999999999"), Ok(0));
+        assert!(mem("1e999999999999999999").unwrap_err().contains("is not a number"));
+        assert!(mem("0.5e-9223372036854775807").unwrap_err().contains("is not a number"));
+        assert!(mem("1e99").is_err());
     }
 
     #[test]

@@ -64,19 +64,58 @@ pub fn references(template: &str) -> Result<Vec<Ref<'_>>, String> {
         .collect())
 }
 
+/// The largest message a template renders to: a message is sent whole, in one A2A request
+/// held in memory on both ends. A few params or outputs repeated by a small template could
+/// otherwise make a gigabyte.
+pub const MAX_RENDERED_BYTES: usize = 4 << 20;
+
+/// Why a template did not render.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The template itself is wrong (see [`parse`]).
+    #[error("{0}")]
+    Template(String),
+    /// A reference the lookup cannot answer.
+    #[error("{reference} has no value")]
+    NoValue { reference: String },
+    /// The rendered message would pass [`MAX_RENDERED_BYTES`].
+    #[error(
+        "the rendered message is larger than {} MiB (at {at} when filling {reference}); a2a sends messages of at most {limit} bytes",
+        MAX_RENDERED_BYTES >> 20
+    )]
+    TooLarge { reference: String, at: usize, limit: usize },
+}
+
 /// Fills a template. `lookup` answers each reference; a reference it cannot answer is an
-/// error naming it.
+/// error naming it. The result never grows past [`MAX_RENDERED_BYTES`]: the piece that would
+/// pass it is an error, before it is copied.
 pub fn render<'a>(
     template: &'a str,
+    lookup: impl FnMut(&Ref<'a>) -> Option<std::borrow::Cow<'a, str>>,
+) -> Result<String, RenderError> {
+    render_bounded(template, MAX_RENDERED_BYTES, lookup)
+}
+
+/// [`render`] with another bound.
+pub fn render_bounded<'a>(
+    template: &'a str,
+    limit: usize,
     mut lookup: impl FnMut(&Ref<'a>) -> Option<std::borrow::Cow<'a, str>>,
-) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
-    for piece in parse(template)? {
+) -> Result<String, RenderError> {
+    let mut out = String::with_capacity(template.len().min(limit));
+    let push = |out: &mut String, s: &str, source: &str| {
+        if out.len() + s.len() > limit {
+            return Err(RenderError::TooLarge { reference: source.to_owned(), at: out.len(), limit });
+        }
+        out.push_str(s);
+        Ok(())
+    };
+    for piece in parse(template).map_err(RenderError::Template)? {
         match piece {
-            Piece::Text(t) => out.push_str(t),
+            Piece::Text(t) => push(&mut out, t, "text")?,
             Piece::Ref { reference, source } => match lookup(&reference) {
-                Some(v) => out.push_str(&v),
-                None => return Err(format!("{source} has no value")),
+                Some(v) => push(&mut out, &v, source)?,
+                None => return Err(RenderError::NoValue { reference: source.to_owned() }),
             },
         }
     }
@@ -115,6 +154,29 @@ mod tests {
             _ => None,
         });
         assert_eq!(out.unwrap(), "a=1 b=two");
-        assert_eq!(render("{{ params.z }}", |_| None).unwrap_err(), "{{ params.z }} has no value");
+        assert_eq!(render("{{ params.z }}", |_| None).unwrap_err().to_string(), "{{ params.z }} has no value");
+    }
+
+    #[test]
+    fn rendering_stops_at_the_bound_before_copying() {
+        // 1 MiB of param, referenced 1,000 times: 1 GiB if nothing stopped it.
+        let big = "x".repeat(1 << 20);
+        let template = "{{ params.p }}".repeat(1000);
+        let lookup = |_: &Ref<'_>| Some(std::borrow::Cow::Borrowed(big.as_str()));
+        let err = render(&template, lookup).unwrap_err();
+        assert_eq!(
+            err,
+            RenderError::TooLarge { reference: "{{ params.p }}".to_owned(), at: 4 << 20, limit: MAX_RENDERED_BYTES }
+        );
+        assert_eq!(
+            err.to_string(),
+            "the rendered message is larger than 4 MiB (at 4194304 when filling {{ params.p }}); a2a sends messages of at most 4194304 bytes"
+        );
+        // Exactly at the bound is fine; one byte more is not, text included.
+        assert_eq!(render_bounded("ab{{ params.p }}", 5, |_| Some("cde".into())).unwrap(), "abcde");
+        assert!(matches!(
+            render_bounded("ab{{ params.p }}!", 5, |_| Some("cde".into())),
+            Err(RenderError::TooLarge { at: 5, .. })
+        ));
     }
 }

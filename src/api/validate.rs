@@ -552,6 +552,7 @@ fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
     }
     check_requests_within_limits(&s.resources.requests, &s.resources.limits, errors);
     check_memory_not_tiny(&s.resources.limits, "spec.resources.limits.memory", errors);
+    check_cpu_not_zero(s.resources.limits.cpu.as_ref(), "spec.resources.limits.cpu", errors);
 }
 
 /// Whether `path` is absolute and plain: no `.`, `..` or empty components, not `/`.
@@ -794,6 +795,22 @@ fn check_budget(b: &ResourceBudget, errors: &mut Vec<FieldError>) {
         errors.push(FieldError::new("spec.backgroundCpu", format!("{bg} is more than spec.limits.cpu {cpu}")));
     }
     check_memory_not_tiny(&s.limits, "spec.limits.memory", errors);
+    check_cpu_not_zero(s.limits.cpu.as_ref(), "spec.limits.cpu", errors);
+    check_cpu_not_zero(s.background_cpu.as_ref(), "spec.backgroundCpu", errors);
+}
+
+/// A zero CPU limit: Kubernetes reads it as "no limit", a cgroup quota as "never run" (a2a
+/// would enforce the smallest quota the kernel takes). Neither is what anyone writing `0`
+/// wants spelled that way, so it is refused; leaving the field out is "no limit".
+fn check_cpu_not_zero(cpu: Option<&super::quantity::Cpu>, path: &str, errors: &mut Vec<FieldError>) {
+    if let Some(c) = cpu
+        && c.value() == CpuAmount::Millicores(0)
+    {
+        errors.push(FieldError::new(
+            path,
+            format!("{c} is not a CPU limit (it would starve the agents); leave the field out for no limit"),
+        ));
+    }
 }
 
 /// A memory limit under 1Mi is almost always a forgotten unit (`memory: 512`).

@@ -26,6 +26,7 @@ use super::resources::Resource;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
 use super::store::{self, ObjectKey, Precondition, Stored, Write};
+use crate::api::yaml::{self, YamlError};
 
 /// A parsed resource path.
 #[derive(Debug)]
@@ -122,38 +123,47 @@ fn dry_run(q: &HashMap<String, String>) -> bool {
     q.get("dryRun").is_some_and(|v| v == "All")
 }
 
-/// Parses a request body as JSON, or YAML when the content type says so.
+/// Parses a request body as JSON, or YAML when the content type says so. YAML is bounded
+/// in depth before it is parsed ([`crate::api::yaml`]); JSON by serde_json's recursion limit.
 pub fn parse_body(body: &Bytes, yaml: bool) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     let parsed = if yaml {
-        serde_yaml_ng::from_slice::<Value>(body)
-            .map_err(|e| format!("the request body is not valid YAML: {e}"))
-            .and_then(|v| {
-                // JSON bodies are limited to this depth by the parser; a YAML body deeper than
-                // that could be stored but not read back.
-                if depth(&v) > MAX_DEPTH {
-                    Err(format!("the request body nests deeper than {MAX_DEPTH} levels"))
-                } else {
-                    Ok(v)
-                }
-            })
+        yaml::from_slice(body).map_err(|e| match e {
+            YamlError::Syntax(e) => format!("the request body is not valid YAML: {e}"),
+            e @ YamlError::NotFinite { .. } => format!("the request body is refused: {e}"),
+            e @ (YamlError::TooDeep { .. } | YamlError::NotUtf8 { .. }) => format!("the request body {e}"),
+        })
     } else {
         serde_json::from_slice::<Value>(body).map_err(|e| format!("the request body is not valid JSON: {e}"))
     };
     parsed.map_err(ApiError::bad_request)
 }
 
-/// How deep a YAML body may nest (serde_json reads at most 128 levels).
-const MAX_DEPTH: usize = 100;
+/// [`parse_body`], off the threads that serve requests when it can take long.
+pub async fn parse_body_off_thread(body: &Bytes, yaml: bool) -> Result<Value, ApiError> {
+    off_thread(body, yaml, move |b| parse_body(b, yaml)).await
+}
 
-fn depth(v: &Value) -> usize {
-    match v {
-        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
-        _ => 0,
+/// JSON bodies up to this size are parsed on the thread serving the request (well under a
+/// millisecond). YAML bodies (libyaml reads a few MB/s at the depth bound) and larger JSON
+/// ones are parsed on the blocking pool, so that one slow body never holds up the requests,
+/// health checks included, that share its thread.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
+async fn off_thread<T: Send + 'static>(
+    body: &Bytes,
+    yaml: bool,
+    parse: impl FnOnce(&Bytes) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if !yaml && body.len() <= INLINE_PARSE_BYTES {
+        return parse(body);
     }
+    let body = body.clone();
+    tokio::task::spawn_blocking(move || parse(&body))
+        .await
+        .map_err(|e| ApiError::internal(format!("parsing the request body failed: {e}")))?
 }
 
 fn media_type(headers: &HeaderMap) -> String {
@@ -918,7 +928,7 @@ impl AppState {
         }
         match media.as_str() {
             "application/merge-patch+json" => {
-                let patch = parse_body(body, false)?;
+                let patch = parse_body_off_thread(body, false).await?;
                 let manager = field_manager(headers, q)?;
                 // `{}` writes nothing; it takes the general path, which finds that out.
                 if t.status && patch.as_object().is_some_and(|m| !m.is_empty() && m.keys().all(|k| k == "status")) {
@@ -949,7 +959,7 @@ impl AppState {
                 Ok(v.respond(StatusCode::OK))
             }
             "application/json-patch+json" => {
-                let patch = parse_json_patch(body)?;
+                let patch = off_thread(body, false, |b| parse_json_patch(b)).await?;
                 let manager = field_manager(headers, q)?;
                 if t.status && patch.0.iter().all(changes_only_status) {
                     let v = self
@@ -997,7 +1007,7 @@ impl AppState {
         q: &HashMap<String, String>,
         info: &mut RequestInfo,
     ) -> Result<Response, ApiError> {
-        let mut config = parse_body(body, true)?;
+        let mut config = parse_body_off_thread(body, true).await?;
         let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
             return Err(ApiError::bad_request(
                 "PATCH with application/apply-patch+yaml requires the fieldManager parameter",
@@ -1098,7 +1108,7 @@ impl Object {
 /// status); each operation is read here into a plain struct instead. Anything that does not
 /// read cleanly that way is parsed again the usual way, whose error is the one reported, so
 /// what is accepted and what an error says do not change.
-fn parse_json_patch(body: &[u8]) -> Result<json_patch::Patch, ApiError> {
+pub fn parse_json_patch(body: &[u8]) -> Result<json_patch::Patch, ApiError> {
     use json_patch::jsonptr::PointerBuf;
     use json_patch::{
         AddOperation, CopyOperation, MoveOperation, PatchOperation, RemoveOperation, ReplaceOperation, TestOperation,
@@ -1117,6 +1127,9 @@ fn parse_json_patch(body: &[u8]) -> Result<json_patch::Patch, ApiError> {
         <Value as serde::Deserialize>::deserialize(d).map(Some)
     }
     let fast = || -> Option<json_patch::Patch> {
+        // Checked first: serde_json skips an unknown field without checking its bytes, and
+        // what is not UTF-8 is not JSON (the usual reading refuses it).
+        std::str::from_utf8(body).ok()?;
         let ops: Vec<Operation> = serde_json::from_slice(body).ok()?;
         let mut out = Vec::with_capacity(ops.len());
         for o in ops {
@@ -1160,7 +1173,7 @@ fn changes_only_status(op: &json_patch::PatchOperation) -> bool {
 /// copying them: a whole-status patch of a big Workflow is megabytes of small values. Answers
 /// what it replaced or removed, moved out to the same paths (in maps holding only those), which
 /// is all the write's accounting needs of the old version ([`managed::Before::Displaced`]).
-fn merge_owned(doc: &mut Value, patch: Value) -> Option<Value> {
+pub fn merge_owned(doc: &mut Value, patch: Value) -> Option<Value> {
     let Value::Object(fields) = patch else {
         return Some(std::mem::replace(doc, patch));
     };

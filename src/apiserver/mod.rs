@@ -515,12 +515,12 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
         "watch" => state.watch(&t, &parts.headers, &q).await,
         "create" => {
             let yaml = handlers::body_is_yaml(&parts.headers)?;
-            let object = handlers::parse_body(&body, yaml)?;
+            let object = handlers::parse_body_off_thread(&body, yaml).await?;
             state.create(&t, object, &parts.headers, &q, info).await
         }
         "update" => {
             let yaml = handlers::body_is_yaml(&parts.headers)?;
-            let object = handlers::parse_body(&body, yaml)?;
+            let object = handlers::parse_body_off_thread(&body, yaml).await?;
             state.update(&t, object, &parts.headers, &q).await
         }
         "patch" => state.patch(&t, &parts.headers, &body, &q, info).await,

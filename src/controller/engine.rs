@@ -846,7 +846,8 @@ impl Engine {
         let Some((message, timeout, data, endpoint, stdio_agent, message_id)) = prepared else {
             return Err("the workflow or agent is gone".to_owned());
         };
-        let message = message?;
+        // A message too large to send (or a reference gone) fails the attempt with the reason.
+        let message = message.map_err(|e| e.to_string())?;
         let cancelled = async move {
             let _ = rx.wait_for(|c| *c).await;
         };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::api::common::Time;
-use crate::api::template::{self, Ref};
+use crate::api::template::{self, Ref, RenderError};
 use crate::api::workflow::{RetryPolicy, TaskPhase, TaskStatus, WorkflowPhase, WorkflowSpec, WorkflowStatus};
 use crate::api::{Agent, Priority};
 
@@ -219,7 +219,7 @@ pub fn step_indexed(
                 Err(e) => {
                     let t = &mut status.tasks[i];
                     t.phase = TaskPhase::Failed;
-                    t.error = Some(e);
+                    t.error = Some(e.to_string());
                     t.finished_at = Some(Time(now));
                     out.touched.push(i);
                     out.changed = true;
@@ -316,7 +316,7 @@ pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) 
 }
 
 /// Fills `{{ params.x }}` and `{{ tasks.NAME.output }}` for task `i`.
-pub fn render_message(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) -> Result<String, String> {
+pub fn render_message(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) -> Result<String, RenderError> {
     render_message_with(spec, status, i, |_| None)
 }
 
@@ -327,7 +327,7 @@ pub fn render_message_with<'a>(
     status: &'a WorkflowStatus,
     i: usize,
     full: impl Fn(usize) -> Option<&'a str>,
-) -> Result<String, String> {
+) -> Result<String, RenderError> {
     // Looked up per reference: most messages have none, and a map per call would make a
     // large workflow's step quadratic.
     template::render(&spec.tasks[i].message, |r| match r {
