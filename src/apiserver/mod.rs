@@ -17,9 +17,9 @@
 //! `state/store.wal`), `audit.log`. The home must belong to the daemon's user and be
 //! writable by no one else ([`home`]); connections are bounded as [`conn`] describes.
 
-pub mod delete;
 pub mod audit;
 pub mod conn;
+pub mod delete;
 pub mod handlers;
 pub mod home;
 pub mod managed;
