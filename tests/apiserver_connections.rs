@@ -46,7 +46,11 @@ async fn a_thousand_idle_connections_against_512_descriptors_leave_a_real_client
         }
     }
     assert_eq!(idle.len() + refused_handshakes, 1000);
-    assert!(idle.len() > 900, "most idle connections finish TLS; {refused_handshakes} did not");
+    // The default cap for 512 descriptors is 224 (half, less 32). Handshakes that arrive while
+    // more than 32 sockets wait past the cap are closed at once, so how many of the flood
+    // finish TLS depends on the machine's speed; more than the cap must have, so that the
+    // flood really held every slot.
+    assert!(idle.len() > 224, "more idle connections than the cap finish TLS; {refused_handshakes} did not");
 
     // A real client, on a new connection of its own, while the flood is held.
     let client = common::client_from(&daemon.kubeconfig, None).await;
