@@ -43,11 +43,20 @@ fn starts(file: &Path) -> Vec<u128> {
     std::fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
-/// An agent that appends its start time to `<home>/<name>.starts`, then runs `then`.
-fn agent(home: &Path, name: &str, policy: &str, then: &str) -> String {
+/// A directory the agents may write (they run as uids of their own, on a read-only system
+/// with `$A2A_HOME` hidden): listed in their `writablePaths`, open to every uid.
+fn starts_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    dir
+}
+
+/// An agent that appends its start time to `<dir>/<name>.starts`, then runs `then`.
+fn agent(dir: &Path, name: &str, policy: &str, then: &str) -> String {
     format!(
-        "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: {name} }}\nspec:\n  command: [sh, -c, \"date +%s%N >> {}/{name}.starts; {then}\"]\n  restartPolicy: {policy}\n---\n",
-        home.display()
+        "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: {name} }}\nspec:\n  command: [sh, -c, \"date +%s%N >> {d}/{name}.starts; {then}\"]\n  writablePaths: [{d}]\n  restartPolicy: {policy}\n---\n",
+        d = dir.display()
     )
 }
 
@@ -57,8 +66,9 @@ async fn a_crashed_agent_restarts_at_once_and_its_backoff_grows_on_repeats() {
     let (home, top) = (scratch.home(), scratch.top());
     let daemon = Daemon::start(home, top, &["--restart-backoff", "400ms"]);
     let client = daemon.client().await;
-    apply(home, &agent(home, "crasher", "Always", "exit 1"));
-    let file = home.join("crasher.starts");
+    let out = starts_dir();
+    apply(home, &agent(out.path(), "crasher", "Always", "exit 1"));
+    let file = out.path().join("crasher.starts");
     let deadline = Instant::now() + Duration::from_secs(30);
     while starts(&file).len() < 5 {
         assert!(Instant::now() < deadline, "five starts within 30 s: {:?}", starts(&file));
@@ -82,15 +92,16 @@ async fn a_crashed_agent_restarts_at_once_and_its_backoff_grows_on_repeats() {
 async fn restart_policies_hold_across_a_killed_and_restarted_daemon() {
     let scratch = Scratch::new("policy");
     let (home, top) = (scratch.home(), scratch.top());
+    let out = starts_dir();
     let mut daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
     apply(
         home,
         &[
-            agent(home, "never-failed", "Never", "exit 3"),
-            agent(home, "onfailure-succeeded", "OnFailure", "exit 0"),
-            agent(home, "never-killed", "Never", "exec sleep 1000"),
-            agent(home, "onfailure-killed", "OnFailure", "exec sleep 1000"),
+            agent(out.path(), "never-failed", "Never", "exit 3"),
+            agent(out.path(), "onfailure-succeeded", "OnFailure", "exit 0"),
+            agent(out.path(), "never-killed", "Never", "exec sleep 1000"),
+            agent(out.path(), "onfailure-killed", "OnFailure", "exec sleep 1000"),
         ]
         .concat(),
     );
@@ -115,7 +126,7 @@ async fn restart_policies_hold_across_a_killed_and_restarted_daemon() {
     for pid in &killed {
         let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
-    let count = |n: &str| starts(&home.join(format!("{n}.starts"))).len();
+    let count = |n: &str| starts(&out.path().join(format!("{n}.starts"))).len();
     let before: Vec<usize> =
         ["never-failed", "onfailure-succeeded", "never-killed", "onfailure-killed"].map(count).to_vec();
     assert_eq!(before, [1, 1, 1, 1]);

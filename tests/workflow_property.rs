@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use a2a::api::Workflow;
 use a2a::api::workflow::{TaskPhase, WorkflowPhase};
-use common::agents_logging_into;
+use common::agent_processes_of;
 use common::node::{Daemon, Scratch, apply, events, tear_down};
 use kube::Api;
 
@@ -83,7 +83,7 @@ fn finished_tasks(wf: &Workflow) -> usize {
 
 /// SIGKILLs one of the agent processes of `home`, chosen by `rng` (none when none runs).
 fn kill_an_agent(home: &Path, rng: &mut fastrand::Rng) {
-    let pids = agents_logging_into(home);
+    let pids = agent_processes_of(home);
     if !pids.is_empty() {
         let pid = pids[rng.usize(0..pids.len())];
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();

@@ -34,6 +34,17 @@ use super::types::{
 };
 use crate::api::quantity::{Duration as DurationQ, Memory};
 
+
+/// One line on stderr, for the agent's log. A failed write (the log's reader gone) is
+/// ignored: `eprintln!` would panic, and a panic while the task table is locked would poison
+/// it and fail every later task.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// What the demo agent can do; each enabled skill is listed in its card.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Skill {
@@ -149,7 +160,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let app = router(config, addr);
-    eprintln!(
+    note!(
         "a2a-demo-agent: listening on http://{addr}/ (A2A {PROTOCOL_VERSION}, JSONRPC at /, card at {AGENT_CARD_PATH})"
     );
     tokio::select! {
@@ -423,7 +434,7 @@ fn start_task(state: &Shared, message: Message) -> Result<watch::Receiver<Task>,
     let mut tasks = state.tasks.lock().map_err(|_| internal("the task table"))?;
     if let Some(entry) = tasks.by_message.get(&message.message_id).and_then(|id| tasks.by_id.get(id)) {
         let rx = entry.subscribe();
-        eprintln!("a2a-demo-agent: event=duplicate task={} messageId={}", rx.borrow().id, message.message_id);
+        note!("a2a-demo-agent: event=duplicate task={} messageId={}", rx.borrow().id, message.message_id);
         return Ok(rx);
     }
     let (skill, input) = pick_skill(&state.config.skills, &message);
@@ -442,7 +453,7 @@ fn start_task(state: &Shared, message: Message) -> Result<watch::Receiver<Task>,
         metadata: None,
     };
     let (tx, rx) = watch::channel(task);
-    eprintln!("a2a-demo-agent: event=start task={task_id} messageId={message_id} skill={}", skill.id());
+    note!("a2a-demo-agent: event=start task={task_id} messageId={message_id} skill={}", skill.id());
     let (fail_roll, crash_roll) = match state.rng.lock() {
         Ok(mut rng) => (rng.f64(), rng.f64()),
         Err(_) => (1.0, 1.0),
@@ -503,7 +514,7 @@ fn cancel(state: &AgentState, task_id: &str) -> Result<Task, RpcError> {
     if !changed {
         return Err(not_cancelable(&task));
     }
-    eprintln!("a2a-demo-agent: event=canceled task={task_id} messageId={}", entry.message_id);
+    note!("a2a-demo-agent: event=canceled task={task_id} messageId={}", entry.message_id);
     // The worker sees the canceled state and stops; the table keeps only the task.
     entry.slot = Slot::Done(Box::new(task.clone()));
     Ok(task)
@@ -571,7 +582,7 @@ async fn run_task(state: Shared, tx: watch::Sender<Task>, work: Work) {
         true
     });
     if inject_crash {
-        eprintln!("a2a-demo-agent: event=crash task={task_id} messageId={message_id} (injected)");
+        note!("a2a-demo-agent: event=crash task={task_id} messageId={message_id} (injected)");
         std::process::exit(3);
     }
     let result = if inject_failure {
@@ -605,7 +616,7 @@ async fn run_task(state: Shared, tx: watch::Sender<Task>, work: Work) {
         true
     });
     if applied {
-        eprintln!("a2a-demo-agent: event=end task={task_id} messageId={message_id} state={final_state}");
+        note!("a2a-demo-agent: event=end task={task_id} messageId={message_id} state={final_state}");
         retire(&state, &task_id);
     }
 }

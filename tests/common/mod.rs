@@ -156,6 +156,34 @@ pub fn agents_logging_into(home: &Path) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// The agents of `home` themselves (not their log relays): processes whose stdout is the pipe
+/// a relay of `home` reads, and processes that write a log file under `home/logs` directly
+/// without being a relay.
+#[allow(dead_code)]
+pub fn agent_processes_of(home: &Path) -> Vec<u32> {
+    let link = |pid: u32, fd: u32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
+    let is_relay = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).nth(1).is_some_and(|a| a == b"log-relay"))
+    };
+    let writers = agents_logging_into(home);
+    let relay_pipes: Vec<std::path::PathBuf> =
+        writers.iter().filter(|p| is_relay(**p)).filter_map(|p| link(*p, 0)).collect();
+    let direct = writers.iter().copied().filter(|p| !is_relay(*p));
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let piped = all.into_iter().filter(|pid| !is_relay(*pid) && link(*pid, 1).is_some_and(|t| relay_pipes.contains(&t)));
+    let mut pids: Vec<u32> = piped.chain(direct).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
 /// The promtool binary: `$PROMTOOL`, else the PATH; fails with the install step when missing.
 pub fn promtool() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("PROMTOOL") {
