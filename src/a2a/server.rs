@@ -34,7 +34,6 @@ use super::types::{
 };
 use crate::api::quantity::{Duration as DurationQ, Memory};
 
-
 /// One line on stderr, for the agent's log. A failed write (the log's reader gone) is
 /// ignored: `eprintln!` would panic, and a panic while the task table is locked would poison
 /// it and fail every later task.

@@ -177,7 +177,8 @@ pub fn agent_processes_of(home: &Path) -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default();
-    let piped = all.into_iter().filter(|pid| !is_relay(*pid) && link(*pid, 1).is_some_and(|t| relay_pipes.contains(&t)));
+    let piped =
+        all.into_iter().filter(|pid| !is_relay(*pid) && link(*pid, 1).is_some_and(|t| relay_pipes.contains(&t)));
     let mut pids: Vec<u32> = piped.chain(direct).collect();
     pids.sort_unstable();
     pids.dedup();
