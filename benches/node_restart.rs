@@ -79,6 +79,12 @@ fn main() {
     let n: usize = std::env::var("A2A_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let exe = std::env::current_exe().expect("bench binary");
     let dir = tempfile::tempdir().expect("tempdir");
+    // Agents run as uids of their own on a read-only system: the stamps go to a directory
+    // every uid may write, listed in their writablePaths.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
 
     // The floor: the same program, spawned directly.
     let mut floor = Vec::new();
@@ -109,6 +115,7 @@ fn main() {
                 "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": format!("crash-{i}")},
                 "spec": {
                     "command": [exe, STAMP_ARG, file],
+                    "writablePaths": [dir.path()],
                     "resources": {"limits": {"memory": "64Mi", "pids": 32}}
                 }
             }))
