@@ -177,9 +177,18 @@ impl ControlPlane {
         config.layout = Layout::with_top(&opts.cgroup_top).map_err(|e| e.to_string())?;
         config.enforced = enforced;
         config.stop_on_shutdown = opts.stop_agents_on_exit;
-        if let Some(exe) = &opts.a2a_exe {
-            config.a2a_exe = exe.clone();
-            config.log_relay_exe = exe.clone();
+        match &opts.a2a_exe {
+            Some(exe) => {
+                config.a2a_exe = exe.clone();
+                config.log_relay_exe = exe.clone();
+            }
+            // The log relays (and `a2a …` agents) re-execute this process's binary: an
+            // embedder that is not the a2a binary would start itself once per replica.
+            None if !running_binary_is_a2a() => {
+                return Err("this process is not the a2a binary: set LocalOptions::a2a_exe to it                             (it runs the agents' log relays and `a2a …` agents)"
+                    .to_owned());
+            }
+            None => {}
         }
         config.restart_backoff = opts.restart_backoff;
         config.log_limits = opts.log_limits;
@@ -241,4 +250,9 @@ fn scoped_state_dir(home: &std::path::Path) -> Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating the run's state directory {}: {e}", dir.display()))?;
     Ok(dir)
+}
+
+/// Whether the running executable is the a2a binary (its file name, as installed or built).
+fn running_binary_is_a2a() -> bool {
+    std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n == "a2a")).unwrap_or(false)
 }
