@@ -9,34 +9,8 @@ use std::time::{Duration, Instant};
 
 use a2a::api::Agent;
 use a2a::api::agent::{AgentPhase, TerminationReason};
-use kube::Api;
 
-use common::node::{Daemon, Scratch, apply, tear_down};
-
-async fn wait_agent(client: &kube::Client, name: &str, within: Duration, ok: impl Fn(&Agent) -> bool) -> Agent {
-    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(Some(a)) = api.get_opt(name).await
-            && ok(&a)
-        {
-            return a;
-        }
-        if Instant::now() > deadline {
-            let a = api.get_opt(name).await.ok().flatten();
-            panic!("agent {name} never reached the expected state in {within:?}: {:#?}", a.and_then(|a| a.status));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn phase(a: &Agent) -> Option<AgentPhase> {
-    a.status.as_ref().and_then(|s| s.phase)
-}
-
-fn pids(a: &Agent) -> Vec<i32> {
-    a.status.as_ref().map(|s| s.instances.iter().filter_map(|i| i.pid).collect()).unwrap_or_default()
-}
+use common::node::{Daemon, Scratch, apply, phase, pids, tear_down, wait_agent};
 
 /// The start times (ns since the epoch) an agent wrote to `file`, one line per start.
 fn starts(file: &Path) -> Vec<u128> {

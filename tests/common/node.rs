@@ -158,3 +158,37 @@ pub fn events(home: &Path, agent: &str, event: &str) -> BTreeMap<String, usize> 
 pub async fn get_wf(client: &kube::Client, name: &str) -> Workflow {
     Api::<Workflow>::namespaced(client.clone(), "default").get(name).await.expect("get workflow")
 }
+
+/// Waits (polling every 100 ms) until the Agent `name` in `default` satisfies `ok`, or fails
+/// the test with its status once `within` has passed.
+pub async fn wait_agent(
+    client: &kube::Client,
+    name: &str,
+    within: Duration,
+    ok: impl Fn(&a2a::api::Agent) -> bool,
+) -> a2a::api::Agent {
+    let api: Api<a2a::api::Agent> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(a)) = api.get_opt(name).await
+            && ok(&a)
+        {
+            return a;
+        }
+        if Instant::now() > deadline {
+            let a = api.get_opt(name).await.ok().flatten();
+            panic!("agent {name} never reached the expected state in {within:?}: {:#?}", a.and_then(|a| a.status));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An Agent's phase, if it has a status.
+pub fn phase(a: &a2a::api::Agent) -> Option<a2a::api::agent::AgentPhase> {
+    a.status.as_ref().and_then(|s| s.phase)
+}
+
+/// The pids of an Agent's replicas, as its status lists them.
+pub fn pids(a: &a2a::api::Agent) -> Vec<i32> {
+    a.status.as_ref().map(|s| s.instances.iter().filter_map(|i| i.pid).collect()).unwrap_or_default()
+}
