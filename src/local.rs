@@ -185,7 +185,8 @@ impl ControlPlane {
             // The log relays (and `a2a …` agents) re-execute this process's binary: an
             // embedder that is not the a2a binary would start itself once per replica.
             None if !running_binary_is_a2a() => {
-                return Err("this process is not the a2a binary: set LocalOptions::a2a_exe to it                             (it runs the agents' log relays and `a2a …` agents)"
+                return Err("this process is not the a2a binary: set LocalOptions::a2a_exe to it \
+                            (it runs the agents' log relays and `a2a …` agents)"
                     .to_owned());
             }
             None => {}
@@ -252,7 +253,15 @@ fn scoped_state_dir(home: &std::path::Path) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// Whether the running executable is the a2a binary (its file name, as installed or built).
+static RUNNING_BINARY_IS_A2A: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Declares that this process is the a2a binary, whatever its file is named or whether an
+/// upgrade has since removed it: `main` calls it first. Embedders do not, and must then set
+/// [`LocalOptions::a2a_exe`].
+pub fn declare_a2a_binary() {
+    RUNNING_BINARY_IS_A2A.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn running_binary_is_a2a() -> bool {
-    std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n == "a2a")).unwrap_or(false)
+    RUNNING_BINARY_IS_A2A.load(std::sync::atomic::Ordering::Relaxed)
 }
