@@ -269,9 +269,10 @@ impl AppState {
             ),
             e @ store::Error::NotAnObject { .. } => ApiError::bad_request(e.to_string()),
             e @ store::Error::OutOfSpace { .. } => ApiError::unavailable(e.to_string()),
-            e @ (store::Error::Storage { .. } | store::Error::Corrupt { .. } | store::Error::Log(_)) => {
-                ApiError::internal(e.to_string())
-            }
+            e @ (store::Error::Storage { .. }
+            | store::Error::Corrupt { .. }
+            | store::Error::Log(_)
+            | store::Error::Format(_)) => ApiError::internal(e.to_string()),
         }
     }
 

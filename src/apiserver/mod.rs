@@ -14,7 +14,7 @@
 //!
 //! Files under the home directory (all 0600, directories 0700): `kubeconfig`, `token`,
 //! `pki/{ca.crt,ca.key,server.crt,server.key}`, `state/store.redb` (with its write-ahead log
-//! `state/store.wal`), `audit.log`. The home must belong to the daemon's user and be
+//! `state/store.wal` and its format version `state/store.format`), `audit.log`. The home must belong to the daemon's user and be
 //! writable by no one else ([`home`]); connections are bounded as [`conn`] describes.
 
 pub mod audit;
@@ -251,6 +251,8 @@ impl Server {
     pub async fn start(config: ServerConfig) -> Result<ServerHandle> {
         let home = config.home.clone();
         home::prepare_home(&home)?;
+        // A store written by a newer a2a is refused before anything in the home is written.
+        store::format::inspect(&home.join("state").join("store.redb")).map_err(store::Error::from)?;
         // Refused here, before anything is written, as well as when opened.
         home::check_existing(&home.join("audit.log"), home::Kind::Public)?;
         let identity = pki::Identity::load_or_create(&home, &config.certificates)?;

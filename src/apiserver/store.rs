@@ -36,6 +36,7 @@ use super::reserve::Reserve;
 use super::wal::{self, AppendError, Wal};
 
 mod disk;
+pub mod format;
 mod stored;
 
 use disk::{ReplayError, apply, durable_rv, is_no_space, op_refs, replay, stored_rv};
@@ -93,6 +94,9 @@ pub enum Error {
         path.display()
     )]
     OutOfSpace { path: PathBuf, bytes: u64 },
+    /// The store's format version is newer than this a2a's, or unreadable.
+    #[error(transparent)]
+    Format(#[from] format::Error),
 }
 
 /// The most bytes one stored object may take, as etcd's default request limit
@@ -346,8 +350,15 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the database file at `path` and starts the writer thread.
+    ///
+    /// A store in an older format is upgraded in place once its write-ahead log is applied
+    /// ([`format`]); one in a newer format is refused before anything is opened or changed.
     pub fn open(path: &Path, config: StoreConfig, metrics: Arc<Metrics>) -> Result<Store> {
         let storage = |e: redb::Error| Error::Storage { path: path.to_path_buf(), source: Box::new(e) };
+        let found = format::inspect(path)?;
+        if found == format::Found::New {
+            format::record(path, format::CURRENT)?;
+        }
         // The database holds every object: private to the user (redb creates files 0644).
         {
             use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -381,6 +392,11 @@ impl Store {
             ReplayError::Gap(message) => wal_error(std::io::Error::other(message)),
         })?;
         wal.reset().map_err(wal_error)?;
+        if let format::Found::Format(version) = found
+            && version < format::CURRENT
+        {
+            format::upgrade(path, &db, version)?;
+        }
         if !reserve.take(true).map_err(|e| storage(redb::Error::Io(e)))? {
             tracing::warn!(
                 reserve = %reserve.path().display(),

@@ -63,6 +63,8 @@ pub fn run(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> {
     if !wal_path.exists() {
         return Err(Error::Missing(wal_path));
     }
+    // The log of a store written by a newer a2a is not this a2a's to cut.
+    store::format::inspect(&wal_path.with_extension("redb")).map_err(|e| Error::Database(e.into()))?;
     // The database tells which records it holds already (those are not writes lost); opening
     // it also fails while a server has it open.
     let durable = store::durable_version(&wal_path.with_extension("redb")).map_err(Error::Database)?;
