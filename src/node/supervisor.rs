@@ -358,17 +358,6 @@ fn key_of<K: Resource>(o: &K) -> Key {
     (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
 }
 
-fn spec_hash(agent: &Agent) -> String {
-    use std::hash::{Hash, Hasher};
-    let s = &agent.spec;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&s.command, &s.args, &s.working_dir, &s.user, s.port, &s.writable_paths).hash(&mut h);
-    for e in &s.env {
-        (&e.name, &e.value).hash(&mut h);
-    }
-    format!("{:016x}", h.finish())
-}
-
 /// The port a replica starts with: the Agent's `port`; else (`port: 0`) the one it had,
 /// while nothing else holds it; else a free one no other replica of this node has.
 fn assign_port(job: &StartJob, used: &mut HashSet<u16>) -> Result<u16, String> {
@@ -1227,7 +1216,7 @@ impl World {
             });
             return;
         }
-        let hash = spec_hash(&agent);
+        let hash = super::spec_hash::SpecHash::of(&agent.spec);
         let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
         let policy = agent.spec.restart_policy();
         // A command change restarts one replica at a time, when all others are ready.
@@ -1242,7 +1231,12 @@ impl World {
             let exists = rt.replicas.get(&i).is_some_and(|r| r.process.is_some());
             if exists {
                 let r = rt.replicas.get_mut(&i).expect("checked above");
-                if r.spec_hash != hash && all_ready && !rolled {
+                let runs_spec = hash.matches(&r.spec_hash, &agent.spec);
+                if runs_spec && r.spec_hash != hash.as_str() {
+                    // Recorded by an older version of the hash: the same spec, recorded anew.
+                    r.spec_hash = hash.to_string();
+                }
+                if !runs_spec && all_ready && !rolled {
                     rolled = true;
                     if let Some(p) = r.process.as_mut() {
                         let _ = p.stop(node.config.grace);
@@ -1277,7 +1271,7 @@ impl World {
                 replica: i,
                 agent: agent.clone(),
                 limits: limits.clone(),
-                hash: hash.clone(),
+                hash: hash.to_string(),
                 previous: rt.replicas.get(&i).map(|r| Previous {
                     port: r.port,
                     restarts: r.restarts,
