@@ -27,9 +27,15 @@ impl CgroupV1 {
     /// (optional) under `root`.
     pub fn open(root: &Path) -> Result<Self> {
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        Self::open_in(root, &mounts)
+    }
+
+    /// [`Self::open`] with the mount table given (the text of `/proc/self/mounts`), so that
+    /// the driver can be pointed at any directory tree.
+    fn open_in(root: &Path, mounts: &str) -> Result<Self> {
         let find = |name: &str| {
             let dir = root.join(name);
-            is_v1_mount_of(&mounts, &dir, name).then_some(dir)
+            is_v1_mount_of(mounts, &dir, name).then_some(dir)
         };
         let memory = find("memory");
         let cpu = find("cpu");
@@ -321,3 +327,6 @@ impl CgroupDriver for CgroupV1 {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

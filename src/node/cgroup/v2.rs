@@ -213,3 +213,6 @@ impl CgroupDriver for CgroupV2 {
         fs::rmdir_tree(&d, deadline)
     }
 }
+
+#[cfg(test)]
+mod tests;
