@@ -44,4 +44,11 @@ PY
 fi
 .ci/cache/helm version --short >/dev/null
 
+# cargo-deny, for the dependency policy in deny.toml: built from the crates registry with its
+# own lockfile, into .ci/cache (a few minutes of CPU the first time; a second run only checks).
+deny_version=0.20.2
+if ! .ci/cache/cargo-deny/bin/cargo-deny --version 2>/dev/null | grep -qx "cargo-deny $deny_version"; then
+  cargo install cargo-deny --locked --version "$deny_version" --root .ci/cache/cargo-deny --quiet
+fi
+
 echo "test dependencies ready"
