@@ -37,10 +37,12 @@ use super::wal::{self, AppendError, Wal};
 
 mod disk;
 pub mod format;
+mod health;
 mod stored;
 
 use disk::{ReplayError, apply, durable_rv, is_no_space, op_refs, replay, stored_rv};
 pub use disk::{durable_version, measure_fsync};
+use health::Health;
 pub use stored::Stored;
 use stored::{Encoded, RV_PREFIX};
 
@@ -265,45 +267,6 @@ struct Shared {
     history_limit: usize,
     history_bytes_limit: usize,
     health: Mutex<Health>,
-}
-
-/// Whether the store takes writes.
-struct Health {
-    /// Why nothing is written any more (until a restart), after a failure that leaves what is
-    /// on disk unknown (as PostgreSQL stops after a failed fsync).
-    failed: Option<String>,
-    /// Writes are taken only while the reserve is held.
-    reserve: Reserve,
-}
-
-impl Health {
-    /// Ok when a write may be committed now; tries to take the reserve again if it is not
-    /// held (at most twice a second).
-    fn check(&mut self, path: &Path) -> Result<()> {
-        if let Some(why) = &self.failed {
-            let message = format!("the store stopped writing after an earlier failure ({why}); restart the server");
-            return Err(Error::Storage {
-                path: path.to_path_buf(),
-                source: Box::new(redb::Error::Io(std::io::Error::other(message))),
-            });
-        }
-        if self.reserve.held() {
-            return Ok(());
-        }
-        match self.reserve.take(false) {
-            Ok(true) => {
-                tracing::info!(reserve = %self.reserve.path().display(), "the disk has room again: the store takes writes");
-                Ok(())
-            }
-            Ok(false) => {
-                Err(Error::OutOfSpace { path: self.reserve.path().to_path_buf(), bytes: self.reserve.bytes() })
-            }
-            Err(e) => {
-                tracing::warn!(reserve = %self.reserve.path().display(), error = %e, "taking the store's reserve failed");
-                Err(Error::OutOfSpace { path: self.reserve.path().to_path_buf(), bytes: self.reserve.bytes() })
-            }
-        }
-    }
 }
 
 type Reply = oneshot::Sender<Result<Arc<Stored>>>;
@@ -961,29 +924,6 @@ impl Writer {
     fn apply_unapplied(&self) -> Result<(), redb::Error> {
         let db = self.db.as_ref().ok_or_else(|| redb::Error::Io(std::io::Error::other("the database is not open")))?;
         apply(db, redb::Durability::Immediate, &op_refs(&self.unapplied), self.unapplied_rv)
-    }
-
-    fn reserve_bytes(&self) -> u64 {
-        self.health().reserve.bytes()
-    }
-
-    /// Gives the reserve back to the filesystem: writes are refused until it is taken again.
-    fn release_reserve(&self) {
-        let mut health = self.health();
-        if !health.reserve.held() {
-            return;
-        }
-        let bytes = health.reserve.bytes();
-        match health.reserve.release() {
-            Ok(()) => tracing::warn!(
-                reserve = %health.reserve.path().display(),
-                bytes,
-                "the disk is full: the store gave back its reserve and refuses writes until the disk has room for it again"
-            ),
-            Err(e) => {
-                tracing::error!(reserve = %health.reserve.path().display(), error = %e, "giving back the store's reserve failed")
-            }
-        }
     }
 }
 
