@@ -2,7 +2,8 @@
 //! records an older version of the hash (as an a2a from before version 2 wrote it) is adopted
 //! by a restarted daemon without a restart when that version's hash of the current spec is the
 //! one recorded, its status then records the current version; a replica whose older-version
-//! hash is of another spec (the spec changed while it ran) is restarted.
+//! hash is of another spec (the spec changed while it ran) is restarted. Then, on the
+//! current version, a limit change applies in place and an environment change restarts.
 
 mod common;
 
@@ -86,5 +87,26 @@ async fn a_replica_recorded_with_an_older_hash_version_is_restarted_only_when_it
     let kept = wait_agent(&client, "kept", Duration::from_secs(5), running).await;
     assert_eq!(pids(&kept), kept_pid, "kept is still the replica started before the upgrade");
     assert_eq!(kept.status.as_ref().map(|s| s.restarts), Some(0));
+
+    // On the current version: a limit applies in place, an environment change restarts.
+    let agents: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let patch = |spec: serde_json::Value| Patch::Merge(json!({ "spec": spec }));
+    agents
+        .patch("kept", &PatchParams::default(), &patch(json!({"resources": {"limits": {"pids": 64}}})))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kept = wait_agent(&client, "kept", Duration::from_secs(5), running).await;
+    assert_eq!(pids(&kept), kept_pid, "a limit change does not restart");
+    agents
+        .patch("kept", &PatchParams::default(), &patch(json!({"env": [{"name": "MODE", "value": "new"}]})))
+        .await
+        .unwrap();
+    let restarted = wait_agent(&client, "kept", Duration::from_secs(60), |a| {
+        running(a) && !pids(a).is_empty() && pids(a) != kept_pid
+    })
+    .await;
+    assert_eq!(recorded_hash(&restarted).as_deref(), Some(SpecHash::of(&restarted.spec).as_str()));
+    assert_ne!(SpecHash::of(&restarted.spec), current);
     tear_down(daemon).await;
 }
