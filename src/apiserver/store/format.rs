@@ -96,7 +96,11 @@ pub fn inspect(db: &Path) -> Result<Found> {
             });
         }
         Err(e) => return Err(io(e)),
-        Ok(meta) if !meta.is_file() || meta.len() > MAX_LEN => {
+        Ok(meta) if !meta.is_file() => {
+            let what = if meta.file_type().is_symlink() { "a symbolic link" } else { "not a regular file" };
+            return Err(Error::Unreadable { path: file, content: what.to_owned() });
+        }
+        Ok(meta) if meta.len() > MAX_LEN => {
             return Err(Error::Unreadable { path: file, content: format!("a file of {} bytes", meta.len()) });
         }
         Ok(_) => std::fs::read(&file).map_err(io)?,
@@ -194,6 +198,12 @@ mod tests {
             assert!(matches!(err, Error::Unreadable { .. }), "{bad:?}: {err}");
             assert!(err.to_string().contains("store.format"), "{err}");
         }
+        std::fs::write(path_of(&db), "9".repeat(100)).unwrap();
+        assert!(inspect(&db).unwrap_err().to_string().contains("a file of 100 bytes"));
+        std::fs::remove_file(path_of(&db)).unwrap();
+        std::os::unix::fs::symlink("elsewhere", path_of(&db)).unwrap();
+        assert!(inspect(&db).unwrap_err().to_string().contains("a symbolic link"));
+        std::fs::remove_file(path_of(&db)).unwrap();
         std::fs::write(path_of(&db), "3\n").unwrap();
         let err = inspect(&db).unwrap_err();
         assert!(matches!(err, Error::TooNew { found: 3, supported: CURRENT, .. }), "{err}");
