@@ -297,7 +297,8 @@ pub struct Instance {
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ready: bool,
-    /// The command hash this replica was started with; a change restarts it.
+    /// The versioned hash (`v2:<sha256>`) of the spec fields that need a restart, as this
+    /// replica was started with; a change of those fields restarts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
     /// How it ended, for a replica that no longer runs and that its restart policy keeps
