@@ -160,6 +160,14 @@ pub enum WorkflowPhase {
     Cancelled,
 }
 
+impl WorkflowPhase {
+    /// Whether the workflow has finished (Succeeded, Failed or Cancelled): nothing more is
+    /// dispatched until `a2a retry` asks for it.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)
+    }
+}
+
 /// What happened to one task.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -234,5 +242,11 @@ impl TaskPhase {
     /// Whether the task will not run again (without `a2a retry`).
     pub fn is_terminal(self) -> bool {
         matches!(self, TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled)
+    }
+
+    /// Whether `a2a retry` may run the task again: it failed, or never ran to its end
+    /// (skipped or cancelled).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled)
     }
 }

@@ -119,7 +119,7 @@ pub fn step_indexed(
 ) -> Step {
     let realigned = if aligned && status.tasks.len() == spec.tasks.len() { false } else { align(spec, status) };
     let mut out = Step { changed: realigned, realigned, ..Default::default() };
-    if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
+    if status.phase.is_some_and(WorkflowPhase::is_terminal) {
         return out;
     }
     if status.phase.is_none() || status.phase == Some(WorkflowPhase::Pending) {
@@ -236,7 +236,7 @@ pub fn step_indexed(
 pub fn cancel(status: &mut WorkflowStatus, now: Timestamp) -> (Vec<usize>, bool) {
     let mut changed = false;
     let mut running = Vec::new();
-    if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
+    if status.phase.is_some_and(WorkflowPhase::is_terminal) {
         return (running, false);
     }
     for (i, t) in status.tasks.iter_mut().enumerate() {
@@ -367,7 +367,7 @@ pub fn settle(status: &mut WorkflowStatus, now: Timestamp) -> bool {
     let mut changed = status.progress.as_deref() != Some(progress.as_str());
     status.progress = Some(progress);
     if done == total
-        && !matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled))
+        && !status.phase.is_some_and(WorkflowPhase::is_terminal)
     {
         let phase = if status.tasks.iter().all(|t| t.phase == TaskPhase::Succeeded) {
             WorkflowPhase::Succeeded
