@@ -30,7 +30,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub output: bool,
     /// Give up (exit 1) after this long.
-    #[arg(long, value_parser = super::delete::parse_duration)]
+    #[arg(long, value_parser = super::values::duration)]
     pub timeout: Option<Duration>,
     /// Home of the embedded control plane: agent logs go under it; its store lives in
     /// DIR/runs/<pid> for this run only [default: $A2A_HOME].
@@ -92,7 +92,7 @@ pub async fn run(args: &RunArgs) -> Result<RunReport> {
         return Err(Error::Usage("these files hold no Workflow to run; use `a2a apply` for agents and budgets".into()));
     }
     // Before anything starts: a signal from here on stops what this run started, gracefully.
-    let signals = super::serve::Signals::install().map_err(Error::Api)?;
+    let signals = super::serve::Signals::install().map_err(|e| Error::Api(e.to_string()))?;
     // A reachable daemon is used as is; otherwise an embedded control plane runs meanwhile.
     let (client, namespace, plane) = match args.connect.connect().await {
         Ok(conn) => (conn.client, conn.namespace, None),
