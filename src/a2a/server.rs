@@ -85,17 +85,13 @@ impl Skill {
             Self::Wordcount => {
                 ("Word count", "Answers with the number of words in the message.", "wordcount one two three")
             }
-            Self::Sleep => {
-                ("Sleep", "Sleeps for the given duration, 1s by default (`sleep 2s`).", "sleep 250ms")
-            }
-            Self::Allocate => {
-                (
-                    "Allocate",
-                    "Allocates SIZE and touches every page, keeps it HOLD long (default: not at all), then frees it \
+            Self::Sleep => ("Sleep", "Sleeps for the given duration, 1s by default (`sleep 2s`).", "sleep 250ms"),
+            Self::Allocate => (
+                "Allocate",
+                "Allocates SIZE and touches every page, keeps it HOLD long (default: not at all), then frees it \
                      (`allocate 64Mi 1s`; a bare number is MiB).",
-                    "allocate 16Mi 100ms",
-                )
-            }
+                "allocate 16Mi 100ms",
+            ),
             Self::Fail => ("Fail", "Always fails the task.", "fail"),
         };
         AgentSkill {

@@ -197,6 +197,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => {
             let report = validate::run(&args);
+            for s in &report.skipped {
+                eprintln!("{s}");
+            }
             for e in &report.errors {
                 eprintln!("{e}");
             }
