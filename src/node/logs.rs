@@ -537,6 +537,21 @@ mod tests {
     }
 
     #[test]
+    fn an_agents_logs_are_laid_out_by_namespace_agent_and_replica() {
+        let home = tempfile::tempdir().unwrap();
+        let logs = AgentLogs::new(home.path(), "default", "writer");
+        assert_eq!(logs.live(1), home.path().join("logs/default/writer/1.log"));
+        assert_eq!(rotated(&logs.live(1), 2), home.path().join("logs/default/writer/1.log.2"));
+        assert!(logs.replicas().is_empty(), "no directory yet");
+        for p in [logs.live(2), logs.live(0), rotated(&logs.live(3), 1)] {
+            open_log(&p).unwrap();
+        }
+        assert_eq!(logs.replicas(), [0, 2], "live files only, in order");
+        remove_agent_logs(home.path(), "default", "writer").unwrap();
+        assert!(!logs.dir().exists() && !home.path().join("logs/default").exists());
+    }
+
+    #[test]
     fn a_write_past_the_cap_renames_and_keeps_whole_lines() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = log_in(dir.path(), LogLimits { max_bytes: 10, max_files: 3 });
