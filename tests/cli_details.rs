@@ -30,10 +30,12 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn event(ns: &str, name: &str, agent: &str, type_: &str, reason: &str, message: &str, ago: i64, count: i32) -> Event {
+/// An Event about Agent `agent`, named `<agent>.1`: `[type, reason, message]`, last seen
+/// `ago` seconds ago, `count` times over ten minutes.
+fn event(ns: &str, agent: &str, [type_, reason, message]: [&str; 3], ago: i64, count: i32) -> Event {
     let at = |secs: i64| Time(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(secs));
     Event {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..Default::default() },
+        metadata: ObjectMeta { name: Some(format!("{agent}.1")), namespace: Some(ns.into()), ..Default::default() },
         involved_object: ObjectReference {
             api_version: Some("a2a.dev/v1alpha1".into()),
             kind: Some("Agent".into()),
@@ -60,9 +62,9 @@ async fn get_events_lists_core_events_in_kubectls_columns() {
         Namespace { metadata: ObjectMeta { name: Some("other".into()), ..Default::default() }, ..Default::default() };
     namespaces.create(&PostParams::default(), &other).await.expect("namespace");
     for (ns, e) in [
-        ("default", event("default", "writer.1", "writer", "Normal", "Started", "replica 0 started", 30, 1)),
-        ("default", event("default", "reader.1", "reader", "Warning", "BackOff", "replica 0 restarts in 2s", 300, 3)),
-        ("other", event("other", "helper.1", "helper", "Normal", "Started", "replica 0 started", 10, 1)),
+        ("default", event("default", "writer", ["Normal", "Started", "replica 0 started"], 30, 1)),
+        ("default", event("default", "reader", ["Warning", "BackOff", "replica 0 restarts in 2s"], 300, 3)),
+        ("other", event("other", "helper", ["Normal", "Started", "replica 0 started"], 10, 1)),
     ] {
         let api: Api<Event> = Api::namespaced(server.client.clone(), ns);
         api.create(&PostParams::default(), &e).await.expect("create event");
