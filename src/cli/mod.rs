@@ -275,15 +275,25 @@ pub fn run(cli: Cli) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        Command::Serve(args) => {
-            return match serve::run(&args, &mut out) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
+        Command::Serve(args) => match serve::start(&args) {
+            // Said once the server is ready: scripts wait for this line.
+            Ok(serving) => match writeln!(out, "{}", serving.listening()).and_then(|()| out.flush()) {
+                Ok(()) => {
+                    serving.wait();
+                    Ok(())
                 }
-            };
-        }
+                // Even a closed pipe: whoever waits for the line would wait forever.
+                Err(e) => {
+                    serving.stop();
+                    eprintln!("error: writing output: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
         Command::Operator(args) => {
             return match operator::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,5 @@
 //! `a2a serve`: run the local control plane's API server until SIGTERM or SIGINT.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -83,8 +82,6 @@ pub enum Error {
     /// The control plane's own account of what failed.
     #[error("{0}")]
     ControlPlane(String),
-    #[error("writing output: {0}")]
-    Output(#[source] std::io::Error),
 }
 
 /// A signal handler that could not be installed.
@@ -96,16 +93,53 @@ pub struct SignalError {
     source: std::io::Error,
 }
 
-/// Serves until a signal; prints one line saying where it listens (the moment it does is
-/// the moment the server is ready, so it cannot wait for the handler's end).
-pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), Error> {
+/// A control plane that is serving: the top level says where it listens, then waits.
+pub struct Serving {
+    runtime: tokio::runtime::Runtime,
+    plane: ControlPlane,
+    signals: Signals,
+}
+
+impl Serving {
+    /// The line that says where the server listens (it is ready when this is known).
+    pub fn listening(&self) -> String {
+        format!(
+            "a2a serve: listening on {} (kubeconfig: {})",
+            self.plane.server.url(),
+            self.plane.server.kubeconfig().display()
+        )
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops.
+    pub fn wait(self) {
+        let Serving { runtime, plane, signals } = self;
+        runtime.block_on(async {
+            signals.wait().await;
+            stop(plane).await;
+        });
+    }
+
+    /// Stops at once (the announcement could not be written).
+    pub fn stop(self) {
+        let Serving { runtime, plane, .. } = self;
+        runtime.block_on(stop(plane));
+    }
+}
+
+async fn stop(plane: ControlPlane) {
+    tracing::info!("shutting down; agents keep running for the next daemon to adopt");
+    plane.stop().await;
+}
+
+/// Starts the local control plane; it serves until [`Serving::wait`] sees a signal.
+pub fn start(args: &ServeArgs) -> Result<Serving, Error> {
     let home = args.home.clone().or_else(default_home).ok_or(Error::NoHome)?;
     // Before any thread allocates: the arenas that exist stay.
     crate::node::limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
-    runtime.block_on(async {
-        // Handlers first: a signal that arrives once the line below is printed must stop us
-        // gracefully, not kill us.
+    let (plane, signals) = runtime.block_on(async {
+        // Handlers first: a signal that arrives once the server is announced must stop it
+        // gracefully, not kill it.
         let signals = Signals::install()?;
         let mut opts = LocalOptions::new(&home);
         opts.port = args.port;
@@ -126,24 +160,14 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), Error> {
         opts.connections.header_timeout = args.header_timeout;
         opts.connections.idle_timeout = args.idle_timeout;
         let plane = ControlPlane::start(opts).await.map_err(Error::ControlPlane)?;
-        writeln!(
-            out,
-            "a2a serve: listening on {} (kubeconfig: {})",
-            plane.server.url(),
-            plane.server.kubeconfig().display()
-        )
-        .and_then(|()| out.flush())
-        .map_err(Error::Output)?;
         match plane.cgroup_version {
             _ if args.api_only => tracing::info!("serving the API only: no agents run, no workflows are dispatched"),
             Some(v) => tracing::info!(cgroup = %v, "agent limits enforced by the kernel"),
             None => tracing::warn!("agent limits are NOT enforced (--allow-unenforced)"),
         }
-        signals.wait().await;
-        tracing::info!("shutting down; agents keep running for the next daemon to adopt");
-        plane.stop().await;
-        Ok(())
-    })
+        Ok::<_, Error>((plane, signals))
+    })?;
+    Ok(Serving { runtime, plane, signals })
 }
 
 /// SIGTERM and SIGINT, installed before they can arrive, awaited later.
