@@ -53,9 +53,11 @@ pub enum Skill {
     Uppercase,
     /// Answers with the number of words.
     Wordcount,
-    /// Sleeps: `sleep 2s`, or a data part `{"sleep": "2s"}`.
+    /// Sleeps for DURATION (default 1s): `sleep 2s`, or a data part `{"skill": "sleep", "sleep": "2s"}`.
     Sleep,
-    /// Allocates and touches memory: `allocate 64Mi [hold]`, or `{"allocate": "64Mi", "hold": "1s"}`.
+    /// Allocates SIZE and touches every page, keeps it HOLD long (default: not at all), frees
+    /// it: `allocate 64Mi 1s` (a bare number is MiB), or a data part
+    /// `{"skill": "allocate", "allocate": "64Mi", "hold": "1s"}`.
     Allocate,
     /// Always fails.
     Fail,
@@ -83,12 +85,13 @@ impl Skill {
             Self::Wordcount => {
                 ("Word count", "Answers with the number of words in the message.", "wordcount one two three")
             }
-            Self::Sleep => {
-                ("Sleep", "Sleeps for the given duration (`sleep 2s`, or data {\"sleep\": \"2s\"}).", "sleep 250ms")
-            }
-            Self::Allocate => {
-                ("Allocate", "Allocates and touches memory, then holds it (`allocate 64Mi 1s`).", "allocate 16Mi 100ms")
-            }
+            Self::Sleep => ("Sleep", "Sleeps for the given duration, 1s by default (`sleep 2s`).", "sleep 250ms"),
+            Self::Allocate => (
+                "Allocate",
+                "Allocates SIZE and touches every page, keeps it HOLD long (default: not at all), then frees it \
+                     (`allocate 64Mi 1s`; a bare number is MiB).",
+                "allocate 16Mi 100ms",
+            ),
             Self::Fail => ("Fail", "Always fails the task.", "fail"),
         };
         AgentSkill {

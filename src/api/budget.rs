@@ -45,7 +45,8 @@ pub struct ResourceBudgetSpec {
     /// The CPU all `background` agents of this budget may use together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_cpu: Option<Cpu>,
-    /// Thresholds that raise an Event, the `AlertFiring` condition and a metric.
+    /// Thresholds whose crossing records an Event and sets the `AlertFiring` condition (local
+    /// mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<Alert>,
 }

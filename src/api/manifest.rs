@@ -117,6 +117,41 @@ fn object_label(v: &Value) -> Option<String> {
     Some(format!("{kind}/{name}"))
 }
 
+/// A document of a kind that is not a2a's (an Argo CD Application, a Flux Kustomization...):
+/// `a2a validate` says it skipped it, as kubectl does for kinds it has no schema for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Foreign {
+    pub origin: Origin,
+    pub api_version: String,
+    /// `Kind/name`.
+    pub object: String,
+}
+
+impl fmt::Display for Foreign {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "skipped: {} {}: not an a2a kind ({})", self.origin.source, self.object, self.api_version)
+    }
+}
+
+/// Takes out of `docs` those whose `apiVersion` names another API group than a2a's, with a
+/// `kind`: what they are cannot be checked here. Documents without both stay, for
+/// validation to name what they miss.
+pub fn take_foreign(docs: &mut Vec<(Origin, Value)>) -> Vec<Foreign> {
+    let mut foreign = Vec::new();
+    docs.retain(|(origin, raw)| {
+        let api_version = raw.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let group = api_version.split_once('/').map_or("", |(g, _)| g);
+        match object_label(raw) {
+            Some(object) if !api_version.is_empty() && group != super::GROUP => {
+                foreign.push(Foreign { origin: origin.clone(), api_version: api_version.to_owned(), object });
+                false
+            }
+            _ => true,
+        }
+    });
+    foreign
+}
+
 /// Validates parsed documents, each on its own and then together (duplicates, budget
 /// parents). All errors are returned; the documents only when there are none.
 pub fn validate_documents(docs: Vec<(Origin, Value)>) -> Result<Vec<Document>, Vec<ManifestError>> {

@@ -160,6 +160,14 @@ pub enum WorkflowPhase {
     Cancelled,
 }
 
+impl WorkflowPhase {
+    /// Whether the workflow has finished (Succeeded, Failed or Cancelled): nothing more is
+    /// dispatched until `a2a retry` asks for it.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)
+    }
+}
+
 /// What happened to one task.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -234,5 +242,84 @@ impl TaskPhase {
     /// Whether the task will not run again (without `a2a retry`).
     pub fn is_terminal(self) -> bool {
         matches!(self, TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled)
+    }
+
+    /// Whether `a2a retry` may run the task again: it failed, or never ran to its end
+    /// (skipped or cancelled).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled)
+    }
+}
+
+/// What `a2a retry` asks of the workflow engine, written as JSON in the workflow's
+/// `a2a.dev/retry` annotation: `{"nonce":"1733230000000","tasks":["fetch"]}`. The engine
+/// handles a request once (the `Retried` condition records the annotation it handled), so
+/// each request carries a fresh nonce.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Makes this request distinct from the ones handled before.
+    pub nonce: String,
+    /// Only these tasks (and what was skipped or cancelled because of them); empty: every
+    /// failed, skipped or cancelled task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+}
+
+/// An `a2a.dev/retry` annotation that is not a retry request.
+#[derive(Debug, thiserror::Error)]
+#[error("the a2a.dev/retry annotation is not a retry request ({{\"nonce\": \"...\", \"tasks\": [...]}}): {source}")]
+pub struct RetryRequestError {
+    #[source]
+    source: serde_json::Error,
+}
+
+impl RetryRequest {
+    /// The annotation's value.
+    pub fn to_annotation(&self) -> String {
+        // A struct of strings always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads an annotation's value: the JSON object [`RetryRequest::to_annotation`] writes,
+    /// or the `NONCE` / `NONCE:task,task` text earlier versions wrote (a stored workflow may
+    /// still carry one).
+    pub fn parse(text: &str) -> Result<RetryRequest, RetryRequestError> {
+        if text.trim_start().starts_with('{') {
+            return serde_json::from_str(text).map_err(|source| RetryRequestError { source });
+        }
+        let (nonce, tasks) = text.split_once(':').unwrap_or((text, ""));
+        let tasks = tasks.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect();
+        Ok(RetryRequest { nonce: nonce.to_owned(), tasks })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_request_reads_back_what_it_writes() {
+        let r = RetryRequest { nonce: "17".into(), tasks: vec!["a".into(), "b,c".into()] };
+        assert_eq!(r.to_annotation(), r#"{"nonce":"17","tasks":["a","b,c"]}"#);
+        assert_eq!(RetryRequest::parse(&r.to_annotation()).expect("parse"), r);
+        let all = RetryRequest { nonce: "18".into(), tasks: vec![] };
+        assert_eq!(all.to_annotation(), r#"{"nonce":"18"}"#);
+        assert_eq!(RetryRequest::parse(&all.to_annotation()).expect("parse"), all);
+    }
+
+    #[test]
+    fn a_retry_request_in_the_old_text_form_is_still_read() {
+        let r = RetryRequest::parse("17:a, b,").expect("parse");
+        assert_eq!(r, RetryRequest { nonce: "17".into(), tasks: vec!["a".into(), "b".into()] });
+        assert_eq!(RetryRequest::parse("18").expect("parse"), RetryRequest { nonce: "18".into(), tasks: vec![] });
+    }
+
+    #[test]
+    fn a_malformed_retry_request_is_refused_with_the_reason() {
+        let e = RetryRequest::parse(r#"{"nonce": 1}"#).expect_err("a number is not a nonce");
+        assert!(e.to_string().contains("invalid type: integer"), "{e}");
+        let e = RetryRequest::parse(r#"{"nonce": "1", "task": ["a"]}"#).expect_err("unknown field");
+        assert!(e.to_string().contains("unknown field `task`"), "{e}");
     }
 }

@@ -40,7 +40,7 @@ pub async fn fetch(api: &Api<Workflow>, name: &str, ns: &str, url: &str) -> Resu
 }
 
 pub fn finished(status: &WorkflowStatus) -> Option<WorkflowPhase> {
-    status.phase.filter(|p| matches!(p, WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled))
+    status.phase.filter(|p| p.is_terminal())
 }
 
 pub async fn run(args: &CancelArgs) -> Result<String> {

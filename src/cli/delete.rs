@@ -26,7 +26,7 @@ pub struct DeleteArgs {
     #[arg(long)]
     pub wait: bool,
     /// How long --wait waits.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = super::values::duration)]
     pub timeout: Duration,
     /// Succeed when an object does not exist.
     #[arg(long)]
@@ -37,10 +37,6 @@ pub struct DeleteArgs {
     pub keep_logs: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    <crate::api::quantity::DurationKind as crate::api::quantity::ScalarKind>::parse(s)
 }
 
 /// The (kind, namespace, name) triples named on the command line or by the files.

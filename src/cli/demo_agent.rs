@@ -17,10 +17,10 @@ pub struct DemoAgentArgs {
     #[arg(long = "skill", value_enum)]
     pub skills: Vec<Skill>,
     /// Fraction of tasks that fail on purpose (0 to 1).
-    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::values::fraction)]
     pub fail_rate: f64,
     /// Fraction of tasks during which the process exits with code 3 (0 to 1).
-    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::values::fraction)]
     pub crash_rate: f64,
     /// Seed for the fault-injection dice, for reproducible runs.
     #[arg(long)]
@@ -30,13 +30,27 @@ pub struct DemoAgentArgs {
     pub max_tasks: usize,
 }
 
-fn fraction(s: &str) -> Result<f64, String> {
-    let f: f64 = s.parse().map_err(|_| format!("{s:?} is not a number between 0 and 1"))?;
-    if (0.0..=1.0).contains(&f) { Ok(f) } else { Err(format!("{s} is not between 0 and 1")) }
+/// Why the demo agent could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("starting the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving on {addr}: {source}")]
+    Serve {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Serves until SIGINT or SIGTERM.
-pub fn run(args: &DemoAgentArgs) -> Result<(), String> {
+pub fn run(args: &DemoAgentArgs) -> Result<(), Error> {
     let config = DemoAgentConfig {
         skills: if args.skills.is_empty() { Skill::ALL.to_vec() } else { args.skills.clone() },
         fail_rate: args.fail_rate,
@@ -45,14 +59,11 @@ pub fn run(args: &DemoAgentArgs) -> Result<(), String> {
         max_tasks: args.max_tasks,
     };
     // One thread keeps the agent small; its work is waiting on sockets and timers.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
     rt.block_on(async {
         let addr = std::net::SocketAddr::new(args.host, args.port);
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listening on {addr}: {e}"))?;
-        server::serve(listener, config, shutdown_signal()).await.map_err(|e| format!("serving on {addr}: {e}"))
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })?;
+        server::serve(listener, config, shutdown_signal()).await.map_err(|source| Error::Serve { addr, source })
     })
 }
 

@@ -1,11 +1,12 @@
-//! `a2a get KIND [NAME]`: tables from the CRDs' printer columns, or YAML/JSON/names; `-w`
-//! keeps watching.
-
-use std::io::Write;
+//! `a2a get KIND [NAME]`: tables from the CRDs' printer columns (for events, kubectl's event
+//! columns), or YAML/JSON/names; `-w` keeps watching. Handlers return the text; the top
+//! level prints it.
 
 use clap::{Args, ValueEnum};
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{DynamicObject, ListParams, WatchEvent, WatchParams};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
 
 use super::client::{ConnectArgs, Error, Result, dynamic_api, resolve_kind};
 use crate::api::Kind;
@@ -22,7 +23,7 @@ pub enum OutputFormat {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// agents (ag), workflows (wf) or resourcebudgets (rb).
+    /// agents (ag), workflows (wf), resourcebudgets (rb) or events (ev).
     pub kind: String,
     /// One object; all when omitted.
     pub name: Option<String>,
@@ -35,6 +36,9 @@ pub struct GetArgs {
     /// Label selector (`app=x,tier in (a,b)`).
     #[arg(short = 'l', long, value_name = "SELECTOR")]
     pub selector: Option<String>,
+    /// Field selector (`involvedObject.name=x,type!=Normal`), as the server supports it.
+    #[arg(long, value_name = "SELECTOR")]
+    pub field_selector: Option<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -45,25 +49,112 @@ pub struct GetArgs {
     pub connect: ConnectArgs,
 }
 
-/// A printer column: header and the JSON path it reads.
-struct Column {
-    header: String,
-    path: String,
-    date: bool,
+/// What `a2a get` lists: an a2a kind, or the core Events the controllers record about them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resource {
+    A2a(Kind),
+    Events,
 }
 
-fn columns(kind: Kind, wide: bool, with_namespace: bool) -> Vec<Column> {
+impl Resource {
+    fn resolve(word: &str) -> Result<Resource> {
+        match word.to_ascii_lowercase().as_str() {
+            "event" | "events" | "ev" => Ok(Resource::Events),
+            _ => resolve_kind(word).map(Resource::A2a),
+        }
+    }
+
+    fn namespaced(self) -> bool {
+        match self {
+            Resource::A2a(kind) => kind.namespaced(),
+            Resource::Events => true,
+        }
+    }
+
+    /// `-o name`'s prefix, as kubectl writes it.
+    fn name_prefix(self) -> String {
+        match self {
+            Resource::A2a(kind) => kind.as_str().to_ascii_lowercase(),
+            Resource::Events => "event".into(),
+        }
+    }
+
+    fn api(self, client: &kube::Client, namespace: Option<&str>) -> Api<DynamicObject> {
+        match (self, namespace) {
+            (Resource::A2a(kind), _) => dynamic_api(client, kind, namespace),
+            (Resource::Events, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<Event>(&())),
+            (Resource::Events, None) => Api::all_with(client.clone(), &ApiResource::erase::<Event>(&())),
+        }
+    }
+
+    fn not_found(self, name: &str, namespace: Option<String>) -> Error {
+        match self {
+            Resource::A2a(kind) => {
+                Error::NotFound { kind, name: name.to_owned(), namespace: namespace.filter(|_| kind.namespaced()) }
+            }
+            Resource::Events => Error::Api(format!(
+                "Error from server (NotFound): events {name:?} not found{}",
+                namespace.map(|n| format!(" in namespace {n:?}")).unwrap_or_default()
+            )),
+        }
+    }
+}
+
+/// What a table cell shows.
+enum Cell {
+    /// The JSON value at a path (`.status.phase`); dates as ages.
+    Path { path: String, date: bool },
+    /// An Event's last time seen, as kubectl shows it: `5s`, or `5s (x3 over 2m)`.
+    LastSeen,
+    /// The object an Event is about: `agent/writer`.
+    InvolvedObject,
+}
+
+/// A table column: header and what its cells show.
+struct Column {
+    header: String,
+    cell: Cell,
+}
+
+impl Column {
+    fn path(header: &str, path: &str, date: bool) -> Column {
+        Column { header: header.into(), cell: Cell::Path { path: path.into(), date } }
+    }
+}
+
+fn columns(resource: Resource, wide: bool, with_namespace: bool) -> Vec<Column> {
     let mut cols = Vec::new();
     if with_namespace {
-        cols.push(Column { header: "NAMESPACE".into(), path: ".metadata.namespace".into(), date: false });
+        cols.push(Column::path("NAMESPACE", ".metadata.namespace", false));
     }
-    cols.push(Column { header: "NAME".into(), path: ".metadata.name".into(), date: false });
+    let kind = match resource {
+        Resource::A2a(kind) => kind,
+        Resource::Events => {
+            // kubectl's columns for events (`-o wide` adds the source, first time, count and name).
+            cols.push(Column { header: "LAST SEEN".into(), cell: Cell::LastSeen });
+            cols.push(Column::path("TYPE", ".type", false));
+            cols.push(Column::path("REASON", ".reason", false));
+            cols.push(Column { header: "OBJECT".into(), cell: Cell::InvolvedObject });
+            if wide {
+                cols.push(Column::path("SUBOBJECT", ".involvedObject.fieldPath", false));
+                cols.push(Column::path("SOURCE", ".source.component", false));
+            }
+            cols.push(Column::path("MESSAGE", ".message", false));
+            if wide {
+                cols.push(Column::path("FIRST SEEN", ".firstTimestamp", true));
+                cols.push(Column::path("COUNT", ".count", false));
+                cols.push(Column::path("NAME", ".metadata.name", false));
+            }
+            return cols;
+        }
+    };
+    cols.push(Column::path("NAME", ".metadata.name", false));
     let crd = kind.crd();
     for c in crd.spec.versions.iter().flat_map(|v| v.additional_printer_columns.iter().flatten()) {
         if c.priority.unwrap_or(0) > 0 && !wide {
             continue;
         }
-        cols.push(Column { header: c.name.to_ascii_uppercase(), path: c.json_path.clone(), date: c.type_ == "date" });
+        cols.push(Column::path(&c.name.to_ascii_uppercase(), &c.json_path, c.type_ == "date"));
     }
     cols
 }
@@ -71,6 +162,14 @@ fn columns(kind: Kind, wide: bool, with_namespace: bool) -> Vec<Column> {
 /// Reads `.a.b.c` from a JSON value.
 fn lookup<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
     path.trim_start_matches('.').split('.').try_fold(v, |cur, key| cur.get(key))
+}
+
+/// The time an Event was last seen: `lastTimestamp`, else `eventTime`, else `firstTimestamp`,
+/// else when it was created.
+fn last_seen(event: &serde_json::Value) -> Option<&str> {
+    [".lastTimestamp", ".eventTime", ".firstTimestamp", ".metadata.creationTimestamp"]
+        .iter()
+        .find_map(|p| lookup(event, p).and_then(|v| v.as_str()))
 }
 
 /// `5s`, `3m`, `2h`, `4d`, as kubectl shows ages.
@@ -86,11 +185,25 @@ pub fn human_age(since: &str) -> String {
 }
 
 fn cell(obj: &serde_json::Value, col: &Column) -> String {
-    match lookup(obj, &col.path) {
-        None | Some(serde_json::Value::Null) => if col.date { "<none>" } else { "" }.to_owned(),
-        Some(serde_json::Value::String(s)) if col.date => human_age(s),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
+    match &col.cell {
+        Cell::Path { path, date } => match lookup(obj, path) {
+            None | Some(serde_json::Value::Null) => if *date { "<none>" } else { "" }.to_owned(),
+            Some(serde_json::Value::String(s)) if *date => human_age(s),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        },
+        Cell::LastSeen => {
+            let last = last_seen(obj).map_or_else(|| "<unknown>".to_owned(), human_age);
+            let count = lookup(obj, ".count").and_then(|c| c.as_i64()).unwrap_or(1);
+            match lookup(obj, ".firstTimestamp").and_then(|f| f.as_str()) {
+                Some(first) if count > 1 => format!("{last} (x{count} over {})", human_age(first)),
+                _ => last,
+            }
+        }
+        Cell::InvolvedObject => {
+            let text = |p| lookup(obj, p).and_then(|v| v.as_str()).unwrap_or_default();
+            format!("{}/{}", text(".involvedObject.kind").to_ascii_lowercase(), text(".involvedObject.name"))
+        }
     }
 }
 
@@ -126,103 +239,143 @@ fn clean(obj: &DynamicObject) -> serde_json::Value {
     v
 }
 
-fn format_objects(kind: Kind, objs: &[DynamicObject], args: &GetArgs, header: bool) -> String {
-    let values: Vec<serde_json::Value> = objs.iter().map(clean).collect();
-    match args.output {
-        OutputFormat::Name => values
-            .iter()
-            .map(|v| {
-                format!(
-                    "{}/{}\n",
-                    kind.as_str().to_ascii_lowercase(),
-                    lookup(v, ".metadata.name").and_then(|n| n.as_str()).unwrap_or("")
-                )
-            })
-            .collect(),
-        OutputFormat::Json => {
-            let doc = if args.name.is_some() && values.len() == 1 {
+/// How objects are written: what `a2a get`'s arguments chose.
+#[derive(Clone, Copy, Debug)]
+struct Format {
+    resource: Resource,
+    output: OutputFormat,
+    /// One object was asked for by name: YAML and JSON show it alone, not in a List.
+    single: bool,
+    with_namespace: bool,
+}
+
+impl Format {
+    fn objects(&self, objs: &[DynamicObject], header: bool) -> String {
+        let values: Vec<serde_json::Value> = objs.iter().map(clean).collect();
+        let doc = || {
+            if self.single && values.len() == 1 {
                 values[0].clone()
             } else {
                 serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values})
-            };
-            serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
-        }
-        OutputFormat::Yaml => {
-            let doc = if args.name.is_some() && values.len() == 1 {
-                values[0].clone()
-            } else {
-                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values})
-            };
-            serde_yaml_ng::to_string(&doc).unwrap_or_default()
-        }
-        OutputFormat::Table | OutputFormat::Wide => {
-            let cols = columns(kind, args.output == OutputFormat::Wide, args.all_namespaces && kind.namespaced());
-            let rows: Vec<Vec<String>> = values.iter().map(|v| cols.iter().map(|c| cell(v, c)).collect()).collect();
-            let table = render_table(&cols.iter().map(|c| c.header.clone()).collect::<Vec<_>>(), &rows);
-            if header { table } else { table.lines().skip(1).map(|l| format!("{l}\n")).collect() }
+            }
+        };
+        match self.output {
+            OutputFormat::Name => values
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{}/{}\n",
+                        self.resource.name_prefix(),
+                        lookup(v, ".metadata.name").and_then(|n| n.as_str()).unwrap_or("")
+                    )
+                })
+                .collect(),
+            OutputFormat::Json => serde_json::to_string_pretty(&doc()).unwrap_or_default() + "\n",
+            OutputFormat::Yaml => serde_yaml_ng::to_string(&doc()).unwrap_or_default(),
+            OutputFormat::Table | OutputFormat::Wide => {
+                let cols = columns(self.resource, self.output == OutputFormat::Wide, self.with_namespace);
+                let rows: Vec<Vec<String>> = values.iter().map(|v| cols.iter().map(|c| cell(v, c)).collect()).collect();
+                let table = render_table(&cols.iter().map(|c| c.header.clone()).collect::<Vec<_>>(), &rows);
+                if header { table } else { table.lines().skip(1).map(|l| format!("{l}\n")).collect() }
+            }
         }
     }
 }
 
-/// Lists (or gets) and writes the result; with `--watch`, keeps writing changes.
-pub async fn run(args: &GetArgs, out: &mut dyn Write) -> Result<()> {
-    let kind = resolve_kind(&args.kind)?;
+/// What `a2a get` shows.
+pub struct Listing {
+    /// The objects, formatted.
+    pub text: String,
+    /// For stderr when there is nothing to show (`No resources found in default namespace.`).
+    pub note: Option<String>,
+    /// With `-w`: each change, formatted, as it happens.
+    pub changes: Option<BoxStream<'static, Result<String>>>,
+}
+
+/// Lists (or gets) the objects; with `--watch`, also the stream of their changes.
+pub async fn run(args: &GetArgs) -> Result<Listing> {
+    let resource = Resource::resolve(&args.kind)?;
     let conn = args.connect.connect().await?;
     let ns = if args.all_namespaces { None } else { Some(args.namespace.clone().unwrap_or(conn.namespace.clone())) };
-    let api = dynamic_api(&conn.client, kind, ns.as_deref());
+    let api = resource.api(&conn.client, ns.as_deref());
+    let fields = args
+        .name
+        .iter()
+        .map(|name| format!("metadata.name={name}"))
+        .chain(args.field_selector.clone())
+        .collect::<Vec<_>>()
+        .join(",");
     let mut lp = ListParams::default();
     if let Some(sel) = &args.selector {
         lp = lp.labels(sel);
     }
-    if let Some(name) = &args.name {
-        lp = lp.fields(&format!("metadata.name={name}"));
+    if !fields.is_empty() {
+        lp = lp.fields(&fields);
     }
-    let list = api.list(&lp).await.map_err(|e| Error::from_kube(e, &conn.url))?;
+    let mut list = api.list(&lp).await.map_err(|e| Error::from_kube(e, &conn.url))?;
     if let Some(name) = &args.name
         && list.items.is_empty()
         && !args.watch
     {
-        return Err(Error::NotFound { kind, name: name.clone(), namespace: ns.filter(|_| kind.namespaced()) });
+        return Err(resource.not_found(name, ns));
     }
+    if resource == Resource::Events {
+        // Oldest first, as `kubectl events` orders them: the newest ends up next to the prompt.
+        list.items.sort_by_cached_key(|e| {
+            last_seen(&serde_json::to_value(e).unwrap_or_default())
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .unwrap_or_default()
+        });
+    }
+    let format = Format {
+        resource,
+        output: args.output,
+        single: args.name.is_some(),
+        with_namespace: args.all_namespaces && resource.namespaced(),
+    };
     let text = if list.items.is_empty() && matches!(args.output, OutputFormat::Table | OutputFormat::Wide) {
         String::new()
     } else {
-        format_objects(kind, &list.items, args, true)
+        format.objects(&list.items, true)
     };
-    if text.is_empty() && !args.watch {
-        eprintln!(
+    let note = (text.is_empty() && !args.watch).then(|| {
+        format!(
             "No resources found{}.",
-            match (&ns, kind.namespaced()) {
+            match (&ns, resource.namespaced()) {
                 (Some(n), true) => format!(" in {n} namespace"),
                 _ => String::new(),
             }
-        );
-    }
-    write!(out, "{text}").map_err(|e| Error::Api(e.to_string()))?;
-    out.flush().ok();
+        )
+    });
     if !args.watch {
-        return Ok(());
+        return Ok(Listing { text, note, changes: None });
     }
-    let mut header = list.items.is_empty();
     let mut wp = WatchParams::default();
     if let Some(sel) = &args.selector {
         wp = wp.labels(sel);
     }
-    if let Some(name) = &args.name {
-        wp = wp.fields(&format!("metadata.name={name}"));
+    if !fields.is_empty() {
+        wp = wp.fields(&fields);
     }
     let rv = list.metadata.resource_version.clone().unwrap_or_else(|| "0".into());
-    let mut stream = api.watch(&wp, &rv).await.map_err(|e| Error::from_kube(e, &conn.url))?.boxed();
-    while let Some(event) = stream.try_next().await.map_err(|e| Error::from_kube(e, &conn.url))? {
-        let obj = match event {
-            WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => o,
-            WatchEvent::Bookmark(_) => continue,
-            WatchEvent::Error(e) => return Err(Error::Api(format!("watch: {}", e.message))),
-        };
-        write!(out, "{}", format_objects(kind, std::slice::from_ref(&obj), args, header))
-            .map_err(|e| Error::Api(e.to_string()))?;
-        out.flush().ok();
-        header = false;
-    }
-    Ok(())
+    let url = conn.url.clone();
+    let events = api.watch(&wp, &rv).await.map_err(|e| Error::from_kube(e, &url))?;
+    // The header once: with the list when it had rows, else with the first change.
+    let mut header = list.items.is_empty();
+    let changes = events
+        .map_err(move |e| Error::from_kube(e, &url))
+        .try_filter_map(move |event| {
+            let text = match event {
+                WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
+                    let text = format.objects(std::slice::from_ref(&o), header);
+                    header = false;
+                    Ok(Some(text))
+                }
+                WatchEvent::Bookmark(_) => Ok(None),
+                WatchEvent::Error(e) => Err(Error::Api(format!("watch: {}", e.message))),
+            };
+            std::future::ready(text)
+        })
+        .boxed();
+    Ok(Listing { text, note, changes: Some(changes) })
 }

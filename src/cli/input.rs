@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::api::manifest::{self, Document, ManifestError, Origin};
+use crate::api::manifest::{self, Document, Foreign, ManifestError, Origin};
 
 /// Extensions read from directories, as kubectl does.
 const MANIFEST_EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
@@ -79,6 +79,43 @@ fn describe_io(e: &std::io::Error) -> String {
 /// Reads every manifest named by `paths` and validates all documents together. Returns
 /// the documents only when every one of them is valid.
 pub fn read_manifests(paths: &[PathBuf], recursive: bool) -> Result<Vec<Document>, Vec<ManifestError>> {
+    let (docs, errors) = read_documents(paths, recursive)?;
+    validated(docs, errors)
+}
+
+/// [`read_manifests`], leaving out (and returning) the documents of kinds that are not a2a's.
+pub fn read_manifests_skipping_foreign(
+    paths: &[PathBuf],
+    recursive: bool,
+) -> (Result<Vec<Document>, Vec<ManifestError>>, Vec<Foreign>) {
+    match read_documents(paths, recursive) {
+        Ok((mut docs, errors)) => {
+            let foreign = manifest::take_foreign(&mut docs);
+            (validated(docs, errors), foreign)
+        }
+        Err(errors) => (Err(errors), Vec::new()),
+    }
+}
+
+fn validated(
+    docs: Vec<(Origin, serde_json::Value)>,
+    mut errors: Vec<ManifestError>,
+) -> Result<Vec<Document>, Vec<ManifestError>> {
+    match manifest::validate_documents(docs) {
+        Ok(valid) if errors.is_empty() => Ok(valid),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}
+
+/// Parsed documents, and the errors of the files that could not be read or parsed.
+type Parsed = (Vec<(Origin, serde_json::Value)>, Vec<ManifestError>);
+
+/// The documents of every file `paths` name; `Err` when `paths` themselves are wrong.
+fn read_documents(paths: &[PathBuf], recursive: bool) -> Result<Parsed, Vec<ManifestError>> {
     let files = expand(paths, recursive)?;
     let mut docs: Vec<(Origin, serde_json::Value)> = Vec::new();
     let mut errors = Vec::new();
@@ -111,12 +148,5 @@ pub fn read_manifests(paths: &[PathBuf], recursive: bool) -> Result<Vec<Document
             Err(e) => errors.extend(e),
         }
     }
-    match manifest::validate_documents(docs) {
-        Ok(valid) if errors.is_empty() => Ok(valid),
-        Ok(_) => Err(errors),
-        Err(more) => {
-            errors.extend(more);
-            Err(errors)
-        }
-    }
+    Ok((docs, errors))
 }

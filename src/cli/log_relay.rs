@@ -23,7 +23,20 @@ pub struct LogRelayArgs {
     pub path: PathBuf,
 }
 
-pub fn run(args: &LogRelayArgs) -> Result<(), String> {
-    let limits = LogLimits::new(args.max_bytes, args.max_files).map_err(|e| e.to_string())?;
-    logs::relay(&args.path, limits, &args.join).map_err(|e| format!("relaying to {}: {e}", args.path.display()))
+/// Why the relay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Limits(#[from] logs::Error),
+    #[error("relaying to {}: {source}", path.display())]
+    Relay {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub fn run(args: &LogRelayArgs) -> Result<(), Error> {
+    let limits = LogLimits::new(args.max_bytes, args.max_files)?;
+    logs::relay(&args.path, limits, &args.join).map_err(|source| Error::Relay { path: args.path.clone(), source })
 }

@@ -20,6 +20,7 @@ pub mod run;
 pub mod serve;
 pub mod store;
 pub mod validate;
+pub mod values;
 pub mod version;
 pub mod wait;
 
@@ -134,6 +135,49 @@ fn lines(out: &mut dyn Write, result: client::Result<Vec<apply::Applied>>) -> st
     }
 }
 
+/// Prints what `a2a get` returned: the objects, the note on stderr when there are none, then
+/// (`-w`) each change as it arrives.
+async fn print_listing(
+    listing: impl std::future::Future<Output = client::Result<get::Listing>>,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let reported = |e: client::Error| {
+        eprintln!("error: {e}");
+        std::io::Error::other(ReportedError)
+    };
+    let listing = listing.await.map_err(reported)?;
+    if let Some(note) = &listing.note {
+        eprintln!("{note}");
+    }
+    write!(out, "{}", listing.text)?;
+    out.flush()?;
+    let Some(mut changes) = listing.changes else { return Ok(()) };
+    while let Some(text) = futures::TryStreamExt::try_next(&mut changes).await.map_err(reported)? {
+        write!(out, "{text}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Copies what `from` yields to `out` as it comes, flushed after every read (`logs -f` waits
+/// inside its reads).
+fn copy_as_read(mut from: impl std::io::Read, out: &mut dyn Write, what: &str) -> std::io::Result<()> {
+    let mut buf = vec![0; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("error: {what}: {e}");
+                return Err(std::io::Error::other(ReportedError));
+            }
+        };
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+    }
+}
+
 /// Marks an error already printed, so only the exit code remains to set.
 #[derive(Debug)]
 struct ReportedError;
@@ -153,6 +197,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => {
             let report = validate::run(&args);
+            for s in &report.skipped {
+                eprintln!("{s}");
+            }
             for e in &report.errors {
                 eprintln!("{e}");
             }
@@ -176,10 +223,7 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Apply(args) => lines(&mut out, client::block_on(apply::run(&args))),
         Command::Delete(args) => lines(&mut out, client::block_on(delete::run(&args))),
-        Command::Get(args) => match client::block_on(get::run(&args, &mut out)) {
-            Ok(()) => Ok(()),
-            Err(e) => return fail(e),
-        },
+        Command::Get(args) => client::block_on(print_listing(get::run(&args), &mut out)),
         Command::Describe(args) => match client::block_on(describe::run(&args)) {
             Ok(text) => write!(out, "{text}"),
             Err(e) => return fail(e),
@@ -219,29 +263,37 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => return fail(e),
         },
-        Command::Logs(args) => match logs::run(&args, &mut out) {
-            Ok(()) => Ok(()),
+        Command::Logs(args) => match logs::run(&args) {
+            Ok(log) => copy_as_read(log, &mut out, "reading the log"),
             Err(e) => return fail(e),
         },
         Command::Crd => write!(out, "{}", crd::run()),
-        Command::Store(args) => {
-            return match store::run(&args, &mut out) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
+        Command::Store(args) => match store::run(&args) {
+            Ok(repaired) => write!(out, "{repaired}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Serve(args) => match serve::start(&args) {
+            // Said once the server is ready: scripts wait for this line.
+            Ok(serving) => match writeln!(out, "{}", serving.listening()).and_then(|()| out.flush()) {
+                Ok(()) => {
+                    serving.wait();
+                    Ok(())
                 }
-            };
-        }
-        Command::Serve(args) => {
-            return match serve::run(&args, &mut out) {
-                Ok(()) => ExitCode::SUCCESS,
+                // Even a closed pipe: whoever waits for the line would wait forever.
                 Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
+                    serving.stop();
+                    eprintln!("error: writing output: {e}");
+                    return ExitCode::FAILURE;
                 }
-            };
-        }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
         Command::Operator(args) => {
             return match operator::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
+use super::values;
 use crate::api::Priority;
-use crate::api::quantity::{DurationKind, ScalarKind};
 use crate::cluster::operator::{self, OperatorConfig, Status};
 use crate::cluster::workload::WorkloadConfig;
 
@@ -21,10 +21,10 @@ pub struct OperatorArgs {
     #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
     pub leader_election: bool,
     /// How long a leader's lease is valid without renewal (e.g. 15s).
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = values::duration)]
     pub lease_duration: Duration,
     /// How long the leader keeps reconciling while renewals fail before it exits (e.g. 10s).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = values::duration)]
     pub renew_deadline: Duration,
     /// Also write a ResourceQuota (`a2a-budgets`) in every namespace whose agents draw from
     /// ResourceBudgets: `limits.memory`/`limits.cpu` = the sum of those budgets' limits. Needs
@@ -39,31 +39,30 @@ pub struct OperatorArgs {
     pub all_namespaces: bool,
     /// The Kubernetes PriorityClass for agents of an a2a priority, as PRIORITY=CLASS
     /// (critical, high, normal, low, background). Repeatable.
-    #[arg(long = "priority-class", value_name = "PRIORITY=CLASS", value_parser = parse_priority_class)]
+    #[arg(long = "priority-class", value_name = "PRIORITY=CLASS", value_parser = values::priority_class)]
     pub priority_classes: Vec<(Priority, String)>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    DurationKind::parse(text)
-}
-
-fn parse_priority_class(text: &str) -> Result<(Priority, String), String> {
-    let (p, class) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not PRIORITY=CLASS (example: critical=a2a-critical)"))?;
-    let priority = [Priority::Critical, Priority::High, Priority::Normal, Priority::Low, Priority::Background]
-        .into_iter()
-        .find(|x| x.as_str() == p.trim())
-        .ok_or_else(|| format!("unknown priority {p:?}; priorities are critical, high, normal, low, background"))?;
-    let class = class.trim();
-    if class.is_empty() {
-        return Err(format!("{text:?} names no PriorityClass after '='"));
-    }
-    Ok((priority, class.to_owned()))
+/// Why the operator could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("connecting to Kubernetes (in-cluster service account, else KUBECONFIG or ~/.kube/config): {0}")]
+    Connect(#[source] kube::Error),
+    #[error("listening on metrics port {port}: {source}")]
+    Listen {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A wrong configuration, or leadership lost.
+    #[error(transparent)]
+    Operator(#[from] operator::Error),
 }
 
 /// The operator's configuration from flags and the pod's environment.
-pub fn config(args: &OperatorArgs) -> Result<OperatorConfig, String> {
+pub fn config(args: &OperatorArgs) -> Result<OperatorConfig, Error> {
     let identity = std::env::var("POD_NAME")
         .ok()
         .filter(|s| !s.is_empty())
@@ -78,25 +77,20 @@ pub fn config(args: &OperatorArgs) -> Result<OperatorConfig, String> {
     c.resource_quota = args.resource_quota;
     c.retry_period = (args.renew_deadline / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
     c.workload = WorkloadConfig { priority_classes: args.priority_classes.iter().cloned().collect() };
-    c.check().map_err(|e| e.to_string())?;
+    c.check()?;
     Ok(c)
 }
 
 /// Runs until SIGTERM/SIGINT (Ok, lease released) or until leadership is lost (Err).
-pub fn run(args: &OperatorArgs) -> Result<(), String> {
+pub fn run(args: &OperatorArgs) -> Result<(), Error> {
     let config = config(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
     runtime.block_on(async {
-        let client = kube::Client::try_default().await.map_err(|e| {
-            format!("connecting to Kubernetes (in-cluster service account, else KUBECONFIG or ~/.kube/config): {e}")
-        })?;
+        let client = kube::Client::try_default().await.map_err(Error::Connect)?;
         let status = Arc::new(Status::default());
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.metrics_port))
             .await
-            .map_err(|e| format!("listening on metrics port {}: {e}", args.metrics_port))?;
+            .map_err(|source| Error::Listen { port: args.metrics_port, source })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(args.metrics_port);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let http = {
@@ -132,19 +126,20 @@ pub fn run(args: &OperatorArgs) -> Result<(), String> {
         let result = operator::run(client, config, status, signal).await;
         let _ = stop_tx.send(true);
         let _ = http.await;
-        result.map_err(|e| e.to_string())
+        Ok(result?)
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::values::priority_class as parse_priority_class;
 
     #[test]
     fn priority_classes_parse_and_bad_ones_say_why() {
         assert_eq!(parse_priority_class("critical=a2a-crit"), Ok((Priority::Critical, "a2a-crit".to_owned())));
-        assert!(parse_priority_class("urgent=x").unwrap_err().contains("unknown priority \"urgent\""));
-        assert!(parse_priority_class("high").unwrap_err().contains("PRIORITY=CLASS"));
-        assert!(parse_priority_class("high=").unwrap_err().contains("no PriorityClass"));
+        assert!(parse_priority_class("urgent=x").unwrap_err().to_string().contains("unknown priority \"urgent\""));
+        assert!(parse_priority_class("high").unwrap_err().to_string().contains("PRIORITY=CLASS"));
+        assert!(parse_priority_class("high=").unwrap_err().to_string().contains("no PriorityClass"));
     }
 }

@@ -1,7 +1,9 @@
 //! `a2a retry wf NAME [--task T]`: asks the engine to run failed, skipped and cancelled
 //! tasks again (all of them, or the named ones with the tasks skipped because of them); the
-//! workflow goes back to Running. The request is the `a2a.dev/retry` annotation, handled
-//! once (the engine records it in the `Retried` condition); it also withdraws a cancel.
+//! workflow goes back to Running. The request is a [`RetryRequest`] in the `a2a.dev/retry`
+//! annotation, checked first here by the engine's own rules ([`plan::retry_tasks`]) and
+//! handled once (the engine records it in the `Retried` condition); it also withdraws a
+//! cancel.
 
 use clap::Args;
 use kube::api::{Api, Patch, PatchParams};
@@ -9,8 +11,9 @@ use kube::api::{Api, Patch, PatchParams};
 use super::cancel::{fetch, require_workflow};
 use super::client::{ConnectArgs, Error, Result};
 use crate::api::Workflow;
-use crate::api::workflow::TaskPhase;
+use crate::api::workflow::RetryRequest;
 use crate::controller::engine::{CANCEL_ANNOTATION, RETRY_ANNOTATION};
+use crate::controller::plan::{self, RetryRefused};
 
 #[derive(Args, Debug)]
 pub struct RetryArgs {
@@ -32,32 +35,26 @@ pub async fn run(args: &RetryArgs) -> Result<String> {
     let ns = args.namespace.clone().unwrap_or(conn.namespace.clone());
     let api: Api<Workflow> = Api::namespaced(conn.client.clone(), &ns);
     let wf = fetch(&api, &args.name, &ns, &conn.url).await?;
-    let status = wf.status.clone().unwrap_or_default();
-    let again = |p: TaskPhase| matches!(p, TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled);
-    for t in &args.tasks {
-        match status.tasks.iter().find(|s| &s.name == t) {
-            None if !wf.spec.tasks.iter().any(|s| &s.name == t) => {
-                let names: Vec<&str> = wf.spec.tasks.iter().map(|s| s.name.as_str()).collect();
-                return Err(Error::Usage(format!(
-                    "--task {t}: workflow {:?} has no such task (it has: {})",
-                    args.name,
-                    names.join(", ")
-                )));
-            }
-            Some(s) if !again(s.phase) => {
-                return Err(Error::Usage(format!(
-                    "--task {t}: the task is {:?}; only failed, skipped or cancelled tasks are retried",
-                    s.phase
-                )));
-            }
-            _ => {}
+    // The engine's own rules, on a copy: what it would run again, or why it would refuse.
+    let mut status = wf.status.clone().unwrap_or_default();
+    let chosen = plan::retry_tasks(&wf.spec, &mut status, &args.tasks).map_err(|e| match e {
+        RetryRefused::UnknownTask { task } => {
+            let names: Vec<&str> = wf.spec.tasks.iter().map(|s| s.name.as_str()).collect();
+            Error::Usage(format!(
+                "--task {task}: workflow {:?} has no such task (it has: {})",
+                args.name,
+                names.join(", ")
+            ))
         }
-    }
-    let chosen: Vec<&str> = status
-        .tasks
+        RetryRefused::NotRetryable { task, phase } => Error::Usage(format!(
+            "--task {task}: the task is {phase:?}; only failed, skipped or cancelled tasks are retried"
+        )),
+    })?;
+    // The tasks asked for; those skipped because of them come along and are not listed.
+    let chosen: Vec<&str> = chosen
         .iter()
-        .filter(|s| again(s.phase) && (args.tasks.is_empty() || args.tasks.contains(&s.name)))
-        .map(|s| s.name.as_str())
+        .map(String::as_str)
+        .filter(|n| args.tasks.is_empty() || args.tasks.iter().any(|t| t == n))
         .collect();
     if chosen.is_empty() {
         return Err(Error::Usage(format!(
@@ -65,8 +62,9 @@ pub async fn run(args: &RetryArgs) -> Result<String> {
             args.name
         )));
     }
-    let nonce = jiff::Timestamp::now().as_millisecond().to_string();
-    let request = if args.tasks.is_empty() { nonce } else { format!("{nonce}:{}", args.tasks.join(",")) };
+    let request =
+        RetryRequest { nonce: jiff::Timestamp::now().as_millisecond().to_string(), tasks: args.tasks.clone() }
+            .to_annotation();
     let patch = serde_json::json!({"metadata": {"annotations": {RETRY_ANNOTATION: request, CANCEL_ANNOTATION: null}}});
     api.patch(&args.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

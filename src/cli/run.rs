@@ -30,7 +30,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub output: bool,
     /// Give up (exit 1) after this long.
-    #[arg(long, value_parser = super::delete::parse_duration)]
+    #[arg(long, value_parser = super::values::duration)]
     pub timeout: Option<Duration>,
     /// Home of the embedded control plane: agent logs go under it; its store lives in
     /// DIR/runs/<pid> for this run only [default: $A2A_HOME].
@@ -92,7 +92,7 @@ pub async fn run(args: &RunArgs) -> Result<RunReport> {
         return Err(Error::Usage("these files hold no Workflow to run; use `a2a apply` for agents and budgets".into()));
     }
     // Before anything starts: a signal from here on stops what this run started, gracefully.
-    let signals = super::serve::Signals::install().map_err(Error::Api)?;
+    let signals = super::serve::Signals::install().map_err(|e| Error::Api(e.to_string()))?;
     // A reachable daemon is used as is; otherwise an embedded control plane runs meanwhile.
     let (client, namespace, plane) = match args.connect.connect().await {
         Ok(conn) => (conn.client, conn.namespace, None),
@@ -155,13 +155,13 @@ async fn apply_and_follow(
         }
         if kind == Kind::Workflow {
             // A workflow that already ran is run again from scratch: delete, wait, create.
-            if let Some(old) = api.get_opt(&name).await.map_err(|e| Error::from_kube(e, url))? {
-                let done = old.data.get("status").and_then(|s| s.get("phase")).and_then(|p| p.as_str());
-                if matches!(done, Some("Succeeded" | "Failed" | "Cancelled")) {
-                    api.delete(&name, &DeleteParams::background()).await.map_err(|e| Error::from_kube(e, url))?;
-                    while api.get_opt(&name).await.map_err(|e| Error::from_kube(e, url))?.is_some() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+            let typed: Api<Workflow> = Api::namespaced(client.clone(), ns.as_deref().unwrap_or(&default_ns));
+            if let Some(old) = typed.get_opt(&name).await.map_err(|e| Error::from_kube(e, url))?
+                && old.status.and_then(|s| s.phase).is_some_and(WorkflowPhase::is_terminal)
+            {
+                api.delete(&name, &DeleteParams::background()).await.map_err(|e| Error::from_kube(e, url))?;
+                while api.get_opt(&name).await.map_err(|e| Error::from_kube(e, url))?.is_some() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
             workflows.push((ns.clone().unwrap_or_default(), name.clone()));
@@ -264,8 +264,7 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
                     }
                 }
             }
-            if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled))
-            {
+            if status.phase.is_some_and(WorkflowPhase::is_terminal) {
                 bar.finish_with_message(format!("{:?}", status.phase.unwrap_or(WorkflowPhase::Failed)));
                 finals.insert((ns.clone(), name.clone()), (wf.metadata.uid.clone().unwrap_or_default(), status));
             }

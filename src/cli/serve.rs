@@ -1,10 +1,10 @@
 //! `a2a serve`: run the local control plane's API server until SIGTERM or SIGINT.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
 
+use super::values;
 use crate::apiserver::{DEFAULT_PORT, default_home};
 use crate::local::{ControlPlane, LocalOptions};
 
@@ -34,11 +34,11 @@ pub struct ServeArgs {
     /// The wait before restarting an agent replica that crashed again right after a restart
     /// (the first restart comes at once); it doubles on every further exit, up to 5m, and
     /// resets after 10m of running.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = super::delete::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = values::duration)]
     pub restart_backoff: std::time::Duration,
     /// The cap of each agent replica's log file; past it the file is renamed (`.1`, `.2`, …)
     /// and a new one started.
-    #[arg(long, value_name = "QUANTITY", default_value = "16Mi", value_parser = parse_bytes)]
+    #[arg(long, value_name = "QUANTITY", default_value = "16Mi", value_parser = values::bytes)]
     pub agent_log_max_size: u64,
     /// How many log files each agent replica keeps, the live one included (2 to 100).
     #[arg(long, value_name = "N", default_value_t = crate::node::logs::DEFAULT_MAX_FILES)]
@@ -46,10 +46,10 @@ pub struct ServeArgs {
     /// Disk space the store keeps allocated (state/store.reserve) and gives back when the
     /// disk is full, to checkpoint and start again; writes are refused while it cannot be
     /// taken. 0 turns it off.
-    #[arg(long, value_name = "SIZE", default_value = "64Mi", value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", default_value = "64Mi", value_parser = values::bytes)]
     pub store_reserve: u64,
     /// The size at which audit.log is rotated (0: never).
-    #[arg(long, value_name = "SIZE", default_value = "100Mi", value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", default_value = "100Mi", value_parser = values::bytes)]
     pub audit_log_maxsize: u64,
     /// How many rotated audit logs (audit.log.1 ...) are kept.
     #[arg(long, value_name = "N", default_value_t = 5)]
@@ -60,42 +60,86 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
     /// How long a request's headers may take to arrive (then 408, and the connection closes).
-    #[arg(long, value_name = "DURATION", default_value = "32s", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "32s", value_parser = values::positive_duration)]
     pub header_timeout: std::time::Duration,
     /// How long a connection with no request in flight stays open (watches are requests in
     /// flight for as long as they last).
-    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = values::positive_duration)]
     pub idle_timeout: std::time::Duration,
 }
 
-/// A size in bytes, written as a Kubernetes memory quantity (`64Mi`, `1G`, `1048576`).
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    <crate::api::quantity::MemoryKind as crate::api::quantity::ScalarKind>::parse(s)
+/// Why `a2a serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot tell where to keep state: set A2A_HOME or HOME, or pass --home DIR")]
+    NoHome,
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Signals(#[from] SignalError),
+    #[error(transparent)]
+    LogLimits(#[from] crate::node::logs::Error),
+    /// The control plane's own account of what failed.
+    #[error("{0}")]
+    ControlPlane(String),
 }
 
-fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
-    match super::delete::parse_duration(s)? {
-        d if d.is_zero() => Err("must be more than 0s".into()),
-        d => Ok(d),
+/// A signal handler that could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("{signal} handler: {source}")]
+pub struct SignalError {
+    signal: &'static str,
+    #[source]
+    source: std::io::Error,
+}
+
+/// A control plane that is serving: the top level says where it listens, then waits.
+pub struct Serving {
+    runtime: tokio::runtime::Runtime,
+    plane: ControlPlane,
+    signals: Signals,
+}
+
+impl Serving {
+    /// The line that says where the server listens (it is ready when this is known).
+    pub fn listening(&self) -> String {
+        format!(
+            "a2a serve: listening on {} (kubeconfig: {})",
+            self.plane.server.url(),
+            self.plane.server.kubeconfig().display()
+        )
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops.
+    pub fn wait(self) {
+        let Serving { runtime, plane, signals } = self;
+        runtime.block_on(async {
+            signals.wait().await;
+            stop(plane).await;
+        });
+    }
+
+    /// Stops at once (the announcement could not be written).
+    pub fn stop(self) {
+        let Serving { runtime, plane, .. } = self;
+        runtime.block_on(stop(plane));
     }
 }
 
-/// Serves until a signal; prints one line saying where it listens. Errors are one line each.
-pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
-    let home = args
-        .home
-        .clone()
-        .or_else(default_home)
-        .ok_or("cannot tell where to keep state: set A2A_HOME or HOME, or pass --home DIR")?;
+async fn stop(plane: ControlPlane) {
+    tracing::info!("shutting down; agents keep running for the next daemon to adopt");
+    plane.stop().await;
+}
+
+/// Starts the local control plane; it serves until [`Serving::wait`] sees a signal.
+pub fn start(args: &ServeArgs) -> Result<Serving, Error> {
+    let home = args.home.clone().or_else(default_home).ok_or(Error::NoHome)?;
     // Before any thread allocates: the arenas that exist stay.
     crate::node::limit_malloc_arenas();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
-    runtime.block_on(async {
-        // Handlers first: a signal that arrives once the line below is printed must stop us
-        // gracefully, not kill us.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
+    let (plane, signals) = runtime.block_on(async {
+        // Handlers first: a signal that arrives once the server is announced must stop it
+        // gracefully, not kill it.
         let signals = Signals::install()?;
         let mut opts = LocalOptions::new(&home);
         opts.port = args.port;
@@ -104,8 +148,7 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         opts.cgroup_top = args.cgroup_top.clone();
         opts.controllers = !args.api_only;
         opts.restart_backoff = args.restart_backoff;
-        opts.log_limits = crate::node::logs::LogLimits::new(args.agent_log_max_size, args.agent_log_max_files)
-            .map_err(|e| e.to_string())?;
+        opts.log_limits = crate::node::logs::LogLimits::new(args.agent_log_max_size, args.agent_log_max_files)?;
         opts.store_reserve_bytes = args.store_reserve;
         opts.audit_rotation = crate::apiserver::audit::Rotation {
             max_bytes: args.audit_log_maxsize,
@@ -116,25 +159,15 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         }
         opts.connections.header_timeout = args.header_timeout;
         opts.connections.idle_timeout = args.idle_timeout;
-        let plane = ControlPlane::start(opts).await?;
-        writeln!(
-            out,
-            "a2a serve: listening on {} (kubeconfig: {})",
-            plane.server.url(),
-            plane.server.kubeconfig().display()
-        )
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("writing output: {e}"))?;
+        let plane = ControlPlane::start(opts).await.map_err(Error::ControlPlane)?;
         match plane.cgroup_version {
             _ if args.api_only => tracing::info!("serving the API only: no agents run, no workflows are dispatched"),
             Some(v) => tracing::info!(cgroup = %v, "agent limits enforced by the kernel"),
             None => tracing::warn!("agent limits are NOT enforced (--allow-unenforced)"),
         }
-        signals.wait().await;
-        tracing::info!("shutting down; agents keep running for the next daemon to adopt");
-        plane.stop().await;
-        Ok(())
-    })
+        Ok::<_, Error>((plane, signals))
+    })?;
+    Ok(Serving { runtime, plane, signals })
 }
 
 /// SIGTERM and SIGINT, installed before they can arrive, awaited later.
@@ -144,11 +177,11 @@ pub struct Signals {
 }
 
 impl Signals {
-    pub fn install() -> Result<Signals, String> {
+    pub fn install() -> Result<Signals, SignalError> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
-            term: signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?,
-            int: signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?,
+            term: signal(SignalKind::terminate()).map_err(|source| SignalError { signal: "SIGTERM", source })?,
+            int: signal(SignalKind::interrupt()).map_err(|source| SignalError { signal: "SIGINT", source })?,
         })
     }
 

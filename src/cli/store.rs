@@ -5,7 +5,6 @@
 //! applies them), a copy of the whole log is written beside it first, and every write dropped
 //! is listed.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -49,12 +48,21 @@ pub enum Error {
     Database(#[source] store::Error),
     #[error(transparent)]
     Log(#[from] wal::Error),
-    #[error("writing output: {0}")]
-    Output(#[source] std::io::Error),
 }
 
-/// Cuts the log and prints what was kept, what was dropped and where the copy is.
-pub fn run(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> {
+/// What a repair did, one line each: where the copy is, what was kept, what was dropped.
+pub struct Repaired {
+    pub lines: Vec<String>,
+}
+
+impl std::fmt::Display for Repaired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.lines.iter().try_for_each(|l| writeln!(f, "{l}"))
+    }
+}
+
+/// Cuts the log; says what was kept, what was dropped and where the copy is.
+pub fn run(args: &StoreArgs) -> Result<Repaired, Error> {
     let StoreCommand::Repair(args) = &args.command;
     let wal_path = match (&args.wal, &args.home) {
         (Some(wal), _) => wal.clone(),
@@ -70,28 +78,26 @@ pub fn run(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> {
     let durable = store::durable_version(&wal_path.with_extension("redb")).map_err(Error::Database)?;
     let copy = copy_path(&wal_path);
     let done = wal::truncate_at(&wal_path, args.truncate_at, durable, &copy)?;
-    let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(Error::Output);
-    w(out, format!("a copy of the log as it was: {}", done.copy.display()))?;
-    w(
-        out,
+    let mut lines = vec![
+        format!("a copy of the log as it was: {}", done.copy.display()),
         format!(
             "kept: the {} record(s) before offset {} (the database holds resourceVersions up to {durable})",
             done.kept, args.truncate_at
         ),
-    )?;
+    ];
     if let Some(why) = done.unreadable {
-        w(out, format!("dropped: the damaged record ({why}); what it held cannot be read"))?;
+        lines.push(format!("dropped: the damaged record ({why}); what it held cannot be read"));
     }
     if done.dropped.is_empty() {
-        w(out, "dropped: no write the database does not hold".to_string())?;
+        lines.push("dropped: no write the database does not hold".to_string());
     }
     for (offset, record) in &done.dropped {
         for (i, op) in record.ops.iter().enumerate() {
-            w(out, format!("dropped: resourceVersion {} at offset {offset}: {op}", record.first_rv + i as u64))?;
+            lines.push(format!("dropped: resourceVersion {} at offset {offset}: {op}", record.first_rv + i as u64));
         }
     }
-    w(out, format!("the log now ends at offset {}; start the server again", args.truncate_at))?;
-    out.flush().map_err(Error::Output)
+    lines.push(format!("the log now ends at offset {}; start the server again", args.truncate_at));
+    Ok(Repaired { lines })
 }
 
 /// `store.wal.damaged-20260101T120000Z` beside the log (`-N` added if that exists).

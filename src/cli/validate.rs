@@ -1,6 +1,8 @@
 //! `a2a validate -f PATH`: every mistake in every document, without contacting anything.
+//! Documents of other tools' kinds (Argo CD, Flux, core Kubernetes) are skipped and listed,
+//! as kubectl skips what it has no schema for.
 
-use crate::api::manifest::{Document, ManifestError};
+use crate::api::manifest::{Document, Foreign, ManifestError};
 
 use super::FileArgs;
 
@@ -8,28 +10,35 @@ use super::FileArgs;
 #[derive(Debug)]
 pub struct Report {
     pub documents: Vec<Document>,
+    /// Documents of kinds that are not a2a's, not checked.
+    pub skipped: Vec<Foreign>,
     pub errors: Vec<ManifestError>,
 }
 
 impl Report {
     /// One line: what was checked and how it went.
     pub fn summary(&self) -> String {
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
         if self.errors.is_empty() {
             let n = self.documents.len();
-            return format!("{n} document{} valid", if n == 1 { "" } else { "s" });
+            let skipped = match self.skipped.len() {
+                0 => String::new(),
+                s => format!(", {s} skipped (not a2a kind{})", plural(s)),
+            };
+            return format!("{n} document{} valid{skipped}", plural(n));
         }
         let n = self.errors.len();
         let mut files: Vec<&str> = self.errors.iter().map(|e| e.source.as_str()).collect();
         files.dedup();
         let f = files.len();
-        format!("{n} error{} in {f} file{}", if n == 1 { "" } else { "s" }, if f == 1 { "" } else { "s" })
+        format!("{n} error{} in {f} file{}", plural(n), plural(f))
     }
 }
 
 /// Validates the named manifests.
 pub fn run(args: &FileArgs) -> Report {
-    match super::input::read_manifests(&args.files, args.recursive) {
-        Ok(documents) => Report { documents, errors: Vec::new() },
-        Err(errors) => Report { documents: Vec::new(), errors },
+    match super::input::read_manifests_skipping_foreign(&args.files, args.recursive) {
+        (Ok(documents), skipped) => Report { documents, skipped, errors: Vec::new() },
+        (Err(errors), skipped) => Report { documents: Vec::new(), skipped, errors },
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::client::{ConnectArgs, Error, Result, dynamic_api, resolve_kind};
-use super::delete::{parse_duration, wait_gone};
+use super::delete::wait_gone;
+use super::values;
 
 #[derive(Args, Debug)]
 pub struct WaitArgs {
@@ -14,7 +15,7 @@ pub struct WaitArgs {
     /// `condition=TYPE` (status True), `condition=TYPE=False`, `phase=Succeeded`, or `delete`.
     #[arg(long = "for", value_name = "WHAT")]
     pub for_: String,
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = values::duration)]
     pub timeout: Duration,
     #[arg(short, long)]
     pub namespace: Option<String>,

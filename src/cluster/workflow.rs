@@ -36,10 +36,7 @@ pub struct Context {
 }
 
 fn finished(w: &Workflow) -> bool {
-    matches!(
-        w.status.as_ref().and_then(|s| s.phase.as_ref()),
-        Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)
-    )
+    w.status.as_ref().and_then(|s| s.phase).is_some_and(WorkflowPhase::is_terminal)
 }
 
 /// Keeps the finalizer on unfinished Workflows; on deletion cancels their running tasks.

@@ -73,9 +73,9 @@ impl Resource for WatchedWorkflow {
 
 /// An annotation that asks the engine to cancel a workflow (`a2a cancel wf NAME`).
 pub const CANCEL_ANNOTATION: &str = "a2a.dev/cancel";
-/// An annotation that asks the engine to re-run failed tasks (`a2a retry wf NAME`):
-/// `NONCE` (every failed, skipped or cancelled task) or `NONCE:task,task`. A request is
-/// done once the `Retried` condition's message equals it.
+/// An annotation that asks the engine to re-run failed tasks (`a2a retry wf NAME`): a
+/// [`crate::api::workflow::RetryRequest`] as JSON. A request is done once the `Retried`
+/// condition's message equals it.
 pub const RETRY_ANNOTATION: &str = "a2a.dev/retry";
 /// The condition that records the last retry request handled.
 pub const RETRIED_CONDITION: &str = "Retried";
@@ -505,11 +505,8 @@ impl Engine {
         if find_condition(&w.status.conditions, RETRIED_CONDITION).is_some_and(|c| c.message == request) {
             return;
         }
-        let only: Vec<String> = match request.split_once(':') {
-            Some((_, tasks)) => tasks.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect(),
-            None => Vec::new(),
-        };
-        let (ok, reason) = match plan::retry(&w.spec, &mut w.status, &only) {
+        let parsed = crate::api::workflow::RetryRequest::parse(request).map_err(|e| e.to_string());
+        let (ok, reason) = match parsed.and_then(|r| plan::retry(&w.spec, &mut w.status, &r.tasks)) {
             Ok(names) => {
                 tracing::info!(workflow = %k.1, tasks = ?names, "retrying tasks on request");
                 (true, "Requested")

@@ -119,7 +119,7 @@ pub fn step_indexed(
 ) -> Step {
     let realigned = if aligned && status.tasks.len() == spec.tasks.len() { false } else { align(spec, status) };
     let mut out = Step { changed: realigned, realigned, ..Default::default() };
-    if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
+    if status.phase.is_some_and(WorkflowPhase::is_terminal) {
         return out;
     }
     if status.phase.is_none() || status.phase == Some(WorkflowPhase::Pending) {
@@ -236,7 +236,7 @@ pub fn step_indexed(
 pub fn cancel(status: &mut WorkflowStatus, now: Timestamp) -> (Vec<usize>, bool) {
     let mut changed = false;
     let mut running = Vec::new();
-    if matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
+    if status.phase.is_some_and(WorkflowPhase::is_terminal) {
         return (running, false);
     }
     for (i, t) in status.tasks.iter_mut().enumerate() {
@@ -269,18 +269,40 @@ pub fn record_cancelled(status: &mut WorkflowStatus, i: usize, now: Timestamp) {
     t.finished_at = Some(Time(now));
 }
 
+/// Why a retry request is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RetryRefused {
+    #[error("the workflow has no task {task:?}")]
+    UnknownTask { task: String },
+    #[error("task {task:?} is {phase:?}; only failed, skipped or cancelled tasks are retried")]
+    NotRetryable { task: String, phase: TaskPhase },
+}
+
+/// [`retry_tasks`], its refusal as text.
+pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) -> Result<Vec<String>, String> {
+    retry_tasks(spec, status, only).map_err(|e| e.to_string())
+}
+
 /// Makes failed, skipped and cancelled tasks run again (all of them, or the named ones and
 /// the tasks skipped because of them), and the workflow Running. Attempts keep counting, so
-/// the next attempt has a new messageId. Returns the names reset.
-pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) -> Result<Vec<String>, String> {
+/// the next attempt has a new messageId. Returns the names reset (none when nothing is to be
+/// retried). A named task that does not exist, or that is not failed, skipped or cancelled,
+/// refuses the whole request and changes nothing but the alignment of `status.tasks`.
+pub fn retry_tasks(
+    spec: &WorkflowSpec,
+    status: &mut WorkflowStatus,
+    only: &[String],
+) -> Result<Vec<String>, RetryRefused> {
     align(spec, status);
     if let Some(unknown) = only.iter().find(|n| !spec.tasks.iter().any(|t| &t.name == *n)) {
-        return Err(format!("the workflow has no task {unknown:?}"));
+        return Err(RetryRefused::UnknownTask { task: unknown.clone() });
+    }
+    if let Some(t) = status.tasks.iter().find(|t| only.contains(&t.name) && !t.phase.is_retryable()) {
+        return Err(RetryRefused::NotRetryable { task: t.name.clone(), phase: t.phase });
     }
     let deps = dependency_indices(spec);
-    let retryable = |p: TaskPhase| matches!(p, TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled);
     let mut chosen: Vec<bool> =
-        status.tasks.iter().map(|t| retryable(t.phase) && (only.is_empty() || only.contains(&t.name))).collect();
+        status.tasks.iter().map(|t| t.phase.is_retryable() && (only.is_empty() || only.contains(&t.name))).collect();
     // Downstream tasks that were skipped (or cancelled) because of a chosen one come along.
     loop {
         let mut any = false;
@@ -366,9 +388,7 @@ pub fn settle(status: &mut WorkflowStatus, now: Timestamp) -> bool {
     let progress = format!("{done}/{total}");
     let mut changed = status.progress.as_deref() != Some(progress.as_str());
     status.progress = Some(progress);
-    if done == total
-        && !matches!(status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled))
-    {
+    if done == total && !status.phase.is_some_and(WorkflowPhase::is_terminal) {
         let phase = if status.tasks.iter().all(|t| t.phase == TaskPhase::Succeeded) {
             WorkflowPhase::Succeeded
         } else if status.tasks.iter().any(|t| t.phase == TaskPhase::Failed) {
@@ -593,6 +613,29 @@ mod tests {
         let s = step(&spec, &mut st, t0());
         assert_eq!(names(&s), ["a"]);
         assert_eq!(s.ready[0].attempt, 2, "a new attempt, so a new messageId");
+    }
+
+    #[test]
+    fn a_retry_naming_a_task_that_did_not_fail_changes_nothing() {
+        let spec = wf(DIAMOND);
+        let mut st = WorkflowStatus::default();
+        step(&spec, &mut st, t0());
+        record_start(&mut st, 0, 1, "e", t0());
+        record_success(&mut st, 0, "A".into(), t0());
+        step(&spec, &mut st, t0());
+        record_start(&mut st, 1, 1, "e", t0());
+        record_start(&mut st, 2, 1, "e", t0());
+        assert!(!record_failure(&spec, &mut st, 1, "boom".into(), t0()), "no retries left");
+        record_success(&mut st, 2, "C".into(), t0());
+        step(&spec, &mut st, t0());
+        assert_eq!(st.phase, Some(WorkflowPhase::Failed));
+        let before = st.clone();
+        assert_eq!(
+            retry_tasks(&spec, &mut st, &["b".into(), "c".into()]),
+            Err(RetryRefused::NotRetryable { task: "c".into(), phase: TaskPhase::Succeeded })
+        );
+        assert_eq!(st, before, "a refused request changes nothing");
+        assert_eq!(retry_tasks(&spec, &mut st, &["b".into()]).expect("retry"), ["b", "d"]);
     }
 
     #[test]

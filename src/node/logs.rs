@@ -126,9 +126,44 @@ pub fn relay_cgroup(layout: &Layout) -> Option<CgroupPath> {
     layout.top().child(RELAY_CGROUP).ok()
 }
 
-/// The directory of an agent's logs under `home`.
-pub fn agent_dir(home: &Path, namespace: &str, agent: &str) -> PathBuf {
-    home.join("logs").join(namespace).join(agent)
+/// The directory under a home that holds every agent's logs.
+pub const LOGS_DIR: &str = "logs";
+
+/// Where one agent's logs live under a home: `<home>/logs/<namespace>/<agent>/`, one live
+/// file per replica, `<replica>.log`, rotated to `<replica>.log.1` (the newest), `.2`, ….
+/// The node's relays write there, `a2a logs` reads there, deleting the agent removes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentLogs {
+    dir: PathBuf,
+}
+
+impl AgentLogs {
+    pub fn new(home: &Path, namespace: &str, agent: &str) -> AgentLogs {
+        AgentLogs { dir: home.join(LOGS_DIR).join(namespace).join(agent) }
+    }
+
+    /// The agent's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The live log of `replica`.
+    pub fn live(&self, replica: u32) -> PathBuf {
+        self.dir.join(format!("{replica}.log"))
+    }
+
+    /// The replicas that have a live log, in order.
+    pub fn replicas(&self) -> Vec<u32> {
+        let mut found: Vec<u32> = std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort_unstable();
+        found
+    }
 }
 
 /// The rotated file `n` (1 is the newest) of the live log `path`: `<path>.<n>`.
@@ -152,7 +187,7 @@ pub fn open_log(path: &Path) -> Result<File> {
         // Directories made before logs were private keep their old mode otherwise: the
         // file's own directory, and up to `logs` when it is within two levels.
         let chain: Vec<&Path> = dir.ancestors().take(3).collect();
-        let upto = chain.iter().position(|d| d.file_name().is_some_and(|n| n == "logs")).map_or(1, |i| i + 1);
+        let upto = chain.iter().position(|d| d.file_name().is_some_and(|n| n == LOGS_DIR)).map_or(1, |i| i + 1);
         for d in &chain[..upto] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(|e| err("set mode 0700", e))?;
         }
@@ -472,12 +507,13 @@ impl RotatingLog {
 /// Removes an agent's log directory (every replica's files), and the namespace directory
 /// when it is left empty.
 pub fn remove_agent_logs(home: &Path, namespace: &str, agent: &str) -> std::io::Result<()> {
-    let dir = agent_dir(home, namespace, agent);
-    match std::fs::remove_dir_all(&dir) {
+    let logs = AgentLogs::new(home, namespace, agent);
+    let dir = logs.dir();
+    match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         // A relay still draining may create a file while the directory empties: once more.
-        Err(_) => std::fs::remove_dir_all(&dir)
+        Err(_) => std::fs::remove_dir_all(dir)
             .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })?,
     }
     if let Some(ns) = dir.parent() {
@@ -498,6 +534,21 @@ mod tests {
 
     fn read(p: &Path) -> String {
         std::fs::read_to_string(p).unwrap_or_default()
+    }
+
+    #[test]
+    fn an_agents_logs_are_laid_out_by_namespace_agent_and_replica() {
+        let home = tempfile::tempdir().unwrap();
+        let logs = AgentLogs::new(home.path(), "default", "writer");
+        assert_eq!(logs.live(1), home.path().join("logs/default/writer/1.log"));
+        assert_eq!(rotated(&logs.live(1), 2), home.path().join("logs/default/writer/1.log.2"));
+        assert!(logs.replicas().is_empty(), "no directory yet");
+        for p in [logs.live(2), logs.live(0), rotated(&logs.live(3), 1)] {
+            open_log(&p).unwrap();
+        }
+        assert_eq!(logs.replicas(), [0, 2], "live files only, in order");
+        remove_agent_logs(home.path(), "default", "writer").unwrap();
+        assert!(!logs.dir().exists() && !home.path().join("logs/default").exists());
     }
 
     #[test]

@@ -472,7 +472,7 @@ impl Node {
             Some(p) => p.to_owned(),
             None => return Err("spec.command is required to run an agent locally".into()),
         };
-        let log = logs::agent_dir(&self.config.home, &ns, &name).join(format!("{replica}.log"));
+        let log = logs::AgentLogs::new(&self.config.home, &ns, &name).live(replica);
         let mut spec = ProcessSpec::new(program, log).args(s.command.iter().skip(1).chain(&s.args).cloned());
         spec.log_relay = Some(RelaySpec {
             exe: self.config.log_relay_exe.clone(),

@@ -145,7 +145,7 @@ impl Drop for Daemon {
 /// started for that home (each ends when its agent and the agent's children are gone), and
 /// processes started without a relay.
 pub fn agents_logging_into(home: &Path) -> Vec<u32> {
-    let logs = home.join("logs");
+    let logs = home.join(a2a::node::logs::LOGS_DIR);
     std::fs::read_dir("/proc")
         .map(|rd| {
             rd.filter_map(|e| e.ok())
