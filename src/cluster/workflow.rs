@@ -18,7 +18,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 
-use super::agent::Error;
 use super::finalizer;
 use crate::a2a;
 use crate::api::workflow::{TaskPhase, WorkflowPhase};
@@ -28,6 +27,29 @@ use crate::api::{Agent, Workflow};
 pub const CANCEL_FINALIZER: &str = "a2a.dev/cancel-tasks";
 /// How long one `CancelTask` may take.
 pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a Workflow reconcile did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    /// Running tasks could not be cancelled: the finalizer stays, and the reconcile retries.
+    #[error("{0}")]
+    Cancel(String),
+}
+
+impl Error {
+    /// A stable label for the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::MissingField(_) => "missing_field",
+            Error::Cancel(_) => "a2a_cancel",
+        }
+    }
+}
 
 /// What the Workflow reconciler needs.
 pub struct Context {
