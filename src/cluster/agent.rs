@@ -278,15 +278,9 @@ mod tests {
     //! requests the operator makes and the objects it writes.
     use super::*;
     use crate::api::Condition;
-    use http::{Request, Response};
+    use crate::cluster::testing::{Handle, answer, mock};
+    use http::Response;
     use kube::client::Body;
-
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-    fn mock() -> (kube::Client, Handle) {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        (kube::Client::new(service, "default"), handle)
-    }
 
     fn agent(spec: &str) -> Agent {
         let text = format!(
@@ -298,23 +292,15 @@ mod tests {
         }
     }
 
-    /// Answers the next request after checking its method and path, returning its body.
+    /// Answers the next request with 200 after checking its method, path and query,
+    /// returning its body.
     async fn expect(
         handle: &mut Handle,
         method: &str,
         path_and_query: &str,
         reply: serde_json::Value,
     ) -> serde_json::Value {
-        let (request, send) = handle.next_request().await.expect("the operator made no further request");
-        assert_eq!(request.method().as_str(), method, "method of {}", request.uri());
-        assert_eq!(request.uri().path_and_query().map(|p| p.as_str()), Some(path_and_query));
-        let bytes = request.into_body().collect_bytes().await.expect("body");
-        let body =
-            if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).expect("json body") };
-        send.send_response(
-            Response::builder().body(Body::from(serde_json::to_vec(&reply).expect("json"))).expect("response"),
-        );
-        body
+        answer(handle, method, path_and_query, 200, reply).await.1
     }
 
     fn context(client: kube::Client) -> Arc<Context> {

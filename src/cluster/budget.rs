@@ -464,11 +464,8 @@ mod tests {
     //! Budget status and quotas against a scripted API server (tower-test): the exact
     //! requests made and objects written, with and without metrics-server.
     use super::*;
-    use http::{Request, Response};
-    use kube::client::Body;
+    use crate::cluster::testing::{answer, mock, not_found};
     use serde_json::{Value, json};
-
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
     fn agent(ns: &str, name: &str, budget: Option<&str>, memory: &str) -> Value {
         let mut a = json!({
@@ -497,26 +494,6 @@ mod tests {
 
     fn list(api_version: &str, kind: &str, items: Vec<Value>) -> Value {
         json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items})
-    }
-
-    /// Answers the next request after checking method and path: (query, body).
-    async fn answer(handle: &mut Handle, method: &str, path: &str, code: u16, reply: Value) -> (String, Value) {
-        let (request, send) = handle.next_request().await.expect("a further request");
-        assert_eq!((request.method().as_str(), request.uri().path()), (method, path));
-        let query = request.uri().query().unwrap_or("").to_owned();
-        let bytes = request.into_body().collect_bytes().await.unwrap_or_default();
-        send.send_response(
-            Response::builder()
-                .status(code)
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&reply).expect("json")))
-                .expect("response"),
-        );
-        (query, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
-    fn not_found() -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"})
     }
 
     #[test]
@@ -579,8 +556,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_metrics_server_used_is_measured_and_quotas_are_applied_and_pruned() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(service, "default");
+        let (client, mut handle) = mock();
         let opts = SyncOptions { resource_quota: true, ..SyncOptions::default() };
         let task = tokio::spawn(async move { sync(&client, &opts).await });
         let team = budget("team", json!({"memory": "1Gi", "cpu": "1"}), None);
@@ -682,8 +658,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_metrics_server_used_is_cleared_and_the_condition_says_so() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(service, "default");
+        let (client, mut handle) = mock();
         let reporter = kube::runtime::events::Reporter { controller: "a2a-operator".into(), instance: None };
         let opts = SyncOptions { recorder: Some(Recorder::new(client.clone(), reporter)), ..SyncOptions::default() };
         let task = tokio::spawn(async move { sync(&client, &opts).await });
