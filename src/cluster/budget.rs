@@ -156,12 +156,6 @@ pub fn metric(text: &str, per: u128) -> Option<u64> {
     u64::try_from(top.div_ceil(bottom)).ok()
 }
 
-/// `name` and its ancestors (innermost first) by the one chain walk; empty when the chain is
-/// broken (a missing parent, a cycle): such a budget bounds nothing and admits no one.
-fn chain<'a>(by_name: &BTreeMap<String, &'a ResourceBudget>, name: &str) -> Vec<&'a ResourceBudget> {
-    budget_chain::chain(|n| by_name.get(n).copied(), name).unwrap_or_default()
-}
-
 /// What the operator measured of each budget, as the shared core takes it: the pods'
 /// memory and CPU from metrics-server, summed over the admitted agents of the budget and its
 /// children (like `allocated`); nothing when metrics-server does not answer. pids are never
@@ -183,7 +177,8 @@ pub fn measured_use(
             continue;
         }
         let Some(u) = by_agent.get(&(ns, a.name_any())) else { continue };
-        for budget in chain(&by_name, a.spec.budget()) {
+        // A broken chain (a missing parent, a cycle) admits no one: nothing to count.
+        for budget in budget_chain::chain(|n| by_name.get(n).copied(), a.spec.budget()).unwrap_or_default() {
             let slot = used.entry(budget.name_any()).or_default();
             slot.memory = Some(slot.memory.unwrap_or(0).saturating_add(u.memory));
             slot.cpu_millis = Some(slot.cpu_millis.unwrap_or(0).saturating_add(u.cpu_millis));
@@ -272,7 +267,7 @@ pub fn desired_quotas(
         let mut cpu = Some(0u64);
         let mut owners = Vec::new();
         for name in &names {
-            let chain = chain(&by_name, name);
+            let chain = budget_chain::chain(|n| by_name.get(n).copied(), name).unwrap_or_default();
             let mem = chain.iter().filter_map(|b| b.spec.limits.memory.as_ref().map(|m| m.value())).min();
             // A share of the host bounds nothing on a cluster (admission refuses what it
             // would bound), so it is left out of the quota.

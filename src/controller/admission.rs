@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::budget_chain::chain;
 use crate::api::Priority;
 
 /// Amounts in base units: bytes, millicores, pids.
@@ -231,7 +232,7 @@ pub fn decide(input: &Input, host_available: u64) -> Decision {
         .candidates
         .iter()
         .filter(|c| {
-            let why = super::budget_chain::chain(|n| by_name.get(n).copied(), &c.budget)
+            let why = chain(|n| by_name.get(n).copied(), &c.budget)
                 .ok()
                 .and_then(|chain| chain.iter().find_map(|b| input.unresolved.get(&b.name)));
             if let Some(why) = why {
@@ -267,7 +268,7 @@ pub fn admit(budgets: &[Budget], candidates: &[Candidate], host_available: u64) 
     });
     let mut new_memory: u64 = 0;
     for c in order {
-        let verdict = match chain(&by_name, &c.budget) {
+        let verdict = match chain(|n| by_name.get(n).copied(), &c.budget) {
             Err(e) => Verdict::Pending { reason: "BudgetNotFound", message: e.to_string() },
             Ok(chain) => match fits(&chain, &decision.allocated, c.demand) {
                 Some((reason, message)) if !c.admitted => Verdict::Pending { reason, message },
@@ -347,7 +348,7 @@ pub fn enforced_limits(budgets: &[Budget]) -> BTreeMap<String, (Limits, Vec<Clam
     let by_name: HashMap<&str, &Budget> = budgets.iter().map(|b| (b.name.as_str(), b)).collect();
     let mut out = BTreeMap::new();
     for b in budgets {
-        let Ok(chain) = chain(&by_name, &b.name) else { continue };
+        let Ok(chain) = chain(|n| by_name.get(n).copied(), &b.name) else { continue };
         let mut limits = b.limits;
         let mut clamps = Vec::new();
         {
@@ -378,14 +379,6 @@ impl super::budget_chain::Link for Budget {
     fn link_parent(&self) -> Option<&str> {
         self.parent.as_deref()
     }
-}
-
-/// The budget and its ancestors, innermost first (see [`super::budget_chain`]).
-fn chain<'a>(
-    by_name: &HashMap<&str, &'a Budget>,
-    name: &str,
-) -> Result<Vec<&'a Budget>, super::budget_chain::ChainError> {
-    super::budget_chain::chain(|n| by_name.get(n).copied(), name)
 }
 
 /// One resource to compare: limit, used, wanted, its name, how to show an amount.
