@@ -459,6 +459,7 @@ mod tests {
     //! Budget status and quotas against a scripted API server (tower-test): the exact
     //! requests made and objects written, with and without metrics-server.
     use super::*;
+    use crate::api::common::find_condition;
     use crate::cluster::testing::{answer, mock, not_found};
     use serde_json::{Value, json};
 
@@ -718,5 +719,96 @@ mod tests {
             s.conditions[0].message,
             "used is not measured (listing pod metrics: 503); allocated is the sum of admitted limits"
         );
+    }
+
+    #[tokio::test]
+    async fn an_alert_crossed_by_measured_use_fires_on_a_cluster_with_an_event() {
+        let (client, mut handle) = mock();
+        let reporter = kube::runtime::events::Reporter { controller: "a2a-operator".into(), instance: None };
+        let opts = SyncOptions { recorder: Some(Recorder::new(client.clone(), reporter)), ..SyncOptions::default() };
+        let task = tokio::spawn(async move { sync(&client, &opts).await });
+        let mut team = budget("team", json!({"memory": "1Gi", "cpu": "1"}), None);
+        team["spec"]["alerts"] = json!([{"resource": "memory", "above": "90%"}, {"resource": "pids", "above": "50%"}]);
+        // Measured before, below the threshold.
+        team["status"] = json!({"conditions": [
+            {"type": "Metrics", "status": "True", "reason": "MetricsServer", "message": "m", "lastTransitionTime": "2026-11-24T05:00:00Z"},
+            {"type": "AlertFiring", "status": "False", "reason": "BelowThresholds", "message": "m", "lastTransitionTime": "2026-11-24T05:00:00Z"}]});
+        answer(
+            &mut handle,
+            "GET",
+            "/apis/a2a.dev/v1alpha1/resourcebudgets",
+            200,
+            list("a2a.dev/v1alpha1", "ResourceBudgetList", vec![team.clone()]),
+        )
+        .await;
+        let agents = vec![agent("team-a", "writer", Some("team"), "1Gi")];
+        answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/agents", 200, list("a2a.dev/v1alpha1", "AgentList", agents))
+            .await;
+        answer(&mut handle, "GET", "/apis/metrics.k8s.io/v1beta1", 200, json!({"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": "metrics.k8s.io/v1beta1", "resources": [
+                {"name": "pods", "singularName": "", "namespaced": true, "kind": "PodMetrics", "verbs": ["get", "list"]}]})).await;
+        let pod = json!({"metadata": {"name": "writer-1", "namespace": "team-a", "labels": {"a2a.dev/agent": "writer"}},
+            "timestamp": "2026-11-24T06:00:00Z", "window": "15s",
+            "containers": [{"name": "agent", "usage": {"cpu": "10m", "memory": "950Mi"}}]});
+        answer(
+            &mut handle,
+            "GET",
+            "/apis/metrics.k8s.io/v1beta1/pods",
+            200,
+            list("metrics.k8s.io/v1beta1", "PodMetricsList", vec![pod]),
+        )
+        .await;
+        let (_, event) = answer(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/default/events", 201, json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"}, "eventTime": null
+        }))
+        .await;
+        assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("AlertFiring")));
+        assert_eq!(event["note"], "memory above 90%");
+        let (_, patch) =
+            answer(&mut handle, "PATCH", "/apis/a2a.dev/v1alpha1/resourcebudgets/team/status", 200, team).await;
+        let conditions: Vec<(&str, &str, &str)> = patch["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .map(|c| {
+                (
+                    c["type"].as_str().unwrap_or(""),
+                    c["status"].as_str().unwrap_or(""),
+                    c["reason"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        // pids have no limit here, so their alert does not apply; memory is at 93%.
+        assert_eq!(
+            conditions,
+            [
+                ("Metrics", "True", "MetricsServer"),
+                ("AlertFiring", "True", "ThresholdCrossed"),
+                ("Pressure", "True", "NearLimit")
+            ]
+        );
+        assert_eq!(patch["status"]["used"]["memory"], "950Mi");
+        task.await.expect("join").expect("synced");
+        assert!(handle.next_request().await.is_none(), "nothing else");
+    }
+
+    #[test]
+    fn without_measured_use_an_alert_is_unknown_and_pressure_rests_on_waiting_agents() {
+        let mut team = budget("team", json!({"memory": "1Gi"}), None);
+        team["spec"]["alerts"] = json!([{"resource": "memory", "above": "90%"}]);
+        let budgets: Vec<ResourceBudget> = typed(vec![team]);
+        let agents: Vec<Agent> =
+            typed(vec![agent("a", "x", Some("team"), "768Mi"), agent("a", "y", Some("team"), "512Mi")]);
+        let s = &budget_statuses(&budgets, &agents, &Measured::NotServed)["team"];
+        let c = |t: &str| find_condition(&s.conditions, t).map(|c| (c.status, c.reason.as_str(), c.message.as_str()));
+        assert_eq!(
+            c("AlertFiring"),
+            Some((
+                ConditionStatus::Unknown,
+                "UseNotMeasured",
+                "memory use is not measured: its alert cannot be evaluated"
+            ))
+        );
+        assert_eq!(c("Pressure"), Some((ConditionStatus::True, "NearLimit", "1 agent(s) waiting for room")));
     }
 }

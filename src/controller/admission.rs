@@ -662,4 +662,39 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn what_cannot_be_counted_on_a_cluster_waits_and_takes_no_room() {
+        let yaml = |text: &str| serde_yaml_ng::from_str::<serde_json::Value>(text).expect("yaml");
+        let budget: crate::api::ResourceBudget = serde_json::from_value(yaml(
+            "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {name: team}\nspec: {limits: {memory: 1Gi, cpu: \"2\"}}",
+        ))
+        .expect("budget");
+        let agent = |name: &str, cpu: &str| -> crate::api::Agent {
+            serde_json::from_value(yaml(&format!(
+                "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{name: {name}, namespace: ns}}\n\
+                 spec: {{image: x, budget: team, resources: {{limits: {{memory: 768Mi, cpu: \"{cpu}\"}}}}}}"
+            )))
+            .expect("agent")
+        };
+        let (share, cores) = (agent("share", "50%"), agent("cores", "500m"));
+        let asking = || [&share, &cores].map(|a| Asking { agent: a, admitted: false });
+        // On a cluster the share waits, says why, and leaves its memory to the next agent.
+        let d = decide(&input([&budget], asking(), Host::Cluster), u64::MAX);
+        assert_eq!(d.verdicts["ns/cores"], Verdict::Admitted);
+        assert!(matches!(&d.verdicts["ns/share"], Verdict::Pending { reason: UNSUPPORTED_QUANTITY, .. }));
+        assert_eq!(d.allocated["team"], Amounts { memory: 768 * MI, cpu_millis: 500, pids: 0 });
+        assert!(d.pending.is_empty(), "a spec to fix is not a wait for room");
+        // Locally it is half of the host's cores: the first by name fits, the other waits.
+        let d = decide(&input([&budget], asking(), Host::Local { cores: 2 }), u64::MAX);
+        assert_eq!(d.verdicts["ns/cores"], Verdict::Admitted);
+        assert_eq!(d.allocated["team"].cpu_millis, 500);
+        assert_eq!(
+            d.verdicts["ns/share"],
+            Verdict::Pending {
+                reason: "InsufficientQuota",
+                message: "needs 768Mi memory but budget \"team\" has 256Mi of 1Gi left".into()
+            }
+        );
+    }
 }
