@@ -1,5 +1,6 @@
 //! The cluster's Agent reconciler: admission against ResourceBudgets, then a Deployment and a
-//! Service by server-side apply, then status mirrored from the Deployment and its pods.
+//! Service by server-side apply, then status from the Deployment and its pods (through the
+//! shared core, [`crate::controller::status`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +15,13 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::finalizer;
-mod status;
 use super::workload::{AGENT_LABEL, WorkloadConfig, workload};
 use crate::api::agent::{AgentStatus, TerminationReason};
 use crate::api::common::{ConditionStatus, find_condition};
 use crate::api::{Agent, ResourceBudget};
 use crate::controller::admission::{self, Asking, Host, Verdict};
+
+mod status;
 pub use status::{agent_facts, desired_status};
 
 /// The field manager the operator applies with.
