@@ -49,6 +49,9 @@ pub struct AgentFacts {
     /// Why the replicas do not come up, as the platform says it (a Deployment whose pods
     /// cannot be created, or whose rollout passed its deadline).
     pub stuck: Option<Failure>,
+    /// Whether the kernel throttles a replica at its CPU limit; `None` where that is not
+    /// observed (a cluster: metrics-server does not report throttling).
+    pub throttled: Option<bool>,
 }
 
 /// What the facts mean.
@@ -58,6 +61,8 @@ pub struct AgentSummary {
     /// `Admitted` and `Ready` (observed generation left to the caller).
     pub admitted: Condition,
     pub ready: Condition,
+    /// `Throttled`, where throttling is observed.
+    pub throttled: Option<Condition>,
     /// `status.replicas`, `status.readyReplicas`, `status.ready` (`ready/desired`).
     pub replicas: u32,
     pub ready_replicas: u32,
@@ -111,10 +116,19 @@ pub fn agent_status(facts: &AgentFacts) -> AgentSummary {
     let ready_cond = Condition::new("Ready", phase == AgentPhase::Running, &reason, message);
     // A stdio agent's slots are all ready once it may run: each task starts its own process.
     let ready_replicas = if facts.stdio && is_admitted && facts.failure.is_none() { desired } else { ready };
+    let throttled = facts.throttled.map(|t| {
+        Condition::new(
+            "Throttled",
+            t,
+            if t { "CPUQuotaReached" } else { "BelowQuota" },
+            if t { "the kernel is throttling it at its cpu limit" } else { "not throttled" },
+        )
+    });
     AgentSummary {
         phase,
         admitted,
         ready: ready_cond,
+        throttled,
         replicas: facts.running,
         ready_replicas,
         ready_text: format!("{ready_replicas}/{desired}"),
@@ -173,5 +187,8 @@ mod tests {
         assert_eq!((s.ready_replicas, s.ready_text.as_str()), (4, "4/4"), "a stdio agent's slots are ready");
         assert_eq!(agent_status(&facts(0, 0, 0)).ready.message, "replicas is 0: nothing can be sent to it");
         assert_eq!(agent_status(&AgentFacts::default()).admitted.reason, "Unknown");
+        assert_eq!(agent_status(&AgentFacts::default()).throttled, None, "not observed: no condition");
+        let t = agent_status(&AgentFacts { throttled: Some(true), ..facts(1, 1, 1) }).throttled.expect("observed");
+        assert_eq!((t.status, t.reason.as_str()), (ConditionStatus::True, "CPUQuotaReached"));
     }
 }

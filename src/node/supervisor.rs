@@ -1586,16 +1586,9 @@ fn agent_status(enforced: bool, agent: &Agent, rt: &AgentRuntime, verdict: Optio
         pids: 0,
     });
     status.phase = Some(summary.phase);
-    let throttling = running.iter().any(|r| r.throttling);
-    set_condition(
-        &mut status.conditions,
-        Condition::new(
-            "Throttled",
-            throttling,
-            if throttling { "CPUQuotaReached" } else { "BelowQuota" },
-            if throttling { "the kernel is throttling it at its cpu limit" } else { "not throttled" },
-        ),
-    );
+    if let Some(c) = summary.throttled {
+        set_condition(&mut status.conditions, c);
+    }
     if !enforced {
         set_condition(
             &mut status.conditions,

@@ -58,6 +58,8 @@ pub fn agent_facts(
             reason: c.reason.clone().or_else(|| c.type_.clone()).unwrap_or_else(|| "DeploymentStuck".to_owned()),
             message: c.message.clone().unwrap_or_else(|| "the Deployment reports no message".to_owned()),
         }),
+        // Throttling is not observed on a cluster.
+        throttled: None,
     }
 }
 

@@ -27,6 +27,8 @@ pub(crate) struct ReplicaView {
     pub restarting: bool,
     /// It ended and its restart policy keeps it stopped.
     pub ended: bool,
+    /// The kernel throttled it at its CPU limit during the last sample.
+    pub throttling: bool,
 }
 
 impl Replica {
@@ -37,6 +39,7 @@ impl Replica {
             ready: running && self.ready,
             restarting: !running && self.ended.is_none() && self.next_start.is_some(),
             ended: !running && self.ended.is_some(),
+            throttling: running && self.throttling,
         }
     }
 }
@@ -86,7 +89,10 @@ pub(crate) fn agent_facts(
         facts.ready += u32::from(r.ready);
         facts.crashing += u32::from(r.restarting);
         facts.ended |= r.ended;
+        facts.throttled = Some(facts.throttled.unwrap_or(false) || r.throttling);
     }
+    // Throttling is observed on this node whether or not anything runs.
+    facts.throttled.get_or_insert(false);
     facts
 }
 
