@@ -9,7 +9,9 @@
 //! and `limits.cpu`. It is a ceiling per namespace, not a share: admission still decides
 //! across namespaces; the quota adds what admission cannot, a bound on pods nobody asked
 //! the operator about (a hand-scaled Deployment, a `kubectl run`). A resource any of those
-//! budgets leaves unlimited is left out of the quota. pids have no quota resource.
+//! budgets leaves unlimited is left out of the quota; a budget that admits no one (a missing
+//! parent, a cycle, a CPU limit given as a share of the host) adds nothing to it. pids have
+//! no quota resource.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -267,14 +269,21 @@ pub fn desired_quotas(
         let mut cpu = Some(0u64);
         let mut owners = Vec::new();
         for name in &names {
-            let chain = budget_chain::chain(|n| by_name.get(n).copied(), name).unwrap_or_default();
-            let mem = chain.iter().filter_map(|b| b.spec.limits.memory.as_ref().map(|m| m.value())).min();
-            // A share of the host bounds nothing on a cluster (admission refuses what it
-            // would bound), so it is left out of the quota.
-            let millis = chain
-                .iter()
-                .filter_map(|b| b.spec.limits.cpu.as_ref().and_then(|c| cpu_millis(c, Host::Cluster, "").ok()))
-                .min();
+            let counted = |b: &ResourceBudget| {
+                b.spec.limits.cpu.as_ref().is_none_or(|c| cpu_millis(c, Host::Cluster, "").is_ok())
+            };
+            let (mem, millis) = match budget_chain::chain(|n| by_name.get(n).copied(), name) {
+                Ok(chain) if chain.iter().all(|b| counted(b)) => (
+                    chain.iter().filter_map(|b| b.spec.limits.memory.as_ref().map(|m| m.value())).min(),
+                    chain
+                        .iter()
+                        .filter_map(|b| b.spec.limits.cpu.as_ref().and_then(|c| cpu_millis(c, Host::Cluster, "").ok()))
+                        .min(),
+                ),
+                // It admits no one (its chain is broken, or a limit is a share of the host):
+                // it adds no room to the ceiling.
+                _ => (Some(0), Some(0)),
+            };
             memory = memory.zip(mem).map(|(s, m)| s.saturating_add(m));
             cpu = cpu.zip(millis).map(|(s, m)| s.saturating_add(m));
             let b = by_name[name];
@@ -810,5 +819,22 @@ mod tests {
             ))
         );
         assert_eq!(c("Pressure"), Some((ConditionStatus::True, "NearLimit", "1 agent(s) waiting for room")));
+    }
+
+    #[test]
+    fn a_budget_that_admits_no_one_adds_nothing_to_a_namespace_quota() {
+        let budgets: Vec<ResourceBudget> = typed(vec![
+            budget("team", json!({"memory": "1Gi", "cpu": "1"}), None),
+            budget("orphan", json!({"memory": "4Gi", "cpu": "4"}), Some("gone")),
+            budget("share", json!({"memory": "4Gi", "cpu": "50%"}), None),
+        ]);
+        let agents: Vec<Agent> = typed(vec![
+            agent("ns", "a", Some("team"), "256Mi"),
+            agent("ns", "b", Some("orphan"), "256Mi"),
+            agent("ns", "c", Some("share"), "256Mi"),
+        ]);
+        let q = serde_json::to_value(&desired_quotas(&budgets, &agents, &[])["ns"]).expect("json");
+        assert_eq!(q["spec"]["hard"], json!({"limits.cpu": "1000m", "limits.memory": "1073741824"}));
+        assert_eq!(q["metadata"]["annotations"]["a2a.dev/budgets"], "orphan,share,team");
     }
 }
