@@ -10,11 +10,15 @@
 //!    it is not ready, as a Deployment scaled to zero has no ready endpoint.
 //! 4. A stdio agent runs its command once per task: `Running`, Ready=True `StdioReady`.
 //! 5. All replicas ready: `Running`, Ready=True `AllReplicasReady`.
-//! 6. Some ready: `Degraded`; none ready: `Starting` — Ready=False, with the reason
+//! 6. Nothing runs, nothing waits to restart, and a replica ended for good (its restart
+//!    policy keeps it stopped): `Stopped`, Ready=False `Exited`.
+//! 7. Some ready: `Degraded`; none ready: `Starting` — Ready=False, with the reason
 //!    `CrashLoopBackOff` when replicas wait to start again after crashing, else
 //!    `ReplicasNotReady` / `Starting`, or the reason a stuck rollout gives (`stuck`).
-//! 7. Nothing runs and every replica ended for good (its restart policy keeps it stopped):
-//!    `Stopped`, Ready=False `Exited`.
+//!
+//! `Throttled` is derived where the mode observes throttling (the node); the conditions only
+//! one mode has (the node's `Enforced` and `Sandboxed`, the Deployment's `Progressing` and
+//! `ReplicaFailure` mirrored on a cluster) stay with that mode.
 
 use crate::api::Condition;
 use crate::api::agent::AgentPhase;
