@@ -226,6 +226,10 @@ pub fn input<'a>(
 /// Decides admission for `input` (see [`admit`]): refused agents, and agents under a budget
 /// whose limits cannot be counted, wait with [`UNSUPPORTED_QUANTITY`] and take no room.
 pub fn decide(input: &Input, host_available: u64) -> Decision {
+    // Locally every quantity resolves: admission runs on the input as it is, uncopied.
+    if input.unresolved.is_empty() && input.refused.is_empty() {
+        return admit(&input.budgets, &input.candidates, host_available);
+    }
     let by_name: HashMap<&str, &Budget> = input.budgets.iter().map(|b| (b.name.as_str(), b)).collect();
     let mut blocked = Vec::new();
     let candidates: Vec<Candidate> = input
