@@ -12,4 +12,6 @@ pub mod cluster;
 pub mod controller;
 pub mod local;
 pub mod node;
+#[cfg(test)]
+mod status_parity;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! Nested ResourceBudgets under `a2a serve` on the real kernel: a child's limit over its
 //! parent's is clamped to the parent's, visibly (a condition and an Event), and enforced;
-//! deleting nested budgets leaves no cgroup in any hierarchy.
+//! deleting nested budgets leaves no cgroup in any hierarchy; a budget's alerts fire from the
+//! use the node measures.
 
 mod common;
 
@@ -170,5 +171,59 @@ async fn a_child_budget_over_its_parent_is_clamped_visibly_and_nested_budgets_le
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(cgroup_dirs(&team_dir), Vec::<PathBuf>::new());
     assert!(!cgroup_dirs(&format!("{top}/host")).is_empty(), "the host budget's cgroup stays");
+    tear_down(daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_over_its_cpu_alert_threshold_fires_from_measured_use_with_an_event() {
+    let scratch = Scratch::new("alerts");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &[]);
+    let client = daemon.client().await;
+    // A busy loop held to 100m uses up to 20% of the budget's 500m: over the CPU alert's 4%
+    // even on a loaded host, and far under the memory alert's 99%.
+    apply(
+        home,
+        "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: { name: alarm }\nspec:\n  parent: host\n  limits: { memory: 64Mi, cpu: 500m }\n  alerts: [{ resource: memory, above: \"99%\" }, { resource: cpu, above: \"4%\" }]\n---\n\
+         apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: spin }\nspec:\n  command: [sh, -c, \"while :; do :; done\"]\n  budget: alarm\n  resources: { limits: { cpu: 100m, memory: 64Mi } }\n",
+    );
+    let budgets: Api<ResourceBudget> = Api::all(client.clone());
+    let firing = |b: &ResourceBudget| {
+        b.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "AlertFiring" && c.status == ConditionStatus::True))
+    };
+    let b = wait_for(&budgets, "alarm", Duration::from_secs(60), firing).await;
+    let s = b.status.expect("status");
+    let cond =
+        |t: &str| s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status, c.reason.clone(), c.message.clone()));
+    assert_eq!(
+        cond("AlertFiring"),
+        Some((ConditionStatus::True, "ThresholdCrossed".into(), "cpu above 4%".into())),
+        "the CPU alert is evaluated from the replicas' CPU; the memory alert does not fire"
+    );
+    assert_eq!(cond("Pressure").map(|c| (c.0, c.1)), Some((ConditionStatus::False, "Room".into())));
+    let used = s.used.expect("used is measured");
+    assert!(used.memory_bytes > 0, "{used:?}");
+    assert!(used.cpu_millicores >= 20, "CPU use is measured locally: {used:?}");
+    assert!(used.pids > 0, "{used:?}");
+    assert_eq!(s.allocated.map(|a| (a.memory_bytes, a.cpu_millicores)), Some((64 << 20, 100)));
+
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = events.list(&Default::default()).await.expect("events");
+        if let Some(e) = list
+            .items
+            .iter()
+            .find(|e| e.involved_object.name.as_deref() == Some("alarm") && e.reason.as_deref() == Some("AlertFiring"))
+        {
+            assert_eq!(e.type_.as_deref(), Some("Warning"));
+            assert_eq!(e.message.as_deref(), Some("cpu use is above the 4% threshold"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no AlertFiring event: {:#?}", list.items);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tear_down(daemon).await;
 }

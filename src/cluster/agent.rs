@@ -1,10 +1,11 @@
 //! The cluster's Agent reconciler: admission against ResourceBudgets, then a Deployment and a
-//! Service by server-side apply, then status mirrored from the Deployment and its pods.
+//! Service by server-side apply, then status from the Deployment and its pods (through the
+//! shared core, [`crate::controller::status`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -14,12 +15,14 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::finalizer;
-use super::workload::{AGENT_LABEL, WorkloadConfig, WorkloadError, service_url, workload};
-use crate::api::agent::{AgentPhase, AgentStatus, Termination, TerminationReason};
-use crate::api::common::{ConditionStatus, Time, find_condition, set_condition};
-use crate::api::quantity::CpuAmount;
-use crate::api::{Agent, Condition, ResourceBudget};
-use crate::controller::admission::{self, Candidate, Verdict};
+use super::workload::{AGENT_LABEL, WorkloadConfig, workload};
+use crate::api::agent::{AgentStatus, TerminationReason};
+use crate::api::common::{ConditionStatus, find_condition};
+use crate::api::{Agent, ResourceBudget};
+use crate::controller::admission::{self, Asking, Host, Verdict};
+
+mod status;
+pub use status::{agent_facts, desired_status};
 
 /// The field manager the operator applies with.
 pub const MANAGER: &str = "a2a-operator";
@@ -33,14 +36,13 @@ pub const BUDGET_FINALIZER: &str = "a2a.dev/budget-release";
 /// How often a deleting agent checks whether its pods are gone.
 pub const RELEASE_POLL: Duration = Duration::from_secs(2);
 
+/// Why an Agent reconcile did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("object has no {0}")]
     MissingField(&'static str),
-    #[error("{0}")]
-    Cancel(String),
 }
 
 impl Error {
@@ -49,7 +51,6 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::MissingField(_) => "missing_field",
-            Error::Cancel(_) => "a2a_cancel",
         }
     }
 }
@@ -78,157 +79,19 @@ fn was_admitted(agent: &Agent) -> bool {
         .is_some_and(|c| c.status == ConditionStatus::True)
 }
 
-/// Admission input from the API objects (cluster: no host memory reserve applies, since the
-/// scheduler places pods; budgets are quotas).
-pub fn admission_input(budgets: &[ResourceBudget], agents: &[Agent]) -> (Vec<admission::Budget>, Vec<Candidate>) {
-    let budgets = budgets
-        .iter()
-        .map(|b| admission::Budget {
-            name: b.name_any(),
-            parent: b.spec.parent.clone(),
-            limits: admission::Limits {
-                memory: b.spec.limits.memory.as_ref().map(|m| m.value()),
-                cpu_millis: match b.spec.limits.cpu.as_ref().map(|c| c.value()) {
-                    Some(CpuAmount::Millicores(m)) => Some(m),
-                    _ => None,
-                },
-                pids: b.spec.limits.pids.as_ref().map(|p| p.value()),
-            },
-            reserve: None,
-        })
-        .collect();
-    // A deleting agent keeps its room until its pods are gone (its finalizer is removed then).
-    let candidates = agents
+/// Admission input from the API objects, through the core's one translation
+/// ([`admission::input`] with [`Host::Cluster`]: no host memory reserve applies, since the
+/// scheduler places pods, and CPU given as a share of the host cannot be counted). A deleting
+/// agent keeps its room until its pods are gone (its finalizer is removed then).
+pub fn admission_input(budgets: &[ResourceBudget], agents: &[Agent]) -> admission::Input {
+    let asking = agents
         .iter()
         .filter(|a| {
             a.spec.budget.is_some()
                 && (a.meta().deletion_timestamp.is_none() || (holds_budget_finalizer(a) && was_admitted(a)))
         })
-        .map(|a| Candidate {
-            key: format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any()),
-            budget: a.spec.budget().to_owned(),
-            priority: a.spec.priority(),
-            created: a.meta().creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
-            demand: admission::demand(a, None),
-            admitted: was_admitted(a),
-        })
-        .collect();
-    (budgets, candidates)
-}
-
-/// The status an Agent should have, from what was decided and what the cluster reports.
-pub fn desired_status(
-    agent: &Agent,
-    verdict: &Verdict,
-    workload: Result<(), &WorkloadError>,
-    deployment: Option<&DeploymentStatus>,
-    pods: &[Pod],
-) -> AgentStatus {
-    let mut status = agent.status.clone().unwrap_or_default();
-    let generation = agent.meta().generation;
-    let desired = agent.spec.replicas();
-    let mut admitted = match verdict {
-        Verdict::Admitted => Condition::new("Admitted", true, "Admitted", "fits in its budget"),
-        Verdict::Pending { reason, message } => Condition::new("Admitted", false, reason, message.clone()),
-    };
-    admitted.observed_generation = generation;
-    set_condition(&mut status.conditions, admitted);
-    let replicas = deployment.and_then(|d| d.replicas).unwrap_or(0).max(0) as u32;
-    let ready = deployment.and_then(|d| d.ready_replicas).unwrap_or(0).max(0) as u32;
-    status.replicas = replicas;
-    status.ready_replicas = ready;
-    status.ready = Some(format!("{ready}/{desired}"));
-    // Why a rollout does not finish, in the Deployment controller's words: a failed pod
-    // creation (a ResourceQuota, a missing PriorityClass) or a passed progress deadline.
-    let stuck = deployment.and_then(|d| d.conditions.as_ref()).and_then(|cs| {
-        cs.iter().find(|c| c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True")).or_else(
-            || cs.iter().find(|c| c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False")),
-        )
-    });
-    let not_ready = |phase: AgentPhase, reason: &str, message: String| match stuck {
-        Some(c) => (
-            phase,
-            Condition::new(
-                "Ready",
-                false,
-                c.reason.as_deref().or(c.type_.as_deref()).unwrap_or("DeploymentStuck"),
-                format!("{message}: {}", c.message.as_deref().unwrap_or("the Deployment reports no message")),
-            ),
-        ),
-        None => (phase, Condition::new("Ready", false, reason, message)),
-    };
-    let (phase, ready_cond) = match (workload, verdict) {
-        (Err(e), _) => (AgentPhase::Failed, Condition::new("Ready", false, e.reason(), e.to_string())),
-        (Ok(()), Verdict::Pending { .. }) => {
-            (AgentPhase::Pending, Condition::new("Ready", false, "NotAdmitted", "waiting for room in its budget"))
-        }
-        (Ok(()), Verdict::Admitted) if desired == 0 => {
-            (AgentPhase::Stopped, Condition::new("Ready", true, "ScaledToZero", "replicas is 0"))
-        }
-        (Ok(()), Verdict::Admitted) if ready >= desired => (
-            AgentPhase::Running,
-            Condition::new("Ready", true, "AllReplicasReady", format!("{ready}/{desired} replicas ready")),
-        ),
-        (Ok(()), Verdict::Admitted) if ready > 0 => {
-            not_ready(AgentPhase::Degraded, "ReplicasNotReady", format!("{ready}/{desired} replicas ready"))
-        }
-        (Ok(()), Verdict::Admitted) => {
-            not_ready(AgentPhase::Starting, "Starting", format!("0/{desired} replicas ready"))
-        }
-    };
-    let mut ready_cond = ready_cond;
-    ready_cond.observed_generation = generation;
-    set_condition(&mut status.conditions, ready_cond);
-    // The Deployment's Progressing and ReplicaFailure conditions, mirrored as they are.
-    for type_ in ["Progressing", "ReplicaFailure"] {
-        let found = match workload {
-            Ok(()) => deployment
-                .and_then(|d| d.conditions.as_ref())
-                .and_then(|cs| cs.iter().find(|c| c.type_.as_deref() == Some(type_))),
-            Err(_) => None,
-        };
-        match found {
-            Some(c) => {
-                let mut mirrored = Condition::new(
-                    type_,
-                    c.status.as_deref() == Some("True"),
-                    c.reason.as_deref().unwrap_or_default(),
-                    c.message.clone().unwrap_or_default(),
-                );
-                if !matches!(c.status.as_deref(), Some("True" | "False")) {
-                    mirrored.status = ConditionStatus::Unknown;
-                }
-                mirrored.observed_generation = generation;
-                set_condition(&mut status.conditions, mirrored);
-            }
-            None => status.conditions.retain(|c| c.type_ != type_),
-        }
-    }
-    status.phase = Some(phase);
-    status.endpoints = if ready > 0 { service_url(agent).into_iter().collect() } else { Vec::new() };
-    // Restarts and the last termination come from the pods' container statuses.
-    let mut restarts = 0u32;
-    let mut last: Option<Termination> = None;
-    for cs in pods.iter().filter_map(|p| p.status.as_ref()).flat_map(|s| s.container_statuses.iter().flatten()) {
-        restarts = restarts.saturating_add(cs.restart_count.max(0) as u32);
-        if let Some(t) = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()) {
-            let at = t.finished_at.as_ref().map_or_else(Time::now, |f| Time(f.0));
-            let reason = match t.reason.as_deref() {
-                Some("OOMKilled") => TerminationReason::OomKilled,
-                _ if t.signal.is_some() => TerminationReason::Signaled,
-                _ => TerminationReason::Exited,
-            };
-            if last.as_ref().is_none_or(|l| l.at < at) {
-                last = Some(Termination { reason, exit_code: Some(t.exit_code), signal: t.signal, at });
-            }
-        }
-    }
-    status.restarts = restarts;
-    if last.is_some() {
-        status.last_termination = last;
-    }
-    status.observed_generation = generation;
-    status
+        .map(|a| Asking { agent: a, admitted: was_admitted(a) });
+    admission::input(budgets, asking, Host::Cluster)
 }
 
 /// A merge patch that turns `old` status into `new`: what `new` leaves out (an emptied list,
@@ -264,9 +127,8 @@ async fn verdict_for(agent: &Agent, client: &kube::Client) -> Result<Verdict> {
     }
     let budgets = Api::<ResourceBudget>::all(client.clone()).list(&ListParams::default()).await?.items;
     let agents = Api::<Agent>::all(client.clone()).list(&ListParams::default()).await?.items;
-    let (b, c) = admission_input(&budgets, &agents);
     let key = format!("{}/{}", agent.namespace().unwrap_or_default(), agent.name_any());
-    let decision = admission::admit(&b, &c, u64::MAX);
+    let decision = admission::decide(&admission_input(&budgets, &agents), u64::MAX);
     Ok(decision.verdicts.get(&key).cloned().unwrap_or(Verdict::Admitted))
 }
 
@@ -338,8 +200,7 @@ async fn release(agent: &Agent, ctx: &Context) -> Result<Action> {
     let mut all = Api::<Agent>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
     let me = agent.meta().uid.clone();
     all.retain(|a| a.meta().uid != me);
-    let (b, c) = admission_input(&budgets, &all);
-    let decision = admission::admit(&b, &c, u64::MAX);
+    let decision = admission::decide(&admission_input(&budgets, &all), u64::MAX);
     let let_in: Vec<&Agent> = all
         .iter()
         .filter(|a| a.meta().deletion_timestamp.is_none() && !was_admitted(a))
@@ -418,15 +279,10 @@ mod tests {
     //! Reconcile scenarios against a scripted API server (tower-test), asserting the exact
     //! requests the operator makes and the objects it writes.
     use super::*;
-    use http::{Request, Response};
+    use crate::api::Condition;
+    use crate::cluster::testing::{Handle, answer, mock};
+    use http::Response;
     use kube::client::Body;
-
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-    fn mock() -> (kube::Client, Handle) {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        (kube::Client::new(service, "default"), handle)
-    }
 
     fn agent(spec: &str) -> Agent {
         let text = format!(
@@ -438,23 +294,15 @@ mod tests {
         }
     }
 
-    /// Answers the next request after checking its method and path, returning its body.
+    /// Answers the next request with 200 after checking its method, path and query,
+    /// returning its body.
     async fn expect(
         handle: &mut Handle,
         method: &str,
         path_and_query: &str,
         reply: serde_json::Value,
     ) -> serde_json::Value {
-        let (request, send) = handle.next_request().await.expect("the operator made no further request");
-        assert_eq!(request.method().as_str(), method, "method of {}", request.uri());
-        assert_eq!(request.uri().path_and_query().map(|p| p.as_str()), Some(path_and_query));
-        let bytes = request.into_body().collect_bytes().await.expect("body");
-        let body =
-            if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).expect("json body") };
-        send.send_response(
-            Response::builder().body(Body::from(serde_json::to_vec(&reply).expect("json"))).expect("response"),
-        );
-        body
+        answer(handle, method, path_and_query, 200, reply).await.1
     }
 
     fn context(client: kube::Client) -> Arc<Context> {
@@ -853,9 +701,9 @@ mod tests {
         let budgets = serde_json::json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "ResourceBudgetList",
             "metadata": {}, "items": [budget.clone()]});
         // While it is deleting, it still holds its room: the next agent is not admitted yet.
-        let (b, c) =
+        let input =
             admission_input(&[serde_json::from_value(budget).expect("budget")], &[writer.clone(), reader.clone()]);
-        let decision = admission::admit(&b, &c, u64::MAX);
+        let decision = admission::decide(&input, u64::MAX);
         assert!(matches!(decision.verdicts["team/reader"], Verdict::Pending { .. }));
 
         let (tx, mut woken) = tokio::sync::mpsc::unbounded_channel();

@@ -9,7 +9,9 @@
 //! and `limits.cpu`. It is a ceiling per namespace, not a share: admission still decides
 //! across namespaces; the quota adds what admission cannot, a bound on pods nobody asked
 //! the operator about (a hand-scaled Deployment, a `kubectl run`). A resource any of those
-//! budgets leaves unlimited is left out of the quota. pids have no quota resource.
+//! budgets leaves unlimited is left out of the quota; a budget that admits no one (a missing
+//! parent, a cycle, a CPU limit given as a share of the host) adds nothing to it. pids have
+//! no quota resource.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,12 +22,13 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 
-use super::agent::{self, MANAGER, admission_input, holds_budget_finalizer, status_patch};
+use super::agent::{MANAGER, admission_input, holds_budget_finalizer, status_patch};
 use super::workload::AGENT_LABEL;
 use crate::api::common::{Condition, ConditionStatus, set_condition};
-use crate::api::quantity::CpuAmount;
 use crate::api::{API_VERSION, Agent, ResourceBudget, ResourceBudgetStatus};
-use crate::controller::admission::{self, Amounts, Verdict};
+use crate::controller::admission::{self, Amounts, Host, Verdict, cpu_millis};
+use crate::controller::budget_chain;
+use crate::controller::budget_status::{self, BudgetFacts, Use};
 
 /// The name of the ResourceQuota the operator writes in a namespace.
 pub const QUOTA_NAME: &str = "a2a-budgets";
@@ -35,6 +38,43 @@ pub const QUOTA_LABEL: &str = "a2a.dev/quota";
 pub const QUOTA_BUDGETS_ANNOTATION: &str = "a2a.dev/budgets";
 /// The group version metrics-server serves.
 pub const METRICS_API: &str = "metrics.k8s.io/v1beta1";
+
+/// What a budget pass could not do, with the Kubernetes error under it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("listing {what}: {source}")]
+    List {
+        what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status of ResourceBudget {budget:?}: {source}")]
+    WriteStatus {
+        budget: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying ResourceQuota {QUOTA_NAME} in namespace {namespace:?}: {source}")]
+    ApplyQuota {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting ResourceQuota {name:?} in namespace {namespace:?}: {source}")]
+    DeleteQuota {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// A stable label for the errors metric: every variant is a Kubernetes API failure.
+    pub fn metric_label(&self) -> &'static str {
+        "kube"
+    }
+}
 
 /// What the cluster could tell about measured use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,47 +158,48 @@ pub fn metric(text: &str, per: u128) -> Option<u64> {
     u64::try_from(top.div_ceil(bottom)).ok()
 }
 
-/// `name` and its ancestors (innermost first), stopping at a missing parent or a cycle.
-fn chain<'a>(by_name: &BTreeMap<String, &'a ResourceBudget>, name: &str) -> Vec<&'a ResourceBudget> {
-    let mut out: Vec<&ResourceBudget> = Vec::new();
-    let mut cur = Some(name.to_owned());
-    while let Some(n) = cur {
-        let Some(b) = by_name.get(&n) else { break };
-        if out.iter().any(|seen| seen.name_any() == n) {
-            break;
+/// What the operator measured of each budget, as the shared core takes it: the pods'
+/// memory and CPU from metrics-server, summed over the admitted agents of the budget and its
+/// children (like `allocated`); nothing when metrics-server does not answer. pids are never
+/// measured on a cluster (metrics-server does not report them).
+pub fn measured_use(
+    budgets: &[ResourceBudget],
+    agents: &[Agent],
+    decision: &admission::Decision,
+    measured: &Measured,
+) -> BTreeMap<String, Use> {
+    let Measured::Served(by_agent) = measured else { return BTreeMap::new() };
+    let by_name: BTreeMap<String, &ResourceBudget> = budgets.iter().map(|b| (b.name_any(), b)).collect();
+    let mut used: BTreeMap<String, Use> =
+        budgets.iter().map(|b| (b.name_any(), Use { memory: Some(0), cpu_millis: Some(0), pids: None })).collect();
+    for a in agents.iter().filter(|a| a.spec.budget.is_some()) {
+        let ns = a.namespace().unwrap_or_default();
+        let key = format!("{ns}/{}", a.name_any());
+        if decision.verdicts.get(&key) != Some(&Verdict::Admitted) {
+            continue;
         }
-        out.push(b);
-        cur = b.spec.parent.clone();
+        let Some(u) = by_agent.get(&(ns, a.name_any())) else { continue };
+        // A broken chain (a missing parent, a cycle) admits no one: nothing to count.
+        for budget in budget_chain::chain(|n| by_name.get(n).copied(), a.spec.budget()).unwrap_or_default() {
+            let slot = used.entry(budget.name_any()).or_default();
+            slot.memory = Some(slot.memory.unwrap_or(0).saturating_add(u.memory));
+            slot.cpu_millis = Some(slot.cpu_millis.unwrap_or(0).saturating_add(u.cpu_millis));
+        }
     }
-    out
+    used
 }
 
 /// Every budget's status: allocated and admitted agents from the admission decision, used
-/// from `measured` (summed like allocated: a budget counts its children's agents too).
+/// from `measured` (see [`measured_use`]), and `Pressure` and `AlertFiring` from the shared
+/// core ([`budget_status::budget_status`]) as locally.
 pub fn budget_statuses(
     budgets: &[ResourceBudget],
     agents: &[Agent],
     measured: &Measured,
 ) -> BTreeMap<String, ResourceBudgetStatus> {
-    let (b, c) = admission_input(budgets, agents);
-    let decision = admission::admit(&b, &c, u64::MAX);
-    let by_name: BTreeMap<String, &ResourceBudget> = budgets.iter().map(|b| (b.name_any(), b)).collect();
-    let mut used: BTreeMap<String, Amounts> = BTreeMap::new();
-    if let Measured::Served(by_agent) = measured {
-        for a in agents.iter().filter(|a| a.spec.budget.is_some()) {
-            let ns = a.namespace().unwrap_or_default();
-            let key = format!("{ns}/{}", a.name_any());
-            if decision.verdicts.get(&key) != Some(&Verdict::Admitted) {
-                continue;
-            }
-            let Some(u) = by_agent.get(&(ns, a.name_any())) else { continue };
-            for budget in chain(&by_name, a.spec.budget()) {
-                let slot = used.entry(budget.name_any()).or_default();
-                slot.memory = slot.memory.saturating_add(u.memory);
-                slot.cpu_millis = slot.cpu_millis.saturating_add(u.cpu_millis);
-            }
-        }
-    }
+    let input = admission_input(budgets, agents);
+    let decision = admission::decide(&input, u64::MAX);
+    let used = measured_use(budgets, agents, &decision, measured);
     let metrics = match measured {
         Measured::Served(_) => {
             Condition::new("Metrics", true, "MetricsServer", "used is the pods' use as metrics-server measures it")
@@ -178,20 +219,27 @@ pub fn budget_statuses(
     };
     budgets
         .iter()
-        .map(|budget| {
+        .zip(&input.budgets)
+        .map(|(budget, resolved)| {
             let name = budget.name_any();
             let mut status = budget.status.clone().unwrap_or_default();
-            status.allocated = Some(decision.allocated.get(&name).copied().unwrap_or_default().into());
-            status.used = match measured {
-                Measured::Served(_) => Some(used.get(&name).copied().unwrap_or_default().into()),
-                _ => None,
-            };
+            let pending = decision.pending.get(&name).cloned().unwrap_or_default();
+            let summary = budget_status::budget_status(&BudgetFacts {
+                limits: resolved.limits,
+                allocated: decision.allocated.get(&name).copied().unwrap_or_default(),
+                used: used.get(&name).copied().unwrap_or_default(),
+                pending: pending.len(),
+                alerts: &budget.spec.alerts,
+            });
+            status.allocated = Some(summary.allocated);
+            status.used = summary.used;
             status.agents = decision.agents.get(&name).copied().unwrap_or(0);
-            status.pending = decision.pending.get(&name).cloned().unwrap_or_default();
+            status.pending = pending;
             status.observed_generation = budget.meta().generation;
-            let mut metrics = metrics.clone();
-            metrics.observed_generation = budget.meta().generation;
-            set_condition(&mut status.conditions, metrics);
+            for mut c in [metrics.clone(), summary.pressure, summary.alert_firing] {
+                c.observed_generation = budget.meta().generation;
+                set_condition(&mut status.conditions, c);
+            }
             (name, status)
         })
         .collect()
@@ -221,15 +269,21 @@ pub fn desired_quotas(
         let mut cpu = Some(0u64);
         let mut owners = Vec::new();
         for name in &names {
-            let chain = chain(&by_name, name);
-            let mem = chain.iter().filter_map(|b| b.spec.limits.memory.as_ref().map(|m| m.value())).min();
-            let millis = chain
-                .iter()
-                .filter_map(|b| match b.spec.limits.cpu.as_ref().map(|c| c.value()) {
-                    Some(CpuAmount::Millicores(m)) => Some(m),
-                    _ => None,
-                })
-                .min();
+            let counted = |b: &ResourceBudget| {
+                b.spec.limits.cpu.as_ref().is_none_or(|c| cpu_millis(c, Host::Cluster, "").is_ok())
+            };
+            let (mem, millis) = match budget_chain::chain(|n| by_name.get(n).copied(), name) {
+                Ok(chain) if chain.iter().all(|b| counted(b)) => (
+                    chain.iter().filter_map(|b| b.spec.limits.memory.as_ref().map(|m| m.value())).min(),
+                    chain
+                        .iter()
+                        .filter_map(|b| b.spec.limits.cpu.as_ref().and_then(|c| cpu_millis(c, Host::Cluster, "").ok()))
+                        .min(),
+                ),
+                // It admits no one (its chain is broken, or a limit is a share of the host):
+                // it adds no room to the ceiling.
+                _ => (Some(0), Some(0)),
+            };
             memory = memory.zip(mem).map(|(s, m)| s.saturating_add(m));
             cpu = cpu.zip(millis).map(|(s, m)| s.saturating_add(m));
             let b = by_name[name];
@@ -283,36 +337,66 @@ pub struct SyncOptions {
     pub resource_quota: bool,
     /// The operator's watch scope; empty: all namespaces.
     pub namespaces: Vec<String>,
-    /// Publishes an Event on a budget whose `Metrics` condition changes.
+    /// Publishes an Event on a budget whose `Metrics` or `AlertFiring` condition changes.
     pub recorder: Option<Recorder>,
 }
 
-/// An Event when the `Metrics` condition of a budget changed (a Warning when use stopped
-/// being measured), so `kubectl describe rb` shows when and why.
-async fn publish_metrics_change(recorder: &Recorder, budget: &ResourceBudget, new: &ResourceBudgetStatus) {
-    let find = |s: &ResourceBudgetStatus| {
-        s.conditions.iter().find(|c| c.type_ == "Metrics").map(|c| (c.status, c.reason.clone(), c.message.clone()))
+/// Events for condition changes of a budget, so `kubectl describe rb` shows when and why:
+/// the `Metrics` condition (a Warning when use stopped being measured), and `AlertFiring`
+/// turning True (a Warning `AlertFiring`) or back (a Normal `AlertResolved`), as locally.
+async fn publish_changes(recorder: &Recorder, budget: &ResourceBudget, new: &ResourceBudgetStatus) {
+    let find = |s: &ResourceBudgetStatus, type_: &str| {
+        s.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status, c.reason.clone(), c.message.clone()))
     };
-    let Some((status, reason, message)) = find(new) else { return };
-    if budget.status.as_ref().and_then(find).is_some_and(|(s, r, _)| s == status && r == reason) {
-        return;
+    let old = |type_: &str| budget.status.as_ref().and_then(|s| find(s, type_));
+    let mut events = Vec::new();
+    if let Some((status, reason, message)) = find(new, "Metrics")
+        && !old("Metrics").is_some_and(|(s, r, _)| s == status && r == reason)
+    {
+        let type_ = if status == ConditionStatus::True { EventType::Normal } else { EventType::Warning };
+        events.push(Event { type_, reason, note: Some(message), action: "Measure".into(), secondary: None });
     }
-    let type_ = if status == ConditionStatus::True { EventType::Normal } else { EventType::Warning };
-    let ev = Event { type_, reason, note: Some(message), action: "Measure".into(), secondary: None };
-    if let Err(e) = recorder.publish(&ev, &budget.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish an event");
+    let firing = |c: Option<(ConditionStatus, String, String)>| c.is_some_and(|(s, ..)| s == ConditionStatus::True);
+    let now = find(new, "AlertFiring");
+    if firing(now.clone()) != firing(old("AlertFiring")) {
+        let (type_, reason) = if firing(now.clone()) {
+            (EventType::Warning, "AlertFiring")
+        } else {
+            (EventType::Normal, "AlertResolved")
+        };
+        let note = now.map(|(.., m)| m).unwrap_or_default();
+        events.push(Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Measure".into(),
+            secondary: None,
+        });
+    }
+    for ev in events {
+        if let Err(e) = recorder.publish(&ev, &budget.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
     }
 }
 
 /// One pass: every budget's status (written only where it changed), then, when enabled, the
 /// quotas: applied where wanted, deleted where the operator wrote one that is no longer.
-pub async fn sync(client: &kube::Client, opts: &SyncOptions) -> Result<(), agent::Error> {
+pub async fn sync(client: &kube::Client, opts: &SyncOptions) -> Result<(), Error> {
     let budgets_api = Api::<ResourceBudget>::all(client.clone());
-    let budgets = budgets_api.list(&ListParams::default()).await?.items;
+    let budgets = budgets_api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::List { what: "ResourceBudgets", source })?
+        .items;
     if budgets.is_empty() && !opts.resource_quota {
         return Ok(());
     }
-    let agents = Api::<Agent>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let agents = Api::<Agent>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::List { what: "Agents", source })?
+        .items;
     if !budgets.is_empty() {
         let measured = measure(client).await;
         let statuses = budget_statuses(&budgets, &agents, &measured);
@@ -323,10 +407,13 @@ pub async fn sync(client: &kube::Client, opts: &SyncOptions) -> Result<(), agent
                 continue;
             }
             if let Some(recorder) = &opts.recorder {
-                publish_metrics_change(recorder, budget, new).await;
+                publish_changes(recorder, budget, new).await;
             }
             let patch = status_patch(budget.status.as_ref(), new);
-            budgets_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            budgets_api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| Error::WriteStatus { budget: name.clone(), source })?;
         }
     }
     if opts.resource_quota {
@@ -340,11 +427,14 @@ async fn sync_quotas(
     budgets: &[ResourceBudget],
     agents: &[Agent],
     scope: &[String],
-) -> Result<(), agent::Error> {
+) -> Result<(), Error> {
     let desired = desired_quotas(budgets, agents, scope);
     let apply = PatchParams::apply(MANAGER).force();
     for (ns, quota) in &desired {
-        Api::<ResourceQuota>::namespaced(client.clone(), ns).patch(QUOTA_NAME, &apply, &Patch::Apply(quota)).await?;
+        Api::<ResourceQuota>::namespaced(client.clone(), ns)
+            .patch(QUOTA_NAME, &apply, &Patch::Apply(quota))
+            .await
+            .map_err(|source| Error::ApplyQuota { namespace: ns.clone(), source })?;
     }
     let lists: Vec<Api<ResourceQuota>> = if scope.is_empty() {
         vec![Api::all(client.clone())]
@@ -352,7 +442,11 @@ async fn sync_quotas(
         scope.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
     };
     for api in lists {
-        for stale in api.list(&ListParams::default().labels(QUOTA_LABEL)).await?.items {
+        let listed = api
+            .list(&ListParams::default().labels(QUOTA_LABEL))
+            .await
+            .map_err(|source| Error::List { what: "ResourceQuotas", source })?;
+        for stale in listed.items {
             let Some(ns) = stale.namespace() else { continue };
             if desired.contains_key(&ns) {
                 continue;
@@ -362,7 +456,7 @@ async fn sync_quotas(
             match Api::<ResourceQuota>::namespaced(client.clone(), &ns).delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
+                Err(source) => return Err(Error::DeleteQuota { namespace: ns, name, source }),
             }
         }
     }
@@ -374,11 +468,9 @@ mod tests {
     //! Budget status and quotas against a scripted API server (tower-test): the exact
     //! requests made and objects written, with and without metrics-server.
     use super::*;
-    use http::{Request, Response};
-    use kube::client::Body;
+    use crate::api::common::find_condition;
+    use crate::cluster::testing::{answer, mock, not_found};
     use serde_json::{Value, json};
-
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
     fn agent(ns: &str, name: &str, budget: Option<&str>, memory: &str) -> Value {
         let mut a = json!({
@@ -407,26 +499,6 @@ mod tests {
 
     fn list(api_version: &str, kind: &str, items: Vec<Value>) -> Value {
         json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items})
-    }
-
-    /// Answers the next request after checking method and path: (query, body).
-    async fn answer(handle: &mut Handle, method: &str, path: &str, code: u16, reply: Value) -> (String, Value) {
-        let (request, send) = handle.next_request().await.expect("a further request");
-        assert_eq!((request.method().as_str(), request.uri().path()), (method, path));
-        let query = request.uri().query().unwrap_or("").to_owned();
-        let bytes = request.into_body().collect_bytes().await.unwrap_or_default();
-        send.send_response(
-            Response::builder()
-                .status(code)
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&reply).expect("json")))
-                .expect("response"),
-        );
-        (query, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
-    fn not_found() -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"})
     }
 
     #[test]
@@ -489,8 +561,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_metrics_server_used_is_measured_and_quotas_are_applied_and_pruned() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(service, "default");
+        let (client, mut handle) = mock();
         let opts = SyncOptions { resource_quota: true, ..SyncOptions::default() };
         let task = tokio::spawn(async move { sync(&client, &opts).await });
         let team = budget("team", json!({"memory": "1Gi", "cpu": "1"}), None);
@@ -592,8 +663,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_metrics_server_used_is_cleared_and_the_condition_says_so() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(service, "default");
+        let (client, mut handle) = mock();
         let reporter = kube::runtime::events::Reporter { controller: "a2a-operator".into(), instance: None };
         let opts = SyncOptions { recorder: Some(Recorder::new(client.clone(), reporter)), ..SyncOptions::default() };
         let task = tokio::spawn(async move { sync(&client, &opts).await });
@@ -658,5 +728,113 @@ mod tests {
             s.conditions[0].message,
             "used is not measured (listing pod metrics: 503); allocated is the sum of admitted limits"
         );
+    }
+
+    #[tokio::test]
+    async fn an_alert_crossed_by_measured_use_fires_on_a_cluster_with_an_event() {
+        let (client, mut handle) = mock();
+        let reporter = kube::runtime::events::Reporter { controller: "a2a-operator".into(), instance: None };
+        let opts = SyncOptions { recorder: Some(Recorder::new(client.clone(), reporter)), ..SyncOptions::default() };
+        let task = tokio::spawn(async move { sync(&client, &opts).await });
+        let mut team = budget("team", json!({"memory": "1Gi", "cpu": "1"}), None);
+        team["spec"]["alerts"] = json!([{"resource": "memory", "above": "90%"}, {"resource": "pids", "above": "50%"}]);
+        // Measured before, below the threshold.
+        team["status"] = json!({"conditions": [
+            {"type": "Metrics", "status": "True", "reason": "MetricsServer", "message": "m", "lastTransitionTime": "2026-11-24T05:00:00Z"},
+            {"type": "AlertFiring", "status": "False", "reason": "BelowThresholds", "message": "m", "lastTransitionTime": "2026-11-24T05:00:00Z"}]});
+        answer(
+            &mut handle,
+            "GET",
+            "/apis/a2a.dev/v1alpha1/resourcebudgets",
+            200,
+            list("a2a.dev/v1alpha1", "ResourceBudgetList", vec![team.clone()]),
+        )
+        .await;
+        let agents = vec![agent("team-a", "writer", Some("team"), "1Gi")];
+        answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/agents", 200, list("a2a.dev/v1alpha1", "AgentList", agents))
+            .await;
+        answer(&mut handle, "GET", "/apis/metrics.k8s.io/v1beta1", 200, json!({"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": "metrics.k8s.io/v1beta1", "resources": [
+                {"name": "pods", "singularName": "", "namespaced": true, "kind": "PodMetrics", "verbs": ["get", "list"]}]})).await;
+        let pod = json!({"metadata": {"name": "writer-1", "namespace": "team-a", "labels": {"a2a.dev/agent": "writer"}},
+            "timestamp": "2026-11-24T06:00:00Z", "window": "15s",
+            "containers": [{"name": "agent", "usage": {"cpu": "10m", "memory": "950Mi"}}]});
+        answer(
+            &mut handle,
+            "GET",
+            "/apis/metrics.k8s.io/v1beta1/pods",
+            200,
+            list("metrics.k8s.io/v1beta1", "PodMetricsList", vec![pod]),
+        )
+        .await;
+        let (_, event) = answer(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/default/events", 201, json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"}, "eventTime": null
+        }))
+        .await;
+        assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("AlertFiring")));
+        assert_eq!(event["note"], "memory above 90%");
+        let (_, patch) =
+            answer(&mut handle, "PATCH", "/apis/a2a.dev/v1alpha1/resourcebudgets/team/status", 200, team).await;
+        let conditions: Vec<(&str, &str, &str)> = patch["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .map(|c| {
+                (
+                    c["type"].as_str().unwrap_or(""),
+                    c["status"].as_str().unwrap_or(""),
+                    c["reason"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        // pids have no limit here, so their alert does not apply; memory is at 93%.
+        assert_eq!(
+            conditions,
+            [
+                ("Metrics", "True", "MetricsServer"),
+                ("AlertFiring", "True", "ThresholdCrossed"),
+                ("Pressure", "True", "NearLimit")
+            ]
+        );
+        assert_eq!(patch["status"]["used"]["memory"], "950Mi");
+        task.await.expect("join").expect("synced");
+        assert!(handle.next_request().await.is_none(), "nothing else");
+    }
+
+    #[test]
+    fn without_measured_use_an_alert_is_unknown_and_pressure_rests_on_waiting_agents() {
+        let mut team = budget("team", json!({"memory": "1Gi"}), None);
+        team["spec"]["alerts"] = json!([{"resource": "memory", "above": "90%"}]);
+        let budgets: Vec<ResourceBudget> = typed(vec![team]);
+        let agents: Vec<Agent> =
+            typed(vec![agent("a", "x", Some("team"), "768Mi"), agent("a", "y", Some("team"), "512Mi")]);
+        let s = &budget_statuses(&budgets, &agents, &Measured::NotServed)["team"];
+        let c = |t: &str| find_condition(&s.conditions, t).map(|c| (c.status, c.reason.as_str(), c.message.as_str()));
+        assert_eq!(
+            c("AlertFiring"),
+            Some((
+                ConditionStatus::Unknown,
+                "UseNotMeasured",
+                "memory use is not measured: its alert cannot be evaluated"
+            ))
+        );
+        assert_eq!(c("Pressure"), Some((ConditionStatus::True, "NearLimit", "1 agent(s) waiting for room")));
+    }
+
+    #[test]
+    fn a_budget_that_admits_no_one_adds_nothing_to_a_namespace_quota() {
+        let budgets: Vec<ResourceBudget> = typed(vec![
+            budget("team", json!({"memory": "1Gi", "cpu": "1"}), None),
+            budget("orphan", json!({"memory": "4Gi", "cpu": "4"}), Some("gone")),
+            budget("share", json!({"memory": "4Gi", "cpu": "50%"}), None),
+        ]);
+        let agents: Vec<Agent> = typed(vec![
+            agent("ns", "a", Some("team"), "256Mi"),
+            agent("ns", "b", Some("orphan"), "256Mi"),
+            agent("ns", "c", Some("share"), "256Mi"),
+        ]);
+        let q = serde_json::to_value(&desired_quotas(&budgets, &agents, &[])["ns"]).expect("json");
+        assert_eq!(q["spec"]["hard"], json!({"limits.cpu": "1000m", "limits.memory": "1073741824"}));
+        assert_eq!(q["metadata"]["annotations"]["a2a.dev/budgets"], "orphan,share,team");
     }
 }

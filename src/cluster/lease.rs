@@ -182,14 +182,11 @@ mod handover {
     //! The handover against a scripted API: a follower takes an expired lease with a
     //! compare-and-swap on its resourceVersion, and loses cleanly when another wins the race.
     use super::*;
-    use http::{Request, Response, StatusCode};
-    use kube::client::Body;
-
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+    use crate::cluster::testing::{Handle, answer, mock};
+    use http::StatusCode;
 
     fn elector() -> (LeaderElector, Handle) {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(service, "a2a-system");
+        let (client, handle) = mock();
         (
             LeaderElector::new(Api::namespaced(client, "a2a-system"), "a2a-operator", "pod-b", Duration::from_secs(15)),
             handle,
@@ -202,28 +199,6 @@ mod handover {
             "metadata": {"name": "a2a-operator", "namespace": "a2a-system", "resourceVersion": rv},
             "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renewed, "leaseTransitions": 3}
         })
-    }
-
-    async fn answer(
-        handle: &mut Handle,
-        method: &str,
-        path: &str,
-        code: StatusCode,
-        reply: serde_json::Value,
-    ) -> serde_json::Value {
-        let (request, send) = handle.next_request().await.expect("a request");
-        assert_eq!(request.method().as_str(), method);
-        assert_eq!(request.uri().path(), path);
-        let bytes = request.into_body().collect_bytes().await.expect("body");
-        let body =
-            if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).expect("json") };
-        send.send_response(
-            Response::builder()
-                .status(code)
-                .body(Body::from(serde_json::to_vec(&reply).expect("json")))
-                .expect("response"),
-        );
-        body
     }
 
     const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/a2a-system/leases/a2a-operator";
@@ -243,7 +218,7 @@ mod handover {
         let task = tokio::spawn(async move { e.try_acquire().await });
         answer(&mut handle, "GET", PATH, StatusCode::OK, lease_json("pod-a", "2026-01-01T00:00:00.000000Z", "10"))
             .await;
-        let put =
+        let (_, put) =
             answer(&mut handle, "PUT", PATH, StatusCode::OK, lease_json("pod-b", "2026-01-01T00:00:00.000000Z", "11"))
                 .await;
         assert_eq!(put["spec"]["holderIdentity"], "pod-b");
@@ -269,7 +244,7 @@ mod handover {
         let task = tokio::spawn(async move { e.try_acquire().await });
         let not_found = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
         answer(&mut handle, "GET", PATH, StatusCode::NOT_FOUND, not_found).await;
-        let created = answer(
+        let (_, created) = answer(
             &mut handle,
             "POST",
             "/apis/coordination.k8s.io/v1/namespaces/a2a-system/leases",

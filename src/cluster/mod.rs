@@ -6,5 +6,7 @@ pub mod budget;
 pub mod finalizer;
 pub mod lease;
 pub mod operator;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod workflow;
 pub mod workload;

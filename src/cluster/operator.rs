@@ -438,7 +438,7 @@ impl Leading {
                     st.metrics.reconciled("Workflow");
                     workflow::reconcile(w, ctx)
                 },
-                move |w: Arc<Workflow>, error: &agent::Error, ctx: Arc<workflow::Context>| {
+                move |w: Arc<Workflow>, error: &workflow::Error, ctx: Arc<workflow::Context>| {
                     st2.metrics.failed("Workflow", error.metric_label());
                     workflow::error_policy(w, error, ctx)
                 },

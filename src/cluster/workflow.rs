@@ -18,7 +18,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 
-use super::agent::Error;
 use super::finalizer;
 use crate::a2a;
 use crate::api::workflow::{TaskPhase, WorkflowPhase};
@@ -28,6 +27,29 @@ use crate::api::{Agent, Workflow};
 pub const CANCEL_FINALIZER: &str = "a2a.dev/cancel-tasks";
 /// How long one `CancelTask` may take.
 pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a Workflow reconcile did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    /// Running tasks could not be cancelled: the finalizer stays, and the reconcile retries.
+    #[error("{0}")]
+    Cancel(String),
+}
+
+impl Error {
+    /// A stable label for the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::MissingField(_) => "missing_field",
+            Error::Cancel(_) => "a2a_cancel",
+        }
+    }
+}
 
 /// What the Workflow reconciler needs.
 pub struct Context {
@@ -138,25 +160,8 @@ mod tests {
     //! demo agent's server on a local port) whose running task must end up canceled.
     use super::*;
     use crate::a2a::types::{Message, Part, Role, SendMessageConfiguration, SendMessageResponse, TaskState};
-    use http::{Request, Response};
-    use kube::client::Body;
+    use crate::cluster::testing::{answer, mock, not_found};
     use serde_json::{Value, json};
-
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-    async fn answer(handle: &mut Handle, method: &str, path: &str, code: u16, reply: Value) -> Value {
-        let (request, send) = handle.next_request().await.expect("a further request");
-        assert_eq!((request.method().as_str(), request.uri().path()), (method, path));
-        let bytes = request.into_body().collect_bytes().await.unwrap_or_default();
-        send.send_response(
-            Response::builder()
-                .status(code)
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&reply).expect("json")))
-                .expect("response"),
-        );
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-    }
 
     /// A demo agent on a free local port: its URL and a stopper.
     async fn demo_agent() -> (String, tokio::sync::oneshot::Sender<()>) {
@@ -188,10 +193,6 @@ mod tests {
             "status": {"endpoints": endpoints}})
     }
 
-    fn not_found() -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
-    }
-
     #[tokio::test]
     async fn deleting_a_running_workflow_cancels_its_tasks_on_the_agent_then_lets_it_go() {
         let (url, stop) = demo_agent().await;
@@ -217,14 +218,14 @@ mod tests {
             ]),
             "Running",
         );
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let ctx = Arc::new(Context { client: kube::Client::new(service, "default"), recorder: None });
+        let (client, mut handle) = mock();
+        let ctx = Arc::new(Context { client, recorder: None });
         let run = tokio::spawn(reconcile(Arc::new(w.clone()), ctx));
         // The replica that does not know the task first: the next one is asked.
         answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer", 200, agent(&[&other, &url]))
             .await;
         answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/ghost", 404, not_found()).await;
-        let patch = answer(
+        let (_, patch) = answer(
             &mut handle,
             "PATCH",
             "/apis/a2a.dev/v1alpha1/namespaces/team/workflows/report",
@@ -253,8 +254,8 @@ mod tests {
             json!([{"name": "draft", "phase": "Running", "attempts": 1, "agent": "writer", "a2aTaskId": "t-1"}]),
             "Running",
         );
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let ctx = Arc::new(Context { client: kube::Client::new(service, "default"), recorder: None });
+        let (client, mut handle) = mock();
+        let ctx = Arc::new(Context { client, recorder: None });
         let run = tokio::spawn(reconcile(Arc::new(w), ctx));
         answer(
             &mut handle,
@@ -272,11 +273,11 @@ mod tests {
 
     #[tokio::test]
     async fn unfinished_workflows_get_the_finalizer_and_finished_ones_drop_it() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let ctx = Arc::new(Context { client: kube::Client::new(service, "default"), recorder: None });
+        let (client, mut handle) = mock();
+        let ctx = Arc::new(Context { client, recorder: None });
         let w = workflow(&["example.com/keep"], false, json!([]), "Running");
         let run = tokio::spawn(reconcile(Arc::new(w.clone()), ctx.clone()));
-        let patch = answer(
+        let (_, patch) = answer(
             &mut handle,
             "PATCH",
             "/apis/a2a.dev/v1alpha1/namespaces/team/workflows/report",
@@ -294,7 +295,7 @@ mod tests {
         run.await.expect("join").expect("reconcile");
         let w = workflow(&["example.com/keep", "a2a.dev/cancel-tasks"], false, json!([]), "Succeeded");
         let run = tokio::spawn(reconcile(Arc::new(w.clone()), ctx.clone()));
-        let patch = answer(
+        let (_, patch) = answer(
             &mut handle,
             "PATCH",
             "/apis/a2a.dev/v1alpha1/namespaces/team/workflows/report",

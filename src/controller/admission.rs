@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::budget_chain::chain;
 use crate::api::Priority;
 
 /// Amounts in base units: bytes, millicores, pids.
@@ -97,20 +98,159 @@ pub struct Decision {
     pub pending: BTreeMap<String, Vec<String>>,
 }
 
+/// Where agents run, for what admission counts: a CPU share of "the host" (`cpu: 50%`) and a
+/// budget's `reserve` of host memory mean something only on one host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// One host with this many cores (local mode): `50%` is half of them, and `reserve`
+    /// keeps host memory free.
+    Local { cores: u32 },
+    /// A cluster (the operator): the scheduler spreads pods over many hosts, so a share of
+    /// "the host" has no size, and no single host's memory is reserved.
+    Cluster,
+}
+
+/// A quantity admission cannot count where agents run: CPU given as a share of the host
+/// on a cluster. Its message names the field, as status shows it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{field}: {value} is a share of the host, which cannot be counted against a budget on a cluster; use cores or millicores"
+)]
+pub struct Unresolved {
+    pub field: String,
+    pub value: String,
+}
+
+/// The reason of an agent that waits because a quantity of it (or of its budget chain)
+/// cannot be counted where it runs (see [`Unresolved`]); the same reason the cluster gives
+/// when it cannot build the agent's pods.
+pub const UNSUPPORTED_QUANTITY: &str = "UnsupportedQuantity";
+
+/// A CPU amount in millicores where agents run (`field` names it in the error).
+pub fn cpu_millis(cpu: &crate::api::quantity::Cpu, host: Host, field: &str) -> Result<u64, Unresolved> {
+    match (cpu.value(), host) {
+        (crate::api::quantity::CpuAmount::Millicores(m), _) => Ok(m),
+        (share, Host::Local { cores }) => Ok(share.millicores(cores)),
+        (_, Host::Cluster) => Err(Unresolved { field: field.to_owned(), value: cpu.as_written().into_owned() }),
+    }
+}
+
 /// An agent's demand: its limits (else requests) × replicas. CPU given as a share of the
-/// host counts with `host_cores` (locally); without it (on a cluster, where such CPU cannot
-/// run) it counts as nothing.
-pub fn demand(agent: &crate::api::Agent, host_cores: Option<u32>) -> Amounts {
+/// host counts as that share of the host's cores locally; on a cluster it cannot be counted
+/// and is an error (never a silent zero).
+pub fn demand(agent: &crate::api::Agent, host: Host) -> Result<Amounts, Unresolved> {
     let r = &agent.spec.resources;
     let replicas = u64::from(agent.spec.replicas());
     let memory = r.limits.memory.as_ref().or(r.requests.memory.as_ref()).map_or(0, |m| m.value());
-    let cpu = match (r.limits.cpu.as_ref().or(r.requests.cpu.as_ref()).map(|c| c.value()), host_cores) {
-        (Some(crate::api::quantity::CpuAmount::Millicores(m)), _) => m,
-        (Some(share), Some(cores)) => share.millicores(cores),
-        _ => 0,
+    let cpu = match (&r.limits.cpu, &r.requests.cpu) {
+        (Some(c), _) => cpu_millis(c, host, "spec.resources.limits.cpu")?,
+        (None, Some(c)) => cpu_millis(c, host, "spec.resources.requests.cpu")?,
+        (None, None) => 0,
     };
     let pids = r.limits.pids.as_ref().or(r.requests.pids.as_ref()).map_or(0, |p| p.value());
-    Amounts { memory: memory * replicas, cpu_millis: cpu * replicas, pids: pids * replicas }
+    Ok(Amounts {
+        memory: memory.saturating_mul(replicas),
+        cpu_millis: cpu.saturating_mul(replicas),
+        pids: pids.saturating_mul(replicas),
+    })
+}
+
+/// A budget's limits where agents run; `None` is unlimited.
+pub fn budget_limits(spec: &crate::api::budget::ResourceBudgetSpec, host: Host) -> Result<Limits, Unresolved> {
+    Ok(Limits {
+        memory: spec.limits.memory.as_ref().map(|m| m.value()),
+        cpu_millis: spec.limits.cpu.as_ref().map(|c| cpu_millis(c, host, "spec.limits.cpu")).transpose()?,
+        pids: spec.limits.pids.as_ref().map(|p| p.value()),
+    })
+}
+
+/// What admission decides over: the budgets, the agents asking for room, and those refused
+/// before any room is counted (a quantity that cannot be counted where they run).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Input {
+    pub budgets: Vec<Budget>,
+    pub candidates: Vec<Candidate>,
+    /// Agents (`namespace/name`) whose own demand cannot be counted, and why.
+    pub refused: BTreeMap<String, String>,
+    /// Budgets whose own limits cannot be counted, and why: agents under them wait.
+    pub unresolved: BTreeMap<String, String>,
+}
+
+/// An agent asking for room: the object, and whether it holds room already.
+pub struct Asking<'a> {
+    pub agent: &'a crate::api::Agent,
+    pub admitted: bool,
+}
+
+/// The one translation of API objects into admission's input, for both modes: budgets'
+/// limits and agents' demands resolved for `host` (see [`Host`]).
+pub fn input<'a>(
+    budgets: impl IntoIterator<Item = &'a crate::api::ResourceBudget>,
+    asking: impl IntoIterator<Item = Asking<'a>>,
+    host: Host,
+) -> Input {
+    use kube::{Resource, ResourceExt};
+    let mut out = Input::default();
+    for b in budgets {
+        let name = b.name_any();
+        let limits = budget_limits(&b.spec, host).unwrap_or_else(|e| {
+            out.unresolved.insert(name.clone(), format!("ResourceBudget {name:?}: {e}"));
+            // Nothing is admitted under it, so its other limits never bind.
+            Limits::default()
+        });
+        let reserve = match host {
+            Host::Local { .. } => b.spec.reserve.as_ref().map(|r| r.value()),
+            Host::Cluster => None,
+        };
+        out.budgets.push(Budget { name, parent: b.spec.parent.clone(), limits, reserve });
+    }
+    for Asking { agent: a, admitted } in asking {
+        let key = format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any());
+        match demand(a, host) {
+            Ok(demand) => out.candidates.push(Candidate {
+                key,
+                budget: a.spec.budget().to_owned(),
+                priority: a.spec.priority(),
+                created: a.meta().creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
+                demand,
+                admitted,
+            }),
+            Err(e) => {
+                out.refused.insert(key, e.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Decides admission for `input` (see [`admit`]): refused agents, and agents under a budget
+/// whose limits cannot be counted, wait with [`UNSUPPORTED_QUANTITY`] and take no room.
+pub fn decide(input: &Input, host_available: u64) -> Decision {
+    // Locally every quantity resolves: admission runs on the input as it is, uncopied.
+    if input.unresolved.is_empty() && input.refused.is_empty() {
+        return admit(&input.budgets, &input.candidates, host_available);
+    }
+    let by_name: HashMap<&str, &Budget> = input.budgets.iter().map(|b| (b.name.as_str(), b)).collect();
+    let mut blocked = Vec::new();
+    let candidates: Vec<Candidate> = input
+        .candidates
+        .iter()
+        .filter(|c| {
+            let why = chain(|n| by_name.get(n).copied(), &c.budget)
+                .ok()
+                .and_then(|chain| chain.iter().find_map(|b| input.unresolved.get(&b.name)));
+            if let Some(why) = why {
+                blocked.push((c.key.clone(), why.clone()));
+            }
+            why.is_none()
+        })
+        .cloned()
+        .collect();
+    let mut decision = admit(&input.budgets, &candidates, host_available);
+    for (key, message) in input.refused.iter().map(|(k, m)| (k.clone(), m.clone())).chain(blocked) {
+        decision.verdicts.insert(key, Verdict::Pending { reason: UNSUPPORTED_QUANTITY, message });
+    }
+    decision
 }
 
 /// Decides admission for all `candidates`. `host_available` is the host's available memory
@@ -132,8 +272,8 @@ pub fn admit(budgets: &[Budget], candidates: &[Candidate], host_available: u64) 
     });
     let mut new_memory: u64 = 0;
     for c in order {
-        let verdict = match chain(&by_name, &c.budget) {
-            Err(message) => Verdict::Pending { reason: "BudgetNotFound", message },
+        let verdict = match chain(|n| by_name.get(n).copied(), &c.budget) {
+            Err(e) => Verdict::Pending { reason: "BudgetNotFound", message: e.to_string() },
             Ok(chain) => match fits(&chain, &decision.allocated, c.demand) {
                 Some((reason, message)) if !c.admitted => Verdict::Pending { reason, message },
                 _ => {
@@ -212,7 +352,7 @@ pub fn enforced_limits(budgets: &[Budget]) -> BTreeMap<String, (Limits, Vec<Clam
     let by_name: HashMap<&str, &Budget> = budgets.iter().map(|b| (b.name.as_str(), b)).collect();
     let mut out = BTreeMap::new();
     for b in budgets {
-        let Ok(chain) = chain(&by_name, &b.name) else { continue };
+        let Ok(chain) = chain(|n| by_name.get(n).copied(), &b.name) else { continue };
         let mut limits = b.limits;
         let mut clamps = Vec::new();
         {
@@ -236,24 +376,13 @@ pub fn enforced_limits(budgets: &[Budget]) -> BTreeMap<String, (Limits, Vec<Clam
     out
 }
 
-/// The budget and its ancestors, innermost first; an error for a missing budget or a cycle.
-fn chain<'a>(by_name: &HashMap<&str, &'a Budget>, name: &str) -> Result<Vec<&'a Budget>, String> {
-    let mut out: Vec<&Budget> = Vec::new();
-    let mut cur = Some(name);
-    while let Some(n) = cur {
-        let Some(b) = by_name.get(n) else {
-            return Err(match out.last() {
-                None => format!("ResourceBudget {n:?} does not exist"),
-                Some(child) => format!("ResourceBudget {:?} names parent {n:?}, which does not exist", child.name),
-            });
-        };
-        if out.iter().any(|seen| seen.name == b.name) {
-            return Err(format!("ResourceBudget parents form a cycle through {n:?}"));
-        }
-        out.push(b);
-        cur = b.parent.as_deref();
+impl super::budget_chain::Link for Budget {
+    fn link_name(&self) -> &str {
+        &self.name
     }
-    Ok(out)
+    fn link_parent(&self) -> Option<&str> {
+        self.parent.as_deref()
+    }
 }
 
 /// One resource to compare: limit, used, wanted, its name, how to show an amount.
@@ -534,6 +663,41 @@ mod tests {
             Verdict::Pending {
                 reason: "InsufficientQuota",
                 message: "needs 500m cpu but budget \"host\" has 200m of 1200m left".into()
+            }
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_counted_on_a_cluster_waits_and_takes_no_room() {
+        let yaml = |text: &str| serde_yaml_ng::from_str::<serde_json::Value>(text).expect("yaml");
+        let budget: crate::api::ResourceBudget = serde_json::from_value(yaml(
+            "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {name: team}\nspec: {limits: {memory: 1Gi, cpu: \"2\"}}",
+        ))
+        .expect("budget");
+        let agent = |name: &str, cpu: &str| -> crate::api::Agent {
+            serde_json::from_value(yaml(&format!(
+                "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{name: {name}, namespace: ns}}\n\
+                 spec: {{image: x, budget: team, resources: {{limits: {{memory: 768Mi, cpu: \"{cpu}\"}}}}}}"
+            )))
+            .expect("agent")
+        };
+        let (share, cores) = (agent("share", "50%"), agent("cores", "500m"));
+        let asking = || [&share, &cores].map(|a| Asking { agent: a, admitted: false });
+        // On a cluster the share waits, says why, and leaves its memory to the next agent.
+        let d = decide(&input([&budget], asking(), Host::Cluster), u64::MAX);
+        assert_eq!(d.verdicts["ns/cores"], Verdict::Admitted);
+        assert!(matches!(&d.verdicts["ns/share"], Verdict::Pending { reason: UNSUPPORTED_QUANTITY, .. }));
+        assert_eq!(d.allocated["team"], Amounts { memory: 768 * MI, cpu_millis: 500, pids: 0 });
+        assert!(d.pending.is_empty(), "a spec to fix is not a wait for room");
+        // Locally it is half of the host's cores: the first by name fits, the other waits.
+        let d = decide(&input([&budget], asking(), Host::Local { cores: 2 }), u64::MAX);
+        assert_eq!(d.verdicts["ns/cores"], Verdict::Admitted);
+        assert_eq!(d.allocated["team"].cpu_millis, 500);
+        assert_eq!(
+            d.verdicts["ns/share"],
+            Verdict::Pending {
+                reason: "InsufficientQuota",
+                message: "needs 768Mi memory but budget \"team\" has 256Mi of 1Gi left".into()
             }
         );
     }

@@ -31,15 +31,17 @@ use super::sandbox::Sandbox;
 use crate::api::agent::{
     AgentPhase, AgentStatus, CardSummary, Instance, Protocol, RestartPolicy, Termination, TerminationReason, Usage,
 };
-use crate::api::budget::{AlertResource, ResourceBudgetStatus};
-use crate::api::common::{ConditionStatus, Time, find_condition, set_condition};
+use crate::api::budget::ResourceBudgetStatus;
+use crate::api::common::{Time, set_condition};
 use crate::api::quantity::{format_bytes, format_millicores};
 use crate::api::{Agent, Condition, DEFAULT_BUDGET, ResourceBudget};
-use crate::controller::admission::{self, Amounts, Candidate, Verdict};
+use crate::controller::admission::{self, Host, Verdict};
+use crate::controller::budget_status::{BudgetFacts, budget_status};
 use crate::controller::lifecycle::{self, Outcome, Restart};
 
 mod budgets;
 mod ending;
+pub(crate) mod facts;
 use budgets::set_limits_clamped;
 use ending::{backoff, outcome_of, remove_in_background};
 
@@ -427,17 +429,8 @@ impl Node {
     /// budget of it is missing or the parents form a cycle: such a budget gets no cgroup (a
     /// cgroup made for it would recreate its deleted parent's, which nothing would remove).
     fn chain(budgets: &BTreeMap<String, ResourceBudget>, budget: &str) -> Option<Vec<String>> {
-        let mut chain = vec![budget.to_owned()];
-        let mut cur = budgets.get(budget)?.spec.parent.clone();
-        while let Some(p) = cur {
-            if chain.contains(&p) {
-                return None;
-            }
-            chain.push(p.clone());
-            cur = budgets.get(&p)?.spec.parent.clone();
-        }
-        chain.reverse();
-        Some(chain)
+        let chain = crate::controller::budget_chain::chain(|n| budgets.get(n), budget).ok()?;
+        Some(chain.iter().rev().map(|b| b.name_any()).collect())
     }
 
     fn budget_cgroup(&self, budgets: &BTreeMap<String, ResourceBudget>, budget: &str) -> Option<CgroupPath> {
@@ -926,45 +919,13 @@ impl World {
             .values()
             .any(|a| a.spec.url.is_none() && self.runtime.get(&key_of(a)).is_none_or(|rt| rt.replicas.is_empty()));
         let available = if asking { host_available_memory() } else { u64::MAX };
-        let budgets: Vec<admission::Budget> = self
-            .budgets
-            .values()
-            .map(|b| admission::Budget {
-                name: b.name_any(),
-                parent: b.spec.parent.clone(),
-                limits: admission::Limits {
-                    memory: b.spec.limits.memory.as_ref().map(|m| m.value()),
-                    cpu_millis: b.spec.limits.cpu.as_ref().map(|c| c.value().millicores(node.host_cores)),
-                    pids: b.spec.limits.pids.as_ref().map(|p| p.value()),
-                },
-                reserve: b.spec.reserve.as_ref().map(|r| r.value()),
-            })
-            .collect();
-        let candidates: Vec<Candidate> = self
-            .agents
-            .values()
-            .filter(|a| a.meta().deletion_timestamp.is_none() && a.spec.url.is_none())
-            .map(|a| {
-                let k = key_of(a);
-                let running = self.runtime.get(&k).is_some_and(|rt| !rt.replicas.is_empty());
-                Candidate {
-                    key: format!("{}/{}", k.0, k.1),
-                    budget: a.spec.budget().to_owned(),
-                    priority: a.spec.priority(),
-                    created: a.meta().creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
-                    demand: admission::demand(a, Some(node.host_cores)),
-                    admitted: running
-                        || a.status
-                            .as_ref()
-                            .and_then(|s| find_condition(&s.conditions, "Admitted"))
-                            .is_some_and(|c| c.status == ConditionStatus::True),
-                }
-            })
-            .collect();
-        let decision = admission::admit(&budgets, &candidates, available);
+        let runtime = &self.runtime;
+        let has_replicas = |a: &Agent| runtime.get(&key_of(a)).is_some_and(|rt| !rt.replicas.is_empty());
+        let input = facts::admission_input(&self.budgets, self.agents.values(), has_replicas, node.host_cores);
+        let decision = admission::decide(&input, available);
         let budgets_changed = self.budgets_dirty || self.all_dirty;
         if budgets_changed {
-            self.ensure_budget_cgroups(node, &budgets);
+            self.ensure_budget_cgroups(node, &input.budgets);
         }
 
         let keys: BTreeSet<Key> = if std::mem::take(&mut self.all_dirty) {
@@ -1317,79 +1278,54 @@ impl World {
             self.deadlines.at(k, due);
             return;
         }
-        let mut status = agent_status(node.config.enforced, &agent, rt, verdict.as_ref(), desired);
+        let mut status = agent_status(node.config.enforced, &agent, rt, verdict.as_ref());
         set_condition(&mut status.conditions, node.sandbox.condition(&k.0, &k.1, &agent.spec));
         write_agent(node, &agent, rt, status);
     }
 
     fn write_budgets(&mut self, node: &Node, decision: &admission::Decision) {
+        let per_agent = self.runtime.iter().filter_map(|(k, rt)| {
+            let cpu = rt.replicas.values().filter(|r| r.process.is_some()).map(|r| r.cpu_millis).sum();
+            Some((self.agents.get(k)?.spec.budget(), cpu))
+        });
+        let cpu = facts::budget_cpu(&self.budgets, per_agent);
         for (name, b) in &self.budgets {
             // From this node's last write, as for agents (see `base_status`).
             let mut status = self.budget_written.get(name).cloned().or_else(|| b.status.clone()).unwrap_or_default();
-            let a = decision.allocated.get(name).copied().unwrap_or_default();
-            status.allocated = Some(a.into());
-            let used = node
-                .budget_cgroup(&self.budgets, name)
-                .and_then(|p| node.driver.stats(&p).ok())
-                .map(|s| Amounts { memory: s.memory_current, cpu_millis: 0, pids: s.pids_current })
-                .unwrap_or_default();
-            status.used = Some(used.into());
+            let stats = node.budget_cgroup(&self.budgets, name).and_then(|p| node.driver.stats(&p).ok());
+            let pending = decision.pending.get(name).cloned().unwrap_or_default();
+            let summary = budget_status(&BudgetFacts {
+                limits: admission::budget_limits(&b.spec, Host::Local { cores: node.host_cores }).unwrap_or_default(),
+                allocated: decision.allocated.get(name).copied().unwrap_or_default(),
+                used: facts::budget_use(stats.as_ref(), cpu.get(name).copied().unwrap_or(0)),
+                pending: pending.len(),
+                alerts: &b.spec.alerts,
+            });
+            status.allocated = Some(summary.allocated);
+            status.used = summary.used;
             status.agents = decision.agents.get(name).copied().unwrap_or(0);
-            status.pending = decision.pending.get(name).cloned().unwrap_or_default();
+            status.pending = pending;
             status.observed_generation = b.meta().generation;
-            let mem_limit = b.spec.limits.memory.as_ref().map(|m| m.value());
-            let pressure =
-                mem_limit.is_some_and(|l| l > 0 && used.memory * 100 / l >= 90) || !status.pending.is_empty();
-            set_condition(
-                &mut status.conditions,
-                Condition::new(
-                    "Pressure",
-                    pressure,
-                    if pressure { "NearLimit" } else { "Room" },
-                    if status.pending.is_empty() {
-                        format!("{} of memory in use", format_bytes(used.memory))
-                    } else {
-                        format!("{} agent(s) waiting for room", status.pending.len())
-                    },
-                ),
-            );
+            set_condition(&mut status.conditions, summary.pressure);
             set_limits_clamped(node, b, &mut status, self.clamps.get(name).map(Vec::as_slice).unwrap_or_default());
-            let mut firing = Vec::new();
-            for alert in &b.spec.alerts {
-                let (what, used_v, limit) = match alert.resource {
-                    AlertResource::Memory => ("memory", used.memory, mem_limit),
-                    AlertResource::Pids => ("pids", used.pids, b.spec.limits.pids.as_ref().map(|p| p.value())),
-                    AlertResource::Cpu => ("cpu", 0, None),
-                };
-                let Some(limit) = limit.filter(|l| *l > 0) else { continue };
-                let bp = u64::from(alert.above.value());
-                let is_firing = used_v.saturating_mul(10_000) / limit >= bp;
-                let was = self.alerts_firing.insert((name.clone(), what), is_firing).unwrap_or(false);
-                if is_firing {
-                    firing.push(format!("{what} above {}", alert.above));
-                }
+            for alert in &summary.alerts {
+                let is_firing = alert.firing == Some(true);
+                let was = self.alerts_firing.insert((name.clone(), alert.resource), is_firing).unwrap_or(false);
                 if is_firing != was {
                     record_event(
                         node,
                         b,
                         if is_firing { "AlertFiring" } else { "AlertResolved" },
                         &format!(
-                            "{what} use is {} the {} threshold",
+                            "{} use is {} the {} threshold",
+                            alert.resource,
                             if is_firing { "above" } else { "back below" },
                             alert.above
                         ),
                     );
                 }
             }
-            set_condition(
-                &mut status.conditions,
-                Condition::new(
-                    "AlertFiring",
-                    !firing.is_empty(),
-                    if firing.is_empty() { "BelowThresholds" } else { "ThresholdCrossed" },
-                    if firing.is_empty() { "no alert threshold crossed".to_owned() } else { firing.join(", ") },
-                ),
-            );
+            set_condition(&mut status.conditions, summary.alert_firing);
             let last = self.budget_written.get(name).or(b.status.as_ref());
             if last == Some(&status) {
                 continue;
@@ -1596,30 +1532,19 @@ fn base_status(agent: &Agent, rt: &AgentRuntime) -> AgentStatus {
     rt.written.clone().or_else(|| agent.status.clone()).unwrap_or_default()
 }
 
-fn agent_status(
-    enforced: bool,
-    agent: &Agent,
-    rt: &AgentRuntime,
-    verdict: Option<&Verdict>,
-    desired: u32,
-) -> AgentStatus {
+fn agent_status(enforced: bool, agent: &Agent, rt: &AgentRuntime, verdict: Option<&Verdict>) -> AgentStatus {
     let mut status = base_status(agent, rt);
     let generation = agent.meta().generation;
-    let mut admitted = match verdict {
-        Some(Verdict::Admitted) => Condition::new("Admitted", true, "Admitted", "fits in its budget"),
-        Some(Verdict::Pending { reason, message }) => Condition::new("Admitted", false, reason, message.clone()),
-        None => Condition::new("Admitted", false, "Unknown", "not considered yet"),
-    };
-    admitted.observed_generation = generation;
-    set_condition(&mut status.conditions, admitted);
+    let facts = facts::agent_facts(agent, verdict, rt.replicas.values().map(Replica::view), rt.last_error.as_deref());
+    let summary = crate::controller::status::agent_status(&facts);
+    for mut c in [summary.admitted, summary.ready] {
+        c.observed_generation = generation;
+        set_condition(&mut status.conditions, c);
+    }
     let running: Vec<&Replica> = rt.replicas.values().filter(|r| r.process.is_some()).collect();
-    let ready = running.iter().filter(|r| r.ready).count() as u32;
-    let is_stdio = agent.spec.protocol() == Protocol::Stdio;
-    let admitted_ok = matches!(verdict, Some(Verdict::Admitted));
-    status.replicas = running.len() as u32;
-    status.ready_replicas = if is_stdio && admitted_ok { agent.spec.replicas() } else { ready };
-    let shown_desired = agent.spec.replicas();
-    status.ready = Some(format!("{}/{shown_desired}", status.ready_replicas));
+    status.replicas = summary.replicas;
+    status.ready_replicas = summary.ready_replicas;
+    status.ready = Some(summary.ready_text);
     status.restarts = rt.restarts_base;
     status.last_termination = rt.last_termination.clone();
     status.card = rt.card.clone();
@@ -1654,41 +1579,10 @@ fn agent_status(
         cpu_millicores: cpu,
         pids: 0,
     });
-    let (phase, reason, message) = if !admitted_ok {
-        (AgentPhase::Pending, "NotAdmitted", "waiting for room in its budget".to_owned())
-    } else if let Some(e) = &rt.last_error {
-        (AgentPhase::Failed, "StartFailed", e.clone())
-    } else if is_stdio {
-        (AgentPhase::Running, "StdioReady", "runs its command once per task".to_owned())
-    } else if desired == 0 {
-        (AgentPhase::Stopped, "ScaledToZero", "replicas is 0".to_owned())
-    } else if ready >= desired {
-        (AgentPhase::Running, "AllReplicasReady", format!("{ready}/{desired} replicas ready"))
-    } else if ready > 0 {
-        (AgentPhase::Degraded, "ReplicasNotReady", format!("{ready}/{desired} replicas ready"))
-    } else if running.is_empty()
-        && agent.spec.restart_policy() != RestartPolicy::Always
-        && rt.last_termination.is_some()
-    {
-        (AgentPhase::Stopped, "Exited", "the process ended and its restart policy does not restart it".to_owned())
-    } else {
-        (AgentPhase::Starting, "Starting", format!("0/{desired} replicas ready"))
-    };
-    status.phase = Some(phase);
-    let ok = matches!(phase, AgentPhase::Running);
-    let mut ready_cond = Condition::new("Ready", ok, reason, message);
-    ready_cond.observed_generation = generation;
-    set_condition(&mut status.conditions, ready_cond);
-    let throttling = running.iter().any(|r| r.throttling);
-    set_condition(
-        &mut status.conditions,
-        Condition::new(
-            "Throttled",
-            throttling,
-            if throttling { "CPUQuotaReached" } else { "BelowQuota" },
-            if throttling { "the kernel is throttling it at its cpu limit" } else { "not throttled" },
-        ),
-    );
+    status.phase = Some(summary.phase);
+    if let Some(c) = summary.throttled {
+        set_condition(&mut status.conditions, c);
+    }
     if !enforced {
         set_condition(
             &mut status.conditions,
@@ -1923,11 +1817,11 @@ mod tests {
         }))
         .unwrap();
         let mut rt = AgentRuntime::default();
-        let first = agent_status(true, &agent, &rt, Some(&Verdict::Admitted), 1);
+        let first = agent_status(true, &agent, &rt, Some(&Verdict::Admitted));
         assert!(!first.conditions.is_empty());
         rt.written = Some(first.clone());
         std::thread::sleep(Duration::from_millis(5));
-        let again = agent_status(true, &agent, &rt, Some(&Verdict::Admitted), 1);
+        let again = agent_status(true, &agent, &rt, Some(&Verdict::Admitted));
         assert_eq!(again, first);
     }
 }
