@@ -36,17 +36,13 @@ use crate::api::common::{ConditionStatus, Time, find_condition, set_condition};
 use crate::api::quantity::{format_bytes, format_millicores};
 use crate::api::{Agent, Condition, DEFAULT_BUDGET, ResourceBudget};
 use crate::controller::admission::{self, Amounts, Candidate, Verdict};
-use crate::controller::lifecycle::{self, Outcome, Restart};
+use crate::controller::lifecycle::{self, NextStart, Outcome, Restart};
 
 mod budgets;
 mod ending;
 use budgets::set_limits_clamped;
-use ending::{backoff, outcome_of, remove_in_background};
+use ending::remove_in_background;
 
-/// Backoff between restarts of a replica that keeps crashing: the first restart at once, then
-/// `restart_backoff` doubling to 5m, reset after 10m of running (see [`lifecycle`]).
-const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
-const RESTART_RESET_AFTER: Duration = Duration::from_secs(600);
 /// The cgroup, inside a budget with `backgroundCpu`, that caps its background agents
 /// together. The dot keeps it apart from any budget (budget names are DNS labels).
 pub const BACKGROUND_CGROUP: &str = "background.cpu";
@@ -907,13 +903,15 @@ impl World {
         r.oom_before = oom_after;
         r.process = None;
         r.ready = false;
-        let outcome = if info.code == Some(0) { Outcome::Succeeded } else { Outcome::Failed };
         let policy = self.agents.get(key).map_or(RestartPolicy::Always, |a| a.spec.restart_policy());
-        let (restart, crashes) = lifecycle::after_exit(policy, outcome, r.started.elapsed(), r.crashes, &backoff(node));
+        let backoff = lifecycle::Backoff::with_initial(node.config.restart_backoff);
+        let now = Instant::now();
+        let ran_for = now.saturating_duration_since(r.started);
+        let (restart, crashes) = lifecycle::after_exit(policy, Outcome::of(&termination), ran_for, r.crashes, &backoff);
         r.crashes = crashes;
         match restart {
             Restart::After(wait) => {
-                let next_start = Instant::now() + wait;
+                let next_start = now + wait;
                 r.next_start = Some(next_start);
                 self.deadlines.at(key, next_start);
             }
@@ -1260,15 +1258,15 @@ impl World {
                     continue;
                 }
             }
-            // An ended replica stays stopped unless its policy was edited to restart it.
-            if let Some(t) = rt.replicas.get(&i).and_then(|r| r.ended.as_ref())
-                && !lifecycle::starts_again(policy, outcome_of(t))
-            {
-                continue;
-            }
-            if let Some(t) = rt.replicas.get(&i).and_then(|r| r.next_start).filter(|t| *t > Instant::now()) {
-                self.deadlines.at(k, t);
-                continue;
+            let slot = rt.replicas.get(&i);
+            let ended = slot.and_then(|r| r.ended.as_ref()).map(Outcome::of);
+            match lifecycle::next_start(policy, ended, slot.and_then(|r| r.next_start), Instant::now()) {
+                NextStart::Stopped => continue,
+                NextStart::At(t) => {
+                    self.deadlines.at(k, t);
+                    continue;
+                }
+                NextStart::Now => {}
             }
             // Started with the other starts of this pass, concurrently (see `hand_off_starts`).
             start_decided = true;
