@@ -10,4 +10,5 @@ pub mod events;
 pub mod lifecycle;
 pub mod outputs;
 pub mod plan;
+pub mod rollout;
 pub mod stuck;

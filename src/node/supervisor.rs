@@ -37,6 +37,7 @@ use crate::api::quantity::{format_bytes, format_millicores};
 use crate::api::{Agent, Condition, DEFAULT_BUDGET, ResourceBudget};
 use crate::controller::admission::{self, Amounts, Candidate, Verdict};
 use crate::controller::lifecycle::{self, NextStart, Outcome, Restart};
+use crate::controller::rollout;
 
 mod budgets;
 mod ending;
@@ -1228,9 +1229,20 @@ impl World {
         let hash = spec_hash(&agent);
         let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
         let policy = agent.spec.restart_policy();
-        // A command change restarts one replica at a time, when all others are ready.
-        let all_ready = rt.replicas.values().filter(|r| r.ended.is_none()).all(|r| r.ready);
-        let mut rolled = false;
+        // A spec change replaces one replica at a time, when all others are ready.
+        let slots: Vec<rollout::Slot<'_>> = rt
+            .replicas
+            .iter()
+            .map(|(i, r)| rollout::Slot {
+                index: *i,
+                spec_hash: &r.spec_hash,
+                running: r.process.is_some(),
+                ready: r.ready,
+                ended: r.ended.is_some(),
+                starting: self.starting.contains_key(&(k.clone(), *i)),
+            })
+            .collect();
+        let replace = rollout::replace_now(&hash, desired, &slots);
         // Whether this pass decided a start for the agent (its status then waits, see below).
         let mut start_decided = false;
         for i in 0..desired {
@@ -1240,8 +1252,7 @@ impl World {
             let exists = rt.replicas.get(&i).is_some_and(|r| r.process.is_some());
             if exists {
                 let r = rt.replicas.get_mut(&i).expect("checked above");
-                if r.spec_hash != hash && all_ready && !rolled {
-                    rolled = true;
+                if replace == Some(i) {
                     if let Some(p) = r.process.as_mut() {
                         let _ = p.stop(node.config.grace);
                     }
