@@ -127,7 +127,12 @@ pub enum NextStart {
 /// policy kept it stopped at the time (listed in status as ended), `not_before` the end of
 /// its restart backoff ([`after_exit`]). The policy is read again, so an edit to a policy
 /// that restarts it starts an ended replica.
-pub fn next_start(policy: RestartPolicy, ended: Option<Outcome>, not_before: Option<Instant>, now: Instant) -> NextStart {
+pub fn next_start(
+    policy: RestartPolicy,
+    ended: Option<Outcome>,
+    not_before: Option<Instant>,
+    now: Instant,
+) -> NextStart {
     if ended.is_some_and(|outcome| !starts_again(policy, outcome)) {
         return NextStart::Stopped;
     }
@@ -208,7 +213,8 @@ mod tests {
 
     #[test]
     fn a_termination_counts_as_success_only_with_exit_code_0() {
-        let t = |reason, exit_code, signal| Termination { reason, exit_code, signal, at: crate::api::common::Time::now() };
+        let t =
+            |reason, exit_code, signal| Termination { reason, exit_code, signal, at: crate::api::common::Time::now() };
         use TerminationReason as R;
         for (what, term, want) in [
             ("exit 0", t(R::Exited, Some(0), None), Outcome::Succeeded),

@@ -10,5 +10,6 @@ pub mod events;
 pub mod lifecycle;
 pub mod outputs;
 pub mod plan;
+pub mod readiness;
 pub mod rollout;
 pub mod stuck;

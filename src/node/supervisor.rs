@@ -37,7 +37,7 @@ use crate::api::quantity::{format_bytes, format_millicores};
 use crate::api::{Agent, Condition, DEFAULT_BUDGET, ResourceBudget};
 use crate::controller::admission::{self, Amounts, Candidate, Verdict};
 use crate::controller::lifecycle::{self, NextStart, Outcome, Restart};
-use crate::controller::rollout;
+use crate::controller::{readiness, rollout};
 
 mod budgets;
 mod ending;
@@ -55,10 +55,6 @@ const USAGE_MIN_AGE: Duration = Duration::from_secs(2);
 /// A usage change that is not material is still written after this long (kubelet reports
 /// usage as metrics and never rewrites objects for it; here status is the only channel).
 const USAGE_HEARTBEAT: Duration = Duration::from_secs(300);
-/// A `url` agent's card is fetched again this often once it answers (Kubernetes' default
-/// probe period), and after this long when it does not.
-const URL_PROBE_EVERY: Duration = Duration::from_secs(10);
-const URL_PROBE_RETRY: Duration = Duration::from_secs(2);
 /// Status writes in flight at once (the store commits concurrent writes together).
 const WRITES_IN_FLIGHT: usize = 32;
 /// The status of an agent whose replica is being started waits for the start's outcome (a
@@ -780,8 +776,12 @@ impl World {
                 if let Some(rt) = self.runtime.get_mut(&key) {
                     if replica == u32::MAX {
                         rt.url_probing = false;
-                        rt.url_ready = card.is_some();
-                        let next = Instant::now() + if card.is_some() { URL_PROBE_EVERY } else { URL_PROBE_RETRY };
+                        let (ready, next) = readiness::external_after_probe(
+                            card.is_some(),
+                            Instant::now(),
+                            &readiness::Schedule::default(),
+                        );
+                        rt.url_ready = ready;
                         rt.url_next_probe = Some(next);
                         self.deadlines.at(&key, next);
                         if card.is_some() {
@@ -789,8 +789,8 @@ impl World {
                         }
                     } else if let Some(r) = rt.replicas.get_mut(&replica).filter(|r| r.pid == pid) {
                         r.probing = false;
+                        r.ready = readiness::replica_ready_after(r.ready, card.is_some());
                         if card.is_some() {
-                            r.ready = true;
                             rt.card = card;
                         }
                     }
@@ -1201,7 +1201,7 @@ impl World {
             adopt(node, k, rt, &status.instances, agent.spec.restart_policy());
         }
         if let Some(url) = &agent.spec.url {
-            if !rt.url_probing && rt.url_next_probe.is_none_or(|t| t <= Instant::now()) {
+            if readiness::external_probe_due(rt.url_probing, rt.url_next_probe, Instant::now()) {
                 rt.url_probing = true;
                 node.probe(k.clone(), u32::MAX, 0, url.clone(), Duration::ZERO);
             }
@@ -1296,11 +1296,9 @@ impl World {
         }
         // Probes for replicas not ready yet.
         for (i, r) in rt.replicas.iter_mut() {
-            if r.process.is_some() && !r.ready && !r.probing {
+            if readiness::replica_probe_due(r.process.is_some(), r.ready, r.probing) {
                 r.probing = true;
-                // 20 ms after a start, doubling to 2 s for an agent that is slow to serve its card.
-                let wait =
-                    (Duration::from_millis(20) * 2u32.saturating_pow(r.probes.min(7))).min(Duration::from_secs(2));
+                let wait = readiness::replica_retry_after(r.probes, &readiness::Schedule::default());
                 r.probes += 1;
                 node.probe(k.clone(), *i, r.pid, format!("http://127.0.0.1:{}", r.port), wait);
             }
