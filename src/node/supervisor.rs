@@ -41,8 +41,10 @@ use crate::controller::{readiness, rollout};
 
 mod budgets;
 mod ending;
+mod error;
 use budgets::set_limits_clamped;
 use ending::remove_in_background;
+pub use error::{Error, Result};
 
 /// The cgroup, inside a budget with `backgroundCpu`, that caps its background agents
 /// together. The dot keeps it apart from any budget (budget names are DNS labels).
@@ -151,7 +153,7 @@ enum NodeEvent {
     Started {
         key: Key,
         replica: u32,
-        result: Box<Result<Replica, String>>,
+        result: Box<Result<Replica>>,
     },
 }
 
@@ -364,9 +366,9 @@ fn spec_hash(agent: &Agent) -> String {
 
 /// The port a replica starts with: the Agent's `port`; else (`port: 0`) the one it had,
 /// while nothing else holds it; else a free one no other replica of this node has.
-fn assign_port(job: &StartJob, used: &mut HashSet<u16>) -> Result<u16, String> {
+fn assign_port(job: &StartJob, used: &mut HashSet<u16>) -> Result<u16> {
     if let Some(p) = job.agent.spec.port.filter(|p| *p > 0) {
-        return u16::try_from(p).map_err(|_| format!("port {p} out of range"));
+        return u16::try_from(p).map_err(|_| Error::PortOutOfRange(p));
     }
     if let Some(prev) = job.previous
         && std::net::TcpListener::bind(("127.0.0.1", prev.port)).is_ok()
@@ -374,12 +376,12 @@ fn assign_port(job: &StartJob, used: &mut HashSet<u16>) -> Result<u16, String> {
         return Ok(prev.port);
     }
     for _ in 0..64 {
-        let p = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let p = free_port().map_err(Error::NoFreePort)?;
         if used.insert(p) {
             return Ok(p);
         }
     }
-    Err("no free port that no other replica has".into())
+    Err(Error::PortsTaken)
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -468,13 +470,13 @@ impl Node {
         self.config.layout.replica(&refs, &ns, &name, replica).ok()
     }
 
-    fn process_spec(&self, agent: &Agent, replica: u32, port: u16) -> Result<ProcessSpec, String> {
+    fn process_spec(&self, agent: &Agent, replica: u32, port: u16) -> Result<ProcessSpec> {
         let (ns, name) = key_of(agent);
         let s = &agent.spec;
         let program = match s.command.first().map(String::as_str) {
             Some("a2a") => self.config.a2a_exe.to_string_lossy().into_owned(),
             Some(p) => p.to_owned(),
-            None => return Err("spec.command is required to run an agent locally".into()),
+            None => return Err(Error::NoCommand),
         };
         let log = logs::agent_dir(&self.config.home, &ns, &name).join(format!("{replica}.log"));
         let mut spec = ProcessSpec::new(program, log).args(s.command.iter().skip(1).chain(&s.args).cloned());
@@ -1049,7 +1051,7 @@ impl World {
                 if let Err(e) = held {
                     tracing::warn!(agent = %key.1, error = %e, "the agent's object may go before its processes");
                 }
-                let result = result.unwrap_or_else(|e| Err(format!("the start panicked: {e}")));
+                let result = result.unwrap_or_else(|source| Err(Error::Panicked { what: "the start", source }));
                 let _ = node.tx.send(NodeEvent::Started { key, replica, result: Box::new(result) });
             });
         }
@@ -1057,7 +1059,7 @@ impl World {
 
     /// Records a finished start. An agent deleted (or scaled down) meanwhile has the new
     /// process stopped right away, or by its next pass.
-    fn started(&mut self, node: &Arc<Node>, key: Key, i: u32, result: Result<Replica, String>) {
+    fn started(&mut self, node: &Arc<Node>, key: Key, i: u32, result: Result<Replica>) {
         self.starting.remove(&(key.clone(), i));
         self.dirty.insert(key.clone());
         let Some(rt) = self.runtime.get_mut(&key).filter(|_| self.agents.contains_key(&key)) else {
@@ -1084,7 +1086,7 @@ impl World {
             }
             Err(e) => {
                 tracing::warn!(agent = %key.1, replica = i, error = %e, "could not start");
-                rt.last_error = Some(e);
+                rt.last_error = Some(e.to_string());
                 // Tried again at the next tick.
                 self.waiting.insert(key);
             }
@@ -1528,13 +1530,13 @@ fn start_replica(
     budgets: &BTreeMap<String, ResourceBudget>,
     job: &StartJob,
     port: u16,
-) -> Result<Replica, String> {
+) -> Result<Replica> {
     let StartJob { agent, replica: i, limits, hash, previous, .. } = job;
     let (i, previous) = (*i, *previous);
     if node.closing.load(std::sync::atomic::Ordering::Acquire) {
-        return Err("the control plane is stopping".into());
+        return Err(Error::Stopping);
     }
-    let cgroup = node.replica_cgroup(budgets, agent, i).ok_or("no valid cgroup path for this agent")?;
+    let cgroup = node.replica_cgroup(budgets, agent, i).ok_or(Error::NoCgroupPath)?;
     // A restart reuses its cgroup when nothing is left in it: remaking it costs an rmdir and a
     // mkdir in every hierarchy (five on v1) on the way of a crashed agent back to running. Its
     // OOM count carries over, as the new baseline; usage is sampled as differences anyway.
@@ -1550,15 +1552,15 @@ fn start_replica(
         match node.driver.create(&cgroup, limits) {
             // Leftovers of the previous run (children the agent forked): kill them, start clean.
             Err(super::cgroup::Error::InUse { .. }) => {
-                node.driver.remove(&cgroup, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-                node.driver.create(&cgroup, limits).map_err(|e| e.to_string())?;
+                node.driver.remove(&cgroup, Duration::from_secs(5))?;
+                node.driver.create(&cgroup, limits)?;
             }
-            other => other.map_err(|e| e.to_string())?,
+            other => other?,
         }
     }
     let oom_before = if reused { node.driver.stats(&cgroup).map_or(0, |s| s.oom_kills) } else { 0 };
     let spec = node.process_spec(agent, i, port)?;
-    let p = process::spawn(node.driver.as_ref(), &cgroup, &spec).map_err(|e| e.to_string())?;
+    let p = process::spawn(node.driver.as_ref(), &cgroup, &spec)?;
     tracing::info!(agent = %agent.name_any(), replica = i, pid = p.pid(), port, "started agent replica");
     Ok(Replica {
         cgroup,
@@ -1854,7 +1856,7 @@ impl crate::controller::engine::StdioRunner for StdioTasks {
             } else {
                 budgets
             };
-            let cgroup = node.replica_cgroup(&budgets, &agent, slot).ok_or("no valid cgroup path")?;
+            let cgroup = node.replica_cgroup(&budgets, &agent, slot).ok_or_else(|| Error::NoCgroupPath.to_string())?;
             let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
             tokio::task::spawn_blocking(move || {
                 let track = |add: bool| {
@@ -1872,28 +1874,30 @@ impl crate::controller::engine::StdioRunner for StdioTasks {
                     true
                 };
                 if !track(true) {
-                    return Err("the control plane is stopping".to_owned());
+                    return Err(Error::Stopping);
                 }
                 let result = node
                     .driver
                     .create(&cgroup, &limits)
-                    .map_err(|e| e.to_string())
+                    .map_err(Error::from)
                     .and_then(|()| run_stdio(&node, &agent, &cgroup, input));
                 let _ = node.driver.remove(&cgroup, Duration::from_secs(5));
                 track(false);
                 result
             })
             .await
-            .map_err(|e| format!("stdio run panicked: {e}"))?
+            .unwrap_or_else(|source| Err(Error::Panicked { what: "the stdio run", source }))
+            // The engine records a task's failure as its message.
+            .map_err(|e| e.to_string())
         })
     }
 }
 
-fn run_stdio(node: &Node, agent: &Agent, cgroup: &CgroupPath, input: String) -> Result<String, String> {
+fn run_stdio(node: &Node, agent: &Agent, cgroup: &CgroupPath, input: String) -> Result<String> {
     use std::io::{Read, Write};
     let spec = node.process_spec(agent, 0, 0)?;
-    let mut p = process::spawn_piped(node.driver.as_ref(), cgroup, &spec).map_err(|e| e.to_string())?;
-    let process::Pipes { mut stdin, mut stdout, mut stderr } = p.take_pipes().ok_or("no pipes to the stdio process")?;
+    let mut p = process::spawn_piped(node.driver.as_ref(), cgroup, &spec)?;
+    let process::Pipes { mut stdin, mut stdout, mut stderr } = p.take_pipes().ok_or(Error::NoPipes)?;
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(input.as_bytes());
     });
@@ -1903,20 +1907,18 @@ fn run_stdio(node: &Node, agent: &Agent, cgroup: &CgroupPath, input: String) -> 
         s
     });
     let mut out = Vec::new();
-    stdout.read_to_end(&mut out).map_err(|e| format!("reading stdout: {e}"))?;
+    stdout.read_to_end(&mut out).map_err(Error::Stdout)?;
     let _ = writer.join();
     let err = err_reader.join().unwrap_or_default();
     let oom_before = 0;
-    let info = p.wait_timeout(None).map_err(|e| e.to_string())?.unwrap_or(ExitInfo { code: None, signal: None });
+    let info = p.wait_timeout(None)?.unwrap_or(ExitInfo { code: None, signal: None });
     let oom_after = node.driver.stats(cgroup).map_or(0, |s| s.oom_kills);
     let t = process::classify(&info, oom_before, oom_after, Time::now());
     match (info.code, t.reason) {
         (Some(0), _) => Ok(String::from_utf8_lossy(&out).trim_end_matches('\n').to_owned()),
-        (_, crate::api::agent::TerminationReason::OomKilled) => {
-            Err("the run was OOM-killed at its memory limit".into())
-        }
-        (Some(code), _) => Err(format!("exited with code {code}: {}", err.trim())),
-        (None, _) => Err(format!("killed by signal {}: {}", info.signal.unwrap_or(0), err.trim())),
+        (_, crate::api::agent::TerminationReason::OomKilled) => Err(Error::OomKilled),
+        (Some(code), _) => Err(Error::Exited { code, stderr: err.trim().to_owned() }),
+        (None, _) => Err(Error::Signaled { signal: info.signal.unwrap_or(0), stderr: err.trim().to_owned() }),
     }
 }
 
