@@ -136,10 +136,12 @@ impl World {
             if exists {
                 let r = rt.replicas.get_mut(&i).expect("checked above");
                 if replace == Some(i) {
-                    if let Some(p) = r.process.as_mut() {
-                        let _ = p.stop(node.config.grace);
+                    // Off the runtime's worker threads, as `stop_replicas` does: the grace
+                    // period may run its full length.
+                    if let Some(mut p) = r.process.take() {
+                        let grace = node.config.grace;
+                        let _ = tokio::task::spawn_blocking(move || p.stop(grace)).await;
                     }
-                    r.process = None;
                     r.ready = false;
                     r.next_start = None;
                 } else {
