@@ -13,5 +13,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod outputs;
 pub mod plan;
+pub mod readiness;
+pub mod rollout;
 pub mod status;
 pub mod stuck;

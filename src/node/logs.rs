@@ -7,6 +7,8 @@
 //! `<replica>.log` and, before a write would take that file past its cap, renames
 //! `<replica>.log.N-1` → `.N`, …, `<replica>.log` → `.1` and opens a new `<replica>.log`:
 //! nothing is copied, so a replica never needs more than `max_files × max_bytes` of disk.
+//! Where a write is cut and which files a rotation renames are plain functions
+//! ([`rotation`]); the relay carries them out.
 //!
 //! The relay is independent of the daemon, as containerd's shim and conmon are: it outlives
 //! a daemon that is killed or stopped (agents never get SIGPIPE, and never block on a full
@@ -421,23 +423,17 @@ impl RotatingLog {
                 self.dropped = 0;
                 self.put(note.as_bytes());
             }
-            let room = self.limits.max_bytes.saturating_sub(self.size) as usize;
-            if data.len() <= room {
-                self.put(data);
-                return;
+            match placement(data, self.size, self.limits.max_bytes, self.ends_line) {
+                Placement::Fits => {
+                    self.put(data);
+                    return;
+                }
+                Placement::ThenRotate(cut) => {
+                    self.put(&data[..cut]);
+                    data = &data[cut..];
+                    self.rotate();
+                }
             }
-            // Past the cap: up to the last line end that fits, then a new file. With no line
-            // end in the room left, a file that ends with a whole line is rotated first; one
-            // that ends inside a line (a line longer than a file, or the pipe's chunks cut
-            // lines) gets what fits, and the line goes on in the next file.
-            let cut = match data[..room].iter().rposition(|b| *b == b'\n') {
-                Some(i) => i + 1,
-                None if self.size > 0 && self.ends_line => 0,
-                None => room,
-            };
-            self.put(&data[..cut]);
-            data = &data[cut..];
-            self.rotate();
         }
     }
 
@@ -462,12 +458,14 @@ impl RotatingLog {
         }
     }
 
-    /// `.N-1` → `.N`, …, live → `.1`, then a new live file (0600). Renames only.
+    /// Carries out the [`rotation`] of the live file, then opens a new live file (0600).
     fn rotate(&mut self) {
-        for n in (1..self.limits.max_files - 1).rev() {
-            let _ = std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1));
+        let plan = rotation(&self.path, self.limits.max_files);
+        for (from, to) in &plan.shift {
+            let _ = std::fs::rename(from, to);
         }
-        if std::fs::rename(&self.path, rotated(&self.path, 1)).is_err() {
+        let (live, first) = &plan.live;
+        if std::fs::rename(live, first).is_err() {
             // The directory is gone (the agent was deleted) or not writable: start the file
             // over rather than grow it past its cap.
             if let Some(f) = &self.file {
@@ -501,6 +499,56 @@ impl RotatingLog {
             }
             Err(_) => false,
         }
+    }
+}
+
+/// Where the next write to the live file goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// All of it fits under the cap.
+    Fits,
+    /// The first `n` bytes (maybe none) go in the live file, which is then rotated.
+    ThenRotate(usize),
+}
+
+/// Where `data` goes, for a live file of `size` bytes that `ends_line` (empty, or its last
+/// byte a line end) under a cap of `max_bytes`: up to the last line end that fits, then a new
+/// file. With no line end in the room left, a file that ends with a whole line is rotated
+/// first; one that ends inside a line (a line longer than a file, or the pipe's chunks cut
+/// lines) gets what fits, and the line goes on in the next file.
+fn placement(data: &[u8], size: u64, max_bytes: u64, ends_line: bool) -> Placement {
+    let room = usize::try_from(max_bytes.saturating_sub(size)).unwrap_or(usize::MAX);
+    if data.len() <= room {
+        return Placement::Fits;
+    }
+    Placement::ThenRotate(match data[..room].iter().rposition(|b| *b == b'\n') {
+        Some(i) => i + 1,
+        None if size > 0 && ends_line => 0,
+        None => room,
+    })
+}
+
+/// The renames of one rotation of the live log `path` kept as `max_files` files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// `.N-2` → `.N-1`, …, `.1` → `.2`, in this order (each rename frees the next one's
+    /// target); a failed one only loses that older file.
+    pub shift: Vec<(PathBuf, PathBuf)>,
+    /// The live file → `.1`. When it fails (the directory is gone or not writable), the live
+    /// file is emptied instead, so that it never grows past its cap.
+    pub live: (PathBuf, PathBuf),
+    /// The oldest file, `.N-1`, which the first rename replaces: its lines are gone. Nothing
+    /// is deleted otherwise, and nothing is copied.
+    pub drops: PathBuf,
+}
+
+/// The plan of one rotation, which the relay carries out (renames only).
+pub fn rotation(path: &Path, max_files: u32) -> Rotation {
+    let last = max_files.max(2) - 1;
+    Rotation {
+        shift: (1..last).rev().map(|n| (rotated(path, n), rotated(path, n + 1))).collect(),
+        live: (path.to_path_buf(), rotated(path, 1)),
+        drops: rotated(path, last),
     }
 }
 
@@ -583,6 +631,39 @@ mod tests {
         log.write(b"hh\n");
         assert_eq!(read(&rotated(&live, 1)), "ffffgg\nhhh");
         assert_eq!(read(&live), "h\n");
+    }
+
+    #[test]
+    fn a_write_fills_the_file_up_to_a_whole_line_then_rotates() {
+        type Row = (&'static str, &'static [u8], u64, u64, bool, Placement);
+        #[rustfmt::skip]
+        let table: Vec<Row> = vec![
+            ("it fits", b"abc\n", 0, 10, true, Placement::Fits),
+            ("it fits exactly", b"abc\n", 6, 10, true, Placement::Fits),
+            ("cut after the last line end that fits", b"dddd\neeeeee\n", 3, 10, true, Placement::ThenRotate(5)),
+            ("no line end fits: a whole-line file rotates first", b"abcdefgh\n", 5, 10, true, Placement::ThenRotate(0)),
+            ("no line end fits in an empty file: cut at the cap", b"ffffffffffffff", 0, 10, true, Placement::ThenRotate(10)),
+            ("a file ending inside a line gets what fits", b"hhhhhh", 6, 10, false, Placement::ThenRotate(4)),
+            ("a full file rotates before anything", b"x", 10, 10, true, Placement::ThenRotate(0)),
+            ("a file over its cap (the cap was lowered) rotates", b"x\n", 50, 10, false, Placement::ThenRotate(0)),
+        ];
+        for (what, data, size, cap, ends_line, want) in table {
+            assert_eq!(placement(data, size, cap, ends_line), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_rotation_shifts_the_older_files_up_and_drops_the_oldest() {
+        let live = Path::new("/logs/0.log");
+        let f = |n: u32| rotated(live, n);
+        let plan = rotation(live, 4);
+        assert_eq!(plan.shift, vec![(f(2), f(3)), (f(1), f(2))]);
+        assert_eq!(plan.live, (live.to_path_buf(), f(1)));
+        assert_eq!(plan.drops, f(3));
+        // Two files: the live one and `.1`, which the live one replaces.
+        let plan = rotation(live, 2);
+        assert!(plan.shift.is_empty());
+        assert_eq!((plan.live, plan.drops), ((live.to_path_buf(), f(1)), f(1)));
     }
 
     #[test]

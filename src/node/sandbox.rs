@@ -55,6 +55,13 @@ pub enum Error {
     Exhausted { agent: String, first: u32, last: u32 },
     #[error("spec.writablePaths: {path}: {reason}")]
     WritablePath { path: String, reason: String },
+    /// `spec.user` names no user of this host.
+    #[error(transparent)]
+    User(#[from] super::process::Error),
+    /// The daemon could confine agents, but its uid registry cannot be used: agents do not
+    /// start (never unconfined instead).
+    #[error("agents cannot be confined: {0}")]
+    Unconfinable(#[source] Arc<Error>),
 }
 
 impl Error {
@@ -64,6 +71,8 @@ impl Error {
             Error::Io { .. } => "sandbox_io",
             Error::Exhausted { .. } => "uids_exhausted",
             Error::WritablePath { .. } => "writable_path",
+            Error::User(e) => e.metric_label(),
+            Error::Unconfinable(_) => "unconfinable",
         }
     }
 }
@@ -515,7 +524,7 @@ pub fn condition(identity: &Identity) -> Condition {
 pub struct Sandbox {
     /// `None`: the daemon cannot confine agents (see [`capable`]); `Some(Err)`: it could,
     /// but the registry cannot be used, and agents do not start (never unconfined instead).
-    users: Option<Result<DynamicUsers, String>>,
+    users: Option<Result<DynamicUsers, Arc<Error>>>,
     /// Covered by an empty read-only tmpfs in every agent's view.
     hidden: Vec<PathBuf>,
     /// The daemon's binary (`O_PATH`), which `command: [a2a, ...]` executes.
@@ -527,7 +536,7 @@ impl Sandbox {
     /// For a daemon whose home is `a2a_home`, keeping the registry under `state` and running
     /// `exe` for `a2a` commands (the running binary when it is this process's own).
     pub fn new(a2a_home: &Path, state: &Path, exe: &Path) -> Self {
-        let users = capable().then(|| DynamicUsers::open(state, a2a_home, UID_RANGE).map_err(|e| e.to_string()));
+        let users = capable().then(|| DynamicUsers::open(state, a2a_home, UID_RANGE).map_err(Arc::new));
         if let Some(Err(e)) = &users {
             tracing::error!(error = %e, "the agent uid registry cannot be used: agents will not start");
         }
@@ -554,11 +563,11 @@ impl Sandbox {
     /// Sets how agent `namespace/name` runs: its credentials (its own uid, or `spec.user`),
     /// its home, its view of the filesystem, and the daemon's binary for `a2a` commands.
     /// Called after the daemon's environment is in `spec` and before the Agent's own.
-    pub fn apply(&self, spec: &mut ProcessSpec, namespace: &str, name: &str, agent: &AgentSpec) -> Result<(), String> {
+    pub fn apply(&self, spec: &mut ProcessSpec, namespace: &str, name: &str, agent: &AgentSpec) -> Result<()> {
         if agent.command.first().is_some_and(|c| c == "a2a") {
             spec.exec_fd = self.exe.clone();
         }
-        let resolve = |user: &str| RunAs::resolve(user).map_err(|e| e.to_string());
+        let resolve = RunAs::resolve;
         let key = (namespace.to_owned(), name.to_owned());
         let Some(users) = &self.users else {
             if let Some(user) = &agent.user {
@@ -567,7 +576,7 @@ impl Sandbox {
             self.remember(key, Identity::DaemonUser);
             return Ok(());
         };
-        let users = users.as_ref().map_err(|e| format!("agents cannot be confined: {e}"))?;
+        let users = users.as_ref().map_err(|e| Error::Unconfinable(e.clone()))?;
         let mut writable = Vec::new();
         let identity = match &agent.user {
             Some(user) => {
@@ -581,7 +590,7 @@ impl Sandbox {
                 identity
             }
             None => {
-                let d = users.allocate(namespace, name).map_err(|e| e.to_string())?;
+                let d = users.allocate(namespace, name)?;
                 spec.user = Some(RunAs { uid: d.uid, gid: d.uid, groups: vec![d.uid] });
                 let user_name = format!("a2a-{namespace}-{name}");
                 spec.env.push(("HOME".into(), d.home.to_string_lossy().into_owned()));
@@ -591,7 +600,7 @@ impl Sandbox {
                 Identity::Dynamic(Some(d.uid))
             }
         };
-        writable.extend(writable_paths(&agent.writable_paths, &self.hidden).map_err(|e| e.to_string())?);
+        writable.extend(writable_paths(&agent.writable_paths, &self.hidden)?);
         spec.confinement = Some(Confinement::new(writable, self.hidden.clone()));
         self.remember(key, identity);
         Ok(())

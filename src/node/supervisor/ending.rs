@@ -1,14 +1,13 @@
-//! How replicas and the node end: replicas listed in status whose process is gone, the
-//! restart settings, and the stop of everything at the end of an `a2a run`.
+//! How replicas and the node end: replicas listed in status whose process is gone, and the
+//! stop of everything at the end of an `a2a run`.
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Node, NodeEvent, RESTART_BACKOFF_MAX, RESTART_RESET_AFTER, Replica, World};
-use crate::api::agent::{Instance, Termination, TerminationReason};
+use super::{Node, NodeEvent, Replica, World};
+use crate::api::agent::{Instance, Termination};
 use crate::api::common::Time;
-use crate::controller::lifecycle::{self, Outcome};
 use crate::node::cgroup::{CgroupLimits, CgroupPath};
 
 impl Replica {
@@ -39,24 +38,6 @@ impl Replica {
             memory: 0,
             probes: 0,
         }
-    }
-}
-
-/// How a recorded termination counts for the restart policy.
-pub(super) fn outcome_of(t: &Termination) -> Outcome {
-    match (t.reason, t.exit_code) {
-        (TerminationReason::Exited, Some(0)) => Outcome::Succeeded,
-        (TerminationReason::Unknown, _) => Outcome::Unknown,
-        _ => Outcome::Failed,
-    }
-}
-
-/// The backoff settings of this node.
-pub(super) fn backoff(node: &Node) -> lifecycle::Backoff {
-    lifecycle::Backoff {
-        initial: node.config.restart_backoff.clamp(Duration::from_millis(10), RESTART_BACKOFF_MAX),
-        max: RESTART_BACKOFF_MAX,
-        reset_after: RESTART_RESET_AFTER,
     }
 }
 

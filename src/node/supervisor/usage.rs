@@ -1,0 +1,52 @@
+//! The periodic sample of every replica's kernel statistics.
+
+use std::time::Instant;
+
+use super::{Node, USAGE_HEARTBEAT, USAGE_MIN_AGE, World};
+
+impl World {
+    /// Reads every running replica's usage (one coalesced pass, a few control files each,
+    /// no allocation per file). Only agents whose status moves
+    /// materially get a pass: a Throttled change, memory or cpu moved by 10% (and at least
+    /// 4 MiB or 20m), or any change after [`USAGE_HEARTBEAT`].
+    pub(super) fn sample_all(&mut self, node: &Node, now: Instant) {
+        let wall = jiff::Timestamp::now();
+        for (k, rt) in &mut self.runtime {
+            let mut changed = false;
+            for r in rt.replicas.values_mut().filter(|r| r.process.is_some()) {
+                let Ok(u) = node.driver.usage(&r.cgroup) else { continue };
+                if let Some((t, usec)) = r.cpu {
+                    let dt = now.duration_since(t).as_micros().max(1) as u64;
+                    r.cpu_millis = u.cpu_usage_usec.saturating_sub(usec) * 1000 / dt;
+                }
+                r.cpu = Some((now, u.cpu_usage_usec));
+                r.memory = u.memory_current;
+                let throttling = u.nr_throttled > r.throttled && r.throttled > 0;
+                changed |= throttling != r.throttling;
+                r.throttling = throttling;
+                r.throttled = u.nr_throttled;
+            }
+            let running = || rt.replicas.values().filter(|r| r.process.is_some());
+            let (mem, cpu) = (running().map(|r| r.memory).sum::<u64>(), running().map(|r| r.cpu_millis).sum::<u64>());
+            let written = rt.written.as_ref().and_then(|w| w.usage.as_ref());
+            let moved = |new: u64, old: u64, floor: u64| new.abs_diff(old) >= floor.max(old / 10);
+            // A process that has only just started has no usage worth a write yet (its memory
+            // is its loading binary, its CPU has no interval); its agent's next sample writes it.
+            let settled =
+                running().any(|r| wall.duration_since(r.started_at.0).as_millis() >= USAGE_MIN_AGE.as_millis() as i128);
+            let material = settled
+                && match written {
+                    None => true,
+                    // Nothing sampled was written yet (the start's status says 0): the first
+                    // sample is news however small.
+                    Some(w) if w.memory_bytes == 0 && w.cpu_millicores == 0 => mem > 0 || cpu > 0,
+                    Some(w) => moved(mem, w.memory_bytes, 4 << 20) || moved(cpu, w.cpu_millicores, 20),
+                };
+            let stale = written.is_some_and(|w| (w.memory_bytes, w.cpu_millicores) != (mem, cpu))
+                && rt.usage_written_at.is_none_or(|t| now.duration_since(t) >= USAGE_HEARTBEAT);
+            if changed || material || stale {
+                self.dirty.insert(k.clone());
+            }
+        }
+    }
+}
