@@ -290,10 +290,19 @@ struct PartWire {
     media_type: Option<String>,
 }
 
-impl TryFrom<PartWire> for Part {
-    type Error = String;
+/// Why a JSON object is not an A2A part (serde reports it as the decoding error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartError {
+    #[error("a part must have one of `text`, `data`, `raw` or `url`; it has none")]
+    NoContent,
+    #[error("a part must have exactly one of `text`, `data`, `raw` or `url`; it has {}", .0.join(", "))]
+    ManyContents(Vec<&'static str>),
+}
 
-    fn try_from(w: PartWire) -> Result<Self, String> {
+impl TryFrom<PartWire> for Part {
+    type Error = PartError;
+
+    fn try_from(w: PartWire) -> Result<Self, PartError> {
         let mut found = Vec::new();
         let mut content = None;
         for (name, c) in [
@@ -311,11 +320,8 @@ impl TryFrom<PartWire> for Part {
             (Some(content), 1) => {
                 Ok(Part { content, metadata: w.metadata, filename: w.filename, media_type: w.media_type })
             }
-            (_, 0) => Err("a part must have one of `text`, `data`, `raw` or `url`; it has none".into()),
-            _ => Err(format!(
-                "a part must have exactly one of `text`, `data`, `raw` or `url`; it has {}",
-                found.join(", ")
-            )),
+            (_, 0) => Err(PartError::NoContent),
+            _ => Err(PartError::ManyContents(found)),
         }
     }
 }

@@ -679,13 +679,22 @@ pub fn conflict_error(conflicts: &[Conflict]) -> ApiError {
     ApiError { code: 409, reason: "Conflict", message, details: Some(json!({"causes": causes})) }
 }
 
+/// Why a field manager's name is refused (completes "fieldManager ...").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManagerError {
+    #[error("may not be more than {MAX_MANAGER_LEN} characters")]
+    TooLong,
+    #[error("must only contain printable characters")]
+    NotPrintable,
+}
+
 /// Checks a field manager's name as the kube-apiserver does.
-pub fn check_manager(name: &str) -> Result<(), String> {
+pub fn check_manager(name: &str) -> Result<(), ManagerError> {
     if name.chars().count() > MAX_MANAGER_LEN {
-        return Err(format!("may not be more than {MAX_MANAGER_LEN} characters"));
+        return Err(ManagerError::TooLong);
     }
     if name.chars().any(char::is_control) {
-        return Err("must only contain printable characters".into());
+        return Err(ManagerError::NotPrintable);
     }
     Ok(())
 }
@@ -770,7 +779,7 @@ impl ManagedFields {
                 errors.push(FieldError::new(at("fieldsType"), format!("{fields_type:?}: must be `FieldsV1`")));
             }
             if let Err(e) = check_manager(&manager) {
-                errors.push(FieldError::new(at("manager"), e));
+                errors.push(FieldError::new(at("manager"), e.to_string()));
             }
             if !time.is_empty() && time.parse::<jiff::Timestamp>().is_err() {
                 errors.push(FieldError::new(at("time"), format!("{time:?}: must be an RFC 3339 time")));

@@ -39,7 +39,7 @@ pub struct DeleteArgs {
     pub connect: ConnectArgs,
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, crate::api::quantity::Error> {
     <crate::api::quantity::DurationKind as crate::api::quantity::ScalarKind>::parse(s)
 }
 

@@ -43,7 +43,7 @@ pub struct OperatorArgs {
     pub priority_classes: Vec<(Priority, String)>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+fn parse_duration(text: &str) -> Result<Duration, crate::api::quantity::Error> {
     DurationKind::parse(text)
 }
 

@@ -69,12 +69,12 @@ pub struct ServeArgs {
 }
 
 /// A size in bytes, written as a Kubernetes memory quantity (`64Mi`, `1G`, `1048576`).
-fn parse_bytes(s: &str) -> Result<u64, String> {
+fn parse_bytes(s: &str) -> Result<u64, crate::api::quantity::Error> {
     <crate::api::quantity::MemoryKind as crate::api::quantity::ScalarKind>::parse(s)
 }
 
 fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
-    match super::delete::parse_duration(s)? {
+    match super::delete::parse_duration(s).map_err(|e| e.to_string())? {
         d if d.is_zero() => Err("must be more than 0s".into()),
         d => Ok(d),
     }
@@ -116,7 +116,7 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> Result<(), String> {
         }
         opts.connections.header_timeout = args.header_timeout;
         opts.connections.idle_timeout = args.idle_timeout;
-        let plane = ControlPlane::start(opts).await?;
+        let plane = ControlPlane::start(opts).await.map_err(|e| e.to_string())?;
         writeln!(
             out,
             "a2a serve: listening on {} (kubeconfig: {})",

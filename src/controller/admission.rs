@@ -133,7 +133,7 @@ pub fn admit(budgets: &[Budget], candidates: &[Candidate], host_available: u64) 
     let mut new_memory: u64 = 0;
     for c in order {
         let verdict = match chain(&by_name, &c.budget) {
-            Err(message) => Verdict::Pending { reason: "BudgetNotFound", message },
+            Err(e) => Verdict::Pending { reason: "BudgetNotFound", message: e.to_string() },
             Ok(chain) => match fits(&chain, &decision.allocated, c.demand) {
                 Some((reason, message)) if !c.admitted => Verdict::Pending { reason, message },
                 _ => {
@@ -236,19 +236,30 @@ pub fn enforced_limits(budgets: &[Budget]) -> BTreeMap<String, (Limits, Vec<Clam
     out
 }
 
+/// Why an agent's budget chain cannot be followed (the agent's `BudgetNotFound` message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("ResourceBudget {0:?} does not exist")]
+    Missing(String),
+    #[error("ResourceBudget {child:?} names parent {parent:?}, which does not exist")]
+    MissingParent { child: String, parent: String },
+    #[error("ResourceBudget parents form a cycle through {0:?}")]
+    Cycle(String),
+}
+
 /// The budget and its ancestors, innermost first; an error for a missing budget or a cycle.
-fn chain<'a>(by_name: &HashMap<&str, &'a Budget>, name: &str) -> Result<Vec<&'a Budget>, String> {
+fn chain<'a>(by_name: &HashMap<&str, &'a Budget>, name: &str) -> Result<Vec<&'a Budget>, ChainError> {
     let mut out: Vec<&Budget> = Vec::new();
     let mut cur = Some(name);
     while let Some(n) = cur {
         let Some(b) = by_name.get(n) else {
             return Err(match out.last() {
-                None => format!("ResourceBudget {n:?} does not exist"),
-                Some(child) => format!("ResourceBudget {:?} names parent {n:?}, which does not exist", child.name),
+                None => ChainError::Missing(n.to_owned()),
+                Some(child) => ChainError::MissingParent { child: child.name.clone(), parent: n.to_owned() },
             });
         };
         if out.iter().any(|seen| seen.name == b.name) {
-            return Err(format!("ResourceBudget parents form a cycle through {n:?}"));
+            return Err(ChainError::Cycle(n.to_owned()));
         }
         out.push(b);
         cur = b.parent.as_deref();

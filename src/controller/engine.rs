@@ -87,9 +87,55 @@ mod explain;
 /// The longest a large workflow's next step waits for more finished tasks to join it.
 const MAX_STEP_PAUSE: Duration = Duration::from_millis(5);
 
+/// Why a stdio run failed, in the runner's own terms.
+pub type StdioError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Runs one task on a `stdio` agent: the message on stdin, the result from stdout.
 pub trait StdioRunner: Send + Sync {
-    fn run(&self, agent: &Agent, input: String) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+    fn run(&self, agent: &Agent, input: String) -> Pin<Box<dyn Future<Output = Result<String, StdioError>> + Send>>;
+}
+
+/// Why an attempt failed: the text becomes the task's `status.error`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the workflow or agent is gone")]
+    Gone,
+    #[error("the workflow is gone")]
+    WorkflowGone,
+    #[error("the whole output of task {task:?} cannot be read: {source}")]
+    LoadOutput {
+        task: String,
+        #[source]
+        source: outputs::LoadError,
+    },
+    #[error("the output ({bytes} bytes) could not be stored beside the workflow in ConfigMaps: {source}")]
+    StoreOutput {
+        bytes: usize,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Message(#[from] crate::api::template::RenderError),
+    #[error("stdio agents run only in local mode")]
+    StdioLocalOnly,
+    #[error(transparent)]
+    Stdio(StdioError),
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("cancelled before the agent answered")]
+    CancelledBeforeAnswer,
+    #[error("agent {0:?} has no ready endpoint")]
+    NoEndpoint(String),
+    #[error(transparent)]
+    A2a(#[from] a2a::client::Error),
+    #[error("the agent needs more input ({state}): {text}")]
+    NeedsInput { state: &'static str, text: String },
+    #[error("the agent ended the task as {state}")]
+    EndedSilently { state: &'static str },
+    #[error("{state}: {text}")]
+    Ended { state: &'static str, text: String },
 }
 
 /// `namespace/name`.
@@ -207,7 +253,7 @@ impl WorkflowState {
 
     /// Records the outcome of attempt `t` (token `token`) under its task's name, only if that
     /// attempt is still the task's current one. Returns whether it was recorded.
-    fn record(&mut self, t: &TaskRef, token: u64, outcome: Result<Output, String>, now: Timestamp) -> bool {
+    fn record(&mut self, t: &TaskRef, token: u64, outcome: Result<Output, Error>, now: Timestamp) -> bool {
         if *t.uid != *self.uid || !self.attempts.end(&t.task, token) {
             return false;
         }
@@ -226,7 +272,7 @@ impl WorkflowState {
                 };
             }
             Err(e) => {
-                plan::record_failure(&self.spec, &mut self.status, i, e, now);
+                plan::record_failure(&self.spec, &mut self.status, i, e.to_string(), now);
             }
         }
         self.touch(i);
@@ -731,7 +777,7 @@ impl Engine {
         };
         self.flush.notify_one();
         let outcome = match started {
-            None => Err("the workflow or agent is gone".to_owned()),
+            None => Err(Error::Gone),
             Some((rx, needed)) => match self.load_outputs(&t, needed).await {
                 Err(e) => Err(e),
                 Ok(()) => self.attempt(&t, token, &agent_name, resume_id, rx).await,
@@ -747,13 +793,14 @@ impl Engine {
 
     /// Reads the whole outputs of upstream tasks `needed` from beside the workflow, into the
     /// workflow's cache.
-    async fn load_outputs(&self, t: &TaskRef, needed: Vec<(String, u32)>) -> Result<(), String> {
+    async fn load_outputs(&self, t: &TaskRef, needed: Vec<(String, u32)>) -> Result<(), Error> {
         let k = &t.workflow;
         for (name, attempt) in needed {
             let owner = Owner { namespace: &k.0, name: &k.1, uid: &t.uid };
-            let (text, _) = outputs::load(&self.client, &owner, &name, attempt)
-                .await
-                .map_err(|e| format!("the whole output of task {name:?} cannot be read: {e}"))?;
+            let (text, _) = match outputs::load(&self.client, &owner, &name, attempt).await {
+                Ok(loaded) => loaded,
+                Err(source) => return Err(Error::LoadOutput { task: name, source }),
+            };
             if let Some(w) = lock(&self.state).workflows.get_mut(k).filter(|w| *w.uid == *t.uid) {
                 w.full_outputs.insert(name, Arc::from(text));
             }
@@ -764,7 +811,7 @@ impl Engine {
     /// Keeps an output longer than status holds in ConfigMaps beside the workflow; the status
     /// then gets its first 64 KiB and a reference. A write that keeps failing fails the attempt
     /// (its output would be lost otherwise).
-    async fn store_output(&self, t: &TaskRef, text: String) -> Result<Output, String> {
+    async fn store_output(&self, t: &TaskRef, text: String) -> Result<Output, Error> {
         let (uid, task) = (t.uid.to_string(), t.task.to_string());
         let owner = Owner { namespace: &t.workflow.0, name: &t.workflow.1, uid: &uid };
         let mut wait = Duration::from_millis(100);
@@ -778,12 +825,7 @@ impl Engine {
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
-                Err(e) => {
-                    return Err(format!(
-                        "the output ({} bytes) could not be stored beside the workflow in ConfigMaps: {e}",
-                        text.len()
-                    ));
-                }
+                Err(source) => return Err(Error::StoreOutput { bytes: text.len(), source }),
             }
         };
         // The workflow may have gone meanwhile (its deletion cascaded before these existed).
@@ -793,7 +835,7 @@ impl Engine {
             .is_none_or(|w| w.uid != uid || w.index.position(&task).is_none());
         if gone {
             outputs::remove(&self.client, &owner, &task).await;
-            return Err("the workflow is gone".to_owned());
+            return Err(Error::WorkflowGone);
         }
         if let Some(n) = stored.original_bytes {
             tracing::warn!(workflow = %t.workflow.1, task = %task, bytes = n, kept = stored.bytes, "output over the cap was cut");
@@ -813,7 +855,7 @@ impl Engine {
         agent_name: &str,
         resume_id: Option<String>,
         mut rx: watch::Receiver<bool>,
-    ) -> Result<String, String> {
+    ) -> Result<String, Error> {
         let prepared = {
             let mut st = lock(&self.state);
             let State { workflows, agents, .. } = &mut *st;
@@ -844,31 +886,31 @@ impl Engine {
             }
         };
         let Some((message, timeout, data, endpoint, stdio_agent, message_id)) = prepared else {
-            return Err("the workflow or agent is gone".to_owned());
+            return Err(Error::Gone);
         };
         // A message too large to send (or a reference gone) fails the attempt with the reason.
-        let message = message.map_err(|e| e.to_string())?;
+        let message = message?;
         let cancelled = async move {
             let _ = rx.wait_for(|c| *c).await;
         };
         if let Some(agent) = stdio_agent {
             let Some(runner) = &self.config.stdio else {
-                return Err("stdio agents run only in local mode".to_owned());
+                return Err(Error::StdioLocalOnly);
             };
-            let run = runner.run(&agent, message);
+            let run = async { runner.run(&agent, message).await.map_err(Error::Stdio) };
             return match timeout {
                 Some(d) => tokio::select! {
-                    r = tokio::time::timeout(d, run) => r.unwrap_or_else(|_| Err(format!("timed out after {d:?}"))),
-                    () = cancelled => Err("cancelled".to_owned()),
+                    r = tokio::time::timeout(d, run) => r.unwrap_or(Err(Error::TimedOut(d))),
+                    () = cancelled => Err(Error::Cancelled),
                 },
                 None => tokio::select! {
                     r = run => r,
-                    () = cancelled => Err("cancelled".to_owned()),
+                    () = cancelled => Err(Error::Cancelled),
                 },
             };
         }
         match endpoint {
-            None => Err(format!("agent {agent_name:?} has no ready endpoint")),
+            None => Err(Error::NoEndpoint(agent_name.to_owned())),
             Some(urls) => {
                 self.a2a_attempt(t, token, &urls, message_id, message, data, timeout, resume_id, cancelled).await
             }
@@ -886,9 +928,9 @@ impl Engine {
         timeout: Option<Duration>,
         resume_id: Option<String>,
         cancelled: impl Future<Output = ()>,
-    ) -> Result<String, String> {
+    ) -> Result<String, Error> {
         let url = urls.first().map(String::as_str).unwrap_or_default();
-        let mut client = self.client_for(url).map_err(|e| e.to_string())?;
+        let mut client = self.client_for(url)?;
         let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
         let mut cancelled = std::pin::pin!(cancelled);
         let task_id = match resume_id {
@@ -897,7 +939,7 @@ impl Engine {
                 for other in urls.iter().skip(1) {
                     match client.get_task(&id).await {
                         Err(e) if e.rpc_code() == Some(a2a::types::ErrorCode::TaskNotFound) => {
-                            client = self.client_for(other).map_err(|e| e.to_string())?;
+                            client = self.client_for(other)?;
                         }
                         _ => break,
                     }
@@ -912,8 +954,8 @@ impl Engine {
                 let message = a2a::types::Message::new(a2a::types::Role::User, message_id, parts);
                 let config = a2a::types::SendMessageConfiguration { return_immediately: true, ..Default::default() };
                 let sent = tokio::select! {
-                    r = client.send_message(message, Some(config)) => r.map_err(|e| e.to_string())?,
-                    () = &mut cancelled => return Err("cancelled before the agent answered".to_owned()),
+                    r = client.send_message(message, Some(config)) => r?,
+                    () = &mut cancelled => return Err(Error::CancelledBeforeAnswer),
                 };
                 match sent {
                     a2a::types::SendMessageResponse::Message(m) => {
@@ -937,7 +979,7 @@ impl Engine {
                 }
             }
         };
-        let task = client.follow_task(&task_id, &opts, cancelled).await.map_err(|e| e.to_string())?;
+        let task = client.follow_task(&task_id, &opts, cancelled).await?;
         task_result(&task)
     }
 
@@ -951,7 +993,7 @@ impl Engine {
         Ok(c)
     }
 
-    fn finish(self: &Arc<Self>, t: &TaskRef, token: u64, agent: &str, outcome: Result<Output, String>) {
+    fn finish(self: &Arc<Self>, t: &TaskRef, token: u64, agent: &str, outcome: Result<Output, Error>) {
         let now = Timestamp::now();
         {
             let mut st = lock(&self.state);
@@ -1081,19 +1123,16 @@ impl Engine {
 }
 
 /// The outcome of a finished A2A task.
-fn task_result(task: &a2a::types::Task) -> Result<String, String> {
+fn task_result(task: &a2a::types::Task) -> Result<String, Error> {
     use a2a::types::TaskState;
     let out = task.output();
     match task.status.state {
         TaskState::Completed => Ok(out.text),
         TaskState::InputRequired | TaskState::AuthRequired => {
-            Err(format!("the agent needs more input ({}): {}", task.status.state.as_str(), out.text))
+            Err(Error::NeedsInput { state: task.status.state.as_str(), text: out.text })
         }
-        state => Err(if out.text.is_empty() {
-            format!("the agent ended the task as {}", state.as_str())
-        } else {
-            format!("{}: {}", state.as_str(), out.text)
-        }),
+        state if out.text.is_empty() => Err(Error::EndedSilently { state: state.as_str() }),
+        state => Err(Error::Ended { state: state.as_str(), text: out.text }),
     }
 }
 
@@ -1201,7 +1240,7 @@ mod tests {
         }
     }
 
-    fn output(text: &str) -> Result<Output, String> {
+    fn output(text: &str) -> Result<Output, Error> {
         Ok(Output { text: text.into(), reference: None, whole: None })
     }
 

@@ -269,13 +269,20 @@ pub fn record_cancelled(status: &mut WorkflowStatus, i: usize, now: Timestamp) {
     t.finished_at = Some(Time(now));
 }
 
+/// Why a retry request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetryError {
+    #[error("the workflow has no task {0:?}")]
+    NoSuchTask(String),
+}
+
 /// Makes failed, skipped and cancelled tasks run again (all of them, or the named ones and
 /// the tasks skipped because of them), and the workflow Running. Attempts keep counting, so
 /// the next attempt has a new messageId. Returns the names reset.
-pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) -> Result<Vec<String>, String> {
+pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) -> Result<Vec<String>, RetryError> {
     align(spec, status);
     if let Some(unknown) = only.iter().find(|n| !spec.tasks.iter().any(|t| &t.name == *n)) {
-        return Err(format!("the workflow has no task {unknown:?}"));
+        return Err(RetryError::NoSuchTask(unknown.clone()));
     }
     let deps = dependency_indices(spec);
     let retryable = |p: TaskPhase| matches!(p, TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled);
@@ -587,7 +594,10 @@ mod tests {
         cancel(&mut st, t0());
         assert_eq!(st.phase, Some(WorkflowPhase::Cancelled));
         assert!(st.tasks.iter().all(|t| t.phase == TaskPhase::Cancelled));
-        assert_eq!(retry(&spec, &mut st, &["nope".into()]), Err("the workflow has no task \"nope\"".into()));
+        assert_eq!(
+            retry(&spec, &mut st, &["nope".into()]).map_err(|e| e.to_string()),
+            Err("the workflow has no task \"nope\"".into())
+        );
         assert_eq!(retry(&spec, &mut st, &["a".into()]).expect("retry"), ["a", "b", "c", "d"]);
         assert_eq!(st.phase, Some(WorkflowPhase::Running));
         let s = step(&spec, &mut st, t0());

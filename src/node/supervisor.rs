@@ -1830,12 +1830,14 @@ impl crate::controller::engine::StdioRunner for StdioTasks {
         &self,
         agent: &Agent,
         input: String,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>> {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<String, crate::controller::engine::StdioError>> + Send>,
+    > {
         let node = self.node.clone();
         let agent = agent.clone();
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let budgets = self.budgets.lock().map(|b| b.clone()).unwrap_or_default();
-        Box::pin(async move {
+        let run = async move {
             // Runs are numbered past any replica index, so they never share a replica's cgroup.
             let slot = 1_000_000 + u32::try_from(n % 1_000_000).unwrap_or(0);
             let api: Api<ResourceBudget> = Api::all(node.client.clone());
@@ -1878,7 +1880,8 @@ impl crate::controller::engine::StdioRunner for StdioTasks {
             })
             .await
             .map_err(|e| format!("stdio run panicked: {e}"))?
-        })
+        };
+        Box::pin(async move { run.await.map_err(Into::into) })
     }
 }
 
