@@ -698,6 +698,19 @@ mod tests {
     }
 
     #[test]
+    fn errors_say_what_is_wrong_as_values_callers_can_tell_apart() {
+        let text = "-1Gi".to_owned();
+        assert_eq!(MemoryKind::parse("-1Gi"), Err(Error::Negative { what: "memory quantity", text }));
+        assert_eq!(PidsKind::parse("0"), Err(Error::NoPids));
+        assert!(matches!(DurationKind::parse("2d"), Err(Error::Days { .. })));
+        let e = serde_json::from_str::<Memory>("\"512MB\"").unwrap_err().to_string();
+        assert!(
+            e.contains("has an unknown unit \"MB\" (did you mean Mi?)"),
+            "deserializing reports the same text: {e}"
+        );
+    }
+
+    #[test]
     fn scalars_keep_what_was_written() {
         let m: Memory = serde_json::from_str("\"0.5Gi\"").unwrap();
         assert_eq!(m.value(), 512 << 20);
