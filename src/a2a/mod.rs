@@ -5,7 +5,7 @@
 pub mod client;
 pub mod jsonrpc;
 pub mod server;
-pub mod sse;
+pub(crate) mod sse;
 pub mod transport;
 pub mod types;
 
