@@ -14,6 +14,62 @@ use crate::node::cgroup::{self, CgroupDriver, CgroupLimits, Layout};
 use crate::node::ownership::{self, Ownership};
 use crate::node::supervisor::{Node, NodeConfig, StdioTasks};
 
+/// Why the local control plane cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Server(#[from] crate::apiserver::Error),
+    #[error("reading {}: {source}", path.display())]
+    ReadKubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("kubeconfig {}: {source}", path.display())]
+    LoadKubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("client: {0}")]
+    Client(#[source] kube::Error),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
+    #[error(transparent)]
+    Ownership(#[from] ownership::Error),
+    #[error(
+        "{0}. a2a needs to manage cgroups to enforce agent limits: run as root or in a delegated cgroup, \
+         or pass --allow-unenforced to run agents without limits"
+    )]
+    CgroupsUnavailable(#[source] CgroupsUnavailable),
+    #[error(
+        "this process is not the a2a binary: set LocalOptions::a2a_exe to it \
+         (it runs the agents' log relays and `a2a …` agents)"
+    )]
+    NotTheA2aBinary,
+    #[error("creating the run's state directory {}: {source}", dir.display())]
+    StateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why cgroups cannot be managed here (agents then run unenforced only when allowed to).
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupsUnavailable {
+    #[error("cannot use cgroups at {}: {source}", root.display())]
+    Detect {
+        root: PathBuf,
+        #[source]
+        source: cgroup::Error,
+    },
+    #[error("no permission to create cgroups under {}", root.display())]
+    PermissionDenied { root: PathBuf },
+    #[error("cannot create the a2a cgroup: {0}")]
+    Top(#[source] cgroup::Error),
+}
+
 /// How to run the local control plane.
 #[derive(Clone, Debug)]
 pub struct LocalOptions {
@@ -100,57 +156,53 @@ pub struct ControlPlane {
 /// Picks the cgroup driver, proves it can create the top cgroup and takes ownership of the
 /// top (refused, in one line naming the owner, when another control plane owns it); without
 /// permission, says so once and stops, unless unenforced running is allowed.
-pub fn cgroup_driver(opts: &LocalOptions) -> Result<(Arc<dyn CgroupDriver>, bool, Ownership), String> {
+pub fn cgroup_driver(opts: &LocalOptions) -> Result<(Arc<dyn CgroupDriver>, bool, Ownership), Error> {
     let (driver, enforced) = usable_driver(opts)?;
-    let layout = Layout::with_top(&opts.cgroup_top).map_err(|e| e.to_string())?;
+    let layout = Layout::with_top(&opts.cgroup_top)?;
     let kind = if opts.stop_agents_on_exit { ownership::Kind::Run } else { ownership::Kind::Serve };
-    let owned = ownership::claim(driver.as_ref(), &layout.top(), ownership::Owner::me(&opts.home, kind))
-        .map_err(|e| e.to_string())?;
+    let owned = ownership::claim(driver.as_ref(), &layout.top(), ownership::Owner::me(&opts.home, kind))?;
     Ok((driver, enforced, owned))
 }
 
-fn usable_driver(opts: &LocalOptions) -> Result<(Arc<dyn CgroupDriver>, bool), String> {
-    let layout = Layout::with_top(&opts.cgroup_top).map_err(|e| e.to_string())?;
-    let refuse = |why: String| {
+fn usable_driver(opts: &LocalOptions) -> Result<(Arc<dyn CgroupDriver>, bool), Error> {
+    let layout = Layout::with_top(&opts.cgroup_top)?;
+    let refuse = |why: CgroupsUnavailable| {
         if opts.allow_unenforced {
             tracing::warn!("{why}; running agents WITHOUT kernel-enforced limits (--allow-unenforced)");
             Ok((Arc::new(Unenforced) as Arc<dyn CgroupDriver>, false))
         } else {
-            Err(format!(
-                "{why}. a2a needs to manage cgroups to enforce agent limits: run as root or in a delegated cgroup, \
-                 or pass --allow-unenforced to run agents without limits"
-            ))
+            Err(Error::CgroupsUnavailable(why))
         }
     };
+    let root = || opts.cgroup_root.clone();
     let driver: Arc<dyn CgroupDriver> = match cgroup::detect(&opts.cgroup_root) {
         Ok(d) => Arc::from(d),
-        Err(e) => return refuse(format!("cannot use cgroups at {}: {e}", opts.cgroup_root.display())),
+        Err(source) => return refuse(CgroupsUnavailable::Detect { root: root(), source }),
     };
     match driver.ensure(&layout.top(), &CgroupLimits::default()) {
         Ok(()) => Ok((driver, true)),
-        Err(e) if e.is_permission_denied() => {
-            refuse(format!("no permission to create cgroups under {}", opts.cgroup_root.display()))
-        }
-        Err(e) => refuse(format!("cannot create the a2a cgroup: {e}")),
+        Err(e) if e.is_permission_denied() => refuse(CgroupsUnavailable::PermissionDenied { root: root() }),
+        Err(e) => refuse(CgroupsUnavailable::Top(e)),
     }
 }
 
-async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client, String> {
-    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("reading {}: {e}", kubeconfig.display()))?;
+async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client, Error> {
+    let path = || kubeconfig.to_owned();
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(|source| Error::ReadKubeconfig { path: path(), source })?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
-    kube::Client::try_from(config).map_err(|e| format!("client: {e}"))
+        .map_err(|source| Error::LoadKubeconfig { path: path(), source })?;
+    kube::Client::try_from(config).map_err(Error::Client)
 }
 
 impl ControlPlane {
     /// Starts the API server, the node and the engine.
-    pub async fn start(opts: LocalOptions) -> Result<ControlPlane, String> {
+    pub async fn start(opts: LocalOptions) -> Result<ControlPlane, Error> {
         // The daemon's heap (`a2a serve` does this before its runtime starts; `a2a run` and
         // embedders get it here, for the arenas not created yet).
         crate::node::limit_malloc_arenas();
         if !opts.controllers {
-            let server = Server::start(opts.server_config(&opts.home)).await.map_err(|e| e.to_string())?;
+            let server = Server::start(opts.server_config(&opts.home)).await?;
             let client = client_for(server.kubeconfig()).await?;
             let (stop, _) = watch::channel(false);
             return Ok(ControlPlane {
@@ -167,14 +219,14 @@ impl ControlPlane {
         let (driver, enforced, owned) = cgroup_driver(&opts)?;
         let scoped_state = if opts.scoped_state { Some(scoped_state_dir(&opts.home)?) } else { None };
         let state_home = scoped_state.clone().unwrap_or_else(|| opts.home.clone());
-        let server = Server::start(opts.server_config(&state_home)).await.map_err(|e| e.to_string())?;
+        let server = Server::start(opts.server_config(&state_home)).await?;
         let client = client_for(server.kubeconfig()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let mut config = NodeConfig::new(&opts.home);
-        config.layout = Layout::with_top(&opts.cgroup_top).map_err(|e| e.to_string())?;
+        config.layout = Layout::with_top(&opts.cgroup_top)?;
         config.enforced = enforced;
         config.stop_on_shutdown = opts.stop_agents_on_exit;
         match &opts.a2a_exe {
@@ -184,11 +236,7 @@ impl ControlPlane {
             }
             // The log relays (and `a2a …` agents) re-execute this process's binary: an
             // embedder that is not the a2a binary would start itself once per replica.
-            None if !running_binary_is_a2a() => {
-                return Err("this process is not the a2a binary: set LocalOptions::a2a_exe to it \
-                            (it runs the agents' log relays and `a2a …` agents)"
-                    .to_owned());
-            }
+            None if !running_binary_is_a2a() => return Err(Error::NotTheA2aBinary),
             None => {}
         }
         config.restart_backoff = opts.restart_backoff;
@@ -232,7 +280,7 @@ impl ControlPlane {
 
 /// A new state directory for this run, `<home>/runs/<pid>`; those of runs that ended without
 /// removing theirs (killed) go first.
-fn scoped_state_dir(home: &std::path::Path) -> Result<PathBuf, String> {
+fn scoped_state_dir(home: &std::path::Path) -> Result<PathBuf, Error> {
     let runs = home.join("runs");
     if let Ok(entries) = std::fs::read_dir(&runs) {
         for e in entries.flatten() {
@@ -249,8 +297,10 @@ fn scoped_state_dir(home: &std::path::Path) -> Result<PathBuf, String> {
     }
     let dir = runs.join(std::process::id().to_string());
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating the run's state directory {}: {e}", dir.display()))?;
-    Ok(dir)
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Ok(dir),
+        Err(source) => Err(Error::StateDir { dir, source }),
+    }
 }
 
 static RUNNING_BINARY_IS_A2A: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -106,3 +106,31 @@ async fn an_agent_that_is_not_running_is_a_connect_error() {
     assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(err.to_string().contains("cannot reach the agent"), "{err}");
 }
+
+/// The card, not the URL it was read from, says where requests go and on which binding: an
+/// agent that lists a binding a2a does not speak first is reached on its JSON-RPC interface,
+/// wherever that lives.
+#[tokio::test]
+async fn requests_go_to_the_first_interface_in_the_cards_order_whose_binding_a2a_speaks() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent = format!("http://{}/", listener.local_addr().unwrap());
+    let config = a2a::a2a::server::DemoAgentConfig::default();
+    tokio::spawn(a2a::a2a::server::serve(listener, config, std::future::pending()));
+    let listed = agent.clone();
+    let app = Router::new().route(
+        "/.well-known/agent-card.json",
+        get(move || async move {
+            let mut c = card("http://127.0.0.1:9/grpc", "GRPC");
+            c["supportedInterfaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"url": listed, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}));
+            axum::Json(c)
+        }),
+    );
+    let client = Client::new(&serve(app).await).unwrap();
+    let transport = client.transport().await.expect("a transport");
+    assert_eq!((transport.binding(), transport.endpoint()), ("JSONRPC", agent.as_str()));
+    let reply = client.send_message(Message::user_text("m-1", "hello"), None).await.expect("the agent answers");
+    assert_eq!(reply.output().text, "hello");
+}

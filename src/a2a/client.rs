@@ -1,6 +1,8 @@
-//! An A2A 1.0 client over the JSON-RPC binding: agent card discovery (cached), `SendMessage`,
-//! `GetTask`, `CancelTask`, the SSE methods, and [`Client::send_and_follow`], which drives one
-//! message to a terminal task within a deadline and cancels the task when it runs out.
+//! An A2A 1.0 client: agent card discovery (cached), `SendMessage`, `GetTask`, `CancelTask`,
+//! the streaming methods, and [`Client::send_and_follow`], which drives one message to a
+//! terminal task within a deadline and cancels the task when it runs out. The card decides
+//! the binding the requests travel on ([`super::transport::for_card`]); today that is
+//! JSON-RPC ([`super::jsonrpc`]).
 //!
 //! Plain `http://` only: agents are local processes or in-cluster Services.
 //!
@@ -19,28 +21,25 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use http::{HeaderValue, Method, Request, StatusCode, header};
+use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use super::transport::{self, Transport};
 use super::types::{
-    AGENT_CARD_PATH, AgentCard, CancelTaskRequest, ErrorCode, GetTaskRequest, JsonRpcRequest, JsonRpcResponse, Message,
-    PROTOCOL_VERSION, RpcError, SendMessageConfiguration, SendMessageRequest, SendMessageResponse, StreamResponse,
-    SubscribeToTaskRequest, Task, TaskState, VERSION_HEADER, method,
+    AGENT_CARD_PATH, AgentCard, CancelTaskRequest, ErrorCode, GetTaskRequest, Message, RpcError,
+    SendMessageConfiguration, SendMessageRequest, SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task,
+    TaskState,
 };
 
 /// Responses larger than this are refused (outputs beyond it belong in files, not replies).
@@ -210,9 +209,11 @@ impl FollowOptions {
 /// A stream of events from `SubscribeToTask` or `SendStreamingMessage`.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamResponse>> + Send>>;
 
-type Http = HyperClient<HttpConnector, Full<Bytes>>;
+/// The HTTP client every binding over HTTP shares (one connection pool per [`Client`]).
+pub(crate) type Http = HyperClient<HttpConnector, Full<Bytes>>;
 
-/// A client for one agent. Cheap to clone; clones share the connection pool and the card.
+/// A client for one agent, whatever binding its card offers. Cheap to clone; clones share
+/// the connection pool, the card and the transport.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -222,13 +223,13 @@ struct Inner {
     http: Http,
     base: String,
     card: Mutex<Option<Discovered>>,
-    next_id: AtomicI64,
 }
 
+/// The card as last read, and the transport it chose.
 #[derive(Clone)]
 struct Discovered {
     card: Arc<AgentCard>,
-    endpoint: String,
+    transport: Arc<dyn Transport>,
 }
 
 impl std::fmt::Debug for Client {
@@ -239,14 +240,15 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// A client for the agent at `base_url` (e.g. `http://127.0.0.1:8080`); the card is
-    /// fetched from `base_url` + [`AGENT_CARD_PATH`] on first use.
+    /// fetched from `base_url` + [`AGENT_CARD_PATH`] on first use, and names the binding
+    /// (see [`transport::for_card`]). This is the one way a2a makes an A2A client.
     pub fn new(base_url: &str) -> Result<Self> {
         let base = check_url(base_url)?.trim_end_matches('/').to_owned();
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let http =
             HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Ok(Self { inner: Arc::new(Inner { http, base, card: Mutex::new(None), next_id: AtomicI64::new(1) }) })
+        Ok(Self { inner: Arc::new(Inner { http, base, card: Mutex::new(None) }) })
     }
 
     /// The base URL the client was made for.
@@ -266,7 +268,7 @@ impl Client {
             .header(header::ACCEPT, "application/json")
             .body(Full::new(Bytes::new()))
             .map_err(|e| invalid(&url, e))?;
-        let (status, body) = read_reply(&url, self.send(&url, req, Some(Duration::from_secs(30)))).await?;
+        let (status, body) = read_reply(&url, send(&self.inner.http, &url, req, Some(Duration::from_secs(30)))).await?;
         if !status.is_success() {
             return Err(http_status(&url, status, &body));
         }
@@ -275,22 +277,17 @@ impl Client {
             what: "the agent card".into(),
             source,
         })?;
-        let endpoint = match card.jsonrpc_interface() {
-            Some(i) => self.resolve(&i.url)?,
-            None => {
-                let offered: Vec<String> =
-                    card.supported_interfaces.iter().map(|i| format!("{} at {}", i.protocol_binding, i.url)).collect();
-                return Err(Error::NoJsonRpcInterface {
-                    url,
-                    offered: if offered.is_empty() { "nothing".into() } else { offered.join(", ") },
-                });
-            }
-        };
-        let d = Discovered { card: Arc::new(card), endpoint };
+        let transport = transport::for_card(&card, &self.inner.base, &self.inner.http)?;
+        let d = Discovered { card: Arc::new(card), transport };
         if let Ok(mut slot) = self.inner.card.lock() {
             *slot = Some(d.clone());
         }
         Ok(d.card)
+    }
+
+    /// The transport the agent card chose (reading the card first if needed).
+    pub async fn transport(&self) -> Result<Arc<dyn Transport>> {
+        Ok(self.discovered().await?.transport)
     }
 
     /// `SendMessage`. Without `returnImmediately` the agent answers when the task is terminal
@@ -300,26 +297,27 @@ impl Client {
         message: Message,
         configuration: Option<SendMessageConfiguration>,
     ) -> Result<SendMessageResponse> {
-        let params = SendMessageRequest { message, configuration, metadata: None, tenant: None };
-        self.call(method::SEND_MESSAGE, &params, None).await
+        let request = SendMessageRequest { message, configuration, metadata: None, tenant: None };
+        self.transport().await?.send_message(request).await
     }
 
     /// `GetTask`.
     pub async fn get_task(&self, task_id: &str) -> Result<Task> {
-        let params = GetTaskRequest { id: task_id.to_owned(), ..Default::default() };
-        self.call(method::GET_TASK, &params, Some(Duration::from_secs(30))).await
+        let request = GetTaskRequest { id: task_id.to_owned(), ..Default::default() };
+        self.transport().await?.get_task(request).await
     }
 
     /// `CancelTask`; the answer is the task as the agent left it.
     pub async fn cancel_task(&self, task_id: &str) -> Result<Task> {
-        let params = CancelTaskRequest { id: task_id.to_owned(), ..Default::default() };
-        self.call(method::CANCEL_TASK, &params, Some(Duration::from_secs(30))).await
+        let request = CancelTaskRequest { id: task_id.to_owned(), ..Default::default() };
+        self.transport().await?.cancel_task(request).await
     }
 
     /// `SubscribeToTask`: the task's events until it is terminal. Needs `streaming` in the card.
     pub async fn subscribe_to_task(&self, task_id: &str) -> Result<EventStream> {
-        let params = SubscribeToTaskRequest { id: task_id.to_owned(), tenant: None };
-        self.stream(method::SUBSCRIBE_TO_TASK, &params).await
+        let request = SubscribeToTaskRequest { id: task_id.to_owned(), tenant: None };
+        let method = super::types::method::SUBSCRIBE_TO_TASK;
+        self.streaming(method).await?.subscribe_to_task(request).await
     }
 
     /// `SendStreamingMessage`: sends a message and streams the task's events.
@@ -328,8 +326,19 @@ impl Client {
         message: Message,
         configuration: Option<SendMessageConfiguration>,
     ) -> Result<EventStream> {
-        let params = SendMessageRequest { message, configuration, metadata: None, tenant: None };
-        self.stream(method::SEND_STREAMING_MESSAGE, &params).await
+        let request = SendMessageRequest { message, configuration, metadata: None, tenant: None };
+        let method = super::types::method::SEND_STREAMING_MESSAGE;
+        self.streaming(method).await?.send_streaming_message(request).await
+    }
+
+    /// The transport, when the card declares streaming (which `method` needs).
+    async fn streaming(&self, method: &str) -> Result<Arc<dyn Transport>> {
+        let d = self.discovered().await?;
+        if !d.card.capabilities.streaming {
+            let url = d.transport.endpoint().to_owned();
+            return Err(Error::StreamingNotSupported { url, method: method.to_owned() });
+        }
+        Ok(d.transport)
     }
 
     /// Sends `message` and follows the task until it is terminal or interrupted (input or auth
@@ -467,95 +476,31 @@ impl Client {
             reason: "the agent card cache is unavailable".into(),
         })
     }
+}
 
-    fn resolve(&self, url: &str) -> Result<String> {
-        if url.starts_with('/') {
-            return Ok(format!("{}{url}", self.inner.base));
+/// Sends one HTTP request, within `timeout` when one is given.
+pub(crate) async fn send(
+    http: &Http,
+    url: &str,
+    req: Request<Full<Bytes>>,
+    timeout: Option<Duration>,
+) -> Result<http::Response<hyper::body::Incoming>> {
+    let fut = http.request(req);
+    let res = match timeout {
+        Some(after) => {
+            tokio::time::timeout(after, fut).await.map_err(|_| Error::RequestTimeout { url: url.to_owned(), after })?
         }
-        check_url(url).map(str::to_owned)
-    }
+        None => fut.await,
+    };
+    res.map_err(|source| Error::Connect { url: url.to_owned(), source })
+}
 
-    fn rpc_request(&self, endpoint: &str, body: Vec<u8>, accept: &str) -> Result<Request<Full<Bytes>>> {
-        Request::builder()
-            .method(Method::POST)
-            .uri(endpoint)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, accept)
-            .header(VERSION_HEADER, HeaderValue::from_static(PROTOCOL_VERSION))
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| invalid(endpoint, e))
+/// An interface URL of the card, resolved against the agent's base URL when relative.
+pub(crate) fn resolve(base: &str, url: &str) -> Result<String> {
+    if url.starts_with('/') {
+        return Ok(format!("{base}{url}"));
     }
-
-    fn encode<P: Serialize>(&self, method: &str, params: &P) -> Result<(i64, Vec<u8>)> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::to_vec(&JsonRpcRequest::new(id, method, params)).map_err(|source| Error::Decode {
-            url: self.inner.base.clone(),
-            what: format!("the {method} request"),
-            source,
-        })?;
-        Ok((id, body))
-    }
-
-    async fn call<P: Serialize, R: DeserializeOwned>(
-        &self,
-        method: &str,
-        params: &P,
-        timeout: Option<Duration>,
-    ) -> Result<R> {
-        let endpoint = self.discovered().await?.endpoint;
-        let (_, body) = self.encode(method, params)?;
-        let req = self.rpc_request(&endpoint, body, "application/json")?;
-        let (status, body) = read_reply(&endpoint, self.send(&endpoint, req, timeout)).await?;
-        decode_rpc(method, &endpoint, status, &body)
-    }
-
-    async fn stream<P: Serialize>(&self, method: &str, params: &P) -> Result<EventStream> {
-        let d = self.discovered().await?;
-        if !d.card.capabilities.streaming {
-            return Err(Error::StreamingNotSupported { url: d.endpoint, method: method.to_owned() });
-        }
-        let endpoint = d.endpoint;
-        let (_, body) = self.encode(method, params)?;
-        let req = self.rpc_request(&endpoint, body, "text/event-stream")?;
-        let resp = self.send(&endpoint, req, Some(Duration::from_secs(30))).await?;
-        let status = resp.status();
-        let is_sse = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !is_sse {
-            // An upfront error (or a server that does not stream) answers with plain JSON.
-            let body = collect(&endpoint, resp.into_body()).await?;
-            let one: StreamResponse = decode_rpc(method, &endpoint, status, &body)?;
-            return Ok(Box::pin(futures::stream::iter([Ok(one)])));
-        }
-        let state = SseState {
-            body: resp.into_body(),
-            decoder: SseDecoder::default(),
-            ready: VecDeque::new(),
-            endpoint,
-            method: method.to_owned(),
-            done: false,
-        };
-        Ok(Box::pin(futures::stream::unfold(state, next_event)))
-    }
-
-    async fn send(
-        &self,
-        url: &str,
-        req: Request<Full<Bytes>>,
-        timeout: Option<Duration>,
-    ) -> Result<http::Response<hyper::body::Incoming>> {
-        let fut = self.inner.http.request(req);
-        let res = match timeout {
-            Some(after) => tokio::time::timeout(after, fut)
-                .await
-                .map_err(|_| Error::RequestTimeout { url: url.to_owned(), after })?,
-            None => fut.await,
-        };
-        res.map_err(|source| Error::Connect { url: url.to_owned(), source })
-    }
+    check_url(url).map(str::to_owned)
 }
 
 fn is_settled(state: TaskState) -> bool {
@@ -590,11 +535,11 @@ fn check_url(url: &str) -> Result<&str> {
     Ok(url)
 }
 
-fn invalid(url: &str, e: http::Error) -> Error {
+pub(crate) fn invalid(url: &str, e: http::Error) -> Error {
     Error::InvalidUrl { url: url.to_owned(), reason: e.to_string() }
 }
 
-async fn read_reply(
+pub(crate) async fn read_reply(
     url: &str,
     resp: impl Future<Output = Result<http::Response<hyper::body::Incoming>>>,
 ) -> Result<(StatusCode, Bytes)> {
@@ -603,7 +548,7 @@ async fn read_reply(
     Ok((status, collect(url, resp.into_body()).await?))
 }
 
-async fn collect(url: &str, body: hyper::body::Incoming) -> Result<Bytes> {
+pub(crate) async fn collect(url: &str, body: hyper::body::Incoming) -> Result<Bytes> {
     Limited::new(body, MAX_BODY)
         .collect()
         .await
@@ -611,172 +556,19 @@ async fn collect(url: &str, body: hyper::body::Incoming) -> Result<Bytes> {
         .map_err(|e| Error::Body { url: url.to_owned(), reason: e.to_string() })
 }
 
-fn quote(body: &[u8]) -> String {
+pub(crate) fn quote(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(QUOTE)]);
     let ellipsis = if body.len() > QUOTE { "…" } else { "" };
     format!("{:?}{ellipsis}", text.trim())
 }
 
-fn http_status(url: &str, status: StatusCode, body: &[u8]) -> Error {
+pub(crate) fn http_status(url: &str, status: StatusCode, body: &[u8]) -> Error {
     Error::HttpStatus { url: url.to_owned(), status: status.as_u16(), body: quote(body) }
-}
-
-fn decode_rpc<R: DeserializeOwned>(method: &str, url: &str, status: StatusCode, body: &[u8]) -> Result<R> {
-    let rpc = |error| Error::Rpc { method: method.to_owned(), url: url.to_owned(), error };
-    // One parse in the common case (a well-formed answer); the body is read again only to
-    // find the most useful error.
-    let source = match serde_json::from_slice::<JsonRpcResponse<R>>(body) {
-        // A JSON-RPC error may come with any HTTP status; it says more than the status.
-        Ok(resp) if resp.error.is_some() || status.is_success() => return resp.into_result().map_err(rpc),
-        Ok(_) => return Err(http_status(url, status, body)),
-        Err(e) => e,
-    };
-    if let Ok(JsonRpcResponse::<serde::de::IgnoredAny> { error: Some(error), .. }) = serde_json::from_slice(body) {
-        return Err(rpc(error));
-    }
-    if !status.is_success() {
-        return Err(http_status(url, status, body));
-    }
-    Err(Error::Decode { url: url.to_owned(), what: format!("the {method} response"), source })
-}
-
-struct SseState {
-    body: hyper::body::Incoming,
-    decoder: SseDecoder,
-    ready: VecDeque<SseEvent>,
-    endpoint: String,
-    method: String,
-    done: bool,
-}
-
-async fn next_event(mut s: SseState) -> Option<(Result<StreamResponse>, SseState)> {
-    loop {
-        if let Some(ev) = s.ready.pop_front() {
-            let item = if ev.event == "error" {
-                Err(Error::UnexpectedReply {
-                    method: s.method.clone(),
-                    url: s.endpoint.clone(),
-                    got: format!("an SSE error event {}", quote(ev.data.as_bytes())),
-                })
-            } else {
-                decode_rpc(&s.method, &s.endpoint, StatusCode::OK, ev.data.as_bytes())
-            };
-            return Some((item, s));
-        }
-        if s.done {
-            return None;
-        }
-        match s.body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    s.ready.extend(s.decoder.feed(&data));
-                }
-            }
-            Some(Err(e)) => {
-                s.done = true;
-                let err = Error::Body { url: s.endpoint.clone(), reason: e.to_string() };
-                return Some((Err(err), s));
-            }
-            None => {
-                s.done = true;
-                s.ready.extend(s.decoder.finish());
-            }
-        }
-    }
-}
-
-/// One server-sent event.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SseEvent {
-    pub event: String,
-    pub data: String,
-}
-
-/// Splits an SSE byte stream into events (W3C rules: `event:`/`data:` fields, comments,
-/// a blank line ends an event, `\n`, `\r\n` or `\r` line ends).
-#[derive(Default)]
-pub(crate) struct SseDecoder {
-    line: Vec<u8>,
-    event: String,
-    data: Vec<String>,
-    last_was_cr: bool,
-}
-
-impl SseDecoder {
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
-        let mut out = Vec::new();
-        for &b in bytes {
-            if self.last_was_cr && b == b'\n' {
-                self.last_was_cr = false;
-                continue;
-            }
-            self.last_was_cr = b == b'\r';
-            if b == b'\n' || b == b'\r' {
-                let line = std::mem::take(&mut self.line);
-                if let Some(ev) = self.line_done(&String::from_utf8_lossy(&line)) {
-                    out.push(ev);
-                }
-            } else {
-                self.line.push(b);
-            }
-        }
-        out
-    }
-
-    pub(crate) fn finish(&mut self) -> Option<SseEvent> {
-        if !self.line.is_empty() {
-            let line = std::mem::take(&mut self.line);
-            self.line_done(&String::from_utf8_lossy(&line));
-        }
-        self.line_done("")
-    }
-
-    fn line_done(&mut self, line: &str) -> Option<SseEvent> {
-        if line.is_empty() {
-            let event = std::mem::take(&mut self.event);
-            let data = std::mem::take(&mut self.data);
-            if data.is_empty() {
-                return None;
-            }
-            return Some(SseEvent {
-                event: if event.is_empty() { "message".into() } else { event },
-                data: data.join("\n"),
-            });
-        }
-        if line.starts_with(':') {
-            return None;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "event" => self.event = value.to_owned(),
-            "data" => self.data.push(value.to_owned()),
-            _ => {}
-        }
-        None
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_decoder_splits_events_across_chunks_and_line_endings() {
-        let mut d = SseDecoder::default();
-        let mut got = d.feed(b": keep-alive\r\ndata: {\"a\":");
-        assert!(got.is_empty());
-        got.extend(d.feed(b"1}\r\n\r\nevent: error\ndata: x\ndata: y\n\ndata: last"));
-        got.extend(d.finish());
-        assert_eq!(
-            got,
-            vec![
-                SseEvent { event: "message".into(), data: "{\"a\":1}".into() },
-                SseEvent { event: "error".into(), data: "x\ny".into() },
-                SseEvent { event: "message".into(), data: "last".into() },
-            ]
-        );
-    }
 
     #[test]
     fn urls_other_than_absolute_http_are_refused_with_the_reason() {
@@ -785,17 +577,5 @@ mod tests {
         let e = Client::new("localhost:8080").unwrap_err();
         assert!(e.to_string().contains("localhost:8080"), "{e}");
         assert!(Client::new("http://127.0.0.1:9").is_ok());
-    }
-
-    #[test]
-    fn a_json_rpc_error_beats_the_http_status_and_keeps_its_code() {
-        let body = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32009,"message":"A2A version 0.3 is not supported"}}"#;
-        let e = decode_rpc::<Task>("GetTask", "http://h/", StatusCode::BAD_REQUEST, body).unwrap_err();
-        assert_eq!(e.rpc_code(), Some(ErrorCode::VersionNotSupported));
-        assert!(!e.is_retryable());
-        assert!(e.to_string().starts_with("GetTask to http://h/ failed: VersionNotSupported (-32009"), "{e}");
-        let e = decode_rpc::<Task>("GetTask", "http://h/", StatusCode::BAD_GATEWAY, b"<html>").unwrap_err();
-        assert_eq!(e.to_string(), "http://h/: the agent answered HTTP 502: \"<html>\"");
-        assert!(e.is_retryable());
     }
 }

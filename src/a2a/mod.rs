@@ -1,9 +1,14 @@
-//! A2A protocol 1.0 (JSON-RPC binding): the wire types, a client, and the server side of the
-//! sample agent (`a2a demo-agent`).
+//! A2A protocol 1.0: the wire types, a client whose requests travel on the binding the agent
+//! card names (one [`transport::Transport`] per binding; JSON-RPC today), and the server side
+//! of the sample agent (`a2a demo-agent`).
 
 pub mod client;
+pub mod jsonrpc;
 pub mod server;
+pub(crate) mod sse;
+pub mod transport;
 pub mod types;
 
 pub use client::{CancelOutcome, Client, EventStream, FollowOptions};
+pub use transport::Transport;
 pub use types::*;

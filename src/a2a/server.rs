@@ -322,7 +322,7 @@ async fn dispatch(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Re
     let Some(method) = request.method.as_ref().and_then(Value::as_str) else {
         return Err(fail(&id, ErrorCode::InvalidRequest, "`method` is missing or not a string"));
     };
-    check_version(headers).map_err(|m| fail(&id, ErrorCode::VersionNotSupported, m))?;
+    check_version(headers).map_err(|e| fail(&id, ErrorCode::VersionNotSupported, e.to_string()))?;
     let params = request.params.map_or("null", |p| p.get());
     match method {
         method::SEND_MESSAGE => {
@@ -367,20 +367,52 @@ async fn dispatch(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Re
     }
 }
 
-fn check_version(headers: &HeaderMap) -> Result<(), String> {
+/// Why the demo agent refuses a request or fails a task; the text reaches the caller (as a
+/// JSON-RPC error message or the failed task's status message).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the {VERSION_HEADER} header is missing, which means protocol 0.3; this agent speaks {PROTOCOL_VERSION}")]
+    VersionMissing,
+    #[error("protocol version {0:?} is not supported; this agent speaks {PROTOCOL_VERSION}")]
+    VersionUnsupported(String),
+    #[error("data member {key:?} must be a duration, not {got}")]
+    DataNotADuration { key: String, got: Value },
+    #[error("{key}: {source}")]
+    Duration {
+        key: String,
+        #[source]
+        source: crate::api::quantity::Error,
+    },
+    #[error("data member \"allocate\" must be a size, not {0}")]
+    DataNotASize(Value),
+    #[error("say how much to allocate, e.g. `allocate 64Mi`")]
+    NoSize,
+    #[error("{0} MiB is too much")]
+    TooManyMebibytes(u64),
+    #[error("allocate: {0}")]
+    Size(#[source] crate::api::quantity::Error),
+    #[error("{0} bytes is too much")]
+    TooManyBytes(u64),
+    #[error("cannot allocate {bytes} bytes: {source}")]
+    Allocation {
+        bytes: u64,
+        #[source]
+        source: std::collections::TryReserveError,
+    },
+    #[error("the fail skill always fails")]
+    FailSkill,
+    #[error("injected failure (--fail-rate)")]
+    InjectedFailure,
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), Error> {
     let Some(v) = headers.get(VERSION_HEADER) else {
-        return Err(format!(
-            "the {VERSION_HEADER} header is missing, which means protocol 0.3; this agent speaks {PROTOCOL_VERSION}"
-        ));
+        return Err(Error::VersionMissing);
     };
     let v = v.to_str().unwrap_or("").trim();
     let mut nums = v.split('.');
     let (major, minor) = (nums.next(), nums.next().unwrap_or("0"));
-    if major == Some("1") && minor == "0" {
-        Ok(())
-    } else {
-        Err(format!("protocol version {v:?} is not supported; this agent speaks {PROTOCOL_VERSION}"))
-    }
+    if major == Some("1") && minor == "0" { Ok(()) } else { Err(Error::VersionUnsupported(v.to_owned())) }
 }
 
 fn parse_params<P: DeserializeOwned>(id: &Option<RequestId>, method: &str, params: &str) -> Result<P, Failure> {
@@ -588,7 +620,7 @@ async fn run_task(state: Shared, tx: watch::Sender<Task>, work: Work) {
         std::process::exit(3);
     }
     let result = if inject_failure {
-        Err("injected failure (--fail-rate)".to_owned())
+        Err(Error::InjectedFailure)
     } else {
         // CancelTask marks the task canceled; that ends (and frees) the work in progress.
         let mut watched = tx.subscribe();
@@ -599,7 +631,7 @@ async fn run_task(state: Shared, tx: watch::Sender<Task>, work: Work) {
     };
     let (status, parts) = match result {
         Ok(parts) => (TaskStatus { state: TaskState::Completed, message: None, timestamp: Some(now()) }, Some(parts)),
-        Err(reason) => (agent_status(TaskState::Failed, &reason), None),
+        Err(reason) => (agent_status(TaskState::Failed, &reason.to_string()), None),
     };
     let final_state = status.state;
     let applied = tx.send_if_modified(|t| {
@@ -623,7 +655,7 @@ async fn run_task(state: Shared, tx: watch::Sender<Task>, work: Work) {
     }
 }
 
-async fn perform(skill: Skill, input: &Input) -> Result<Vec<Part>, String> {
+async fn perform(skill: Skill, input: &Input) -> Result<Vec<Part>, Error> {
     match skill {
         Skill::Echo => Ok(vec![Part::text(input.text.clone())]),
         Skill::Uppercase => Ok(vec![Part::text(input.text.to_uppercase())]),
@@ -640,8 +672,8 @@ async fn perform(skill: Skill, input: &Input) -> Result<Vec<Part>, String> {
             let bytes = memory_arg(input)?;
             let hold = duration_arg(input, "hold", 1)?.unwrap_or(Duration::ZERO);
             let mut block: Vec<u8> = Vec::new();
-            let len = usize::try_from(bytes).map_err(|_| format!("{bytes} bytes is too much"))?;
-            block.try_reserve_exact(len).map_err(|e| format!("cannot allocate {bytes} bytes: {e}"))?;
+            let len = usize::try_from(bytes).map_err(|_| Error::TooManyBytes(bytes))?;
+            block.try_reserve_exact(len).map_err(|source| Error::Allocation { bytes, source })?;
             // Touch every page so the memory is resident and counts against the cgroup.
             block.resize(len, 0x5a);
             tokio::time::sleep(hold).await;
@@ -649,43 +681,41 @@ async fn perform(skill: Skill, input: &Input) -> Result<Vec<Part>, String> {
             drop(block);
             Ok(vec![Part::text(format!("allocated {} ({touched} pages)", crate::api::quantity::format_bytes(bytes)))])
         }
-        Skill::Fail => Err("the fail skill always fails".to_owned()),
+        Skill::Fail => Err(Error::FailSkill),
     }
 }
 
 /// A duration from data member `key`, else from the `index`-th word of the text.
-fn duration_arg(input: &Input, key: &str, index: usize) -> Result<Option<Duration>, String> {
+fn duration_arg(input: &Input, key: &str, index: usize) -> Result<Option<Duration>, Error> {
     let from_data = input.data.as_ref().and_then(|d| d.get(key));
     let text = match from_data {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => format!("{n}s"),
         Some(other) => {
-            return Err(format!("data member {key:?} must be a duration, not {other}"));
+            return Err(Error::DataNotADuration { key: key.to_owned(), got: other.clone() });
         }
         None => match input.text.split_whitespace().nth(index) {
             Some(w) => w.to_owned(),
             None => return Ok(None),
         },
     };
-    text.parse::<DurationQ>().map(|d| Some(d.value())).map_err(|e| format!("{key}: {e}"))
+    text.parse::<DurationQ>().map(|d| Some(d.value())).map_err(|source| Error::Duration { key: key.to_owned(), source })
 }
 
 /// Bytes from data member `allocate` or the first word; a bare number means MiB.
-fn memory_arg(input: &Input) -> Result<u64, String> {
+fn memory_arg(input: &Input) -> Result<u64, Error> {
     let text = match input.data.as_ref().and_then(|d| d.get("allocate")) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         Some(other) => {
-            return Err(format!("data member \"allocate\" must be a size, not {other}"));
+            return Err(Error::DataNotASize(other.clone()));
         }
-        None => {
-            input.text.split_whitespace().next().ok_or("say how much to allocate, e.g. `allocate 64Mi`")?.to_owned()
-        }
+        None => input.text.split_whitespace().next().ok_or(Error::NoSize)?.to_owned(),
     };
     if let Ok(mib) = text.parse::<u64>() {
-        return mib.checked_mul(1 << 20).ok_or_else(|| format!("{mib} MiB is too much"));
+        return mib.checked_mul(1 << 20).ok_or(Error::TooManyMebibytes(mib));
     }
-    text.parse::<Memory>().map(|m| m.value()).map_err(|e| format!("allocate: {e}"))
+    text.parse::<Memory>().map(|m| m.value()).map_err(Error::Size)
 }
 
 /// Streams a task's events as SSE: the task first, then artifact and status updates, ending
@@ -794,7 +824,7 @@ mod tests {
         assert_eq!(text(perform(Skill::Sleep, &input("10ms")).await.unwrap()), "slept 10ms");
         let out = text(perform(Skill::Allocate, &input("2Mi")).await.unwrap());
         assert_eq!(out, "allocated 2Mi (512 pages)");
-        let e = perform(Skill::Sleep, &input("soon")).await.unwrap_err();
+        let e = perform(Skill::Sleep, &input("soon")).await.unwrap_err().to_string();
         assert!(e.contains("soon"), "{e}");
         assert!(perform(Skill::Fail, &input("")).await.is_err());
     }
@@ -802,9 +832,9 @@ mod tests {
     #[test]
     fn version_header_must_say_1_0() {
         let mut h = HeaderMap::new();
-        assert!(check_version(&h).unwrap_err().contains("missing"));
+        assert!(check_version(&h).unwrap_err().to_string().contains("missing"));
         h.insert(VERSION_HEADER, "0.3".parse().unwrap());
-        assert!(check_version(&h).unwrap_err().contains("\"0.3\""));
+        assert!(check_version(&h).unwrap_err().to_string().contains("\"0.3\""));
         h.insert(VERSION_HEADER, "1.0".parse().unwrap());
         assert!(check_version(&h).is_ok());
         h.insert(VERSION_HEADER, "1.0.1".parse().unwrap());

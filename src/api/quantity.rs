@@ -9,6 +9,58 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+/// Why a scalar's text is not a value of its kind. Each message names the text and what
+/// is wrong with it; the field path is added by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{what} {text:?} has spaces around it; write {trimmed:?}")]
+    Spaces { what: &'static str, text: String, trimmed: String },
+    #[error("empty {what}")]
+    Empty { what: &'static str },
+    #[error("{what} {text:?} is negative")]
+    Negative { what: &'static str, text: String },
+    #[error("{what} {text:?} is not a number with an optional unit (examples: 512Mi, 2Gi, 500m, 1.5)")]
+    NotANumber { what: &'static str, text: String },
+    #[error("{what} {text:?} has an unknown unit {suffix:?}{hint}; units are {SUFFIXES}")]
+    UnknownUnit { what: &'static str, text: String, suffix: String, hint: &'static str },
+    #[error("{what} {text:?} is too large")]
+    TooLarge { what: &'static str, text: String },
+    #[error("memory quantity {text:?} is a fraction of a byte (\"m\" means milli); did you mean {suggestion}Mi?")]
+    FractionOfAByte { text: String, suggestion: String },
+    #[error("cpu quantity {text:?} uses a size unit; write cores (2, 1.5) or millicores (500m)")]
+    CpuSizeUnit { text: String },
+    #[error("cpu quantity {text:?} is below 1m, the smallest amount")]
+    BelowOneMillicore { text: String },
+    #[error("cpu quantity {text:?} is finer than 1m, the smallest step")]
+    FinerThanOneMillicore { text: String },
+    #[error("{what} {text:?} is not a percentage (example: 60%)")]
+    NotAPercentage { what: &'static str, text: String },
+    #[error("{what} {text:?} has more than two decimals")]
+    TooManyDecimals { what: &'static str, text: String },
+    #[error("{what} {text:?} must be above 0% and at most 100%")]
+    PercentOutOfRange { what: &'static str, text: String },
+    #[error("percentage {text:?} must end in % (example: \"90%\")")]
+    NoPercentSign { text: String },
+    #[error("pid count must be at least 1")]
+    NoPids,
+    #[error("pid count {text:?} is not a whole number")]
+    NotAWholeNumber { text: String },
+    #[error("duration {text:?} has no unit; write {trimmed}s, {trimmed}m or {trimmed}h")]
+    DurationWithoutUnit { text: String, trimmed: String },
+    #[error("duration {text:?} is not like 90s, 5m, 1h30m or 250ms")]
+    NotADuration { text: String },
+    #[error("duration {text:?} has a number without a unit")]
+    NumberWithoutUnit { text: String },
+    #[error("duration {text:?}: days are not a unit; write hours (24h)")]
+    Days { text: String },
+    #[error("duration {text:?} has an unknown unit {unit:?}; units are ns, us, ms, s, m, h")]
+    UnknownDurationUnit { text: String, unit: String },
+    #[error("duration {text:?} is too long")]
+    TooLong { text: String },
+    #[error("expected {expected}, got {got}")]
+    WrongType { expected: &'static str, got: &'static str },
+}
+
 /// What a scalar field means: how its text is parsed and how its schema reads.
 pub trait ScalarKind {
     /// The parsed value.
@@ -19,8 +71,8 @@ pub trait ScalarKind {
     const INT_OR_STRING: bool;
     /// One sentence for the schema description.
     const DESCRIPTION: &'static str;
-    fn parse(text: &str) -> Result<Self::Value, String>;
-    fn from_int(n: i64) -> Result<Self::Value, String> {
+    fn parse(text: &str) -> Result<Self::Value, Error>;
+    fn from_int(n: i64) -> Result<Self::Value, Error> {
         Self::parse(&n.to_string())
     }
 }
@@ -55,25 +107,24 @@ impl<K: ScalarKind> Scalar<K> {
 
     /// Checks a JSON value the way deserialization would, without building the scalar.
     /// Used by schema-driven validation to report every bad scalar at once.
-    pub fn check_json(value: &serde_json::Value) -> Result<(), String> {
+    pub fn check_json(value: &serde_json::Value) -> Result<(), Error> {
         match value {
             serde_json::Value::String(s) => K::parse(s).map(|_| ()),
             serde_json::Value::Number(n) if K::INT_OR_STRING => match n.as_i64() {
                 Some(i) => K::from_int(i).map(|_| ()),
                 None => K::parse(&n.to_string()).map(|_| ()),
             },
-            other => Err(format!(
-                "expected {}, got {}",
-                if K::INT_OR_STRING { "a number or a string" } else { "a string" },
-                json_type_name(other)
-            )),
+            other => Err(Error::WrongType {
+                expected: if K::INT_OR_STRING { "a number or a string" } else { "a string" },
+                got: json_type_name(other),
+            }),
         }
     }
 }
 
 impl<K: ScalarKind> std::str::FromStr for Scalar<K> {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
         Ok(Self { value: K::parse(s)?, written: Written::Text(s.to_owned()), kind: PhantomData })
     }
 }
@@ -289,26 +340,26 @@ const SUFFIXES: &str = "Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P, E, m";
 
 /// Refuses text with spaces around it, as Kubernetes and Go do (`" 64Mi"` is not a
 /// quantity); YAML has already dropped the spaces of an unquoted value.
-fn untrimmed<'a>(text: &'a str, what: &str) -> Result<&'a str, String> {
+fn untrimmed<'a>(text: &'a str, what: &'static str) -> Result<&'a str, Error> {
     let t = text.trim();
     if t.len() != text.len() && !t.is_empty() {
-        return Err(format!("{what} {text:?} has spaces around it; write {t:?}"));
+        return Err(Error::Spaces { what, text: text.to_owned(), trimmed: t.to_owned() });
     }
     Ok(t)
 }
 
 /// A quantity: an optional `+` (as in Kubernetes; `+64Mi` is `64Mi`), a decimal, a unit.
-fn parse_quantity(text: &str, what: &str) -> Result<(Decimal, u128, u128), String> {
+fn parse_quantity(text: &str, what: &'static str) -> Result<(Decimal, u128, u128), Error> {
     let t = untrimmed(text, what)?;
     if t.is_empty() {
-        return Err(format!("empty {what}"));
+        return Err(Error::Empty { what });
     }
     if t.starts_with('-') {
-        return Err(format!("{what} {text:?} is negative"));
+        return Err(Error::Negative { what, text: text.to_owned() });
     }
     let t = t.strip_prefix('+').unwrap_or(t);
     let Some((dec, suffix)) = Decimal::parse(t) else {
-        return Err(format!("{what} {text:?} is not a number with an optional unit (examples: 512Mi, 2Gi, 500m, 1.5)"));
+        return Err(Error::NotANumber { what, text: text.to_owned() });
     };
     let Some((num, den)) = suffix_ratio(suffix) else {
         let hint = match suffix.to_ascii_lowercase().as_str() {
@@ -319,7 +370,7 @@ fn parse_quantity(text: &str, what: &str) -> Result<(Decimal, u128, u128), Strin
             "b" => " (bytes need no unit)",
             _ => "",
         };
-        return Err(format!("{what} {text:?} has an unknown unit {suffix:?}{hint}; units are {SUFFIXES}"));
+        return Err(Error::UnknownUnit { what, text: text.to_owned(), suffix: suffix.to_owned(), hint });
     };
     Ok((dec, num, den))
 }
@@ -334,16 +385,18 @@ impl ScalarKind for MemoryKind {
     const INT_OR_STRING: bool = true;
     const DESCRIPTION: &'static str = "Bytes, in Kubernetes quantity syntax: 512Mi, 2Gi, 1G, 1073741824.";
 
-    fn parse(text: &str) -> Result<u64, String> {
-        let (dec, num, den) = parse_quantity(text, "memory quantity")?;
+    fn parse(text: &str) -> Result<u64, Error> {
+        let what = "memory quantity";
+        let (dec, num, den) = parse_quantity(text, what)?;
         if den > 1 && !dec.is_whole(num, den) {
-            return Err(format!(
-                "memory quantity {text:?} is a fraction of a byte (\"m\" means milli); did you mean {}Mi?",
-                text.trim_end_matches('m')
-            ));
+            return Err(Error::FractionOfAByte {
+                text: text.to_owned(),
+                suggestion: text.trim_end_matches('m').to_owned(),
+            });
         }
-        let bytes = dec.scaled_ceil(num, den).ok_or_else(|| format!("memory quantity {text:?} is too large"))?;
-        u64::try_from(bytes).map_err(|_| format!("memory quantity {text:?} is too large"))
+        let too_large = || Error::TooLarge { what, text: text.to_owned() };
+        let bytes = dec.scaled_ceil(num, den).ok_or_else(too_large)?;
+        u64::try_from(bytes).map_err(|_| too_large())
     }
 }
 
@@ -378,41 +431,41 @@ impl ScalarKind for CpuKind {
     const DESCRIPTION: &'static str =
         "CPU in cores (2, 1.5, 500m) or as a share of all host cores (\"60%\"; local mode only).";
 
-    fn parse(text: &str) -> Result<CpuAmount, String> {
+    fn parse(text: &str) -> Result<CpuAmount, Error> {
         if let Some(p) = text.trim().strip_suffix('%') {
             untrimmed(text, "cpu share")?;
             return parse_percent(p, text, "cpu share").map(|basis_points| CpuAmount::HostShare { basis_points });
         }
         let (dec, num, den) = parse_quantity(text, "cpu quantity")?;
         if num > 1 {
-            return Err(format!("cpu quantity {text:?} uses a size unit; write cores (2, 1.5) or millicores (500m)"));
+            return Err(Error::CpuSizeUnit { text: text.to_owned() });
         }
         let milli = dec
             .scaled_ceil(num * 1000, den)
             .and_then(|m| u64::try_from(m).ok())
-            .ok_or_else(|| format!("cpu quantity {text:?} is too large"))?;
+            .ok_or_else(|| Error::TooLarge { what: "cpu quantity", text: text.to_owned() })?;
         if !dec.is_whole(num * 1000, den) {
-            let what =
-                if milli <= 1 { "is below 1m, the smallest amount" } else { "is finer than 1m, the smallest step" };
-            return Err(format!("cpu quantity {text:?} {what}"));
+            let text = text.to_owned();
+            return Err(if milli <= 1 {
+                Error::BelowOneMillicore { text }
+            } else {
+                Error::FinerThanOneMillicore { text }
+            });
         }
         Ok(CpuAmount::Millicores(milli))
     }
 }
 
-fn parse_percent(number: &str, text: &str, what: &str) -> Result<u32, String> {
-    let Some((dec, rest)) = Decimal::parse(number.trim()) else {
-        return Err(format!("{what} {text:?} is not a percentage (example: 60%)"));
+fn parse_percent(number: &str, text: &str, what: &'static str) -> Result<u32, Error> {
+    let Some((dec, "")) = Decimal::parse(number.trim()) else {
+        return Err(Error::NotAPercentage { what, text: text.to_owned() });
     };
-    if !rest.is_empty() {
-        return Err(format!("{what} {text:?} is not a percentage (example: 60%)"));
-    }
     if !dec.is_whole(100, 1) {
-        return Err(format!("{what} {text:?} has more than two decimals"));
+        return Err(Error::TooManyDecimals { what, text: text.to_owned() });
     }
     let bp = dec.scaled_ceil(100, 1).unwrap_or(u128::MAX);
     if bp == 0 || bp > 10_000 {
-        return Err(format!("{what} {text:?} must be above 0% and at most 100%"));
+        return Err(Error::PercentOutOfRange { what, text: text.to_owned() });
     }
     Ok(bp as u32)
 }
@@ -427,15 +480,15 @@ impl ScalarKind for PidsKind {
     const INT_OR_STRING: bool = true;
     const DESCRIPTION: &'static str = "A number of processes and threads, e.g. 64.";
 
-    fn parse(text: &str) -> Result<u64, String> {
+    fn parse(text: &str) -> Result<u64, Error> {
         let t = untrimmed(text, "pid count")?;
         if t.starts_with('-') {
-            return Err(format!("pid count {text:?} is negative"));
+            return Err(Error::Negative { what: "pid count", text: text.to_owned() });
         }
         match t.parse::<u64>() {
-            Ok(0) => Err("pid count must be at least 1".to_owned()),
+            Ok(0) => Err(Error::NoPids),
             Ok(n) => Ok(n),
-            Err(_) => Err(format!("pid count {text:?} is not a whole number")),
+            Err(_) => Err(Error::NotAWholeNumber { text: text.to_owned() }),
         }
     }
 }
@@ -451,10 +504,10 @@ impl ScalarKind for PercentKind {
     const INT_OR_STRING: bool = false;
     const DESCRIPTION: &'static str = "A percentage, e.g. \"90%\".";
 
-    fn parse(text: &str) -> Result<u32, String> {
+    fn parse(text: &str) -> Result<u32, Error> {
         match untrimmed(text, "percentage")?.strip_suffix('%') {
             Some(p) => parse_percent(p, text, "percentage"),
-            None => Err(format!("percentage {text:?} must end in % (example: \"90%\")")),
+            None => Err(Error::NoPercentSign { text: text.to_owned() }),
         }
     }
 }
@@ -469,22 +522,24 @@ impl ScalarKind for DurationKind {
     const INT_OR_STRING: bool = false;
     const DESCRIPTION: &'static str = "A duration: 90s, 5m, 1h30m, 250ms.";
 
-    fn parse(text: &str) -> Result<std::time::Duration, String> {
-        let t = untrimmed(text, "duration")?;
+    fn parse(text: &str) -> Result<std::time::Duration, Error> {
+        let what = "duration";
+        let t = untrimmed(text, what)?;
         if t.is_empty() {
-            return Err("empty duration".to_owned());
+            return Err(Error::Empty { what });
         }
+        let text_owned = || text.to_owned();
         if t.starts_with('-') {
-            return Err(format!("duration {text:?} is negative"));
+            return Err(Error::Negative { what, text: text_owned() });
         }
         if t.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("duration {text:?} has no unit; write {t}s, {t}m or {t}h"));
+            return Err(Error::DurationWithoutUnit { text: text_owned(), trimmed: t.to_owned() });
         }
         let mut rest = t;
         let mut nanos: u128 = 0;
         while !rest.is_empty() {
             let Some((dec, after)) = Decimal::parse(rest) else {
-                return Err(format!("duration {text:?} is not like 90s, 5m, 1h30m or 250ms"));
+                return Err(Error::NotADuration { text: text_owned() });
             };
             let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
             let unit = &after[..unit_len];
@@ -495,23 +550,17 @@ impl ScalarKind for DurationKind {
                 "s" => 1_000_000_000,
                 "m" => 60_000_000_000,
                 "h" => 3_600_000_000_000,
-                "" => return Err(format!("duration {text:?} has a number without a unit")),
-                "d" => {
-                    return Err(format!("duration {text:?}: days are not a unit; write hours (24h)"));
-                }
-                other => {
-                    return Err(format!(
-                        "duration {text:?} has an unknown unit {other:?}; units are ns, us, ms, s, m, h"
-                    ));
-                }
+                "" => return Err(Error::NumberWithoutUnit { text: text_owned() }),
+                "d" => return Err(Error::Days { text: text_owned() }),
+                other => return Err(Error::UnknownDurationUnit { text: text_owned(), unit: other.to_owned() }),
             };
             nanos = dec
                 .scaled_ceil(per, 1)
                 .and_then(|n| nanos.checked_add(n))
-                .ok_or_else(|| format!("duration {text:?} is too long"))?;
+                .ok_or_else(|| Error::TooLong { text: text_owned() })?;
             rest = &after[unit_len..];
         }
-        let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| format!("duration {text:?} is too long"))?;
+        let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| Error::TooLong { text: text_owned() })?;
         Ok(std::time::Duration::new(secs, (nanos % 1_000_000_000) as u32))
     }
 }
@@ -529,7 +578,7 @@ pub type Duration = Scalar<DurationKind>;
 
 /// Checks a JSON scalar against the kind named by a schema `format`; `None` for formats
 /// that are not ours.
-pub fn check_format(format: &str, value: &serde_json::Value) -> Option<Result<(), String>> {
+pub fn check_format(format: &str, value: &serde_json::Value) -> Option<Result<(), Error>> {
     Some(match format {
         MemoryKind::FORMAT => Memory::check_json(value),
         CpuKind::FORMAT => Cpu::check_json(value),
@@ -563,10 +612,10 @@ mod tests {
     use super::*;
 
     fn mem(s: &str) -> Result<u64, String> {
-        MemoryKind::parse(s)
+        MemoryKind::parse(s).map_err(|e| e.to_string())
     }
     fn cpu(s: &str) -> Result<CpuAmount, String> {
-        CpuKind::parse(s)
+        CpuKind::parse(s).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -616,9 +665,9 @@ mod tests {
         assert_eq!(mem(" 64Mi").unwrap_err(), "memory quantity \" 64Mi\" has spaces around it; write \"64Mi\"");
         assert_eq!(cpu("500m ").unwrap_err(), "cpu quantity \"500m \" has spaces around it; write \"500m\"");
         assert!(cpu(" 60%").unwrap_err().contains("has spaces around it"));
-        assert!(PidsKind::parse("64 ").unwrap_err().contains("has spaces around it"));
-        assert!(PercentKind::parse(" 90%").unwrap_err().contains("has spaces around it"));
-        assert!(DurationKind::parse(" 5m").unwrap_err().contains("has spaces around it"));
+        assert!(PidsKind::parse("64 ").unwrap_err().to_string().contains("has spaces around it"));
+        assert!(PercentKind::parse(" 90%").unwrap_err().to_string().contains("has spaces around it"));
+        assert!(DurationKind::parse(" 5m").unwrap_err().to_string().contains("has spaces around it"));
         // A leading + is accepted, as Kubernetes accepts it.
         assert_eq!(mem("+64Mi"), Ok(64 << 20));
         assert_eq!(cpu("+500m"), Ok(CpuAmount::Millicores(500)));
@@ -637,9 +686,28 @@ mod tests {
         assert_eq!(DurationKind::parse("1h30m"), Ok(D::from_secs(5400)));
         assert_eq!(DurationKind::parse("250ms"), Ok(D::from_millis(250)));
         assert_eq!(DurationKind::parse("1.5s"), Ok(D::from_millis(1500)));
-        assert_eq!(DurationKind::parse("30").unwrap_err(), "duration \"30\" has no unit; write 30s, 30m or 30h");
-        assert_eq!(DurationKind::parse("2d").unwrap_err(), "duration \"2d\": days are not a unit; write hours (24h)");
-        assert!(DurationKind::parse("5 minutes").unwrap_err().contains("unknown unit"));
+        assert_eq!(
+            DurationKind::parse("30").unwrap_err().to_string(),
+            "duration \"30\" has no unit; write 30s, 30m or 30h"
+        );
+        assert_eq!(
+            DurationKind::parse("2d").unwrap_err().to_string(),
+            "duration \"2d\": days are not a unit; write hours (24h)"
+        );
+        assert!(DurationKind::parse("5 minutes").unwrap_err().to_string().contains("unknown unit"));
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong_as_values_callers_can_tell_apart() {
+        let text = "-1Gi".to_owned();
+        assert_eq!(MemoryKind::parse("-1Gi"), Err(Error::Negative { what: "memory quantity", text }));
+        assert_eq!(PidsKind::parse("0"), Err(Error::NoPids));
+        assert!(matches!(DurationKind::parse("2d"), Err(Error::Days { .. })));
+        let e = serde_json::from_str::<Memory>("\"512MB\"").unwrap_err().to_string();
+        assert!(
+            e.contains("has an unknown unit \"MB\" (did you mean Mi?)"),
+            "deserializing reports the same text: {e}"
+        );
     }
 
     #[test]

@@ -316,7 +316,7 @@ fn walk(schema: &JSONSchemaProps, value: &mut Value, path: &mut String, errors: 
 fn check_format(schema: &JSONSchemaProps, value: &Value, path: &str, errors: &mut Vec<FieldError>) -> bool {
     match schema.format.as_deref().and_then(|f| quantity::check_format(f, value)) {
         Some(Err(e)) => {
-            errors.push(FieldError::new(path, e));
+            errors.push(FieldError::new(path, e.to_string()));
             false
         }
         _ => true,
@@ -349,24 +349,35 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Why a string is not a valid Kubernetes object name; the field path is added by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("{0:?} is longer than 63 characters")]
+    TooLong(String),
+    #[error(
+        "{0:?} is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit"
+    )]
+    NotALabel(String),
+    #[error(
+        "{0:?} is not a valid name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"
+    )]
+    NotASubdomain(String),
+}
+
 /// A DNS-1123 label: lowercase letters, digits and `-`, at most 63, starting and ending
 /// with a letter or digit.
-pub fn check_dns_label(s: &str) -> Result<(), String> {
+pub fn check_dns_label(s: &str) -> Result<(), NameError> {
     if s.is_empty() {
-        return Err("must not be empty".to_owned());
+        return Err(NameError::Empty);
     }
     if s.len() > 63 {
-        return Err(format!("{s:?} is longer than 63 characters"));
+        return Err(NameError::TooLong(s.to_owned()));
     }
     let ok_chars = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let ok_ends = !s.starts_with('-') && !s.ends_with('-');
-    if ok_chars && ok_ends {
-        Ok(())
-    } else {
-        Err(format!(
-            "{s:?} is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit"
-        ))
-    }
+    if ok_chars && ok_ends { Ok(()) } else { Err(NameError::NotALabel(s.to_owned())) }
 }
 
 const OBJECT_META_FIELDS: &[&str] = &[
@@ -404,7 +415,7 @@ fn check_metadata(kind: Kind, meta: Option<&Value>, errors: &mut Vec<FieldError>
     match (map.get("name"), map.get("generateName")) {
         (Some(Value::String(name)), _) => {
             if let Err(e) = check_dns_label(name) {
-                errors.push(FieldError::new("metadata.name", e));
+                errors.push(FieldError::new("metadata.name", e.to_string()));
             }
         }
         (Some(other), _) => {
@@ -420,7 +431,7 @@ fn check_metadata(kind: Kind, meta: Option<&Value>, errors: &mut Vec<FieldError>
         )),
         Some(Value::String(ns)) => {
             if let Err(e) = check_dns_label(ns) {
-                errors.push(FieldError::new("metadata.namespace", e));
+                errors.push(FieldError::new("metadata.namespace", e.to_string()));
             }
         }
         Some(Value::Null) | None => {}
@@ -548,7 +559,7 @@ fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
     if let Some(b) = &s.budget
         && let Err(e) = check_dns_label(b)
     {
-        errors.push(FieldError::new("spec.budget", e));
+        errors.push(FieldError::new("spec.budget", e.to_string()));
     }
     check_requests_within_limits(&s.resources.requests, &s.resources.limits, errors);
     check_memory_not_tiny(&s.resources.limits, "spec.resources.limits.memory", errors);
@@ -591,7 +602,7 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
     for (i, t) in tasks.iter().enumerate() {
         let path = format!("spec.tasks[{i}]");
         if let Err(e) = check_dns_label(&t.name) {
-            errors.push(FieldError::new(format!("{path}.name"), e));
+            errors.push(FieldError::new(format!("{path}.name"), e.to_string()));
         }
         if let Some(first) = index.insert(t.name.as_str(), i) {
             index.insert(t.name.as_str(), first);
@@ -608,7 +619,7 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
             )),
             (Some(a), None) => {
                 if let Err(e) = check_dns_label(a) {
-                    errors.push(FieldError::new(format!("{path}.agent"), e));
+                    errors.push(FieldError::new(format!("{path}.agent"), e.to_string()));
                 }
             }
             (None, Some(s)) if s.trim().is_empty() => errors.push(FieldError::new(format!("{path}.skill"), "is empty")),
@@ -764,7 +775,7 @@ fn check_budget(b: &ResourceBudget, errors: &mut Vec<FieldError>) {
         if Some(parent) == b.metadata.name.as_ref() {
             errors.push(FieldError::new("spec.parent", "a budget cannot be its own parent"));
         } else if let Err(e) = check_dns_label(parent) {
-            errors.push(FieldError::new("spec.parent", e));
+            errors.push(FieldError::new("spec.parent", e.to_string()));
         }
     }
     let mut seen = BTreeMap::new();

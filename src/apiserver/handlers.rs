@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -21,12 +20,20 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::managed::{self, FieldSet, ManagedFields, Operation, Scope, Touched};
-use super::params::{self, ListOptions, VersionMatch};
+use super::params;
 use super::resources::Resource;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
 use super::store::{self, ObjectKey, Precondition, Stored, Write};
-use crate::api::yaml::{self, YamlError};
+
+mod body;
+mod patch;
+mod read;
+
+pub use body::{body_is_yaml, parse_body, parse_body_off_thread};
+use body::{media_type, off_thread};
+use patch::changes_only_status;
+pub use patch::{merge_owned, parse_json_patch};
 
 /// A parsed resource path.
 #[derive(Debug)]
@@ -121,72 +128,6 @@ pub(super) fn now() -> String {
 /// ([`params::check_write_options`]), so only `All` is left to find.
 fn dry_run(q: &HashMap<String, String>) -> bool {
     q.get("dryRun").is_some_and(|v| v == "All")
-}
-
-/// Parses a request body as JSON, or YAML when the content type says so. YAML is bounded
-/// in depth before it is parsed ([`crate::api::yaml`]); JSON by serde_json's recursion limit.
-pub fn parse_body(body: &Bytes, yaml: bool) -> Result<Value, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("the request body is empty"));
-    }
-    let parsed = if yaml {
-        yaml::from_slice(body).map_err(|e| match e {
-            YamlError::Syntax(e) => format!("the request body is not valid YAML: {e}"),
-            e @ YamlError::NotFinite { .. } => format!("the request body is refused: {e}"),
-            e @ (YamlError::TooDeep { .. } | YamlError::NotUtf8 { .. }) => format!("the request body {e}"),
-        })
-    } else {
-        serde_json::from_slice::<Value>(body).map_err(|e| format!("the request body is not valid JSON: {e}"))
-    };
-    parsed.map_err(ApiError::bad_request)
-}
-
-/// [`parse_body`], off the threads that serve requests when it can take long.
-pub async fn parse_body_off_thread(body: &Bytes, yaml: bool) -> Result<Value, ApiError> {
-    off_thread(body, yaml, move |b| parse_body(b, yaml)).await
-}
-
-/// JSON bodies up to this size are parsed on the thread serving the request (well under a
-/// millisecond). YAML bodies (libyaml reads a few MB/s at the depth bound) and larger JSON
-/// ones are parsed on the blocking pool, so that one slow body never holds up the requests,
-/// health checks included, that share its thread.
-const INLINE_PARSE_BYTES: usize = 64 * 1024;
-
-async fn off_thread<T: Send + 'static>(
-    body: &Bytes,
-    yaml: bool,
-    parse: impl FnOnce(&Bytes) -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    if !yaml && body.len() <= INLINE_PARSE_BYTES {
-        return parse(body);
-    }
-    let body = body.clone();
-    tokio::task::spawn_blocking(move || parse(&body))
-        .await
-        .map_err(|e| ApiError::internal(format!("parsing the request body failed: {e}")))?
-}
-
-fn media_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
-}
-
-pub fn body_is_yaml(headers: &HeaderMap) -> Result<bool, ApiError> {
-    match media_type(headers).as_str() {
-        "application/json" | "" | "*/*" => Ok(false),
-        "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(true),
-        other => Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types \
-             include: application/json, application/yaml (got {other:?})"
-        ))),
-    }
 }
 
 /// The field manager of a write: the `fieldManager` parameter, else the User-Agent's product
@@ -355,234 +296,6 @@ impl AppState {
         }
         validated.map_err(|errors| ApiError::invalid(res, &name, &errors))?;
         Ok(name)
-    }
-
-    pub async fn get(
-        &self,
-        t: &Target,
-        headers: &HeaderMap,
-        q: &HashMap<String, String>,
-    ) -> Result<Response, ApiError> {
-        let name = t.name.as_deref().unwrap_or_default();
-        let obj = self.store.get(&self.key(t, name)).ok_or_else(|| ApiError::not_found(t.resource, name))?;
-        if wants_table(headers) {
-            let full = q.get("includeObject").is_some_and(|v| v == "Object");
-            let value = parsed(&obj)?;
-            return Ok(json_response(StatusCode::OK, &t.resource.table(&[&value], obj.resource_version, full)));
-        }
-        Ok(Object::Stored(obj).respond(StatusCode::OK))
-    }
-
-    pub(super) fn selectors(
-        &self,
-        t: &Target,
-        q: &HashMap<String, String>,
-    ) -> Result<(LabelSelector, FieldSelector), ApiError> {
-        let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
-            .map_err(|e| ApiError::bad_request(format!("invalid labelSelector: {e}")))?;
-        let fields =
-            FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), t.resource.selectable_fields())
-                .map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?;
-        Ok((labels, fields))
-    }
-
-    pub async fn list(
-        &self,
-        t: &Target,
-        headers: &HeaderMap,
-        q: &HashMap<String, String>,
-    ) -> Result<Response, ApiError> {
-        let options = ListOptions::parse(q, false)?;
-        let (labels, fields) = self.selectors(t, q)?;
-        let limit = match q.get("limit").map(String::as_str) {
-            None | Some("") => None,
-            Some(s) => match s.parse::<u64>() {
-                Ok(0) => None,
-                Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
-                Err(_) => {
-                    return Err(ApiError::bad_request(format!("invalid limit {s:?}: expected a non-negative integer")));
-                }
-            },
-        };
-        let token = match q.get("continue").map(String::as_str) {
-            None | Some("") => None,
-            Some(s) => Some(ContinueToken::decode(s)?),
-        };
-        if token.is_some() && q.get("resourceVersion").is_some_and(|v| !v.is_empty() && v != "0") {
-            return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
-        }
-        let current = self.store.resource_version();
-        if let Some(rv) = options.resource_version
-            && rv > current
-        {
-            return Err(params::too_large_resource_version(rv, current));
-        }
-        let after = token.as_ref().map(|c| (c.namespace.as_str(), c.name.as_str()));
-        let at = match (&token, options.version_match) {
-            (Some(c), _) => Some(c.resource_version),
-            (None, VersionMatch::Exact) => options.resource_version,
-            (None, VersionMatch::NotOlderThan) => None,
-        };
-        let (items, rv) =
-            self.store.list(&t.resource.storage(), t.namespace.as_deref(), after, at).map_err(|e| match e {
-                store::Error::Gone { .. } if token.is_some() => ApiError::gone(
-                    "The provided continue parameter is too old to display a consistent list result. \
-                     You can start a new list without the continue parameter.",
-                ),
-                e => self.store_error(t, "", e),
-            })?;
-        let mut matching: Vec<&Stored> =
-            items.iter().map(Arc::as_ref).filter(|o| selected(o, &labels, &fields)).collect();
-        let mut page_meta = Map::new();
-        page_meta.insert("resourceVersion".into(), json!(rv.to_string()));
-        if let Some(limit) = limit
-            && matching.len() > limit
-        {
-            let remaining = matching.len() - limit;
-            matching.truncate(limit);
-            if let Some(last) = matching.last() {
-                let token = ContinueToken {
-                    resource_version: rv,
-                    namespace: last.key.namespace.clone(),
-                    name: last.key.name.clone(),
-                };
-                page_meta.insert("continue".into(), json!(token.encode()));
-                page_meta.insert("remainingItemCount".into(), json!(remaining));
-            }
-        }
-        if wants_table(headers) {
-            let full = q.get("includeObject").is_some_and(|v| v == "Object");
-            let values = matching.iter().map(|o| parsed(o)).collect::<Result<Vec<_>, _>>()?;
-            let mut table = t.resource.table(&values.iter().collect::<Vec<_>>(), rv, full);
-            table["metadata"] = Value::Object(page_meta);
-            return Ok(json_response(StatusCode::OK, &table));
-        }
-        let items: Vec<&[u8]> = matching.iter().map(|o| &o.bytes()[..]).collect();
-        Ok(list_response(t.resource, &Value::Object(page_meta), &items))
-    }
-
-    pub async fn watch(
-        &self,
-        t: &Target,
-        headers: &HeaderMap,
-        q: &HashMap<String, String>,
-    ) -> Result<Response, ApiError> {
-        let options = ListOptions::parse(q, true)?;
-        let (labels, fields) = self.selectors(t, q)?;
-        let from = options.resource_version;
-        let bookmarks = options.allow_bookmarks;
-        let timeout = options.timeout;
-        let table = wants_table(headers);
-        let res = t.resource;
-        let namespace = t.namespace.clone();
-        let storage = res.storage();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
-        let matches = move |o: &Stored| {
-            namespace.as_ref().is_none_or(|ns| *ns == o.key.namespace) && selected(o, &labels, &fields)
-        };
-        // Appends one event line to `out`; lines are sent in chunks of up to WATCH_CHUNK bytes,
-        // so a replay of thousands of events is not thousands of HTTP chunks and TLS records.
-        let encode = move |out: &mut Vec<u8>, type_: &str, object: &Stored| {
-            if table {
-                let row = match object.value() {
-                    Ok(v) => res.table(&[&v], object.resource_version, false),
-                    Err(e) => {
-                        ApiError::internal(format!("stored object {} is unreadable: {e}", object.key)).to_status()
-                    }
-                };
-                out.extend_from_slice(&watch_line(type_, &row));
-                return;
-            }
-            out.extend_from_slice(b"{\"type\":\"");
-            out.extend_from_slice(type_.as_bytes());
-            out.extend_from_slice(b"\",\"object\":");
-            out.extend_from_slice(object.bytes());
-            out.extend_from_slice(b"}\n");
-        };
-        let start = match self.store.watch(&storage, from) {
-            Ok(s) => s,
-            Err(store::Error::Gone { requested, oldest }) => {
-                // Kubernetes answers 200 and an ERROR event; kube-runtime relists on it.
-                let status = ApiError::gone(format!("too old resource version: {requested} ({oldest})")).to_status();
-                return Ok(stream_response(Body::from(watch_line("ERROR", &status))));
-            }
-            Err(e) => return Err(self.store_error(t, "", e)),
-        };
-        let metrics = self.metrics.clone();
-        let mut shutdown = self.shutdown.clone();
-        let bookmark_every = self.config.bookmark_interval;
-        let store = self.store.clone();
-        let kind = res.kind;
-        let api_version = res.api_version();
-        tokio::spawn(async move {
-            metrics.watcher_started();
-            let send = |b: Bytes| tx.send(Ok(b));
-            // Every change up to `last` has been sent (or did not match).
-            let mut last = start.resource_version;
-            let mut notify = start.notify;
-            let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
-            let mut ok = true;
-            let mut chunk = Vec::new();
-            for (type_, object) in &start.initial {
-                if matches(object) {
-                    encode(&mut chunk, type_.as_str(), object);
-                    if chunk.len() >= WATCH_CHUNK && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            if ok && !chunk.is_empty() && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
-                ok = false;
-            }
-            let mut tick = tokio::time::interval(bookmark_every);
-            tick.tick().await;
-            'stream: while ok {
-                loop {
-                    match store.events_after(&storage, last, 1024) {
-                        Ok(batch) => {
-                            for e in &batch.events {
-                                if matches(&e.object) {
-                                    encode(&mut chunk, e.type_.as_str(), &e.object);
-                                    if chunk.len() >= WATCH_CHUNK
-                                        && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err()
-                                    {
-                                        break 'stream;
-                                    }
-                                }
-                            }
-                            if !chunk.is_empty() && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
-                                break 'stream;
-                            }
-                            last = batch.scanned_to;
-                            if !batch.more {
-                                break;
-                            }
-                        }
-                        Err(store::Error::Gone { .. }) => {
-                            let status = ApiError::gone("the watch fell too far behind; list again").to_status();
-                            let _ = send(watch_line("ERROR", &status)).await;
-                            break 'stream;
-                        }
-                        Err(_) => break 'stream,
-                    }
-                }
-                let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
-                tokio::select! {
-                    changed = notify.changed() => if changed.is_err() { break },
-                    _ = tick.tick(), if bookmarks => {
-                        let bm = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": last.to_string()}});
-                        ok = send(watch_line("BOOKMARK", &bm)).await.is_ok();
-                    }
-                    _ = tokio::time::sleep_until(sleep_until) => break,
-                    _ = shutdown.changed() => break,
-                    _ = tx.closed() => break,
-                }
-            }
-            metrics.watcher_stopped();
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-        Ok(stream_response(Body::from_stream(stream)))
     }
 
     /// Fills server-set metadata for a new object.
@@ -1104,107 +817,6 @@ impl Object {
     }
 }
 
-/// Parses a JSON patch (RFC 6902). `json_patch::Patch` reads each operation through serde's
-/// buffering of internally tagged enums (every value parsed twice: a status write's whole
-/// status); each operation is read here into a plain struct instead. Anything that does not
-/// read cleanly that way is parsed again the usual way, whose error is the one reported, so
-/// what is accepted and what an error says do not change.
-pub fn parse_json_patch(body: &[u8]) -> Result<json_patch::Patch, ApiError> {
-    use json_patch::jsonptr::PointerBuf;
-    use json_patch::{
-        AddOperation, CopyOperation, MoveOperation, PatchOperation, RemoveOperation, ReplaceOperation, TestOperation,
-    };
-
-    #[derive(serde::Deserialize)]
-    struct Operation {
-        op: String,
-        path: String,
-        from: Option<String>,
-        // Present, even as `null` (a value to add), or absent.
-        #[serde(default, deserialize_with = "present")]
-        value: Option<Value>,
-    }
-    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-        <Value as serde::Deserialize>::deserialize(d).map(Some)
-    }
-    let fast = || -> Option<json_patch::Patch> {
-        // Checked first: serde_json skips an unknown field without checking its bytes, and
-        // what is not UTF-8 is not JSON (the usual reading refuses it).
-        std::str::from_utf8(body).ok()?;
-        let ops: Vec<Operation> = serde_json::from_slice(body).ok()?;
-        let mut out = Vec::with_capacity(ops.len());
-        for o in ops {
-            let path = PointerBuf::parse(o.path).ok()?;
-            let from = || o.from.clone().and_then(|f| PointerBuf::parse(f).ok());
-            out.push(match o.op.as_str() {
-                "add" => PatchOperation::Add(AddOperation { path, value: o.value? }),
-                "remove" => PatchOperation::Remove(RemoveOperation { path }),
-                "replace" => PatchOperation::Replace(ReplaceOperation { path, value: o.value? }),
-                "move" => PatchOperation::Move(MoveOperation { from: from()?, path }),
-                "copy" => PatchOperation::Copy(CopyOperation { from: from()?, path }),
-                "test" => PatchOperation::Test(TestOperation { path, value: o.value? }),
-                _ => return None,
-            });
-        }
-        Some(json_patch::Patch(out))
-    };
-    match fast() {
-        Some(patch) => Ok(patch),
-        None => serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not a valid JSON patch: {e}"))),
-    }
-}
-
-/// Whether a JSON patch operation changes nothing outside `/status` (`test` and the source
-/// of `copy` only read).
-fn changes_only_status(op: &json_patch::PatchOperation) -> bool {
-    use json_patch::PatchOperation as Op;
-    let in_status = |p: &str| p == "/status" || p.starts_with("/status/");
-    match op {
-        Op::Add(o) => in_status(o.path.as_str()),
-        Op::Remove(o) => in_status(o.path.as_str()),
-        Op::Replace(o) => in_status(o.path.as_str()),
-        Op::Move(o) => in_status(o.from.as_str()) && in_status(o.path.as_str()),
-        Op::Copy(o) => in_status(o.path.as_str()),
-        Op::Test(_) => true,
-    }
-}
-
-/// A JSON merge patch (RFC 7386) applied by moving the patch's values into `doc`, not
-/// copying them: a whole-status patch of a big Workflow is megabytes of small values. Answers
-/// what it replaced or removed, moved out to the same paths (in maps holding only those), which
-/// is all the write's accounting needs of the old version ([`managed::Before::Displaced`]).
-pub fn merge_owned(doc: &mut Value, patch: Value) -> Option<Value> {
-    let Value::Object(fields) = patch else {
-        return Some(std::mem::replace(doc, patch));
-    };
-    if !doc.is_object() {
-        let old = std::mem::replace(doc, Value::Object(Map::new()));
-        merge_owned(doc, Value::Object(fields)); // into an empty map: nothing displaced
-        return Some(old);
-    }
-    let mut displaced = Map::new();
-    if let Value::Object(target) = doc {
-        for (key, value) in fields {
-            let old = if value.is_null() {
-                target.remove(&key)
-            } else if let Some(slot) = target.get_mut(&key) {
-                merge_owned(slot, value)
-            } else {
-                // Absent before: the placeholder it displaces is no old value.
-                let mut slot = Value::Null;
-                merge_owned(&mut slot, value);
-                target.insert(key, slot);
-                continue;
-            };
-            if let Some(old) = old {
-                displaced.insert(key, old);
-            }
-        }
-    }
-    (!displaced.is_empty()).then_some(Value::Object(displaced))
-}
-
 /// Whether a stored object matches the selectors.
 pub(super) fn selected(o: &Stored, labels: &LabelSelector, fields: &FieldSelector) -> bool {
     labels.matches_with(|k| o.label(k)) && fields.matches_with(|p| o.field(p))
@@ -1235,67 +847,6 @@ pub(super) fn list_response(res: &Resource, metadata: &Value, items: &[&[u8]]) -
     }
     out.extend_from_slice(b"]}");
     let mut r = Response::new(Body::from(out));
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    r
-}
-
-/// Watch events are sent in chunks of about this many bytes (or fewer, when no more wait).
-const WATCH_CHUNK: usize = 64 * 1024;
-
-/// One line of a watch stream.
-fn watch_line(type_: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
-}
-
-/// Where a paged list continues: the snapshot's resourceVersion and the last key returned,
-/// as the kube-apiserver's continue token (base64 of a small JSON document).
-#[derive(Debug, PartialEq, Eq)]
-struct ContinueToken {
-    resource_version: u64,
-    namespace: String,
-    name: String,
-}
-
-impl ContinueToken {
-    fn encode(&self) -> String {
-        use base64::Engine as _;
-        let doc = json!({
-            "v": "meta.k8s.io/v1",
-            "rv": self.resource_version,
-            "start": format!("{}/{}", self.namespace, self.name),
-        });
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(doc.to_string())
-    }
-
-    fn decode(token: &str) -> Result<ContinueToken, ApiError> {
-        use base64::Engine as _;
-        let invalid = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.trim_end_matches('='))
-            .map_err(|e| invalid(&e.to_string()))?;
-        let doc: Value = serde_json::from_slice(&raw).map_err(|e| invalid(&e.to_string()))?;
-        if doc.get("v").and_then(Value::as_str) != Some("meta.k8s.io/v1") {
-            return Err(invalid("incorrect encoded start resourceVersion (version meta.k8s.io/v1 expected)"));
-        }
-        let resource_version = doc
-            .get("rv")
-            .and_then(Value::as_u64)
-            .filter(|rv| *rv > 0)
-            .ok_or_else(|| invalid("missing resourceVersion"))?;
-        let (namespace, name) = doc
-            .get("start")
-            .and_then(Value::as_str)
-            .and_then(|s| s.split_once('/'))
-            .filter(|(_, name)| !name.is_empty())
-            .ok_or_else(|| invalid("missing or malformed start key"))?;
-        Ok(ContinueToken { resource_version, namespace: namespace.to_string(), name: name.to_string() })
-    }
-}
-
-fn stream_response(body: Body) -> Response {
-    let mut r = Response::new(body);
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     r
 }

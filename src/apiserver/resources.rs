@@ -217,7 +217,7 @@ impl Resource {
                     crate::api::validate::check_dns_label(name)
                 };
                 if let Err(e) = check {
-                    errors.push(FieldError::new("metadata.name", e));
+                    errors.push(FieldError::new("metadata.name", e.to_string()));
                 }
             }
         }
@@ -417,20 +417,13 @@ fn validate_events_v1(object: &Value, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn check_subdomain(name: &str) -> Result<(), String> {
+fn check_subdomain(name: &str) -> Result<(), crate::api::validate::NameError> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a valid name: lowercase letters, digits, '-' and '.', \
-             starting and ending with a letter or digit, at most 253 characters"
-        ))
-    }
+    if ok { Ok(()) } else { Err(crate::api::validate::NameError::NotASubdomain(name.to_owned())) }
 }
 
 /// `.status.phase` → the value at that path.

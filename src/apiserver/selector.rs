@@ -13,12 +13,33 @@ enum LabelRequirement {
     NotIn(String, Vec<String>),
 }
 
+/// Why a selector does not parse; each message quotes the term at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("unbalanced '{0}'")]
+    Unbalanced(char),
+    #[error("empty requirement in {0:?}")]
+    EmptyRequirement(String),
+    #[error("invalid label key {key:?} in {term:?}")]
+    InvalidKey { key: String, term: String },
+    #[error("invalid label value {value:?} in {term:?}")]
+    InvalidValue { value: String, term: String },
+    #[error("unable to parse requirement {0:?}")]
+    Unparsable(String),
+    #[error("expected a parenthesized set of values in {0:?}")]
+    NotASet(String),
+    #[error("invalid field selector term {0:?}: expected field=value")]
+    InvalidFieldTerm(String),
+    #[error("field label not supported: {path} (supported: {supported})")]
+    UnsupportedField { path: String, supported: String },
+}
+
 /// A parsed label selector; the empty selector matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LabelSelector(Vec<LabelRequirement>);
 
 /// Splits on commas outside parentheses.
-fn split_terms(s: &str) -> Result<Vec<&str>, String> {
+fn split_terms(s: &str) -> Result<Vec<&str>, Error> {
     let mut terms = Vec::new();
     let mut depth = 0i32;
     let mut start = 0;
@@ -28,7 +49,7 @@ fn split_terms(s: &str) -> Result<Vec<&str>, String> {
             ')' => {
                 depth -= 1;
                 if depth < 0 {
-                    return Err("unbalanced ')'".into());
+                    return Err(Error::Unbalanced(')'));
                 }
             }
             ',' if depth == 0 => {
@@ -39,32 +60,36 @@ fn split_terms(s: &str) -> Result<Vec<&str>, String> {
         }
     }
     if depth != 0 {
-        return Err("unbalanced '('".into());
+        return Err(Error::Unbalanced('('));
     }
     terms.push(&s[start..]);
     Ok(terms)
 }
 
-fn check_key(key: &str, term: &str) -> Result<String, String> {
+fn check_key(key: &str, term: &str) -> Result<String, Error> {
     let valid = !key.is_empty()
         && key.len() <= 317
         && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
         && key.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && key.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
-    if valid { Ok(key.to_string()) } else { Err(format!("invalid label key {key:?} in {term:?}")) }
+    if valid { Ok(key.to_string()) } else { Err(Error::InvalidKey { key: key.to_owned(), term: term.to_owned() }) }
 }
 
-fn check_value(value: &str, term: &str) -> Result<String, String> {
+fn check_value(value: &str, term: &str) -> Result<String, Error> {
     let valid = value.len() <= 63
         && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && (value.is_empty()
             || (value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
                 && value.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())));
-    if valid { Ok(value.to_string()) } else { Err(format!("invalid label value {value:?} in {term:?}")) }
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err(Error::InvalidValue { value: value.to_owned(), term: term.to_owned() })
+    }
 }
 
 impl LabelSelector {
-    pub fn parse(s: &str) -> Result<LabelSelector, String> {
+    pub fn parse(s: &str) -> Result<LabelSelector, Error> {
         let mut reqs = Vec::new();
         if s.trim().is_empty() {
             return Ok(LabelSelector(reqs));
@@ -72,7 +97,7 @@ impl LabelSelector {
         for raw in split_terms(s)? {
             let term = raw.trim();
             if term.is_empty() {
-                return Err(format!("empty requirement in {s:?}"));
+                return Err(Error::EmptyRequirement(s.to_owned()));
             }
             if let Some(key) = term.strip_prefix('!') {
                 reqs.push(LabelRequirement::NotExists(check_key(key.trim(), term)?));
@@ -85,7 +110,7 @@ impl LabelSelector {
             } else if let Some((k, rest)) = split_set_op(term, " in ") {
                 reqs.push(LabelRequirement::In(check_key(k, term)?, parse_set(rest, term)?));
             } else if term.contains(['(', ')', ' ', '<', '>']) {
-                return Err(format!("unable to parse requirement {term:?}"));
+                return Err(Error::Unparsable(term.to_owned()));
             } else {
                 reqs.push(LabelRequirement::Exists(check_key(term, term)?));
             }
@@ -115,11 +140,9 @@ fn split_set_op<'a>(term: &'a str, op: &str) -> Option<(&'a str, &'a str)> {
     Some((k.trim(), rest.trim()))
 }
 
-fn parse_set(rest: &str, term: &str) -> Result<Vec<String>, String> {
-    let inner = rest
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("expected a parenthesized set of values in {term:?}"))?;
+fn parse_set(rest: &str, term: &str) -> Result<Vec<String>, Error> {
+    let inner =
+        rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(|| Error::NotASet(term.to_owned()))?;
     inner.split(',').map(|v| check_value(v.trim(), term)).collect()
 }
 
@@ -129,7 +152,7 @@ pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
     /// `allowed` lists the field paths this resource can be selected on.
-    pub fn parse(s: &str, allowed: &[&str]) -> Result<FieldSelector, String> {
+    pub fn parse(s: &str, allowed: &[&str]) -> Result<FieldSelector, Error> {
         let mut terms = Vec::new();
         if s.trim().is_empty() {
             return Ok(FieldSelector(terms));
@@ -141,11 +164,11 @@ impl FieldSelector {
             } else if let Some((p, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 (p, true, v)
             } else {
-                return Err(format!("invalid field selector term {term:?}: expected field=value"));
+                return Err(Error::InvalidFieldTerm(term.to_owned()));
             };
             let path = path.trim();
             if !allowed.contains(&path) {
-                return Err(format!("field label not supported: {path} (supported: {})", allowed.join(", ")));
+                return Err(Error::UnsupportedField { path: path.to_owned(), supported: allowed.join(", ") });
             }
             terms.push((path.to_string(), equal, value.trim().to_string()));
         }
@@ -203,9 +226,9 @@ mod tests {
 
     #[test]
     fn bad_label_selectors_name_the_term() {
-        let e = LabelSelector::parse("app=we b").unwrap_err();
+        let e = LabelSelector::parse("app=we b").unwrap_err().to_string();
         assert!(e.contains("\"app=we b\""), "{e}");
-        assert!(LabelSelector::parse("app in (a").unwrap_err().contains("unbalanced"));
+        assert!(LabelSelector::parse("app in (a").unwrap_err().to_string().contains("unbalanced"));
         assert!(LabelSelector::parse("=x").is_err());
     }
 
@@ -214,7 +237,7 @@ mod tests {
         let f = FieldSelector::parse("metadata.name=a", &["metadata.name"]).unwrap();
         assert!(f.matches(&json!({"metadata": {"name": "a"}})));
         assert!(!f.matches(&json!({"metadata": {"name": "b"}})));
-        let e = FieldSelector::parse("spec.x=a", &["metadata.name"]).unwrap_err();
+        let e = FieldSelector::parse("spec.x=a", &["metadata.name"]).unwrap_err().to_string();
         assert!(e.contains("field label not supported: spec.x"), "{e}");
     }
 }

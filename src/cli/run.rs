@@ -105,7 +105,7 @@ pub async fn run(args: &RunArgs) -> Result<RunReport> {
             opts.cgroup_top = args.cgroup_top.clone();
             opts.stop_agents_on_exit = true;
             opts.scoped_state = true;
-            let plane = ControlPlane::start(opts).await.map_err(Error::Api)?;
+            let plane = ControlPlane::start(opts).await.map_err(|e| Error::Api(e.to_string()))?;
             eprintln!("a2a run: no daemon running; started an embedded control plane (state in {})", home.display());
             (plane.client.clone(), "default".to_owned(), Some(plane))
         }

@@ -80,8 +80,8 @@ pub enum Error {
     #[error(transparent)]
     LogLimits(#[from] crate::node::logs::Error),
     /// The control plane's own account of what failed.
-    #[error("{0}")]
-    ControlPlane(String),
+    #[error(transparent)]
+    ControlPlane(crate::local::Error),
 }
 
 /// A signal handler that could not be installed.

@@ -11,8 +11,8 @@ use crate::api::quantity::{DurationKind, MemoryKind, ScalarKind};
 pub enum ValueError {
     /// A duration or size that is not a Kubernetes-style quantity (the reason comes from the
     /// quantity parser the manifests use too).
-    #[error("{reason}")]
-    Quantity { reason: String },
+    #[error(transparent)]
+    Quantity(#[from] crate::api::quantity::Error),
     #[error("must be more than 0s")]
     Zero,
     #[error("{text:?} is not a number between 0 and 1")]
@@ -29,7 +29,7 @@ pub enum ValueError {
 
 /// `90s`, `5m`, `1h`.
 pub fn duration(text: &str) -> Result<Duration, ValueError> {
-    DurationKind::parse(text).map_err(|reason| ValueError::Quantity { reason })
+    DurationKind::parse(text).map_err(ValueError::from)
 }
 
 /// A [`duration`] longer than zero.
@@ -42,7 +42,7 @@ pub fn positive_duration(text: &str) -> Result<Duration, ValueError> {
 
 /// A size in bytes, written as a Kubernetes memory quantity (`64Mi`, `1G`, `1048576`).
 pub fn bytes(text: &str) -> Result<u64, ValueError> {
-    MemoryKind::parse(text).map_err(|reason| ValueError::Quantity { reason })
+    MemoryKind::parse(text).map_err(ValueError::from)
 }
 
 /// A fraction from 0 to 1.
@@ -73,7 +73,7 @@ mod tests {
     fn flag_values_that_are_wrong_say_why() {
         assert_eq!(positive_duration("0s"), Err(ValueError::Zero));
         assert_eq!(positive_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(matches!(duration("soon"), Err(ValueError::Quantity { .. })));
+        assert!(matches!(duration("soon"), Err(ValueError::Quantity(_))));
         assert_eq!(bytes("1Ki"), Ok(1024));
         assert_eq!(fraction("0.5"), Ok(0.5));
         assert_eq!(fraction("2").unwrap_err().to_string(), "2 is not between 0 and 1");

@@ -26,7 +26,7 @@ use tokio::sync::{Notify, watch};
 
 use super::attempts::Attempts;
 use super::dispatch::{Assignment, DispatchQueue, Queued, Target};
-use super::outputs::{self, FIELD_MANAGER, Owner};
+use super::outputs;
 use super::plan;
 use crate::a2a;
 use crate::api::agent::{AgentPhase, Protocol};
@@ -82,14 +82,62 @@ pub const RETRIED_CONDITION: &str = "Retried";
 
 pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 
+mod attempt;
 mod explain;
+mod flush;
 
 /// The longest a large workflow's next step waits for more finished tasks to join it.
 const MAX_STEP_PAUSE: Duration = Duration::from_millis(5);
 
+/// Why a stdio run failed, in the runner's own terms.
+pub type StdioError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Runs one task on a `stdio` agent: the message on stdin, the result from stdout.
 pub trait StdioRunner: Send + Sync {
-    fn run(&self, agent: &Agent, input: String) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+    fn run(&self, agent: &Agent, input: String) -> Pin<Box<dyn Future<Output = Result<String, StdioError>> + Send>>;
+}
+
+/// Why an attempt failed: the text becomes the task's `status.error`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the workflow or agent is gone")]
+    Gone,
+    #[error("the workflow is gone")]
+    WorkflowGone,
+    #[error("the whole output of task {task:?} cannot be read: {source}")]
+    LoadOutput {
+        task: String,
+        #[source]
+        source: outputs::LoadError,
+    },
+    #[error("the output ({bytes} bytes) could not be stored beside the workflow in ConfigMaps: {source}")]
+    StoreOutput {
+        bytes: usize,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Message(#[from] crate::api::template::RenderError),
+    #[error("stdio agents run only in local mode")]
+    StdioLocalOnly,
+    #[error(transparent)]
+    Stdio(StdioError),
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("cancelled before the agent answered")]
+    CancelledBeforeAnswer,
+    #[error("agent {0:?} has no ready endpoint")]
+    NoEndpoint(String),
+    #[error(transparent)]
+    A2a(#[from] a2a::client::Error),
+    #[error("the agent needs more input ({state}): {text}")]
+    NeedsInput { state: &'static str, text: String },
+    #[error("the agent ended the task as {state}")]
+    EndedSilently { state: &'static str },
+    #[error("{state}: {text}")]
+    Ended { state: &'static str, text: String },
 }
 
 /// `namespace/name`.
@@ -207,7 +255,7 @@ impl WorkflowState {
 
     /// Records the outcome of attempt `t` (token `token`) under its task's name, only if that
     /// attempt is still the task's current one. Returns whether it was recorded.
-    fn record(&mut self, t: &TaskRef, token: u64, outcome: Result<Output, String>, now: Timestamp) -> bool {
+    fn record(&mut self, t: &TaskRef, token: u64, outcome: Result<Output, Error>, now: Timestamp) -> bool {
         if *t.uid != *self.uid || !self.attempts.end(&t.task, token) {
             return false;
         }
@@ -226,7 +274,7 @@ impl WorkflowState {
                 };
             }
             Err(e) => {
-                plan::record_failure(&self.spec, &mut self.status, i, e, now);
+                plan::record_failure(&self.spec, &mut self.status, i, e.to_string(), now);
             }
         }
         self.touch(i);
@@ -701,361 +749,6 @@ impl Engine {
         }
     }
 
-    /// Runs one attempt on `agent_name` and records the outcome (following the A2A task of an
-    /// attempt started before a restart, when `t.resume` names one).
-    async fn execute(self: Arc<Self>, t: TaskRef, agent_name: String) {
-        let resume_id = t.resume.clone();
-        let token = self.next_token.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Record the start, and note the upstream outputs the message needs in whole.
-        let started = {
-            let now = Timestamp::now();
-            let mut st = lock(&self.state);
-            let State { workflows, agents, .. } = &mut *st;
-            let known = agents.contains_key(&(t.workflow.0.clone(), agent_name.clone()));
-            match workflows.get_mut(&t.workflow) {
-                Some(w) if known => w.begin(&t, token, &agent_name, now).map(|rx| {
-                    let i = w.index.position(&t.task).unwrap_or_default();
-                    let needed: Vec<(String, u32)> = plan::long_outputs_used(&w.spec, &w.status, i)
-                        .into_iter()
-                        .map(|j| &w.status.tasks[j])
-                        .filter(|s| !w.full_outputs.contains_key(&s.name))
-                        .map(|s| (s.name.clone(), s.attempts))
-                        .collect();
-                    (rx, needed)
-                }),
-                _ => None,
-            }
-        };
-        self.flush.notify_one();
-        let outcome = match started {
-            None => Err("the workflow or agent is gone".to_owned()),
-            Some((rx, needed)) => match self.load_outputs(&t, needed).await {
-                Err(e) => Err(e),
-                Ok(()) => self.attempt(&t, token, &agent_name, resume_id, rx).await,
-            },
-        };
-        let outcome = match outcome {
-            Ok(text) if text.len() > MAX_OUTPUT_IN_STATUS => self.store_output(&t, text).await,
-            Ok(text) => Ok(Output { text, reference: None, whole: None }),
-            Err(e) => Err(e),
-        };
-        self.finish(&t, token, &agent_name, outcome);
-    }
-
-    /// Reads the whole outputs of upstream tasks `needed` from beside the workflow, into the
-    /// workflow's cache.
-    async fn load_outputs(&self, t: &TaskRef, needed: Vec<(String, u32)>) -> Result<(), String> {
-        let k = &t.workflow;
-        for (name, attempt) in needed {
-            let owner = Owner { namespace: &k.0, name: &k.1, uid: &t.uid };
-            let (text, _) = outputs::load(&self.client, &owner, &name, attempt)
-                .await
-                .map_err(|e| format!("the whole output of task {name:?} cannot be read: {e}"))?;
-            if let Some(w) = lock(&self.state).workflows.get_mut(k).filter(|w| *w.uid == *t.uid) {
-                w.full_outputs.insert(name, Arc::from(text));
-            }
-        }
-        Ok(())
-    }
-
-    /// Keeps an output longer than status holds in ConfigMaps beside the workflow; the status
-    /// then gets its first 64 KiB and a reference. A write that keeps failing fails the attempt
-    /// (its output would be lost otherwise).
-    async fn store_output(&self, t: &TaskRef, text: String) -> Result<Output, String> {
-        let (uid, task) = (t.uid.to_string(), t.task.to_string());
-        let owner = Owner { namespace: &t.workflow.0, name: &t.workflow.1, uid: &uid };
-        let mut wait = Duration::from_millis(100);
-        let mut tries = 0;
-        let stored = loop {
-            match outputs::store(&self.client, &owner, &task, t.attempt, &text).await {
-                Ok(s) => break s,
-                Err(e) if tries < 4 => {
-                    tracing::warn!(workflow = %t.workflow.1, task = %task, error = %e, "storing a long output failed; retrying");
-                    tries += 1;
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "the output ({} bytes) could not be stored beside the workflow in ConfigMaps: {e}",
-                        text.len()
-                    ));
-                }
-            }
-        };
-        // The workflow may have gone meanwhile (its deletion cascaded before these existed).
-        let gone = lock(&self.state)
-            .workflows
-            .get(&t.workflow)
-            .is_none_or(|w| w.uid != uid || w.index.position(&task).is_none());
-        if gone {
-            outputs::remove(&self.client, &owner, &task).await;
-            return Err("the workflow is gone".to_owned());
-        }
-        if let Some(n) = stored.original_bytes {
-            tracing::warn!(workflow = %t.workflow.1, task = %task, bytes = n, kept = stored.bytes, "output over the cap was cut");
-        }
-        let reference = stored.describe(&t.workflow.1, &task);
-        let head = outputs::prefix(&text, MAX_OUTPUT_IN_STATUS).to_owned();
-        let mut whole = text;
-        whole.truncate(stored.bytes);
-        Ok(Output { text: head, reference: Some(reference), whole: Some(Arc::from(whole)) })
-    }
-
-    /// Sends (or follows) one attempt and waits for its result.
-    async fn attempt(
-        &self,
-        t: &TaskRef,
-        token: u64,
-        agent_name: &str,
-        resume_id: Option<String>,
-        mut rx: watch::Receiver<bool>,
-    ) -> Result<String, String> {
-        let prepared = {
-            let mut st = lock(&self.state);
-            let State { workflows, agents, .. } = &mut *st;
-            let view = agents.get_mut(&(t.workflow.0.clone(), agent_name.to_owned()));
-            let current = workflows.get(&t.workflow).filter(|w| w.attempts.is_current(&t.task, token));
-            match (current.and_then(|w| Some((w, w.index.position(&t.task)?))), view) {
-                (Some((w, i)), Some(view)) => {
-                    let (full, tasks) = (&w.full_outputs, &w.status.tasks);
-                    let message = plan::render_message_with(&w.spec, &w.status, i, |j| {
-                        full.get(tasks[j].name.as_str()).map(|s| &**s)
-                    });
-                    let task = &w.spec.tasks[i];
-                    let timeout = task.timeout.as_ref().or(w.spec.timeout.as_ref()).map(|d| d.value());
-                    let data = task.data.clone();
-                    let mut endpoints = view.agent.status.as_ref().map(|s| s.endpoints.clone()).unwrap_or_default();
-                    let endpoint = (!endpoints.is_empty()).then(|| {
-                        view.next_endpoint = view.next_endpoint.wrapping_add(1);
-                        let at = view.next_endpoint % endpoints.len();
-                        // The chosen one first, then the others (where a resumed task may live).
-                        endpoints.rotate_left(at);
-                        endpoints
-                    });
-                    let stdio = view.agent.spec.protocol() == Protocol::Stdio;
-                    let agent = stdio.then(|| view.agent.clone());
-                    Some((message, timeout, data, endpoint, agent, plan::message_id(&w.uid, &task.name, t.attempt)))
-                }
-                _ => None,
-            }
-        };
-        let Some((message, timeout, data, endpoint, stdio_agent, message_id)) = prepared else {
-            return Err("the workflow or agent is gone".to_owned());
-        };
-        // A message too large to send (or a reference gone) fails the attempt with the reason.
-        let message = message.map_err(|e| e.to_string())?;
-        let cancelled = async move {
-            let _ = rx.wait_for(|c| *c).await;
-        };
-        if let Some(agent) = stdio_agent {
-            let Some(runner) = &self.config.stdio else {
-                return Err("stdio agents run only in local mode".to_owned());
-            };
-            let run = runner.run(&agent, message);
-            return match timeout {
-                Some(d) => tokio::select! {
-                    r = tokio::time::timeout(d, run) => r.unwrap_or_else(|_| Err(format!("timed out after {d:?}"))),
-                    () = cancelled => Err("cancelled".to_owned()),
-                },
-                None => tokio::select! {
-                    r = run => r,
-                    () = cancelled => Err("cancelled".to_owned()),
-                },
-            };
-        }
-        match endpoint {
-            None => Err(format!("agent {agent_name:?} has no ready endpoint")),
-            Some(urls) => {
-                self.a2a_attempt(t, token, &urls, message_id, message, data, timeout, resume_id, cancelled).await
-            }
-        }
-    }
-    #[allow(clippy::too_many_arguments)]
-    async fn a2a_attempt(
-        &self,
-        t: &TaskRef,
-        token: u64,
-        urls: &[String],
-        message_id: String,
-        text: String,
-        data: Option<serde_json::Value>,
-        timeout: Option<Duration>,
-        resume_id: Option<String>,
-        cancelled: impl Future<Output = ()>,
-    ) -> Result<String, String> {
-        let url = urls.first().map(String::as_str).unwrap_or_default();
-        let mut client = self.client_for(url).map_err(|e| e.to_string())?;
-        let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
-        let mut cancelled = std::pin::pin!(cancelled);
-        let task_id = match resume_id {
-            Some(id) => {
-                // A resumed attempt lives on one replica of the agent: find the one that knows it.
-                for other in urls.iter().skip(1) {
-                    match client.get_task(&id).await {
-                        Err(e) if e.rpc_code() == Some(a2a::types::ErrorCode::TaskNotFound) => {
-                            client = self.client_for(other).map_err(|e| e.to_string())?;
-                        }
-                        _ => break,
-                    }
-                }
-                id
-            }
-            None => {
-                let mut parts = vec![a2a::types::Part::text(text)];
-                if let Some(d) = data {
-                    parts.push(a2a::types::Part::data(d));
-                }
-                let message = a2a::types::Message::new(a2a::types::Role::User, message_id, parts);
-                let config = a2a::types::SendMessageConfiguration { return_immediately: true, ..Default::default() };
-                let sent = tokio::select! {
-                    r = client.send_message(message, Some(config)) => r.map_err(|e| e.to_string())?,
-                    () = &mut cancelled => return Err("cancelled before the agent answered".to_owned()),
-                };
-                match sent {
-                    a2a::types::SendMessageResponse::Message(m) => {
-                        return Ok(a2a::types::SendMessageResponse::Message(m).output().text);
-                    }
-                    a2a::types::SendMessageResponse::Task(task) => {
-                        if task.status.state.is_terminal() || task.status.state.is_interrupted() {
-                            return task_result(&task);
-                        }
-                        // The id matters now: keep it, so a restart follows instead of re-sending.
-                        if let Some(w) = lock(&self.state).workflows.get_mut(&t.workflow)
-                            && w.attempts.is_current(&t.task, token)
-                            && let Some(i) = w.index.position(&t.task)
-                        {
-                            w.status.tasks[i].a2a_task_id = Some(task.id.clone());
-                            w.touch(i);
-                        }
-                        self.flush.notify_one();
-                        task.id
-                    }
-                }
-            }
-        };
-        let task = client.follow_task(&task_id, &opts, cancelled).await.map_err(|e| e.to_string())?;
-        task_result(&task)
-    }
-
-    fn client_for(&self, url: &str) -> Result<a2a::Client, a2a::client::Error> {
-        let mut clients = lock(&self.clients);
-        if let Some(c) = clients.get(url) {
-            return Ok(c.clone());
-        }
-        let c = a2a::Client::new(url)?;
-        clients.insert(url.to_owned(), c.clone());
-        Ok(c)
-    }
-
-    fn finish(self: &Arc<Self>, t: &TaskRef, token: u64, agent: &str, outcome: Result<Output, String>) {
-        let now = Timestamp::now();
-        {
-            let mut st = lock(&self.state);
-            st.queue.release(&t.workflow.0, agent);
-            if let Some(w) = st.workflows.get_mut(&t.workflow)
-                && !w.record(t, token, outcome, now)
-            {
-                tracing::debug!(workflow = %t.workflow.1, task = %t.task, attempt = t.attempt, "outcome of a superseded attempt dropped");
-            }
-        }
-        self.schedule(&t.workflow);
-    }
-
-    async fn flusher(self: Arc<Self>) {
-        let mut pause = self.config.flush_interval;
-        loop {
-            self.flush.notified().await;
-            tokio::time::sleep(pause).await;
-            let started = std::time::Instant::now();
-            self.flush_all().await;
-            // Writing big statuses must not eat the engine (nor the API server that applies
-            // them): at most a tenth of the time.
-            pause = self.config.flush_interval.max(started.elapsed() * 9);
-        }
-    }
-
-    /// Writes every dirty status, many workflows in flight at once. A workflow whose task list
-    /// is as last written gets a JSON patch of the tasks that changed (guarded by a `test` of
-    /// each task's name) and of the top-level fields, so a write costs what changed, not the
-    /// size of the workflow; otherwise (first write, task list rebuilt, a refused patch) the
-    /// whole status goes as a merge patch.
-    pub async fn flush_all(&self) {
-        let dirty: Vec<(Key, StatusWrite)> = {
-            let mut st = lock(&self.state);
-            st.workflows
-                .iter_mut()
-                .filter(|(_, w)| w.dirty)
-                .filter_map(|(k, w)| {
-                    w.dirty = false;
-                    let changed = w.changed.take();
-                    let write = if std::mem::take(&mut w.rewrite) {
-                        status_merge_patch(&w.status)
-                    } else {
-                        status_json_patch(&mut w.status, &changed)
-                    };
-                    match write {
-                        Ok(write) => Some((k.clone(), write)),
-                        Err(e) => {
-                            tracing::error!(workflow = %k.1, error = %e, "encoding the status failed");
-                            None
-                        }
-                    }
-                })
-                .collect()
-        };
-        let writes = dirty.into_iter().map(|(k, write)| async move {
-            let whole = write.whole;
-            let r = self.write_status(&k, write).await;
-            (k, whole, r)
-        });
-        let results = futures::stream::iter(writes).buffer_unordered(16).collect::<Vec<_>>().await;
-        for (k, whole, r) in results {
-            match r {
-                Ok(()) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => self.workflow_deleted(&k),
-                Err(e) => {
-                    if whole {
-                        tracing::warn!(workflow = %k.1, error = %e, "status write failed; will retry");
-                    } else {
-                        // The stored task list is not what the patch expects: send it all.
-                        tracing::debug!(workflow = %k.1, error = %e, "status patch refused; writing the whole status");
-                    }
-                    if let Some(w) = lock(&self.state).workflows.get_mut(&k) {
-                        w.touch_all();
-                    }
-                    self.flush.notify_one();
-                }
-            }
-        }
-    }
-
-    /// Sends one status write. The answer (the whole workflow, megabytes for a big one) is
-    /// read and dropped chunk by chunk, never held whole: the engine has its status already.
-    async fn write_status(&self, k: &Key, write: StatusWrite) -> Result<(), kube::Error> {
-        use http_body_util::BodyExt;
-        let url = format!("{}/{}/status?fieldManager={FIELD_MANAGER}", Workflow::url_path(&(), Some(&k.0)), k.1);
-        let req = http::Request::patch(url)
-            .header(http::header::CONTENT_TYPE, write.content_type)
-            .body(kube::client::Body::from(write.body))
-            .map_err(kube::Error::HttpError)?;
-        let res = self.client.send(req).await?;
-        let code = res.status();
-        let mut body = res.into_body();
-        if code.is_success() {
-            while let Some(frame) = body.frame().await {
-                frame?;
-            }
-            return Ok(());
-        }
-        let text = body.collect().await?.to_bytes();
-        let status = serde_json::from_slice::<kube::core::Status>(&text).unwrap_or_else(|_| {
-            kube::core::Status::failure(String::from_utf8_lossy(&text).trim(), "the answer is not a Status")
-                .with_code(code.as_u16())
-        });
-        Err(kube::Error::Api(status.boxed()))
-    }
-
     /// The workflows the engine knows, for tests and `a2a run`.
     pub fn status_of(&self, namespace: &str, name: &str) -> Option<WorkflowStatus> {
         lock(&self.state).workflows.get(&(namespace.to_owned(), name.to_owned())).map(|w| w.status.clone())
@@ -1077,23 +770,6 @@ impl Engine {
     }
 }
 
-/// The outcome of a finished A2A task.
-fn task_result(task: &a2a::types::Task) -> Result<String, String> {
-    use a2a::types::TaskState;
-    let out = task.output();
-    match task.status.state {
-        TaskState::Completed => Ok(out.text),
-        TaskState::InputRequired | TaskState::AuthRequired => {
-            Err(format!("the agent needs more input ({}): {}", task.status.state.as_str(), out.text))
-        }
-        state => Err(if out.text.is_empty() {
-            format!("the agent ended the task as {}", state.as_str())
-        } else {
-            format!("{}: {}", state.as_str(), out.text)
-        }),
-    }
-}
-
 /// A successful attempt's output as status keeps it.
 struct Output {
     /// At most the first 64 KiB.
@@ -1104,76 +780,9 @@ struct Output {
     whole: Option<Arc<str>>,
 }
 
-/// One encoded status write.
-struct StatusWrite {
-    content_type: &'static str,
-    body: Vec<u8>,
-    /// The whole status (a merge patch), not a JSON patch of what changed.
-    whole: bool,
-}
-
-fn status_merge_patch(status: &WorkflowStatus) -> Result<StatusWrite, serde_json::Error> {
-    #[derive(serde::Serialize)]
-    struct Body<'a> {
-        status: &'a WorkflowStatus,
-    }
-    let body = serde_json::to_vec(&Body { status })?;
-    Ok(StatusWrite { content_type: "application/merge-patch+json", body, whole: true })
-}
-
-/// A JSON patch that replaces the tasks `changed` (after testing that each index still holds
-/// the task of that name) and sets every top-level field that has a value. Fields that become
-/// empty only do so through a rewrite (retry, cancel), which sends the whole status.
-fn status_json_patch(status: &mut WorkflowStatus, changed: &[usize]) -> Result<StatusWrite, serde_json::Error> {
-    #[derive(serde::Serialize)]
-    struct Op<'a> {
-        op: &'static str,
-        path: String,
-        value: OpValue<'a>,
-    }
-    #[derive(serde::Serialize)]
-    #[serde(untagged)]
-    enum OpValue<'a> {
-        Text(&'a str),
-        Task(&'a crate::api::workflow::TaskStatus),
-        Json(serde_json::Value),
-    }
-    let tasks = std::mem::take(&mut status.tasks);
-    let top = serde_json::to_value(&*status);
-    status.tasks = tasks;
-    let mut ops = Vec::with_capacity(changed.len() * 2 + 6);
-    if let serde_json::Value::Object(fields) = top? {
-        for (name, value) in fields {
-            ops.push(Op { op: "add", path: format!("/status/{name}"), value: OpValue::Json(value) });
-        }
-    }
-    for &i in changed {
-        let Some(t) = status.tasks.get(i) else { continue };
-        ops.push(Op { op: "test", path: format!("/status/tasks/{i}/name"), value: OpValue::Text(&t.name) });
-        ops.push(Op { op: "replace", path: format!("/status/tasks/{i}"), value: OpValue::Task(t) });
-    }
-    let body = serde_json::to_vec(&ops)?;
-    Ok(StatusWrite { content_type: "application/json-patch+json", body, whole: false })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::workflow::TaskStatus;
-
-    fn status(names: &[&str]) -> WorkflowStatus {
-        WorkflowStatus {
-            phase: Some(WorkflowPhase::Running),
-            progress: Some("0/3".into()),
-            tasks: names.iter().map(|n| TaskStatus::pending(n)).collect(),
-            ..Default::default()
-        }
-    }
-
-    fn apply(doc: &mut serde_json::Value, write: &StatusWrite) -> Result<(), json_patch::PatchError> {
-        let patch: json_patch::Patch = serde_json::from_slice(&write.body).expect("a JSON patch");
-        json_patch::patch(doc, &patch)
-    }
 
     fn spec(tasks: &[(&str, &str)]) -> WorkflowSpec {
         let tasks = tasks
@@ -1198,7 +807,7 @@ mod tests {
         }
     }
 
-    fn output(text: &str) -> Result<Output, String> {
+    fn output(text: &str) -> Result<Output, Error> {
         Ok(Output { text: text.into(), reference: None, whole: None })
     }
 
@@ -1250,33 +859,5 @@ mod tests {
         assert!(again.begin(&task_ref("a", 1), 3, "sleeper", now).is_none(), "another workflow's attempt");
         assert!(!again.record(&task_ref("a", 1), 1, output("A"), now));
         assert_eq!(again.status.tasks[0].phase, TaskPhase::Pending);
-    }
-
-    #[test]
-    fn a_patch_of_the_changed_tasks_brings_the_stored_status_to_the_engines() {
-        let mut st = status(&["a", "b", "c"]);
-        let mut stored = serde_json::json!({ "status": st });
-        st.tasks[1].phase = TaskPhase::Succeeded;
-        st.tasks[1].output = Some("B".into());
-        st.progress = Some("1/3".into());
-        st.started_at = Some(crate::api::common::Time(Timestamp::UNIX_EPOCH));
-        let write = status_json_patch(&mut st, &[1]).expect("encode");
-        assert!(!write.whole);
-        assert!(!String::from_utf8_lossy(&write.body).contains("\"c\""), "unchanged tasks are not sent");
-        apply(&mut stored, &write).expect("applies");
-        assert_eq!(stored, serde_json::json!({ "status": st }));
-    }
-
-    #[test]
-    fn a_patch_is_refused_when_the_stored_task_list_differs() {
-        let mut st = status(&["a", "b"]);
-        let mut stored = serde_json::json!({ "status": status(&["b", "a"]) });
-        st.tasks[1].phase = TaskPhase::Running;
-        let write = status_json_patch(&mut st, &[1]).expect("encode");
-        let before = stored.clone();
-        assert!(apply(&mut stored, &write).is_err(), "the name test guards the index");
-        assert_eq!(stored, before, "nothing applied");
-        let whole = status_merge_patch(&st).expect("encode");
-        assert!(whole.whole);
     }
 }

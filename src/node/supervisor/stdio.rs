@@ -32,7 +32,9 @@ impl crate::controller::engine::StdioRunner for StdioTasks {
         &self,
         agent: &Agent,
         input: String,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>> {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<String, crate::controller::engine::StdioError>> + Send>,
+    > {
         let node = self.node.clone();
         let agent = agent.clone();
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -49,7 +51,7 @@ impl crate::controller::engine::StdioRunner for StdioTasks {
             } else {
                 budgets
             };
-            let cgroup = node.replica_cgroup(&budgets, &agent, slot).ok_or_else(|| Error::NoCgroupPath.to_string())?;
+            let cgroup = node.replica_cgroup(&budgets, &agent, slot).ok_or(Error::NoCgroupPath)?;
             let limits = CgroupLimits::for_agent(&agent.spec.resources, agent.spec.priority(), node.host_cores);
             tokio::task::spawn_blocking(move || {
                 let track = |add: bool| {
@@ -80,8 +82,7 @@ impl crate::controller::engine::StdioRunner for StdioTasks {
             })
             .await
             .unwrap_or_else(|source| Err(Error::Panicked { what: "the stdio run", source }))
-            // The engine records a task's failure as its message.
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
         })
     }
 }

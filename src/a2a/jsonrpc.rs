@@ -1,0 +1,219 @@
+//! The JSON-RPC 2.0 binding of A2A 1.0: each operation is one POST of a JSON-RPC request to
+//! the interface URL; the streaming ones answer with server-sent events.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::client::{Error, EventStream, Http, Result, collect, http_status, invalid, quote, read_reply, send};
+use super::sse::{SseDecoder, SseEvent};
+use super::transport::{BoxFuture, Transport};
+use super::types::{
+    CancelTaskRequest, GetTaskRequest, JsonRpcRequest, JsonRpcResponse, PROTOCOL_VERSION, SendMessageRequest,
+    SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task, VERSION_HEADER, method,
+};
+
+/// The limit for each single non-blocking request (`GetTask`, `CancelTask`, opening a stream).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A2A over JSON-RPC at one endpoint.
+pub struct JsonRpc {
+    http: Http,
+    /// The agent's base URL, for errors about the agent as a whole.
+    base: String,
+    endpoint: String,
+    next_id: AtomicI64,
+}
+
+impl std::fmt::Debug for JsonRpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonRpc").field("endpoint", &self.endpoint).finish()
+    }
+}
+
+impl JsonRpc {
+    pub(crate) fn new(http: Http, base: &str, endpoint: String) -> Self {
+        JsonRpc { http, base: base.to_owned(), endpoint, next_id: AtomicI64::new(1) }
+    }
+
+    fn rpc_request(&self, body: Vec<u8>, accept: &str) -> Result<Request<Full<Bytes>>> {
+        let endpoint = &self.endpoint;
+        Request::builder()
+            .method(Method::POST)
+            .uri(endpoint)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, accept)
+            .header(VERSION_HEADER, HeaderValue::from_static(PROTOCOL_VERSION))
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| invalid(endpoint, e))
+    }
+
+    fn encode<P: Serialize>(&self, method: &str, params: &P) -> Result<(i64, Vec<u8>)> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::to_vec(&JsonRpcRequest::new(id, method, params)).map_err(|source| Error::Decode {
+            url: self.base.clone(),
+            what: format!("the {method} request"),
+            source,
+        })?;
+        Ok((id, body))
+    }
+
+    async fn call<P: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &P,
+        timeout: Option<Duration>,
+    ) -> Result<R> {
+        let endpoint = &self.endpoint;
+        let (_, body) = self.encode(method, params)?;
+        let req = self.rpc_request(body, "application/json")?;
+        let (status, body) = read_reply(endpoint, send(&self.http, endpoint, req, timeout)).await?;
+        decode_rpc(method, endpoint, status, &body)
+    }
+
+    async fn stream<P: Serialize>(&self, method: &str, params: &P) -> Result<EventStream> {
+        let endpoint = self.endpoint.clone();
+        let (_, body) = self.encode(method, params)?;
+        let req = self.rpc_request(body, "text/event-stream")?;
+        let resp = send(&self.http, &endpoint, req, Some(REQUEST_TIMEOUT)).await?;
+        let status = resp.status();
+        let is_sse = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            // An upfront error (or a server that does not stream) answers with plain JSON.
+            let body = collect(&endpoint, resp.into_body()).await?;
+            let one: StreamResponse = decode_rpc(method, &endpoint, status, &body)?;
+            return Ok(Box::pin(futures::stream::iter([Ok(one)])));
+        }
+        let state = SseState {
+            body: resp.into_body(),
+            decoder: SseDecoder::default(),
+            ready: VecDeque::new(),
+            endpoint,
+            method: method.to_owned(),
+            done: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(state, next_event)))
+    }
+}
+
+impl Transport for JsonRpc {
+    fn binding(&self) -> &'static str {
+        super::types::BINDING_JSONRPC
+    }
+
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn send_message(&self, request: SendMessageRequest) -> BoxFuture<'_, Result<SendMessageResponse>> {
+        Box::pin(async move { self.call(method::SEND_MESSAGE, &request, None).await })
+    }
+
+    fn send_streaming_message(&self, request: SendMessageRequest) -> BoxFuture<'_, Result<EventStream>> {
+        Box::pin(async move { self.stream(method::SEND_STREAMING_MESSAGE, &request).await })
+    }
+
+    fn get_task(&self, request: GetTaskRequest) -> BoxFuture<'_, Result<Task>> {
+        Box::pin(async move { self.call(method::GET_TASK, &request, Some(REQUEST_TIMEOUT)).await })
+    }
+
+    fn cancel_task(&self, request: CancelTaskRequest) -> BoxFuture<'_, Result<Task>> {
+        Box::pin(async move { self.call(method::CANCEL_TASK, &request, Some(REQUEST_TIMEOUT)).await })
+    }
+
+    fn subscribe_to_task(&self, request: SubscribeToTaskRequest) -> BoxFuture<'_, Result<EventStream>> {
+        Box::pin(async move { self.stream(method::SUBSCRIBE_TO_TASK, &request).await })
+    }
+}
+
+fn decode_rpc<R: DeserializeOwned>(method: &str, url: &str, status: StatusCode, body: &[u8]) -> Result<R> {
+    let rpc = |error| Error::Rpc { method: method.to_owned(), url: url.to_owned(), error };
+    // One parse in the common case (a well-formed answer); the body is read again only to
+    // find the most useful error.
+    let source = match serde_json::from_slice::<JsonRpcResponse<R>>(body) {
+        // A JSON-RPC error may come with any HTTP status; it says more than the status.
+        Ok(resp) if resp.error.is_some() || status.is_success() => return resp.into_result().map_err(rpc),
+        Ok(_) => return Err(http_status(url, status, body)),
+        Err(e) => e,
+    };
+    if let Ok(JsonRpcResponse::<serde::de::IgnoredAny> { error: Some(error), .. }) = serde_json::from_slice(body) {
+        return Err(rpc(error));
+    }
+    if !status.is_success() {
+        return Err(http_status(url, status, body));
+    }
+    Err(Error::Decode { url: url.to_owned(), what: format!("the {method} response"), source })
+}
+
+struct SseState {
+    body: hyper::body::Incoming,
+    decoder: SseDecoder,
+    ready: VecDeque<SseEvent>,
+    endpoint: String,
+    method: String,
+    done: bool,
+}
+
+async fn next_event(mut s: SseState) -> Option<(Result<StreamResponse>, SseState)> {
+    loop {
+        if let Some(ev) = s.ready.pop_front() {
+            let item = if ev.event == "error" {
+                Err(Error::UnexpectedReply {
+                    method: s.method.clone(),
+                    url: s.endpoint.clone(),
+                    got: format!("an SSE error event {}", quote(ev.data.as_bytes())),
+                })
+            } else {
+                decode_rpc(&s.method, &s.endpoint, StatusCode::OK, ev.data.as_bytes())
+            };
+            return Some((item, s));
+        }
+        if s.done {
+            return None;
+        }
+        match s.body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    s.ready.extend(s.decoder.feed(&data));
+                }
+            }
+            Some(Err(e)) => {
+                s.done = true;
+                let err = Error::Body { url: s.endpoint.clone(), reason: e.to_string() };
+                return Some((Err(err), s));
+            }
+            None => {
+                s.done = true;
+                s.ready.extend(s.decoder.finish());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::a2a::types::ErrorCode;
+
+    #[test]
+    fn a_json_rpc_error_beats_the_http_status_and_keeps_its_code() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32009,"message":"A2A version 0.3 is not supported"}}"#;
+        let e = decode_rpc::<Task>("GetTask", "http://h/", StatusCode::BAD_REQUEST, body).unwrap_err();
+        assert_eq!(e.rpc_code(), Some(ErrorCode::VersionNotSupported));
+        assert!(!e.is_retryable());
+        assert!(e.to_string().starts_with("GetTask to http://h/ failed: VersionNotSupported (-32009"), "{e}");
+        let e = decode_rpc::<Task>("GetTask", "http://h/", StatusCode::BAD_GATEWAY, b"<html>").unwrap_err();
+        assert_eq!(e.to_string(), "http://h/: the agent answered HTTP 502: \"<html>\"");
+        assert!(e.is_retryable());
+    }
+}

@@ -1,0 +1,104 @@
+//! One A2A protocol binding as the client speaks it. A2A 1.0 defines the same operations
+//! over three bindings (JSON-RPC, HTTP+JSON, gRPC); an agent card lists the ones an agent
+//! serves, in its order of preference. Everything above the wire — card discovery, the
+//! streaming capability check, following a task to its end, deadlines and cancellation — is
+//! the same for every binding and lives in [`super::Client`]; a [`Transport`] only carries
+//! one request and its answer. [`for_card`] is the one place a binding is chosen.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::client::{Error, EventStream, Http, Result};
+use super::types::{
+    AgentCard, BINDING_JSONRPC, CancelTaskRequest, GetTaskRequest, SendMessageRequest, SendMessageResponse,
+    SubscribeToTaskRequest, Task,
+};
+
+/// A boxed future that can cross threads: [`Transport`] is used as `dyn Transport`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The A2A operations a2a sends to agents, over one binding. Implementations keep their
+/// connection state; callers share one behind an `Arc`.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// The `protocolBinding` spoken (`JSONRPC`, `HTTP+JSON`, `GRPC`).
+    fn binding(&self) -> &'static str;
+    /// Where requests go (the interface URL of the agent card).
+    fn endpoint(&self) -> &str;
+    /// `SendMessage`. Without `returnImmediately` the agent answers when the task is terminal
+    /// or interrupted, so no request timeout applies.
+    fn send_message(&self, request: SendMessageRequest) -> BoxFuture<'_, Result<SendMessageResponse>>;
+    /// `SendStreamingMessage`: the task's events as they come.
+    fn send_streaming_message(&self, request: SendMessageRequest) -> BoxFuture<'_, Result<EventStream>>;
+    /// `GetTask`.
+    fn get_task(&self, request: GetTaskRequest) -> BoxFuture<'_, Result<Task>>;
+    /// `CancelTask`; the answer is the task as the agent left it.
+    fn cancel_task(&self, request: CancelTaskRequest) -> BoxFuture<'_, Result<Task>>;
+    /// `SubscribeToTask`: the task's events until it is terminal.
+    fn subscribe_to_task(&self, request: SubscribeToTaskRequest) -> BoxFuture<'_, Result<EventStream>>;
+}
+
+/// The bindings a2a speaks, in no particular order (the agent's order decides).
+pub const SUPPORTED_BINDINGS: &[&str] = &[BINDING_JSONRPC];
+
+/// The transport for an agent whose card was read from `base` (relative interface URLs are
+/// resolved against it): the first interface, in the card's order, whose binding a2a speaks.
+/// A card that offers none of them is refused, naming what it offers.
+pub(crate) fn for_card(card: &AgentCard, base: &str, http: &Http) -> Result<Arc<dyn Transport>> {
+    for interface in &card.supported_interfaces {
+        let binding = interface.protocol_binding.as_str();
+        if binding.eq_ignore_ascii_case(BINDING_JSONRPC) {
+            let endpoint = super::client::resolve(base, &interface.url)?;
+            return Ok(Arc::new(super::jsonrpc::JsonRpc::new(http.clone(), base, endpoint)));
+        }
+    }
+    let offered: Vec<String> =
+        card.supported_interfaces.iter().map(|i| format!("{} at {}", i.protocol_binding, i.url)).collect();
+    Err(Error::NoJsonRpcInterface {
+        url: format!("{base}{}", super::types::AGENT_CARD_PATH),
+        offered: if offered.is_empty() { "nothing".into() } else { offered.join(", ") },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::a2a::types::AgentInterface;
+
+    fn http() -> Http {
+        use hyper_util::client::legacy::{Client, connect::HttpConnector};
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new())
+    }
+
+    fn card(interfaces: &[(&str, &str)]) -> AgentCard {
+        AgentCard {
+            supported_interfaces: interfaces
+                .iter()
+                .map(|(binding, url)| AgentInterface {
+                    url: (*url).into(),
+                    protocol_binding: (*binding).into(),
+                    protocol_version: "1.0".into(),
+                    tenant: None,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_first_binding_a2a_speaks_in_the_cards_order_is_chosen() {
+        let c = card(&[("GRPC", "http://h:9/grpc"), ("HTTP+JSON", "http://h:9/rest"), ("jsonrpc", "/a2a")]);
+        let t = for_card(&c, "http://h:9", &http()).expect("a transport");
+        assert_eq!(t.binding(), "JSONRPC");
+        assert_eq!(t.endpoint(), "http://h:9/a2a", "a relative interface URL is resolved against the agent");
+    }
+
+    #[test]
+    fn a_card_without_a_binding_a2a_speaks_is_refused_naming_what_it_offers() {
+        let e = for_card(&card(&[("GRPC", "http://h:9/grpc")]), "http://h:9", &http()).unwrap_err();
+        assert_eq!(e.metric_label(), "no_jsonrpc_interface");
+        assert!(e.to_string().contains("GRPC at http://h:9/grpc"), "{e}");
+        let e = for_card(&card(&[]), "http://h:9", &http()).unwrap_err();
+        assert!(e.to_string().contains("it offers: nothing"), "{e}");
+    }
+}

@@ -1,0 +1,289 @@
+//! One attempt of a task: the start recorded, the message rendered, the A2A exchange (or the
+//! stdio run) within the task's deadline, the outcome (a long output kept in ConfigMaps
+//! beside the workflow) recorded under the task's name.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use super::{Engine, Error, MAX_OUTPUT_IN_STATUS, Output, State, TaskRef, lock};
+use crate::a2a;
+use crate::api::agent::Protocol;
+use crate::controller::outputs::{self, Owner};
+use crate::controller::plan;
+
+impl Engine {
+    /// Runs one attempt on `agent_name` and records the outcome (following the A2A task of an
+    /// attempt started before a restart, when `t.resume` names one).
+    pub(super) async fn execute(self: Arc<Self>, t: TaskRef, agent_name: String) {
+        let resume_id = t.resume.clone();
+        let token = self.next_token.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Record the start, and note the upstream outputs the message needs in whole.
+        let started = {
+            let now = Timestamp::now();
+            let mut st = lock(&self.state);
+            let State { workflows, agents, .. } = &mut *st;
+            let known = agents.contains_key(&(t.workflow.0.clone(), agent_name.clone()));
+            match workflows.get_mut(&t.workflow) {
+                Some(w) if known => w.begin(&t, token, &agent_name, now).map(|rx| {
+                    let i = w.index.position(&t.task).unwrap_or_default();
+                    let needed: Vec<(String, u32)> = plan::long_outputs_used(&w.spec, &w.status, i)
+                        .into_iter()
+                        .map(|j| &w.status.tasks[j])
+                        .filter(|s| !w.full_outputs.contains_key(&s.name))
+                        .map(|s| (s.name.clone(), s.attempts))
+                        .collect();
+                    (rx, needed)
+                }),
+                _ => None,
+            }
+        };
+        self.flush.notify_one();
+        let outcome = match started {
+            None => Err(Error::Gone),
+            Some((rx, needed)) => match self.load_outputs(&t, needed).await {
+                Err(e) => Err(e),
+                Ok(()) => self.attempt(&t, token, &agent_name, resume_id, rx).await,
+            },
+        };
+        let outcome = match outcome {
+            Ok(text) if text.len() > MAX_OUTPUT_IN_STATUS => self.store_output(&t, text).await,
+            Ok(text) => Ok(Output { text, reference: None, whole: None }),
+            Err(e) => Err(e),
+        };
+        self.finish(&t, token, &agent_name, outcome);
+    }
+
+    /// Reads the whole outputs of upstream tasks `needed` from beside the workflow, into the
+    /// workflow's cache.
+    async fn load_outputs(&self, t: &TaskRef, needed: Vec<(String, u32)>) -> Result<(), Error> {
+        let k = &t.workflow;
+        for (name, attempt) in needed {
+            let owner = Owner { namespace: &k.0, name: &k.1, uid: &t.uid };
+            let (text, _) = match outputs::load(&self.client, &owner, &name, attempt).await {
+                Ok(loaded) => loaded,
+                Err(source) => return Err(Error::LoadOutput { task: name, source }),
+            };
+            if let Some(w) = lock(&self.state).workflows.get_mut(k).filter(|w| *w.uid == *t.uid) {
+                w.full_outputs.insert(name, Arc::from(text));
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps an output longer than status holds in ConfigMaps beside the workflow; the status
+    /// then gets its first 64 KiB and a reference. A write that keeps failing fails the attempt
+    /// (its output would be lost otherwise).
+    async fn store_output(&self, t: &TaskRef, text: String) -> Result<Output, Error> {
+        let (uid, task) = (t.uid.to_string(), t.task.to_string());
+        let owner = Owner { namespace: &t.workflow.0, name: &t.workflow.1, uid: &uid };
+        let mut wait = Duration::from_millis(100);
+        let mut tries = 0;
+        let stored = loop {
+            match outputs::store(&self.client, &owner, &task, t.attempt, &text).await {
+                Ok(s) => break s,
+                Err(e) if tries < 4 => {
+                    tracing::warn!(workflow = %t.workflow.1, task = %task, error = %e, "storing a long output failed; retrying");
+                    tries += 1;
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(source) => return Err(Error::StoreOutput { bytes: text.len(), source }),
+            }
+        };
+        // The workflow may have gone meanwhile (its deletion cascaded before these existed).
+        let gone = lock(&self.state)
+            .workflows
+            .get(&t.workflow)
+            .is_none_or(|w| w.uid != uid || w.index.position(&task).is_none());
+        if gone {
+            outputs::remove(&self.client, &owner, &task).await;
+            return Err(Error::WorkflowGone);
+        }
+        if let Some(n) = stored.original_bytes {
+            tracing::warn!(workflow = %t.workflow.1, task = %task, bytes = n, kept = stored.bytes, "output over the cap was cut");
+        }
+        let reference = stored.describe(&t.workflow.1, &task);
+        let head = outputs::prefix(&text, MAX_OUTPUT_IN_STATUS).to_owned();
+        let mut whole = text;
+        whole.truncate(stored.bytes);
+        Ok(Output { text: head, reference: Some(reference), whole: Some(Arc::from(whole)) })
+    }
+
+    /// Sends (or follows) one attempt and waits for its result.
+    async fn attempt(
+        &self,
+        t: &TaskRef,
+        token: u64,
+        agent_name: &str,
+        resume_id: Option<String>,
+        mut rx: watch::Receiver<bool>,
+    ) -> Result<String, Error> {
+        let prepared = {
+            let mut st = lock(&self.state);
+            let State { workflows, agents, .. } = &mut *st;
+            let view = agents.get_mut(&(t.workflow.0.clone(), agent_name.to_owned()));
+            let current = workflows.get(&t.workflow).filter(|w| w.attempts.is_current(&t.task, token));
+            match (current.and_then(|w| Some((w, w.index.position(&t.task)?))), view) {
+                (Some((w, i)), Some(view)) => {
+                    let (full, tasks) = (&w.full_outputs, &w.status.tasks);
+                    let message = plan::render_message_with(&w.spec, &w.status, i, |j| {
+                        full.get(tasks[j].name.as_str()).map(|s| &**s)
+                    });
+                    let task = &w.spec.tasks[i];
+                    let timeout = task.timeout.as_ref().or(w.spec.timeout.as_ref()).map(|d| d.value());
+                    let data = task.data.clone();
+                    let mut endpoints = view.agent.status.as_ref().map(|s| s.endpoints.clone()).unwrap_or_default();
+                    let endpoint = (!endpoints.is_empty()).then(|| {
+                        view.next_endpoint = view.next_endpoint.wrapping_add(1);
+                        let at = view.next_endpoint % endpoints.len();
+                        // The chosen one first, then the others (where a resumed task may live).
+                        endpoints.rotate_left(at);
+                        endpoints
+                    });
+                    let stdio = view.agent.spec.protocol() == Protocol::Stdio;
+                    let agent = stdio.then(|| view.agent.clone());
+                    Some((message, timeout, data, endpoint, agent, plan::message_id(&w.uid, &task.name, t.attempt)))
+                }
+                _ => None,
+            }
+        };
+        let Some((message, timeout, data, endpoint, stdio_agent, message_id)) = prepared else {
+            return Err(Error::Gone);
+        };
+        // A message too large to send (or a reference gone) fails the attempt with the reason.
+        let message = message?;
+        let cancelled = async move {
+            let _ = rx.wait_for(|c| *c).await;
+        };
+        if let Some(agent) = stdio_agent {
+            let Some(runner) = &self.config.stdio else {
+                return Err(Error::StdioLocalOnly);
+            };
+            let run = async { runner.run(&agent, message).await.map_err(Error::Stdio) };
+            return match timeout {
+                Some(d) => tokio::select! {
+                    r = tokio::time::timeout(d, run) => r.unwrap_or(Err(Error::TimedOut(d))),
+                    () = cancelled => Err(Error::Cancelled),
+                },
+                None => tokio::select! {
+                    r = run => r,
+                    () = cancelled => Err(Error::Cancelled),
+                },
+            };
+        }
+        match endpoint {
+            None => Err(Error::NoEndpoint(agent_name.to_owned())),
+            Some(urls) => {
+                self.a2a_attempt(t, token, &urls, message_id, message, data, timeout, resume_id, cancelled).await
+            }
+        }
+    }
+    #[allow(clippy::too_many_arguments)]
+    async fn a2a_attempt(
+        &self,
+        t: &TaskRef,
+        token: u64,
+        urls: &[String],
+        message_id: String,
+        text: String,
+        data: Option<serde_json::Value>,
+        timeout: Option<Duration>,
+        resume_id: Option<String>,
+        cancelled: impl Future<Output = ()>,
+    ) -> Result<String, Error> {
+        let url = urls.first().map(String::as_str).unwrap_or_default();
+        let mut client = self.client_for(url)?;
+        let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
+        let mut cancelled = std::pin::pin!(cancelled);
+        let task_id = match resume_id {
+            Some(id) => {
+                // A resumed attempt lives on one replica of the agent: find the one that knows it.
+                for other in urls.iter().skip(1) {
+                    match client.get_task(&id).await {
+                        Err(e) if e.rpc_code() == Some(a2a::types::ErrorCode::TaskNotFound) => {
+                            client = self.client_for(other)?;
+                        }
+                        _ => break,
+                    }
+                }
+                id
+            }
+            None => {
+                let mut parts = vec![a2a::types::Part::text(text)];
+                if let Some(d) = data {
+                    parts.push(a2a::types::Part::data(d));
+                }
+                let message = a2a::types::Message::new(a2a::types::Role::User, message_id, parts);
+                let config = a2a::types::SendMessageConfiguration { return_immediately: true, ..Default::default() };
+                let sent = tokio::select! {
+                    r = client.send_message(message, Some(config)) => r?,
+                    () = &mut cancelled => return Err(Error::CancelledBeforeAnswer),
+                };
+                match sent {
+                    a2a::types::SendMessageResponse::Message(m) => {
+                        return Ok(a2a::types::SendMessageResponse::Message(m).output().text);
+                    }
+                    a2a::types::SendMessageResponse::Task(task) => {
+                        if task.status.state.is_terminal() || task.status.state.is_interrupted() {
+                            return task_result(&task);
+                        }
+                        // The id matters now: keep it, so a restart follows instead of re-sending.
+                        if let Some(w) = lock(&self.state).workflows.get_mut(&t.workflow)
+                            && w.attempts.is_current(&t.task, token)
+                            && let Some(i) = w.index.position(&t.task)
+                        {
+                            w.status.tasks[i].a2a_task_id = Some(task.id.clone());
+                            w.touch(i);
+                        }
+                        self.flush.notify_one();
+                        task.id
+                    }
+                }
+            }
+        };
+        let task = client.follow_task(&task_id, &opts, cancelled).await?;
+        task_result(&task)
+    }
+
+    fn client_for(&self, url: &str) -> Result<a2a::Client, a2a::client::Error> {
+        let mut clients = lock(&self.clients);
+        if let Some(c) = clients.get(url) {
+            return Ok(c.clone());
+        }
+        let c = a2a::Client::new(url)?;
+        clients.insert(url.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    fn finish(self: &Arc<Self>, t: &TaskRef, token: u64, agent: &str, outcome: Result<Output, Error>) {
+        let now = Timestamp::now();
+        {
+            let mut st = lock(&self.state);
+            st.queue.release(&t.workflow.0, agent);
+            if let Some(w) = st.workflows.get_mut(&t.workflow)
+                && !w.record(t, token, outcome, now)
+            {
+                tracing::debug!(workflow = %t.workflow.1, task = %t.task, attempt = t.attempt, "outcome of a superseded attempt dropped");
+            }
+        }
+        self.schedule(&t.workflow);
+    }
+}
+
+/// The outcome of a finished A2A task.
+fn task_result(task: &a2a::types::Task) -> Result<String, Error> {
+    use a2a::types::TaskState;
+    let out = task.output();
+    match task.status.state {
+        TaskState::Completed => Ok(out.text),
+        TaskState::InputRequired | TaskState::AuthRequired => {
+            Err(Error::NeedsInput { state: task.status.state.as_str(), text: out.text })
+        }
+        state if out.text.is_empty() => Err(Error::EndedSilently { state: state.as_str() }),
+        state => Err(Error::Ended { state: state.as_str(), text: out.text }),
+    }
+}

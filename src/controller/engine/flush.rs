@@ -1,0 +1,209 @@
+//! Status writes: every dirty workflow's status, coalesced, as a JSON patch of what changed
+//! or (first write, task list rebuilt, a patch refused) the whole status as a merge patch.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::Resource;
+
+use super::{Engine, Key, lock};
+use crate::api::Workflow;
+use crate::api::workflow::WorkflowStatus;
+use crate::controller::outputs::FIELD_MANAGER;
+
+impl Engine {
+    pub(super) async fn flusher(self: Arc<Self>) {
+        let mut pause = self.config.flush_interval;
+        loop {
+            self.flush.notified().await;
+            tokio::time::sleep(pause).await;
+            let started = std::time::Instant::now();
+            self.flush_all().await;
+            // Writing big statuses must not eat the engine (nor the API server that applies
+            // them): at most a tenth of the time.
+            pause = self.config.flush_interval.max(started.elapsed() * 9);
+        }
+    }
+
+    /// Writes every dirty status, many workflows in flight at once. A workflow whose task list
+    /// is as last written gets a JSON patch of the tasks that changed (guarded by a `test` of
+    /// each task's name) and of the top-level fields, so a write costs what changed, not the
+    /// size of the workflow; otherwise (first write, task list rebuilt, a refused patch) the
+    /// whole status goes as a merge patch.
+    pub async fn flush_all(&self) {
+        let dirty: Vec<(Key, StatusWrite)> = {
+            let mut st = lock(&self.state);
+            st.workflows
+                .iter_mut()
+                .filter(|(_, w)| w.dirty)
+                .filter_map(|(k, w)| {
+                    w.dirty = false;
+                    let changed = w.changed.take();
+                    let write = if std::mem::take(&mut w.rewrite) {
+                        status_merge_patch(&w.status)
+                    } else {
+                        status_json_patch(&mut w.status, &changed)
+                    };
+                    match write {
+                        Ok(write) => Some((k.clone(), write)),
+                        Err(e) => {
+                            tracing::error!(workflow = %k.1, error = %e, "encoding the status failed");
+                            None
+                        }
+                    }
+                })
+                .collect()
+        };
+        let writes = dirty.into_iter().map(|(k, write)| async move {
+            let whole = write.whole;
+            let r = self.write_status(&k, write).await;
+            (k, whole, r)
+        });
+        let results = futures::stream::iter(writes).buffer_unordered(16).collect::<Vec<_>>().await;
+        for (k, whole, r) in results {
+            match r {
+                Ok(()) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => self.workflow_deleted(&k),
+                Err(e) => {
+                    if whole {
+                        tracing::warn!(workflow = %k.1, error = %e, "status write failed; will retry");
+                    } else {
+                        // The stored task list is not what the patch expects: send it all.
+                        tracing::debug!(workflow = %k.1, error = %e, "status patch refused; writing the whole status");
+                    }
+                    if let Some(w) = lock(&self.state).workflows.get_mut(&k) {
+                        w.touch_all();
+                    }
+                    self.flush.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Sends one status write. The answer (the whole workflow, megabytes for a big one) is
+    /// read and dropped chunk by chunk, never held whole: the engine has its status already.
+    async fn write_status(&self, k: &Key, write: StatusWrite) -> Result<(), kube::Error> {
+        use http_body_util::BodyExt;
+        let url = format!("{}/{}/status?fieldManager={FIELD_MANAGER}", Workflow::url_path(&(), Some(&k.0)), k.1);
+        let req = http::Request::patch(url)
+            .header(http::header::CONTENT_TYPE, write.content_type)
+            .body(kube::client::Body::from(write.body))
+            .map_err(kube::Error::HttpError)?;
+        let res = self.client.send(req).await?;
+        let code = res.status();
+        let mut body = res.into_body();
+        if code.is_success() {
+            while let Some(frame) = body.frame().await {
+                frame?;
+            }
+            return Ok(());
+        }
+        let text = body.collect().await?.to_bytes();
+        let status = serde_json::from_slice::<kube::core::Status>(&text).unwrap_or_else(|_| {
+            kube::core::Status::failure(String::from_utf8_lossy(&text).trim(), "the answer is not a Status")
+                .with_code(code.as_u16())
+        });
+        Err(kube::Error::Api(status.boxed()))
+    }
+}
+
+/// One encoded status write.
+struct StatusWrite {
+    content_type: &'static str,
+    body: Vec<u8>,
+    /// The whole status (a merge patch), not a JSON patch of what changed.
+    whole: bool,
+}
+
+fn status_merge_patch(status: &WorkflowStatus) -> Result<StatusWrite, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        status: &'a WorkflowStatus,
+    }
+    let body = serde_json::to_vec(&Body { status })?;
+    Ok(StatusWrite { content_type: "application/merge-patch+json", body, whole: true })
+}
+
+/// A JSON patch that replaces the tasks `changed` (after testing that each index still holds
+/// the task of that name) and sets every top-level field that has a value. Fields that become
+/// empty only do so through a rewrite (retry, cancel), which sends the whole status.
+fn status_json_patch(status: &mut WorkflowStatus, changed: &[usize]) -> Result<StatusWrite, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Op<'a> {
+        op: &'static str,
+        path: String,
+        value: OpValue<'a>,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum OpValue<'a> {
+        Text(&'a str),
+        Task(&'a crate::api::workflow::TaskStatus),
+        Json(serde_json::Value),
+    }
+    let tasks = std::mem::take(&mut status.tasks);
+    let top = serde_json::to_value(&*status);
+    status.tasks = tasks;
+    let mut ops = Vec::with_capacity(changed.len() * 2 + 6);
+    if let serde_json::Value::Object(fields) = top? {
+        for (name, value) in fields {
+            ops.push(Op { op: "add", path: format!("/status/{name}"), value: OpValue::Json(value) });
+        }
+    }
+    for &i in changed {
+        let Some(t) = status.tasks.get(i) else { continue };
+        ops.push(Op { op: "test", path: format!("/status/tasks/{i}/name"), value: OpValue::Text(&t.name) });
+        ops.push(Op { op: "replace", path: format!("/status/tasks/{i}"), value: OpValue::Task(t) });
+    }
+    let body = serde_json::to_vec(&ops)?;
+    Ok(StatusWrite { content_type: "application/json-patch+json", body, whole: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::workflow::{TaskPhase, TaskStatus, WorkflowPhase};
+    use jiff::Timestamp;
+
+    fn status(names: &[&str]) -> WorkflowStatus {
+        WorkflowStatus {
+            phase: Some(WorkflowPhase::Running),
+            progress: Some("0/3".into()),
+            tasks: names.iter().map(|n| TaskStatus::pending(n)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn apply(doc: &mut serde_json::Value, write: &StatusWrite) -> Result<(), json_patch::PatchError> {
+        let patch: json_patch::Patch = serde_json::from_slice(&write.body).expect("a JSON patch");
+        json_patch::patch(doc, &patch)
+    }
+
+    #[test]
+    fn a_patch_of_the_changed_tasks_brings_the_stored_status_to_the_engines() {
+        let mut st = status(&["a", "b", "c"]);
+        let mut stored = serde_json::json!({ "status": st });
+        st.tasks[1].phase = TaskPhase::Succeeded;
+        st.tasks[1].output = Some("B".into());
+        st.progress = Some("1/3".into());
+        st.started_at = Some(crate::api::common::Time(Timestamp::UNIX_EPOCH));
+        let write = status_json_patch(&mut st, &[1]).expect("encode");
+        assert!(!write.whole);
+        assert!(!String::from_utf8_lossy(&write.body).contains("\"c\""), "unchanged tasks are not sent");
+        apply(&mut stored, &write).expect("applies");
+        assert_eq!(stored, serde_json::json!({ "status": st }));
+    }
+
+    #[test]
+    fn a_patch_is_refused_when_the_stored_task_list_differs() {
+        let mut st = status(&["a", "b"]);
+        let mut stored = serde_json::json!({ "status": status(&["b", "a"]) });
+        st.tasks[1].phase = TaskPhase::Running;
+        let write = status_json_patch(&mut st, &[1]).expect("encode");
+        let before = stored.clone();
+        assert!(apply(&mut stored, &write).is_err(), "the name test guards the index");
+        assert_eq!(stored, before, "nothing applied");
+        let whole = status_merge_patch(&st).expect("encode");
+        assert!(whole.whole);
+    }
+}
