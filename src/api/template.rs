@@ -14,8 +14,21 @@ pub enum Piece<'a> {
     Ref { reference: Ref<'a>, source: &'a str },
 }
 
+/// What is wrong with a template, said as what to write instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("\"{{{{\" at character {at} is never closed with \"}}}}\"")]
+    Unclosed { at: usize },
+    #[error("{text}: tasks have only .output (write {{{{ tasks.{task}.output }}}}, not .{field})")]
+    NotOutput { text: String, task: String, field: String },
+    #[error("{text}: write {{{{ tasks.{task}.output }}}}")]
+    NoField { text: String, task: String },
+    #[error("{text} is not {{{{ params.NAME }}}} or {{{{ tasks.NAME.output }}}}")]
+    Unknown { text: String },
+}
+
 /// Splits a template into pieces, or says what is wrong with it.
-pub fn parse(template: &str) -> Result<Vec<Piece<'_>>, String> {
+pub fn parse(template: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
     let mut pieces = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find("{{") {
@@ -24,10 +37,7 @@ pub fn parse(template: &str) -> Result<Vec<Piece<'_>>, String> {
         }
         let after = &rest[open + 2..];
         let Some(close) = after.find("}}") else {
-            return Err(format!(
-                "\"{{{{\" at character {} is never closed with \"}}}}\"",
-                template.len() - rest.len() + open + 1
-            ));
+            return Err(TemplateError::Unclosed { at: template.len() - rest.len() + open + 1 });
         };
         let source = &rest[open..open + 2 + close + 2];
         let expr = after[..close].trim();
@@ -40,21 +50,22 @@ pub fn parse(template: &str) -> Result<Vec<Piece<'_>>, String> {
     Ok(pieces)
 }
 
-fn parse_ref<'a>(expr: &'a str, source: &str) -> Result<Ref<'a>, String> {
+fn parse_ref<'a>(expr: &'a str, source: &str) -> Result<Ref<'a>, TemplateError> {
     let parts: Vec<&str> = expr.split('.').collect();
+    let text = source.to_owned();
     match parts.as_slice() {
         ["params", name] if !name.is_empty() => Ok(Ref::Param(name)),
         ["tasks", name, "output"] if !name.is_empty() => Ok(Ref::TaskOutput(name)),
         ["tasks", name, other] => {
-            Err(format!("{source}: tasks have only .output (write {{{{ tasks.{name}.output }}}}, not .{other})"))
+            Err(TemplateError::NotOutput { text, task: (*name).to_owned(), field: (*other).to_owned() })
         }
-        ["tasks", name] => Err(format!("{source}: write {{{{ tasks.{name}.output }}}}")),
-        _ => Err(format!("{source} is not {{{{ params.NAME }}}} or {{{{ tasks.NAME.output }}}}")),
+        ["tasks", name] => Err(TemplateError::NoField { text, task: (*name).to_owned() }),
+        _ => Err(TemplateError::Unknown { text }),
     }
 }
 
 /// Every reference in a template (for validation); errors as [`parse`].
-pub fn references(template: &str) -> Result<Vec<Ref<'_>>, String> {
+pub fn references(template: &str) -> Result<Vec<Ref<'_>>, TemplateError> {
     Ok(parse(template)?
         .into_iter()
         .filter_map(|p| match p {
@@ -73,8 +84,8 @@ pub const MAX_RENDERED_BYTES: usize = 4 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
     /// The template itself is wrong (see [`parse`]).
-    #[error("{0}")]
-    Template(String),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
     /// A reference the lookup cannot answer.
     #[error("{reference} has no value")]
     NoValue { reference: String },
@@ -110,7 +121,7 @@ pub fn render_bounded<'a>(
         out.push_str(s);
         Ok(())
     };
-    for piece in parse(template).map_err(RenderError::Template)? {
+    for piece in parse(template)? {
         match piece {
             Piece::Text(t) => push(&mut out, t, "text")?,
             Piece::Ref { reference, source } => match lookup(&reference) {
@@ -136,12 +147,15 @@ mod tests {
     #[test]
     fn bad_templates_say_what_to_write() {
         assert_eq!(
-            references("{{ tasks.fetch.result }}").unwrap_err(),
+            references("{{ tasks.fetch.result }}").unwrap_err().to_string(),
             "{{ tasks.fetch.result }}: tasks have only .output (write {{ tasks.fetch.output }}, not .result)"
         );
-        assert_eq!(references("hi {{ params.x").unwrap_err(), "\"{{\" at character 4 is never closed with \"}}\"");
         assert_eq!(
-            references("{{ env.HOME }}").unwrap_err(),
+            references("hi {{ params.x").unwrap_err().to_string(),
+            "\"{{\" at character 4 is never closed with \"}}\""
+        );
+        assert_eq!(
+            references("{{ env.HOME }}").unwrap_err().to_string(),
             "{{ env.HOME }} is not {{ params.NAME }} or {{ tasks.NAME.output }}"
         );
     }

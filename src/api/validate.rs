@@ -667,7 +667,7 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
         let refs = match template::references(&t.message) {
             Ok(r) => r,
             Err(e) => {
-                errors.push(FieldError::new(path, e));
+                errors.push(FieldError::new(path, e.to_string()));
                 continue;
             }
         };

@@ -1,7 +1,7 @@
 //! `a2a retry wf NAME [--task T]`: asks the engine to run failed, skipped and cancelled
 //! tasks again (all of them, or the named ones with the tasks skipped because of them); the
 //! workflow goes back to Running. The request is a [`RetryRequest`] in the `a2a.dev/retry`
-//! annotation, checked first here by the engine's own rules ([`plan::retry_tasks`]) and
+//! annotation, checked first here by the engine's own rules ([`plan::retry`]) and
 //! handled once (the engine records it in the `Retried` condition); it also withdraws a
 //! cancel.
 
@@ -37,7 +37,7 @@ pub async fn run(args: &RetryArgs) -> Result<String> {
     let wf = fetch(&api, &args.name, &ns, &conn.url).await?;
     // The engine's own rules, on a copy: what it would run again, or why it would refuse.
     let mut status = wf.status.clone().unwrap_or_default();
-    let chosen = plan::retry_tasks(&wf.spec, &mut status, &args.tasks).map_err(|e| match e {
+    let chosen = plan::retry(&wf.spec, &mut status, &args.tasks).map_err(|e| match e {
         RetryRefused::UnknownTask { task } => {
             let names: Vec<&str> = wf.spec.tasks.iter().map(|s| s.name.as_str()).collect();
             Error::Usage(format!(

@@ -553,16 +553,19 @@ impl Engine {
         if find_condition(&w.status.conditions, RETRIED_CONDITION).is_some_and(|c| c.message == request) {
             return;
         }
-        let parsed = crate::api::workflow::RetryRequest::parse(request).map_err(|e| e.to_string());
-        let (ok, reason) = match parsed.and_then(|r| plan::retry(&w.spec, &mut w.status, &r.tasks)) {
-            Ok(names) => {
-                tracing::info!(workflow = %k.1, tasks = ?names, "retrying tasks on request");
-                (true, "Requested")
-            }
-            Err(e) => {
-                tracing::warn!(workflow = %k.1, error = %e, "retry request refused");
-                (false, "Invalid")
-            }
+        let refused = |e: &dyn std::error::Error| {
+            tracing::warn!(workflow = %k.1, error = %e, "retry request refused");
+            (false, "Invalid")
+        };
+        let (ok, reason) = match crate::api::workflow::RetryRequest::parse(request) {
+            Ok(r) => match plan::retry(&w.spec, &mut w.status, &r.tasks) {
+                Ok(names) => {
+                    tracing::info!(workflow = %k.1, tasks = ?names, "retrying tasks on request");
+                    (true, "Requested")
+                }
+                Err(e) => refused(&e),
+            },
+            Err(e) => refused(&e),
         };
         w.status.conditions.retain(|c| c.type_ != RETRIED_CONDITION);
         w.status.conditions.push(Condition::new(RETRIED_CONDITION, ok, reason, request));

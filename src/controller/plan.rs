@@ -278,21 +278,12 @@ pub enum RetryRefused {
     NotRetryable { task: String, phase: TaskPhase },
 }
 
-/// [`retry_tasks`], its refusal as text.
-pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) -> Result<Vec<String>, String> {
-    retry_tasks(spec, status, only).map_err(|e| e.to_string())
-}
-
 /// Makes failed, skipped and cancelled tasks run again (all of them, or the named ones and
 /// the tasks skipped because of them), and the workflow Running. Attempts keep counting, so
 /// the next attempt has a new messageId. Returns the names reset (none when nothing is to be
 /// retried). A named task that does not exist, or that is not failed, skipped or cancelled,
 /// refuses the whole request and changes nothing but the alignment of `status.tasks`.
-pub fn retry_tasks(
-    spec: &WorkflowSpec,
-    status: &mut WorkflowStatus,
-    only: &[String],
-) -> Result<Vec<String>, RetryRefused> {
+pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) -> Result<Vec<String>, RetryRefused> {
     align(spec, status);
     if let Some(unknown) = only.iter().find(|n| !spec.tasks.iter().any(|t| &t.name == *n)) {
         return Err(RetryRefused::UnknownTask { task: unknown.clone() });
@@ -634,11 +625,11 @@ mod tests {
         assert_eq!(st.phase, Some(WorkflowPhase::Failed));
         let before = st.clone();
         assert_eq!(
-            retry_tasks(&spec, &mut st, &["b".into(), "c".into()]),
+            retry(&spec, &mut st, &["b".into(), "c".into()]),
             Err(RetryRefused::NotRetryable { task: "c".into(), phase: TaskPhase::Succeeded })
         );
         assert_eq!(st, before, "a refused request changes nothing");
-        assert_eq!(retry_tasks(&spec, &mut st, &["b".into()]).expect("retry"), ["b", "d"]);
+        assert_eq!(retry(&spec, &mut st, &["b".into()]).expect("retry"), ["b", "d"]);
     }
 
     #[test]

@@ -9,9 +9,7 @@ use kube::{Resource, ResourceExt};
 use super::ending::remove_in_background;
 use super::spawn::{Previous, StartJob};
 use super::stopping::stop_replicas;
-use super::{
-    AgentRuntime, Key, Node, Replica, START_STATUS_HOLD, World, agent_status, url_status, write_agent,
-};
+use super::{AgentRuntime, Key, Node, Replica, START_STATUS_HOLD, World, agent_status, url_status, write_agent};
 use crate::api::agent::{Instance, Protocol, RestartPolicy, Termination, TerminationReason};
 use crate::api::common::{Time, set_condition};
 use crate::controller::admission::Verdict;
