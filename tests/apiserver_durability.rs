@@ -17,7 +17,7 @@ use axum::http::Method;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::Value;
 
-use common::{Daemon, agent, client_from, raw};
+use common::{Daemon, agent, client_from, raw, run_a2a};
 
 /// `a2a serve --api-only` on a free port with extra flags.
 fn spawn(home: &Path, extra: &[&str]) -> Daemon {
@@ -35,30 +35,6 @@ fn spawn(home: &Path, extra: &[&str]) -> Daemon {
     let url = line.split_whitespace().find(|w| w.starts_with("https://")).unwrap_or_else(|| panic!("{line:?}"));
     let kubeconfig = line.rsplit_once("(kubeconfig: ").map(|(_, p)| PathBuf::from(p.trim().trim_end_matches(')')));
     Daemon { child, url: url.to_string(), kubeconfig: kubeconfig.unwrap_or_else(|| panic!("{line:?}")) }
-}
-
-/// Runs the a2a binary to its end (at most a minute): exit success, stdout, stderr.
-fn run_a2a(args: &[&str]) -> (bool, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_a2a"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("a2a {args:?} did not end within a minute");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 async fn names(daemon: &Daemon) -> BTreeSet<String> {

@@ -11,8 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use a2a::api::{Agent, ResourceBudget, Workflow};
 use kube::api::{Api, ListParams, PostParams};
@@ -95,26 +94,11 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
     out
 }
 
-/// Runs the a2a binary to its end (at most a minute): exit success and stderr.
+/// Runs the a2a binary on `home` to its end: exit success and stderr.
 fn run_a2a(args: &[&str], home: &Path) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_a2a"))
-        .args(args)
-        .arg("--home")
-        .arg(home)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("a2a {args:?} did not end within a minute");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let home = home.to_str().expect("a UTF-8 path");
+    let (ok, _, stderr) = common::run_a2a(&[args, &["--home", home]].concat());
+    (ok, stderr)
 }
 
 #[test]

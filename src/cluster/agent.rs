@@ -280,7 +280,7 @@ mod tests {
     //! requests the operator makes and the objects it writes.
     use super::*;
     use crate::api::Condition;
-    use crate::cluster::testing::{Handle, answer, mock};
+    use crate::cluster::testing::{Handle, answer, conditions, mock};
     use http::Response;
     use kube::client::Body;
 
@@ -374,18 +374,7 @@ mod tests {
         assert_eq!(s["lastTermination"]["exitCode"], 137);
         assert_eq!(s["endpoints"][0], "http://writer.team.svc:8080/");
         assert_eq!(s["observedGeneration"], 2);
-        let conds: Vec<(&str, &str, &str)> = s["conditions"]
-            .as_array()
-            .expect("conditions")
-            .iter()
-            .map(|c| {
-                (
-                    c["type"].as_str().unwrap_or(""),
-                    c["status"].as_str().unwrap_or(""),
-                    c["reason"].as_str().unwrap_or(""),
-                )
-            })
-            .collect();
+        let conds: Vec<(&str, &str, &str)> = conditions(s);
         assert_eq!(conds, [("Admitted", "True", "Admitted"), ("Ready", "False", "ReplicasNotReady")]);
 
         let action = task.await.expect("join").expect("reconcile");

@@ -469,7 +469,7 @@ mod tests {
     //! requests made and objects written, with and without metrics-server.
     use super::*;
     use crate::api::common::find_condition;
-    use crate::cluster::testing::{answer, mock, not_found};
+    use crate::cluster::testing::{answer, conditions, mock, not_found};
     use serde_json::{Value, json};
 
     fn agent(ns: &str, name: &str, budget: Option<&str>, memory: &str) -> Value {
@@ -775,18 +775,7 @@ mod tests {
         assert_eq!(event["note"], "memory above 90%");
         let (_, patch) =
             answer(&mut handle, "PATCH", "/apis/a2a.dev/v1alpha1/resourcebudgets/team/status", 200, team).await;
-        let conditions: Vec<(&str, &str, &str)> = patch["status"]["conditions"]
-            .as_array()
-            .expect("conditions")
-            .iter()
-            .map(|c| {
-                (
-                    c["type"].as_str().unwrap_or(""),
-                    c["status"].as_str().unwrap_or(""),
-                    c["reason"].as_str().unwrap_or(""),
-                )
-            })
-            .collect();
+        let conditions: Vec<(&str, &str, &str)> = conditions(&patch["status"]);
         // pids have no limit here, so their alert does not apply; memory is at 93%.
         assert_eq!(
             conditions,

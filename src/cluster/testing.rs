@@ -47,3 +47,21 @@ pub fn not_found() -> Value {
     serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
         "message": "the server could not find the requested resource"})
 }
+
+/// The `(type, status, reason)` of each condition of a status, in order.
+pub fn conditions(status: &Value) -> Vec<(&str, &str, &str)> {
+    status["conditions"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c["type"].as_str().unwrap_or(""),
+                        c["status"].as_str().unwrap_or(""),
+                        c["reason"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

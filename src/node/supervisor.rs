@@ -148,6 +148,36 @@ struct Replica {
     probes: u32,
 }
 
+impl Replica {
+    /// A replica with nothing observed yet: no process, not ready, no samples.
+    fn new(cgroup: CgroupPath, port: u16, spec_hash: String, restarts: u32) -> Replica {
+        Replica {
+            cgroup,
+            limits: CgroupLimits::default(),
+            port,
+            process: None,
+            pid: 0,
+            start_time: None,
+            started_at: Time::now(),
+            started: Instant::now(),
+            ready: false,
+            probing: false,
+            spec_hash,
+            restarts,
+            next_start: None,
+            crashes: 0,
+            ended: None,
+            oom_before: 0,
+            cpu: None,
+            cpu_millis: 0,
+            throttled: 0,
+            throttling: false,
+            memory: 0,
+            probes: 0,
+        }
+    }
+}
+
 #[derive(Default)]
 struct AgentRuntime {
     replicas: BTreeMap<u32, Replica>,

@@ -8,35 +8,16 @@ use tokio::sync::mpsc;
 use super::{Node, NodeEvent, Replica, World};
 use crate::api::agent::{Instance, Termination};
 use crate::api::common::Time;
-use crate::node::cgroup::{CgroupLimits, CgroupPath};
+use crate::node::cgroup::CgroupPath;
 
 impl Replica {
     /// A replica listed in status whose process no longer runs: `ended` when its policy keeps
     /// it stopped, else it starts again at the next pass (counted as a restart).
     pub(super) fn gone(cgroup: CgroupPath, port: u16, inst: &Instance, ended: Option<Termination>) -> Replica {
         Replica {
-            cgroup,
-            limits: CgroupLimits::default(),
-            port,
-            process: None,
-            pid: 0,
-            start_time: None,
             started_at: inst.started_at.unwrap_or_else(Time::now),
-            started: Instant::now(),
-            ready: false,
-            probing: false,
-            spec_hash: inst.spec_hash.clone().unwrap_or_default(),
-            restarts: inst.restarts,
-            next_start: None,
-            crashes: 0,
             ended,
-            oom_before: 0,
-            cpu: None,
-            cpu_millis: 0,
-            throttled: 0,
-            throttling: false,
-            memory: 0,
-            probes: 0,
+            ..Replica::new(cgroup, port, inst.spec_hash.clone().unwrap_or_default(), inst.restarts)
         }
     }
 }

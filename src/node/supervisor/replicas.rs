@@ -248,29 +248,15 @@ pub(super) fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[In
                 rt.replicas.insert(
                     inst.replica,
                     Replica {
-                        cgroup: path,
                         // Unknown after a restart: the first pass writes the current limits once.
                         limits: CgroupLimits { pids_max: Some(u64::MAX), ..Default::default() },
-                        port,
                         start_time: Some(p.start_time()),
                         process: Some(p),
                         pid,
                         started_at: inst.started_at.unwrap_or_else(Time::now),
-                        started: Instant::now(),
                         ready: inst.ready,
-                        probing: false,
-                        spec_hash: inst.spec_hash.clone().unwrap_or_default(),
-                        restarts: inst.restarts,
-                        next_start: None,
-                        crashes: 0,
-                        ended: None,
                         oom_before,
-                        cpu: None,
-                        cpu_millis: 0,
-                        throttled: 0,
-                        throttling: false,
-                        memory: 0,
-                        probes: 0,
+                        ..Replica::new(path, port, inst.spec_hash.clone().unwrap_or_default(), inst.restarts)
                     },
                 );
             }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 
 use super::{Error, Key, Node, NodeEvent, Replica, Result, World, key_of};
-use crate::api::common::Time;
 use crate::api::{Agent, ResourceBudget};
 use crate::node::cgroup::{CgroupLimits, CgroupPath};
 use crate::node::logs::{self, RelaySpec};
@@ -225,28 +224,14 @@ pub(super) fn start_replica(
     let spec = node.process_spec(agent, i, port)?;
     let p = process::spawn(node.driver.as_ref(), &cgroup, &spec)?;
     tracing::info!(agent = %agent.name_any(), replica = i, pid = p.pid(), port, "started agent replica");
+    let restarts = previous.as_ref().map_or(0, |r| r.restarts + 1);
     Ok(Replica {
-        cgroup,
         limits: limits.clone(),
-        port,
         pid: p.pid(),
         start_time: Some(p.start_time()),
         process: Some(p),
-        started_at: Time::now(),
-        started: Instant::now(),
-        ready: false,
-        probing: false,
-        spec_hash: hash.to_owned(),
-        restarts: previous.as_ref().map_or(0, |r| r.restarts + 1),
-        next_start: None,
         crashes: previous.as_ref().map_or(0, |r| r.crashes),
-        ended: None,
         oom_before,
-        cpu: None,
-        cpu_millis: 0,
-        throttled: 0,
-        throttling: false,
-        memory: 0,
-        probes: 0,
+        ..Replica::new(cgroup, port, hash.to_owned(), restarts)
     })
 }
