@@ -691,8 +691,7 @@ impl Engine {
                 item: TaskRef { workflow: k.clone(), uid: uid.clone(), task: name, attempt, resume: task_id },
             });
         }
-        let finished =
-            matches!(w.status.phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled));
+        let finished = w.status.phase.is_some_and(WorkflowPhase::is_terminal);
         if finished {
             w.full_outputs = HashMap::new();
         }

@@ -136,9 +136,8 @@ pub fn step_indexed(
             if status.tasks[i].phase != TaskPhase::Pending {
                 continue;
             }
-            if let Some(&d) = task_deps.iter().find(|&&d| {
-                matches!(status.tasks[d].phase, TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled)
-            }) {
+            // A dependency that ended without its output (failed, skipped or cancelled).
+            if let Some(&d) = task_deps.iter().find(|&&d| status.tasks[d].phase.is_retryable()) {
                 let t = &mut status.tasks[i];
                 t.phase = TaskPhase::Skipped;
                 t.error = Some(format!("dependency {:?} did not succeed", spec.tasks[d].name));
