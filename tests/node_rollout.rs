@@ -14,12 +14,11 @@ use kube::runtime::watcher;
 
 use common::node::{Daemon, Scratch, apply, phase, pids, tear_down, wait_agent};
 
-/// Three replicas of the demo agent, each serving its card 0.5 s after its start: every step
-/// of a rollout lasts long enough for its status to be written and seen.
+/// Three replicas of the demo agent. `a2a` agents run the daemon's own binary wherever it is
+/// (a checkout under `/tmp` is hidden from agents, whose `/tmp` is private).
 fn agent(version: &str) -> String {
     format!(
-        "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: rolled }}\nspec:\n  command: [sh, -c, \"sleep 0.5; exec {exe} demo-agent --skill echo\"]\n  replicas: 3\n  env: [{{ name: VERSION, value: \"{version}\" }}]\n---\n",
-        exe = env!("CARGO_BIN_EXE_a2a"),
+        "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: rolled }}\nspec:\n  command: [a2a, demo-agent, --skill, echo]\n  replicas: 3\n  env: [{{ name: VERSION, value: \"{version}\" }}]\n---\n"
     )
 }
 
