@@ -643,7 +643,10 @@ impl AppState {
         q: &HashMap<String, String>,
         info: &mut RequestInfo,
     ) -> Result<Response, ApiError> {
-        let media = media_type(headers);
+        let mut media = media_type(headers);
+        if media == "application/strategic-merge-patch+json" && patch::strategic_is_merge(t.resource, body)? {
+            media = "application/merge-patch+json".into();
+        }
         if media != "application/apply-patch+yaml" && q.contains_key("force") {
             return Err(ApiError::new(422, "Invalid", "force: Forbidden: may not be specified for non-apply patch"));
         }

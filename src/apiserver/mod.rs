@@ -15,7 +15,8 @@
 //! Files under the home directory (all 0600, directories 0700): `kubeconfig`, `token`,
 //! `pki/{ca.crt,ca.key,server.crt,server.key}`, `pki/secrets.key` (the key that encrypts
 //! Secrets in the store, [`seal`]), `state/store.redb` (with its write-ahead log
-//! `state/store.wal` and its format version `state/store.format`), `audit.log`. The home must belong to the daemon's user and be
+//! `state/store.wal`, its format version `state/store.format` and the names of the keys its Secrets
+//! are encrypted with, `state/sealed-keys`), `audit.log`. The home must belong to the daemon's user and be
 //! writable by no one else ([`home`]); connections are bounded as [`conn`] describes.
 
 pub mod audit;
@@ -264,6 +265,7 @@ impl Server {
         // Before anything else is written: a store whose Secrets the key file no longer opens
         // is refused, with the home as it was.
         pki::ensure_private_dir(&home.join("pki"))?;
+        pki::ensure_private_dir(&home.join("state"))?;
         let sealer = Arc::new(seal::Sealer::load_or_create(&home, &home.join("state").join("store.redb"))?);
         let identity = pki::Identity::load_or_create(&home, &config.certificates)?;
         let serving_cert = identity.serving_cert(&home, &config.certificates)?;

@@ -141,11 +141,13 @@ fn object_meta(b: &[u8]) -> Result<Value, ApiError> {
     let mut m = json!({});
     let mut r = Reader::new(b);
     while let Some((n, f)) = r.next()? {
+        // Go's empty strings are sent as empty fields: they mean "not set".
         match (n, f) {
+            (_, Field::Bytes([])) => {}
             (1, Field::Bytes(v)) => m["name"] = json!(text(v)?),
             (2, Field::Bytes(v)) => m["generateName"] = json!(text(v)?),
             (3, Field::Bytes(v)) => m["namespace"] = json!(text(v)?),
-            (6, Field::Bytes(v)) if !v.is_empty() => m["resourceVersion"] = json!(text(v)?),
+            (6, Field::Bytes(v)) => m["resourceVersion"] = json!(text(v)?),
             (11, Field::Bytes(v)) => insert_entry(&mut m, "labels", v, false)?,
             (12, Field::Bytes(v)) => insert_entry(&mut m, "annotations", v, false)?,
             (13, Field::Bytes(v)) => push(&mut m, "ownerReferences", owner_reference(v)?),
@@ -175,7 +177,7 @@ pub fn decode(res: &Resource, body: &[u8]) -> Result<Value, ApiError> {
                 match (n, f) {
                     (1, Field::Bytes(v)) => o["metadata"] = object_meta(v)?,
                     (2, Field::Bytes(v)) => insert_entry(&mut o, "data", v, true)?,
-                    (3, Field::Bytes(v)) => o["type"] = json!(text(v)?),
+                    (3, Field::Bytes(v)) if !v.is_empty() => o["type"] = json!(text(v)?),
                     (4, Field::Bytes(v)) => insert_entry(&mut o, "stringData", v, false)?,
                     (5, Field::Varint(v)) => o["immutable"] = json!(v != 0),
                     _ => {}

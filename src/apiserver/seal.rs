@@ -11,7 +11,7 @@
 //! open). The key's name in every value says which key opens it.
 //!
 //! A store that holds sealed objects is never opened without the key that opens them: the
-//! server refuses to start, naming the key file, and changes nothing ([`check_openable`]).
+//! server refuses to start, naming the key file, and changes nothing ([`Sealer::load_or_create`]).
 
 use std::path::{Path, PathBuf};
 
@@ -38,11 +38,11 @@ pub enum Error {
     #[error("{path}: line {line}: {problem} (expected NAME:BASE64 of 32 bytes)")]
     BadKeyFile { path: PathBuf, line: usize, problem: String },
     #[error(
-        "{path} is missing, but the store holds {count} encrypted Secret(s) (the first: {first}) that only that key \
-         opens; a2a does not start without it, so that they are not lost. Restore the key file from your backup \
-         of the home (see docs/security.md); nothing was changed"
+        "{path} is missing, but {evidence}, which only that key opens; a2a does not start without it, so that \
+         they are not lost. Restore the key file from your backup of the home (see docs/security.md); nothing was \
+         changed"
     )]
-    KeyMissing { path: PathBuf, count: usize, first: String },
+    KeyMissing { path: PathBuf, evidence: String },
     #[error("object {key} is sealed with key {name:?}, which {path} does not hold; restore the key file that has it")]
     UnknownKey { key: String, name: String, path: PathBuf },
     #[error("object {key} does not decrypt with key {name:?} from {path}: the ciphertext or the key was changed")]
@@ -51,8 +51,6 @@ pub enum Error {
     Malformed { key: String },
     #[error("encrypting object {key} failed")]
     Seal { key: String },
-    #[error("reading the store to check for encrypted Secrets: {0}")]
-    Store(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -95,16 +93,48 @@ fn aad(key: &ObjectKey) -> Vec<u8> {
 impl Sealer {
     /// Reads the key file under `home`, or creates one with a new random key when it is
     /// missing and the store at `store` holds no sealed object.
+    ///
+    /// Beside the store, `sealed-keys` lists the names of the keys the store may hold
+    /// objects sealed with (names only). It is written before the first object can be sealed,
+    /// so a key file lost later is noticed without reading the store.
     pub fn load_or_create(home: &Path, store: &Path) -> Result<Sealer> {
         let path = home.join(KEY_FILE);
+        let marker = store.with_file_name("sealed-keys");
+        let listed = home::read(&marker, Kind::Public)?;
         if let Some(text) = home::read(&path, Kind::Secret)? {
-            return Sealer::parse(&path, &text);
+            let sealer = Sealer::parse(&path, &text)?;
+            let names = sealer.keys.iter().map(|k| k.name.as_str());
+            let mut all: Vec<&str> = listed.as_deref().unwrap_or_default().split_whitespace().collect();
+            let before = all.len();
+            all.extend(names.filter(|n| !listed.as_deref().unwrap_or_default().split_whitespace().any(|l| l == *n)));
+            if listed.is_none() || all.len() != before {
+                home::write_private(&marker, format!("{}\n", all.join("\n")).as_bytes())?;
+            }
+            return Ok(sealer);
+        }
+        if let Some(names) = listed.filter(|l| !l.trim().is_empty()) {
+            let names: Vec<&str> = names.split_whitespace().collect();
+            return Err(Error::KeyMissing {
+                path,
+                evidence: format!(
+                    "{} says the store may hold Secrets encrypted with key {}",
+                    marker.display(),
+                    names.join(", ")
+                ),
+            });
         }
         check_openable(&path, store)?;
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|_| Error::Seal { key: path.display().to_string() })?;
-        let text = format!("key1:{}\n", STANDARD.encode(bytes));
+        let mut id = [0u8; 4];
+        getrandom::fill(&mut bytes)
+            .and_then(|()| getrandom::fill(&mut id))
+            .map_err(|_| Error::Seal { key: path.display().to_string() })?;
+        // A name no earlier key had: a Secret sealed with a lost key is never taken for one
+        // sealed with this one.
+        let name = format!("key-{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let text = format!("{name}:{}\n", STANDARD.encode(bytes));
         home::write_private(&path, text.as_bytes())?;
+        home::write_private(&marker, format!("{name}\n").as_bytes())?;
         tracing::info!(path = %path.display(), "created the key that encrypts Secrets at rest");
         Sealer::parse(&path, &text)
     }
@@ -196,12 +226,22 @@ impl Sealer {
 }
 
 /// Refuses a missing key file (`path`) when the store at `store` (its database or its
-/// write-ahead log) holds a sealed object; reads without changing anything.
+/// write-ahead log) holds a sealed object; reads without changing anything. A database that
+/// cannot be read without a repair (after a crash) is let through: opening the store then
+/// refuses each sealed object whose key is missing, naming it.
 pub fn check_openable(path: &Path, store: &Path) -> Result<()> {
-    let sealed = super::store::sealed_objects(store).map_err(|e| Error::Store(e.to_string()))?;
-    match sealed.first() {
-        None => Ok(()),
-        Some(first) => Err(Error::KeyMissing { path: path.to_path_buf(), count: sealed.len(), first: first.clone() }),
+    match super::store::sealed_objects(store) {
+        Ok(sealed) => match sealed.first() {
+            None => Ok(()),
+            Some(first) => Err(Error::KeyMissing {
+                path: path.to_path_buf(),
+                evidence: format!("the store holds {} encrypted Secret(s) (the first: {first})", sealed.len()),
+            }),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for encrypted Secrets before opening the store");
+            Ok(())
+        }
     }
 }
 
