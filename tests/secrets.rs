@@ -124,12 +124,14 @@ fn secrets_written_by_a2a_and_kubectl_read_back_but_never_reach_the_disk_in_the_
     assert!(done && out == "configmap/settings created\n", "{out}{err}");
 
     // kubectl create secret generic (a protobuf body) and stringData through server-side apply.
-    let out = ok(&daemon, &cache, &["create", "secret", "generic", "kc", &format!("--from-literal=key={}", SECRET_VALUES[3])]);
-    assert_eq!(out, "secret/kc created\n");
-    let manifest = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: sd\nstringData:\n  token: {}\n",
-        SECRET_VALUES[4]
+    let out = ok(
+        &daemon,
+        &cache,
+        &["create", "secret", "generic", "kc", &format!("--from-literal=key={}", SECRET_VALUES[3])],
     );
+    assert_eq!(out, "secret/kc created\n");
+    let manifest =
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: sd\nstringData:\n  token: {}\n", SECRET_VALUES[4]);
     let (done, out, err) = kubectl(&daemon, &cache, &["apply", "--server-side", "-f", "-"], Some(&manifest));
     assert!(done, "{out}{err}");
 

@@ -262,12 +262,12 @@ impl Server {
         store::format::inspect(&home.join("state").join("store.redb")).map_err(store::Error::from)?;
         // Refused here, before anything is written, as well as when opened.
         home::check_existing(&home.join("audit.log"), home::Kind::Public)?;
-        // Before anything else is written: a store whose Secrets the key file no longer opens
-        // is refused, with the home as it was.
-        pki::ensure_private_dir(&home.join("pki"))?;
+        let identity = pki::Identity::load_or_create(&home, &config.certificates)?;
+        // Before the store or the serving certificate is touched: a store whose Secrets the key
+        // file no longer opens is refused, with the home as it was (an identity that exists is
+        // only read).
         pki::ensure_private_dir(&home.join("state"))?;
         let sealer = Arc::new(seal::Sealer::load_or_create(&home, &home.join("state").join("store.redb"))?);
-        let identity = pki::Identity::load_or_create(&home, &config.certificates)?;
         let serving_cert = identity.serving_cert(&home, &config.certificates)?;
         let (tls, tls_refuse) = pki::Identity::server_configs(&serving_cert)?;
         let state_dir = home.join("state");
