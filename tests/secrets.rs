@@ -90,6 +90,27 @@ fn assert_nowhere_on_disk(home: &Path, needles: &[&[u8]]) {
     }
 }
 
+/// `a2a serve --api-only -vv` in `home`, its log (stderr) going to `log`.
+fn spawn_logging(home: &Path, log: &Path) -> Daemon {
+    use std::io::BufRead as _;
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_a2a"))
+        .args(["serve", "--api-only", "--port", "0", "-vv", "--home"])
+        .arg(home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("https://")).expect("a URL").to_string();
+    let kubeconfig = line
+        .rsplit_once("(kubeconfig: ")
+        .map(|(_, p)| PathBuf::from(p.trim().trim_end_matches(')')))
+        .expect("a kubeconfig");
+    Daemon { child, url, kubeconfig }
+}
+
 const SECRET_VALUES: [&str; 5] =
     ["sk-literal-4f8a1c", "sk-envfile-77d2e0", "sk-file-b19c3a", "sk-kubectl-5e6f70", "sk-stringdata-0a9b8c"];
 
@@ -98,7 +119,8 @@ fn secrets_written_by_a2a_and_kubectl_read_back_but_never_reach_the_disk_in_the_
     let home = tempfile::tempdir().unwrap();
     let cache = home.path().join("kube-cache");
     let inputs = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::spawn(home.path());
+    let log = inputs.path().join("serve.log");
+    let mut daemon = spawn_logging(home.path(), &log);
 
     // Discovery lists both kinds, with kubectl's short name for ConfigMaps.
     let resources = ok(&daemon, &cache, &["api-resources", "--api-group="]);
@@ -175,9 +197,15 @@ fn secrets_written_by_a2a_and_kubectl_read_back_but_never_reach_the_disk_in_the_
 
     // After SIGKILL (the writes are in the log only) and a restart, every value reads back.
     daemon.kill();
-    daemon = Daemon::spawn(home.path());
+    daemon = spawn_logging(home.path(), &log);
     check_values(&daemon);
     assert_nowhere_on_disk(home.path(), &needles);
+    // Nor are they in the server's own log, at debug level.
+    let logged = std::fs::read(&log).unwrap();
+    assert!(logged.len() > 100, "the server logged nothing: {}", String::from_utf8_lossy(&logged));
+    for n in &needles {
+        assert!(!logged.windows(n.len()).any(|w| w == *n), "the server's log holds {:?}", String::from_utf8_lossy(n));
+    }
 }
 
 #[test]
