@@ -181,8 +181,19 @@ fn secrets_written_by_a2a_and_kubectl_read_back_but_never_reach_the_disk_in_the_
     for v in SECRET_VALUES {
         assert!(!table.contains(v), "{table}");
     }
+    // kubectl create configmap and namespace send protobuf too; -n reaches the new namespace.
+    assert_eq!(
+        ok(&daemon, &cache, &["create", "configmap", "kcm", "--from-literal=a=1", "--from-literal=b=2"]),
+        "configmap/kcm created\n"
+    );
+    assert_eq!(ok(&daemon, &cache, &["create", "namespace", "team"]), "namespace/team created\n");
+    let (done, _, err) = a2a(&daemon, &["create", "secret", "generic", "t", "-n", "team", "--from-literal", "k=v"]);
+    assert!(done, "{err}");
+    assert_eq!(ok(&daemon, &cache, &["get", "secrets", "-n", "team", "-o", "name"]), "secret/t\n");
     let (done, cms, _) = a2a(&daemon, &["get", "cm"]);
-    assert!(done && cms.starts_with("NAME") && cms.contains("settings   1"), "{cms}");
+    assert!(done, "{cms}");
+    let rows: Vec<Vec<&str>> = cms.lines().map(|l| l.split_whitespace().take(2).collect()).collect();
+    assert_eq!(rows, [vec!["NAME", "DATA"], vec!["kcm", "2"], vec!["settings", "1"]], "{cms}");
     let (_, yaml, _) = a2a(&daemon, &["get", "secret", "kc", "-o", "yaml"]);
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET_VALUES[3]);
