@@ -245,6 +245,15 @@ fn an_invalid_or_immutable_secret_is_refused_naming_the_field_never_the_value() 
     a2a(&daemon, &["create", "secret", "generic", "open", "--from-literal", "k=v1"]);
     ok(&daemon, &cache, &["patch", "secret", "open", "-p", r#"{"stringData":{"k":"v2"}}"#]);
     assert_eq!(value(&daemon, &cache, "open", "k"), b"v2");
+
+    // An immutable Secret can still be deleted; a2a delete takes Secrets as kubectl does.
+    let (done, out, err) = a2a(&daemon, &["delete", "secret", "frozen", "open"]);
+    assert!(done, "{err}");
+    assert_eq!(out, "secret/frozen deleted\nsecret/open deleted\n");
+    let (done, _, err) = kubectl(&daemon, &cache, &["get", "secret", "frozen"], None);
+    assert!(!done && err.contains("NotFound"), "{err}");
+    let (done, _, err) = a2a(&daemon, &["delete", "secret/frozen"]);
+    assert!(!done && err.contains(r#"secrets "frozen" not found"#), "{err}");
 }
 
 /// SHA-256 of every file under `dir` (but kubectl's cache), for "nothing changed".
