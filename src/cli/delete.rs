@@ -82,9 +82,12 @@ fn core_resource(word: &str) -> Option<(&'static str, ApiResource)> {
     }
 }
 
+/// A core object to delete: `-o name`'s prefix, its API resource and its name.
+type CoreTarget = (&'static str, ApiResource, String);
+
 /// The core objects named on the command line (`secret a b`, `cm/x`), when the first target
 /// names a core kind; a2a kinds among them are refused.
-fn core_targets(args: &DeleteArgs) -> Result<Option<Vec<(&'static str, ApiResource, String)>>> {
+fn core_targets(args: &DeleteArgs) -> Result<Option<Vec<CoreTarget>>> {
     let Some(first) = args.targets.first().filter(|_| args.files.is_empty()) else { return Ok(None) };
     if core_resource(first.split_once('/').map_or(first.as_str(), |(k, _)| k)).is_none() {
         return Ok(None);
@@ -110,12 +113,7 @@ fn core_targets(args: &DeleteArgs) -> Result<Option<Vec<(&'static str, ApiResour
 
 /// Deletes Secrets and ConfigMaps (no finalizers of their own: gone when the answer comes,
 /// unless a client put one there; `--wait` waits for that).
-async fn delete_core(
-    args: &DeleteArgs,
-    conn: &Connection,
-    ns: &str,
-    targets: Vec<(&'static str, ApiResource, String)>,
-) -> Result<Vec<Applied>> {
+async fn delete_core(args: &DeleteArgs, conn: &Connection, ns: &str, targets: Vec<CoreTarget>) -> Result<Vec<Applied>> {
     let mut done = Vec::new();
     for (prefix, ar, name) in targets {
         let api: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), ns, &ar);
