@@ -43,7 +43,7 @@ fn names<T: kube::Resource>(items: &[T]) -> Vec<String> {
 async fn a_format_1_store_is_upgraded_in_place_and_keeps_its_objects() {
     let (_dir, home) = home_with_format_1_store();
     let daemon = Daemon::spawn(&home);
-    assert_eq!(std::fs::read_to_string(home.join("state/store.format")).unwrap(), "2\n");
+    assert_eq!(std::fs::read_to_string(home.join("state/store.format")).unwrap(), "3\n");
     let client = client_from(&daemon.kubeconfig, None).await;
     let agents: Api<Agent> = Api::namespaced(client.clone(), "default");
     let listed = agents.list(&ListParams::default()).await.unwrap().items;
@@ -55,7 +55,7 @@ async fn a_format_1_store_is_upgraded_in_place_and_keeps_its_objects() {
     assert_eq!(names(&budgets.list(&ListParams::default()).await.unwrap().items), ["quickstart"]);
     let workflows: Api<Workflow> = Api::namespaced(client.clone(), "default");
     assert_eq!(names(&workflows.list(&ListParams::default()).await.unwrap().items), ["quickstart"]);
-    // The upgraded store takes writes, and a second start (format 2: nothing to upgrade) has
+    // The upgraded store takes writes, and a second start (format 3: nothing to upgrade) has
     // everything, old and new.
     agents.create(&PostParams::default(), &agent("after-upgrade")).await.unwrap();
     daemon.kill();
@@ -64,7 +64,7 @@ async fn a_format_1_store_is_upgraded_in_place_and_keeps_its_objects() {
     let agents: Api<Agent> = Api::namespaced(client, "default");
     let listed = agents.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(names(&listed), ["after-upgrade", "counter", "shouter", "writer"]);
-    assert_eq!(std::fs::read_to_string(home.join("state/store.format")).unwrap(), "2\n");
+    assert_eq!(std::fs::read_to_string(home.join("state/store.format")).unwrap(), "3\n");
     let leftovers: Vec<_> = std::fs::read_dir(home.join("state"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -104,17 +104,17 @@ fn run_a2a(args: &[&str], home: &Path) -> (bool, String) {
 #[test]
 fn a_store_of_a_newer_format_is_refused_and_nothing_in_the_home_changes() {
     let (_dir, home) = home_with_format_1_store();
-    std::fs::write(home.join("state/store.format"), "3\n").unwrap();
+    std::fs::write(home.join("state/store.format"), "4\n").unwrap();
     let before = snapshot(&home);
     let (ok, stderr) = run_a2a(&["serve", "--api-only", "--port", "0"], &home);
-    assert!(!ok, "a2a serve started on a format-3 store");
+    assert!(!ok, "a2a serve started on a format-4 store");
     assert!(stderr.contains("store.format"), "{stderr}");
-    assert!(stderr.contains("format 3"), "{stderr}");
-    assert!(stderr.contains("up to 2"), "{stderr}");
+    assert!(stderr.contains("format 4"), "{stderr}");
+    assert!(stderr.contains("up to 3"), "{stderr}");
     assert_eq!(snapshot(&home), before, "a2a serve changed the home of a store it refused");
     // Nor does the offline repair cut the log of a store it cannot read.
     let (ok, stderr) = run_a2a(&["store", "repair", "--truncate-at", "0"], &home);
-    assert!(!ok, "a2a store repair ran on a format-3 store");
-    assert!(stderr.contains("format 3"), "{stderr}");
+    assert!(!ok, "a2a store repair ran on a format-4 store");
+    assert!(stderr.contains("format 4"), "{stderr}");
     assert_eq!(snapshot(&home), before, "a2a store repair changed the home of a store it refused");
 }

@@ -213,7 +213,8 @@ impl AppState {
             e @ (store::Error::Storage { .. }
             | store::Error::Corrupt { .. }
             | store::Error::Log(_)
-            | store::Error::Format(_)) => ApiError::internal(e.to_string()),
+            | store::Error::Format(_)
+            | store::Error::Seal(_)) => ApiError::internal(e.to_string()),
         }
     }
 
@@ -443,6 +444,12 @@ impl AppState {
             new
         };
         self.admit(t, &mut new, Some(name))?;
+        if !t.status && matches!(t.resource.plural, "secrets" | "configmaps") && t.resource.group.is_empty() {
+            let errors = super::secret::check_update(t.resource.plural, current, &new);
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(t.resource, name, &errors));
+            }
+        }
         if let (false, Some(kind)) = (t.status, t.resource.a2a) {
             let errors = crate::api::update::check_update(kind, current, &new);
             if !errors.is_empty() {
@@ -636,7 +643,10 @@ impl AppState {
         q: &HashMap<String, String>,
         info: &mut RequestInfo,
     ) -> Result<Response, ApiError> {
-        let media = media_type(headers);
+        let mut media = media_type(headers);
+        if media == "application/strategic-merge-patch+json" && patch::strategic_is_merge(t.resource, body)? {
+            media = "application/merge-patch+json".into();
+        }
         if media != "application/apply-patch+yaml" && q.contains_key("force") {
             return Err(ApiError::new(422, "Invalid", "force: Forbidden: may not be specified for non-apply patch"));
         }

@@ -13,8 +13,10 @@
 //! ```
 //!
 //! Files under the home directory (all 0600, directories 0700): `kubeconfig`, `token`,
-//! `pki/{ca.crt,ca.key,server.crt,server.key}`, `state/store.redb` (with its write-ahead log
-//! `state/store.wal` and its format version `state/store.format`), `audit.log`. The home must belong to the daemon's user and be
+//! `pki/{ca.crt,ca.key,server.crt,server.key}`, `pki/secrets.key` (the key that encrypts
+//! Secrets in the store, [`seal`]), `state/store.redb` (with its write-ahead log
+//! `state/store.wal`, its format version `state/store.format` and the names of the keys its Secrets
+//! are encrypted with, `state/sealed-keys`), `audit.log`. The home must belong to the daemon's user and be
 //! writable by no one else ([`home`]); connections are bounded as [`conn`] describes.
 
 pub mod audit;
@@ -26,8 +28,11 @@ pub mod managed;
 pub mod metrics;
 pub mod params;
 pub mod pki;
+pub mod protobuf;
 pub mod reserve;
 pub mod resources;
+pub mod seal;
+pub mod secret;
 pub mod selector;
 pub mod status;
 pub mod store;
@@ -81,6 +86,8 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Audit(#[from] audit::Error),
+    #[error(transparent)]
+    Seal(#[from] seal::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -256,6 +263,11 @@ impl Server {
         // Refused here, before anything is written, as well as when opened.
         home::check_existing(&home.join("audit.log"), home::Kind::Public)?;
         let identity = pki::Identity::load_or_create(&home, &config.certificates)?;
+        // Before the store or the serving certificate is touched: a store whose Secrets the key
+        // file no longer opens is refused, with the home as it was (an identity that exists is
+        // only read).
+        pki::ensure_private_dir(&home.join("state"))?;
+        let sealer = Arc::new(seal::Sealer::load_or_create(&home, &home.join("state").join("store.redb"))?);
         let serving_cert = identity.serving_cert(&home, &config.certificates)?;
         let (tls, tls_refuse) = pki::Identity::server_configs(&serving_cert)?;
         let state_dir = home.join("state");
@@ -268,6 +280,7 @@ impl Server {
                 history: config.watch_history,
                 history_bytes: config.watch_history_bytes,
                 reserve_bytes: config.store_reserve_bytes,
+                sealer: Some(sealer),
                 ..StoreConfig::default()
             };
             move || Store::open(&store_path, store_config, metrics)
@@ -516,13 +529,11 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
         "list" => state.list(&t, &parts.headers, &q).await,
         "watch" => state.watch(&t, &parts.headers, &q).await,
         "create" => {
-            let yaml = handlers::body_is_yaml(&parts.headers)?;
-            let object = handlers::parse_body_off_thread(&body, yaml).await?;
+            let object = write_body(&t, &parts.headers, &body).await?;
             state.create(&t, object, &parts.headers, &q, info).await
         }
         "update" => {
-            let yaml = handlers::body_is_yaml(&parts.headers)?;
-            let object = handlers::parse_body_off_thread(&body, yaml).await?;
+            let object = write_body(&t, &parts.headers, &body).await?;
             state.update(&t, object, &parts.headers, &q).await
         }
         "patch" => state.patch(&t, &parts.headers, &body, &q, info).await,
@@ -530,6 +541,20 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
         "deletecollection" => state.delete_collection(&t, &body, &q).await,
         _ => Err(ApiError::method_not_allowed("unsupported verb")),
     }
+}
+
+/// The object a create or an update sends: JSON, YAML, or (built-in kinds) protobuf.
+async fn write_body(
+    t: &handlers::Target,
+    headers: &axum::http::HeaderMap,
+    body: &bytes::Bytes,
+) -> Result<Value, ApiError> {
+    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if media.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(protobuf::MEDIA_TYPE)) {
+        return protobuf::decode(t.resource, body);
+    }
+    let yaml = handlers::body_is_yaml(headers)?;
+    handlers::parse_body_off_thread(body, yaml).await
 }
 
 async fn read_body(headers: &axum::http::HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {

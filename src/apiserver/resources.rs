@@ -26,7 +26,7 @@ pub struct Resource {
 
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
-pub static RESOURCES: [Resource; 7] = [
+pub static RESOURCES: [Resource; 8] = [
     Resource {
         group: "a2a.dev",
         version: "v1alpha1",
@@ -114,6 +114,19 @@ pub static RESOURCES: [Resource; 7] = [
         status_subresource: false,
         a2a: None,
     },
+    // Model API keys and other credentials of agents; encrypted in the store ([`super::seal`]).
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        status_subresource: false,
+        a2a: None,
+    },
 ];
 
 impl Resource {
@@ -196,6 +209,8 @@ impl Resource {
             ]
         } else if self.plural == "namespaces" {
             &["metadata.name", "status.phase"]
+        } else if self.plural == "secrets" {
+            &["metadata.name", "metadata.namespace", "type"]
         } else {
             &["metadata.name", "metadata.namespace"]
         }
@@ -211,7 +226,7 @@ impl Resource {
         match object.pointer("/metadata/name").and_then(Value::as_str) {
             None => errors.push(FieldError::new("metadata.name", "required field is missing")),
             Some(name) => {
-                let check = if self.is_event() || self.plural == "configmaps" {
+                let check = if self.is_event() || self.plural == "configmaps" || self.plural == "secrets" {
                     check_subdomain(name)
                 } else {
                     crate::api::validate::check_dns_label(name)
@@ -250,6 +265,8 @@ impl Resource {
             }
         } else if self.plural == "configmaps" {
             validate_config_map(object, &mut errors);
+        } else if self.plural == "secrets" {
+            super::secret::admit(object, &mut errors);
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
@@ -291,7 +308,15 @@ impl Resource {
                 col("Status", "string", ".status.phase", "The phase of the namespace"),
                 col("Age", "date", ".metadata.creationTimestamp", ""),
             ],
-            "configmaps" => vec![col("Age", "date", ".metadata.creationTimestamp", "")],
+            "configmaps" => vec![
+                col("Data", "integer", DATA_COUNT, "The number of keys"),
+                col("Age", "date", ".metadata.creationTimestamp", ""),
+            ],
+            "secrets" => vec![
+                col("Type", "string", ".type", ""),
+                col("Data", "integer", DATA_COUNT, "The number of keys"),
+                col("Age", "date", ".metadata.creationTimestamp", ""),
+            ],
             _ => vec![
                 col("Last Seen", "date", ".lastTimestamp", "When the event last happened"),
                 col("Type", "string", ".type", ""),
@@ -322,6 +347,10 @@ impl Resource {
             .map(|obj| {
                 let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
                 for (_, type_, path, _, _) in &columns {
+                    if path == DATA_COUNT {
+                        cells.push(json!(data_count(obj)));
+                        continue;
+                    }
                     let v = lookup(obj, path);
                     cells.push(match (type_.as_str(), v) {
                         ("date", Some(Value::String(s))) => match s.parse::<jiff::Timestamp>() {
@@ -424,6 +453,15 @@ fn check_subdomain(name: &str) -> Result<(), crate::api::validate::NameError> {
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok { Ok(()) } else { Err(crate::api::validate::NameError::NotASubdomain(name.to_owned())) }
+}
+
+/// The column of a Secret's or ConfigMap's number of keys (kubectl's DATA), which no JSON
+/// path computes.
+const DATA_COUNT: &str = "#data-count";
+
+/// How many keys a Secret or ConfigMap holds (`data` and `binaryData`), never what.
+fn data_count(obj: &Value) -> usize {
+    ["data", "binaryData"].iter().filter_map(|f| obj.get(*f).and_then(Value::as_object)).map(|m| m.len()).sum()
 }
 
 /// `.status.phase` → the value at that path.
@@ -607,7 +645,7 @@ fn schema_name(r: &Resource) -> String {
 /// to base64 text, keys are config keys (`[-._a-zA-Z0-9]+`, at most 253 characters, not `.`
 /// or `..`) used once across both, and all values together stay within 1 MiB.
 fn validate_config_map(object: &Value, errors: &mut Vec<FieldError>) {
-    const MAX_BYTES: usize = 1 << 20;
+    const MAX_BYTES: usize = super::secret::MAX_TOTAL_BYTES;
     let mut total = 0usize;
     let mut seen = std::collections::HashSet::new();
     for field in ["data", "binaryData"] {
@@ -618,16 +656,8 @@ fn validate_config_map(object: &Value, errors: &mut Vec<FieldError>) {
         };
         for (key, value) in map {
             let path = format!("{field}[{key}]");
-            let key_ok = !key.is_empty()
-                && key.len() <= 253
-                && key != "."
-                && key != ".."
-                && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-            if !key_ok {
-                errors.push(FieldError::new(
-                    path.clone(),
-                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (at most 253)",
-                ));
+            if !super::secret::is_config_key(key) {
+                errors.push(FieldError::new(path.clone(), super::secret::CONFIG_KEY_MESSAGE));
             }
             if !seen.insert(key.as_str()) {
                 errors.push(FieldError::new(path.clone(), "duplicate of a key in data or binaryData"));

@@ -41,7 +41,7 @@ mod health;
 mod stored;
 
 use disk::{ReplayError, apply, durable_rv, is_no_space, op_refs, replay, stored_rv};
-pub use disk::{durable_version, measure_fsync};
+pub use disk::{durable_version, measure_fsync, sealed_objects};
 use health::Health;
 pub use stored::Stored;
 use stored::{Encoded, RV_PREFIX};
@@ -99,6 +99,9 @@ pub enum Error {
     /// The store's format version is newer than this a2a's, or unreadable.
     #[error(transparent)]
     Format(#[from] format::Error),
+    /// A sealed object that cannot be sealed or opened ([`super::seal`]).
+    #[error(transparent)]
+    Seal(#[from] super::seal::Error),
 }
 
 /// The most bytes one stored object may take, as etcd's default request limit
@@ -233,6 +236,9 @@ pub struct StoreConfig {
     /// back when the disk is full so that the store can still checkpoint and start; writes
     /// are refused while it cannot be taken. 0: no reserve.
     pub reserve_bytes: u64,
+    /// The keys that encrypt the objects of [`super::seal::SEALED_RESOURCES`] in the log and
+    /// the database; without them such objects are stored in the clear.
+    pub sealer: Option<Arc<super::seal::Sealer>>,
 }
 
 impl Default for StoreConfig {
@@ -242,6 +248,7 @@ impl Default for StoreConfig {
             history_bytes: 64 * 1024 * 1024,
             checkpoint_every: 256,
             reserve_bytes: super::reserve::DEFAULT_BYTES,
+            sealer: None,
         }
     }
 }
@@ -379,7 +386,17 @@ impl Store {
                 let (resource, namespace, name) = k.value();
                 let key = ObjectKey::new(resource, namespace, name);
                 let corrupt = |source| Error::Corrupt { path: path.to_path_buf(), key: key.to_string(), source };
-                let value: Value = serde_json::from_slice(v.value()).map_err(corrupt)?;
+                let bytes = v.value();
+                let value: Value = if super::seal::is_sealed(bytes) {
+                    let sealer = config.sealer.as_ref().ok_or_else(|| super::seal::Error::UnknownKey {
+                        key: key.to_string(),
+                        name: "(none loaded)".into(),
+                        path: path.to_path_buf(),
+                    })?;
+                    serde_json::from_slice(&sealer.open(&key, bytes)?).map_err(corrupt)?
+                } else {
+                    serde_json::from_slice(bytes).map_err(corrupt)?
+                };
                 let encoded = Encoded::new(&key, &value)?;
                 let stored = Stored::assemble(key.clone(), stored_rv(&value), encoded);
                 objects.entry(key.resource).or_default().insert((key.namespace, key.name), Arc::new(stored));
@@ -406,6 +423,7 @@ impl Store {
             shared: shared.clone(),
             metrics,
             checkpoint_every: config.checkpoint_every.max(1),
+            sealer: config.sealer.clone(),
             since_checkpoint: 0,
             unapplied: Vec::new(),
             unapplied_rv: resource_version,
@@ -628,6 +646,7 @@ struct Writer {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     checkpoint_every: usize,
+    sealer: Option<Arc<super::seal::Sealer>>,
     /// Batches logged since the last durable redb commit.
     since_checkpoint: usize,
     /// The writes logged since then, in order, that redb does not have yet, and the
@@ -770,7 +789,7 @@ impl Writer {
                     .and_then(|m| m.get(&(key.namespace.clone(), key.name.clone())))
                     .cloned(),
             };
-            let outcome = stage(write, current, rv + 1);
+            let outcome = stage(write, current, rv + 1, self.sealer.as_deref());
             if let Ok(staged) = &outcome {
                 rv += 1;
                 match staged {
@@ -927,7 +946,12 @@ impl Writer {
     }
 }
 
-fn stage(write: Pending, current: Option<Arc<Stored>>, version: u64) -> Result<Staged> {
+fn stage(
+    write: Pending,
+    current: Option<Arc<Stored>>,
+    version: u64,
+    sealer: Option<&super::seal::Sealer>,
+) -> Result<Staged> {
     let precondition = match &write {
         Pending::Put { precondition, .. } | Pending::Delete { precondition, .. } => *precondition,
     };
@@ -943,7 +967,13 @@ fn stage(write: Pending, current: Option<Arc<Stored>>, version: u64) -> Result<S
     }
     match write {
         Pending::Put { key, encoded, .. } => {
-            Ok(Staged::Put { object: Arc::new(Stored::assemble(key, version, encoded)), prev: current })
+            let mut object = Stored::assemble(key, version, encoded);
+            if let Some(sealer) = sealer
+                && super::seal::is_sealed_resource(&object.key.resource)
+            {
+                object.sealed = Some(sealer.seal(&object.key, &object.bytes)?.into());
+            }
+            Ok(Staged::Put { object: Arc::new(object), prev: current })
         }
         Pending::Delete { .. } => {
             let Some(cur) = current else {

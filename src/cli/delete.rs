@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use clap::Args;
-use kube::api::DeleteParams;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject};
 
 use super::apply::{Applied, load};
 use super::client::{ConnectArgs, Connection, Error, Result, dynamic_api, resolve_kind};
@@ -11,7 +12,7 @@ use crate::api::Kind;
 
 #[derive(Args, Debug)]
 pub struct DeleteArgs {
-    /// A kind and names (`agent a b`, `wf/report`); or use -f.
+    /// A kind and names (`agent a b`, `wf/report`, `secret api-keys`, `cm/settings`); or use -f.
     #[arg(value_name = "KIND NAME...", conflicts_with = "files")]
     pub targets: Vec<String>,
     /// Delete what these manifests define.
@@ -72,9 +73,82 @@ fn targets(args: &DeleteArgs, default_ns: &str) -> Result<Vec<(Kind, Option<Stri
     Ok(out)
 }
 
+/// The core kinds `a2a delete` takes besides the a2a kinds: `-o name`'s prefix and the API.
+fn core_resource(word: &str) -> Option<(&'static str, ApiResource)> {
+    match word.to_ascii_lowercase().as_str() {
+        "secret" | "secrets" => Some(("secret", ApiResource::erase::<Secret>(&()))),
+        "configmap" | "configmaps" | "cm" => Some(("configmap", ApiResource::erase::<ConfigMap>(&()))),
+        _ => None,
+    }
+}
+
+/// A core object to delete: `-o name`'s prefix, its API resource and its name.
+type CoreTarget = (&'static str, ApiResource, String);
+
+/// The core objects named on the command line (`secret a b`, `cm/x`), when the first target
+/// names a core kind; a2a kinds among them are refused.
+fn core_targets(args: &DeleteArgs) -> Result<Option<Vec<CoreTarget>>> {
+    let Some(first) = args.targets.first().filter(|_| args.files.is_empty()) else { return Ok(None) };
+    if core_resource(first.split_once('/').map_or(first.as_str(), |(k, _)| k)).is_none() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    let mut kind = None;
+    for t in &args.targets {
+        let mixed = || Error::Usage(format!("{t:?}: delete Secrets and ConfigMaps apart from the a2a kinds"));
+        if let Some((k, name)) = t.split_once('/') {
+            let (prefix, ar) = core_resource(k).ok_or_else(mixed)?;
+            out.push((prefix, ar, name.to_owned()));
+        } else if let Some((prefix, ar)) = &kind {
+            out.push((*prefix, ApiResource::clone(ar), t.clone()));
+        } else {
+            kind = Some(core_resource(t).ok_or_else(mixed)?);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Usage(format!("say which {} to delete: `a2a delete {first} NAME...`", first)));
+    }
+    Ok(Some(out))
+}
+
+/// Deletes Secrets and ConfigMaps (no finalizers of their own: gone when the answer comes,
+/// unless a client put one there; `--wait` waits for that).
+async fn delete_core(args: &DeleteArgs, conn: &Connection, ns: &str, targets: Vec<CoreTarget>) -> Result<Vec<Applied>> {
+    let mut done = Vec::new();
+    for (prefix, ar, name) in targets {
+        let api: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), ns, &ar);
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 && args.ignore_not_found => continue,
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                return Err(Error::Api(format!(
+                    "Error from server (NotFound): {}s {name:?} not found in namespace {ns:?}",
+                    prefix
+                )));
+            }
+            Err(e) => return Err(Error::from_kube(e, &conn.url)),
+        }
+        if args.wait {
+            let deadline = tokio::time::Instant::now() + args.timeout;
+            while api.get_opt(&name).await.map_err(|e| Error::from_kube(e, &conn.url))?.is_some() {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::Timeout(args.timeout, format!("waiting for {prefix}/{name} to be deleted")));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        done.push(Applied { reference: format!("{prefix}/{name}"), outcome: "deleted" });
+    }
+    Ok(done)
+}
+
 pub async fn run(args: &DeleteArgs) -> Result<Vec<Applied>> {
+    let core = core_targets(args)?;
     let conn = args.connect.connect().await?;
     let default_ns = args.namespace.clone().unwrap_or(conn.namespace.clone());
+    if let Some(targets) = core {
+        return delete_core(args, &conn, &default_ns, targets).await;
+    }
     let mut done = Vec::new();
     for (kind, ns, name) in targets(args, &default_ns)? {
         let api = dynamic_api(&conn.client, kind, ns.as_deref());

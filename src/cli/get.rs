@@ -5,7 +5,7 @@
 use clap::{Args, ValueEnum};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
 
 use super::client::{ConnectArgs, Error, Result, dynamic_api, resolve_kind};
@@ -23,7 +23,8 @@ pub enum OutputFormat {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// agents (ag), workflows (wf), resourcebudgets (rb) or events (ev).
+    /// agents (ag), workflows (wf), resourcebudgets (rb), events (ev), secrets or
+    /// configmaps (cm).
     pub kind: String,
     /// One object; all when omitted.
     pub name: Option<String>,
@@ -54,12 +55,16 @@ pub struct GetArgs {
 enum Resource {
     A2a(Kind),
     Events,
+    Secrets,
+    ConfigMaps,
 }
 
 impl Resource {
     fn resolve(word: &str) -> Result<Resource> {
         match word.to_ascii_lowercase().as_str() {
             "event" | "events" | "ev" => Ok(Resource::Events),
+            "secret" | "secrets" => Ok(Resource::Secrets),
+            "configmap" | "configmaps" | "cm" => Ok(Resource::ConfigMaps),
             _ => resolve_kind(word).map(Resource::A2a),
         }
     }
@@ -67,7 +72,7 @@ impl Resource {
     fn namespaced(self) -> bool {
         match self {
             Resource::A2a(kind) => kind.namespaced(),
-            Resource::Events => true,
+            Resource::Events | Resource::Secrets | Resource::ConfigMaps => true,
         }
     }
 
@@ -76,6 +81,8 @@ impl Resource {
         match self {
             Resource::A2a(kind) => kind.as_str().to_ascii_lowercase(),
             Resource::Events => "event".into(),
+            Resource::Secrets => "secret".into(),
+            Resource::ConfigMaps => "configmap".into(),
         }
     }
 
@@ -84,6 +91,14 @@ impl Resource {
             (Resource::A2a(kind), _) => dynamic_api(client, kind, namespace),
             (Resource::Events, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<Event>(&())),
             (Resource::Events, None) => Api::all_with(client.clone(), &ApiResource::erase::<Event>(&())),
+            (Resource::Secrets, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<Secret>(&()))
+            }
+            (Resource::Secrets, None) => Api::all_with(client.clone(), &ApiResource::erase::<Secret>(&())),
+            (Resource::ConfigMaps, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<ConfigMap>(&()))
+            }
+            (Resource::ConfigMaps, None) => Api::all_with(client.clone(), &ApiResource::erase::<ConfigMap>(&())),
         }
     }
 
@@ -92,8 +107,13 @@ impl Resource {
             Resource::A2a(kind) => {
                 Error::NotFound { kind, name: name.to_owned(), namespace: namespace.filter(|_| kind.namespaced()) }
             }
-            Resource::Events => Error::Api(format!(
-                "Error from server (NotFound): events {name:?} not found{}",
+            other => Error::Api(format!(
+                "Error from server (NotFound): {} {name:?} not found{}",
+                match other {
+                    Resource::Secrets => "secrets",
+                    Resource::ConfigMaps => "configmaps",
+                    _ => "events",
+                },
                 namespace.map(|n| format!(" in namespace {n:?}")).unwrap_or_default()
             )),
         }
@@ -108,6 +128,8 @@ enum Cell {
     LastSeen,
     /// The object an Event is about: `agent/writer`.
     InvolvedObject,
+    /// How many keys a Secret or ConfigMap holds (never their values).
+    DataCount,
 }
 
 /// A table column: header and what its cells show.
@@ -129,6 +151,16 @@ fn columns(resource: Resource, wide: bool, with_namespace: bool) -> Vec<Column> 
     }
     let kind = match resource {
         Resource::A2a(kind) => kind,
+        // kubectl's columns: NAME, TYPE, DATA, AGE (ConfigMaps: no TYPE).
+        Resource::Secrets | Resource::ConfigMaps => {
+            cols.push(Column::path("NAME", ".metadata.name", false));
+            if resource == Resource::Secrets {
+                cols.push(Column::path("TYPE", ".type", false));
+            }
+            cols.push(Column { header: "DATA".into(), cell: Cell::DataCount });
+            cols.push(Column::path("AGE", ".metadata.creationTimestamp", true));
+            return cols;
+        }
         Resource::Events => {
             // kubectl's columns for events (`-o wide` adds the source, first time, count and name).
             cols.push(Column { header: "LAST SEEN".into(), cell: Cell::LastSeen });
@@ -200,6 +232,12 @@ fn cell(obj: &serde_json::Value, col: &Column) -> String {
                 _ => last,
             }
         }
+        Cell::DataCount => ["data", "binaryData"]
+            .iter()
+            .filter_map(|f| obj.get(*f).and_then(|m| m.as_object()))
+            .map(|m| m.len())
+            .sum::<usize>()
+            .to_string(),
         Cell::InvolvedObject => {
             let text = |p| lookup(obj, p).and_then(|v| v.as_str()).unwrap_or_default();
             format!("{}/{}", text(".involvedObject.kind").to_ascii_lowercase(), text(".involvedObject.name"))

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod cancel;
 pub mod client;
 pub mod crd;
+pub mod create;
 pub mod delete;
 pub mod demo_agent;
 pub mod describe;
@@ -53,6 +54,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Validate manifests, then create or update their objects (server-side apply).
     Apply(apply::ApplyArgs),
+    /// Create a Secret (`secret generic`) or a ConfigMap from literals, files and env files.
+    Create(create::CreateArgs),
     /// List objects, or show one: tables, YAML, JSON or names; -w to watch.
     Get(get::GetArgs),
     /// Show one object in detail: spec, status, conditions and events.
@@ -223,6 +226,10 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Apply(args) => lines(&mut out, client::block_on(apply::run(&args))),
         Command::Delete(args) => lines(&mut out, client::block_on(delete::run(&args))),
+        Command::Create(args) => match client::block_on(create::run(&args)) {
+            Ok(text) => writeln!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
         Command::Get(args) => client::block_on(print_listing(get::run(&args), &mut out)),
         Command::Describe(args) => match client::block_on(describe::run(&args)) {
             Ok(text) => write!(out, "{text}"),

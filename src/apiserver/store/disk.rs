@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use serde_json::Value;
 
 use super::{Error, META, OBJECTS, Result, Stored};
@@ -26,7 +26,7 @@ pub(super) fn op_refs(writes: &[(bool, Arc<Stored>)]) -> Vec<OpRef<'_>> {
         .map(|(put, object)| {
             let k = &object.key;
             if *put {
-                OpRef::Put { resource: &k.resource, namespace: &k.namespace, name: &k.name, object: &object.bytes[..] }
+                OpRef::Put { resource: &k.resource, namespace: &k.namespace, name: &k.name, object: object.durable() }
             } else {
                 OpRef::Delete { resource: &k.resource, namespace: &k.namespace, name: &k.name }
             }
@@ -125,6 +125,56 @@ pub fn durable_version(path: &Path) -> Result<u64> {
         Err(e) => return Err(storage(e.into())),
     };
     Ok(meta.get("rv").map_err(|e| storage(e.into()))?.map(|v| v.value()).unwrap_or(0))
+}
+
+/// The objects (`resource namespace/name`) the database at `path` and its write-ahead log
+/// hold sealed, read without changing anything; fails while a server has the store open.
+pub fn sealed_objects(path: &Path) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    if !path.exists() {
+        return Ok(found);
+    }
+    let storage = |e: redb::Error| Error::Storage { path: path.to_path_buf(), source: Box::new(e) };
+    let durable = {
+        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| storage(e.into()))?;
+        let tx = db.begin_read().map_err(|e| storage(e.into()))?;
+        match tx.open_table(OBJECTS) {
+            Ok(table) => {
+                for entry in table.iter().map_err(|e| storage(e.into()))? {
+                    let (k, v) = entry.map_err(|e| storage(e.into()))?;
+                    if crate::apiserver::seal::is_sealed(v.value()) {
+                        let (resource, namespace, name) = k.value();
+                        found.push(format!("{resource} {namespace}/{name}"));
+                    }
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(storage(e.into())),
+        }
+        match tx.open_table(META) {
+            Ok(meta) => meta.get("rv").map_err(|e| storage(e.into()))?.map(|v| v.value()).unwrap_or(0),
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(storage(e.into())),
+        }
+    };
+    let wal_path = path.with_extension("wal");
+    if wal_path.exists() {
+        for (_, record) in wal::inspect(&wal_path, durable)?.records {
+            // Older records were checkpointed into the database, which was read above.
+            if record.last_rv() <= durable {
+                continue;
+            }
+            for op in record.ops {
+                if let wal::Op::Put { resource, namespace, name, object } = op
+                    && crate::apiserver::seal::is_sealed(&object)
+                {
+                    found.push(format!("{resource} {namespace}/{name}"));
+                }
+            }
+        }
+    }
+    found.dedup();
+    Ok(found)
 }
 
 pub(super) fn stored_rv(object: &Value) -> u64 {

@@ -6,6 +6,9 @@
 //! - Format 1: the database and write-ahead log of the a2a releases that did not record a
 //!   format. A store with a database and no `store.format` is format 1.
 //! - Format 2: the same database and log, with `store.format`.
+//! - Format 3: values may be Secrets sealed with AES-256-GCM (`k8s:enc:aesgcm:v1:...`,
+//!   [`crate::apiserver::seal`]) instead of JSON; an a2a that reads up to format 2 would take
+//!   them for damage, so it is told the store is newer.
 //!
 //! Opening an older store upgrades it in place, one step at a time: the write-ahead log is
 //! first applied to the database (so a step only ever converts the database), then each
@@ -49,7 +52,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The format this a2a writes.
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = 3;
 
 /// The format of a store that has a database and no format file.
 pub const UNRECORDED: u32 = 1;
@@ -65,7 +68,10 @@ struct Step {
 }
 
 /// Every step, in order; `STEPS[i].from == i + 1`.
-const STEPS: &[Step] = &[Step { from: 1, what: "records the format version; the data is unchanged", run: |_| Ok(()) }];
+const STEPS: &[Step] = &[
+    Step { from: 1, what: "records the format version; the data is unchanged", run: |_| Ok(()) },
+    Step { from: 2, what: "Secrets written from now on are encrypted; the data is unchanged", run: |_| Ok(()) },
+];
 
 /// What the store at a database path is, before it is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,9 +210,9 @@ mod tests {
         std::os::unix::fs::symlink("elsewhere", path_of(&db)).unwrap();
         assert!(inspect(&db).unwrap_err().to_string().contains("a symbolic link"));
         std::fs::remove_file(path_of(&db)).unwrap();
-        std::fs::write(path_of(&db), "3\n").unwrap();
+        std::fs::write(path_of(&db), "4\n").unwrap();
         let err = inspect(&db).unwrap_err();
-        assert!(matches!(err, Error::TooNew { found: 3, supported: CURRENT, .. }), "{err}");
+        assert!(matches!(err, Error::TooNew { found: 4, supported: CURRENT, .. }), "{err}");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -26,9 +26,17 @@ pub struct Stored {
     fields: Vec<(&'static str, String)>,
     /// The uids in `metadata.ownerReferences`.
     owners: Vec<String>,
+    /// What the log and the database hold instead of `bytes` for a sealed resource: the
+    /// object encrypted ([`crate::apiserver::seal`]).
+    pub(super) sealed: Option<Bytes>,
 }
 
 impl Stored {
+    /// The bytes the log and the database take: sealed when the resource is.
+    pub(super) fn durable(&self) -> &[u8] {
+        self.sealed.as_deref().unwrap_or(&self.bytes)
+    }
+
     /// The object as JSON.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
@@ -72,6 +80,7 @@ impl Stored {
             labels: encoded.labels,
             fields: encoded.fields,
             owners: encoded.owners,
+            sealed: None,
         }
     }
 
@@ -91,6 +100,7 @@ impl Stored {
             labels: self.labels.clone(),
             fields: self.fields.clone(),
             owners: self.owners.clone(),
+            sealed: None,
         }
     }
 }
