@@ -7,7 +7,6 @@
 //! exactly once. A message id seen before returns the existing task instead of running again.
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,10 +15,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::Stream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -28,13 +25,16 @@ use tokio::sync::watch;
 use super::types::{
     AGENT_CARD_PATH, AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Artifact, BINDING_JSONRPC,
     CancelTaskRequest, ErrorCode, GetTaskRequest, JsonRpcResponse, Message, PROTOCOL_VERSION, Part, RequestId, Role,
-    RpcError, SendMessageRequest, SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task,
-    TaskArtifactUpdateEvent, TaskState, TaskStatus, TaskStatusUpdateEvent, VERSION_HEADER, method,
+    RpcError, SendMessageRequest, SendMessageResponse, SubscribeToTaskRequest, Task, TaskState, TaskStatus,
+    VERSION_HEADER, method,
 };
 use crate::api::quantity::{Duration as DurationQ, Memory};
 
+mod events;
 mod list;
 mod wire;
+
+use events::{Until, sse};
 
 /// One line on stderr, for the agent's log. A failed write (the log's reader gone) is
 /// ignored: `eprintln!` would panic, and a panic while the task table is locked would poison
@@ -912,85 +912,6 @@ fn memory_arg(input: &Input) -> Result<u64, Error> {
         return mib.checked_mul(1 << 20).ok_or(Error::TooManyMebibytes(mib));
     }
     text.parse::<Memory>().map(|m| m.value()).map_err(Error::Size)
-}
-
-/// When a stream of task events ends.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Until {
-    /// At a terminal state or an interruption (SendStreamingMessage: the caller answers).
-    Settled,
-    /// At a terminal state only (SubscribeToTask).
-    Terminal,
-}
-
-/// Streams a task's events as SSE: the task first, then artifact and status updates, ending
-/// as `until` says.
-fn sse(id: Option<RequestId>, rx: watch::Receiver<Task>, until: Until) -> Response {
-    let stream = task_events(id, rx, until);
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
-}
-
-fn task_events(
-    id: Option<RequestId>,
-    rx: watch::Receiver<Task>,
-    until: Until,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    struct S {
-        id: Option<RequestId>,
-        rx: watch::Receiver<Task>,
-        last: Option<Task>,
-        pending: VecDeque<StreamResponse>,
-        done: bool,
-    }
-    let start = S { id, rx, last: None, pending: VecDeque::new(), done: false };
-    futures::stream::unfold(start, move |mut s| async move {
-        loop {
-            if let Some(ev) = s.pending.pop_front() {
-                let body = serde_json::to_string(&JsonRpcResponse::success(s.id.clone(), ev))
-                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-                return Some((Ok(Event::default().data(body)), s));
-            }
-            if s.done {
-                return None;
-            }
-            let current = match &s.last {
-                None => s.rx.borrow_and_update().clone(),
-                Some(_) => {
-                    if s.rx.changed().await.is_err() {
-                        s.done = true;
-                        continue;
-                    }
-                    s.rx.borrow_and_update().clone()
-                }
-            };
-            match &s.last {
-                None => s.pending.push_back(StreamResponse::Task(current.clone())),
-                Some(prev) => {
-                    for a in current.artifacts.iter().skip(prev.artifacts.len()) {
-                        s.pending.push_back(StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
-                            task_id: current.id.clone(),
-                            context_id: current.context_id.clone(),
-                            artifact: a.clone(),
-                            append: false,
-                            last_chunk: true,
-                            metadata: None,
-                        }));
-                    }
-                    if prev.status != current.status {
-                        s.pending.push_back(StreamResponse::StatusUpdate(TaskStatusUpdateEvent {
-                            task_id: current.id.clone(),
-                            context_id: current.context_id.clone(),
-                            status: current.status.clone(),
-                            metadata: None,
-                        }));
-                    }
-                }
-            }
-            let st = current.status.state;
-            s.done = st.is_terminal() || (until == Until::Settled && st.is_interrupted());
-            s.last = Some(current);
-        }
-    })
 }
 
 #[cfg(test)]
