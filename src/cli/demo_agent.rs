@@ -12,7 +12,7 @@ pub struct DemoAgentArgs {
     #[arg(long, env = "A2A_PORT", default_value_t = 0)]
     pub port: u16,
     /// Address to listen on (`0.0.0.0` for every interface).
-    #[arg(long, env = "A2A_HOST", default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1")]
     pub host: std::net::IpAddr,
     /// The URL the agent card advertises for the JSON-RPC interface, e.g. behind a proxy or a
     /// Service (default: `http://` and the Host header the card was asked by).
