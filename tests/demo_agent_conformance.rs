@@ -307,6 +307,25 @@ async fn the_card_names_the_url_it_was_reached_by_and_can_be_revalidated() {
 }
 
 #[tokio::test]
+async fn unanswered_questions_fill_the_task_table_only_up_to_max_tasks() {
+    let agent = AgentProcess::demo(&["--max-tasks", "2"]).await;
+    let first = rpc(&agent, "SendMessage", json!({"message": user("m1", "ask One?")})).await;
+    rpc(&agent, "SendMessage", json!({"message": user("m2", "ask Two?")})).await;
+    let full = rpc(&agent, "SendMessage", json!({"message": user("m3", "echo three")})).await;
+    assert_eq!(full["error"]["code"], -32603, "{full}");
+    assert!(full["error"]["message"].as_str().unwrap().contains("--max-tasks"), "{full}");
+    assert!(!agent.log().contains("messageId=m3"), "a refused message starts no task:\n{}", agent.log());
+
+    // An answered question is a finished task, which makes room.
+    let mut answer = user("m4", "yes");
+    answer["taskId"] = first["result"]["task"]["id"].clone();
+    let done = rpc(&agent, "SendMessage", json!({"message": answer})).await;
+    assert_eq!(done["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{done}");
+    let room = rpc(&agent, "SendMessage", json!({"message": user("m5", "echo five")})).await;
+    assert_eq!(room["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{room}");
+}
+
+#[tokio::test]
 async fn in_tck_mode_the_tck_input_required_prefix_asks_and_ids_repeat() {
     let agent = AgentProcess::demo(&["--tck-scenarios"]).await;
     let first =

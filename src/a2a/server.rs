@@ -573,7 +573,7 @@ fn accept_message(state: &Shared, message: Message) -> Result<watch::Receiver<Ta
     }
     match message.task_id.clone() {
         Some(task_id) => continue_task(&mut tasks, &task_id, message),
-        None => Ok(start_task(state, &mut tasks, message)),
+        None => start_task(state, &mut tasks, message),
     }
 }
 
@@ -629,8 +629,21 @@ fn continue_task(tasks: &mut Tasks, task_id: &str, message: Message) -> Result<w
     Ok(rx)
 }
 
-/// Creates the task for a new message and starts its work.
-fn start_task(state: &Shared, tasks: &mut Tasks, message: Message) -> watch::Receiver<Task> {
+/// Creates the task for a new message and starts its work. The table holds at most
+/// `max_tasks`: finished tasks make room, unfinished ones (a question nobody answers stays
+/// unfinished forever) do not, and a full table refuses the message.
+fn start_task(state: &Shared, tasks: &mut Tasks, message: Message) -> Result<watch::Receiver<Task>, RpcError> {
+    let max = state.config.max_tasks.max(1);
+    evict(tasks, max - 1);
+    if tasks.by_id.len() >= max {
+        return Err(RpcError::new(
+            ErrorCode::InternalError,
+            format!(
+                "the agent holds {} unfinished tasks, its limit (--max-tasks); answer or cancel some first",
+                tasks.by_id.len()
+            ),
+        ));
+    }
     let (skill, input) = if state.config.tck_scenarios
         && let Some(skill) = tck_skill(&state.config.skills, &message.message_id)
     {
@@ -672,8 +685,7 @@ fn start_task(state: &Shared, tasks: &mut Tasks, message: Message) -> watch::Rec
     tasks.by_message.insert(message_id.clone(), task_id.clone());
     tasks.order.push_back(task_id.clone());
     tasks.by_id.insert(task_id, Entry { message_ids: vec![message_id], slot: Slot::Live(tx) });
-    evict(tasks, state.config.max_tasks);
-    rx
+    Ok(rx)
 }
 
 /// The skill the official A2A TCK means by a message id: its prerequisite

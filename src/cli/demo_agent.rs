@@ -34,7 +34,8 @@ pub struct DemoAgentArgs {
     /// Seed for the fault-injection dice, for reproducible runs.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// How many tasks to remember for GetTask; the oldest finished ones are forgotten first.
+    /// How many tasks to remember for GetTask; the oldest finished ones are forgotten first,
+    /// and a message is refused while all of them are unfinished.
     #[arg(long, default_value_t = 10_000)]
     pub max_tasks: usize,
 }
