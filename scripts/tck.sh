@@ -83,7 +83,7 @@ for level in ("MUST", "SHOULD", "MAY"):
     passed = sum(r["status"] == "PASS" for r in counted)
     skipped = sum(r["status"] == "SKIPPED" for r in mine)
     print(f"{level}: {passed}/{len(counted)} requirements pass ({100 * passed / len(counted):.1f}%), "
-          f"{skipped} skipped (capability not declared)")
+          f"{skipped} skipped (not declared by the card, or another binding)")
 for rid, r in sorted(report["per_requirement"].items()):
     if r["status"] == "FAIL":
         print(f"  FAIL {rid} ({r['level']}): {(r['errors'] or [''])[0]}")

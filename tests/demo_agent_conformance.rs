@@ -264,6 +264,8 @@ async fn the_card_names_the_url_it_was_reached_by_and_can_be_revalidated() {
     assert!(card.head.starts_with("HTTP/1.1 200"), "{}", card.head);
     assert_eq!(card.json()["supportedInterfaces"][0]["url"], "http://agent.example:8443/", "{}", card.body);
     assert_eq!(card.header("cache-control"), Some("public, max-age=300"), "{}", card.head);
+    let modified = card.header("last-modified").expect("a Last-Modified");
+    assert!(modified.ends_with(" GMT") && modified.len() == 29, "an HTTP date: {modified}");
     let etag = card.header("etag").expect("an ETag").to_owned();
     let revalidate = format!("Host: agent.example:8443\r\nIf-None-Match: {etag}\r\n");
     let again = raw(&agent.url, "GET", "/.well-known/agent-card.json", &revalidate, "").await;
@@ -334,6 +336,24 @@ async fn in_tck_mode_the_tck_input_required_prefix_asks_and_ids_repeat() {
     let second =
         rpc(&agent, "SendMessage", json!({"message": user("tck-input-required-1a2b", "TCK prerequisite")})).await;
     assert_ne!(first["result"]["task"]["id"], second["result"]["task"]["id"], "the TCK reuses ids for new tasks");
+    // A follow-up with the input-required id is recorded and asked again; another completes.
+    let id = second["result"]["task"]["id"].clone();
+    let mut again = user("tck-input-required-1a2b", "first answer");
+    again["taskId"] = id.clone();
+    let again = rpc(&agent, "SendMessage", json!({"message": again})).await;
+    assert_eq!(again["result"]["task"]["status"]["state"], "TASK_STATE_INPUT_REQUIRED", "{again}");
+    let mut last = user("tck-complete-task-1a2b", "last answer");
+    last["taskId"] = id;
+    let last = rpc(&agent, "SendMessage", json!({"message": last})).await;
+    let t = &last["result"]["task"];
+    assert_eq!(t["status"]["state"], "TASK_STATE_COMPLETED", "{last}");
+    let said: Vec<&str> =
+        t["history"].as_array().unwrap().iter().map(|m| m["parts"][0]["text"].as_str().unwrap()).collect();
+    assert_eq!(
+        said,
+        ["TCK prerequisite", "What is your answer?", "first answer", "What is your answer?", "last answer"]
+    );
+
     let other = rpc(&agent, "SendMessage", json!({"message": user("tck-complete-task-1a2b", "hello")})).await;
     assert_eq!(other["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{other}");
     assert_eq!(other["result"]["task"]["artifacts"][0]["parts"][0]["text"], "hello", "{other}");

@@ -35,6 +35,7 @@ mod list;
 mod wire;
 
 use events::{Until, sse};
+use turns::{continue_task, tck_skill};
 
 /// One line on stderr, for the agent's log. A failed write (the log's reader gone) is
 /// ignored: `eprintln!` would panic, and a panic while the task table is locked would poison
@@ -45,6 +46,9 @@ macro_rules! note {
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
+
+// After `note!`, which it uses.
+mod turns;
 
 /// What the demo agent can do; each enabled skill is listed in its card.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -203,12 +207,17 @@ pub fn router(config: DemoAgentConfig) -> Router {
         Some(seed) => fastrand::Rng::with_seed(seed),
         None => fastrand::Rng::new(),
     };
-    let state = Arc::new(AgentState { config, tasks: Mutex::new(Tasks::default()), rng: Mutex::new(rng) });
+    // The card is fixed for the life of the process: it was last modified when it started.
+    let card_modified = jiff::Timestamp::now().strftime("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let state =
+        Arc::new(AgentState { config, card_modified, tasks: Mutex::new(Tasks::default()), rng: Mutex::new(rng) });
     Router::new().route(AGENT_CARD_PATH, get(card_handler)).route("/", post(rpc_handler)).with_state(state)
 }
 
 struct AgentState {
     config: DemoAgentConfig,
+    /// `Last-Modified` of the card, in HTTP date form.
+    card_modified: String,
     tasks: Mutex<Tasks>,
     rng: Mutex<fastrand::Rng>,
 }
@@ -306,6 +315,7 @@ async fn card_handler(State(state): State<Shared>, headers: HeaderMap) -> Respon
     let cache = [
         (header::ETAG, etag.clone()),
         (header::CACHE_CONTROL, "public, max-age=300".to_owned()),
+        (header::LAST_MODIFIED, state.card_modified.clone()),
         // Without an advertised URL the card depends on the Host it was asked by.
         (header::VARY, "Host".to_owned()),
     ];
@@ -572,61 +582,14 @@ fn accept_message(state: &Shared, message: Message) -> Result<watch::Receiver<Ta
         return Ok(rx);
     }
     match message.task_id.clone() {
-        Some(task_id) => continue_task(&mut tasks, &task_id, message),
+        Some(task_id) => {
+            // The TCK's multi-turn scenarios answer with `tck-input-required-…` to be asked again.
+            let ask_again =
+                state.config.tck_scenarios && tck_skill(&state.config.skills, &message.message_id) == Some(Skill::Ask);
+            continue_task(&mut tasks, &task_id, message, ask_again)
+        }
         None => start_task(state, &mut tasks, message),
     }
-}
-
-/// Gives an interrupted task the message it waits for: the `ask` skill's answer completes it.
-/// A message for a finished task, or for one that is working and asked nothing, is refused.
-fn continue_task(tasks: &mut Tasks, task_id: &str, message: Message) -> Result<watch::Receiver<Task>, RpcError> {
-    let entry = tasks.by_id.get_mut(task_id).ok_or_else(|| task_not_found(task_id))?;
-    let current = entry.snapshot();
-    if let Some(context) = &message.context_id
-        && *context != current.context_id
-    {
-        return Err(RpcError::new(
-            ErrorCode::InvalidParams,
-            format!("message.contextId {context:?} is not the context of task {task_id} ({:?})", current.context_id),
-        ));
-    }
-    let state = current.status.state;
-    let refuse = |why: String| Err(wire::error(ErrorCode::UnsupportedOperation, why, &[("taskId", task_id)]));
-    if state.is_terminal() {
-        return refuse(format!("task {task_id} is already {state}; a finished task takes no more messages"));
-    }
-    let Slot::Live(tx) = &entry.slot else {
-        return refuse(format!("task {task_id} is already {state}; a finished task takes no more messages"));
-    };
-    if !state.is_interrupted() {
-        return refuse(format!(
-            "task {task_id} is {state}; it takes a message only when it asks for one (input-required)"
-        ));
-    }
-    let message_id = message.message_id.clone();
-    let mut answer = message;
-    answer.context_id = Some(current.context_id.clone());
-    let parts = answer.parts.clone();
-    tx.send_modify(|t| {
-        // The question becomes part of the conversation, followed by its answer.
-        if let Some(question) = t.status.message.take() {
-            t.history.push(question);
-        }
-        t.history.push(answer);
-        t.artifacts.push(Artifact {
-            artifact_id: new_id(),
-            name: Some(Skill::Ask.id().to_owned()),
-            parts,
-            ..Default::default()
-        });
-        t.status = TaskStatus { state: TaskState::Completed, message: None, timestamp: Some(now()) };
-    });
-    let rx = tx.subscribe();
-    entry.slot = Slot::Done(Box::new(rx.borrow().clone()));
-    entry.message_ids.push(message_id.clone());
-    tasks.by_message.insert(message_id.clone(), task_id.to_owned());
-    note!("a2a-demo-agent: event=end task={task_id} messageId={message_id} state={}", TaskState::Completed);
-    Ok(rx)
 }
 
 /// Creates the task for a new message and starts its work. The table holds at most
@@ -647,7 +610,8 @@ fn start_task(state: &Shared, tasks: &mut Tasks, message: Message) -> Result<wat
     let (skill, input) = if state.config.tck_scenarios
         && let Some(skill) = tck_skill(&state.config.skills, &message.message_id)
     {
-        (skill, Input { text: message.text(), data: None })
+        // The TCK's text is not addressed to the skill: ask the default question.
+        (skill, Input { text: String::new(), data: None })
     } else {
         pick_skill(&state.config.skills, &message)
     };
@@ -686,14 +650,6 @@ fn start_task(state: &Shared, tasks: &mut Tasks, message: Message) -> Result<wat
     tasks.order.push_back(task_id.clone());
     tasks.by_id.insert(task_id, Entry { message_ids: vec![message_id], slot: Slot::Live(tx) });
     Ok(rx)
-}
-
-/// The skill the official A2A TCK means by a message id: its prerequisite
-/// `tck-input-required-…` messages need a task that asks, which is the `ask` skill; other
-/// ids pick the skill as usual.
-fn tck_skill(enabled: &[Skill], message_id: &str) -> Option<Skill> {
-    let asks = message_id.starts_with("tck-input-required-");
-    (asks && enabled.contains(&Skill::Ask)).then_some(Skill::Ask)
 }
 
 /// Forgets the oldest finished tasks beyond `max`.
