@@ -27,9 +27,6 @@ pub struct ListTasksRequest {
     status_timestamp_after: Option<String>,
     #[serde(default, alias = "include_artifacts")]
     include_artifacts: Option<bool>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    tenant: Option<String>,
 }
 
 /// Result of `ListTasks`.

@@ -140,7 +140,26 @@ mod tests {
         assert_eq!(info["metadata"]["taskId"], "t1");
         let e = with_error_info(RpcError::new(ErrorCode::PushNotificationNotSupported, "x"));
         assert_eq!(e.data.unwrap()[0]["reason"], "PUSH_NOTIFICATION_NOT_SUPPORTED");
-        // Plain JSON-RPC errors have no A2A reason.
+        let reasons: Vec<String> = (-32009..=-32001)
+            .rev()
+            .map(|n| error(ErrorCode::from_code(n), "", &[]).data.unwrap()[0]["reason"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "TASK_NOT_FOUND",
+                "TASK_NOT_CANCELABLE",
+                "PUSH_NOTIFICATION_NOT_SUPPORTED",
+                "UNSUPPORTED_OPERATION",
+                "CONTENT_TYPE_NOT_SUPPORTED",
+                "INVALID_AGENT_RESPONSE",
+                "EXTENDED_AGENT_CARD_NOT_CONFIGURED",
+                "EXTENSION_SUPPORT_REQUIRED",
+                "VERSION_NOT_SUPPORTED",
+            ]
+        );
+        // Plain JSON-RPC errors, and codes A2A does not define, have no A2A reason.
+        assert!(error(ErrorCode::from_code(-32050), "x", &[]).data.is_none());
         assert!(error(ErrorCode::InvalidParams, "x", &[]).data.is_none());
     }
 
