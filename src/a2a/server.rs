@@ -419,7 +419,7 @@ async fn dispatch(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Re
                     state.tasks.lock().map_err(|_| Failure { id: id.clone(), error: internal("the task table") })?;
                 query.page(tasks.by_id.values().map(Entry::snapshot))
             };
-            let page = page.map_err(|e| invalid(&id, e))?;
+            let page = page.map_err(|e| fail(&id, ErrorCode::InternalError, e.to_string()))?;
             Ok(json_reply(&JsonRpcResponse::success(id, page)))
         }
         method::CANCEL_TASK => {
@@ -517,7 +517,7 @@ fn invalid(id: &Option<RequestId>, e: impl std::fmt::Display) -> Failure {
     fail(id, ErrorCode::InvalidParams, e.to_string())
 }
 
-pub(crate) fn trim_history(mut task: Task, history_length: Option<usize>) -> Task {
+fn trim_history(mut task: Task, history_length: Option<usize>) -> Task {
     if let Some(keep) = history_length {
         let len = task.history.len();
         if len > keep {
