@@ -172,11 +172,11 @@ fn rss(pid: &str) -> (u64, u64) {
 const AGENT_CHILD_ENV: &str = "A2A_BENCH_WORKFLOW_AGENT";
 
 /// The agent's app: the demo agent's echo skill, counting every JSON-RPC request in `sent`.
-fn agent_app(addr: SocketAddr, sent: Arc<watch::Sender<u64>>) -> axum::Router {
+fn agent_app(sent: Arc<watch::Sender<u64>>) -> axum::Router {
     // The agent forgets finished tasks beyond max_tasks; on a loaded machine more than 1,000
     // may finish while one task's GetTask is on its way, and a forgotten task fails.
     let agent_config = DemoAgentConfig { skills: vec![Skill::Echo], max_tasks: 5_000, ..Default::default() };
-    server::router(agent_config, addr).layer(tower::util::MapRequestLayer::new(
+    server::router(agent_config).layer(tower::util::MapRequestLayer::new(
         move |req: axum::http::Request<axum::body::Body>| {
             if req.method() == axum::http::Method::POST {
                 sent.send_modify(|n| *n += 1);
@@ -190,7 +190,7 @@ fn agent_app(addr: SocketAddr, sent: Arc<watch::Sender<u64>>) -> axum::Router {
 async fn serve_agent(sent: watch::Sender<u64>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = agent_app(addr, Arc::new(sent));
+    let app = agent_app(Arc::new(sent));
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
@@ -228,7 +228,7 @@ fn agent_child() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (sent, mut count) = watch::channel(0u64);
-        let app = agent_app(addr, Arc::new(sent));
+        let app = agent_app(Arc::new(sent));
         let mut out = tokio::io::stdout();
         out.write_all(format!("{addr}\n").as_bytes()).await.expect("stdout");
         out.flush().await.expect("stdout");

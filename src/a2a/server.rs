@@ -1,5 +1,5 @@
 //! The server side of the sample agent (`a2a demo-agent`): a small A2A 1.0 JSON-RPC server
-//! with a few deterministic skills (echo, uppercase, word count, sleep, allocate, fail) and
+//! with a few deterministic skills (echo, uppercase, word count, sleep, allocate, fail, ask) and
 //! fault injection, used by the quickstart, load and fault tests.
 //!
 //! Every task it runs is logged to stderr as one line
@@ -7,20 +7,16 @@
 //! exactly once. A message id seen before returns the existing task instead of running again.
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::Stream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -29,10 +25,17 @@ use tokio::sync::watch;
 use super::types::{
     AGENT_CARD_PATH, AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Artifact, BINDING_JSONRPC,
     CancelTaskRequest, ErrorCode, GetTaskRequest, JsonRpcResponse, Message, PROTOCOL_VERSION, Part, RequestId, Role,
-    RpcError, SendMessageRequest, SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task,
-    TaskArtifactUpdateEvent, TaskState, TaskStatus, TaskStatusUpdateEvent, VERSION_HEADER, method,
+    RpcError, SendMessageRequest, SendMessageResponse, SubscribeToTaskRequest, Task, TaskState, TaskStatus,
+    VERSION_HEADER, method,
 };
 use crate::api::quantity::{Duration as DurationQ, Memory};
+
+mod events;
+mod list;
+mod wire;
+
+use events::{Until, sse};
+use turns::{continue_task, tck_skill};
 
 /// One line on stderr, for the agent's log. A failed write (the log's reader gone) is
 /// ignored: `eprintln!` would panic, and a panic while the task table is locked would poison
@@ -43,6 +46,9 @@ macro_rules! note {
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
+
+// After `note!`, which it uses.
+mod turns;
 
 /// What the demo agent can do; each enabled skill is listed in its card.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -61,11 +67,14 @@ pub enum Skill {
     Allocate,
     /// Always fails.
     Fail,
+    /// Asks a question (the message text after `ask`, or a default one) and waits in
+    /// `input-required`; the next message to the same task is the answer, which completes it.
+    Ask,
 }
 
 impl Skill {
-    pub const ALL: [Skill; 6] =
-        [Skill::Echo, Skill::Uppercase, Skill::Wordcount, Skill::Sleep, Skill::Allocate, Skill::Fail];
+    pub const ALL: [Skill; 7] =
+        [Skill::Echo, Skill::Uppercase, Skill::Wordcount, Skill::Sleep, Skill::Allocate, Skill::Fail, Skill::Ask];
 
     pub fn id(self) -> &'static str {
         match self {
@@ -75,6 +84,7 @@ impl Skill {
             Self::Sleep => "sleep",
             Self::Allocate => "allocate",
             Self::Fail => "fail",
+            Self::Ask => "ask",
         }
     }
 
@@ -93,6 +103,12 @@ impl Skill {
                 "allocate 16Mi 100ms",
             ),
             Self::Fail => ("Fail", "Always fails the task.", "fail"),
+            Self::Ask => (
+                "Ask",
+                "Asks the question after `ask` and waits in input-required; the next message to the \
+                     task is the answer, which completes it.",
+                "ask What is your name?",
+            ),
         };
         AgentSkill {
             id: self.id().to_owned(),
@@ -118,11 +134,25 @@ pub struct DemoAgentConfig {
     pub seed: Option<u64>,
     /// At most this many tasks are remembered; the oldest finished ones are forgotten first.
     pub max_tasks: usize,
+    /// The URL the card advertises for the JSON-RPC interface; `None` builds it from each
+    /// request's `Host` header.
+    pub advertise_url: Option<String>,
+    /// Reads the official A2A TCK's message-id prefixes (`tck-input-required-…` asks), so the
+    /// TCK's multi-turn requirements reach the `ask` skill.
+    pub tck_scenarios: bool,
 }
 
 impl Default for DemoAgentConfig {
     fn default() -> Self {
-        Self { skills: Skill::ALL.to_vec(), fail_rate: 0.0, crash_rate: 0.0, seed: None, max_tasks: 10_000 }
+        Self {
+            skills: Skill::ALL.to_vec(),
+            fail_rate: 0.0,
+            crash_rate: 0.0,
+            seed: None,
+            max_tasks: 10_000,
+            advertise_url: None,
+            tck_scenarios: false,
+        }
     }
 }
 
@@ -132,7 +162,7 @@ pub fn agent_card(config: &DemoAgentConfig, url: &str) -> AgentCard {
     AgentCard {
         name: "a2a-demo-agent".to_owned(),
         description: "The sample A2A agent that ships with a2a: echo, uppercase, word count, \
-                      sleep, allocate, fail."
+                      sleep, allocate, fail, ask."
             .to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         supported_interfaces: vec![AgentInterface {
@@ -161,7 +191,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let app = router(config, addr);
+    let app = router(config);
     note!(
         "a2a-demo-agent: listening on http://{addr}/ (A2A {PROTOCOL_VERSION}, JSONRPC at /, card at {AGENT_CARD_PATH})"
     );
@@ -171,21 +201,23 @@ pub async fn serve(
     }
 }
 
-/// The demo agent's routes for an agent reachable at `addr`.
-pub fn router(config: DemoAgentConfig, addr: SocketAddr) -> Router {
-    let url = format!("http://{addr}/");
-    let card = agent_card(&config, &url);
+/// The demo agent's routes.
+pub fn router(config: DemoAgentConfig) -> Router {
     let rng = match config.seed {
         Some(seed) => fastrand::Rng::with_seed(seed),
         None => fastrand::Rng::new(),
     };
-    let state = Arc::new(AgentState { card, config, tasks: Mutex::new(Tasks::default()), rng: Mutex::new(rng) });
+    // The card is fixed for the life of the process: it was last modified when it started.
+    let card_modified = jiff::Timestamp::now().strftime("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let state =
+        Arc::new(AgentState { config, card_modified, tasks: Mutex::new(Tasks::default()), rng: Mutex::new(rng) });
     Router::new().route(AGENT_CARD_PATH, get(card_handler)).route("/", post(rpc_handler)).with_state(state)
 }
 
 struct AgentState {
-    card: AgentCard,
     config: DemoAgentConfig,
+    /// `Last-Modified` of the card, in HTTP date form.
+    card_modified: String,
     tasks: Mutex<Tasks>,
     rng: Mutex<fastrand::Rng>,
 }
@@ -198,7 +230,8 @@ struct Tasks {
 }
 
 struct Entry {
-    message_id: String,
+    /// Every message this task was sent, so a re-sent one finds the task again.
+    message_ids: Vec<String>,
     slot: Slot,
 }
 
@@ -222,6 +255,13 @@ impl Entry {
             Slot::Live(tx) => tx.subscribe(),
             // A closed channel still holds the final value, which is all there is to see.
             Slot::Done(t) => watch::channel((**t).clone()).1,
+        }
+    }
+
+    fn state(&self) -> TaskState {
+        match &self.slot {
+            Slot::Live(tx) => tx.borrow().status.state,
+            Slot::Done(t) => t.status.state,
         }
     }
 
@@ -252,8 +292,37 @@ fn retire(state: &AgentState, task_id: &str) {
 
 type Shared = Arc<AgentState>;
 
-async fn card_handler(State(state): State<Shared>) -> Response {
-    axum::Json(&state.card).into_response()
+/// The card, with the interface URL the caller reached the agent by: `advertise_url` when
+/// set, else `http://` and the request's `Host` (never the bind address, which may be
+/// `0.0.0.0` or a pod IP nobody can reach). It may be cached for five minutes and is
+/// revalidated by its `ETag`.
+async fn card_handler(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let url = match &state.config.advertise_url {
+        Some(url) => url.clone(),
+        None => match wire::host_url(&headers) {
+            Ok(url) => url,
+            Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        },
+    };
+    let card = agent_card(&state.config, &url);
+    let body = match serde_json::to_vec(&card) {
+        Ok(b) => b,
+        Err(e) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the card failed: {e}")).into_response();
+        }
+    };
+    let etag = wire::etag(&body);
+    let cache = [
+        (header::ETAG, etag.clone()),
+        (header::CACHE_CONTROL, "public, max-age=300".to_owned()),
+        (header::LAST_MODIFIED, state.card_modified.clone()),
+        // Without an advertised URL the card depends on the Host it was asked by.
+        (header::VARY, "Host".to_owned()),
+    ];
+    if wire::matches_etag(&headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    (cache, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// A JSON-RPC failure before or while running a method.
@@ -263,7 +332,7 @@ struct Failure {
 }
 
 fn fail(id: &Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Failure {
-    Failure { id: id.clone(), error: RpcError::new(code, message) }
+    Failure { id: id.clone(), error: wire::error(code, message, &[]) }
 }
 
 fn json_reply<R: Serialize>(resp: &JsonRpcResponse<R>) -> Response {
@@ -276,7 +345,7 @@ fn json_reply<R: Serialize>(resp: &JsonRpcResponse<R>) -> Response {
 }
 
 fn failure_reply(f: Failure) -> Response {
-    json_reply(&JsonRpcResponse::<()>::failure(f.id, f.error))
+    json_reply(&JsonRpcResponse::<()>::failure(f.id, wire::with_error_info(f.error)))
 }
 
 async fn rpc_handler(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -302,6 +371,7 @@ struct Envelope<'a> {
 
 async fn dispatch(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Response, Failure> {
     let none = None;
+    wire::check_content_type(headers).map_err(|e| fail(&none, ErrorCode::ContentTypeNotSupported, e.to_string()))?;
     // Only an object is a request (serde would also read a struct from an array).
     let object = body.trim_ascii_start().starts_with(b"{");
     let request: Envelope = match serde_json::from_slice(body).map_err(|e| e.to_string()) {
@@ -315,7 +385,7 @@ async fn dispatch(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Re
             return Err(fail(&id, ErrorCode::InvalidRequest, format!("not a JSON-RPC request: {e}")));
         }
     };
-    let id: Option<RequestId> = request.id.and_then(|v| serde_json::from_value(v).ok());
+    let id = wire::request_id(request.id).map_err(|e| fail(&none, ErrorCode::InvalidRequest, e.to_string()))?;
     if request.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
         return Err(fail(&id, ErrorCode::InvalidRequest, "`jsonrpc` must be \"2.0\""));
     }
@@ -327,16 +397,30 @@ async fn dispatch(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Re
     match method {
         method::SEND_MESSAGE => {
             let p: SendMessageRequest = parse_params(&id, method, params)?;
+            let history_length = p.configuration.as_ref().and_then(|c| c.history_length);
+            let history_length = wire::history_length(history_length).map_err(|e| invalid(&id, e))?;
             let immediately = p.configuration.as_ref().is_some_and(|c| c.return_immediately);
-            let rx = start_task(state, p.message).map_err(|e| Failure { id: id.clone(), error: e })?;
+            let rx = accept_message(state, p.message).map_err(|e| Failure { id: id.clone(), error: e })?;
             let task = if immediately { rx.borrow().clone() } else { wait_settled(rx).await };
-            let task = trim_history(task, p.configuration.and_then(|c| c.history_length));
+            let task = trim_history(task, history_length);
             Ok(json_reply(&JsonRpcResponse::success(id, SendMessageResponse::Task(task))))
         }
         method::GET_TASK => {
             let p: GetTaskRequest = parse_params(&id, method, params)?;
+            let history_length = wire::history_length(p.history_length).map_err(|e| invalid(&id, e))?;
             let task = snapshot(state, &p.id).ok_or_else(|| not_found(&id, &p.id))?;
-            Ok(json_reply(&JsonRpcResponse::success(id, trim_history(task, p.history_length))))
+            Ok(json_reply(&JsonRpcResponse::success(id, trim_history(task, history_length))))
+        }
+        method::LIST_TASKS => {
+            let p: list::ListTasksRequest = parse_params(&id, method, params)?;
+            let query = list::Query::new(p).map_err(|e| invalid(&id, e))?;
+            let page = {
+                let tasks =
+                    state.tasks.lock().map_err(|_| Failure { id: id.clone(), error: internal("the task table") })?;
+                query.page(tasks.by_id.values().map(Entry::snapshot))
+            };
+            let page = page.map_err(|e| fail(&id, ErrorCode::InternalError, e.to_string()))?;
+            Ok(json_reply(&JsonRpcResponse::success(id, page)))
         }
         method::CANCEL_TASK => {
             let p: CancelTaskRequest = parse_params(&id, method, params)?;
@@ -345,15 +429,17 @@ async fn dispatch(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Re
         }
         method::SUBSCRIBE_TO_TASK => {
             let p: SubscribeToTaskRequest = parse_params(&id, method, params)?;
-            let rx = subscribe(state, &p.id).ok_or_else(|| not_found(&id, &p.id))?;
-            Ok(sse(id, rx))
+            let rx = subscribe(state, &p.id).map_err(|e| Failure { id: id.clone(), error: e })?;
+            // A subscriber stays through input-required: the answer to the question comes
+            // by another request, and the subscriber sees the task finish.
+            Ok(sse(id, rx, Until::Terminal))
         }
         method::SEND_STREAMING_MESSAGE => {
             let p: SendMessageRequest = parse_params(&id, method, params)?;
-            let rx = start_task(state, p.message).map_err(|e| Failure { id: id.clone(), error: e })?;
-            Ok(sse(id, rx))
+            let rx = accept_message(state, p.message).map_err(|e| Failure { id: id.clone(), error: e })?;
+            Ok(sse(id, rx, Until::Settled))
         }
-        method::LIST_TASKS | method::GET_EXTENDED_AGENT_CARD => {
+        method::GET_EXTENDED_AGENT_CARD => {
             Err(fail(&id, ErrorCode::UnsupportedOperation, format!("the demo agent does not implement {method}")))
         }
         m if m.contains("PushNotification") => {
@@ -420,12 +506,19 @@ fn parse_params<P: DeserializeOwned>(id: &Option<RequestId>, method: &str, param
 }
 
 fn not_found(id: &Option<RequestId>, task_id: &str) -> Failure {
-    fail(id, ErrorCode::TaskNotFound, format!("no task {task_id:?}"))
+    Failure { id: id.clone(), error: task_not_found(task_id) }
 }
 
-fn trim_history(mut task: Task, history_length: Option<i32>) -> Task {
-    if let Some(n) = history_length {
-        let keep = usize::try_from(n).unwrap_or(0);
+fn task_not_found(task_id: &str) -> RpcError {
+    wire::error(ErrorCode::TaskNotFound, format!("no task {task_id:?}"), &[("taskId", task_id)])
+}
+
+fn invalid(id: &Option<RequestId>, e: impl std::fmt::Display) -> Failure {
+    fail(id, ErrorCode::InvalidParams, e.to_string())
+}
+
+fn trim_history(mut task: Task, history_length: Option<usize>) -> Task {
+    if let Some(keep) = history_length {
         let len = task.history.len();
         if len > keep {
             task.history.drain(..len - keep);
@@ -447,31 +540,81 @@ fn snapshot(state: &AgentState, task_id: &str) -> Option<Task> {
     tasks.by_id.get(task_id).map(Entry::snapshot)
 }
 
-fn subscribe(state: &AgentState, task_id: &str) -> Option<watch::Receiver<Task>> {
-    let tasks = state.tasks.lock().ok()?;
-    tasks.by_id.get(task_id).map(Entry::subscribe)
+/// Follows a task that is still running (or waiting for input); a finished task has no
+/// more events to follow.
+fn subscribe(state: &AgentState, task_id: &str) -> Result<watch::Receiver<Task>, RpcError> {
+    let tasks = state.tasks.lock().map_err(|_| internal("the task table"))?;
+    let entry = tasks.by_id.get(task_id).ok_or_else(|| task_not_found(task_id))?;
+    if entry.is_finished() {
+        return Err(wire::error(
+            ErrorCode::UnsupportedOperation,
+            format!("task {task_id} is already {}; there is nothing left to subscribe to (use GetTask)", entry.state()),
+            &[("taskId", task_id)],
+        ));
+    }
+    Ok(entry.subscribe())
 }
 
 fn internal(what: &str) -> RpcError {
     RpcError::new(ErrorCode::InternalError, format!("{what} is unavailable"))
 }
 
-/// Creates the task for a message (or finds the one a re-sent message created) and starts
-/// its work.
-fn start_task(state: &Shared, message: Message) -> Result<watch::Receiver<Task>, RpcError> {
+/// Takes a message: a re-sent one finds the task it created, one naming a task answers that
+/// task's question, any other starts a new task.
+fn accept_message(state: &Shared, message: Message) -> Result<watch::Receiver<Task>, RpcError> {
+    let invalid = |m: &str| RpcError::new(ErrorCode::InvalidParams, m);
     if message.message_id.is_empty() {
-        return Err(RpcError::new(ErrorCode::InvalidParams, "message.messageId is required"));
+        return Err(invalid("message.messageId is required"));
     }
     if message.parts.is_empty() {
-        return Err(RpcError::new(ErrorCode::InvalidParams, "message.parts is empty"));
+        return Err(invalid("message.parts is empty"));
+    }
+    if message.role == Role::Unspecified {
+        return Err(invalid("message.role is missing or unknown; a client's message has role ROLE_USER"));
     }
     let mut tasks = state.tasks.lock().map_err(|_| internal("the task table"))?;
-    if let Some(entry) = tasks.by_message.get(&message.message_id).and_then(|id| tasks.by_id.get(id)) {
+    // The TCK names scenarios by message id and reuses an id for every task of a scenario,
+    // so in that mode an id is no identity.
+    let seen = if state.config.tck_scenarios { None } else { tasks.by_message.get(&message.message_id) };
+    if let Some(entry) = seen.and_then(|id| tasks.by_id.get(id)) {
         let rx = entry.subscribe();
         note!("a2a-demo-agent: event=duplicate task={} messageId={}", rx.borrow().id, message.message_id);
         return Ok(rx);
     }
-    let (skill, input) = pick_skill(&state.config.skills, &message);
+    match message.task_id.clone() {
+        Some(task_id) => {
+            // The TCK's multi-turn scenarios answer with `tck-input-required-…` to be asked again.
+            let ask_again =
+                state.config.tck_scenarios && tck_skill(&state.config.skills, &message.message_id) == Some(Skill::Ask);
+            continue_task(&mut tasks, &task_id, message, ask_again)
+        }
+        None => start_task(state, &mut tasks, message),
+    }
+}
+
+/// Creates the task for a new message and starts its work. The table holds at most
+/// `max_tasks`: finished tasks make room, unfinished ones (a question nobody answers stays
+/// unfinished forever) do not, and a full table refuses the message.
+fn start_task(state: &Shared, tasks: &mut Tasks, message: Message) -> Result<watch::Receiver<Task>, RpcError> {
+    let max = state.config.max_tasks.max(1);
+    evict(tasks, max - 1);
+    if tasks.by_id.len() >= max {
+        return Err(RpcError::new(
+            ErrorCode::InternalError,
+            format!(
+                "the agent holds {} unfinished tasks, its limit (--max-tasks); answer or cancel some first",
+                tasks.by_id.len()
+            ),
+        ));
+    }
+    let (skill, input) = if state.config.tck_scenarios
+        && let Some(skill) = tck_skill(&state.config.skills, &message.message_id)
+    {
+        // The TCK's text is not addressed to the skill: ask the default question.
+        (skill, Input { text: String::new(), data: None })
+    } else {
+        pick_skill(&state.config.skills, &message)
+    };
     let task_id = new_id();
     let context_id = message.context_id.clone().unwrap_or_else(new_id);
     let message_id = message.message_id.clone();
@@ -505,8 +648,7 @@ fn start_task(state: &Shared, message: Message) -> Result<watch::Receiver<Task>,
     ));
     tasks.by_message.insert(message_id.clone(), task_id.clone());
     tasks.order.push_back(task_id.clone());
-    tasks.by_id.insert(task_id, Entry { message_id, slot: Slot::Live(tx) });
-    evict(&mut tasks, state.config.max_tasks);
+    tasks.by_id.insert(task_id, Entry { message_ids: vec![message_id], slot: Slot::Live(tx) });
     Ok(rx)
 }
 
@@ -520,7 +662,9 @@ fn evict(tasks: &mut Tasks, max: usize) {
         let finished = tasks.by_id.get(&id).is_some_and(Entry::is_finished);
         if finished {
             if let Some(e) = tasks.by_id.remove(&id) {
-                tasks.by_message.remove(&e.message_id);
+                for m in &e.message_ids {
+                    tasks.by_message.remove(m);
+                }
             }
         } else {
             tasks.order.push_back(id);
@@ -532,7 +676,7 @@ fn evict(tasks: &mut Tasks, max: usize) {
 fn cancel(state: &AgentState, task_id: &str) -> Result<Task, RpcError> {
     let mut tasks = state.tasks.lock().map_err(|_| internal("the task table"))?;
     let Some(entry) = tasks.by_id.get_mut(task_id) else {
-        return Err(RpcError::new(ErrorCode::TaskNotFound, format!("no task {task_id:?}")));
+        return Err(task_not_found(task_id));
     };
     let Slot::Live(tx) = &entry.slot else {
         return Err(not_cancelable(&entry.snapshot()));
@@ -548,14 +692,18 @@ fn cancel(state: &AgentState, task_id: &str) -> Result<Task, RpcError> {
     if !changed {
         return Err(not_cancelable(&task));
     }
-    note!("a2a-demo-agent: event=canceled task={task_id} messageId={}", entry.message_id);
+    note!("a2a-demo-agent: event=canceled task={task_id} messageId={}", entry.message_ids.join(","));
     // The worker sees the canceled state and stops; the table keeps only the task.
     entry.slot = Slot::Done(Box::new(task.clone()));
     Ok(task)
 }
 
 fn not_cancelable(task: &Task) -> RpcError {
-    RpcError::new(ErrorCode::TaskNotCancelable, format!("task {} is already {}", task.id, task.status.state))
+    wire::error(
+        ErrorCode::TaskNotCancelable,
+        format!("task {} is already {}", task.id, task.status.state),
+        &[("taskId", &task.id)],
+    )
 }
 
 fn agent_status(state: TaskState, text: &str) -> TaskStatus {
@@ -618,6 +766,20 @@ async fn run_task(state: Shared, tx: watch::Sender<Task>, work: Work) {
     if inject_crash {
         note!("a2a-demo-agent: event=crash task={task_id} messageId={message_id} (injected)");
         std::process::exit(3);
+    }
+    if skill == Skill::Ask && !inject_failure {
+        let question = if input.text.trim().is_empty() { "What is your answer?" } else { input.text.trim() };
+        let asked = tx.send_if_modified(|t| {
+            if t.status.state.is_terminal() {
+                return false;
+            }
+            t.status = agent_status(TaskState::InputRequired, question);
+            true
+        });
+        if asked {
+            note!("a2a-demo-agent: event=input-required task={task_id} messageId={message_id}");
+        }
+        return;
     }
     let result = if inject_failure {
         Err(Error::InjectedFailure)
@@ -682,6 +844,8 @@ async fn perform(skill: Skill, input: &Input) -> Result<Vec<Part>, Error> {
             Ok(vec![Part::text(format!("allocated {} ({touched} pages)", crate::api::quantity::format_bytes(bytes)))])
         }
         Skill::Fail => Err(Error::FailSkill),
+        // Asking is a state of the task, not an output (see `run_task`).
+        Skill::Ask => Ok(Vec::new()),
     }
 }
 
@@ -716,72 +880,6 @@ fn memory_arg(input: &Input) -> Result<u64, Error> {
         return mib.checked_mul(1 << 20).ok_or(Error::TooManyMebibytes(mib));
     }
     text.parse::<Memory>().map(|m| m.value()).map_err(Error::Size)
-}
-
-/// Streams a task's events as SSE: the task first, then artifact and status updates, ending
-/// when the task is terminal or interrupted.
-fn sse(id: Option<RequestId>, rx: watch::Receiver<Task>) -> Response {
-    let stream = task_events(id, rx);
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
-}
-
-fn task_events(id: Option<RequestId>, rx: watch::Receiver<Task>) -> impl Stream<Item = Result<Event, Infallible>> {
-    struct S {
-        id: Option<RequestId>,
-        rx: watch::Receiver<Task>,
-        last: Option<Task>,
-        pending: VecDeque<StreamResponse>,
-        done: bool,
-    }
-    let start = S { id, rx, last: None, pending: VecDeque::new(), done: false };
-    futures::stream::unfold(start, |mut s| async move {
-        loop {
-            if let Some(ev) = s.pending.pop_front() {
-                let body = serde_json::to_string(&JsonRpcResponse::success(s.id.clone(), ev))
-                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-                return Some((Ok(Event::default().data(body)), s));
-            }
-            if s.done {
-                return None;
-            }
-            let current = match &s.last {
-                None => s.rx.borrow_and_update().clone(),
-                Some(_) => {
-                    if s.rx.changed().await.is_err() {
-                        s.done = true;
-                        continue;
-                    }
-                    s.rx.borrow_and_update().clone()
-                }
-            };
-            match &s.last {
-                None => s.pending.push_back(StreamResponse::Task(current.clone())),
-                Some(prev) => {
-                    for a in current.artifacts.iter().skip(prev.artifacts.len()) {
-                        s.pending.push_back(StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
-                            task_id: current.id.clone(),
-                            context_id: current.context_id.clone(),
-                            artifact: a.clone(),
-                            append: false,
-                            last_chunk: true,
-                            metadata: None,
-                        }));
-                    }
-                    if prev.status != current.status {
-                        s.pending.push_back(StreamResponse::StatusUpdate(TaskStatusUpdateEvent {
-                            task_id: current.id.clone(),
-                            context_id: current.context_id.clone(),
-                            status: current.status.clone(),
-                            metadata: None,
-                        }));
-                    }
-                }
-            }
-            let st = current.status.state;
-            s.done = st.is_terminal() || st.is_interrupted();
-            s.last = Some(current);
-        }
-    })
 }
 
 #[cfg(test)]

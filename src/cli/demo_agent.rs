@@ -1,5 +1,6 @@
 //! `a2a demo-agent`: run the sample A2A 1.0 agent (echo, uppercase, word count, sleep,
-//! allocate, fail) on 127.0.0.1:$A2A_PORT, for the quickstart and for load and fault tests.
+//! allocate, fail, ask) on 127.0.0.1:$A2A_PORT (or `--host`), for the quickstart, for load
+//! and fault tests, and for the official A2A TCK (`scripts/tck.sh`).
 
 use clap::Args;
 
@@ -10,9 +11,17 @@ pub struct DemoAgentArgs {
     /// Port to listen on (0 picks a free one; the address is logged to stderr).
     #[arg(long, env = "A2A_PORT", default_value_t = 0)]
     pub port: u16,
-    /// Address to listen on.
+    /// Address to listen on (`0.0.0.0` for every interface).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: std::net::IpAddr,
+    /// The URL the agent card advertises for the JSON-RPC interface, e.g. behind a proxy or a
+    /// Service (default: `http://` and the Host header the card was asked by).
+    #[arg(long, env = "A2A_ADVERTISE_URL", value_parser = advertise_url)]
+    pub advertise_url: Option<String>,
+    /// Read the official A2A TCK's message-id prefixes: a `tck-input-required-…` message
+    /// starts the `ask` skill, so the TCK's multi-turn requirements can be tested.
+    #[arg(long)]
+    pub tck_scenarios: bool,
     /// A skill to offer (repeatable; default: all). The first is used when a message names none.
     #[arg(long = "skill", value_enum)]
     pub skills: Vec<Skill>,
@@ -25,7 +34,8 @@ pub struct DemoAgentArgs {
     /// Seed for the fault-injection dice, for reproducible runs.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// How many tasks to remember for GetTask; the oldest finished ones are forgotten first.
+    /// How many tasks to remember for GetTask; the oldest finished ones are forgotten first,
+    /// and a message is refused while all of them are unfinished.
     #[arg(long, default_value_t = 10_000)]
     pub max_tasks: usize,
 }
@@ -33,6 +43,8 @@ pub struct DemoAgentArgs {
 /// Why the demo agent could not serve.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("{0:?} is not an absolute http:// or https:// URL with a host and no query, fragment or spaces")]
+    AdvertiseUrl(String),
     #[error("starting the runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("listening on {addr}: {source}")]
@@ -49,6 +61,16 @@ pub enum Error {
     },
 }
 
+/// An advertised URL: absolute `http` or `https`, with a host and no query or fragment.
+fn advertise_url(s: &str) -> Result<String, Error> {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://")).unwrap_or("");
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || s.contains(['?', '#']) || s.chars().any(char::is_whitespace) {
+        return Err(Error::AdvertiseUrl(s.to_owned()));
+    }
+    Ok(s.to_owned())
+}
+
 /// Serves until SIGINT or SIGTERM.
 pub fn run(args: &DemoAgentArgs) -> Result<(), Error> {
     let config = DemoAgentConfig {
@@ -57,6 +79,8 @@ pub fn run(args: &DemoAgentArgs) -> Result<(), Error> {
         crash_rate: args.crash_rate,
         seed: args.seed,
         max_tasks: args.max_tasks,
+        advertise_url: args.advertise_url.clone(),
+        tck_scenarios: args.tck_scenarios,
     };
     // One thread keeps the agent small; its work is waiting on sockets and timers.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
