@@ -3,7 +3,8 @@
 `hello big world` -> artifact chunks "HELLO", "BIG", "WORLD" (appended), then COMPLETED.
 `slow N` -> works for N seconds (for timeout tests); a CancelTask is logged to stderr as
 `streaming-agent: cancel task=<id>` so a test can prove it reached the agent.
-Listens on 127.0.0.1:$A2A_PORT.
+Listens on 127.0.0.1:$A2A_PORT, over the binding named by $A2A_BINDING: `JSONRPC` (the
+default) or `HTTP+JSON` (the SDK's REST routes); the card offers only that one.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ from a2a.helpers.proto_helpers import new_task, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes, create_rest_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, TaskState
 
@@ -65,6 +66,9 @@ class StreamingExecutor(AgentExecutor):
 
 def main() -> None:
     port = int(os.environ["A2A_PORT"])
+    binding = os.environ.get("A2A_BINDING", "JSONRPC")
+    if binding not in ("JSONRPC", "HTTP+JSON"):
+        sys.exit(f"streaming-agent: A2A_BINDING must be JSONRPC or HTTP+JSON, not {binding!r}")
     card = AgentCard(
         name="python-streaming",
         description="Streams its answer in chunks (test agent).",
@@ -72,7 +76,7 @@ def main() -> None:
         supported_interfaces=[
             AgentInterface(
                 url=f"http://127.0.0.1:{port}/",
-                protocol_binding="JSONRPC",
+                protocol_binding=binding,
                 protocol_version="1.0",
             )
         ],
@@ -86,9 +90,11 @@ def main() -> None:
     handler = DefaultRequestHandler(
         agent_executor=StreamingExecutor(), task_store=InMemoryTaskStore(), agent_card=card
     )
-    app = Starlette(
-        routes=create_agent_card_routes(card) + create_jsonrpc_routes(handler, rpc_url="/")
-    )
+    if binding == "JSONRPC":
+        routes = create_jsonrpc_routes(handler, rpc_url="/")
+    else:
+        routes = create_rest_routes(handler)
+    app = Starlette(routes=create_agent_card_routes(card) + routes)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
