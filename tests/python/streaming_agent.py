@@ -3,6 +3,8 @@
 `hello big world` -> artifact chunks "HELLO", "BIG", "WORLD" (appended), then COMPLETED.
 `slow N` -> works for N seconds (for timeout tests); a CancelTask is logged to stderr as
 `streaming-agent: cancel task=<id>` so a test can prove it reached the agent.
+`ask QUESTION` -> TASK_STATE_INPUT_REQUIRED with QUESTION as the status message; `login
+QUESTION` -> TASK_STATE_AUTH_REQUIRED likewise. Each GetTask is logged as `get task=<id>`.
 Listens on 127.0.0.1:$A2A_PORT, over the binding named by $A2A_BINDING: `JSONRPC` (the
 default) or `HTTP+JSON` (the SDK's REST routes); the card offers only that one.
 """
@@ -41,6 +43,14 @@ class StreamingExecutor(AgentExecutor):
         log(f"start task={task.id} messageId={context.message.message_id}")
         await updater.start_work()
         words = text.split()
+        if words[:1] in (["ask"], ["login"]):
+            question = updater.new_agent_message([new_text_part(" ".join(words[1:]))])
+            if words[0] == "ask":
+                await updater.requires_input(question)
+            else:
+                await updater.requires_auth(question)
+            log(f"asked task={task.id}")
+            return
         if words[:1] == ["slow"]:
             await asyncio.sleep(float(words[1]) if len(words) > 1 else 30.0)
             words = ["done"]
@@ -62,6 +72,12 @@ class StreamingExecutor(AgentExecutor):
         log(f"cancel task={context.task_id}")
         updater = TaskUpdater(event_queue, context.task_id, context.context_id)
         await updater.cancel()
+
+
+class LoggingHandler(DefaultRequestHandler):
+    async def on_get_task(self, params, context):
+        log(f"get task={params.id}")
+        return await super().on_get_task(params, context)
 
 
 def main() -> None:
@@ -87,7 +103,7 @@ def main() -> None:
             AgentSkill(id="shout", name="Shout", description="Upper-cases, word by word.", tags=["stream"])
         ],
     )
-    handler = DefaultRequestHandler(
+    handler = LoggingHandler(
         agent_executor=StreamingExecutor(), task_store=InMemoryTaskStore(), agent_card=card
     )
     if binding == "JSONRPC":
