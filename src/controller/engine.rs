@@ -32,6 +32,7 @@ use crate::a2a;
 use crate::api::agent::{AgentPhase, Protocol};
 use crate::api::workflow::{TaskPhase, WorkflowPhase, WorkflowSpec, WorkflowStatus};
 use crate::api::{Agent, Workflow};
+use attempt::open_tasks;
 
 /// A Workflow as the engine's watch reads it: only its metadata. Every status write of the
 /// engine comes back through the watch; decoding a 10,000-task workflow each time would be
@@ -83,7 +84,6 @@ pub const RETRIED_CONDITION: &str = "Retried";
 pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 
 mod attempt;
-use attempt::open_tasks;
 mod explain;
 mod flush;
 

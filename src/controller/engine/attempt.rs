@@ -363,6 +363,7 @@ fn task_result(task: &a2a::types::Task) -> Result<Answer, Error> {
     let waiting = |phase| {
         let question = task.status.message.as_ref().map(a2a::types::Message::text).unwrap_or_default();
         let question = if question.is_empty() { task.output().text } else { question };
+        let question = if question.is_empty() { "(the agent did not say what it needs)".to_owned() } else { question };
         Ok(Answer::Waiting(Waiting { phase, a2a_task_id: task.id.clone(), question }))
     };
     match task.status.state {
@@ -377,5 +378,53 @@ fn task_result(task: &a2a::types::Task) -> Result<Answer, Error> {
                 Err(Error::Ended { state: state.as_str(), text })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn task(state: &str, status_message: Option<&str>, artifact: Option<&str>) -> a2a::types::Task {
+        let message = status_message.map(|t| json!({"role": "ROLE_AGENT", "messageId": "q", "parts": [{"text": t}]}));
+        let artifacts: Vec<_> = artifact.iter().map(|t| json!({"artifactId": "a", "parts": [{"text": t}]})).collect();
+        serde_json::from_value(json!({"id": "t-1", "contextId": "c",
+            "status": {"state": state, "message": message}, "artifacts": artifacts}))
+        .expect("task")
+    }
+
+    fn waiting(r: Result<Answer, Error>) -> Waiting {
+        match r {
+            Ok(Answer::Waiting(w)) => w,
+            Ok(Answer::Text(t)) => panic!("expected waiting, got the output {t:?}"),
+            Err(e) => panic!("expected waiting, got the error {e}"),
+        }
+    }
+
+    #[test]
+    fn an_agent_waiting_for_the_user_is_a_waiting_answer_with_its_question() {
+        let w = waiting(task_result(&task("TASK_STATE_INPUT_REQUIRED", Some("which city?"), Some("draft"))));
+        assert_eq!(
+            w,
+            Waiting { phase: TaskPhase::InputRequired, a2a_task_id: "t-1".into(), question: "which city?".into() },
+            "the status message is the question, not the artifacts"
+        );
+        let w = waiting(task_result(&task("TASK_STATE_AUTH_REQUIRED", None, Some("need a token"))));
+        assert_eq!((w.phase, w.question.as_str()), (TaskPhase::AuthRequired, "need a token"));
+        let w = waiting(task_result(&task("TASK_STATE_INPUT_REQUIRED", None, None)));
+        assert_eq!(w.question, "(the agent did not say what it needs)");
+    }
+
+    #[test]
+    fn completed_is_the_output_and_other_ends_fail_the_attempt() {
+        assert!(
+            matches!(task_result(&task("TASK_STATE_COMPLETED", None, Some("done"))), Ok(Answer::Text(t)) if t == "done")
+        );
+        let e = task_result(&task("TASK_STATE_FAILED", Some("boom"), None)).err().expect("a failure");
+        assert_eq!(e.to_string(), "TASK_STATE_FAILED: boom");
+        let e = task_result(&task("TASK_STATE_REJECTED", None, None)).err().expect("a failure");
+        assert_eq!(e.to_string(), "the agent ended the task as TASK_STATE_REJECTED");
     }
 }
