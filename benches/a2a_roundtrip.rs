@@ -2,6 +2,9 @@
 //! loopback: latency of one blocking `SendMessage` and throughput with concurrent senders.
 //!
 //! `cargo bench --bench a2a_roundtrip` (add `-- 20000 64` for tasks and concurrency).
+//! With `A2A_BENCH_URL=http://...` the same runs go to that agent instead (e.g. an official
+//! SDK agent, to compare its JSON-RPC and HTTP+JSON bindings through our client); its card
+//! chooses the binding, and the answer must be a completed task.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,15 +18,23 @@ fn main() {
     let concurrency: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(32);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
-        let config = DemoAgentConfig { skills: vec![server::Skill::Echo], ..Default::default() };
-        tokio::spawn(server::serve(listener, config, std::future::pending()));
-        let client = Client::new(&format!("http://{addr}")).expect("client");
+        let url = match std::env::var("A2A_BENCH_URL") {
+            Ok(url) => url,
+            Err(_) => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let addr: SocketAddr = listener.local_addr().expect("addr");
+                let config = DemoAgentConfig { skills: vec![server::Skill::Echo], ..Default::default() };
+                tokio::spawn(server::serve(listener, config, std::future::pending()));
+                format!("http://{addr}")
+            }
+        };
+        let client = Client::new(&url).expect("client");
         client.agent_card().await.expect("card");
+        println!("agent {url}, binding {}", client.transport().await.expect("transport").binding());
 
-        let mut lat = Vec::with_capacity(2_000);
-        for i in 0..2_000 {
+        let sequential = tasks.min(2_000);
+        let mut lat = Vec::with_capacity(sequential);
+        for i in 0..sequential {
             let t0 = Instant::now();
             send(&client, format!("seq-{i}")).await;
             lat.push(t0.elapsed());

@@ -24,13 +24,13 @@ fn card(url: &str, binding: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn a_card_without_a_jsonrpc_interface_is_refused_naming_what_it_offers() {
+async fn a_card_without_an_interface_a2a_speaks_is_refused_naming_what_it_offers() {
     let app = Router::new()
         .route("/.well-known/agent-card.json", get(|| async { axum::Json(card("http://x/grpc", "GRPC")) }));
     let base = serve(app).await;
     let err = Client::new(&base).unwrap().agent_card().await.unwrap_err();
-    assert!(matches!(err, Error::NoJsonRpcInterface { .. }), "{err}");
-    assert!(err.to_string().contains("GRPC at http://x/grpc"), "{err}");
+    assert!(matches!(err, Error::NoSupportedInterface { .. }), "{err}");
+    assert!(err.to_string().contains("GRPC 1.0 at http://x/grpc"), "{err}");
 }
 
 #[tokio::test]

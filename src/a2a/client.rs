@@ -1,8 +1,8 @@
 //! An A2A 1.0 client: agent card discovery (cached), `SendMessage`, `GetTask`, `CancelTask`,
 //! the streaming methods, and [`Client::send_and_follow`], which drives one message to a
 //! terminal task within a deadline and cancels the task when it runs out. The card decides
-//! the binding the requests travel on ([`super::transport::for_card`]); today that is
-//! JSON-RPC ([`super::jsonrpc`]).
+//! the binding the requests travel on ([`super::transport::for_card`]): JSON-RPC
+//! ([`super::jsonrpc`]) or HTTP+JSON ([`super::rest`]).
 //!
 //! Plain `http://` only: agents are local processes or in-cluster Services.
 //!
@@ -37,9 +37,9 @@ use tokio::time::Instant;
 
 use super::transport::{self, Transport};
 use super::types::{
-    AGENT_CARD_PATH, AgentCard, CancelTaskRequest, ErrorCode, GetTaskRequest, Message, RpcError,
-    SendMessageConfiguration, SendMessageRequest, SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task,
-    TaskState,
+    AGENT_CARD_PATH, AgentCard, CancelTaskRequest, ErrorCode, GetTaskRequest, ListTasksRequest, ListTasksResponse,
+    Message, RpcError, SendMessageConfiguration, SendMessageRequest, SendMessageResponse, StreamResponse,
+    SubscribeToTaskRequest, Task, TaskState,
 };
 
 /// Responses larger than this are refused (outputs beyond it belong in files, not replies).
@@ -71,8 +71,10 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{url}: the agent card offers no JSONRPC interface (it offers: {offered})")]
-    NoJsonRpcInterface { url: String, offered: String },
+    #[error(
+        "{url}: the agent card offers no interface a2a speaks (JSONRPC or HTTP+JSON, protocol version 1.x); it offers: {offered}"
+    )]
+    NoSupportedInterface { url: String, offered: String },
     #[error("{method} to {url} failed: {error}")]
     Rpc {
         method: String,
@@ -109,7 +111,7 @@ impl Error {
             Self::Rpc { error, .. } => error.code == ErrorCode::InternalError,
             Self::InvalidUrl { .. }
             | Self::Decode { .. }
-            | Self::NoJsonRpcInterface { .. }
+            | Self::NoSupportedInterface { .. }
             | Self::UnexpectedReply { .. }
             | Self::StreamingNotSupported { .. }
             | Self::Cancelled { .. } => false,
@@ -125,7 +127,7 @@ impl Error {
             Self::RequestTimeout { .. } => "request_timeout",
             Self::HttpStatus { .. } => "http_status",
             Self::Decode { .. } => "decode",
-            Self::NoJsonRpcInterface { .. } => "no_jsonrpc_interface",
+            Self::NoSupportedInterface { .. } => "no_supported_interface",
             Self::Rpc { .. } => "rpc",
             Self::UnexpectedReply { .. } => "unexpected_reply",
             Self::StreamingNotSupported { .. } => "streaming_not_supported",
@@ -305,6 +307,11 @@ impl Client {
     pub async fn get_task(&self, task_id: &str) -> Result<Task> {
         let request = GetTaskRequest { id: task_id.to_owned(), ..Default::default() };
         self.transport().await?.get_task(request).await
+    }
+
+    /// `ListTasks`: one page of the agent's tasks (see [`ListTasksRequest`] for the filters).
+    pub async fn list_tasks(&self, request: ListTasksRequest) -> Result<ListTasksResponse> {
+        self.transport().await?.list_tasks(request).await
     }
 
     /// `CancelTask`; the answer is the task as the agent left it.

@@ -1,22 +1,22 @@
 //! The JSON-RPC 2.0 binding of A2A 1.0: each operation is one POST of a JSON-RPC request to
 //! the interface URL; the streaming ones answer with server-sent events.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::client::{Error, EventStream, Http, Result, collect, http_status, invalid, quote, read_reply, send};
-use super::sse::{SseDecoder, SseEvent};
+use super::sse::SseEvent;
 use super::transport::{BoxFuture, Transport};
 use super::types::{
-    CancelTaskRequest, GetTaskRequest, JsonRpcRequest, JsonRpcResponse, PROTOCOL_VERSION, SendMessageRequest,
-    SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task, VERSION_HEADER, method,
+    CancelTaskRequest, GetTaskRequest, JsonRpcRequest, JsonRpcResponse, ListTasksRequest, ListTasksResponse,
+    PROTOCOL_VERSION, SendMessageRequest, SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task,
+    VERSION_HEADER, method,
 };
 
 /// The limit for each single non-blocking request (`GetTask`, `CancelTask`, opening a stream).
@@ -83,26 +83,13 @@ impl JsonRpc {
         let req = self.rpc_request(body, "text/event-stream")?;
         let resp = send(&self.http, &endpoint, req, Some(REQUEST_TIMEOUT)).await?;
         let status = resp.status();
-        let is_sse = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !is_sse {
+        if !super::sse::is_event_stream(resp.headers()) {
             // An upfront error (or a server that does not stream) answers with plain JSON.
             let body = collect(&endpoint, resp.into_body()).await?;
             let one: StreamResponse = decode_rpc(method, &endpoint, status, &body)?;
             return Ok(Box::pin(futures::stream::iter([Ok(one)])));
         }
-        let state = SseState {
-            body: resp.into_body(),
-            decoder: SseDecoder::default(),
-            ready: VecDeque::new(),
-            endpoint,
-            method: method.to_owned(),
-            done: false,
-        };
-        Ok(Box::pin(futures::stream::unfold(state, next_event)))
+        Ok(super::sse::events(resp.into_body(), endpoint, method.to_owned(), decode_event))
     }
 }
 
@@ -125,6 +112,10 @@ impl Transport for JsonRpc {
 
     fn get_task(&self, request: GetTaskRequest) -> BoxFuture<'_, Result<Task>> {
         Box::pin(async move { self.call(method::GET_TASK, &request, Some(REQUEST_TIMEOUT)).await })
+    }
+
+    fn list_tasks(&self, request: ListTasksRequest) -> BoxFuture<'_, Result<ListTasksResponse>> {
+        Box::pin(async move { self.call(method::LIST_TASKS, &request, Some(REQUEST_TIMEOUT)).await })
     }
 
     fn cancel_task(&self, request: CancelTaskRequest) -> BoxFuture<'_, Result<Task>> {
@@ -155,49 +146,16 @@ fn decode_rpc<R: DeserializeOwned>(method: &str, url: &str, status: StatusCode, 
     Err(Error::Decode { url: url.to_owned(), what: format!("the {method} response"), source })
 }
 
-struct SseState {
-    body: hyper::body::Incoming,
-    decoder: SseDecoder,
-    ready: VecDeque<SseEvent>,
-    endpoint: String,
-    method: String,
-    done: bool,
-}
-
-async fn next_event(mut s: SseState) -> Option<(Result<StreamResponse>, SseState)> {
-    loop {
-        if let Some(ev) = s.ready.pop_front() {
-            let item = if ev.event == "error" {
-                Err(Error::UnexpectedReply {
-                    method: s.method.clone(),
-                    url: s.endpoint.clone(),
-                    got: format!("an SSE error event {}", quote(ev.data.as_bytes())),
-                })
-            } else {
-                decode_rpc(&s.method, &s.endpoint, StatusCode::OK, ev.data.as_bytes())
-            };
-            return Some((item, s));
-        }
-        if s.done {
-            return None;
-        }
-        match s.body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    s.ready.extend(s.decoder.feed(&data));
-                }
-            }
-            Some(Err(e)) => {
-                s.done = true;
-                let err = Error::Body { url: s.endpoint.clone(), reason: e.to_string() };
-                return Some((Err(err), s));
-            }
-            None => {
-                s.done = true;
-                s.ready.extend(s.decoder.finish());
-            }
-        }
+/// One SSE event of a JSON-RPC stream: a JSON-RPC response whose result is the A2A event.
+fn decode_event(method: &str, url: &str, ev: &SseEvent) -> Result<StreamResponse> {
+    if ev.event == "error" {
+        return Err(Error::UnexpectedReply {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            got: format!("an SSE error event {}", quote(ev.data.as_bytes())),
+        });
     }
+    decode_rpc(method, url, StatusCode::OK, ev.data.as_bytes())
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! A2A protocol 1.0: the wire types, a client whose requests travel on the binding the agent
-//! card names (one [`transport::Transport`] per binding; JSON-RPC today), and the server side
+//! card names (one [`transport::Transport`] per binding: JSON-RPC and HTTP+JSON), and the server side
 //! of the sample agent (`a2a demo-agent`).
 
 pub mod client;
 pub mod jsonrpc;
+pub mod rest;
 pub mod server;
 pub(crate) mod sse;
 pub mod transport;

@@ -1,5 +1,70 @@
 //! Server-sent events as A2A streams them (`SendStreamingMessage`, `SubscribeToTask`):
-//! the byte stream split into events, whatever binding carries them.
+//! the byte stream split into events, whatever binding carries them, and an HTTP body turned
+//! into a stream of A2A events by the binding's own reading of one event.
+
+use std::collections::VecDeque;
+
+use http_body_util::BodyExt;
+
+use super::client::{Error, EventStream, Result};
+use super::types::StreamResponse;
+
+/// How a binding reads one event: `(method, url, event)` to an A2A event or the error it
+/// carries.
+pub(crate) type DecodeEvent = fn(&str, &str, &SseEvent) -> Result<StreamResponse>;
+
+/// The events of an SSE response body, each read by `decode`; the stream ends with the body.
+/// Dropping it closes the connection.
+pub(crate) fn events(body: hyper::body::Incoming, url: String, method: String, decode: DecodeEvent) -> EventStream {
+    let state = Body { body, decoder: SseDecoder::default(), ready: VecDeque::new(), url, method, decode, done: false };
+    Box::pin(futures::stream::unfold(state, next_event))
+}
+
+/// Whether a response is an event stream (else it is a plain answer, such as an upfront error).
+pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
+struct Body {
+    body: hyper::body::Incoming,
+    decoder: SseDecoder,
+    ready: VecDeque<SseEvent>,
+    url: String,
+    method: String,
+    decode: DecodeEvent,
+    done: bool,
+}
+
+async fn next_event(mut s: Body) -> Option<(Result<StreamResponse>, Body)> {
+    loop {
+        if let Some(ev) = s.ready.pop_front() {
+            let item = (s.decode)(&s.method, &s.url, &ev);
+            return Some((item, s));
+        }
+        if s.done {
+            return None;
+        }
+        match s.body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    s.ready.extend(s.decoder.feed(&data));
+                }
+            }
+            Some(Err(e)) => {
+                s.done = true;
+                let err = Error::Body { url: s.url.clone(), reason: e.to_string() };
+                return Some((Err(err), s));
+            }
+            None => {
+                s.done = true;
+                s.ready.extend(s.decoder.finish());
+            }
+        }
+    }
+}
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq)]

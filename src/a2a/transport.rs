@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::client::{Error, EventStream, Http, Result};
 use super::types::{
-    AgentCard, BINDING_JSONRPC, CancelTaskRequest, GetTaskRequest, SendMessageRequest, SendMessageResponse,
-    SubscribeToTaskRequest, Task,
+    AgentCard, AgentInterface, BINDING_HTTP_JSON, BINDING_JSONRPC, CancelTaskRequest, GetTaskRequest, ListTasksRequest,
+    ListTasksResponse, SendMessageRequest, SendMessageResponse, SubscribeToTaskRequest, Task,
 };
 
 /// A boxed future that can cross threads: [`Transport`] is used as `dyn Transport`.
@@ -32,6 +32,8 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     fn send_streaming_message(&self, request: SendMessageRequest) -> BoxFuture<'_, Result<EventStream>>;
     /// `GetTask`.
     fn get_task(&self, request: GetTaskRequest) -> BoxFuture<'_, Result<Task>>;
+    /// `ListTasks`: one page of the tasks the agent lets the caller see.
+    fn list_tasks(&self, request: ListTasksRequest) -> BoxFuture<'_, Result<ListTasksResponse>>;
     /// `CancelTask`; the answer is the task as the agent left it.
     fn cancel_task(&self, request: CancelTaskRequest) -> BoxFuture<'_, Result<Task>>;
     /// `SubscribeToTask`: the task's events until it is terminal.
@@ -39,25 +41,49 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
 }
 
 /// The bindings a2a speaks, in no particular order (the agent's order decides).
-pub const SUPPORTED_BINDINGS: &[&str] = &[BINDING_JSONRPC];
+pub const SUPPORTED_BINDINGS: &[&str] = &[BINDING_JSONRPC, BINDING_HTTP_JSON];
 
 /// The transport for an agent whose card was read from `base` (relative interface URLs are
-/// resolved against it): the first interface, in the card's order, whose binding a2a speaks.
-/// A card that offers none of them is refused, naming what it offers.
+/// resolved against it): the first interface, in the card's order, whose binding a2a speaks
+/// at a protocol version it speaks (see [`speaks_version`]). A card that offers none of them
+/// is refused, naming what it offers.
 pub(crate) fn for_card(card: &AgentCard, base: &str, http: &Http) -> Result<Arc<dyn Transport>> {
     for interface in &card.supported_interfaces {
+        if !speaks_version(&interface.protocol_version) {
+            continue;
+        }
         let binding = interface.protocol_binding.as_str();
         if binding.eq_ignore_ascii_case(BINDING_JSONRPC) {
             let endpoint = super::client::resolve(base, &interface.url)?;
             return Ok(Arc::new(super::jsonrpc::JsonRpc::new(http.clone(), base, endpoint)));
         }
+        if binding.eq_ignore_ascii_case(BINDING_HTTP_JSON) {
+            let endpoint = super::client::resolve(base, &interface.url)?;
+            let tenant = interface.tenant.clone().filter(|t| !t.is_empty());
+            return Ok(Arc::new(super::rest::HttpJson::new(http.clone(), endpoint, tenant)));
+        }
     }
-    let offered: Vec<String> =
-        card.supported_interfaces.iter().map(|i| format!("{} at {}", i.protocol_binding, i.url)).collect();
-    Err(Error::NoJsonRpcInterface {
+    let offered: Vec<String> = card.supported_interfaces.iter().map(describe).collect();
+    Err(Error::NoSupportedInterface {
         url: format!("{base}{}", super::types::AGENT_CARD_PATH),
         offered: if offered.is_empty() { "nothing".into() } else { offered.join(", ") },
     })
+}
+
+/// Whether a2a speaks an interface's `protocolVersion`: any 1.x (minor versions add, they do
+/// not break), or none given (a card that leaves the field out is read as the version whose
+/// card shape it has, 1.0). 0.3 and other majors are not spoken.
+fn speaks_version(version: &str) -> bool {
+    let version = version.trim();
+    version.is_empty() || version == "1" || version.starts_with("1.")
+}
+
+fn describe(i: &AgentInterface) -> String {
+    if i.protocol_version.trim().is_empty() {
+        format!("{} at {}", i.protocol_binding, i.url)
+    } else {
+        format!("{} {} at {}", i.protocol_binding, i.protocol_version, i.url)
+    }
 }
 
 #[cfg(test)]
@@ -71,13 +97,17 @@ mod tests {
     }
 
     fn card(interfaces: &[(&str, &str)]) -> AgentCard {
+        versioned(&interfaces.iter().map(|(b, u)| (*b, *u, "1.0")).collect::<Vec<_>>())
+    }
+
+    fn versioned(interfaces: &[(&str, &str, &str)]) -> AgentCard {
         AgentCard {
             supported_interfaces: interfaces
                 .iter()
-                .map(|(binding, url)| AgentInterface {
+                .map(|(binding, url, version)| AgentInterface {
                     url: (*url).into(),
                     protocol_binding: (*binding).into(),
-                    protocol_version: "1.0".into(),
+                    protocol_version: (*version).into(),
                     tenant: None,
                 })
                 .collect(),
@@ -87,17 +117,33 @@ mod tests {
 
     #[test]
     fn the_first_binding_a2a_speaks_in_the_cards_order_is_chosen() {
-        let c = card(&[("GRPC", "http://h:9/grpc"), ("HTTP+JSON", "http://h:9/rest"), ("jsonrpc", "/a2a")]);
+        let c = card(&[("GRPC", "http://h:9/grpc"), ("jsonrpc", "/a2a"), ("HTTP+JSON", "http://h:9/rest")]);
         let t = for_card(&c, "http://h:9", &http()).expect("a transport");
         assert_eq!(t.binding(), "JSONRPC");
         assert_eq!(t.endpoint(), "http://h:9/a2a", "a relative interface URL is resolved against the agent");
+        let c = card(&[("GRPC", "http://h:9/grpc"), ("http+json", "/rest/"), ("JSONRPC", "http://h:9/a2a")]);
+        let t = for_card(&c, "http://h:9", &http()).expect("a transport");
+        assert_eq!(t.binding(), "HTTP+JSON");
+        assert_eq!(t.endpoint(), "http://h:9/rest", "the routes hang below the interface URL");
+    }
+
+    #[test]
+    fn an_interface_at_a_protocol_version_a2a_does_not_speak_is_passed_over() {
+        let c = versioned(&[("HTTP+JSON", "http://h:9/v03", "0.3"), ("JSONRPC", "http://h:9/", "1.0")]);
+        assert_eq!(for_card(&c, "http://h:9", &http()).expect("a transport").binding(), "JSONRPC");
+        let c = versioned(&[("JSONRPC", "http://h:9/", ""), ("HTTP+JSON", "http://h:9/", "1.1")]);
+        assert_eq!(for_card(&c, "http://h:9", &http()).expect("a transport").binding(), "JSONRPC");
+        let c = versioned(&[("JSONRPC", "http://h:9/", "2.0"), ("HTTP+JSON", "http://h:9/", "1.1")]);
+        assert_eq!(for_card(&c, "http://h:9", &http()).expect("a transport").binding(), "HTTP+JSON");
+        let e = for_card(&versioned(&[("JSONRPC", "http://h:9/", "0.3")]), "http://h:9", &http()).unwrap_err();
+        assert!(e.to_string().contains("it offers: JSONRPC 0.3 at http://h:9/"), "{e}");
     }
 
     #[test]
     fn a_card_without_a_binding_a2a_speaks_is_refused_naming_what_it_offers() {
         let e = for_card(&card(&[("GRPC", "http://h:9/grpc")]), "http://h:9", &http()).unwrap_err();
-        assert_eq!(e.metric_label(), "no_jsonrpc_interface");
-        assert!(e.to_string().contains("GRPC at http://h:9/grpc"), "{e}");
+        assert_eq!(e.metric_label(), "no_supported_interface");
+        assert!(e.to_string().contains("GRPC 1.0 at http://h:9/grpc"), "{e}");
         let e = for_card(&card(&[]), "http://h:9", &http()).unwrap_err();
         assert!(e.to_string().contains("it offers: nothing"), "{e}");
     }

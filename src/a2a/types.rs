@@ -23,6 +23,8 @@ pub const VERSION_HEADER: &str = "A2A-Version";
 pub const AGENT_CARD_PATH: &str = "/.well-known/agent-card.json";
 /// The `protocolBinding` of the JSON-RPC interface.
 pub const BINDING_JSONRPC: &str = "JSONRPC";
+/// The `protocolBinding` of the HTTP+JSON (REST) interface.
+pub const BINDING_HTTP_JSON: &str = "HTTP+JSON";
 
 /// JSON-RPC method names of the 1.0 binding.
 pub mod method {
@@ -645,6 +647,44 @@ pub struct CancelTaskRequest {
     pub tenant: Option<String>,
 }
 
+/// Params of `ListTasks` (in the HTTP+JSON binding, the query of `GET /tasks`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ListTasksRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    /// Only tasks in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_length: Option<i32>,
+    /// RFC 3339: only tasks whose status changed after this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_timestamp_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_artifacts: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// Result of `ListTasks`: one page, newest update first; `nextPageToken` is `""` on the last.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ListTasksResponse {
+    #[serde(default)]
+    pub tasks: Vec<Task>,
+    #[serde(default)]
+    pub next_page_token: String,
+    #[serde(default)]
+    pub page_size: i32,
+    #[serde(default)]
+    pub total_size: i32,
+}
+
 /// Params of `SubscribeToTask`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -785,7 +825,11 @@ mod tests {
             let code = ErrorCode::from_code(n);
             assert_eq!(code.name(), name);
             assert_eq!(code.code(), n);
+            assert_eq!(ErrorCode::from_reason(&code.reason()), Some(code), "{}", code.reason());
         }
+        assert_eq!(ErrorCode::TaskNotFound.reason(), "TASK_NOT_FOUND");
+        assert_eq!(ErrorCode::ExtendedAgentCardNotConfigured.reason(), "EXTENDED_AGENT_CARD_NOT_CONFIGURED");
+        assert_eq!(ErrorCode::from_reason("SOMETHING_ELSE"), None);
         assert_eq!(ErrorCode::from_code(-31999), ErrorCode::Other(-31999));
         assert_eq!(ErrorCode::Other(-31999).code(), -31999);
     }

@@ -200,7 +200,8 @@ pub struct TaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The reason in words, e.g. `agent "researcher" is not admitted: needs 1 cpu but budget
-    /// "host" has 400m of 1200m left`.
+    /// "host" has 400m of 1200m left`; for an InputRequired or AuthRequired task, what the
+    /// agent asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// After a failed attempt: when the next one may start (retry backoff).
@@ -232,6 +233,11 @@ impl TaskStatus {
 pub enum TaskPhase {
     Pending,
     Running,
+    /// The agent asked a question (A2A `TASK_STATE_INPUT_REQUIRED`): the task waits for an
+    /// answer, with the question in `message` and the A2A task in `a2aTaskId`.
+    InputRequired,
+    /// The agent needs credentials (A2A `TASK_STATE_AUTH_REQUIRED`); it waits as InputRequired.
+    AuthRequired,
     Succeeded,
     Failed,
     Skipped,
@@ -242,6 +248,12 @@ impl TaskPhase {
     /// Whether the task will not run again (without `a2a retry`).
     pub fn is_terminal(self) -> bool {
         matches!(self, TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Skipped | TaskPhase::Cancelled)
+    }
+
+    /// Whether the agent holds the task and waits for the user (input or auth required):
+    /// not terminal, not running, and nothing is sent or polled until it is answered.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, TaskPhase::InputRequired | TaskPhase::AuthRequired)
     }
 
     /// Whether `a2a retry` may run the task again: it failed, or never ran to its end

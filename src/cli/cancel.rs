@@ -1,7 +1,7 @@
 //! `a2a cancel wf NAME`: asks the engine to cancel a running workflow. The request is the
 //! `a2a.dev/cancel` annotation (see [`crate::controller::engine::CANCEL_ANNOTATION`]): the
-//! engine sends CancelTask for running tasks, marks waiting ones Cancelled, and ends the
-//! workflow Cancelled.
+//! engine sends CancelTask for running tasks and for those waiting for input on their agent,
+//! marks pending and waiting ones Cancelled, and ends the workflow Cancelled.
 
 use clap::Args;
 use kube::api::{Api, Patch, PatchParams};

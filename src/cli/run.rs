@@ -244,6 +244,13 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
                     // Why a task waits (or failed without running) is said on a TTY too,
                     // above the bars, where it stays.
                     let line = match (&t.reason, &t.message) {
+                        // What the agent asks is said on a TTY too: the run waits for it.
+                        (_, Some(question)) if t.phase.is_waiting() => Some(format!(
+                            "{name}/{}: {:?}{}: {question}",
+                            t.name,
+                            t.phase,
+                            t.agent.as_ref().map(|a| format!(" on {a}")).unwrap_or_default()
+                        )),
                         (Some(reason), Some(message)) if reason_changed => {
                             Some(format!("{name}/{}: {:?} ({reason}): {message}", t.name, t.phase))
                         }
@@ -267,6 +274,11 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
             if status.phase.is_some_and(WorkflowPhase::is_terminal) {
                 bar.finish_with_message(format!("{:?}", status.phase.unwrap_or(WorkflowPhase::Failed)));
                 finals.insert((ns.clone(), name.clone()), (wf.metadata.uid.clone().unwrap_or_default(), status));
+            } else if crate::controller::plan::waits_for_input(&wf.spec, &status) {
+                // Nothing moves until the agent's question is answered: the run ends here
+                // rather than wait without end, and says what is asked.
+                bar.abandon_with_message("waiting for input");
+                finals.insert((ns.clone(), name.clone()), (wf.metadata.uid.clone().unwrap_or_default(), status));
             }
         }
         if finals.len() == workflows.len() {
@@ -284,8 +296,9 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
     for ((ns, name), (uid, status)) in &finals {
         let phase = status.phase.unwrap_or(WorkflowPhase::Failed);
         succeeded &= phase == WorkflowPhase::Succeeded;
+        let waiting = if phase.is_terminal() { "" } else { ", waiting for input" };
         text.push_str(&format!(
-            "workflow {name}: {phase:?} ({}) in {:.1}s\n",
+            "workflow {name}: {phase:?} ({}){waiting} in {:.1}s\n",
             status.progress.clone().unwrap_or_default(),
             started.elapsed().as_secs_f64()
         ));
@@ -300,7 +313,11 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
                     t.attempts.to_string(),
                     duration(t),
                     t.agent.clone().unwrap_or_default(),
-                    t.error.clone().unwrap_or_default(),
+                    match (&t.error, &t.message) {
+                        (Some(error), _) => error.clone(),
+                        (None, Some(question)) if t.phase.is_waiting() => format!("asks: {question}"),
+                        _ => String::new(),
+                    },
                 ]
             })
             .collect();

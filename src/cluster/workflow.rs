@@ -99,7 +99,8 @@ async fn publish(ctx: &Context, w: &Workflow, type_: EventType, reason: &str, no
     }
 }
 
-/// Sends `CancelTask` for every Running task with an A2A task id: (cancelled, failures).
+/// Sends `CancelTask` for every Running task with an A2A task id, and every task that waits
+/// for input on its agent: (cancelled, failures).
 /// A task its agent no longer knows, or that already ended, needs nothing; an agent that
 /// is gone or has no endpoint took its tasks with it.
 pub async fn cancel_running(client: &kube::Client, w: &Workflow) -> Result<(usize, Vec<String>), Error> {
@@ -109,7 +110,7 @@ pub async fn cancel_running(client: &kube::Client, w: &Workflow) -> Result<(usiz
         .status
         .iter()
         .flat_map(|s| s.tasks.iter())
-        .filter(|t| t.phase == TaskPhase::Running)
+        .filter(|t| t.phase == TaskPhase::Running || t.phase.is_waiting())
         .filter_map(|t| Some((t.agent.clone()?, t.a2a_task_id.clone()?)))
         .collect();
     let (mut cancelled, mut failures) = (0, Vec::new());

@@ -32,6 +32,7 @@ use crate::a2a;
 use crate::api::agent::{AgentPhase, Protocol};
 use crate::api::workflow::{TaskPhase, WorkflowPhase, WorkflowSpec, WorkflowStatus};
 use crate::api::{Agent, Workflow};
+use attempt::open_tasks;
 
 /// A Workflow as the engine's watch reads it: only its metadata. Every status write of the
 /// engine comes back through the watch; decoding a 10,000-task workflow each time would be
@@ -132,8 +133,6 @@ pub enum Error {
     NoEndpoint(String),
     #[error(transparent)]
     A2a(#[from] a2a::client::Error),
-    #[error("the agent needs more input ({state}): {text}")]
-    NeedsInput { state: &'static str, text: String },
     #[error("the agent ended the task as {state}")]
     EndedSilently { state: &'static str },
     #[error("{state}: {text}")]
@@ -255,7 +254,7 @@ impl WorkflowState {
 
     /// Records the outcome of attempt `t` (token `token`) under its task's name, only if that
     /// attempt is still the task's current one. Returns whether it was recorded.
-    fn record(&mut self, t: &TaskRef, token: u64, outcome: Result<Output, Error>, now: Timestamp) -> bool {
+    fn record(&mut self, t: &TaskRef, token: u64, outcome: Result<Outcome, Error>, now: Timestamp) -> bool {
         if *t.uid != *self.uid || !self.attempts.end(&t.task, token) {
             return false;
         }
@@ -265,7 +264,12 @@ impl WorkflowState {
         }
         match outcome {
             Err(_) if self.cancel_requested => plan::record_cancelled(&mut self.status, i, now),
-            Ok(Output { text, reference, whole }) => {
+            Ok(Outcome::Waiting(Waiting { phase, a2a_task_id, question })) => {
+                // Nothing is sent or polled until the question is answered; a cancel
+                // requested meanwhile finds the task waiting and cancels it on the agent.
+                plan::record_waiting(&mut self.status, i, phase, a2a_task_id, question);
+            }
+            Ok(Outcome::Done(Output { text, reference, whole })) => {
                 plan::record_success(&mut self.status, i, text, now);
                 self.status.tasks[i].output_ref = reference;
                 match whole {
@@ -628,17 +632,19 @@ impl Engine {
             }
         }
         if w.cancel_requested {
-            let (running, changed) = plan::cancel(&mut w.status, now);
-            if changed {
+            let cancelling = plan::cancel(&mut w.status, now);
+            if cancelling.changed {
                 w.touch_all();
             }
-            for &i in &running {
+            for &i in &cancelling.running {
                 w.attempts.cancel(&w.status.tasks[i].name);
             }
+            let abandoned = open_tasks(&k.0, &w.status, &cancelling.abandoned, agents);
             // Queued attempts that have not started are dropped.
             w.attempts.drop_queued();
             queue.retain(|t| &t.workflow != k);
             drop(st);
+            self.cancel_abandoned(abandoned);
             self.flush.notify_one();
             return;
         }
@@ -654,6 +660,7 @@ impl Engine {
         for i in step.cancel {
             w.attempts.cancel(&w.spec.tasks[i].name);
         }
+        let abandoned = open_tasks(&k.0, &w.status, &step.abandoned, agents);
         let uid: Arc<str> = Arc::from(w.uid.as_str());
         // Newly queued tasks get their reason (if they cannot be dispatched) on the next tick.
         *explain |= !step.ready.is_empty();
@@ -700,6 +707,7 @@ impl Engine {
             w.wake_at = Some(w.wake_at.map_or(at, |x| x.min(at)));
         }
         drop(st);
+        self.cancel_abandoned(abandoned);
         self.wake.notify_one();
         self.flush.notify_one();
     }
@@ -772,6 +780,25 @@ impl Engine {
     }
 }
 
+/// What an attempt came to, short of failing.
+enum Outcome {
+    /// The task's result.
+    Done(Output),
+    /// The agent holds the task and waits for the user.
+    Waiting(Waiting),
+}
+
+/// An attempt the agent answered with `TASK_STATE_INPUT_REQUIRED` or `_AUTH_REQUIRED`.
+#[derive(Debug, PartialEq)]
+struct Waiting {
+    /// InputRequired or AuthRequired.
+    phase: TaskPhase,
+    /// The A2A task that waits on the agent (a reply continues it).
+    a2a_task_id: String,
+    /// What the agent asks: the text of its status message.
+    question: String,
+}
+
 /// A successful attempt's output as status keeps it.
 struct Output {
     /// At most the first 64 KiB.
@@ -809,8 +836,8 @@ mod tests {
         }
     }
 
-    fn output(text: &str) -> Result<Output, Error> {
-        Ok(Output { text: text.into(), reference: None, whole: None })
+    fn output(text: &str) -> Result<Outcome, Error> {
+        Ok(Outcome::Done(Output { text: text.into(), reference: None, whole: None }))
     }
 
     fn task<'a>(w: &'a WorkflowState, name: &str) -> Option<&'a crate::api::workflow::TaskStatus> {

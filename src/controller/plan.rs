@@ -39,6 +39,9 @@ pub struct Step {
     pub wake_at: Option<Timestamp>,
     /// Running tasks to cancel (the deadline passed).
     pub cancel: Vec<usize>,
+    /// Tasks that waited for input and were cancelled (the deadline passed): their A2A tasks
+    /// are still open on their agents, to be cancelled there.
+    pub abandoned: Vec<usize>,
     /// Whether `status` was changed (tasks added, skipped, phase...), so it must be written.
     pub changed: bool,
     /// The tasks whose status this step changed (skipped, cancelled, failed to render).
@@ -158,7 +161,10 @@ pub fn step_indexed(
             for (i, t) in status.tasks.iter_mut().enumerate() {
                 match t.phase {
                     TaskPhase::Running => out.cancel.push(i),
-                    TaskPhase::Pending => {
+                    phase if phase == TaskPhase::Pending || phase.is_waiting() => {
+                        if phase.is_waiting() {
+                            out.abandoned.push(i);
+                        }
                         t.phase = TaskPhase::Cancelled;
                         t.error = Some(format!("workflow activeDeadline {deadline} passed"));
                         t.finished_at = Some(Time(now));
@@ -230,34 +236,48 @@ pub fn step_indexed(
     out
 }
 
-/// Cancels the workflow: waiting tasks become Cancelled; returns the running ones (to cancel
-/// on their agents). Once nothing runs, the workflow is Cancelled.
-pub fn cancel(status: &mut WorkflowStatus, now: Timestamp) -> (Vec<usize>, bool) {
-    let mut changed = false;
-    let mut running = Vec::new();
+/// What cancelling a workflow did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Cancelling {
+    /// Running tasks, to cancel on their agents (the workflow is Cancelled once they end).
+    pub running: Vec<usize>,
+    /// Tasks that waited for input, now Cancelled: their A2A tasks are still open on their
+    /// agents, to be cancelled there.
+    pub abandoned: Vec<usize>,
+    /// Whether `status` changed.
+    pub changed: bool,
+}
+
+/// Cancels the workflow: pending and waiting tasks become Cancelled; the running ones are
+/// returned (to cancel on their agents). Once nothing runs, the workflow is Cancelled.
+pub fn cancel(status: &mut WorkflowStatus, now: Timestamp) -> Cancelling {
+    let mut out = Cancelling::default();
     if status.phase.is_some_and(WorkflowPhase::is_terminal) {
-        return (running, false);
+        return out;
     }
     for (i, t) in status.tasks.iter_mut().enumerate() {
         match t.phase {
-            TaskPhase::Running => running.push(i),
-            TaskPhase::Pending => {
+            TaskPhase::Running => out.running.push(i),
+            phase if phase == TaskPhase::Pending || phase.is_waiting() => {
+                if phase.is_waiting() {
+                    out.abandoned.push(i);
+                }
                 t.phase = TaskPhase::Cancelled;
                 t.error = Some("the workflow was cancelled".to_owned());
                 t.next_attempt_at = None;
                 t.finished_at = Some(Time(now));
-                changed = true;
+                out.changed = true;
             }
             _ => {}
         }
     }
     settle(status, now);
-    if running.is_empty() {
+    if out.running.is_empty() {
         status.phase = Some(WorkflowPhase::Cancelled);
         status.finished_at = Some(Time(now));
-        changed = true;
+        out.changed = true;
     }
-    (running, changed)
+    out
 }
 
 /// Records that a running task was cancelled with its workflow.
@@ -370,6 +390,25 @@ pub fn long_outputs_used(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize)
     out
 }
 
+/// Whether the workflow can go no further until the user answers: some task waits for input
+/// (or auth), nothing runs, and no pending task can start (each has a dependency that is
+/// neither succeeded nor failed, so it waits behind a waiting task). A pending task that could
+/// start, or one about to be skipped, means the workflow still moves by itself.
+pub fn waits_for_input(spec: &WorkflowSpec, status: &WorkflowStatus) -> bool {
+    if status.tasks.len() != spec.tasks.len() || !status.tasks.iter().any(|t| t.phase.is_waiting()) {
+        return false;
+    }
+    let deps = dependency_indices(spec);
+    status.tasks.iter().enumerate().all(|(i, t)| match t.phase {
+        TaskPhase::Running => false,
+        TaskPhase::Pending => deps[i].iter().any(|&d| {
+            let p = status.tasks[d].phase;
+            p == TaskPhase::Pending || p.is_waiting()
+        }),
+        _ => true,
+    })
+}
+
 /// Sets the progress and, when every task is terminal, the final phase. Returns whether
 /// anything changed.
 pub fn settle(status: &mut WorkflowStatus, now: Timestamp) -> bool {
@@ -450,6 +489,18 @@ pub fn record_start(status: &mut WorkflowStatus, i: usize, attempt: u32, agent: 
     t.a2a_task_id = None;
     t.reason = None;
     t.message = None;
+}
+
+/// Records an attempt the agent answered by waiting for the user (input or auth required,
+/// `phase`): the task waits, holding the agent's A2A task and its question; it is neither
+/// retried nor polled, and the tasks after it wait with it.
+pub fn record_waiting(status: &mut WorkflowStatus, i: usize, phase: TaskPhase, a2a_task_id: String, question: String) {
+    let t = &mut status.tasks[i];
+    t.phase = phase;
+    t.a2a_task_id = Some(a2a_task_id);
+    t.message = Some(question);
+    t.error = None;
+    t.next_attempt_at = None;
 }
 
 /// Records a successful attempt with its output.
@@ -585,12 +636,42 @@ mod tests {
     }
 
     #[test]
+    fn a_task_waiting_for_input_holds_its_dependents_and_is_cancelled_with_the_workflow() {
+        let spec = wf(DIAMOND);
+        let mut st = WorkflowStatus::default();
+        step(&spec, &mut st, t0());
+        assert!(!waits_for_input(&spec, &st));
+        record_start(&mut st, 0, 1, "e", t0());
+        record_waiting(&mut st, 0, TaskPhase::InputRequired, "a2a-1".into(), "which city?".into());
+        let out = step(&spec, &mut st, t0());
+        assert!(out.ready.is_empty(), "nothing after a waiting task starts");
+        assert!(!TaskPhase::InputRequired.is_terminal());
+        assert_eq!(st.phase, Some(WorkflowPhase::Running), "a waiting task keeps the workflow running");
+        assert_eq!(st.progress.as_deref(), Some("0/4"));
+        assert_eq!(st.tasks[0].message.as_deref(), Some("which city?"));
+        assert_eq!(st.tasks[0].a2a_task_id.as_deref(), Some("a2a-1"));
+        assert!(st.tasks[1..].iter().all(|t| t.phase == TaskPhase::Pending));
+        assert!(waits_for_input(&spec, &st), "nothing can move until the question is answered");
+        assert_eq!(
+            retry(&spec, &mut st, &[spec.tasks[0].name.clone()]).map_err(|e| e.to_string()),
+            Err(format!(
+                "task {:?} is InputRequired; only failed, skipped or cancelled tasks are retried",
+                spec.tasks[0].name
+            ))
+        );
+        let c = cancel(&mut st, t0());
+        assert_eq!((c.running, c.abandoned), (vec![], vec![0]), "its A2A task is to be cancelled on the agent");
+        assert_eq!(st.phase, Some(WorkflowPhase::Cancelled));
+        assert!(st.tasks.iter().all(|t| t.phase == TaskPhase::Cancelled));
+    }
+
+    #[test]
     fn cancel_then_retry_a_task_brings_back_what_it_skipped() {
         let spec = wf(DIAMOND);
         let mut st = WorkflowStatus::default();
         step(&spec, &mut st, t0());
         record_start(&mut st, 0, 1, "e", t0());
-        let (running, _) = cancel(&mut st, t0());
+        let running = cancel(&mut st, t0()).running;
         assert_eq!(running, [0]);
         assert_eq!(st.phase, Some(WorkflowPhase::Running), "a task still runs on its agent");
         record_cancelled(&mut st, 0, t0());

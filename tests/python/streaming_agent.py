@@ -3,7 +3,10 @@
 `hello big world` -> artifact chunks "HELLO", "BIG", "WORLD" (appended), then COMPLETED.
 `slow N` -> works for N seconds (for timeout tests); a CancelTask is logged to stderr as
 `streaming-agent: cancel task=<id>` so a test can prove it reached the agent.
-Listens on 127.0.0.1:$A2A_PORT.
+`ask QUESTION` -> TASK_STATE_INPUT_REQUIRED with QUESTION as the status message; `login
+QUESTION` -> TASK_STATE_AUTH_REQUIRED likewise. Each GetTask is logged as `get task=<id>`.
+Listens on 127.0.0.1:$A2A_PORT, over the binding named by $A2A_BINDING: `JSONRPC` (the
+default) or `HTTP+JSON` (the SDK's REST routes); the card offers only that one.
 """
 
 import asyncio
@@ -17,7 +20,7 @@ from a2a.helpers.proto_helpers import new_task, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes, create_rest_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, TaskState
 
@@ -40,6 +43,14 @@ class StreamingExecutor(AgentExecutor):
         log(f"start task={task.id} messageId={context.message.message_id}")
         await updater.start_work()
         words = text.split()
+        if words[:1] in (["ask"], ["login"]):
+            question = updater.new_agent_message([new_text_part(" ".join(words[1:]))])
+            if words[0] == "ask":
+                await updater.requires_input(question)
+            else:
+                await updater.requires_auth(question)
+            log(f"asked task={task.id}")
+            return
         if words[:1] == ["slow"]:
             await asyncio.sleep(float(words[1]) if len(words) > 1 else 30.0)
             words = ["done"]
@@ -63,8 +74,17 @@ class StreamingExecutor(AgentExecutor):
         await updater.cancel()
 
 
+class LoggingHandler(DefaultRequestHandler):
+    async def on_get_task(self, params, context):
+        log(f"get task={params.id}")
+        return await super().on_get_task(params, context)
+
+
 def main() -> None:
     port = int(os.environ["A2A_PORT"])
+    binding = os.environ.get("A2A_BINDING", "JSONRPC")
+    if binding not in ("JSONRPC", "HTTP+JSON"):
+        sys.exit(f"streaming-agent: A2A_BINDING must be JSONRPC or HTTP+JSON, not {binding!r}")
     card = AgentCard(
         name="python-streaming",
         description="Streams its answer in chunks (test agent).",
@@ -72,7 +92,7 @@ def main() -> None:
         supported_interfaces=[
             AgentInterface(
                 url=f"http://127.0.0.1:{port}/",
-                protocol_binding="JSONRPC",
+                protocol_binding=binding,
                 protocol_version="1.0",
             )
         ],
@@ -83,12 +103,14 @@ def main() -> None:
             AgentSkill(id="shout", name="Shout", description="Upper-cases, word by word.", tags=["stream"])
         ],
     )
-    handler = DefaultRequestHandler(
+    handler = LoggingHandler(
         agent_executor=StreamingExecutor(), task_store=InMemoryTaskStore(), agent_card=card
     )
-    app = Starlette(
-        routes=create_agent_card_routes(card) + create_jsonrpc_routes(handler, rpc_url="/")
-    )
+    if binding == "JSONRPC":
+        routes = create_jsonrpc_routes(handler, rpc_url="/")
+    else:
+        routes = create_rest_routes(handler)
+    app = Starlette(routes=create_agent_card_routes(card) + routes)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

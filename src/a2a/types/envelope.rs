@@ -204,6 +204,25 @@ impl ErrorCode {
         self.entry().map_or("ServerError", |(_, _, name, _)| name)
     }
 
+    /// The code named by a `google.rpc.ErrorInfo` `reason` (the name in UPPER_SNAKE_CASE,
+    /// e.g. `TASK_NOT_FOUND`), as the HTTP+JSON binding reports errors. `None` for a reason
+    /// A2A does not define.
+    pub fn from_reason(reason: &str) -> Option<Self> {
+        Self::KNOWN.iter().map(|(c, _, _, _)| *c).find(|c| c.reason() == reason)
+    }
+
+    /// The `google.rpc.ErrorInfo` `reason` of the code, e.g. `TASK_NOT_FOUND`.
+    pub fn reason(self) -> String {
+        let mut out = String::new();
+        for (i, ch) in self.name().chars().enumerate() {
+            if ch.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_uppercase());
+        }
+        out
+    }
+
     /// What the code means, in a sentence.
     pub fn meaning(self) -> &'static str {
         self.entry().map_or("the agent reported an error", |(_, _, _, m)| m)

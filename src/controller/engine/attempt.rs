@@ -9,9 +9,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use super::{Engine, Error, MAX_OUTPUT_IN_STATUS, Output, State, TaskRef, lock};
+use super::{Engine, Error, MAX_OUTPUT_IN_STATUS, Outcome, Output, State, TaskRef, Waiting, lock};
 use crate::a2a;
 use crate::api::agent::Protocol;
+use crate::api::workflow::{TaskPhase, WorkflowStatus};
 use crate::controller::outputs::{self, Owner};
 use crate::controller::plan;
 
@@ -50,8 +51,11 @@ impl Engine {
             },
         };
         let outcome = match outcome {
-            Ok(text) if text.len() > MAX_OUTPUT_IN_STATUS => self.store_output(&t, text).await,
-            Ok(text) => Ok(Output { text, reference: None, whole: None }),
+            Ok(Answer::Text(text)) if text.len() > MAX_OUTPUT_IN_STATUS => {
+                self.store_output(&t, text).await.map(Outcome::Done)
+            }
+            Ok(Answer::Text(text)) => Ok(Outcome::Done(Output { text, reference: None, whole: None })),
+            Ok(Answer::Waiting(w)) => Ok(Outcome::Waiting(w)),
             Err(e) => Err(e),
         };
         self.finish(&t, token, &agent_name, outcome);
@@ -121,7 +125,7 @@ impl Engine {
         agent_name: &str,
         resume_id: Option<String>,
         mut rx: watch::Receiver<bool>,
-    ) -> Result<String, Error> {
+    ) -> Result<Answer, Error> {
         let prepared = {
             let mut st = lock(&self.state);
             let State { workflows, agents, .. } = &mut *st;
@@ -163,7 +167,7 @@ impl Engine {
             let Some(runner) = &self.config.stdio else {
                 return Err(Error::StdioLocalOnly);
             };
-            let run = async { runner.run(&agent, message).await.map_err(Error::Stdio) };
+            let run = async { runner.run(&agent, message).await.map(Answer::Text).map_err(Error::Stdio) };
             return match timeout {
                 Some(d) => tokio::select! {
                     r = tokio::time::timeout(d, run) => r.unwrap_or(Err(Error::TimedOut(d))),
@@ -194,7 +198,7 @@ impl Engine {
         timeout: Option<Duration>,
         resume_id: Option<String>,
         cancelled: impl Future<Output = ()>,
-    ) -> Result<String, Error> {
+    ) -> Result<Answer, Error> {
         let url = urls.first().map(String::as_str).unwrap_or_default();
         let mut client = self.client_for(url)?;
         let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
@@ -225,7 +229,7 @@ impl Engine {
                 };
                 match sent {
                     a2a::types::SendMessageResponse::Message(m) => {
-                        return Ok(a2a::types::SendMessageResponse::Message(m).output().text);
+                        return Ok(Answer::Text(a2a::types::SendMessageResponse::Message(m).output().text));
                     }
                     a2a::types::SendMessageResponse::Task(task) => {
                         if task.status.state.is_terminal() || task.status.state.is_interrupted() {
@@ -249,6 +253,50 @@ impl Engine {
         task_result(&task)
     }
 
+    /// Sends `CancelTask` for A2A tasks that waited for input when their workflow task was
+    /// cancelled (the workflow was cancelled or its deadline passed), so they do not stay open
+    /// on their agents. Best effort, in the background: the workflow's status does not wait
+    /// for the agent, and a failure is logged.
+    pub(super) fn cancel_abandoned(self: &Arc<Self>, open: Vec<OpenTask>) {
+        if open.is_empty() {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            for t in open {
+                let mut last = None;
+                for url in &t.urls {
+                    let client = match this.client_for(url) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            last = Some(e.to_string());
+                            continue;
+                        }
+                    };
+                    match tokio::time::timeout(CANCEL_TIMEOUT, client.cancel_task(&t.a2a_task_id)).await {
+                        Ok(Ok(_)) => {
+                            last = None;
+                            break;
+                        }
+                        // Another replica may hold it.
+                        Ok(Err(e)) if e.rpc_code() == Some(a2a::types::ErrorCode::TaskNotFound) => {
+                            last = Some(e.to_string());
+                        }
+                        Ok(Err(e)) if e.rpc_code() == Some(a2a::types::ErrorCode::TaskNotCancelable) => {
+                            last = None;
+                            break;
+                        }
+                        Ok(Err(e)) => last = Some(e.to_string()),
+                        Err(_) => last = Some(format!("{url}: no answer within {CANCEL_TIMEOUT:?}")),
+                    }
+                }
+                if let Some(error) = last {
+                    tracing::warn!(agent = %t.agent, a2a_task = %t.a2a_task_id, %error, "cancelling a task that waited for input failed");
+                }
+            }
+        });
+    }
+
     fn client_for(&self, url: &str) -> Result<a2a::Client, a2a::client::Error> {
         let mut clients = lock(&self.clients);
         if let Some(c) = clients.get(url) {
@@ -259,7 +307,7 @@ impl Engine {
         Ok(c)
     }
 
-    fn finish(self: &Arc<Self>, t: &TaskRef, token: u64, agent: &str, outcome: Result<Output, Error>) {
+    fn finish(self: &Arc<Self>, t: &TaskRef, token: u64, agent: &str, outcome: Result<Outcome, Error>) {
         let now = Timestamp::now();
         {
             let mut st = lock(&self.state);
@@ -274,16 +322,109 @@ impl Engine {
     }
 }
 
-/// The outcome of a finished A2A task.
-fn task_result(task: &a2a::types::Task) -> Result<String, Error> {
+/// How long cancelling an abandoned A2A task may take on one replica.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An A2A task still open on an agent, with the agent's endpoints (where it may live).
+pub(super) struct OpenTask {
+    agent: String,
+    a2a_task_id: String,
+    urls: Vec<String>,
+}
+
+/// The open A2A tasks of the workflow tasks `indices` (those that have an agent and an id).
+pub(super) fn open_tasks(
+    namespace: &str,
+    status: &WorkflowStatus,
+    indices: &[usize],
+    agents: &std::collections::HashMap<super::Key, super::AgentView>,
+) -> Vec<OpenTask> {
+    indices
+        .iter()
+        .filter_map(|&i| {
+            let t = status.tasks.get(i)?;
+            let (agent, a2a_task_id) = (t.agent.clone()?, t.a2a_task_id.clone()?);
+            let view = agents.get(&(namespace.to_owned(), agent.clone()))?;
+            let urls = view.agent.status.as_ref().map(|s| s.endpoints.clone()).unwrap_or_default();
+            Some(OpenTask { agent, a2a_task_id, urls })
+        })
+        .collect()
+}
+
+/// What one attempt came to, before a long output is stored.
+pub(super) enum Answer {
+    Text(String),
+    Waiting(Waiting),
+}
+
+/// The outcome of an A2A task that is finished or waits for the user.
+fn task_result(task: &a2a::types::Task) -> Result<Answer, Error> {
     use a2a::types::TaskState;
-    let out = task.output();
+    let waiting = |phase| {
+        let question = task.status.message.as_ref().map(a2a::types::Message::text).unwrap_or_default();
+        let question = if question.is_empty() { task.output().text } else { question };
+        let question = if question.is_empty() { "(the agent did not say what it needs)".to_owned() } else { question };
+        Ok(Answer::Waiting(Waiting { phase, a2a_task_id: task.id.clone(), question }))
+    };
     match task.status.state {
-        TaskState::Completed => Ok(out.text),
-        TaskState::InputRequired | TaskState::AuthRequired => {
-            Err(Error::NeedsInput { state: task.status.state.as_str(), text: out.text })
+        TaskState::Completed => Ok(Answer::Text(task.output().text)),
+        TaskState::InputRequired => waiting(TaskPhase::InputRequired),
+        TaskState::AuthRequired => waiting(TaskPhase::AuthRequired),
+        state => {
+            let text = task.output().text;
+            if text.is_empty() {
+                Err(Error::EndedSilently { state: state.as_str() })
+            } else {
+                Err(Error::Ended { state: state.as_str(), text })
+            }
         }
-        state if out.text.is_empty() => Err(Error::EndedSilently { state: state.as_str() }),
-        state => Err(Error::Ended { state: state.as_str(), text: out.text }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn task(state: &str, status_message: Option<&str>, artifact: Option<&str>) -> a2a::types::Task {
+        let message = status_message.map(|t| json!({"role": "ROLE_AGENT", "messageId": "q", "parts": [{"text": t}]}));
+        let artifacts: Vec<_> = artifact.iter().map(|t| json!({"artifactId": "a", "parts": [{"text": t}]})).collect();
+        serde_json::from_value(json!({"id": "t-1", "contextId": "c",
+            "status": {"state": state, "message": message}, "artifacts": artifacts}))
+        .expect("task")
+    }
+
+    fn waiting(r: Result<Answer, Error>) -> Waiting {
+        match r {
+            Ok(Answer::Waiting(w)) => w,
+            Ok(Answer::Text(t)) => panic!("expected waiting, got the output {t:?}"),
+            Err(e) => panic!("expected waiting, got the error {e}"),
+        }
+    }
+
+    #[test]
+    fn an_agent_waiting_for_the_user_is_a_waiting_answer_with_its_question() {
+        let w = waiting(task_result(&task("TASK_STATE_INPUT_REQUIRED", Some("which city?"), Some("draft"))));
+        assert_eq!(
+            w,
+            Waiting { phase: TaskPhase::InputRequired, a2a_task_id: "t-1".into(), question: "which city?".into() },
+            "the status message is the question, not the artifacts"
+        );
+        let w = waiting(task_result(&task("TASK_STATE_AUTH_REQUIRED", None, Some("need a token"))));
+        assert_eq!((w.phase, w.question.as_str()), (TaskPhase::AuthRequired, "need a token"));
+        let w = waiting(task_result(&task("TASK_STATE_INPUT_REQUIRED", None, None)));
+        assert_eq!(w.question, "(the agent did not say what it needs)");
+    }
+
+    #[test]
+    fn completed_is_the_output_and_other_ends_fail_the_attempt() {
+        assert!(
+            matches!(task_result(&task("TASK_STATE_COMPLETED", None, Some("done"))), Ok(Answer::Text(t)) if t == "done")
+        );
+        let e = task_result(&task("TASK_STATE_FAILED", Some("boom"), None)).err().expect("a failure");
+        assert_eq!(e.to_string(), "TASK_STATE_FAILED: boom");
+        let e = task_result(&task("TASK_STATE_REJECTED", None, None)).err().expect("a failure");
+        assert_eq!(e.to_string(), "the agent ended the task as TASK_STATE_REJECTED");
     }
 }
