@@ -805,11 +805,13 @@ mod tests {
         let table = Arc::new(Table::default());
         let states: Vec<_> = (0..3).map(|_| Arc::new(ConnState::new())).collect();
         let mut slots = Vec::new();
-        for s in &states {
+        for (i, s) in states.iter().enumerate() {
             let (a, evicted) = table.admit(3, s);
             assert!(matches!(a, Admission::Serve(_)) && !evicted);
             slots.push(a);
-            std::thread::sleep(Duration::from_millis(3));
+            // Idle since 0, 10 and 20 ms after their (non-decreasing) births: a strict order
+            // without waiting on the clock.
+            s.idle_since.store(10 * i as u64, Ordering::Release);
         }
         states[0].request_started();
         // Full: the idle one admitted first (states[1]) gives way.
