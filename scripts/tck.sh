@@ -12,8 +12,9 @@
 #   A2A_TCK_VENV       the TCK's own Python venv (default: $A2A_TCK_DIR/.venv; created and
 #                      filled from its pyproject.toml when missing)
 #   A2A_TCK_LEVEL      must (default), should, may, or all
-#   A2A_TCK_TRANSPORT  jsonrpc (default). The demo agent serves only the JSON-RPC binding,
-#                      so the TCK's HTTP+JSON and gRPC tests have nothing to test.
+#   A2A_TCK_TRANSPORT  jsonrpc (default), http_json, or all (every binding the card declares:
+#                      the demo agent declares JSON-RPC and HTTP+JSON). The names are the
+#                      TCK's own (`run_tck.py --transport`).
 #   A2A_TCK_MIN        fail (exit 1) when the MUST pass rate is below this percentage
 #   A2A_BIN            the a2a binary (default: built with cargo, debug profile)
 #
@@ -34,6 +35,7 @@ venv=${A2A_TCK_VENV:-$tck/.venv}
 level=${A2A_TCK_LEVEL:-must}
 transport=${A2A_TCK_TRANSPORT:-jsonrpc}
 case "$level" in must|should|may|all) ;; *) echo "tck.sh: A2A_TCK_LEVEL must be must, should, may or all, not '$level'" >&2; exit 2 ;; esac
+case "$transport" in jsonrpc|http_json|all) ;; *) echo "tck.sh: A2A_TCK_TRANSPORT must be jsonrpc, http_json or all, not '$transport'" >&2; exit 2 ;; esac
 
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
@@ -63,7 +65,8 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-args=(--sut-host "$url" --transport "$transport")
+args=(--sut-host "$url")
+[ "$transport" != all ] && args+=(--transport "$transport")
 [ "$level" != all ] && args+=(--level "$level")
 echo "tck.sh: agent at $url (log: $log); running: run_tck.py ${args[*]}" >&2
 rc=0

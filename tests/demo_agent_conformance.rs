@@ -383,3 +383,154 @@ fn the_python_sdk_client_answers_the_ask_skill_in_a_second_turn() {
     assert_eq!(seen["answered"]["history"], json!(["ask What is your name?", "What is your name?", "Ada"]));
     assert_eq!(seen["late"], "UnsupportedOperationError", "{seen}");
 }
+
+/// One HTTP+JSON request with the usual headers (and `extra` ones); a body makes it JSON.
+async fn rest(agent: &AgentProcess, method: &str, path: &str, body: Option<Value>) -> Raw {
+    rest_with(agent, method, path, "Content-Type: application/json\r\nA2A-Version: 1.0\r\n", body).await
+}
+
+async fn rest_with(agent: &AgentProcess, method: &str, path: &str, headers: &str, body: Option<Value>) -> Raw {
+    let addr = agent.url.trim_start_matches("http://");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    raw(&agent.url, method, path, &format!("Host: {addr}\r\n{headers}"), &body).await
+}
+
+/// The `google.rpc.Status` of an HTTP+JSON error, checked to be AIP-193 shaped with the
+/// HTTP status in `code`; its `ErrorInfo` reason, when it has one.
+fn rest_error(r: &Raw, status: u16, name: &str) -> Option<String> {
+    assert!(r.head.starts_with(&format!("HTTP/1.1 {status} ")), "{}\n{}", r.head, r.body);
+    let e = r.json();
+    assert_eq!(e["error"]["code"], status, "{e}");
+    assert_eq!(e["error"]["status"], name, "{e}");
+    assert!(!e["error"]["message"].as_str().unwrap_or_default().is_empty(), "{e}");
+    let info = e["error"]["details"].as_array().and_then(|d| d.first()).cloned()?;
+    assert_eq!(info["@type"], "type.googleapis.com/google.rpc.ErrorInfo", "{e}");
+    assert_eq!(info["domain"], "a2a-protocol.org", "{e}");
+    Some(info["reason"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn the_card_lists_both_bindings_at_one_url_json_rpc_first() {
+    let agent = AgentProcess::demo(&["--advertise-url", "http://agent.team.svc:8080/"]).await;
+    let card = rest(&agent, "GET", "/.well-known/agent-card.json", None).await.json();
+    let interfaces: Vec<(&str, &str)> = card["supportedInterfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["protocolBinding"].as_str().unwrap(), i["url"].as_str().unwrap()))
+        .collect();
+    assert_eq!(interfaces, [("JSONRPC", "http://agent.team.svc:8080/"), ("HTTP+JSON", "http://agent.team.svc:8080/")]);
+
+    let only_rest = AgentProcess::demo(&["--binding", "http-json"]).await;
+    let card = rest(&only_rest, "GET", "/.well-known/agent-card.json", None).await.json();
+    assert_eq!(card["supportedInterfaces"].as_array().map(Vec::len), Some(1), "{card}");
+    assert_eq!(card["supportedInterfaces"][0]["protocolBinding"], "HTTP+JSON");
+    // JSON-RPC is not served when not listed.
+    let r = rest(&only_rest, "POST", "/", Some(json!({"jsonrpc": "2.0", "id": 1, "method": "GetTask"}))).await;
+    assert!(r.head.starts_with("HTTP/1.1 404"), "{}", r.head);
+}
+
+#[tokio::test]
+async fn over_http_json_a_task_asks_is_answered_and_is_read_back_by_path_and_query() {
+    let agent = AgentProcess::demo(&[]).await;
+    let r = rest(&agent, "POST", "/message:send", Some(json!({"message": user("r1", "ask Which colour?")}))).await;
+    assert!(r.head.starts_with("HTTP/1.1 200"), "{}\n{}", r.head, r.body);
+    let asked = r.json()["task"].clone();
+    assert_eq!(asked["status"]["state"], "TASK_STATE_INPUT_REQUIRED", "{asked}");
+    assert_eq!(asked["status"]["message"]["parts"][0]["text"], "Which colour?");
+    let (id, context) = (asked["id"].as_str().unwrap().to_owned(), asked["contextId"].as_str().unwrap().to_owned());
+
+    let mut answer = user("r2", "blue");
+    answer["taskId"] = json!(id);
+    answer["contextId"] = json!("another-context");
+    let r = rest(&agent, "POST", "/message:send", Some(json!({"message": answer.clone()}))).await;
+    assert_eq!(rest_error(&r, 400, "INVALID_ARGUMENT"), None, "a wrong context is InvalidParams");
+    answer["contextId"] = json!(context);
+    let done = rest(&agent, "POST", "/message:send", Some(json!({"message": answer}))).await.json()["task"].clone();
+    assert_eq!(done["status"]["state"], "TASK_STATE_COMPLETED", "{done}");
+    assert_eq!(done["artifacts"][0]["parts"][0]["text"], "blue");
+
+    let got = rest(&agent, "GET", &format!("/tasks/{id}?historyLength=1"), None).await.json();
+    assert_eq!(got["id"], json!(id));
+    assert_eq!(got["history"].as_array().map(Vec::len), Some(1), "{got}");
+    assert_eq!(got["history"][0]["parts"][0]["text"], "blue", "the newest turn is kept");
+
+    let page = rest(&agent, "GET", &format!("/tasks?contextId={context}&status=TASK_STATE_COMPLETED&pageSize=5"), None)
+        .await
+        .json();
+    assert_eq!(page["tasks"][0]["id"], json!(id), "{page}");
+    assert_eq!(page["nextPageToken"], "", "{page}");
+    assert!(page["tasks"][0].get("artifacts").is_none(), "artifacts only when asked: {page}");
+    let page = rest(&agent, "GET", &format!("/tasks?contextId={context}&includeArtifacts=true"), None).await.json();
+    assert_eq!(page["tasks"][0]["artifacts"][0]["parts"][0]["text"], "blue", "{page}");
+}
+
+#[tokio::test]
+async fn over_http_json_errors_are_aip_193_bodies_with_the_statuses_a2a_maps_them_to() {
+    let agent = AgentProcess::demo(&[]).await;
+    let r = rest(&agent, "GET", "/tasks/no-such-task", None).await;
+    assert_eq!(rest_error(&r, 404, "NOT_FOUND").as_deref(), Some("TASK_NOT_FOUND"));
+    assert_eq!(r.json()["error"]["details"][0]["metadata"]["taskId"], "no-such-task");
+
+    let done = rest(&agent, "POST", "/message:send", Some(json!({"message": user("e1", "echo hi")}))).await.json();
+    let id = done["task"]["id"].as_str().unwrap().to_owned();
+    let r = rest(&agent, "POST", &format!("/tasks/{id}:cancel"), None).await;
+    assert_eq!(rest_error(&r, 409, "FAILED_PRECONDITION").as_deref(), Some("TASK_NOT_CANCELABLE"));
+    let r = rest(&agent, "POST", &format!("/tasks/{id}:subscribe"), None).await;
+    assert_eq!(rest_error(&r, 400, "UNIMPLEMENTED").as_deref(), Some("UNSUPPORTED_OPERATION"));
+    let r = rest(&agent, "POST", &format!("/tasks/{id}/pushNotificationConfigs"), Some(json!({}))).await;
+    assert_eq!(rest_error(&r, 400, "UNIMPLEMENTED").as_deref(), Some("PUSH_NOTIFICATION_NOT_SUPPORTED"));
+
+    let r = rest(&agent, "GET", "/tasks?pageSize=many", None).await;
+    assert_eq!(rest_error(&r, 400, "INVALID_ARGUMENT"), None);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("pageSize"), "{}", r.body);
+    let r = rest(&agent, "GET", "/tasks?historyLength=-1", None).await;
+    assert_eq!(rest_error(&r, 400, "INVALID_ARGUMENT"), None);
+
+    let text = "Content-Type: text/plain\r\nA2A-Version: 1.0\r\n";
+    let r = rest_with(&agent, "POST", "/message:send", text, Some(json!({"message": user("e2", "hi")}))).await;
+    assert_eq!(rest_error(&r, 415, "INVALID_ARGUMENT").as_deref(), Some("CONTENT_TYPE_NOT_SUPPORTED"));
+    let old = "Content-Type: application/json\r\n";
+    let r = rest_with(&agent, "POST", "/message:send", old, Some(json!({"message": user("e3", "hi")}))).await;
+    assert_eq!(rest_error(&r, 400, "UNIMPLEMENTED").as_deref(), Some("VERSION_NOT_SUPPORTED"));
+    let r = rest(&agent, "POST", "/message:send", Some(json!({"message": {"messageId": "e4", "parts": []}}))).await;
+    assert_eq!(rest_error(&r, 400, "INVALID_ARGUMENT"), None);
+
+    let r = rest(&agent, "GET", "/message:send", None).await;
+    assert_eq!(rest_error(&r, 405, "UNIMPLEMENTED"), None);
+    assert_eq!(r.header("allow"), Some("POST"));
+    let r = rest(&agent, "POST", "/tasks/x:archive", None).await;
+    assert_eq!(rest_error(&r, 404, "NOT_FOUND"), None);
+}
+
+#[tokio::test]
+async fn over_http_json_streams_carry_bare_events_and_cancel_reaches_a_running_task() {
+    let agent = AgentProcess::demo(&[]).await;
+    let r = rest(&agent, "POST", "/message:stream", Some(json!({"message": user("s1", "sleep 50ms")}))).await;
+    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/event-stream")), "{}", r.head);
+    let events: Vec<Value> = r
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).expect("JSON event"))
+        .collect();
+    assert!(events[0].get("task").is_some(), "the task first, without a JSON-RPC envelope: {events:?}");
+    assert!(events.iter().all(|e| e.get("jsonrpc").is_none()), "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["statusUpdate"]["status"]["state"], "TASK_STATE_COMPLETED", "{events:?}");
+    assert!(events.iter().any(|e| e["artifactUpdate"]["artifact"]["parts"][0]["text"] == "slept 50ms"), "{events:?}");
+
+    let config = json!({"returnImmediately": true});
+    let r = rest(
+        &agent,
+        "POST",
+        "/message:send",
+        Some(json!({"message": user("s2", "sleep 30s"), "configuration": config})),
+    )
+    .await
+    .json();
+    let id = r["task"]["id"].as_str().unwrap().to_owned();
+    let cancelled = rest(&agent, "POST", &format!("/tasks/{id}:cancel"), Some(json!({}))).await.json();
+    assert_eq!(cancelled["status"]["state"], "TASK_STATE_CANCELED", "{cancelled}");
+    agent.wait_log(&format!("event=canceled task={id}")).await;
+}

@@ -1,5 +1,6 @@
-//! The server side of the sample agent (`a2a demo-agent`): a small A2A 1.0 JSON-RPC server
-//! with a few deterministic skills (echo, uppercase, word count, sleep, allocate, fail, ask) and
+//! The server side of the sample agent (`a2a demo-agent`): a small A2A 1.0 server, over the
+//! JSON-RPC and the HTTP+JSON binding alike (one implementation of each operation in [`ops`],
+//! two thin bindings in [`jsonrpc`] and [`rest`]), with a few deterministic skills (echo, uppercase, word count, sleep, allocate, fail, ask) and
 //! fault injection, used by the quickstart, load and fault tests.
 //!
 //! Every task it runs is logged to stderr as one line
@@ -12,29 +13,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::types::{
-    AGENT_CARD_PATH, AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Artifact, BINDING_JSONRPC,
-    CancelTaskRequest, ErrorCode, GetTaskRequest, JsonRpcResponse, Message, PROTOCOL_VERSION, Part, RequestId, Role,
-    RpcError, SendMessageRequest, SendMessageResponse, SubscribeToTaskRequest, Task, TaskState, TaskStatus,
-    VERSION_HEADER, method,
+    AGENT_CARD_PATH, AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Artifact, BINDING_HTTP_JSON,
+    BINDING_JSONRPC, ErrorCode, Message, PROTOCOL_VERSION, Part, Role, RpcError, Task, TaskState, TaskStatus,
+    VERSION_HEADER,
 };
 use crate::api::quantity::{Duration as DurationQ, Memory};
 
 mod events;
+mod jsonrpc;
 mod list;
+mod ops;
+mod rest;
 mod wire;
 
-use events::{Until, sse};
 use turns::{continue_task, tck_skill};
 
 /// One line on stderr, for the agent's log. A failed write (the log's reader gone) is
@@ -121,6 +120,25 @@ impl Skill {
     }
 }
 
+/// An A2A protocol binding the demo agent can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Binding {
+    /// JSON-RPC 2.0: `POST /`.
+    Jsonrpc,
+    /// HTTP+JSON (REST): `POST /message:send`, `GET /tasks/{id}`, ...
+    HttpJson,
+}
+
+impl Binding {
+    /// The card's `protocolBinding` for it.
+    pub fn protocol_binding(self) -> &'static str {
+        match self {
+            Binding::Jsonrpc => BINDING_JSONRPC,
+            Binding::HttpJson => BINDING_HTTP_JSON,
+        }
+    }
+}
+
 /// How the demo agent behaves.
 #[derive(Clone, Debug)]
 pub struct DemoAgentConfig {
@@ -134,12 +152,15 @@ pub struct DemoAgentConfig {
     pub seed: Option<u64>,
     /// At most this many tasks are remembered; the oldest finished ones are forgotten first.
     pub max_tasks: usize,
-    /// The URL the card advertises for the JSON-RPC interface; `None` builds it from each
+    /// The URL the card advertises for both interfaces; `None` builds it from each
     /// request's `Host` header.
     pub advertise_url: Option<String>,
     /// Reads the official A2A TCK's message-id prefixes (`tck-input-required-…` asks), so the
     /// TCK's multi-turn requirements reach the `ask` skill.
     pub tck_scenarios: bool,
+    /// The bindings served, in the card's order (the client's preference); by default
+    /// JSON-RPC, then HTTP+JSON.
+    pub bindings: Vec<Binding>,
 }
 
 impl Default for DemoAgentConfig {
@@ -152,11 +173,13 @@ impl Default for DemoAgentConfig {
             max_tasks: 10_000,
             advertise_url: None,
             tck_scenarios: false,
+            bindings: vec![Binding::Jsonrpc, Binding::HttpJson],
         }
     }
 }
 
-/// The agent card the demo agent serves when reachable at `url` (its JSON-RPC endpoint).
+/// The agent card the demo agent serves when reachable at `url`, where it serves both the
+/// JSON-RPC and the HTTP+JSON binding.
 pub fn agent_card(config: &DemoAgentConfig, url: &str) -> AgentCard {
     let modes = vec!["text/plain".to_owned(), "application/json".to_owned()];
     AgentCard {
@@ -165,12 +188,17 @@ pub fn agent_card(config: &DemoAgentConfig, url: &str) -> AgentCard {
                       sleep, allocate, fail, ask."
             .to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        supported_interfaces: vec![AgentInterface {
-            url: url.to_owned(),
-            protocol_binding: BINDING_JSONRPC.to_owned(),
-            protocol_version: PROTOCOL_VERSION.to_owned(),
-            tenant: None,
-        }],
+        // Both bindings at the one URL, in the configured order (JSON-RPC first by default).
+        supported_interfaces: config
+            .bindings
+            .iter()
+            .map(|binding| AgentInterface {
+                url: url.to_owned(),
+                protocol_binding: binding.protocol_binding().to_owned(),
+                protocol_version: PROTOCOL_VERSION.to_owned(),
+                tenant: None,
+            })
+            .collect(),
         capabilities: AgentCapabilities {
             streaming: true,
             push_notifications: false,
@@ -191,9 +219,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let bindings: Vec<&str> = config.bindings.iter().map(|b| b.protocol_binding()).collect();
+    let bindings = bindings.join(" and ");
     let app = router(config);
     note!(
-        "a2a-demo-agent: listening on http://{addr}/ (A2A {PROTOCOL_VERSION}, JSONRPC at /, card at {AGENT_CARD_PATH})"
+        "a2a-demo-agent: listening on http://{addr}/ (A2A {PROTOCOL_VERSION}, {bindings} at /, card at {AGENT_CARD_PATH})"
     );
     tokio::select! {
         r = axum::serve(listener, app) => r,
@@ -211,7 +241,17 @@ pub fn router(config: DemoAgentConfig) -> Router {
     let card_modified = jiff::Timestamp::now().strftime("%a, %d %b %Y %H:%M:%S GMT").to_string();
     let state =
         Arc::new(AgentState { config, card_modified, tasks: Mutex::new(Tasks::default()), rng: Mutex::new(rng) });
-    Router::new().route(AGENT_CARD_PATH, get(card_handler)).route("/", post(rpc_handler)).with_state(state)
+    // Both bindings share the interface URL: JSON-RPC is `POST /`, every other route is
+    // HTTP+JSON's. A check that concerns every request is a layer on this router.
+    let bindings = state.config.bindings.clone();
+    let mut app = Router::new().route(AGENT_CARD_PATH, get(card_handler));
+    if bindings.contains(&Binding::Jsonrpc) {
+        app = app.route("/", post(jsonrpc::handler));
+    }
+    if bindings.contains(&Binding::HttpJson) {
+        app = app.fallback(rest::handler);
+    }
+    app.with_state(state)
 }
 
 struct AgentState {
@@ -325,134 +365,6 @@ async fn card_handler(State(state): State<Shared>, headers: HeaderMap) -> Respon
     (cache, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// A JSON-RPC failure before or while running a method.
-struct Failure {
-    id: Option<RequestId>,
-    error: RpcError,
-}
-
-fn fail(id: &Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Failure {
-    Failure { id: id.clone(), error: wire::error(code, message, &[]) }
-}
-
-fn json_reply<R: Serialize>(resp: &JsonRpcResponse<R>) -> Response {
-    // JSON-RPC errors travel with HTTP 200, as the official SDKs expect.
-    match serde_json::to_vec(resp) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the response failed: {e}"))
-            .into_response(),
-    }
-}
-
-fn failure_reply(f: Failure) -> Response {
-    json_reply(&JsonRpcResponse::<()>::failure(f.id, wire::with_error_info(f.error)))
-}
-
-async fn rpc_handler(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    match dispatch(&state, &headers, &body).await {
-        Ok(resp) => resp,
-        Err(f) => failure_reply(f),
-    }
-}
-
-/// A JSON-RPC request as read off the wire: `params` stays raw text until the method is known,
-/// so the body is parsed once, straight into the method's parameter type.
-#[derive(serde::Deserialize)]
-struct Envelope<'a> {
-    #[serde(default)]
-    jsonrpc: Option<Value>,
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    method: Option<Value>,
-    #[serde(default, borrow)]
-    params: Option<&'a serde_json::value::RawValue>,
-}
-
-async fn dispatch(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Response, Failure> {
-    let none = None;
-    wire::check_content_type(headers).map_err(|e| fail(&none, ErrorCode::ContentTypeNotSupported, e.to_string()))?;
-    // Only an object is a request (serde would also read a struct from an array).
-    let object = body.trim_ascii_start().starts_with(b"{");
-    let request: Envelope = match serde_json::from_slice(body).map_err(|e| e.to_string()) {
-        Ok(e) if object => e,
-        r => {
-            let e = r.err().unwrap_or_else(|| "the body is not a JSON object".to_owned());
-            // Not an object of that shape: JSON that is no request at all, or not JSON.
-            let v: Value = serde_json::from_slice(body)
-                .map_err(|e| fail(&none, ErrorCode::ParseError, format!("the body is not JSON: {e}")))?;
-            let id = v.get("id").and_then(|v| serde_json::from_value(v.clone()).ok());
-            return Err(fail(&id, ErrorCode::InvalidRequest, format!("not a JSON-RPC request: {e}")));
-        }
-    };
-    let id = wire::request_id(request.id).map_err(|e| fail(&none, ErrorCode::InvalidRequest, e.to_string()))?;
-    if request.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
-        return Err(fail(&id, ErrorCode::InvalidRequest, "`jsonrpc` must be \"2.0\""));
-    }
-    let Some(method) = request.method.as_ref().and_then(Value::as_str) else {
-        return Err(fail(&id, ErrorCode::InvalidRequest, "`method` is missing or not a string"));
-    };
-    check_version(headers).map_err(|e| fail(&id, ErrorCode::VersionNotSupported, e.to_string()))?;
-    let params = request.params.map_or("null", |p| p.get());
-    match method {
-        method::SEND_MESSAGE => {
-            let p: SendMessageRequest = parse_params(&id, method, params)?;
-            let history_length = p.configuration.as_ref().and_then(|c| c.history_length);
-            let history_length = wire::history_length(history_length).map_err(|e| invalid(&id, e))?;
-            let immediately = p.configuration.as_ref().is_some_and(|c| c.return_immediately);
-            let rx = accept_message(state, p.message).map_err(|e| Failure { id: id.clone(), error: e })?;
-            let task = if immediately { rx.borrow().clone() } else { wait_settled(rx).await };
-            let task = trim_history(task, history_length);
-            Ok(json_reply(&JsonRpcResponse::success(id, SendMessageResponse::Task(task))))
-        }
-        method::GET_TASK => {
-            let p: GetTaskRequest = parse_params(&id, method, params)?;
-            let history_length = wire::history_length(p.history_length).map_err(|e| invalid(&id, e))?;
-            let task = snapshot(state, &p.id).ok_or_else(|| not_found(&id, &p.id))?;
-            Ok(json_reply(&JsonRpcResponse::success(id, trim_history(task, history_length))))
-        }
-        method::LIST_TASKS => {
-            let p: list::ListTasksRequest = parse_params(&id, method, params)?;
-            let query = list::Query::new(p).map_err(|e| invalid(&id, e))?;
-            let page = {
-                let tasks =
-                    state.tasks.lock().map_err(|_| Failure { id: id.clone(), error: internal("the task table") })?;
-                query.page(tasks.by_id.values().map(Entry::snapshot))
-            };
-            let page = page.map_err(|e| fail(&id, ErrorCode::InternalError, e.to_string()))?;
-            Ok(json_reply(&JsonRpcResponse::success(id, page)))
-        }
-        method::CANCEL_TASK => {
-            let p: CancelTaskRequest = parse_params(&id, method, params)?;
-            let task = cancel(state, &p.id).map_err(|e| Failure { id: id.clone(), error: e })?;
-            Ok(json_reply(&JsonRpcResponse::success(id, task)))
-        }
-        method::SUBSCRIBE_TO_TASK => {
-            let p: SubscribeToTaskRequest = parse_params(&id, method, params)?;
-            let rx = subscribe(state, &p.id).map_err(|e| Failure { id: id.clone(), error: e })?;
-            // A subscriber stays through input-required: the answer to the question comes
-            // by another request, and the subscriber sees the task finish.
-            Ok(sse(id, rx, Until::Terminal))
-        }
-        method::SEND_STREAMING_MESSAGE => {
-            let p: SendMessageRequest = parse_params(&id, method, params)?;
-            let rx = accept_message(state, p.message).map_err(|e| Failure { id: id.clone(), error: e })?;
-            Ok(sse(id, rx, Until::Settled))
-        }
-        method::GET_EXTENDED_AGENT_CARD => {
-            Err(fail(&id, ErrorCode::UnsupportedOperation, format!("the demo agent does not implement {method}")))
-        }
-        m if m.contains("PushNotification") => {
-            Err(fail(&id, ErrorCode::PushNotificationNotSupported, "the demo agent does not send push notifications"))
-        }
-        other => Err(fail(
-            &id,
-            ErrorCode::MethodNotFound,
-            format!("unknown method {other:?} (A2A 1.0 names methods like SendMessage, GetTask)"),
-        )),
-    }
-}
-
 /// Why the demo agent refuses a request or fails a task; the text reaches the caller (as a
 /// JSON-RPC error message or the failed task's status message).
 #[derive(Debug, thiserror::Error)]
@@ -491,30 +403,8 @@ pub enum Error {
     InjectedFailure,
 }
 
-fn check_version(headers: &HeaderMap) -> Result<(), Error> {
-    let Some(v) = headers.get(VERSION_HEADER) else {
-        return Err(Error::VersionMissing);
-    };
-    let v = v.to_str().unwrap_or("").trim();
-    let mut nums = v.split('.');
-    let (major, minor) = (nums.next(), nums.next().unwrap_or("0"));
-    if major == Some("1") && minor == "0" { Ok(()) } else { Err(Error::VersionUnsupported(v.to_owned())) }
-}
-
-fn parse_params<P: DeserializeOwned>(id: &Option<RequestId>, method: &str, params: &str) -> Result<P, Failure> {
-    serde_json::from_str(params).map_err(|e| fail(id, ErrorCode::InvalidParams, format!("{method} params: {e}")))
-}
-
-fn not_found(id: &Option<RequestId>, task_id: &str) -> Failure {
-    Failure { id: id.clone(), error: task_not_found(task_id) }
-}
-
 fn task_not_found(task_id: &str) -> RpcError {
     wire::error(ErrorCode::TaskNotFound, format!("no task {task_id:?}"), &[("taskId", task_id)])
-}
-
-fn invalid(id: &Option<RequestId>, e: impl std::fmt::Display) -> Failure {
-    fail(id, ErrorCode::InvalidParams, e.to_string())
 }
 
 fn trim_history(mut task: Task, history_length: Option<usize>) -> Task {
@@ -925,17 +815,5 @@ mod tests {
         let e = perform(Skill::Sleep, &input("soon")).await.unwrap_err().to_string();
         assert!(e.contains("soon"), "{e}");
         assert!(perform(Skill::Fail, &input("")).await.is_err());
-    }
-
-    #[test]
-    fn version_header_must_say_1_0() {
-        let mut h = HeaderMap::new();
-        assert!(check_version(&h).unwrap_err().to_string().contains("missing"));
-        h.insert(VERSION_HEADER, "0.3".parse().unwrap());
-        assert!(check_version(&h).unwrap_err().to_string().contains("\"0.3\""));
-        h.insert(VERSION_HEADER, "1.0".parse().unwrap());
-        assert!(check_version(&h).is_ok());
-        h.insert(VERSION_HEADER, "1.0.1".parse().unwrap());
-        assert!(check_version(&h).is_ok());
     }
 }

@@ -4,7 +4,7 @@
 
 use clap::Args;
 
-use crate::a2a::server::{self, DemoAgentConfig, Skill};
+use crate::a2a::server::{self, Binding, DemoAgentConfig, Skill};
 
 #[derive(Args, Debug)]
 pub struct DemoAgentArgs {
@@ -14,14 +14,19 @@ pub struct DemoAgentArgs {
     /// Address to listen on (`0.0.0.0` for every interface).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: std::net::IpAddr,
-    /// The URL the agent card advertises for the JSON-RPC interface, e.g. behind a proxy or a
-    /// Service (default: `http://` and the Host header the card was asked by).
+    /// The URL the agent card advertises for both interfaces (JSON-RPC and HTTP+JSON), e.g.
+    /// behind a proxy or a Service (default: `http://` and the Host header the card was asked
+    /// by).
     #[arg(long, env = "A2A_ADVERTISE_URL", value_parser = advertise_url)]
     pub advertise_url: Option<String>,
     /// Read the official A2A TCK's message-id prefixes: a `tck-input-required-…` message
     /// starts the `ask` skill, so the TCK's multi-turn requirements can be tested.
     #[arg(long)]
     pub tck_scenarios: bool,
+    /// A binding to serve (repeatable), in the order the card lists them, which is the order
+    /// a client prefers them (default: jsonrpc, then http-json).
+    #[arg(long = "binding", value_enum)]
+    pub bindings: Vec<Binding>,
     /// A skill to offer (repeatable; default: all). The first is used when a message names none.
     #[arg(long = "skill", value_enum)]
     pub skills: Vec<Skill>,
@@ -81,6 +86,17 @@ pub fn run(args: &DemoAgentArgs) -> Result<(), Error> {
         max_tasks: args.max_tasks,
         advertise_url: args.advertise_url.clone(),
         tck_scenarios: args.tck_scenarios,
+        bindings: if args.bindings.is_empty() {
+            DemoAgentConfig::default().bindings
+        } else {
+            let mut seen = Vec::new();
+            for b in &args.bindings {
+                if !seen.contains(b) {
+                    seen.push(*b);
+                }
+            }
+            seen
+        },
     };
     // One thread keeps the agent small; its work is waiting on sockets and timers.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;

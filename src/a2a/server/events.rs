@@ -1,4 +1,5 @@
-//! The demo agent's SSE streams of task events (SendStreamingMessage, SubscribeToTask).
+//! The demo agent's SSE streams of task events (SendStreamingMessage, SubscribeToTask), framed
+//! for either binding: each event in a JSON-RPC response envelope, or bare (HTTP+JSON).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -22,31 +23,49 @@ pub(super) enum Until {
     Terminal,
 }
 
+/// How each event is written.
+#[derive(Clone)]
+pub(super) enum Framing {
+    /// As the result of a JSON-RPC response with this request id.
+    JsonRpc(Option<RequestId>),
+    /// As the `StreamResponse` itself (HTTP+JSON).
+    Bare,
+}
+
+impl Framing {
+    fn encode(&self, ev: StreamResponse) -> String {
+        let body = match self {
+            Framing::JsonRpc(id) => serde_json::to_string(&JsonRpcResponse::success(id.clone(), ev)),
+            Framing::Bare => serde_json::to_string(&ev),
+        };
+        body.unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
 /// Streams a task's events as SSE: the task first, then artifact and status updates, ending
 /// as `until` says.
-pub(super) fn sse(id: Option<RequestId>, rx: watch::Receiver<Task>, until: Until) -> Response {
-    let stream = task_events(id, rx, until);
+pub(super) fn sse(framing: Framing, rx: watch::Receiver<Task>, until: Until) -> Response {
+    let stream = task_events(framing, rx, until);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
 fn task_events(
-    id: Option<RequestId>,
+    framing: Framing,
     rx: watch::Receiver<Task>,
     until: Until,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     struct S {
-        id: Option<RequestId>,
+        framing: Framing,
         rx: watch::Receiver<Task>,
         last: Option<Task>,
         pending: VecDeque<StreamResponse>,
         done: bool,
     }
-    let start = S { id, rx, last: None, pending: VecDeque::new(), done: false };
+    let start = S { framing, rx, last: None, pending: VecDeque::new(), done: false };
     futures::stream::unfold(start, move |mut s| async move {
         loop {
             if let Some(ev) = s.pending.pop_front() {
-                let body = serde_json::to_string(&JsonRpcResponse::success(s.id.clone(), ev))
-                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+                let body = s.framing.encode(ev);
                 return Some((Ok(Event::default().data(body)), s));
             }
             if s.done {
