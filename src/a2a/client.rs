@@ -35,7 +35,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use super::transport::{self, Transport};
+use super::transport::{self, Addressing, Transport};
 use super::types::{
     AGENT_CARD_PATH, AgentCard, CancelTaskRequest, ErrorCode, GetTaskRequest, ListTasksRequest, ListTasksResponse,
     Message, RpcError, SendMessageConfiguration, SendMessageRequest, SendMessageResponse, StreamResponse,
@@ -224,6 +224,7 @@ pub struct Client {
 struct Inner {
     http: Http,
     base: String,
+    addressing: Addressing,
     card: Mutex<Option<Discovered>>,
 }
 
@@ -245,12 +246,24 @@ impl Client {
     /// fetched from `base_url` + [`AGENT_CARD_PATH`] on first use, and names the binding
     /// (see [`transport::for_card`]). This is the one way a2a makes an A2A client.
     pub fn new(base_url: &str) -> Result<Self> {
+        Self::addressed(base_url, Addressing::Card)
+    }
+
+    /// [`Client::new`] or [`Client::through`], by `addressing`.
+    pub fn addressed(base_url: &str, addressing: Addressing) -> Result<Self> {
         let base = check_url(base_url)?.trim_end_matches('/').to_owned();
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let http =
             HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Ok(Self { inner: Arc::new(Inner { http, base, card: Mutex::new(None) }) })
+        Ok(Self { inner: Arc::new(Inner { http, base, addressing, card: Mutex::new(None) }) })
+    }
+
+    /// A client that sends every request through `base_url`, an address a2a chose for an
+    /// agent it runs (its Service on a cluster, its port on this host): the card still chooses
+    /// the binding and the interface's path, but not the host (see [`Addressing::Base`]).
+    pub fn through(base_url: &str) -> Result<Self> {
+        Self::addressed(base_url, Addressing::Base)
     }
 
     /// The base URL the client was made for.
@@ -279,7 +292,7 @@ impl Client {
             what: "the agent card".into(),
             source,
         })?;
-        let transport = transport::for_card(&card, &self.inner.base, &self.inner.http)?;
+        let transport = transport::for_card(&card, &self.inner.base, &self.inner.http, self.inner.addressing)?;
         let d = Discovered { card: Arc::new(card), transport };
         if let Ok(mut slot) = self.inner.card.lock() {
             *slot = Some(d.clone());

@@ -43,22 +43,47 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
 /// The bindings a2a speaks, in no particular order (the agent's order decides).
 pub const SUPPORTED_BINDINGS: &[&str] = &[BINDING_JSONRPC, BINDING_HTTP_JSON];
 
+/// Where requests go once the card has chosen the interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Addressing {
+    /// To the interface URL the card advertises (a relative one resolved against the agent's
+    /// URL): the agent says where it is served. For agents a2a does not run (`url` agents).
+    #[default]
+    Card,
+    /// To the agent's URL, whatever host the card advertises: the interface's path (and its
+    /// binding) come from the card, its scheme, host and port are replaced by those of the URL
+    /// the card was read from. For agents a2a runs, whose address a2a chose (a Service, a
+    /// local port): an agent seldom knows the name it is reached by, and its card may name
+    /// its pod, `localhost` or a bind address nobody else can reach.
+    Base,
+}
+
 /// The transport for an agent whose card was read from `base` (relative interface URLs are
 /// resolved against it): the first interface, in the card's order, whose binding a2a speaks
-/// at a protocol version it speaks (see [`speaks_version`]). A card that offers none of them
-/// is refused, naming what it offers.
-pub(crate) fn for_card(card: &AgentCard, base: &str, http: &Http) -> Result<Arc<dyn Transport>> {
+/// at a protocol version it speaks (see [`speaks_version`]), at the URL `addressing` says. A
+/// card that offers none of them is refused, naming what it offers.
+pub(crate) fn for_card(
+    card: &AgentCard,
+    base: &str,
+    http: &Http,
+    addressing: Addressing,
+) -> Result<Arc<dyn Transport>> {
+    // Through the base, only the card's path counts: its scheme and host are not checked.
+    let endpoint = |interface: &AgentInterface| match addressing {
+        Addressing::Base if !interface.url.starts_with('/') => rebase(base, &interface.url),
+        _ => super::client::resolve(base, &interface.url),
+    };
     for interface in &card.supported_interfaces {
         if !speaks_version(&interface.protocol_version) {
             continue;
         }
         let binding = interface.protocol_binding.as_str();
         if binding.eq_ignore_ascii_case(BINDING_JSONRPC) {
-            let endpoint = super::client::resolve(base, &interface.url)?;
+            let endpoint = endpoint(interface)?;
             return Ok(Arc::new(super::jsonrpc::JsonRpc::new(http.clone(), base, endpoint)));
         }
         if binding.eq_ignore_ascii_case(BINDING_HTTP_JSON) {
-            let endpoint = super::client::resolve(base, &interface.url)?;
+            let endpoint = endpoint(interface)?;
             let tenant = interface.tenant.clone().filter(|t| !t.is_empty());
             return Ok(Arc::new(super::rest::HttpJson::new(http.clone(), endpoint, tenant)));
         }
@@ -68,6 +93,18 @@ pub(crate) fn for_card(card: &AgentCard, base: &str, http: &Http) -> Result<Arc<
         url: format!("{base}{}", super::types::AGENT_CARD_PATH),
         offered: if offered.is_empty() { "nothing".into() } else { offered.join(", ") },
     })
+}
+
+/// `url` with the scheme, host and port of `base`: its path and query are kept.
+fn rebase(base: &str, url: &str) -> Result<String> {
+    let parse =
+        |u: &str| u.parse::<http::Uri>().map_err(|e| Error::InvalidUrl { url: u.to_owned(), reason: e.to_string() });
+    let (b, u) = (parse(base)?, parse(url)?);
+    let (Some(scheme), Some(authority)) = (b.scheme_str(), b.authority()) else {
+        return Err(Error::InvalidUrl { url: base.to_owned(), reason: "it has no scheme or host".into() });
+    };
+    let path = u.path_and_query().map_or("/", |p| p.as_str());
+    Ok(format!("{scheme}://{authority}{path}"))
 }
 
 /// Whether a2a speaks an interface's `protocolVersion`: any 1.x (minor versions add, they do
@@ -118,33 +155,56 @@ mod tests {
     #[test]
     fn the_first_binding_a2a_speaks_in_the_cards_order_is_chosen() {
         let c = card(&[("GRPC", "http://h:9/grpc"), ("jsonrpc", "/a2a"), ("HTTP+JSON", "http://h:9/rest")]);
-        let t = for_card(&c, "http://h:9", &http()).expect("a transport");
+        let t = for_card(&c, "http://h:9", &http(), Addressing::Card).expect("a transport");
         assert_eq!(t.binding(), "JSONRPC");
         assert_eq!(t.endpoint(), "http://h:9/a2a", "a relative interface URL is resolved against the agent");
         let c = card(&[("GRPC", "http://h:9/grpc"), ("http+json", "/rest/"), ("JSONRPC", "http://h:9/a2a")]);
-        let t = for_card(&c, "http://h:9", &http()).expect("a transport");
+        let t = for_card(&c, "http://h:9", &http(), Addressing::Card).expect("a transport");
         assert_eq!(t.binding(), "HTTP+JSON");
         assert_eq!(t.endpoint(), "http://h:9/rest", "the routes hang below the interface URL");
     }
 
     #[test]
+    fn through_the_agents_url_the_card_chooses_the_binding_and_path_but_not_the_host() {
+        // An agent behind a Service that advertises its pod's address, or localhost.
+        let c = card(&[
+            ("GRPC", "http://10.1.2.3:9000/"),
+            ("HTTP+JSON", "http://10.1.2.3:8080/v1/"),
+            ("JSONRPC", "http://localhost:8080/"),
+        ]);
+        let base = "http://writer.team.svc:8080";
+        let t = for_card(&c, base, &http(), Addressing::Base).expect("a transport");
+        assert_eq!(t.binding(), "HTTP+JSON", "the binding is still the card's first one a2a speaks");
+        assert_eq!(t.endpoint(), "http://writer.team.svc:8080/v1", "the card's path below the Service's address");
+        let t =
+            for_card(&card(&[("JSONRPC", "https://agent.example/rpc?x=1")]), base, &http(), Addressing::Base).unwrap();
+        assert_eq!(t.endpoint(), "http://writer.team.svc:8080/rpc?x=1", "scheme, host and port are the Service's");
+        let t = for_card(&card(&[("JSONRPC", "/a2a")]), base, &http(), Addressing::Base).unwrap();
+        assert_eq!(t.endpoint(), "http://writer.team.svc:8080/a2a");
+        // Following the card goes where it says.
+        let t = for_card(&c, base, &http(), Addressing::Card).unwrap();
+        assert_eq!(t.endpoint(), "http://10.1.2.3:8080/v1");
+    }
+
+    #[test]
     fn an_interface_at_a_protocol_version_a2a_does_not_speak_is_passed_over() {
         let c = versioned(&[("HTTP+JSON", "http://h:9/v03", "0.3"), ("JSONRPC", "http://h:9/", "1.0")]);
-        assert_eq!(for_card(&c, "http://h:9", &http()).expect("a transport").binding(), "JSONRPC");
+        assert_eq!(for_card(&c, "http://h:9", &http(), Addressing::Card).expect("a transport").binding(), "JSONRPC");
         let c = versioned(&[("JSONRPC", "http://h:9/", ""), ("HTTP+JSON", "http://h:9/", "1.1")]);
-        assert_eq!(for_card(&c, "http://h:9", &http()).expect("a transport").binding(), "JSONRPC");
+        assert_eq!(for_card(&c, "http://h:9", &http(), Addressing::Card).expect("a transport").binding(), "JSONRPC");
         let c = versioned(&[("JSONRPC", "http://h:9/", "2.0"), ("HTTP+JSON", "http://h:9/", "1.1")]);
-        assert_eq!(for_card(&c, "http://h:9", &http()).expect("a transport").binding(), "HTTP+JSON");
-        let e = for_card(&versioned(&[("JSONRPC", "http://h:9/", "0.3")]), "http://h:9", &http()).unwrap_err();
+        assert_eq!(for_card(&c, "http://h:9", &http(), Addressing::Card).expect("a transport").binding(), "HTTP+JSON");
+        let e = for_card(&versioned(&[("JSONRPC", "http://h:9/", "0.3")]), "http://h:9", &http(), Addressing::Card)
+            .unwrap_err();
         assert!(e.to_string().contains("it offers: JSONRPC 0.3 at http://h:9/"), "{e}");
     }
 
     #[test]
     fn a_card_without_a_binding_a2a_speaks_is_refused_naming_what_it_offers() {
-        let e = for_card(&card(&[("GRPC", "http://h:9/grpc")]), "http://h:9", &http()).unwrap_err();
+        let e = for_card(&card(&[("GRPC", "http://h:9/grpc")]), "http://h:9", &http(), Addressing::Card).unwrap_err();
         assert_eq!(e.metric_label(), "no_supported_interface");
         assert!(e.to_string().contains("GRPC 1.0 at http://h:9/grpc"), "{e}");
-        let e = for_card(&card(&[]), "http://h:9", &http()).unwrap_err();
+        let e = for_card(&card(&[]), "http://h:9", &http(), Addressing::Card).unwrap_err();
         assert!(e.to_string().contains("it offers: nothing"), "{e}");
     }
 }

@@ -116,11 +116,14 @@ pub async fn cancel_running(client: &kube::Client, w: &Workflow) -> Result<(usiz
     let (mut cancelled, mut failures) = (0, Vec::new());
     for (agent, id) in running {
         let Some(a) = agents.get_opt(&agent).await? else { continue };
+        // As the engine does: an agent the operator runs through its Service, whatever host its
+        // card advertises; a `url` agent where its card says.
+        let addressing = crate::controller::engine::addressing(&a);
         let endpoints = a.status.map(|s| s.endpoints).unwrap_or_default();
         let mut last_error = None;
         let mut done = false;
         for url in &endpoints {
-            let result = match a2a::Client::new(url) {
+            let result = match a2a::Client::addressed(url, addressing) {
                 Ok(c) => tokio::time::timeout(CANCEL_TIMEOUT, c.cancel_task(&id)).await.map_err(|_| None),
                 Err(e) => Err(Some(e)),
             };
@@ -166,10 +169,14 @@ mod tests {
 
     /// A demo agent on a free local port: its URL and a stopper.
     async fn demo_agent() -> (String, tokio::sync::oneshot::Sender<()>) {
+        demo_agent_with(a2a::server::DemoAgentConfig::default()).await
+    }
+
+    async fn demo_agent_with(config: a2a::server::DemoAgentConfig) -> (String, tokio::sync::oneshot::Sender<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}/", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(a2a::server::serve(listener, a2a::server::DemoAgentConfig::default(), async move {
+        tokio::spawn(a2a::server::serve(listener, config, async move {
             let _ = rx.await;
         }));
         (url, tx)
@@ -245,6 +252,53 @@ mod tests {
         let after = a2a_client.get_task(&task.id).await.expect("get");
         assert_eq!(after.status.state, TaskState::Canceled, "the agent's task was cancelled");
         let _ = (stop.send(()), stop_other.send(()));
+    }
+
+    #[tokio::test]
+    async fn cancel_reaches_an_agent_through_its_service_whatever_host_its_card_advertises() {
+        // The agent advertises an address of its own (its pod's, say) that reaches nothing
+        // from here; only its Service's address does.
+        let config = a2a::server::DemoAgentConfig {
+            advertise_url: Some("http://127.0.0.1:1/".into()),
+            bindings: vec![a2a::server::Binding::HttpJson, a2a::server::Binding::Jsonrpc],
+            ..Default::default()
+        };
+        let (url, stop) = demo_agent_with(config).await;
+        let service = a2a::Client::through(&url).expect("client");
+        let sent = service
+            .send_message(
+                Message::new(Role::User, "m-1", vec![Part::text("sleep 30s")]),
+                Some(SendMessageConfiguration { return_immediately: true, ..Default::default() }),
+            )
+            .await
+            .expect("sent through the Service's address");
+        let SendMessageResponse::Task(task) = sent else { panic!("the demo agent answers with a task") };
+        assert_eq!(service.transport().await.expect("transport").binding(), "HTTP+JSON", "the card's choice");
+        let by_card = a2a::Client::new(&url).expect("client");
+        assert!(by_card.get_task(&task.id).await.is_err(), "the card's own host is unreachable from here");
+
+        let w = workflow(
+            &["a2a.dev/cancel-tasks"],
+            true,
+            json!([{"name": "draft", "phase": "Running", "attempts": 1, "agent": "writer", "a2aTaskId": task.id}]),
+            "Running",
+        );
+        let (client, mut handle) = mock();
+        let ctx = Arc::new(Context { client, recorder: None });
+        let run = tokio::spawn(reconcile(Arc::new(w.clone()), ctx));
+        answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer", 200, agent(&[&url])).await;
+        answer(
+            &mut handle,
+            "PATCH",
+            "/apis/a2a.dev/v1alpha1/namespaces/team/workflows/report",
+            200,
+            serde_json::to_value(&w).expect("json"),
+        )
+        .await;
+        assert_eq!(run.await.expect("join").expect("reconcile"), Action::await_change());
+        let after = service.get_task(&task.id).await.expect("get");
+        assert_eq!(after.status.state, TaskState::Canceled, "the agent's task was cancelled through its Service");
+        let _ = stop.send(());
     }
 
     #[tokio::test]

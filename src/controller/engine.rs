@@ -32,6 +32,7 @@ use crate::a2a;
 use crate::api::agent::{AgentPhase, Protocol};
 use crate::api::workflow::{TaskPhase, WorkflowPhase, WorkflowSpec, WorkflowStatus};
 use crate::api::{Agent, Workflow};
+pub(crate) use attempt::addressing;
 use attempt::open_tasks;
 
 /// A Workflow as the engine's watch reads it: only its metadata. Every status write of the
@@ -363,7 +364,7 @@ pub struct Engine {
     /// Workflows whose state machine must run; many requests make one step.
     to_step: Mutex<HashSet<Key>>,
     step: Notify,
-    clients: Mutex<HashMap<String, a2a::Client>>,
+    clients: Mutex<HashMap<(String, a2a::transport::Addressing), a2a::Client>>,
     /// Tells attempts apart (see [`Attempts`]).
     next_token: std::sync::atomic::AtomicU64,
 }

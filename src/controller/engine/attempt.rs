@@ -11,6 +11,8 @@ use tokio::sync::watch;
 
 use super::{Engine, Error, MAX_OUTPUT_IN_STATUS, Outcome, Output, State, TaskRef, Waiting, lock};
 use crate::a2a;
+use crate::a2a::transport::Addressing;
+use crate::api::Agent;
 use crate::api::agent::Protocol;
 use crate::api::workflow::{TaskPhase, WorkflowStatus};
 use crate::controller::outputs::{self, Owner};
@@ -148,6 +150,7 @@ impl Engine {
                         endpoints.rotate_left(at);
                         endpoints
                     });
+                    let endpoint = endpoint.map(|urls| (urls, addressing(&view.agent)));
                     let stdio = view.agent.spec.protocol() == Protocol::Stdio;
                     let agent = stdio.then(|| view.agent.clone());
                     Some((message, timeout, data, endpoint, agent, plan::message_id(&w.uid, &task.name, t.attempt)))
@@ -181,8 +184,9 @@ impl Engine {
         }
         match endpoint {
             None => Err(Error::NoEndpoint(agent_name.to_owned())),
-            Some(urls) => {
-                self.a2a_attempt(t, token, &urls, message_id, message, data, timeout, resume_id, cancelled).await
+            Some((urls, addressing)) => {
+                let endpoints = Endpoints { urls: &urls, addressing };
+                self.a2a_attempt(t, token, endpoints, message_id, message, data, timeout, resume_id, cancelled).await
             }
         }
     }
@@ -191,7 +195,7 @@ impl Engine {
         &self,
         t: &TaskRef,
         token: u64,
-        urls: &[String],
+        endpoints: Endpoints<'_>,
         message_id: String,
         text: String,
         data: Option<serde_json::Value>,
@@ -199,8 +203,9 @@ impl Engine {
         resume_id: Option<String>,
         cancelled: impl Future<Output = ()>,
     ) -> Result<Answer, Error> {
+        let Endpoints { urls, addressing } = endpoints;
         let url = urls.first().map(String::as_str).unwrap_or_default();
-        let mut client = self.client_for(url)?;
+        let mut client = self.client_for(url, addressing)?;
         let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
         let mut cancelled = std::pin::pin!(cancelled);
         let task_id = match resume_id {
@@ -209,7 +214,7 @@ impl Engine {
                 for other in urls.iter().skip(1) {
                     match client.get_task(&id).await {
                         Err(e) if e.rpc_code() == Some(a2a::types::ErrorCode::TaskNotFound) => {
-                            client = self.client_for(other)?;
+                            client = self.client_for(other, addressing)?;
                         }
                         _ => break,
                     }
@@ -266,7 +271,7 @@ impl Engine {
             for t in open {
                 let mut last = None;
                 for url in &t.urls {
-                    let client = match this.client_for(url) {
+                    let client = match this.client_for(url, t.addressing) {
                         Ok(c) => c,
                         Err(e) => {
                             last = Some(e.to_string());
@@ -297,13 +302,14 @@ impl Engine {
         });
     }
 
-    fn client_for(&self, url: &str) -> Result<a2a::Client, a2a::client::Error> {
+    fn client_for(&self, url: &str, addressing: Addressing) -> Result<a2a::Client, a2a::client::Error> {
         let mut clients = lock(&self.clients);
-        if let Some(c) = clients.get(url) {
+        let key = (url.to_owned(), addressing);
+        if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let c = a2a::Client::new(url)?;
-        clients.insert(url.to_owned(), c.clone());
+        let c = a2a::Client::addressed(url, addressing)?;
+        clients.insert(key, c.clone());
         Ok(c)
     }
 
@@ -325,11 +331,25 @@ impl Engine {
 /// How long cancelling an abandoned A2A task may take on one replica.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The endpoints of an agent (the chosen one first) and how to address them.
+pub(super) struct Endpoints<'a> {
+    urls: &'a [String],
+    addressing: Addressing,
+}
+
+/// How a2a reaches an agent at its endpoints: an agent a2a runs (a local process, a
+/// Deployment behind its Service) at the address a2a chose, whatever host its card
+/// advertises; a `url` agent where its card says (see [`Addressing`]).
+pub(crate) fn addressing(agent: &Agent) -> Addressing {
+    if agent.spec.url.is_some() { Addressing::Card } else { Addressing::Base }
+}
+
 /// An A2A task still open on an agent, with the agent's endpoints (where it may live).
 pub(super) struct OpenTask {
     agent: String,
     a2a_task_id: String,
     urls: Vec<String>,
+    addressing: Addressing,
 }
 
 /// The open A2A tasks of the workflow tasks `indices` (those that have an agent and an id).
@@ -346,7 +366,7 @@ pub(super) fn open_tasks(
             let (agent, a2a_task_id) = (t.agent.clone()?, t.a2a_task_id.clone()?);
             let view = agents.get(&(namespace.to_owned(), agent.clone()))?;
             let urls = view.agent.status.as_ref().map(|s| s.endpoints.clone()).unwrap_or_default();
-            Some(OpenTask { agent, a2a_task_id, urls })
+            Some(OpenTask { agent, a2a_task_id, urls, addressing: addressing(&view.agent) })
         })
         .collect()
 }
