@@ -1,0 +1,141 @@
+//! `examples/llm/`, end to end: the LLM-backed agent (official A2A Python SDK) run by
+//! `a2a run` from the example's own manifest, against the example's fake OpenAI-compatible
+//! server on a free port (nothing leaves the machine). The workflow research → draft → review
+//! runs its first two tasks on the model's answers and stops with the review's question for a
+//! human; the server saw the key as `Authorization: Bearer <key>` and the configured model.
+//!
+//! Needs a Python with the SDK, as the other interop tests (`tests/support`).
+
+mod support;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// The example's fake Chat Completions server, killed when dropped.
+struct FakeModel {
+    child: Child,
+    /// Its base URL, `http://127.0.0.1:PORT/v1`.
+    url: String,
+    /// Where it records each request, one JSON line each.
+    record: PathBuf,
+}
+
+impl FakeModel {
+    fn start(dir: &Path, key: &str) -> Self {
+        let record = dir.join("requests.jsonl");
+        let mut child = Command::new(support::python())
+            .arg(support::root().join("examples/llm/fake_openai.py"))
+            .args(["--port", "0", "--key", key, "--record"])
+            .arg(&record)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the fake model server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("its first line");
+        let url = line.trim().rsplit_once(' ').map(|(_, u)| u.to_owned()).unwrap_or_default();
+        assert!(url.starts_with("http://127.0.0.1:"), "fake-openai said {line:?}");
+        FakeModel { child, url, record }
+    }
+
+    /// The requests it received.
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a recorded request"))
+            .collect()
+    }
+}
+
+impl Drop for FakeModel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `examples/llm/agent.yaml` as committed, pointed at `model` with the key given as a plain
+/// value (instead of the Secret the example names) and run by the test's Python.
+fn example_manifest(model: &FakeModel, model_name: &str, key: &str) -> String {
+    let text = std::fs::read_to_string(support::root().join("examples/llm/agent.yaml")).expect("the example");
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut v: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).expect("YAML");
+        if v["kind"] == "Agent" {
+            let spec = &mut v["spec"];
+            let env = spec["env"].as_sequence_mut().expect("the example's env");
+            let names: Vec<&str> = env.iter().filter_map(|e| e["name"].as_str()).collect();
+            assert_eq!(names, ["OPENAI_BASE_URL", "OPENAI_MODEL", "OPENAI_API_KEY"], "the example's settings");
+            assert_eq!(env[2]["valueFrom"]["secretKeyRef"]["name"], "llm-provider", "the key comes from a Secret");
+            *env = serde_yaml_ng::from_str(&format!(
+                "[{{name: OPENAI_BASE_URL, value: '{}'}}, {{name: OPENAI_MODEL, value: '{model_name}'}}, \
+                 {{name: OPENAI_API_KEY, value: '{key}'}}]",
+                model.url
+            ))
+            .expect("env");
+            assert_eq!(spec["command"][0], ".venv/bin/python", "the example runs the repository's venv");
+            spec["command"][0] = support::python().display().to_string().into();
+            // The test's Python may live where only root can read (a venv under /root).
+            spec["user"] = "root".into();
+        }
+        docs.push(serde_yaml_ng::to_string(&v).expect("YAML"));
+    }
+    docs.join("---\n")
+}
+
+fn run(home: &Path, file: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_a2a"))
+        .args(["run", "-f"])
+        .arg(file)
+        .args(["--output", "--cgroup-top", &format!("a2a-test-llm-{}", std::process::id())])
+        .env("A2A_HOME", home)
+        .env_remove("A2A_KUBECONFIG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run a2a")
+}
+
+#[test]
+fn the_llm_example_researches_and_drafts_with_the_model_then_asks_a_human_to_decide() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let key = format!("sk-test-{}-not-a-real-key", std::process::id());
+    let model_name = format!("fake-model-{}", std::process::id());
+    let model = FakeModel::start(home.path(), &key);
+    let file = home.path().join("llm.yaml");
+    std::fs::write(&file, example_manifest(&model, &model_name, &key)).expect("write the manifest");
+
+    let out = run(home.path(), &file);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let logs = std::fs::read_to_string(home.path().join("logs/default/llm-writer/0.log")).unwrap_or_default();
+    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}\nagent log:\n{logs}");
+    // `a2a run` ends, exit 1, when the workflow can go no further without an answer.
+    assert_eq!(out.status.code(), Some(1), "{context}");
+    assert!(stdout.starts_with("workflow llm-article: Running (2/3), waiting for input"), "{context}");
+    let question = "Should the article name the vendors it compares?";
+    let review = stdout.lines().find(|l| l.starts_with("review")).unwrap_or_default();
+    assert!(review.contains("InputRequired") && review.contains(&format!("asks: {question}")), "{context}");
+    assert!(stderr.contains(&format!("llm-article/review: InputRequired on llm-writer: {question}")), "{context}");
+
+    // The outputs are the model's answers, each built on the one before.
+    let notes = format!("Research notes ({model_name}): three facts about local-first software.");
+    assert!(stdout.contains(&format!("--- research\n{notes}\n")), "{context}");
+    assert!(stdout.contains(&format!("--- draft\nDraft ({model_name}) built from: {notes}\n")), "{context}");
+
+    // Three completions, each with the key as a bearer token and the configured model.
+    let requests = model.requests();
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    for r in &requests {
+        assert_eq!(r["path"], "/v1/chat/completions", "{r}");
+        assert_eq!(r["authorization"], format!("Bearer {key}"), "{r}");
+        assert_eq!(r["body"]["model"], model_name.as_str(), "{r}");
+    }
+    let user = |i: usize| requests[i]["body"]["messages"][1]["content"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(user(0), "local-first software", "the workflow's param reached the model");
+    assert_eq!(user(1), notes, "the draft was asked for with the research output");
+    assert!(user(2).starts_with(&format!("Draft ({model_name})")), "the review got the draft: {}", user(2));
+    assert!(!stdout.contains(&key) && !stderr.contains(&key), "the key is never printed");
+}
