@@ -1,7 +1,8 @@
 //! The HTTP+JSON (REST) binding against the official A2A Python SDK (a2a-sdk 1.3, protocol
 //! 1.0) serving its REST routes: every operation a2a sends, the SDK's errors read back as
 //! A2A errors, and a workflow run by `a2a run` against an agent whose card offers only
-//! HTTP+JSON, with the same results as over JSON-RPC.
+//! HTTP+JSON, with the same results as over JSON-RPC; and the same against `a2a demo-agent`
+//! serving only HTTP+JSON, or only JSON-RPC.
 //!
 //! Needs a Python with the SDK: `$A2A_TEST_PYTHON`, else `.venv/bin/python` in the repository
 //! root (`python3 -m venv .venv && .venv/bin/pip install 'a2a-sdk[http-server]' uvicorn`).
@@ -233,4 +234,46 @@ async fn a_workflow_runs_against_a_url_agent_that_offers_only_http_json() {
     let outputs = |s: &str| s.split_once("\n---").map(|(_, outputs)| outputs.to_owned()).unwrap_or_default();
     assert_eq!(outputs(&rest_stdout), outputs(&rpc_stdout), "the same outputs over both bindings");
     assert!(!outputs(&rest_stdout).is_empty(), "{rest_stdout}");
+}
+
+/// `a2a run` of a two-step workflow against an Agent that is only a `url`, the demo agent's
+/// uppercase and word count skills.
+fn run_demo_workflow(agent: &str) -> (Output, String) {
+    let home = tempfile::tempdir().expect("tempdir");
+    let file = home.path().join("wf.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: demo }}\nspec: {{ url: \"{agent}/\" }}\n---\n\
+             apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: {{ name: count }}\nspec:\n  tasks:\n\
+             \x20   - {{ name: first, agent: demo, message: \"uppercase one two three\" }}\n\
+             \x20   - {{ name: second, agent: demo, dependsOn: [first], message: \"wordcount {{{{ tasks.first.output }}}} four\" }}\n"
+        ),
+    )
+    .expect("write the workflow");
+    let out = run(home.path(), &file);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, stdout)
+}
+
+#[tokio::test]
+async fn a_workflow_runs_over_http_json_against_the_demo_agent_as_over_json_rpc() {
+    let rest = AgentProcess::demo(&["--binding", "http-json"]).await;
+    let rpc = AgentProcess::demo(&["--binding", "jsonrpc"]).await;
+    assert_eq!(rest.client().transport().await.expect("card").binding(), "HTTP+JSON");
+    assert_eq!(rpc.client().transport().await.expect("card").binding(), "JSONRPC");
+
+    let (rest_out, rest_stdout) = run_demo_workflow(&rest.url);
+    let context = format!("stdout:\n{rest_stdout}\nstderr:\n{}", String::from_utf8_lossy(&rest_out.stderr));
+    assert_eq!(rest_out.status.code(), Some(0), "{context}");
+    assert!(rest_stdout.starts_with("workflow count: Succeeded (2/2)"), "{context}");
+    assert!(rest_stdout.contains("--- first\nONE TWO THREE\n"), "{context}");
+    assert!(rest_stdout.contains("--- second\n4\n"), "the second task read the first's output: {context}");
+    assert_eq!(rest.log().matches("event=end").count(), 2, "each task ran once, over REST:\n{}", rest.log());
+    assert_eq!(rpc.log().matches("event=start").count(), 0, "nothing went to the other agent");
+
+    let (rpc_out, rpc_stdout) = run_demo_workflow(&rpc.url);
+    assert_eq!(rpc_out.status.code(), Some(0), "{rpc_stdout}");
+    let outputs = |s: &str| s.split_once("\n---").map(|(_, outputs)| outputs.to_owned()).unwrap_or_default();
+    assert_eq!(outputs(&rest_stdout), outputs(&rpc_stdout), "the same outputs over both bindings");
 }
