@@ -3,6 +3,7 @@
 //! server on a free port (nothing leaves the machine). The workflow research → draft → review
 //! runs its first two tasks on the model's answers and stops with the review's question for a
 //! human; the server saw the key as `Authorization: Bearer <key>` and the configured model.
+//! The answer to that question, sent to the same A2A task, finishes the review with the model.
 //!
 //! Needs a Python with the SDK, as the other interop tests (`tests/support`).
 
@@ -12,7 +13,9 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use a2a::a2a::{Message, SendMessageResponse, Task, TaskState};
 use serde_json::Value;
+use support::AgentProcess;
 
 /// The example's fake Chat Completions server, killed when dropped.
 struct FakeModel {
@@ -138,4 +141,60 @@ fn the_llm_example_researches_and_drafts_with_the_model_then_asks_a_human_to_dec
     assert_eq!(user(1), notes, "the draft was asked for with the research output");
     assert!(user(2).starts_with(&format!("Draft ({model_name})")), "the review got the draft: {}", user(2));
     assert!(!stdout.contains(&key) && !stderr.contains(&key), "the key is never printed");
+}
+
+fn task(resp: SendMessageResponse) -> Task {
+    match resp {
+        SendMessageResponse::Task(t) => t,
+        SendMessageResponse::Message(m) => panic!("expected a task, got the message {m:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_review_asks_its_question_and_the_answer_to_the_same_task_finishes_it_with_the_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = "sk-test-review";
+    let model = FakeModel::start(dir.path(), key);
+    let env = [("OPENAI_BASE_URL", model.url.as_str()), ("OPENAI_MODEL", "fake-reviewer"), ("OPENAI_API_KEY", key)];
+    let agent = AgentProcess::python("examples/llm/agent.py", &env).await;
+    let client = agent.client();
+    let card = client.agent_card().await.expect("card");
+    let skills: Vec<&str> = card.skills.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(skills, ["research", "draft", "review"]);
+
+    let asked =
+        task(client.send_message(Message::user_text("r-1", "review: Local-first apps sync."), None).await.unwrap());
+    assert_eq!(asked.status.state, TaskState::InputRequired, "{}", agent.log());
+    let question = asked.status.message.as_ref().map(Message::text).unwrap_or_default();
+    assert_eq!(question, "Should the article name the vendors it compares?");
+
+    let mut answer = Message::user_text("r-2", "Yes, name them.");
+    answer.task_id = Some(asked.id.clone());
+    answer.context_id = Some(asked.context_id.clone());
+    let done = task(client.send_message(answer, None).await.unwrap());
+    assert_eq!(done.status.state, TaskState::Completed, "{}", agent.log());
+    let output = done.artifacts.iter().flat_map(|a| a.parts.iter()).filter_map(|p| p.as_text()).collect::<String>();
+    assert_eq!(output, "Final text (fake-reviewer), as decided: Yes, name them.");
+
+    // The second completion had the draft, the question and the answer.
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    let user = requests[1]["body"]["messages"][1]["content"].as_str().unwrap_or_default();
+    assert!(
+        user.contains("Local-first apps sync.") && user.contains(&question) && user.ends_with("Yes, name them."),
+        "{user}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_key_fails_the_task_with_the_providers_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = FakeModel::start(dir.path(), "sk-right");
+    let env = [("OPENAI_BASE_URL", model.url.as_str()), ("OPENAI_MODEL", "fake"), ("OPENAI_API_KEY", "sk-wrong")];
+    let agent = AgentProcess::python("examples/llm/agent.py", &env).await;
+    let failed = task(agent.client().send_message(Message::user_text("f-1", "research: x"), None).await.unwrap());
+    assert_eq!(failed.status.state, TaskState::Failed, "{}", agent.log());
+    let why = failed.status.message.as_ref().map(Message::text).unwrap_or_default();
+    assert!(why.contains("HTTP 401") && why.contains("Incorrect API key"), "{why}");
+    assert_eq!(model.requests()[0]["authorization"], "Bearer sk-wrong");
 }
