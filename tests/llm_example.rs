@@ -4,16 +4,21 @@
 //! runs its first two tasks on the model's answers and stops with the review's question for a
 //! human; the server saw the key as `Authorization: Bearer <key>` and the configured model.
 //! The answer to that question, sent to the same A2A task, finishes the review with the model.
+//! Applied to `a2a serve`, the question waits in the Workflow's status.
 //!
 //! Needs a Python with the SDK, as the other interop tests (`tests/support`).
 
+mod common;
 mod support;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use a2a::a2a::{Message, SendMessageResponse, Task, TaskState};
+use a2a::api::workflow::{TaskPhase, WorkflowPhase};
+use common::node::{Daemon, Scratch, apply, get_wf, tear_down};
 use serde_json::Value;
 use support::AgentProcess;
 
@@ -197,4 +202,35 @@ async fn a_refused_key_fails_the_task_with_the_providers_answer() {
     let why = failed.status.message.as_ref().map(Message::text).unwrap_or_default();
     assert!(why.contains("HTTP 401") && why.contains("Incorrect API key"), "{why}");
     assert_eq!(model.requests()[0]["authorization"], "Bearer sk-wrong");
+}
+
+#[tokio::test]
+async fn applied_to_a2a_serve_the_review_waits_with_the_question_in_the_workflows_status() {
+    let scratch = Scratch::new("llm");
+    let key = format!("sk-test-{}-serve", std::process::id());
+    let model = FakeModel::start(scratch.home(), &key);
+    let daemon = Daemon::start(scratch.home(), scratch.top(), &[]);
+    apply(scratch.home(), &example_manifest(&model, "fake-served", &key));
+    let client = daemon.client().await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wf = loop {
+        let wf = get_wf(&client, "llm-article").await;
+        let review = wf.status.as_ref().and_then(|s| s.tasks.iter().find(|t| t.name == "review")).cloned();
+        if review.is_some_and(|t| t.phase == TaskPhase::InputRequired) {
+            break wf;
+        }
+        assert!(Instant::now() < deadline, "the review did not ask within 60s: {:#?}", wf.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let status = wf.status.expect("status");
+    assert_eq!(status.phase, Some(WorkflowPhase::Running), "a question is no failure");
+    let review = status.tasks.iter().find(|t| t.name == "review").expect("review");
+    assert_eq!(review.message.as_deref(), Some("Should the article name the vendors it compares?"));
+    assert!(review.a2a_task_id.is_some(), "the A2A task that waits is kept, to be answered");
+    let draft = status.tasks.iter().find(|t| t.name == "draft").expect("draft");
+    assert_eq!(draft.phase, TaskPhase::Succeeded);
+    assert!(draft.output.as_deref().unwrap_or_default().starts_with("Draft (fake-served) built from: Research notes"));
+    assert!(model.requests().iter().all(|r| r["authorization"] == format!("Bearer {key}").as_str()));
+    tear_down(daemon).await;
 }
