@@ -4,7 +4,8 @@
 //! `cargo bench --bench a2a_roundtrip` (add `-- 20000 64` for tasks and concurrency).
 //! With `A2A_BENCH_URL=http://...` the same runs go to that agent instead (e.g. an official
 //! SDK agent, to compare its JSON-RPC and HTTP+JSON bindings through our client); its card
-//! chooses the binding, and the answer must be a completed task.
+//! chooses the binding, and the answer must be a completed task. `A2A_BENCH_BINDING=http-json`
+//! (or `jsonrpc`) has the in-process demo agent serve only that binding.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,7 +24,13 @@ fn main() {
             Err(_) => {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 let addr: SocketAddr = listener.local_addr().expect("addr");
-                let config = DemoAgentConfig { skills: vec![server::Skill::Echo], ..Default::default() };
+                let mut config = DemoAgentConfig { skills: vec![server::Skill::Echo], ..Default::default() };
+                match std::env::var("A2A_BENCH_BINDING").as_deref() {
+                    Err(_) => {}
+                    Ok("jsonrpc") => config.bindings = vec![server::Binding::Jsonrpc],
+                    Ok("http-json") => config.bindings = vec![server::Binding::HttpJson],
+                    Ok(other) => panic!("A2A_BENCH_BINDING must be jsonrpc or http-json, not {other:?}"),
+                }
                 tokio::spawn(server::serve(listener, config, std::future::pending()));
                 format!("http://{addr}")
             }
