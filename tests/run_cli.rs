@@ -130,3 +130,27 @@ fn an_embedded_run_leaves_no_cgroup_behind() {
     let driver = a2a::node::cgroup::detect(Path::new("/sys/fs/cgroup")).expect("cgroups");
     assert!(!driver.exists(&a2a::node::cgroup::CgroupPath::parse(&top).expect("path")), "the cgroup tree was removed");
 }
+
+#[test]
+fn an_agent_a2a_runs_is_reached_at_its_own_port_whatever_host_its_card_advertises() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let file = home.path().join("wf.yaml");
+    // Both agents advertise an address that reaches nothing, as an agent behind a proxy or a
+    // Service may; the card still chooses the binding (HTTP+JSON first for one of them).
+    std::fs::write(
+        &file,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: rpc }\n\
+         spec: { command: [a2a, demo-agent, --advertise-url, 'http://127.0.0.1:1/'] }\n---\n\
+         apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: rest }\n\
+         spec: { command: [a2a, demo-agent, --binding, http-json, --binding, jsonrpc, --advertise-url, 'http://127.0.0.1:1/'] }\n---\n\
+         apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: reach }\nspec:\n  tasks:\n\
+         \x20   - { name: one, agent: rpc, message: 'uppercase over json-rpc' }\n\
+         \x20   - { name: two, agent: rest, message: 'uppercase over rest' }\n",
+    )
+    .expect("write");
+    let out = run(home.path(), &["-f", file.to_str().expect("utf-8"), "--output"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("--- one\nOVER JSON-RPC\n"), "{stdout}");
+    assert!(stdout.contains("--- two\nOVER REST\n"), "{stdout}");
+}

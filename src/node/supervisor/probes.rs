@@ -32,7 +32,9 @@ impl Node {
     pub(super) fn probe(&self, key: Key, replica: u32, pid: u32, url: String, retry_after: Duration) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let card = match crate::a2a::Client::new(&url) {
+            // Read as the engine will send: through the replica's own address (a2a chose it),
+            // so a card naming another host is Ready exactly when the engine can reach it.
+            let card = match crate::a2a::Client::through(&url) {
                 Ok(c) => match tokio::time::timeout(Duration::from_secs(2), c.refresh_agent_card()).await {
                     Ok(Ok(card)) => Some(CardSummary {
                         name: card.name.clone(),
