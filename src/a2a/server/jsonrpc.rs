@@ -115,8 +115,8 @@ async fn dispatch(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Re
                 ops::send_streaming_message(state, p).map(|rx| sse(Framing::JsonRpc(id.clone()), rx, Until::Settled)),
             )
         }
-        method::GET_EXTENDED_AGENT_CARD => answer(ops::get_extended_agent_card().map(|()| Response::default())),
-        m if m.contains("PushNotification") => answer(ops::push_notification_config().map(|()| Response::default())),
+        method::GET_EXTENDED_AGENT_CARD => answer(Err(ops::no_extended_agent_card())),
+        m if m.contains("PushNotification") => answer(Err(ops::no_push_notifications())),
         other => Err(fail(
             &id,
             ErrorCode::MethodNotFound,

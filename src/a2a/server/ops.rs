@@ -78,14 +78,14 @@ pub(super) fn subscribe_to_task(
     subscribe(state, &p.id)
 }
 
-/// `GetExtendedAgentCard`: the card declares none.
-pub(super) fn get_extended_agent_card() -> Result<(), RpcError> {
-    Err(wire::error(ErrorCode::UnsupportedOperation, "the demo agent does not implement GetExtendedAgentCard", &[]))
+/// The answer to `GetExtendedAgentCard`: the card declares none.
+pub(super) fn no_extended_agent_card() -> RpcError {
+    wire::error(ErrorCode::UnsupportedOperation, "the demo agent does not implement GetExtendedAgentCard", &[])
 }
 
-/// The push notification config operations: the card declares none.
-pub(super) fn push_notification_config() -> Result<(), RpcError> {
-    Err(wire::error(ErrorCode::PushNotificationNotSupported, "the demo agent does not send push notifications", &[]))
+/// The answer to every push notification config operation: the card declares none.
+pub(super) fn no_push_notifications() -> RpcError {
+    wire::error(ErrorCode::PushNotificationNotSupported, "the demo agent does not send push notifications", &[])
 }
 
 #[cfg(test)]

@@ -151,10 +151,8 @@ async fn serve(
             let rx = ops::subscribe_to_task(state, SubscribeToTaskRequest { id, tenant: None })?;
             Ok(sse(Framing::Bare, rx, Until::Terminal))
         }
-        Route::PushNotificationConfig => {
-            ops::push_notification_config().map(|()| StatusCode::NO_CONTENT.into_response())
-        }
-        Route::ExtendedAgentCard => ops::get_extended_agent_card().map(|()| StatusCode::NO_CONTENT.into_response()),
+        Route::PushNotificationConfig => Err(ops::no_push_notifications()),
+        Route::ExtendedAgentCard => Err(ops::no_extended_agent_card()),
     }
 }
 
