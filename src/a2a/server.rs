@@ -242,16 +242,16 @@ pub fn router(config: DemoAgentConfig) -> Router {
     let state =
         Arc::new(AgentState { config, card_modified, tasks: Mutex::new(Tasks::default()), rng: Mutex::new(rng) });
     // Both bindings share the interface URL: JSON-RPC is `POST /`, every other route is
-    // HTTP+JSON's. A check that concerns every request is a layer on this router.
-    let bindings = state.config.bindings.clone();
-    let mut app = Router::new().route(AGENT_CARD_PATH, get(card_handler));
-    if bindings.contains(&Binding::Jsonrpc) {
-        app = app.route("/", post(jsonrpc::handler));
+    // HTTP+JSON's. The card is discovery, open to all; a check that concerns every A2A
+    // request (a credential) is one layer on `a2a`, in front of both bindings.
+    let mut a2a = Router::new();
+    if state.config.bindings.contains(&Binding::Jsonrpc) {
+        a2a = a2a.route("/", post(jsonrpc::handler));
     }
-    if bindings.contains(&Binding::HttpJson) {
-        app = app.fallback(rest::handler);
+    if state.config.bindings.contains(&Binding::HttpJson) {
+        a2a = a2a.fallback(rest::handler);
     }
-    app.with_state(state)
+    Router::new().route(AGENT_CARD_PATH, get(card_handler)).merge(a2a).with_state(state)
 }
 
 struct AgentState {
