@@ -234,3 +234,32 @@ async fn applied_to_a2a_serve_the_review_waits_with_the_question_in_the_workflow
     assert!(model.requests().iter().all(|r| r["authorization"] == format!("Bearer {key}").as_str()));
     tear_down(daemon).await;
 }
+
+/// The human's side of the example: `a2a reply` answers the review's question, and the
+/// workflow finishes with the model's final text, which follows the answer. Call it after the
+/// review waits (as in the test above), before the tear-down.
+#[allow(dead_code)]
+async fn answer_the_review(home: &Path, client: &kube::Client, model: &FakeModel, model_name: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_a2a"))
+        .args(["reply", "llm-article", "review", "-m", "Yes, name them."])
+        .env("A2A_HOME", home)
+        .output()
+        .expect("a2a reply");
+    assert!(out.status.success(), "a2a reply: {}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wf = loop {
+        let wf = get_wf(client, "llm-article").await;
+        if wf.status.as_ref().and_then(|s| s.phase) == Some(WorkflowPhase::Succeeded) {
+            break wf;
+        }
+        assert!(Instant::now() < deadline, "the workflow did not finish within 60s: {:#?}", wf.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let status = wf.status.expect("status");
+    let review = status.tasks.iter().find(|t| t.name == "review").expect("review");
+    let expected = format!("Final text ({model_name}), as decided: Yes, name them.");
+    assert_eq!(review.output.as_deref(), Some(expected.as_str()));
+    let last = model.requests().pop().expect("the decision's completion");
+    let user = last["body"]["messages"][1]["content"].as_str().unwrap_or_default().to_owned();
+    assert!(user.contains("Should the article name the vendors it compares?") && user.ends_with("Yes, name them."));
+}
