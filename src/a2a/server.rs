@@ -1,7 +1,8 @@
 //! The server side of the sample agent (`a2a demo-agent`): a small A2A 1.0 server, over the
-//! JSON-RPC and the HTTP+JSON binding alike (one implementation of each operation in [`ops`],
-//! two thin bindings in [`jsonrpc`] and [`rest`]), with a few deterministic skills (echo, uppercase, word count, sleep, allocate, fail, ask) and
-//! fault injection, used by the quickstart, load and fault tests.
+//! JSON-RPC and the HTTP+JSON binding alike (one implementation of each operation in `ops`,
+//! two thin bindings in `jsonrpc` and `rest`), with a few deterministic skills (echo,
+//! uppercase, word count, sleep, allocate, fail, ask) and fault injection, used by the
+//! quickstart, load and fault tests and the official TCK.
 //!
 //! Every task it runs is logged to stderr as one line
 //! (`a2a-demo-agent: event=start task=… messageId=… skill=…`), so tests can prove a task ran
@@ -365,8 +366,8 @@ async fn card_handler(State(state): State<Shared>, headers: HeaderMap) -> Respon
     (cache, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Why the demo agent refuses a request or fails a task; the text reaches the caller (as a
-/// JSON-RPC error message or the failed task's status message).
+/// Why the demo agent refuses a request or fails a task; the text reaches the caller (as an
+/// A2A error's message, over either binding, or the failed task's status message).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the {VERSION_HEADER} header is missing, which means protocol 0.3; this agent speaks {PROTOCOL_VERSION}")]
