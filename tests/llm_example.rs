@@ -99,7 +99,7 @@ fn run(home: &Path, file: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_a2a"))
         .args(["run", "-f"])
         .arg(file)
-        .args(["--output", "--cgroup-top", &format!("a2a-test-llm-{}", std::process::id())])
+        .args(["--output", "--cgroup-top", &format!("a2a-test-llm-run-{}", std::process::id())])
         .env("A2A_HOME", home)
         .env_remove("A2A_KUBECONFIG")
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -53,8 +53,9 @@ def log(text: str) -> None:
     print(f"llm-agent: {text}", file=sys.stderr, flush=True)
 
 
-class ModelError(Exception):
-    """The completions endpoint failed or answered with something that is no completion."""
+class TaskFailure(Exception):
+    """Why a task fails: the message gave nothing to work on, or the completions endpoint
+    failed or answered with something that is no completion."""
 
 
 class ChatModel:
@@ -74,13 +75,13 @@ class ChatModel:
         try:
             resp = await self.http.post(self.url, json=body)
         except httpx.HTTPError as e:
-            raise ModelError(f"POST {self.url}: {e}") from e
+            raise TaskFailure(f"POST {self.url}: {e}") from e
         if resp.status_code != 200:
-            raise ModelError(f"POST {self.url}: HTTP {resp.status_code}: {resp.text[:300]}")
+            raise TaskFailure(f"POST {self.url}: HTTP {resp.status_code}: {resp.text[:300]}")
         try:
             return resp.json()["choices"][0]["message"]["content"].strip()
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
-            raise ModelError(f"POST {self.url}: not a chat completion ({e!r}): {resp.text[:300]}") from e
+            raise TaskFailure(f"POST {self.url}: not a chat completion ({e!r}): {resp.text[:300]}") from e
 
 
 def split_skill(text: str) -> tuple[str, str]:
@@ -117,6 +118,8 @@ class WriterExecutor(AgentExecutor):
                 skill = "review"
             else:
                 skill, rest = split_skill(text)
+                if not rest:
+                    raise TaskFailure(f"nothing to {skill}: send `{skill}: ...` with the text to work on")
                 log(f"start task={task.id} skill={skill}")
                 result = await self.model.complete(PROMPTS[skill], rest)
                 if skill == "review" and result.startswith(DECISION):
@@ -126,7 +129,7 @@ class WriterExecutor(AgentExecutor):
                     return
                 if skill == "review" and result.startswith("APPROVED"):
                     result = result[len("APPROVED") :].strip()
-        except ModelError as e:
+        except TaskFailure as e:
             log(f"failed task={task.id}: {e}")
             await updater.failed(updater.new_agent_message([new_text_part(str(e))]))
             return
