@@ -84,9 +84,9 @@ async fn task_reason(client: &kube::Client, name: &str, reason: &str, needle: &s
     loop {
         let wf = api.get(name).await.expect("get workflow");
         let found = wf.status.as_ref().and_then(|s| {
-            s.tasks.iter().find_map(|t| {
-                t.message.clone().filter(|m| t.reason.as_deref() == Some(reason) && m.contains(needle))
-            })
+            s.tasks
+                .iter()
+                .find_map(|t| t.message.clone().filter(|m| t.reason.as_deref() == Some(reason) && m.contains(needle)))
         });
         if let Some(m) = found {
             return m;
@@ -122,12 +122,7 @@ fn log_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 /// Asserts that no window of `per` seconds holds more than `n` of `times` (sorted).
 fn at_most_n_per_window(times: &[f64], n: usize, per: f64) {
     for w in times.windows(n + 1) {
-        assert!(
-            w[n] - w[0] >= per,
-            "{} requests arrived within {:.3}s (< {per}s): {times:?}",
-            n + 1,
-            w[n] - w[0]
-        );
+        assert!(w[n] - w[0] >= per, "{} requests arrived within {:.3}s (< {per}s): {times:?}", n + 1, w[n] - w[0]);
     }
 }
 
@@ -167,7 +162,10 @@ async fn retried_after_the_agents_wait(binding: &str, form: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let evs = events(&client, "once").await;
-        if evs.iter().any(|(r, m)| r == "RateLimited" && m.starts_with("task \"ask\": agent \"llm\" asked with Retry-After")) {
+        if evs
+            .iter()
+            .any(|(r, m)| r == "RateLimited" && m.starts_with("task \"ask\": agent \"llm\" asked with Retry-After"))
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no RateLimited Event: {evs:?}");
@@ -186,7 +184,8 @@ async fn a_429_with_a_retry_after_date_is_retried_after_the_wait_without_using_a
 }
 
 fn six_tasks(name: &str, agents: &[&str]) -> String {
-    let mut yaml = format!("apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: {{ name: {name} }}\nspec:\n  tasks:\n");
+    let mut yaml =
+        format!("apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: {{ name: {name} }}\nspec:\n  tasks:\n");
     for i in 0..6 {
         let agent = agents[i % agents.len()];
         yaml.push_str(&format!("    - {{ name: t{i}, agent: {agent}, message: m{i} }}\n"));

@@ -581,7 +581,10 @@ pub(crate) async fn read_reply(
 }
 
 /// The status and body of an answer; a 429 or 503 with `Retry-After` is [`Error::Throttled`].
-pub(crate) async fn read_response(url: &str, resp: http::Response<hyper::body::Incoming>) -> Result<(StatusCode, Bytes)> {
+pub(crate) async fn read_response(
+    url: &str,
+    resp: http::Response<hyper::body::Incoming>,
+) -> Result<(StatusCode, Bytes)> {
     let status = resp.status();
     let retry_after = retry_after_of(url, status, resp.headers());
     let body = collect(url, resp.into_body()).await?;
@@ -601,7 +604,9 @@ pub(crate) fn retry_after_of(url: &str, status: StatusCode, headers: &http::Head
     let value = headers.get(header::RETRY_AFTER)?;
     let parsed = value
         .to_str()
-        .map_err(|_| super::retry_after::ParseError::Invalid { value: String::from_utf8_lossy(value.as_bytes()).into() })
+        .map_err(|_| super::retry_after::ParseError::Invalid {
+            value: String::from_utf8_lossy(value.as_bytes()).into(),
+        })
         .and_then(|v| super::retry_after::parse(v, jiff::Timestamp::now()));
     match parsed {
         Ok(after) => Some(after),

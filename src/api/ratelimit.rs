@@ -44,7 +44,9 @@ mod tests {
     }
 
     fn budget(rate: &str) -> String {
-        format!("apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {{ name: b }}\nspec: {{ rateLimit: {rate} }}\n")
+        format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {{ name: b }}\nspec: {{ rateLimit: {rate} }}\n"
+        )
     }
 
     #[test]

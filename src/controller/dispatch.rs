@@ -325,7 +325,8 @@ mod tests {
             dq.dispatch_gated(&mut gate).into_iter().map(|(a, pass)| (a.item, a.agent, pass)).collect();
         assert_eq!(sent, [("second", "other".to_owned(), 1), ("third", "other".to_owned(), 2)]);
         assert_eq!(dq.len(), 1, "the held agent's task waits in its place");
-        let sent: Vec<&str> = dq.dispatch_gated(&mut Holding(vec![], vec![])).into_iter().map(|(a, _)| a.item).collect();
+        let sent: Vec<&str> =
+            dq.dispatch_gated(&mut Holding(vec![], vec![])).into_iter().map(|(a, _)| a.item).collect();
         assert_eq!(sent, ["first"], "and goes once the gate opens");
     }
 }

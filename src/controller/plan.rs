@@ -749,7 +749,10 @@ mod tests {
         record_deferred(&mut st, 0, later, "RateLimited", "agent \"e\" asked to wait".into());
         let t = &st.tasks[0];
         assert_eq!((t.phase, t.attempts, t.error.as_deref()), (TaskPhase::Pending, 0, None));
-        assert_eq!((t.reason.as_deref(), t.message.as_deref()), (Some("RateLimited"), Some("agent \"e\" asked to wait")));
+        assert_eq!(
+            (t.reason.as_deref(), t.message.as_deref()),
+            (Some("RateLimited"), Some("agent \"e\" asked to wait"))
+        );
         let s = step(&spec, &mut st, t0());
         assert!(s.ready.is_empty(), "it waits as asked");
         assert_eq!(s.wake_at, Some(later));

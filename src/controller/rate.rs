@@ -247,7 +247,9 @@ pub fn defer(after: Duration, deferred: u32, deadline_left: Option<Duration>) ->
     let wait = format!("{}s", after.as_secs_f64());
     if after > MAX_RETRY_AFTER {
         let max = MAX_RETRY_AFTER.as_secs();
-        return Deferral::TooLong(format!("the agent asked to be called again in {wait}, longer than a2a waits ({max}s)"));
+        return Deferral::TooLong(format!(
+            "the agent asked to be called again in {wait}, longer than a2a waits ({max}s)"
+        ));
     }
     if let Some(left) = deadline_left
         && after >= left

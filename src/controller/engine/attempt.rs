@@ -354,7 +354,15 @@ impl Engine {
         if let Some((uid, warning, note)) = event {
             let note = format!("{}: {note}", crate::controller::events::tasks_phrase(&[&*t.task]));
             let (ns, name) = &t.workflow;
-            crate::controller::events::record(&self.client, ns, name, &uid, warning, crate::controller::rate::RATE_LIMITED, note);
+            crate::controller::events::record(
+                &self.client,
+                ns,
+                name,
+                &uid,
+                warning,
+                crate::controller::rate::RATE_LIMITED,
+                note,
+            );
         }
         self.schedule(&t.workflow);
     }

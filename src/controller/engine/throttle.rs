@@ -200,7 +200,9 @@ fn describe_held(agent: &str, held: &Held, now: Instant, wall: Timestamp) -> Str
                 HeldBy::Limit(l) => l.as_str(),
                 HeldBy::RetryAfter => "Retry-After",
             };
-            format!("{scope} (agent {agent:?} is charged to it) is at its rateLimit of {limit}; the next request may start {when}")
+            format!(
+                "{scope} (agent {agent:?} is charged to it) is at its rateLimit of {limit}; the next request may start {when}"
+            )
         }
     }
 }
