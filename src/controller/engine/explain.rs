@@ -62,14 +62,26 @@ impl Engine {
                         stuck::for_agent(&q.namespace, name, agent_facts(agents, queue, &q.namespace, name))
                             .or_else(|| super::throttle::held_reason(agents, budgets, rates, &q.namespace, name))
                     }
-                    Target::Skill(skill) => stuck::for_skill(
-                        &q.namespace,
-                        skill,
-                        agents
-                            .keys()
-                            .filter(|(ns, _)| *ns == q.namespace)
-                            .filter_map(|(ns, name)| agent_facts(agents, queue, ns, name)),
-                    ),
+                    Target::Skill(skill) => {
+                        let candidates = || {
+                            agents
+                                .keys()
+                                .filter(|(ns, _)| *ns == q.namespace)
+                                .filter_map(|(ns, name)| agent_facts(agents, queue, ns, name))
+                        };
+                        stuck::for_skill(&q.namespace, skill, candidates()).or_else(|| {
+                            // Every ready agent with the skill is held by a rate limit: the
+                            // first one's reason (in name order) stands for them.
+                            let mut ready: Vec<&str> =
+                                candidates().filter(|f| f.ready && f.skills.contains(skill)).map(|f| f.name).collect();
+                            ready.sort_unstable();
+                            let mut held = ready
+                                .iter()
+                                .map(|name| super::throttle::held_reason(agents, budgets, rates, &q.namespace, name));
+                            let first = held.next().flatten()?;
+                            held.all(|h| h.is_some()).then_some(first)
+                        })
+                    }
                 });
                 let Some(w) = workflows.get_mut(&t.workflow).filter(|w| *w.uid == *t.uid) else { continue };
                 let Some(i) = w.index.position(&t.task) else { continue };
