@@ -143,7 +143,7 @@ impl<T> DispatchQueue<T> {
             return out;
         }
         // Agents the gate held in this pass: they take nothing more in it.
-        let mut held: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut held: Vec<(String, String)> = Vec::new();
         // Walked in order from a cursor (entries are taken out on the way), so a call costs
         // the entries it looks at, not the length of the queue.
         let mut after: Option<(std::cmp::Reverse<u8>, u64)> = None;
@@ -155,14 +155,14 @@ impl<T> DispatchQueue<T> {
             let Some((&key, q)) = next else { break };
             after = Some(key);
             let mut open = |ns: &str, name: &str| {
-                let k = (ns.to_owned(), name.to_owned());
-                if held.contains(&k) {
+                // Few agents are held at once: a scan beats a key built per queued task.
+                if held.iter().any(|(n, a)| n == ns && a == name) {
                     return false;
                 }
                 if gate.allows(ns, name, &q.item) {
                     return true;
                 }
-                held.insert(k);
+                held.push((ns.to_owned(), name.to_owned()));
                 free_agents -= 1;
                 false
             };

@@ -99,16 +99,13 @@ impl Window {
 
     /// When the next request may start; `None`: now.
     fn opens(&self, now: Instant) -> Option<Opens> {
-        let live: Vec<Option<Instant>> = self
-            .entries
-            .iter()
-            .map(|(_, at)| *at)
-            .filter(|at| at.is_none_or(|at| now.saturating_duration_since(at) < self.per))
-            .collect();
+        let alive = |at: &Option<Instant>| at.is_none_or(|at| now.saturating_duration_since(at) < self.per);
         let requests = self.requests as usize;
-        if live.len() < requests {
+        // The common case (room left) counts without collecting.
+        if self.entries.iter().filter(|(_, at)| alive(at)).count() < requests {
             return None;
         }
+        let live: Vec<Option<Instant>> = self.entries.iter().map(|(_, at)| *at).filter(alive).collect();
         // `over` answered entries must age out before one more request fits.
         let over = live.len() + 1 - requests;
         let mut answered: Vec<Instant> = live.into_iter().flatten().collect();
@@ -205,8 +202,9 @@ impl RateLimits {
     pub fn answered(&mut self, permit: &Permit, now: Instant) {
         for s in &permit.scopes {
             if let Some(w) = self.windows.get_mut(s) {
-                for e in w.entries.iter_mut().filter(|e| e.0 == permit.id) {
-                    e.1 = Some(now);
+                // Entries are pushed in permit order and pruning keeps it.
+                if let Ok(i) = w.entries.binary_search_by_key(&permit.id, |e| e.0) {
+                    w.entries[i].1 = Some(now);
                 }
                 w.prune(now);
             }
