@@ -134,3 +134,58 @@ async fn requests_go_to_the_first_interface_in_the_cards_order_whose_binding_a2a
     let reply = client.send_message(Message::user_text("m-1", "hello"), None).await.expect("the agent answers");
     assert_eq!(reply.output().text, "hello");
 }
+
+#[tokio::test]
+async fn a_429_or_503_with_retry_after_asks_for_that_wait_on_the_card_and_on_requests() {
+    use std::time::Duration;
+    // The card itself is throttled: 503 with Retry-After in seconds.
+    let app = Router::new().route(
+        "/.well-known/agent-card.json",
+        get(|| async { (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "7")], "warming up") }),
+    );
+    let err = Client::new(&serve(app).await).unwrap().agent_card().await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)), "{err}");
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("answered HTTP 503 and asks to be called again after 7s"), "{err}");
+
+    // Requests: the header wins over a JSON-RPC error body; without a readable header a 429 is
+    // an ordinary error (the retry policy decides).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let url = format!("http://{addr}/");
+    let app = Router::new()
+        .route(
+            "/.well-known/agent-card.json",
+            get(move || {
+                let url = url.clone();
+                async move { axum::Json(card(&url, "JSONRPC")) }
+            }),
+        )
+        .route(
+            "/",
+            post(|body: String| async move {
+                let busy = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32603, "message": "busy"}});
+                let retry_after = if body.contains("\"with\"") {
+                    "Wed, 06 Nov 2999 08:49:37 GMT"
+                } else if body.contains("\"bad\"") {
+                    "soon"
+                } else {
+                    ""
+                };
+                let mut headers = axum::http::HeaderMap::new();
+                if !retry_after.is_empty() {
+                    headers.insert("retry-after", retry_after.parse().unwrap());
+                }
+                (StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(busy))
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::new(&format!("http://{addr}")).unwrap();
+    let err = client.send_message(Message::user_text("m", "with"), None).await.unwrap_err();
+    assert!(err.retry_after().is_some_and(|d| d > Duration::from_secs(86400 * 365)), "an HTTP-date: {err}");
+    for text in ["bad", "none"] {
+        let err = client.send_message(Message::user_text("m", text), None).await.unwrap_err();
+        assert_eq!(err.retry_after(), None, "{text}: {err}");
+        assert_eq!(err.rpc_code(), Some(ErrorCode::InternalError), "{text}: the body's error stands: {err}");
+    }
+}

@@ -44,6 +44,8 @@ use super::types::{
 
 /// Responses larger than this are refused (outputs beyond it belong in files, not replies).
 const MAX_BODY: usize = 64 * 1024 * 1024;
+/// The longest a poll of a running task waits on an agent's `Retry-After`.
+const MAX_POLL_DEFERRAL: Duration = Duration::from_secs(600);
 /// How much of an unexpected HTTP body is quoted in an error.
 const QUOTE: usize = 512;
 
@@ -64,6 +66,9 @@ pub enum Error {
     RequestTimeout { url: String, after: Duration },
     #[error("{url}: the agent answered HTTP {status}: {body}")]
     HttpStatus { url: String, status: u16, body: String },
+    /// HTTP 429 or 503 with a valid `Retry-After`: the agent asks to be called again later.
+    #[error("{url}: the agent answered HTTP {status} and asks to be called again after {}s: {body}", after.as_secs_f64())]
+    Throttled { url: String, status: u16, after: Duration, body: String },
     #[error("{url}: {what} is not valid A2A 1.0 JSON: {source}")]
     Decode {
         url: String,
@@ -101,12 +106,24 @@ impl Error {
         }
     }
 
+    /// The wait the agent asked for with `Retry-After` (on HTTP 429 or 503), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Throttled { after, .. } => Some(*after),
+            _ => None,
+        }
+    }
+
     /// Whether trying again later may succeed: the agent was unreachable, overloaded or
     /// failed internally, or the deadline passed. False for mistakes in the request or the
     /// agent's card, which a retry repeats.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Body { .. } | Self::RequestTimeout { .. } | Self::Timeout { .. } => true,
+            Self::Connect { .. }
+            | Self::Body { .. }
+            | Self::RequestTimeout { .. }
+            | Self::Timeout { .. }
+            | Self::Throttled { .. } => true,
             Self::HttpStatus { status, .. } => *status == 429 || *status >= 500,
             Self::Rpc { error, .. } => error.code == ErrorCode::InternalError,
             Self::InvalidUrl { .. }
@@ -126,6 +143,7 @@ impl Error {
             Self::Body { .. } => "body",
             Self::RequestTimeout { .. } => "request_timeout",
             Self::HttpStatus { .. } => "http_status",
+            Self::Throttled { .. } => "throttled",
             Self::Decode { .. } => "decode",
             Self::NoSupportedInterface { .. } => "no_supported_interface",
             Self::Rpc { .. } => "rpc",
@@ -438,7 +456,16 @@ impl Client {
             wait = (wait * 2).min(opts.poll_max);
             let fresh = tokio::time::timeout(opts.request_timeout, self.get_task(&task.id))
                 .await
-                .map_err(|_| Error::RequestTimeout { url: self.inner.base.clone(), after: opts.request_timeout })??;
+                .map_err(|_| Error::RequestTimeout { url: self.inner.base.clone(), after: opts.request_timeout })?;
+            // A throttled poll is asked again when the agent says (the task runs on meanwhile).
+            let fresh = match fresh {
+                Err(e) if let Some(after) = e.retry_after() => {
+                    wait = after.clamp(opts.poll_initial, MAX_POLL_DEFERRAL);
+                    tracing::debug!(task = %task.id, ?wait, "GetTask throttled; polling again after Retry-After");
+                    continue;
+                }
+                other => other?,
+            };
             if is_settled(fresh.status.state) {
                 return Ok(fresh);
             }
@@ -563,9 +590,44 @@ pub(crate) async fn read_reply(
     url: &str,
     resp: impl Future<Output = Result<http::Response<hyper::body::Incoming>>>,
 ) -> Result<(StatusCode, Bytes)> {
-    let resp = resp.await?;
+    read_response(url, resp.await?).await
+}
+
+/// The status and body of an answer; a 429 or 503 with `Retry-After` is [`Error::Throttled`].
+pub(crate) async fn read_response(
+    url: &str,
+    resp: http::Response<hyper::body::Incoming>,
+) -> Result<(StatusCode, Bytes)> {
     let status = resp.status();
-    Ok((status, collect(url, resp.into_body()).await?))
+    let retry_after = retry_after_of(url, status, resp.headers());
+    let body = collect(url, resp.into_body()).await?;
+    if let Some(after) = retry_after {
+        return Err(Error::Throttled { url: url.to_owned(), status: status.as_u16(), after, body: quote(&body) });
+    }
+    Ok((status, body))
+}
+
+/// The wait a 429 or 503 answer asks for with `Retry-After`. It takes precedence over
+/// whatever error the body holds: the agent is not failing the request, it defers it. A
+/// header a2a cannot read is logged and ignored (the answer is then an ordinary error).
+pub(crate) fn retry_after_of(url: &str, status: StatusCode, headers: &http::HeaderMap) -> Option<Duration> {
+    if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let value = headers.get(header::RETRY_AFTER)?;
+    let parsed = value
+        .to_str()
+        .map_err(|_| super::retry_after::ParseError::Invalid {
+            value: String::from_utf8_lossy(value.as_bytes()).into(),
+        })
+        .and_then(|v| super::retry_after::parse(v, jiff::Timestamp::now()));
+    match parsed {
+        Ok(after) => Some(after),
+        Err(e) => {
+            tracing::debug!(%url, status = status.as_u16(), error = %e, "Retry-After ignored");
+            None
+        }
+    }
 }
 
 pub(crate) async fn collect(url: &str, body: hyper::body::Incoming) -> Result<Bytes> {

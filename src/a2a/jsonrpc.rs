@@ -10,7 +10,7 @@ use http_body_util::Full;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::client::{Error, EventStream, Http, Result, collect, http_status, invalid, quote, read_reply, send};
+use super::client::{Error, EventStream, Http, Result, http_status, invalid, quote, read_reply, read_response, send};
 use super::sse::SseEvent;
 use super::transport::{BoxFuture, Transport};
 use super::types::{
@@ -85,7 +85,7 @@ impl JsonRpc {
         let status = resp.status();
         if !super::sse::is_event_stream(resp.headers()) {
             // An upfront error (or a server that does not stream) answers with plain JSON.
-            let body = collect(&endpoint, resp.into_body()).await?;
+            let (_, body) = read_response(&endpoint, resp).await?;
             let one: StreamResponse = decode_rpc(method, &endpoint, status, &body)?;
             return Ok(Box::pin(futures::stream::iter([Ok(one)])));
         }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod jsonrpc;
 pub mod rest;
+pub mod retry_after;
 pub mod server;
 pub(crate) mod sse;
 pub mod transport;

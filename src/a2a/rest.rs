@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::client::{Error, EventStream, Http, Result, collect, http_status, invalid, quote, read_reply, send};
+use super::client::{Error, EventStream, Http, Result, http_status, invalid, quote, read_reply, read_response, send};
 use super::sse::SseEvent;
 use super::transport::{BoxFuture, Transport};
 use super::types::{
@@ -150,12 +150,12 @@ impl HttpJson {
         let status = resp.status();
         if !super::sse::is_event_stream(resp.headers()) {
             // An upfront error (or a server that does not stream) answers with plain JSON.
-            let body = collect(&call.url, resp.into_body()).await?;
+            let (_, body) = read_response(&call.url, resp).await?;
             let one: StreamResponse = decode_reply(call.operation, &call.url, status, &body)?;
             return Ok(Box::pin(futures::stream::iter([Ok(one)])));
         }
         if !status.is_success() {
-            let body = collect(&call.url, resp.into_body()).await?;
+            let (_, body) = read_response(&call.url, resp).await?;
             return Err(reply_error(call.operation, &call.url, status, &body));
         }
         Ok(super::sse::events(resp.into_body(), call.url, call.operation.to_owned(), decode_event))

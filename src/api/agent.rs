@@ -103,6 +103,10 @@ pub struct AgentSpec {
     /// What to do when a replica exits. Default `Always`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<RestartPolicy>,
+    /// The most A2A requests sent to this agent (all replicas together) in any window:
+    /// `{requests: 60, per: 1m}`. Tasks over it wait in the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<super::ratelimit::RateLimit>,
 }
 
 impl AgentSpec {

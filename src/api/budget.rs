@@ -49,6 +49,10 @@ pub struct ResourceBudgetSpec {
     /// mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<Alert>,
+    /// The most A2A requests sent to all agents charged to this budget (and its child
+    /// budgets) together, in any window: `{requests: 600, per: 1m}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<super::ratelimit::RateLimit>,
 }
 
 /// Fires when measured use of `resource` is above `above` of the budget's limit.

@@ -454,6 +454,7 @@ const RESERVED_ENV: &[&str] = &["A2A_PORT", "A2A_AGENT", "A2A_NAMESPACE"];
 
 fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
     let s = &agent.spec;
+    check_rate_limit(s.rate_limit.as_ref(), errors);
     let has_command = !s.command.is_empty();
     if let Some(url) = &s.url {
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < "http://x".len() {
@@ -808,6 +809,16 @@ fn check_budget(b: &ResourceBudget, errors: &mut Vec<FieldError>) {
     check_memory_not_tiny(&s.limits, "spec.limits.memory", errors);
     check_cpu_not_zero(s.limits.cpu.as_ref(), "spec.limits.cpu", errors);
     check_cpu_not_zero(s.background_cpu.as_ref(), "spec.backgroundCpu", errors);
+    check_rate_limit(s.rate_limit.as_ref(), errors);
+}
+
+/// A window of no time makes no limit: refused, like a zero CPU limit.
+fn check_rate_limit(limit: Option<&super::ratelimit::RateLimit>, errors: &mut Vec<FieldError>) {
+    if let Some(l) = limit
+        && l.per.value().is_zero()
+    {
+        errors.push(FieldError::new("spec.rateLimit.per", format!("{} is not a positive duration", l.per)));
+    }
 }
 
 /// A zero CPU limit: Kubernetes reads it as "no limit", a cgroup quota as "never run" (a2a

@@ -127,6 +127,14 @@ impl<T> DispatchQueue<T> {
     /// Takes every queued task that has a free agent slot now, highest priority and oldest
     /// first. Tasks whose agent is busy or not ready stay queued in their place.
     pub fn dispatch(&mut self) -> Vec<Assignment<T>> {
+        self.dispatch_gated(&mut Open).into_iter().map(|(a, ())| a).collect()
+    }
+
+    /// [`Self::dispatch`], where `gate` also decides whether a request to a free agent may
+    /// start now (its rate limits): a task whose agent the gate holds stays queued in its
+    /// place, without holding back tasks for other agents. Each assignment comes with the
+    /// gate's pass for it.
+    pub fn dispatch_gated<G: Gate<T>>(&mut self, gate: &mut G) -> Vec<(Assignment<T>, G::Pass)> {
         let mut out = Vec::new();
         // Nothing can move while every agent is full; and the scan stops once they all are
         // (so a long queue behind one busy agent costs nothing per released slot).
@@ -134,6 +142,8 @@ impl<T> DispatchQueue<T> {
         if free_agents == 0 {
             return out;
         }
+        // Agents the gate held in this pass: they take nothing more in it.
+        let mut held: Vec<(String, String)> = Vec::new();
         // Walked in order from a cursor (entries are taken out on the way), so a call costs
         // the entries it looks at, not the length of the queue.
         let mut after: Option<(std::cmp::Reverse<u8>, u64)> = None;
@@ -144,15 +154,29 @@ impl<T> DispatchQueue<T> {
             };
             let Some((&key, q)) = next else { break };
             after = Some(key);
-            let chosen = match &q.target {
-                Target::Agent(name) => {
-                    self.agents.get(&(q.namespace.clone(), name.clone())).filter(|s| s.free()).map(|_| name.clone())
+            let mut open = |ns: &str, name: &str| {
+                // Few agents are held at once: a scan beats a key built per queued task.
+                if held.iter().any(|(n, a)| n == ns && a == name) {
+                    return false;
                 }
+                if gate.allows(ns, name, &q.item) {
+                    return true;
+                }
+                held.push((ns.to_owned(), name.to_owned()));
+                free_agents -= 1;
+                false
+            };
+            let chosen = match &q.target {
+                Target::Agent(name) => self
+                    .agents
+                    .get(&(q.namespace.clone(), name.clone()))
+                    .filter(|s| s.free() && open(&q.namespace, name))
+                    .map(|_| name.clone()),
                 Target::Skill(skill) => self
                     .agents
                     .range((q.namespace.clone(), String::new())..)
                     .take_while(|((ns, _), _)| *ns == q.namespace)
-                    .filter(|(_, s)| s.free() && s.skills.contains(skill))
+                    .filter(|((ns, name), s)| s.free() && s.skills.contains(skill) && open(ns, name))
                     // Least loaded: lowest in_flight/capacity, compared without division.
                     .min_by(|(ka, a), (kb, b)| {
                         (u64::from(a.in_flight) * u64::from(b.capacity))
@@ -163,16 +187,38 @@ impl<T> DispatchQueue<T> {
             };
             let Some(agent) = chosen else { continue };
             let Some(q) = self.entries.remove(&key) else { continue };
+            let pass = gate.pass(&q.namespace, &agent, &q.item);
             if let Some(s) = self.agents.get_mut(&(q.namespace.clone(), agent.clone())) {
                 s.in_flight += 1;
                 if !s.free() {
                     free_agents -= 1;
                 }
             }
-            out.push(Assignment { namespace: q.namespace, agent, item: q.item });
+            out.push((Assignment { namespace: q.namespace, agent, item: q.item }, pass));
         }
         out
     }
+}
+
+/// Decides whether a request to a free agent may start now (the engine's rate limits).
+pub trait Gate<T> {
+    /// What a request that starts carries (its share of the limits).
+    type Pass;
+    /// Whether a request for `item` to agent `namespace/name` may start now.
+    fn allows(&mut self, namespace: &str, name: &str, item: &T) -> bool;
+    /// The request for `item` to `namespace/name` starts.
+    fn pass(&mut self, namespace: &str, name: &str, item: &T) -> Self::Pass;
+}
+
+/// The gate that holds nothing.
+pub struct Open;
+
+impl<T> Gate<T> for Open {
+    type Pass = ();
+    fn allows(&mut self, _: &str, _: &str, _: &T) -> bool {
+        true
+    }
+    fn pass(&mut self, _: &str, _: &str, _: &T) {}
 }
 
 #[cfg(test)]
@@ -250,5 +296,37 @@ mod tests {
         dq.set_agent("other", "a", true, 1, skills(&["s"]));
         dq.push(q(Target::Skill("s".into()), Priority::Normal, "t"));
         assert!(dq.dispatch().is_empty(), "an agent in another namespace is not a candidate");
+    }
+
+    /// Holds the agents named, counts the passes given.
+    struct Holding(Vec<&'static str>, Vec<String>);
+
+    impl Gate<&'static str> for Holding {
+        type Pass = usize;
+        fn allows(&mut self, _: &str, name: &str, _: &&'static str) -> bool {
+            !self.0.contains(&name)
+        }
+        fn pass(&mut self, _: &str, name: &str, _: &&'static str) -> usize {
+            self.1.push(name.to_owned());
+            self.1.len()
+        }
+    }
+
+    #[test]
+    fn a_held_agent_keeps_its_tasks_queued_without_holding_back_other_agents_or_skills() {
+        let mut dq = DispatchQueue::new();
+        dq.set_agent("default", "limited", true, 4, skills(&["sum"]));
+        dq.set_agent("default", "other", true, 4, skills(&["sum"]));
+        dq.push(q(Target::Agent("limited".into()), Priority::Critical, "first"));
+        dq.push(q(Target::Agent("other".into()), Priority::Low, "second"));
+        dq.push(q(Target::Skill("sum".into()), Priority::Low, "third"));
+        let mut gate = Holding(vec!["limited"], Vec::new());
+        let sent: Vec<(&str, String, usize)> =
+            dq.dispatch_gated(&mut gate).into_iter().map(|(a, pass)| (a.item, a.agent, pass)).collect();
+        assert_eq!(sent, [("second", "other".to_owned(), 1), ("third", "other".to_owned(), 2)]);
+        assert_eq!(dq.len(), 1, "the held agent's task waits in its place");
+        let sent: Vec<&str> =
+            dq.dispatch_gated(&mut Holding(vec![], vec![])).into_iter().map(|(a, _)| a.item).collect();
+        assert_eq!(sent, ["first"], "and goes once the gate opens");
     }
 }

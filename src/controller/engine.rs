@@ -25,7 +25,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 
 use super::attempts::Attempts;
-use super::dispatch::{Assignment, DispatchQueue, Queued, Target};
+use super::dispatch::{DispatchQueue, Queued, Target};
 use super::outputs;
 use super::plan;
 use crate::a2a;
@@ -87,6 +87,7 @@ pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 mod attempt;
 mod explain;
 mod flush;
+mod throttle;
 
 /// The longest a large workflow's next step waits for more finished tasks to join it.
 const MAX_STEP_PAUSE: Duration = Duration::from_millis(5);
@@ -138,6 +139,12 @@ pub enum Error {
     EndedSilently { state: &'static str },
     #[error("{state}: {text}")]
     Ended { state: &'static str, text: String },
+    #[error("{why}; the last answer: {source}")]
+    Deferred {
+        why: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 /// `namespace/name`.
@@ -182,6 +189,8 @@ struct WorkflowState {
     /// downstream tasks (read back from their ConfigMaps on first use; dropped at the end), by
     /// task name.
     full_outputs: HashMap<String, Arc<str>>,
+    /// How often the agent deferred each task's current attempt with `Retry-After`.
+    deferrals: HashMap<Arc<str>, u32>,
 }
 
 impl WorkflowState {
@@ -210,6 +219,7 @@ impl WorkflowState {
             adopted: false,
             cancel_requested: false,
             full_outputs: HashMap::new(),
+            deferrals: HashMap::new(),
         }
     }
 
@@ -336,6 +346,14 @@ struct State {
     queue: DispatchQueue<TaskRef>,
     /// The queue or an agent changed: the reasons of queued tasks are looked at again.
     explain: bool,
+    /// ResourceBudgets by name, for their rate limits.
+    budgets: HashMap<String, crate::api::ResourceBudget>,
+    /// The rate limits of agents and budgets, and the requests counted against them.
+    rates: super::rate::RateLimits,
+    /// The rate-limit permits of attempts whose request is not answered yet, by token.
+    permits: HashMap<u64, super::rate::Permit>,
+    /// The last dispatch pass held a task back for a rate limit.
+    rate_held: bool,
 }
 
 /// Options of the engine.
@@ -401,8 +419,9 @@ impl Engine {
         let flusher = tokio::spawn(self.clone().flusher());
         let timer = tokio::spawn(self.clone().timer());
         let stepper = tokio::spawn(self.clone().stepper());
+        let budgets = tokio::spawn(self.clone().watch_budgets());
         shutdown.await;
-        for t in [agents, workflows, dispatcher, timer, stepper] {
+        for t in [agents, workflows, dispatcher, timer, stepper, budgets] {
             t.abort();
         }
         flusher.abort();
@@ -426,6 +445,7 @@ impl Engine {
                     let mut st = lock(&self.state);
                     st.agents.remove(&k);
                     st.queue.remove_agent(&k.0, &k.1);
+                    Self::configure_agent_rate(&mut st.rates, &k, None);
                     st.explain = true;
                 }
                 Ok(_) => {}
@@ -459,6 +479,7 @@ impl Engine {
         }
         let mut st = lock(&self.state);
         st.queue.set_agent(&k.0, &k.1, capacity > 0, capacity, skills);
+        Self::configure_agent_rate(&mut st.rates, &k, Some(&a));
         let next = st.agents.get(&k).map_or(0, |v| v.next_endpoint);
         st.agents.insert(k, AgentView { agent: a, next_endpoint: next });
         st.explain = true;
@@ -616,7 +637,7 @@ impl Engine {
         let now = Timestamp::now();
         let mut resumes = Vec::new();
         let mut st = lock(&self.state);
-        let State { workflows, queue, agents, explain } = &mut *st;
+        let State { workflows, queue, agents, explain, .. } = &mut *st;
         let Some(w) = workflows.get_mut(k) else { return };
         if !w.adopted {
             w.adopted = true;
@@ -714,12 +735,21 @@ impl Engine {
     }
 
     async fn dispatcher(self: Arc<Self>) {
+        // When a task held by a rate limit may go: the dispatcher wakes itself then.
+        let mut opens: Option<std::time::Instant> = None;
         loop {
-            self.wake.notified().await;
-            let assignments: Vec<Assignment<TaskRef>> = lock(&self.state).queue.dispatch();
-            for a in assignments {
+            match opens {
+                Some(at) => tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep_until(at.into()) => {}
+                },
+                None => self.wake.notified().await,
+            }
+            let (assignments, next) = self.dispatch_now();
+            opens = next;
+            for (a, permit) in assignments {
                 let this = self.clone();
-                tokio::spawn(async move { this.execute(a.item, a.agent).await });
+                tokio::spawn(async move { this.execute(a.item, a.agent, permit).await });
             }
         }
     }

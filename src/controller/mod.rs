@@ -13,6 +13,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod outputs;
 pub mod plan;
+pub mod rate;
 pub mod readiness;
 pub mod rollout;
 pub mod status;

@@ -477,6 +477,33 @@ pub fn record_failure(
     }
 }
 
+/// Records an attempt of task `i` the agent deferred (it asked with `Retry-After` to be called
+/// again at `until`): the task is Pending until then, and the attempt is not counted — the
+/// next one has the same number (so the same messageId) and `retry.limit` is untouched. The
+/// reason and message say why it waits.
+pub fn record_deferred(status: &mut WorkflowStatus, i: usize, until: Timestamp, reason: &str, message: String) {
+    let t = &mut status.tasks[i];
+    t.phase = TaskPhase::Pending;
+    t.attempts = t.attempts.saturating_sub(1);
+    t.next_attempt_at = Some(Time(until));
+    t.a2a_task_id = None;
+    t.error = None;
+    t.reason = Some(reason.to_owned());
+    t.message = Some(message);
+}
+
+/// Records a failure of task `i` that no retry can mend: Failed now, whatever retries remain.
+pub fn record_final_failure(status: &mut WorkflowStatus, i: usize, reason: &str, error: String, now: Timestamp) {
+    let t = &mut status.tasks[i];
+    t.phase = TaskPhase::Failed;
+    t.a2a_task_id = None;
+    t.next_attempt_at = None;
+    t.finished_at = Some(Time(now));
+    t.reason = Some(reason.to_owned());
+    t.message = Some(error.clone());
+    t.error = Some(error);
+}
+
 /// Marks task `i` Running for attempt `attempt` on `agent` (before the request is sent, so a
 /// crash after sending is known to have an attempt in flight).
 pub fn record_start(status: &mut WorkflowStatus, i: usize, attempt: u32, agent: &str, now: Timestamp) {
@@ -710,6 +737,43 @@ mod tests {
         );
         assert_eq!(st, before, "a refused request changes nothing");
         assert_eq!(retry(&spec, &mut st, &["b".into()]).expect("retry"), ["b", "d"]);
+    }
+
+    #[test]
+    fn a_deferred_attempt_is_sent_again_as_the_same_attempt_without_using_a_retry() {
+        let spec = wf("  retry: { limit: 0 }\n  tasks:\n    - { name: a, agent: e, message: m }\n");
+        let mut st = WorkflowStatus::default();
+        assert_eq!(step(&spec, &mut st, t0()).ready[0].attempt, 1);
+        record_start(&mut st, 0, 1, "e", t0());
+        let later = t0() + jiff::SignedDuration::from_secs(2);
+        record_deferred(&mut st, 0, later, "RateLimited", "agent \"e\" asked to wait".into());
+        let t = &st.tasks[0];
+        assert_eq!((t.phase, t.attempts, t.error.as_deref()), (TaskPhase::Pending, 0, None));
+        assert_eq!(
+            (t.reason.as_deref(), t.message.as_deref()),
+            (Some("RateLimited"), Some("agent \"e\" asked to wait"))
+        );
+        let s = step(&spec, &mut st, t0());
+        assert!(s.ready.is_empty(), "it waits as asked");
+        assert_eq!(s.wake_at, Some(later));
+        let s = step(&spec, &mut st, later);
+        assert_eq!(s.ready[0].attempt, 1, "the same attempt, so the same messageId");
+        record_start(&mut st, 0, 1, "e", later);
+        assert_eq!((st.tasks[0].reason.as_deref(), st.tasks[0].message.as_deref()), (None, None));
+        assert!(!record_failure(&spec, &mut st, 0, "boom".into(), later), "retry.limit 0: a real failure is final");
+        assert_eq!(st.tasks[0].phase, TaskPhase::Failed);
+    }
+
+    #[test]
+    fn a_final_failure_ends_the_task_whatever_retries_remain() {
+        let spec = wf("  retry: { limit: 5 }\n  tasks:\n    - { name: a, agent: e, message: m }\n");
+        let mut st = WorkflowStatus::default();
+        step(&spec, &mut st, t0());
+        record_start(&mut st, 0, 1, "e", t0());
+        record_final_failure(&mut st, 0, "RateLimited", "asked to wait 2h".into(), t0());
+        step(&spec, &mut st, t0());
+        assert_eq!((st.tasks[0].phase, st.tasks[0].error.as_deref()), (TaskPhase::Failed, Some("asked to wait 2h")));
+        assert_eq!(st.phase, Some(WorkflowPhase::Failed));
     }
 
     #[test]

@@ -85,6 +85,8 @@ impl<'a> RestartSpec<'a> {
             budget: _,
             // Read when a replica exits.
             restart_policy: _,
+            // Read by the workflow engine's dispatch, not by the process.
+            rate_limit: _,
         } = spec;
         RestartSpec {
             command,

@@ -17,13 +17,17 @@ use crate::api::agent::Protocol;
 use crate::api::workflow::{TaskPhase, WorkflowStatus};
 use crate::controller::outputs::{self, Owner};
 use crate::controller::plan;
+use crate::controller::rate::Permit;
 
 impl Engine {
     /// Runs one attempt on `agent_name` and records the outcome (following the A2A task of an
     /// attempt started before a restart, when `t.resume` names one).
-    pub(super) async fn execute(self: Arc<Self>, t: TaskRef, agent_name: String) {
+    pub(super) async fn execute(self: Arc<Self>, t: TaskRef, agent_name: String, permit: Option<Permit>) {
         let resume_id = t.resume.clone();
         let token = self.next_token.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(p) = permit {
+            lock(&self.state).permits.insert(token, p);
+        }
         // Record the start, and note the upstream outputs the message needs in whole.
         let started = {
             let now = Timestamp::now();
@@ -170,6 +174,8 @@ impl Engine {
             let Some(runner) = &self.config.stdio else {
                 return Err(Error::StdioLocalOnly);
             };
+            // The run is the request: it counts against the rate limits from its start.
+            self.rate_answered(token);
             let run = async { runner.run(&agent, message).await.map(Answer::Text).map_err(Error::Stdio) };
             return match timeout {
                 Some(d) => tokio::select! {
@@ -229,7 +235,10 @@ impl Engine {
                 let message = a2a::types::Message::new(a2a::types::Role::User, message_id, parts);
                 let config = a2a::types::SendMessageConfiguration { return_immediately: true, ..Default::default() };
                 let sent = tokio::select! {
-                    r = client.send_message(message, Some(config)) => r?,
+                    r = client.send_message(message, Some(config)) => {
+                        self.rate_answered(token);
+                        r?
+                    }
                     () = &mut cancelled => return Err(Error::CancelledBeforeAnswer),
                 };
                 match sent {
@@ -314,15 +323,52 @@ impl Engine {
     }
 
     fn finish(self: &Arc<Self>, t: &TaskRef, token: u64, agent: &str, outcome: Result<Outcome, Error>) {
+        // A permit still held here was never used for a request.
+        self.rate_forget(token);
         let now = Timestamp::now();
+        let retry_after = match &outcome {
+            Err(Error::A2a(e)) => e.retry_after(),
+            _ => None,
+        };
+        if let Some(after) = retry_after {
+            // No request goes to the agent before then, from any task.
+            self.hold_agent(&t.workflow.0, agent, after);
+        }
+        let mut event = None;
         {
             let mut st = lock(&self.state);
             st.queue.release(&t.workflow.0, agent);
-            if let Some(w) = st.workflows.get_mut(&t.workflow)
-                && !w.record(t, token, outcome, now)
-            {
-                tracing::debug!(workflow = %t.workflow.1, task = %t.task, attempt = t.attempt, "outcome of a superseded attempt dropped");
+            if let Some(w) = st.workflows.get_mut(&t.workflow) {
+                let outcome = match (outcome, retry_after) {
+                    (Err(e), Some(after)) => match w.defer_attempt(t, token, agent, after, e, now) {
+                        Ok((warning, note)) => {
+                            event = Some((w.uid.clone(), warning, note));
+                            None
+                        }
+                        Err(e) => Some(Err(e)),
+                    },
+                    (outcome, _) => Some(outcome),
+                };
+                if let Some(outcome) = outcome {
+                    w.deferrals.remove(&*t.task);
+                    if !w.record(t, token, outcome, now) {
+                        tracing::debug!(workflow = %t.workflow.1, task = %t.task, attempt = t.attempt, "outcome of a superseded attempt dropped");
+                    }
+                }
             }
+        }
+        if let Some((uid, warning, note)) = event {
+            let note = format!("{}: {note}", crate::controller::events::tasks_phrase(&[&*t.task]));
+            let (ns, name) = &t.workflow;
+            crate::controller::events::record(
+                &self.client,
+                ns,
+                name,
+                &uid,
+                warning,
+                crate::controller::rate::RATE_LIMITED,
+                note,
+            );
         }
         self.schedule(&t.workflow);
     }

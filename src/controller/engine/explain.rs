@@ -12,6 +12,7 @@ use crate::api::common::Time;
 use crate::api::workflow::TaskPhase;
 use crate::controller::dispatch::{DispatchQueue, Target};
 use crate::controller::events;
+use crate::controller::rate::RATE_LIMITED;
 use crate::controller::stuck::{self, AgentFacts, Stuck};
 
 static NO_SKILLS: BTreeSet<String> = BTreeSet::new();
@@ -47,7 +48,7 @@ impl Engine {
             if !std::mem::take(&mut st.explain) {
                 return;
             }
-            let State { workflows, agents, queue, .. } = &mut *st;
+            let State { workflows, agents, queue, budgets, rates, .. } = &mut *st;
             let mut whys: HashMap<(&str, &Target), Option<Stuck>> = HashMap::new();
             let mut never: Vec<(Key, Arc<str>, Stuck)> = Vec::new();
             for q in queue.iter() {
@@ -59,15 +60,28 @@ impl Engine {
                 let why = whys.entry((q.namespace.as_str(), &q.target)).or_insert_with(|| match &q.target {
                     Target::Agent(name) => {
                         stuck::for_agent(&q.namespace, name, agent_facts(agents, queue, &q.namespace, name))
+                            .or_else(|| super::throttle::held_reason(agents, budgets, rates, &q.namespace, name))
                     }
-                    Target::Skill(skill) => stuck::for_skill(
-                        &q.namespace,
-                        skill,
-                        agents
-                            .keys()
-                            .filter(|(ns, _)| *ns == q.namespace)
-                            .filter_map(|(ns, name)| agent_facts(agents, queue, ns, name)),
-                    ),
+                    Target::Skill(skill) => {
+                        let candidates = || {
+                            agents
+                                .keys()
+                                .filter(|(ns, _)| *ns == q.namespace)
+                                .filter_map(|(ns, name)| agent_facts(agents, queue, ns, name))
+                        };
+                        stuck::for_skill(&q.namespace, skill, candidates()).or_else(|| {
+                            // Every ready agent with the skill is held by a rate limit: the
+                            // first one's reason (in name order) stands for them.
+                            let mut ready: Vec<&str> =
+                                candidates().filter(|f| f.ready && f.skills.contains(skill)).map(|f| f.name).collect();
+                            ready.sort_unstable();
+                            let mut held = ready
+                                .iter()
+                                .map(|name| super::throttle::held_reason(agents, budgets, rates, &q.namespace, name));
+                            let first = held.next().flatten()?;
+                            held.all(|h| h.is_some()).then_some(first)
+                        })
+                    }
                 });
                 let Some(w) = workflows.get_mut(&t.workflow).filter(|w| *w.uid == *t.uid) else { continue };
                 let Some(i) = w.index.position(&t.task) else { continue };
@@ -80,10 +94,13 @@ impl Engine {
                     None => (None, None),
                 };
                 if task.reason.as_deref() != reason || task.message.as_ref() != message {
+                    // A rate limit's next slot moves with every request: one Event when the
+                    // task starts to wait for it, not one per slot.
+                    let moved = reason == Some(RATE_LIMITED) && task.reason.as_deref() == reason;
                     task.reason = reason.map(str::to_owned);
                     task.message = message.cloned();
                     w.touch(i);
-                    if let Some(s) = why.as_ref().filter(|s| !s.never) {
+                    if let Some(s) = why.as_ref().filter(|s| !s.never && !moved) {
                         let (_, by_reason) =
                             appeared.entry(t.workflow.clone()).or_insert_with(|| (w.uid.clone(), Appeared::new()));
                         by_reason.entry((s.reason, s.message.clone())).or_default().push(t.task.clone());
