@@ -10,6 +10,7 @@ pub mod quantity;
 pub mod template;
 pub mod update;
 pub mod validate;
+pub mod validate_refs;
 pub mod workflow;
 pub mod yaml;
 

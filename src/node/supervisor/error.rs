@@ -21,6 +21,9 @@ pub enum Error {
     NoCommand,
     #[error(transparent)]
     Sandbox(#[from] sandbox::Error),
+    /// A referenced Secret, ConfigMap or key is missing.
+    #[error(transparent)]
+    Refs(#[from] crate::controller::config_refs::Unresolved),
     #[error(transparent)]
     Cgroup(#[from] cgroup::Error),
     #[error(transparent)]
@@ -53,6 +56,7 @@ impl Error {
             Error::PortOutOfRange(_) | Error::NoFreePort(_) | Error::PortsTaken => "port",
             Error::NoCommand => "no_command",
             Error::Sandbox(e) => e.metric_label(),
+            Error::Refs(_) => "config_refs",
             Error::Cgroup(e) => e.metric_label(),
             Error::Process(e) => e.metric_label(),
             Error::Panicked { .. } => "panicked",

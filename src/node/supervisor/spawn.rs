@@ -61,7 +61,12 @@ impl Node {
         }
         // Its credentials, home and view of the system; the Agent's `env` still wins.
         self.sandbox.apply(&mut spec, &ns, &name, s)?;
-        for e in &s.env {
+        // Secrets and ConfigMaps (`envFrom`, then `env[].valueFrom`), then the literal `env`:
+        // it wins over an `envFrom` key of its name (names within `env` are unique).
+        for (k, v) in self.resolve_refs(agent)?.env {
+            spec = spec.env(k, v);
+        }
+        for e in s.env.iter().filter(|e| e.value_from.is_none()) {
             spec = spec.env(&e.name, &e.value);
         }
         spec = spec.env("A2A_PORT", port.to_string()).env("A2A_AGENT", &name).env("A2A_NAMESPACE", &ns);
