@@ -258,3 +258,80 @@ spec:
     wait_agent(&client, "waiter", PATIENCE, |a| !pids(a).is_empty()).await;
     tear_down(daemon).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_files_are_on_a_tmpfs_of_the_replica_read_only_0400_owned_by_the_agent_and_go_with_it() {
+    let scratch = Scratch::outside_tmp("secretfiles");
+    let home = scratch.home();
+    let daemon = Daemon::start(home, scratch.top(), &[]);
+    let client = daemon.client().await;
+    let out = drop_box();
+    let name = format!("files-{}", std::process::id());
+    ok(home, &["create", "secret", "generic", "openai", "--from-literal", &format!("api-key={KEY}")]);
+    ok(home, &["create", "secret", "generic", "db", "--from-literal", &format!("PASSWORD={PASSWORD}"), "--from-literal", "USER=u"]);
+    // What the agent sees, in its own words: the files' mode, owner and bytes, its own uid,
+    // the file system they are on, and whether it can change them.
+    let script = r#"f=/run/secrets/openai/api-key; p=/run/secrets/database/sub/pw;
+{ echo "uid=$(id -u)"; echo "mode=$(stat -c %a $f) owner=$(stat -c %u $f)"; echo "key=$(cat $f)";
+  echo "pw=$(cat $p) pwmode=$(stat -c %a $p)"; echo "fs=$(stat -f -c %T /run/secrets/openai)";
+  echo "only=$(ls /run/secrets/database | tr '\n' ' ')";
+  if echo x > $f 2>/dev/null || touch /run/secrets/openai/new 2>/dev/null; then echo writable=yes; else echo writable=no; fi;
+  echo WRITTEN=yes; } > "$OUT/env.tmp"; mv "$OUT/env.tmp" "$OUT/env.$$"; exec sleep 600"#;
+    apply(
+        home,
+        &format!(
+            r#"apiVersion: a2a.dev/v1alpha1
+kind: Agent
+metadata: {{ name: {name} }}
+spec:
+  command: [sh, -c, {script:?}]
+  writablePaths: [{out}]
+  env: [{{ name: OUT, value: {out} }}]
+  secretFiles:
+    - secretName: openai
+    - secretName: db
+      mountPath: /run/secrets/database
+      items: [{{ key: PASSWORD, path: sub/pw }}]
+"#,
+            out = out.path().display()
+        ),
+    );
+    let agent = wait_agent(&client, &name, PATIENCE, |a| !pids(a).is_empty()).await;
+    let seen = env_of(out.path(), pids(&agent)[0]).await;
+    let uid = var(&seen, "uid").expect("uid").to_owned();
+    assert_ne!(uid, "0", "a uid of its own");
+    assert_eq!(var(&seen, "mode"), Some(format!("400 owner={uid}").as_str()), "{seen}");
+    assert_eq!(var(&seen, "key"), Some(KEY));
+    assert_eq!(var(&seen, "pw"), Some(format!("{PASSWORD} pwmode=400").as_str()), "items pick keys and paths");
+    assert_eq!(var(&seen, "fs"), Some("tmpfs"));
+    assert_eq!(var(&seen, "only"), Some("sub "), "only the listed items");
+    assert_eq!(var(&seen, "writable"), Some("no"));
+
+    // On the host: the replica's tmpfs, unreadable to others, gone with the replica.
+    let state = Path::new("/var/lib/a2a/secrets");
+    let mine: Vec<PathBuf> = std::fs::read_dir(state)
+        .expect("the secret files directory")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(&format!(".default.{name}.0")))
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mounted = |p: &Path| mounts.lines().any(|l| l.split_whitespace().nth(4) == Some(&*p.to_string_lossy()));
+    assert!(mounted(&mine[0]), "a tmpfs of its own");
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(&mine[0]).expect("metadata");
+        assert_eq!((meta.permissions().mode() & 0o777, meta.uid().to_string()), (0o500, uid.clone()));
+    }
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    api.delete(&name, &Default::default()).await.expect("delete");
+    let deadline = Instant::now() + PATIENCE;
+    while mine[0].exists() {
+        assert!(Instant::now() < deadline, "the replica's secret files outlive it");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&*mine[0].to_string_lossy()), "unmounted");
+    tear_down(daemon).await;
+}

@@ -79,6 +79,12 @@ pub(super) fn check(s: &AgentSpec, errors: &mut Vec<FieldError>) {
             _ => errors.push(FieldError::new(at, "give exactly one of secretRef and configMapRef")),
         }
     }
+    if !s.secret_files.is_empty() && s.protocol == Some(super::agent::Protocol::Stdio) {
+        errors.push(FieldError::new(
+            "spec.secretFiles",
+            "a stdio agent runs a process per task and gets no secret files; use env valueFrom or envFrom",
+        ));
+    }
     let mut mounts = BTreeSet::new();
     for (i, f) in s.secret_files.iter().enumerate() {
         let at = format!("spec.secretFiles[{i}]");

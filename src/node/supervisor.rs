@@ -221,6 +221,8 @@ pub struct Node {
     sandbox: Arc<Sandbox>,
     /// The Secrets and ConfigMaps agents may reference.
     objects: std::sync::RwLock<refs::ObjectCache>,
+    /// Replicas' secret files.
+    secret_files: super::secret_files::SecretFileStore,
 }
 
 /// What the loop owns.
@@ -292,6 +294,7 @@ impl Node {
         let (tx, rx) = mpsc::unbounded_channel();
         let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let sandbox = Arc::new(Sandbox::new(&config.home, &config.sandbox_dir, &config.a2a_exe));
+        let secret_files = super::secret_files::SecretFileStore::new(&config.sandbox_dir, &config.home);
         let node = Arc::new(Node {
             client,
             driver,
@@ -304,6 +307,7 @@ impl Node {
             closing: std::sync::atomic::AtomicBool::new(false),
             sandbox,
             objects: std::sync::RwLock::default(),
+            secret_files,
         });
         (node.clone(), NodeRunner { node, rx })
     }

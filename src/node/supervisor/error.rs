@@ -21,6 +21,8 @@ pub enum Error {
     NoCommand,
     #[error(transparent)]
     Sandbox(#[from] sandbox::Error),
+    #[error(transparent)]
+    SecretFiles(#[from] crate::node::secret_files::Error),
     /// A referenced Secret, ConfigMap or key is missing.
     #[error(transparent)]
     Refs(#[from] crate::controller::config_refs::Unresolved),
@@ -57,6 +59,7 @@ impl Error {
             Error::NoCommand => "no_command",
             Error::Sandbox(e) => e.metric_label(),
             Error::Refs(_) => "config_refs",
+            Error::SecretFiles(e) => e.metric_label(),
             Error::Cgroup(e) => e.metric_label(),
             Error::Process(e) => e.metric_label(),
             Error::Panicked { .. } => "panicked",

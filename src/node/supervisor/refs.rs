@@ -66,6 +66,31 @@ impl Node {
         config_refs::resolve(&agent.spec, &ns, cache.lookup(&ns))
     }
 
+    /// Puts secret files into the view of the replica whose cgroup leaf is `leaf`: a tmpfs of
+    /// its own, owned by the user it runs as (see [`crate::node::secret_files`]).
+    pub(super) fn mount_secret_files(
+        &self,
+        spec: &mut crate::node::process::ProcessSpec,
+        leaf: &str,
+        files: &[config_refs::FileSet],
+    ) -> Result<(), crate::node::secret_files::Error> {
+        let Some(first) = files.first() else { return Ok(()) };
+        let unconfined = || crate::node::secret_files::Error::Unconfined(first.mount_path.clone());
+        let (uid, gid) = spec.user.as_ref().map(|u| (u.uid, u.gid)).ok_or_else(unconfined)?;
+        let confinement = spec.confinement.as_mut().ok_or_else(unconfined)?;
+        confinement.add_files(self.secret_files.materialize(leaf, uid, gid, files)?);
+        Ok(())
+    }
+
+    /// Removes the secret files of the replica in `cgroup` (its process is gone).
+    pub(super) fn remove_secret_files(&self, cgroup: &crate::node::cgroup::CgroupPath) {
+        let path = cgroup.to_string();
+        let leaf = path.rsplit('/').next().unwrap_or_default();
+        if let Err(e) = self.secret_files.remove(leaf) {
+            tracing::warn!(cgroup = %path, error = %e, "removing a replica's secret files");
+        }
+    }
+
     /// The digests of the objects `agent` references, for its spec hash.
     pub(super) fn ref_digests(&self, agent: &Agent) -> std::collections::BTreeMap<String, String> {
         let ns = agent.namespace().unwrap_or_default();

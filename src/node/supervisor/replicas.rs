@@ -34,6 +34,7 @@ impl World {
         tracing::info!(agent = %key.1, replica, pid, reason = ?termination.reason, "agent replica exited");
         r.oom_before = oom_after;
         r.process = None;
+        node.remove_secret_files(&r.cgroup);
         r.ready = false;
         let policy = self.agents.get(key).map_or(RestartPolicy::Always, |a| a.spec.restart_policy());
         let backoff = lifecycle::Backoff::with_initial(node.config.restart_backoff);
@@ -157,6 +158,7 @@ impl World {
                         let grace = node.config.grace;
                         let _ = tokio::task::spawn_blocking(move || p.stop(grace)).await;
                     }
+                    node.remove_secret_files(&r.cgroup);
                     r.ready = false;
                     r.next_start = None;
                 } else {

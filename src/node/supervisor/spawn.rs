@@ -63,9 +63,11 @@ impl Node {
         self.sandbox.apply(&mut spec, &ns, &name, s)?;
         // Secrets and ConfigMaps (`envFrom`, then `env[].valueFrom`), then the literal `env`:
         // it wins over an `envFrom` key of its name (names within `env` are unique).
-        for (k, v) in self.resolve_refs(agent)?.env {
+        let refs = self.resolve_refs(agent)?;
+        for (k, v) in refs.env {
             spec = spec.env(k, v);
         }
+        self.mount_secret_files(&mut spec, &format!("{ns}.{name}.{replica}"), &refs.files)?;
         for e in s.env.iter().filter(|e| e.value_from.is_none()) {
             spec = spec.env(&e.name, &e.value);
         }
@@ -144,6 +146,7 @@ impl World {
                     if let Some(mut p) = r.process.take() {
                         let _ = p.stop(node.config.grace);
                     }
+                    node.remove_secret_files(&r.cgroup);
                     let _ = node.driver.remove(&r.cgroup, Duration::from_secs(5));
                 });
             }

@@ -126,6 +126,7 @@ pub(super) async fn stop_replicas(node: &Node, rt: &mut AgentRuntime, which: imp
                 let grace = node.config.grace;
                 let _ = tokio::task::spawn_blocking(move || p.stop(grace)).await;
             }
+            node.remove_secret_files(&r.cgroup);
             if let Err(e) = node.driver.remove(&r.cgroup, Duration::from_secs(5)) {
                 tracing::warn!(cgroup = %r.cgroup, error = %e, "removing cgroup");
             }
