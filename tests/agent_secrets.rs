@@ -268,7 +268,19 @@ async fn secret_files_are_on_a_tmpfs_of_the_replica_read_only_0400_owned_by_the_
     let out = drop_box();
     let name = format!("files-{}", std::process::id());
     ok(home, &["create", "secret", "generic", "openai", "--from-literal", &format!("api-key={KEY}")]);
-    ok(home, &["create", "secret", "generic", "db", "--from-literal", &format!("PASSWORD={PASSWORD}"), "--from-literal", "USER=u"]);
+    ok(
+        home,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "db",
+            "--from-literal",
+            &format!("PASSWORD={PASSWORD}"),
+            "--from-literal",
+            "USER=u",
+        ],
+    );
     // What the agent sees, in its own words: the files' mode, owner and bytes, its own uid,
     // the file system they are on, and whether it can change them.
     let script = r#"f=/run/secrets/openai/api-key; p=/run/secrets/database/sub/pw;

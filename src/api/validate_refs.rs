@@ -99,8 +99,10 @@ pub(super) fn check(s: &AgentSpec, errors: &mut Vec<FieldError>) {
         } else if let Some(api) = ["/proc", "/sys", "/dev"].iter().find(|a| Path::new(&mount).starts_with(a)) {
             errors.push(FieldError::new(mount_at, format!("{mount:?} is inside {api}, where files cannot be given")));
         } else if mounts.iter().any(|m: &String| Path::new(m).starts_with(&mount) || Path::new(&mount).starts_with(m)) {
-            errors.push(FieldError::new(mount_at, format!("{mount:?} is, holds or is inside another secretFiles path")));
-        } else if s.writable_paths.iter().any(|w| Path::new(w).starts_with(&mount) || Path::new(&mount).starts_with(w)) {
+            errors
+                .push(FieldError::new(mount_at, format!("{mount:?} is, holds or is inside another secretFiles path")));
+        } else if s.writable_paths.iter().any(|w| Path::new(w).starts_with(&mount) || Path::new(&mount).starts_with(w))
+        {
             errors.push(FieldError::new(mount_at, format!("{mount:?} is, holds or is inside one of writablePaths")));
         }
         mounts.insert(mount);
@@ -118,7 +120,8 @@ pub(super) fn check(s: &AgentSpec, errors: &mut Vec<FieldError>) {
                     format!("{:?} is not a relative path without '.' or '..'", item.path),
                 ));
             } else if !paths.insert(item.path.as_str()) {
-                errors.push(FieldError::new(format!("{at}.items[{j}].path"), format!("{:?} is listed twice", item.path)));
+                errors
+                    .push(FieldError::new(format!("{at}.items[{j}].path"), format!("{:?} is listed twice", item.path)));
             }
         }
     }

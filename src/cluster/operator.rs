@@ -430,9 +430,11 @@ impl Leading {
             let (secrets_of, config_maps_of) = (controller.store(), controller.store());
             let controller = controller
                 .owns(scoped::<Deployment>(client, ns), watcher::Config::default())
-                .watches(scoped::<k8s_openapi::api::core::v1::Secret>(client, ns), watcher::Config::default(), move |s| {
-                    agent::referencing(&secrets_of, SourceKind::Secret, &s)
-                })
+                .watches(
+                    scoped::<k8s_openapi::api::core::v1::Secret>(client, ns),
+                    watcher::Config::default(),
+                    move |s| agent::referencing(&secrets_of, SourceKind::Secret, &s),
+                )
                 .watches(
                     scoped::<k8s_openapi::api::core::v1::ConfigMap>(client, ns),
                     // Not the workflow engine's task outputs, which no Agent references.

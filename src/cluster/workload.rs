@@ -200,9 +200,13 @@ pub fn workload(agent: &Agent, admitted: bool, config: &WorkloadConfig) -> Resul
             ..Default::default()
         }),
         volume_mounts: Some(
-            std::iter::once(VolumeMount { name: "tmp".to_owned(), mount_path: "/tmp".to_owned(), ..Default::default() })
-                .chain(config_files::volume_mounts(spec))
-                .collect(),
+            std::iter::once(VolumeMount {
+                name: "tmp".to_owned(),
+                mount_path: "/tmp".to_owned(),
+                ..Default::default()
+            })
+            .chain(config_files::volume_mounts(spec))
+            .collect(),
         ),
         ..Default::default()
     };
@@ -350,7 +354,10 @@ mod tests {
         let d = serde_json::to_value(&w.deployment).expect("json");
         let pod = &d["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
-        assert_eq!(c["env"][0], serde_json::json!({"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "api-key"}}}));
+        assert_eq!(
+            c["env"][0],
+            serde_json::json!({"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "api-key"}}})
+        );
         assert_eq!(
             c["env"][1],
             serde_json::json!({"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode", "optional": true}}})
@@ -378,7 +385,10 @@ mod tests {
         );
         assert_eq!(pod["securityContext"]["fsGroup"], 65532);
         // Without references: no envFrom, no fsGroup, the tmp volume alone.
-        let plain = serde_json::to_value(&workload(&agent("  image: x:1\n"), true, &WorkloadConfig::default()).unwrap().deployment).unwrap();
+        let plain = serde_json::to_value(
+            &workload(&agent("  image: x:1\n"), true, &WorkloadConfig::default()).unwrap().deployment,
+        )
+        .unwrap();
         let pod = &plain["spec"]["template"]["spec"];
         assert!(pod["containers"][0].get("envFrom").is_none() && pod["securityContext"].get("fsGroup").is_none());
         assert_eq!(pod["volumes"].as_array().map(Vec::len), Some(1));
@@ -388,7 +398,8 @@ mod tests {
     fn the_config_checksum_goes_on_the_pod_template_and_away_again() {
         let mut w = workload(&agent("  image: x:1\n"), true, &WorkloadConfig::default()).expect("workload");
         set_config_checksum(&mut w.deployment, Some("abc".into()));
-        let annotations = |w: &Workload| w.deployment.spec.template.metadata.as_ref().unwrap().annotations.clone().unwrap();
+        let annotations =
+            |w: &Workload| w.deployment.spec.template.metadata.as_ref().unwrap().annotations.clone().unwrap();
         assert_eq!(annotations(&w).get(CONFIG_CHECKSUM).map(String::as_str), Some("abc"));
         assert!(annotations(&w).contains_key("a2a.dev/priority"), "the other annotations stay");
         set_config_checksum(&mut w.deployment, None);

@@ -199,8 +199,11 @@ pub struct Resolved {
 
 impl fmt::Debug for Resolved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let files: Vec<(&str, Vec<&str>)> =
-            self.files.iter().map(|s| (s.mount_path.as_str(), s.files.iter().map(|(p, _)| p.as_str()).collect())).collect();
+        let files: Vec<(&str, Vec<&str>)> = self
+            .files
+            .iter()
+            .map(|s| (s.mount_path.as_str(), s.files.iter().map(|(p, _)| p.as_str()).collect()))
+            .collect();
         f.debug_struct("Resolved")
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field("files", &files)
@@ -222,7 +225,11 @@ pub fn resolve<'d>(
         let Some(obj) = lookup(r.kind, r.name) else {
             if r.optional {
                 if let Use::Files(f) = r.what {
-                    out.files.push(FileSet { secret: r.name.to_owned(), mount_path: f.mount_path(), files: Vec::new() });
+                    out.files.push(FileSet {
+                        secret: r.name.to_owned(),
+                        mount_path: f.mount_path(),
+                        files: Vec::new(),
+                    });
                 }
                 continue;
             }
@@ -377,7 +384,11 @@ mod tests {
         let r = resolve(&spec(), "default", lookup(&w)).unwrap();
         assert_eq!(
             r.env,
-            vec![("CFG_mode".into(), "fast".into()), ("API_KEY".into(), "sk-123".into()), ("MODE".into(), "fast".into())]
+            vec![
+                ("CFG_mode".into(), "fast".into()),
+                ("API_KEY".into(), "sk-123".into()),
+                ("MODE".into(), "fast".into())
+            ]
         );
         assert_eq!(r.skipped, vec!["ConfigMap/settings: bad-key".to_owned()], "not a variable name: skipped");
         assert_eq!(r.files.len(), 1);

@@ -33,7 +33,9 @@ pub enum Error {
     Unconfined(String),
     /// A `mountPath` outside `/run/secrets` and the private `/tmp` must be a directory of the
     /// host: the daemon creates no directory elsewhere on the host.
-    #[error("spec.secretFiles: mountPath {0} does not exist on this host; use a path under /run/secrets or /tmp, or an existing directory")]
+    #[error(
+        "spec.secretFiles: mountPath {0} does not exist on this host; use a path under /run/secrets or /tmp, or an existing directory"
+    )]
     NoMountPoint(String),
 }
 
@@ -111,11 +113,17 @@ impl SecretFileStore {
         let options = format!("mode=0500,uid={uid},gid={gid},size={},nr_inodes={inodes}", bytes + 4096 * (inodes + 4));
         let data = std::ffi::CString::new(options).expect("no NUL in numbers");
         let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-        rustix::mount::mount("tmpfs", &dir, "tmpfs", flags, data.as_c_str())
-            .map_err(|e| Error::Io { what: "mount a tmpfs on", path: dir.clone(), source: e.into() })?;
+        rustix::mount::mount("tmpfs", &dir, "tmpfs", flags, data.as_c_str()).map_err(|e| Error::Io {
+            what: "mount a tmpfs on",
+            path: dir.clone(),
+            source: e.into(),
+        })?;
         let written = write_sets(&dir, uid, gid, sets).and_then(|mounts| {
-            rustix::mount::mount_remount(&dir, flags | MountFlags::RDONLY, "")
-                .map_err(|e| Error::Io { what: "make read-only", path: dir.clone(), source: e.into() })?;
+            rustix::mount::mount_remount(&dir, flags | MountFlags::RDONLY, "").map_err(|e| Error::Io {
+                what: "make read-only",
+                path: dir.clone(),
+                source: e.into(),
+            })?;
             Ok(mounts)
         });
         if written.is_err() {

@@ -22,9 +22,10 @@ pub async fn config_checksum(
     let mut found = std::collections::BTreeMap::new();
     for (kind, name) in &referenced {
         let data = match kind {
-            SourceKind::Secret => {
-                Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await?.map(|s| ObjectData::of_secret(&s))
-            }
+            SourceKind::Secret => Api::<Secret>::namespaced(client.clone(), namespace)
+                .get_opt(name)
+                .await?
+                .map(|s| ObjectData::of_secret(&s)),
             SourceKind::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), namespace)
                 .get_opt(name)
                 .await?
@@ -91,7 +92,8 @@ mod tests {
         answer(&mut handle, "GET", "/api/v1/namespaces/team/configmaps/cfg", 200, config_map()).await;
         let reply = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "writer"},
             "spec": {"selector": {}, "template": {}}, "status": {}});
-        let (_, deploy) = answer(&mut handle, "PATCH", "/apis/apps/v1/namespaces/team/deployments/writer", 200, reply).await;
+        let (_, deploy) =
+            answer(&mut handle, "PATCH", "/apis/apps/v1/namespaces/team/deployments/writer", 200, reply).await;
         let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "writer"}});
         answer(&mut handle, "PATCH", "/api/v1/namespaces/team/services/writer", 200, svc).await;
         let pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []});

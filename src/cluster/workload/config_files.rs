@@ -76,7 +76,10 @@ pub(super) fn volumes(spec: &AgentSpec) -> impl Iterator<Item = Volume> + '_ {
             secret_name: Some(f.secret_name.clone()),
             default_mode: Some(0o400),
             items: (!f.items.is_empty()).then(|| {
-                f.items.iter().map(|k| KeyToPath { key: k.key.clone(), path: k.path.clone(), ..Default::default() }).collect()
+                f.items
+                    .iter()
+                    .map(|k| KeyToPath { key: k.key.clone(), path: k.path.clone(), ..Default::default() })
+                    .collect()
             }),
             optional: f.optional,
             // `defaultUser` (the files' owner) is alpha in Kubernetes: the pod's fsGroup
