@@ -132,6 +132,23 @@ impl SecretFileStore {
         written
     }
 
+    /// After a restart of the daemon: removes the tmpfs of every replica of this daemon but
+    /// those in `keep` (cgroup leaf names), left by replicas that ended while it was down.
+    pub fn sweep(&self, keep: &std::collections::HashSet<String>) {
+        let prefix = format!("{}.", self.tag);
+        let Ok(entries) = fs::read_dir(&self.root) else { return };
+        for name in entries.flatten().filter_map(|e| e.file_name().into_string().ok()) {
+            let Some(leaf) = name.strip_prefix(&prefix) else { continue };
+            if keep.contains(leaf) {
+                continue;
+            }
+            match self.remove(leaf) {
+                Ok(()) => tracing::info!(replica = %leaf, "removed the secret files of a replica that is gone"),
+                Err(e) => tracing::warn!(replica = %leaf, error = %e, "removing stray secret files"),
+            }
+        }
+    }
+
     /// Unmounts and removes the replica's tmpfs, if it has one.
     pub fn remove(&self, leaf: &str) -> Result<(), Error> {
         let dir = self.dir(leaf);
@@ -179,4 +196,65 @@ fn write_sets(dir: &Path, uid: u32, gid: u32, sets: &[FileSet]) -> Result<Vec<Fi
 fn make_dir(path: &Path, uid: u32, gid: u32) -> Result<(), Error> {
     fs::DirBuilder::new().mode(0o500).create(path).map_err(io("create", path))?;
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("chown", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    fn mounted(p: &Path) -> bool {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        info.lines().any(|l| l.split_whitespace().nth(4) == Some(&*p.to_string_lossy()))
+    }
+
+    fn set(mount_path: &str, files: &[(&str, &str)]) -> FileSet {
+        FileSet {
+            secret: "s".into(),
+            mount_path: mount_path.into(),
+            files: files.iter().map(|(p, v)| (p.to_string(), v.as_bytes().to_vec())).collect(),
+        }
+    }
+
+    /// On the real kernel (the tests run as root): a read-only tmpfs per replica, files 0400
+    /// and directories 0500 owned by the agent, and a sweep that removes only the replicas
+    /// not kept.
+    #[test]
+    fn a_replica_s_files_are_a_read_only_tmpfs_owned_by_the_agent_and_a_sweep_keeps_only_live_ones() {
+        if !rustix::process::geteuid().is_root() {
+            panic!("this test mounts a tmpfs: run it as root");
+        }
+        let state = tempfile::tempdir().expect("tempdir");
+        let home = tempfile::tempdir().expect("tempdir");
+        let store = SecretFileStore::new(state.path(), home.path());
+        let uid = 4_000_000_321;
+        let sets = [set("/tmp/a", &[("api-key", "sk-1"), ("sub/deep", "x")]), set("/tmp/b", &[])];
+        let mounts = store.materialize("default.a.0", uid, uid, &sets).expect("materialize");
+        let dir = store.dir("default.a.0");
+        assert!(mounted(&dir));
+        assert_eq!(mounts[0], FileMount { source: dir.join("0"), target: "/tmp/a".into() });
+        let key = dir.join("0/api-key");
+        assert_eq!(fs::read_to_string(&key).expect("read"), "sk-1");
+        for (path, mode) in
+            [(&key, 0o400), (&dir.join("0/sub/deep"), 0o400), (&dir.join("0/sub"), 0o500), (&dir, 0o500)]
+        {
+            let meta = fs::metadata(path).expect("metadata");
+            assert_eq!((meta.permissions().mode() & 0o7777, meta.uid()), (mode, uid), "{}", path.display());
+        }
+        assert!(fs::write(dir.join("0/new"), "x").is_err(), "read-only, even to root");
+        assert!(dir.join("1").is_dir(), "an empty Secret is an empty directory");
+        // A second start makes it anew.
+        store.materialize("default.a.0", uid, uid, &[set("/tmp/a", &[("other", "v")])]).expect("again");
+        assert!(!key.exists() && dir.join("0/other").exists());
+        store.materialize("default.b.0", uid, uid, &[set("/tmp/a", &[("k", "v")])]).expect("another");
+        store.sweep(&["default.a.0".to_owned()].into_iter().collect());
+        assert!(mounted(&dir) && !store.dir("default.b.0").exists(), "the sweep keeps what is kept");
+        store.remove("default.a.0").expect("remove");
+        assert!(!mounted(&dir) && !dir.exists());
+        assert!(matches!(
+            store.materialize("default.c.0", uid, uid, &[set("/no/such/dir/here", &[])]),
+            Err(Error::NoMountPoint(_))
+        ));
+    }
 }
