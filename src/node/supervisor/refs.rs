@@ -120,6 +120,10 @@ impl World {
                 None => cache.objects.remove(&id),
             };
         }
+        // Every agent gets a pass anyway (the initial lists, a budget change).
+        if self.all_dirty {
+            return;
+        }
         for (k, agent) in &self.agents {
             if k.0 == ns && config_refs::objects(&agent.spec).contains(&(kind, name.clone())) {
                 self.dirty.insert(k.clone());
