@@ -193,7 +193,8 @@ pub struct Resolved {
     /// In order; a later entry of a name wins.
     pub env: Vec<(String, String)>,
     pub files: Vec<FileSet>,
-    /// `envFrom` keys skipped because they are not variable names, as `Secret/name: key`.
+    /// `envFrom` keys skipped because they are not variable names (or their values are not
+    /// UTF-8 text), as `Secret/name: key`.
     pub skipped: Vec<String>,
 }
 

@@ -158,7 +158,7 @@ impl RefsReported {
                 agent,
                 "InvalidEnvironmentVariableNames",
                 &format!(
-                    "keys skipped from envFrom since they are not valid environment variable names: {}",
+                    "keys skipped from envFrom since they are not valid environment variable names (or their values not text): {}",
                     skipped.join(", ")
                 ),
             );
