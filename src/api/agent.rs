@@ -48,9 +48,18 @@ pub struct AgentSpec {
     /// Arguments after `command`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Environment variables for the agent's processes.
+    /// Environment variables for the agent's processes: a `value`, or one key of a Secret
+    /// or ConfigMap (`valueFrom`). They win over `envFrom`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Every key of a Secret or ConfigMap as an environment variable (with an optional
+    /// `prefix`); keys that are not variable names are skipped, and an Event says which.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
+    /// Secrets given to the agent as files (mode 0400, owned by the agent's user): locally
+    /// on a tmpfs of the replica's own, on a cluster as a secret volume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<SecretFiles>,
     /// Local mode: the directory the agent runs in (default: the daemon's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
@@ -131,14 +140,96 @@ impl AgentSpec {
     }
 }
 
-/// One environment variable.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// One environment variable: a literal `value`, or a key of a Secret or ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvVar {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
 }
+
+// Secrets and ConfigMaps referenced by an Agent, spelled as a Pod spells them. What they
+// resolve to is decided in `crate::controller::config_refs`, for both modes.
+
+/// Where an environment variable's value comes from: exactly one of the two.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVarSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeySelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeySelector>,
+}
+
+/// One key of a Secret or ConfigMap in the Agent's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeySelector {
+    pub name: String,
+    pub key: String,
+    /// When true, a missing object or key leaves the variable unset instead of keeping the
+    /// agent from starting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// Every key of one Secret or ConfigMap (exactly one of the two), as variables.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvFromSource {
+    /// Put before every key to make the variable's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<ObjectSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ObjectSelector>,
+}
+
+/// A Secret or ConfigMap in the Agent's namespace, as a whole.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectSelector {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// One Secret as a directory of files, one file per key.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretFiles {
+    pub secret_name: String,
+    /// The directory the files appear in (absolute). Default `/run/secrets/<secretName>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<String>,
+    /// The keys to give, and the relative path of each; default every key, named by it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<KeyToPath>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// One key of a Secret as the file at `path` (relative to the mount path).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyToPath {
+    pub key: String,
+    pub path: String,
+}
+
+impl SecretFiles {
+    /// Where the files appear: `mountPath`, else `/run/secrets/<secretName>`.
+    pub fn mount_path(&self) -> String {
+        self.mount_path.clone().unwrap_or_else(|| format!("{SECRET_FILES_ROOT}/{}", self.secret_name))
+    }
+}
+
+/// The directory secret files appear under when their `mountPath` is not given.
+pub const SECRET_FILES_ROOT: &str = "/run/secrets";
 
 /// Requests (what the agent is guaranteed) and limits (what the kernel enforces).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

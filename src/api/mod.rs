@@ -11,6 +11,7 @@ pub mod ratelimit;
 pub mod template;
 pub mod update;
 pub mod validate;
+pub mod validate_refs;
 pub mod workflow;
 pub mod yaml;
 

@@ -31,7 +31,7 @@ fn is_name(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
-fn is_subdomain(s: &str) -> bool {
+pub(crate) fn is_subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|l| {
             let b = l.as_bytes();

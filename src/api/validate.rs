@@ -511,6 +511,7 @@ fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
             errors.push(FieldError::new(path, format!("{} is set twice", e.name)));
         }
     }
+    super::validate_refs::check(s, errors);
     if let Some(dir) = &s.working_dir
         && !dir.starts_with('/')
     {
@@ -568,7 +569,7 @@ fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
 }
 
 /// Whether `path` is absolute and plain: no `.`, `..` or empty components, not `/`.
-fn is_plain_absolute(path: &str) -> bool {
+pub(super) fn is_plain_absolute(path: &str) -> bool {
     let p = Path::new(path);
     p.is_absolute()
         && p.components().count() > 1

@@ -21,7 +21,9 @@ use crate::api::common::{ConditionStatus, find_condition};
 use crate::api::{Agent, ResourceBudget};
 use crate::controller::admission::{self, Asking, Host, Verdict};
 
+mod refs;
 mod status;
+pub use refs::{config_checksum, referencing};
 pub use status::{agent_facts, desired_status};
 
 /// The field manager the operator applies with.
@@ -153,7 +155,10 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
     }
     let verdict = verdict_for(&agent, &ctx.client).await?;
     let admitted = matches!(verdict, Verdict::Admitted);
-    let built = workload(&agent, admitted, &ctx.config);
+    let mut built = workload(&agent, admitted, &ctx.config);
+    if let Ok(w) = &mut built {
+        super::workload::set_config_checksum(&mut w.deployment, config_checksum(&ctx.client, &ns, &agent.spec).await?);
+    }
     let apply = PatchParams::apply(MANAGER).force();
     let (deploy_status, pods) = match &built {
         Ok(w) => {

@@ -32,6 +32,7 @@ use super::lease::{LeaderElector, Round};
 use super::workflow;
 use super::workload::WorkloadConfig;
 use crate::api::{Agent, ResourceBudget, Workflow};
+use crate::controller::config_refs::SourceKind;
 use crate::controller::engine::{Engine, EngineConfig};
 
 /// The Lease the replicas compete for, in the operator's own namespace.
@@ -423,8 +424,23 @@ impl Leading {
                 });
             let let_in =
                 futures::stream::unfold(woken.remove(0), |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-            let controller = Controller::new(scoped::<Agent>(client, ns), watcher::Config::default())
+            let controller = Controller::new(scoped::<Agent>(client, ns), watcher::Config::default());
+            // A change of a referenced Secret or ConfigMap reconciles the Agents that use it
+            // (their checksum changes and the pods roll); any other changes nothing.
+            let (secrets_of, config_maps_of) = (controller.store(), controller.store());
+            let controller = controller
                 .owns(scoped::<Deployment>(client, ns), watcher::Config::default())
+                .watches(
+                    scoped::<k8s_openapi::api::core::v1::Secret>(client, ns),
+                    watcher::Config::default(),
+                    move |s| agent::referencing(&secrets_of, SourceKind::Secret, &s),
+                )
+                .watches(
+                    scoped::<k8s_openapi::api::core::v1::ConfigMap>(client, ns),
+                    // Not the workflow engine's task outputs, which no Agent references.
+                    watcher::Config::default().labels("!a2a.dev/workflow"),
+                    move |c| agent::referencing(&config_maps_of, SourceKind::ConfigMap, &c),
+                )
                 .reconcile_all_on(budgets_changed)
                 .reconcile_on(let_in)
                 .graceful_shutdown_on(stopped(&rx));
@@ -667,6 +683,8 @@ mod tests {
                 (200, list("a2a.dev/v1alpha1", "ResourceBudgetList", vec![]))
             }
             ("GET", "/apis/apps/v1/deployments") => (200, list("apps/v1", "DeploymentList", vec![])),
+            ("GET", "/api/v1/secrets") => (200, list("v1", "SecretList", vec![])),
+            ("GET", "/api/v1/configmaps") => (200, list("v1", "ConfigMapList", vec![])),
             ("GET", "/api/v1/namespaces/team/pods") => (200, list("v1", "PodList", vec![])),
             ("PATCH", "/apis/apps/v1/namespaces/team/deployments/writer") => (
                 200,

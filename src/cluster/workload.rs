@@ -18,6 +18,9 @@ use crate::api::common::ResourceAmounts;
 use crate::api::quantity::CpuAmount;
 use crate::api::{API_VERSION, Agent, Priority};
 
+mod config_files;
+pub use config_files::{CONFIG_CHECKSUM, set_config_checksum};
+
 /// The port agents serve A2A on inside a pod when `spec.port` is 0.
 pub const DEFAULT_POD_PORT: u16 = 8080;
 /// The label that selects an agent's pods.
@@ -155,11 +158,7 @@ pub fn workload(agent: &Agent, admitted: bool, config: &WorkloadConfig) -> Resul
                 .to_owned(),
         );
     }
-    let mut env: Vec<EnvVar> = spec
-        .env
-        .iter()
-        .map(|e| EnvVar { name: e.name.clone(), value: Some(e.value.clone()), value_from: None })
-        .collect();
+    let mut env: Vec<EnvVar> = spec.env.iter().map(config_files::env_var).collect();
     for (k, v) in [("A2A_PORT", port.to_string()), ("A2A_AGENT", name.clone()), ("A2A_NAMESPACE", namespace.clone())] {
         env.push(EnvVar { name: k.to_owned(), value: Some(v), value_from: None });
     }
@@ -179,6 +178,7 @@ pub fn workload(agent: &Agent, admitted: bool, config: &WorkloadConfig) -> Resul
         command: (!spec.command.is_empty()).then(|| spec.command.clone()),
         args: (!spec.args.is_empty()).then(|| spec.args.clone()),
         env: Some(env),
+        env_from: config_files::env_from(spec),
         ports: Some(vec![ContainerPort {
             name: Some("a2a".to_owned()),
             container_port: i32::from(port),
@@ -199,11 +199,15 @@ pub fn workload(agent: &Agent, admitted: bool, config: &WorkloadConfig) -> Resul
             capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), add: None }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
+                name: "tmp".to_owned(),
+                mount_path: "/tmp".to_owned(),
+                ..Default::default()
+            })
+            .chain(config_files::volume_mounts(spec))
+            .collect(),
+        ),
         ..Default::default()
     };
     let priority = spec.priority();
@@ -230,17 +234,22 @@ pub fn workload(agent: &Agent, admitted: bool, config: &WorkloadConfig) -> Resul
                     automount_service_account_token: Some(false),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
+                        fs_group: (!spec.secret_files.is_empty()).then_some(config_files::SECRET_FILES_GROUP),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".to_owned(),
                             localhost_profile: None,
                         }),
                         ..Default::default()
                     }),
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(
+                        std::iter::once(Volume {
+                            name: "tmp".to_owned(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Default::default()
+                        })
+                        .chain(config_files::volumes(spec))
+                        .collect(),
+                    ),
                     ..Default::default()
                 }),
             },
@@ -332,6 +341,69 @@ mod tests {
         assert_eq!(s["spec"]["selector"], serde_json::json!({"a2a.dev/agent": "writer"}));
         assert_eq!(service_url(&a).as_deref(), Some("http://writer.team.svc:8080/"));
         assert!(w.warnings.is_empty());
+    }
+
+    /// References become the container's `valueFrom` and `envFrom` and secret volumes (0400,
+    /// the listed items, read-only mounts, the pod's fsGroup), exactly as a Pod spells them.
+    #[test]
+    fn secret_and_config_map_references_become_the_pod_s_env_env_from_and_secret_volumes() {
+        let a = agent(
+            "  image: x:1\n  env:\n    - { name: KEY, valueFrom: { secretKeyRef: { name: openai, key: api-key } } }\n    - { name: MODE, valueFrom: { configMapKeyRef: { name: cfg, key: mode, optional: true } } }\n  envFrom: [{ secretRef: { name: db }, prefix: DB_ }, { configMapRef: { name: cfg } }]\n  secretFiles:\n    - { secretName: tls }\n    - { secretName: openai, mountPath: /etc/openai, items: [{ key: api-key, path: key }], optional: true }\n",
+        );
+        let w = workload(&a, true, &WorkloadConfig::default()).expect("workload");
+        let d = serde_json::to_value(&w.deployment).expect("json");
+        let pod = &d["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(
+            c["env"][0],
+            serde_json::json!({"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "api-key"}}})
+        );
+        assert_eq!(
+            c["env"][1],
+            serde_json::json!({"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode", "optional": true}}})
+        );
+        assert_eq!(
+            c["envFrom"],
+            serde_json::json!([{"prefix": "DB_", "secretRef": {"name": "db"}}, {"configMapRef": {"name": "cfg"}}])
+        );
+        assert_eq!(
+            pod["volumes"],
+            serde_json::json!([
+                {"name": "tmp", "emptyDir": {}},
+                {"name": "secret-files-0", "secret": {"secretName": "tls", "defaultMode": 256}},
+                {"name": "secret-files-1", "secret": {"secretName": "openai", "defaultMode": 256, "optional": true,
+                    "items": [{"key": "api-key", "path": "key"}]}}
+            ])
+        );
+        assert_eq!(
+            c["volumeMounts"],
+            serde_json::json!([
+                {"name": "tmp", "mountPath": "/tmp"},
+                {"name": "secret-files-0", "mountPath": "/run/secrets/tls", "readOnly": true},
+                {"name": "secret-files-1", "mountPath": "/etc/openai", "readOnly": true}
+            ])
+        );
+        assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+        // Without references: no envFrom, no fsGroup, the tmp volume alone.
+        let plain = serde_json::to_value(
+            &workload(&agent("  image: x:1\n"), true, &WorkloadConfig::default()).unwrap().deployment,
+        )
+        .unwrap();
+        let pod = &plain["spec"]["template"]["spec"];
+        assert!(pod["containers"][0].get("envFrom").is_none() && pod["securityContext"].get("fsGroup").is_none());
+        assert_eq!(pod["volumes"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn the_config_checksum_goes_on_the_pod_template_and_away_again() {
+        let mut w = workload(&agent("  image: x:1\n"), true, &WorkloadConfig::default()).expect("workload");
+        set_config_checksum(&mut w.deployment, Some("abc".into()));
+        let annotations =
+            |w: &Workload| w.deployment.spec.template.metadata.as_ref().unwrap().annotations.clone().unwrap();
+        assert_eq!(annotations(&w).get(CONFIG_CHECKSUM).map(String::as_str), Some("abc"));
+        assert!(annotations(&w).contains_key("a2a.dev/priority"), "the other annotations stay");
+        set_config_checksum(&mut w.deployment, None);
+        assert!(!annotations(&w).contains_key(CONFIG_CHECKSUM));
     }
 
     #[test]

@@ -6,15 +6,20 @@
 //! The rules, in order (the first that applies decides):
 //! 1. The agent cannot run as specified (`failure`): `Failed`, Ready=False with its reason.
 //! 2. Not admitted into its budget: `Pending`, Ready=False `NotAdmitted`.
-//! 3. `replicas: 0`: `Stopped`, Ready=False `ScaledToZero` — nothing can be sent to it, so
+//! 3. A referenced Secret, ConfigMap or key is missing (`config_error`) and nothing runs:
+//!    `Pending`, Ready=False with kubelet's reason `CreateContainerConfigError` and a message
+//!    naming it. With replicas still running (they keep their configuration, as containers
+//!    do), the rules below apply and the error is the reason of a Ready=False.
+//! 4. `replicas: 0`: `Stopped`, Ready=False `ScaledToZero` — nothing can be sent to it, so
 //!    it is not ready, as a Deployment scaled to zero has no ready endpoint.
-//! 4. A stdio agent runs its command once per task: `Running`, Ready=True `StdioReady`.
-//! 5. All replicas ready: `Running`, Ready=True `AllReplicasReady`.
-//! 6. Nothing runs, nothing waits to restart, and a replica ended for good (its restart
+//! 5. A stdio agent runs its command once per task: `Running`, Ready=True `StdioReady`.
+//! 6. All replicas ready: `Running`, Ready=True `AllReplicasReady`.
+//! 7. Nothing runs, nothing waits to restart, and a replica ended for good (its restart
 //!    policy keeps it stopped): `Stopped`, Ready=False `Exited`.
-//! 7. Some ready: `Degraded`; none ready: `Starting` — Ready=False, with the reason
+//! 8. Some ready: `Degraded`; none ready: `Starting` — Ready=False, with the reason
 //!    `CrashLoopBackOff` when replicas wait to start again after crashing, else
-//!    `ReplicasNotReady` / `Starting`, or the reason a stuck rollout gives (`stuck`).
+//!    `ReplicasNotReady` / `Starting`, or the reason a stuck rollout (`stuck`) or a missing
+//!    reference (`config_error`) gives.
 //!
 //! `Throttled` is derived where the mode observes throttling (the node); the conditions only
 //! one mode has (the node's `Enforced` and `Sandboxed`, the Deployment's `Progressing` and
@@ -50,6 +55,8 @@ pub struct AgentFacts {
     pub crashing: u32,
     /// Nothing runs and every replica's restart policy keeps it stopped after it ended.
     pub ended: bool,
+    /// A referenced Secret or ConfigMap (or a key of it) is missing: no replica can start.
+    pub config_error: Option<Failure>,
     /// Why the replicas do not come up, as the platform says it (a Deployment whose pods
     /// cannot be created, or whose rollout passed its deadline).
     pub stuck: Option<Failure>,
@@ -87,14 +94,17 @@ pub fn agent_status(facts: &AgentFacts) -> AgentSummary {
     let desired = facts.replicas;
     let ready = facts.ready;
     let counted = format!("{ready}/{desired} replicas ready");
-    let not_ready = |phase: AgentPhase, reason: &str, message: String| match &facts.stuck {
-        Some(s) => (phase, s.reason.clone(), format!("{message}: {}", s.message)),
-        None => (phase, reason.to_owned(), message),
-    };
+    let not_ready =
+        |phase: AgentPhase, reason: &str, message: String| match facts.config_error.as_ref().or(facts.stuck.as_ref()) {
+            Some(s) => (phase, s.reason.clone(), format!("{message}: {}", s.message)),
+            None => (phase, reason.to_owned(), message),
+        };
     let (phase, reason, message) = if let Some(f) = &facts.failure {
         (AgentPhase::Failed, f.reason.clone(), f.message.clone())
     } else if !is_admitted {
         (AgentPhase::Pending, "NotAdmitted".to_owned(), "waiting for room in its budget".to_owned())
+    } else if let Some(e) = facts.config_error.as_ref().filter(|_| desired > 0 && (facts.stdio || facts.running == 0)) {
+        (AgentPhase::Pending, e.reason.clone(), e.message.clone())
     } else if desired == 0 {
         (AgentPhase::Stopped, SCALED_TO_ZERO.to_owned(), "replicas is 0: nothing can be sent to it".to_owned())
     } else if facts.stdio {
@@ -119,7 +129,11 @@ pub fn agent_status(facts: &AgentFacts) -> AgentSummary {
     };
     let ready_cond = Condition::new("Ready", phase == AgentPhase::Running, &reason, message);
     // A stdio agent's slots are all ready once it may run: each task starts its own process.
-    let ready_replicas = if facts.stdio && is_admitted && facts.failure.is_none() { desired } else { ready };
+    let ready_replicas = if facts.stdio && is_admitted && facts.failure.is_none() && facts.config_error.is_none() {
+        desired
+    } else {
+        ready
+    };
     let throttled = facts.throttled.map(|t| {
         Condition::new(
             "Throttled",
@@ -168,6 +182,11 @@ mod tests {
             ("cannot run", AgentFacts { failure: Some(fail("MissingImage")), admission: None, ..facts(1, 0, 0) }, AgentPhase::Failed, false, "MissingImage"),
             ("stuck rollout", AgentFacts { stuck: Some(fail("FailedCreate")), ..facts(2, 0, 0) }, AgentPhase::Starting, false, "FailedCreate"),
             ("stdio", AgentFacts { stdio: true, ..facts(3, 0, 0) }, AgentPhase::Running, true, "StdioReady"),
+            ("secret missing", AgentFacts { config_error: Some(fail("CreateContainerConfigError")), ..facts(1, 0, 0) }, AgentPhase::Pending, false, "CreateContainerConfigError"),
+            ("secret missing, stdio", AgentFacts { stdio: true, config_error: Some(fail("CreateContainerConfigError")), ..facts(1, 0, 0) }, AgentPhase::Pending, false, "CreateContainerConfigError"),
+            ("secret gone while running", AgentFacts { config_error: Some(fail("CreateContainerConfigError")), ..facts(2, 1, 1) }, AgentPhase::Degraded, false, "CreateContainerConfigError"),
+            ("secret gone, all ready", AgentFacts { config_error: Some(fail("CreateContainerConfigError")), ..facts(1, 1, 1) }, AgentPhase::Running, true, "AllReplicasReady"),
+            ("secret missing, not admitted", AgentFacts { config_error: Some(fail("CreateContainerConfigError")), admission: None, ..facts(1, 0, 0) }, AgentPhase::Pending, false, "NotAdmitted"),
         ];
         for (what, f, phase, ready, reason) in table {
             let s = agent_status(&f);

@@ -7,6 +7,7 @@ pub mod logs;
 pub mod ownership;
 pub mod process;
 pub mod sandbox;
+pub mod secret_files;
 pub mod spec_hash;
 pub mod supervisor;
 mod sys;

@@ -80,8 +80,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The PATH an agent gets when it does not inherit the daemon's environment.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// How to run one agent process.
-#[derive(Clone, Debug)]
+/// How to run one agent process. Printed with the environment's names only: its values may
+/// come from Secrets.
+#[derive(Clone)]
 pub struct ProcessSpec {
     pub program: String,
     pub args: Vec<String>,
@@ -103,6 +104,23 @@ pub struct ProcessSpec {
     /// Execute this file instead of looking `program` up: the daemon's own binary, held open
     /// (`program` is then only `argv[0]`).
     pub exec_fd: Option<std::sync::Arc<OwnedFd>>,
+}
+
+impl std::fmt::Debug for ProcessSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessSpec")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("inherit_env", &self.inherit_env)
+            .field("working_dir", &self.working_dir)
+            .field("user", &self.user)
+            .field("log_file", &self.log_file)
+            .field("log_relay", &self.log_relay)
+            .field("confinement", &self.confinement)
+            .field("exec_fd", &self.exec_fd)
+            .finish()
+    }
 }
 
 impl ProcessSpec {
@@ -529,6 +547,13 @@ impl AgentProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_spec_prints_its_environment_s_names_not_its_values() {
+        let spec = ProcessSpec::new("agent", "/l").env("OPENAI_API_KEY", "sk-never-shown");
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("OPENAI_API_KEY") && !shown.contains("sk-never-shown"), "{shown}");
+    }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nagent:x:1001:1001::/home/agent:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nagent:x:1001:\ndocker:x:998:agent,bob\nwheel:x:10:bob\n";

@@ -109,6 +109,8 @@ pub struct Confinement {
     hidden: Vec<PathBuf>,
     private: Vec<PathBuf>,
     proc_read_only: Vec<PathBuf>,
+    /// Secret files: directories of the replica's tmpfs, each mounted read-only at its path.
+    files: Vec<super::secret_files::FileMount>,
 }
 
 /// One mount the plan makes on top of the read-only tree.
@@ -123,7 +125,19 @@ impl Confinement {
     /// and must not see `hidden`; the private directories are those this host has.
     pub fn new(writable: Vec<PathBuf>, hidden: Vec<PathBuf>) -> Self {
         let existing = |list: &[&str]| list.iter().map(PathBuf::from).filter(|p| p.exists()).collect();
-        Confinement { writable, hidden, private: existing(&PRIVATE), proc_read_only: existing(&PROC_READ_ONLY) }
+        Confinement {
+            writable,
+            hidden,
+            private: existing(&PRIVATE),
+            proc_read_only: existing(&PROC_READ_ONLY),
+            files: Vec::new(),
+        }
+    }
+
+    /// Adds secret files to the view: each `source` read-only at its `target`, under a
+    /// private tmpfs at `/run/secrets` for the targets there.
+    pub fn add_files(&mut self, files: Vec<super::secret_files::FileMount>) {
+        self.files.extend(files);
     }
 
     /// The steps, in order, that the child takes to set up this view (see the module
@@ -137,6 +151,16 @@ impl Confinement {
         for (slot, path) in kept.enumerate() {
             ops.push(MountOp::Clone { path: c(&path)?, slot });
             layers.push((path, Layer::Attach(slot)));
+        }
+        let first_file_slot = KEEP.len() + self.writable.len();
+        for (i, f) in self.files.iter().enumerate() {
+            ops.push(MountOp::Clone { path: c(&f.source)?, slot: first_file_slot + i });
+            layers.push((f.target.clone(), Layer::Attach(first_file_slot + i)));
+        }
+        let run_secrets = Path::new(crate::api::agent::SECRET_FILES_ROOT);
+        let under_run_secrets = self.files.iter().any(|f| f.target.starts_with(run_secrets));
+        if under_run_secrets {
+            layers.push((run_secrets.to_path_buf(), Layer::Tmpfs("mode=0755,size=64k,nr_inodes=1024")));
         }
         ops.push(MountOp::ReadOnlyTree(c(Path::new("/"))?));
         for p in &self.private {
@@ -167,6 +191,12 @@ impl Confinement {
         }
         for p in &self.hidden {
             ops.push(MountOp::ReadOnly(c(p)?));
+        }
+        if under_run_secrets {
+            ops.push(MountOp::ReadOnly(c(run_secrets)?));
+        }
+        for f in &self.files {
+            ops.push(MountOp::ReadOnly(c(&f.target)?));
         }
         for p in &self.proc_read_only {
             ops.push(MountOp::ReadOnlyBind(c(p)?));
@@ -543,6 +573,13 @@ impl Sandbox {
         let mut hidden = vec![fs::canonicalize(a2a_home).unwrap_or_else(|_| a2a_home.to_path_buf())];
         if let Some(Ok(u)) = &users {
             hidden.push(u.registry());
+            // Every daemon's replicas' secret files (see `secret_files`), each agent's own
+            // reaching it only at its mountPath.
+            let files = state.join("secrets");
+            match fs::DirBuilder::new().recursive(true).mode(0o711).create(&files) {
+                Ok(()) => hidden.push(files),
+                Err(e) => tracing::warn!(path = %files.display(), error = %e, "cannot make the secret files directory"),
+            }
         }
         let own = std::env::current_exe().ok().is_some_and(|me| me == exe);
         let path = if own { Path::new("/proc/self/exe") } else { exe };
@@ -744,6 +781,7 @@ mod tests {
             hidden: hidden.iter().map(PathBuf::from).collect(),
             private: vec!["/tmp".into(), "/dev/shm".into()],
             proc_read_only: vec!["/proc/sys".into()],
+            files: Vec::new(),
         }
     }
 
@@ -784,6 +822,32 @@ mod tests {
         assert!(at("mkdir /tmp/t1/home") < at("tmpfs /tmp/t1/home"));
         assert!(at("mkdir /tmp/t1/rw") < at("attach #2 /tmp/t1/rw"));
         assert!(at("ro-tree /") < at("tmpfs /tmp"));
+    }
+
+    /// Secret files: each directory of the replica's tmpfs taken before the tree becomes
+    /// read-only, put at its path (under a private tmpfs at /run/secrets, its mount point made
+    /// there), and read-only.
+    #[test]
+    fn secret_files_are_cloned_first_and_attached_read_only_at_their_paths() {
+        let mut c = confinement(&["/srv/data"], &["/var/lib/a2a/secrets"]);
+        let file = |source: &str, target: &str| super::super::secret_files::FileMount {
+            source: source.into(),
+            target: target.into(),
+        };
+        c.add_files(vec![
+            file("/var/lib/a2a/secrets/t.default.a.0/0", "/run/secrets/openai"),
+            file("/var/lib/a2a/secrets/t.default.a.0/1", "/etc/ssl/private"),
+        ]);
+        let got = ops(&c);
+        let at = |s: &str| got.iter().position(|o| o == s).unwrap_or_else(|| panic!("{s} missing from {got:?}"));
+        assert!(at("clone /var/lib/a2a/secrets/t.default.a.0/0 #3") < at("ro-tree /"));
+        assert!(at("clone /var/lib/a2a/secrets/t.default.a.0/1 #4") < at("ro-tree /"));
+        assert!(at("tmpfs /run/secrets") < at("mkdir /run/secrets/openai"));
+        assert!(at("mkdir /run/secrets/openai") < at("attach #3 /run/secrets/openai"));
+        assert!(at("attach #4 /etc/ssl/private") < at("ro /etc/ssl/private"));
+        assert!(at("attach #3 /run/secrets/openai") < at("ro /run/secrets/openai"));
+        assert!(at("ro /run/secrets") < at("ro /run/secrets/openai"));
+        assert!(at("tmpfs /var/lib/a2a/secrets") > at("clone /var/lib/a2a/secrets/t.default.a.0/1 #4"), "hidden after");
     }
 
     #[test]

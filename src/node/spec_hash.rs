@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::api::agent::{AgentSpec, EnvVar};
+use crate::api::agent::{AgentSpec, EnvFromSource, EnvVar, EnvVarSource, SecretFiles};
 
 /// The version of the hash this a2a records.
 pub const VERSION: u32 = 2;
@@ -38,8 +38,12 @@ pub struct RestartSpec<'a> {
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub args: &'a [String],
     /// In order: a later entry of the same name wins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<HashedEnv<'a>>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub env: &'a [EnvVar],
+    pub env_from: &'a [EnvFromSource],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub secret_files: &'a [SecretFiles],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,10 +53,28 @@ pub struct RestartSpec<'a> {
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub writable_paths: &'a [String],
     /// The data the process is given from referenced Secrets, by Secret name: the version of
-    /// that data (its resourceVersion, or a digest of it), so that a changed Secret restarts
-    /// the replicas that use it. Empty until Agents can reference Secrets.
+    /// that data (a digest keyed by the object, see [`crate::controller::config_refs`]), by
+    /// `Kind/name`, so that a changed Secret or ConfigMap restarts the replicas that use it.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
+}
+
+/// One `env` entry as hashed: `value` always written (an empty one too, as before
+/// `valueFrom` existed), `valueFrom` only when set, so a spec without references hashes as it
+/// always did.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HashedEnv<'a> {
+    name: &'a str,
+    value: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_from: Option<&'a EnvVarSource>,
+}
+
+impl<'a> From<&'a EnvVar> for HashedEnv<'a> {
+    fn from(e: &'a EnvVar) -> Self {
+        HashedEnv { name: &e.name, value: &e.value, value_from: e.value_from.as_ref() }
+    }
 }
 
 impl<'a> RestartSpec<'a> {
@@ -63,6 +85,8 @@ impl<'a> RestartSpec<'a> {
             command,
             args,
             env,
+            env_from,
+            secret_files,
             working_dir,
             user,
             port,
@@ -91,7 +115,9 @@ impl<'a> RestartSpec<'a> {
         RestartSpec {
             command,
             args,
-            env,
+            env: env.iter().map(HashedEnv::from).collect(),
+            env_from,
+            secret_files,
             working_dir: working_dir.as_deref(),
             user: user.as_deref(),
             port: *port,
@@ -219,7 +245,7 @@ mod tests {
         AgentSpec {
             command: vec!["a2a".into(), "demo-agent".into()],
             args: vec!["--skill".into(), "echo".into()],
-            env: vec![EnvVar { name: "MODE".into(), value: "fast".into() }],
+            env: vec![EnvVar { name: "MODE".into(), value: "fast".into(), value_from: None }],
             ..AgentSpec::default()
         }
     }
@@ -238,6 +264,9 @@ mod tests {
             "v2:1397b0b1ac0e0d0e07f7e14b5a1488da643785ce16938196acd213484a27305b"
         );
         assert_eq!(SpecHash::of(&AgentSpec::default()).as_str(), format!("v2:{}", sha256_hex(b"{}")));
+        // An empty value is hashed as it always was, though the API no longer prints it.
+        let empty = AgentSpec { env: vec![EnvVar { name: "X".into(), ..Default::default() }], ..AgentSpec::default() };
+        assert_eq!(RestartSpec::of(&empty).canonical_json(), r#"{"env":[{"name":"X","value":""}]}"#);
     }
 
     fn sha256_hex(data: &[u8]) -> String {
@@ -251,12 +280,25 @@ mod tests {
             ("command", |s| s.command.push("--verbose".into())),
             ("args", |s| s.args[1] = "upper".into()),
             ("env value", |s| s.env[0].value = "slow".into()),
-            ("env added", |s| s.env.push(EnvVar { name: "X".into(), value: String::new() })),
-            ("env order", |s| s.env.insert(0, EnvVar { name: "MODE".into(), value: "slow".into() })),
+            ("env added", |s| s.env.push(EnvVar { name: "X".into(), ..Default::default() })),
+            ("env order", |s| s.env.insert(0, EnvVar { name: "MODE".into(), value: "slow".into(), value_from: None })),
             ("working dir", |s| s.working_dir = Some("/srv".into())),
             ("user", |s| s.user = Some("nobody".into())),
             ("port", |s| s.port = Some(8080)),
             ("writable paths", |s| s.writable_paths = vec!["/srv/data".into()]),
+            ("env from a secret", |s| {
+                s.env[0].value = String::new();
+                s.env[0].value_from = Some(EnvVarSource {
+                    secret_key_ref: Some(crate::api::agent::KeySelector {
+                        name: "s".into(),
+                        key: "k".into(),
+                        optional: None,
+                    }),
+                    config_map_key_ref: None,
+                });
+            }),
+            ("envFrom", |s| s.env_from = vec![EnvFromSource::default()]),
+            ("secret files", |s| s.secret_files = vec![SecretFiles { secret_name: "s".into(), ..Default::default() }]),
         ];
         let in_place: &[(&str, Edit)] = &[
             ("replicas", |s| s.replicas = Some(3)),

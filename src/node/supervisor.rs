@@ -40,6 +40,7 @@ mod ending;
 mod error;
 pub(crate) mod facts;
 mod probes;
+mod refs;
 mod replicas;
 mod spawn;
 mod stdio;
@@ -91,6 +92,8 @@ enum NodeEvent {
     AgentGone(Key),
     Budget(Box<ResourceBudget>),
     BudgetGone(String),
+    /// A Secret or ConfigMap changed or went (see [`refs`]).
+    Object(Box<refs::ObjectChange>),
     /// A watcher delivered its initial list.
     Synced(&'static str),
     Exited {
@@ -195,6 +198,8 @@ struct AgentRuntime {
     /// When the url agent's card is fetched again.
     url_next_probe: Option<Instant>,
     last_error: Option<String>,
+    /// Why its Secrets and ConfigMaps cannot be resolved, and what was reported of them.
+    refs: refs::RefsReported,
 }
 
 /// The node controller.
@@ -214,6 +219,10 @@ pub struct Node {
     closing: std::sync::atomic::AtomicBool,
     /// Agents' uids, homes and views of the system.
     sandbox: Arc<Sandbox>,
+    /// The Secrets and ConfigMaps agents may reference.
+    objects: std::sync::RwLock<refs::ObjectCache>,
+    /// Replicas' secret files.
+    secret_files: super::secret_files::SecretFileStore,
 }
 
 /// What the loop owns.
@@ -285,6 +294,7 @@ impl Node {
         let (tx, rx) = mpsc::unbounded_channel();
         let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let sandbox = Arc::new(Sandbox::new(&config.home, &config.sandbox_dir, &config.a2a_exe));
+        let secret_files = super::secret_files::SecretFileStore::new(&config.sandbox_dir, &config.home);
         let node = Arc::new(Node {
             client,
             driver,
@@ -296,6 +306,8 @@ impl Node {
             start_slots: Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY)),
             closing: std::sync::atomic::AtomicBool::new(false),
             sandbox,
+            objects: std::sync::RwLock::default(),
+            secret_files,
         });
         (node.clone(), NodeRunner { node, rx })
     }
@@ -358,12 +370,30 @@ impl NodeRunner {
                 "agents",
                 |a| NodeEvent::Agent(Box::new(a)),
                 |a| NodeEvent::AgentGone(key_of(a)),
+                Default::default(),
             )),
             tokio::spawn(watch_kind::<ResourceBudget>(
                 node.clone(),
                 "budgets",
                 |b| NodeEvent::Budget(Box::new(b)),
                 |b| NodeEvent::BudgetGone(b.name_any()),
+                Default::default(),
+            )),
+            tokio::spawn(watch_kind::<k8s_openapi::api::core::v1::Secret>(
+                node.clone(),
+                "secrets",
+                refs::ObjectChange::secret,
+                refs::ObjectChange::secret_gone,
+                Default::default(),
+            )),
+            tokio::spawn(watch_kind::<k8s_openapi::api::core::v1::ConfigMap>(
+                node.clone(),
+                "configmaps",
+                refs::ObjectChange::config_map,
+                refs::ObjectChange::config_map_gone,
+                // Not the workflow engine's task outputs (up to 1 MiB each, never referenced
+                // by agents): the cache holds what agents may use, not every output.
+                kube::runtime::watcher::Config::default().labels(refs::NOT_TASK_OUTPUTS),
             )),
         ];
         let mut world = World {
@@ -409,7 +439,7 @@ impl NodeRunner {
                     None => break,
                 },
             }
-            if world.synced.len() == 2 && world.has_work() {
+            if world.synced.len() == watchers.len() && world.has_work() {
                 world.reconcile(&node).await;
             }
         }
@@ -468,6 +498,7 @@ impl World {
                 self.all_dirty = true;
                 self.budgets_dirty = true;
             }
+            NodeEvent::Object(change) => self.object_changed(node, *change),
             NodeEvent::Synced(what) => {
                 self.synced.insert(what);
                 self.all_dirty = true;
@@ -661,7 +692,9 @@ fn base_status(agent: &Agent, rt: &AgentRuntime) -> AgentStatus {
 fn agent_status(enforced: bool, agent: &Agent, rt: &AgentRuntime, verdict: Option<&Verdict>) -> AgentStatus {
     let mut status = base_status(agent, rt);
     let generation = agent.meta().generation;
-    let facts = facts::agent_facts(agent, verdict, rt.replicas.values().map(Replica::view), rt.last_error.as_deref());
+    let mut facts =
+        facts::agent_facts(agent, verdict, rt.replicas.values().map(Replica::view), rt.last_error.as_deref());
+    facts.config_error = rt.refs.error.clone().map(facts::config_error);
     let summary = crate::controller::status::agent_status(&facts);
     for mut c in [summary.admitted, summary.ready] {
         c.observed_generation = generation;
@@ -793,7 +826,16 @@ fn record_event<K: Resource<DynamicType = ()>>(node: &Node, obj: &K, reason: &st
     use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
     let ns = obj.meta().namespace.clone().unwrap_or_else(|| "default".into());
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-    let warning = matches!(reason, "OOMKilled" | "Signaled" | "AlertFiring" | "StartFailed" | "LimitsClamped");
+    let warning = matches!(
+        reason,
+        "OOMKilled"
+            | "Signaled"
+            | "AlertFiring"
+            | "StartFailed"
+            | "LimitsClamped"
+            | crate::controller::config_refs::CONFIG_ERROR_REASON
+            | "InvalidEnvironmentVariableNames"
+    );
     let event = Event {
         metadata: kube::api::ObjectMeta {
             generate_name: Some(format!("{}.", obj.meta().name.clone().unwrap_or_default())),

@@ -23,14 +23,25 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `a2a serve` in `home` with cgroup top `top`; `extra` flags are passed on.
     pub fn start(home: &Path, top: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_logging(home, top, extra, None)
+    }
+
+    /// As [`Daemon::start`], its log (stderr) appended to `log` when given.
+    pub fn start_logging(home: &Path, top: &str, extra: &[&str], log: Option<&Path>) -> Daemon {
         use std::io::BufRead;
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the daemon's log"),
+            ),
+            None => Stdio::null(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_a2a"))
             .args(["serve", "--port", "0", "--cgroup-top", top, "--home"])
             .arg(home)
             .args(extra)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn a2a serve");
         let mut line = String::new();

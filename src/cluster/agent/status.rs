@@ -44,8 +44,21 @@ pub fn agent_facts(
             })
         })
         .count();
+    // A pod whose container kubelet cannot create because a referenced Secret, ConfigMap or
+    // key is missing: kubelet's reason and message (they name the object, never a value).
+    let config_error = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).find_map(|p| {
+        let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+        statuses.iter().find_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            (w.reason.as_deref() == Some(crate::controller::config_refs::CONFIG_ERROR_REASON)).then(|| Failure {
+                reason: crate::controller::config_refs::CONFIG_ERROR_REASON.to_owned(),
+                message: w.message.clone().unwrap_or_else(|| "a referenced Secret or ConfigMap is missing".to_owned()),
+            })
+        })
+    });
     AgentFacts {
         replicas: agent.spec.replicas(),
+        config_error,
         admission: Some(verdict.clone()),
         stdio: false,
         failure: workload.err().map(|e| Failure { reason: e.reason().to_owned(), message: e.to_string() }),

@@ -120,11 +120,12 @@ pub(super) async fn watch_kind<K>(
     what: &'static str,
     apply: fn(K) -> NodeEvent,
     gone: fn(&K) -> NodeEvent,
+    config: watcher::Config,
 ) where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
     let api: Api<K> = Api::all(node.client.clone());
-    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    let mut stream = watcher(api, config).boxed();
     while let Some(ev) = stream.next().await {
         let sent = match ev {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => node.tx.send(apply(o)),

@@ -22,6 +22,11 @@ pub enum Error {
     #[error(transparent)]
     Sandbox(#[from] sandbox::Error),
     #[error(transparent)]
+    SecretFiles(#[from] crate::node::secret_files::Error),
+    /// A referenced Secret, ConfigMap or key is missing.
+    #[error(transparent)]
+    Refs(#[from] crate::controller::config_refs::Unresolved),
+    #[error(transparent)]
     Cgroup(#[from] cgroup::Error),
     #[error(transparent)]
     Process(#[from] process::Error),
@@ -53,6 +58,8 @@ impl Error {
             Error::PortOutOfRange(_) | Error::NoFreePort(_) | Error::PortsTaken => "port",
             Error::NoCommand => "no_command",
             Error::Sandbox(e) => e.metric_label(),
+            Error::Refs(_) => "config_refs",
+            Error::SecretFiles(e) => e.metric_label(),
             Error::Cgroup(e) => e.metric_label(),
             Error::Process(e) => e.metric_label(),
             Error::Panicked { .. } => "panicked",

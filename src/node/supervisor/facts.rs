@@ -96,6 +96,12 @@ pub(crate) fn agent_facts(
     facts
 }
 
+/// The fact of an agent whose Secrets or ConfigMaps cannot be resolved (`message` names the
+/// missing object or key, never a value).
+pub(crate) fn config_error(message: String) -> Failure {
+    Failure { reason: crate::controller::config_refs::CONFIG_ERROR_REASON.to_owned(), message }
+}
+
 /// A budget's measured use: memory and pids from its cgroup (which holds its children's),
 /// CPU as the sum of its replicas' sampled rates (`cpu`); nothing when its cgroup cannot be
 /// read (unenforced, or not made yet).

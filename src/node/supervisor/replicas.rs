@@ -34,6 +34,7 @@ impl World {
         tracing::info!(agent = %key.1, replica, pid, reason = ?termination.reason, "agent replica exited");
         r.oom_before = oom_after;
         r.process = None;
+        node.remove_secret_files(&r.cgroup);
         r.ready = false;
         let policy = self.agents.get(key).map_or(RestartPolicy::Always, |a| a.spec.restart_policy());
         let backoff = lifecycle::Backoff::with_initial(node.config.restart_backoff);
@@ -107,7 +108,17 @@ impl World {
             });
             return;
         }
-        let hash = crate::node::spec_hash::SpecHash::of(&agent.spec);
+        // Its Secrets and ConfigMaps: one missing keeps new replicas from starting (running
+        // ones keep what they started with, as containers do), and their data is hashed, so a
+        // change rolls the replicas as a spec change does.
+        let resolved = node.resolve_refs(&agent);
+        rt.refs.report(node, &agent, &resolved);
+        let refs_ok = resolved.is_ok();
+        let restart_spec = crate::node::spec_hash::RestartSpec {
+            secrets: node.ref_digests(&agent),
+            ..crate::node::spec_hash::RestartSpec::of(&agent.spec)
+        };
+        let hash = crate::node::spec_hash::SpecHash::of_restart_spec(&restart_spec);
         // A replica recorded by an older version of the hash that runs this very spec is
         // recorded anew, not replaced.
         for r in rt.replicas.values_mut() {
@@ -130,7 +141,7 @@ impl World {
                 starting: self.starting.contains_key(&(k.clone(), *i)),
             })
             .collect();
-        let replace = rollout::replace_now(hash.as_str(), desired, &slots);
+        let replace = rollout::replace_now(hash.as_str(), desired, &slots).filter(|_| refs_ok);
         // Whether this pass decided a start for the agent (its status then waits, see below).
         let mut start_decided = false;
         for i in 0..desired {
@@ -147,6 +158,7 @@ impl World {
                         let grace = node.config.grace;
                         let _ = tokio::task::spawn_blocking(move || p.stop(grace)).await;
                     }
+                    node.remove_secret_files(&r.cgroup);
                     r.ready = false;
                     r.next_start = None;
                 } else {
@@ -167,6 +179,7 @@ impl World {
                     self.deadlines.at(k, t);
                     continue;
                 }
+                NextStart::Now if !refs_ok => continue,
                 NextStart::Now => {}
             }
             // Started with the other starts of this pass, concurrently (see `hand_off_starts`).

@@ -61,7 +61,14 @@ impl Node {
         }
         // Its credentials, home and view of the system; the Agent's `env` still wins.
         self.sandbox.apply(&mut spec, &ns, &name, s)?;
-        for e in &s.env {
+        // Secrets and ConfigMaps (`envFrom`, then `env[].valueFrom`), then the literal `env`:
+        // it wins over an `envFrom` key of its name (names within `env` are unique).
+        let refs = self.resolve_refs(agent)?;
+        for (k, v) in refs.env {
+            spec = spec.env(k, v);
+        }
+        self.mount_secret_files(&mut spec, &format!("{ns}.{name}.{replica}"), &refs.files)?;
+        for e in s.env.iter().filter(|e| e.value_from.is_none()) {
             spec = spec.env(&e.name, &e.value);
         }
         spec = spec.env("A2A_PORT", port.to_string()).env("A2A_AGENT", &name).env("A2A_NAMESPACE", &ns);
@@ -139,6 +146,7 @@ impl World {
                     if let Some(mut p) = r.process.take() {
                         let _ = p.stop(node.config.grace);
                     }
+                    node.remove_secret_files(&r.cgroup);
                     let _ = node.driver.remove(&r.cgroup, Duration::from_secs(5));
                 });
             }

@@ -53,6 +53,9 @@ impl World {
             }
         }
         let agents: HashSet<Key> = self.agents.keys().cloned().collect();
+        // The replicas whose secret files stay (see `secret_files`), by cgroup leaf name.
+        let files_kept: HashSet<String> =
+            leaves.iter().filter_map(|c| c.to_string().rsplit('/').next().map(str::to_owned)).collect();
         let node = node.clone();
         tokio::task::spawn_blocking(move || {
             for path in strays {
@@ -68,8 +71,9 @@ impl World {
                 stop_cgroup(node.driver.as_ref(), &path, node.config.grace);
             }
             // Their processes stopped, agents deleted while the daemon was down give back
-            // their uids and homes.
+            // their uids and homes, and replicas gone meanwhile their secret files.
             node.sandbox.release_all_but(&agents);
+            node.secret_files.sweep(&files_kept);
         });
     }
 
@@ -126,6 +130,7 @@ pub(super) async fn stop_replicas(node: &Node, rt: &mut AgentRuntime, which: imp
                 let grace = node.config.grace;
                 let _ = tokio::task::spawn_blocking(move || p.stop(grace)).await;
             }
+            node.remove_secret_files(&r.cgroup);
             if let Err(e) = node.driver.remove(&r.cgroup, Duration::from_secs(5)) {
                 tracing::warn!(cgroup = %r.cgroup, error = %e, "removing cgroup");
             }
