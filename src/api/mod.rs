@@ -7,6 +7,7 @@ pub mod common;
 pub mod manifest;
 pub mod objectmeta;
 pub mod quantity;
+pub mod reply;
 pub mod template;
 pub mod update;
 pub mod validate;

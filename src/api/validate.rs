@@ -635,6 +635,7 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
     if let Some(retry) = &wf.spec.retry {
         check_retry(retry, "spec.retry", errors);
     }
+    errors.extend(super::reply::check_replies(&wf.spec));
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     // Edges, only to tasks that exist.
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];

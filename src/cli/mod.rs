@@ -16,8 +16,10 @@ pub mod log_relay;
 pub mod logs;
 pub mod operator;
 pub mod output;
+pub mod reply;
 pub mod retry;
 pub mod run;
+pub mod run_input;
 pub mod serve;
 pub mod store;
 pub mod validate;
@@ -70,6 +72,8 @@ pub enum Command {
     Cancel(cancel::CancelArgs),
     /// Run a workflow's failed, skipped and cancelled tasks again.
     Retry(retry::RetryArgs),
+    /// Answer the question a workflow task's agent asked (InputRequired): the task goes on.
+    Reply(reply::ReplyArgs),
     /// Print the output of one task of a workflow.
     Output(output::OutputArgs),
     /// Print a local agent replica's log ($A2A_HOME/logs); -f follows it.
@@ -256,6 +260,10 @@ pub fn run(cli: Cli) -> ExitCode {
             Err(e) => return fail(e),
         },
         Command::Retry(args) => match client::block_on(retry::run(&args)) {
+            Ok(text) => writeln!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
+        Command::Reply(args) => match client::block_on(reply::run(&args)) {
             Ok(text) => writeln!(out, "{text}"),
             Err(e) => return fail(e),
         },

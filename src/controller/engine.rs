@@ -86,6 +86,7 @@ pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 mod attempt;
 mod explain;
 mod flush;
+mod reply;
 
 /// The longest a large workflow's next step waits for more finished tasks to join it.
 const MAX_STEP_PAUSE: Duration = Duration::from_millis(5);
@@ -153,6 +154,9 @@ pub struct TaskRef {
     pub attempt: u32,
     /// After a restart: the A2A task the attempt already has, to follow instead of send.
     pub resume: Option<String>,
+    /// An answer to the question the A2A task `resume` asked: sent on that task, which is then
+    /// followed.
+    pub reply: Option<Arc<crate::api::workflow::Reply>>,
 }
 
 struct WorkflowState {
@@ -268,6 +272,7 @@ impl WorkflowState {
                 // Nothing is sent or polled until the question is answered; a cancel
                 // requested meanwhile finds the task waiting and cancels it on the agent.
                 plan::record_waiting(&mut self.status, i, phase, a2a_task_id, question);
+                self.status.tasks[i].waiting_since = Some(crate::api::common::Time(now));
             }
             Ok(Outcome::Done(Output { text, reference, whole })) => {
                 plan::record_success(&mut self.status, i, text, now);
@@ -648,6 +653,26 @@ impl Engine {
             self.flush.notify_one();
             return;
         }
+        // Answers to questions: the waiting tasks they answer run again on their A2A tasks.
+        for taken in super::replies::take(&w.spec, &mut w.status, now) {
+            w.touch(taken.index);
+            let name: Arc<str> = Arc::from(w.spec.tasks[taken.index].name.as_str());
+            w.attempts.queue(&name);
+            tracing::info!(workflow = %k.1, task = %name, reply = %taken.reply.id, "delivering a reply");
+            queue.push(Queued {
+                namespace: k.0.clone(),
+                target: Target::Agent(taken.agent),
+                priority: crate::api::Priority::Critical,
+                item: TaskRef {
+                    workflow: k.clone(),
+                    uid: Arc::from(w.uid.as_str()),
+                    task: name,
+                    attempt: taken.attempt,
+                    resume: Some(taken.a2a_task_id),
+                    reply: Some(Arc::new(taken.reply)),
+                },
+            });
+        }
         let (attempts, spec) = (&w.attempts, &w.spec);
         let queued = |i: usize| !attempts.is_empty() && attempts.is_busy(&spec.tasks[i].name);
         let step = plan::step_indexed(&w.spec, &w.index, true, &mut w.status, now, queued);
@@ -684,7 +709,14 @@ impl Engine {
                 namespace: k.0.clone(),
                 target,
                 priority,
-                item: TaskRef { workflow: k.clone(), uid: uid.clone(), task: name, attempt: r.attempt, resume: None },
+                item: TaskRef {
+                    workflow: k.clone(),
+                    uid: uid.clone(),
+                    task: name,
+                    attempt: r.attempt,
+                    resume: None,
+                    reply: None,
+                },
             });
         }
         for (name, attempt, agent, task_id) in resumes {
@@ -695,7 +727,14 @@ impl Engine {
                 namespace: k.0.clone(),
                 target: Target::Agent(agent),
                 priority: crate::api::Priority::Critical,
-                item: TaskRef { workflow: k.clone(), uid: uid.clone(), task: name, attempt, resume: task_id },
+                item: TaskRef {
+                    workflow: k.clone(),
+                    uid: uid.clone(),
+                    task: name,
+                    attempt,
+                    resume: task_id,
+                    reply: None,
+                },
             });
         }
         let finished = w.status.phase.is_some_and(WorkflowPhase::is_terminal);
@@ -833,6 +872,7 @@ mod tests {
             task: Arc::from(name),
             attempt,
             resume: None,
+            reply: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod outputs;
 pub mod plan;
 pub mod readiness;
+pub mod replies;
 pub mod rollout;
 pub mod status;
 pub mod stuck;

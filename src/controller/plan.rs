@@ -130,6 +130,9 @@ pub fn step_indexed(
         status.started_at.get_or_insert(Time(now));
         out.changed = true;
     }
+    // A question unanswered for its task's inputTimeout fails the task (before propagation,
+    // so what depends on it is skipped in this step).
+    super::replies::expire(spec, status, now, &mut out);
     let deps = &index.deps;
     let deps_of = |i: usize| deps.get(i).map_or(&[][..], Vec::as_slice);
     // Failure propagation to a fixpoint: a task whose dependency can no longer succeed is Skipped.
@@ -175,7 +178,7 @@ pub fn step_indexed(
                 }
             }
         } else {
-            out.wake_at = Some(end);
+            out.wake_at = Some(out.wake_at.map_or(end, |w| w.min(end)));
         }
     }
     // Room under `parallelism`: tasks running or already queued take it up.
@@ -489,6 +492,7 @@ pub fn record_start(status: &mut WorkflowStatus, i: usize, attempt: u32, agent: 
     t.a2a_task_id = None;
     t.reason = None;
     t.message = None;
+    t.waiting_since = None;
 }
 
 /// Records an attempt the agent answered by waiting for the user (input or auth required,

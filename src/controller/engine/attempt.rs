@@ -204,6 +204,15 @@ impl Engine {
         let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
         let mut cancelled = std::pin::pin!(cancelled);
         let task_id = match resume_id {
+            Some(id) if t.reply.is_some() => {
+                let reply = t.reply.as_deref().cloned().unwrap_or_default();
+                let (replica, answer) = self.deliver_reply(t, urls, &id, &reply, timeout, cancelled.as_mut()).await?;
+                if let Some(answer) = answer {
+                    return answer;
+                }
+                client = replica;
+                id
+            }
             Some(id) => {
                 // A resumed attempt lives on one replica of the agent: find the one that knows it.
                 for other in urls.iter().skip(1) {
@@ -297,7 +306,7 @@ impl Engine {
         });
     }
 
-    fn client_for(&self, url: &str) -> Result<a2a::Client, a2a::client::Error> {
+    pub(super) fn client_for(&self, url: &str) -> Result<a2a::Client, a2a::client::Error> {
         let mut clients = lock(&self.clients);
         if let Some(c) = clients.get(url) {
             return Ok(c.clone());
@@ -352,13 +361,14 @@ pub(super) fn open_tasks(
 }
 
 /// What one attempt came to, before a long output is stored.
+#[derive(Debug)]
 pub(super) enum Answer {
     Text(String),
     Waiting(Waiting),
 }
 
 /// The outcome of an A2A task that is finished or waits for the user.
-fn task_result(task: &a2a::types::Task) -> Result<Answer, Error> {
+pub(super) fn task_result(task: &a2a::types::Task) -> Result<Answer, Error> {
     use a2a::types::TaskState;
     let waiting = |phase| {
         let question = task.status.message.as_ref().map(a2a::types::Message::text).unwrap_or_default();
