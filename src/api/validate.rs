@@ -684,7 +684,7 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
                         ),
                     ));
                 }
-                Ref::TaskOutput(n) => match index.get(n) {
+                Ref::TaskOutput(n) | Ref::TaskData { task: n, .. } => match index.get(n) {
                     None => errors.push(FieldError::new(
                         path.clone(),
                         format!("{{{{ tasks.{n}.output }}}} names unknown task {n:?}{}", suggest(n, &names)),

@@ -253,6 +253,48 @@ pub struct TaskStatus {
     /// it are consumed and never sent again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reply: Option<String>,
+    /// The output's data parts as JSON — the one data part's value, or an array of several —
+    /// when at most 64 KiB; `{{ tasks.NAME.data }}` and `{{ tasks.NAME.data.field }}` read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json")]
+    pub data: Option<serde_json::Value>,
+    /// Every part of the output in order (its artifacts', else its status message's): kind,
+    /// name, media type, size and, for a file, where its bytes are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<OutputPart>,
+}
+
+fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "The output's data parts as JSON (one part: its value; several: an array).",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// One part of a task's output, as `a2a output --list` shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputPart {
+    /// `text`, `data` or `file`.
+    pub kind: String,
+    /// A file's name (its `filename`, else `file-N`); unique in the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Size in bytes (a file's decoded bytes; text and data as UTF-8 / JSON).
+    #[serde(default)]
+    pub bytes: u64,
+    /// A file given by reference: its URL (the bytes are not fetched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Where a file's bytes (base64) or data over 64 KiB are kept: the ConfigMaps beside the
+    /// workflow whose names start with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
+    /// Why a part was not kept (over the 16 MiB cap, bytes that are not base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl TaskStatus {
@@ -273,6 +315,8 @@ impl TaskStatus {
             next_attempt_at: None,
             waiting_since: None,
             last_reply: None,
+            data: None,
+            parts: Vec::new(),
         }
     }
 }

@@ -268,13 +268,20 @@ pub fn run(cli: Cli) -> ExitCode {
             Err(e) => return fail(e),
         },
         Command::Output(args) => match client::block_on(output::run(&args)) {
-            Ok((text, note)) => {
+            Ok((shown, note)) => {
                 if let Some(note) = note {
                     eprintln!("{note}");
                 }
-                // Byte for byte when piped or redirected; a terminal gets a final newline.
-                let newline = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !text.ends_with('\n');
-                if newline { writeln!(out, "{text}") } else { write!(out, "{text}") }
+                match shown {
+                    output::Shown::Bytes(bytes) => out.write_all(&bytes),
+                    // Byte for byte when piped or redirected; a terminal gets a final newline.
+                    output::Shown::Text(text) => {
+                        let newline = std::io::IsTerminal::is_terminal(&std::io::stdout())
+                            && !text.is_empty()
+                            && !text.ends_with('\n');
+                        if newline { writeln!(out, "{text}") } else { write!(out, "{text}") }
+                    }
+                }
             }
             Err(e) => return fail(e),
         },

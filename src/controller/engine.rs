@@ -86,6 +86,7 @@ pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 mod attempt;
 mod explain;
 mod flush;
+mod parts;
 mod reply;
 
 /// The longest a large workflow's next step waits for more finished tasks to join it.
@@ -274,9 +275,12 @@ impl WorkflowState {
                 plan::record_waiting(&mut self.status, i, phase, a2a_task_id, question);
                 self.status.tasks[i].waiting_since = Some(crate::api::common::Time(now));
             }
-            Ok(Outcome::Done(Output { text, reference, whole })) => {
+            Ok(Outcome::Done(Output { text, reference, whole, parts })) => {
                 plan::record_success(&mut self.status, i, text, now);
                 self.status.tasks[i].output_ref = reference;
+                let (data, listing) = parts.map(|p| (p.data, p.listing)).unwrap_or_default();
+                self.status.tasks[i].data = data;
+                self.status.tasks[i].parts = listing;
                 match whole {
                     Some(whole) => self.full_outputs.insert(t.task.to_string(), whole),
                     None => self.full_outputs.remove(&*t.task),
@@ -846,6 +850,15 @@ struct Output {
     reference: Option<String>,
     /// The whole output when it is longer, for downstream templates.
     whole: Option<Arc<str>>,
+    /// The data and the list of parts, when the agent's answer had parts (not a stdio run).
+    parts: Option<Box<KeptParts>>,
+}
+
+/// What status keeps of an output's parts beside its text.
+struct KeptParts {
+    /// The data parts' JSON, when it fits in status.
+    data: Option<serde_json::Value>,
+    listing: Vec<crate::api::workflow::OutputPart>,
 }
 
 #[cfg(test)]
@@ -877,7 +890,7 @@ mod tests {
     }
 
     fn output(text: &str) -> Result<Outcome, Error> {
-        Ok(Outcome::Done(Output { text: text.into(), reference: None, whole: None }))
+        Ok(Outcome::Done(Output { text: text.into(), reference: None, whole: None, parts: None }))
     }
 
     fn task<'a>(w: &'a WorkflowState, name: &str) -> Option<&'a crate::api::workflow::TaskStatus> {

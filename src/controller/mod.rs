@@ -12,6 +12,7 @@ pub mod engine;
 pub mod events;
 pub mod lifecycle;
 pub mod outputs;
+pub mod parts;
 pub mod plan;
 pub mod readiness;
 pub mod replies;

@@ -373,6 +373,10 @@ pub fn render_message_with<'a>(
             let whole = if s.output_ref.is_some() { full(j) } else { None };
             whole.or(s.output.as_deref()).map(Into::into)
         }
+        Ref::TaskData { task, path } => {
+            let s = status.tasks.iter().find(|s| s.name == *task)?;
+            super::parts::lookup(s.data.as_ref()?, *path)
+        }
     })
 }
 

@@ -54,7 +54,8 @@ impl Engine {
             Ok(Answer::Text(text)) if text.len() > MAX_OUTPUT_IN_STATUS => {
                 self.store_output(&t, text).await.map(Outcome::Done)
             }
-            Ok(Answer::Text(text)) => Ok(Outcome::Done(Output { text, reference: None, whole: None })),
+            Ok(Answer::Text(text)) => Ok(Outcome::Done(Output { text, reference: None, whole: None, parts: None })),
+            Ok(Answer::Parts(parts)) => self.keep_parts(&t, parts).await.map(Outcome::Done),
             Ok(Answer::Waiting(w)) => Ok(Outcome::Waiting(w)),
             Err(e) => Err(e),
         };
@@ -81,7 +82,7 @@ impl Engine {
     /// Keeps an output longer than status holds in ConfigMaps beside the workflow; the status
     /// then gets its first 64 KiB and a reference. A write that keeps failing fails the attempt
     /// (its output would be lost otherwise).
-    async fn store_output(&self, t: &TaskRef, text: String) -> Result<Output, Error> {
+    pub(super) async fn store_output(&self, t: &TaskRef, text: String) -> Result<Output, Error> {
         let (uid, task) = (t.uid.to_string(), t.task.to_string());
         let owner = Owner { namespace: &t.workflow.0, name: &t.workflow.1, uid: &uid };
         let mut wait = Duration::from_millis(100);
@@ -114,7 +115,7 @@ impl Engine {
         let head = outputs::prefix(&text, MAX_OUTPUT_IN_STATUS).to_owned();
         let mut whole = text;
         whole.truncate(stored.bytes);
-        Ok(Output { text: head, reference: Some(reference), whole: Some(Arc::from(whole)) })
+        Ok(Output { text: head, reference: Some(reference), whole: Some(Arc::from(whole)), parts: None })
     }
 
     /// Sends (or follows) one attempt and waits for its result.
@@ -238,7 +239,7 @@ impl Engine {
                 };
                 match sent {
                     a2a::types::SendMessageResponse::Message(m) => {
-                        return Ok(Answer::Text(a2a::types::SendMessageResponse::Message(m).output().text));
+                        return Ok(Answer::Parts(m.parts));
                     }
                     a2a::types::SendMessageResponse::Task(task) => {
                         if task.status.state.is_terminal() || task.status.state.is_interrupted() {
@@ -363,7 +364,10 @@ pub(super) fn open_tasks(
 /// What one attempt came to, before a long output is stored.
 #[derive(Debug)]
 pub(super) enum Answer {
+    /// A stdio run's stdout.
     Text(String),
+    /// The parts of an agent's result: its artifacts' (in order), else its status message's.
+    Parts(Vec<a2a::types::Part>),
     Waiting(Waiting),
 }
 
@@ -377,7 +381,7 @@ pub(super) fn task_result(task: &a2a::types::Task) -> Result<Answer, Error> {
         Ok(Answer::Waiting(Waiting { phase, a2a_task_id: task.id.clone(), question }))
     };
     match task.status.state {
-        TaskState::Completed => Ok(Answer::Text(task.output().text)),
+        TaskState::Completed => Ok(Answer::Parts(result_parts(task))),
         TaskState::InputRequired => waiting(TaskPhase::InputRequired),
         TaskState::AuthRequired => waiting(TaskPhase::AuthRequired),
         state => {
@@ -388,6 +392,17 @@ pub(super) fn task_result(task: &a2a::types::Task) -> Result<Answer, Error> {
                 Err(Error::Ended { state: state.as_str(), text })
             }
         }
+    }
+}
+
+/// The parts of a task's result: its artifacts' in order, else its status message's (as
+/// [`a2a::types::Task::output`] reads the text).
+fn result_parts(task: &a2a::types::Task) -> Vec<a2a::types::Part> {
+    let artifacts: Vec<a2a::types::Part> = task.artifacts.iter().flat_map(|a| a.parts.iter().cloned()).collect();
+    if artifacts.is_empty() {
+        task.status.message.iter().flat_map(|m| m.parts.iter().cloned()).collect()
+    } else {
+        artifacts
     }
 }
 
@@ -409,6 +424,7 @@ mod tests {
         match r {
             Ok(Answer::Waiting(w)) => w,
             Ok(Answer::Text(t)) => panic!("expected waiting, got the output {t:?}"),
+            Ok(Answer::Parts(p)) => panic!("expected waiting, got the output {p:?}"),
             Err(e) => panic!("expected waiting, got the error {e}"),
         }
     }
@@ -430,7 +446,7 @@ mod tests {
     #[test]
     fn completed_is_the_output_and_other_ends_fail_the_attempt() {
         assert!(
-            matches!(task_result(&task("TASK_STATE_COMPLETED", None, Some("done"))), Ok(Answer::Text(t)) if t == "done")
+            matches!(task_result(&task("TASK_STATE_COMPLETED", None, Some("done"))), Ok(Answer::Parts(p)) if p == [a2a::types::Part::text("done")])
         );
         let e = task_result(&task("TASK_STATE_FAILED", Some("boom"), None)).err().expect("a failure");
         assert_eq!(e.to_string(), "TASK_STATE_FAILED: boom");

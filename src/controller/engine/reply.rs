@@ -61,10 +61,7 @@ impl Engine {
                 () = &mut cancelled => return Err(Error::CancelledBeforeAnswer),
             };
             let answered = match sent {
-                SendMessageResponse::Message(m) => {
-                    let text = SendMessageResponse::Message(m).output().text;
-                    return Ok((client, Some(Ok(Answer::Text(text)))));
-                }
+                SendMessageResponse::Message(m) => return Ok((client, Some(Ok(Answer::Parts(m.parts))))),
                 SendMessageResponse::Task(after) => after,
             };
             if answered.status.state.is_terminal() {
