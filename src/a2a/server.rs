@@ -1,6 +1,6 @@
 //! The server side of the sample agent (`a2a demo-agent`): a small A2A 1.0 JSON-RPC server
-//! with a few deterministic skills (echo, uppercase, word count, sleep, allocate, fail, ask) and
-//! fault injection, used by the quickstart, load and fault tests.
+//! with a few deterministic skills (echo, uppercase, word count, sleep, allocate, fail, ask,
+//! data, file) and fault injection, used by the quickstart, load and fault tests.
 //!
 //! Every task it runs is logged to stderr as one line
 //! (`a2a-demo-agent: event=start task=… messageId=… skill=…`), so tests can prove a task ran

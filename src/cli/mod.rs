@@ -92,7 +92,8 @@ pub enum Command {
     /// Run the Kubernetes operator (what the Helm chart deploys): leader election, Agents as
     /// Deployments and Services, budget status, workflows; /healthz, /readyz, /metrics.
     Operator(operator::OperatorArgs),
-    /// Run the sample A2A 1.0 agent (echo, uppercase, wordcount, sleep, allocate, fail).
+    /// Run the sample A2A 1.0 agent (echo, uppercase, wordcount, sleep, allocate, fail, ask, data,
+    /// file).
     DemoAgent(demo_agent::DemoAgentArgs),
     /// Copy stdin to a capped log file rotated by renames (run by the node, one per replica).
     #[command(hide = true)]

@@ -448,9 +448,9 @@ mod tests {
         assert!(
             matches!(task_result(&task("TASK_STATE_COMPLETED", None, Some("done"))), Ok(Answer::Parts(p)) if p == [a2a::types::Part::text("done")])
         );
-        let e = task_result(&task("TASK_STATE_FAILED", Some("boom"), None)).err().expect("a failure");
+        let e = task_result(&task("TASK_STATE_FAILED", Some("boom"), None)).expect_err("a failure");
         assert_eq!(e.to_string(), "TASK_STATE_FAILED: boom");
-        let e = task_result(&task("TASK_STATE_REJECTED", None, None)).err().expect("a failure");
+        let e = task_result(&task("TASK_STATE_REJECTED", None, None)).expect_err("a failure");
         assert_eq!(e.to_string(), "the agent ended the task as TASK_STATE_REJECTED");
     }
 }
