@@ -166,7 +166,7 @@ mod tests {
             kinds,
             [
                 ("text", None, 5),
-                ("data", None, 17),
+                ("data", None, 16),
                 ("file", Some("b.bin"), 4),
                 ("text", None, 5),
                 ("file", Some("b.bin-2"), 0),
