@@ -119,3 +119,45 @@ spec:
     let (ok, out, _) = a2a(&kubeconfig, &["output", "wf", "parts", "blob"]);
     assert!(ok && out == b"all.bin (1000000 bytes)", "{}", String::from_utf8_lossy(&out));
 }
+
+/// A streamed answer (artifact chunks appended, from the official Python SDK) keeps its
+/// parts in the order they came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_artifact_chunks_are_kept_in_order() {
+    let server = common::start().await;
+    let agent = AgentProcess::python("tests/python/streaming_agent.py", &[]).await;
+    let agents: Api<Agent> = Api::namespaced(server.client.clone(), "default");
+    let spec: Agent = serde_json::from_value(serde_json::json!({
+        "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "py"},
+        "spec": {"url": agent.url}
+    }))
+    .expect("agent");
+    agents.create(&PostParams::default(), &spec).await.expect("create agent");
+    let status = serde_json::json!({"status": {"phase": "Running", "readyReplicas": 1, "replicas": 1, "endpoints": [agent.url]}});
+    agents.patch_status("py", &PatchParams::default(), &Patch::Merge(&status)).await.expect("agent status");
+    let engine = Engine::new(server.client.clone(), EngineConfig::default());
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(Arc::clone(&engine).run(async move {
+        let _ = rx.await;
+    }));
+    let wf: Workflow = serde_yaml_ng::from_str(
+        "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: stream }\nspec:\n  tasks:\n\
+         \x20   - { name: shout, agent: py, message: \"alpha beta gamma delta\" }\n",
+    )
+    .expect("workflow yaml");
+    let api: Api<Workflow> = Api::namespaced(server.client.clone(), "default");
+    api.create(&PostParams::default(), &wf).await.expect("create workflow");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wf = loop {
+        let wf = api.get("stream").await.expect("get");
+        if wf.status.as_ref().and_then(|s| s.phase).is_some_and(WorkflowPhase::is_terminal) {
+            break wf;
+        }
+        assert!(Instant::now() < deadline, "not done in 60s: {:#?}", wf.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let t = task(&wf, "shout");
+    assert_eq!(t.output.as_deref(), Some("ALPHA\nBETA\nGAMMA\nDELTA"), "{:#?}", wf.status);
+    let sizes: Vec<(&str, u64)> = t.parts.iter().map(|p| (p.kind.as_str(), p.bytes)).collect();
+    assert_eq!(sizes, [("text", 5), ("text", 4), ("text", 5), ("text", 5)]);
+}

@@ -133,6 +133,11 @@ async fn a_reply_continues_the_same_a2a_task_once_across_restarts_and_the_next_t
     assert!(stdout.contains("workflow/trip: reply 1 to task \"where\" recorded"), "{stdout}");
     let (ok, _, stderr) = a2a(&kubeconfig, &["reply", "trip", "where", "-m", "Rome"]).await;
     assert!(!ok && stderr.contains("task \"where\" already has a reply on its way (id 1)"), "{stderr}");
+    // A written reply never changes nor goes: the API server refuses the update.
+    let api: Api<Workflow> = Api::namespaced(server.client.clone(), "default");
+    let erase = serde_json::json!({"spec": {"replies": null}});
+    let e = api.patch("trip", &PatchParams::default(), &Patch::Merge(&erase)).await.expect_err("append-only");
+    assert!(e.to_string().contains("replies are append-only: 1 written replies would be removed"), "{e}");
     let stop = start_engine(&server.client);
     let wf = wait_for(&server.client, "trip", "the end", finished).await;
     let status = wf.status.as_ref().expect("status");
