@@ -228,11 +228,10 @@ async fn an_unanswered_question_fails_its_task_after_input_timeout_and_timeout_d
     agent.wait_log(&format!("cancel task={a2a_id}")).await;
 }
 
-/// `a2a run` in a pseudo-terminal: it asks the agent's question, the answer typed goes to the
-/// agent, and the run ends with the workflow done.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a2a_run_on_a_terminal_asks_the_question_inline_and_goes_on() {
-    let agent = AgentProcess::python(PY_AGENT, &[]).await;
+/// Runs `a2a run -f` on the trip workflow (asking which city) in a pseudo-terminal (stdin,
+/// stdout and stderr), typing `keys` at the first prompt; returns what the terminal showed
+/// and the exit code line (`EXIT n`).
+async fn run_in_pty(agent: &AgentProcess, keys: &'static [u8]) -> String {
     let home = tempfile::tempdir().expect("tempdir");
     let file = home.path().join("wf.yaml");
     std::fs::write(
@@ -246,15 +245,17 @@ async fn a2a_run_on_a_terminal_asks_the_question_inline_and_goes_on() {
         ),
     )
     .expect("write the workflow");
-    // The child gets a pty as stdin, stdout and stderr; the driver answers the prompt.
+    // pty.fork makes the child a session leader with the pty as its controlling terminal, so
+    // ^C typed there is a SIGINT to it, as in a shell's foreground.
     let driver = r#"
 import os, pty, sys, time, select
+keys = bytes.fromhex(os.environ["KEYS"])
 argv = sys.argv[1:]
 pid, fd = pty.fork()
 if pid == 0:
     os.execv(argv[0], argv)
 out = b""
-answered = False
+typed = False
 deadline = time.time() + 90
 while time.time() < deadline:
     r, _, _ = select.select([fd], [], [], 0.5)
@@ -266,9 +267,10 @@ while time.time() < deadline:
         if not chunk:
             break
         out += chunk
-    if not answered and b"answer (Ctrl-D to stop answering)> " in out:
-        os.write(fd, b"Paris\n")
-        answered = True
+    if not typed and b"answer (Ctrl-D to stop answering)> " in out:
+        time.sleep(0.2)
+        os.write(fd, keys)
+        typed = True
 else:
     os.kill(pid, 9)
 _, status = os.waitpid(pid, 0)
@@ -279,10 +281,12 @@ sys.stdout.write("\nEXIT %d\n" % os.waitstatus_to_exitcode(status))
     let top = format!("a2a-test-reply-{}", std::process::id());
     let home_dir = home.path().to_path_buf();
     let file_arg = file.display().to_string();
+    let hex: String = keys.iter().map(|b| format!("{b:02x}")).collect();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .args(["-c", driver, &a2a_bin, "run", "-f", &file_arg, "--output", "--cgroup-top", &top])
             .env("A2A_HOME", &home_dir)
+            .env("KEYS", hex)
             .env_remove("A2A_KUBECONFIG")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
@@ -290,11 +294,34 @@ sys.stdout.write("\nEXIT %d\n" % os.waitstatus_to_exitcode(status))
     })
     .await
     .expect("driver");
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `a2a run` on a terminal: it asks the agent's question, the answer typed goes to the agent,
+/// and the run ends with the workflow done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2a_run_on_a_terminal_asks_the_question_inline_and_goes_on() {
+    let agent = AgentProcess::python(PY_AGENT, &[]).await;
+    let text = run_in_pty(&agent, b"Paris\n").await;
     assert!(text.contains("trip/where asks: which city?"), "{text}");
     assert!(text.contains("trip/where: reply 1 sent"), "{text}");
     assert!(text.contains("workflow trip: Succeeded (2/2)"), "{text}");
     assert!(text.contains("PLAN\r\nANSWERED:\r\nPARIS"), "the answer reached the next task: {text}");
     assert!(text.trim_end().ends_with("EXIT 0"), "{text}");
     agent.wait_log("answer task=").await;
+}
+
+/// At the prompt, Ctrl-D stops asking (the run ends as without a terminal, exit 1, saying
+/// how to answer), and Ctrl-C ends the run at once (exit 130, as a shell reports SIGINT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_prompt_ctrl_d_ends_the_run_waiting_and_ctrl_c_interrupts_it() {
+    let agent = AgentProcess::python(PY_AGENT, &[]).await;
+    let text = run_in_pty(&agent, b"\x04").await;
+    assert!(text.contains("workflow trip: Running (0/2), waiting for input"), "{text}");
+    assert!(text.contains("asks: which city?") && text.contains("to answer: run on a terminal"), "{text}");
+    assert!(text.trim_end().ends_with("EXIT 1"), "{text}");
+    let text = run_in_pty(&agent, b"\x03").await;
+    assert!(text.contains("SIGINT"), "{text}");
+    assert!(text.trim_end().ends_with("EXIT 130"), "{text}");
+    assert_eq!(agent.log().matches("answer task=").count(), 0, "nothing was answered");
 }
