@@ -65,7 +65,18 @@ spec:
       message: "echo {{ tasks.trip.data.trip.city }} via {{ tasks.trip.data.trip.stops.1.at }} for {{ tasks.trip.data.trip.nights }} nights; {{ tasks.blob.output }}; {{ tasks.trip.data.trip.stops }}"
     - { name: missing, agent: demo, dependsOn: [trip], message: "echo {{ tasks.trip.data.trip.hotel }}" }
 "#;
-    let wf: Workflow = serde_yaml_ng::from_str(yaml).expect("workflow yaml");
+    let mut wf: Workflow = serde_yaml_ng::from_str(yaml).expect("workflow yaml");
+    // Data over 64 KiB is kept beside the workflow, and templates still read it.
+    let pad = "x".repeat(100_000);
+    let big = |name: &str, message: String, deps: &[&str]| a2a::api::workflow::WorkflowTask {
+        name: name.into(),
+        agent: Some("demo".into()),
+        message,
+        depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+        ..Default::default()
+    };
+    wf.spec.tasks.push(big("bigdata", format!(r#"data {{"n": 7, "pad": "{pad}"}}"#), &[]));
+    wf.spec.tasks.push(big("usebig", "echo n={{ tasks.bigdata.data.n }}".into(), &["bigdata"]));
     let api: Api<Workflow> = Api::namespaced(server.client.clone(), "default");
     api.create(&PostParams::default(), &wf).await.expect("create workflow");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -88,6 +99,10 @@ spec:
         task(&wf, "use").output.as_deref(),
         Some(r#"Paris via Dijon for 3 nights; all.bin (1000000 bytes); ["Lyon",{"at":"Dijon"}]"#)
     );
+    let bigdata = task(&wf, "bigdata");
+    assert_eq!(bigdata.data, None, "over 64 KiB: not in status");
+    assert_eq!(bigdata.parts[1].stored.as_deref(), Some("parts.bigdata.data.output"));
+    assert_eq!(task(&wf, "usebig").output.as_deref(), Some("n=7"), "{:#?}", task(&wf, "usebig"));
     let missing = task(&wf, "missing");
     assert_eq!(missing.phase, TaskPhase::Failed);
     assert_eq!(missing.error.as_deref(), Some("{{ tasks.trip.data.trip.hotel }} has no value"));

@@ -182,9 +182,9 @@ struct WorkflowState {
     adopted: bool,
     /// The workflow carries the cancel annotation.
     cancel_requested: bool,
-    /// Whole outputs of tasks whose status holds only the first 64 KiB, for the templates of
-    /// downstream tasks (read back from their ConfigMaps on first use; dropped at the end), by
-    /// task name.
+    /// Whole outputs of tasks whose status holds only the first 64 KiB (by task name), and data
+    /// kept beside the workflow (by `TASK.data`), for the templates of downstream tasks (read
+    /// back from their ConfigMaps on first use; dropped at the end).
     full_outputs: HashMap<String, Arc<str>>,
 }
 
@@ -233,7 +233,8 @@ impl WorkflowState {
         }
         let index = &self.index;
         let gone = self.attempts.keep_only(|n| index.position(n).is_some());
-        self.full_outputs.retain(|n, _| index.position(n).is_some());
+        // Keys are task names, or `TASK.data` for data kept beside the workflow.
+        self.full_outputs.retain(|n, _| index.position(n.split('.').next().unwrap_or(n)).is_some());
         self.observe_generation();
         gone
     }
@@ -285,6 +286,8 @@ impl WorkflowState {
                     Some(whole) => self.full_outputs.insert(t.task.to_string(), whole),
                     None => self.full_outputs.remove(&*t.task),
                 };
+                // Data an earlier attempt kept beside the workflow is not this attempt's.
+                self.full_outputs.remove(&super::parts::data_key(&t.task));
             }
             Err(e) => {
                 plan::record_failure(&self.spec, &mut self.status, i, e.to_string(), now);

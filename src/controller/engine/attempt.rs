@@ -33,9 +33,8 @@ impl Engine {
                     let i = w.index.position(&t.task).unwrap_or_default();
                     let needed: Vec<(String, u32)> = plan::long_outputs_used(&w.spec, &w.status, i)
                         .into_iter()
-                        .map(|j| &w.status.tasks[j])
-                        .filter(|s| !w.full_outputs.contains_key(&s.name))
-                        .map(|s| (s.name.clone(), s.attempts))
+                        .filter(|(_, key)| !w.full_outputs.contains_key(key))
+                        .map(|(j, key)| (key, w.status.tasks[j].attempts))
                         .collect();
                     (rx, needed)
                 }),
@@ -134,10 +133,8 @@ impl Engine {
             let current = workflows.get(&t.workflow).filter(|w| w.attempts.is_current(&t.task, token));
             match (current.and_then(|w| Some((w, w.index.position(&t.task)?))), view) {
                 (Some((w, i)), Some(view)) => {
-                    let (full, tasks) = (&w.full_outputs, &w.status.tasks);
-                    let message = plan::render_message_with(&w.spec, &w.status, i, |j| {
-                        full.get(tasks[j].name.as_str()).map(|s| &**s)
-                    });
+                    let full = &w.full_outputs;
+                    let message = plan::render_message_with(&w.spec, &w.status, i, |key| full.get(key).map(|s| &**s));
                     let task = &w.spec.tasks[i];
                     let timeout = task.timeout.as_ref().or(w.spec.timeout.as_ref()).map(|d| d.value());
                     let data = task.data.clone();
