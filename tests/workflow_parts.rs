@@ -131,7 +131,7 @@ spec:
     assert!(out == expected, "stdout differs: {} bytes", out.len());
     let (ok, _, err) = a2a(&kubeconfig, &["output", "wf", "parts", "blob", "--file", "nope.bin"]);
     assert!(!ok && err.contains("task \"blob\" has no file \"nope.bin\" (its files: all.bin)"), "{err}");
-    let (ok, out, _) = a2a(&kubeconfig, &["output", "wf", "parts", "blob"]);
+    let (ok, out, _) = a2a(&kubeconfig, &["output", "parts", "blob"]);
     assert!(ok && out == b"all.bin (1000000 bytes)", "{}", String::from_utf8_lossy(&out));
 }
 

@@ -13,10 +13,9 @@ use crate::controller::outputs::{self, Owner};
 
 #[derive(Args, Debug)]
 pub struct OutputArgs {
-    /// workflows (wf).
-    pub kind: String,
-    pub name: String,
-    pub task: String,
+    /// `[wf] WORKFLOW TASK`: the workflow and the task (the kind word `wf` may be left out).
+    #[arg(num_args = 2..=3, required = true, value_name = "[wf] WORKFLOW TASK")]
+    pub words: Vec<String>,
     /// List the parts of the output: kind, name, media type, size.
     #[arg(long, conflicts_with = "file")]
     pub list: bool,
@@ -40,31 +39,38 @@ pub enum Shown {
 
 /// The output (or its list of parts, or a file's bytes), and a note for stderr.
 pub async fn run(args: &OutputArgs) -> Result<(Shown, Option<String>)> {
-    require_workflow(&args.kind, "output")?;
+    let (name, task_name) = match args.words.as_slice() {
+        [kind, name, task] => {
+            require_workflow(kind, "output")?;
+            (name.as_str(), task.as_str())
+        }
+        [name, task] => (name.as_str(), task.as_str()),
+        _ => return Err(Error::Usage("give the workflow and the task: a2a output [wf] WORKFLOW TASK".into())),
+    };
     let conn = args.connect.connect().await?;
     let ns = args.namespace.clone().unwrap_or(conn.namespace.clone());
     let api: Api<Workflow> = Api::namespaced(conn.client.clone(), &ns);
-    let wf = fetch(&api, &args.name, &ns, &conn.url).await?;
-    if !wf.spec.tasks.iter().any(|t| t.name == args.task) {
+    let wf = fetch(&api, &name, &ns, &conn.url).await?;
+    if !wf.spec.tasks.iter().any(|t| t.name == task_name) {
         let names: Vec<&str> = wf.spec.tasks.iter().map(|t| t.name.as_str()).collect();
         return Err(Error::Usage(format!(
             "workflow {:?} has no task {:?} (it has: {})",
-            args.name,
-            args.task,
+            name,
+            task_name,
             names.join(", ")
         )));
     }
     let uid = wf.metadata.uid.clone().unwrap_or_default();
     let status = wf.status.unwrap_or_default();
-    let task = status.tasks.into_iter().find(|t| t.name == args.task);
+    let entry = status.tasks.into_iter().find(|t| t.name == task_name);
     if args.list || args.file.is_some() {
-        let Some(t) = task.filter(|t| t.phase == crate::api::workflow::TaskPhase::Succeeded) else {
-            return Err(Error::Usage(format!("task {:?} has no output yet", args.task)));
+        let Some(t) = entry.filter(|t| t.phase == crate::api::workflow::TaskPhase::Succeeded) else {
+            return Err(Error::Usage(format!("task {:?} has no output yet", task_name)));
         };
         if args.list {
             return Ok((Shown::Text(list(&t.parts)), None));
         }
-        let owner = Owner { namespace: &ns, name: &args.name, uid: &uid };
+        let owner = Owner { namespace: &ns, name, uid: &uid };
         let bytes = file(&conn.client, &owner, &t, args.file.as_deref().unwrap_or_default()).await?;
         return match &args.output_file {
             None => Ok((Shown::Bytes(bytes), None)),
@@ -75,7 +81,7 @@ pub async fn run(args: &OutputArgs) -> Result<(Shown, Option<String>)> {
             }
         };
     }
-    let (text, note) = text(&conn.client, &ns, args, &uid, task).await?;
+    let (text, note) = text(&conn.client, &ns, name, task_name, &uid, entry).await?;
     Ok((Shown::Text(text), note))
 }
 
@@ -140,26 +146,27 @@ async fn file(
 async fn text(
     client: &kube::Client,
     ns: &str,
-    args: &OutputArgs,
+    name: &str,
+    task_name: &str,
     uid: &str,
-    task: Option<crate::api::workflow::TaskStatus>,
+    entry: Option<crate::api::workflow::TaskStatus>,
 ) -> Result<(String, Option<String>)> {
-    match task {
+    match entry {
         Some(t) if t.output.is_some() => match t.output_ref {
             None => Ok((t.output.unwrap_or_default(), None)),
             Some(_) => {
-                let owner = Owner { namespace: ns, name: &args.name, uid };
-                let (text, original) = outputs::load(client, &owner, &args.task, t.attempts).await.map_err(|e| {
+                let owner = Owner { namespace: ns, name, uid };
+                let (text, original) = outputs::load(client, &owner, &task_name, t.attempts).await.map_err(|e| {
                     Error::Api(format!(
                         "the output of task {:?} is longer than the workflow's status holds, and the rest \
                              cannot be read: {e}",
-                        args.task
+                        task_name
                     ))
                 })?;
                 let note = original.map(|n| {
                     format!(
                         "note: the output of {:?} was {n} bytes, over the {} MiB cap; these are its first {} bytes",
-                        args.task,
+                        task_name,
                         outputs::MAX_OUTPUT_BYTES >> 20,
                         text.len()
                     )
@@ -169,10 +176,10 @@ async fn text(
         },
         Some(t) => Err(Error::Usage(format!(
             "task {:?} has no output yet ({:?}{})",
-            args.task,
+            task_name,
             t.phase,
             t.error.map(|e| format!(": {e}")).unwrap_or_default()
         ))),
-        None => Err(Error::Usage(format!("task {:?} has no output yet (it has not started)", args.task))),
+        None => Err(Error::Usage(format!("task {:?} has no output yet (it has not started)", task_name))),
     }
 }
