@@ -50,7 +50,7 @@ pub async fn run(args: &OutputArgs) -> Result<(Shown, Option<String>)> {
     let conn = args.connect.connect().await?;
     let ns = args.namespace.clone().unwrap_or(conn.namespace.clone());
     let api: Api<Workflow> = Api::namespaced(conn.client.clone(), &ns);
-    let wf = fetch(&api, &name, &ns, &conn.url).await?;
+    let wf = fetch(&api, name, &ns, &conn.url).await?;
     if !wf.spec.tasks.iter().any(|t| t.name == task_name) {
         let names: Vec<&str> = wf.spec.tasks.iter().map(|t| t.name.as_str()).collect();
         return Err(Error::Usage(format!(
@@ -156,7 +156,7 @@ async fn text(
             None => Ok((t.output.unwrap_or_default(), None)),
             Some(_) => {
                 let owner = Owner { namespace: ns, name, uid };
-                let (text, original) = outputs::load(client, &owner, &task_name, t.attempts).await.map_err(|e| {
+                let (text, original) = outputs::load(client, &owner, task_name, t.attempts).await.map_err(|e| {
                     Error::Api(format!(
                         "the output of task {:?} is longer than the workflow's status holds, and the rest \
                              cannot be read: {e}",
