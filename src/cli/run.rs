@@ -336,14 +336,12 @@ async fn follow(
             .collect();
         text.push_str(&super::get::render_table(&header, &rows));
         if let Some(t) = status.tasks.iter().find(|t| t.phase.is_waiting()) {
+            let ns_flag = if ns == "default" { String::new() } else { format!(" -n {ns}") };
+            let reply = format!("a2a reply {name} {}{ns_flag} -m TEXT", t.name);
             text.push_str(&if embedded {
-                format!(
-                    "to answer: run on a terminal, where a2a run asks; or run on `a2a serve` and answer with \
-                     `a2a reply {name} {} -m TEXT`\n",
-                    t.name
-                )
+                format!("to answer: run on a terminal, where a2a run asks; or run on `a2a serve` and answer with `{reply}`\n")
             } else {
-                format!("to answer: a2a reply {name} {} -m TEXT (the workflow waits on the server)\n", t.name)
+                format!("to answer: {reply} (the workflow waits on the server)\n")
             });
         }
         if args.output {
