@@ -231,7 +231,7 @@ async fn an_unanswered_question_fails_its_task_after_input_timeout_and_timeout_d
 /// Runs `a2a run -f` on the trip workflow (asking which city) in a pseudo-terminal (stdin,
 /// stdout and stderr), typing `keys` at the first prompt; returns what the terminal showed
 /// and the exit code line (`EXIT n`).
-async fn run_in_pty(agent: &AgentProcess, keys: &'static [u8]) -> String {
+async fn run_in_pty(agent: &AgentProcess, keys: &'static [u8], extra: &'static [&'static str]) -> String {
     let home = tempfile::tempdir().expect("tempdir");
     let file = home.path().join("wf.yaml");
     std::fs::write(
@@ -285,6 +285,7 @@ sys.stdout.write("\nEXIT %d\n" % os.waitstatus_to_exitcode(status))
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .args(["-c", driver, &a2a_bin, "run", "-f", &file_arg, "--output", "--cgroup-top", &top])
+            .args(extra)
             .env("A2A_HOME", &home_dir)
             .env("KEYS", hex)
             .env_remove("A2A_KUBECONFIG")
@@ -302,7 +303,7 @@ sys.stdout.write("\nEXIT %d\n" % os.waitstatus_to_exitcode(status))
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a2a_run_on_a_terminal_asks_the_question_inline_and_goes_on() {
     let agent = AgentProcess::python(PY_AGENT, &[]).await;
-    let text = run_in_pty(&agent, b"Paris\n").await;
+    let text = run_in_pty(&agent, b"Paris\n", &[]).await;
     assert!(text.contains("trip/where asks: which city?"), "{text}");
     assert!(text.contains("trip/where: reply 1 sent"), "{text}");
     assert!(text.contains("workflow trip: Succeeded (2/2)"), "{text}");
@@ -312,16 +313,21 @@ async fn a2a_run_on_a_terminal_asks_the_question_inline_and_goes_on() {
 }
 
 /// At the prompt, Ctrl-D stops asking (the run ends as without a terminal, exit 1, saying
-/// how to answer), and Ctrl-C ends the run at once (exit 130, as a shell reports SIGINT).
+/// how to answer), Ctrl-C ends the run at once (exit 130, as a shell reports SIGINT), and
+/// `--timeout` bounds the time at the prompt too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_prompt_ctrl_d_ends_the_run_waiting_and_ctrl_c_interrupts_it() {
     let agent = AgentProcess::python(PY_AGENT, &[]).await;
-    let text = run_in_pty(&agent, b"\x04").await;
+    let text = run_in_pty(&agent, b"\x04", &[]).await;
     assert!(text.contains("workflow trip: Running (0/2), waiting for input"), "{text}");
     assert!(text.contains("asks: which city?") && text.contains("to answer: run on a terminal"), "{text}");
     assert!(text.trim_end().ends_with("EXIT 1"), "{text}");
-    let text = run_in_pty(&agent, b"\x03").await;
+    let text = run_in_pty(&agent, b"\x03", &[]).await;
     assert!(text.contains("SIGINT"), "{text}");
     assert!(text.trim_end().ends_with("EXIT 130"), "{text}");
+    // No answer at all: `--timeout` still ends the run.
+    let text = run_in_pty(&agent, b"", &["--timeout", "3s"]).await;
+    assert!(text.contains("timed out after 3s waiting for the workflows to finish"), "{text}");
+    assert!(text.trim_end().ends_with("EXIT 1"), "{text}");
     assert_eq!(agent.log().matches("answer task=").count(), 0, "nothing was answered");
 }

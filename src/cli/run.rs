@@ -285,7 +285,14 @@ async fn follow(
                 continue;
             }
             if answers.enabled() && status.tasks.iter().any(|t| t.phase.is_waiting()) {
-                answers.ask(&bars, &api, ns, &wf).await?;
+                // `--timeout` bounds the run, the time at the prompt included.
+                let asked = answers.ask(&bars, &api, ns, &wf);
+                match args.timeout {
+                    Some(limit) => tokio::time::timeout(limit.saturating_sub(started.elapsed()), asked)
+                        .await
+                        .map_err(|_| Error::Timeout(limit, "waiting for the workflows to finish".into()))??,
+                    None => asked.await?,
+                }
             }
             if !answers.enabled() && crate::controller::plan::waits_for_input(&wf.spec, &status) {
                 // Nothing moves until the agent's question is answered, and no one here answers
