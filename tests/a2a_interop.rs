@@ -159,7 +159,7 @@ fn the_python_sdk_client_is_answered_correctly_by_the_demo_agent() {
     assert_eq!(seen["card"]["streaming"], true);
     assert_eq!(
         seen["card"]["skills"],
-        serde_json::json!(["echo", "uppercase", "wordcount", "sleep", "allocate", "fail", "ask"])
+        serde_json::json!(["echo", "uppercase", "wordcount", "sleep", "allocate", "fail", "ask", "data", "file"])
     );
     assert_eq!(seen["send"]["state"], "TASK_STATE_COMPLETED");
     assert_eq!(seen["send"]["text"], "HELLO FROM PYTHON");

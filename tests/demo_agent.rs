@@ -47,7 +47,7 @@ async fn each_skill_answers_as_documented() {
     let agent = AgentProcess::demo(&[]).await;
     let card = agent.client().agent_card().await.unwrap();
     let skills: Vec<&str> = card.skills.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(skills, ["echo", "uppercase", "wordcount", "sleep", "allocate", "fail", "ask"]);
+    assert_eq!(skills, ["echo", "uppercase", "wordcount", "sleep", "allocate", "fail", "ask", "data", "file"]);
     assert_eq!(card.supported_interfaces[0].url, format!("{}/", agent.url));
 
     assert_eq!(run(&agent, "e", "hello there").await.output().text, "hello there");

@@ -306,7 +306,7 @@ fn template_with_a_wrong_accessor_says_what_to_write() {
     assert_eq!(
         errors(&text),
         [format!(
-            "{W}: spec.tasks[1].message: {{{{ tasks.a.result }}}}: tasks have only .output (write {{{{ tasks.a.output }}}}, not .result)"
+            "{W}: spec.tasks[1].message: {{{{ tasks.a.result }}}}: tasks have .output and .data (write {{{{ tasks.a.output }}}}, not .result)"
         )]
     );
 }

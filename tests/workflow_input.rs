@@ -183,4 +183,8 @@ async fn a2a_run_ends_when_the_workflow_waits_for_input_and_says_what_is_asked()
     assert!(stdout.lines().any(|l| l.starts_with("plan") && l.contains("Pending")), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("free") && l.contains("Succeeded")), "{stdout}");
     assert!(stderr.contains("trip/where: InputRequired on asker: which city?"), "{stderr}");
+    assert!(
+        stdout.contains("to answer: run on a terminal, where a2a run asks; or run on `a2a serve` and answer with `a2a reply trip where -m TEXT`"),
+        "{stdout}"
+    );
 }

@@ -1,7 +1,7 @@
 //! The server side of the sample agent (`a2a demo-agent`): a small A2A 1.0 server, over the
 //! JSON-RPC and the HTTP+JSON binding alike (one implementation of each operation in `ops`,
 //! two thin bindings in `jsonrpc` and `rest`), with a few deterministic skills (echo,
-//! uppercase, word count, sleep, allocate, fail, ask) and fault injection, used by the
+//! uppercase, word count, sleep, allocate, fail, ask, data, file) and fault injection, used by the
 //! quickstart, load and fault tests and the official TCK.
 //!
 //! Every task it runs is logged to stderr as one line
@@ -48,6 +48,7 @@ macro_rules! note {
 }
 
 // After `note!`, which it uses.
+mod parts;
 mod turns;
 
 /// What the demo agent can do; each enabled skill is listed in its card.
@@ -70,11 +71,26 @@ pub enum Skill {
     /// Asks a question (the message text after `ask`, or a default one) and waits in
     /// `input-required`; the next message to the same task is the answer, which completes it.
     Ask,
+    /// Answers with a DataPart: the JSON after `data` (`data {"city": "Paris"}`), or the
+    /// message's own data part.
+    Data,
+    /// Answers with a FilePart of raw bytes: `file NAME [SIZE]` gives SIZE bytes (default
+    /// 256) counting 0, 1, … 255, 0, …, named NAME, media type `application/octet-stream`.
+    File,
 }
 
 impl Skill {
-    pub const ALL: [Skill; 7] =
-        [Skill::Echo, Skill::Uppercase, Skill::Wordcount, Skill::Sleep, Skill::Allocate, Skill::Fail, Skill::Ask];
+    pub const ALL: [Skill; 9] = [
+        Skill::Echo,
+        Skill::Uppercase,
+        Skill::Wordcount,
+        Skill::Sleep,
+        Skill::Allocate,
+        Skill::Fail,
+        Skill::Ask,
+        Skill::Data,
+        Skill::File,
+    ];
 
     pub fn id(self) -> &'static str {
         match self {
@@ -85,6 +101,8 @@ impl Skill {
             Self::Allocate => "allocate",
             Self::Fail => "fail",
             Self::Ask => "ask",
+            Self::Data => "data",
+            Self::File => "file",
         }
     }
 
@@ -108,6 +126,16 @@ impl Skill {
                 "Asks the question after `ask` and waits in input-required; the next message to the \
                      task is the answer, which completes it.",
                 "ask What is your name?",
+            ),
+            Self::Data => (
+                "Data",
+                "Answers with a data part: the JSON after `data`, or the message's data part.",
+                r#"data {"city": "Paris"}"#,
+            ),
+            Self::File => (
+                "File",
+                "Answers with a file part of SIZE raw bytes (default 256) counting 0..255, named NAME.",
+                "file all.bin 256",
             ),
         };
         AgentSkill {
@@ -400,6 +428,10 @@ pub enum Error {
     },
     #[error("the fail skill always fails")]
     FailSkill,
+    #[error("data: {0}")]
+    DataSkill(String),
+    #[error("file: {0}")]
+    FileSkill(String),
     #[error("injected failure (--fail-rate)")]
     InjectedFailure,
 }
@@ -737,6 +769,8 @@ async fn perform(skill: Skill, input: &Input) -> Result<Vec<Part>, Error> {
         Skill::Fail => Err(Error::FailSkill),
         // Asking is a state of the task, not an output (see `run_task`).
         Skill::Ask => Ok(Vec::new()),
+        Skill::Data => parts::data(&input.text, input.data.as_ref()),
+        Skill::File => parts::file(&input.text),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod manifest;
 pub mod objectmeta;
 pub mod quantity;
 pub mod ratelimit;
+pub mod reply;
 pub mod template;
 pub mod update;
 pub mod validate;

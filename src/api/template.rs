@@ -1,10 +1,27 @@
-//! Message templates: `{{ params.NAME }}` and `{{ tasks.NAME.output }}`.
+//! Message templates: `{{ params.NAME }}`, `{{ tasks.NAME.output }}` (the text parts) and
+//! `{{ tasks.NAME.data }}` / `{{ tasks.NAME.data.field.0 }}` (the data parts as JSON, a member
+//! or an array element of it).
 
 /// One reference inside `{{ }}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ref<'a> {
     Param(&'a str),
     TaskOutput(&'a str),
+    /// `tasks.NAME.data[.PATH]`: the task's data, or the value at PATH in it.
+    TaskData {
+        task: &'a str,
+        path: Option<&'a str>,
+    },
+}
+
+impl Ref<'_> {
+    /// The task a reference reads the output of.
+    pub fn task(&self) -> Option<&str> {
+        match self {
+            Ref::TaskOutput(t) | Ref::TaskData { task: t, .. } => Some(t),
+            Ref::Param(_) => None,
+        }
+    }
 }
 
 /// A piece of a template: literal text or a reference.
@@ -19,7 +36,7 @@ pub enum Piece<'a> {
 pub enum TemplateError {
     #[error("\"{{{{\" at character {at} is never closed with \"}}}}\"")]
     Unclosed { at: usize },
-    #[error("{text}: tasks have only .output (write {{{{ tasks.{task}.output }}}}, not .{field})")]
+    #[error("{text}: tasks have .output and .data (write {{{{ tasks.{task}.output }}}}, not .{field})")]
     NotOutput { text: String, task: String, field: String },
     #[error("{text}: write {{{{ tasks.{task}.output }}}}")]
     NoField { text: String, task: String },
@@ -56,6 +73,14 @@ fn parse_ref<'a>(expr: &'a str, source: &str) -> Result<Ref<'a>, TemplateError> 
     match parts.as_slice() {
         ["params", name] if !name.is_empty() => Ok(Ref::Param(name)),
         ["tasks", name, "output"] if !name.is_empty() => Ok(Ref::TaskOutput(name)),
+        ["tasks", name, "data", rest @ ..] if !name.is_empty() => {
+            if rest.iter().any(|s| s.is_empty()) {
+                return Err(TemplateError::Unknown { text });
+            }
+            // The path is the rest of the expression after `tasks.NAME.data.`.
+            let path = (!rest.is_empty()).then(|| &expr["tasks.".len() + name.len() + ".data.".len()..]);
+            Ok(Ref::TaskData { task: name, path })
+        }
         ["tasks", name, other] => {
             Err(TemplateError::NotOutput { text, task: (*name).to_owned(), field: (*other).to_owned() })
         }
@@ -148,7 +173,7 @@ mod tests {
     fn bad_templates_say_what_to_write() {
         assert_eq!(
             references("{{ tasks.fetch.result }}").unwrap_err().to_string(),
-            "{{ tasks.fetch.result }}: tasks have only .output (write {{ tasks.fetch.output }}, not .result)"
+            "{{ tasks.fetch.result }}: tasks have .output and .data (write {{ tasks.fetch.output }}, not .result)"
         );
         assert_eq!(
             references("hi {{ params.x").unwrap_err().to_string(),
@@ -158,6 +183,17 @@ mod tests {
             references("{{ env.HOME }}").unwrap_err().to_string(),
             "{{ env.HOME }} is not {{ params.NAME }} or {{ tasks.NAME.output }}"
         );
+    }
+
+    #[test]
+    fn data_references_carry_their_path() {
+        let refs = references("{{ tasks.a.data }} {{ tasks.a.data.trip.stops.0 }}").unwrap();
+        assert_eq!(
+            refs,
+            vec![Ref::TaskData { task: "a", path: None }, Ref::TaskData { task: "a", path: Some("trip.stops.0") }]
+        );
+        assert!(references("{{ tasks.a.data..x }}").is_err());
+        assert!(references("{{ tasks.a.data. }}").is_err());
     }
 
     #[test]

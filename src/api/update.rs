@@ -35,6 +35,10 @@ pub fn workflow_started(status: Option<&Value>) -> bool {
 /// The problems with replacing `old` by `new` (both whole objects of `kind`, as stored).
 pub fn check_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
+    if kind == Kind::Workflow {
+        let replies = |o: &Value| o.get("spec").and_then(|s| s.get("replies")).cloned();
+        errors.extend(super::reply::check_append_only(replies(old).as_ref(), replies(new).as_ref()));
+    }
     if kind == Kind::Workflow && workflow_started(old.get("status")) {
         let phase = old.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending");
         for field in WORKFLOW_FIXED_ONCE_STARTED {
@@ -43,7 +47,7 @@ pub fn check_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldError> {
                     format!("spec.{field}"),
                     format!(
                         "field is immutable once the workflow has started (it is {phase}); only parallelism, \
-                         activeDeadline, priority and ttlAfterFinished may change. To run a different workflow, \
+                         activeDeadline, priority, ttlAfterFinished and replies (appended) may change. To run a different workflow, \
                          delete this one and create it again"
                     ),
                 ));

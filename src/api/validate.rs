@@ -637,6 +637,7 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
     if let Some(retry) = &wf.spec.retry {
         check_retry(retry, "spec.retry", errors);
     }
+    errors.extend(super::reply::check_replies(&wf.spec));
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     // Edges, only to tasks that exist.
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
@@ -685,7 +686,7 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
                         ),
                     ));
                 }
-                Ref::TaskOutput(n) => match index.get(n) {
+                Ref::TaskOutput(n) | Ref::TaskData { task: n, .. } => match index.get(n) {
                     None => errors.push(FieldError::new(
                         path.clone(),
                         format!("{{{{ tasks.{n}.output }}}} names unknown task {n:?}{}", suggest(n, &names)),

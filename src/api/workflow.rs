@@ -61,6 +61,38 @@ pub struct WorkflowSpec {
     /// Delete the workflow this long after it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_after_finished: Option<Duration>,
+    /// Answers to the agents' questions (`a2a reply`), append-only: each is delivered once,
+    /// in order, to its task's A2A task when that task waits for input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replies: Vec<Reply>,
+}
+
+/// An answer to the question a task's agent asked (A2A `TASK_STATE_INPUT_REQUIRED` or
+/// `_AUTH_REQUIRED`), sent as a message on the same A2A task. Written by `a2a reply`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Reply {
+    /// Unique among the workflow's replies; the task's `status.lastReply` names the last one
+    /// delivered.
+    pub id: String,
+    /// The task whose question this answers.
+    pub task: String,
+    /// The answer as text (a TextPart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The answer as structured data (a DataPart), beside or instead of the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_reply_object")]
+    pub data: Option<serde_json::Value>,
+}
+
+fn any_reply_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "The answer as structured data (a DataPart), beside or instead of the text.",
+        "type": "object",
+        "nullable": true,
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// One task: one A2A message to one agent.
@@ -91,6 +123,12 @@ pub struct WorkflowTask {
     pub timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
+    /// How long the task may wait for an answer when its agent asks (InputRequired or
+    /// AuthRequired); then it fails with reason `InputTimeout` and its A2A task is cancelled.
+    /// Default: no limit (the workflow's `activeDeadline` still applies). `timeout` does not
+    /// run while the task waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_timeout: Option<Duration>,
 }
 
 fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -196,7 +234,8 @@ pub struct TaskStatus {
     pub error: Option<String>,
     /// Why a Pending task cannot be dispatched: `AgentNotFound`, `AgentNotAdmitted`,
     /// `NoReadyReplica` or `NoAgentWithSkill`; or `Unschedulable` for a task failed because
-    /// its agent can never be admitted. Cleared when an attempt starts.
+    /// its agent can never be admitted, `InputTimeout` for one whose question was not answered
+    /// within its `inputTimeout`. Cleared when an attempt starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The reason in words, e.g. `agent "researcher" is not admitted: needs 1 cpu but budget
@@ -207,6 +246,55 @@ pub struct TaskStatus {
     /// After a failed attempt: when the next one may start (retry backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<Time>,
+    /// Since when an InputRequired or AuthRequired task waits (`inputTimeout` counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Time>,
+    /// The id of the last `spec.replies` entry delivered to this task's agent: replies up to
+    /// it are consumed and never sent again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reply: Option<String>,
+    /// The output's data parts as JSON — the one data part's value, or an array of several —
+    /// when at most 64 KiB; `{{ tasks.NAME.data }}` and `{{ tasks.NAME.data.field }}` read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_json")]
+    pub data: Option<serde_json::Value>,
+    /// Every part of the output in order (its artifacts', else its status message's): kind,
+    /// name, media type, size and, for a file, where its bytes are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<OutputPart>,
+}
+
+fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "The output's data parts as JSON (one part: its value; several: an array).",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// One part of a task's output, as `a2a output --list` shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputPart {
+    /// `text`, `data` or `file`.
+    pub kind: String,
+    /// A file's name (its `filename`, else `file-N`); unique in the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Size in bytes (a file's decoded bytes; text and data as UTF-8 / JSON).
+    #[serde(default)]
+    pub bytes: u64,
+    /// A file given by reference: its URL (the bytes are not fetched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Where a file's bytes (base64) or data over 64 KiB are kept: the ConfigMaps beside the
+    /// workflow whose names start with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
+    /// Why a part was not kept (over the 16 MiB cap, bytes that are not base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl TaskStatus {
@@ -225,6 +313,10 @@ impl TaskStatus {
             reason: None,
             message: None,
             next_attempt_at: None,
+            waiting_since: None,
+            last_reply: None,
+            data: None,
+            parts: Vec::new(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `a2a demo-agent`: run the sample A2A 1.0 agent (echo, uppercase, word count, sleep,
-//! allocate, fail, ask) on 127.0.0.1:$A2A_PORT (or `--host`), for the quickstart, for load
-//! and fault tests, and for the official A2A TCK (`scripts/tck.sh`).
+//! allocate, fail, ask, data, file) on 127.0.0.1:$A2A_PORT (or `--host`), for the quickstart,
+//! for load and fault tests, and for the official A2A TCK (`scripts/tck.sh`).
 
 use clap::Args;
 

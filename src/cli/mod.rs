@@ -16,8 +16,10 @@ pub mod log_relay;
 pub mod logs;
 pub mod operator;
 pub mod output;
+pub mod reply;
 pub mod retry;
 pub mod run;
+pub mod run_input;
 pub mod serve;
 pub mod store;
 pub mod validate;
@@ -70,6 +72,8 @@ pub enum Command {
     Cancel(cancel::CancelArgs),
     /// Run a workflow's failed, skipped and cancelled tasks again.
     Retry(retry::RetryArgs),
+    /// Answer the question a workflow task's agent asked (InputRequired): the task goes on.
+    Reply(reply::ReplyArgs),
     /// Print the output of one task of a workflow.
     Output(output::OutputArgs),
     /// Print a local agent replica's log ($A2A_HOME/logs); -f follows it.
@@ -88,7 +92,8 @@ pub enum Command {
     /// Run the Kubernetes operator (what the Helm chart deploys): leader election, Agents as
     /// Deployments and Services, budget status, workflows; /healthz, /readyz, /metrics.
     Operator(operator::OperatorArgs),
-    /// Run the sample A2A 1.0 agent (echo, uppercase, wordcount, sleep, allocate, fail).
+    /// Run the sample A2A 1.0 agent (echo, uppercase, wordcount, sleep, allocate, fail, ask, data,
+    /// file).
     DemoAgent(demo_agent::DemoAgentArgs),
     /// Copy stdin to a capped log file rotated by renames (run by the node, one per replica).
     #[command(hide = true)]
@@ -259,14 +264,25 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(text) => writeln!(out, "{text}"),
             Err(e) => return fail(e),
         },
+        Command::Reply(args) => match client::block_on(reply::run(&args)) {
+            Ok(text) => writeln!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
         Command::Output(args) => match client::block_on(output::run(&args)) {
-            Ok((text, note)) => {
+            Ok((shown, note)) => {
                 if let Some(note) = note {
                     eprintln!("{note}");
                 }
-                // Byte for byte when piped or redirected; a terminal gets a final newline.
-                let newline = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !text.ends_with('\n');
-                if newline { writeln!(out, "{text}") } else { write!(out, "{text}") }
+                match shown {
+                    output::Shown::Bytes(bytes) => out.write_all(&bytes),
+                    // Byte for byte when piped or redirected; a terminal gets a final newline.
+                    output::Shown::Text(text) => {
+                        let newline = std::io::IsTerminal::is_terminal(&std::io::stdout())
+                            && !text.is_empty()
+                            && !text.ends_with('\n');
+                        if newline { writeln!(out, "{text}") } else { write!(out, "{text}") }
+                    }
+                }
             }
             Err(e) => return fail(e),
         },

@@ -113,7 +113,7 @@ pub async fn run(args: &RunArgs) -> Result<RunReport> {
     };
     let ns = args.namespace.clone().unwrap_or(namespace);
     let result = tokio::select! {
-        r = apply_and_follow(args, &docs, &client, ns) => r,
+        r = apply_and_follow(args, &docs, &client, ns, plane.is_some()) => r,
         signal = signals.received() => {
             let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
             if plane.is_some() {
@@ -133,6 +133,7 @@ async fn apply_and_follow(
     docs: &[crate::api::manifest::Document],
     client: &kube::Client,
     default_ns: String,
+    embedded: bool,
 ) -> Result<RunReport> {
     let url = "the control plane";
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -168,7 +169,7 @@ async fn apply_and_follow(
         }
         api.patch(&name, &params, &Patch::Apply(&body)).await.map_err(|e| Error::from_kube(e, url))?;
     }
-    follow(args, client, &workflows).await
+    follow(args, client, &workflows, embedded).await
 }
 
 /// For the progress bar: why waiting tasks wait (`b waits: agent "x" ...`, `+2 more`).
@@ -196,7 +197,12 @@ pub fn duration(t: &crate::api::workflow::TaskStatus) -> String {
     }
 }
 
-async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, String)]) -> Result<RunReport> {
+async fn follow(
+    args: &RunArgs,
+    client: &kube::Client,
+    workflows: &[(String, String)],
+    embedded: bool,
+) -> Result<RunReport> {
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let bars = indicatif::MultiProgress::with_draw_target(if tty {
@@ -210,6 +216,8 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
     let mut progress = BTreeMap::new();
     let mut seen: BTreeMap<(String, String), (TaskPhase, Option<String>)> = BTreeMap::new();
     let mut finals: BTreeMap<(String, String), (String, WorkflowStatus)> = BTreeMap::new();
+    // On a terminal the user answers agents' questions inline; elsewhere the run ends there.
+    let mut answers = super::run_input::Answers::new(tty && std::io::stdin().is_terminal());
     loop {
         for (ns, name) in workflows {
             if finals.contains_key(&(ns.clone(), name.clone())) {
@@ -274,9 +282,21 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
             if status.phase.is_some_and(WorkflowPhase::is_terminal) {
                 bar.finish_with_message(format!("{:?}", status.phase.unwrap_or(WorkflowPhase::Failed)));
                 finals.insert((ns.clone(), name.clone()), (wf.metadata.uid.clone().unwrap_or_default(), status));
-            } else if crate::controller::plan::waits_for_input(&wf.spec, &status) {
-                // Nothing moves until the agent's question is answered: the run ends here
-                // rather than wait without end, and says what is asked.
+                continue;
+            }
+            if answers.enabled() && status.tasks.iter().any(|t| t.phase.is_waiting()) {
+                // `--timeout` bounds the run, the time at the prompt included.
+                let asked = answers.ask(&bars, &api, ns, &wf);
+                match args.timeout {
+                    Some(limit) => tokio::time::timeout(limit.saturating_sub(started.elapsed()), asked)
+                        .await
+                        .map_err(|_| Error::Timeout(limit, "waiting for the workflows to finish".into()))??,
+                    None => asked.await?,
+                }
+            }
+            if !answers.enabled() && crate::controller::plan::waits_for_input(&wf.spec, &status) {
+                // Nothing moves until the agent's question is answered, and no one here answers
+                // it: the run ends rather than wait without end, and says what is asked.
                 bar.abandon_with_message("waiting for input");
                 finals.insert((ns.clone(), name.clone()), (wf.metadata.uid.clone().unwrap_or_default(), status));
             }
@@ -322,6 +342,15 @@ async fn follow(args: &RunArgs, client: &kube::Client, workflows: &[(String, Str
             })
             .collect();
         text.push_str(&super::get::render_table(&header, &rows));
+        if let Some(t) = status.tasks.iter().find(|t| t.phase.is_waiting()) {
+            let ns_flag = if ns == "default" { String::new() } else { format!(" -n {ns}") };
+            let reply = format!("a2a reply {name} {}{ns_flag} -m TEXT", t.name);
+            text.push_str(&if embedded {
+                format!("to answer: run on a terminal, where a2a run asks; or run on `a2a serve` and answer with `{reply}`\n")
+            } else {
+                format!("to answer: {reply} (the workflow waits on the server)\n")
+            });
+        }
         if args.output {
             for t in &status.tasks {
                 let Some(head) = &t.output else { continue };

@@ -88,6 +88,8 @@ mod attempt;
 mod explain;
 mod flush;
 mod throttle;
+mod parts;
+mod reply;
 
 /// The longest a large workflow's next step waits for more finished tasks to join it.
 const MAX_STEP_PAUSE: Duration = Duration::from_millis(5);
@@ -161,6 +163,9 @@ pub struct TaskRef {
     pub attempt: u32,
     /// After a restart: the A2A task the attempt already has, to follow instead of send.
     pub resume: Option<String>,
+    /// An answer to the question the A2A task `resume` asked: sent on that task, which is then
+    /// followed.
+    pub reply: Option<Arc<crate::api::workflow::Reply>>,
 }
 
 struct WorkflowState {
@@ -185,9 +190,9 @@ struct WorkflowState {
     adopted: bool,
     /// The workflow carries the cancel annotation.
     cancel_requested: bool,
-    /// Whole outputs of tasks whose status holds only the first 64 KiB, for the templates of
-    /// downstream tasks (read back from their ConfigMaps on first use; dropped at the end), by
-    /// task name.
+    /// Whole outputs of tasks whose status holds only the first 64 KiB (by task name), and data
+    /// kept beside the workflow (by `TASK.data`), for the templates of downstream tasks (read
+    /// back from their ConfigMaps on first use; dropped at the end).
     full_outputs: HashMap<String, Arc<str>>,
     /// How often the agent deferred each task's current attempt with `Retry-After`.
     deferrals: HashMap<Arc<str>, u32>,
@@ -239,7 +244,8 @@ impl WorkflowState {
         }
         let index = &self.index;
         let gone = self.attempts.keep_only(|n| index.position(n).is_some());
-        self.full_outputs.retain(|n, _| index.position(n).is_some());
+        // Keys are task names, or `TASK.data` for data kept beside the workflow.
+        self.full_outputs.retain(|n, _| index.position(n.split('.').next().unwrap_or(n)).is_some());
         self.observe_generation();
         gone
     }
@@ -279,14 +285,20 @@ impl WorkflowState {
                 // Nothing is sent or polled until the question is answered; a cancel
                 // requested meanwhile finds the task waiting and cancels it on the agent.
                 plan::record_waiting(&mut self.status, i, phase, a2a_task_id, question);
+                self.status.tasks[i].waiting_since = Some(crate::api::common::Time(now));
             }
-            Ok(Outcome::Done(Output { text, reference, whole })) => {
+            Ok(Outcome::Done(Output { text, reference, whole, parts })) => {
                 plan::record_success(&mut self.status, i, text, now);
                 self.status.tasks[i].output_ref = reference;
+                let (data, listing) = parts.map(|p| (p.data, p.listing)).unwrap_or_default();
+                self.status.tasks[i].data = data;
+                self.status.tasks[i].parts = listing;
                 match whole {
                     Some(whole) => self.full_outputs.insert(t.task.to_string(), whole),
                     None => self.full_outputs.remove(&*t.task),
                 };
+                // Data an earlier attempt kept beside the workflow is not this attempt's.
+                self.full_outputs.remove(&super::parts::data_key(&t.task));
             }
             Err(e) => {
                 plan::record_failure(&self.spec, &mut self.status, i, e.to_string(), now);
@@ -670,6 +682,26 @@ impl Engine {
             self.flush.notify_one();
             return;
         }
+        // Answers to questions: the waiting tasks they answer run again on their A2A tasks.
+        for taken in super::replies::take(&w.spec, &mut w.status, now) {
+            w.touch(taken.index);
+            let name: Arc<str> = Arc::from(w.spec.tasks[taken.index].name.as_str());
+            w.attempts.queue(&name);
+            tracing::info!(workflow = %k.1, task = %name, reply = %taken.reply.id, "delivering a reply");
+            queue.push(Queued {
+                namespace: k.0.clone(),
+                target: Target::Agent(taken.agent),
+                priority: crate::api::Priority::Critical,
+                item: TaskRef {
+                    workflow: k.clone(),
+                    uid: Arc::from(w.uid.as_str()),
+                    task: name,
+                    attempt: taken.attempt,
+                    resume: Some(taken.a2a_task_id),
+                    reply: Some(Arc::new(taken.reply)),
+                },
+            });
+        }
         let (attempts, spec) = (&w.attempts, &w.spec);
         let queued = |i: usize| !attempts.is_empty() && attempts.is_busy(&spec.tasks[i].name);
         let step = plan::step_indexed(&w.spec, &w.index, true, &mut w.status, now, queued);
@@ -706,7 +738,14 @@ impl Engine {
                 namespace: k.0.clone(),
                 target,
                 priority,
-                item: TaskRef { workflow: k.clone(), uid: uid.clone(), task: name, attempt: r.attempt, resume: None },
+                item: TaskRef {
+                    workflow: k.clone(),
+                    uid: uid.clone(),
+                    task: name,
+                    attempt: r.attempt,
+                    resume: None,
+                    reply: None,
+                },
             });
         }
         for (name, attempt, agent, task_id) in resumes {
@@ -717,7 +756,14 @@ impl Engine {
                 namespace: k.0.clone(),
                 target: Target::Agent(agent),
                 priority: crate::api::Priority::Critical,
-                item: TaskRef { workflow: k.clone(), uid: uid.clone(), task: name, attempt, resume: task_id },
+                item: TaskRef {
+                    workflow: k.clone(),
+                    uid: uid.clone(),
+                    task: name,
+                    attempt,
+                    resume: task_id,
+                    reply: None,
+                },
             });
         }
         let finished = w.status.phase.is_some_and(WorkflowPhase::is_terminal);
@@ -838,6 +884,15 @@ struct Output {
     reference: Option<String>,
     /// The whole output when it is longer, for downstream templates.
     whole: Option<Arc<str>>,
+    /// The data and the list of parts, when the agent's answer had parts (not a stdio run).
+    parts: Option<Box<KeptParts>>,
+}
+
+/// What status keeps of an output's parts beside its text.
+struct KeptParts {
+    /// The data parts' JSON, when it fits in status.
+    data: Option<serde_json::Value>,
+    listing: Vec<crate::api::workflow::OutputPart>,
 }
 
 #[cfg(test)]
@@ -864,11 +919,12 @@ mod tests {
             task: Arc::from(name),
             attempt,
             resume: None,
+            reply: None,
         }
     }
 
     fn output(text: &str) -> Result<Outcome, Error> {
-        Ok(Outcome::Done(Output { text: text.into(), reference: None, whole: None }))
+        Ok(Outcome::Done(Output { text: text.into(), reference: None, whole: None, parts: None }))
     }
 
     fn task<'a>(w: &'a WorkflowState, name: &str) -> Option<&'a crate::api::workflow::TaskStatus> {

@@ -119,7 +119,20 @@ pub async fn store(
     attempt: u32,
     output: &str,
 ) -> Result<Stored, kube::Error> {
-    let kept = prefix(output, MAX_OUTPUT_BYTES);
+    store_capped(client, owner, task, attempt, output, MAX_OUTPUT_BYTES).await
+}
+
+/// [`store`] with another cap (a file part's base64 text is a third larger than its bytes,
+/// which the cap is about).
+pub async fn store_capped(
+    client: &kube::Client,
+    owner: &Owner<'_>,
+    task: &str,
+    attempt: u32,
+    output: &str,
+    cap: usize,
+) -> Result<Stored, kube::Error> {
+    let kept = prefix(output, cap);
     let pieces = split(kept, CHUNK_BYTES);
     let stored = Stored {
         chunks: pieces.len(),

@@ -130,6 +130,9 @@ pub fn step_indexed(
         status.started_at.get_or_insert(Time(now));
         out.changed = true;
     }
+    // A question unanswered for its task's inputTimeout fails the task (before propagation,
+    // so what depends on it is skipped in this step).
+    super::replies::expire(spec, status, now, &mut out);
     let deps = &index.deps;
     let deps_of = |i: usize| deps.get(i).map_or(&[][..], Vec::as_slice);
     // Failure propagation to a fixpoint: a task whose dependency can no longer succeed is Skipped.
@@ -175,7 +178,7 @@ pub fn step_indexed(
                 }
             }
         } else {
-            out.wake_at = Some(end);
+            out.wake_at = Some(out.wake_at.map_or(end, |w| w.min(end)));
         }
     }
     // Room under `parallelism`: tasks running or already queued take it up.
@@ -352,13 +355,16 @@ pub fn render_message(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) ->
     render_message_with(spec, status, i, |_| None)
 }
 
-/// [`render_message`], where `full(j)` gives task `j`'s whole output when status holds only
-/// its first 64 KiB (the rest lives beside the workflow, see [`super::outputs`]).
+/// [`render_message`], where `full(key)` gives what status holds only in part, read back
+/// from beside the workflow (see [`super::outputs`]): a task's whole output (key: the task's
+/// name) when status holds its first 64 KiB, its data as JSON (key:
+/// [`super::parts::data_key`]) when over 64 KiB. Without it, a long output renders as its
+/// first 64 KiB and data kept beside as nothing (a dispatch check; the attempt renders whole).
 pub fn render_message_with<'a>(
     spec: &'a WorkflowSpec,
     status: &'a WorkflowStatus,
     i: usize,
-    full: impl Fn(usize) -> Option<&'a str>,
+    full: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<String, RenderError> {
     // Looked up per reference: most messages have none, and a map per call would make a
     // large workflow's step quadratic.
@@ -367,24 +373,50 @@ pub fn render_message_with<'a>(
         Ref::TaskOutput(t) => {
             let j = status.tasks.iter().position(|s| s.name == *t)?;
             let s = &status.tasks[j];
-            let whole = if s.output_ref.is_some() { full(j) } else { None };
+            let whole = if s.output_ref.is_some() { full(&s.name) } else { None };
             whole.or(s.output.as_deref()).map(Into::into)
+        }
+        Ref::TaskData { task, path } => {
+            let s = status.tasks.iter().find(|s| s.name == *task)?;
+            if let Some(data) = &s.data {
+                return super::parts::lookup(data, *path);
+            }
+            if !data_kept_beside(s) {
+                return None;
+            }
+            match full(&super::parts::data_key(task)) {
+                Some(json) => {
+                    let data: serde_json::Value = serde_json::from_str(json).ok()?;
+                    super::parts::lookup(&data, *path).map(|v| v.into_owned().into())
+                }
+                None => Some("".into()),
+            }
         }
     })
 }
 
-/// The upstream tasks whose output task `i`'s message uses and whose status holds only the
-/// first 64 KiB of it.
-pub fn long_outputs_used(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) -> Vec<usize> {
+/// Whether task status `s` has data kept beside the workflow (over 64 KiB) rather than in
+/// `data`.
+fn data_kept_beside(s: &TaskStatus) -> bool {
+    s.data.is_none() && s.parts.iter().any(|p| p.kind == "data" && p.stored.is_some())
+}
+
+/// What task `i`'s message uses that status holds only in part, as (upstream task index,
+/// storage key): whole outputs longer than 64 KiB (key: the task's name) and data kept beside
+/// the workflow (key: [`super::parts::data_key`]).
+pub fn long_outputs_used(spec: &WorkflowSpec, status: &WorkflowStatus, i: usize) -> Vec<(usize, String)> {
     let Ok(refs) = template::references(&spec.tasks[i].message) else { return Vec::new() };
-    let mut out = Vec::new();
+    let mut out: Vec<(usize, String)> = Vec::new();
     for r in refs {
-        if let Ref::TaskOutput(t) = r
-            && let Some(j) = status.tasks.iter().position(|s| s.name == t)
-            && status.tasks[j].output_ref.is_some()
-            && !out.contains(&j)
-        {
-            out.push(j);
+        let Some(j) = r.task().and_then(|t| status.tasks.iter().position(|s| s.name == t)) else { continue };
+        let s = &status.tasks[j];
+        let key = match r {
+            Ref::TaskOutput(_) if s.output_ref.is_some() => s.name.clone(),
+            Ref::TaskData { .. } if data_kept_beside(s) => super::parts::data_key(&s.name),
+            _ => continue,
+        };
+        if !out.iter().any(|(_, k)| *k == key) {
+            out.push((j, key));
         }
     }
     out
@@ -516,6 +548,7 @@ pub fn record_start(status: &mut WorkflowStatus, i: usize, attempt: u32, agent: 
     t.a2a_task_id = None;
     t.reason = None;
     t.message = None;
+    t.waiting_since = None;
 }
 
 /// Records an attempt the agent answered by waiting for the user (input or auth required,

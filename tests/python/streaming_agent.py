@@ -4,16 +4,20 @@
 `slow N` -> works for N seconds (for timeout tests); a CancelTask is logged to stderr as
 `streaming-agent: cancel task=<id>` so a test can prove it reached the agent.
 `ask QUESTION` -> TASK_STATE_INPUT_REQUIRED with QUESTION as the status message; `login
-QUESTION` -> TASK_STATE_AUTH_REQUIRED likewise. Each GetTask is logged as `get task=<id>`.
+QUESTION` -> TASK_STATE_AUTH_REQUIRED likewise; the next message on that task (its taskId)
+is the answer: `answered: TEXT` completes the task (logged as `answer task=<id> text=TEXT
+data=JSON`), its data parts are returned beside it. Each GetTask is logged as `get task=<id>`.
 Listens on 127.0.0.1:$A2A_PORT, over the binding named by $A2A_BINDING: `JSONRPC` (the
 default) or `HTTP+JSON` (the SDK's REST routes); the card offers only that one.
 """
 
 import asyncio
+import json
 import os
 import sys
 
 import uvicorn
+from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
 
 from a2a.helpers.proto_helpers import new_task, new_text_part
@@ -40,6 +44,18 @@ class StreamingExecutor(AgentExecutor):
         await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         text = context.get_user_input()
+        if context.current_task is not None and context.current_task.status.state in (
+            TaskState.TASK_STATE_INPUT_REQUIRED,
+            TaskState.TASK_STATE_AUTH_REQUIRED,
+        ):
+            data = [MessageToDict(p.data) for p in context.message.parts if p.HasField("data")]
+            log(f"answer task={task.id} messageId={context.message.message_id} text={text} data={json.dumps(data)}")
+            parts = [new_text_part(f"answered: {text}")] + [
+                p for p in context.message.parts if p.HasField("data")
+            ]
+            await updater.add_artifact(parts, name="answer")
+            await updater.complete()
+            return
         log(f"start task={task.id} messageId={context.message.message_id}")
         await updater.start_work()
         words = text.split()

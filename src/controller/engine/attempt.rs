@@ -39,9 +39,8 @@ impl Engine {
                     let i = w.index.position(&t.task).unwrap_or_default();
                     let needed: Vec<(String, u32)> = plan::long_outputs_used(&w.spec, &w.status, i)
                         .into_iter()
-                        .map(|j| &w.status.tasks[j])
-                        .filter(|s| !w.full_outputs.contains_key(&s.name))
-                        .map(|s| (s.name.clone(), s.attempts))
+                        .filter(|(_, key)| !w.full_outputs.contains_key(key))
+                        .map(|(j, key)| (key, w.status.tasks[j].attempts))
                         .collect();
                     (rx, needed)
                 }),
@@ -60,7 +59,8 @@ impl Engine {
             Ok(Answer::Text(text)) if text.len() > MAX_OUTPUT_IN_STATUS => {
                 self.store_output(&t, text).await.map(Outcome::Done)
             }
-            Ok(Answer::Text(text)) => Ok(Outcome::Done(Output { text, reference: None, whole: None })),
+            Ok(Answer::Text(text)) => Ok(Outcome::Done(Output { text, reference: None, whole: None, parts: None })),
+            Ok(Answer::Parts(parts)) => self.keep_parts(&t, parts).await.map(Outcome::Done),
             Ok(Answer::Waiting(w)) => Ok(Outcome::Waiting(w)),
             Err(e) => Err(e),
         };
@@ -87,7 +87,7 @@ impl Engine {
     /// Keeps an output longer than status holds in ConfigMaps beside the workflow; the status
     /// then gets its first 64 KiB and a reference. A write that keeps failing fails the attempt
     /// (its output would be lost otherwise).
-    async fn store_output(&self, t: &TaskRef, text: String) -> Result<Output, Error> {
+    pub(super) async fn store_output(&self, t: &TaskRef, text: String) -> Result<Output, Error> {
         let (uid, task) = (t.uid.to_string(), t.task.to_string());
         let owner = Owner { namespace: &t.workflow.0, name: &t.workflow.1, uid: &uid };
         let mut wait = Duration::from_millis(100);
@@ -120,7 +120,7 @@ impl Engine {
         let head = outputs::prefix(&text, MAX_OUTPUT_IN_STATUS).to_owned();
         let mut whole = text;
         whole.truncate(stored.bytes);
-        Ok(Output { text: head, reference: Some(reference), whole: Some(Arc::from(whole)) })
+        Ok(Output { text: head, reference: Some(reference), whole: Some(Arc::from(whole)), parts: None })
     }
 
     /// Sends (or follows) one attempt and waits for its result.
@@ -139,10 +139,8 @@ impl Engine {
             let current = workflows.get(&t.workflow).filter(|w| w.attempts.is_current(&t.task, token));
             match (current.and_then(|w| Some((w, w.index.position(&t.task)?))), view) {
                 (Some((w, i)), Some(view)) => {
-                    let (full, tasks) = (&w.full_outputs, &w.status.tasks);
-                    let message = plan::render_message_with(&w.spec, &w.status, i, |j| {
-                        full.get(tasks[j].name.as_str()).map(|s| &**s)
-                    });
+                    let full = &w.full_outputs;
+                    let message = plan::render_message_with(&w.spec, &w.status, i, |key| full.get(key).map(|s| &**s));
                     let task = &w.spec.tasks[i];
                     let timeout = task.timeout.as_ref().or(w.spec.timeout.as_ref()).map(|d| d.value());
                     let data = task.data.clone();
@@ -215,6 +213,15 @@ impl Engine {
         let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
         let mut cancelled = std::pin::pin!(cancelled);
         let task_id = match resume_id {
+            Some(id) if t.reply.is_some() => {
+                let reply = t.reply.as_deref().cloned().unwrap_or_default();
+                let (replica, answer) = self.deliver_reply(t, urls, addressing, &id, &reply, timeout, cancelled.as_mut()).await?;
+                if let Some(answer) = answer {
+                    return answer;
+                }
+                client = replica;
+                id
+            }
             Some(id) => {
                 // A resumed attempt lives on one replica of the agent: find the one that knows it.
                 for other in urls.iter().skip(1) {
@@ -243,7 +250,7 @@ impl Engine {
                 };
                 match sent {
                     a2a::types::SendMessageResponse::Message(m) => {
-                        return Ok(Answer::Text(a2a::types::SendMessageResponse::Message(m).output().text));
+                        return Ok(Answer::Parts(m.parts));
                     }
                     a2a::types::SendMessageResponse::Task(task) => {
                         if task.status.state.is_terminal() || task.status.state.is_interrupted() {
@@ -311,7 +318,7 @@ impl Engine {
         });
     }
 
-    fn client_for(&self, url: &str, addressing: Addressing) -> Result<a2a::Client, a2a::client::Error> {
+    pub(super) fn client_for(&self, url: &str, addressing: Addressing) -> Result<a2a::Client, a2a::client::Error> {
         let mut clients = lock(&self.clients);
         let key = (url.to_owned(), addressing);
         if let Some(c) = clients.get(&key) {
@@ -418,13 +425,17 @@ pub(super) fn open_tasks(
 }
 
 /// What one attempt came to, before a long output is stored.
+#[derive(Debug)]
 pub(super) enum Answer {
+    /// A stdio run's stdout.
     Text(String),
+    /// The parts of an agent's result: its artifacts' (in order), else its status message's.
+    Parts(Vec<a2a::types::Part>),
     Waiting(Waiting),
 }
 
 /// The outcome of an A2A task that is finished or waits for the user.
-fn task_result(task: &a2a::types::Task) -> Result<Answer, Error> {
+pub(super) fn task_result(task: &a2a::types::Task) -> Result<Answer, Error> {
     use a2a::types::TaskState;
     let waiting = |phase| {
         let question = task.status.message.as_ref().map(a2a::types::Message::text).unwrap_or_default();
@@ -433,7 +444,7 @@ fn task_result(task: &a2a::types::Task) -> Result<Answer, Error> {
         Ok(Answer::Waiting(Waiting { phase, a2a_task_id: task.id.clone(), question }))
     };
     match task.status.state {
-        TaskState::Completed => Ok(Answer::Text(task.output().text)),
+        TaskState::Completed => Ok(Answer::Parts(result_parts(task))),
         TaskState::InputRequired => waiting(TaskPhase::InputRequired),
         TaskState::AuthRequired => waiting(TaskPhase::AuthRequired),
         state => {
@@ -444,6 +455,17 @@ fn task_result(task: &a2a::types::Task) -> Result<Answer, Error> {
                 Err(Error::Ended { state: state.as_str(), text })
             }
         }
+    }
+}
+
+/// The parts of a task's result: its artifacts' in order, else its status message's (as
+/// [`a2a::types::Task::output`] reads the text).
+fn result_parts(task: &a2a::types::Task) -> Vec<a2a::types::Part> {
+    let artifacts: Vec<a2a::types::Part> = task.artifacts.iter().flat_map(|a| a.parts.iter().cloned()).collect();
+    if artifacts.is_empty() {
+        task.status.message.iter().flat_map(|m| m.parts.iter().cloned()).collect()
+    } else {
+        artifacts
     }
 }
 
@@ -465,6 +487,7 @@ mod tests {
         match r {
             Ok(Answer::Waiting(w)) => w,
             Ok(Answer::Text(t)) => panic!("expected waiting, got the output {t:?}"),
+            Ok(Answer::Parts(p)) => panic!("expected waiting, got the output {p:?}"),
             Err(e) => panic!("expected waiting, got the error {e}"),
         }
     }
@@ -486,11 +509,11 @@ mod tests {
     #[test]
     fn completed_is_the_output_and_other_ends_fail_the_attempt() {
         assert!(
-            matches!(task_result(&task("TASK_STATE_COMPLETED", None, Some("done"))), Ok(Answer::Text(t)) if t == "done")
+            matches!(task_result(&task("TASK_STATE_COMPLETED", None, Some("done"))), Ok(Answer::Parts(p)) if p == [a2a::types::Part::text("done")])
         );
-        let e = task_result(&task("TASK_STATE_FAILED", Some("boom"), None)).err().expect("a failure");
+        let e = task_result(&task("TASK_STATE_FAILED", Some("boom"), None)).expect_err("a failure");
         assert_eq!(e.to_string(), "TASK_STATE_FAILED: boom");
-        let e = task_result(&task("TASK_STATE_REJECTED", None, None)).err().expect("a failure");
+        let e = task_result(&task("TASK_STATE_REJECTED", None, None)).expect_err("a failure");
         assert_eq!(e.to_string(), "the agent ended the task as TASK_STATE_REJECTED");
     }
 }
