@@ -66,9 +66,9 @@ impl Drop for FakeModel {
     }
 }
 
-/// `examples/llm/agent.yaml` as committed, pointed at `model` with the key given as a plain
-/// value (instead of the Secret the example names) and run by the test's Python.
-fn example_manifest(model: &FakeModel, model_name: &str, key: &str) -> String {
+/// `examples/llm/agent.yaml` as committed, pointed at `model` and run by the test's Python;
+/// the key stays where the example takes it from, the `llm-provider` Secret.
+fn example_manifest(model: &FakeModel, model_name: &str) -> String {
     let text = std::fs::read_to_string(support::root().join("examples/llm/agent.yaml")).expect("the example");
     let mut docs = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
@@ -79,12 +79,8 @@ fn example_manifest(model: &FakeModel, model_name: &str, key: &str) -> String {
             let names: Vec<&str> = env.iter().filter_map(|e| e["name"].as_str()).collect();
             assert_eq!(names, ["OPENAI_BASE_URL", "OPENAI_MODEL", "OPENAI_API_KEY"], "the example's settings");
             assert_eq!(env[2]["valueFrom"]["secretKeyRef"]["name"], "llm-provider", "the key comes from a Secret");
-            *env = serde_yaml_ng::from_str(&format!(
-                "[{{name: OPENAI_BASE_URL, value: '{}'}}, {{name: OPENAI_MODEL, value: '{model_name}'}}, \
-                 {{name: OPENAI_API_KEY, value: '{key}'}}]",
-                model.url
-            ))
-            .expect("env");
+            env[0]["value"] = model.url.clone().into();
+            env[1]["value"] = model_name.into();
             assert_eq!(spec["command"][0], ".venv/bin/python", "the example runs the repository's venv");
             spec["command"][0] = support::python().display().to_string().into();
             // The test's Python may live where only root can read (a venv under /root).
@@ -95,10 +91,15 @@ fn example_manifest(model: &FakeModel, model_name: &str, key: &str) -> String {
     docs.join("---\n")
 }
 
-fn run(home: &Path, file: &Path) -> Output {
+/// The Secret the example's key comes from, as a manifest beside the example's.
+fn provider_secret(key: &str) -> String {
+    format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: llm-provider\nstringData:\n  api-key: {key}\n")
+}
+
+fn run(home: &Path, files: &[&Path]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_a2a"))
-        .args(["run", "-f"])
-        .arg(file)
+        .arg("run")
+        .args(files.iter().flat_map(|f| [std::ffi::OsStr::new("-f"), f.as_os_str()]))
         .args(["--output", "--cgroup-top", &format!("a2a-test-llm-run-{}", std::process::id())])
         .env("A2A_HOME", home)
         .env_remove("A2A_KUBECONFIG")
@@ -114,9 +115,11 @@ fn the_llm_example_researches_and_drafts_with_the_model_then_asks_a_human_to_dec
     let model_name = format!("fake-model-{}", std::process::id());
     let model = FakeModel::start(home.path(), &key);
     let file = home.path().join("llm.yaml");
-    std::fs::write(&file, example_manifest(&model, &model_name, &key)).expect("write the manifest");
+    std::fs::write(&file, example_manifest(&model, &model_name)).expect("write the manifest");
+    let secret = home.path().join("provider-secret.yaml");
+    std::fs::write(&secret, provider_secret(&key)).expect("write the Secret");
 
-    let out = run(home.path(), &file);
+    let out = run(home.path(), &[&file, &secret]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let logs = std::fs::read_to_string(home.path().join("logs/default/llm-writer/0.log")).unwrap_or_default();
     let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}\nagent log:\n{logs}");
@@ -205,12 +208,18 @@ async fn a_refused_key_fails_the_task_with_the_providers_answer() {
 }
 
 #[tokio::test]
-async fn applied_to_a2a_serve_the_review_waits_with_the_question_in_the_workflows_status() {
+async fn applied_to_a2a_serve_the_review_waits_with_its_question_until_a2a_reply_answers_it() {
     let scratch = Scratch::new("llm");
     let key = format!("sk-test-{}-serve", std::process::id());
     let model = FakeModel::start(scratch.home(), &key);
     let daemon = Daemon::start(scratch.home(), scratch.top(), &[]);
-    apply(scratch.home(), &example_manifest(&model, "fake-served", &key));
+    let created = Command::new(env!("CARGO_BIN_EXE_a2a"))
+        .args(["create", "secret", "generic", "llm-provider", "--from-literal", &format!("api-key={key}")])
+        .env("A2A_HOME", scratch.home())
+        .output()
+        .expect("a2a create secret");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    apply(scratch.home(), &example_manifest(&model, "fake-served"));
     let client = daemon.client().await;
 
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -232,13 +241,12 @@ async fn applied_to_a2a_serve_the_review_waits_with_the_question_in_the_workflow
     assert_eq!(draft.phase, TaskPhase::Succeeded);
     assert!(draft.output.as_deref().unwrap_or_default().starts_with("Draft (fake-served) built from: Research notes"));
     assert!(model.requests().iter().all(|r| r["authorization"] == format!("Bearer {key}").as_str()));
+    answer_the_review(scratch.home(), &client, &model, "fake-served").await;
     tear_down(daemon).await;
 }
 
 /// The human's side of the example: `a2a reply` answers the review's question, and the
-/// workflow finishes with the model's final text, which follows the answer. Call it after the
-/// review waits (as in the test above), before the tear-down.
-#[allow(dead_code)]
+/// workflow finishes with the model's final text, which follows the answer.
 async fn answer_the_review(home: &Path, client: &kube::Client, model: &FakeModel, model_name: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_a2a"))
         .args(["reply", "llm-article", "review", "-m", "Yes, name them."])

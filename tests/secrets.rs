@@ -295,3 +295,66 @@ fn a_missing_key_file_with_encrypted_secrets_refuses_to_start_and_changes_nothin
     let daemon = Daemon::spawn(home.path());
     assert_eq!(value(&daemon, &cache, "keep", "k"), b"precious");
 }
+
+#[test]
+fn secrets_and_config_maps_in_manifests_are_checked_applied_diffed_masked_and_deleted() {
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("kube-cache");
+    let daemon = Daemon::spawn(home.path());
+    let file = home.path().join("provider.yaml");
+    let manifest = |value: &str, model: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: provider\nstringData:\n  api-key: {value}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: provider-settings\ndata:\n  model: {model}\n"
+        )
+    };
+    let file_arg = file.display().to_string();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-f", &file_arg]);
+        a2a(&daemon, &all)
+    };
+
+    // Checked offline as the API server checks them, naming the key and never the value.
+    std::fs::write(&file, manifest("hunter5-first", "m1").replace("api-key:", "bad/key:")).unwrap();
+    let validate = || run_a2a(&["validate", "-f", &file_arg]);
+    let (done, out, err) = validate();
+    assert!(!done, "{out}");
+    assert!(err.contains("document 1 (Secret/provider)") && err.contains("stringData[bad/key]"), "{err}");
+    assert!(!err.contains("hunter5"), "the error shows a value: {err}");
+    let (done, _, err) = run(&["apply"]);
+    assert!(!done && err.contains("stringData[bad/key]"), "{err}");
+    let (done, _, err) = kubectl(&daemon, &cache, &["get", "secret", "provider"], None);
+    assert!(!done && err.contains("NotFound"), "an invalid manifest was applied in part: {err}");
+
+    std::fs::write(&file, manifest("hunter5-first", "m1")).unwrap();
+    let (done, out, err) = validate();
+    assert!(done && out == "2 documents valid\n", "{out}{err}");
+    let (done, out, err) = run(&["apply"]);
+    assert!(done, "{err}");
+    assert_eq!(out, "secret/provider created\nconfigmap/provider-settings created\n");
+    assert_eq!(value(&daemon, &cache, "provider", "api-key"), b"hunter5-first");
+    let (_, out, _) = run(&["apply"]);
+    assert_eq!(out, "secret/provider unchanged\nconfigmap/provider-settings unchanged\n");
+    let (done, out, err) = run(&["diff"]);
+    assert!(done && out.is_empty(), "nothing changes, yet: {out}{err}");
+
+    // A new value: the diff says which key changes and never what it holds.
+    std::fs::write(&file, manifest("hunter5-second", "m2")).unwrap();
+    // As `kubectl diff`: exit 1 when something would change.
+    let (done, out, err) = run(&["diff"]);
+    assert!(!done && err.is_empty(), "{err}");
+    assert!(out.contains("-  api-key: '*** (before)'") && out.contains("+  api-key: '*** (after)'"), "{out}");
+    assert!(out.contains("-  model: m1") && out.contains("+  model: m2"), "a ConfigMap's values are shown: {out}");
+    assert!(!out.contains("hunter5") && !out.contains("aHVudGVy"), "the diff shows a Secret's value: {out}");
+    assert_eq!(value(&daemon, &cache, "provider", "api-key"), b"hunter5-first", "diff changed nothing");
+    let (_, out, _) = run(&["apply"]);
+    assert_eq!(out, "secret/provider configured\nconfigmap/provider-settings configured\n");
+    assert_eq!(value(&daemon, &cache, "provider", "api-key"), b"hunter5-second");
+
+    let (done, out, err) = run(&["delete"]);
+    assert!(done, "{err}");
+    assert_eq!(out, "secret/provider deleted\nconfigmap/provider-settings deleted\n");
+    let (done, _, err) = kubectl(&daemon, &cache, &["get", "configmap", "provider-settings"], None);
+    assert!(!done && err.contains("NotFound"), "{err}");
+}

@@ -117,6 +117,82 @@ fn object_label(v: &Value) -> Option<String> {
     Some(format!("{kind}/{name}"))
 }
 
+/// The core `v1` kinds a manifest may carry beside a2a's own: what Agents reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConfigKind {
+    Secret,
+    ConfigMap,
+}
+
+impl ConfigKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigKind::Secret => "Secret",
+            ConfigKind::ConfigMap => "ConfigMap",
+        }
+    }
+
+    pub fn plural(self) -> &'static str {
+        match self {
+            ConfigKind::Secret => "secrets",
+            ConfigKind::ConfigMap => "configmaps",
+        }
+    }
+}
+
+/// A core `v1` Secret or ConfigMap in a manifest, applied before the Agents that reference
+/// it, as `kubectl apply` would. What it holds is checked by the API server's own admission
+/// when it is applied; nothing here reads or prints its values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigDocument {
+    pub origin: Origin,
+    pub kind: ConfigKind,
+    pub name: String,
+    pub namespace: Option<String>,
+    /// The document as written (what is sent to the API server).
+    pub raw: Value,
+}
+
+impl ConfigDocument {
+    /// `secret/name` style reference, for messages.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", self.kind.as_str().to_ascii_lowercase(), self.name)
+    }
+}
+
+/// Takes out of `docs` the core `v1` Secrets and ConfigMaps. One without a name is an error
+/// naming its document; `generateName` is refused, as `kubectl apply` refuses it.
+pub fn take_config(docs: &mut Vec<(Origin, Value)>) -> (Vec<ConfigDocument>, Vec<ManifestError>) {
+    let mut taken = Vec::new();
+    let mut errors = Vec::new();
+    docs.retain(|(origin, raw)| {
+        let kind = match (raw.get("apiVersion").and_then(Value::as_str), raw.get("kind").and_then(Value::as_str)) {
+            (Some("v1"), Some("Secret")) => ConfigKind::Secret,
+            (Some("v1"), Some("ConfigMap")) => ConfigKind::ConfigMap,
+            _ => return true,
+        };
+        let meta = raw.get("metadata");
+        let text = |field: &str| meta.and_then(|m| m.get(field)).and_then(Value::as_str).map(str::to_owned);
+        match text("name").filter(|n| !n.is_empty()) {
+            Some(name) => taken.push(ConfigDocument {
+                origin: origin.clone(),
+                kind,
+                name,
+                namespace: text("namespace").filter(|n| !n.is_empty()),
+                raw: raw.clone(),
+            }),
+            None => errors.push(ManifestError {
+                source: origin.source.clone(),
+                document: Some(origin.document),
+                object: Some(format!("{}/<no name>", kind.as_str())),
+                error: FieldError::new("metadata.name", "required: a Secret or ConfigMap is applied by name"),
+            }),
+        }
+        false
+    });
+    (taken, errors)
+}
+
 /// A document of a kind that is not a2a's (an Argo CD Application, a Flux Kustomization...):
 /// `a2a validate` says it skipped it, as kubectl does for kinds it has no schema for.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -644,7 +644,7 @@ fn schema_name(r: &Resource) -> String {
 /// What the kube-apiserver checks of a ConfigMap: `data` maps keys to strings, `binaryData`
 /// to base64 text, keys are config keys (`[-._a-zA-Z0-9]+`, at most 253 characters, not `.`
 /// or `..`) used once across both, and all values together stay within 1 MiB.
-fn validate_config_map(object: &Value, errors: &mut Vec<FieldError>) {
+pub(crate) fn validate_config_map(object: &Value, errors: &mut Vec<FieldError>) {
     const MAX_BYTES: usize = super::secret::MAX_TOTAL_BYTES;
     let mut total = 0usize;
     let mut seen = std::collections::HashSet::new();

@@ -9,7 +9,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use super::client::{self, ConnectArgs, Error, Result, dynamic_api};
 use super::{FileArgs, input};
 use crate::api::Kind;
-use crate::api::manifest::Document;
+use crate::api::manifest::{ConfigDocument, Document};
 
 /// The field manager a2a applies with.
 pub const FIELD_MANAGER: &str = "a2a";
@@ -61,15 +61,16 @@ impl std::fmt::Display for Applied {
 }
 
 /// Reads and validates everything first; nothing is sent unless every document is valid.
-pub fn load(files: &FileArgs) -> Result<Vec<Document>> {
+pub fn load(files: &FileArgs) -> Result<input::Manifests> {
     input::read_manifests(&files.files, files.recursive)
         .map_err(|errs| Error::Invalid(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))
 }
 
 pub async fn run(args: &ApplyArgs) -> Result<Vec<Applied>> {
-    let docs = load(&args.files)?;
+    let input::Manifests { docs, config } = load(&args.files)?;
     if args.dry_run == Some(DryRun::Client) {
-        return Ok(docs.iter().map(|d| Applied { reference: d.reference(), outcome: "validated (dry run)" }).collect());
+        let references = config.iter().map(ConfigDocument::reference).chain(docs.iter().map(Document::reference));
+        return Ok(references.map(|reference| Applied { reference, outcome: "validated (dry run)" }).collect());
     }
     let conn = args.connect.connect().await?;
     let default_ns = args.namespace.clone().unwrap_or_else(|| conn.namespace.clone());
@@ -82,6 +83,20 @@ pub async fn run(args: &ApplyArgs) -> Result<Vec<Applied>> {
     // Results are printed in document order. The first error stops the apply: nothing more
     // is sent, the writes in flight finish, and what was applied is reported with the error.
     let mut results: Vec<(usize, Applied)> = Vec::new();
+    // Secrets and ConfigMaps before everything, so the agents that reference them start.
+    // Listed first, as they were sent.
+    let mut configured = Vec::new();
+    for doc in &config {
+        match apply_config(&conn, &params, &default_ns, doc).await {
+            Ok(applied) => configured.push(applied),
+            Err(e) => {
+                return Err(Error::Partial {
+                    done: configured.iter().map(ToString::to_string).collect(),
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
     let mut kept: BTreeSet<(Kind, Option<String>, String)> = BTreeSet::new();
     let failed = std::sync::atomic::AtomicBool::new(false);
     let mut first_error = None;
@@ -112,7 +127,7 @@ pub async fn run(args: &ApplyArgs) -> Result<Vec<Applied>> {
         }
     }
     results.sort_by_key(|(i, _)| *i);
-    let mut results: Vec<Applied> = results.into_iter().map(|(_, a)| a).collect();
+    let mut results: Vec<Applied> = configured.into_iter().chain(results.into_iter().map(|(_, a)| a)).collect();
     if let Some(source) = first_error {
         return Err(Error::Partial {
             done: results.iter().map(ToString::to_string).collect(),
@@ -166,6 +181,38 @@ async fn apply_one(
         (false, o) => o,
     };
     Ok((Applied { reference: doc.reference(), outcome }, (kind, namespace, name)))
+}
+
+/// Server-side applies one Secret or ConfigMap. Whether it changed is judged on what it
+/// holds, its type, labels and annotations; nothing of what it holds is printed.
+async fn apply_config(
+    conn: &client::Connection,
+    params: &PatchParams,
+    default_ns: &str,
+    doc: &ConfigDocument,
+) -> Result<Applied> {
+    let namespace = doc.namespace.clone().unwrap_or_else(|| default_ns.to_owned());
+    let api = client::config_api(&conn.client, doc.kind, &namespace);
+    let before = api.get_opt(&doc.name).await.map_err(|e| Error::from_kube(e, &conn.url))?;
+    let mut body = doc.raw.clone();
+    if let Some(meta) = body.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        meta.insert("namespace".into(), namespace.into());
+    }
+    let after = api.patch(&doc.name, params, &Patch::Apply(&body)).await.map_err(|e| Error::from_kube(e, &conn.url))?;
+    let same = |b: &kube::api::DynamicObject| {
+        b.metadata.labels == after.metadata.labels
+            && b.metadata.annotations == after.metadata.annotations
+            && ["data", "binaryData", "type", "immutable"].iter().all(|k| b.data.get(k) == after.data.get(k))
+    };
+    let outcome = match (params.dry_run, before) {
+        (false, None) => "created",
+        (false, Some(b)) if same(&b) => "unchanged",
+        (false, Some(_)) => "configured",
+        (true, None) => "created (server dry run)",
+        (true, Some(b)) if same(&b) => "unchanged (server dry run)",
+        (true, Some(_)) => "configured (server dry run)",
+    };
+    Ok(Applied { reference: doc.reference(), outcome })
 }
 
 /// Deletes objects that match `selector` in the namespaces applied to but were not applied.

@@ -151,6 +151,18 @@ pub fn dynamic_api(client: &Client, kind: Kind, namespace: Option<&str>) -> Api<
     }
 }
 
+/// The API of a core `v1` Secret or ConfigMap in `namespace`.
+pub fn config_api(client: &Client, kind: crate::api::manifest::ConfigKind, namespace: &str) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: String::new(),
+        version: "v1".to_owned(),
+        api_version: "v1".to_owned(),
+        kind: kind.as_str().to_owned(),
+        plural: kind.plural().to_owned(),
+    };
+    Api::namespaced_with(client.clone(), namespace, &ar)
+}
+
 /// Runs a client verb's future on a fresh current-thread runtime (the CLI is synchronous at
 /// the top). Its requests go one after another: on one thread, kube-rs's buffer task, the
 /// connection task and the verb wake each other without a thread switch, where a thread pool

@@ -40,18 +40,32 @@ pub struct DeleteArgs {
     pub connect: ConnectArgs,
 }
 
-/// The (kind, namespace, name) triples named on the command line or by the files.
-fn targets(args: &DeleteArgs, default_ns: &str) -> Result<Vec<(Kind, Option<String>, String)>> {
+/// A2A objects to delete, as (kind, namespace, name).
+type Targets = Vec<(Kind, Option<String>, String)>;
+
+/// The objects named on the command line or by the files: the a2a objects, and the files'
+/// Secrets and ConfigMaps with their namespaces (deleted after the agents that use them).
+fn targets(args: &DeleteArgs, default_ns: &str) -> Result<(Targets, Vec<(CoreTarget, String)>)> {
     let ns_for = |kind: Kind, ns: Option<String>| kind.namespaced().then(|| ns.unwrap_or(default_ns.to_owned()));
     if !args.files.is_empty() {
-        let docs = load(&super::FileArgs { files: args.files.clone(), recursive: args.recursive })?;
-        return Ok(docs
+        let manifests = load(&super::FileArgs { files: args.files.clone(), recursive: args.recursive })?;
+        let a2a = manifests
+            .docs
             .iter()
             .map(|d| {
                 let k = d.object.kind();
                 (k, ns_for(k, d.object.metadata().namespace.clone()), d.object.name().to_owned())
             })
-            .collect());
+            .collect();
+        let core = manifests
+            .config
+            .iter()
+            .filter_map(|d| {
+                let (prefix, ar) = core_resource(d.kind.as_str())?;
+                Some(((prefix, ar, d.name.clone()), d.namespace.clone().unwrap_or(default_ns.to_owned())))
+            })
+            .collect();
+        return Ok((a2a, core));
     }
     let mut out = Vec::new();
     let mut kind = None;
@@ -70,7 +84,7 @@ fn targets(args: &DeleteArgs, default_ns: &str) -> Result<Vec<(Kind, Option<Stri
             "say what to delete: `a2a delete KIND NAME...`, `a2a delete KIND/NAME` or `-f FILE`".into(),
         ));
     }
-    Ok(out)
+    Ok((out, Vec::new()))
 }
 
 /// The core kinds `a2a delete` takes besides the a2a kinds: `-o name`'s prefix and the API.
@@ -113,9 +127,10 @@ fn core_targets(args: &DeleteArgs) -> Result<Option<Vec<CoreTarget>>> {
 
 /// Deletes Secrets and ConfigMaps (no finalizers of their own: gone when the answer comes,
 /// unless a client put one there; `--wait` waits for that).
-async fn delete_core(args: &DeleteArgs, conn: &Connection, ns: &str, targets: Vec<CoreTarget>) -> Result<Vec<Applied>> {
+async fn delete_core(args: &DeleteArgs, conn: &Connection, targets: Vec<(CoreTarget, String)>) -> Result<Vec<Applied>> {
     let mut done = Vec::new();
-    for (prefix, ar, name) in targets {
+    for ((prefix, ar, name), ns) in targets {
+        let ns = ns.as_str();
         let api: Api<DynamicObject> = Api::namespaced_with(conn.client.clone(), ns, &ar);
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {}
@@ -147,10 +162,12 @@ pub async fn run(args: &DeleteArgs) -> Result<Vec<Applied>> {
     let conn = args.connect.connect().await?;
     let default_ns = args.namespace.clone().unwrap_or(conn.namespace.clone());
     if let Some(targets) = core {
-        return delete_core(args, &conn, &default_ns, targets).await;
+        let targets = targets.into_iter().map(|t| (t, default_ns.clone())).collect();
+        return delete_core(args, &conn, targets).await;
     }
     let mut done = Vec::new();
-    for (kind, ns, name) in targets(args, &default_ns)? {
+    let (a2a, core) = targets(args, &default_ns)?;
+    for (kind, ns, name) in a2a {
         let api = dynamic_api(&conn.client, kind, ns.as_deref());
         let reference = format!("{}/{name}", kind.as_str().to_ascii_lowercase());
         if args.keep_logs && kind == Kind::Agent {
@@ -180,6 +197,7 @@ pub async fn run(args: &DeleteArgs) -> Result<Vec<Applied>> {
         }
         done.push(Applied { reference, outcome: "deleted" });
     }
+    done.extend(delete_core(args, &conn, core).await?);
     Ok(done)
 }
 

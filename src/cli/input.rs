@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::api::manifest::{self, Document, Foreign, ManifestError, Origin};
+use crate::api::manifest::{self, ConfigDocument, ConfigKind, Document, Foreign, ManifestError, Origin};
 
 /// Extensions read from directories, as kubectl does.
 const MANIFEST_EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
@@ -76,25 +76,59 @@ fn describe_io(e: &std::io::Error) -> String {
     }
 }
 
-/// Reads every manifest named by `paths` and validates all documents together. Returns
-/// the documents only when every one of them is valid.
-pub fn read_manifests(paths: &[PathBuf], recursive: bool) -> Result<Vec<Document>, Vec<ManifestError>> {
-    let (docs, errors) = read_documents(paths, recursive)?;
-    validated(docs, errors)
+/// What a set of manifest files holds: a2a's objects, and the core Secrets and ConfigMaps
+/// beside them.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub docs: Vec<Document>,
+    pub config: Vec<ConfigDocument>,
 }
 
-/// [`read_manifests`], leaving out (and returning) the documents of kinds that are not a2a's.
+/// Reads every manifest named by `paths` and validates all documents together. Returns
+/// them only when every one of them is valid.
+pub fn read_manifests(paths: &[PathBuf], recursive: bool) -> Result<Manifests, Vec<ManifestError>> {
+    let (mut docs, mut errors) = read_documents(paths, recursive)?;
+    let config = take_config(&mut docs, &mut errors);
+    let docs = validated(docs, errors)?;
+    Ok(Manifests { docs, config })
+}
+
+/// [`read_manifests`], leaving out (and returning) the documents of kinds that are neither
+/// a2a's nor core Secrets and ConfigMaps.
 pub fn read_manifests_skipping_foreign(
     paths: &[PathBuf],
     recursive: bool,
-) -> (Result<Vec<Document>, Vec<ManifestError>>, Vec<Foreign>) {
+) -> (Result<Manifests, Vec<ManifestError>>, Vec<Foreign>) {
     match read_documents(paths, recursive) {
-        Ok((mut docs, errors)) => {
+        Ok((mut docs, mut errors)) => {
+            let config = take_config(&mut docs, &mut errors);
             let foreign = manifest::take_foreign(&mut docs);
-            (validated(docs, errors), foreign)
+            (validated(docs, errors).map(|docs| Manifests { docs, config }), foreign)
         }
         Err(errors) => (Err(errors), Vec::new()),
     }
+}
+
+/// Takes the core Secrets and ConfigMaps out of `docs` and checks each as the API server
+/// will (keys, sizes, base64, a Secret type's required keys), adding what is wrong to
+/// `errors`. The checks name keys, never values.
+fn take_config(docs: &mut Vec<(Origin, serde_json::Value)>, errors: &mut Vec<ManifestError>) -> Vec<ConfigDocument> {
+    let (config, mut more) = manifest::take_config(docs);
+    for doc in &config {
+        let mut field_errors = Vec::new();
+        match doc.kind {
+            ConfigKind::Secret => crate::apiserver::secret::admit(&mut doc.raw.clone(), &mut field_errors),
+            ConfigKind::ConfigMap => crate::apiserver::resources::validate_config_map(&doc.raw, &mut field_errors),
+        }
+        more.extend(field_errors.into_iter().map(|error| ManifestError {
+            source: doc.origin.source.clone(),
+            document: Some(doc.origin.document),
+            object: Some(format!("{}/{}", doc.kind.as_str(), doc.name)),
+            error,
+        }));
+    }
+    errors.extend(more);
+    config
 }
 
 fn validated(

@@ -86,7 +86,7 @@ fn apply_params(docs: &mut [crate::api::manifest::Document], params: &[String]) 
 }
 
 pub async fn run(args: &RunArgs) -> Result<RunReport> {
-    let mut docs = load(&args.files)?;
+    let super::input::Manifests { mut docs, config } = load(&args.files)?;
     apply_params(&mut docs, &args.params)?;
     if !docs.iter().any(|d| d.object.kind() == Kind::Workflow) {
         return Err(Error::Usage("these files hold no Workflow to run; use `a2a apply` for agents and budgets".into()));
@@ -113,7 +113,7 @@ pub async fn run(args: &RunArgs) -> Result<RunReport> {
     };
     let ns = args.namespace.clone().unwrap_or(namespace);
     let result = tokio::select! {
-        r = apply_and_follow(args, &docs, &client, ns, plane.is_some()) => r,
+        r = apply_and_follow(args, &docs, &config, &client, ns, plane.is_some()) => r,
         signal = signals.received() => {
             let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
             if plane.is_some() {
@@ -131,12 +131,25 @@ pub async fn run(args: &RunArgs) -> Result<RunReport> {
 async fn apply_and_follow(
     args: &RunArgs,
     docs: &[crate::api::manifest::Document],
+    config: &[crate::api::manifest::ConfigDocument],
     client: &kube::Client,
     default_ns: String,
     embedded: bool,
 ) -> Result<RunReport> {
     let url = "the control plane";
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    // Secrets and ConfigMaps first: the agents that reference them start at once.
+    for doc in config {
+        let ns = doc.namespace.clone().unwrap_or(default_ns.clone());
+        let mut body = doc.raw.clone();
+        if let Some(meta) = body.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.insert("namespace".into(), ns.clone().into());
+        }
+        client::config_api(client, doc.kind, &ns)
+            .patch(&doc.name, &params, &Patch::Apply(&body))
+            .await
+            .map_err(|e| Error::from_kube(e, url))?;
+    }
     let mut workflows = Vec::new();
     // Budgets and agents first, so workflows find their agents.
     let mut ordered: Vec<&crate::api::manifest::Document> = docs.iter().collect();

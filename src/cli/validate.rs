@@ -1,8 +1,9 @@
 //! `a2a validate -f PATH`: every mistake in every document, without contacting anything.
-//! Documents of other tools' kinds (Argo CD, Flux, core Kubernetes) are skipped and listed,
+//! Core Secrets and ConfigMaps are checked as the API server checks them. Documents of other
+//! tools' kinds (Argo CD, Flux, other core Kubernetes kinds) are skipped and listed,
 //! as kubectl skips what it has no schema for.
 
-use crate::api::manifest::{Document, Foreign, ManifestError};
+use crate::api::manifest::{ConfigDocument, Document, Foreign, ManifestError};
 
 use super::FileArgs;
 
@@ -10,6 +11,8 @@ use super::FileArgs;
 #[derive(Debug)]
 pub struct Report {
     pub documents: Vec<Document>,
+    /// Core Secrets and ConfigMaps, checked as the API server checks them.
+    pub config: Vec<ConfigDocument>,
     /// Documents of kinds that are not a2a's, not checked.
     pub skipped: Vec<Foreign>,
     pub errors: Vec<ManifestError>,
@@ -20,7 +23,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let plural = |n: usize| if n == 1 { "" } else { "s" };
         if self.errors.is_empty() {
-            let n = self.documents.len();
+            let n = self.documents.len() + self.config.len();
             let skipped = match self.skipped.len() {
                 0 => String::new(),
                 s => format!(", {s} skipped (not a2a kind{})", plural(s)),
@@ -38,7 +41,7 @@ impl Report {
 /// Validates the named manifests.
 pub fn run(args: &FileArgs) -> Report {
     match super::input::read_manifests_skipping_foreign(&args.files, args.recursive) {
-        (Ok(documents), skipped) => Report { documents, skipped, errors: Vec::new() },
-        (Err(errors), skipped) => Report { documents: Vec::new(), skipped, errors },
+        (Ok(m), skipped) => Report { documents: m.docs, config: m.config, skipped, errors: Vec::new() },
+        (Err(errors), skipped) => Report { documents: Vec::new(), config: Vec::new(), skipped, errors },
     }
 }

@@ -87,9 +87,9 @@ pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 mod attempt;
 mod explain;
 mod flush;
-mod throttle;
 mod parts;
 mod reply;
+mod throttle;
 
 /// The longest a large workflow's next step waits for more finished tasks to join it.
 const MAX_STEP_PAUSE: Duration = Duration::from_millis(5);

@@ -215,7 +215,9 @@ impl Engine {
         let task_id = match resume_id {
             Some(id) if t.reply.is_some() => {
                 let reply = t.reply.as_deref().cloned().unwrap_or_default();
-                let (replica, answer) = self.deliver_reply(t, urls, addressing, &id, &reply, timeout, cancelled.as_mut()).await?;
+                let (replica, answer) = self
+                    .deliver_reply(t, Endpoints { urls, addressing }, &id, &reply, timeout, cancelled.as_mut())
+                    .await?;
                 if let Some(answer) = answer {
                     return answer;
                 }
@@ -385,9 +387,10 @@ impl Engine {
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The endpoints of an agent (the chosen one first) and how to address them.
+#[derive(Clone, Copy)]
 pub(super) struct Endpoints<'a> {
-    urls: &'a [String],
-    addressing: Addressing,
+    pub(super) urls: &'a [String],
+    pub(super) addressing: Addressing,
 }
 
 /// How a2a reaches an agent at its endpoints: an agent a2a runs (a local process, a

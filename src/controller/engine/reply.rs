@@ -6,10 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use super::attempt::{Answer, task_result};
+use super::attempt::{Answer, Endpoints, task_result};
 use super::{Engine, Error, TaskRef};
 use crate::a2a;
-use crate::a2a::transport::Addressing;
 use crate::a2a::types::{ErrorCode, Message, Part, Role, SendMessageConfiguration, SendMessageResponse};
 use crate::api::workflow::Reply;
 use crate::controller::replies;
@@ -23,14 +22,14 @@ impl Engine {
     pub(super) async fn deliver_reply(
         &self,
         t: &TaskRef,
-        urls: &[String],
-        addressing: Addressing,
+        endpoints: Endpoints<'_>,
         id: &str,
         reply: &Reply,
         timeout: Option<Duration>,
         mut cancelled: Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(a2a::Client, Option<Result<Answer, Error>>), Error> {
         let mut not_found = None;
+        let Endpoints { urls, addressing } = endpoints;
         for url in urls {
             let client = self.client_for(url, addressing)?;
             let task = match client.get_task(id).await {
