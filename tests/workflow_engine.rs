@@ -5,36 +5,15 @@
 mod common;
 mod support;
 
-use std::sync::Arc;
+use common::engine::{create_workflow, ready_agent, start_engine};
+
 use std::time::{Duration, Instant};
 
+use a2a::api::Workflow;
 use a2a::api::workflow::{TaskPhase, WorkflowPhase};
-use a2a::api::{Agent, Workflow};
-use a2a::controller::engine::{Engine, EngineConfig};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use support::AgentProcess;
-
-/// Registers an Agent whose status says it is ready at `url` (what the agent controller
-/// writes for a running agent).
-async fn ready_agent(client: &kube::Client, name: &str, url: &str, skills: &[&str], concurrency: u32) {
-    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
-    let agent: Agent = serde_json::from_value(serde_json::json!({
-        "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name},
-        "spec": {"url": url, "skills": skills, "maxConcurrentTasks": concurrency}
-    }))
-    .expect("agent");
-    api.create(&PostParams::default(), &agent).await.expect("create agent");
-    let status =
-        serde_json::json!({"status": {"phase": "Running", "readyReplicas": 1, "replicas": 1, "endpoints": [url]}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("agent status");
-}
-
-async fn create_workflow(client: &kube::Client, yaml: &str) -> Workflow {
-    let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
-    let wf: Workflow = serde_yaml_ng::from_str(yaml).expect("workflow yaml");
-    api.create(&PostParams::default(), &wf).await.expect("create workflow")
-}
 
 /// Waits until the stored workflow is finished; returns it.
 async fn finished(client: &kube::Client, name: &str, within: Duration) -> Workflow {
@@ -63,24 +42,28 @@ fn output(wf: &Workflow, task: &str) -> String {
         .unwrap_or_default()
 }
 
-fn start_engine(client: &kube::Client) -> tokio::sync::oneshot::Sender<()> {
-    let engine = Engine::new(client.clone(), EngineConfig::default());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(Arc::clone(&engine).run(async move {
-        let _ = rx.await;
-    }));
-    tx
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_level_fan_out_fan_in_passes_outputs_downstream() {
     let server = common::start().await;
     let upper = AgentProcess::demo(&["--skill", "uppercase"]).await;
     let count = AgentProcess::demo(&["--skill", "wordcount"]).await;
     let echo = AgentProcess::demo(&["--skill", "echo"]).await;
-    ready_agent(&server.client, "upper", &upper.url, &["uppercase"], 4).await;
-    ready_agent(&server.client, "count", &count.url, &["wordcount"], 4).await;
-    ready_agent(&server.client, "echo", &echo.url, &["echo"], 4).await;
+    ready_agent(
+        &server.client,
+        "upper",
+        &upper.url,
+        serde_json::json!({"skills": ["uppercase"], "maxConcurrentTasks": 4}),
+    )
+    .await;
+    ready_agent(
+        &server.client,
+        "count",
+        &count.url,
+        serde_json::json!({"skills": ["wordcount"], "maxConcurrentTasks": 4}),
+    )
+    .await;
+    ready_agent(&server.client, "echo", &echo.url, serde_json::json!({"skills": ["echo"], "maxConcurrentTasks": 4}))
+        .await;
     let _stop = start_engine(&server.client);
     create_workflow(
         &server.client,
@@ -126,8 +109,8 @@ async fn a_failing_task_is_retried_then_fails_the_workflow_and_skips_dependents(
     let server = common::start().await;
     let fail = AgentProcess::demo(&["--skill", "fail"]).await;
     let echo = AgentProcess::demo(&["--skill", "echo"]).await;
-    ready_agent(&server.client, "flaky", &fail.url, &[], 1).await;
-    ready_agent(&server.client, "echo", &echo.url, &[], 1).await;
+    ready_agent(&server.client, "flaky", &fail.url, serde_json::json!({"skills": [], "maxConcurrentTasks": 1})).await;
+    ready_agent(&server.client, "echo", &echo.url, serde_json::json!({"skills": [], "maxConcurrentTasks": 1})).await;
     let _stop = start_engine(&server.client);
     create_workflow(
         &server.client,
@@ -172,7 +155,7 @@ spec:
 async fn a_timed_out_task_is_cancelled_on_the_agent() {
     let server = common::start().await;
     let slow = AgentProcess::demo(&["--skill", "sleep"]).await;
-    ready_agent(&server.client, "slow", &slow.url, &[], 1).await;
+    ready_agent(&server.client, "slow", &slow.url, serde_json::json!({"skills": [], "maxConcurrentTasks": 1})).await;
     let _stop = start_engine(&server.client);
     create_workflow(
         &server.client,
@@ -191,7 +174,7 @@ async fn a_timed_out_task_is_cancelled_on_the_agent() {
 async fn a_python_sdk_agent_serves_a_workflow_task() {
     let server = common::start().await;
     let py = AgentProcess::python("examples/python/echo_agent.py", &[]).await;
-    ready_agent(&server.client, "py", &py.url, &[], 2).await;
+    ready_agent(&server.client, "py", &py.url, serde_json::json!({"skills": [], "maxConcurrentTasks": 2})).await;
     let _stop = start_engine(&server.client);
     create_workflow(
         &server.client,
@@ -207,7 +190,7 @@ async fn a_python_sdk_agent_serves_a_workflow_task() {
 async fn a_restarted_engine_follows_running_tasks_instead_of_sending_them_again() {
     let server = common::start().await;
     let slow = AgentProcess::demo(&["--skill", "sleep"]).await;
-    ready_agent(&server.client, "slow", &slow.url, &[], 2).await;
+    ready_agent(&server.client, "slow", &slow.url, serde_json::json!({"skills": [], "maxConcurrentTasks": 2})).await;
     let stop = start_engine(&server.client);
     create_workflow(
         &server.client,
@@ -241,8 +224,10 @@ async fn python_sdk_streaming_and_deferred_agents_serve_a_workflow() {
     let server = common::start().await;
     let streaming = AgentProcess::python("tests/python/streaming_agent.py", &[]).await;
     let deferred = AgentProcess::python("tests/python/deferred_agent.py", &[("DEFERRED_SECONDS", "1")]).await;
-    ready_agent(&server.client, "streamer", &streaming.url, &[], 2).await;
-    ready_agent(&server.client, "later", &deferred.url, &[], 2).await;
+    ready_agent(&server.client, "streamer", &streaming.url, serde_json::json!({"skills": [], "maxConcurrentTasks": 2}))
+        .await;
+    ready_agent(&server.client, "later", &deferred.url, serde_json::json!({"skills": [], "maxConcurrentTasks": 2}))
+        .await;
     let _stop = start_engine(&server.client);
     create_workflow(
         &server.client,
@@ -268,7 +253,7 @@ async fn python_sdk_streaming_and_deferred_agents_serve_a_workflow() {
 async fn editing_the_tasks_of_a_running_workflow_is_refused_and_each_task_keeps_its_own_result() {
     let server = common::start().await;
     let slow = AgentProcess::demo(&["--skill", "sleep"]).await;
-    ready_agent(&server.client, "slow", &slow.url, &[], 2).await;
+    ready_agent(&server.client, "slow", &slow.url, serde_json::json!({"skills": [], "maxConcurrentTasks": 2})).await;
     let _stop = start_engine(&server.client);
     let yaml = "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: edited }\nspec:\n  tasks:\n    - { name: a, agent: slow, message: sleep 3s }\n    - { name: b, agent: slow, message: sleep 4s }\n";
     create_workflow(&server.client, yaml).await;

@@ -7,48 +7,20 @@
 mod common;
 mod support;
 
+use common::engine::{create_workflow, ready_agent, start_engine};
+
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use a2a::api::Workflow;
 use a2a::api::workflow::{TaskPhase, TaskStatus, WorkflowPhase};
-use a2a::api::{Agent, Workflow};
-use a2a::controller::engine::{CANCEL_ANNOTATION, Engine, EngineConfig};
+use a2a::controller::engine::CANCEL_ANNOTATION;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use support::AgentProcess;
 
 const AGENT: &str = "tests/python/streaming_agent.py";
-
-/// Registers an Agent whose status says it is ready at `url`.
-async fn ready_agent(client: &kube::Client, name: &str, url: &str) {
-    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
-    let agent: Agent = serde_json::from_value(serde_json::json!({
-        "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name},
-        "spec": {"url": url, "maxConcurrentTasks": 4}
-    }))
-    .expect("agent");
-    api.create(&PostParams::default(), &agent).await.expect("create agent");
-    let status =
-        serde_json::json!({"status": {"phase": "Running", "readyReplicas": 1, "replicas": 1, "endpoints": [url]}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("agent status");
-}
-
-async fn create_workflow(client: &kube::Client, yaml: &str) {
-    let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
-    let wf: Workflow = serde_yaml_ng::from_str(yaml).expect("workflow yaml");
-    api.create(&PostParams::default(), &wf).await.expect("create workflow");
-}
-
-fn start_engine(client: &kube::Client) -> tokio::sync::oneshot::Sender<()> {
-    let engine = Engine::new(client.clone(), EngineConfig::default());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(Arc::clone(&engine).run(async move {
-        let _ = rx.await;
-    }));
-    tx
-}
 
 fn task<'a>(wf: &'a Workflow, name: &str) -> &'a TaskStatus {
     wf.status.as_ref().and_then(|s| s.tasks.iter().find(|t| t.name == name)).expect("task status")
@@ -72,7 +44,7 @@ async fn wait_for(client: &kube::Client, name: &str, what: &str, done: impl Fn(&
 async fn a_task_whose_agent_asks_waits_with_the_question_and_is_neither_retried_nor_polled() {
     let server = common::start().await;
     let agent = AgentProcess::python(AGENT, &[]).await;
-    ready_agent(&server.client, "asker", &agent.url).await;
+    ready_agent(&server.client, "asker", &agent.url, serde_json::json!({"maxConcurrentTasks": 4})).await;
     let _stop = start_engine(&server.client);
     create_workflow(
         &server.client,
@@ -119,7 +91,7 @@ async fn a_task_whose_agent_asks_waits_with_the_question_and_is_neither_retried_
 async fn cancelling_a_workflow_cancels_the_waiting_task_on_its_http_json_agent() {
     let server = common::start().await;
     let agent = AgentProcess::python(AGENT, &[("A2A_BINDING", "HTTP+JSON")]).await;
-    ready_agent(&server.client, "asker", &agent.url).await;
+    ready_agent(&server.client, "asker", &agent.url, serde_json::json!({"maxConcurrentTasks": 4})).await;
     let _stop = start_engine(&server.client);
     create_workflow(
         &server.client,

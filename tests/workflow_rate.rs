@@ -6,16 +6,16 @@
 mod common;
 mod support;
 
+use common::engine::{create_workflow, ready_agent, start_engine};
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use a2a::api::workflow::{TaskPhase, WorkflowPhase};
-use a2a::api::{Agent, ResourceBudget, Workflow};
-use a2a::controller::engine::{Engine, EngineConfig};
+use a2a::api::{ResourceBudget, Workflow};
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use support::AgentProcess;
 
 /// The SDK agent behind the throttling middleware, logging its SendMessages to `log`.
@@ -37,29 +37,6 @@ fn arrivals(log: &Path) -> Vec<(f64, String)> {
         .collect();
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
     out
-}
-
-/// Registers an Agent (with `extra` spec fields) whose status says it is ready at `url`.
-async fn ready_agent(client: &kube::Client, name: &str, url: &str, extra: serde_json::Value) {
-    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
-    let mut spec = serde_json::json!({"url": url, "maxConcurrentTasks": 8});
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    let agent: Agent = serde_json::from_value(serde_json::json!({
-        "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name}, "spec": spec
-    }))
-    .expect("agent");
-    api.create(&PostParams::default(), &agent).await.expect("create agent");
-    let status =
-        serde_json::json!({"status": {"phase": "Running", "readyReplicas": 1, "replicas": 1, "endpoints": [url]}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("agent status");
-}
-
-async fn create_workflow(client: &kube::Client, yaml: &str) {
-    let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
-    let wf: Workflow = serde_yaml_ng::from_str(yaml).expect("workflow yaml");
-    api.create(&PostParams::default(), &wf).await.expect("create workflow");
 }
 
 /// Waits until the stored workflow is finished; returns it.
@@ -105,15 +82,6 @@ async fn events(client: &kube::Client, name: &str) -> Vec<(String, String)> {
         .filter(|e| e.involved_object.name.as_deref() == Some(name))
         .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
         .collect()
-}
-
-fn start_engine(client: &kube::Client) -> tokio::sync::oneshot::Sender<()> {
-    let engine = Engine::new(client.clone(), EngineConfig::default());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(Arc::clone(&engine).run(async move {
-        let _ = rx.await;
-    }));
-    tx
 }
 
 fn log_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {

@@ -9,46 +9,18 @@
 mod common;
 mod support;
 
+use common::engine::{create_workflow, ready_agent, start_engine};
+
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use a2a::api::Workflow;
 use a2a::api::workflow::{TaskPhase, TaskStatus, WorkflowPhase};
-use a2a::api::{Agent, Workflow};
-use a2a::controller::engine::{Engine, EngineConfig};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use support::AgentProcess;
 
 const PY_AGENT: &str = "tests/python/streaming_agent.py";
-
-async fn ready_agent(client: &kube::Client, name: &str, url: &str) {
-    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
-    let agent: Agent = serde_json::from_value(serde_json::json!({
-        "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name},
-        "spec": {"url": url, "maxConcurrentTasks": 4}
-    }))
-    .expect("agent");
-    api.create(&PostParams::default(), &agent).await.expect("create agent");
-    let status =
-        serde_json::json!({"status": {"phase": "Running", "readyReplicas": 1, "replicas": 1, "endpoints": [url]}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("agent status");
-}
-
-async fn create_workflow(client: &kube::Client, yaml: &str) {
-    let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
-    let wf: Workflow = serde_yaml_ng::from_str(yaml).expect("workflow yaml");
-    api.create(&PostParams::default(), &wf).await.expect("create workflow");
-}
-
-fn start_engine(client: &kube::Client) -> tokio::sync::oneshot::Sender<()> {
-    let engine = Engine::new(client.clone(), EngineConfig::default());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(Arc::clone(&engine).run(async move {
-        let _ = rx.await;
-    }));
-    tx
-}
 
 fn task<'a>(wf: &'a Workflow, name: &str) -> &'a TaskStatus {
     wf.status.as_ref().and_then(|s| s.tasks.iter().find(|t| t.name == name)).expect("task status")
@@ -91,7 +63,7 @@ async fn a_reply_continues_the_same_a2a_task_once_across_restarts_and_the_next_t
     let server = common::start().await;
     let kubeconfig = server.server.kubeconfig().to_path_buf();
     let agent = AgentProcess::python(PY_AGENT, &[]).await;
-    ready_agent(&server.client, "asker", &agent.url).await;
+    ready_agent(&server.client, "asker", &agent.url, serde_json::json!({"maxConcurrentTasks": 4})).await;
     let stop = start_engine(&server.client);
     create_workflow(
         &server.client,
@@ -164,7 +136,7 @@ async fn a_data_reply_reaches_the_demo_agents_ask_skill_on_the_same_task() {
     let server = common::start().await;
     let kubeconfig = server.server.kubeconfig().to_path_buf();
     let agent = AgentProcess::demo(&[]).await;
-    ready_agent(&server.client, "demo", &agent.url).await;
+    ready_agent(&server.client, "demo", &agent.url, serde_json::json!({"maxConcurrentTasks": 4})).await;
     let _stop = start_engine(&server.client);
     create_workflow(
         &server.client,
@@ -197,7 +169,7 @@ async fn a_data_reply_reaches_the_demo_agents_ask_skill_on_the_same_task() {
 async fn an_unanswered_question_fails_its_task_after_input_timeout_and_timeout_does_not_run_meanwhile() {
     let server = common::start().await;
     let agent = AgentProcess::python(PY_AGENT, &[]).await;
-    ready_agent(&server.client, "asker", &agent.url).await;
+    ready_agent(&server.client, "asker", &agent.url, serde_json::json!({"maxConcurrentTasks": 4})).await;
     let _stop = start_engine(&server.client);
     // `timeout` (300ms) is far shorter than the wait: it must not be what ends the task.
     create_workflow(

@@ -4,43 +4,18 @@
 mod common;
 mod support;
 
+use common::engine::{create_workflow, point_agent, ready_agent, start_engine};
+
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use a2a::api::Workflow;
 use a2a::api::workflow::{TaskPhase, WorkflowPhase};
-use a2a::api::{Agent, Workflow};
-use a2a::controller::engine::{Engine, EngineConfig};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use support::AgentProcess;
-
-async fn ready_agent(client: &kube::Client, name: &str, url: &str, concurrency: u32) {
-    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
-    let agent: Agent = serde_json::from_value(serde_json::json!({
-        "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name},
-        "spec": {"url": url, "maxConcurrentTasks": concurrency}
-    }))
-    .expect("agent");
-    api.create(&PostParams::default(), &agent).await.expect("create agent");
-    point_agent(client, name, url).await;
-}
-
-/// Writes the agent status the agent controller would write for an agent ready at `url`.
-async fn point_agent(client: &kube::Client, name: &str, url: &str) {
-    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
-    let status =
-        serde_json::json!({"status": {"phase": "Running", "readyReplicas": 1, "replicas": 1, "endpoints": [url]}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("agent status");
-}
-
-async fn create_workflow(client: &kube::Client, yaml: &str) {
-    let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
-    let wf: Workflow = serde_yaml_ng::from_str(yaml).expect("workflow yaml");
-    api.create(&PostParams::default(), &wf).await.expect("create workflow");
-}
 
 async fn wait_wf(client: &kube::Client, name: &str, ok: impl Fn(&Workflow) -> bool) -> Workflow {
     let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
@@ -66,15 +41,6 @@ fn tasks(wf: &Workflow) -> Vec<(String, TaskPhase, u32)> {
         .unwrap_or_default()
 }
 
-fn start_engine(client: &kube::Client) -> tokio::sync::oneshot::Sender<()> {
-    let engine = Engine::new(client.clone(), EngineConfig::default());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(Arc::clone(&engine).run(async move {
-        let _ = rx.await;
-    }));
-    tx
-}
-
 fn a2a(kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_a2a")).args(args).arg("--kubeconfig").arg(kubeconfig).output().expect("run a2a")
 }
@@ -88,7 +54,7 @@ async fn cancel_stops_running_tasks_on_the_agent_and_cancels_waiting_ones() {
     let server = common::start().await;
     let kc = server.server.kubeconfig().to_path_buf();
     let slow = AgentProcess::demo(&["--skill", "sleep"]).await;
-    ready_agent(&server.client, "slow", &slow.url, 1).await;
+    ready_agent(&server.client, "slow", &slow.url, serde_json::json!({"maxConcurrentTasks": 1})).await;
     let _stop = start_engine(&server.client);
     create_workflow(
         &server.client,
@@ -133,8 +99,8 @@ async fn retry_reruns_a_failed_task_and_what_it_skipped_and_output_prints_result
     let kc = server.server.kubeconfig().to_path_buf();
     let fail = AgentProcess::demo(&["--skill", "fail"]).await;
     let echo = AgentProcess::demo(&["--skill", "echo"]).await;
-    ready_agent(&server.client, "worker", &fail.url, 2).await;
-    ready_agent(&server.client, "echo", &echo.url, 2).await;
+    ready_agent(&server.client, "worker", &fail.url, serde_json::json!({"maxConcurrentTasks": 2})).await;
+    ready_agent(&server.client, "echo", &echo.url, serde_json::json!({"maxConcurrentTasks": 2})).await;
     let _stop = start_engine(&server.client);
     create_workflow(
         &server.client,
@@ -220,7 +186,7 @@ async fn outputs_over_64_kib_live_beside_the_workflow_whole_and_go_with_it() {
     let server = common::start().await;
     let kc = server.server.kubeconfig().to_path_buf();
     let echo = AgentProcess::demo(&["--skill", "echo"]).await;
-    ready_agent(&server.client, "echo", &echo.url, 4).await;
+    ready_agent(&server.client, "echo", &echo.url, serde_json::json!({"maxConcurrentTasks": 4})).await;
     let _stop = start_engine(&server.client);
     let big = long_text(200 * 1024, 0);
     let huge = long_text(900 * 1024, 50_000);

@@ -2,6 +2,7 @@
 //! kube-rs clients built from the kubeconfig it writes, and raw requests.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod node;
 pub mod tls;
 
