@@ -2,14 +2,16 @@
 //! card names (one [`transport::Transport`] per binding: JSON-RPC and HTTP+JSON), and the server side
 //! of the sample agent (`a2a demo-agent`).
 
+pub mod auth;
 pub mod client;
 pub mod jsonrpc;
 pub mod rest;
 pub mod server;
+pub mod tls;
 pub(crate) mod sse;
 pub mod transport;
 pub mod types;
 
-pub use client::{CancelOutcome, Client, EventStream, FollowOptions};
+pub use client::{CancelOutcome, Client, ClientOptions, EventStream, FollowOptions};
 pub use transport::Transport;
 pub use types::*;

@@ -1,0 +1,202 @@
+//! HTTPS toward agents: rustls (ring) with the system's trusted CAs, plus an optional CA of
+//! the agent's own, an optional client certificate (mutual TLS) and an optional name to verify
+//! the agent's certificate against (and send as SNI) instead of the URL's host. A TLS failure
+//! is reported as what it is ("certificate verify failed: UnknownIssuer for agent.example"),
+//! never as an unreachable agent.
+
+use std::sync::{Arc, OnceLock};
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+/// How a client talks TLS to one agent. PEM texts, as they are kept in Secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Extra trusted CA certificates (PEM), added to the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate chain and its private key (PEM), for mutual TLS.
+    pub client_certificate: Option<ClientCertificate>,
+    /// The name the agent's certificate must carry (and the SNI sent), instead of the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// A client certificate chain and its key, PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub chain_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key never reaches a log; the rest says what is configured.
+        f.debug_struct("TlsOptions")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client_certificate.is_some())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+/// Why the TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the CA bundle holds no PEM certificate")]
+    NoCaCertificate,
+    #[error("the CA bundle is not valid PEM: {0}")]
+    CaPem(#[source] rustls::pki_types::pem::Error),
+    #[error("a CA certificate of the bundle is refused: {0}")]
+    CaCertificate(#[source] rustls::Error),
+    #[error("the client certificate is not a valid PEM certificate chain")]
+    ClientChain,
+    #[error("the client certificate's key is not a valid PEM private key")]
+    ClientKey,
+    #[error("the client certificate and key are refused: {0}")]
+    ClientCertificate(#[source] rustls::Error),
+    #[error("{0:?} is not a valid TLS server name")]
+    ServerName(String),
+    #[error("the TLS protocol versions cannot be set: {0}")]
+    Versions(#[source] rustls::Error),
+}
+
+/// The system's trusted CAs, read once per process (the platform's bundle, e.g.
+/// /etc/ssl/certs on Debian; `SSL_CERT_FILE`/`SSL_CERT_DIR` override it). Certificates the
+/// bundle holds that rustls cannot parse are skipped, as OpenSSL skips them.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!(error = %e, "reading the system's trusted CA certificates");
+        }
+        let mut roots = RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        tracing::debug!(added, ignored, "system CA certificates loaded");
+        roots
+    })
+}
+
+/// The rustls configuration for `options`.
+pub fn client_config(options: &TlsOptions) -> Result<ClientConfig, Error> {
+    let mut roots = system_roots().clone();
+    if let Some(pem) = &options.ca_pem {
+        let mut any = false;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            roots.add(cert.map_err(Error::CaPem)?).map_err(Error::CaCertificate)?;
+            any = true;
+        }
+        if !any {
+            return Err(Error::NoCaCertificate);
+        }
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Versions)?
+        .with_root_certificates(roots);
+    let mut config = match &options.client_certificate {
+        None => builder.with_no_client_auth(),
+        Some(c) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&c.chain_pem)
+                .collect::<Result<_, _>>()
+                .map_err(|_| Error::ClientChain)?;
+            if chain.is_empty() {
+                return Err(Error::ClientChain);
+            }
+            let key = PrivateKeyDer::from_pem_slice(&c.key_pem).map_err(|_| Error::ClientKey)?;
+            builder.with_client_auth_cert(chain, key).map_err(Error::ClientCertificate)?
+        }
+    };
+    // Agents speak HTTP/1.1 (the client pool is HTTP/1 only).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A connector for `http://` and `https://` URLs.
+pub fn connector(options: &TlsOptions) -> Result<HttpsConnector<HttpConnector>, Error> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(client_config(options)?).https_or_http();
+    let builder = match &options.server_name {
+        Some(name) => {
+            let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| Error::ServerName(name.clone()))?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    Ok(builder.enable_http1().wrap_connector(http))
+}
+
+/// The TLS failure somewhere in `error`'s chain of sources, said plainly, for the agent at
+/// `host`: a certificate that does not verify ("certificate verify failed: UnknownIssuer for
+/// agent.example"), an alert the agent sent (e.g. it wanted a client certificate), or another
+/// handshake failure.
+pub fn failure(error: &(dyn std::error::Error + 'static), host: &str) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let rustls_error = e
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>()));
+        if let Some(r) = rustls_error {
+            return Some(describe(r, host));
+        }
+        next = e.source();
+    }
+    None
+}
+
+fn describe(e: &rustls::Error, host: &str) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(c) => format!("certificate verify failed: {} for {host}", certificate(c)),
+        rustls::Error::AlertReceived(alert) => {
+            format!("TLS handshake with {host} failed: the agent sent the alert {alert:?}")
+        }
+        other => format!("TLS with {host} failed: {other}"),
+    }
+}
+
+fn certificate(c: &rustls::CertificateError) -> String {
+    match c {
+        rustls::CertificateError::NotValidForNameContext { expected, .. } => {
+            format!("NotValidForName (expected {expected:?})")
+        }
+        rustls::CertificateError::ExpiredContext { .. } => "Expired".into(),
+        rustls::CertificateError::NotValidYetContext { .. } => "NotValidYet".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_bundle_without_a_certificate_is_refused() {
+        let options = TlsOptions { ca_pem: Some(b"not pem".to_vec()), ..Default::default() };
+        assert!(matches!(client_config(&options), Err(Error::NoCaCertificate)));
+    }
+
+    #[test]
+    fn a_client_key_that_is_not_pem_is_refused_without_quoting_it() {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).expect("cert");
+        let options = TlsOptions {
+            client_certificate: Some(ClientCertificate {
+                chain_pem: ca.cert.pem().into_bytes(),
+                key_pem: b"secret-key-material".to_vec(),
+            }),
+            ..Default::default()
+        };
+        let e = client_config(&options).unwrap_err();
+        assert!(matches!(e, Error::ClientKey));
+        assert!(!e.to_string().contains("secret-key-material"));
+    }
+
+    #[test]
+    fn a_certificate_error_names_the_reason_and_the_host() {
+        let e = std::io::Error::other(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
+        assert_eq!(failure(&e, "agent.example").as_deref(), Some("certificate verify failed: UnknownIssuer for agent.example"));
+    }
+}
