@@ -83,6 +83,7 @@ pub const RETRIED_CONDITION: &str = "Retried";
 
 pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 
+mod access;
 mod attempt;
 mod explain;
 mod flush;
@@ -133,10 +134,26 @@ pub enum Error {
     NoEndpoint(String),
     #[error(transparent)]
     A2a(#[from] a2a::client::Error),
+    #[error(transparent)]
+    Credentials(#[from] super::credentials::Error),
     #[error("the agent ended the task as {state}")]
     EndedSilently { state: &'static str },
     #[error("{state}: {text}")]
     Ended { state: &'static str, text: String },
+}
+
+impl Error {
+    /// Whether the attempt failed for a reason a retry repeats: the agent refused the
+    /// credentials (401/403), its certificate does not verify, or the credentials the card
+    /// asks for are not configured. The task fails at once, whatever its retry policy.
+    pub fn is_permanent(&self) -> bool {
+        use a2a::client::Error as E;
+        match self {
+            Error::A2a(e @ E::Auth { .. }) => !e.is_retryable(),
+            Error::A2a(E::Tls { .. } | E::TlsConfig { .. } | E::Unauthorized { .. }) => true,
+            _ => false,
+        }
+    }
 }
 
 /// `namespace/name`.
@@ -277,6 +294,8 @@ impl WorkflowState {
                     None => self.full_outputs.remove(&*t.task),
                 };
             }
+            // A retry would present the same refused credentials or meet the same certificate.
+            Err(e) if e.is_permanent() => plan::record_final_failure(&mut self.status, i, e.to_string(), now),
             Err(e) => {
                 plan::record_failure(&self.spec, &mut self.status, i, e.to_string(), now);
             }
@@ -363,7 +382,8 @@ pub struct Engine {
     /// Workflows whose state machine must run; many requests make one step.
     to_step: Mutex<HashSet<Key>>,
     step: Notify,
-    clients: Mutex<HashMap<String, a2a::Client>>,
+    /// A2A clients by endpoint, with the credentials they were made with (see `access`).
+    clients: Mutex<HashMap<String, access::Cached>>,
     /// Tells attempts apart (see [`Attempts`]).
     next_token: std::sync::atomic::AtomicU64,
 }

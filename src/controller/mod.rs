@@ -7,6 +7,7 @@ pub mod admission;
 pub mod attempts;
 pub mod budget_chain;
 pub mod budget_status;
+pub mod credentials;
 pub mod dispatch;
 pub mod engine;
 pub mod events;

@@ -477,6 +477,16 @@ pub fn record_failure(
     }
 }
 
+/// Records a failure of task `i` that no retry can cure: the task fails now.
+pub fn record_final_failure(status: &mut WorkflowStatus, i: usize, error: String, now: Timestamp) {
+    let t = &mut status.tasks[i];
+    t.error = Some(error);
+    t.a2a_task_id = None;
+    t.phase = TaskPhase::Failed;
+    t.finished_at = Some(Time(now));
+    t.next_attempt_at = None;
+}
+
 /// Marks task `i` Running for attempt `attempt` on `agent` (before the request is sent, so a
 /// crash after sending is known to have an attempt in flight).
 pub fn record_start(status: &mut WorkflowStatus, i: usize, attempt: u32, agent: &str, now: Timestamp) {

@@ -150,12 +150,13 @@ impl Engine {
                     });
                     let stdio = view.agent.spec.protocol() == Protocol::Stdio;
                     let agent = stdio.then(|| view.agent.clone());
-                    Some((message, timeout, data, endpoint, agent, plan::message_id(&w.uid, &task.name, t.attempt)))
+                    let target = view.agent.clone();
+                    Some((message, timeout, data, endpoint, agent, target, plan::message_id(&w.uid, &task.name, t.attempt)))
                 }
                 _ => None,
             }
         };
-        let Some((message, timeout, data, endpoint, stdio_agent, message_id)) = prepared else {
+        let Some((message, timeout, data, endpoint, stdio_agent, target, message_id)) = prepared else {
             return Err(Error::Gone);
         };
         // A message too large to send (or a reference gone) fails the attempt with the reason.
@@ -182,15 +183,15 @@ impl Engine {
         match endpoint {
             None => Err(Error::NoEndpoint(agent_name.to_owned())),
             Some(urls) => {
-                self.a2a_attempt(t, token, &urls, message_id, message, data, timeout, resume_id, cancelled).await
+                let a = (t, token, &target);
+                self.a2a_attempt(a, &urls, message_id, message, data, timeout, resume_id, cancelled).await
             }
         }
     }
     #[allow(clippy::too_many_arguments)]
     async fn a2a_attempt(
         &self,
-        t: &TaskRef,
-        token: u64,
+        (t, token, target): (&TaskRef, u64, &crate::api::Agent),
         urls: &[String],
         message_id: String,
         text: String,
@@ -200,7 +201,7 @@ impl Engine {
         cancelled: impl Future<Output = ()>,
     ) -> Result<Answer, Error> {
         let url = urls.first().map(String::as_str).unwrap_or_default();
-        let mut client = self.client_for(url)?;
+        let mut client = self.client_for(target, url).await?;
         let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
         let mut cancelled = std::pin::pin!(cancelled);
         let task_id = match resume_id {
@@ -209,7 +210,7 @@ impl Engine {
                 for other in urls.iter().skip(1) {
                     match client.get_task(&id).await {
                         Err(e) if e.rpc_code() == Some(a2a::types::ErrorCode::TaskNotFound) => {
-                            client = self.client_for(other)?;
+                            client = self.client_for(target, other).await?;
                         }
                         _ => break,
                     }
@@ -266,7 +267,7 @@ impl Engine {
             for t in open {
                 let mut last = None;
                 for url in &t.urls {
-                    let client = match this.client_for(url) {
+                    let client = match this.client_for(&t.target, url).await {
                         Ok(c) => c,
                         Err(e) => {
                             last = Some(e.to_string());
@@ -297,16 +298,6 @@ impl Engine {
         });
     }
 
-    fn client_for(&self, url: &str) -> Result<a2a::Client, a2a::client::Error> {
-        let mut clients = lock(&self.clients);
-        if let Some(c) = clients.get(url) {
-            return Ok(c.clone());
-        }
-        let c = a2a::Client::new(url)?;
-        clients.insert(url.to_owned(), c.clone());
-        Ok(c)
-    }
-
     fn finish(self: &Arc<Self>, t: &TaskRef, token: u64, agent: &str, outcome: Result<Outcome, Error>) {
         let now = Timestamp::now();
         {
@@ -328,6 +319,8 @@ const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 /// An A2A task still open on an agent, with the agent's endpoints (where it may live).
 pub(super) struct OpenTask {
     agent: String,
+    /// The agent as last seen, for its credentials.
+    target: crate::api::Agent,
     a2a_task_id: String,
     urls: Vec<String>,
 }
@@ -346,7 +339,7 @@ pub(super) fn open_tasks(
             let (agent, a2a_task_id) = (t.agent.clone()?, t.a2a_task_id.clone()?);
             let view = agents.get(&(namespace.to_owned(), agent.clone()))?;
             let urls = view.agent.status.as_ref().map(|s| s.endpoints.clone()).unwrap_or_default();
-            Some(OpenTask { agent, a2a_task_id, urls })
+            Some(OpenTask { agent, target: view.agent.clone(), a2a_task_id, urls })
         })
         .collect()
 }
