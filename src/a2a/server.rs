@@ -32,6 +32,7 @@ use crate::api::quantity::{Duration as DurationQ, Memory};
 
 mod events;
 mod list;
+mod token;
 mod wire;
 
 use events::{Until, sse};
@@ -140,6 +141,9 @@ pub struct DemoAgentConfig {
     /// Reads the official A2A TCK's message-id prefixes (`tck-input-required-…` asks), so the
     /// TCK's multi-turn requirements reach the `ask` skill.
     pub tck_scenarios: bool,
+    /// The token every A2A call must carry as `Authorization: Bearer` (a2a gives it to the
+    /// agents it runs as `A2A_AGENT_TOKEN`); the card stays public and advertises it.
+    pub token: Option<String>,
 }
 
 impl Default for DemoAgentConfig {
@@ -152,6 +156,7 @@ impl Default for DemoAgentConfig {
             max_tasks: 10_000,
             advertise_url: None,
             tck_scenarios: false,
+            token: None,
         }
     }
 }
@@ -159,7 +164,7 @@ impl Default for DemoAgentConfig {
 /// The agent card the demo agent serves when reachable at `url` (its JSON-RPC endpoint).
 pub fn agent_card(config: &DemoAgentConfig, url: &str) -> AgentCard {
     let modes = vec!["text/plain".to_owned(), "application/json".to_owned()];
-    AgentCard {
+    let mut card = AgentCard {
         name: "a2a-demo-agent".to_owned(),
         description: "The sample A2A agent that ships with a2a: echo, uppercase, word count, \
                       sleep, allocate, fail, ask."
@@ -181,7 +186,9 @@ pub fn agent_card(config: &DemoAgentConfig, url: &str) -> AgentCard {
         default_output_modes: modes,
         skills: config.skills.iter().map(|s| s.card()).collect(),
         ..Default::default()
-    }
+    };
+    token::advertise(&mut card, config.token.as_deref());
+    card
 }
 
 /// Serves the demo agent on `listener` until `shutdown` resolves.
@@ -211,7 +218,11 @@ pub fn router(config: DemoAgentConfig) -> Router {
     let card_modified = jiff::Timestamp::now().strftime("%a, %d %b %Y %H:%M:%S GMT").to_string();
     let state =
         Arc::new(AgentState { config, card_modified, tasks: Mutex::new(Tasks::default()), rng: Mutex::new(rng) });
-    Router::new().route(AGENT_CARD_PATH, get(card_handler)).route("/", post(rpc_handler)).with_state(state)
+    let guarded = axum::middleware::from_fn_with_state(state.clone(), token::require);
+    Router::new()
+        .route("/", post(rpc_handler).route_layer(guarded))
+        .route(AGENT_CARD_PATH, get(card_handler))
+        .with_state(state)
 }
 
 struct AgentState {

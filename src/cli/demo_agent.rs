@@ -81,6 +81,8 @@ pub fn run(args: &DemoAgentArgs) -> Result<(), Error> {
         max_tasks: args.max_tasks,
         advertise_url: args.advertise_url.clone(),
         tck_scenarios: args.tck_scenarios,
+        // Set by a2a for the agents it runs; every A2A call must then carry it.
+        token: std::env::var(crate::controller::credentials::TOKEN_ENV).ok().filter(|t| !t.is_empty()),
     };
     // One thread keeps the agent small; its work is waiting on sockets and timers.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;

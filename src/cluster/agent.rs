@@ -2,6 +2,7 @@
 //! Service by server-side apply, then status from the Deployment and its pods (through the
 //! shared core, [`crate::controller::status`]).
 
+use crate::controller::credentials;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error(transparent)]
+    Token(#[from] credentials::Error),
 }
 
 impl Error {
@@ -51,6 +54,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::MissingField(_) => "missing_field",
+            Error::Token(e) => e.metric_label(),
         }
     }
 }
@@ -157,6 +161,10 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
     let apply = PatchParams::apply(MANAGER).force();
     let (deploy_status, pods) = match &built {
         Ok(w) => {
+            // The pods read the agent's token from its Secret (see `workload`): it exists first.
+            if admitted && credentials::has_token(&agent) {
+                credentials::ensure_token(&ctx.client, &agent).await?;
+            }
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
             let d = deployments.patch(&name, &apply, &Patch::Apply(&w.deployment)).await?;
             let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);

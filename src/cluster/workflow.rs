@@ -116,11 +116,18 @@ pub async fn cancel_running(client: &kube::Client, w: &Workflow) -> Result<(usiz
     let (mut cancelled, mut failures) = (0, Vec::new());
     for (agent, id) in running {
         let Some(a) = agents.get_opt(&agent).await? else { continue };
-        let endpoints = a.status.map(|s| s.endpoints).unwrap_or_default();
+        let endpoints = a.status.clone().map(|s| s.endpoints).unwrap_or_default();
         let mut last_error = None;
         let mut done = false;
+        let options = match crate::controller::credentials::client_options(client, &a).await {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push(format!("task {id} on agent {agent}: {e}"));
+                continue;
+            }
+        };
         for url in &endpoints {
-            let result = match a2a::Client::new(url) {
+            let result = match a2a::Client::with_options(url, options.clone()) {
                 Ok(c) => tokio::time::timeout(CANCEL_TIMEOUT, c.cancel_task(&id)).await.map_err(|_| None),
                 Err(e) => Err(Some(e)),
             };

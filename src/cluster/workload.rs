@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
     Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -162,6 +162,21 @@ pub fn workload(agent: &Agent, admitted: bool, config: &WorkloadConfig) -> Resul
         .collect();
     for (k, v) in [("A2A_PORT", port.to_string()), ("A2A_AGENT", name.clone()), ("A2A_NAMESPACE", namespace.clone())] {
         env.push(EnvVar { name: k.to_owned(), value: Some(v), value_from: None });
+    }
+    // The agent's own token, from the Secret the operator keeps for it; the engine presents it.
+    if crate::controller::credentials::has_token(agent) {
+        env.push(EnvVar {
+            name: crate::controller::credentials::TOKEN_ENV.to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: crate::controller::credentials::token_secret_name(&name),
+                    key: crate::controller::credentials::TOKEN_KEY.to_owned(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+        });
     }
     let probe = Probe {
         http_get: Some(HTTPGetAction {
