@@ -96,7 +96,7 @@ pub fn client_config(options: &TlsOptions) -> Result<ClientConfig, Error> {
         .with_safe_default_protocol_versions()
         .map_err(Error::Versions)?
         .with_root_certificates(roots);
-    let mut config = match &options.client_certificate {
+    let config = match &options.client_certificate {
         None => builder.with_no_client_auth(),
         Some(c) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&c.chain_pem)
@@ -109,8 +109,7 @@ pub fn client_config(options: &TlsOptions) -> Result<ClientConfig, Error> {
             builder.with_client_auth_cert(chain, key).map_err(Error::ClientCertificate)?
         }
     };
-    // Agents speak HTTP/1.1 (the client pool is HTTP/1 only).
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // ALPN is left to the connector, which offers the HTTP versions the pool speaks.
     Ok(config)
 }
 

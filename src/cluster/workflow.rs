@@ -195,6 +195,8 @@ mod tests {
         serde_json::from_value(w).expect("workflow")
     }
 
+    const TOKEN_SECRET: &str = "/api/v1/namespaces/team/secrets/writer-a2a-token";
+
     fn agent(endpoints: &[&str]) -> Value {
         json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "Agent",
             "metadata": {"name": "writer", "namespace": "team"}, "spec": {"image": "x:1"},
@@ -232,6 +234,8 @@ mod tests {
         // The replica that does not know the task first: the next one is asked.
         answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer", 200, agent(&[&other, &url]))
             .await;
+        // The agent's token, presented when it has one (this demo agent requires none).
+        answer(&mut handle, "GET", TOKEN_SECRET, 404, not_found()).await;
         answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/ghost", 404, not_found()).await;
         let (_, patch) = answer(
             &mut handle,
@@ -273,6 +277,7 @@ mod tests {
             agent(&["http://127.0.0.1:1/"]),
         )
         .await;
+        answer(&mut handle, "GET", TOKEN_SECRET, 404, not_found()).await;
         let e = run.await.expect("join").expect_err("not cancelled");
         assert!(e.to_string().starts_with("could not cancel 1 running task(s): task t-1 on agent writer"), "{e}");
         assert_eq!(e.metric_label(), "a2a_cancel");

@@ -331,7 +331,10 @@ mod tests {
             .as_array()
             .expect("env")
             .iter()
-            .map(|e| (e["name"].as_str().unwrap_or("").to_owned(), e["value"].as_str().unwrap_or("").to_owned()))
+            .map(|e| {
+                let from = e["valueFrom"]["secretKeyRef"].as_object().map(|r| format!("secret {}/{}", r["name"], r["key"]));
+                (e["name"].as_str().unwrap_or("").to_owned(), from.unwrap_or_else(|| e["value"].as_str().unwrap_or("").to_owned()))
+            })
             .collect();
         assert_eq!(
             env,
@@ -339,7 +342,8 @@ mod tests {
                 ("MODEL".into(), "small".into()),
                 ("A2A_PORT".into(), "8080".into()),
                 ("A2A_AGENT".into(), "writer".into()),
-                ("A2A_NAMESPACE".into(), "team".into())
+                ("A2A_NAMESPACE".into(), "team".into()),
+                ("A2A_AGENT_TOKEN".into(), "secret \"writer-a2a-token\"/\"token\"".into())
             ]
         );
         let s = serde_json::to_value(&w.service).expect("json");
