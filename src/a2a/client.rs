@@ -69,6 +69,8 @@ pub enum Error {
     HttpStatus { url: String, status: u16, body: String },
     #[error("{url}: {reason}")]
     Tls { url: String, reason: String },
+    #[error("{url}: {reason}")]
+    TlsClosed { url: String, reason: String },
     #[error("{url}: the agent refused the credentials: HTTP {status}{}", challenge.as_ref().map(|c| format!(" (WWW-Authenticate: {c})")).unwrap_or_default())]
     Unauthorized { url: String, status: u16, challenge: Option<String> },
     #[error("{url}: {source}")]
@@ -125,7 +127,7 @@ impl Error {
     /// agent's card, which a retry repeats.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Body { .. } | Self::RequestTimeout { .. } | Self::Timeout { .. } => true,
+            Self::Connect { .. } | Self::TlsClosed { .. } | Self::Body { .. } | Self::RequestTimeout { .. } | Self::Timeout { .. } => true,
             Self::HttpStatus { status, .. } => *status == 429 || *status >= 500,
             Self::Rpc { error, .. } => error.code == ErrorCode::InternalError,
             Self::Auth { source, .. } => source.is_retryable(),
@@ -148,6 +150,7 @@ impl Error {
             Self::RequestTimeout { .. } => "request_timeout",
             Self::HttpStatus { .. } => "http_status",
             Self::Tls { .. } => "tls",
+            Self::TlsClosed { .. } => "tls_closed",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Auth { .. } => "auth",
             Self::TlsConfig { .. } => "tls_config",
@@ -594,7 +597,8 @@ pub(crate) async fn send_raw(
         None => fut.await,
     };
     res.map_err(|source| match super::tls::failure(&source, &host) {
-        Some(reason) => Error::Tls { url: url.to_owned(), reason },
+        Some(super::tls::Failure::Refused(reason)) => Error::Tls { url: url.to_owned(), reason },
+        Some(super::tls::Failure::Closed(reason)) => Error::TlsClosed { url: url.to_owned(), reason },
         None => Error::Connect { url: url.to_owned(), source },
     })
 }

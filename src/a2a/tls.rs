@@ -129,18 +129,41 @@ pub fn connector(options: &TlsOptions) -> Result<HttpsConnector<HttpConnector>, 
     Ok(builder.enable_http1().wrap_connector(http))
 }
 
+/// A TLS failure of a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The handshake failed: a certificate that does not verify, an alert, a protocol error.
+    /// Trying again meets the same certificate.
+    Refused(String),
+    /// The agent closed the TLS connection without `close_notify`: what an agent that wants a
+    /// client certificate it did not get does after a TLS 1.3 handshake, but also what a
+    /// restarting one does, so it may be tried again.
+    Closed(String),
+}
+
 /// The TLS failure somewhere in `error`'s chain of sources, said plainly, for the agent at
 /// `host`: a certificate that does not verify ("certificate verify failed: UnknownIssuer for
-/// agent.example"), an alert the agent sent (e.g. it wanted a client certificate), or another
-/// handshake failure.
-pub fn failure(error: &(dyn std::error::Error + 'static), host: &str) -> Option<String> {
+/// agent.example"), an alert the agent sent, another handshake failure, or a connection the
+/// agent closed without ending TLS.
+pub fn failure(error: &(dyn std::error::Error + 'static), host: &str) -> Option<Failure> {
     let mut next = Some(error);
     while let Some(e) = next {
-        let rustls_error = e
-            .downcast_ref::<rustls::Error>()
-            .or_else(|| e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>()));
-        if let Some(r) = rustls_error {
-            return Some(describe(r, host));
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(Failure::Refused(describe(r, host)));
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // rustls reports a bare close as an UnexpectedEof naming close_notify.
+            if io.kind() == std::io::ErrorKind::UnexpectedEof && io.to_string().contains("close_notify") {
+                return Some(Failure::Closed(format!(
+                    "TLS with {host} failed: the agent closed the connection without ending TLS (an agent that \
+                     requires a client certificate does this when none is presented; see spec.tls.clientCertificateSecret)"
+                )));
+            }
+            // An io::Error's `source` skips the error it wraps (it may be another io::Error).
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner as &(dyn std::error::Error + 'static));
+                continue;
+            }
         }
         next = e.source();
     }
@@ -195,7 +218,18 @@ mod tests {
 
     #[test]
     fn a_certificate_error_names_the_reason_and_the_host() {
-        let e = std::io::Error::other(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
-        assert_eq!(failure(&e, "agent.example").as_deref(), Some("certificate verify failed: UnknownIssuer for agent.example"));
+        // As hyper-rustls hands it to hyper: an io::Error around the io::Error around rustls's.
+        let inner = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let e = std::io::Error::other(inner);
+        assert_eq!(
+            failure(&e, "agent.example"),
+            Some(Failure::Refused("certificate verify failed: UnknownIssuer for agent.example".into()))
+        );
+        let closed = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed connection without sending TLS close_notify");
+        assert!(matches!(failure(&closed, "h"), Some(Failure::Closed(m)) if m.contains("client certificate")));
+        assert_eq!(failure(&std::io::Error::other("refused"), "h"), None);
     }
 }

@@ -383,7 +383,7 @@ pub struct Engine {
     to_step: Mutex<HashSet<Key>>,
     step: Notify,
     /// A2A clients by endpoint, with the credentials they were made with (see `access`).
-    clients: Mutex<HashMap<String, access::Cached>>,
+    clients: Mutex<HashMap<(String, String), access::Cached>>,
     /// Tells attempts apart (see [`Attempts`]).
     next_token: std::sync::atomic::AtomicU64,
 }
@@ -441,6 +441,7 @@ impl Engine {
             match event {
                 Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => self.agent_changed(a),
                 Ok(watcher::Event::Delete(a)) => {
+                    self.forget_clients(&a.uid().unwrap_or_default());
                     let k = key_of(&a);
                     let mut st = lock(&self.state);
                     st.agents.remove(&k);

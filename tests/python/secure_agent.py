@@ -17,6 +17,7 @@ import os
 import secrets
 import ssl
 import sys
+from urllib.parse import parse_qsl
 
 import uvicorn
 from starlette.applications import Starlette
@@ -82,7 +83,8 @@ class RequireCredentials(BaseHTTPMiddleware):
 
 
 async def token_endpoint(request: Request):
-    form = await request.form()
+    # Parsed by hand: Starlette's form parser needs python-multipart, which the SDK does not pull.
+    form = dict(parse_qsl((await request.body()).decode()))
     expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()
     if form.get("grant_type") != "client_credentials" or not secrets.compare_digest(
         request.headers.get("authorization", ""), expected

@@ -72,7 +72,7 @@ async fn fetch_card(client: &kube::Client, url: &str, external: Option<&Agent>) 
     if external.and_then(|a| a.spec.auth.as_ref()).is_some_and(|a| !a.is_empty()) {
         // Any A2A answer (a task that is not found) says the credentials are accepted.
         match a2a.get_task(CREDENTIAL_CHECK_TASK).await {
-            Err(e @ (E::Unauthorized { .. } | E::Auth { .. } | E::Tls { .. } | E::TlsConfig { .. })) => {
+            Err(e @ (E::Unauthorized { .. } | E::Auth { .. } | E::Tls { .. } | E::TlsClosed { .. } | E::TlsConfig { .. })) => {
                 return Err(e.to_string());
             }
             _ => {}
