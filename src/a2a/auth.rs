@@ -151,10 +151,13 @@ enum Presented {
     ClientCertificate,
 }
 
-/// The credentials chosen for an agent, applied to each request.
+/// The credentials chosen for an agent, applied to each request; or, when the card requires
+/// what a2a lacks, the reason every request fails (the card itself was read fine, so the
+/// agent is reachable and its card describes it).
 #[derive(Clone, Default)]
 pub(crate) struct Authorizer {
     presented: Vec<Presented>,
+    missing: Option<String>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -183,7 +186,7 @@ pub(crate) fn plan(card: &AgentCard, creds: &Credentials, token_http: &super::cl
                 presented.push(p);
             }
         }
-        return Ok(Authorizer { presented });
+        return Ok(Authorizer { presented, missing: None });
     }
     for alternative in &alternatives {
         let mut all = Vec::new();
@@ -195,7 +198,7 @@ pub(crate) fn plan(card: &AgentCard, creds: &Credentials, token_http: &super::cl
             }
         }
         if all.len() == alternative.len() {
-            return Ok(Authorizer { presented: all });
+            return Ok(Authorizer { presented: all, missing: None });
         }
     }
     let required = alternatives
@@ -208,7 +211,7 @@ pub(crate) fn plan(card: &AgentCard, creds: &Credentials, token_http: &super::cl
         })
         .collect::<Vec<_>>()
         .join(", or ");
-    Err(Error::NoCredential { required })
+    Ok(Authorizer { presented: Vec::new(), missing: Some(required) })
 }
 
 /// The card's `securityRequirements`: alternatives, each scheme name → scopes.
@@ -305,6 +308,9 @@ impl Authorizer {
 
     /// `req` with the credentials added.
     pub(crate) async fn apply(&self, mut req: Request<Full<Bytes>>) -> Result<Request<Full<Bytes>>, Error> {
+        if let Some(required) = &self.missing {
+            return Err(Error::NoCredential { required: required.clone() });
+        }
         for p in &self.presented {
             match p {
                 Presented::Header(name, value) => {
@@ -493,8 +499,8 @@ mod tests {
         assert_eq!(req.uri().to_string(), "http://h/a2a?x=1&key=k1");
     }
 
-    #[test]
-    fn the_first_alternative_a2a_holds_every_credential_for_is_chosen() {
+    #[tokio::test]
+    async fn the_first_alternative_a2a_holds_every_credential_for_is_chosen() {
         let c = card(
             json!({"b": {"httpAuthSecurityScheme": {"scheme": "Bearer"}},
                    "m": {"mtlsSecurityScheme": {}},
@@ -502,7 +508,7 @@ mod tests {
             json!([{"schemes": {"b": {}, "m": {}}}, {"schemes": {"k": {}}}]),
         );
         let bearer_only = Credentials { bearer: secret("t"), ..Default::default() };
-        let e = plan(&c, &bearer_only, &http()).unwrap_err();
+        let e = plan(&c, &bearer_only, &http()).expect("plan").apply(request()).await.unwrap_err();
         assert_eq!(
             e.to_string(),
             "the agent card requires \"b\" (HTTP Bearer) and \"m\" (mutual TLS: a client certificate), or \"k\" (API key in header \"X-K\"), and a2a has no credential for it (spec.auth of the Agent)"
