@@ -128,7 +128,8 @@ async fn url_agent(client: &kube::Client, name: &str, url: &str, access: serde_j
         other => panic!("invalid agent: {other:?}"),
     };
     api.create(&PostParams::default(), &agent).await.expect("create agent");
-    let status = serde_json::json!({"status": {"phase": "Running", "readyReplicas": 1, "replicas": 1, "endpoints": [url]}});
+    let status =
+        serde_json::json!({"status": {"phase": "Running", "readyReplicas": 1, "replicas": 1, "endpoints": [url]}});
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("agent status");
 }
 

@@ -56,7 +56,8 @@ async fn an_agent_a2a_runs_refuses_calls_without_its_token_while_workflows_reach
     assert_eq!(s.phase, Some(WorkflowPhase::Succeeded), "the engine presents the token: {s:#?}");
     assert_eq!(s.tasks[0].output.as_deref(), Some("hello through a2a"));
 
-    let agent = wait_agent(&client, "guarded", Duration::from_secs(20), |a| phase(a) == Some(AgentPhase::Running)).await;
+    let agent =
+        wait_agent(&client, "guarded", Duration::from_secs(20), |a| phase(a) == Some(AgentPhase::Running)).await;
     let url = agent.status.as_ref().and_then(|s| s.endpoints.first().cloned()).expect("an endpoint");
 
     // Without the token, or with another one: 401 and a Bearer challenge.

@@ -168,7 +168,11 @@ impl std::fmt::Debug for Authorizer {
 
 /// The credentials of `creds` to present to the agent of `card`, by its requirements.
 /// `token_http` fetches OAuth2 tokens.
-pub(crate) fn plan(card: &AgentCard, creds: &Credentials, token_http: &super::client::Http) -> Result<Authorizer, Error> {
+pub(crate) fn plan(
+    card: &AgentCard,
+    creds: &Credentials,
+    token_http: &super::client::Http,
+) -> Result<Authorizer, Error> {
     let schemes: BTreeMap<&str, Scheme> =
         card.security_schemes.iter().map(|(k, v)| (k.as_str(), Scheme::parse(v))).collect();
     let alternatives = requirements(card);
@@ -223,9 +227,10 @@ fn requirements(card: &AgentCard) -> Vec<Vec<(String, Vec<String>)>> {
             schemes
                 .iter()
                 .map(|(name, list)| {
-                    let scopes = list.get("list").and_then(Value::as_array).map(|l| {
-                        l.iter().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<_>>()
-                    });
+                    let scopes = list
+                        .get("list")
+                        .and_then(Value::as_array)
+                        .map(|l| l.iter().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<_>>());
                     (name.clone(), scopes.unwrap_or_default())
                 })
                 .collect::<Vec<_>>()
@@ -244,7 +249,9 @@ fn present(
 ) -> Result<Option<Presented>, Error> {
     let bad = |reason: &str| Error::Scheme { scheme: name.to_owned(), reason: reason.to_owned() };
     Ok(match scheme {
-        Scheme::Http { scheme } if scheme.eq_ignore_ascii_case("bearer") => creds.bearer.as_ref().map(bearer).transpose()?,
+        Scheme::Http { scheme } if scheme.eq_ignore_ascii_case("bearer") => {
+            creds.bearer.as_ref().map(bearer).transpose()?
+        }
         Scheme::ApiKey { location, name: key } => match &creds.api_key {
             None => None,
             Some(value) => Some(match location.to_ascii_lowercase().as_str() {
@@ -319,7 +326,9 @@ impl Authorizer {
                 Presented::Query(name, value) => {
                     let uri = req.uri().to_string();
                     let sep = if uri.contains('?') { '&' } else { '?' };
-                    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+                    let enc = |s: &str| {
+                        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+                    };
                     let with = format!("{uri}{sep}{}={}", enc(name), enc(value));
                     *req.uri_mut() = with.parse().map_err(|_| Error::Scheme {
                         scheme: name.clone(),
@@ -405,9 +414,11 @@ impl TokenSource {
         match self.client.method {
             ClientAuthMethod::ClientSecretBasic => {
                 // RFC 6749 §2.3.1: id and secret are form-encoded before they are joined.
-                let pair = format!("{}:{}", enc(self.client.client_id.expose()), enc(self.client.client_secret.expose()));
+                let pair =
+                    format!("{}:{}", enc(self.client.client_id.expose()), enc(self.client.client_secret.expose()));
                 let basic = base64::engine::general_purpose::STANDARD.encode(pair);
-                let value = sensitive(&format!("Basic {basic}")).ok_or_else(|| fail("the client id is not valid".into(), false))?;
+                let value = sensitive(&format!("Basic {basic}"))
+                    .ok_or_else(|| fail("the client id is not valid".into(), false))?;
                 req = req.header(header::AUTHORIZATION, value);
             }
             ClientAuthMethod::ClientSecretPost => {
@@ -434,8 +445,8 @@ impl TokenSource {
             let retryable = status.as_u16() == 429 || status.is_server_error();
             return Err(fail(format!("answered HTTP {}{code}", status.as_u16()), retryable));
         }
-        let t: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| fail(format!("the answer is not a token response: {e}"), false))?;
+        let t: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| fail(format!("the answer is not a token response: {e}"), false))?;
         if let Some(kind) = &t.token_type
             && !kind.eq_ignore_ascii_case("bearer")
         {
@@ -494,7 +505,10 @@ mod tests {
         let req = plan(&c, &creds, &http()).expect("plan").apply(request()).await.expect("apply");
         assert_eq!(req.headers()["x-api-key"], "k1");
         assert!(req.headers()["x-api-key"].is_sensitive());
-        let c = card(json!({"q": {"apiKeySecurityScheme": {"location": "query", "name": "key"}}}), json!([{"schemes": {"q": {}}}]));
+        let c = card(
+            json!({"q": {"apiKeySecurityScheme": {"location": "query", "name": "key"}}}),
+            json!([{"schemes": {"q": {}}}]),
+        );
         let req = plan(&c, &creds, &http()).expect("plan").apply(request()).await.expect("apply");
         assert_eq!(req.uri().to_string(), "http://h/a2a?x=1&key=k1");
     }
@@ -522,7 +536,8 @@ mod tests {
     #[tokio::test]
     async fn a_card_that_requires_nothing_still_gets_the_bearer_token() {
         let creds = Credentials { bearer: secret("tok"), ..Default::default() };
-        let req = plan(&card(json!({}), json!([])), &creds, &http()).expect("plan").apply(request()).await.expect("apply");
+        let req =
+            plan(&card(json!({}), json!([])), &creds, &http()).expect("plan").apply(request()).await.expect("apply");
         assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer tok");
         let none = plan(&card(json!({}), json!([])), &Credentials::default(), &http()).expect("plan");
         assert!(none.apply(request()).await.expect("apply").headers().get(header::AUTHORIZATION).is_none());
@@ -530,7 +545,10 @@ mod tests {
 
     #[test]
     fn oauth2_without_a_token_url_anywhere_is_refused() {
-        let c = card(json!({"o": {"oauth2SecurityScheme": {"flows": {"authorizationCode": {}}}}}), json!([{"schemes": {"o": {}}}]));
+        let c = card(
+            json!({"o": {"oauth2SecurityScheme": {"flows": {"authorizationCode": {}}}}}),
+            json!([{"schemes": {"o": {}}}]),
+        );
         let client = OAuth2Client {
             client_id: SecretText::new("id"),
             client_secret: SecretText::new("s3cr3t"),

@@ -32,8 +32,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client as HyperClient;
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
@@ -127,7 +127,11 @@ impl Error {
     /// agent's card, which a retry repeats.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::TlsClosed { .. } | Self::Body { .. } | Self::RequestTimeout { .. } | Self::Timeout { .. } => true,
+            Self::Connect { .. }
+            | Self::TlsClosed { .. }
+            | Self::Body { .. }
+            | Self::RequestTimeout { .. }
+            | Self::Timeout { .. } => true,
             Self::HttpStatus { status, .. } => *status == 429 || *status >= 500,
             Self::Rpc { error, .. } => error.code == ErrorCode::InternalError,
             Self::Auth { source, .. } => source.is_retryable(),

@@ -7,8 +7,8 @@ pub mod client;
 pub mod jsonrpc;
 pub mod rest;
 pub mod server;
-pub mod tls;
 pub(crate) mod sse;
+pub mod tls;
 pub mod transport;
 pub mod types;
 

@@ -121,7 +121,8 @@ pub fn connector(options: &TlsOptions) -> Result<HttpsConnector<HttpConnector>, 
     let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(client_config(options)?).https_or_http();
     let builder = match &options.server_name {
         Some(name) => {
-            let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| Error::ServerName(name.clone()))?;
+            let name =
+                rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| Error::ServerName(name.clone()))?;
             builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
         }
         None => builder,
@@ -228,7 +229,10 @@ mod tests {
             failure(&e, "agent.example"),
             Some(Failure::Refused("certificate verify failed: UnknownIssuer for agent.example".into()))
         );
-        let closed = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed connection without sending TLS close_notify");
+        let closed = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify",
+        );
         assert!(matches!(failure(&closed, "h"), Some(Failure::Closed(m)) if m.contains("client certificate")));
         assert_eq!(failure(&std::io::Error::other("refused"), "h"), None);
     }

@@ -98,12 +98,7 @@ impl AgentAuth {
 /// `spec.tls` and `spec.auth` of an agent: only an agent with `url` has them (a2a reaches the
 /// agents it runs itself over plain HTTP, with their own token), and every reference names a
 /// Secret and a key.
-pub(crate) fn check(
-    url: Option<&str>,
-    tls: Option<&AgentTls>,
-    auth: Option<&AgentAuth>,
-    errors: &mut Vec<FieldError>,
-) {
+pub(crate) fn check(url: Option<&str>, tls: Option<&AgentTls>, auth: Option<&AgentAuth>, errors: &mut Vec<FieldError>) {
     if url.is_none() {
         if tls.is_some() {
             errors.push(FieldError::new("spec.tls", "only an agent with url is reached over TLS; remove tls"));

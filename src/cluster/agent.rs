@@ -338,7 +338,13 @@ mod tests {
         // The agent's token Secret comes first (the pods read it), owned by the Agent.
         let missing = serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404});
         answer(&mut handle, "GET", TOKEN_SECRET, 404, missing).await;
-        let created = expect(&mut handle, "POST", "/api/v1/namespaces/team/secrets?", serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "writer-a2a-token"}})).await;
+        let created = expect(
+            &mut handle,
+            "POST",
+            "/api/v1/namespaces/team/secrets?",
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "writer-a2a-token"}}),
+        )
+        .await;
         assert_eq!(created["type"], "a2a.dev/agent-token");
         assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], "u-1");
         assert_eq!(created["metadata"]["ownerReferences"][0]["controller"], true);

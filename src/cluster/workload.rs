@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -332,8 +332,12 @@ mod tests {
             .expect("env")
             .iter()
             .map(|e| {
-                let from = e["valueFrom"]["secretKeyRef"].as_object().map(|r| format!("secret {}/{}", r["name"], r["key"]));
-                (e["name"].as_str().unwrap_or("").to_owned(), from.unwrap_or_else(|| e["value"].as_str().unwrap_or("").to_owned()))
+                let from =
+                    e["valueFrom"]["secretKeyRef"].as_object().map(|r| format!("secret {}/{}", r["name"], r["key"]));
+                (
+                    e["name"].as_str().unwrap_or("").to_owned(),
+                    from.unwrap_or_else(|| e["value"].as_str().unwrap_or("").to_owned()),
+                )
             })
             .collect();
         assert_eq!(

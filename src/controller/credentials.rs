@@ -44,7 +44,7 @@ pub enum Error {
         name: String,
         field: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("Secret {namespace}/{name} does not exist (for {field})")]
     Missing { namespace: String, name: String, field: String },
@@ -57,7 +57,7 @@ pub enum Error {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("generating the agent's token: {0}")]
     Random(String),
@@ -85,7 +85,11 @@ struct Secrets {
 
 impl Secrets {
     fn new(client: &kube::Client, namespace: &str) -> Self {
-        Secrets { api: Api::namespaced(client.clone(), namespace), namespace: namespace.to_owned(), read: BTreeMap::new() }
+        Secrets {
+            api: Api::namespaced(client.clone(), namespace),
+            namespace: namespace.to_owned(),
+            read: BTreeMap::new(),
+        }
     }
 
     async fn data(&mut self, name: &str, field: &str) -> Result<Option<&BTreeMap<String, ByteString>>, Error> {
@@ -94,7 +98,7 @@ impl Secrets {
                 namespace: self.namespace.clone(),
                 name: name.to_owned(),
                 field: field.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
             self.read.insert(name.to_owned(), got.map(|s| s.data.unwrap_or_default()));
         }
@@ -198,17 +202,18 @@ pub async fn ensure_token(client: &kube::Client, agent: &Agent) -> Result<String
     let name = token_secret_name(&agent.name_any());
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let uid = agent.uid().unwrap_or_default();
-    let write = |source| Error::Write { namespace: namespace.clone(), name: name.clone(), source };
+    let write = |source| Error::Write { namespace: namespace.clone(), name: name.clone(), source: Box::new(source) };
     for _ in 0..3 {
         let existing = api.get_opt(&name).await.map_err(|source| Error::Read {
             namespace: namespace.clone(),
             name: name.clone(),
             field: "the agent's token".into(),
-            source,
+            source: Box::new(source),
         })?;
         if let Some(s) = existing {
             let owned = s.owner_references().iter().any(|o| o.uid == uid);
-            let token = s.data.as_ref().and_then(|d| d.get(TOKEN_KEY)).and_then(|b| String::from_utf8(b.0.clone()).ok());
+            let token =
+                s.data.as_ref().and_then(|d| d.get(TOKEN_KEY)).and_then(|b| String::from_utf8(b.0.clone()).ok());
             match token {
                 Some(t) if owned && !t.is_empty() => return Ok(t),
                 _ => {
@@ -246,7 +251,9 @@ pub async fn ensure_token(client: &kube::Client, agent: &Agent) -> Result<String
         }
     }
     Err(write(kube::Error::Api(
-        kube::core::Status::failure("the token Secret kept changing while it was written", "Conflict").with_code(409).boxed(),
+        kube::core::Status::failure("the token Secret kept changing while it was written", "Conflict")
+            .with_code(409)
+            .boxed(),
     )))
 }
 

@@ -151,7 +151,15 @@ impl Engine {
                     let stdio = view.agent.spec.protocol() == Protocol::Stdio;
                     let agent = stdio.then(|| view.agent.clone());
                     let target = view.agent.clone();
-                    Some((message, timeout, data, endpoint, agent, target, plan::message_id(&w.uid, &task.name, t.attempt)))
+                    Some((
+                        message,
+                        timeout,
+                        data,
+                        endpoint,
+                        agent,
+                        target,
+                        plan::message_id(&w.uid, &task.name, t.attempt),
+                    ))
                 }
                 _ => None,
             }

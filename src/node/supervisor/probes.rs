@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 
-
 use super::{Key, Node, NodeEvent};
 use crate::a2a::client::Error as E;
 use crate::api::Agent;
@@ -71,11 +70,11 @@ async fn fetch_card(client: &kube::Client, url: &str, external: Option<&Agent>) 
     let card = a2a.refresh_agent_card().await.map_err(|e| e.to_string())?;
     if external.and_then(|a| a.spec.auth.as_ref()).is_some_and(|a| !a.is_empty()) {
         // Any A2A answer (a task that is not found) says the credentials are accepted.
-        match a2a.get_task(CREDENTIAL_CHECK_TASK).await {
-            Err(e @ (E::Unauthorized { .. } | E::Auth { .. } | E::Tls { .. } | E::TlsClosed { .. } | E::TlsConfig { .. })) => {
-                return Err(e.to_string());
-            }
-            _ => {}
+        if let Err(
+            e @ (E::Unauthorized { .. } | E::Auth { .. } | E::Tls { .. } | E::TlsClosed { .. } | E::TlsConfig { .. }),
+        ) = a2a.get_task(CREDENTIAL_CHECK_TASK).await
+        {
+            return Err(e.to_string());
         }
     }
     Ok(CardSummary {
@@ -88,4 +87,3 @@ async fn fetch_card(client: &kube::Client, url: &str, external: Option<&Agent>) 
 
 /// The task id `GetTask` asks for to check credentials; no agent has it.
 const CREDENTIAL_CHECK_TASK: &str = "a2a-credential-check";
-
