@@ -297,3 +297,48 @@ async fn mutual_tls_presents_the_client_certificate_from_its_secret() {
     );
     assert!(error.contains("client certificate"), "{error}");
 }
+
+/// The Ready condition's message of agent `name`, once it contains `needle`.
+async fn ready_message(client: &kube::Client, name: &str, needle: &str) -> String {
+    let a = common::node::wait_agent(client, name, Duration::from_secs(30), |a| {
+        a.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.message.contains(needle)))
+    })
+    .await;
+    let s = a.status.expect("status");
+    let ready = s.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(ready.status, a2a::api::common::ConditionStatus::False);
+    ready.message.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_probe_says_why_an_https_agent_is_not_ready() {
+    let scratch = common::node::Scratch::new("auth-probe");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = common::node::Daemon::start(home, top, &[]);
+    let c = &daemon.client().await;
+    let pki = Arc::new(Pki::new("probe test CA"));
+    let agent = SecureAgent::start(pki.clone(), &[("AUTH", "bearer"), ("SECRET", "right")]).await;
+    secret(c, "agent-ca", &[("ca.crt", &pki.ca_pem)]).await;
+    secret(c, "tokens", &[("right", "right"), ("wrong", "wrong")]).await;
+    let yaml = |name: &str, tls: &str, key: &str| {
+        format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: {name} }}\nspec:\n  url: {}\n{tls}  auth:\n    bearer: {{ secretKeyRef: {{ name: tokens, key: {key} }} }}\n---\n",
+            agent.url
+        )
+    };
+    let tls = "  tls:\n    caSecret: { name: agent-ca, key: ca.crt }\n";
+    common::node::apply(
+        home,
+        &format!("{}{}{}", yaml("trusted", tls, "right"), yaml("untrusted", "", "right"), yaml("refused", tls, "wrong")),
+    );
+    let m = ready_message(c, "untrusted", "certificate").await;
+    assert!(m.contains("certificate verify failed: UnknownIssuer for 127.0.0.1"), "{m}");
+    let m = ready_message(c, "refused", "credentials").await;
+    assert!(m.contains("the agent refused the credentials: HTTP 401"), "{m}");
+    let a = common::node::wait_agent(c, "trusted", Duration::from_secs(30), |a| {
+        a.status.as_ref().is_some_and(|s| s.ready_replicas == 1)
+    })
+    .await;
+    assert_eq!(a.status.and_then(|s| s.card).map(|c| c.name).as_deref(), Some("secure-echo"));
+    common::node::tear_down(daemon).await;
+}

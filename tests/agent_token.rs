@@ -82,5 +82,14 @@ async fn an_agent_a2a_runs_refuses_calls_without_its_token_while_workflows_reach
     assert_eq!(status, 200, "{card}");
     assert!(card.contains(r#""a2aAgentToken":{"httpAuthSecurityScheme":{"#), "{card}");
     assert!(!card.contains(&token), "the card never carries the token");
+
+    // The garbage collector removes the token with its Agent.
+    let agents: Api<a2a::api::Agent> = Api::namespaced(client.clone(), "default");
+    agents.delete("guarded", &Default::default()).await.expect("delete the agent");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while secrets.get_opt("guarded-a2a-token").await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "the token Secret outlived its Agent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tear_down(daemon).await;
 }

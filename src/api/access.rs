@@ -156,3 +156,44 @@ pub(crate) fn check(url: Option<&str>, tls: Option<&AgentTls>, auth: Option<&Age
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(url: Option<&str>, tls: Option<AgentTls>, auth: Option<AgentAuth>) -> Vec<String> {
+        let mut errors = Vec::new();
+        check(url, tls.as_ref(), auth.as_ref(), &mut errors);
+        errors.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect()
+    }
+
+    fn key(name: &str, key: &str) -> SecretValue {
+        SecretValue { secret_key_ref: SecretKeyRef { name: name.into(), key: key.into() } }
+    }
+
+    #[test]
+    fn tls_and_auth_belong_to_agents_with_url_only() {
+        let e = errors(None, Some(AgentTls::default()), Some(AgentAuth::default()));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("spec.tls: only an agent with url"), "{e:?}");
+        assert!(e[1].starts_with("spec.auth: only an agent with url"), "{e:?}");
+    }
+
+    #[test]
+    fn every_reference_names_a_secret_and_a_key_and_tls_needs_https() {
+        let tls = AgentTls { server_name: Some("not a name!".into()), ..Default::default() };
+        let auth = AgentAuth { bearer: Some(key("", "token")), api_key: Some(key("k", "")), oauth2: None };
+        let e = errors(Some("http://agent:80/"), Some(tls), Some(auth));
+        assert_eq!(
+            e,
+            [
+                "spec.tls.serverName: \"not a name!\" is not a DNS name or IP address",
+                "spec.tls: the url is http://; tls applies to an https:// url",
+                "spec.auth.bearer.secretKeyRef.name: a Secret name is required",
+                "spec.auth.apiKey.secretKeyRef.key: a key of the Secret is required",
+            ]
+        );
+        let ok = AgentAuth { bearer: Some(key("t", "token")), ..Default::default() };
+        assert!(errors(Some("https://agent/"), Some(AgentTls::default()), Some(ok)).is_empty());
+    }
+}
