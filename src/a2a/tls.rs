@@ -113,12 +113,24 @@ pub fn client_config(options: &TlsOptions) -> Result<ClientConfig, Error> {
     Ok(config)
 }
 
+/// The configuration with the system's CAs alone, built once: most clients (every local agent,
+/// every probe) use it, and a clone shares its verifier instead of copying the roots.
+fn default_config() -> Result<ClientConfig, Error> {
+    static DEFAULT: OnceLock<ClientConfig> = OnceLock::new();
+    if let Some(c) = DEFAULT.get() {
+        return Ok(c.clone());
+    }
+    let c = client_config(&TlsOptions::default())?;
+    Ok(DEFAULT.get_or_init(|| c).clone())
+}
+
 /// A connector for `http://` and `https://` URLs.
 pub fn connector(options: &TlsOptions) -> Result<HttpsConnector<HttpConnector>, Error> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
-    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(client_config(options)?).https_or_http();
+    let config = if *options == TlsOptions::default() { default_config()? } else { client_config(options)? };
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
     let builder = match &options.server_name {
         Some(name) => {
             let name =
