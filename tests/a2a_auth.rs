@@ -329,7 +329,12 @@ async fn the_node_probe_says_why_an_https_agent_is_not_ready() {
     let tls = "  tls:\n    caSecret: { name: agent-ca, key: ca.crt }\n";
     common::node::apply(
         home,
-        &format!("{}{}{}", yaml("trusted", tls, "right"), yaml("untrusted", "", "right"), yaml("refused", tls, "wrong")),
+        &format!(
+            "{}{}{}",
+            yaml("trusted", tls, "right"),
+            yaml("untrusted", "", "right"),
+            yaml("refused", tls, "wrong")
+        ),
     );
     let m = ready_message(c, "untrusted", "certificate").await;
     assert!(m.contains("certificate verify failed: UnknownIssuer for 127.0.0.1"), "{m}");

@@ -562,6 +562,69 @@ mod tests {
         assert!(!format!("{e} {creds:?}").contains("s3cr3t"));
     }
 
+    /// A token endpoint that counts its requests and checks the client by HTTP Basic.
+    async fn token_endpoint(expires_in: u64) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::http::HeaderMap;
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let seen = seen.clone();
+                async move {
+                    let basic = base64::engine::general_purpose::STANDARD.encode("id%3A1:s+cret");
+                    let authorized = headers.get(header::AUTHORIZATION).is_some_and(|v| v == &format!("Basic {basic}"));
+                    if !authorized || body != "grant_type=client_credentials&scope=a+b" {
+                        return (axum::http::StatusCode::UNAUTHORIZED, r#"{"error":"invalid_client"}"#.to_owned());
+                    }
+                    let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    let reply =
+                        json!({"access_token": format!("t{n}"), "token_type": "bearer", "expires_in": expires_in});
+                    (axum::http::StatusCode::OK, reply.to_string())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/token", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, count)
+    }
+
+    fn source(url: &str, secret: &str) -> TokenSource {
+        let client = OAuth2Client {
+            client_id: SecretText::new("id:1"),
+            client_secret: SecretText::new(secret),
+            token_url: None,
+            scopes: vec![],
+            method: ClientAuthMethod::ClientSecretBasic,
+        };
+        TokenSource::new(url.to_owned(), client, vec!["a".into(), "b".into()], http())
+    }
+
+    #[tokio::test]
+    async fn a_token_is_cached_until_it_must_be_refreshed_or_is_refused() {
+        let (url, count) = token_endpoint(3600).await;
+        let tokens = source(&url, "s cret");
+        assert_eq!(tokens.token().await.expect("token"), "Bearer t1");
+        assert_eq!(tokens.token().await.expect("token"), "Bearer t1", "cached");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        tokens.invalidate().await;
+        assert_eq!(tokens.token().await.expect("token"), "Bearer t2", "fetched again after a 401");
+
+        // A token that lives 1 s is fetched again after half of it.
+        let (url, count) = token_endpoint(1).await;
+        let short = source(&url, "s cret");
+        assert_eq!(short.token().await.expect("token"), "Bearer t1");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(short.token().await.expect("token"), "Bearer t2");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        let e = source(&url, "wrong").token().await.unwrap_err();
+        assert!(e.to_string().ends_with("answered HTTP 401 (invalid_client)"), "{e}");
+        assert!(!e.is_retryable());
+        assert!(!e.to_string().contains("wrong"));
+    }
+
     #[test]
     fn a_token_is_refreshed_before_it_expires() {
         assert_eq!(refresh_after(Duration::from_secs(3600)), Duration::from_secs(2880));
