@@ -101,10 +101,11 @@ fn the_rbac_is_least_privilege() {
         for field in ["apiGroups", "resources", "verbs"] {
             assert!(!rule[field].as_array().expect(field).iter().any(|v| v == "*"), "wildcard in {rule}");
         }
-        // Secrets are read (the checksum of what Agents reference), never written.
+        // Secrets: read and watched (the checksum of what Agents reference), and each Agent's
+        // token created and deleted; never patched or updated.
         if rule["resources"].as_array().expect("resources").iter().any(|r| r == "secrets") {
             assert_eq!(rule["resources"], serde_json::json!(["secrets"]), "{rule}");
-            assert_eq!(rule["verbs"], serde_json::json!(["get", "list", "watch"]), "read only: {rule}");
+            assert_eq!(rule["verbs"], serde_json::json!(["get", "list", "watch", "create", "delete"]), "{rule}");
         }
     }
     assert!(

@@ -4,7 +4,9 @@
 //! the binding the requests travel on ([`super::transport::for_card`]): JSON-RPC
 //! ([`super::jsonrpc`]) or HTTP+JSON ([`super::rest`]).
 //!
-//! Plain `http://` only: agents are local processes or in-cluster Services.
+//! `http://` and `https://` ([`super::tls`]: the system's CAs, an agent's own CA, mutual TLS),
+//! with the credentials the card's security schemes ask for ([`super::auth`]), given in
+//! [`ClientOptions`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), a2a::a2a::client::Error> {
@@ -30,6 +32,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -69,6 +72,24 @@ pub enum Error {
     /// HTTP 429 or 503 with a valid `Retry-After`: the agent asks to be called again later.
     #[error("{url}: the agent answered HTTP {status} and asks to be called again after {}s: {body}", after.as_secs_f64())]
     Throttled { url: String, status: u16, after: Duration, body: String },
+    #[error("{url}: {reason}")]
+    Tls { url: String, reason: String },
+    #[error("{url}: {reason}")]
+    TlsClosed { url: String, reason: String },
+    #[error("{url}: the agent refused the credentials: HTTP {status}{}", challenge.as_ref().map(|c| format!(" (WWW-Authenticate: {c})")).unwrap_or_default())]
+    Unauthorized { url: String, status: u16, challenge: Option<String> },
+    #[error("{url}: {source}")]
+    Auth {
+        url: String,
+        #[source]
+        source: super::auth::Error,
+    },
+    #[error("{url}: the TLS settings are not usable: {source}")]
+    TlsConfig {
+        url: String,
+        #[source]
+        source: super::tls::Error,
+    },
     #[error("{url}: {what} is not valid A2A 1.0 JSON: {source}")]
     Decode {
         url: String,
@@ -120,12 +141,15 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Connect { .. }
+            | Self::TlsClosed { .. }
             | Self::Body { .. }
             | Self::RequestTimeout { .. }
             | Self::Timeout { .. }
             | Self::Throttled { .. } => true,
             Self::HttpStatus { status, .. } => *status == 429 || *status >= 500,
             Self::Rpc { error, .. } => error.code == ErrorCode::InternalError,
+            Self::Auth { source, .. } => source.is_retryable(),
+            Self::Tls { .. } | Self::Unauthorized { .. } | Self::TlsConfig { .. } => false,
             Self::InvalidUrl { .. }
             | Self::Decode { .. }
             | Self::NoSupportedInterface { .. }
@@ -144,6 +168,11 @@ impl Error {
             Self::RequestTimeout { .. } => "request_timeout",
             Self::HttpStatus { .. } => "http_status",
             Self::Throttled { .. } => "throttled",
+            Self::Tls { .. } => "tls",
+            Self::TlsClosed { .. } => "tls_closed",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Auth { .. } => "auth",
+            Self::TlsConfig { .. } => "tls_config",
             Self::Decode { .. } => "decode",
             Self::NoSupportedInterface { .. } => "no_supported_interface",
             Self::Rpc { .. } => "rpc",
@@ -229,8 +258,38 @@ impl FollowOptions {
 /// A stream of events from `SubscribeToTask` or `SendStreamingMessage`.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamResponse>> + Send>>;
 
-/// The HTTP client every binding over HTTP shares (one connection pool per [`Client`]).
-pub(crate) type Http = HyperClient<HttpConnector, Full<Bytes>>;
+/// The HTTP client every binding over HTTP shares (one connection pool per [`Client`]), and
+/// the credentials it adds to each request once the card has chosen them.
+#[derive(Clone)]
+pub(crate) struct Http {
+    pool: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    auth: Option<Arc<super::auth::Authorizer>>,
+}
+
+impl Http {
+    /// A pool for `http://` and `https://` with `tls`, presenting no credentials.
+    pub(crate) fn new(tls: &super::tls::TlsOptions) -> Result<Self, super::tls::Error> {
+        let pool = HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(super::tls::connector(tls)?);
+        Ok(Http { pool, auth: None })
+    }
+
+    /// The same pool, presenting `auth` on every request.
+    fn authorized(&self, auth: super::auth::Authorizer) -> Self {
+        Http { pool: self.pool.clone(), auth: Some(Arc::new(auth)) }
+    }
+}
+
+/// How a [`Client`] reaches its agent: TLS settings and the credentials to match against the
+/// card's security schemes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    pub tls: super::tls::TlsOptions,
+    pub credentials: super::auth::Credentials,
+    /// Where requests go once the card has chosen the interface.
+    pub addressing: Addressing,
+}
 
 /// A client for one agent, whatever binding its card offers. Cheap to clone; clones share
 /// the connection pool, the card and the transport.
@@ -241,6 +300,7 @@ pub struct Client {
 
 struct Inner {
     http: Http,
+    credentials: super::auth::Credentials,
     base: String,
     addressing: Addressing,
     card: Mutex<Option<Discovered>>,
@@ -264,24 +324,25 @@ impl Client {
     /// fetched from `base_url` + [`AGENT_CARD_PATH`] on first use, and names the binding
     /// (see [`transport::for_card`]). This is the one way a2a makes an A2A client.
     pub fn new(base_url: &str) -> Result<Self> {
-        Self::addressed(base_url, Addressing::Card)
-    }
-
-    /// [`Client::new`] or [`Client::through`], by `addressing`.
-    pub fn addressed(base_url: &str, addressing: Addressing) -> Result<Self> {
-        let base = check_url(base_url)?.trim_end_matches('/').to_owned();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let http =
-            HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Ok(Self { inner: Arc::new(Inner { http, base, addressing, card: Mutex::new(None) }) })
+        Self::with_options(base_url, ClientOptions::default())
     }
 
     /// A client that sends every request through `base_url`, an address a2a chose for an
     /// agent it runs (its Service on a cluster, its port on this host): the card still chooses
     /// the binding and the interface's path, but not the host (see [`Addressing::Base`]).
     pub fn through(base_url: &str) -> Result<Self> {
-        Self::addressed(base_url, Addressing::Base)
+        Self::with_options(base_url, ClientOptions { addressing: Addressing::Base, ..Default::default() })
+    }
+
+    /// A client for the agent at `base_url` that talks TLS and presents credentials as
+    /// `options` say (which credentials go is decided by the card, [`super::auth`]), and
+    /// addresses the agent as `options.addressing` says.
+    pub fn with_options(base_url: &str, mut options: ClientOptions) -> Result<Self> {
+        let base = check_url(base_url)?.trim_end_matches('/').to_owned();
+        let http = Http::new(&options.tls).map_err(|source| Error::TlsConfig { url: base.clone(), source })?;
+        options.credentials.client_certificate = options.tls.client_certificate.is_some();
+        let (credentials, addressing) = (options.credentials, options.addressing);
+        Ok(Self { inner: Arc::new(Inner { http, credentials, base, addressing, card: Mutex::new(None) }) })
     }
 
     /// The base URL the client was made for.
@@ -310,7 +371,10 @@ impl Client {
             what: "the agent card".into(),
             source,
         })?;
-        let transport = transport::for_card(&card, &self.inner.base, &self.inner.http, self.inner.addressing)?;
+        let auth = super::auth::plan(&card, &self.inner.credentials, &self.inner.http)
+            .map_err(|source| Error::Auth { url: self.inner.base.clone(), source })?;
+        let transport =
+            transport::for_card(&card, &self.inner.base, &self.inner.http.authorized(auth), self.inner.addressing)?;
         let d = Discovered { card: Arc::new(card), transport };
         if let Ok(mut slot) = self.inner.card.lock() {
             *slot = Some(d.clone());
@@ -525,21 +589,68 @@ impl Client {
     }
 }
 
-/// Sends one HTTP request, within `timeout` when one is given.
+/// Sends one HTTP request with the credentials of `http`, within `timeout` when one is given.
+/// A 401 when an OAuth2 token was presented fetches a new token and tries once more; a 401
+/// or 403 that remains is [`Error::Unauthorized`], naming the agent's challenge.
 pub(crate) async fn send(
     http: &Http,
     url: &str,
     req: Request<Full<Bytes>>,
     timeout: Option<Duration>,
 ) -> Result<http::Response<hyper::body::Incoming>> {
-    let fut = http.request(req);
+    let Some(auth) = &http.auth else {
+        return send_raw(http, url, req, timeout).await;
+    };
+    let again = auth.refreshes().then(|| copy(&req));
+    let authorize = |req| async { auth.apply(req).await.map_err(|source| Error::Auth { url: url.to_owned(), source }) };
+    let mut resp = send_raw(http, url, authorize(req).await?, timeout).await?;
+    if resp.status() == StatusCode::UNAUTHORIZED
+        && let Some(again) = again
+    {
+        auth.invalidate().await;
+        tracing::debug!(%url, "the agent answered 401; fetching a new OAuth2 token and trying once more");
+        resp = send_raw(http, url, authorize(again).await?, timeout).await?;
+    }
+    if matches!(resp.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        let challenge = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(200).collect());
+        return Err(Error::Unauthorized { url: url.to_owned(), status: resp.status().as_u16(), challenge });
+    }
+    Ok(resp)
+}
+
+/// Sends one HTTP request as it is, within `timeout` when one is given.
+pub(crate) async fn send_raw(
+    http: &Http,
+    url: &str,
+    req: Request<Full<Bytes>>,
+    timeout: Option<Duration>,
+) -> Result<http::Response<hyper::body::Incoming>> {
+    let host = req.uri().host().unwrap_or_default().to_owned();
+    let fut = http.pool.request(req);
     let res = match timeout {
         Some(after) => {
             tokio::time::timeout(after, fut).await.map_err(|_| Error::RequestTimeout { url: url.to_owned(), after })?
         }
         None => fut.await,
     };
-    res.map_err(|source| Error::Connect { url: url.to_owned(), source })
+    res.map_err(|source| match super::tls::failure(&source, &host) {
+        Some(super::tls::Failure::Refused(reason)) => Error::Tls { url: url.to_owned(), reason },
+        Some(super::tls::Failure::Closed(reason)) => Error::TlsClosed { url: url.to_owned(), reason },
+        None => Error::Connect { url: url.to_owned(), source },
+    })
+}
+
+/// A copy of a request (its body is in memory), to send again.
+fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut c = Request::new(req.body().clone());
+    *c.method_mut() = req.method().clone();
+    *c.uri_mut() = req.uri().clone();
+    *c.headers_mut() = req.headers().clone();
+    c
 }
 
 /// An interface URL of the card, resolved against the agent's base URL when relative.
@@ -565,15 +676,12 @@ fn check_url(url: &str) -> Result<&str> {
     let parsed: http::Uri =
         url.parse().map_err(|e| Error::InvalidUrl { url: url.to_owned(), reason: format!("{e}") })?;
     match parsed.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+        Some("http" | "https") => {}
+        _ => {
             return Err(Error::InvalidUrl {
                 url: url.to_owned(),
-                reason: "https agents are not supported yet; use http:// (local or in-cluster)".into(),
+                reason: "expected an absolute http:// or https:// URL".into(),
             });
-        }
-        _ => {
-            return Err(Error::InvalidUrl { url: url.to_owned(), reason: "expected an absolute http:// URL".into() });
         }
     }
     if parsed.host().is_none() {
@@ -653,11 +761,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_other_than_absolute_http_are_refused_with_the_reason() {
-        let e = Client::new("https://agent.example/").unwrap_err();
-        assert!(e.to_string().contains("https agents are not supported"), "{e}");
+    fn urls_other_than_absolute_http_or_https_are_refused_with_the_reason() {
+        let e = Client::new("ftp://agent.example/").unwrap_err();
+        assert!(e.to_string().contains("expected an absolute http:// or https:// URL"), "{e}");
         let e = Client::new("localhost:8080").unwrap_err();
         assert!(e.to_string().contains("localhost:8080"), "{e}");
         assert!(Client::new("http://127.0.0.1:9").is_ok());
+        assert!(Client::new("https://agent.example:8443/").is_ok());
     }
 }

@@ -2,15 +2,17 @@
 //! card names (one [`transport::Transport`] per binding: JSON-RPC and HTTP+JSON), and the server side
 //! of the sample agent (`a2a demo-agent`).
 
+pub mod auth;
 pub mod client;
 pub mod jsonrpc;
 pub mod rest;
 pub mod retry_after;
 pub mod server;
 pub(crate) mod sse;
+pub mod tls;
 pub mod transport;
 pub mod types;
 
-pub use client::{CancelOutcome, Client, EventStream, FollowOptions};
+pub use client::{CancelOutcome, Client, ClientOptions, EventStream, FollowOptions};
 pub use transport::Transport;
 pub use types::*;

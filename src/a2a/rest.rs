@@ -294,8 +294,7 @@ mod tests {
     use crate::a2a::types::{Message, SendMessageConfiguration, TaskState};
 
     fn transport(endpoint: &str, tenant: Option<&str>) -> HttpJson {
-        use hyper_util::client::legacy::{Client, connect::HttpConnector};
-        let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
+        let http = Http::new(&crate::a2a::tls::TlsOptions::default()).expect("http");
         HttpJson::new(http, endpoint.to_owned(), tenant.map(str::to_owned))
     }
 

@@ -33,6 +33,7 @@ mod jsonrpc;
 mod list;
 mod ops;
 mod rest;
+mod token;
 mod wire;
 
 use turns::{continue_task, tck_skill};
@@ -190,6 +191,9 @@ pub struct DemoAgentConfig {
     /// The bindings served, in the card's order (the client's preference); by default
     /// JSON-RPC, then HTTP+JSON.
     pub bindings: Vec<Binding>,
+    /// The token every A2A call must carry as `Authorization: Bearer` (a2a gives it to the
+    /// agents it runs as `A2A_AGENT_TOKEN`); the card stays public and advertises it.
+    pub token: Option<String>,
 }
 
 impl Default for DemoAgentConfig {
@@ -203,6 +207,7 @@ impl Default for DemoAgentConfig {
             advertise_url: None,
             tck_scenarios: false,
             bindings: vec![Binding::Jsonrpc, Binding::HttpJson],
+            token: None,
         }
     }
 }
@@ -211,7 +216,7 @@ impl Default for DemoAgentConfig {
 /// JSON-RPC and the HTTP+JSON binding.
 pub fn agent_card(config: &DemoAgentConfig, url: &str) -> AgentCard {
     let modes = vec!["text/plain".to_owned(), "application/json".to_owned()];
-    AgentCard {
+    let mut card = AgentCard {
         name: "a2a-demo-agent".to_owned(),
         description: "The sample A2A agent that ships with a2a: echo, uppercase, word count, \
                       sleep, allocate, fail, ask."
@@ -238,7 +243,9 @@ pub fn agent_card(config: &DemoAgentConfig, url: &str) -> AgentCard {
         default_output_modes: modes,
         skills: config.skills.iter().map(|s| s.card()).collect(),
         ..Default::default()
-    }
+    };
+    token::advertise(&mut card, config.token.as_deref());
+    card
 }
 
 /// Serves the demo agent on `listener` until `shutdown` resolves.
@@ -271,8 +278,8 @@ pub fn router(config: DemoAgentConfig) -> Router {
     let state =
         Arc::new(AgentState { config, card_modified, tasks: Mutex::new(Tasks::default()), rng: Mutex::new(rng) });
     // Both bindings share the interface URL: JSON-RPC is `POST /`, every other route is
-    // HTTP+JSON's. The card is discovery, open to all; a check that concerns every A2A
-    // request (a credential) is one layer on `a2a`, in front of both bindings.
+    // HTTP+JSON's. The card is discovery, open to all; the agent's token, when it has one, is
+    // one layer on `a2a`, in front of both bindings.
     let mut a2a = Router::new();
     if state.config.bindings.contains(&Binding::Jsonrpc) {
         a2a = a2a.route("/", post(jsonrpc::handler));
@@ -280,6 +287,7 @@ pub fn router(config: DemoAgentConfig) -> Router {
     if state.config.bindings.contains(&Binding::HttpJson) {
         a2a = a2a.fallback(rest::handler);
     }
+    let a2a = a2a.layer(axum::middleware::from_fn_with_state(state.clone(), token::require));
     Router::new().route(AGENT_CARD_PATH, get(card_handler)).merge(a2a).with_state(state)
 }
 

@@ -129,8 +129,7 @@ mod tests {
     use crate::a2a::types::AgentInterface;
 
     fn http() -> Http {
-        use hyper_util::client::legacy::{Client, connect::HttpConnector};
-        Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new())
+        Http::new(&crate::a2a::tls::TlsOptions::default()).expect("http")
     }
 
     fn card(interfaces: &[(&str, &str)]) -> AgentCard {

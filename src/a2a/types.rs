@@ -71,7 +71,7 @@ pub struct AgentCard {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icon_url: Option<String>,
     /// Scheme name → scheme (`apiKeySecurityScheme`, `httpAuthSecurityScheme`, ...), kept
-    /// as JSON: a2a does not authenticate to agents yet.
+    /// as JSON; [`super::auth`] reads the parts a2a matches credentials against.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub security_schemes: BTreeMap<String, Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -80,6 +80,13 @@ pub struct AgentSpec {
     /// never starts it. Excludes `command` and `image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// With `url`: TLS toward an `https://` agent (an extra CA, a client certificate, the
+    /// name to verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::access::AgentTls>,
+    /// With `url`: credentials for the agent, matched against its card's security schemes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<super::access::AgentAuth>,
     /// `a2a` (default): the process serves A2A at `$A2A_PORT`. `stdio`: every task runs
     /// `command` once with the message on stdin; stdout is the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! The three kinds of `a2a.dev/v1alpha1` — Agent, Workflow, ResourceBudget — with their
 //! quantities, durations, CRDs and validation. Types and pure functions only: no I/O.
 
+pub mod access;
 pub mod agent;
 pub mod budget;
 pub mod common;

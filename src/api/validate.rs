@@ -450,12 +450,13 @@ fn check_metadata(kind: Kind, meta: Option<&Value>, errors: &mut Vec<FieldError>
     }
 }
 
-const RESERVED_ENV: &[&str] = &["A2A_PORT", "A2A_AGENT", "A2A_NAMESPACE"];
+const RESERVED_ENV: &[&str] = &["A2A_PORT", "A2A_AGENT", "A2A_NAMESPACE", "A2A_AGENT_TOKEN"];
 
 fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
     let s = &agent.spec;
     check_rate_limit(s.rate_limit.as_ref(), errors);
     let has_command = !s.command.is_empty();
+    super::access::check(s.url.as_deref(), s.tls.as_ref(), s.auth.as_ref(), errors);
     if let Some(url) = &s.url {
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < "http://x".len() {
             errors.push(FieldError::new("spec.url", format!("{url:?} is not an http:// or https:// URL")));

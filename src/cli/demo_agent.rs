@@ -97,6 +97,8 @@ pub fn run(args: &DemoAgentArgs) -> Result<(), Error> {
             }
             seen
         },
+        // Set by a2a for the agents it runs; every A2A call must then carry it.
+        token: std::env::var(crate::controller::credentials::TOKEN_ENV).ok().filter(|t| !t.is_empty()),
     };
     // One thread keeps the agent small; its work is waiting on sockets and timers.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;

@@ -2,6 +2,7 @@
 //! Service by server-side apply, then status from the Deployment and its pods (through the
 //! shared core, [`crate::controller::status`]).
 
+use crate::controller::credentials;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error(transparent)]
+    Token(#[from] credentials::Error),
 }
 
 impl Error {
@@ -53,6 +56,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::MissingField(_) => "missing_field",
+            Error::Token(e) => e.metric_label(),
         }
     }
 }
@@ -162,6 +166,10 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
     let apply = PatchParams::apply(MANAGER).force();
     let (deploy_status, pods) = match &built {
         Ok(w) => {
+            // The pods read the agent's token from its Secret (see `workload`): it exists first.
+            if admitted && credentials::has_token(&agent) {
+                credentials::ensure_token(&ctx.client, &agent).await?;
+            }
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
             let d = deployments.patch(&name, &apply, &Patch::Apply(&w.deployment)).await?;
             let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
@@ -310,6 +318,17 @@ mod tests {
         answer(handle, method, path_and_query, 200, reply).await.1
     }
 
+    const TOKEN_SECRET: &str = "/api/v1/namespaces/team/secrets/writer-a2a-token";
+
+    /// Answers the read of the agent's token Secret with the one it already has.
+    async fn expect_token(handle: &mut Handle) {
+        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "writer-a2a-token", "namespace": "team", "uid": "s-1",
+                "ownerReferences": [{"apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "name": "writer", "uid": "u-1"}]},
+            "data": {"token": "dG9rZW4="}});
+        expect(handle, "GET", TOKEN_SECRET, secret).await;
+    }
+
     fn context(client: kube::Client) -> Arc<Context> {
         Arc::new(Context { client, config: WorkloadConfig::default(), recorder: None, wake: Vec::new() })
     }
@@ -320,6 +339,21 @@ mod tests {
         let a =
             agent("  image: ghcr.io/x/agent:1\n  replicas: 2\n  resources: { limits: { memory: 256Mi, cpu: 500m } }\n");
         let task = tokio::spawn(reconcile(Arc::new(a.clone()), context(client)));
+
+        // The agent's token Secret comes first (the pods read it), owned by the Agent.
+        let missing = serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404});
+        answer(&mut handle, "GET", TOKEN_SECRET, 404, missing).await;
+        let created = expect(
+            &mut handle,
+            "POST",
+            "/api/v1/namespaces/team/secrets?",
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "writer-a2a-token"}}),
+        )
+        .await;
+        assert_eq!(created["type"], "a2a.dev/agent-token");
+        assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], "u-1");
+        assert_eq!(created["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(created["data"]["token"].as_str().map(str::len), Some(60), "43 characters, base64 again");
 
         let deploy = expect(
             &mut handle,
@@ -333,6 +367,12 @@ mod tests {
             }),
         )
         .await;
+        let env = &deploy["spec"]["template"]["spec"]["containers"][0]["env"];
+        let token = env.as_array().and_then(|e| e.iter().find(|v| v["name"] == "A2A_AGENT_TOKEN")).expect("token env");
+        assert_eq!(
+            token["valueFrom"]["secretKeyRef"],
+            serde_json::json!({"name": "writer-a2a-token", "key": "token", "optional": false})
+        );
         assert_eq!(deploy["kind"], "Deployment");
         assert_eq!(deploy["spec"]["replicas"], 2);
         assert_eq!(deploy["metadata"]["ownerReferences"][0]["name"], "writer");
@@ -508,6 +548,7 @@ mod tests {
     ) -> (serde_json::Value, serde_json::Value, serde_json::Value) {
         let (client, mut handle) = mock();
         let task = tokio::spawn(reconcile(Arc::new(a.clone()), context(client)));
+        expect_token(&mut handle).await;
         let deploy = expect(&mut handle, "PATCH", DEPLOYMENT, deployment_reply(deployment_status)).await;
         let svc = expect(
             &mut handle,
@@ -811,6 +852,7 @@ mod tests {
                 {"op": "remove", "path": "/metadata/finalizers/0"},
             ])
         );
+        expect_token(&mut handle).await;
         expect(&mut handle, "PATCH", DEPLOYMENT, deployment_reply(serde_json::json!({}))).await;
         drop(handle);
         let _ = task.await;

@@ -696,6 +696,7 @@ mod tests {
             ),
             ("PATCH", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer/status") => (200, writer()),
             ("POST", p) if p.ends_with("/events") => (201, body.clone()),
+            ("POST", "/api/v1/namespaces/team/secrets") => (201, body.clone()),
             _ => (404, status(404, "NotFound")),
         }
     }

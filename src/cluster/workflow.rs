@@ -116,14 +116,20 @@ pub async fn cancel_running(client: &kube::Client, w: &Workflow) -> Result<(usiz
     let (mut cancelled, mut failures) = (0, Vec::new());
     for (agent, id) in running {
         let Some(a) = agents.get_opt(&agent).await? else { continue };
-        // As the engine does: an agent the operator runs through its Service, whatever host its
-        // card advertises; a `url` agent where its card says.
-        let addressing = crate::controller::engine::addressing(&a);
-        let endpoints = a.status.map(|s| s.endpoints).unwrap_or_default();
+        // As the engine does (the options carry it): an agent the operator runs through its
+        // Service, whatever host its card advertises; a `url` agent where its card says.
+        let endpoints = a.status.clone().map(|s| s.endpoints).unwrap_or_default();
         let mut last_error = None;
         let mut done = false;
+        let options = match crate::controller::credentials::client_options(client, &a).await {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push(format!("task {id} on agent {agent}: {e}"));
+                continue;
+            }
+        };
         for url in &endpoints {
-            let result = match a2a::Client::addressed(url, addressing) {
+            let result = match a2a::Client::with_options(url, options.clone()) {
                 Ok(c) => tokio::time::timeout(CANCEL_TIMEOUT, c.cancel_task(&id)).await.map_err(|_| None),
                 Err(e) => Err(Some(e)),
             };
@@ -195,6 +201,8 @@ mod tests {
         serde_json::from_value(w).expect("workflow")
     }
 
+    const TOKEN_SECRET: &str = "/api/v1/namespaces/team/secrets/writer-a2a-token";
+
     fn agent(endpoints: &[&str]) -> Value {
         json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "Agent",
             "metadata": {"name": "writer", "namespace": "team"}, "spec": {"image": "x:1"},
@@ -232,6 +240,8 @@ mod tests {
         // The replica that does not know the task first: the next one is asked.
         answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer", 200, agent(&[&other, &url]))
             .await;
+        // The agent's token, presented when it has one (this demo agent requires none).
+        answer(&mut handle, "GET", TOKEN_SECRET, 404, not_found()).await;
         answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/ghost", 404, not_found()).await;
         let (_, patch) = answer(
             &mut handle,
@@ -320,6 +330,7 @@ mod tests {
             agent(&["http://127.0.0.1:1/"]),
         )
         .await;
+        answer(&mut handle, "GET", TOKEN_SECRET, 404, not_found()).await;
         let e = run.await.expect("join").expect_err("not cancelled");
         assert!(e.to_string().starts_with("could not cancel 1 running task(s): task t-1 on agent writer"), "{e}");
         assert_eq!(e.metric_label(), "a2a_cancel");

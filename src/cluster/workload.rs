@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -161,6 +161,21 @@ pub fn workload(agent: &Agent, admitted: bool, config: &WorkloadConfig) -> Resul
     let mut env: Vec<EnvVar> = spec.env.iter().map(config_files::env_var).collect();
     for (k, v) in [("A2A_PORT", port.to_string()), ("A2A_AGENT", name.clone()), ("A2A_NAMESPACE", namespace.clone())] {
         env.push(EnvVar { name: k.to_owned(), value: Some(v), value_from: None });
+    }
+    // The agent's own token, from the Secret the operator keeps for it; the engine presents it.
+    if crate::controller::credentials::has_token(agent) {
+        env.push(EnvVar {
+            name: crate::controller::credentials::TOKEN_ENV.to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: crate::controller::credentials::token_secret_name(&name),
+                    key: crate::controller::credentials::TOKEN_KEY.to_owned(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+        });
     }
     let probe = Probe {
         http_get: Some(HTTPGetAction {
@@ -325,7 +340,14 @@ mod tests {
             .as_array()
             .expect("env")
             .iter()
-            .map(|e| (e["name"].as_str().unwrap_or("").to_owned(), e["value"].as_str().unwrap_or("").to_owned()))
+            .map(|e| {
+                let from =
+                    e["valueFrom"]["secretKeyRef"].as_object().map(|r| format!("secret {}/{}", r["name"], r["key"]));
+                (
+                    e["name"].as_str().unwrap_or("").to_owned(),
+                    from.unwrap_or_else(|| e["value"].as_str().unwrap_or("").to_owned()),
+                )
+            })
             .collect();
         assert_eq!(
             env,
@@ -333,7 +355,8 @@ mod tests {
                 ("MODEL".into(), "small".into()),
                 ("A2A_PORT".into(), "8080".into()),
                 ("A2A_AGENT".into(), "writer".into()),
-                ("A2A_NAMESPACE".into(), "team".into())
+                ("A2A_NAMESPACE".into(), "team".into()),
+                ("A2A_AGENT_TOKEN".into(), "secret \"writer-a2a-token\"/\"token\"".into())
             ]
         );
         let s = serde_json::to_value(&w.service).expect("json");

@@ -84,6 +84,7 @@ pub const RETRIED_CONDITION: &str = "Retried";
 
 pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 
+mod access;
 mod attempt;
 mod explain;
 mod flush;
@@ -137,6 +138,8 @@ pub enum Error {
     NoEndpoint(String),
     #[error(transparent)]
     A2a(#[from] a2a::client::Error),
+    #[error(transparent)]
+    Credentials(#[from] super::credentials::Error),
     #[error("the agent ended the task as {state}")]
     EndedSilently { state: &'static str },
     #[error("{state}: {text}")]
@@ -147,6 +150,21 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+}
+
+impl Error {
+    /// The reason, when the attempt failed in a way a retry repeats: the agent refused the
+    /// credentials (401/403), its certificate does not verify, or the credentials the card
+    /// asks for are not configured. The task fails at once, whatever its retry policy.
+    pub fn permanent_reason(&self) -> Option<&'static str> {
+        use a2a::client::Error as E;
+        match self {
+            Error::A2a(e @ E::Auth { .. }) if !e.is_retryable() => Some("AuthenticationFailed"),
+            Error::A2a(E::Tls { .. } | E::TlsConfig { .. }) => Some("TLSError"),
+            Error::A2a(E::Unauthorized { .. }) => Some("Unauthorized"),
+            _ => None,
+        }
+    }
 }
 
 /// `namespace/name`.
@@ -300,9 +318,13 @@ impl WorkflowState {
                 // Data an earlier attempt kept beside the workflow is not this attempt's.
                 self.full_outputs.remove(&super::parts::data_key(&t.task));
             }
-            Err(e) => {
-                plan::record_failure(&self.spec, &mut self.status, i, e.to_string(), now);
-            }
+            // A retry would present the same refused credentials or meet the same certificate.
+            Err(e) => match e.permanent_reason() {
+                Some(reason) => plan::record_final_failure(&mut self.status, i, reason, e.to_string(), now),
+                None => {
+                    plan::record_failure(&self.spec, &mut self.status, i, e.to_string(), now);
+                }
+            },
         }
         self.touch(i);
         true
@@ -394,7 +416,8 @@ pub struct Engine {
     /// Workflows whose state machine must run; many requests make one step.
     to_step: Mutex<HashSet<Key>>,
     step: Notify,
-    clients: Mutex<HashMap<(String, a2a::transport::Addressing), a2a::Client>>,
+    /// A2A clients by endpoint, with the credentials they were made with (see `access`).
+    clients: Mutex<HashMap<(String, String), access::Cached>>,
     /// Tells attempts apart (see [`Attempts`]).
     next_token: std::sync::atomic::AtomicU64,
 }
@@ -453,6 +476,7 @@ impl Engine {
             match event {
                 Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => self.agent_changed(a),
                 Ok(watcher::Event::Delete(a)) => {
+                    self.forget_clients(&a.uid().unwrap_or_default());
                     let k = key_of(&a);
                     let mut st = lock(&self.state);
                     st.agents.remove(&k);

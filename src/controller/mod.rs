@@ -8,6 +8,7 @@ pub mod attempts;
 pub mod budget_chain;
 pub mod budget_status;
 pub mod config_refs;
+pub mod credentials;
 pub mod dispatch;
 pub mod engine;
 pub mod events;

@@ -95,6 +95,9 @@ impl<'a> RestartSpec<'a> {
             image: _,
             // An agent that runs elsewhere has no replicas here.
             url: _,
+            // Only for an agent with url: read by the workflow engine and the card probe.
+            tls: _,
+            auth: _,
             // `stdio` agents have no long-running replicas: a change stops or starts them.
             protocol: _,
             // Applied in place: scaling starts or stops replicas, never restarts one.

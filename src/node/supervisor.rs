@@ -105,7 +105,8 @@ enum NodeEvent {
         key: Key,
         replica: u32,
         pid: u32,
-        card: Option<CardSummary>,
+        /// The card, or why it could not be read.
+        card: Result<CardSummary, String>,
     },
     /// A queued status write failed: written again later.
     WriteFailed(WriteTarget),
@@ -197,6 +198,8 @@ struct AgentRuntime {
     url_probing: bool,
     /// When the url agent's card is fetched again.
     url_next_probe: Option<Instant>,
+    /// Why the url agent's last probe failed.
+    url_error: Option<String>,
     last_error: Option<String>,
     /// Why its Secrets and ConfigMaps cannot be resolved, and what was reported of them.
     refs: refs::RefsReported,
@@ -513,21 +516,25 @@ impl World {
                     if replica == u32::MAX {
                         rt.url_probing = false;
                         let (ready, next) = readiness::external_after_probe(
-                            card.is_some(),
+                            card.is_ok(),
                             Instant::now(),
                             &readiness::Schedule::default(),
                         );
                         rt.url_ready = ready;
                         rt.url_next_probe = Some(next);
                         self.deadlines.at(&key, next);
-                        if card.is_some() {
-                            rt.card = card;
+                        match card {
+                            Ok(card) => {
+                                rt.card = Some(card);
+                                rt.url_error = None;
+                            }
+                            Err(e) => rt.url_error = Some(e),
                         }
                     } else if let Some(r) = rt.replicas.get_mut(&replica).filter(|r| r.pid == pid) {
                         r.probing = false;
-                        r.ready = readiness::replica_ready_after(r.ready, card.is_some());
-                        if card.is_some() {
-                            rt.card = card;
+                        r.ready = readiness::replica_ready_after(r.ready, card.is_ok());
+                        if let Ok(card) = card {
+                            rt.card = Some(card);
                         }
                     }
                 }
@@ -775,10 +782,10 @@ fn url_status(agent: &Agent, rt: &AgentRuntime) -> AgentStatus {
             "Ready",
             rt.url_ready,
             if rt.url_ready { "CardAnswers" } else { "CardUnreachable" },
-            if rt.url_ready {
-                format!("{url} serves its agent card")
-            } else {
-                format!("{url} does not serve an agent card")
+            match (&rt.url_error, rt.url_ready) {
+                (_, true) => format!("{url} serves its agent card"),
+                (Some(e), false) => e.clone(),
+                (None, false) => format!("{url} does not serve an agent card"),
             },
         ),
     );

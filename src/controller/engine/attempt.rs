@@ -152,15 +152,23 @@ impl Engine {
                         endpoints.rotate_left(at);
                         endpoints
                     });
-                    let endpoint = endpoint.map(|urls| (urls, addressing(&view.agent)));
                     let stdio = view.agent.spec.protocol() == Protocol::Stdio;
                     let agent = stdio.then(|| view.agent.clone());
-                    Some((message, timeout, data, endpoint, agent, plan::message_id(&w.uid, &task.name, t.attempt)))
+                    let target = view.agent.clone();
+                    Some((
+                        message,
+                        timeout,
+                        data,
+                        endpoint,
+                        agent,
+                        target,
+                        plan::message_id(&w.uid, &task.name, t.attempt),
+                    ))
                 }
                 _ => None,
             }
         };
-        let Some((message, timeout, data, endpoint, stdio_agent, message_id)) = prepared else {
+        let Some((message, timeout, data, endpoint, stdio_agent, target, message_id)) = prepared else {
             return Err(Error::Gone);
         };
         // A message too large to send (or a reference gone) fails the attempt with the reason.
@@ -188,18 +196,17 @@ impl Engine {
         }
         match endpoint {
             None => Err(Error::NoEndpoint(agent_name.to_owned())),
-            Some((urls, addressing)) => {
-                let endpoints = Endpoints { urls: &urls, addressing };
-                self.a2a_attempt(t, token, endpoints, message_id, message, data, timeout, resume_id, cancelled).await
+            Some(urls) => {
+                let a = (t, token, &target);
+                self.a2a_attempt(a, &urls, message_id, message, data, timeout, resume_id, cancelled).await
             }
         }
     }
     #[allow(clippy::too_many_arguments)]
     async fn a2a_attempt(
         &self,
-        t: &TaskRef,
-        token: u64,
-        endpoints: Endpoints<'_>,
+        (t, token, target): (&TaskRef, u64, &crate::api::Agent),
+        urls: &[String],
         message_id: String,
         text: String,
         data: Option<serde_json::Value>,
@@ -207,17 +214,15 @@ impl Engine {
         resume_id: Option<String>,
         cancelled: impl Future<Output = ()>,
     ) -> Result<Answer, Error> {
-        let Endpoints { urls, addressing } = endpoints;
         let url = urls.first().map(String::as_str).unwrap_or_default();
-        let mut client = self.client_for(url, addressing)?;
+        let mut client = self.client_for(target, url).await?;
         let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
         let mut cancelled = std::pin::pin!(cancelled);
         let task_id = match resume_id {
             Some(id) if t.reply.is_some() => {
                 let reply = t.reply.as_deref().cloned().unwrap_or_default();
-                let (replica, answer) = self
-                    .deliver_reply(t, Endpoints { urls, addressing }, &id, &reply, timeout, cancelled.as_mut())
-                    .await?;
+                let (replica, answer) =
+                    self.deliver_reply(t, (target, urls), &id, &reply, timeout, cancelled.as_mut()).await?;
                 if let Some(answer) = answer {
                     return answer;
                 }
@@ -229,7 +234,7 @@ impl Engine {
                 for other in urls.iter().skip(1) {
                     match client.get_task(&id).await {
                         Err(e) if e.rpc_code() == Some(a2a::types::ErrorCode::TaskNotFound) => {
-                            client = self.client_for(other, addressing)?;
+                            client = self.client_for(target, other).await?;
                         }
                         _ => break,
                     }
@@ -289,7 +294,7 @@ impl Engine {
             for t in open {
                 let mut last = None;
                 for url in &t.urls {
-                    let client = match this.client_for(url, t.addressing) {
+                    let client = match this.client_for(&t.target, url).await {
                         Ok(c) => c,
                         Err(e) => {
                             last = Some(e.to_string());
@@ -318,17 +323,6 @@ impl Engine {
                 }
             }
         });
-    }
-
-    pub(super) fn client_for(&self, url: &str, addressing: Addressing) -> Result<a2a::Client, a2a::client::Error> {
-        let mut clients = lock(&self.clients);
-        let key = (url.to_owned(), addressing);
-        if let Some(c) = clients.get(&key) {
-            return Ok(c.clone());
-        }
-        let c = a2a::Client::addressed(url, addressing)?;
-        clients.insert(key, c.clone());
-        Ok(c)
     }
 
     fn finish(self: &Arc<Self>, t: &TaskRef, token: u64, agent: &str, outcome: Result<Outcome, Error>) {
@@ -386,13 +380,6 @@ impl Engine {
 /// How long cancelling an abandoned A2A task may take on one replica.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The endpoints of an agent (the chosen one first) and how to address them.
-#[derive(Clone, Copy)]
-pub(super) struct Endpoints<'a> {
-    pub(super) urls: &'a [String],
-    pub(super) addressing: Addressing,
-}
-
 /// How a2a reaches an agent at its endpoints: an agent a2a runs (a local process, a
 /// Deployment behind its Service) at the address a2a chose, whatever host its card
 /// advertises; a `url` agent where its card says (see [`Addressing`]).
@@ -403,9 +390,10 @@ pub(crate) fn addressing(agent: &Agent) -> Addressing {
 /// An A2A task still open on an agent, with the agent's endpoints (where it may live).
 pub(super) struct OpenTask {
     agent: String,
+    /// The agent as last seen, for its credentials.
+    target: crate::api::Agent,
     a2a_task_id: String,
     urls: Vec<String>,
-    addressing: Addressing,
 }
 
 /// The open A2A tasks of the workflow tasks `indices` (those that have an agent and an id).
@@ -422,7 +410,7 @@ pub(super) fn open_tasks(
             let (agent, a2a_task_id) = (t.agent.clone()?, t.a2a_task_id.clone()?);
             let view = agents.get(&(namespace.to_owned(), agent.clone()))?;
             let urls = view.agent.status.as_ref().map(|s| s.endpoints.clone()).unwrap_or_default();
-            Some(OpenTask { agent, a2a_task_id, urls, addressing: addressing(&view.agent) })
+            Some(OpenTask { agent, target: view.agent.clone(), a2a_task_id, urls })
         })
         .collect()
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use super::attempt::{Answer, Endpoints, task_result};
+use super::attempt::{Answer, task_result};
 use super::{Engine, Error, TaskRef};
 use crate::a2a;
 use crate::a2a::types::{ErrorCode, Message, Part, Role, SendMessageConfiguration, SendMessageResponse};
@@ -14,7 +14,7 @@ use crate::api::workflow::Reply;
 use crate::controller::replies;
 
 impl Engine {
-    /// Sends `reply` on the A2A task `id`, found on one of `urls`. Returns the client of the
+    /// Sends `reply` on the A2A task `id`, found on one of the agent's `urls`. Returns the client of the
     /// replica that holds the task and, when the agent's answer already settles the attempt
     /// (a result, another question, a direct message), that answer; otherwise the task is to
     /// be followed. A task no longer waiting (the reply was delivered before a restart) is
@@ -22,16 +22,15 @@ impl Engine {
     pub(super) async fn deliver_reply(
         &self,
         t: &TaskRef,
-        endpoints: Endpoints<'_>,
+        (target, urls): (&crate::api::Agent, &[String]),
         id: &str,
         reply: &Reply,
         timeout: Option<Duration>,
         mut cancelled: Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(a2a::Client, Option<Result<Answer, Error>>), Error> {
         let mut not_found = None;
-        let Endpoints { urls, addressing } = endpoints;
         for url in urls {
-            let client = self.client_for(url, addressing)?;
+            let client = self.client_for(target, url).await?;
             let task = match client.get_task(id).await {
                 Ok(task) => task,
                 Err(e) if e.rpc_code() == Some(ErrorCode::TaskNotFound) => {

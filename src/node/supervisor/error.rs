@@ -37,6 +37,9 @@ pub enum Error {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The agent's token could not be read or made.
+    #[error(transparent)]
+    Token(crate::controller::credentials::Error),
     #[error("no pipes to the stdio process")]
     NoPipes,
     #[error("reading stdout: {0}")]
@@ -62,6 +65,7 @@ impl Error {
             Error::SecretFiles(e) => e.metric_label(),
             Error::Cgroup(e) => e.metric_label(),
             Error::Process(e) => e.metric_label(),
+            Error::Token(_) => "token",
             Error::Panicked { .. } => "panicked",
             Error::NoPipes | Error::Stdout(_) => "stdio",
             Error::OomKilled => "oom_killed",

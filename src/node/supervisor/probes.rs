@@ -6,7 +6,10 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
 use super::{Key, Node, NodeEvent};
+use crate::a2a::client::Error as E;
+use crate::api::Agent;
 use crate::api::agent::CardSummary;
+use crate::controller::credentials;
 use crate::node::process::AgentProcess;
 
 impl Node {
@@ -28,28 +31,61 @@ impl Node {
     }
 
     /// Fetches the agent card; a failure is reported only after `retry_after`, so an agent
-    /// that never serves a card is probed with backoff, not in a busy loop.
-    pub(super) fn probe(&self, key: Key, replica: u32, pid: u32, url: String, retry_after: Duration) {
-        let tx = self.tx.clone();
+    /// that never serves a card is probed with backoff, not in a busy loop. An agent that
+    /// runs elsewhere (`external`) is reached with its TLS settings and credentials, and a
+    /// configured credential is tried with one authenticated call, so its status says when
+    /// the certificate or the credentials are refused.
+    pub(super) fn probe(
+        &self,
+        key: Key,
+        replica: u32,
+        pid: u32,
+        url: String,
+        retry_after: Duration,
+        external: Option<Agent>,
+    ) {
+        let (tx, client) = (self.tx.clone(), self.client.clone());
         tokio::spawn(async move {
-            // Read as the engine will send: through the replica's own address (a2a chose it),
-            // so a card naming another host is Ready exactly when the engine can reach it.
-            let card = match crate::a2a::Client::through(&url) {
-                Ok(c) => match tokio::time::timeout(Duration::from_secs(2), c.refresh_agent_card()).await {
-                    Ok(Ok(card)) => Some(CardSummary {
-                        name: card.name.clone(),
-                        version: card.version.clone(),
-                        skills: card.skills.iter().map(|s| s.id.clone()).collect(),
-                        streaming: card.capabilities.streaming,
-                    }),
-                    _ => None,
-                },
-                Err(_) => None,
-            };
-            if card.is_none() {
+            let card = tokio::time::timeout(PROBE_TIMEOUT, fetch_card(&client, &url, external.as_ref()))
+                .await
+                .unwrap_or_else(|_| Err(format!("{url}: no answer within {PROBE_TIMEOUT:?}")));
+            if card.is_err() {
                 tokio::time::sleep(retry_after).await;
             }
             let _ = tx.send(NodeEvent::Probed { key, replica, pid, card });
         });
     }
 }
+
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The card of the agent at `url`, or why it cannot be used.
+async fn fetch_card(client: &kube::Client, url: &str, external: Option<&Agent>) -> Result<CardSummary, String> {
+    let options = match external {
+        Some(agent) => credentials::client_options(client, agent).await.map_err(|e| e.to_string())?,
+        // Read as the engine will send: through the replica's own address (a2a chose it), so
+        // a card naming another host is Ready exactly when the engine can reach it.
+        None => crate::a2a::ClientOptions { addressing: crate::a2a::transport::Addressing::Base, ..Default::default() },
+    };
+    let a2a = crate::a2a::Client::with_options(url, options).map_err(|e| e.to_string())?;
+    let card = a2a.refresh_agent_card().await.map_err(|e| e.to_string())?;
+    if external.and_then(|a| a.spec.auth.as_ref()).is_some_and(|a| !a.is_empty()) {
+        // Any A2A answer (a task that is not found) says the credentials are accepted.
+        if let Err(
+            e @ (E::Unauthorized { .. } | E::Auth { .. } | E::Tls { .. } | E::TlsClosed { .. } | E::TlsConfig { .. }),
+        ) = a2a.get_task(CREDENTIAL_CHECK_TASK).await
+        {
+            return Err(e.to_string());
+        }
+    }
+    Ok(CardSummary {
+        name: card.name.clone(),
+        version: card.version.clone(),
+        skills: card.skills.iter().map(|s| s.id.clone()).collect(),
+        streaming: card.capabilities.streaming,
+    })
+}
+
+/// The task id `GetTask` asks for to check credentials; no agent has it.
+const CREDENTIAL_CHECK_TASK: &str = "a2a-credential-check";

@@ -85,7 +85,7 @@ impl World {
         if let Some(url) = &agent.spec.url {
             if readiness::external_probe_due(rt.url_probing, rt.url_next_probe, Instant::now()) {
                 rt.url_probing = true;
-                node.probe(k.clone(), u32::MAX, 0, url.clone(), Duration::ZERO);
+                node.probe(k.clone(), u32::MAX, 0, url.clone(), Duration::ZERO, Some(agent.clone()));
             }
             let status = url_status(&agent, rt);
             write_agent(node, &agent, rt, status);
@@ -203,7 +203,7 @@ impl World {
                 r.probing = true;
                 let wait = readiness::replica_retry_after(r.probes, &readiness::Schedule::default());
                 r.probes += 1;
-                node.probe(k.clone(), *i, r.pid, format!("http://127.0.0.1:{}", r.port), wait);
+                node.probe(k.clone(), *i, r.pid, format!("http://127.0.0.1:{}", r.port), wait, None);
             }
         }
         // A stdio agent needs only its cgroup parent (runs get their own cgroups): the budget's

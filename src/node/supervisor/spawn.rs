@@ -10,6 +10,7 @@ use kube::ResourceExt;
 
 use super::{Error, Key, Node, NodeEvent, Replica, Result, World, key_of};
 use crate::api::{Agent, ResourceBudget};
+use crate::controller::credentials;
 use crate::node::cgroup::{CgroupLimits, CgroupPath};
 use crate::node::logs::{self, RelaySpec};
 use crate::node::process::{self, ProcessSpec};
@@ -119,10 +120,17 @@ impl World {
                         None => Ok(()),
                     }
                 };
+                // The agent's own token (its Secret is made on first use), handed to it as
+                // A2A_AGENT_TOKEN; the engine presents the same token on every call.
+                let token = match credentials::has_token(&job.agent) {
+                    true => credentials::ensure_token(&node.client, &job.agent).await.map(Some).map_err(Error::Token),
+                    false => Ok(None),
+                };
                 let worker = node.clone();
                 let start = tokio::task::spawn_blocking(move || {
                     let _slot = slot;
-                    port.and_then(|port| start_replica(&worker, &budgets, &job, port))
+                    let ready = port.and_then(|port| token.map(|token| (port, token)));
+                    ready.and_then(|(port, token)| start_replica(&worker, &budgets, &job, port, token))
                 });
                 let (held, result) = tokio::join!(hold, start);
                 if let Err(e) = held {
@@ -200,6 +208,7 @@ pub(super) fn start_replica(
     budgets: &BTreeMap<String, ResourceBudget>,
     job: &StartJob,
     port: u16,
+    token: Option<String>,
 ) -> Result<Replica> {
     let StartJob { agent, replica: i, limits, hash, previous, .. } = job;
     let (i, previous) = (*i, *previous);
@@ -229,7 +238,10 @@ pub(super) fn start_replica(
         }
     }
     let oom_before = if reused { node.driver.stats(&cgroup).map_or(0, |s| s.oom_kills) } else { 0 };
-    let spec = node.process_spec(agent, i, port)?;
+    let mut spec = node.process_spec(agent, i, port)?;
+    if let Some(token) = token {
+        spec = spec.env(credentials::TOKEN_ENV, token);
+    }
     let p = process::spawn(node.driver.as_ref(), &cgroup, &spec)?;
     tracing::info!(agent = %agent.name_any(), replica = i, pid = p.pid(), port, "started agent replica");
     let restarts = previous.as_ref().map_or(0, |r| r.restarts + 1);
