@@ -297,6 +297,7 @@ mod tests {
         let ctx = Arc::new(Context { client, recorder: None });
         let run = tokio::spawn(reconcile(Arc::new(w.clone()), ctx));
         answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer", 200, agent(&[&url])).await;
+        answer(&mut handle, "GET", TOKEN_SECRET, 404, not_found()).await;
         answer(
             &mut handle,
             "PATCH",

@@ -88,8 +88,14 @@ mod tests {
         let (client, mut handle) = mock();
         let ctx = Arc::new(Context { client, config: WorkloadConfig::default(), recorder: None, wake: Vec::new() });
         let task = tokio::spawn(reconcile(Arc::new(agent()), ctx));
+        // After the referenced objects, the agent's own token Secret, which it already has.
+        let token = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "writer-a2a-token", "namespace": "team", "uid": "t-1",
+                "ownerReferences": [{"apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "name": "writer", "uid": "u-1"}]},
+            "data": {"token": "dG9rZW4="}});
         answer(&mut handle, "GET", "/api/v1/namespaces/team/secrets/openai", secret.0, secret.1).await;
         answer(&mut handle, "GET", "/api/v1/namespaces/team/configmaps/cfg", 200, config_map()).await;
+        answer(&mut handle, "GET", "/api/v1/namespaces/team/secrets/writer-a2a-token", 200, token).await;
         let reply = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "writer"},
             "spec": {"selector": {}, "template": {}}, "status": {}});
         let (_, deploy) =
