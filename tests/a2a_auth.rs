@@ -174,12 +174,12 @@ fn succeeded(wf: &Workflow) {
 }
 
 /// The error of the first task of a failed workflow, and its attempts; its reason is `reason`.
-fn failure(wf: &Workflow, reason: &str) -> (String, u32) {
+fn failure(wf: &Workflow, reason: Option<&str>) -> (String, u32) {
     let s = wf.status.as_ref().expect("status");
     assert_eq!(s.phase, Some(WorkflowPhase::Failed), "{s:#?}");
     let t = &s.tasks[0];
     assert_eq!(t.phase, TaskPhase::Failed);
-    assert_eq!(t.reason.as_deref(), Some(reason), "{t:#?}");
+    assert_eq!(t.reason.as_deref(), reason, "{t:#?}");
     (t.error.clone().unwrap_or_default(), t.attempts)
 }
 
@@ -207,17 +207,17 @@ async fn a_tls_agent_that_requires_a_bearer_token_serves_the_right_token_only() 
     succeeded(&wf);
     assert_eq!(wf.status.as_ref().expect("status").tasks[1].output.as_deref(), Some("secure: hello 1"));
 
-    let (error, attempts) = failure(&run(c, "wrong", "wrong", 1).await, "Unauthorized");
+    let (error, attempts) = failure(&run(c, "wrong", "wrong", 1).await, Some("Unauthorized"));
     assert!(error.contains("refused the credentials: HTTP 401"), "{error}");
     assert!(error.contains(r#"WWW-Authenticate: Bearer error="invalid_token""#), "{error}");
     assert!(!error.contains("not-the-token"), "the token never appears: {error}");
     assert_eq!(attempts, 1, "a refused credential is not retried: {error}");
 
-    let (error, attempts) = failure(&run(c, "untrusted", "untrusted", 1).await, "TLSError");
+    let (error, attempts) = failure(&run(c, "untrusted", "untrusted", 1).await, Some("TLSError"));
     assert!(error.contains("certificate verify failed: UnknownIssuer for 127.0.0.1"), "{error}");
     assert_eq!(attempts, 1, "a certificate that does not verify is not retried: {error}");
 
-    let (error, _) = failure(&run(c, "anonymous", "anonymous", 1).await, "AuthenticationFailed");
+    let (error, _) = failure(&run(c, "anonymous", "anonymous", 1).await, Some("AuthenticationFailed"));
     assert!(
         error.contains(r#"the agent card requires "credential" (HTTP Bearer), and a2a has no credential for it"#),
         "{error}"
@@ -250,7 +250,7 @@ async fn an_oauth2_token_is_fetched_once_and_reused_across_tasks() {
     assert!(log.contains("token issued n=1 scope=echo"), "the card's scope is asked for:\n{log}");
     assert_eq!(log.matches("secure-agent: task=").count(), 3, "{log}");
 
-    let (error, attempts) = failure(&run(c, "bad", "bad-client", 1).await, "AuthenticationFailed");
+    let (error, attempts) = failure(&run(c, "bad", "bad-client", 1).await, Some("AuthenticationFailed"));
     assert!(error.contains("the OAuth2 token endpoint https://127.0.0.1:"), "{error}");
     assert!(error.contains("answered HTTP 401 (invalid_client)"), "{error}");
     assert!(!error.contains("nope"), "{error}");
@@ -291,7 +291,8 @@ async fn mutual_tls_presents_the_client_certificate_from_its_secret() {
     url_agent(c, "no-cert", &agent.url, serde_json::json!({"tls": ca_secret()})).await;
     let _stop = start_engine(c);
     succeeded(&run(c, "mutual", "mutual", 1).await);
-    let (error, _) = failure(&run(c, "no-cert", "no-cert", 1).await, "TLSError");
+    // A connection closed in the handshake may be transient: it is retried as any other.
+    let (error, _) = failure(&run(c, "no-cert", "no-cert", 1).await, None);
     assert!(
         error.contains("TLS with 127.0.0.1 failed: the agent closed the connection without ending TLS"),
         "the failure is named, with the likely cause: {error}"
