@@ -497,5 +497,18 @@ async fn an_agent_shows_the_skills_of_the_extended_card_its_token_sees_and_gets_
     let task = &wf.status.as_ref().expect("status").tasks[0];
     assert_eq!(task.agent.as_deref(), Some("insider"), "only the insider has the skill: {task:#?}");
     assert_eq!(task.output.as_deref(), Some("extended: the long text"));
+
+    // A corrected Secret is read at the next probe: the outsider sees the extended card too.
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let fix = serde_json::json!({"stringData": {"outsider": "insider-token"}});
+    secrets.patch("tokens", &PatchParams::default(), &Patch::Merge(&fix)).await.expect("patch the Secret");
+    let a = common::node::wait_agent(c, "outsider", Duration::from_secs(30), |a| {
+        a.status.as_ref().and_then(|s| s.card.as_ref()).is_some_and(|card| card.extended)
+    })
+    .await;
+    let s = a.status.expect("status");
+    assert_eq!(s.card.expect("card").skills, ["echo", "summarize"]);
+    let message = &s.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready").message;
+    assert!(!message.contains("extended"), "the reason goes with the public card: {message}");
     common::node::tear_down(daemon).await;
 }
