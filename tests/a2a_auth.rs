@@ -53,7 +53,8 @@ impl Pki {
     }
 }
 
-/// The secure agent (tests/python/secure_agent.py) over TLS, killed when dropped.
+/// A test agent of tests/python over TLS (secure_agent.py unless said otherwise), killed when
+/// dropped.
 struct SecureAgent {
     child: Child,
     url: String,
@@ -63,11 +64,15 @@ struct SecureAgent {
 
 impl SecureAgent {
     async fn start(pki: Arc<Pki>, env: &[(&str, &str)]) -> SecureAgent {
+        Self::script("secure_agent.py", pki, env).await
+    }
+
+    async fn script(script: &str, pki: Arc<Pki>, env: &[(&str, &str)]) -> SecureAgent {
         let port = support::free_port();
         let (cert, key) = pki.issue(&["127.0.0.1"]);
         let log = pki.dir.path().join(format!("agent-{port}.stderr"));
         let mut cmd = Command::new(support::python());
-        cmd.arg(support::root().join("tests/python/secure_agent.py"))
+        cmd.arg(support::root().join("tests/python").join(script))
             .env("A2A_PORT", port.to_string())
             .env("TLS_CERT", pki.write(&format!("server-{port}.crt"), &cert))
             .env("TLS_KEY", pki.write(&format!("server-{port}.key"), &key))
@@ -347,5 +352,164 @@ async fn the_node_probe_says_why_an_https_agent_is_not_ready() {
     })
     .await;
     assert_eq!(a.status.and_then(|s| s.card).map(|c| c.name).as_deref(), Some("secure-echo"));
+    common::node::tear_down(daemon).await;
+}
+
+/// The layered agent (tests/python/extended_card_agent.py): its public card has the skill
+/// `echo`, its extended card, shown only to the bearer token `insider-token`, adds `summarize`.
+async fn layered_agent(pki: &Arc<Pki>, env: &[(&str, &str)]) -> SecureAgent {
+    let mut all = vec![("SECRET", "insider-token")];
+    all.extend_from_slice(env);
+    SecureAgent::script("extended_card_agent.py", pki.clone(), &all).await
+}
+
+/// A client of `url` trusting `pki`, presenting `bearer` when given.
+fn client(pki: &Pki, url: &str, bearer: Option<&str>) -> a2a::a2a::Client {
+    let options = a2a::a2a::ClientOptions {
+        tls: a2a::a2a::tls::TlsOptions { ca_pem: Some(pki.ca_pem.clone().into_bytes()), ..Default::default() },
+        credentials: a2a::a2a::auth::Credentials {
+            bearer: bearer.map(a2a::a2a::auth::SecretText::new),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    a2a::a2a::Client::with_options(url, options).expect("client")
+}
+
+async fn skills(c: &a2a::a2a::Client) -> Vec<String> {
+    c.agent_card().await.expect("card").skills.iter().map(|s| s.id.clone()).collect()
+}
+
+/// Why the client uses the public card though the agent offers an extended one.
+async fn unused(c: &a2a::a2a::Client) -> String {
+    match c.extended_card().await.expect("card") {
+        a2a::a2a::ExtendedCard::Unused(why) => why,
+        other => panic!("the extended card should be unused, it is {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extended_card_shown_to_the_right_token_replaces_the_public_one_over_either_binding() {
+    let pki = Arc::new(Pki::new("extended card test CA"));
+    for (public, other) in [("JSONRPC", "HTTP+JSON"), ("HTTP+JSON", "JSONRPC")] {
+        let agent = layered_agent(&pki, &[("PUBLIC_BINDING", public)]).await;
+        let insider = client(&pki, &agent.url, Some("insider-token"));
+        assert_eq!(skills(&insider).await, ["echo", "summarize"], "{public}: {}", agent.log());
+        assert_eq!(insider.extended_card().await.expect("card"), a2a::a2a::ExtendedCard::InUse);
+        assert_eq!(insider.transport().await.expect("transport").binding(), other, "the extended card's binding");
+        let opts = a2a::a2a::FollowOptions::default().timeout(Duration::from_secs(30));
+        let reply = insider
+            .send_and_follow(a2a::a2a::Message::user_text("m-1", "hi"), &opts, std::future::pending())
+            .await
+            .expect("a reply");
+        assert_eq!(reply.output().text, "extended: hi");
+        let log = agent.log();
+        assert!(log.contains(&format!("request binding={public} op=")), "fetched over the public binding:\n{log}");
+        assert!(log.contains(&format!("request binding={other} op=")), "sent over the extended one:\n{log}");
+
+        let outsider = client(&pki, &agent.url, Some("wrong-token"));
+        assert_eq!(skills(&outsider).await, ["echo"], "{public}");
+        let why = unused(&outsider).await;
+        assert!(why.contains("the agent refused the credentials: HTTP 401"), "{why}");
+        assert!(!why.contains("wrong-token"), "{why}");
+        assert_eq!(outsider.transport().await.expect("transport").binding(), public);
+        let reply = outsider
+            .send_and_follow(a2a::a2a::Message::user_text("m-2", "yo"), &opts, std::future::pending())
+            .await
+            .expect("the public card still serves");
+        assert_eq!(reply.output().text, "extended: yo");
+
+        let anonymous = client(&pki, &agent.url, None);
+        assert_eq!(skills(&anonymous).await, ["echo"]);
+        let why = unused(&anonymous).await;
+        assert!(why.contains("a2a presents no credentials to this agent"), "{why}");
+        let log = agent.log();
+        assert_eq!(log.matches("refused the extended card").count(), 1, "asked for only with credentials:\n{log}");
+    }
+    let unconfigured = layered_agent(&pki, &[("EXTENDED", "off")]).await;
+    let c = client(&pki, &unconfigured.url, Some("insider-token"));
+    assert_eq!(skills(&c).await, ["echo"]);
+    let why = unused(&c).await;
+    assert!(why.contains("ExtendedAgentCardNotConfigured"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_shows_the_skills_of_the_extended_card_its_token_sees_and_gets_their_tasks() {
+    let scratch = common::node::Scratch::new("extended-card");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = common::node::Daemon::start(home, top, &[]);
+    let c = &daemon.client().await;
+    let pki = Arc::new(Pki::new("extended card probe CA"));
+    let agent = layered_agent(&pki, &[]).await;
+    secret(c, "agent-ca", &[("ca.crt", &pki.ca_pem)]).await;
+    secret(c, "tokens", &[("insider", "insider-token"), ("outsider", "wrong-token")]).await;
+    let yaml = |name: &str, auth: &str| {
+        format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: {name} }}\nspec:\n  url: {}\n  tls:\n    caSecret: {{ name: agent-ca, key: ca.crt }}\n{auth}---\n",
+            agent.url
+        )
+    };
+    let auth = |key: &str| format!("  auth:\n    bearer: {{ secretKeyRef: {{ name: tokens, key: {key} }} }}\n");
+    common::node::apply(
+        home,
+        &format!(
+            "{}{}{}",
+            yaml("insider", &auth("insider")),
+            yaml("outsider", &auth("outsider")),
+            yaml("anonymous", "")
+        ),
+    );
+    let ready = |name: &'static str| async move {
+        let a = common::node::wait_agent(c, name, Duration::from_secs(30), |a| {
+            a.status.as_ref().is_some_and(|s| s.ready_replicas == 1 && s.card.is_some())
+        })
+        .await;
+        let s = a.status.expect("status");
+        let message = s.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready").message.clone();
+        (s.card.expect("card"), message)
+    };
+    let (card, message) = ready("insider").await;
+    assert_eq!(card.skills, ["echo", "summarize"], "{message}");
+    assert!(card.extended, "{card:?}");
+    assert!(!message.contains("extended"), "{message}");
+    let (card, message) = ready("outsider").await;
+    assert_eq!(card.skills, ["echo"]);
+    assert!(!card.extended);
+    assert!(message.contains("its extended agent card is not used"), "{message}");
+    assert!(message.contains("the agent refused the credentials: HTTP 401"), "{message}");
+    let (card, message) = ready("anonymous").await;
+    assert_eq!(card.skills, ["echo"]);
+    assert!(message.contains("a2a presents no credentials to this agent (spec.auth of the Agent)"), "{message}");
+
+    common::node::apply(
+        home,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: digest }\nspec:\n  tasks:\n    - { name: sum, skill: summarize, message: the long text }\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wf = loop {
+        let wf = common::node::get_wf(c, "digest").await;
+        if wf.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p.is_terminal()) {
+            break wf;
+        }
+        assert!(Instant::now() < deadline, "the workflow did not finish: {:#?}", wf.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    succeeded(&wf);
+    let task = &wf.status.as_ref().expect("status").tasks[0];
+    assert_eq!(task.agent.as_deref(), Some("insider"), "only the insider has the skill: {task:#?}");
+    assert_eq!(task.output.as_deref(), Some("extended: the long text"));
+
+    // A corrected Secret is read at the next probe: the outsider sees the extended card too.
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let fix = serde_json::json!({"stringData": {"outsider": "insider-token"}});
+    secrets.patch("tokens", &PatchParams::default(), &Patch::Merge(&fix)).await.expect("patch the Secret");
+    let a = common::node::wait_agent(c, "outsider", Duration::from_secs(30), |a| {
+        a.status.as_ref().and_then(|s| s.card.as_ref()).is_some_and(|card| card.extended)
+    })
+    .await;
+    let s = a.status.expect("status");
+    assert_eq!(s.card.expect("card").skills, ["echo", "summarize"]);
+    let message = &s.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready").message;
+    assert!(!message.contains("extended"), "the reason goes with the public card: {message}");
     common::node::tear_down(daemon).await;
 }

@@ -166,6 +166,20 @@ impl std::fmt::Debug for Authorizer {
     }
 }
 
+impl Authorizer {
+    /// Whether any credential goes with each request (the card's requirements are met, or a
+    /// credential goes anyway): an authenticated caller, to whom an agent may show its
+    /// extended card.
+    pub(crate) fn authenticates(&self) -> bool {
+        self.missing.is_none() && !self.presented.is_empty()
+    }
+
+    /// What the card requires that a2a has no credential for, when a2a lacks one.
+    pub(crate) fn missing(&self) -> Option<Error> {
+        self.missing.clone().map(|required| Error::NoCredential { required })
+    }
+}
+
 /// The credentials of `creds` to present to the agent of `card`, by its requirements.
 /// `token_http` fetches OAuth2 tokens.
 pub(crate) fn plan(

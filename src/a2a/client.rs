@@ -40,9 +40,9 @@ use tokio::time::Instant;
 
 use super::transport::{self, Addressing, Transport};
 use super::types::{
-    AGENT_CARD_PATH, AgentCard, CancelTaskRequest, ErrorCode, GetTaskRequest, ListTasksRequest, ListTasksResponse,
-    Message, RpcError, SendMessageConfiguration, SendMessageRequest, SendMessageResponse, StreamResponse,
-    SubscribeToTaskRequest, Task, TaskState,
+    AGENT_CARD_PATH, AgentCard, CancelTaskRequest, ErrorCode, GetExtendedAgentCardRequest, GetTaskRequest,
+    ListTasksRequest, ListTasksResponse, Message, RpcError, SendMessageConfiguration, SendMessageRequest,
+    SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task, TaskState,
 };
 
 /// Responses larger than this are refused (outputs beyond it belong in files, not replies).
@@ -311,6 +311,20 @@ struct Inner {
 struct Discovered {
     card: Arc<AgentCard>,
     transport: Arc<dyn Transport>,
+    extended: ExtendedCard,
+}
+
+/// Which of an agent's cards a [`Client`] uses: A2A lets an agent show authenticated callers
+/// an extended card (more skills, other interfaces), declared by
+/// `capabilities.extendedAgentCard` in its public card.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExtendedCard {
+    /// The public card declares no extended card.
+    NotOffered,
+    /// The extended card, read with the client's credentials, is used in place of the public one.
+    InUse,
+    /// The agent offers one, but the public card is used: why.
+    Unused(String),
 }
 
 impl std::fmt::Debug for Client {
@@ -350,12 +364,25 @@ impl Client {
         &self.inner.base
     }
 
-    /// The agent card, fetched once and then cached.
+    /// The agent card in use, fetched once and then cached: the extended card when the agent
+    /// offers one and shows it to this client's credentials, else the public card (see
+    /// [`Client::extended_card`]).
     pub async fn agent_card(&self) -> Result<Arc<AgentCard>> {
         Ok(self.discovered().await?.card)
     }
 
-    /// Fetches the agent card again (e.g. after the agent restarted) and caches it.
+    /// Whether the card in use is the agent's extended card, and why not when the agent
+    /// offers one (reading the card first if needed).
+    pub async fn extended_card(&self) -> Result<ExtendedCard> {
+        Ok(self.discovered().await?.extended)
+    }
+
+    /// Fetches the agent card again (e.g. after the agent restarted) and caches it. When the
+    /// public card declares `capabilities.extendedAgentCard` and the client presents
+    /// credentials the card accepts, the extended card is fetched with them
+    /// (`GetExtendedAgentCard`) and used in place of the public one: its skills, its
+    /// interfaces (the binding) and its security schemes. An extended card that cannot be
+    /// had leaves the public card in use; [`Client::extended_card`] says why.
     pub async fn refresh_agent_card(&self) -> Result<Arc<AgentCard>> {
         let url = format!("{}{AGENT_CARD_PATH}", self.inner.base);
         let req = Request::get(&url)
@@ -371,15 +398,57 @@ impl Client {
             what: "the agent card".into(),
             source,
         })?;
-        let auth = super::auth::plan(&card, &self.inner.credentials, &self.inner.http)
+        let (auth, transport) = self.plan(&card)?;
+        let extended = if !card.capabilities.extended_agent_card {
+            ExtendedCard::NotOffered
+        } else if let Some(missing) = auth.missing() {
+            ExtendedCard::Unused(missing.to_string())
+        } else if !auth.authenticates() {
+            ExtendedCard::Unused(
+                "it is shown to authenticated callers, and a2a presents no credentials to this agent (spec.auth of the Agent)"
+                    .into(),
+            )
+        } else {
+            match self.read_extended_card(&transport).await {
+                Ok(d) => {
+                    tracing::debug!(url = %self.inner.base, "using the extended agent card");
+                    return Ok(self.cache(d));
+                }
+                Err(e) => ExtendedCard::Unused(e.to_string()),
+            }
+        };
+        if let ExtendedCard::Unused(why) = &extended {
+            tracing::debug!(url = %self.inner.base, %why, "the agent offers an extended card; using the public one");
+        }
+        Ok(self.cache(Discovered { card: Arc::new(card), transport, extended }))
+    }
+
+    /// The credentials `card` asks for and the transport it chooses.
+    fn plan(&self, card: &AgentCard) -> Result<(super::auth::Authorizer, Arc<dyn Transport>)> {
+        let auth = super::auth::plan(card, &self.inner.credentials, &self.inner.http)
             .map_err(|source| Error::Auth { url: self.inner.base.clone(), source })?;
-        let transport =
-            transport::for_card(&card, &self.inner.base, &self.inner.http.authorized(auth), self.inner.addressing)?;
-        let d = Discovered { card: Arc::new(card), transport };
+        let http = self.inner.http.authorized(auth.clone());
+        let transport = transport::for_card(card, &self.inner.base, &http, self.inner.addressing)?;
+        Ok((auth, transport))
+    }
+
+    /// `GetExtendedAgentCard` over the public card's `transport`, and what the extended card
+    /// chooses in turn. An extended card asking for credentials a2a lacks is refused: with
+    /// the public one, the agent is at least reachable.
+    async fn read_extended_card(&self, transport: &Arc<dyn Transport>) -> Result<Discovered> {
+        let card = transport.get_extended_agent_card(GetExtendedAgentCardRequest::default()).await?;
+        let (auth, transport) = self.plan(&card)?;
+        if let Some(missing) = auth.missing() {
+            return Err(Error::Auth { url: self.inner.base.clone(), source: missing });
+        }
+        Ok(Discovered { card: Arc::new(card), transport, extended: ExtendedCard::InUse })
+    }
+
+    fn cache(&self, d: Discovered) -> Arc<AgentCard> {
         if let Ok(mut slot) = self.inner.card.lock() {
             *slot = Some(d.clone());
         }
-        Ok(d.card)
+        d.card
     }
 
     /// The transport the agent card chose (reading the card first if needed).

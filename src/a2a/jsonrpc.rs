@@ -14,9 +14,9 @@ use super::client::{Error, EventStream, Http, Result, http_status, invalid, quot
 use super::sse::SseEvent;
 use super::transport::{BoxFuture, Transport};
 use super::types::{
-    CancelTaskRequest, GetTaskRequest, JsonRpcRequest, JsonRpcResponse, ListTasksRequest, ListTasksResponse,
-    PROTOCOL_VERSION, SendMessageRequest, SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task,
-    VERSION_HEADER, method,
+    AgentCard, CancelTaskRequest, GetExtendedAgentCardRequest, GetTaskRequest, JsonRpcRequest, JsonRpcResponse,
+    ListTasksRequest, ListTasksResponse, PROTOCOL_VERSION, SendMessageRequest, SendMessageResponse, StreamResponse,
+    SubscribeToTaskRequest, Task, VERSION_HEADER, method,
 };
 
 /// The limit for each single non-blocking request (`GetTask`, `CancelTask`, opening a stream).
@@ -124,6 +124,10 @@ impl Transport for JsonRpc {
 
     fn subscribe_to_task(&self, request: SubscribeToTaskRequest) -> BoxFuture<'_, Result<EventStream>> {
         Box::pin(async move { self.stream(method::SUBSCRIBE_TO_TASK, &request).await })
+    }
+
+    fn get_extended_agent_card(&self, request: GetExtendedAgentCardRequest) -> BoxFuture<'_, Result<AgentCard>> {
+        Box::pin(async move { self.call(method::GET_EXTENDED_AGENT_CARD, &request, Some(REQUEST_TIMEOUT)).await })
     }
 }
 

@@ -13,6 +13,6 @@ pub mod tls;
 pub mod transport;
 pub mod types;
 
-pub use client::{CancelOutcome, Client, ClientOptions, EventStream, FollowOptions};
+pub use client::{CancelOutcome, Client, ClientOptions, EventStream, ExtendedCard, FollowOptions};
 pub use transport::Transport;
 pub use types::*;

@@ -14,6 +14,7 @@
 //! | `ListTasks`            | `GET /tasks?contextId=&status=…`  |
 //! | `CancelTask`           | `POST /tasks/{id}:cancel`         |
 //! | `SubscribeToTask`      | `POST /tasks/{id}:subscribe` (SSE)|
+//! | `GetExtendedAgentCard` | `GET /extendedAgentCard`          |
 
 use std::time::Duration;
 
@@ -29,9 +30,9 @@ use super::client::{Error, EventStream, Http, Result, http_status, invalid, quot
 use super::sse::SseEvent;
 use super::transport::{BoxFuture, Transport};
 use super::types::{
-    BINDING_HTTP_JSON, CancelTaskRequest, ErrorCode, GetTaskRequest, ListTasksRequest, ListTasksResponse,
-    PROTOCOL_VERSION, RpcError, SendMessageRequest, SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task,
-    VERSION_HEADER, method,
+    AgentCard, BINDING_HTTP_JSON, CancelTaskRequest, ErrorCode, GetExtendedAgentCardRequest, GetTaskRequest,
+    ListTasksRequest, ListTasksResponse, PROTOCOL_VERSION, RpcError, SendMessageRequest, SendMessageResponse,
+    StreamResponse, SubscribeToTaskRequest, Task, VERSION_HEADER, method,
 };
 
 /// The limit for each single non-blocking request (`GetTask`, `CancelTask`, opening a stream).
@@ -123,6 +124,11 @@ impl HttpJson {
         Ok(Call { operation: method::SUBSCRIBE_TO_TASK, method: Method::POST, url, body: None })
     }
 
+    fn extended_card_call(&self, request: &GetExtendedAgentCardRequest) -> Result<Call> {
+        let url = self.url(request.tenant.as_deref(), "/extendedAgentCard", &[]);
+        Ok(Call { operation: method::GET_EXTENDED_AGENT_CARD, method: Method::GET, url, body: None })
+    }
+
     fn http_request(&self, call: &Call, accept: &'static str) -> Result<Request<Full<Bytes>>> {
         let mut req = Request::builder()
             .method(call.method.clone())
@@ -195,6 +201,10 @@ impl Transport for HttpJson {
 
     fn subscribe_to_task(&self, request: SubscribeToTaskRequest) -> BoxFuture<'_, Result<EventStream>> {
         Box::pin(async move { self.stream(self.subscribe_call(&request)).await })
+    }
+
+    fn get_extended_agent_card(&self, request: GetExtendedAgentCardRequest) -> BoxFuture<'_, Result<AgentCard>> {
+        Box::pin(async move { self.unary(self.extended_card_call(&request), Some(REQUEST_TIMEOUT)).await })
     }
 }
 
@@ -350,6 +360,14 @@ mod tests {
             c.url,
             "http://h:9/a2a/tasks?contextId=c%201&includeArtifacts=true&pageSize=10&status=TASK_STATE_INPUT_REQUIRED"
         );
+
+        let c = t.extended_card_call(&GetExtendedAgentCardRequest::default()).unwrap();
+        assert_eq!(
+            (c.method.clone(), c.url.as_str(), c.body.is_none()),
+            (Method::GET, "http://h:9/a2a/extendedAgentCard", true)
+        );
+        let c = transport("http://h:9", Some("acme")).extended_card_call(&GetExtendedAgentCardRequest::default());
+        assert_eq!(c.unwrap().url, "http://h:9/acme/extendedAgentCard", "below the interface's tenant");
     }
 
     #[test]

@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use super::client::{Error, EventStream, Http, Result};
 use super::types::{
-    AgentCard, AgentInterface, BINDING_HTTP_JSON, BINDING_JSONRPC, CancelTaskRequest, GetTaskRequest, ListTasksRequest,
-    ListTasksResponse, SendMessageRequest, SendMessageResponse, SubscribeToTaskRequest, Task,
+    AgentCard, AgentInterface, BINDING_HTTP_JSON, BINDING_JSONRPC, CancelTaskRequest, GetExtendedAgentCardRequest,
+    GetTaskRequest, ListTasksRequest, ListTasksResponse, SendMessageRequest, SendMessageResponse,
+    SubscribeToTaskRequest, Task,
 };
 
 /// A boxed future that can cross threads: [`Transport`] is used as `dyn Transport`.
@@ -38,6 +39,8 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     fn cancel_task(&self, request: CancelTaskRequest) -> BoxFuture<'_, Result<Task>>;
     /// `SubscribeToTask`: the task's events until it is terminal.
     fn subscribe_to_task(&self, request: SubscribeToTaskRequest) -> BoxFuture<'_, Result<EventStream>>;
+    /// `GetExtendedAgentCard`: the card the agent shows an authenticated caller.
+    fn get_extended_agent_card(&self, request: GetExtendedAgentCardRequest) -> BoxFuture<'_, Result<AgentCard>>;
 }
 
 /// The bindings a2a speaks, in no particular order (the agent's order decides).

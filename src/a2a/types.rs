@@ -695,6 +695,14 @@ pub struct SubscribeToTaskRequest {
     pub tenant: Option<String>,
 }
 
+/// Params of `GetExtendedAgentCard`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GetExtendedAgentCardRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use pretty_assertions::assert_eq;

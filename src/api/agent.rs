@@ -376,6 +376,10 @@ pub struct CardSummary {
     pub skills: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub streaming: bool,
+    /// The agent's extended card (A2A `GetExtendedAgentCard`), which it shows to a2a's
+    /// credentials, is summarised and used in place of its public card.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub extended: bool,
 }
 
 /// One local replica.

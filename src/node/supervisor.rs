@@ -106,7 +106,7 @@ enum NodeEvent {
         replica: u32,
         pid: u32,
         /// The card, or why it could not be read.
-        card: Result<CardSummary, String>,
+        card: Result<probes::ProbedCard, String>,
     },
     /// A queued status write failed: written again later.
     WriteFailed(WriteTarget),
@@ -200,6 +200,8 @@ struct AgentRuntime {
     url_next_probe: Option<Instant>,
     /// Why the url agent's last probe failed.
     url_error: Option<String>,
+    /// Why the url agent's public card is used though it offers an extended one.
+    extended_unused: Option<String>,
     last_error: Option<String>,
     /// Why its Secrets and ConfigMaps cannot be resolved, and what was reported of them.
     refs: refs::RefsReported,
@@ -525,7 +527,12 @@ impl World {
                         self.deadlines.at(&key, next);
                         match card {
                             Ok(card) => {
-                                rt.card = Some(card);
+                                if card.extended_unused.is_some() && card.extended_unused != rt.extended_unused {
+                                    let why = card.extended_unused.as_deref().unwrap_or_default();
+                                    tracing::warn!(agent = %key.1, namespace = %key.0, %why, "the agent offers an extended agent card; a2a uses its public card");
+                                }
+                                rt.card = Some(card.summary);
+                                rt.extended_unused = card.extended_unused;
                                 rt.url_error = None;
                             }
                             Err(e) => rt.url_error = Some(e),
@@ -534,7 +541,7 @@ impl World {
                         r.probing = false;
                         r.ready = readiness::replica_ready_after(r.ready, card.is_ok());
                         if let Ok(card) = card {
-                            rt.card = Some(card);
+                            rt.card = Some(card.summary);
                         }
                     }
                 }
@@ -783,7 +790,10 @@ fn url_status(agent: &Agent, rt: &AgentRuntime) -> AgentStatus {
             rt.url_ready,
             if rt.url_ready { "CardAnswers" } else { "CardUnreachable" },
             match (&rt.url_error, rt.url_ready) {
-                (_, true) => format!("{url} serves its agent card"),
+                (_, true) => match &rt.extended_unused {
+                    None => format!("{url} serves its agent card"),
+                    Some(why) => format!("{url} serves its agent card; its extended agent card is not used: {why}"),
+                },
                 (Some(e), false) => e.clone(),
                 (None, false) => format!("{url} does not serve an agent card"),
             },

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
 use super::{Key, Node, NodeEvent};
+use crate::a2a::ExtendedCard;
 use crate::a2a::client::Error as E;
 use crate::api::Agent;
 use crate::api::agent::CardSummary;
@@ -60,8 +61,17 @@ impl Node {
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What a probe read of an agent's card.
+#[derive(Debug)]
+pub(super) struct ProbedCard {
+    /// Of the card a2a uses: the extended one when the agent shows it to a2a's credentials.
+    pub summary: CardSummary,
+    /// Why the public card is used though the agent offers an extended one.
+    pub extended_unused: Option<String>,
+}
+
 /// The card of the agent at `url`, or why it cannot be used.
-async fn fetch_card(client: &kube::Client, url: &str, external: Option<&Agent>) -> Result<CardSummary, String> {
+async fn fetch_card(client: &kube::Client, url: &str, external: Option<&Agent>) -> Result<ProbedCard, String> {
     let options = match external {
         Some(agent) => credentials::client_options(client, agent).await.map_err(|e| e.to_string())?,
         // Read as the engine will send: through the replica's own address (a2a chose it), so
@@ -79,12 +89,19 @@ async fn fetch_card(client: &kube::Client, url: &str, external: Option<&Agent>) 
             return Err(e.to_string());
         }
     }
-    Ok(CardSummary {
+    let extended = a2a.extended_card().await.map_err(|e| e.to_string())?;
+    let summary = CardSummary {
         name: card.name.clone(),
         version: card.version.clone(),
         skills: card.skills.iter().map(|s| s.id.clone()).collect(),
         streaming: card.capabilities.streaming,
-    })
+        extended: extended == ExtendedCard::InUse,
+    };
+    let extended_unused = match extended {
+        ExtendedCard::Unused(why) => Some(why),
+        ExtendedCard::NotOffered | ExtendedCard::InUse => None,
+    };
+    Ok(ProbedCard { summary, extended_unused })
 }
 
 /// The task id `GetTask` asks for to check credentials; no agent has it.
