@@ -1,7 +1,8 @@
 """An A2A 1.0 echo agent written with the official Python SDK (a2a-sdk 1.3).
 
 Serves the agent card at /.well-known/agent-card.json and JSON-RPC at / on
-127.0.0.1:$A2A_PORT. Install: pip install 'a2a-sdk[http-server]' uvicorn
+127.0.0.1:$A2A_PORT; the card declares streaming unless $A2A_STREAMING is `0`.
+Install: pip install 'a2a-sdk[http-server]' uvicorn
 """
 
 import os
@@ -65,7 +66,7 @@ def main() -> None:
                 protocol_version="1.0",
             )
         ],
-        capabilities=AgentCapabilities(streaming=True),
+        capabilities=AgentCapabilities(streaming=os.environ.get("A2A_STREAMING", "1") != "0"),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
         skills=[
