@@ -11,10 +11,11 @@ use a2a::api::workflow::{TaskPhase, WorkflowPhase};
 
 use common::node::{Daemon, Scratch, apply, events, get_wf, tear_down};
 
+/// The agent runs with `ARGS` after `--skill sleep`.
 const MANIFESTS: &str = "apiVersion: a2a.dev/v1alpha1
 kind: Agent
 metadata: { name: sleeper }
-spec: { command: [a2a, demo-agent, --skill, sleep], replicas: 2, maxConcurrentTasks: 4 }
+spec: { command: [a2a, demo-agent, --skill, sleep ARGS], replicas: 2, maxConcurrentTasks: 4 }
 ---
 apiVersion: a2a.dev/v1alpha1
 kind: Workflow
@@ -31,22 +32,39 @@ spec:
     - { name: b2, agent: sleeper, dependsOn: [a4, a5, a6], message: sleep 2s }
 ";
 
+/// The demo agent declares streaming: each task is one SendStreamingMessage, whose task id is
+/// kept from the first event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_daemon_resumes_the_workflow_and_every_task_runs_exactly_once() {
-    let scratch = Scratch::new("wfcrash");
+    crash_and_resume("wfcrash", "", |t| t.a2a_task_id.is_some()).await;
+}
+
+/// The agent's card declares no streaming: each task is one blocking SendMessage in a context
+/// stored before it is sent; the new daemon finds the tasks by their contexts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_daemon_finds_blocking_tasks_by_their_contexts_and_every_task_runs_exactly_once() {
+    crash_and_resume("wfcrashb", ", --no-streaming", |t| t.a2a_context_id.is_some()).await;
+}
+
+/// Kills the daemon once the first level's six tasks run on the agents (their messages in the
+/// agents' logs, and what a restart needs, `kept`, in status), starts another, and checks
+/// that every task ran exactly once.
+async fn crash_and_resume(scratch: &str, args: &str, kept: impl Fn(&a2a::api::workflow::TaskStatus) -> bool) {
+    let scratch = Scratch::new(scratch);
     let (home, top) = (scratch.home(), scratch.top());
     let mut daemon = Daemon::start(home, top, &[]);
     let client = daemon.client().await;
-    apply(home, MANIFESTS);
-    // Kill while the first level runs on the agents (their A2A task ids are in status).
+    apply(home, &MANIFESTS.replace(" ARGS", args));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let wf = get_wf(&client, "crashy").await;
         let running = wf
             .status
             .as_ref()
-            .map_or(0, |s| s.tasks.iter().filter(|t| t.phase == TaskPhase::Running && t.a2a_task_id.is_some()).count());
-        if running == 6 {
+            .map_or(0, |s| s.tasks.iter().filter(|t| t.phase == TaskPhase::Running && kept(t)).count());
+        let received = std::fs::exists(home.join("logs/default/sleeper")).unwrap_or(false)
+            && events(home, "sleeper", "start").len() == 6;
+        if running == 6 && received {
             break;
         }
         assert!(Instant::now() < deadline, "the first level never ran: {:#?}", wf.status);

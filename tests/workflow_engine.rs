@@ -219,6 +219,86 @@ async fn a_restarted_engine_follows_running_tasks_instead_of_sending_them_again(
     assert!(!log.contains("event=duplicate"), "nothing was sent twice:\n{log}");
 }
 
+/// Runs workflow `name` (tasks `a` and `b`, each `message`) on `agent` (as Agent `peer`),
+/// stops the engine once both messages reached the agent (`started` twice in its log) and
+/// the status holds what a restart needs (`kept`), starts another engine, and returns the
+/// finished workflow.
+async fn restart_while_running(
+    agent: &AgentProcess,
+    name: &str,
+    message: &str,
+    started: &str,
+    kept: impl Fn(&a2a::api::workflow::TaskStatus) -> bool,
+) -> Workflow {
+    let server = common::start().await;
+    ready_agent(&server.client, "peer", &agent.url, serde_json::json!({"skills": [], "maxConcurrentTasks": 2})).await;
+    let stop = start_engine(&server.client);
+    create_workflow(
+        &server.client,
+        &format!("apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: {{ name: {name} }}\nspec:\n  tasks:\n    - {{ name: a, agent: peer, message: {message} }}\n    - {{ name: b, agent: peer, message: {message} }}\n"),
+    )
+    .await;
+    let api: Api<Workflow> = Api::namespaced(server.client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let wf = api.get(name).await.expect("get");
+        let kept = wf.status.as_ref().map_or(0, |s| s.tasks.iter().filter(|t| kept(t)).count());
+        if kept == 2 && agent.log().matches(started).count() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tasks never ran: {:#?}\n{}", wf.status, agent.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _again = start_engine(&server.client);
+    let wf = finished(&server.client, name, Duration::from_secs(30)).await;
+    assert_eq!(wf.status.as_ref().and_then(|s| s.phase), Some(WorkflowPhase::Succeeded), "{:#?}", wf.status);
+    let status = wf.status.as_ref().expect("status");
+    assert!(status.tasks.iter().all(|t| t.attempts == 1 && t.a2a_task_id.is_some()), "{status:#?}");
+    wf
+}
+
+/// An agent whose card does not declare streaming gets one blocking SendMessage per task, in
+/// a context a2a chose and stored first: a restarted engine finds the task by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_engine_finds_a_blocking_task_by_its_context_instead_of_sending_it_again() {
+    let slow = AgentProcess::demo(&["--skill", "sleep", "--no-streaming"]).await;
+    let wf = restart_while_running(&slow, "blocking", "sleep 2s", "event=start", |t| t.a2a_context_id.is_some()).await;
+    assert_eq!((output(&wf, "a"), output(&wf, "b")), ("slept 2s".into(), "slept 2s".into()));
+    let log = slow.log();
+    assert_eq!(log.matches("event=start").count(), 2, "each task ran once:\n{log}");
+    assert!(!log.contains("event=duplicate"), "nothing was sent twice:\n{log}");
+    let uid = wf.metadata.uid.clone().unwrap_or_default();
+    let status = wf.status.as_ref().expect("status");
+    for t in &status.tasks {
+        let context = a2a::controller::plan::context_id(&uid, &t.name, 1);
+        assert_eq!(t.a2a_context_id.as_deref(), Some(context.as_str()), "{t:#?}");
+    }
+}
+
+/// The official Python SDK, streaming card: the task id of the one SendStreamingMessage is
+/// kept from its first event, and a restarted engine follows the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_engine_follows_a_streamed_python_sdk_task_instead_of_sending_it_again() {
+    let agent = AgentProcess::python("tests/python/streaming_agent.py", &[]).await;
+    let wf = restart_while_running(&agent, "pystream", "slow 2", "start task=", |t| t.a2a_task_id.is_some()).await;
+    assert_eq!((output(&wf, "a"), output(&wf, "b")), ("DONE".into(), "DONE".into()));
+    let log = agent.log();
+    assert_eq!(log.matches("start task=").count(), 2, "each task ran once:\n{log}");
+}
+
+/// The official Python SDK, card without streaming: one blocking SendMessage per task; a
+/// restarted engine finds the task with ListTasks by the context it stored before sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_engine_finds_a_blocking_python_sdk_task_by_its_context() {
+    let agent = AgentProcess::python("tests/python/streaming_agent.py", &[("A2A_STREAMING", "0")]).await;
+    let wf = restart_while_running(&agent, "pyblock", "slow 2", "start task=", |t| t.a2a_context_id.is_some()).await;
+    assert_eq!((output(&wf, "a"), output(&wf, "b")), ("DONE".into(), "DONE".into()));
+    let log = agent.log();
+    assert_eq!(log.matches("start task=").count(), 2, "each task ran once:\n{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_streaming_and_deferred_agents_serve_a_workflow() {
     let server = common::start().await;

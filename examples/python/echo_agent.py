@@ -1,7 +1,9 @@
 """An A2A 1.0 echo agent written with the official Python SDK (a2a-sdk 1.3).
 
 Serves the agent card at /.well-known/agent-card.json and JSON-RPC at / on
-127.0.0.1:$A2A_PORT. Install: pip install 'a2a-sdk[http-server]' uvicorn
+127.0.0.1:$A2A_PORT; the card declares streaming unless $A2A_STREAMING is `0`, and
+ListTasks is refused (UnsupportedOperation) when $A2A_LIST_TASKS is `0`.
+Install: pip install 'a2a-sdk[http-server]' uvicorn
 """
 
 import os
@@ -16,6 +18,7 @@ from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.utils.errors import UnsupportedOperationError
 from a2a.types import (
     AgentCapabilities,
     AgentCard,
@@ -52,6 +55,13 @@ class EchoExecutor(AgentExecutor):
         await updater.cancel()
 
 
+class NoListHandler(DefaultRequestHandler):
+    """Answers ListTasks with UnsupportedOperation, as an agent that does not offer it."""
+
+    async def on_list_tasks(self, params, context):
+        raise UnsupportedOperationError(message="ListTasks is not offered")
+
+
 def main() -> None:
     port = int(os.environ.get("A2A_PORT", "8000"))
     card = AgentCard(
@@ -65,7 +75,7 @@ def main() -> None:
                 protocol_version="1.0",
             )
         ],
-        capabilities=AgentCapabilities(streaming=True),
+        capabilities=AgentCapabilities(streaming=os.environ.get("A2A_STREAMING", "1") != "0"),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
         skills=[
@@ -78,7 +88,8 @@ def main() -> None:
             )
         ],
     )
-    handler = DefaultRequestHandler(
+    lists = os.environ.get("A2A_LIST_TASKS", "1") != "0"
+    handler = (DefaultRequestHandler if lists else NoListHandler)(
         agent_executor=EchoExecutor(), task_store=InMemoryTaskStore(), agent_card=card
     )
     app = Starlette(

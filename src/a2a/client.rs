@@ -25,6 +25,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -304,7 +305,14 @@ struct Inner {
     base: String,
     addressing: Addressing,
     card: Mutex<Option<Discovered>>,
+    /// Whether the agent answers `ListTasks`: [`LIST_UNKNOWN`] until learned (see
+    /// [`Client::offers_list_tasks`]).
+    lists: AtomicU8,
 }
+
+const LIST_UNKNOWN: u8 = 0;
+const LIST_YES: u8 = 1;
+const LIST_NO: u8 = 2;
 
 /// The card as last read, and the transport it chose.
 #[derive(Clone)]
@@ -356,7 +364,8 @@ impl Client {
         let http = Http::new(&options.tls).map_err(|source| Error::TlsConfig { url: base.clone(), source })?;
         options.credentials.client_certificate = options.tls.client_certificate.is_some();
         let (credentials, addressing) = (options.credentials, options.addressing);
-        Ok(Self { inner: Arc::new(Inner { http, credentials, base, addressing, card: Mutex::new(None) }) })
+        let lists = AtomicU8::new(LIST_UNKNOWN);
+        Ok(Self { inner: Arc::new(Inner { http, credentials, base, addressing, card: Mutex::new(None), lists }) })
     }
 
     /// The base URL the client was made for.
@@ -448,6 +457,8 @@ impl Client {
         if let Ok(mut slot) = self.inner.card.lock() {
             *slot = Some(d.clone());
         }
+        // Another card may be another agent: what it answers is learned again.
+        self.inner.lists.store(LIST_UNKNOWN, Ordering::Relaxed);
         d.card
     }
 
@@ -476,6 +487,55 @@ impl Client {
     /// `ListTasks`: one page of the agent's tasks (see [`ListTasksRequest`] for the filters).
     pub async fn list_tasks(&self, request: ListTasksRequest) -> Result<ListTasksResponse> {
         self.transport().await?.list_tasks(request).await
+    }
+
+    /// Whether the agent answers `ListTasks`. A 1.0 card does not say (no capability names
+    /// it), so it is learned once per client with one `ListTasks` of a context nobody uses
+    /// (`pageSize` 1) and remembered until the card is read again: a page is a yes;
+    /// `MethodNotFound`, `UnsupportedOperation` or an HTTP 404, 405 or 501 is a no. Another
+    /// failure (the agent unreachable, overloaded) is a no for now and asked again next time.
+    pub async fn offers_list_tasks(&self) -> bool {
+        match self.inner.lists.load(Ordering::Relaxed) {
+            LIST_YES => return true,
+            LIST_NO => return false,
+            _ => {}
+        }
+        let probe = ListTasksRequest {
+            context_id: Some(LIST_PROBE_CONTEXT.to_owned()),
+            page_size: Some(1),
+            ..Default::default()
+        };
+        let learned = match self.list_tasks(probe).await {
+            Ok(_) => Some(true),
+            Err(e) if unsupported(&e) => Some(false),
+            Err(e) => {
+                tracing::debug!(agent = %self.inner.base, error = %e, "ListTasks probe failed; asking again later");
+                None
+            }
+        };
+        if let Some(yes) = learned {
+            tracing::debug!(agent = %self.inner.base, offers = yes, "learned whether the agent answers ListTasks");
+            self.inner.lists.store(if yes { LIST_YES } else { LIST_NO }, Ordering::Relaxed);
+        }
+        learned.unwrap_or(false)
+    }
+
+    /// The task of context `context_id` (a context a2a chose for one message, so it holds at
+    /// most one task), found with `ListTasks`; `None` when the agent has none. A task of
+    /// another context (an agent that ignores the filter) is never taken for it.
+    pub async fn find_task_by_context(&self, context_id: &str) -> Result<Option<Task>> {
+        let request = ListTasksRequest {
+            context_id: Some(context_id.to_owned()),
+            page_size: Some(10),
+            include_artifacts: Some(true),
+            ..Default::default()
+        };
+        let page = self.list_tasks(request).await.inspect_err(|e| {
+            if unsupported(e) {
+                self.inner.lists.store(LIST_NO, Ordering::Relaxed);
+            }
+        })?;
+        Ok(page.tasks.into_iter().find(|t| t.context_id == context_id))
     }
 
     /// `CancelTask`; the answer is the task as the agent left it.
@@ -545,6 +605,121 @@ impl Client {
             r = self.follow(task, opts) => r.map(SendMessageResponse::Task),
             () = sleep_until(deadline) => Err(self.stopped(Some(id), opts, true).await),
             () = &mut cancelled => Err(self.stopped(Some(id), opts, false).await),
+        }
+    }
+
+    /// Sends `message` with `SendStreamingMessage` and follows the task on the same
+    /// connection until it is terminal or interrupted: one request for the whole exchange.
+    /// `on_task` is called once with the task id, as soon as the first event names it. A
+    /// stream that ends early (the connection lost) is followed by id with `GetTask`; one
+    /// that ends before naming a task is an error. Deadline and cancellation as
+    /// [`Client::send_and_follow`]; `on_answered` is called when the agent answered the
+    /// request (the stream opened, or the request failed).
+    pub async fn stream_and_follow(
+        &self,
+        message: Message,
+        opts: &FollowOptions,
+        cancelled: impl Future<Output = ()>,
+        mut on_answered: impl FnMut(),
+        mut on_task: impl FnMut(&str),
+    ) -> Result<SendMessageResponse> {
+        let deadline = opts.timeout.map(|t| Instant::now() + t);
+        let mut cancelled = std::pin::pin!(cancelled);
+        let mut events = tokio::select! {
+            r = self.send_streaming_message(message, None) => {
+                on_answered();
+                r?
+            }
+            () = sleep_until(deadline) => return Err(self.stopped(None, opts, true).await),
+            () = &mut cancelled => return Err(self.stopped(None, opts, false).await),
+        };
+        let mut task: Option<Task> = None;
+        let ended = loop {
+            let event = tokio::select! {
+                e = events.next() => e,
+                () = sleep_until(deadline) => return Err(self.stopped(task.map(|t| t.id), opts, true).await),
+                () = &mut cancelled => return Err(self.stopped(task.map(|t| t.id), opts, false).await),
+            };
+            let event = match event {
+                None => break None,
+                Some(Err(e)) => break Some(e),
+                Some(Ok(event)) => event,
+            };
+            let current = match (&mut task, event) {
+                (None, StreamResponse::Message(m)) => return Ok(SendMessageResponse::Message(m)),
+                (Some(_), StreamResponse::Message(_)) => continue,
+                (None, event) => {
+                    let Some(id) = event_task_id(&event) else { continue };
+                    on_task(&id);
+                    let mut first = Task { id, ..Default::default() };
+                    first.apply(&event);
+                    task.insert(first)
+                }
+                (Some(t), event) => {
+                    t.apply(&event);
+                    t
+                }
+            };
+            if is_settled(current.status.state) {
+                return Ok(SendMessageResponse::Task(task.unwrap_or_default()));
+            }
+        };
+        let Some(task) = task else {
+            return Err(ended.unwrap_or_else(|| Error::Body {
+                url: self.inner.base.clone(),
+                reason: "the event stream of SendStreamingMessage ended before it named a task".into(),
+            }));
+        };
+        if let Some(e) = ended {
+            tracing::debug!(task = %task.id, error = %e, "event stream failed; following the task by id");
+        }
+        let id = task.id.clone();
+        tokio::select! {
+            r = self.follow(task, opts) => r.map(SendMessageResponse::Task),
+            () = sleep_until(deadline) => Err(self.stopped(Some(id), opts, true).await),
+            () = &mut cancelled => Err(self.stopped(Some(id), opts, false).await),
+        }
+    }
+
+    /// Sends `message` with a blocking `SendMessage` (no `returnImmediately`): the agent
+    /// answers when the task is terminal or interrupted, one request for the whole exchange.
+    /// The message should carry a `contextId` of its own: when the deadline passes or
+    /// `cancelled` resolves first, the task is found by it with `ListTasks` and cancelled.
+    /// `on_answered` is called when the agent answered (or the request failed).
+    pub async fn send_and_wait(
+        &self,
+        message: Message,
+        opts: &FollowOptions,
+        cancelled: impl Future<Output = ()>,
+        mut on_answered: impl FnMut(),
+    ) -> Result<SendMessageResponse> {
+        let deadline = opts.timeout.map(|t| Instant::now() + t);
+        let context = message.context_id.clone();
+        let find = async |context: Option<String>| match context {
+            Some(c) => match tokio::time::timeout(opts.request_timeout, self.find_task_by_context(&c)).await {
+                Ok(Ok(task)) => task.map(|t| t.id),
+                _ => None,
+            },
+            None => None,
+        };
+        let sent = tokio::select! {
+            r = self.send_message(message, None) => {
+                on_answered();
+                r?
+            }
+            () = sleep_until(deadline) => return Err(self.stopped(find(context).await, opts, true).await),
+            () = cancelled => return Err(self.stopped(find(context).await, opts, false).await),
+        };
+        match sent {
+            SendMessageResponse::Task(t) if !is_settled(t.status.state) => {
+                // An agent that answers before the end: followed as any other task.
+                let id = t.id.clone();
+                tokio::select! {
+                    r = self.follow(t, opts) => r.map(SendMessageResponse::Task),
+                    () = sleep_until(deadline) => Err(self.stopped(Some(id), opts, true).await),
+                }
+            }
+            other => Ok(other),
         }
     }
 
@@ -730,6 +905,29 @@ pub(crate) fn resolve(base: &str, url: &str) -> Result<String> {
     check_url(url).map(str::to_owned)
 }
 
+/// The context of the one `ListTasks` that learns whether an agent answers it.
+const LIST_PROBE_CONTEXT: &str = "a2a-list-tasks-probe";
+
+/// Whether an error says the agent does not offer the method at all.
+fn unsupported(e: &Error) -> bool {
+    match e {
+        Error::Rpc { error, .. } => matches!(error.code, ErrorCode::MethodNotFound | ErrorCode::UnsupportedOperation),
+        Error::HttpStatus { status, .. } => matches!(status, 404 | 405 | 501),
+        _ => false,
+    }
+}
+
+/// The task an event of a stream is about.
+fn event_task_id(event: &StreamResponse) -> Option<String> {
+    let id = match event {
+        StreamResponse::Task(t) => &t.id,
+        StreamResponse::StatusUpdate(u) => &u.task_id,
+        StreamResponse::ArtifactUpdate(u) => &u.task_id,
+        StreamResponse::Message(_) => return None,
+    };
+    (!id.is_empty()).then(|| id.clone())
+}
+
 fn is_settled(state: TaskState) -> bool {
     state.is_terminal() || state.is_interrupted()
 }
@@ -828,6 +1026,17 @@ pub(crate) fn http_status(url: &str, status: StatusCode, body: &[u8]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_answer_that_the_method_is_missing_says_list_tasks_is_not_offered() {
+        let rpc = |code| Error::Rpc { method: "ListTasks".into(), url: "u".into(), error: RpcError::new(code, "x") };
+        let http = |status| Error::HttpStatus { url: "u".into(), status, body: String::new() };
+        assert!(unsupported(&rpc(ErrorCode::MethodNotFound)));
+        assert!(unsupported(&rpc(ErrorCode::UnsupportedOperation)));
+        assert!(unsupported(&http(404)) && unsupported(&http(405)) && unsupported(&http(501)));
+        assert!(!unsupported(&rpc(ErrorCode::InternalError)), "a failure decides nothing");
+        assert!(!unsupported(&http(503)) && !unsupported(&http(401)));
+    }
 
     #[test]
     fn urls_other_than_absolute_http_or_https_are_refused_with_the_reason() {

@@ -194,6 +194,8 @@ pub struct DemoAgentConfig {
     /// The token every A2A call must carry as `Authorization: Bearer` (a2a gives it to the
     /// agents it runs as `A2A_AGENT_TOKEN`); the card stays public and advertises it.
     pub token: Option<String>,
+    /// The card declares streaming (the streaming methods answer either way).
+    pub streaming: bool,
 }
 
 impl Default for DemoAgentConfig {
@@ -208,6 +210,7 @@ impl Default for DemoAgentConfig {
             tck_scenarios: false,
             bindings: vec![Binding::Jsonrpc, Binding::HttpJson],
             token: None,
+            streaming: true,
         }
     }
 }
@@ -234,7 +237,7 @@ pub fn agent_card(config: &DemoAgentConfig, url: &str) -> AgentCard {
             })
             .collect(),
         capabilities: AgentCapabilities {
-            streaming: true,
+            streaming: config.streaming,
             push_notifications: false,
             extensions: Vec::new(),
             extended_agent_card: false,

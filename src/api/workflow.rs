@@ -220,6 +220,12 @@ pub struct TaskStatus {
     /// The A2A task id the agent gave the current attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub a2a_task_id: Option<String>,
+    /// The A2A `contextId` a2a chose for the current attempt's message (from the workflow's
+    /// uid, the task and the attempt), written before a message that names no task in its
+    /// answer until the end is sent: after a restart, the attempt's A2A task is found by it
+    /// with `ListTasks` instead of being sent again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a_context_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,6 +311,7 @@ impl TaskStatus {
             attempts: 0,
             agent: None,
             a2a_task_id: None,
+            a2a_context_id: None,
             started_at: None,
             finished_at: None,
             output: None,

@@ -43,6 +43,10 @@ pub struct DemoAgentArgs {
     /// and a message is refused while all of them are unfinished.
     #[arg(long, default_value_t = 10_000)]
     pub max_tasks: usize,
+    /// The card does not declare streaming, so clients use `SendMessage` (the streaming
+    /// methods still answer): for trying how a2a calls agents that do not stream.
+    #[arg(long)]
+    pub no_streaming: bool,
 }
 
 /// Why the demo agent could not serve.
@@ -99,6 +103,7 @@ pub fn run(args: &DemoAgentArgs) -> Result<(), Error> {
         },
         // Set by a2a for the agents it runs; every A2A call must then carry it.
         token: std::env::var(crate::controller::credentials::TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+        streaming: !args.no_streaming,
     };
     // One thread keeps the agent small; its work is waiting on sockets and timers.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;

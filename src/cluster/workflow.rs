@@ -106,15 +106,23 @@ async fn publish(ctx: &Context, w: &Workflow, type_: EventType, reason: &str, no
 pub async fn cancel_running(client: &kube::Client, w: &Workflow) -> Result<(usize, Vec<String>), Error> {
     let ns = w.namespace().unwrap_or_default();
     let agents: Api<Agent> = Api::namespaced(client.clone(), &ns);
-    let running: Vec<(String, String)> = w
+    // A task sent as a blocking SendMessage is named by its context until it answers.
+    let running: Vec<(String, String, bool)> = w
         .status
         .iter()
         .flat_map(|s| s.tasks.iter())
         .filter(|t| t.phase == TaskPhase::Running || t.phase.is_waiting())
-        .filter_map(|t| Some((t.agent.clone()?, t.a2a_task_id.clone()?)))
+        .filter_map(|t| {
+            let agent = t.agent.clone()?;
+            match (&t.a2a_task_id, &t.a2a_context_id) {
+                (Some(id), _) => Some((agent, id.clone(), false)),
+                (None, Some(context)) if t.phase == TaskPhase::Running => Some((agent, context.clone(), true)),
+                _ => None,
+            }
+        })
         .collect();
     let (mut cancelled, mut failures) = (0, Vec::new());
-    for (agent, id) in running {
+    for (agent, id, by_context) in running {
         let Some(a) = agents.get_opt(&agent).await? else { continue };
         // As the engine does (the options carry it): an agent the operator runs through its
         // Service, whatever host its card advertises; a `url` agent where its card says.
@@ -130,7 +138,7 @@ pub async fn cancel_running(client: &kube::Client, w: &Workflow) -> Result<(usiz
         };
         for url in &endpoints {
             let result = match a2a::Client::with_options(url, options.clone()) {
-                Ok(c) => tokio::time::timeout(CANCEL_TIMEOUT, c.cancel_task(&id)).await.map_err(|_| None),
+                Ok(c) => tokio::time::timeout(CANCEL_TIMEOUT, cancel_on(&c, &id, by_context)).await.map_err(|_| None),
                 Err(e) => Err(Some(e)),
             };
             match result {
@@ -156,6 +164,22 @@ pub async fn cancel_running(client: &kube::Client, w: &Workflow) -> Result<(usiz
         }
     }
     Ok((cancelled, failures))
+}
+
+/// `CancelTask` for the task `id`, or (`by_context`) for the task of context `id`, found with
+/// `ListTasks`; none there is `TaskNotFound` (another replica may hold it).
+async fn cancel_on(c: &a2a::Client, id: &str, by_context: bool) -> a2a::client::Result<a2a::types::Task> {
+    if !by_context {
+        return c.cancel_task(id).await;
+    }
+    match c.find_task_by_context(id).await? {
+        Some(task) => c.cancel_task(&task.id).await,
+        None => Err(a2a::client::Error::Rpc {
+            method: a2a::types::method::LIST_TASKS.to_owned(),
+            url: c.base_url().to_owned(),
+            error: a2a::types::RpcError::new(a2a::types::ErrorCode::TaskNotFound, format!("no task of context {id}")),
+        }),
+    }
 }
 
 /// Requeue after an error.

@@ -170,6 +170,14 @@ impl Error {
 /// `namespace/name`.
 pub type Key = (String, String);
 
+/// An attempt whose start is recorded.
+struct Begun {
+    /// Resolves when the attempt is cancelled.
+    cancelled: watch::Receiver<bool>,
+    /// The attempt was started before and may have been sent (see `WorkflowState::begin`).
+    sent_before: bool,
+}
+
 /// One queued attempt, naming its task (a task's position in the spec is not its identity:
 /// an edit may move it while the attempt is in flight).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,6 +222,9 @@ struct WorkflowState {
     full_outputs: HashMap<String, Arc<str>>,
     /// How often the agent deferred each task's current attempt with `Retry-After`.
     deferrals: HashMap<Arc<str>, u32>,
+    /// The last status write that reached the store: every change made before status write
+    /// number `written` began is durable.
+    written: u64,
 }
 
 impl WorkflowState {
@@ -243,6 +254,7 @@ impl WorkflowState {
             cancel_requested: false,
             full_outputs: HashMap::new(),
             deferrals: HashMap::new(),
+            written: 0,
         }
     }
 
@@ -271,20 +283,26 @@ impl WorkflowState {
     /// Attempt `t` (token `token`) starts on `agent`: records the start and makes it the
     /// task's current attempt. `None` when the workflow is another (re-created) one, is being
     /// cancelled, or no longer has the task.
-    fn begin(&mut self, t: &TaskRef, token: u64, agent: &str, now: Timestamp) -> Option<watch::Receiver<bool>> {
+    ///
+    /// `Begun::sent_before` says that this very attempt was started before (a restart, or a
+    /// deferral): its message, with the context the status names, may have reached the agent.
+    fn begin(&mut self, t: &TaskRef, token: u64, agent: &str, now: Timestamp) -> Option<Begun> {
         if *t.uid != *self.uid || self.cancel_requested {
             return None;
         }
         let i = self.index.position(&t.task)?;
         let started = self.status.tasks[i].started_at;
+        let context = self.status.tasks[i].a2a_context_id.take().filter(|_| self.status.tasks[i].attempts == t.attempt);
         plan::record_start(&mut self.status, i, t.attempt, agent, now);
         if let Some(id) = &t.resume {
             // The same attempt, followed again: it keeps its id and start time.
             self.status.tasks[i].a2a_task_id = Some(id.clone());
             self.status.tasks[i].started_at = started.or(Some(crate::api::common::Time(now)));
         }
+        let sent_before = context.is_some() && t.resume.is_none() && t.reply.is_none();
+        self.status.tasks[i].a2a_context_id = context;
         self.touch(i);
-        Some(self.attempts.start(&t.task, token))
+        Some(Begun { cancelled: self.attempts.start(&t.task, token), sent_before })
     }
 
     /// Records the outcome of attempt `t` (token `token`) under its task's name, only if that
@@ -413,6 +431,8 @@ pub struct Engine {
     state: Mutex<State>,
     wake: Notify,
     flush: Notify,
+    /// The status writes attempts wait for before sending (see `flush::Durable`).
+    durable: flush::Durable,
     /// Workflows whose state machine must run; many requests make one step.
     to_step: Mutex<HashSet<Key>>,
     step: Notify,
@@ -439,6 +459,7 @@ impl Engine {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             flush: Notify::new(),
+            durable: flush::Durable::default(),
             to_step: Mutex::new(HashSet::new()),
             step: Notify::new(),
             clients: Mutex::new(HashMap::new()),
@@ -965,7 +986,7 @@ mod tests {
         );
         let now = Timestamp::now();
         let (a, b) = (task_ref("a", 1), task_ref("b", 1));
-        let rx_a = w.begin(&a, 1, "sleeper", now).expect("a starts");
+        let rx_a = w.begin(&a, 1, "sleeper", now).expect("a starts").cancelled;
         w.begin(&b, 2, "sleeper", now).expect("b starts");
         // The spec loses `a`: `b` moves from position 1 to 0 while both attempts are in flight.
         let gone = w.replace_spec(spec(&[("b", "sleep 4s")]), Some(2));

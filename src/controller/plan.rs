@@ -339,6 +339,7 @@ pub fn retry(spec: &WorkflowSpec, status: &mut WorkflowStatus, only: &[String]) 
         t.finished_at = None;
         t.next_attempt_at = None;
         t.a2a_task_id = None;
+        t.a2a_context_id = None;
         t.reason = None;
         t.message = None;
         names.push(t.name.clone());
@@ -546,6 +547,7 @@ pub fn record_start(status: &mut WorkflowStatus, i: usize, attempt: u32, agent: 
     t.started_at = Some(Time(now));
     t.next_attempt_at = None;
     t.a2a_task_id = None;
+    t.a2a_context_id = None;
     t.reason = None;
     t.message = None;
     t.waiting_since = None;
@@ -582,6 +584,12 @@ pub fn effective_priority(ready: &Ready, agent: Option<&Agent>) -> Priority {
 /// agent can recognise a re-sent attempt.
 pub fn message_id(workflow_uid: &str, task: &str, attempt: u32) -> String {
     format!("{workflow_uid}-{task}-{attempt}")
+}
+
+/// The A2A `contextId` of one attempt's message: a context of its own, so the one task it
+/// holds is found by it (`ListTasks`) after a restart. Stable, like [`message_id`].
+pub fn context_id(workflow_uid: &str, task: &str, attempt: u32) -> String {
+    format!("a2a-{workflow_uid}-{task}-{attempt}")
 }
 
 #[cfg(test)]

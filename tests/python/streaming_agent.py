@@ -8,7 +8,8 @@ QUESTION` -> TASK_STATE_AUTH_REQUIRED likewise; the next message on that task (i
 is the answer: `answered: TEXT` completes the task (logged as `answer task=<id> text=TEXT
 data=JSON`), its data parts are returned beside it. Each GetTask is logged as `get task=<id>`.
 Listens on 127.0.0.1:$A2A_PORT, over the binding named by $A2A_BINDING: `JSONRPC` (the
-default) or `HTTP+JSON` (the SDK's REST routes); the card offers only that one.
+default) or `HTTP+JSON` (the SDK's REST routes); the card offers only that one. The card
+declares streaming unless $A2A_STREAMING is `0`.
 """
 
 import asyncio
@@ -112,7 +113,7 @@ def main() -> None:
                 protocol_version="1.0",
             )
         ],
-        capabilities=AgentCapabilities(streaming=True),
+        capabilities=AgentCapabilities(streaming=os.environ.get("A2A_STREAMING", "1") != "0"),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
         skills=[

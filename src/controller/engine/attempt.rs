@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio::sync::watch;
 
-use super::{Engine, Error, MAX_OUTPUT_IN_STATUS, Outcome, Output, State, TaskRef, Waiting, lock};
+use super::{Begun, Engine, Error, MAX_OUTPUT_IN_STATUS, Outcome, Output, State, TaskRef, Waiting, lock};
 use crate::a2a;
 use crate::a2a::transport::Addressing;
 use crate::api::Agent;
@@ -35,14 +34,14 @@ impl Engine {
             let State { workflows, agents, .. } = &mut *st;
             let known = agents.contains_key(&(t.workflow.0.clone(), agent_name.clone()));
             match workflows.get_mut(&t.workflow) {
-                Some(w) if known => w.begin(&t, token, &agent_name, now).map(|rx| {
+                Some(w) if known => w.begin(&t, token, &agent_name, now).map(|begun| {
                     let i = w.index.position(&t.task).unwrap_or_default();
                     let needed: Vec<(String, u32)> = plan::long_outputs_used(&w.spec, &w.status, i)
                         .into_iter()
                         .filter(|(_, key)| !w.full_outputs.contains_key(key))
                         .map(|(j, key)| (key, w.status.tasks[j].attempts))
                         .collect();
-                    (rx, needed)
+                    (begun, needed)
                 }),
                 _ => None,
             }
@@ -50,9 +49,9 @@ impl Engine {
         self.flush.notify_one();
         let outcome = match started {
             None => Err(Error::Gone),
-            Some((rx, needed)) => match self.load_outputs(&t, needed).await {
+            Some((begun, needed)) => match self.load_outputs(&t, needed).await {
                 Err(e) => Err(e),
-                Ok(()) => self.attempt(&t, token, &agent_name, resume_id, rx).await,
+                Ok(()) => self.attempt(&t, token, &agent_name, resume_id, begun).await,
             },
         };
         let outcome = match outcome {
@@ -130,8 +129,9 @@ impl Engine {
         token: u64,
         agent_name: &str,
         resume_id: Option<String>,
-        mut rx: watch::Receiver<bool>,
+        begun: Begun,
     ) -> Result<Answer, Error> {
+        let Begun { cancelled: mut rx, sent_before } = begun;
         let prepared = {
             let mut st = lock(&self.state);
             let State { workflows, agents, .. } = &mut *st;
@@ -198,7 +198,12 @@ impl Engine {
             None => Err(Error::NoEndpoint(agent_name.to_owned())),
             Some(urls) => {
                 let a = (t, token, &target);
-                self.a2a_attempt(a, &urls, message_id, message, data, timeout, resume_id, cancelled).await
+                let resume = match resume_id {
+                    Some(id) => Resume::Task(id),
+                    None if sent_before => Resume::Lookup,
+                    None => Resume::Send,
+                };
+                self.a2a_attempt(a, &urls, message_id, message, data, timeout, resume, cancelled).await
             }
         }
     }
@@ -211,13 +216,32 @@ impl Engine {
         text: String,
         data: Option<serde_json::Value>,
         timeout: Option<Duration>,
-        resume_id: Option<String>,
+        resume: Resume,
         cancelled: impl Future<Output = ()>,
     ) -> Result<Answer, Error> {
         let url = urls.first().map(String::as_str).unwrap_or_default();
         let mut client = self.client_for(target, url).await?;
         let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
         let mut cancelled = std::pin::pin!(cancelled);
+        let context_id = plan::context_id(&t.uid, &t.task, t.attempt);
+        let resume_id = match resume {
+            Resume::Task(id) => Some(id),
+            Resume::Send => None,
+            // This attempt may have reached the agent before a restart: its task, if the agent
+            // has one of the attempt's context, is followed instead of sending again.
+            Resume::Lookup => match self.find_sent(target, urls, &context_id).await? {
+                Some((replica, task)) => {
+                    tracing::info!(workflow = %t.workflow.1, task = %t.task, a2a_task = %task.id, "found the attempt's A2A task by its context; following it");
+                    self.record_task_id(t, token, &task.id);
+                    if task.status.state.is_terminal() || task.status.state.is_interrupted() {
+                        return task_result(&task);
+                    }
+                    client = replica;
+                    Some(task.id)
+                }
+                None => None,
+            },
+        };
         let task_id = match resume_id {
             Some(id) if t.reply.is_some() => {
                 let reply = t.reply.as_deref().cloned().unwrap_or_default();
@@ -246,7 +270,30 @@ impl Engine {
                 if let Some(d) = data {
                     parts.push(a2a::types::Part::data(d));
                 }
-                let message = a2a::types::Message::new(a2a::types::Role::User, message_id, parts);
+                let mut message = a2a::types::Message::new(a2a::types::Role::User, message_id, parts);
+                message.context_id = Some(context_id.clone());
+                // One request for the whole exchange when the agent allows it: a stream (the task
+                // id comes first and is kept, as below), or a blocking SendMessage whose context,
+                // in the store before it is sent, finds the task after a restart.
+                if client.agent_card().await?.capabilities.streaming {
+                    self.record_context(t, token, &context_id);
+                    let answered = || self.rate_answered(token);
+                    let named = |id: &str| self.record_task_id(t, token, id);
+                    let r = client.stream_and_follow(message, &opts, cancelled, answered, named).await?;
+                    return response_result(r);
+                }
+                if client.offers_list_tasks().await {
+                    self.record_context(t, token, &context_id);
+                    tokio::select! {
+                        written = self.durably_written(&t.workflow, &t.uid) => if !written {
+                            return Err(Error::Gone);
+                        },
+                        () = &mut cancelled => return Err(Error::CancelledBeforeAnswer),
+                    }
+                    let answered = || self.rate_answered(token);
+                    let r = client.send_and_wait(message, &opts, cancelled, answered).await?;
+                    return response_result(r);
+                }
                 let config = a2a::types::SendMessageConfiguration { return_immediately: true, ..Default::default() };
                 let sent = tokio::select! {
                     r = client.send_message(message, Some(config)) => {
@@ -263,15 +310,7 @@ impl Engine {
                         if task.status.state.is_terminal() || task.status.state.is_interrupted() {
                             return task_result(&task);
                         }
-                        // The id matters now: keep it, so a restart follows instead of re-sending.
-                        if let Some(w) = lock(&self.state).workflows.get_mut(&t.workflow)
-                            && w.attempts.is_current(&t.task, token)
-                            && let Some(i) = w.index.position(&t.task)
-                        {
-                            w.status.tasks[i].a2a_task_id = Some(task.id.clone());
-                            w.touch(i);
-                        }
-                        self.flush.notify_one();
+                        self.record_task_id(t, token, &task.id);
                         task.id
                     }
                 }
@@ -279,6 +318,51 @@ impl Engine {
         };
         let task = client.follow_task(&task_id, &opts, cancelled).await?;
         task_result(&task)
+    }
+
+    /// Keeps the A2A task id of attempt `t` in its status as soon as the agent names it, so a
+    /// restart follows the task instead of sending again.
+    fn record_task_id(&self, t: &TaskRef, token: u64, id: &str) {
+        if let Some(w) = lock(&self.state).workflows.get_mut(&t.workflow)
+            && w.attempts.is_current(&t.task, token)
+            && let Some(i) = w.index.position(&t.task)
+        {
+            w.status.tasks[i].a2a_task_id = Some(id.to_owned());
+            w.touch(i);
+        }
+        self.flush.notify_one();
+    }
+
+    /// Notes in the status of attempt `t` the context its message is sent in.
+    fn record_context(&self, t: &TaskRef, token: u64, context_id: &str) {
+        if let Some(w) = lock(&self.state).workflows.get_mut(&t.workflow)
+            && w.attempts.is_current(&t.task, token)
+            && let Some(i) = w.index.position(&t.task)
+            && w.status.tasks[i].a2a_context_id.as_deref() != Some(context_id)
+        {
+            w.status.tasks[i].a2a_context_id = Some(context_id.to_owned());
+            w.touch(i);
+        }
+    }
+
+    /// The task of context `context_id` on one of the agent's `urls` (those that answer
+    /// `ListTasks`), with the client of the replica that has it.
+    async fn find_sent(
+        &self,
+        target: &Agent,
+        urls: &[String],
+        context_id: &str,
+    ) -> Result<Option<(a2a::Client, a2a::types::Task)>, Error> {
+        for url in urls {
+            let client = self.client_for(target, url).await?;
+            if !client.offers_list_tasks().await {
+                continue;
+            }
+            if let Some(task) = client.find_task_by_context(context_id).await? {
+                return Ok(Some((client, task)));
+            }
+        }
+        Ok(None)
     }
 
     /// Sends `CancelTask` for A2A tasks that waited for input when their workflow task was
@@ -413,6 +497,25 @@ pub(super) fn open_tasks(
             Some(OpenTask { agent, target: view.agent.clone(), a2a_task_id, urls })
         })
         .collect()
+}
+
+/// How an attempt reaches its A2A task.
+enum Resume {
+    /// A new message.
+    Send,
+    /// The task the status names (after a restart, or to deliver a reply).
+    Task(String),
+    /// The attempt may have been sent before a restart: its task is looked for by context,
+    /// and a new message sent only if the agent has none.
+    Lookup,
+}
+
+/// The outcome of a request answered at the end of the exchange.
+fn response_result(r: a2a::types::SendMessageResponse) -> Result<Answer, Error> {
+    match r {
+        a2a::types::SendMessageResponse::Message(m) => Ok(Answer::Parts(m.parts)),
+        a2a::types::SendMessageResponse::Task(task) => task_result(&task),
+    }
 }
 
 /// What one attempt came to, before a long output is stored.

@@ -2,6 +2,9 @@
 //! or (first write, task list rebuilt, a patch refused) the whole status as a merge patch.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::Notify;
 
 use futures::StreamExt;
 use kube::Resource;
@@ -16,7 +19,13 @@ impl Engine {
         let mut pause = self.config.flush_interval;
         loop {
             self.flush.notified().await;
-            tokio::time::sleep(pause).await;
+            // An attempt waiting to send does not wait for the next round as well.
+            if !self.durable.urgent.swap(false, Ordering::AcqRel) {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = self.durable.now.notified() => {}
+                }
+            }
             let started = std::time::Instant::now();
             self.flush_all().await;
             // Writing big statuses must not eat the engine (nor the API server that applies
@@ -33,6 +42,8 @@ impl Engine {
     pub async fn flush_all(&self) {
         let dirty: Vec<(Key, StatusWrite)> = {
             let mut st = lock(&self.state);
+            // Under the state lock: every change made before this is in this round's writes.
+            let round = self.durable.rounds.fetch_add(1, Ordering::AcqRel) + 1;
             st.workflows
                 .iter_mut()
                 .filter(|(_, w)| w.dirty)
@@ -45,7 +56,7 @@ impl Engine {
                         status_json_patch(&mut w.status, &changed)
                     };
                     match write {
-                        Ok(write) => Some((k.clone(), write)),
+                        Ok(write) => Some((k.clone(), StatusWrite { round, ..write })),
                         Err(e) => {
                             tracing::error!(workflow = %k.1, error = %e, "encoding the status failed");
                             None
@@ -55,14 +66,18 @@ impl Engine {
                 .collect()
         };
         let writes = dirty.into_iter().map(|(k, write)| async move {
-            let whole = write.whole;
+            let (whole, round) = (write.whole, write.round);
             let r = self.write_status(&k, write).await;
-            (k, whole, r)
+            (k, whole, round, r)
         });
         let results = futures::stream::iter(writes).buffer_unordered(16).collect::<Vec<_>>().await;
-        for (k, whole, r) in results {
+        for (k, whole, round, r) in results {
             match r {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(w) = lock(&self.state).workflows.get_mut(&k) {
+                        w.written = w.written.max(round);
+                    }
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 => self.workflow_deleted(&k),
                 Err(e) => {
                     if whole {
@@ -77,6 +92,35 @@ impl Engine {
                     self.flush.notify_one();
                 }
             }
+        }
+        self.durable.written.notify_waiters();
+    }
+
+    /// Waits until the status of workflow `k` as it is now has been written to the store,
+    /// asking for a write at once. False when the workflow is gone meanwhile (or another
+    /// one of that name), which nothing then waits for.
+    pub(super) async fn durably_written(&self, k: &Key, uid: &str) -> bool {
+        let need = {
+            let st = lock(&self.state);
+            if st.workflows.get(k).is_none_or(|w| w.uid != uid) {
+                return false;
+            }
+            // Rounds that begin after this include every change made so far.
+            self.durable.rounds.load(Ordering::Acquire) + 1
+        };
+        self.durable.urgent.store(true, Ordering::Release);
+        self.flush.notify_one();
+        self.durable.now.notify_one();
+        loop {
+            let written = self.durable.written.notified();
+            let mut written = std::pin::pin!(written);
+            written.as_mut().enable();
+            match lock(&self.state).workflows.get(k) {
+                Some(w) if w.uid == uid && w.written >= need => return true,
+                Some(w) if w.uid == uid => {}
+                _ => return false,
+            }
+            written.await;
         }
     }
 
@@ -107,8 +151,24 @@ impl Engine {
     }
 }
 
+/// What lets an attempt wait for its start to be in the store before it sends: status
+/// writes are counted in rounds (one [`Engine::flush_all`] each), and each workflow notes the
+/// last round of its that was written.
+#[derive(Default)]
+pub(super) struct Durable {
+    /// Rounds begun.
+    rounds: AtomicU64,
+    /// A round ended.
+    written: Notify,
+    /// An attempt waits: the next round starts without the usual pause.
+    urgent: AtomicBool,
+    now: Notify,
+}
+
 /// One encoded status write.
 struct StatusWrite {
+    /// The round it belongs to.
+    round: u64,
     content_type: &'static str,
     body: Vec<u8>,
     /// The whole status (a merge patch), not a JSON patch of what changed.
@@ -121,7 +181,7 @@ fn status_merge_patch(status: &WorkflowStatus) -> Result<StatusWrite, serde_json
         status: &'a WorkflowStatus,
     }
     let body = serde_json::to_vec(&Body { status })?;
-    Ok(StatusWrite { content_type: "application/merge-patch+json", body, whole: true })
+    Ok(StatusWrite { round: 0, content_type: "application/merge-patch+json", body, whole: true })
 }
 
 /// A JSON patch that replaces the tasks `changed` (after testing that each index still holds
@@ -156,7 +216,7 @@ fn status_json_patch(status: &mut WorkflowStatus, changed: &[usize]) -> Result<S
         ops.push(Op { op: "replace", path: format!("/status/tasks/{i}"), value: OpValue::Task(t) });
     }
     let body = serde_json::to_vec(&ops)?;
-    Ok(StatusWrite { content_type: "application/json-patch+json", body, whole: false })
+    Ok(StatusWrite { round: 0, content_type: "application/json-patch+json", body, whole: false })
 }
 
 #[cfg(test)]

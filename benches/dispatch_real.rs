@@ -1,0 +1,215 @@
+//! Tasks per second through a2a against an agent written with the official A2A Python SDK
+//! (`examples/python/echo_agent.py`), against the floor measured in the same run: the same
+//! agent called directly.
+//!
+//! - direct: N blocking JSON-RPC `SendMessage` requests (one HTTP POST each, a2a's own client
+//!   used as a plain HTTP client: no card-driven follow-up, no `GetTask`), C in flight;
+//! - a2a: one workflow of N independent tasks on a `url` Agent with `maxConcurrentTasks: C`,
+//!   run by the engine and the local API server in this process, from create to Succeeded.
+//!
+//! For the agent's card declaring streaming (a2a sends `SendStreamingMessage`), not declaring
+//! it (a blocking `SendMessage` in a context stored first), and neither streaming nor
+//! `ListTasks` (`SendMessage` with `returnImmediately`, then `GetTask`: the two requests every
+//! task cost before), interleaved over several rounds so a load that changes meanwhile touches
+//! all alike. The Python SDK comes from `.venv`
+//! (`scripts/test-deps.sh`) or `$A2A_TEST_PYTHON`.
+//!
+//! `cargo bench --bench dispatch_real` (or `-- N C ROUNDS`; default 1000 16 3).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use a2a::a2a::Client;
+use a2a::a2a::types::{Message, Part, Role, SendMessageResponse, TaskState};
+use a2a::api::workflow::WorkflowPhase;
+use a2a::api::{Agent, Workflow};
+use a2a::apiserver::{Server, ServerConfig};
+use a2a::controller::engine::{Engine, EngineConfig};
+use futures::StreamExt;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let n = args.first().copied().unwrap_or(1_000);
+    let c = args.get(1).copied().unwrap_or(16);
+    let rounds = args.get(2).copied().unwrap_or(3);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let home = tempfile::tempdir().expect("tempdir");
+        let server = Server::start(ServerConfig::new(home.path()).port(0)).await.expect("api server");
+        let kc = Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+        let client = kube::Client::try_from(config).expect("client");
+        let engine = Engine::new(client.clone(), EngineConfig::default());
+        tokio::spawn(engine.clone().run(std::future::pending()));
+
+        let streaming = PyAgent::start(true, true).await;
+        let blocking = PyAgent::start(false, true).await;
+        let polled = PyAgent::start(false, false).await;
+        register_agent(&client, "streaming", &streaming.url, c).await;
+        register_agent(&client, "blocking", &blocking.url, c).await;
+        register_agent(&client, "polled", &polled.url, c).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        println!("{n} tasks, {c} in flight, {rounds} rounds; load before: {}", load());
+
+        let mut results: Vec<(&str, Vec<f64>, Vec<f64>)> =
+            ["streaming", "blocking", "polled"].into_iter().map(|card| (card, vec![], vec![])).collect();
+        for round in 0..rounds {
+            for (card, direct_rates, a2a_rates) in &mut results {
+                let agent = match *card {
+                    "streaming" => &streaming,
+                    "blocking" => &blocking,
+                    _ => &polled,
+                };
+                let direct = direct(&agent.url, n, c).await;
+                let through = through_a2a(&client, &engine, card, &format!("{card}-{round}"), n).await;
+                println!(
+                    "round {round}, card {card:9}: direct {direct:6.1} tasks/s, a2a {through:6.1} tasks/s, a2a/direct {:.2} (load {})",
+                    through / direct,
+                    load()
+                );
+                direct_rates.push(direct);
+                a2a_rates.push(through);
+            }
+        }
+        for (card, direct, through) in &results {
+            let ratios: Vec<f64> = direct.iter().zip(through).map(|(d, a)| a / d).collect();
+            println!(
+                "card {card:9}: direct {} tasks/s, a2a {} tasks/s, a2a/direct {}",
+                range(direct),
+                range(through),
+                range(&ratios)
+            );
+        }
+        drop((streaming, blocking, polled));
+    });
+}
+
+/// `min–max (median)`.
+fn range(v: &[f64]) -> String {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let (lo, hi, mid) = (v[0], v[v.len() - 1], v[v.len() / 2]);
+    if hi > 10.0 {
+        format!("{lo:.0}–{hi:.0} (median {mid:.0})")
+    } else {
+        format!("{lo:.2}–{hi:.2} (median {mid:.2})")
+    }
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// N blocking `SendMessage` requests straight to the agent, `c` in flight: tasks per second.
+async fn direct(url: &str, n: usize, c: usize) -> f64 {
+    let client = Arc::new(Client::new(url).expect("client"));
+    client.agent_card().await.expect("card");
+    let t0 = Instant::now();
+    let sends = (0..n).map(|i| {
+        let client = client.clone();
+        async move {
+            let message = Message::new(
+                Role::User,
+                format!("direct-{i}-{}", t0.elapsed().as_nanos()),
+                vec![Part::text(format!("task {i}"))],
+            );
+            match client.send_message(message, None).await.expect("SendMessage") {
+                SendMessageResponse::Task(t) => assert_eq!(t.status.state, TaskState::Completed, "{t:?}"),
+                SendMessageResponse::Message(_) => {}
+            }
+        }
+    });
+    futures::stream::iter(sends).buffer_unordered(c).collect::<Vec<()>>().await;
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// One workflow of `n` independent tasks on Agent `agent`, from create to Succeeded: tasks
+/// per second.
+async fn through_a2a(client: &kube::Client, engine: &Engine, agent: &str, name: &str, n: usize) -> f64 {
+    let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
+    let tasks: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"name": format!("t{i}"), "agent": agent, "message": format!("task {i}")}))
+        .collect();
+    let wf: Workflow = serde_json::from_value(serde_json::json!({
+        "apiVersion": "a2a.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name}, "spec": {"tasks": tasks}
+    }))
+    .expect("workflow");
+    let t0 = Instant::now();
+    api.create(&PostParams::default(), &wf).await.expect("create");
+    loop {
+        match engine.phase_of("default", name) {
+            Some(WorkflowPhase::Succeeded) => break,
+            Some(WorkflowPhase::Failed | WorkflowPhase::Cancelled) => {
+                panic!("workflow {name} did not succeed: {:?}", engine.status_of("default", name))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    api.delete(name, &DeleteParams::default()).await.expect("delete");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rate
+}
+
+async fn register_agent(client: &kube::Client, name: &str, url: &str, c: usize) {
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let agent: Agent = serde_json::from_value(serde_json::json!({
+        "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name},
+        "spec": {"url": url, "maxConcurrentTasks": c}
+    }))
+    .expect("agent");
+    api.create(&PostParams::default(), &agent).await.expect("create agent");
+    let status =
+        serde_json::json!({"status": {"phase": "Running", "readyReplicas": 1, "replicas": 1, "endpoints": [url]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("agent status");
+}
+
+/// The official-SDK echo agent in a child process.
+struct PyAgent {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PyAgent {
+    async fn start(streaming: bool, lists: bool) -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let python =
+            std::env::var_os("A2A_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| root.join(".venv/bin/python"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let child = std::process::Command::new(&python)
+            .arg(root.join("examples/python/echo_agent.py"))
+            .env("A2A_PORT", port.to_string())
+            .env("A2A_STREAMING", if streaming { "1" } else { "0" })
+            .env("A2A_LIST_TASKS", if lists { "1" } else { "0" })
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            // One line per task: not read here.
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {} (run scripts/test-deps.sh): {e}", python.display()));
+        let url = format!("http://127.0.0.1:{port}/");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Client::new(&url).expect("client").refresh_agent_card().await.is_err() {
+            assert!(Instant::now() < deadline, "the Python agent did not serve its card within 30s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        PyAgent { child, url }
+    }
+}
+
+impl Drop for PyAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
