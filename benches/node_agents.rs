@@ -1,16 +1,20 @@
 //! The local control plane supervising many agents, on this host's cgroups (needs root).
 //!
 //! `cargo bench --bench node_agents` prints:
-//! - floor: for N agents (default 100, `A2A_BENCH_N`), mkdir + limits + fork/exec of the same
-//!   agent program with its pid written into the cgroup (of every hierarchy the driver uses),
-//!   in a loop — the least work that gets N limited processes;
+//! - floor: for N agents (default 100 and 500, `A2A_BENCH_N=100,500`), mkdir + limits +
+//!   fork/exec of the same agent program with its pid written into the cgroup (of every
+//!   hierarchy the driver uses), in a loop — the least work that gets N limited processes;
 //! - a2a: time from one apply of N Agents (each its own cgroup with limits) until every one
 //!   has its process running (status.replicas = 1), and until every one is Ready (its A2A
-//!   agent card answers);
-//! - idle: the whole control plane's own CPU use and RSS while it supervises M idle agents
-//!   (default 500, `A2A_BENCH_IDLE`) for 10 s in the steady state, once every agent has
-//!   reported its usage (API server + node controller + engine, agents excluded: they are
-//!   other processes).
+//!   agent card answers), against the floor for the same N measured just before;
+//! - idle: the whole control plane's own CPU use and RSS over 10 s while it supervises M
+//!   agents (default 500, `A2A_BENCH_IDLE`) in each state (`A2A_BENCH_STATES`, default
+//!   `silent,404,ready`): processes that never listen (`sleep 3600`), processes that listen
+//!   but answer every request with 404 (this bench's own binary, `--serve-404`), and demo
+//!   agents that are Ready. Each state is measured in the 10 s right after every process
+//!   runs (`first 10 s`: starting, probes at their fastest) and in the steady state, 60 s
+//!   after the start and once every agent has reported its usage (`steady`). API server +
+//!   node controller + engine; the agents are other processes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,16 +27,34 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::watcher;
 
-fn agent(name: &str) -> Agent {
+fn agent(name: &str, command: &[String]) -> Agent {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name},
         "spec": {
-            "command": ["a2a", "demo-agent", "--skill", "echo"],
+            "command": command,
             "budget": "bench",
             "resources": {"limits": {"memory": "64Mi", "cpu": "100m", "pids": 32}}
         }
     }))
     .expect("agent")
+}
+
+fn demo() -> Vec<String> {
+    ["a2a", "demo-agent", "--skill", "echo"].map(String::from).to_vec()
+}
+
+/// `--serve-404`: listens on `$A2A_PORT` and answers every request with 404 (a process that
+/// runs and listens but never serves an agent card).
+fn serve_404() {
+    use std::io::{Read, Write};
+    let port = std::env::var("A2A_PORT").unwrap_or_default();
+    let listener = std::net::TcpListener::bind(format!("127.0.0.1:{port}")).expect("bind");
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    }
 }
 
 /// CPU time of this process (all threads), from /proc/self/stat (utime + stime, in clock ticks).
@@ -143,7 +165,13 @@ fn v1_hierarchies(root: &Path) -> Vec<PathBuf> {
 /// (status.replicas = 1) and until every agent is Ready, and this process's CPU time until
 /// every process runs (the API server, node and engine, plus this bench's creates and watch;
 /// the agents are other processes).
-async fn apply_and_wait(api: &Api<Agent>, n: usize, prefix: &str) -> (Duration, Duration, Duration, f64) {
+async fn apply_and_wait(
+    api: &Api<Agent>,
+    n: usize,
+    prefix: &str,
+    command: &[String],
+    want_ready: bool,
+) -> (Duration, Duration, Duration, f64, usize) {
     use std::collections::HashSet;
     let mut stream = watcher(api.clone(), watcher::Config::default()).boxed();
     // The watch is established (its initial list read) before the first create.
@@ -158,11 +186,15 @@ async fn apply_and_wait(api: &Api<Agent>, n: usize, prefix: &str) -> (Duration, 
     let creator = {
         let api = api.clone();
         let prefix = prefix.to_owned();
+        let command = command.to_vec();
         // As `a2a apply` sends a file's agents: 16 in flight.
         tokio::spawn(async move {
             futures::stream::iter((0..n).map(|i| {
-                let (api, name) = (api.clone(), format!("{prefix}{i}"));
-                async move { api.create(&PostParams::default(), &agent(&name)).await.expect("create") }
+                let (api, name, agent) =
+                    (api.clone(), format!("{prefix}{i}"), agent(&format!("{prefix}{i}"), &command));
+                async move {
+                    api.create(&PostParams::default(), &agent).await.unwrap_or_else(|e| panic!("create {name}: {e}"))
+                }
             }))
             .buffer_unordered(16)
             .collect::<Vec<_>>()
@@ -171,8 +203,8 @@ async fn apply_and_wait(api: &Api<Agent>, n: usize, prefix: &str) -> (Duration, 
         })
     };
     let (mut running, mut ready) = (HashSet::new(), HashSet::new());
-    let (mut started, mut cpu) = (None, 0.0);
-    while ready.len() < n {
+    let (mut started, mut cpu, mut events, mut events_at_start) = (None, 0.0, 0, 0);
+    while ready.len() < n && (want_ready || started.is_none()) {
         let ev = tokio::time::timeout(Duration::from_secs(300).saturating_sub(t.elapsed()), stream.next()).await;
         let a = match ev {
             Ok(Some(Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)))) => a,
@@ -181,6 +213,7 @@ async fn apply_and_wait(api: &Api<Agent>, n: usize, prefix: &str) -> (Duration, 
             Err(_) => panic!("agents did not start: {} running, {} ready of {n}", running.len(), ready.len()),
         };
         let Some(name) = a.metadata.name.clone().filter(|n| n.starts_with(prefix)) else { continue };
+        events += 1;
         let status = a.status.as_ref();
         if status.is_some_and(|s| s.replicas == 1) {
             running.insert(name.clone());
@@ -191,10 +224,11 @@ async fn apply_and_wait(api: &Api<Agent>, n: usize, prefix: &str) -> (Duration, 
         if running.len() == n && started.is_none() {
             started = Some(t.elapsed());
             cpu = cpu_seconds() - cpu0;
+            events_at_start = events;
         }
     }
     let created = creator.await.expect("creates");
-    (created, started.unwrap_or(t.elapsed()), t.elapsed(), cpu)
+    (created, started.unwrap_or(t.elapsed()), t.elapsed(), cpu, events_at_start)
 }
 
 async fn delete_all(api: &Api<Agent>) {
@@ -206,18 +240,62 @@ async fn delete_all(api: &Api<Agent>) {
     }
 }
 
+/// The control plane's CPU (percent of a core) over 10 s from now.
+async fn cpu_over_10s() -> f64 {
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64() * 100.0
+}
+
+/// Supervises `n` agents running `command` in one state: the control plane's CPU in the 10 s
+/// after every process runs, and in the steady state (60 s after the start, every agent's
+/// usage reported, and the sample after that burst of writes passed).
+async fn idle_state(api: &Api<Agent>, n: usize, key: &str, state: &str, command: &[String], ready: bool) {
+    let prefix = format!("i{key}-");
+    let (_, started, ..) = apply_and_wait(api, n, &prefix, command, ready).await;
+    let first = cpu_over_10s().await;
+    let t0 = Instant::now();
+    loop {
+        let agents = api.list(&Default::default()).await.expect("list").items;
+        let reported = agents
+            .iter()
+            .filter(|a| a.status.as_ref().and_then(|s| s.usage.as_ref()).is_some_and(|u| u.memory_bytes > 0))
+            .count();
+        if reported >= n {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "only {reported} of {n} agents report usage");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let since_start = started + t0.elapsed();
+    if let Some(rest) = Duration::from_secs(60).checked_sub(since_start) {
+        tokio::time::sleep(rest).await;
+    }
+    let steady = cpu_over_10s().await;
+    println!(
+        "idle: {n} agents {state}: the control plane used {first:.2}% of a core in the first 10 s, {steady:.2}% in the steady state; {:.1} MiB RSS",
+        rss_mib()
+    );
+    delete_all(api).await;
+}
+
 fn main() {
-    let n: usize = std::env::var("A2A_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    if std::env::args().any(|a| a == "--serve-404") {
+        serve_404();
+        return;
+    }
+    let ns: Vec<usize> = std::env::var("A2A_BENCH_N")
+        .unwrap_or_else(|_| "100,500".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
     let idle: usize = std::env::var("A2A_BENCH_IDLE").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let states = std::env::var("A2A_BENCH_STATES").unwrap_or_else(|_| "silent,404,ready".into());
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_a2a"));
+    let me = std::env::current_exe().expect("the bench's own binary");
     let root = PathBuf::from("/sys/fs/cgroup");
     let top = format!("a2a-bench-agents-{}", std::process::id());
-
-    let floor_time = floor(n, &exe, &root, &format!("{top}-floor"));
-    println!(
-        "floor: {n} limited processes (mkdir + limits + fork/exec + join) in {:.0} ms",
-        floor_time.as_secs_f64() * 1e3
-    );
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
@@ -238,44 +316,39 @@ fn main() {
         budgets.create(&PostParams::default(), &budget).await.expect("budget");
         tokio::time::sleep(Duration::from_millis(500)).await;
         let api: Api<Agent> = Api::namespaced(plane.client.clone(), "default");
-        let (created, started, ready, cpu) = apply_and_wait(&api, n, "a").await;
-        println!(
-            "a2a: {n} agents applied (the {n} creates took {:.0} ms) → all processes running in {:.0} ms ({:.2}× floor), all Ready (card answers) in {:.0} ms",
-            created.as_secs_f64() * 1e3,
-            started.as_secs_f64() * 1e3,
-            started.as_secs_f64() / floor_time.as_secs_f64(),
-            ready.as_secs_f64() * 1e3
-        );
-        println!("cpu: until all processes ran, this process (control plane + bench client) used {:.0} ms of CPU", cpu * 1e3);
-        delete_all(&api).await;
-
-        apply_and_wait(&api, idle, "i").await;
-        // The steady state: every agent has had its first usage written (the node writes
-        // usage for replicas that have run 2 s, at its 10 s sample), and the sample after
-        // that burst of writes has given the freed heap back.
-        let settled = Instant::now();
-        loop {
-            let agents = api.list(&Default::default()).await.expect("list").items;
-            let reported = agents
-                .iter()
-                .filter(|a| a.status.as_ref().and_then(|s| s.usage.as_ref()).is_some_and(|u| u.memory_bytes > 0))
-                .count();
-            if reported >= idle {
-                break;
-            }
-            assert!(settled.elapsed() < Duration::from_secs(60), "only {reported} of {idle} agents report usage");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        for (round, &n) in ns.iter().enumerate() {
+            // The floor of the same N, measured right before (same load, same machine state).
+            let floor_time = floor(n, &exe, &root, &format!("{top}-floor{round}"));
+            println!(
+                "floor: {n} limited processes (mkdir + limits + fork/exec + join) in {:.0} ms",
+                floor_time.as_secs_f64() * 1e3
+            );
+            let (created, started, ready, cpu, events) = apply_and_wait(&api, n, &format!("a{round}-"), &demo(), true).await;
+            println!(
+                "a2a: {n} agents applied (the {n} creates took {:.0} ms) → all processes running in {:.0} ms ({:.2}× floor), all Ready (card answers) in {:.0} ms",
+                created.as_secs_f64() * 1e3,
+                started.as_secs_f64() * 1e3,
+                started.as_secs_f64() / floor_time.as_secs_f64(),
+                ready.as_secs_f64() * 1e3
+            );
+            println!(
+                "cpu: until all {n} processes ran, this process (control plane + bench client) used {:.0} ms of CPU; the watch saw {:.2} writes per agent (create included)",
+                cpu * 1e3,
+                events as f64 / n as f64
+            );
+            delete_all(&api).await;
         }
-        tokio::time::sleep(Duration::from_secs(11)).await;
-        let (cpu0, t0) = (cpu_seconds(), Instant::now());
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let cpu = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();
-        println!(
-            "idle: supervising {idle} agents, the control plane used {:.2}% of a core and {:.1} MiB RSS",
-            cpu * 100.0,
-            rss_mib()
-        );
-        delete_all(&api).await;
+
+        let serve_404 = vec![me.to_string_lossy().into_owned(), "--serve-404".to_owned()];
+        let silent = vec!["sleep".to_owned(), "3600".to_owned()];
+        for state in states.split(',').map(str::trim) {
+            match state {
+                "silent" => idle_state(&api, idle, state, "never listening (sleep 3600)", &silent, false).await,
+                "404" => idle_state(&api, idle, state, "listening, answering 404", &serve_404, false).await,
+                "ready" => idle_state(&api, idle, state, "Ready (demo agent)", &demo(), true).await,
+                other => eprintln!("unknown state {other:?} (silent, 404, ready)"),
+            }
+        }
         plane.stop().await;
     });
 }

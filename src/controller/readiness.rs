@@ -3,9 +3,16 @@
 //!
 //! - A replica the node runs is probed from its start until its card answers once: then it
 //!   is Ready until its process ends (a started A2A server that stops answering is a hung
-//!   process, which a liveness check, not readiness, would catch). A failed probe is reported
-//!   after a wait that starts at 20 ms and doubles to 2 s, so a fast agent is Ready within
-//!   milliseconds and a slow one is not polled in a busy loop.
+//!   process, which a liveness check, not readiness, would catch). Its port is looked up in
+//!   the kernel's table of listening sockets first, for all replicas at once: one that does
+//!   not listen yet is not probed over HTTP at all. The table is read 10 ms after a start
+//!   and then at a doubling interval up to 500 ms, so a fast agent is probed right after it
+//!   listens and a process that never listens costs one table read per interval, whatever
+//!   the number of such replicas.
+//! - A replica that listens is probed at once; a failed probe is tried again after a wait
+//!   that doubles from 500 ms up to 30 s, each wait drawn between half of it and all of it
+//!   (jitter), so that replicas started together do not stay in step. A refused connection sends it back
+//!   to the socket table. A new process (an exit, a restart) or a spec change starts over.
 //! - An agent that runs elsewhere (`url`) is probed every 10 s (Kubernetes' default
 //!   `periodSeconds`) while it answers, and every 2 s while it does not; each probe decides
 //!   its readiness (one success makes it Ready, one failure NotReady).
@@ -19,6 +26,10 @@ pub struct Schedule {
     pub first_retry: Duration,
     /// The longest wait between probes of a replica not ready yet.
     pub max_retry: Duration,
+    /// The first look at the socket table after a start; the interval doubles after each.
+    pub first_listen_check: Duration,
+    /// The longest interval between looks at the socket table.
+    pub max_listen_check: Duration,
     /// The period of an external agent's probe while it answers.
     pub period: Duration,
     /// The period of an external agent's probe while it does not.
@@ -28,24 +39,34 @@ pub struct Schedule {
 impl Default for Schedule {
     fn default() -> Self {
         Schedule {
-            first_retry: Duration::from_millis(20),
-            max_retry: Duration::from_secs(2),
+            first_retry: Duration::from_millis(500),
+            max_retry: Duration::from_secs(30),
+            first_listen_check: Duration::from_millis(10),
+            max_listen_check: Duration::from_millis(500),
             period: Duration::from_secs(10),
             retry: Duration::from_secs(2),
         }
     }
 }
 
-/// Whether a replica is probed now: its process runs, it is not ready yet, and no probe of
-/// it is in flight.
+/// Whether a replica waits for its card: its process runs, it is not ready yet, and no probe
+/// of it is in flight (then its port is looked up, or its probe is scheduled).
 pub fn replica_probe_due(running: bool, ready: bool, probing: bool) -> bool {
     running && !ready && !probing
 }
 
-/// How long a failure of a replica's probe waits before it is reported (and the next probe
-/// starts), for a replica probed `failed` times before without an answer.
-pub fn replica_retry_after(failed: u32, s: &Schedule) -> Duration {
-    s.first_retry.saturating_mul(2u32.saturating_pow(failed.min(31))).min(s.max_retry)
+/// How long after a failed probe a replica is probed again, for a replica probed `failed`
+/// times without an answer (this one included, so at least 1); `jitter` in `[0, 1)` draws
+/// the wait between half the doubling step and the whole of it, so never past the cap.
+pub fn replica_retry_after(failed: u32, s: &Schedule, jitter: f64) -> Duration {
+    let step = s.first_retry.saturating_mul(2u32.saturating_pow(failed.saturating_sub(1).min(31))).min(s.max_retry);
+    step.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// The interval before the next look at the socket table, after `checks` looks since the
+/// last start, exit or spec change.
+pub fn listen_check_after(checks: u32, s: &Schedule) -> Duration {
+    s.first_listen_check.saturating_mul(2u32.saturating_pow(checks.min(31))).min(s.max_listen_check)
 }
 
 /// A replica's readiness after a probe: ready once its card answered.
@@ -71,15 +92,25 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn a_replica_is_probed_until_it_answers_with_a_wait_doubling_from_20ms_to_2s() {
+    fn a_replica_is_probed_again_after_a_wait_doubling_from_500ms_to_30s_with_jitter() {
         let s = Schedule::default();
+        const S: Duration = Duration::from_secs(1);
         #[rustfmt::skip]
         let table = [
-            (0, 20 * MS), (1, 40 * MS), (2, 80 * MS), (3, 160 * MS), (4, 320 * MS), (5, 640 * MS),
-            (6, 1280 * MS), (7, 2000 * MS), (8, 2000 * MS), (u32::MAX, 2000 * MS),
+            (1, 500 * MS), (2, S), (3, 2 * S), (4, 4 * S), (5, 8 * S), (6, 16 * S), (7, 30 * S),
+            (8, 30 * S), (u32::MAX, 30 * S),
         ];
-        for (failed, want) in table {
-            assert_eq!(replica_retry_after(failed, &s), want, "after {failed} failed probes");
+        for (failed, step) in table {
+            assert_eq!(replica_retry_after(failed, &s, 1.0), step, "after {failed} failed probes");
+            assert_eq!(replica_retry_after(failed, &s, 0.0), step / 2, "the shortest draw");
+            assert!(replica_retry_after(failed, &s, 0.999) < step, "the longest draw");
+        }
+        #[rustfmt::skip]
+        let checks = [
+            (0, 10 * MS), (1, 20 * MS), (2, 40 * MS), (5, 320 * MS), (6, 500 * MS), (u32::MAX, 500 * MS),
+        ];
+        for (n, want) in checks {
+            assert_eq!(listen_check_after(n, &s), want, "after {n} looks at the socket table");
         }
         for (what, running, ready, probing, want) in [
             ("a running replica not ready yet", true, false, false, true),

@@ -241,7 +241,19 @@ pub struct DynamicUsers {
     range: RangeInclusive<u32>,
     /// This daemon's agents and their uids, as the registry holds them.
     known: Mutex<HashMap<(String, String), u32>>,
+    /// The last scan of the uids processes run with, and when it was made (see
+    /// [`SCAN_SHARED_FOR`]).
+    scanned: Mutex<Option<(std::time::Instant, HashSet<u32>)>>,
 }
+
+/// How long one scan of every process's uids serves the allocations that follow it. A scan
+/// reads `/proc/<pid>/status` of every process of the host (the kernel renders each whole
+/// file), so a scan per allocation made starting N new agents cost O(N × processes): with
+/// 500 agents, their relays and the host's other processes, most of the 15.6 s of CPU of a
+/// 500-agent apply (7.0 s with this sharing). A uid the scan missed would be one a
+/// process outside every a2a registry took in the last second from a2a's own range; the
+/// uids a2a hands out are claimed in the registry, which is read on every allocation.
+const SCAN_SHARED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One registry file: whose uid it is.
 #[derive(Debug, PartialEq, Eq)]
@@ -276,7 +288,13 @@ impl DynamicUsers {
     /// and reads which uids this daemon's agents hold.
     pub fn open(state: &Path, a2a_home: &Path, range: RangeInclusive<u32>) -> Result<Self> {
         let owner = fs::canonicalize(a2a_home).map_err(io("resolve", a2a_home))?.to_string_lossy().into_owned();
-        let users = DynamicUsers { state: state.to_path_buf(), owner, range, known: Mutex::default() };
+        let users = DynamicUsers {
+            state: state.to_path_buf(),
+            owner,
+            range,
+            known: Mutex::default(),
+            scanned: Mutex::default(),
+        };
         for (dir, mode) in [(state.to_path_buf(), 0o755), (users.registry(), 0o700), (users.homes(), 0o755)] {
             fs::DirBuilder::new().recursive(true).mode(mode).create(&dir).map_err(io("create", &dir))?;
             fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(io("set the mode of", &dir))?;
@@ -367,7 +385,7 @@ impl DynamicUsers {
             if Path::new("/run/systemd/dynamic-uid").join(uid.to_string()).exists() {
                 continue;
             }
-            if busy.get_or_insert_with(uids_in_use).contains(&uid) {
+            if busy.get_or_insert_with(|| self.recent_uids_in_use()).contains(&uid) {
                 continue;
             }
             // Free: a stale claim and its home go, then the claim is ours.
@@ -382,6 +400,19 @@ impl DynamicUsers {
         Err(Error::Exhausted { agent: format!("{namespace}/{name}"), first, last })
     }
 
+    /// [`uids_in_use`], scanned at most once per [`SCAN_SHARED_FOR`].
+    fn recent_uids_in_use(&self) -> HashSet<u32> {
+        let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, uids)) = scanned.as_ref()
+            && at.elapsed() < SCAN_SHARED_FOR
+        {
+            return uids.clone();
+        }
+        let uids = uids_in_use();
+        *scanned = Some((std::time::Instant::now(), uids.clone()));
+        uids
+    }
+
     /// Gives the agent's uid back and removes its home, once no process runs with it (an
     /// agent deleted while a process of it still runs keeps the uid; the next call, or the
     /// next daemon's [`DynamicUsers::release_all_but`], frees it). Returns the uid released.
@@ -390,11 +421,14 @@ impl DynamicUsers {
         let Some(uid) = self.uid_of(namespace, name) else { return Ok(None) };
         // Processes stopped by a signal may take a moment to leave (children of theirs are
         // killed with their cgroup).
+        // One scan when none is left (the common case), not two.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while uids_in_use().contains(&uid) && std::time::Instant::now() < deadline {
+        let mut busy = uids_in_use().contains(&uid);
+        while busy && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
+            busy = uids_in_use().contains(&uid);
         }
-        if uids_in_use().contains(&uid) {
+        if busy {
             tracing::warn!(agent = %name, uid, "a process still runs with the deleted agent's uid; it stays allocated");
             return Ok(None);
         }

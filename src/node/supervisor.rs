@@ -107,6 +107,8 @@ enum NodeEvent {
         pid: u32,
         /// The card, or why it could not be read.
         card: Result<probes::ProbedCard, String>,
+        /// The connection was refused (nothing listens on the port any more).
+        refused: bool,
     },
     /// A queued status write failed: written again later.
     WriteFailed(WriteTarget),
@@ -148,8 +150,12 @@ struct Replica {
     throttling: bool,
     /// Bytes charged at the last sample.
     memory: u64,
-    /// Failed readiness probes since the start.
+    /// Failed readiness probes since the start (or the last spec change).
     probes: u32,
+    /// Its port was seen listening in the socket table (and no probe was refused since).
+    listening: bool,
+    /// When it may be probed next (see [`readiness`]).
+    next_probe: Instant,
 }
 
 impl Replica {
@@ -178,6 +184,8 @@ impl Replica {
             throttling: false,
             memory: 0,
             probes: 0,
+            listening: false,
+            next_probe: Instant::now(),
         }
     }
 }
@@ -275,6 +283,12 @@ struct World {
     /// Replica starts in flight, with the port each got and when it was handed off: a pass
     /// leaves these replicas alone until their `Started` event arrives.
     starting: HashMap<(Key, u32), (u16, Option<CgroupPath>, Instant)>,
+    /// Replicas that wait for their card: when the socket table is read next, and how many
+    /// times it was read since the last start, exit or spec change (see [`readiness`]).
+    next_listen_check: Option<Instant>,
+    listen_checks: u32,
+    /// Replicas that listen, by when they are probed next.
+    probe_timer: BTreeSet<(Instant, Key, u32)>,
 }
 
 fn key_of<K: Resource>(o: &K) -> Key {
@@ -411,6 +425,9 @@ impl NodeRunner {
             swept: false,
             starts: Vec::new(),
             starting: HashMap::new(),
+            next_listen_check: None,
+            listen_checks: 0,
+            probe_timer: BTreeSet::new(),
             budget_limits: HashMap::new(),
             clamps: BTreeMap::new(),
             budget_paths: BTreeMap::new(),
@@ -478,6 +495,15 @@ impl World {
                 });
                 if changed {
                     self.dirty.insert(k.clone());
+                    // A new spec may serve its card: its replicas are probed afresh.
+                    if let Some(rt) = self.runtime.get_mut(&k) {
+                        let now = Instant::now();
+                        for r in rt.replicas.values_mut() {
+                            r.probes = 0;
+                            r.next_probe = now;
+                        }
+                        self.restart_listen_checks(now);
+                    }
                 }
                 self.agents.insert(k, *a);
             }
@@ -512,10 +538,10 @@ impl World {
                 self.dirty.insert(key.clone());
                 self.exited(node, &key, replica, pid);
             }
-            NodeEvent::Probed { key, replica, pid, card } => {
-                self.dirty.insert(key.clone());
-                if let Some(rt) = self.runtime.get_mut(&key) {
-                    if replica == u32::MAX {
+            NodeEvent::Probed { key, replica, pid, card, refused } => {
+                if replica == u32::MAX {
+                    self.dirty.insert(key.clone());
+                    if let Some(rt) = self.runtime.get_mut(&key) {
                         rt.url_probing = false;
                         let (ready, next) = readiness::external_after_probe(
                             card.is_ok(),
@@ -537,13 +563,9 @@ impl World {
                             }
                             Err(e) => rt.url_error = Some(e),
                         }
-                    } else if let Some(r) = rt.replicas.get_mut(&replica).filter(|r| r.pid == pid) {
-                        r.probing = false;
-                        r.ready = readiness::replica_ready_after(r.ready, card.is_ok());
-                        if let Ok(card) = card {
-                            rt.card = Some(card.summary);
-                        }
                     }
+                } else {
+                    self.probed(key, replica, pid, card.ok().map(|c| c.summary), refused);
                 }
             }
             NodeEvent::WriteFailed(WriteTarget::Agent(k)) => {
@@ -564,7 +586,8 @@ impl World {
     /// When the loop must wake without an event.
     fn next_wake(&self, node: &Node) -> Instant {
         let mut wake = self.next_sample;
-        for t in [self.deadlines.next(), self.budget_retry].into_iter().flatten() {
+        let probe = self.probe_timer.first().map(|(t, ..)| *t);
+        for t in [self.deadlines.next(), self.budget_retry, self.next_listen_check, probe].into_iter().flatten() {
             wake = wake.min(t);
         }
         if !self.doomed.is_empty() {
@@ -576,6 +599,10 @@ impl World {
     /// Timer work: agents whose deadline came, and the periodic sample of every replica.
     fn wake(&mut self, node: &Node, now: Instant) {
         self.dirty.extend(self.deadlines.due(now));
+        if self.next_listen_check.is_some_and(|t| t <= now) {
+            self.check_listening(node, now);
+        }
+        self.probes_due(node, now);
         if self.budget_retry.is_some_and(|t| t <= now) {
             self.budget_retry = None;
             self.budgets_dirty = true;

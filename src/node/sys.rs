@@ -679,3 +679,123 @@ pub(crate) fn release_free_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// The local TCP ports that listen (IPv4 and IPv6), from one dump of the kernel's socket
+/// table per family: a `sock_diag` netlink request for sockets in `LISTEN` only, so the
+/// kernel walks its listening hash and not the established connections. The node calls it
+/// once per check for every replica that waits to serve its card; `/proc/net/tcp{,6}` is
+/// read instead when netlink is refused.
+pub(crate) fn listening_tcp_ports() -> io::Result<std::collections::HashSet<u16>> {
+    match diag_listening_ports() {
+        Ok(ports) => Ok(ports),
+        Err(_) => proc_listening_ports(),
+    }
+}
+
+/// `SOCK_DIAG_BY_FAMILY` (linux/sock_diag.h).
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `TCP_LISTEN` of the kernel's TCP states (net/tcp_states.h).
+const TCP_LISTEN: u32 = 10;
+
+fn diag_listening_ports() -> io::Result<std::collections::HashSet<u16>> {
+    // SAFETY: socket(2) takes no pointers; a new descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut ports = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    for (seq, family) in [(1u32, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
+        // nlmsghdr (16 bytes) + inet_diag_req_v2 (56 bytes: family, protocol, ext, pad,
+        // states, and a zero inet_diag_sockid).
+        let mut req = [0u8; 72];
+        req[0..4].copy_from_slice(&72u32.to_ne_bytes());
+        req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+        req[8..12].copy_from_slice(&seq.to_ne_bytes());
+        req[16] = family;
+        req[17] = libc::IPPROTO_TCP as u8;
+        req[20..24].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+        // SAFETY: send(2) reads `req.len()` bytes of our array; the kernel is the peer of a
+        // netlink socket that is not bound (address zero).
+        if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast::<c_void>(), req.len(), 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        'dump: loop {
+            // SAFETY: recv(2) writes at most `buf.len()` bytes into our buffer.
+            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast::<c_void>(), buf.len(), 0) };
+            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            if n == 0 {
+                break;
+            }
+            let mut at = 0;
+            while at + 16 <= n {
+                let word = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
+                let len = word(at) as usize;
+                let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+                if len < 16 || at + len > n {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "a truncated sock_diag message"));
+                }
+                match i32::from(kind) {
+                    libc::NLMSG_DONE => break 'dump,
+                    libc::NLMSG_ERROR => {
+                        let code = if len >= 20 { word(at + 16) as i32 } else { 0 };
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    _ if len >= 16 + 6 => {
+                        // inet_diag_msg: family, state, timer, retrans, then the socket id
+                        // whose first field is the source port, in network order.
+                        let p = at + 16 + 4;
+                        ports.insert(u16::from_be_bytes([buf[p], buf[p + 1]]));
+                    }
+                    _ => {}
+                }
+                // Messages are aligned to 4 bytes.
+                at += (len + 3) & !3;
+            }
+        }
+    }
+    Ok(ports)
+}
+
+/// The same from `/proc/net/tcp` and `/proc/net/tcp6` (state `0A` is `LISTEN`).
+fn proc_listening_ports() -> io::Result<std::collections::HashSet<u16>> {
+    let mut ports = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let mut fields = line.split_whitespace();
+            let (Some(local), Some(state)) = (fields.nth(1), fields.nth(1)) else { continue };
+            if state != "0A" {
+                continue;
+            }
+            if let Some(port) = local.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok()) {
+                ports.insert(port);
+            }
+        }
+    }
+    Ok(ports)
+}
+
+#[cfg(test)]
+mod listening_tests {
+    use super::*;
+
+    /// A listening port is in both tables, IPv4 and IPv6; closed, it is gone.
+    #[test]
+    fn a_listening_port_is_found_and_a_closed_one_is_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let v6 = std::net::TcpListener::bind("[::1]:0").ok();
+        for (what, ports) in [("netlink", diag_listening_ports().unwrap()), ("proc", proc_listening_ports().unwrap())] {
+            assert!(ports.contains(&port), "{what}: {port} listens");
+            if let Some(l) = &v6 {
+                assert!(ports.contains(&l.local_addr().unwrap().port()), "{what}: the IPv6 one listens");
+            }
+        }
+        drop(listener);
+        assert!(!listening_tcp_ports().unwrap().contains(&port), "closed, {port} no longer listens");
+    }
+}

@@ -85,7 +85,7 @@ impl World {
         if let Some(url) = &agent.spec.url {
             if readiness::external_probe_due(rt.url_probing, rt.url_next_probe, Instant::now()) {
                 rt.url_probing = true;
-                node.probe(k.clone(), u32::MAX, 0, url.clone(), Duration::ZERO, Some(agent.clone()));
+                node.probe(k.clone(), u32::MAX, 0, url.clone(), Some(agent.clone()));
             }
             let status = url_status(&agent, rt);
             write_agent(node, &agent, rt, status);
@@ -197,15 +197,18 @@ impl World {
                 }),
             });
         }
-        // Probes for replicas not ready yet.
-        for (i, r) in rt.replicas.iter_mut() {
-            if readiness::replica_probe_due(r.process.is_some(), r.ready, r.probing) {
-                r.probing = true;
-                let wait = readiness::replica_retry_after(r.probes, &readiness::Schedule::default());
-                r.probes += 1;
-                node.probe(k.clone(), *i, r.pid, format!("http://127.0.0.1:{}", r.port), wait, None);
-            }
+        // Replicas not ready yet wait for their card (see `probes`).
+        let unready: Vec<u32> = rt
+            .replicas
+            .iter()
+            .filter(|(_, r)| readiness::replica_probe_due(r.process.is_some(), r.ready, r.probing))
+            .map(|(i, _)| *i)
+            .collect();
+        let now = Instant::now();
+        for i in unready {
+            self.await_card(node, k, i, now);
         }
+        let Some(rt) = self.runtime.get_mut(k) else { return };
         // A stdio agent needs only its cgroup parent (runs get their own cgroups): the budget's
         // cgroup, made with the budget's limits (ensuring it here with no limits would lift them).
         if admitted
@@ -224,7 +227,6 @@ impl World {
             self.waiting.remove(k);
         }
         // A start on its way: its outcome is the next status, unless it takes long.
-        let now = Instant::now();
         let start_due = (0..desired)
             .filter_map(|i| self.starting.get(&(k.clone(), i)).map(|(.., since)| *since + START_STATUS_HOLD))
             .chain(start_decided.then_some(now + START_STATUS_HOLD))

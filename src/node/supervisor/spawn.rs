@@ -169,6 +169,7 @@ impl World {
                     rt.restarts_base += 1;
                 }
                 rt.last_error = None;
+                self.restart_listen_checks(Instant::now());
             }
             Err(e) => {
                 tracing::warn!(agent = %key.1, replica = i, error = %e, "could not start");
