@@ -14,6 +14,12 @@
 //!
 //! `cargo bench --bench workflow` (or `-- 200 5000 10000 10000 [in-process]` for the three
 //! sizes and the API server's watch history in events).
+//!
+//! A shaped workflow instead, alone (the shapes `scripts/bench-peers.sh` runs against
+//! Prefect): `-- layers 10 100` is 10 layers of 100 tasks, each task after the first layer
+//! depending on tasks `i` and `i + 1` (mod the width) of the layer before; `-- fan 998` is one
+//! task, 998 depending on it, and one depending on all 998. Printed: create → first
+//! `SendMessage` on the wire, and create → Succeeded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +41,9 @@ fn main() {
     }
     let in_process = std::env::args().any(|a| a == "in-process");
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    if let Some(shape) = Shape::from_args(&args) {
+        return run_shape(shape, in_process);
+    }
     let runs = args.first().copied().unwrap_or(200);
     let throughput_tasks = args.get(1).copied().unwrap_or(5_000);
     let memory_tasks = args.get(2).copied().unwrap_or(10_000);
@@ -241,6 +250,107 @@ fn agent_child() {
                 return;
             }
         }
+    });
+}
+
+/// A workflow shape with dependencies, named on the command line.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// `layers` of `width` tasks; a task depends on tasks `i` and `i + 1` (mod `width`) of
+    /// the layer before.
+    Layers { layers: usize, width: usize },
+    /// One task, `width` depending on it, one depending on all of them.
+    Fan { width: usize },
+}
+
+impl Shape {
+    /// `layers L W` or `fan W` among the arguments (`args` are the numeric ones, in order).
+    fn from_args(args: &[usize]) -> Option<Shape> {
+        let words: Vec<String> = std::env::args().skip(1).collect();
+        if words.iter().any(|w| w == "layers") {
+            let (layers, width) = (args.first().copied().unwrap_or(10), args.get(1).copied().unwrap_or(100));
+            Some(Shape::Layers { layers, width })
+        } else if words.iter().any(|w| w == "fan") {
+            Some(Shape::Fan { width: args.first().copied().unwrap_or(998) })
+        } else {
+            None
+        }
+    }
+
+    fn tasks(self) -> Vec<serde_json::Value> {
+        let task = |name: String, deps: Vec<String>| {
+            let mut t = serde_json::json!({"name": name, "agent": "echo", "message": format!("task {name}")});
+            if !deps.is_empty() {
+                t["dependsOn"] = deps.into();
+            }
+            t
+        };
+        match self {
+            Shape::Layers { layers, width } => (0..layers)
+                .flat_map(|l| {
+                    (0..width).map(move |i| {
+                        let deps = if l == 0 {
+                            Vec::new()
+                        } else {
+                            vec![format!("l{}-{i}", l - 1), format!("l{}-{}", l - 1, (i + 1) % width)]
+                        };
+                        (format!("l{l}-{i}"), deps)
+                    })
+                })
+                .map(|(name, mut deps)| {
+                    deps.dedup();
+                    task(name, deps)
+                })
+                .collect(),
+            Shape::Fan { width } => std::iter::once(task("root".into(), Vec::new()))
+                .chain((0..width).map(|i| task(format!("t{i}"), vec!["root".into()])))
+                .chain(std::iter::once(task("join".into(), (0..width).map(|i| format!("t{i}")).collect())))
+                .collect(),
+        }
+    }
+}
+
+/// One shaped workflow: create → first `SendMessage` on the wire, and create → Succeeded.
+fn run_shape(shape: Shape, in_process: bool) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let home = tempfile::tempdir().expect("tempdir");
+        let server = Server::start(ServerConfig::new(home.path()).port(0)).await.expect("api server");
+        let kc = Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+        let client = kube::Client::try_from(config).expect("client");
+        let (sent_tx, mut sent_rx) = watch::channel(0u64);
+        let (addr, child) = if in_process {
+            (serve_agent(sent_tx).await, None)
+        } else {
+            let (addr, child) = spawn_agent(sent_tx).await;
+            (addr, Some(child))
+        };
+        register_agent(&client, &format!("http://{addr}/")).await;
+        let engine = Engine::new(client.clone(), EngineConfig::default());
+        tokio::spawn(engine.clone().run(std::future::pending()));
+        let api: Api<Workflow> = Api::namespaced(client.clone(), "default");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let tasks = shape.tasks();
+        let n = tasks.len();
+        let wf: Workflow = serde_json::from_value(serde_json::json!({
+            "apiVersion": "a2a.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "shape"}, "spec": {"tasks": tasks}
+        }))
+        .expect("workflow");
+        let before = *sent_rx.borrow_and_update();
+        let t0 = Instant::now();
+        api.create(&PostParams::default(), &wf).await.expect("create");
+        sent_rx.wait_for(|s| *s > before).await.expect("agent counter");
+        let first = t0.elapsed();
+        wait_done(&engine, "shape").await;
+        println!(
+            "{shape:?}: {n} tasks, create → first SendMessage {:.1} ms, create → Succeeded {:.0} ms ({:.0} tasks/s)",
+            first.as_secs_f64() * 1e3,
+            t0.elapsed().as_secs_f64() * 1e3,
+            n as f64 / t0.elapsed().as_secs_f64()
+        );
+        drop(child);
     });
 }
 
