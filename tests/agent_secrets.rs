@@ -105,8 +105,14 @@ const ROTATED: &str = "sk-agent-rotated-8b7a6f";
 const PASSWORD: &str = "pw-envfrom-51d0c2";
 
 /// An agent that writes its environment into `out` (`env.PID`) and then serves A2A (the demo
-/// agent), so that it becomes ready and a rollout may replace it.
+/// agent), so that it becomes ready and a rollout may replace it. The demo agent runs from a
+/// copy in `out`: the agent's own `/tmp` is private, so a build under `/tmp` is not in its view,
+/// while `out`, one of its writable paths, is.
 fn agent_yaml(name: &str, out: &Path) -> String {
+    let exe = out.join("a2a");
+    if !exe.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_a2a"), &exe).expect("copy the binary");
+    }
     format!(
         r#"apiVersion: a2a.dev/v1alpha1
 kind: Agent
@@ -126,7 +132,7 @@ spec:
     - configMapRef: {{ name: settings }}
 "#,
         out = out.display(),
-        exe = env!("CARGO_BIN_EXE_a2a"),
+        exe = exe.display(),
     )
 }
 
