@@ -85,6 +85,9 @@ fn example_manifest(model: &FakeModel, model_name: &str) -> String {
             spec["command"][0] = support::python().display().to_string().into();
             // The test's Python may live where only root can read (a venv under /root).
             spec["user"] = "root".into();
+            // The agent's /tmp is private: a checkout under /tmp is in its view as a path it
+            // may write, like a test's scratch directory.
+            spec["writablePaths"] = vec![serde_yaml_ng::Value::from(env!("CARGO_MANIFEST_DIR"))].into();
         }
         docs.push(serde_yaml_ng::to_string(&v).expect("YAML"));
     }
