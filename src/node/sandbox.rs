@@ -121,6 +121,17 @@ enum Layer {
 }
 
 impl Confinement {
+    /// Whether `path` of the host is the same path in the agent's view: not under what it
+    /// must not see, and, under a private directory (its own empty `/tmp`), only inside a
+    /// writable path mounted there.
+    pub fn sees(&self, path: &Path) -> bool {
+        if self.hidden.iter().any(|h| path.starts_with(h)) {
+            return false;
+        }
+        let private = PRIVATE.iter().any(|p| path.starts_with(p));
+        !private || self.writable.iter().any(|w| path.starts_with(w))
+    }
+
     /// The confinement of an agent that may write `writable` (its home, its writablePaths)
     /// and must not see `hidden`; the private directories are those this host has.
     pub fn new(writable: Vec<PathBuf>, hidden: Vec<PathBuf>) -> Self {
@@ -727,8 +738,8 @@ impl Sandbox {
 /// error that names it.
 pub fn default_working_dir(daemon_cwd: &Path, spec: &ProcessSpec) -> PathBuf {
     let Some(user) = &spec.user else { return daemon_cwd.to_path_buf() };
-    let hidden = spec.confinement.is_some() && PRIVATE.iter().any(|p| daemon_cwd.starts_with(p));
-    if !hidden && reachable(daemon_cwd, user) {
+    let seen = spec.confinement.as_ref().is_none_or(|c| c.sees(daemon_cwd));
+    if seen && reachable(daemon_cwd, user) {
         return daemon_cwd.to_path_buf();
     }
     spec.env
@@ -856,6 +867,17 @@ mod tests {
         assert!(at("mkdir /tmp/t1/home") < at("tmpfs /tmp/t1/home"));
         assert!(at("mkdir /tmp/t1/rw") < at("attach #2 /tmp/t1/rw"));
         assert!(at("ro-tree /") < at("tmpfs /tmp"));
+    }
+
+    /// A checkout under `/tmp` is the same path in the agent's view only when a writable path
+    /// brings it into the private `/tmp`; the hidden home never is.
+    #[test]
+    fn an_agent_sees_a_host_path_under_tmp_only_through_a_writable_path() {
+        let c = confinement(&["/tmp/checkout"], &["/srv/a2a-home"]);
+        assert!(c.sees(Path::new("/tmp/checkout/examples")));
+        assert!(!c.sees(Path::new("/tmp/other")));
+        assert!(!c.sees(Path::new("/srv/a2a-home/logs")));
+        assert!(c.sees(Path::new("/root/checkout")));
     }
 
     /// Secret files: each directory of the replica's tmpfs taken before the tree becomes
