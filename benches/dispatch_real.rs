@@ -16,6 +16,8 @@
 //!
 //! `cargo bench --bench dispatch_real` (or `-- N C ROUNDS`; default 1000 16 3).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -25,12 +27,10 @@ use a2a::a2a::Client;
 use a2a::a2a::types::{Message, Part, Role, SendMessageResponse, TaskState};
 use a2a::api::workflow::WorkflowPhase;
 use a2a::api::{Agent, Workflow};
-use a2a::apiserver::{Server, ServerConfig};
 use a2a::controller::engine::{Engine, EngineConfig};
 use futures::StreamExt;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -40,10 +40,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
         let home = tempfile::tempdir().expect("tempdir");
-        let server = Server::start(ServerConfig::new(home.path()).port(0)).await.expect("api server");
-        let kc = Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
-        let client = kube::Client::try_from(config).expect("client");
+        let (_server, client) = common::api_server(home.path()).await;
         let engine = Engine::new(client.clone(), EngineConfig::default());
         tokio::spawn(engine.clone().run(std::future::pending()));
 

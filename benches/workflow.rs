@@ -21,6 +21,8 @@
 //! task, 998 depending on it, and one depending on all 998. Printed: create → first
 //! `SendMessage` on the wire, and create → Succeeded.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,10 +30,8 @@ use std::time::{Duration, Instant};
 use a2a::a2a::server::{self, DemoAgentConfig, Skill};
 use a2a::api::workflow::WorkflowPhase;
 use a2a::api::{Agent, Workflow};
-use a2a::apiserver::{Server, ServerConfig};
 use a2a::controller::engine::{Engine, EngineConfig};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Resource};
 use tokio::sync::watch;
 
@@ -51,10 +51,8 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
         let home = tempfile::tempdir().expect("tempdir");
-        let server = Server::start(ServerConfig::new(home.path()).port(0).watch_history(watch_history)).await.expect("api server");
-        let kc = Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
-        let client = kube::Client::try_from(config).expect("client");
+        let config = a2a::apiserver::ServerConfig::new(home.path()).port(0).watch_history(watch_history);
+        let (_server, client) = common::api_server_with(config).await;
 
         // The agent, counting every JSON-RPC request that reaches it.
         let (sent_tx, sent_rx) = watch::channel(0u64);
@@ -315,10 +313,7 @@ fn run_shape(shape: Shape, in_process: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
         let home = tempfile::tempdir().expect("tempdir");
-        let server = Server::start(ServerConfig::new(home.path()).port(0)).await.expect("api server");
-        let kc = Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
-        let client = kube::Client::try_from(config).expect("client");
+        let (_server, client) = common::api_server(home.path()).await;
         let (sent_tx, mut sent_rx) = watch::channel(0u64);
         let (addr, child) = if in_process {
             (serve_agent(sent_tx).await, None)

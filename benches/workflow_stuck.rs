@@ -8,16 +8,16 @@
 //!
 //! `cargo bench --bench workflow_stuck` (or `-- RUNS`, default 20).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use a2a::api::workflow::WorkflowPhase;
 use a2a::api::{Agent, Workflow};
-use a2a::apiserver::{Server, ServerConfig};
 use a2a::controller::engine::{Engine, EngineConfig};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 const CASES: [(&str, &str, &str); 5] = [
     ("missing", "agent: nobody", "AgentNotFound"),
@@ -53,10 +53,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
         let home = tempfile::tempdir().expect("tempdir");
-        let server = Server::start(ServerConfig::new(home.path()).port(0)).await.expect("api server");
-        let kc = Kubeconfig::read_from(server.kubeconfig()).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
-        let client = kube::Client::try_from(config).expect("client");
+        let (_server, client) = common::api_server(home.path()).await;
         agent(&client, "waiting", serde_json::json!({"phase": "Pending", "conditions": admitted(false, "InsufficientQuota", "needs 1 cpu but budget \"host\" has 400m of 1200m left")})).await;
         agent(&client, "starting", serde_json::json!({"phase": "Starting", "replicas": 1, "conditions": admitted(true, "Admitted", "fits in its budget")})).await;
         agent(&client, "huge", serde_json::json!({"phase": "Pending", "conditions": admitted(false, "ExceedsBudgetLimit", "needs 1500m cpu, more than budget \"host\"'s whole limit of 1200m")})).await;
