@@ -62,6 +62,35 @@ async fn a_crashed_agent_restarts_at_once_and_its_backoff_grows_on_repeats() {
     tear_down(daemon).await;
 }
 
+/// A start that cannot succeed (the program does not exist) is tried again with the restart
+/// backoff, not in a loop (which makes hundreds of attempts a second): with a 400 ms first
+/// wait, the attempts come at 0, 0.4, 1.2, 2.8 and 6 s; its status says why; a fixed spec
+/// starts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_backs_off_and_its_status_says_why() {
+    let scratch = Scratch::new("nostart");
+    let (home, top) = (scratch.home(), scratch.top());
+    let log = home.join("daemon.log");
+    let daemon = Daemon::start_logging(home, top, &["--restart-backoff", "400ms"], Some(&log));
+    let client = daemon.client().await;
+    let agent = |command: &str| {
+        format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: nostart }}\nspec:\n  command: [{command}]\n"
+        )
+    };
+    apply(home, &agent("examples/no-such-agent.py"));
+    let a = wait_agent(&client, "nostart", Duration::from_secs(10), |a| phase(a) == Some(AgentPhase::Failed)).await;
+    let ready = a.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).expect("Ready");
+    assert_eq!(ready.reason, "StartFailed", "{ready:?}");
+    assert!(ready.message.contains("examples/no-such-agent.py") && ready.message.contains("No such file"), "{ready:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tries = std::fs::read_to_string(&log).unwrap_or_default().matches("could not start").count();
+    assert!((2..=5).contains(&tries), "{tries} start attempts in the first 3 to 6 s");
+    apply(home, &agent("sleep, \"60\""));
+    wait_agent(&client, "nostart", Duration::from_secs(10), |a| !pids(a).is_empty()).await;
+    tear_down(daemon).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_policies_hold_across_a_killed_and_restarted_daemon() {
     let scratch = Scratch::new("policy");

@@ -114,7 +114,17 @@ fn not_ready(f: AgentFacts<'_>) -> (NotReady, bool) {
     let phase = status.and_then(|s| s.phase).map_or_else(|| "not started yet".to_owned(), |p| format!("{p:?}"));
     let (ready, replicas) =
         status.map_or((0, f.agent.spec.replicas()), |s| (s.ready_replicas, s.replicas.max(f.agent.spec.replicas())));
-    (NotReady { admitted: true, text: format!("has no ready replica ({phase}, {ready} of {replicas} ready)") }, false)
+    // Why, when the node said more than that it is starting: a start that failed, a crash
+    // loop, a missing Secret.
+    let why = status
+        .and_then(|s| find_condition(&s.conditions, "Ready"))
+        .filter(|c| c.status == ConditionStatus::False && !matches!(c.reason.as_str(), "Starting" | "ReplicasNotReady"))
+        .map(|c| format!(": {}", c.message))
+        .unwrap_or_default();
+    (
+        NotReady { admitted: true, text: format!("has no ready replica ({phase}, {ready} of {replicas} ready{why})") },
+        false,
+    )
 }
 
 #[cfg(test)]
@@ -161,6 +171,11 @@ mod tests {
             (NO_READY_REPLICA, "agent \"x\" has no ready replica (Starting, 0 of 2 ready)")
         );
         assert_eq!(for_agent("default", "x", Some(facts("x", &starting, true, &none))), None, "ready: not stuck");
+        let mut failed = agent(serde_json::json!({"phase": "Failed", "replicas": 2, "readyReplicas": 0}));
+        let why = "cannot start \"examples/nope.py\": No such file or directory (os error 2)";
+        failed.status.as_mut().expect("status").conditions.push(Condition::new("Ready", false, "StartFailed", why));
+        let s = for_agent("default", "x", Some(facts("x", &failed, false, &none))).expect("stuck");
+        assert_eq!(s.message, format!("agent \"x\" has no ready replica (Failed, 0 of 2 ready: {why})"));
     }
 
     #[test]

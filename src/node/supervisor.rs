@@ -211,6 +211,11 @@ struct AgentRuntime {
     /// Why the url agent's public card is used though it offers an extended one.
     extended_unused: Option<String>,
     last_error: Option<String>,
+    /// Starts that failed in a row (a missing program, a cgroup that cannot be made), and
+    /// when the next may be tried: the restart backoff, so a start that cannot succeed is
+    /// not retried in a busy loop; a new spec tries again at once.
+    start_failures: u32,
+    start_retry_at: Option<Instant>,
     /// Why its Secrets and ConfigMaps cannot be resolved, and what was reported of them.
     refs: refs::RefsReported,
 }
@@ -497,6 +502,8 @@ impl World {
                     self.dirty.insert(k.clone());
                     // A new spec may serve its card: its replicas are probed afresh.
                     if let Some(rt) = self.runtime.get_mut(&k) {
+                        rt.start_failures = 0;
+                        rt.start_retry_at = None;
                         let now = Instant::now();
                         for r in rt.replicas.values_mut() {
                             r.probes = 0;

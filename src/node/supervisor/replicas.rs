@@ -182,6 +182,10 @@ impl World {
                 NextStart::Now if !refs_ok => continue,
                 NextStart::Now => {}
             }
+            if let Some(t) = rt.start_retry_at.filter(|t| *t > Instant::now()) {
+                self.deadlines.at(k, t);
+                continue;
+            }
             // Started with the other starts of this pass, concurrently (see `hand_off_starts`).
             start_decided = true;
             self.starts.push(StartJob {
@@ -220,7 +224,7 @@ impl World {
         }
         // Agents that wait for room (host memory can free without any event) or failed to
         // start are looked at again every tick.
-        if !admitted || rt.last_error.is_some() {
+        if !admitted || (rt.last_error.is_some() && rt.start_retry_at.is_none()) {
             self.waiting.insert(k.clone());
             self.deadlines.at(k, Instant::now() + node.config.tick);
         } else {

@@ -169,13 +169,20 @@ impl World {
                     rt.restarts_base += 1;
                 }
                 rt.last_error = None;
+                rt.start_failures = 0;
+                rt.start_retry_at = None;
                 self.restart_listen_checks(Instant::now());
             }
             Err(e) => {
-                tracing::warn!(agent = %key.1, replica = i, error = %e, "could not start");
+                rt.start_failures = rt.start_failures.saturating_add(1);
+                let backoff = crate::controller::lifecycle::Backoff::with_initial(node.config.restart_backoff);
+                // The first retry after a second at least: a start fails in milliseconds.
+                let wait = crate::controller::lifecycle::delay(rt.start_failures + 1, &backoff);
+                let at = Instant::now() + wait;
+                tracing::warn!(agent = %key.1, replica = i, error = %e, retry_in = ?wait, "could not start");
                 rt.last_error = Some(e.to_string());
-                // Tried again at the next tick.
-                self.waiting.insert(key);
+                rt.start_retry_at = Some(at);
+                self.deadlines.at(&key, at);
             }
         }
     }
