@@ -168,3 +168,28 @@ print(status, headers["Content-Type"])
     let metadata = props.iter().find(|p| p.name == "metadata").unwrap().value.as_ref().unwrap();
     assert_eq!(metadata.r#ref, "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta");
 }
+
+/// Client-side `kubectl apply` reads from the OpenAPI that custom resources take no strategic
+/// merge patch and sends an Agent a JSON merge patch, as it does to a cluster; a ConfigMap
+/// gets a strategic merge patch.
+#[test]
+fn client_side_apply_chooses_the_patch_type_the_openapi_lists() {
+    let s = Server::start();
+    let k = s.kubectl();
+    k.ok_stdin(&["apply", "-f", "-"], &format!("{AGENT}---\n{}", config_map(&[("a", "1")])));
+    let labelled = AGENT.replace("  name: echo\n", "  name: echo\n  labels:\n    tier: gold\n");
+    let changed = format!("{labelled}---\n{}", config_map(&[("a", "2")]));
+    let (ok, out, err) = k.run_stdin(&["apply", "-f", "-", "-v=8"], &changed);
+    assert!(ok, "{out}{err}");
+    // The request headers kubectl logs right after each request line.
+    let patch_type = |path: &str| {
+        let lines: Vec<&str> = err.lines().collect();
+        let at = lines.iter().position(|l| l.contains("PATCH https://") && l.contains(path));
+        let at = at.unwrap_or_else(|| panic!("no PATCH of {path}:\n{err}"));
+        lines[at..].iter().find_map(|l| l.split("Content-Type: ").nth(1)).unwrap_or_default().trim().to_owned()
+    };
+    assert_eq!(patch_type("/agents/echo"), "application/merge-patch+json");
+    assert_eq!(patch_type("/configmaps/settings"), "application/strategic-merge-patch+json");
+    assert_eq!(k.ok(&["get", "agent", "echo", "-o", "jsonpath={.metadata.labels.tier}"]), "gold");
+    assert_eq!(k.ok(&["get", "cm", "settings", "-o", "jsonpath={.data.a}"]), "2");
+}
