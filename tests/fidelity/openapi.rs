@@ -110,7 +110,7 @@ fn client_side_apply_of_a_config_map_changes_keys() {
 
 /// The Python client reads `/openapi/v2` as JSON, and as protobuf that decodes to
 /// gnostic's `openapi.v2.Document` with the same definitions; a repeated request with the
-/// ETag gets 304.
+/// ETag gets 304, one naming no served media type 406.
 #[test]
 fn the_v2_document_reads_as_json_and_decodes_as_protobuf() {
     let s = Server::start();
@@ -139,6 +139,7 @@ print(agent["properties"]["metadata"]["$ref"])
 print(doc["paths"]["/api/v1/namespaces/{{namespace}}/configmaps/{{name}}"]["patch"]["x-kubernetes-action"])
 status, _, _ = get("application/json", headers["ETag"])
 print(status)
+print(get("text/html")[0])
 status, headers, data = get("{PROTOBUF_ACCEPT}")
 open("{}", "wb").write(data)
 print(status, headers["Content-Type"])
@@ -154,7 +155,8 @@ print(status, headers["Content-Type"])
     assert_eq!(lines[1], "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta");
     assert_eq!(lines[2], "patch");
     assert_eq!(lines[3], "304", "If-None-Match with the ETag");
-    assert_eq!(lines[4], format!("200 {PROTOBUF_CONTENT_TYPE}"));
+    assert_eq!(lines[4], "406", "an Accept naming nothing served");
+    assert_eq!(lines[5], format!("200 {PROTOBUF_CONTENT_TYPE}"));
 
     let bytes = std::fs::read(&out_file).unwrap();
     let doc = gnostic::Document::decode(bytes.as_slice()).unwrap();
