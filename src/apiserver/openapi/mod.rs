@@ -816,9 +816,28 @@ fn serve_v3(path: &str, headers: &HeaderMap, q: &HashQuery) -> Response {
     let Some((_, doc)) = DOCUMENTS.v3.iter().find(|(p, _)| p == path) else {
         return ApiError::not_found_path().into_response();
     };
-    // A URL with the document's own hash names that content forever.
-    let immutable = q.hash.as_deref().is_some_and(|h| doc.etag.trim_matches('"') == h);
-    cached(headers, doc, "application/json", if immutable { "public, immutable" } else { "no-cache, private" })
+    let hash = doc.etag.trim_matches('"');
+    match q.hash.as_deref() {
+        None => cached(headers, doc, "application/json", "no-cache, private"),
+        // A URL with the document's own hash names that content forever.
+        Some(h) if h == hash => {
+            let mut r = cached(headers, doc, "application/json", "public, immutable");
+            let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(365 * 24);
+            let expires = expires.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string();
+            if let Ok(v) = HeaderValue::from_str(&expires) {
+                r.headers_mut().insert(header::EXPIRES, v);
+            }
+            r
+        }
+        // An index fetched before the document changed: sent on to the current one.
+        Some(_) => {
+            let mut r = StatusCode::MOVED_PERMANENTLY.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("/openapi/v3/{path}?hash={hash}")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+    }
 }
 
 /// `GET /openapi/v3/api/VERSION`.

@@ -191,3 +191,24 @@ fn accept_picks_the_first_served_media_type() {
     assert_eq!(with("text/html"), None);
     assert_eq!(v2_media_type(&HeaderMap::new()), Some(false));
 }
+
+#[tokio::test]
+async fn a_v3_url_with_a_stale_hash_is_sent_on_to_the_current_document() {
+    let path = "apis/a2a.dev/v1alpha1";
+    let index: Value = serde_json::from_slice(&DOCUMENTS.v3_index.bytes).unwrap();
+    let url = index["paths"][path]["serverRelativeURL"].as_str().unwrap().to_owned();
+    let hash = url.split("hash=").nth(1).unwrap().to_owned();
+    let headers = HeaderMap::new();
+    let current = serve_v3(path, &headers, &HashQuery { hash: Some(hash) });
+    assert_eq!(current.status(), StatusCode::OK);
+    assert_eq!(current.headers()[header::CACHE_CONTROL], "public, immutable");
+    assert!(current.headers()[header::EXPIRES].to_str().unwrap().ends_with(" GMT"));
+    let stale = serve_v3(path, &headers, &HashQuery { hash: Some("0BAD".into()) });
+    assert_eq!(stale.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(stale.headers()[header::LOCATION], url.as_str());
+    let plain = serve_v3(path, &headers, &HashQuery { hash: None });
+    assert_eq!(plain.headers()[header::CACHE_CONTROL], "no-cache, private");
+    let mut again = HeaderMap::new();
+    again.insert(header::IF_NONE_MATCH, plain.headers()[header::ETAG].clone());
+    assert_eq!(serve_v3(path, &again, &HashQuery { hash: None }).status(), StatusCode::NOT_MODIFIED);
+}
