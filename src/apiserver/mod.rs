@@ -26,6 +26,7 @@ pub mod handlers;
 pub mod home;
 pub mod managed;
 pub mod metrics;
+pub mod openapi;
 pub mod params;
 pub mod pki;
 pub mod protobuf;
@@ -380,9 +381,10 @@ fn router(state: AppState) -> Router {
         .route("/apis/{group}", get(api_group))
         .route("/api/{version}", get(core_resources))
         .route("/apis/{group}/{version}", get(group_resources))
-        .route("/openapi/v3", get(|| async { json_response(StatusCode::OK, &resources::openapi_index()) }))
-        .route("/openapi/v3/api/{version}", get(openapi_core))
-        .route("/openapi/v3/apis/{group}/{version}", get(openapi_group))
+        .route("/openapi/v2", get(openapi::serve_v2))
+        .route("/openapi/v3", get(openapi::serve_v3_index))
+        .route("/openapi/v3/api/{version}", get(openapi::serve_v3_core))
+        .route("/openapi/v3/apis/{group}/{version}", get(openapi::serve_v3_group))
         .fallback(resource_request)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -435,14 +437,6 @@ async fn core_resources(axum::extract::Path(version): axum::extract::Path<String
 
 async fn group_resources(axum::extract::Path((group, version)): axum::extract::Path<(String, String)>) -> Response {
     found(resources::resource_list(&group, &version))
-}
-
-async fn openapi_core(axum::extract::Path(version): axum::extract::Path<String>) -> Response {
-    found(resources::openapi_group("", &version))
-}
-
-async fn openapi_group(axum::extract::Path((group, version)): axum::extract::Path<(String, String)>) -> Response {
-    found(resources::openapi_group(&group, &version))
 }
 
 /// Authenticates, then records metrics and (for writes) the audit log.

@@ -1,5 +1,6 @@
 //! The resources this server serves, and the documents that describe them: discovery
-//! (`/api`, `/apis`, APIResourceLists), OpenAPI v3, and `Table`s for `kubectl get`.
+//! (`/api`, `/apis`, APIResourceLists) and `Table`s for `kubectl get`; the OpenAPI documents
+//! are [`super::openapi`]'s.
 
 use serde_json::{Value, json};
 
@@ -562,83 +563,6 @@ pub fn version() -> Value {
         "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
         "a2aVersion": env!("CARGO_PKG_VERSION"),
     })
-}
-
-/// `GET /openapi/v3`.
-pub fn openapi_index() -> Value {
-    let mut paths = serde_json::Map::new();
-    paths.insert("api/v1".into(), json!({"serverRelativeURL": "/openapi/v3/api/v1"}));
-    for (group, version) in groups() {
-        let path = format!("apis/{group}/{version}");
-        paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}")}));
-    }
-    json!({ "paths": paths })
-}
-
-/// `GET /openapi/v3/api/v1` or `/openapi/v3/apis/a2a.dev/v1alpha1`: one path per resource
-/// that advertises `fieldValidation` (so kubectl leaves validation to the server), and the
-/// CRD schemas of the a2a kinds as components.
-pub fn openapi_group(group: &str, version: &str) -> Option<Value> {
-    let mut paths = serde_json::Map::new();
-    let mut schemas = serde_json::Map::new();
-    let mut any = false;
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
-        any = true;
-        let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
-        let ns = if r.namespaced { "/namespaces/{namespace}" } else { "" };
-        let gvk = json!({"group": group, "version": version, "kind": r.kind});
-        let schema_name = schema_name(r);
-        let schema_ref = json!({"$ref": format!("#/components/schemas/{schema_name}")});
-        let op = |verb: &str| {
-            json!({
-                "x-kubernetes-action": verb,
-                "x-kubernetes-group-version-kind": gvk,
-                "parameters": [
-                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
-                    {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
-                    {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
-                ],
-                "responses": {"200": {"content": {"application/json": {"schema": schema_ref}}}},
-            })
-        };
-        paths.insert(
-            format!("{prefix}{ns}/{}/{{name}}", r.plural),
-            json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
-        );
-        paths.insert(format!("{prefix}{ns}/{}", r.plural), json!({"get": op("list"), "post": op("post")}));
-        let mut schema = match r.a2a {
-            Some(kind) => kind
-                .crd()
-                .spec
-                .versions
-                .first()
-                .and_then(|v| v.schema.as_ref())
-                .and_then(|s| s.open_api_v3_schema.as_ref())
-                .and_then(|s| serde_json::to_value(s).ok())
-                .unwrap_or_else(|| json!({"type": "object"})),
-            None => json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
-        };
-        schema["x-kubernetes-group-version-kind"] = json!([gvk]);
-        schemas.insert(schema_name, schema);
-    }
-    if !any {
-        return None;
-    }
-    Some(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "a2a", "version": version},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }))
-}
-
-fn schema_name(r: &Resource) -> String {
-    if r.group.is_empty() {
-        format!("io.k8s.api.core.{}.{}", r.version, r.kind)
-    } else {
-        let reversed: Vec<&str> = r.group.split('.').rev().collect();
-        format!("{}.{}.{}", reversed.join("."), r.version, r.kind)
-    }
 }
 
 /// What the kube-apiserver checks of a ConfigMap: `data` maps keys to strings, `binaryData`

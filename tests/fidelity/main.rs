@@ -9,3 +9,4 @@ mod common;
 mod discovery;
 mod gitops;
 mod harness;
+mod openapi;
