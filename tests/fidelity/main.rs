@@ -5,7 +5,10 @@
 //! is deliberately different. Each area is a module.
 
 #[path = "../common/mod.rs"]
-#[allow(dead_code)]
 mod common;
+mod delete;
 mod discovery;
 mod harness;
+mod lifecycle;
+mod namespaces;
+mod objects;
