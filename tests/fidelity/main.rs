@@ -12,3 +12,4 @@ mod harness;
 mod lifecycle;
 mod namespaces;
 mod objects;
+mod watch;
