@@ -4,6 +4,7 @@
 //! Every check is one test; `docs/kubernetes-compatibility.md` gives the count and names what
 //! is deliberately different. Each area is a module.
 
+mod backup;
 #[path = "../common/mod.rs"]
 mod common;
 mod delete;
