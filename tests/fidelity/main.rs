@@ -13,4 +13,5 @@ mod harness;
 mod lifecycle;
 mod namespaces;
 mod objects;
+mod python;
 mod watch;
