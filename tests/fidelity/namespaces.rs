@@ -79,7 +79,11 @@ fn a_deleted_namespace_terminates_until_its_content_is_gone() {
             err.contains("unable to create new content in namespace doomed because it is being terminated"),
             "{err}"
         );
-        let waiting = Running::start(&k, &["wait", "--for=delete", "namespace/doomed", "--timeout=30s"]);
+        // -v=6 logs kubectl wait's first GET: the namespace is still there when it starts.
+        let mut waiting = Running::start(&k, &["wait", "--for=delete", "namespace/doomed", "--timeout=30s", "-v=6"]);
+        waiting.expect("kubectl wait's first look", |l| {
+            l.contains("GET") && l.contains("namespaces") && l.contains("200")
+        });
         k.ok(&["patch", "agent", "held", "-n", "doomed", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
         let (ok, out) = waiting.finish();
         assert!(ok && out.contains("namespace/doomed condition met"), "{out}");

@@ -17,7 +17,7 @@ fn kubectl_get_watch_prints_every_change() {
             // -v=6 logs the watch request: the changes come after it.
             let mut w = Running::start(&k, &["get", kind, "-w", "--output-watch-events", "-v=6"]);
             w.expect("the listed object", |l| l.split_whitespace().take(2).eq(["ADDED", "w"]));
-            w.expect("the watch request", |l| l.contains("watch=true"));
+            w.expect("the watch request", |l| l.contains("watch=true") && l.contains("200 OK"));
             k.ok(&["label", kind, "w", "changed=yes"]);
             w.expect("the change", |l| l.split_whitespace().take(2).eq(["MODIFIED", "w"]));
             k.ok(&["delete", kind, "w"]);
@@ -35,7 +35,9 @@ fn kubectl_watch_only_with_a_label_selector() {
         k.ok_stdin(&["create", "-f", "-"], &agent("before", "default", "team: x"));
         let mut w =
             Running::start(&k, &["get", "ag", "-l", "team=x", "-w", "--watch-only", "--output-watch-events", "-v=6"]);
-        w.expect("the watch request", |l| l.contains("watch=true") && l.contains("labelSelector=team"));
+        w.expect("the watch request", |l| {
+            l.contains("watch=true") && l.contains("labelSelector=team") && l.contains("200 OK")
+        });
         k.ok_stdin(&["create", "-f", "-"], &agent("other", "default", "team: z"));
         k.ok_stdin(&["create", "-f", "-"], &agent("mine", "default", "team: x"));
         w.expect("the matching object", |l| l.split_whitespace().take(2).eq(["ADDED", "mine"]));
