@@ -305,3 +305,63 @@ fn create_dry_run_server_stores_nothing() {
         }
     }
 }
+
+/// `kubectl replace --force` deletes the object and creates it again: a new uid, the new
+/// content.
+#[test]
+fn replace_force_recreates_the_object() {
+    let s = Server::start();
+    for k in s.kubectls() {
+        k.ok_stdin(&["create", "-f", "-"], &agent("echo", "default", "app: x"));
+        let uid = k.ok(&["get", "ag", "echo", "-o", "jsonpath={.metadata.uid}"]);
+        let out = k.ok_stdin(&["replace", "--force", "-f", "-"], &agent("echo", "default", "app: z"));
+        assert!(out.contains("agent.a2a.dev \"echo\" deleted") && out.contains("agent.a2a.dev/echo replaced"), "{out}");
+        assert_ne!(k.ok(&["get", "ag", "echo", "-o", "jsonpath={.metadata.uid}"]), uid);
+        assert_eq!(k.ok(&["get", "ag", "echo", "-o", "jsonpath={.metadata.labels.app}"]), "z");
+        k.ok(&["delete", "ag", "echo"]);
+    }
+}
+
+/// Client-side `kubectl apply` of the a2a kinds (JSON merge patches computed from the
+/// `last-applied-configuration` annotation): created, then a changed file updates the
+/// object and a field dropped from the file is removed, while a field set by someone else
+/// stays; a second apply of the same file is "unchanged".
+#[test]
+fn client_side_apply_of_a2a_kinds() {
+    let s = Server::start();
+    for k in s.kubectls() {
+        let first = stream(&[
+            agent("echo", "default", "app: x").replace("spec:\n", "spec:\n  replicas: 2\n"),
+            crate::objects::workflow("flow", "default"),
+            crate::objects::budget("team"),
+        ]);
+        let out = k.ok_stdin(&["apply", "-f", "-"], &first);
+        assert!(
+            out.contains("agent.a2a.dev/echo created") && out.contains("resourcebudget.a2a.dev/team created"),
+            "{out}"
+        );
+        let last = k.ok(&[
+            "get",
+            "ag",
+            "echo",
+            "-o",
+            "jsonpath={.metadata.annotations.kubectl\\.kubernetes\\.io/last-applied-configuration}",
+        ]);
+        assert!(last.contains("\"replicas\":2"), "{last}");
+        k.ok(&["annotate", "ag", "echo", "owner=someone"]);
+        let out = k.ok_stdin(&["apply", "-f", "-"], &first);
+        assert!(out.lines().all(|l| l.ends_with("unchanged")), "{out}");
+        let second = first.replace("  replicas: 2\n", "").replace("message: hello", "message: goodbye");
+        let out = k.ok_stdin(&["apply", "-f", "-"], &second);
+        assert!(
+            out.contains("agent.a2a.dev/echo configured") && out.contains("workflow.a2a.dev/flow configured"),
+            "{out}"
+        );
+        assert_eq!(
+            k.ok(&["get", "ag", "echo", "-o", "jsonpath={.spec.replicas}/{.metadata.annotations.owner}"]),
+            "/someone"
+        );
+        assert_eq!(k.ok(&["get", "wf", "flow", "-o", "jsonpath={.spec.tasks[0].message}"]), "goodbye");
+        k.ok_stdin(&["delete", "-f", "-"], &second);
+    }
+}

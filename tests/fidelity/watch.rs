@@ -160,3 +160,27 @@ assert seen == [("DELETED", "big")], seen
 "#,
     );
 }
+
+/// A watch on namespaces (CoreV1Api, cluster-scoped) follows a deletion as the namespace
+/// controller carries it out: MODIFIED to `Terminating`, then DELETED.
+#[test]
+fn python_watch_follows_a_namespace_deletion() {
+    let s = Server::start();
+    python(
+        &s,
+        r#"
+core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="short")))
+co.create_namespaced_custom_object("a2a.dev", "v1alpha1", "short", "agents", agent("a", namespace="short"))
+rv = core.list_namespace().metadata.resource_version
+core.delete_namespace("short")
+seen = []
+w = watch.Watch()
+for e in w.stream(core.list_namespace, resource_version=rv, field_selector="metadata.name=short", timeout_seconds=20):
+    seen.append((e["type"], e["object"].status.phase))
+    if e["type"] == "DELETED":
+        w.stop()
+assert seen[0] == ("MODIFIED", "Terminating"), seen
+assert seen[-1][0] == "DELETED", seen
+"#,
+    );
+}
