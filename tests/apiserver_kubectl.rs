@@ -2,9 +2,8 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::Daemon;
@@ -170,51 +169,6 @@ fn kubectl_server_side_apply_removes_what_the_file_no_longer_says() {
 }
 
 #[test]
-fn kubectl_get_watch_receives_events() {
-    let home = tempfile::tempdir().unwrap();
-    let daemon = Daemon::spawn(home.path());
-    let k = Kubectl::new(&daemon, home.path());
-    let mut watch = k.command(&["get", "agents", "-w"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let stdout = watch.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            if tx.send(line.unwrap_or_default()).is_err() {
-                break;
-            }
-        }
-    });
-    // Give the watch time to start, then create an object.
-    std::thread::sleep(Duration::from_millis(1500));
-    let manifest = home.path().join("a.yaml");
-    std::fs::write(
-        &manifest,
-        "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: watched\nspec:\n  command: [sleep, \"1\"]\n",
-    )
-    .unwrap();
-    k.ok(&["apply", "--server-side", "-f", manifest.to_str().unwrap()]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut lines = Vec::new();
-    let found = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => {
-                let hit = l.split_whitespace().next() == Some("watched");
-                lines.push(l);
-                if hit {
-                    break true;
-                }
-            }
-            Err(_) => break false,
-        }
-    };
-    let _ = watch.kill();
-    let _ = watch.wait();
-    assert!(found, "kubectl get -w printed no row for the new agent: {lines:?}");
-    drop(daemon);
-}
-
-#[test]
 fn kubectl_pages_through_chunks_and_deletes_all() {
     let home = tempfile::tempdir().unwrap();
     let daemon = Daemon::spawn(home.path());
@@ -278,19 +232,6 @@ fn agent_yaml(name: &str, namespace: &str, extra_metadata: &str) -> String {
     )
 }
 
-/// Polls `kubectl` until `done` holds of its output (up to 20 s).
-fn eventually(k: &Kubectl, args: &[&str], what: &str, done: impl Fn(bool, &str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (ok, out, err) = k.run(args);
-        if done(ok, &out) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: kubectl {args:?} still says {out}{err}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn kubectl_server_dry_runs_delete_and_prune_nothing() {
     let home = tempfile::tempdir().unwrap();
@@ -321,80 +262,4 @@ fn kubectl_server_dry_runs_delete_and_prune_nothing() {
     assert_eq!(k.ok(&["get", "agent", "keep", "-o", "jsonpath={.metadata.name}"]), "keep");
     let (ok, _, err) = k.run(&["get", "agent", "other"]);
     assert!(!ok && err.contains("not found"), "the dry-run apply created nothing: {err}");
-}
-
-#[test]
-fn kubectl_cascade_orphan_keeps_the_dependent() {
-    let home = tempfile::tempdir().unwrap();
-    let daemon = Daemon::spawn(home.path());
-    let k = Kubectl::new(&daemon, home.path());
-    let owner = home.path().join("owner.yaml");
-    std::fs::write(&owner, agent_yaml("owner", "default", "")).unwrap();
-    k.ok(&["apply", "-f", owner.to_str().unwrap()]);
-    let uid = k.ok(&["get", "agent", "owner", "-o", "jsonpath={.metadata.uid}"]);
-    let child = home.path().join("child.yaml");
-    let refs = format!(
-        "  ownerReferences:\n  - apiVersion: a2a.dev/v1alpha1\n    kind: Agent\n    name: owner\n    uid: {uid}\n    \
-         blockOwnerDeletion: true\n"
-    );
-    std::fs::write(&child, agent_yaml("child", "default", &refs)).unwrap();
-    k.ok(&["apply", "-f", child.to_str().unwrap()]);
-
-    k.ok(&["delete", "agent", "owner", "--cascade=orphan"]);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(k.ok(&["get", "agent", "child", "-o", "jsonpath={.metadata.name}"]), "child");
-    assert_eq!(k.ok(&["get", "agent", "child", "-o", "jsonpath={.metadata.ownerReferences}"]), "");
-
-    // The default cascade (background) takes the dependent along.
-    k.ok(&["apply", "-f", owner.to_str().unwrap()]);
-    let uid = k.ok(&["get", "agent", "owner", "-o", "jsonpath={.metadata.uid}"]);
-    let refs = format!(
-        "  ownerReferences:\n  - apiVersion: a2a.dev/v1alpha1\n    kind: Agent\n    name: owner\n    uid: {uid}\n"
-    );
-    std::fs::write(&child, agent_yaml("child", "default", &refs)).unwrap();
-    k.ok(&["apply", "-f", child.to_str().unwrap()]);
-    k.ok(&["delete", "agent", "owner"]);
-    eventually(&k, &["get", "agent", "child"], "the dependent deleted", |ok, _| !ok);
-}
-
-#[test]
-fn kubectl_sees_a_deleted_namespace_terminating_until_it_is_empty() {
-    let home = tempfile::tempdir().unwrap();
-    let daemon = Daemon::spawn(home.path());
-    let k = Kubectl::new(&daemon, home.path());
-    let file = home.path().join("ns.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: doomed\n---\n{}",
-            agent_yaml("held", "doomed", "  finalizers: [a2a.dev/test]\n")
-        ),
-    )
-    .unwrap();
-    k.ok(&["apply", "-f", file.to_str().unwrap()]);
-    let out = k.ok(&["delete", "namespace", "doomed", "--wait=false"]);
-    assert!(out.contains("namespace \"doomed\" deleted"), "{out}");
-    let row_of = |out: &str| row(out, "doomed").map(str::to_string);
-    let listed = k.ok(&["get", "namespaces"]);
-    assert!(row_of(&listed).is_some_and(|r| r.contains("Terminating")), "{listed}");
-    eventually(
-        &k,
-        &[
-            "get",
-            "namespace",
-            "doomed",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"NamespaceContentRemaining\")].message}",
-        ],
-        "the namespace controller's condition",
-        |_, out| out == "Some resources are remaining: agents.a2a.dev has 1 resource instances",
-    );
-    let late = home.path().join("late.yaml");
-    std::fs::write(&late, agent_yaml("late", "doomed", "")).unwrap();
-    let (ok, _, err) = k.run(&["apply", "-f", late.to_str().unwrap()]);
-    assert!(!ok, "a create into a terminating namespace was accepted");
-    assert!(err.contains("unable to create new content in namespace doomed because it is being terminated"), "{err}");
-
-    k.ok(&["patch", "agent", "held", "-n", "doomed", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
-    k.ok(&["wait", "--for=delete", "namespace/doomed", "--timeout=20s"]);
 }

@@ -207,7 +207,9 @@ impl Event {
 /// The start of a watch: the events to send first, then [`Store::events_after`] from
 /// `resource_version` each time `notify` changes.
 pub struct WatchStart {
-    pub initial: Vec<(EventType, Arc<Stored>)>,
+    /// The current objects as ADDED (a watch from no version), or the events after the
+    /// version asked for.
+    pub initial: Vec<Arc<Event>>,
     pub notify: watch::Receiver<u64>,
     /// Every change up to this version is in `initial` (or older than the watch asked for).
     pub resource_version: u64,
@@ -592,19 +594,14 @@ impl Store {
                 .get(resource)
                 .into_iter()
                 .flat_map(|m| m.values())
-                .map(|obj| (EventType::Added, obj.clone()))
+                .map(|obj| Arc::new(Event { type_: EventType::Added, object: obj.clone(), prev: None }))
                 .collect(),
             Some(rv) if rv < state.compacted => {
                 return Err(Error::Gone { requested: rv, oldest: state.compacted });
             }
             Some(rv) => {
                 let start = state.history.partition_point(|e| e.resource_version() <= rv);
-                state
-                    .history
-                    .range(start..)
-                    .filter(|e| e.object.key.resource == resource)
-                    .map(|e| (e.type_, e.object.clone()))
-                    .collect()
+                state.history.range(start..).filter(|e| e.object.key.resource == resource).cloned().collect()
             }
         };
         Ok(WatchStart { initial, notify, resource_version: now })

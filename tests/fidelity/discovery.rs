@@ -56,7 +56,9 @@ fn kubectl_resolves_a2a_kinds_by_every_name() {
     let agent =
         "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata:\n  name: echo\nspec:\n  url: http://127.0.0.1:9/\n";
     k.ok_stdin(&["create", "-f", "-"], agent);
-    for name in ["agents", "agent", "ag", "agents.a2a.dev"] {
-        assert_eq!(k.ok(&["get", name, "-o", "name"]).trim(), "agent.a2a.dev/echo", "kubectl get {name}");
+    for k in s.kubectls() {
+        for name in ["agents", "agent", "ag", "agents.a2a.dev"] {
+            assert_eq!(k.ok(&["get", name, "-o", "name"]).trim(), "agent.a2a.dev/echo", "kubectl get {name}");
+        }
     }
 }

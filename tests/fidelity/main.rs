@@ -4,9 +4,16 @@
 //! Every check is one test; `docs/kubernetes-compatibility.md` gives the count and names what
 //! is deliberately different. Each area is a module.
 
+mod backup;
 #[path = "../common/mod.rs"]
 mod common;
+mod delete;
 mod discovery;
 mod gitops;
 mod harness;
 mod openapi;
+mod lifecycle;
+mod namespaces;
+mod objects;
+mod python;
+mod watch;

@@ -184,9 +184,9 @@ impl AppState {
             let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
             let mut ok = true;
             let mut chunk = Vec::new();
-            for (type_, object) in &start.initial {
-                if matches(object) {
-                    encode(&mut chunk, type_.as_str(), object);
+            for e in &start.initial {
+                if let Some((type_, object)) = as_selected(e, &matches) {
+                    encode(&mut chunk, type_, object.as_ref());
                     if chunk.len() >= WATCH_CHUNK && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
                         ok = false;
                         break;
@@ -203,8 +203,8 @@ impl AppState {
                     match store.events_after(&storage, last, 1024) {
                         Ok(batch) => {
                             for e in &batch.events {
-                                if matches(&e.object) {
-                                    encode(&mut chunk, e.type_.as_str(), &e.object);
+                                if let Some((type_, object)) = as_selected(e, &matches) {
+                                    encode(&mut chunk, type_, object.as_ref());
                                     if chunk.len() >= WATCH_CHUNK
                                         && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err()
                                     {
@@ -244,6 +244,27 @@ impl AppState {
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         Ok(stream_response(Body::from_stream(stream)))
+    }
+}
+
+/// How a watch with selectors sees a change, as the kube-apiserver's watch cache sends it:
+/// an update that brings an object into the selection is ADDED, one that takes it out is
+/// DELETED (the object as it was, at the update's resourceVersion), one outside it is not
+/// sent at all.
+fn as_selected(e: &store::Event, matches: impl Fn(&Stored) -> bool) -> Option<(&'static str, Arc<Stored>)> {
+    let now = matches(&e.object);
+    if e.type_ != store::EventType::Modified {
+        return now.then(|| (e.type_.as_str(), e.object.clone()));
+    }
+    let before = e.prev.as_deref().is_some_and(&matches);
+    match (before, now) {
+        (true, true) => Some(("MODIFIED", e.object.clone())),
+        (false, true) => Some(("ADDED", e.object.clone())),
+        (true, false) => {
+            let prev = e.prev.as_deref()?;
+            Some(("DELETED", Arc::new(prev.at_version(e.object.resource_version))))
+        }
+        (false, false) => None,
     }
 }
 

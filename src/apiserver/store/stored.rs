@@ -85,7 +85,7 @@ impl Stored {
     }
 
     /// The same object at another resourceVersion.
-    pub(super) fn at_version(&self, version: u64) -> Stored {
+    pub fn at_version(&self, version: u64) -> Stored {
         let digits = version.to_string();
         let rest = &self.bytes[self.tail..];
         let mut bytes = BytesMut::with_capacity(RV_PREFIX.len() + digits.len() + rest.len());

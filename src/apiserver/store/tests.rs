@@ -181,7 +181,7 @@ async fn watch_resumes_from_history_and_reports_gone_when_compacted() {
     }
     // History keeps 4 events: versions 3..=6.
     let w = store.watch("a2a.dev/agents", Some(3)).unwrap();
-    let names: Vec<_> = w.initial.iter().map(|(_, s)| s.key.name.clone()).collect();
+    let names: Vec<_> = w.initial.iter().map(|e| e.object.key.name.clone()).collect();
     assert_eq!(names, ["d", "e", "f"]);
     assert!(matches!(store.watch("a2a.dev/agents", Some(1)), Err(Error::Gone { requested: 1, oldest: 2 })));
     let all = store.watch("a2a.dev/agents", None).unwrap();
