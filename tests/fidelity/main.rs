@@ -4,8 +4,9 @@
 //! Every check is one test; `docs/kubernetes-compatibility.md` gives the count and names what
 //! is deliberately different. Each area is a module.
 
+mod auth;
 #[path = "../common/mod.rs"]
-#[allow(dead_code)]
 mod common;
+mod crds;
 mod discovery;
 mod harness;
