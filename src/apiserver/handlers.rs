@@ -692,11 +692,17 @@ impl AppState {
             && body.pointer("/metadata/resourceVersion").and_then(Value::as_str).is_none_or(str::is_empty)
         {
             let name = t.name.as_deref().unwrap_or_default();
-            let error = crate::api::validate::FieldError::new(
-                "metadata.resourceVersion",
-                "0x0: must be specified for an update",
-            );
-            return Err(ApiError::invalid(t.resource, name, &[error]));
+            let res = t.resource;
+            let cause = "Invalid value: 0x0: must be specified for an update";
+            return Err(ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: format!("{}.{} \"{name}\" is invalid: metadata.resourceVersion: {cause}", res.kind, res.group),
+                details: Some(json!({
+                    "name": name, "group": res.group, "kind": res.kind,
+                    "causes": [{"reason": "FieldValueInvalid", "message": cause, "field": "metadata.resourceVersion"}],
+                })),
+            });
         }
         let ownership = Ownership::Update(Touched::everywhere());
         Ok(self.modify(t, q, &manager, ownership, |_, _| Ok(body.clone())).await?.respond(StatusCode::OK))

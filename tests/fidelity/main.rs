@@ -9,4 +9,6 @@ mod auth;
 mod common;
 mod crds;
 mod discovery;
+mod drift;
 mod harness;
+mod helm;
