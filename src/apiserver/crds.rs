@@ -204,7 +204,7 @@ pub async fn serve(
         (&Method::GET, None) => {
             let selected = select(all, q)?;
             if super::params::flag(q, "watch")? {
-                return watch(state, selected, q, headers);
+                return watch(state, selected, q);
             }
             let rv = state.store.resource_version().to_string();
             if wants_table(headers) {
@@ -401,12 +401,7 @@ fn same_spec(name: &str, crd: &Value, spec: Option<&Value>) -> Result<(), ApiErr
 
 /// A watch: the CRDs never change while the server runs, so it sends the initial events the
 /// request asks for and then stays open (without events) until `timeoutSeconds` or shutdown.
-fn watch(
-    state: &AppState,
-    crds: Vec<Value>,
-    q: &HashMap<String, String>,
-    _headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+fn watch(state: &AppState, crds: Vec<Value>, q: &HashMap<String, String>) -> Result<Response, ApiError> {
     let options = super::params::ListOptions::parse(q, true)?;
     let initial_events = super::params::flag(q, "sendInitialEvents")?;
     let rv = state.store.resource_version().to_string();

@@ -89,3 +89,26 @@ fn discovery_lists_the_reviews_as_create_only() {
     let row = out.lines().find(|l| l.starts_with("selfsubjectreviews")).unwrap_or_else(|| panic!("{out}"));
     assert_eq!(row.split_whitespace().last(), Some("create"), "{row}");
 }
+
+/// Without the token a review is a 401, as for any request of an unauthenticated caller.
+#[test]
+fn reviews_need_the_token() {
+    let s = Server::start();
+    let (ok, out, err) = s.python(
+        r#"
+import sys
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+c = client.Configuration()
+config.load_kube_config(config_file=sys.argv[1], client_configuration=c)
+c.api_key = {}
+try:
+    client.AuthenticationV1Api(client.ApiClient(c)).create_self_subject_review(client.V1SelfSubjectReview())
+    print("accepted")
+except ApiException as e:
+    print(e.status)
+"#,
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim(), "401");
+}

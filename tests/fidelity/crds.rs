@@ -116,3 +116,33 @@ print(api.read_custom_resource_definition("workflows.a2a.dev").spec.names.short_
     assert!(ok, "{out}{err}");
     assert_eq!(out, "agents.a2a.dev,resourcebudgets.a2a.dev,workflows.a2a.dev\n['wf']\n");
 }
+
+/// A watch of the CRDs sends them as ADDED; as a WatchList it ends the initial events with the
+/// `k8s.io/initial-events-end` bookmark; then nothing until its timeout.
+#[test]
+fn a_crd_watch_sends_the_crds_and_the_initial_events_bookmark() {
+    let s = Server::start();
+    let (ok, out, err) = s.python(
+        r#"
+import sys, json
+from kubernetes import client, config
+config.load_kube_config(config_file=sys.argv[1])
+api = client.ApiClient()
+r = api.call_api("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "GET",
+                 query_params=[("watch", "true"), ("sendInitialEvents", "true"),
+                               ("resourceVersionMatch", "NotOlderThan"), ("allowWatchBookmarks", "true"),
+                               ("timeoutSeconds", "1")],
+                 auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True)
+for line in r.data.decode().splitlines():
+    e = json.loads(line)
+    m = e["object"]["metadata"]
+    print(e["type"], m.get("name", ""), m.get("annotations", {}).get("k8s.io/initial-events-end", ""))
+"#,
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["ADDED agents.a2a.dev ", "ADDED workflows.a2a.dev ", "ADDED resourcebudgets.a2a.dev ", "BOOKMARK  true"],
+        "{out}"
+    );
+}
