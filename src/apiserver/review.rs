@@ -154,3 +154,38 @@ pub fn plural_of(path: &str) -> Option<&'static str> {
     let ["apis", group, version, plural] = segs.as_slice() else { return None };
     REVIEWS.iter().find(|(g, v, p, _)| g == group && v == version && p == plural).map(|(_, _, p, _)| *p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn an_access_review_is_allowed_and_echoes_its_spec() {
+        let body = Bytes::from(
+            r#"{"kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":{"verb":"create","resource":"agents"}}}"#,
+        );
+        let r = serve(&Method::POST, "selfsubjectaccessreviews", &json_headers(), &body).unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let e = serve(&Method::POST, "selfsubjectaccessreviews", &json_headers(), &Bytes::from("{}")).unwrap_err();
+        assert_eq!((e.code, e.reason), (422, "Invalid"));
+        let e = serve(&Method::GET, "selfsubjectreviews", &json_headers(), &Bytes::new()).unwrap_err();
+        assert_eq!(e.code, 405);
+    }
+
+    #[test]
+    fn only_the_review_paths_are_reviews() {
+        assert_eq!(
+            plural_of("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"),
+            Some("selfsubjectaccessreviews")
+        );
+        assert_eq!(plural_of("/apis/authentication.k8s.io/v1/selfsubjectreviews"), Some("selfsubjectreviews"));
+        assert_eq!(plural_of("/apis/authorization.k8s.io/v1/subjectaccessreviews"), None);
+        assert_eq!(discovery("authorization.k8s.io", "v1").len(), 2);
+    }
+}
