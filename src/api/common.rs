@@ -86,6 +86,13 @@ impl Time {
     pub fn now() -> Self {
         Time(jiff::Timestamp::now())
     }
+
+    /// Now in whole seconds, as Kubernetes writes `metav1.Time` (conditions'
+    /// `lastTransitionTime`).
+    pub fn now_in_seconds() -> Self {
+        let t = jiff::Timestamp::now();
+        Time(jiff::Timestamp::from_second(t.as_second()).unwrap_or(t))
+    }
 }
 
 impl fmt::Display for Time {
@@ -160,7 +167,7 @@ impl Condition {
             status: if status { ConditionStatus::True } else { ConditionStatus::False },
             reason: reason.to_owned(),
             message: message.into(),
-            last_transition_time: Some(Time::now()),
+            last_transition_time: Some(Time::now_in_seconds()),
             observed_generation: None,
         }
     }
@@ -196,4 +203,16 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
 /// Serde helper: skip a number when it is zero.
 pub(crate) fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
+}
+
+#[cfg(test)]
+mod condition_time_tests {
+    use super::*;
+
+    #[test]
+    fn a_condition_changes_at_a_whole_second_as_kubernetes_writes_it() {
+        let c = Condition::new("Ready", true, "Running", "up");
+        let t = c.last_transition_time.unwrap().to_string();
+        assert!(t.ends_with('Z') && !t.contains('.') && t.len() == 20, "{t}");
+    }
 }

@@ -90,7 +90,12 @@ impl DeleteOptions {
         let mut grace_period = params::integer(q, "gracePeriodSeconds")?;
         let (mut uid, mut resource_version) = (None, None);
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let value = parse_body(body, false)?;
+            // client-go's typed clients (helm's storage among them) send it as protobuf.
+            let value = if body.starts_with(super::pbwire::MAGIC) {
+                super::pbwire::delete_options(body)?
+            } else {
+                parse_body(body, false)?
+            };
             let Some(map) = value.as_object() else {
                 return Err(ApiError::bad_request("the request body must be a DeleteOptions object (a JSON mapping)"));
             };
@@ -362,6 +367,11 @@ impl AppState {
             if mark && let Some(meta) = meta_mut(&mut marked) {
                 meta.insert("deletionTimestamp".into(), json!(now()));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                // As the kube-apiserver's BeforeDelete: marking an object for deletion is a
+                // change its controllers must see, for kinds that count generations.
+                if let Some(g) = meta.get("generation").and_then(Value::as_i64).filter(|g| *g > 0) {
+                    meta.insert("generation".into(), json!(g + 1));
+                }
                 if foreground {
                     let list = meta.entry("finalizers").or_insert_with(|| json!([]));
                     if let Some(list) = list.as_array_mut() {

@@ -120,8 +120,57 @@ fn name_suffix() -> String {
     random_bytes::<5>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
+/// The time now as Kubernetes writes `metav1.Time` (creationTimestamp, deletionTimestamp): RFC
+/// 3339 in whole seconds.
 pub(super) fn now() -> String {
-    crate::api::Time::now().to_string()
+    let t = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(t.as_second()).unwrap_or(t).to_string()
+}
+
+/// Empty `labels`, `annotations`, `finalizers` and `ownerReferences` are left out, as the
+/// kube-apiserver's typed metadata leaves them out (a merge patch of `annotations: {}`, which
+/// kubectl sends, must not show up as a change).
+fn drop_empty_metadata(meta: &mut Map<String, Value>) {
+    meta.retain(|k, v| {
+        !(matches!(k.as_str(), "labels" | "annotations" | "finalizers" | "ownerReferences")
+            && (v.as_object().is_some_and(Map::is_empty) || v.as_array().is_some_and(Vec::is_empty) || v.is_null()))
+    });
+}
+
+/// The kube-apiserver refuses to add finalizers to an object being deleted.
+fn check_no_new_finalizers(res: &Resource, name: &str, current: &Value, new: &Value) -> Result<(), ApiError> {
+    if current.pointer("/metadata/deletionTimestamp").is_none() {
+        return Ok(());
+    }
+    let list = |v: &Value| -> Vec<String> {
+        v.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
+    let old = list(current);
+    let added: Vec<String> = list(new).into_iter().filter(|f| !old.contains(f)).collect();
+    if added.is_empty() {
+        return Ok(());
+    }
+    let go = format!("[]string{{{}}}", added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", "));
+    let detail = format!("no new finalizers can be added if the object is being deleted, found new finalizers {go}");
+    Err(ApiError {
+        code: 422,
+        reason: "Invalid",
+        message: format!(
+            "{}.{} \"{name}\" is invalid: metadata.finalizers: Forbidden: {detail}",
+            res.kind,
+            res.group_or_core()
+        ),
+        details: Some(json!({
+            "name": name, "group": res.group, "kind": res.kind,
+            "causes": [{"reason": "FieldValueForbidden", "message": format!("Forbidden: {detail}"), "field": "metadata.finalizers"}],
+        })),
+    })
 }
 
 /// Whether a write is a dry run; the value was checked on the way in
@@ -252,6 +301,7 @@ impl AppState {
             .or_insert_with(|| json!({}))
             .as_object_mut()
             .ok_or_else(|| ApiError::bad_request("metadata must be a mapping"))?;
+        drop_empty_metadata(meta);
         match (&t.namespace, meta.get("namespace")) {
             (Some(path_ns), Some(Value::String(body_ns))) if body_ns != path_ns => {
                 return Err(ApiError::bad_request(format!(
@@ -450,6 +500,7 @@ impl AppState {
                 return Err(ApiError::invalid(t.resource, name, &errors));
             }
         }
+        check_no_new_finalizers(t.resource, name, current, &new)?;
         if let (false, Some(kind)) = (t.status, t.resource.a2a) {
             let errors = crate::api::update::check_update(kind, current, &new);
             if !errors.is_empty() {
@@ -552,6 +603,10 @@ impl AppState {
                 entries.write(&mut new);
             }
             if dry_run(q) {
+                // A dry run changes nothing: the answer keeps the stored version's number.
+                if let Some(meta) = meta_mut(&mut new) {
+                    meta.insert("resourceVersion".into(), json!(current_rv.to_string()));
+                }
                 return Ok(Object::Value(new));
             }
             let finished = super::delete::finished(&new);
@@ -631,6 +686,24 @@ impl AppState {
         q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
         let manager = field_manager(headers, q)?;
+        // Custom resources take no unconditional update (their strategy's
+        // AllowUnconditionalUpdate is false); built-in kinds such as ConfigMaps do.
+        if t.resource.a2a.is_some()
+            && body.pointer("/metadata/resourceVersion").and_then(Value::as_str).is_none_or(str::is_empty)
+        {
+            let name = t.name.as_deref().unwrap_or_default();
+            let res = t.resource;
+            let cause = "Invalid value: 0x0: must be specified for an update";
+            return Err(ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: format!("{}.{} \"{name}\" is invalid: metadata.resourceVersion: {cause}", res.kind, res.group),
+                details: Some(json!({
+                    "name": name, "group": res.group, "kind": res.kind,
+                    "causes": [{"reason": "FieldValueInvalid", "message": cause, "field": "metadata.resourceVersion"}],
+                })),
+            });
+        }
         let ownership = Ownership::Update(Touched::everywhere());
         Ok(self.modify(t, q, &manager, ownership, |_, _| Ok(body.clone())).await?.respond(StatusCode::OK))
     }
@@ -782,9 +855,15 @@ impl AppState {
         let precondition = config.pointer("/metadata/resourceVersion").cloned();
         let v = self
             .modify(t, q, manager, Ownership::Apply, |cur, entries| {
-                let mut merged = entries
-                    .apply(cur, &config, manager, &api_version, scope, force)
-                    .map_err(|conflicts| managed::conflict_error(&conflicts))?;
+                let mut merged = match entries.apply(cur, &config, manager, &api_version, scope, force) {
+                    // The switch from client-side apply ([`super::last_applied`]).
+                    Err(conflicts) if super::last_applied::hands_over(cur, &conflicts) => {
+                        entries.apply(cur, &config, manager, &api_version, scope, true)
+                    }
+                    other => other,
+                }
+                .map_err(|conflicts| managed::conflict_error(&conflicts))?;
+                super::last_applied::sync(manager, &mut merged, &config);
                 if let Some(meta) = meta_mut(&mut merged) {
                     match &precondition {
                         Some(rv) => meta.insert("resourceVersion".into(), rv.clone()),

@@ -20,18 +20,24 @@
 //! writable by no one else ([`home`]); connections are bounded as [`conn`] describes.
 
 pub mod audit;
+pub mod computed;
 pub mod conn;
+pub mod crds;
 pub mod delete;
 pub mod handlers;
+pub mod health;
 pub mod home;
+pub mod last_applied;
 pub mod managed;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
+pub mod pbwire;
 pub mod pki;
 pub mod protobuf;
 pub mod reserve;
 pub mod resources;
+pub mod review;
 pub mod seal;
 pub mod secret;
 pub mod selector;
@@ -337,7 +343,7 @@ async fn ensure_default_namespace(store: &Store) -> Result<()> {
         "metadata": {
             "name": "default",
             "uid": handlers::new_uid(),
-            "creationTimestamp": crate::api::Time::now().to_string(),
+            "creationTimestamp": handlers::now(),
             "generation": 1,
         },
         "status": {"phase": "Active"},
@@ -371,16 +377,27 @@ fn cert_check_interval(cert: &pki::ServingCert) -> Duration {
 
 fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(ok_text))
-        .route("/livez", get(ok_text))
-        .route("/readyz", get(readyz))
-        .route("/version", get(|| async { json_response(StatusCode::OK, &resources::version()) }))
+        .route("/healthz", get(health::healthz))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/healthz/{check}", get(health::healthz_check))
+        .route("/livez/{check}", get(health::livez_check))
+        .route("/readyz/{check}", get(health::readyz_check))
         .route("/metrics", get(metrics_text))
+        // With and without a trailing slash, as the kube-apiserver (the Python client asks
+        // for `/version/` and `/apis/`).
+        .route("/version", get(version))
+        .route("/version/", get(version))
         .route("/api", get(api_versions))
-        .route("/apis", get(|| async { json_response(StatusCode::OK, &resources::api_group_list()) }))
+        .route("/api/", get(api_versions))
+        .route("/apis", get(api_group_list))
+        .route("/apis/", get(api_group_list))
         .route("/apis/{group}", get(api_group))
+        .route("/apis/{group}/", get(api_group))
         .route("/api/{version}", get(core_resources))
+        .route("/api/{version}/", get(core_resources))
         .route("/apis/{group}/{version}", get(group_resources))
+        .route("/apis/{group}/{version}/", get(group_resources))
         .route("/openapi/v2", get(openapi::serve_v2))
         .route("/openapi/v3", get(openapi::serve_v3_index))
         .route("/openapi/v3/api/{version}", get(openapi::serve_v3_core))
@@ -390,21 +407,12 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn ok_text() -> &'static str {
-    "ok"
+async fn version() -> Response {
+    json_response(StatusCode::OK, &resources::version())
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
-    if *state.shutdown.borrow() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "[-]shutdown failed: shutting down\nreadyz check failed\n")
-            .into_response();
-    }
-    // Not ready while the store refuses writes (a full disk, a failed commit).
-    if let Err(e) = state.store.writable() {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("[-]store failed: {e}\nreadyz check failed\n"))
-            .into_response();
-    }
-    "ok".into_response()
+async fn api_group_list() -> Response {
+    json_response(StatusCode::OK, &computed::with_groups(resources::api_group_list()))
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
@@ -421,7 +429,7 @@ async fn api_versions(State(state): State<AppState>) -> Response {
 }
 
 async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> Response {
-    found(resources::api_group(&group))
+    found(resources::api_group(&group).or_else(|| computed::api_group(&group)))
 }
 
 fn found(v: Option<Value>) -> Response {
@@ -436,7 +444,7 @@ async fn core_resources(axum::extract::Path(version): axum::extract::Path<String
 }
 
 async fn group_resources(axum::extract::Path((group, version)): axum::extract::Path<(String, String)>) -> Response {
-    found(resources::resource_list(&group, &version))
+    found(resources::resource_list(&group, &version).or_else(|| computed::resource_list(&group, &version)))
 }
 
 /// Authenticates, then records metrics and (for writes) the audit log.
@@ -444,7 +452,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let public = matches!(path.as_str(), "/healthz" | "/livez" | "/readyz" | "/version");
+    let public = health::is_health_path(&path) || matches!(path.as_str(), "/version" | "/version/");
     let authorized = public || token_ok(&req, &state.token);
     let response = if authorized { next.run(req).await } else { ApiError::unauthorized().into_response() };
     let code = response.status().as_u16();
@@ -503,6 +511,16 @@ async fn resource_request(State(state): State<AppState>, req: Request) -> Respon
 
 async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    if let Some((verb, resource)) = computed::claims(&parts) {
+        info.verb = verb;
+        info.resource = resource.to_string();
+        let limits = &state.config.connections;
+        let body =
+            tokio::time::timeout(limits.body_timeout, read_body(&parts.headers, body, state.config.max_body_bytes))
+                .await
+                .map_err(|_| ApiError::new(408, "Timeout", "the request body did not arrive in time"))??;
+        return computed::serve(state, &parts, &body).await;
+    }
     let t = parse_path(parts.uri.path())?;
     let q: HashMap<String, String> = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)

@@ -168,6 +168,9 @@ pub struct ListOptions {
     /// `timeoutSeconds` (a watch ends after it).
     pub timeout: Option<Duration>,
     pub allow_bookmarks: bool,
+    /// `sendInitialEvents` (watch only): with `true`, the current state as ADDED events, then
+    /// a bookmark annotated `k8s.io/initial-events-end`; with `false`, no initial events.
+    pub send_initial_events: Option<bool>,
 }
 
 impl ListOptions {
@@ -192,64 +195,93 @@ impl ListOptions {
         };
         let allow_bookmarks = flag(q, "allowWatchBookmarks")?;
         let mut causes = Vec::new();
-        let version_match = match q.get("resourceVersionMatch").map(String::as_str) {
-            None | Some("") => VersionMatch::NotOlderThan,
-            Some(m) => {
-                if watch && !q.contains_key("sendInitialEvents") {
+        let send_initial_events =
+            if q.contains_key("sendInitialEvents") { Some(flag(q, "sendInitialEvents")?) } else { None };
+        let raw_match = q.get("resourceVersionMatch").map(String::as_str).unwrap_or_default();
+        let continues = q.get("continue").is_some_and(|c| !c.is_empty());
+        // As the kube-apiserver's ValidateListOptions, for lists and for watches.
+        let version_match = if watch {
+            if send_initial_events.is_some() {
+                if raw_match != "NotOlderThan" {
+                    causes.push(Cause::forbidden(
+                        "resourceVersionMatch",
+                        "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                    ));
+                }
+                if send_initial_events == Some(true) && !allow_bookmarks {
+                    causes.push(Cause::forbidden(
+                        "allowWatchBookmarks",
+                        "sendInitialEvents requires setting allowWatchBookmarks to true",
+                    ));
+                }
+            }
+            if !raw_match.is_empty() {
+                if send_initial_events.is_none() {
                     causes.push(Cause::forbidden(
                         "resourceVersionMatch",
                         "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
                     ));
                 }
-                if raw_version.is_empty() {
-                    causes.push(Cause::forbidden(
+                if raw_match != "NotOlderThan" {
+                    causes.push(Cause::not_supported(
                         "resourceVersionMatch",
-                        "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                        format!("{raw_match:?}"),
+                        &["NotOlderThan"],
                     ));
                 }
-                if q.get("continue").is_some_and(|c| !c.is_empty()) {
+                if continues {
                     causes.push(Cause::forbidden(
                         "resourceVersionMatch",
                         "resourceVersionMatch is forbidden when continue is provided",
                     ));
                 }
-                match m {
-                    "Exact" if raw_version == "0" => {
+            }
+            VersionMatch::NotOlderThan
+        } else {
+            if send_initial_events.is_some() {
+                causes.push(Cause::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"));
+            }
+            match raw_match {
+                "" => VersionMatch::NotOlderThan,
+                m => {
+                    if raw_version.is_empty() {
                         causes.push(Cause::forbidden(
                             "resourceVersionMatch",
-                            "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                            "resourceVersionMatch is forbidden unless resourceVersion is provided",
                         ));
-                        VersionMatch::Exact
                     }
-                    "Exact" => VersionMatch::Exact,
-                    "NotOlderThan" => VersionMatch::NotOlderThan,
-                    other => {
-                        causes.push(Cause::not_supported(
+                    if continues {
+                        causes.push(Cause::forbidden(
                             "resourceVersionMatch",
-                            format!("{other:?}"),
-                            &["Exact", "NotOlderThan", ""],
+                            "resourceVersionMatch is forbidden when continue is provided",
                         ));
-                        VersionMatch::NotOlderThan
+                    }
+                    match m {
+                        "Exact" if raw_version == "0" => {
+                            causes.push(Cause::forbidden(
+                                "resourceVersionMatch",
+                                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                            ));
+                            VersionMatch::Exact
+                        }
+                        "Exact" => VersionMatch::Exact,
+                        "NotOlderThan" => VersionMatch::NotOlderThan,
+                        other => {
+                            causes.push(Cause::not_supported(
+                                "resourceVersionMatch",
+                                format!("{other:?}"),
+                                &["Exact", "NotOlderThan", ""],
+                            ));
+                            VersionMatch::NotOlderThan
+                        }
                     }
                 }
             }
         };
-        // Streaming lists (the WatchList feature) are not served: refused as a kube-apiserver
-        // with the feature gate off refuses them, so that clients fall back to list and watch.
-        if q.contains_key("sendInitialEvents") {
-            causes.push(Cause::forbidden(
-                "sendInitialEvents",
-                if watch {
-                    "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"
-                } else {
-                    "sendInitialEvents is forbidden for list"
-                },
-            ));
-        }
         if !causes.is_empty() {
             return Err(invalid_options("ListOptions", &causes));
         }
-        Ok(ListOptions { resource_version, version_match, timeout, allow_bookmarks })
+        Ok(ListOptions { resource_version, version_match, timeout, allow_bookmarks, send_initial_events })
     }
 }
 
@@ -305,9 +337,24 @@ mod tests {
             "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Unsupported value: \"Bogus\": \
              supported values: \"Exact\", \"NotOlderThan\", \"\""
         );
+        // A watch list needs NotOlderThan and bookmarks; a list takes no sendInitialEvents.
         let e = bad(&[("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan")], true);
         assert_eq!(e.code, 422);
-        assert!(e.message.contains("sendInitialEvents is forbidden for watch"), "{}", e.message);
+        assert!(e.message.contains("allowWatchBookmarks: Forbidden"), "{}", e.message);
+        let e = bad(&[("sendInitialEvents", "true"), ("allowWatchBookmarks", "true")], true);
+        assert!(e.message.contains("requires setting resourceVersionMatch to NotOlderThan"), "{}", e.message);
+        let e = bad(&[("sendInitialEvents", "true")], false);
+        assert!(e.message.contains("sendInitialEvents is forbidden for list"), "{}", e.message);
+        let ok = ListOptions::parse(
+            &q(&[
+                ("sendInitialEvents", "true"),
+                ("resourceVersionMatch", "NotOlderThan"),
+                ("allowWatchBookmarks", "1"),
+            ]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(ok.send_initial_events, Some(true));
         let e = bad(&[("resourceVersionMatch", "Exact")], false);
         assert!(e.message.contains("forbidden unless resourceVersion is provided"), "{}", e.message);
         let ok = ListOptions::parse(

@@ -157,10 +157,11 @@ impl Resource {
     /// The verbs discovery lists. Namespaces have no deletecollection (as in Kubernetes:
     /// one request must not be able to remove every namespace and all they hold).
     pub fn verbs(&self) -> &'static [&'static str] {
-        if self.plural == "namespaces" {
-            &["create", "delete", "get", "list", "patch", "update", "watch"]
-        } else {
-            &VERBS
+        match self.plural {
+            "namespaces" => &["create", "delete", "get", "list", "patch", "update", "watch"],
+            // The access reviews are answered, never stored.
+            "selfsubjectaccessreviews" | "selfsubjectrulesreviews" | "selfsubjectreviews" => &["create"],
+            _ => &VERBS,
         }
     }
 

@@ -4,13 +4,17 @@
 //! Every check is one test; `docs/kubernetes-compatibility.md` gives the count and names what
 //! is deliberately different. Each area is a module.
 
+mod auth;
 mod backup;
 #[path = "../common/mod.rs"]
 mod common;
+mod crds;
 mod delete;
 mod discovery;
+mod drift;
 mod gitops;
 mod harness;
+mod helm;
 mod lifecycle;
 mod namespaces;
 mod objects;

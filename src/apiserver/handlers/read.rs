@@ -130,7 +130,16 @@ impl AppState {
     ) -> Result<Response, ApiError> {
         let options = ListOptions::parse(q, true)?;
         let (labels, fields) = self.selectors(t, q)?;
-        let from = options.resource_version;
+        // A watch list starts from the current state (NotOlderThan any version asked for),
+        // and `sendInitialEvents=false` from now, without it.
+        let initial_events = options.send_initial_events;
+        let from = match initial_events {
+            Some(true) => None,
+            Some(false) => {
+                Some(options.resource_version.filter(|v| *v > 0).unwrap_or_else(|| self.store.resource_version()))
+            }
+            None => options.resource_version,
+        };
         let bookmarks = options.allow_bookmarks;
         let timeout = options.timeout;
         let table = wants_table(headers);
@@ -192,6 +201,14 @@ impl AppState {
                         break;
                     }
                 }
+            }
+            if ok && initial_events == Some(true) {
+                // The end of the initial state, as the kube-apiserver marks it for WatchList.
+                let bm = json!({"kind": kind, "apiVersion": api_version, "metadata": {
+                    "resourceVersion": last.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                }});
+                chunk.extend_from_slice(&watch_line("BOOKMARK", &bm));
             }
             if ok && !chunk.is_empty() && send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
                 ok = false;

@@ -112,10 +112,16 @@ fn group_path(group: &str, version: &str) -> String {
     if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
 }
 
-/// The served group versions, core first, in the order of [`RESOURCES`].
+/// Every resource the documents describe: the stored ones, then the APIs answered from the
+/// server's own knowledge (the CRDs, the access reviews).
+fn described() -> impl Iterator<Item = &'static Resource> {
+    RESOURCES.iter().chain(super::computed::RESOURCES.iter())
+}
+
+/// The served group versions, core first, in the order of [`described`].
 fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES.iter() {
+    for r in described() {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -607,7 +613,7 @@ fn definitions(v2: bool) -> Map<String, Value> {
 /// The swagger 2.0 document of every served resource.
 pub fn v2_document() -> Value {
     let mut paths = Map::new();
-    for r in RESOURCES.iter() {
+    for r in described() {
         paths.extend(paths_of(r));
     }
     json!({
@@ -705,7 +711,7 @@ fn parameter_to_v3(p: &Value) -> Value {
 
 /// The v3 document of one group version: its paths and every schema they reach.
 pub fn v3_document(group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&Resource> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let served: Vec<&Resource> = described().filter(|r| r.group == group && r.version == version).collect();
     if served.is_empty() {
         return None;
     }
