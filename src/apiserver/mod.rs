@@ -24,6 +24,7 @@ pub mod conn;
 pub mod delete;
 pub mod handlers;
 pub mod home;
+pub mod lease;
 pub mod managed;
 pub mod metrics;
 pub mod params;
