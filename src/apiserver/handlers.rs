@@ -326,9 +326,19 @@ impl AppState {
         if t.resource.plural == "namespaces" {
             object["status"] = json!({"phase": "Active"});
             // As the kube-apiserver: the lifecycle's finalizer, removed once a deleted
-            // namespace is empty.
-            if object.get("spec").is_none_or(Value::is_null) {
-                object["spec"] = json!({"finalizers": [super::delete::NAMESPACE_FINALIZER]});
+            // namespace is empty, whatever spec the client sent (`kubectl create namespace`
+            // sends an empty one).
+            if !object.get("spec").is_some_and(Value::is_object) {
+                object["spec"] = json!({});
+            }
+            let finalizers = &mut object["spec"]["finalizers"];
+            if !finalizers.is_array() {
+                *finalizers = json!([]);
+            }
+            if let Some(list) = finalizers.as_array_mut()
+                && !list.iter().any(|f| f == super::delete::NAMESPACE_FINALIZER)
+            {
+                list.push(json!(super::delete::NAMESPACE_FINALIZER));
             }
         }
         Ok(())

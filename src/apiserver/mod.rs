@@ -501,9 +501,12 @@ fn token_ok(req: &Request, token: &str) -> bool {
 }
 
 async fn resource_request(State(state): State<AppState>, req: Request) -> Response {
+    let accept = protobuf::Accept::of(req.headers());
+    let served = parse_path(req.uri().path()).is_ok_and(|t| protobuf::serves(t.resource));
     let mut info = RequestInfo::default();
     let result = dispatch(&state, req, &mut info).await;
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    let mut response = protobuf::respond(response, accept, served, info.verb == "watch").await;
     response.extensions_mut().insert(info);
     response
 }
@@ -538,8 +541,10 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
             state.update(&t, object, &parts.headers, &q).await
         }
         "patch" => state.patch(&t, &parts.headers, &body, &q, info).await,
-        "delete" => state.delete(&t, &body, &q).await,
-        "deletecollection" => state.delete_collection(&t, &body, &q).await,
+        "delete" => state.delete(&t, &protobuf::delete_body_as_json(&parts.headers, body)?, &q).await,
+        "deletecollection" => {
+            state.delete_collection(&t, &protobuf::delete_body_as_json(&parts.headers, body)?, &q).await
+        }
         _ => Err(ApiError::method_not_allowed("unsupported verb")),
     }
 }
@@ -550,8 +555,7 @@ async fn write_body(
     headers: &axum::http::HeaderMap,
     body: &bytes::Bytes,
 ) -> Result<Value, ApiError> {
-    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if media.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(protobuf::MEDIA_TYPE)) {
+    if protobuf::body_is_protobuf(headers) {
         return protobuf::decode(t.resource, body);
     }
     let yaml = handlers::body_is_yaml(headers)?;
