@@ -35,6 +35,7 @@ pub mod resources;
 pub mod seal;
 pub mod secret;
 pub mod selector;
+pub mod smp;
 pub mod status;
 pub mod store;
 pub mod wal;
