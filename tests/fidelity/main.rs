@@ -5,7 +5,9 @@
 //! is deliberately different. Each area is a module.
 
 #[path = "../common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 mod discovery;
 mod harness;
+mod leases;
+mod patch;
+mod protobuf;
