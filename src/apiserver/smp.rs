@@ -18,15 +18,20 @@
 //! - `$patch: merge` merges (the default);
 //! - `$retainKeys: [...]` removes the keys of the map not listed;
 //! - `$deleteFromPrimitiveList/<field>: [...]` removes those values from a list of scalars;
-//! - `$setElementOrder/<field>: [...]` orders a merged list: the listed elements (by merge key,
-//!   or value) first in that order, then the elements the patch did not list, as they were.
+//! - `$setElementOrder/<field>: [...]` orders a merged list.
+//!
+//! A merged list is ordered as Kubernetes orders it: the elements the patch names (in the
+//! order of `$setElementOrder`, else of the patch) and the elements only the object had (in
+//! their order) are interleaved, an element of the object going first only when both are
+//! in the object and it came first there; so a new element comes before the ones the patch
+//! did not name, unless an order says otherwise (kubectl's patches carry one).
 //!
 //! A2a kinds are custom resources, for which the kube-apiserver does not serve strategic merge
 //! patch (415); the caller refuses them before this module is reached.
 
 use std::sync::OnceLock;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::resources::Resource;
 
@@ -157,7 +162,14 @@ fn merge_map(
         }
         original.retain(|k, _| keys.contains(&k.as_str()));
     }
-    let mut orders = Vec::new();
+    let mut orders: Vec<(String, Vec<Value>)> = Vec::new();
+    for key in patch.keys().filter(|k| k.starts_with(SET_ORDER)) {
+        match &patch[key] {
+            Value::Array(order) => orders.push((key[SET_ORDER.len()..].to_string(), order.clone())),
+            other => return Err(err(format!("{key} must be a list, not {other}"))),
+        }
+    }
+    let mut ordered = Vec::new();
     for (key, value) in patch {
         if let Some(field) = key.strip_prefix(DELETE_FROM) {
             let Value::Array(values) = value else {
@@ -168,12 +180,8 @@ fn merge_map(
             }
             continue;
         }
-        if let Some(field) = key.strip_prefix(SET_ORDER) {
-            let Value::Array(order) = value else {
-                return Err(err(format!("{key} must be a list, not {value}")));
-            };
-            orders.push((field.to_string(), order));
-            continue;
+        if key.starts_with(SET_ORDER) {
+            continue; // read above
         }
         if key.starts_with('$') {
             return Err(err(format!("unknown strategic merge patch directive {key:?}")));
@@ -183,6 +191,10 @@ fn merge_map(
             continue;
         }
         let meta = field_meta(schema, &key);
+        let order = orders.iter().find(|(f, _)| *f == key).map(|(_, o)| o.as_slice());
+        if order.is_some() {
+            ordered.push(key.clone());
+        }
         let slot = original.entry(key).or_insert(Value::Null);
         match value {
             Value::Object(p) if !meta.replace => {
@@ -198,16 +210,18 @@ fn merge_map(
                     Value::Array(a) => a,
                     _ => Vec::new(),
                 };
-                *slot = Value::Array(merge_list(current, p, &meta)?);
+                *slot = Value::Array(merge_list(current, p, &meta, order)?);
             }
             Value::Array(p) => *slot = Value::Array(replace_list(p)?),
             v => *slot = v,
         }
     }
-    for (field, order) in orders {
-        let meta = field_meta(schema, &field);
-        if let Some(Value::Array(list)) = original.get_mut(&field) {
-            set_order(list, &order, meta.merge_key);
+    // An order for a list the patch did not otherwise change.
+    for (field, order) in orders.iter().filter(|(f, _)| !ordered.contains(f)) {
+        let meta = field_meta(schema, field);
+        if let Some(Value::Array(list)) = original.get_mut(field) {
+            let current = std::mem::take(list);
+            *list = normalize_order(current.clone(), order, &current, meta.merge_key);
         }
     }
     Ok(())
@@ -222,7 +236,12 @@ fn is_directive(e: &Value, which: &str) -> bool {
     e.get(DIRECTIVE).and_then(Value::as_str) == Some(which)
 }
 
-fn merge_list(mut original: Vec<Value>, patch: Vec<Value>, meta: &FieldMeta) -> Result<Vec<Value>, PatchError> {
+fn merge_list(
+    original: Vec<Value>,
+    patch: Vec<Value>,
+    meta: &FieldMeta,
+    order: Option<&[Value]>,
+) -> Result<Vec<Value>, PatchError> {
     if patch.iter().any(|e| is_directive(e, "replace")) {
         let mut out = Vec::new();
         for e in patch.into_iter().filter(|e| !is_directive(e, "replace")) {
@@ -237,18 +256,23 @@ fn merge_list(mut original: Vec<Value>, patch: Vec<Value>, meta: &FieldMeta) -> 
         }
         return Ok(out);
     }
+    let server_order = original.clone();
+    let mut merged = original;
     let Some(key) = meta.merge_key else {
-        // A set of scalars: the union, in order.
+        // A set of scalars: the union.
+        let patch_order = patch.clone();
         for e in patch {
             if e.is_object() {
                 return Err(err("a list without a merge key takes no maps in a strategic merge patch"));
             }
-            if !original.contains(&e) {
-                original.push(e);
+            if !merged.contains(&e) {
+                merged.push(e);
             }
         }
-        return Ok(original);
+        return Ok(normalize_order(merged, order.unwrap_or(&patch_order), &server_order, None));
     };
+    let mut patch_order = Vec::new();
+    let mut original = merged;
     for e in patch {
         let Value::Object(mut m) = e else {
             return Err(err(format!("the elements of a list merged by {key:?} must be maps, not {e}")));
@@ -266,6 +290,7 @@ fn merge_list(mut original: Vec<Value>, patch: Vec<Value>, meta: &FieldMeta) -> 
             Some(other) => return Err(err(format!("unknown $patch directive {other:?} in a list element"))),
         }
         m.remove(DIRECTIVE);
+        patch_order.push(json!({key: id}));
         match at {
             Some(i) => {
                 if !original[i].is_object() {
@@ -282,32 +307,49 @@ fn merge_list(mut original: Vec<Value>, patch: Vec<Value>, meta: &FieldMeta) -> 
             }
         }
     }
-    Ok(original)
+    Ok(normalize_order(original, order.unwrap_or(&patch_order), &server_order, Some(key)))
 }
 
-/// Orders `list` as `order` lists its elements (by merge key, or value); the elements not in
-/// `order` follow, in their order.
-fn set_order(list: &mut Vec<Value>, order: &[Value], merge_key: Option<&str>) {
+/// Orders a merged list as Kubernetes' `normalizeElementOrder` does: the elements named by
+/// `patch_order` (sorted by it) and the others (sorted by `server_order`, the list before the
+/// patch) are interleaved, an element of the others going first only when both are in
+/// `server_order` and it comes first there. Elements are compared by merge key, or value.
+fn normalize_order(merged: Vec<Value>, patch_order: &[Value], server_order: &[Value], key: Option<&str>) -> Vec<Value> {
     let id = |v: &Value| -> Value {
-        match merge_key {
+        match key {
             Some(k) => v.get(k).cloned().unwrap_or(Value::Null),
             None => v.clone(),
         }
     };
-    let wanted: Vec<Value> = order.iter().map(&id).collect();
-    let mut items = std::mem::take(list);
-    for w in &wanted {
-        if let Some(i) = items.iter().position(|v| id(v) == *w) {
-            list.push(items.remove(i));
-        }
+    let index = |list: &[Value], v: &Value| -> Option<usize> {
+        let want = id(v);
+        list.iter().position(|x| id(x) == want)
+    };
+    let (mut named, mut others): (Vec<Value>, Vec<Value>) =
+        merged.into_iter().partition(|v| index(patch_order, v).is_some());
+    named.sort_by_key(|v| index(patch_order, v));
+    // Elements not in the old list (none, by construction) would sort first, as Go's -1.
+    others.sort_by_key(|v| index(server_order, v).map_or(-1, |i| i as i64));
+    let mut out = Vec::with_capacity(named.len() + others.len());
+    let (mut left, mut right) = (others.into_iter().peekable(), named.into_iter().peekable());
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(l), Some(r)) => matches!(
+                (index(server_order, l), index(server_order, r)),
+                (Some(li), Some(ri)) if li < ri
+            ),
+        };
+        let next = if take_left { left.next() } else { right.next() };
+        out.extend(next);
     }
-    list.append(&mut items);
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     fn patched(res: &str, original: Value, patch: Value) -> Result<Value, PatchError> {
@@ -415,7 +457,8 @@ mod tests {
                 json!({"metadata": {"$setElementOrder/finalizers": ["f3", "f4", "f1"], "finalizers": ["f4"]}})
             )
             .unwrap()["metadata"]["finalizers"],
-            json!(["f3", "f4", "f1", "f2"])
+            // f2, not named, goes first: it came before f3 in the object.
+            json!(["f2", "f3", "f4", "f1"])
         );
         // $patch: replace as a list element.
         assert_eq!(
@@ -426,6 +469,22 @@ mod tests {
         // Unknown directives are refused.
         assert!(patched("configmaps", cm.clone(), json!({"data": {"$patch": "frobnicate"}})).is_err());
         assert!(patched("configmaps", cm, json!({"$frob": 1})).is_err());
+    }
+
+    #[test]
+    fn new_elements_go_before_the_ones_the_patch_does_not_name() {
+        let cm = json!({"metadata": {"finalizers": ["a", "b"], "ownerReferences": [{"uid": "1"}, {"uid": "2"}]}});
+        let got = patched(
+            "configmaps",
+            cm.clone(),
+            json!({"metadata": {"finalizers": ["c"], "ownerReferences": [{"uid": "3"}, {"uid": "2", "name": "x"}]}}),
+        )
+        .unwrap();
+        assert_eq!(got["metadata"]["finalizers"], json!(["c", "a", "b"]));
+        assert_eq!(got["metadata"]["ownerReferences"], json!([{"uid": "3"}, {"uid": "1"}, {"uid": "2", "name": "x"}]));
+        // An order alone reorders.
+        let got = patched("configmaps", cm, json!({"metadata": {"$setElementOrder/finalizers": ["b", "a"]}})).unwrap();
+        assert_eq!(got["metadata"]["finalizers"], json!(["b", "a"]));
     }
 
     #[test]

@@ -94,12 +94,13 @@ fn strategic_directives_and_merge_keys() {
     // ownerReferences merge by uid; finalizers merge as a set.
     p(r#"{"metadata":{"finalizers":["x/three"],"ownerReferences":[{"uid":"u2","name":"renamed"}]}}"#);
     assert_eq!(k.ok(&["get", "cm", "d", "-o", "jsonpath={.metadata.ownerReferences[*].name}"]), "p1 renamed");
-    assert_eq!(k.ok(&["get", "cm", "d", "-o", "jsonpath={.metadata.finalizers}"]), r#"["x/one","x/two","x/three"]"#);
+    // A new element goes before those the patch did not name, as Kubernetes orders them.
+    assert_eq!(k.ok(&["get", "cm", "d", "-o", "jsonpath={.metadata.finalizers}"]), r#"["x/three","x/one","x/two"]"#);
     p(
         r#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["x/one"],"ownerReferences":[{"uid":"u1","$patch":"delete"}]}}"#,
     );
     assert_eq!(k.ok(&["get", "cm", "d", "-o", "jsonpath={.metadata.ownerReferences[*].name}"]), "renamed");
-    assert_eq!(k.ok(&["get", "cm", "d", "-o", "jsonpath={.metadata.finalizers}"]), r#"["x/two","x/three"]"#);
+    assert_eq!(k.ok(&["get", "cm", "d", "-o", "jsonpath={.metadata.finalizers}"]), r#"["x/three","x/two"]"#);
     // A directive that does not exist: 422, as the kube-apiserver refuses a bad patch.
     let (ok, _, err) =
         k.run(&["patch", "configmap", "d", "--type", "strategic", "-p", r#"{"data":{"$patch":"frobnicate"}}"#]);
