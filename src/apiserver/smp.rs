@@ -15,7 +15,7 @@
 //!   element, it replaces the whole list by the other elements;
 //! - `$patch: delete` in a map empties it; as an element of a merged list of maps, it removes
 //!   the element with the same merge key;
-//! - `$patch: merge` merges (the default);
+//! - `$patch: merge` is refused, as Kubernetes refuses it (merging is the default);
 //! - `$retainKeys: [...]` removes the keys of the map not listed;
 //! - `$deleteFromPrimitiveList/<field>: [...]` removes those values from a list of scalars;
 //! - `$setElementOrder/<field>: [...]` orders a merged list.
@@ -149,8 +149,7 @@ fn merge_map(
             original.clear();
             return Ok(());
         }
-        Some(Value::String(d)) if d == "merge" => {}
-        Some(other) => return Err(err(format!("unknown $patch directive {other} in a map"))),
+        Some(other) => return Err(err(format!("unknown patch type: {other} in map"))),
     }
     if let Some(retain) = patch.remove(RETAIN_KEYS) {
         let Value::Array(keys) = retain else {
@@ -278,7 +277,7 @@ fn merge_list(
             return Err(err(format!("the elements of a list merged by {key:?} must be maps, not {e}")));
         };
         let Some(id) = m.get(key).cloned() else {
-            return Err(err(format!("an element of a list merged by {key:?} does not contain its merge key")));
+            return Err(err(format!("map: {} does not contain declared merge key: {key}", Value::Object(m))));
         };
         let at = original.iter().position(|o| o.get(key) == Some(&id));
         match m.get(DIRECTIVE).and_then(Value::as_str) {
@@ -286,8 +285,9 @@ fn merge_list(
                 original.retain(|o| o.get(key) != Some(&id));
                 continue;
             }
-            Some("merge") | None => {}
-            Some(other) => return Err(err(format!("unknown $patch directive {other:?} in a list element"))),
+            None => {}
+            Some("merge") => return Err(err("merging lists cannot yet be specified in the patch")),
+            Some(other) => return Err(err(format!("unknown patch type: {other} in a list element"))),
         }
         m.remove(DIRECTIVE);
         patch_order.push(json!({key: id}));
@@ -466,8 +466,14 @@ mod tests {
                 .unwrap()["metadata"]["finalizers"],
             json!(["only"])
         );
-        // Unknown directives are refused.
+        // Unknown directives are refused, and `merge` (the default) as Kubernetes refuses it.
         assert!(patched("configmaps", cm.clone(), json!({"data": {"$patch": "frobnicate"}})).is_err());
+        assert!(patched("configmaps", cm.clone(), json!({"data": {"$patch": "merge"}})).is_err());
+        let merge_element = json!({"metadata": {"ownerReferences": [{"uid": "1", "$patch": "merge"}]}});
+        assert_eq!(
+            patched("configmaps", cm.clone(), merge_element).unwrap_err().0,
+            "merging lists cannot yet be specified in the patch"
+        );
         assert!(patched("configmaps", cm, json!({"$frob": 1})).is_err());
     }
 
