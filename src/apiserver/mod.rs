@@ -505,7 +505,10 @@ async fn resource_request(State(state): State<AppState>, req: Request) -> Respon
     let accept = protobuf::Accept::of(req.headers());
     let served = parse_path(req.uri().path()).is_ok_and(|t| protobuf::serves(t.resource));
     let mut info = RequestInfo::default();
-    let result = dispatch(&state, req, &mut info).await;
+    let result = match protobuf::not_acceptable(accept, served || parse_path(req.uri().path()).is_err()) {
+        Some(e) => Err(e),
+        None => dispatch(&state, req, &mut info).await,
+    };
     let response = result.unwrap_or_else(IntoResponse::into_response);
     let mut response = protobuf::respond(response, accept, served, info.verb == "watch").await;
     response.extensions_mut().insert(info);

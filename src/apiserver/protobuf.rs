@@ -679,6 +679,18 @@ fn with_type(mut r: Response, body: Body, media: &'static str) -> Response {
     r
 }
 
+/// A client that takes protobuf only, asking for a kind not served in protobuf (the a2a
+/// kinds, custom resources): the kube-apiserver's 406, before anything is done.
+pub fn not_acceptable(accept: Accept, served: bool) -> Option<ApiError> {
+    (accept == Accept::Protobuf { json_too: false } && !served).then(|| {
+        ApiError::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml",
+        )
+    })
+}
+
 /// Answers in protobuf what was answered in JSON, when the client prefers protobuf and the
 /// object is of a kind served in protobuf (`served`: the request's resource is). Errors stay
 /// JSON when the client takes JSON too (client-go reads either); Tables and a2a kinds stay
@@ -902,6 +914,14 @@ mod tests {
         let (n, Wire::Bytes(raw)) = Reader::new(ext).next().unwrap().unwrap() else { panic!() };
         assert_eq!(n, 1);
         assert_eq!(raw, encode(&cm).unwrap().unwrap());
+    }
+
+    #[test]
+    fn protobuf_only_is_not_acceptable_for_kinds_served_in_json() {
+        let only = Accept::Protobuf { json_too: false };
+        assert_eq!(not_acceptable(only, false).map(|e| e.code), Some(406));
+        assert!(not_acceptable(only, true).is_none());
+        assert!(not_acceptable(Accept::Protobuf { json_too: true }, false).is_none());
     }
 
     #[test]

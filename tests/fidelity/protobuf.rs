@@ -160,4 +160,19 @@ fn a2a_kinds_stay_json() {
     let (code, media, _) =
         send(&s, Method::GET, "/apis/a2a.dev/v1alpha1/namespaces/default/agents", PROTOBUF_FIRST, "", vec![]);
     assert_eq!((code, media.as_str()), (200, "application/json"));
+    // Protobuf only: 406, as for custom resources on a cluster, and nothing is written.
+    let agent = serde_json::to_vec(&json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "Agent",
+        "metadata": {"name": "a"}, "spec": {"url": "http://127.0.0.1:9/"}}))
+    .unwrap();
+    let (code, _, body) = send(
+        &s,
+        Method::POST,
+        "/apis/a2a.dev/v1alpha1/namespaces/default/agents",
+        protobuf::MEDIA_TYPE,
+        "application/json",
+        agent,
+    );
+    assert_eq!(code, 406, "{}", String::from_utf8_lossy(&body));
+    let (ok, _, err) = s.kubectl().run(&["get", "agent", "a"]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
 }
