@@ -7,6 +7,49 @@ use serde_json::Value;
 
 use crate::api::validate::FieldError;
 
+/// A Lease body whose spec fields have the wrong JSON type: the 400 the kube-apiserver
+/// answers when it cannot decode the body, in its words.
+pub fn decode_error(object: &Value) -> Option<crate::apiserver::status::ApiError> {
+    let spec = object.get("spec").filter(|s| !s.is_null())?;
+    let kind = |v: &Value| match v {
+        Value::String(_) => "string".to_string(),
+        Value::Number(n) => format!("number {n}"),
+        Value::Bool(_) => "bool".to_string(),
+        Value::Array(_) => "array".to_string(),
+        Value::Object(_) => "object".to_string(),
+        Value::Null => "null".to_string(),
+    };
+    let wrong = |what: String, field: &str, go: &str| {
+        let message = format!(
+            "Lease in version \"v1\" cannot be handled as a Lease: json: cannot unmarshal {what} into Go struct \
+             field {field} of type {go}"
+        );
+        Some(crate::apiserver::status::ApiError::bad_request(message))
+    };
+    let Some(spec) = spec.as_object() else {
+        return wrong(kind(spec), "Lease.spec", "v1.LeaseSpec");
+    };
+    for (field, go) in [
+        ("holderIdentity", "string"),
+        ("strategy", "v1.CoordinatedLeaseStrategy"),
+        ("preferredHolder", "string"),
+        ("leaseDurationSeconds", "int32"),
+        ("leaseTransitions", "int32"),
+        ("acquireTime", "v1.MicroTime"),
+        ("renewTime", "v1.MicroTime"),
+    ] {
+        let Some(v) = spec.get(field).filter(|v| !v.is_null()) else { continue };
+        let fits = match go {
+            "int32" => v.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+            _ => v.is_string(),
+        };
+        if !fits {
+            return wrong(kind(v), &format!("LeaseSpec.spec.{field}"), go);
+        }
+    }
+    None
+}
+
 /// Checks the spec's types and bounds, and writes its MicroTimes in the API's form.
 pub fn admit(object: &mut Value, errors: &mut Vec<FieldError>) {
     let Some(spec) = object.get_mut("spec") else { return };
@@ -71,6 +114,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn wrong_types_are_the_decode_error_of_the_kube_apiserver() {
+        let e = decode_error(&json!({"spec": {"leaseDurationSeconds": "15"}})).unwrap();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                400,
+                "Lease in version \"v1\" cannot be handled as a Lease: json: cannot unmarshal string into Go struct \
+                 field LeaseSpec.spec.leaseDurationSeconds of type int32"
+            )
+        );
+        assert!(
+            decode_error(&json!({"spec": {"leaseTransitions": 3000000000u64}}))
+                .unwrap()
+                .message
+                .contains("number 3000000000")
+        );
+        assert!(decode_error(&json!({"spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})).is_none());
+        assert!(decode_error(&json!({"metadata": {}})).is_none());
+    }
 
     #[test]
     fn micro_times_keep_microseconds_in_utc() {

@@ -563,7 +563,11 @@ async fn write_body(
         return protobuf::decode(t.resource, body);
     }
     let yaml = handlers::body_is_yaml(headers)?;
-    handlers::parse_body_off_thread(body, yaml).await
+    let object = handlers::parse_body_off_thread(body, yaml).await?;
+    match lease::decode_error(&object) {
+        Some(e) if t.resource.plural == "leases" => Err(e),
+        _ => Ok(object),
+    }
 }
 
 async fn read_body(headers: &axum::http::HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {

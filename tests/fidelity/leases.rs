@@ -27,6 +27,11 @@ try:
         spec=client.V1LeaseSpec(lease_duration_seconds=0)))
 except client.ApiException as e:
     print(e.status, __import__("json").loads(e.body)["message"])
+try:
+    api.create_namespaced_lease("default", {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "typed"}, "spec": {"leaseDurationSeconds": "15"}})
+except client.ApiException as e:
+    print(e.status, __import__("json").loads(e.body)["message"])
 "#,
     );
     assert!(ok, "{out}{err}");
@@ -36,6 +41,10 @@ except client.ApiException as e:
     assert_eq!(
         lines[2],
         r#"422 Lease.coordination.k8s.io "bad" is invalid: spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"#
+    );
+    assert_eq!(
+        lines[3],
+        r#"400 Lease in version "v1" cannot be handled as a Lease: json: cannot unmarshal string into Go struct field LeaseSpec.spec.leaseDurationSeconds of type int32"#
     );
     let k = s.kubectl();
     let out = k.ok(&["get", "leases"]);
