@@ -579,7 +579,14 @@ async fn kube_runtime_recorder_publishes_events_k8s_io_events() {
     let names: Vec<&str> = groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["a2a.dev", "events.k8s.io", "apiextensions.k8s.io", "authorization.k8s.io", "authentication.k8s.io"]
+        [
+            "a2a.dev",
+            "events.k8s.io",
+            "coordination.k8s.io",
+            "apiextensions.k8s.io",
+            "authorization.k8s.io",
+            "authentication.k8s.io"
+        ]
     );
     let (code, status) = common::raw(
         &t.client,

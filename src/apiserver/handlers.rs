@@ -376,9 +376,19 @@ impl AppState {
         if t.resource.plural == "namespaces" {
             object["status"] = json!({"phase": "Active"});
             // As the kube-apiserver: the lifecycle's finalizer, removed once a deleted
-            // namespace is empty.
-            if object.get("spec").is_none_or(Value::is_null) {
-                object["spec"] = json!({"finalizers": [super::delete::NAMESPACE_FINALIZER]});
+            // namespace is empty, whatever spec the client sent (`kubectl create namespace`
+            // sends an empty one).
+            if !object.get("spec").is_some_and(Value::is_object) {
+                object["spec"] = json!({});
+            }
+            let finalizers = &mut object["spec"]["finalizers"];
+            if !finalizers.is_array() {
+                *finalizers = json!([]);
+            }
+            if let Some(list) = finalizers.as_array_mut()
+                && !list.iter().any(|f| f == super::delete::NAMESPACE_FINALIZER)
+            {
+                list.push(json!(super::delete::NAMESPACE_FINALIZER));
             }
         }
         Ok(())
@@ -716,10 +726,7 @@ impl AppState {
         q: &HashMap<String, String>,
         info: &mut RequestInfo,
     ) -> Result<Response, ApiError> {
-        let mut media = media_type(headers);
-        if media == "application/strategic-merge-patch+json" && patch::strategic_is_merge(t.resource, body)? {
-            media = "application/merge-patch+json".into();
-        }
+        let media = media_type(headers);
         if media != "application/apply-patch+yaml" && q.contains_key("force") {
             return Err(ApiError::new(422, "Invalid", "force: Forbidden: may not be specified for non-apply patch"));
         }
@@ -784,10 +791,24 @@ impl AppState {
                 Ok(v.respond(StatusCode::OK))
             }
             "application/apply-patch+yaml" => self.apply(t, body, q, info).await,
-            "application/strategic-merge-patch+json" => Err(ApiError::unsupported_media_type(format!(
-                "strategic merge patch is not supported for {}; use a merge patch, a JSON patch or server-side apply",
-                t.resource.qualified()
-            ))),
+            "application/strategic-merge-patch+json" if t.resource.a2a.is_none() => {
+                let patch = parse_body_off_thread(body, false).await?;
+                let manager = field_manager(headers, q)?;
+                let schema = super::smp::kind_schema(t.resource);
+                let ownership = Ownership::Update(Touched::everywhere());
+                let v = self
+                    .modify(t, q, &manager, ownership, |cur, _| {
+                        let mut doc = cur.clone();
+                        super::smp::apply(&mut doc, patch.clone(), schema).map_err(|e| {
+                            ApiError::new(422, "Invalid", format!("the strategic merge patch cannot be applied: {e}"))
+                        })?;
+                        Ok(doc)
+                    })
+                    .await?;
+                Ok(v.respond(StatusCode::OK))
+            }
+            // Custom resources (the a2a kinds) take no strategic merge patch: the
+            // kube-apiserver's 415 for them, which lists the patch types they take.
             other => Err(ApiError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format - accepted media types include: \
                  application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"

@@ -28,6 +28,7 @@ pub mod handlers;
 pub mod health;
 pub mod home;
 pub mod last_applied;
+pub mod lease;
 pub mod managed;
 pub mod metrics;
 pub mod openapi;
@@ -41,6 +42,7 @@ pub mod review;
 pub mod seal;
 pub mod secret;
 pub mod selector;
+pub mod smp;
 pub mod status;
 pub mod store;
 pub mod wal;
@@ -502,9 +504,15 @@ fn token_ok(req: &Request, token: &str) -> bool {
 }
 
 async fn resource_request(State(state): State<AppState>, req: Request) -> Response {
+    let accept = protobuf::Accept::of(req.headers());
+    let served = parse_path(req.uri().path()).is_ok_and(|t| protobuf::serves(t.resource));
     let mut info = RequestInfo::default();
-    let result = dispatch(&state, req, &mut info).await;
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    let result = match protobuf::not_acceptable(accept, served || parse_path(req.uri().path()).is_err()) {
+        Some(e) => Err(e),
+        None => dispatch(&state, req, &mut info).await,
+    };
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    let mut response = protobuf::respond(response, accept, served, info.verb == "watch").await;
     response.extensions_mut().insert(info);
     response
 }
@@ -549,8 +557,10 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
             state.update(&t, object, &parts.headers, &q).await
         }
         "patch" => state.patch(&t, &parts.headers, &body, &q, info).await,
-        "delete" => state.delete(&t, &body, &q).await,
-        "deletecollection" => state.delete_collection(&t, &body, &q).await,
+        "delete" => state.delete(&t, &protobuf::delete_body_as_json(&parts.headers, body)?, &q).await,
+        "deletecollection" => {
+            state.delete_collection(&t, &protobuf::delete_body_as_json(&parts.headers, body)?, &q).await
+        }
         _ => Err(ApiError::method_not_allowed("unsupported verb")),
     }
 }
@@ -561,12 +571,15 @@ async fn write_body(
     headers: &axum::http::HeaderMap,
     body: &bytes::Bytes,
 ) -> Result<Value, ApiError> {
-    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if media.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(protobuf::MEDIA_TYPE)) {
+    if protobuf::body_is_protobuf(headers) {
         return protobuf::decode(t.resource, body);
     }
     let yaml = handlers::body_is_yaml(headers)?;
-    handlers::parse_body_off_thread(body, yaml).await
+    let object = handlers::parse_body_off_thread(body, yaml).await?;
+    match lease::decode_error(&object) {
+        Some(e) if t.resource.plural == "leases" => Err(e),
+        _ => Ok(object),
+    }
 }
 
 async fn read_body(headers: &axum::http::HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {

@@ -27,7 +27,7 @@ pub struct Resource {
 
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
-pub static RESOURCES: [Resource; 8] = [
+pub static RESOURCES: [Resource; 9] = [
     Resource {
         group: "a2a.dev",
         version: "v1alpha1",
@@ -122,6 +122,19 @@ pub static RESOURCES: [Resource; 8] = [
         plural: "secrets",
         singular: "secret",
         kind: "Secret",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        status_subresource: false,
+        a2a: None,
+    },
+    // Leader election's locks ([`super::lease`]).
+    Resource {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        singular: "lease",
+        kind: "Lease",
         short_names: &[],
         categories: &[],
         namespaced: true,
@@ -228,7 +241,7 @@ impl Resource {
         match object.pointer("/metadata/name").and_then(Value::as_str) {
             None => errors.push(FieldError::new("metadata.name", "required field is missing")),
             Some(name) => {
-                let check = if self.is_event() || self.plural == "configmaps" || self.plural == "secrets" {
+                let check = if self.is_event() || matches!(self.plural, "configmaps" | "secrets" | "leases") {
                     check_subdomain(name)
                 } else {
                     crate::api::validate::check_dns_label(name)
@@ -269,6 +282,8 @@ impl Resource {
             validate_config_map(object, &mut errors);
         } else if self.plural == "secrets" {
             super::secret::admit(object, &mut errors);
+        } else if self.plural == "leases" {
+            super::lease::admit(object, &mut errors);
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
@@ -312,6 +327,10 @@ impl Resource {
             ],
             "configmaps" => vec![
                 col("Data", "integer", DATA_COUNT, "The number of keys"),
+                col("Age", "date", ".metadata.creationTimestamp", ""),
+            ],
+            "leases" => vec![
+                col("Holder", "string", ".spec.holderIdentity", "The holder of the lease"),
                 col("Age", "date", ".metadata.creationTimestamp", ""),
             ],
             "secrets" => vec![

@@ -1,39 +1,10 @@
 //! Patch documents: JSON patches (RFC 6902) read without serde's double buffering, and JSON
-//! merge patches (RFC 7386) applied by moving values rather than copying them.
+//! merge patches (RFC 7386) applied by moving values rather than copying them. Strategic
+//! merge patches are [`crate::apiserver::smp`]'s.
 
 use serde_json::{Map, Value};
 
-use crate::apiserver::resources::Resource;
 use crate::apiserver::status::ApiError;
-
-/// Whether a strategic merge patch of `res` means what the same body as a JSON merge patch
-/// means, so that it is applied as one. For Secrets and ConfigMaps (maps of strings, no lists
-/// but metadata's) it does, unless it holds a `$patch`-style directive, which is refused by
-/// name. Other kinds get the 415 that says strategic merge is not served for them.
-pub fn strategic_is_merge(res: &Resource, body: &[u8]) -> Result<bool, ApiError> {
-    if !(res.group.is_empty() && matches!(res.plural, "secrets" | "configmaps")) {
-        return Ok(false);
-    }
-    fn directive(v: &Value) -> Option<&str> {
-        match v {
-            Value::Object(m) => {
-                m.iter().find_map(|(k, v)| if k.starts_with('$') { Some(k.as_str()) } else { directive(v) })
-            }
-            Value::Array(a) => a.iter().find_map(directive),
-            _ => None,
-        }
-    }
-    let patch: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-    match directive(&patch) {
-        None => Ok(true),
-        Some(d) => Err(ApiError::unsupported_media_type(format!(
-            "the strategic merge patch directive {d:?} is not supported for {}; use a merge patch, a JSON patch or \
-             server-side apply",
-            res.qualified()
-        ))),
-    }
-}
 
 /// Parses a JSON patch (RFC 6902). `json_patch::Patch` reads each operation through serde's
 /// buffering of internally tagged enums (every value parsed twice: a status write's whole
