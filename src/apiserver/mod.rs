@@ -22,6 +22,7 @@
 pub mod audit;
 pub mod conn;
 pub mod delete;
+pub mod events;
 pub mod handlers;
 pub mod home;
 pub mod managed;
@@ -289,6 +290,10 @@ impl Server {
         .await
         .map_err(|e| Error::Io { path: state_dir.clone(), source: std::io::Error::other(e.to_string()) })??;
         ensure_default_namespace(&store).await?;
+        let moved = events::migrate(&store).await?;
+        if moved > 0 {
+            tracing::info!(moved, "events.k8s.io Events moved into the one Events store");
+        }
 
         let bind = SocketAddr::new(config.bind, config.port);
         let listener = TcpListener::bind(bind).await.map_err(|source| Error::Bind { addr: bind, source })?;
