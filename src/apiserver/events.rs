@@ -227,6 +227,47 @@ mod tests {
         assert_eq!(v1["eventTime"], Value::Null, "written as the kube-apiserver writes a zero MicroTime");
     }
 
+    /// Events an earlier version stored under the events.k8s.io key are moved into the one
+    /// store at start, converted; a name a core Event already has keeps the core one.
+    #[tokio::test]
+    async fn events_stored_apart_by_earlier_versions_are_moved_into_the_one_store() {
+        use std::sync::Arc;
+
+        use crate::apiserver::metrics::Metrics;
+        use crate::apiserver::store::StoreConfig;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let store = Store::open(&path, StoreConfig::default(), Arc::new(Metrics::default())).unwrap();
+        let old = |name: &str, note: &str| {
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+                "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "a2a.dev/node",
+                "reportingInstance": "n", "action": "Start", "reason": "Started", "type": "Normal",
+                "regarding": {"kind": "Agent", "name": "echo"}, "note": note})
+        };
+        for (name, note) in [("moved", "kept"), ("taken", "older copy")] {
+            let key = ObjectKey::new(OLD_STORAGE, "default", name);
+            store.write(Write::Put { key, object: old(name, note), precondition: Precondition::Absent }).await.unwrap();
+        }
+        let core = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "taken", "namespace": "default"},
+            "involvedObject": {"kind": "Agent", "name": "echo"}, "message": "core copy"});
+        let key = ObjectKey::new(STORAGE, "default", "taken");
+        store.write(Write::Put { key, object: core, precondition: Precondition::Absent }).await.unwrap();
+
+        assert_eq!(migrate(&store).await.unwrap(), 1);
+        assert!(store.list(OLD_STORAGE, None, None, None).unwrap().0.is_empty());
+        let moved = store.get(&ObjectKey::new(STORAGE, "default", "moved")).unwrap().value().unwrap();
+        assert_eq!(moved["apiVersion"], "v1");
+        assert_eq!(moved["message"], "kept");
+        assert_eq!(moved["involvedObject"]["name"], "echo");
+        assert_eq!(moved["metadata"]["uid"], "uid-moved");
+        let taken = store.get(&ObjectKey::new(STORAGE, "default", "taken")).unwrap().value().unwrap();
+        assert_eq!(taken["message"], "core copy");
+        // A second start finds nothing left to move.
+        assert_eq!(migrate(&store).await.unwrap(), 0);
+    }
+
     #[test]
     fn field_selectors_of_the_v1_view_name_the_core_fields() {
         assert_eq!(core_field("regarding.name"), "involvedObject.name");
