@@ -1,6 +1,7 @@
 //! create, apply --server-side, replace, edit, label, annotate, patch (merge and JSON) and
 //! diff of the a2a kinds and of ConfigMaps, Secrets and Namespaces, as the kube-apiserver
-//! answers them. (Strategic merge and client-side apply of core kinds are checked apart.)
+//! answers them, and `describe` of an Agent with an Event written through events.k8s.io.
+//! (Strategic merge and client-side apply of core kinds are checked apart.)
 
 use crate::harness::Server;
 use crate::objects::{agent, eventually, file, one_of_each, stream};
