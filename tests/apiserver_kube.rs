@@ -604,6 +604,123 @@ async fn kube_runtime_recorder_publishes_events_k8s_io_events() {
     }
 }
 
+/// Core and events.k8s.io Events are one resource in two versions, as in the kube-apiserver:
+/// a write through either is read, listed, selected and watched through both, each in its
+/// own shape, with the same uid and resourceVersion.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_one_store_read_and_watched_through_both_versions() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event as EventV1;
+
+    let t = start().await;
+    let core: Api<CoreEvent> = Api::namespaced(t.client.clone(), "default");
+    let v1: Api<EventV1> = Api::namespaced(t.client.clone(), "default");
+    let from = core.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut core_watch =
+        core.watch(&WatchParams::default().fields("involvedObject.name=echo"), &from).await.unwrap().boxed();
+    let mut v1_watch = v1.watch(&WatchParams::default().fields("regarding.name=echo"), &from).await.unwrap().boxed();
+
+    let through_v1: EventV1 = serde_json::from_value(json!({
+        "metadata": {"name": "echo.v1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "example.com/writer",
+        "reportingInstance": "writer-1", "action": "Start", "reason": "Noted", "type": "Warning",
+        "regarding": {"kind": "Agent", "name": "echo", "namespace": "default"}, "note": "from events/v1",
+    }))
+    .unwrap();
+    v1.create(&PostParams::default(), &through_v1).await.unwrap();
+    let through_core: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "echo.core"},
+        "involvedObject": {"kind": "Agent", "name": "echo", "namespace": "default"},
+        "reason": "Tested", "message": "from core/v1", "type": "Normal", "count": 1,
+        "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z",
+        "source": {"component": "example"},
+    }))
+    .unwrap();
+    core.create(&PostParams::default(), &through_core).await.unwrap();
+
+    // Each watch sees both writes, in its own version.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen_core = Vec::new();
+    while seen_core.len() < 2 {
+        match tokio::time::timeout_at(deadline, core_watch.try_next()).await.expect("in time").unwrap().unwrap() {
+            WatchEvent::Added(e) => seen_core.push((e.metadata.name.unwrap(), e.message.unwrap_or_default())),
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen_core,
+        [("echo.v1".to_string(), "from events/v1".to_string()), ("echo.core".into(), "from core/v1".into())]
+    );
+    let mut seen_v1 = Vec::new();
+    while seen_v1.len() < 2 {
+        match tokio::time::timeout_at(deadline, v1_watch.try_next()).await.expect("in time").unwrap().unwrap() {
+            WatchEvent::Added(e) => seen_v1.push((e.metadata.name.unwrap(), e.note.unwrap_or_default())),
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen_v1,
+        [("echo.v1".to_string(), "from events/v1".to_string()), ("echo.core".into(), "from core/v1".into())]
+    );
+
+    // One object: the same uid and resourceVersion through both versions.
+    let (a, b) = (core.get("echo.v1").await.unwrap(), v1.get("echo.v1").await.unwrap());
+    assert_eq!(a.metadata.uid, b.metadata.uid);
+    assert_eq!(a.metadata.resource_version, b.metadata.resource_version);
+    assert_eq!(a.reporting_component.as_deref(), Some("example.com/writer"));
+    let c = v1.get("echo.core").await.unwrap();
+    assert_eq!(c.deprecated_count, Some(1));
+    assert_eq!(c.deprecated_source.and_then(|s| s.component).as_deref(), Some("example"));
+
+    // Field selectors in each version's own names.
+    let names = |l: Vec<String>| {
+        let mut l = l;
+        l.sort();
+        l
+    };
+    let core_named = |fields: &'static str| {
+        let core = core.clone();
+        async move {
+            core.list(&ListParams::default().fields(fields))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|e| e.metadata.name.unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    let v1_named = |fields: &'static str| {
+        let v1 = v1.clone();
+        async move {
+            v1.list(&ListParams::default().fields(fields))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|e| e.metadata.name.unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(names(core_named("involvedObject.name=echo,involvedObject.kind=Agent").await), ["echo.core", "echo.v1"]);
+    assert_eq!(core_named("reportingComponent=example.com/writer").await, ["echo.v1"]);
+    assert_eq!(core_named("type=Normal").await, ["echo.core"]);
+    assert_eq!(names(v1_named("regarding.name=echo,regarding.kind=Agent").await), ["echo.core", "echo.v1"]);
+    assert_eq!(v1_named("reportingController=example.com/writer").await, ["echo.v1"]);
+    assert_eq!(v1_named("type=Warning,reason=Noted").await, ["echo.v1"]);
+    assert!(v1_named("regarding.name=other").await.is_empty());
+
+    // A merge patch through events.k8s.io/v1 in its own names; a delete through core.
+    let patched =
+        v1.patch("echo.core", &PatchParams::default(), &Patch::Merge(json!({"note": "patched"}))).await.unwrap();
+    assert_eq!(patched.note.as_deref(), Some("patched"));
+    assert_eq!(core.get("echo.core").await.unwrap().message.as_deref(), Some("patched"));
+    core.delete("echo.v1", &DeleteParams::default()).await.unwrap();
+    assert!(matches!(v1.get("echo.v1").await.unwrap_err(), kube::Error::Api(s) if s.code == 404));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn status_patches_change_only_status_and_a_patch_that_changes_nothing_writes_nothing() {
     let t = start().await;

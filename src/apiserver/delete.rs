@@ -290,7 +290,7 @@ fn owner_references(object: &Value) -> Vec<&Map<String, Value>> {
 impl AppState {
     pub async fn delete(&self, t: &Target, body: &Bytes, q: &HashMap<String, String>) -> Result<Response, ApiError> {
         let options = DeleteOptions::parse(body, q)?;
-        Ok(self.delete_one(t, &options).await?.respond(StatusCode::OK))
+        Ok(super::handlers::present(t.resource, self.delete_one(t, &options).await?)?.respond(StatusCode::OK))
     }
 
     /// `DELETE` on a collection: deletes every object the label and field selectors match
@@ -319,7 +319,7 @@ impl AppState {
         let mut first_error = None;
         for item in items.iter().filter(|o| selected(o, &labels, &fields)) {
             match self.delete_one(&target_of(t.resource, item), &options).await {
-                Ok(o) => deleted.push(o),
+                Ok(o) => deleted.push(super::handlers::present(t.resource, o)?),
                 // Deleted meanwhile by someone else: gone either way.
                 Err(e) if e.code == 404 => {}
                 Err(e) => {
@@ -410,7 +410,7 @@ impl AppState {
     /// The objects whose `ownerReferences` name `uid`, with their resources.
     fn dependents(&self, uid: &str) -> Vec<(&'static Resource, Arc<Stored>)> {
         let mut out = Vec::new();
-        for res in RESOURCES.iter() {
+        for res in RESOURCES.iter().filter(|r| !r.is_view()) {
             let Ok((items, _)) = self.store.list(&res.storage(), None, None, None) else { continue };
             out.extend(items.into_iter().filter(|i| i.owned_by(uid)).map(|i| (res, i)));
         }
@@ -627,7 +627,7 @@ impl AppState {
     /// Deletes (in the background) every object in a namespace not already marked.
     async fn delete_contents(&self, namespace: &str) {
         let background = DeleteOptions { propagation: Some(Propagation::Background), ..Default::default() };
-        for res in RESOURCES.iter().filter(|r| r.namespaced) {
+        for res in RESOURCES.iter().filter(|r| r.namespaced && !r.is_view()) {
             let Ok((items, _)) = self.store.list(&res.storage(), Some(namespace), None, None) else { continue };
             for item in items {
                 let marked = item.value().ok().is_some_and(|v| v.pointer("/metadata/deletionTimestamp").is_some());
@@ -680,7 +680,7 @@ impl AppState {
         self.delete_contents(namespace).await;
         let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
         let mut by_finalizer: BTreeMap<String, usize> = BTreeMap::new();
-        for res in RESOURCES.iter().filter(|r| r.namespaced) {
+        for res in RESOURCES.iter().filter(|r| r.namespaced && !r.is_view()) {
             let Ok((items, _)) = self.store.list(&res.storage(), Some(namespace), None, None) else { continue };
             if items.is_empty() {
                 continue;

@@ -339,7 +339,7 @@ impl AppState {
         // managedFields are the server's own (written from parsed entries, or as stored): left
         // out of validation, which would decode every entry's field sets into typed metadata.
         let managed_fields = meta.remove("managedFields");
-        let validated = res.validate(object);
+        let validated = res.validate_write(object, path_name.is_none());
         if let Some(m) = managed_fields
             && let Some(meta) = meta_mut(object)
         {
@@ -454,12 +454,13 @@ impl AppState {
         if dry_run(q) {
             return Ok(json_response(StatusCode::CREATED, &object));
         }
+        let object = stored_form(t.resource, object);
         let stored = self
             .store
             .write(Write::Put { key: self.key(t, &name), object, precondition: Precondition::Absent })
             .await
             .map_err(|e| self.store_error(t, &name, e))?;
-        Ok(Object::Stored(stored).respond(StatusCode::CREATED))
+        Ok(present(t.resource, Object::Stored(stored))?.respond(StatusCode::CREATED))
     }
 
     /// Builds the next version of an object from the current one and a proposed one,
@@ -565,7 +566,7 @@ impl AppState {
         for _ in 0..16 {
             let stored = self.store.get(&key).ok_or_else(|| ApiError::not_found(t.resource, &name))?;
             let current_rv = stored.resource_version;
-            let current = parsed(&stored)?;
+            let current = viewed(t.resource, parsed(&stored)?);
             let mut entries = ManagedFields::of_stored(&current);
             let mut proposed = compute(&current, &mut entries)?;
             if matches!(ownership, Ownership::Update(_)) && scope != Scope::Status {
@@ -605,7 +606,7 @@ impl AppState {
                 m.remove("resourceVersion");
             }
             if new == unchanged {
-                return Ok(Object::Stored(stored));
+                return present(t.resource, Object::Stored(stored));
             }
             if let Ownership::Apply = ownership {
                 // The applier's time moves only when its apply changed the object.
@@ -619,6 +620,7 @@ impl AppState {
                 }
                 return Ok(Object::Value(new));
             }
+            let new = stored_form(t.resource, new);
             let finished = super::delete::finished(&new);
             let write = if finished {
                 Write::Delete { key: key.clone(), precondition: Precondition::ResourceVersion(current_rv) }
@@ -630,7 +632,7 @@ impl AppState {
                     if finished {
                         self.removed(&v);
                     }
-                    return Ok(Object::Stored(v));
+                    return present(t.resource, Object::Stored(v));
                 }
                 Err(store::Error::Conflict { .. }) if explicit.is_none() => continue,
                 Err(e) => return Err(self.store_error(t, &name, e)),
@@ -925,6 +927,28 @@ impl Object {
             Object::Value(v) => serde_json::to_vec(v).unwrap_or_default(),
         }
     }
+}
+
+/// A stored object as the resource's version shows it: an Event read through
+/// `events.k8s.io/v1` converted from the core shape it is stored in ([`super::events`]).
+pub(super) fn viewed(res: &Resource, object: Value) -> Value {
+    if res.is_view() { super::events::to_v1(object) } else { object }
+}
+
+/// An object in the shape it is stored in: an `events.k8s.io/v1` Event as a core Event.
+pub(super) fn stored_form(res: &Resource, object: Value) -> Value {
+    if res.is_view() { super::events::to_core(object) } else { object }
+}
+
+/// What a write or read answers through the resource's version (see [`viewed`]).
+pub(super) fn present(res: &Resource, o: Object) -> Result<Object, ApiError> {
+    if !res.is_view() {
+        return Ok(o);
+    }
+    Ok(Object::Value(match o {
+        Object::Stored(s) => viewed(res, parsed(&s)?),
+        Object::Value(v) => viewed(res, v),
+    }))
 }
 
 /// Whether a stored object matches the selectors.

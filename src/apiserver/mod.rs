@@ -24,6 +24,7 @@ pub mod computed;
 pub mod conn;
 pub mod crds;
 pub mod delete;
+pub mod events;
 pub mod handlers;
 pub mod health;
 pub mod home;
@@ -297,6 +298,10 @@ impl Server {
         .await
         .map_err(|e| Error::Io { path: state_dir.clone(), source: std::io::Error::other(e.to_string()) })??;
         ensure_default_namespace(&store).await?;
+        let moved = events::migrate(&store).await?;
+        if moved > 0 {
+            tracing::info!(moved, "events.k8s.io Events moved into the one Events store");
+        }
 
         let bind = SocketAddr::new(config.bind, config.port);
         let listener = TcpListener::bind(bind).await.map_err(|source| Error::Bind { addr: bind, source })?;

@@ -88,8 +88,8 @@ pub static RESOURCES: [Resource; 9] = [
         status_subresource: false,
         a2a: None,
     },
-    // The newer Events API kube-runtime's Recorder writes (regarding, note, series...). A
-    // Kubernetes API server keeps both versions in one store; here they are two resources.
+    // The newer Events API kube-runtime's Recorder writes (regarding, note, series...): the
+    // same Events as the core ones, stored once and converted ([`super::events`]).
     Resource {
         group: "events.k8s.io",
         version: "v1",
@@ -162,9 +162,18 @@ impl Resource {
         if self.group.is_empty() { "core" } else { self.group }
     }
 
-    /// The storage key prefix.
+    /// The storage key prefix. `events.k8s.io` Events are the core ones, seen converted.
     pub fn storage(&self) -> String {
+        if super::events::is_view(self) {
+            return super::events::STORAGE.to_string();
+        }
         format!("{}/{}", self.group, self.plural)
+    }
+
+    /// Another version of a resource stored under another's key (`events.k8s.io` Events):
+    /// walks over every stored object skip it, or they would see each object twice.
+    pub fn is_view(&self) -> bool {
+        super::events::is_view(self)
     }
 
     /// The verbs discovery lists. Namespaces have no deletecollection (as in Kubernetes:
@@ -234,6 +243,13 @@ impl Resource {
     /// Validates a complete object (after defaults and server-set metadata). A rejected
     /// object may come back with the fields the schema rejected pruned; it is not to be stored.
     pub fn validate(&self, object: &mut Value) -> Result<(), Vec<FieldError>> {
+        self.validate_write(object, true)
+    }
+
+    /// [`Self::validate`] for a create (`create`) or an update. An update through
+    /// `events.k8s.io/v1` of an Event without `eventTime` (one written through the core API)
+    /// is held only to the core rules, as the kube-apiserver's legacy Event validation holds it.
+    pub fn validate_write(&self, object: &mut Value, create: bool) -> Result<(), Vec<FieldError>> {
         if self.a2a.is_some() {
             return crate::api::validate::validate_in_place(object).map(|_| ());
         }
@@ -254,8 +270,13 @@ impl Resource {
         if let Some(Value::Object(meta)) = object.get("metadata") {
             crate::api::objectmeta::check_labels_and_annotations(meta, &mut errors);
         }
-        if self.group == "events.k8s.io" {
+        let legacy = !create && object.get("eventTime").is_none_or(Value::is_null);
+        if self.group == "events.k8s.io" && !legacy {
             validate_events_v1(object, &mut errors);
+        } else if self.group == "events.k8s.io" {
+            if object.get("note").and_then(Value::as_str).is_some_and(|n| n.len() > 1024) {
+                errors.push(FieldError::new("note", "must be no more than 1024 bytes"));
+            }
         } else if self.plural == "events" {
             match object.get("involvedObject") {
                 Some(Value::Object(o)) => {

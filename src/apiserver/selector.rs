@@ -187,6 +187,12 @@ impl FieldSelector {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The same selector with each field path renamed by `rename` (a version's names to the
+    /// stored ones).
+    pub fn renamed(self, rename: impl Fn(&str) -> String) -> FieldSelector {
+        FieldSelector(self.0.into_iter().map(|(p, eq, v)| (rename(&p), eq, v)).collect())
+    }
 }
 
 /// The value a field selector compares for `path` (dotted): strings as they are, other

@@ -1,6 +1,7 @@
 //! create, apply --server-side, replace, edit, label, annotate, patch (merge and JSON) and
 //! diff of the a2a kinds and of ConfigMaps, Secrets and Namespaces, as the kube-apiserver
-//! answers them. (Strategic merge and client-side apply of core kinds are checked apart.)
+//! answers them, and `describe` of an Agent with an Event written through events.k8s.io.
+//! (Strategic merge and client-side apply of core kinds are checked apart.)
 
 use crate::harness::Server;
 use crate::objects::{agent, eventually, file, one_of_each, stream};
@@ -364,4 +365,29 @@ fn client_side_apply_of_a2a_kinds() {
         assert_eq!(k.ok(&["get", "wf", "flow", "-o", "jsonpath={.spec.tasks[0].message}"]), "goodbye");
         k.ok_stdin(&["delete", "-f", "-"], &second);
     }
+}
+
+/// `kubectl describe` of an Agent lists an Event written through `events.k8s.io/v1`, as
+/// kube-runtime's Recorder writes them: describe reads core Events (by `involvedObject`), and
+/// the two Events APIs are one store, as in the kube-apiserver.
+#[test]
+fn describe_shows_an_event_written_through_events_k8s_io() {
+    let s = Server::start();
+    let k = s.kubectl();
+    k.ok_stdin(&["create", "-f", "-"], &agent("echo", "default", ""));
+    let uid = k.ok(&["get", "agent", "echo", "-o", "jsonpath={.metadata.uid}"]);
+    let event = format!(
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: echo.recorded\n  namespace: default\n\
+         eventTime: \"2026-01-01T00:00:00.000000Z\"\nreportingController: example.com/recorder\n\
+         reportingInstance: recorder-1\naction: Reconcile\nreason: Throttled\ntype: Warning\n\
+         note: cpu limit reached\nregarding:\n  apiVersion: a2a.dev/v1alpha1\n  kind: Agent\n  name: echo\n  \
+         namespace: default\n  uid: {uid}\n"
+    );
+    k.ok_stdin(&["create", "-f", "-"], &event);
+    let out = k.ok(&["describe", "agent", "echo"]);
+    let line = out.lines().find(|l| l.contains("Throttled")).unwrap_or_else(|| panic!("no event:\n{out}"));
+    assert!(line.contains("Warning") && line.contains("cpu limit reached"), "{line}");
+    // And `kubectl get events` (core) lists it with its message.
+    let listed = k.ok(&["get", "events", "--field-selector", "involvedObject.name=echo"]);
+    assert!(listed.contains("cpu limit reached"), "{listed}");
 }

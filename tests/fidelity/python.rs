@@ -207,7 +207,10 @@ assert out["status"]["phase"] == "Stopped" and out["spec"]["replicas"] == 2, out
     );
 }
 
-/// What the two Events checks share: an Agent, and `ref` to it for events.
+/// What the two Events checks share: an Agent, and `ref` to it for events. The core Events
+/// carry `eventTime` (and the reporting fields the kube-apiserver then asks for): without it
+/// the kube-apiserver shows them through events.k8s.io/v1 with `"eventTime": null`, which the
+/// Python client's EventsV1Event refuses to read.
 const EVENTS: &str = r#"
 import datetime
 a = co.create_namespaced_custom_object(*AG, agent("echo"))
@@ -218,7 +221,9 @@ ev1 = client.EventsV1Api()
 def core_event(name, reason):
     core.create_namespaced_event("default", client.CoreV1Event(
         metadata=client.V1ObjectMeta(name=name), involved_object=ref, reason=reason, message="from core/v1",
-        type="Normal", count=1, first_timestamp=now, last_timestamp=now, source=client.V1EventSource(component="fidelity")))
+        type="Normal", count=1, first_timestamp=now, last_timestamp=now, source=client.V1EventSource(component="fidelity"),
+        event_time=datetime.datetime.now(datetime.timezone.utc), action="Test", reporting_component="example.com/fidelity",
+        reporting_instance="fidelity-1"))
 def v1_event(name, reason):
     ev1.create_namespaced_event("default", client.EventsV1Event(
         metadata=client.V1ObjectMeta(name=name), event_time=datetime.datetime.now(datetime.timezone.utc), action="Test",
@@ -243,7 +248,9 @@ listed = core.list_namespaced_event("default", field_selector=sel + ",reason=Tes
 assert [(e.reason, e.message, e.source.component, e.count) for e in listed] == [("Tested", "from core/v1", "fidelity", 1)], listed
 v1_event("echo.2", "Noted")
 listed = ev1.list_namespaced_event("default", field_selector="regarding.name=echo,regarding.kind=Agent").items
-assert [(e.reason, e.note, e.regarding.uid) for e in listed] == [("Noted", "from events/v1", a["metadata"]["uid"])], listed
+uid = a["metadata"]["uid"]
+assert sorted((e.reason, e.note, e.regarding.uid) for e in listed) == [
+    ("Noted", "from events/v1", uid), ("Other", "from core/v1", uid), ("Tested", "from core/v1", uid)], listed
 ev1.delete_namespaced_event("echo.2", "default")
 core.delete_namespaced_event("echo.1", "default")
 core.delete_namespaced_event("other.1", "default")

@@ -10,7 +10,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::{Object, Target, list_response, parsed, selected, wants_table};
+use super::{Object, Target, list_response, parsed, present, selected, viewed, wants_table};
 use crate::apiserver::AppState;
 use crate::apiserver::params::{self, ListOptions, VersionMatch};
 use crate::apiserver::selector::{FieldSelector, LabelSelector};
@@ -29,9 +29,10 @@ impl AppState {
         if wants_table(headers) {
             let full = q.get("includeObject").is_some_and(|v| v == "Object");
             let value = parsed(&obj)?;
+            let value = viewed(t.resource, value);
             return Ok(json_response(StatusCode::OK, &t.resource.table(&[&value], obj.resource_version, full)));
         }
-        Ok(Object::Stored(obj).respond(StatusCode::OK))
+        Ok(present(t.resource, Object::Stored(obj))?.respond(StatusCode::OK))
     }
 
     pub(in crate::apiserver) fn selectors(
@@ -44,6 +45,8 @@ impl AppState {
         let fields =
             FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), t.resource.selectable_fields())
                 .map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?;
+        // The events.k8s.io view selects on the stored core fields its own names stand for.
+        let fields = if t.resource.is_view() { fields.renamed(crate::apiserver::events::core_field) } else { fields };
         Ok((labels, fields))
     }
 
@@ -113,10 +116,19 @@ impl AppState {
         }
         if wants_table(headers) {
             let full = q.get("includeObject").is_some_and(|v| v == "Object");
-            let values = matching.iter().map(|o| parsed(o)).collect::<Result<Vec<_>, _>>()?;
+            let values =
+                matching.iter().map(|o| parsed(o).map(|v| viewed(t.resource, v))).collect::<Result<Vec<_>, _>>()?;
             let mut table = t.resource.table(&values.iter().collect::<Vec<_>>(), rv, full);
             table["metadata"] = Value::Object(page_meta);
             return Ok(json_response(StatusCode::OK, &table));
+        }
+        if t.resource.is_view() {
+            let bodies = matching
+                .iter()
+                .map(|o| parsed(o).map(|v| viewed(t.resource, v).to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let items: Vec<&[u8]> = bodies.iter().map(String::as_bytes).collect();
+            return Ok(list_response(t.resource, &Value::Object(page_meta), &items));
         }
         let items: Vec<&[u8]> = matching.iter().map(|o| &o.bytes()[..]).collect();
         Ok(list_response(t.resource, &Value::Object(page_meta), &items))
@@ -155,7 +167,7 @@ impl AppState {
         let encode = move |out: &mut Vec<u8>, type_: &str, object: &Stored| {
             if table {
                 let row = match object.value() {
-                    Ok(v) => res.table(&[&v], object.resource_version, false),
+                    Ok(v) => res.table(&[&viewed(res, v)], object.resource_version, false),
                     Err(e) => {
                         ApiError::internal(format!("stored object {} is unreadable: {e}", object.key)).to_status()
                     }
@@ -166,7 +178,19 @@ impl AppState {
             out.extend_from_slice(b"{\"type\":\"");
             out.extend_from_slice(type_.as_bytes());
             out.extend_from_slice(b"\",\"object\":");
-            out.extend_from_slice(object.bytes());
+            if res.is_view() {
+                match object.value() {
+                    Ok(v) => out.extend_from_slice(&serde_json::to_vec(&viewed(res, v)).unwrap_or_default()),
+                    Err(e) => out.extend_from_slice(
+                        &serde_json::to_vec(
+                            &ApiError::internal(format!("stored object {} is unreadable: {e}", object.key)).to_status(),
+                        )
+                        .unwrap_or_default(),
+                    ),
+                }
+            } else {
+                out.extend_from_slice(object.bytes());
+            }
             out.extend_from_slice(b"}\n");
         };
         let start = match self.store.watch(&storage, from) {
