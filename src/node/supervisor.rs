@@ -516,6 +516,7 @@ impl World {
             }
             NodeEvent::AgentGone(k) => {
                 self.agents.remove(&k);
+                crate::metrics::registry().agent_gone(&k.0, &k.1);
                 self.dirty.insert(k);
                 // Freed room may admit the agents that wait for it.
                 self.dirty.extend(self.waiting.iter().cloned());
@@ -531,6 +532,7 @@ impl World {
             }
             NodeEvent::BudgetGone(n) => {
                 self.budgets.remove(&n);
+                crate::metrics::registry().budget_gone(&n);
                 self.budget_written.remove(&n);
                 self.alerts_firing.retain(|(b, _), _| *b != n);
                 self.all_dirty = true;
@@ -687,13 +689,15 @@ impl World {
             let mut status = self.budget_written.get(name).cloned().or_else(|| b.status.clone()).unwrap_or_default();
             let stats = node.budget_cgroup(&self.budgets, name).and_then(|p| node.driver.stats(&p).ok());
             let pending = decision.pending.get(name).cloned().unwrap_or_default();
+            let limits = admission::budget_limits(&b.spec, Host::Local { cores: node.host_cores }).unwrap_or_default();
             let summary = budget_status(&BudgetFacts {
-                limits: admission::budget_limits(&b.spec, Host::Local { cores: node.host_cores }).unwrap_or_default(),
+                limits,
                 allocated: decision.allocated.get(name).copied().unwrap_or_default(),
                 used: facts::budget_use(stats.as_ref(), cpu.get(name).copied().unwrap_or(0)),
                 pending: pending.len(),
                 alerts: &b.spec.alerts,
             });
+            crate::metrics::registry().budget(name, budget_series(&limits, &summary));
             status.allocated = Some(summary.allocated);
             status.used = summary.used;
             status.agents = decision.agents.get(name).copied().unwrap_or(0);
@@ -726,6 +730,46 @@ impl World {
             self.budget_written.insert(name.clone(), status.clone());
             node.writes.push(WriteTarget::Budget(name.clone()), StatusBody::Budget(Box::new(status)));
         }
+    }
+}
+
+/// A budget's series in the metrics: memory in bytes, cpu in cores, pids.
+fn budget_series(
+    limits: &admission::Limits,
+    summary: &crate::controller::budget_status::BudgetSummary,
+) -> crate::metrics::BudgetSeries {
+    use crate::metrics::BudgetAmounts;
+    let (a, u) = (&summary.allocated, summary.used.as_ref());
+    let cores = |m: u64| m as f64 / 1000.0;
+    let mut resources = std::collections::BTreeMap::new();
+    resources.insert(
+        "memory",
+        BudgetAmounts {
+            allocated: a.memory_bytes as f64,
+            used: u.map(|u| u.memory_bytes as f64),
+            limit: limits.memory.map(|m| m as f64),
+        },
+    );
+    resources.insert(
+        "cpu",
+        BudgetAmounts {
+            allocated: cores(a.cpu_millicores),
+            used: u.map(|u| cores(u.cpu_millicores)),
+            limit: limits.cpu_millis.map(cores),
+        },
+    );
+    resources.insert(
+        "pids",
+        BudgetAmounts {
+            allocated: a.pids as f64,
+            used: u.map(|u| u.pids as f64),
+            limit: limits.pids.map(|p| p as f64),
+        },
+    );
+    crate::metrics::BudgetSeries {
+        resources,
+        pressure: summary.pressure.status == crate::api::common::ConditionStatus::True,
+        alerts: summary.alerts.iter().map(|al| (al.resource.to_string(), al.firing == Some(true))).collect(),
     }
 }
 
@@ -839,6 +883,14 @@ fn url_status(agent: &Agent, rt: &AgentRuntime) -> AgentStatus {
 
 /// Queues the status for writing when it differs from the last one queued (or stored).
 fn write_agent(node: &Node, agent: &Agent, rt: &mut AgentRuntime, status: AgentStatus) {
+    let (ns, name) = key_of(agent);
+    crate::metrics::registry().agent_status(
+        &ns,
+        &name,
+        status.replicas,
+        status.ready_replicas,
+        u64::from(status.restarts),
+    );
     let last = rt.written.as_ref().or(agent.status.as_ref());
     if last == Some(&status) {
         return;
