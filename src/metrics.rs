@@ -102,7 +102,7 @@ struct Inner {
 #[derive(Default)]
 pub struct Registry {
     inner: Mutex<Inner>,
-    engine: Mutex<Option<Collector>>,
+    engines: Mutex<Vec<Collector>>,
 }
 
 /// The process's registry.
@@ -134,6 +134,11 @@ impl Registry {
         });
     }
 
+    /// An agent's memory as measured elsewhere (the operator: metrics-server).
+    pub fn agent_memory(&self, namespace: &str, name: &str, memory_bytes: u64) {
+        self.agent(namespace, name, |a| a.memory_bytes = memory_bytes);
+    }
+
     /// The replica counts and restarts of an agent's status.
     pub fn agent_status(&self, namespace: &str, name: &str, replicas: u32, ready_replicas: u32, restarts: u64) {
         self.agent(namespace, name, |a| {
@@ -159,6 +164,11 @@ impl Registry {
 
     pub fn budget_gone(&self, name: &str) {
         self.lock().budgets.remove(name);
+    }
+
+    /// Only the budgets named stay (the operator's pass over every budget).
+    pub fn budgets_retain(&self, names: &std::collections::BTreeSet<String>) {
+        self.lock().budgets.retain(|n, _| names.contains(n));
     }
 
     fn workflow(&self, namespace: &str, name: &str, f: impl FnOnce(&mut WorkflowSeries)) {
@@ -188,16 +198,33 @@ impl Registry {
         self.lock().workflows.remove(&key(namespace, name));
     }
 
-    /// Sets what is asked for the engine's queue and in-flight gauges at each scrape; the
-    /// collector answers `None` once its engine is gone.
-    pub fn set_engine(&self, collector: Collector) {
-        *self.engine.lock().unwrap_or_else(|p| p.into_inner()) = Some(collector);
+    /// Adds what is asked for an engine's queue and in-flight gauges at each scrape (the
+    /// operator runs one engine per watched namespace); the collector answers `None` once its
+    /// engine is gone, and is then dropped.
+    pub fn add_engine(&self, collector: Collector) {
+        self.engines.lock().unwrap_or_else(|p| p.into_inner()).push(collector);
+    }
+
+    fn engine_gauges(&self) -> EngineGauges {
+        let mut all = EngineGauges::default();
+        self.engines.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| match c() {
+            None => false,
+            Some(g) => {
+                for (k, n) in g.queued {
+                    *all.queued.entry(k).or_default() += n;
+                }
+                for (k, n) in g.in_flight {
+                    *all.in_flight.entry(k).or_default() += n;
+                }
+                true
+            }
+        });
+        all
     }
 
     /// Appends every family in the text exposition format.
     pub fn render(&self, out: &mut String) {
-        let engine =
-            self.engine.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|c| c()).unwrap_or_default();
+        let engine = self.engine_gauges();
         let inner = self.lock();
         let agents = |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(&AgentSeries) -> String| {
             header(out, name, kind, help);
@@ -335,6 +362,46 @@ impl Registry {
                 escape(priority)
             );
         }
+    }
+}
+
+/// A budget's series in the metrics: memory in bytes, cpu in cores, pids.
+pub fn budget_series(
+    limits: &crate::controller::admission::Limits,
+    summary: &crate::controller::budget_status::BudgetSummary,
+) -> crate::metrics::BudgetSeries {
+    use crate::metrics::BudgetAmounts;
+    let (a, u) = (&summary.allocated, summary.used.as_ref());
+    let cores = |m: u64| m as f64 / 1000.0;
+    let mut resources = std::collections::BTreeMap::new();
+    resources.insert(
+        "memory",
+        BudgetAmounts {
+            allocated: a.memory_bytes as f64,
+            used: u.map(|u| u.memory_bytes as f64),
+            limit: limits.memory.map(|m| m as f64),
+        },
+    );
+    resources.insert(
+        "cpu",
+        BudgetAmounts {
+            allocated: cores(a.cpu_millicores),
+            used: u.map(|u| cores(u.cpu_millicores)),
+            limit: limits.cpu_millis.map(cores),
+        },
+    );
+    resources.insert(
+        "pids",
+        BudgetAmounts {
+            allocated: a.pids as f64,
+            used: u.map(|u| u.pids as f64),
+            limit: limits.pids.map(|p| p as f64),
+        },
+    );
+    crate::metrics::BudgetSeries {
+        resources,
+        pressure: summary.pressure.status == crate::api::common::ConditionStatus::True,
+        alerts: summary.alerts.iter().map(|al| (al.resource.to_string(), al.firing == Some(true))).collect(),
     }
 }
 

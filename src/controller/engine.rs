@@ -490,7 +490,7 @@ impl Engine {
     /// Runs until `shutdown` resolves; then writes what is dirty and returns.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         let weak = Arc::downgrade(&self);
-        crate::metrics::registry().set_engine(Box::new(move || weak.upgrade().map(|e| e.gauges())));
+        crate::metrics::registry().add_engine(Box::new(move || weak.upgrade().map(|e| e.gauges())));
         let agents = tokio::spawn(self.clone().watch_agents());
         let workflows = tokio::spawn(self.clone().watch_workflows());
         let dispatcher = tokio::spawn(self.clone().dispatcher());
@@ -533,6 +533,8 @@ impl Engine {
             match event {
                 Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => self.agent_changed(a),
                 Ok(watcher::Event::Delete(a)) => {
+                    // Also on a cluster, where no node sees an agent go.
+                    crate::metrics::registry().agent_gone(&a.namespace().unwrap_or_default(), &a.name_any());
                     self.forget_clients(&a.uid().unwrap_or_default());
                     let k = key_of(&a);
                     let mut st = lock(&self.state);

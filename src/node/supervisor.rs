@@ -697,7 +697,7 @@ impl World {
                 pending: pending.len(),
                 alerts: &b.spec.alerts,
             });
-            crate::metrics::registry().budget(name, budget_series(&limits, &summary));
+            crate::metrics::registry().budget(name, crate::metrics::budget_series(&limits, &summary));
             status.allocated = Some(summary.allocated);
             status.used = summary.used;
             status.agents = decision.agents.get(name).copied().unwrap_or(0);
@@ -730,46 +730,6 @@ impl World {
             self.budget_written.insert(name.clone(), status.clone());
             node.writes.push(WriteTarget::Budget(name.clone()), StatusBody::Budget(Box::new(status)));
         }
-    }
-}
-
-/// A budget's series in the metrics: memory in bytes, cpu in cores, pids.
-fn budget_series(
-    limits: &admission::Limits,
-    summary: &crate::controller::budget_status::BudgetSummary,
-) -> crate::metrics::BudgetSeries {
-    use crate::metrics::BudgetAmounts;
-    let (a, u) = (&summary.allocated, summary.used.as_ref());
-    let cores = |m: u64| m as f64 / 1000.0;
-    let mut resources = std::collections::BTreeMap::new();
-    resources.insert(
-        "memory",
-        BudgetAmounts {
-            allocated: a.memory_bytes as f64,
-            used: u.map(|u| u.memory_bytes as f64),
-            limit: limits.memory.map(|m| m as f64),
-        },
-    );
-    resources.insert(
-        "cpu",
-        BudgetAmounts {
-            allocated: cores(a.cpu_millicores),
-            used: u.map(|u| cores(u.cpu_millicores)),
-            limit: limits.cpu_millis.map(cores),
-        },
-    );
-    resources.insert(
-        "pids",
-        BudgetAmounts {
-            allocated: a.pids as f64,
-            used: u.map(|u| u.pids as f64),
-            limit: limits.pids.map(|p| p as f64),
-        },
-    );
-    crate::metrics::BudgetSeries {
-        resources,
-        pressure: summary.pressure.status == crate::api::common::ConditionStatus::True,
-        alerts: summary.alerts.iter().map(|al| (al.resource.to_string(), al.firing == Some(true))).collect(),
     }
 }
 
