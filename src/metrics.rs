@@ -45,6 +45,7 @@ struct AgentSeries {
     cpu_seconds: f64,
     memory_bytes: u64,
     throttled_periods: u64,
+    throttled_seconds: f64,
     restarts: u64,
     oom_kills: u64,
     replicas: u32,
@@ -125,12 +126,21 @@ impl Registry {
     }
 
     /// CPU time an agent's replicas used since the last sample, its memory now, and the
-    /// throttled periods since the last sample.
-    pub fn agent_sampled(&self, namespace: &str, name: &str, cpu: Duration, memory_bytes: u64, throttled_periods: u64) {
+    /// throttled periods and time since the last sample.
+    pub fn agent_sampled(
+        &self,
+        namespace: &str,
+        name: &str,
+        cpu: Duration,
+        memory_bytes: u64,
+        throttled_periods: u64,
+        throttled: Duration,
+    ) {
         self.agent(namespace, name, |a| {
             a.cpu_seconds += cpu.as_secs_f64();
             a.memory_bytes = memory_bytes;
             a.throttled_periods += throttled_periods;
+            a.throttled_seconds += throttled.as_secs_f64();
         });
     }
 
@@ -245,6 +255,13 @@ impl Registry {
             "counter",
             "CPU quota periods in which the agent's replicas were throttled.",
             &|a| a.throttled_periods.to_string(),
+        );
+        agents(
+            out,
+            "a2a_agent_cpu_throttled_seconds_total",
+            "counter",
+            "Time the agent's replicas spent throttled by their CPU limit.",
+            &|a| a.throttled_seconds.to_string(),
         );
         agents(out, "a2a_agent_restarts_total", "counter", "Restarts of the agent's replicas.", &|a| {
             a.restarts.to_string()

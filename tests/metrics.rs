@@ -168,6 +168,7 @@ async fn agents_budgets_and_workflows_are_served_as_metrics_and_go_with_their_ob
     assert_eq!(value(&text, &agent("a2a_agent_tasks_in_flight", "worker")), Some(0.0), "{text}");
     assert_eq!(value(&text, &agent("a2a_agent_oom_kills_total", "worker")), Some(0.0), "{text}");
     assert!(value(&text, &agent("a2a_agent_cpu_throttled_periods_total", "worker")).is_some(), "{text}");
+    assert!(value(&text, &agent("a2a_agent_cpu_throttled_seconds_total", "worker")).is_some(), "{text}");
 
     // The budget: its limits, what its agent holds, its alert.
     let budget = |name: &str, r: &str| format!("{name}{{budget=\"observed\",resource=\"{r}\"}}");

@@ -147,6 +147,8 @@ struct Replica {
     cpu: Option<(Instant, u64)>,
     cpu_millis: u64,
     throttled: u64,
+    /// Time spent throttled at the last sample, microseconds.
+    throttled_usec: u64,
     throttling: bool,
     /// Bytes charged at the last sample.
     memory: u64,
@@ -181,6 +183,7 @@ impl Replica {
             cpu: None,
             cpu_millis: 0,
             throttled: 0,
+            throttled_usec: 0,
             throttling: false,
             memory: 0,
             probes: 0,
