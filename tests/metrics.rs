@@ -1,5 +1,5 @@
 //! The metrics of agents, budgets and workflows under a real `a2a serve` on the kernel: a
-//! crashing agent's restarts, a ready agent's replicas and usage, a budget's amounts, and a
+//! crashing agent's restarts, an OOM kill, a ready agent's replicas and usage, a budget's amounts, and a
 //! workflow's task outcomes, retries and histograms, scraped from `/metrics`, checked by
 //! promtool, and gone once their objects are deleted. The chart's Grafana dashboard only asks
 //! for families the daemon serves.
@@ -37,6 +37,14 @@ apiVersion: a2a.dev/v1alpha1
 kind: Agent
 metadata: { name: crasher }
 spec: { command: [sh, -c, \"exit 1\"], restartPolicy: Always }
+---
+apiVersion: a2a.dev/v1alpha1
+kind: Agent
+metadata: { name: hog }
+spec:
+  command: [python3, -c, \"b = b'x' * (256 << 20); import time; time.sleep(60)\"]
+  restartPolicy: Never
+  resources: { limits: { memory: 64Mi } }
 ";
 
 const WORKFLOW: &str = "apiVersion: a2a.dev/v1alpha1
@@ -140,6 +148,13 @@ async fn agents_budgets_and_workflows_are_served_as_metrics_and_go_with_their_ob
     .await;
     wait_agent(&client, "crasher", Duration::from_secs(30), |a| a.status.as_ref().is_some_and(|s| s.restarts >= 2))
         .await;
+    wait_agent(&client, "hog", Duration::from_secs(30), |a| {
+        a.status
+            .as_ref()
+            .and_then(|s| s.last_termination.as_ref())
+            .is_some_and(|t| t.reason == a2a::api::agent::TerminationReason::OomKilled)
+    })
+    .await;
     apply(home, WORKFLOW);
     let deadline = Instant::now() + Duration::from_secs(60);
     let wf = loop {
@@ -167,6 +182,8 @@ async fn agents_budgets_and_workflows_are_served_as_metrics_and_go_with_their_ob
     assert_eq!(value(&text, &agent("a2a_agent_replicas", "worker")), Some(1.0), "{text}");
     assert_eq!(value(&text, &agent("a2a_agent_tasks_in_flight", "worker")), Some(0.0), "{text}");
     assert_eq!(value(&text, &agent("a2a_agent_oom_kills_total", "worker")), Some(0.0), "{text}");
+    assert_eq!(value(&text, &agent("a2a_agent_oom_kills_total", "hog")), Some(1.0), "{text}");
+    assert_eq!(value(&text, &agent("a2a_agent_replicas", "hog")), Some(0.0), "{text}");
     assert!(value(&text, &agent("a2a_agent_cpu_throttled_periods_total", "worker")).is_some(), "{text}");
     assert!(value(&text, &agent("a2a_agent_cpu_throttled_seconds_total", "worker")).is_some(), "{text}");
 
