@@ -243,15 +243,21 @@ async fn agents_budgets_and_workflows_are_served_as_metrics_and_go_with_their_ob
         .delete("observed", &DeleteParams::default())
         .await
         .expect("delete the workflow");
-    Api::<Agent>::namespaced(client.clone(), "default")
-        .delete("crasher", &DeleteParams::default())
-        .await
-        .expect("delete the crasher");
+    for name in ["crasher", "worker"] {
+        Api::<Agent>::namespaced(client.clone(), "default")
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete an agent");
+    }
     let text = scrape_until(&client, "the deleted objects' series going", |t| {
-        !t.contains("workflow=\"observed\"") && !t.contains("agent=\"crasher\"")
+        !t.contains("workflow=\"observed\"") && !t.contains("agent=\"crasher\"") && !t.contains("agent=\"worker\"")
     })
     .await;
-    assert!(text.contains("agent=\"worker\""), "{text}");
+    assert!(text.contains("agent=\"hog\""), "{text}");
+    // Not even once the worker's replica has stopped and the node samples again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let text = scrape(&client).await;
+    assert!(!text.contains("agent=\"worker\""), "{text}");
     promtool_check(&text);
     tear_down(daemon).await;
 }

@@ -34,14 +34,17 @@ impl World {
             }
             let running = || rt.replicas.values().filter(|r| r.process.is_some());
             let (mem, cpu) = (running().map(|r| r.memory).sum::<u64>(), running().map(|r| r.cpu_millis).sum::<u64>());
-            crate::metrics::registry().agent_sampled(
-                &k.0,
-                &k.1,
-                Duration::from_micros(cpu_usec),
-                mem,
-                throttled,
-                Duration::from_micros(throttled_usec),
-            );
+            // A deleted agent's replicas still stopping add no series back.
+            if self.agents.contains_key(k) {
+                crate::metrics::registry().agent_sampled(
+                    &k.0,
+                    &k.1,
+                    Duration::from_micros(cpu_usec),
+                    mem,
+                    throttled,
+                    Duration::from_micros(throttled_usec),
+                );
+            }
             let written = rt.written.as_ref().and_then(|w| w.usage.as_ref());
             let moved = |new: u64, old: u64, floor: u64| new.abs_diff(old) >= floor.max(old / 10);
             // A process that has only just started has no usage worth a write yet (its memory
