@@ -145,6 +145,8 @@ fn optional_pieces_render_when_enabled() {
         "--set",
         "serviceMonitor.enabled=true",
         "--set",
+        "grafanaDashboard.enabled=true",
+        "--set",
         "priorityClasses.critical=system-cluster-critical",
         "--set",
         "watchNamespaces={team-a,team-b}",
@@ -152,6 +154,11 @@ fn optional_pieces_render_when_enabled() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let objects = docs(&text(&out.stdout));
     assert!(objects.iter().any(|o| o["kind"] == "ServiceMonitor"));
+    let dashboard = objects.iter().find(|o| o["kind"] == "ConfigMap").expect("the dashboard's ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["a2a.json"].as_str().expect("a2a.json")).expect("dashboard JSON");
+    assert!(json["panels"].as_array().is_some_and(|p| !p.is_empty()), "{json}");
     let deploy = objects.iter().find(|o| o["kind"] == "Deployment").expect("deployment");
     let args: Vec<&str> = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()

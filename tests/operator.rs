@@ -44,6 +44,12 @@ async fn metrics_pass_promtool_and_health_answers() {
     assert!(text.contains("a2a_operator_reconciliations_total{kind=\"Agent\"} 2\n"), "{text}");
     assert!(text.contains("a2a_operator_reconcile_errors_total{kind=\"Agent\",error=\"kube\"} 1\n"), "{text}");
     assert!(text.contains("a2a_operator_leader 0\n"), "{text}");
+    // The families of agents, budgets and workflows, as `a2a serve` serves them.
+    for family in
+        ["a2a_agent_ready_replicas gauge", "a2a_budget_limit gauge", "a2a_workflow_task_duration_seconds histogram"]
+    {
+        assert!(text.contains(&format!("# TYPE {family}\n")), "{text}");
+    }
     let mut child = Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -425,6 +425,7 @@ async fn api_group_list() -> Response {
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let mut body = state.metrics.render(&state.store.counts(), state.store.history_size());
     state.connections.render(&mut body);
+    crate::metrics::registry().render(&mut body);
     let mut r = body.into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

@@ -144,6 +144,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
     let name = agent.name_any();
     let agents: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
     if agent.meta().deletion_timestamp.is_some() {
+        crate::metrics::registry().agent_gone(&ns, &name);
         // The Deployment and Service carry owner references: the garbage collector removes
         // them. Only a budget share needs work before the Agent may go.
         if holds_budget_finalizer(&agent) {
@@ -181,6 +182,16 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
         Err(_) => (None, Vec::new()),
     };
     let status = desired_status(&agent, &verdict, built.as_ref().map(|_| ()), deploy_status.as_ref(), &pods);
+    crate::metrics::registry().agent_status(
+        &ns,
+        &name,
+        status.replicas,
+        status.ready_replicas,
+        u64::from(status.restarts),
+    );
+    if let Some(u) = &status.usage {
+        crate::metrics::registry().agent_memory(&ns, &name, u.memory_bytes);
+    }
     if agent.status.as_ref() != Some(&status) {
         publish_transitions(&ctx, &agent, &status).await;
         let patch = status_patch(agent.status.as_ref(), &status);

@@ -231,6 +231,7 @@ pub fn budget_statuses(
                 pending: pending.len(),
                 alerts: &budget.spec.alerts,
             });
+            crate::metrics::registry().budget(&name, crate::metrics::budget_series(&resolved.limits, &summary));
             status.allocated = Some(summary.allocated);
             status.used = summary.used;
             status.agents = decision.agents.get(&name).copied().unwrap_or(0);
@@ -389,6 +390,8 @@ pub async fn sync(client: &kube::Client, opts: &SyncOptions) -> Result<(), Error
         .await
         .map_err(|source| Error::List { what: "ResourceBudgets", source })?
         .items;
+    // The series of deleted budgets go.
+    crate::metrics::registry().budgets_retain(&budgets.iter().map(|b| b.name_any()).collect());
     if budgets.is_empty() && !opts.resource_quota {
         return Ok(());
     }

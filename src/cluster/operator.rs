@@ -234,6 +234,7 @@ impl Status {
         out.push_str("# HELP a2a_operator_workflows Workflows the engine tracks (leader only).\n");
         out.push_str("# TYPE a2a_operator_workflows gauge\n");
         let _ = writeln!(out, "a2a_operator_workflows {workflows}");
+        crate::metrics::registry().render(&mut out);
         out
     }
 }

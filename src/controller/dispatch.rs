@@ -106,6 +106,11 @@ impl<T> DispatchQueue<T> {
         self.agents.remove(&(namespace.to_owned(), name.to_owned()));
     }
 
+    /// Every agent known, by (namespace, name).
+    pub fn agents(&self) -> impl Iterator<Item = (&(String, String), &Slots)> {
+        self.agents.iter()
+    }
+
     pub fn agent(&self, namespace: &str, name: &str) -> Option<&Slots> {
         self.agents.get(&(namespace.to_owned(), name.to_owned()))
     }

@@ -222,6 +222,8 @@ struct WorkflowState {
     full_outputs: HashMap<String, Arc<str>>,
     /// How often the agent deferred each task's current attempt with `Retry-After`.
     deferrals: HashMap<Arc<str>, u32>,
+    /// When each task's fresh attempt was queued, for the dispatch-latency histogram.
+    queued_at: HashMap<Arc<str>, std::time::Instant>,
     /// The last status write that reached the store: every change made before status write
     /// number `written` began is durable.
     written: u64,
@@ -254,6 +256,7 @@ impl WorkflowState {
             cancel_requested: false,
             full_outputs: HashMap::new(),
             deferrals: HashMap::new(),
+            queued_at: HashMap::new(),
             written: 0,
         }
     }
@@ -299,6 +302,9 @@ impl WorkflowState {
             self.status.tasks[i].a2a_task_id = Some(id.clone());
             self.status.tasks[i].started_at = started.or(Some(crate::api::common::Time(now)));
         }
+        if let Some(queued) = self.queued_at.remove(&t.task) {
+            crate::metrics::registry().task_dispatched(&t.workflow.0, &t.workflow.1, queued.elapsed());
+        }
         let sent_before = context.is_some() && t.resume.is_none() && t.reply.is_none();
         self.status.tasks[i].a2a_context_id = context;
         self.touch(i);
@@ -315,15 +321,25 @@ impl WorkflowState {
         if self.status.tasks[i].phase != TaskPhase::Running {
             return false;
         }
+        let took = self.status.tasks[i].started_at.and_then(|s| Duration::try_from(now.duration_since(s.0)).ok());
+        let (ns, wf) = &t.workflow;
+        let ended = |outcome: &str, reason: &str| {
+            crate::metrics::registry().task_ended(ns, wf, outcome, reason, took);
+        };
         match outcome {
-            Err(_) if self.cancel_requested => plan::record_cancelled(&mut self.status, i, now),
+            Err(_) if self.cancel_requested => {
+                ended("cancelled", "Cancelled");
+                plan::record_cancelled(&mut self.status, i, now);
+            }
             Ok(Outcome::Waiting(Waiting { phase, a2a_task_id, question })) => {
+                ended("waiting", "InputRequired");
                 // Nothing is sent or polled until the question is answered; a cancel
                 // requested meanwhile finds the task waiting and cancels it on the agent.
                 plan::record_waiting(&mut self.status, i, phase, a2a_task_id, question);
                 self.status.tasks[i].waiting_since = Some(crate::api::common::Time(now));
             }
             Ok(Outcome::Done(Output { text, reference, whole, parts })) => {
+                ended("succeeded", "Completed");
                 plan::record_success(&mut self.status, i, text, now);
                 self.status.tasks[i].output_ref = reference;
                 let (data, listing) = parts.map(|p| (p.data, p.listing)).unwrap_or_default();
@@ -338,9 +354,13 @@ impl WorkflowState {
             }
             // A retry would present the same refused credentials or meet the same certificate.
             Err(e) => match e.permanent_reason() {
-                Some(reason) => plan::record_final_failure(&mut self.status, i, reason, e.to_string(), now),
+                Some(reason) => {
+                    ended("failed", reason);
+                    plan::record_final_failure(&mut self.status, i, reason, e.to_string(), now);
+                }
                 None => {
-                    plan::record_failure(&self.spec, &mut self.status, i, e.to_string(), now);
+                    let retried = plan::record_failure(&self.spec, &mut self.status, i, e.to_string(), now);
+                    if retried { ended("retried", "AttemptFailed") } else { ended("failed", "AttemptFailed") }
                 }
             },
         }
@@ -469,6 +489,8 @@ impl Engine {
 
     /// Runs until `shutdown` resolves; then writes what is dirty and returns.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let weak = Arc::downgrade(&self);
+        crate::metrics::registry().add_engine(Box::new(move || weak.upgrade().map(|e| e.gauges())));
         let agents = tokio::spawn(self.clone().watch_agents());
         let workflows = tokio::spawn(self.clone().watch_workflows());
         let dispatcher = tokio::spawn(self.clone().dispatcher());
@@ -484,6 +506,20 @@ impl Engine {
         self.flush_all().await;
     }
 
+    /// The queue and in-flight gauges of the metrics, as they are now.
+    fn gauges(&self) -> crate::metrics::EngineGauges {
+        let st = lock(&self.state);
+        let mut g = crate::metrics::EngineGauges::default();
+        for q in st.queue.iter() {
+            let priority = format!("{:?}", q.priority).to_lowercase();
+            *g.queued.entry((q.namespace.clone(), priority)).or_default() += 1;
+        }
+        for (k, slots) in st.queue.agents() {
+            g.in_flight.insert(k.clone(), u64::from(slots.in_flight));
+        }
+        g
+    }
+
     fn agent_api(&self) -> Api<Agent> {
         match &self.config.namespace {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
@@ -497,6 +533,8 @@ impl Engine {
             match event {
                 Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => self.agent_changed(a),
                 Ok(watcher::Event::Delete(a)) => {
+                    // Also on a cluster, where no node sees an agent go.
+                    crate::metrics::registry().agent_gone(&a.namespace().unwrap_or_default(), &a.name_any());
                     self.forget_clients(&a.uid().unwrap_or_default());
                     let k = key_of(&a);
                     let mut st = lock(&self.state);
@@ -661,6 +699,7 @@ impl Engine {
             w.attempts.cancel_all();
         }
         st.queue.retain(|t| &t.workflow != k);
+        crate::metrics::registry().workflow_gone(&k.0, &k.1);
     }
 
     /// Asks for `k`'s state machine to run soon. Requests made while a step is pending join
@@ -768,6 +807,7 @@ impl Engine {
             if !w.attempts.queue(&name) {
                 continue;
             }
+            w.queued_at.insert(name.clone(), std::time::Instant::now());
             let task = &w.spec.tasks[r.index];
             let target = match (&task.agent, &task.skill) {
                 (Some(a), _) => Target::Agent(a.clone()),

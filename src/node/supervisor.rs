@@ -147,6 +147,8 @@ struct Replica {
     cpu: Option<(Instant, u64)>,
     cpu_millis: u64,
     throttled: u64,
+    /// Time spent throttled at the last sample, microseconds.
+    throttled_usec: u64,
     throttling: bool,
     /// Bytes charged at the last sample.
     memory: u64,
@@ -181,6 +183,7 @@ impl Replica {
             cpu: None,
             cpu_millis: 0,
             throttled: 0,
+            throttled_usec: 0,
             throttling: false,
             memory: 0,
             probes: 0,
@@ -516,6 +519,7 @@ impl World {
             }
             NodeEvent::AgentGone(k) => {
                 self.agents.remove(&k);
+                crate::metrics::registry().agent_gone(&k.0, &k.1);
                 self.dirty.insert(k);
                 // Freed room may admit the agents that wait for it.
                 self.dirty.extend(self.waiting.iter().cloned());
@@ -531,6 +535,7 @@ impl World {
             }
             NodeEvent::BudgetGone(n) => {
                 self.budgets.remove(&n);
+                crate::metrics::registry().budget_gone(&n);
                 self.budget_written.remove(&n);
                 self.alerts_firing.retain(|(b, _), _| *b != n);
                 self.all_dirty = true;
@@ -687,13 +692,15 @@ impl World {
             let mut status = self.budget_written.get(name).cloned().or_else(|| b.status.clone()).unwrap_or_default();
             let stats = node.budget_cgroup(&self.budgets, name).and_then(|p| node.driver.stats(&p).ok());
             let pending = decision.pending.get(name).cloned().unwrap_or_default();
+            let limits = admission::budget_limits(&b.spec, Host::Local { cores: node.host_cores }).unwrap_or_default();
             let summary = budget_status(&BudgetFacts {
-                limits: admission::budget_limits(&b.spec, Host::Local { cores: node.host_cores }).unwrap_or_default(),
+                limits,
                 allocated: decision.allocated.get(name).copied().unwrap_or_default(),
                 used: facts::budget_use(stats.as_ref(), cpu.get(name).copied().unwrap_or(0)),
                 pending: pending.len(),
                 alerts: &b.spec.alerts,
             });
+            crate::metrics::registry().budget(name, crate::metrics::budget_series(&limits, &summary));
             status.allocated = Some(summary.allocated);
             status.used = summary.used;
             status.agents = decision.agents.get(name).copied().unwrap_or(0);
@@ -839,6 +846,14 @@ fn url_status(agent: &Agent, rt: &AgentRuntime) -> AgentStatus {
 
 /// Queues the status for writing when it differs from the last one queued (or stored).
 fn write_agent(node: &Node, agent: &Agent, rt: &mut AgentRuntime, status: AgentStatus) {
+    let (ns, name) = key_of(agent);
+    crate::metrics::registry().agent_status(
+        &ns,
+        &name,
+        status.replicas,
+        status.ready_replicas,
+        u64::from(status.restarts),
+    );
     let last = rt.written.as_ref().or(agent.status.as_ref());
     if last == Some(&status) {
         return;

@@ -298,6 +298,8 @@ pub struct CgroupUsage {
     pub memory_current: u64,
     pub cpu_usage_usec: u64,
     pub nr_throttled: u64,
+    /// Time spent throttled, microseconds.
+    pub throttled_usec: u64,
 }
 
 /// One interface for cgroup v1 and v2. Paths are relative to the driver's root.
@@ -340,6 +342,7 @@ pub trait CgroupDriver: Send + Sync + fmt::Debug {
             memory_current: s.memory_current,
             cpu_usage_usec: s.cpu_usage_usec,
             nr_throttled: s.nr_throttled,
+            throttled_usec: s.throttled_usec,
         })
     }
 

@@ -261,13 +261,16 @@ impl CgroupDriver for CgroupV1 {
 
     fn usage(&self, path: &CgroupPath) -> Result<CgroupUsage> {
         let cpu_stat = path.under(&self.cpu).join("cpu.stat");
+        let [nr_throttled, throttled_ns] =
+            fs::read_with(&cpu_stat, |s| fs::parse_keys(&cpu_stat, s, ["nr_throttled", "throttled_time"]))?;
         Ok(CgroupUsage {
             memory_current: fs::read_u64(&path.under(&self.memory).join("memory.usage_in_bytes"))?,
             cpu_usage_usec: match &self.cpuacct {
                 Some(h) => fs::read_u64(&path.under(h).join("cpuacct.usage"))? / 1000,
                 None => 0,
             },
-            nr_throttled: fs::read_key(&cpu_stat, "nr_throttled")?,
+            nr_throttled,
+            throttled_usec: throttled_ns / 1000,
         })
     }
 

@@ -162,9 +162,14 @@ impl CgroupDriver for CgroupV2 {
     fn usage(&self, path: &CgroupPath) -> Result<CgroupUsage> {
         let d = self.dir(path);
         let cpu = d.join("cpu.stat");
-        let [cpu_usage_usec, nr_throttled] =
-            fs::read_with(&cpu, |s| fs::parse_keys(&cpu, s, ["usage_usec", "nr_throttled"]))?;
-        Ok(CgroupUsage { memory_current: fs::read_u64(&d.join("memory.current"))?, cpu_usage_usec, nr_throttled })
+        let [cpu_usage_usec, nr_throttled, throttled_usec] =
+            fs::read_with(&cpu, |s| fs::parse_keys(&cpu, s, ["usage_usec", "nr_throttled", "throttled_usec"]))?;
+        Ok(CgroupUsage {
+            memory_current: fs::read_u64(&d.join("memory.current"))?,
+            cpu_usage_usec,
+            nr_throttled,
+            throttled_usec,
+        })
     }
 
     fn freeze(&self, path: &CgroupPath) -> Result<()> {

@@ -32,6 +32,9 @@ impl World {
         let oom_after = node.driver.stats(&r.cgroup).map_or(r.oom_before, |s| s.oom_kills);
         let termination = process::classify(&info, r.oom_before, oom_after, Time::now());
         tracing::info!(agent = %key.1, replica, pid, reason = ?termination.reason, "agent replica exited");
+        if termination.reason == crate::api::agent::TerminationReason::OomKilled && self.agents.contains_key(key) {
+            crate::metrics::registry().agent_oom_killed(&key.0, &key.1);
+        }
         r.oom_before = oom_after;
         r.process = None;
         node.remove_secret_files(&r.cgroup);

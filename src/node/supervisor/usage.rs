@@ -1,6 +1,6 @@
 //! The periodic sample of every replica's kernel statistics.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Node, USAGE_HEARTBEAT, USAGE_MIN_AGE, World};
 
@@ -13,8 +13,14 @@ impl World {
         let wall = jiff::Timestamp::now();
         for (k, rt) in &mut self.runtime {
             let mut changed = false;
+            let (mut cpu_usec, mut throttled, mut throttled_usec) = (0, 0, 0);
             for r in rt.replicas.values_mut().filter(|r| r.process.is_some()) {
                 let Ok(u) = node.driver.usage(&r.cgroup) else { continue };
+                // A replica's cgroup is made anew for each start, so its counters begin at 0.
+                cpu_usec += u.cpu_usage_usec.saturating_sub(r.cpu.map_or(0, |(_, usec)| usec));
+                throttled += u.nr_throttled.saturating_sub(r.throttled);
+                throttled_usec += u.throttled_usec.saturating_sub(r.throttled_usec);
+                r.throttled_usec = u.throttled_usec;
                 if let Some((t, usec)) = r.cpu {
                     let dt = now.duration_since(t).as_micros().max(1) as u64;
                     r.cpu_millis = u.cpu_usage_usec.saturating_sub(usec) * 1000 / dt;
@@ -28,6 +34,17 @@ impl World {
             }
             let running = || rt.replicas.values().filter(|r| r.process.is_some());
             let (mem, cpu) = (running().map(|r| r.memory).sum::<u64>(), running().map(|r| r.cpu_millis).sum::<u64>());
+            // A deleted agent's replicas still stopping add no series back.
+            if self.agents.contains_key(k) {
+                crate::metrics::registry().agent_sampled(
+                    &k.0,
+                    &k.1,
+                    Duration::from_micros(cpu_usec),
+                    mem,
+                    throttled,
+                    Duration::from_micros(throttled_usec),
+                );
+            }
             let written = rt.written.as_ref().and_then(|w| w.usage.as_ref());
             let moved = |new: u64, old: u64, floor: u64| new.abs_diff(old) >= floor.max(old / 10);
             // A process that has only just started has no usage worth a write yet (its memory
