@@ -91,8 +91,8 @@ impl DeleteOptions {
         let (mut uid, mut resource_version) = (None, None);
         if !body.iter().all(u8::is_ascii_whitespace) {
             // client-go's typed clients (helm's storage among them) send it as protobuf.
-            let value = if body.starts_with(super::pbwire::MAGIC) {
-                super::pbwire::delete_options(body)?
+            let value = if body.starts_with(super::protobuf::MAGIC) {
+                super::protobuf::decode_delete_options(body)?
             } else {
                 parse_body(body, false)?
             };

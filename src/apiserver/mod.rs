@@ -34,7 +34,6 @@ pub mod managed;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
-pub mod pbwire;
 pub mod pki;
 pub mod protobuf;
 pub mod reserve;

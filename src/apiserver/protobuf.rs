@@ -1,6 +1,7 @@
 //! The Kubernetes protobuf encoding (`application/vnd.kubernetes.protobuf`) of the built-in
 //! kinds served: Namespaces, ConfigMaps, Secrets, Events (core and `events.k8s.io`), Leases,
-//! their Lists, `Status` (errors) and `DeleteOptions`, both ways.
+//! their Lists, `Status` (errors) and `DeleteOptions`, both ways; and the access reviews
+//! `kubectl auth` sends, read.
 //!
 //! client-go's typed clients (`kubectl create namespace|configmap|secret`, Helm's release
 //! storage, leader election) send these kinds as protobuf and prefer protobuf answers. A body
@@ -34,7 +35,8 @@ use super::status::ApiError;
 
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 pub const WATCH_MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf;stream=watch";
-const MAGIC: &[u8] = b"k8s\0";
+/// What every protobuf body starts with.
+pub const MAGIC: &[u8] = b"k8s\0";
 
 /// The type of one field.
 #[derive(Clone, Copy)]
@@ -220,6 +222,25 @@ const DELETE_OPTIONS: &[F] = &[
     ptr(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Bool),
 ];
 
+const RESOURCE_ATTRIBUTES: &[F] = &[
+    f(1, "namespace", Str),
+    f(2, "verb", Str),
+    f(3, "group", Str),
+    f(4, "version", Str),
+    f(5, "resource", Str),
+    f(6, "subresource", Str),
+    f(7, "name", Str),
+];
+const NON_RESOURCE_ATTRIBUTES: &[F] = &[f(1, "path", Str), f(2, "verb", Str)];
+const ACCESS_REVIEW_SPEC: &[F] = &[
+    f(1, "resourceAttributes", Msg(RESOURCE_ATTRIBUTES)),
+    f(2, "nonResourceAttributes", Msg(NON_RESOURCE_ATTRIBUTES)),
+];
+const ACCESS_REVIEW: &[F] = &[f(1, "metadata", Msg(OBJECT_META)), f(2, "spec", Msg(ACCESS_REVIEW_SPEC))];
+const RULES_REVIEW_SPEC: &[F] = &[f(1, "namespace", Str)];
+const RULES_REVIEW: &[F] = &[f(1, "metadata", Msg(OBJECT_META)), f(2, "spec", Msg(RULES_REVIEW_SPEC))];
+const SELF_REVIEW: &[F] = &[f(1, "metadata", Msg(OBJECT_META))];
+
 /// A list kind's message: `metadata` (ListMeta) and `items`.
 macro_rules! lists {
     ($($list:ident = $item:ident;)*) => {
@@ -252,6 +273,10 @@ fn message(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("coordination.k8s.io/v1", "LeaseList") => LEASE_LIST,
         ("v1", "Status") => STATUS,
         ("v1" | "meta.k8s.io/v1", "DeleteOptions") => DELETE_OPTIONS,
+        // Requests only: the access reviews `kubectl auth` sends (answered in JSON).
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => RULES_REVIEW,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_REVIEW,
         _ => return None,
     })
 }
@@ -854,6 +879,16 @@ mod tests {
                           "preconditions": {"uid": "u", "resourceVersion": "1"}, "orphanDependents": false,
                           "propagationPolicy": "Background", "dryRun": ["All"],
                           "ignoreStoreReadErrorWithClusterBreakingPotential": false}));
+        // The access reviews `kubectl auth` sends.
+        round_trip(json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                          "metadata": {"name": "r"},
+                          "spec": {"resourceAttributes": {"namespace": "ns", "verb": "create", "group": "a2a.dev",
+                                   "version": "v1alpha1", "resource": "agents", "subresource": "status", "name": "a"},
+                                   "nonResourceAttributes": {"path": "/healthz", "verb": "get"}}}));
+        round_trip(json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
+                          "spec": {"namespace": "ns"}}));
+        round_trip(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+                          "metadata": {"name": "me"}}));
         // Negative numbers are ten-byte varints.
         round_trip(json!({"apiVersion": "v1", "kind": "Status", "code": -1}));
     }

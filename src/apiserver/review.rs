@@ -9,11 +9,10 @@
 //! without a valid token never get here (401).
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::pbwire;
 use super::status::{ApiError, json_response};
 
 /// The groups the administrator belongs to, as `kubectl auth whoami` shows them.
@@ -43,23 +42,14 @@ pub fn discovery(group: &str, version: &str) -> Vec<Value> {
         .collect()
 }
 
-fn is_protobuf(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|m| m.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case(super::protobuf::MEDIA_TYPE))
-}
-
 /// The `spec` of the review in the body (JSON, YAML or protobuf).
-fn spec_of(
-    kind: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-    from_protobuf: fn(&[u8]) -> Result<Value, ApiError>,
-) -> Result<Value, ApiError> {
-    if is_protobuf(headers) {
-        return from_protobuf(body);
+fn spec_of(kind: &str, headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    if super::protobuf::body_is_protobuf(headers) {
+        let Some(review) = super::computed::RESOURCES.iter().find(|r| r.kind == kind) else {
+            return Err(ApiError::bad_request(format!("{kind} cannot be read from protobuf")));
+        };
+        let object = super::protobuf::decode(review, body)?;
+        return Ok(object.get("spec").cloned().unwrap_or_else(|| json!({})));
     }
     if body.is_empty() {
         return Ok(json!({}));
@@ -99,7 +89,7 @@ pub fn serve(method: &Method, plural: &str, headers: &HeaderMap, body: &Bytes) -
     match plural {
         "selfsubjectaccessreviews" => {
             let kind = "SelfSubjectAccessReview";
-            let spec = spec_of(kind, headers, body, pbwire::access_review_spec)?;
+            let spec = spec_of(kind, headers, body)?;
             let has = |f: &str| spec.get(f).is_some_and(|v| !v.is_null());
             match (has("resourceAttributes"), has("nonResourceAttributes")) {
                 (true, true) => {
@@ -122,7 +112,7 @@ pub fn serve(method: &Method, plural: &str, headers: &HeaderMap, body: &Bytes) -
         }
         "selfsubjectrulesreviews" => {
             let kind = "SelfSubjectRulesReview";
-            let spec = spec_of(kind, headers, body, pbwire::rules_review_spec)?;
+            let spec = spec_of(kind, headers, body)?;
             let status = json!({
                 "resourceRules": [
                     {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],

@@ -1,10 +1,10 @@
 //! helm 4 with its default (Secret) storage driver, packaging an agent team: a chart of
-//! Agents, a Workflow and a ResourceBudget (`examples/agent-team-chart`).
+//! Agents, a Workflow and a ResourceBudget (`charts/agent-team`).
 
 use crate::harness::{Server, root};
 
 fn chart() -> String {
-    root().join("examples/agent-team-chart").display().to_string()
+    root().join("charts/agent-team").display().to_string()
 }
 
 fn helm_ok(s: &Server, args: &[&str]) -> String {
