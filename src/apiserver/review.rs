@@ -151,7 +151,7 @@ mod tests {
 
     fn json_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        h.insert(axum::http::header::CONTENT_TYPE, "application/json".parse().unwrap());
         h
     }
 
