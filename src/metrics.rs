@@ -8,35 +8,56 @@ use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-/// Upper bounds of the dispatch-latency and task-duration buckets, in seconds.
-const BUCKETS: [f64; 14] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0];
-
-#[derive(Clone, Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// The upper bounds of a histogram's buckets, in seconds.
+pub trait Buckets {
+    const BOUNDS: &'static [f64];
 }
 
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        for (i, bound) in BUCKETS.iter().enumerate() {
+/// A Prometheus histogram with the buckets of `B`.
+#[derive(Clone, Debug)]
+pub struct Histogram<B> {
+    counts: Vec<u64>,
+    count: u64,
+    sum: f64,
+    buckets: std::marker::PhantomData<B>,
+}
+
+impl<B: Buckets> Default for Histogram<B> {
+    fn default() -> Self {
+        Histogram { counts: vec![0; B::BOUNDS.len()], count: 0, sum: 0.0, buckets: std::marker::PhantomData }
+    }
+}
+
+impl<B: Buckets> Histogram<B> {
+    pub fn observe(&mut self, seconds: f64) {
+        for (slot, bound) in self.counts.iter_mut().zip(B::BOUNDS) {
             if seconds <= *bound {
-                self.counts[i] += 1;
+                *slot += 1;
             }
         }
         self.count += 1;
         self.sum += seconds;
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {}", self.counts[i]);
+    /// Its series named `name`, with `labels` (`a="x",b="y"`, or empty).
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (n, bound) in self.counts.iter().zip(B::BOUNDS) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
+}
+
+/// The dispatch-latency and task-duration buckets: from a millisecond to five minutes.
+#[derive(Clone, Debug)]
+struct TaskTimes;
+
+impl Buckets for TaskTimes {
+    const BOUNDS: &'static [f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0];
 }
 
 /// What the node knows of one agent.
@@ -72,8 +93,8 @@ pub struct BudgetSeries {
 
 #[derive(Clone, Debug, Default)]
 struct WorkflowSeries {
-    dispatch_latency: Histogram,
-    task_duration: Histogram,
+    dispatch_latency: Histogram<TaskTimes>,
+    task_duration: Histogram<TaskTimes>,
     /// (outcome, reason) -> count.
     outcomes: BTreeMap<(String, String), u64>,
     retries: u64,
