@@ -17,7 +17,7 @@ secs="${1:-600}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(manifest scalars patch apply selector a2a_message)
+    targets=(manifest scalars patch apply selector a2a_message strategic protobuf)
 fi
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
