@@ -50,7 +50,10 @@ with zipfile.ZipFile(sys.argv[1]) as z:
 PY
   rm -rf "$tmp"
 fi
-.ci/cache/kubectl-1.35 version --client 2>/dev/null | grep -q 'Client Version: v1\.35\.' \
+# Read whole before matching: `grep -q` stops early, and the writer's SIGPIPE would fail the
+# pipeline under pipefail.
+kubectl_next=$(.ci/cache/kubectl-1.35 version --client 2>/dev/null || true)
+grep -q 'Client Version: v1\.35\.' <<<"$kubectl_next" \
   || { echo ".ci/cache/kubectl-1.35 is not kubectl 1.35" >&2; exit 1; }
 .ci/cache/helm version --short >/dev/null
 
