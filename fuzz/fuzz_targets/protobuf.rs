@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(object) = protobuf::decode(res, body) else { return };
     let Some(Ok(bytes)) = protobuf::encode(&object) else { return };
     let once = protobuf::decode(res, &bytes).expect("what a2a encodes decodes");
-    let Some(Ok(bytes)) = protobuf::encode(&once) else { panic!("what a2a decoded from its own bytes does not encode") };
+    let Some(Ok(bytes)) = protobuf::encode(&once) else {
+        panic!("what a2a decoded from its own bytes does not encode")
+    };
     let twice = protobuf::decode(res, &bytes).expect("what a2a encodes decodes");
     assert_eq!(twice, once, "a body read back from a2a's own encoding changes on a second pass");
 });
