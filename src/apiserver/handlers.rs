@@ -634,7 +634,11 @@ impl AppState {
                     }
                     return present(t.resource, Object::Stored(v));
                 }
-                Err(store::Error::Conflict { .. }) if explicit.is_none() => continue,
+                // Another write came between the read and this one: read again. A
+                // resourceVersion the client pinned is checked against the new object above,
+                // so it conflicts then; a patch that names none (the stored version rides
+                // along in `proposed`) is applied again, as the kube-apiserver retries it.
+                Err(store::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(self.store_error(t, &name, e)),
             }
         }
