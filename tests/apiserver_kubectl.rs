@@ -7,19 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-
-fn kubectl_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("KUBECTL") {
-        return PathBuf::from(p);
-    }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = PathBuf::from(dir).join("kubectl");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("kubectl not found: install kubectl 1.32 on the PATH or point KUBECTL at it");
-}
+use common::kubectl_bin;
 
 struct Kubectl {
     kubeconfig: PathBuf,

@@ -8,20 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::kubectl_bin;
 use common::{Daemon, run_a2a};
-
-fn kubectl_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("KUBECTL") {
-        return PathBuf::from(p);
-    }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = PathBuf::from(dir).join("kubectl");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("kubectl not found: install kubectl 1.32 on the PATH or point KUBECTL at it");
-}
 
 /// kubectl with the daemon's kubeconfig, a private discovery cache, and stdin from `input`.
 fn kubectl(daemon: &Daemon, cache: &Path, args: &[&str], input: Option<&str>) -> (bool, String, String) {

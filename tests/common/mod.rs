@@ -226,3 +226,17 @@ pub fn run_a2a(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The real kubectl 1.32: `$KUBECTL`, else the one on the `PATH`.
+pub fn kubectl_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("KUBECTL") {
+        return std::path::PathBuf::from(p);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = std::path::PathBuf::from(dir).join("kubectl");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("kubectl not found: install kubectl 1.32 on the PATH or point KUBECTL at it");
+}

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::common::Daemon;
+use crate::common::kubectl_bin;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -138,19 +139,6 @@ fn texts(out: Output) -> (bool, String, String) {
 
 fn venv() -> PathBuf {
     std::env::var_os("A2A_TEST_VENV").map(PathBuf::from).unwrap_or_else(|| root().join(".venv"))
-}
-
-fn kubectl_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("KUBECTL") {
-        return PathBuf::from(p);
-    }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = PathBuf::from(dir).join("kubectl");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("kubectl not found: install kubectl 1.32 on the PATH or point KUBECTL at it");
 }
 
 fn kubectl_next() -> Option<PathBuf> {
