@@ -874,6 +874,7 @@ pub(crate) async fn send_raw(
     timeout: Option<Duration>,
 ) -> Result<http::Response<hyper::body::Incoming>> {
     let host = req.uri().host().unwrap_or_default().to_owned();
+    let tls = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
     let fut = http.pool.request(req);
     let res = match timeout {
         Some(after) => {
@@ -881,7 +882,7 @@ pub(crate) async fn send_raw(
         }
         None => fut.await,
     };
-    res.map_err(|source| match super::tls::failure(&source, &host) {
+    res.map_err(|source| match super::tls::failure(&source, &host, tls) {
         Some(super::tls::Failure::Refused(reason)) => Error::Tls { url: url.to_owned(), reason },
         Some(super::tls::Failure::Closed(reason)) => Error::TlsClosed { url: url.to_owned(), reason },
         None => Error::Connect { url: url.to_owned(), source },

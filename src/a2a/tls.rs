@@ -156,21 +156,32 @@ pub enum Failure {
 
 /// The TLS failure somewhere in `error`'s chain of sources, said plainly, for the agent at
 /// `host`: a certificate that does not verify ("certificate verify failed: UnknownIssuer for
-/// agent.example"), an alert the agent sent, another handshake failure, or a connection the
-/// agent closed without ending TLS.
-pub fn failure(error: &(dyn std::error::Error + 'static), host: &str) -> Option<Failure> {
+/// agent.example"), an alert the agent sent, another handshake failure, or (when `tls`: the
+/// request went over TLS) a connection the agent closed without ending TLS. The last comes in
+/// several forms, as the agent's close races the request: a TLS 1.3 client finishes its
+/// handshake before the agent checks the client certificate, so the close meets the request as
+/// a missing `close_notify`, a reset, or a response that never came.
+pub fn failure(error: &(dyn std::error::Error + 'static), host: &str, tls: bool) -> Option<Failure> {
+    let closed = || {
+        Failure::Closed(format!(
+            "TLS with {host} failed: the agent closed the connection without ending TLS (an agent that \
+             requires a client certificate does this when none is presented; see spec.tls.clientCertificateSecret)"
+        ))
+    };
     let mut next = Some(error);
     while let Some(e) = next {
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
             return Some(Failure::Refused(describe(r, host)));
         }
+        if tls && e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return Some(closed());
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
             // rustls reports a bare close as an UnexpectedEof naming close_notify.
-            if io.kind() == std::io::ErrorKind::UnexpectedEof && io.to_string().contains("close_notify") {
-                return Some(Failure::Closed(format!(
-                    "TLS with {host} failed: the agent closed the connection without ending TLS (an agent that \
-                     requires a client certificate does this when none is presented; see spec.tls.clientCertificateSecret)"
-                )));
+            let bare_close = io.kind() == UnexpectedEof && io.to_string().contains("close_notify");
+            if bare_close || (tls && matches!(io.kind(), ConnectionReset | BrokenPipe)) {
+                return Some(closed());
             }
             // An io::Error's `source` skips the error it wraps (it may be another io::Error).
             if let Some(inner) = io.get_ref() {
@@ -186,6 +197,10 @@ pub fn failure(error: &(dyn std::error::Error + 'static), host: &str) -> Option<
 fn describe(e: &rustls::Error, host: &str) -> String {
     match e {
         rustls::Error::InvalidCertificate(c) => format!("certificate verify failed: {} for {host}", certificate(c)),
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => format!(
+            "TLS handshake with {host} failed: the agent requires a client certificate (alert CertificateRequired); \
+             see spec.tls.clientCertificateSecret"
+        ),
         rustls::Error::AlertReceived(alert) => {
             format!("TLS handshake with {host} failed: the agent sent the alert {alert:?}")
         }
@@ -238,14 +253,29 @@ mod tests {
         );
         let e = std::io::Error::other(inner);
         assert_eq!(
-            failure(&e, "agent.example"),
+            failure(&e, "agent.example", true),
             Some(Failure::Refused("certificate verify failed: UnknownIssuer for agent.example".into()))
         );
         let closed = std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             "peer closed connection without sending TLS close_notify",
         );
-        assert!(matches!(failure(&closed, "h"), Some(Failure::Closed(m)) if m.contains("client certificate")));
-        assert_eq!(failure(&std::io::Error::other("refused"), "h"), None);
+        assert!(matches!(failure(&closed, "h", true), Some(Failure::Closed(m)) if m.contains("client certificate")));
+        assert_eq!(failure(&std::io::Error::other("refused"), "h", true), None);
+    }
+
+    #[test]
+    fn a_close_that_races_the_request_is_named_on_tls_only() {
+        // The agent's close after a TLS 1.3 handshake may reach the client as a reset.
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(matches!(failure(&reset, "h", true), Some(Failure::Closed(m)) if m.contains("client certificate")));
+        assert_eq!(failure(&reset, "h", false), None, "over plain HTTP a reset is no TLS failure");
+        let required = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        );
+        assert!(
+            matches!(failure(&required, "h", true), Some(Failure::Refused(m)) if m.contains("requires a client certificate"))
+        );
     }
 }
