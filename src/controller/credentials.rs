@@ -197,35 +197,42 @@ pub fn has_token(agent: &Agent) -> bool {
 
 /// The token of `agent`, creating its Secret (owned by the Agent) on first use. A Secret of
 /// that name owned by an earlier Agent of the same name is replaced.
+///
+/// A first start tries the create first: an apply of many agents then costs one API round
+/// trip per agent, not a read that finds nothing and then the create. A restart (the Agent's
+/// status says it ran) reads first, as its Secret is there.
 pub async fn ensure_token(client: &kube::Client, agent: &Agent) -> Result<String, Error> {
     let namespace = agent.namespace().unwrap_or_default();
     let name = token_secret_name(&agent.name_any());
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let uid = agent.uid().unwrap_or_default();
     let write = |source| Error::Write { namespace: namespace.clone(), name: name.clone(), source: Box::new(source) };
+    let mut read_first = agent.status.as_ref().is_some_and(|s| s.replicas > 0 || s.restarts > 0);
     for _ in 0..3 {
-        let existing = api.get_opt(&name).await.map_err(|source| Error::Read {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            field: "the agent's token".into(),
-            source: Box::new(source),
-        })?;
-        if let Some(s) = existing {
-            let owned = s.owner_references().iter().any(|o| o.uid == uid);
-            let token =
-                s.data.as_ref().and_then(|d| d.get(TOKEN_KEY)).and_then(|b| String::from_utf8(b.0.clone()).ok());
-            match token {
-                Some(t) if owned && !t.is_empty() => return Ok(t),
-                _ => {
-                    // Left by an earlier Agent of this name (or emptied): replaced.
-                    let dp = DeleteParams {
-                        preconditions: Some(Preconditions { uid: s.uid(), resource_version: None }),
-                        ..DeleteParams::default()
-                    };
-                    match api.delete(&name, &dp).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                        Err(e) => return Err(write(e)),
+        if read_first {
+            let existing = api.get_opt(&name).await.map_err(|source| Error::Read {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                field: "the agent's token".into(),
+                source: Box::new(source),
+            })?;
+            if let Some(s) = existing {
+                let owned = s.owner_references().iter().any(|o| o.uid == uid);
+                let token =
+                    s.data.as_ref().and_then(|d| d.get(TOKEN_KEY)).and_then(|b| String::from_utf8(b.0.clone()).ok());
+                match token {
+                    Some(t) if owned && !t.is_empty() => return Ok(t),
+                    _ => {
+                        // Left by an earlier Agent of this name (or emptied): replaced.
+                        let dp = DeleteParams {
+                            preconditions: Some(Preconditions { uid: s.uid(), resource_version: None }),
+                            ..DeleteParams::default()
+                        };
+                        match api.delete(&name, &dp).await {
+                            Ok(_) => {}
+                            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                            Err(e) => return Err(write(e)),
+                        }
                     }
                 }
             }
@@ -245,8 +252,8 @@ pub async fn ensure_token(client: &kube::Client, agent: &Agent) -> Result<String
         };
         match api.create(&PostParams::default(), &secret).await {
             Ok(_) => return Ok(token),
-            // Created meanwhile (another replica's start): read it back.
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            // There already (a restart, another replica's start, an earlier Agent's): read it.
+            Err(kube::Error::Api(s)) if s.code == 409 => read_first = true,
             Err(e) => return Err(write(e)),
         }
     }

@@ -404,7 +404,12 @@ impl DynamicUsers {
             remove_tree(&self.home_of(uid))?;
             let mut f =
                 OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file).map_err(io("create", &file))?;
-            f.write_all(me.render().as_bytes()).and_then(|()| f.sync_all()).map_err(io("write", &file))?;
+            // Not synced: the claim guards against the host's other daemons, which see the
+            // file as soon as it exists; a crash of the host that lost it also ended every
+            // process that ran with the uid, and a home left owned by it is remade on the
+            // next allocation (`ensure_home`). A sync here, under the host-wide lock, put one
+            // journal commit per agent in a row in front of every start.
+            f.write_all(me.render().as_bytes()).map_err(io("write", &file))?;
             self.remember(&me, uid);
             return Ok(DynamicUser { uid, home: self.ensure_home(uid)? });
         }

@@ -51,7 +51,7 @@ use budgets::set_limits_clamped;
 pub use config::NodeConfig;
 use deadlines::Deadlines;
 pub use error::{Error, Result};
-use spawn::{START_CONCURRENCY, StartJob};
+use spawn::{START_CONCURRENCY, StartJob, TOKEN_CONCURRENCY};
 pub use stdio::StdioTasks;
 
 /// The cgroup, inside a budget with `backgroundCpu`, that caps its background agents
@@ -236,6 +236,8 @@ pub struct Node {
     stdio_runs: std::sync::Mutex<HashSet<CgroupPath>>,
     /// Bounds the replica starts in flight (see `START_CONCURRENCY`).
     start_slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds the API calls of starts in flight (see `TOKEN_CONCURRENCY`).
+    token_slots: tokio::sync::Semaphore,
     /// Set when a node that stops its agents is stopping: no new process or cgroup is made.
     closing: std::sync::atomic::AtomicBool,
     /// Agents' uids, homes and views of the system.
@@ -331,6 +333,7 @@ impl Node {
             writes: StatusQueue::default(),
             stdio_runs: std::sync::Mutex::default(),
             start_slots: Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY)),
+            token_slots: tokio::sync::Semaphore::new(TOKEN_CONCURRENCY),
             closing: std::sync::atomic::AtomicBool::new(false),
             sandbox,
             objects: std::sync::RwLock::default(),

@@ -109,7 +109,6 @@ impl World {
             let (node, budgets) = (node.clone(), budgets.clone());
             tokio::spawn(async move {
                 let (key, replica) = (job.key.clone(), job.replica);
-                let slot = node.start_slots.clone().acquire_owned().await;
                 // The agent's object stays until its processes are gone (see `deletion`); the
                 // finalizer's write overlaps the start instead of delaying it.
                 let unheld = (!crate::cluster::finalizer::has(&job.agent, crate::node::deletion::PROCESSES_FINALIZER))
@@ -121,17 +120,26 @@ impl World {
                     }
                 };
                 // The agent's own token (its Secret is made on first use), handed to it as
-                // A2A_AGENT_TOKEN; the engine presents the same token on every call.
-                let token = match credentials::has_token(&job.agent) {
-                    true => credentials::ensure_token(&node.client, &job.agent).await.map(Some).map_err(Error::Token),
-                    false => Ok(None),
+                // A2A_AGENT_TOKEN; the engine presents the same token on every call. Fetched
+                // before a start slot is taken: the slots bound the kernel's work, and an API
+                // round trip held in one would leave the others' starts waiting on it.
+                let start = async {
+                    let token = match credentials::has_token(&job.agent) {
+                        true => {
+                            let _call = node.token_slots.acquire().await;
+                            credentials::ensure_token(&node.client, &job.agent).await.map(Some).map_err(Error::Token)
+                        }
+                        false => Ok(None),
+                    };
+                    let slot = node.start_slots.clone().acquire_owned().await;
+                    let worker = node.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _slot = slot;
+                        let ready = port.and_then(|port| token.map(|token| (port, token)));
+                        ready.and_then(|(port, token)| start_replica(&worker, &budgets, &job, port, token))
+                    })
+                    .await
                 };
-                let worker = node.clone();
-                let start = tokio::task::spawn_blocking(move || {
-                    let _slot = slot;
-                    let ready = port.and_then(|port| token.map(|token| (port, token)));
-                    ready.and_then(|(port, token)| start_replica(&worker, &budgets, &job, port, token))
-                });
                 let (held, result) = tokio::join!(hold, start);
                 if let Err(e) = held {
                     tracing::warn!(agent = %key.1, error = %e, "the agent's object may go before its processes");
@@ -210,6 +218,11 @@ pub(super) struct StartJob {
 /// takes a global lock and an RCU grace period; exec), so starts overlap well even on two
 /// cores; the bound keeps a burst from taking every blocking thread.
 pub(super) const START_CONCURRENCY: usize = 8;
+
+/// How many starts fetch their agent's token at once: enough to keep the start slots fed
+/// while the API answers, few enough that an apply of hundreds of agents does not open a
+/// connection to the API server per agent.
+pub(super) const TOKEN_CONCURRENCY: usize = 16;
 
 pub(super) fn start_replica(
     node: &Node,
