@@ -15,8 +15,10 @@
 //!
 //! Beside them, the floors no server can go under on this machine, measured in the same run:
 //! a bare TCP round trip between the same two runtimes (no TLS, HTTP or JSON), with and
-//! without the log's write + fdatasync on the server's side, and what waking a thread costs
-//! on one CPU and across two.
+//! without the log's write + fdatasync on the server's side; a bare HTTPS request (the API
+//! server's own TLS configuration and certificate, hyper's HTTP/1.1, an Agent-sized body
+//! echoed) with the same write + fdatasync, the floor of a durable create over HTTPS; and
+//! what waking a thread costs on one CPU and across two.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +65,95 @@ impl Floor {
         self.0.read_exact(&mut request).await.unwrap();
         t.elapsed()
     }
+}
+
+/// A client of the bare HTTPS server of the TLS floor (see `https_floor`): one HTTP/1.1
+/// connection over TLS, kept open as kube-rs keeps its own.
+struct HttpsFloor(hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>);
+
+impl HttpsFloor {
+    async fn connect(addr: std::net::SocketAddr, ca_pem: &str) -> HttpsFloor {
+        use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let name = ServerName::IpAddress(addr.ip().into());
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        HttpsFloor(sender)
+    }
+
+    /// One POST of `body`, read to its end; `durable`: the server fdatasyncs a block first.
+    async fn request(&mut self, durable: bool, body: &bytes::Bytes) -> Duration {
+        use http_body_util::BodyExt as _;
+        let req = hyper::Request::post(if durable { "/durable" } else { "/" })
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(body.clone()))
+            .unwrap();
+        let t = Instant::now();
+        let resp = self.0.send_request(req).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        t.elapsed()
+    }
+}
+
+/// The bare HTTPS server of the TLS floor: the API server's own TLS (its serving certificate
+/// and rustls configuration, HTTP/1.1 as kube-rs speaks it) and hyper, with a handler that
+/// only echoes the body, after writing 4 KiB in place + fdatasync for `/durable`, as the
+/// durable floor's TCP server does. No routing, authentication, JSON, validation or store.
+fn https_floor(
+    rt: &tokio::runtime::Runtime,
+    tls: Arc<rustls::ServerConfig>,
+    file: Arc<std::fs::File>,
+) -> std::net::SocketAddr {
+    use std::os::unix::fs::FileExt as _;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    rt.spawn(async move {
+        let writes = Arc::new(AtomicU64::new(0));
+        while let Ok((conn, _)) = listener.accept().await {
+            conn.set_nodelay(true).unwrap();
+            let (acceptor, file, writes) = (acceptor.clone(), file.clone(), writes.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(conn).await else { return };
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (file, writes) = (file.clone(), writes.clone());
+                    async move {
+                        use http_body_util::BodyExt as _;
+                        let durable = req.uri().path() == "/durable";
+                        let body = req.into_body().collect().await?.to_bytes();
+                        if durable {
+                            let i = writes.fetch_add(1, Ordering::Relaxed);
+                            tokio::task::block_in_place(|| {
+                                file.write_all_at(&[1u8; 4096], (i % 64) * 4096).unwrap();
+                                file.sync_data().unwrap();
+                            });
+                        }
+                        let resp = hyper::Response::builder()
+                            .status(if durable { 201 } else { 200 })
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(body))
+                            .unwrap();
+                        Ok::<_, hyper::Error>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
 }
 
 /// The round trip of one byte between two threads over a pair of sockets, the second thread
@@ -192,36 +283,55 @@ fn bench(c: &mut Criterion) {
         });
         addr
     };
+    // The TLS floor: the durable floor above, but an HTTPS request (HTTP/1.1 over the API
+    // server's own TLS configuration and certificate) with a body of an Agent's size.
+    let https_addr = {
+        let policy = a2a::apiserver::pki::CertPolicy::default();
+        let identity = a2a::apiserver::pki::Identity::load_or_create(dir.path(), &policy).unwrap();
+        let serving = identity.serving_cert(dir.path(), &policy).unwrap();
+        let (_, http1_only) = a2a::apiserver::pki::Identity::server_configs(&serving).unwrap();
+        let file = std::fs::File::create(dir.path().join(".floor-https")).unwrap();
+        file.set_len(64 * 4096).unwrap();
+        file.sync_all().unwrap();
+        (https_floor(&server_rt, http1_only, Arc::new(file)), identity.ca_pem)
+    };
+    let agent_body = bytes::Bytes::from(serde_json::to_vec(&agent("floor-body")).unwrap());
     // Single-client durable creates, each after one fsync probe and one floor request: this
     // disk's fsync moves between 0.1 and 4 ms within a run, so the ratios are taken against
     // fsyncs and floors interleaved with the creates rather than measured before them.
-    let (creates, fsyncs, floors): (Vec<Duration>, Vec<Duration>, Vec<Duration>) = rt.block_on(async {
-        use std::os::unix::fs::FileExt as _;
-        let probe_path = dir.path().join(".fsync-interleaved");
-        let probe = std::fs::File::create(&probe_path).unwrap();
-        let block = [0u8; 4096];
-        for i in 0..200 {
-            probe.write_all_at(&block, i * 4096).unwrap();
-        }
-        probe.sync_all().unwrap();
-        let mut floor = Floor::connect(floor_addr).await;
-        let (mut creates, mut fsyncs, mut floors) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..200 {
-            let t = Instant::now();
-            probe.write_all_at(&block, i * 4096).unwrap();
-            probe.sync_data().unwrap();
-            fsyncs.push(t.elapsed());
-            let t = Instant::now();
-            api.create(&PostParams::default(), &agent(&next())).await.unwrap();
-            creates.push(t.elapsed());
-            floors.push(floor.request(true).await);
-        }
-        std::fs::remove_file(&probe_path).unwrap();
-        (creates, fsyncs, floors)
-    });
+    #[allow(clippy::type_complexity)]
+    let (creates, fsyncs, floors, tls_floors): (Vec<Duration>, Vec<Duration>, Vec<Duration>, Vec<Duration>) = rt
+        .block_on(async {
+            use std::os::unix::fs::FileExt as _;
+            let probe_path = dir.path().join(".fsync-interleaved");
+            let probe = std::fs::File::create(&probe_path).unwrap();
+            let block = [0u8; 4096];
+            for i in 0..200 {
+                probe.write_all_at(&block, i * 4096).unwrap();
+            }
+            probe.sync_all().unwrap();
+            let mut floor = Floor::connect(floor_addr).await;
+            let mut https = HttpsFloor::connect(https_addr.0, &https_addr.1).await;
+            let (mut creates, mut fsyncs, mut floors, mut tls_floors) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for i in 0..200 {
+                let t = Instant::now();
+                probe.write_all_at(&block, i * 4096).unwrap();
+                probe.sync_data().unwrap();
+                fsyncs.push(t.elapsed());
+                let t = Instant::now();
+                api.create(&PostParams::default(), &agent(&next())).await.unwrap();
+                creates.push(t.elapsed());
+                floors.push(floor.request(true).await);
+                tls_floors.push(https.request(true, &agent_body).await);
+            }
+            std::fs::remove_file(&probe_path).unwrap();
+            (creates, fsyncs, floors, tls_floors)
+        });
     let create_p50 = p50(creates);
     let fsync_interleaved = p50(fsyncs);
     let floor = p50(floors);
+    let tls_floor = p50(tls_floors);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Pinning fails where CPUs 0 and 1 are not both allowed (a cpuset): no line then.
     let wakes = (cpus > 1).then(|| Some((wake_round_trip(0).ok()?, wake_round_trip(1).ok()?))).flatten();
@@ -376,6 +486,11 @@ fn bench(c: &mut Criterion) {
          ({:.2}x the fsync; the create is {:.2}x this floor)",
         floor.as_secs_f64() / fsync_interleaved.as_secs_f64(),
         create_p50.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "report: TLS floor p50, a bare HTTPS request (the API server's TLS, hyper, HTTP/1.1, an Agent-sized \
+         body echoed) whose server writes 4 KiB in place + fdatasync: {tls_floor:?} (the create is {:.2}x this floor)",
+        create_p50.as_secs_f64() / tls_floor.as_secs_f64()
     );
     if let Some((same, across)) = wakes {
         println!("report: thread wake-up round trip p50: {same:?} on one CPU, {across:?} across two");
