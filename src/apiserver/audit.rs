@@ -1,4 +1,5 @@
-//! The audit log: one JSON line per mutating request (failed ones too), in `audit.log` under
+//! The audit log: one JSON line per mutating request (failed ones too) and per refused request
+//! (403) of any verb, naming the user and its groups, in `audit.log` under
 //! the home directory, rotated by size.
 //!
 //! A request's line is written with one `write(2)` to the file (opened `O_APPEND`) before its
@@ -54,6 +55,7 @@ impl Default for Rotation {
 /// What a line says.
 pub struct Entry<'a> {
     pub user: &'a str,
+    pub groups: &'a [String],
     pub verb: &'a str,
     pub resource: &'a str,
     pub namespace: &'a str,
@@ -126,6 +128,7 @@ impl Audit {
         struct Line<'a> {
             time: jiff::Timestamp,
             user: &'a str,
+            groups: &'a [String],
             verb: &'a str,
             resource: &'a str,
             namespace: &'a str,
@@ -139,6 +142,7 @@ impl Audit {
             &Line {
                 time: jiff::Timestamp::now(),
                 user: entry.user,
+                groups: entry.groups,
                 verb: entry.verb,
                 resource: entry.resource,
                 namespace: entry.namespace,
@@ -253,7 +257,7 @@ mod tests {
     use super::*;
 
     fn entry(name: &str) -> Entry<'_> {
-        Entry { user: "u", verb: "create", resource: "agents", namespace: "default", name, code: 201 }
+        Entry { user: "u", groups: &[], verb: "create", resource: "agents", namespace: "default", name, code: 201 }
     }
 
     fn lines(path: &Path) -> Vec<serde_json::Value> {

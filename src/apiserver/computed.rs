@@ -1,5 +1,6 @@
 //! The APIs answered from the server's own knowledge rather than from the store: the access
-//! reviews ([`super::review`]) and the a2a CRDs ([`super::crds`]), with their discovery.
+//! reviews ([`super::review`]) and the a2a CRDs ([`super::crds`]), with their discovery, and the
+//! users API ([`super::users`], not in discovery).
 
 use std::collections::HashMap;
 
@@ -9,9 +10,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::authz::Subject;
 use super::resources::Resource;
 use super::status::ApiError;
-use super::{AppState, crds, review};
+use super::{AppState, crds, review, users};
 
 /// These APIs as resources, for the OpenAPI documents ([`super::openapi`]): their paths
 /// come from their verbs ([`Resource::verbs`]) and their schemas from the published
@@ -117,6 +119,9 @@ pub fn claims(parts: &Parts) -> Option<(&'static str, &'static str)> {
     if let Some(plural) = review::plural_of(path) {
         return Some((verb, plural));
     }
+    if users::target(path).is_some() {
+        return Some((verb, "users"));
+    }
     crds::is_crd_path(path).then_some((verb, crds::PLURAL))
 }
 
@@ -124,7 +129,14 @@ pub fn claims(parts: &Parts) -> Option<(&'static str, &'static str)> {
 pub async fn serve(state: &AppState, parts: &Parts, body: &Bytes) -> Result<Response, ApiError> {
     let path = parts.uri.path();
     if let Some(plural) = review::plural_of(path) {
-        return review::serve(&parts.method, plural, &parts.headers, body);
+        // Set by the authentication in front of every handler.
+        let Some(subject) = parts.extensions.get::<Subject>() else {
+            return Err(ApiError::unauthorized());
+        };
+        return review::serve(subject, &parts.method, plural, &parts.headers, body);
+    }
+    if let Some(name) = users::target(path) {
+        return users::serve(&state.users, &parts.method, name.as_deref(), body);
     }
     let q: HashMap<String, String> = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)

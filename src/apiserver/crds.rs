@@ -59,7 +59,7 @@ pub fn discovery() -> Vec<Value> {
 /// `(name, status subresource)` of a CRD path, or `None` when the path is not this resource.
 /// `Some(None)` is the collection.
 #[allow(clippy::option_option)]
-fn target(path: &str) -> Option<Option<(String, bool)>> {
+pub(crate) fn target(path: &str) -> Option<Option<(String, bool)>> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segs.as_slice() {
         ["apis", GROUP, VERSION, PLURAL] => Some(None),

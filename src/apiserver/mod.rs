@@ -16,10 +16,12 @@
 //! `pki/{ca.crt,ca.key,server.crt,server.key}`, `pki/secrets.key` (the key that encrypts
 //! Secrets in the store, [`seal`]), `state/store.redb` (with its write-ahead log
 //! `state/store.wal`, its format version `state/store.format` and the names of the keys its Secrets
-//! are encrypted with, `state/sealed-keys`), `audit.log`. The home must belong to the daemon's user and be
+//! are encrypted with, `state/sealed-keys`), `audit.log`, `users` (named users and the digests of
+//! their tokens, [`users`]). The home must belong to the daemon's user and be
 //! writable by no one else ([`home`]); connections are bounded as [`conn`] describes.
 
 pub mod audit;
+pub mod authz;
 pub mod computed;
 pub mod conn;
 pub mod crds;
@@ -45,6 +47,7 @@ pub mod selector;
 pub mod smp;
 pub mod status;
 pub mod store;
+pub mod users;
 pub mod wal;
 
 use std::collections::HashMap;
@@ -76,7 +79,8 @@ pub const DEFAULT_PORT: u16 = 7443;
 /// The largest request body accepted (as Kubernetes: 3 MiB).
 pub const DEFAULT_MAX_BODY: usize = 3 * 1024 * 1024;
 
-/// The user every valid token authenticates as.
+/// The user the administrator's token (`$A2A_HOME/token`) authenticates as; named users
+/// ([`users`]) authenticate as themselves, and [`authz`] decides what each may do.
 pub const ADMIN_USER: &str = "a2a-admin";
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +101,8 @@ pub enum Error {
     Audit(#[from] audit::Error),
     #[error(transparent)]
     Seal(#[from] seal::Error),
+    #[error(transparent)]
+    Users(#[from] users::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -211,6 +217,7 @@ pub struct AppState {
     config: Arc<ServerConfig>,
     shutdown: watch::Receiver<bool>,
     token: Arc<str>,
+    users: Arc<users::Users>,
     audit: Arc<Audit>,
     addr: SocketAddr,
     /// The garbage collector's and namespace lifecycle's bookkeeping (see [`delete`]).
@@ -307,6 +314,7 @@ impl Server {
         let addr = listener.local_addr().map_err(|source| Error::Bind { addr: bind, source })?;
         let kubeconfig = home.join("kubeconfig");
         pki::write_private(&kubeconfig, identity.kubeconfig(&format!("https://{addr}")).as_bytes())?;
+        let users = Arc::new(users::Users::open(&home)?);
         let audit_path = home.join("audit.log");
         let audit = Arc::new(Audit::open(audit_path, config.audit_rotation, metrics.clone())?);
 
@@ -318,6 +326,7 @@ impl Server {
             config: Arc::new(config),
             shutdown: shutdown_rx.clone(),
             token: identity.token.clone().into(),
+            users,
             audit: audit.clone(),
             addr,
             collector: Arc::default(),
@@ -454,14 +463,28 @@ async fn group_resources(axum::extract::Path((group, version)): axum::extract::P
     found(resources::resource_list(&group, &version).or_else(|| computed::resource_list(&group, &version)))
 }
 
-/// Authenticates, then records metrics and (for writes) the audit log.
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Authenticates, authorizes ([`authz::authorize`], before any handler), then records metrics
+/// and the audit log (writes and refusals, with the user and its groups).
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let public = health::is_health_path(&path) || matches!(path.as_str(), "/version" | "/version/");
-    let authorized = public || token_ok(&req, &state.token);
-    let response = if authorized { next.run(req).await } else { ApiError::unauthorized().into_response() };
+    let subject = authenticate(&req, &state);
+    let attributes = request_attributes(&method, req.uri());
+    let mut refused = false;
+    let response = match &subject {
+        Some(s) if !authz::authorize(s, &attributes) && !public => {
+            refused = true;
+            authz::forbidden(s, &attributes).into_response()
+        }
+        Some(s) => {
+            req.extensions_mut().insert(s.clone());
+            next.run(req).await
+        }
+        None if public => next.run(req).await,
+        None => ApiError::unauthorized().into_response(),
+    };
     let code = response.status().as_u16();
     let info = response.extensions().get::<RequestInfo>().cloned().unwrap_or_else(|| {
         let mut info = RequestInfo {
@@ -475,7 +498,12 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             },
             ..Default::default()
         };
-        if let Ok(t) = parse_path(&path) {
+        if let authz::Request::Resource { verb, resource, subresource, namespace, name, .. } = &attributes {
+            info.verb = static_verb(verb);
+            info.resource = if subresource.is_empty() { resource.clone() } else { format!("{resource}/{subresource}") };
+            info.namespace = namespace.clone();
+            info.name = name.clone();
+        } else if let Ok(t) = parse_path(&path) {
             info.resource = t.resource.plural.to_string();
             info.namespace = t.namespace.unwrap_or_default();
             info.name = t.name.unwrap_or_default();
@@ -483,12 +511,19 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         info
     });
     state.metrics.observe_request(info.verb, &info.resource, code, started.elapsed());
-    if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
-        let user = if authorized && !public { ADMIN_USER } else { "system:anonymous" };
+    if refused || matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        let anonymous = ["system:unauthenticated".to_string()];
+        let (user, groups) = match &subject {
+            Some(s) => (s.user.as_str(), &s.groups[..]),
+            None => ("system:anonymous", &anonymous[..]),
+        };
+        // A refused non-resource request is named by its path.
+        let resource = if info.resource.is_empty() { path.clone() } else { info.resource.clone() };
         state.audit.record(&audit::Entry {
             user,
+            groups,
             verb: info.verb,
-            resource: &info.resource,
+            resource: &resource,
             namespace: &info.namespace,
             name: &info.name,
             code,
@@ -497,15 +532,74 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     response
 }
 
-fn token_ok(req: &Request, token: &str) -> bool {
-    let Some(given) =
-        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+/// The verb as the metrics and the audit log name it.
+fn static_verb(verb: &str) -> &'static str {
+    authz::ALL_VERBS.iter().copied().find(|v| *v == verb).unwrap_or("other")
+}
+
+/// Who the bearer token belongs to: the administrator, a named user, or no one.
+fn authenticate(req: &Request, state: &AppState) -> Option<authz::Subject> {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))?;
+    let given = given.trim();
+    if token_ok(given, &state.token) {
+        return Some(authz::Subject::masters(ADMIN_USER));
+    }
+    state.users.authenticate(given)
+}
+
+fn token_ok(given: &str, token: &str) -> bool {
+    let (a, b) = (given.as_bytes(), token.as_bytes());
     // Compare in constant time for equal lengths.
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The authorizer's view of a request (the kube-apiserver's RequestInfo): the resource, its
+/// namespace and name and the verb, or a non-resource path.
+fn request_attributes(method: &Method, uri: &axum::http::Uri) -> authz::Request {
+    let path = uri.path();
+    let q: HashMap<String, String> = Query::try_from_uri(uri).map(|Query(q)| q).unwrap_or_default();
+    let watch = params::flag(&q, "watch").unwrap_or(false);
+    let verb = |named: bool| match (method, named) {
+        (&Method::GET | &Method::HEAD, true) => "get",
+        (&Method::GET | &Method::HEAD, false) if watch => "watch",
+        (&Method::GET | &Method::HEAD, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "other",
+    };
+    if let Some(plural) = review::plural_of(path) {
+        let group = review::REVIEWS.iter().find(|r| r.2 == plural).map(|r| r.0).unwrap_or_default();
+        return authz::Request::resource(verb(false), group, plural, "", "");
+    }
+    if let Some(name) = users::target(path) {
+        let n = name.unwrap_or_default();
+        return authz::Request::resource(verb(!n.is_empty()), authz::USERS_GROUP, "users", "", &n);
+    }
+    if let Some(named) = crds::target(path) {
+        let (name, status) = named.unwrap_or_default();
+        let r = authz::Request::resource(verb(!name.is_empty()), crds::GROUP, crds::PLURAL, "", &name);
+        return if status { r.subresource("status") } else { r };
+    }
+    if let Ok(t) = parse_path(path) {
+        let verb = verb_of(method, &t, &q).unwrap_or_else(|_| verb(t.name.is_some()));
+        let name = t.name.clone().unwrap_or_default();
+        // A namespace is in itself, as the kube-apiserver's request info has it.
+        let namespace = if t.resource.group.is_empty() && t.resource.plural == "namespaces" {
+            name.clone()
+        } else {
+            t.namespace.clone().unwrap_or_default()
+        };
+        let r = authz::Request::resource(verb, t.resource.group, t.resource.plural, &namespace, &name);
+        return if t.status { r.subresource("status") } else { r };
+    }
+    authz::Request::non_resource(&method.as_str().to_ascii_lowercase(), path)
 }
 
 async fn resource_request(State(state): State<AppState>, req: Request) -> Response {

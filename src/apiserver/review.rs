@@ -3,20 +3,21 @@
 //! (`authorization.k8s.io/v1`) and `SelfSubjectReview` (`authentication.k8s.io/v1`), create
 //! only, answered from the identity the request authenticated as.
 //!
-//! Every authenticated caller is the administrator ([`super::ADMIN_USER`], holder of the token
-//! in the kubeconfig) and may do everything: it belongs to [`ADMIN_GROUPS`], `system:masters`
-//! being the group a kube-apiserver lets do everything without consulting RBAC. Callers
-//! without a valid token never get here (401).
+//! The answers come from the decision every request goes through ([`super::authz`]): the
+//! administrator ([`super::ADMIN_USER`], holder of the token in `$A2A_HOME/kubeconfig`) is in
+//! `system:masters` and may do everything; a named user ([`super::users`]) may do what its role
+//! allows. Callers without a valid token never get here (401).
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
+use super::authz::{self, Subject};
 use super::status::{ApiError, json_response};
 
 /// The groups the administrator belongs to, as `kubectl auth whoami` shows them.
-pub const ADMIN_GROUPS: [&str; 2] = ["system:masters", "system:authenticated"];
+pub const ADMIN_GROUPS: [&str; 2] = super::authz::MASTERS_GROUPS;
 
 /// The served review kinds: (group, version, plural, kind).
 pub const REVIEWS: [(&str, &str, &str, &str); 3] = [
@@ -80,7 +81,13 @@ fn answer(kind: &str, api_version: &str, spec: Option<Value>, status: Value) -> 
 
 /// `POST /apis/GROUP/v1/PLURAL` for the reviews; anything else on their paths is refused as
 /// the kube-apiserver refuses it (405: the reviews are create-only).
-pub fn serve(method: &Method, plural: &str, headers: &HeaderMap, body: &Bytes) -> Result<Response, ApiError> {
+pub fn serve(
+    subject: &Subject,
+    method: &Method,
+    plural: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
     if method != Method::POST {
         return Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({plural} are create-only)"
@@ -108,27 +115,51 @@ pub fn serve(method: &Method, plural: &str, headers: &HeaderMap, body: &Bytes) -
                 }
                 _ => {}
             }
-            Ok(answer(kind, "authorization.k8s.io/v1", Some(spec), json!({"allowed": true})))
+            let allowed = access_allowed(subject, &spec);
+            // RBAC gives no reason for a request no rule allows: kubectl then prints a bare "no".
+            let status = json!({"allowed": allowed});
+            Ok(answer(kind, "authorization.k8s.io/v1", Some(spec), status))
         }
         "selfsubjectrulesreviews" => {
             let kind = "SelfSubjectRulesReview";
             let spec = spec_of(kind, headers, body)?;
-            let status = json!({
-                "resourceRules": [
-                    {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
-                     "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
-                    {"verbs": ["create"], "apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"]},
-                    {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
-                ],
-                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                "incomplete": false,
-            });
+            let namespace = spec.get("namespace").and_then(Value::as_str).unwrap_or_default();
+            let status = authz::rules(subject, namespace);
             Ok(answer(kind, "authorization.k8s.io/v1", Some(spec), status))
         }
         _ => {
-            let user = json!({"username": super::ADMIN_USER, "groups": ADMIN_GROUPS});
+            let user = json!({"username": subject.user, "groups": subject.groups});
             Ok(answer("SelfSubjectReview", "authentication.k8s.io/v1", None, json!({"userInfo": user})))
         }
+    }
+}
+
+/// The attributes a SelfSubjectAccessReview asks about.
+fn access_request(spec: &Value) -> authz::Request {
+    let field = |obj: &str, f: &str| spec.pointer(&format!("/{obj}/{f}")).and_then(Value::as_str).unwrap_or_default();
+    if spec.get("nonResourceAttributes").is_some_and(|v| !v.is_null()) {
+        return authz::Request::non_resource(
+            field("nonResourceAttributes", "verb"),
+            field("nonResourceAttributes", "path"),
+        );
+    }
+    let a = |f: &str| field("resourceAttributes", f);
+    let (group, resource, namespace, name) = (a("group"), a("resource"), a("namespace"), a("name"));
+    // A namespace is in itself (as for requests).
+    let namespace = if group.is_empty() && resource == "namespaces" && !name.is_empty() { name } else { namespace };
+    authz::Request::resource(a("verb"), group, resource, namespace, name).subresource(a("subresource"))
+}
+
+/// Whether a SelfSubjectAccessReview is allowed; the verb `*` is every verb.
+fn access_allowed(subject: &Subject, spec: &Value) -> bool {
+    match access_request(spec) {
+        authz::Request::Resource { verb, group, resource, subresource, namespace, name } if verb == "*" => {
+            authz::ALL_VERBS.iter().all(|v| {
+                let r = authz::Request::resource(v, &group, &resource, &namespace, &name).subresource(&subresource);
+                authz::authorize(subject, &r)
+            })
+        }
+        request => authz::authorize(subject, &request),
     }
 }
 
@@ -160,11 +191,13 @@ mod tests {
         let body = Bytes::from(
             r#"{"kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":{"verb":"create","resource":"agents"}}}"#,
         );
-        let r = serve(&Method::POST, "selfsubjectaccessreviews", &json_headers(), &body).unwrap();
+        let admin = Subject::masters("a2a-admin");
+        let r = serve(&admin, &Method::POST, "selfsubjectaccessreviews", &json_headers(), &body).unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
-        let e = serve(&Method::POST, "selfsubjectaccessreviews", &json_headers(), &Bytes::from("{}")).unwrap_err();
+        let e =
+            serve(&admin, &Method::POST, "selfsubjectaccessreviews", &json_headers(), &Bytes::from("{}")).unwrap_err();
         assert_eq!((e.code, e.reason), (422, "Invalid"));
-        let e = serve(&Method::GET, "selfsubjectreviews", &json_headers(), &Bytes::new()).unwrap_err();
+        let e = serve(&admin, &Method::GET, "selfsubjectreviews", &json_headers(), &Bytes::new()).unwrap_err();
         assert_eq!(e.code, 405);
     }
 

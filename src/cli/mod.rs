@@ -22,6 +22,7 @@ pub mod run;
 pub mod run_input;
 pub mod serve;
 pub mod store;
+pub mod user;
 pub mod validate;
 pub mod values;
 pub mod version;
@@ -87,6 +88,9 @@ pub enum Command {
     /// Run the local control plane: the Kubernetes-shaped API server on 127.0.0.1 (HTTPS),
     /// writing $A2A_HOME/kubeconfig.
     Serve(serve::ServeArgs),
+    /// Named users of the local control plane and their roles: create (prints the token),
+    /// list, delete.
+    User(user::UserArgs),
     /// Maintain the local server's store offline: `repair` cuts a damaged write-ahead log.
     Store(store::StoreArgs),
     /// Run the Kubernetes operator (what the Helm chart deploys): leader election, Agents as
@@ -255,6 +259,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
+        },
+        Command::User(args) => match client::block_on(user::run(&args)) {
+            Ok(text) => writeln!(out, "{text}"),
+            Err(e) => return fail(e),
         },
         Command::Cancel(args) => match client::block_on(cancel::run(&args)) {
             Ok(text) => writeln!(out, "{text}"),
