@@ -4,7 +4,11 @@
 //! the unified hierarchy of a hybrid host), one thread per budget registers a PSI trigger on
 //! each watched pressure file (`some <stall> <window>`: the kernel wakes a `poll()` for
 //! `POLLPRI` as soon as the tasks of the cgroup stalled for the threshold's share of a
-//! one-second window) and reads `avg10` to follow the level and notice recovery. Without
+//! one-second window) and reads `avg10` to follow the level and notice recovery. Where the
+//! kernel grants only two-second windows (a daemon without `CAP_SYS_RESOURCE`), it checks
+//! them only at its two-second averaging tick, so the thread also reads the stall counter
+//! (`total`) at each sample: the last second's stall at the threshold counts as a fired
+//! trigger. Without
 //! PSI (cgroup v1 only) the same thread samples the budget's throttled CPU time and its
 //! memory use against its limit every [`FALLBACK_EVERY`].
 //!
@@ -13,6 +17,7 @@
 //! threshold, and leaves it when no trigger fired for [`CALM_FOR`] and every level is below
 //! its threshold again.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +29,9 @@ use super::cgroup::{CgroupDriver, CgroupPath};
 pub const RESOURCES: [&str; 3] = ["cpu", "memory", "io"];
 /// The PSI trigger's tracking window.
 const WINDOW: Duration = Duration::from_secs(1);
+/// The shortest window the kernel grants a process without `CAP_SYS_RESOURCE` (it refuses
+/// any window that is not a multiple of two seconds with `EINVAL`).
+const UNPRIVILEGED_WINDOW: Duration = Duration::from_secs(2);
 /// How long `poll()` waits before the levels are read anyway.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 /// The sampling interval without PSI.
@@ -187,21 +195,67 @@ pub fn parse_some_avg10(text: &str) -> Option<u32> {
     Some((v * 100.0).round().clamp(0.0, 10_000.0) as u32)
 }
 
+/// Opens the pressure file `path` and registers a trigger on it: the kernel wakes a
+/// `poll()` for `POLLPRI` once some tasks stalled for `threshold` (basis points) of the
+/// trigger's window. That window is one second when the kernel grants it. A process without
+/// `CAP_SYS_RESOURCE` may only ask for whole multiples of two seconds, and the kernel checks
+/// such a trigger only at its two-second averaging tick (up to two seconds late), so the
+/// watch then also follows the stall counter over the last second ([`trailing_share`]).
+/// Returns the file and the window granted.
+pub fn register_trigger(path: &std::path::Path, threshold: u32) -> std::io::Result<(std::fs::File, Duration)> {
+    use std::io::Write;
+    let mut refused = None;
+    for window in [WINDOW, UNPRIVILEGED_WINDOW] {
+        let stall = window.as_micros() as u64 * u64::from(threshold.clamp(1, 10_000)) / 10_000;
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        match f.write_all(format!("some {stall} {}", window.as_micros()).as_bytes()) {
+            Ok(()) => return Ok((f, window)),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => refused = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(refused.unwrap_or_else(|| std::io::Error::other("no trigger window accepted")))
+}
+
+/// The span over which the stall counter stands in for a one-second trigger.
+const SHARE_OVER: Duration = Duration::from_secs(1);
+
+/// The share of time stalled (basis points) between the oldest sample at most
+/// [`SHARE_OVER`] old (at least half of it) and the newest, from the `total` counter.
+pub fn trailing_share(samples: &VecDeque<(Instant, u64)>, now: Instant) -> Option<u32> {
+    let (t1, v1) = *samples.back()?;
+    let (t0, v0) = *samples.iter().find(|(at, _)| now.saturating_duration_since(*at) <= SHARE_OVER)?;
+    let span = t1.saturating_duration_since(t0);
+    if span < SHARE_OVER / 2 {
+        return None;
+    }
+    let bp = u128::from(v1.saturating_sub(v0)) * 10_000 / span.as_micros().max(1);
+    Some(bp.min(10_000) as u32)
+}
+
+/// `some avg10=... total=3577566` → 3577566 (µs stalled since boot or cgroup creation).
+pub fn parse_some_total(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    line.split_whitespace().find_map(|f| f.strip_prefix("total="))?.parse().ok()
+}
+
 fn watch_psi(c: &WatchConfig, dir: &std::path::Path, stop: &AtomicBool, emit: &mut impl FnMut(Reading)) {
     let mut tracker = Tracker::new(c.thresholds, "psi");
     // One trigger per watched resource; a file that refuses one is still read for avg10.
-    let mut triggers: Vec<(usize, std::fs::File)> = Vec::new();
+    let mut triggers: Vec<(usize, std::fs::File, Duration)> = Vec::new();
+    // Each resource's stall counter (`total`, µs) at recent samples.
+    let mut history: [VecDeque<(Instant, u64)>; 3] = Default::default();
     for (i, t) in c.thresholds.iter().enumerate() {
         let Some(t) = t else { continue };
         let path = dir.join(format!("{}.pressure", RESOURCES[i]));
-        let stall = WINDOW.as_micros() as u64 * u64::from(*t) / 10_000;
-        let opened = std::fs::OpenOptions::new().read(true).write(true).open(&path).and_then(|mut f| {
-            use std::io::Write;
-            f.write_all(format!("some {stall} {}", WINDOW.as_micros()).as_bytes())?;
-            Ok(f)
-        });
-        match opened {
-            Ok(f) => triggers.push((i, f)),
+        match register_trigger(&path, *t) {
+            Ok((f, window)) => {
+                if window != WINDOW {
+                    tracing::info!(budget = %c.budget, file = %path.display(), window = ?window,
+                        "PSI trigger on a two-second window: the daemon lacks CAP_SYS_RESOURCE");
+                }
+                triggers.push((i, f, window));
+            }
             Err(e) => tracing::warn!(budget = %c.budget, file = %path.display(), error = %e,
                 "cannot register a PSI trigger; its level is read every 250ms instead"),
         }
@@ -212,12 +266,12 @@ fn watch_psi(c: &WatchConfig, dir: &std::path::Path, stop: &AtomicBool, emit: &m
             std::thread::sleep(POLL_EVERY);
         } else {
             use rustix::event::{PollFd, PollFlags, Timespec, poll};
-            let mut fds: Vec<PollFd<'_>> = triggers.iter().map(|(_, f)| PollFd::new(f, PollFlags::PRI)).collect();
+            let mut fds: Vec<PollFd<'_>> = triggers.iter().map(|(_, f, _)| PollFd::new(f, PollFlags::PRI)).collect();
             let timeout = Timespec { tv_sec: 0, tv_nsec: POLL_EVERY.as_nanos() as _ };
             if let Ok(n) = poll(&mut fds, Some(&timeout))
                 && n > 0
             {
-                for (fd, (i, _)) in fds.iter().zip(&triggers) {
+                for (fd, (i, _, _)) in fds.iter().zip(&triggers) {
                     if fd.revents().contains(PollFlags::ERR) {
                         // The cgroup is gone.
                         return;
@@ -226,17 +280,31 @@ fn watch_psi(c: &WatchConfig, dir: &std::path::Path, stop: &AtomicBool, emit: &m
                 }
             }
         }
+        let now = Instant::now();
         let mut levels = [None; 3];
         for (i, t) in c.thresholds.iter().enumerate() {
-            if t.is_some() {
-                let path = dir.join(format!("{}.pressure", RESOURCES[i]));
-                levels[i] = std::fs::read_to_string(&path).ok().as_deref().and_then(parse_some_avg10);
+            let Some(t) = t else { continue };
+            let path = dir.join(format!("{}.pressure", RESOURCES[i]));
+            let text = std::fs::read_to_string(&path).ok();
+            levels[i] = text.as_deref().and_then(parse_some_avg10);
+            let h = &mut history[i];
+            if let Some(total) = text.as_deref().and_then(parse_some_total) {
+                h.push_back((now, total));
+            }
+            while h.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > SHARE_OVER * 2) {
+                h.pop_front();
+            }
+            // Without a one-second trigger, the last second's stall (from the exact counter,
+            // not an average) stands in for it between the kernel's two-second checks.
+            let window = triggers.iter().find(|(r, _, _)| *r == i).map(|(_, _, w)| *w);
+            if window != Some(WINDOW) && trailing_share(h, now).is_some_and(|bp| bp >= *t) {
+                fired[i] = true;
             }
         }
         if !dir.is_dir() {
             return;
         }
-        emit(tracker.observe(Instant::now(), fired, levels));
+        emit(tracker.observe(now, fired, levels));
     }
 }
 
@@ -310,10 +378,23 @@ mod tests {
     }
 
     #[test]
+    fn the_trailing_share_is_the_stall_counter_over_the_last_second() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut h: VecDeque<(Instant, u64)> = [(ms(0), 0), (ms(250), 0)].into();
+        assert_eq!(trailing_share(&h, ms(250)), None, "a quarter of a second is not enough to judge");
+        h.extend([(ms(500), 0), (ms(750), 0), (ms(1000), 200_000), (ms(1250), 437_500)]);
+        // From 250 ms to 1250 ms: 437.5 ms stalled of 1 s.
+        assert_eq!(trailing_share(&h, ms(1250)), Some(4375));
+        assert_eq!(trailing_share(&VecDeque::new(), ms(0)), None);
+    }
+
+    #[test]
     fn avg10_is_read_from_the_some_line() {
         let text = "some avg10=29.17 avg60=5.69 avg300=1.20 total=3577566\nfull avg10=1.00 avg60=0 avg300=0 total=0\n";
         assert_eq!(parse_some_avg10(text), Some(2917));
         assert_eq!(parse_some_avg10("full avg10=1.00"), None);
+        assert_eq!(parse_some_total(text), Some(3_577_566));
         assert_eq!(percent(2917), "29.2%");
         assert_eq!(percent(4000), "40%");
     }

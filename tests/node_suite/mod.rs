@@ -432,7 +432,7 @@ fn a_cpu_hog_puts_its_budget_under_pressure_freezing_background_until_it_stops(c
         WatchConfig {
             budget: "busy".into(),
             cgroup: budget.clone(),
-            pressure_dir: Some(dir),
+            pressure_dir: Some(dir.clone()),
             thresholds,
             memory_limit: Some(256 * MI),
         },
@@ -453,6 +453,9 @@ fn a_cpu_hog_puts_its_budget_under_pressure_freezing_background_until_it_stops(c
             }
         }
     };
+    // The kernel accepts the watch's trigger (a two-second window without CAP_SYS_RESOURCE).
+    let (_, window) = pressure::register_trigger(&dir.join("cpu.pressure"), 4000).unwrap();
+    assert!(window <= Duration::from_secs(2), "{window:?}");
     let first = next_until("the first reading", Duration::from_secs(10), &|_| true);
     assert!(!first.under, "calm before the hog: {first:?}");
     assert_eq!(first.signal, "psi");
