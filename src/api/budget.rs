@@ -53,6 +53,86 @@ pub struct ResourceBudgetSpec {
     /// budgets) together, in any window: `{requests: 600, per: 1m}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<super::ratelimit::RateLimit>,
+    /// Automatic throttling under pressure (local mode): above a threshold, dispatch to this
+    /// budget's agents slows and its `background` agents are frozen until pressure falls.
+    /// On by default; `{enabled: false}` turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
+}
+
+/// When a budget counts as under pressure, and how far dispatch slows then.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Throttle {
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The share of time some of the budget's tasks wait for CPU (PSI `some`) above which it
+    /// is under pressure. Default `40%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Percent>,
+    /// The same for memory (reclaim, swap-in, refaults). Default `20%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Percent>,
+    /// The same for I/O. Default: I/O pressure is not watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<Percent>,
+    /// Requests per minute sent to the budget's agents together at the threshold; the rate
+    /// falls with pressure to a tenth of it at 100%. Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Whether `background` agents are frozen under pressure. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_background: Option<bool>,
+}
+
+/// The default `throttle.cpu`, in hundredths of a percent.
+pub const DEFAULT_THROTTLE_CPU: u32 = 4000;
+/// The default `throttle.memory`, in hundredths of a percent.
+pub const DEFAULT_THROTTLE_MEMORY: u32 = 2000;
+/// The default `throttle.requestsPerMinute`.
+pub const DEFAULT_THROTTLE_RATE: u32 = 600;
+
+impl ResourceBudgetSpec {
+    /// Whether automatic throttling is on.
+    pub fn throttle_enabled(&self) -> bool {
+        self.throttle.as_ref().and_then(|t| t.enabled).unwrap_or(true)
+    }
+
+    /// Thresholds in hundredths of a percent (cpu, memory, io); `None`: not watched.
+    pub fn throttle_thresholds(&self) -> [Option<u32>; 3] {
+        let t = self.throttle.clone().unwrap_or_default();
+        [
+            Some(t.cpu.map_or(DEFAULT_THROTTLE_CPU, |p| p.value())),
+            Some(t.memory.map_or(DEFAULT_THROTTLE_MEMORY, |p| p.value())),
+            t.io.map(|p| p.value()),
+        ]
+    }
+
+    pub fn throttle_rate(&self) -> u32 {
+        self.throttle.as_ref().and_then(|t| t.requests_per_minute).unwrap_or(DEFAULT_THROTTLE_RATE)
+    }
+
+    pub fn freeze_background(&self) -> bool {
+        self.throttle.as_ref().and_then(|t| t.freeze_background).unwrap_or(true)
+    }
+}
+
+/// Automatic throttling in effect (see [`Throttle`]).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThrottleStatus {
+    /// When the budget entered pressure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<super::common::Time>,
+    /// What is over its threshold, with the level measured: `cpu 62%`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pressure: Vec<String>,
+    /// Requests per minute now allowed to the budget's agents together.
+    pub requests_per_minute: u32,
+    /// Agents frozen (`namespace/name`), which get no requests until pressure falls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
 }
 
 /// Fires when measured use of `resource` is above `above` of the budget's limit.
@@ -90,7 +170,10 @@ pub struct ResourceBudgetStatus {
     pub pending: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Pressure`, `AlertFiring`.
+    /// Present while automatic throttling slows dispatch to its agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleStatus>,
+    /// `Pressure`, `AlertFiring`, `Throttled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -813,6 +813,14 @@ fn check_budget(b: &ResourceBudget, errors: &mut Vec<FieldError>) {
     check_cpu_not_zero(s.limits.cpu.as_ref(), "spec.limits.cpu", errors);
     check_cpu_not_zero(s.background_cpu.as_ref(), "spec.backgroundCpu", errors);
     check_rate_limit(s.rate_limit.as_ref(), errors);
+    if let Some(t) = &s.throttle
+        && t.requests_per_minute == Some(0)
+    {
+        errors.push(FieldError::new(
+            "spec.throttle.requestsPerMinute",
+            "0 would stop dispatch under pressure; write at least 1, or set spec.throttle.enabled: false",
+        ));
+    }
 }
 
 /// A window of no time makes no limit: refused, like a zero CPU limit.

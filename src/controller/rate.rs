@@ -54,6 +54,8 @@ pub enum Opens {
     At(Instant),
     /// When a request in flight is answered (every slot is held by one).
     WhenAnswered,
+    /// When the agent is thawed (automatic throttling froze it).
+    WhenThawed,
 }
 
 /// Why a request cannot start now.
@@ -70,6 +72,19 @@ pub enum HeldBy {
     Limit(String),
     /// The agent asked to wait with `Retry-After`.
     RetryAfter,
+    /// The budget is under pressure and dispatch to its agents is paced; what is over its
+    /// threshold and the rate (`cpu 62%: 120 requests per minute`).
+    Pressure(String),
+    /// The agent is frozen while its budget is under pressure.
+    Frozen,
+}
+
+/// A token bucket of one token: requests start at least `every` apart.
+#[derive(Debug)]
+struct Pace {
+    every: Duration,
+    next: Option<Instant>,
+    written: String,
 }
 
 /// A request's share of every limit it was counted against; given back when it is
@@ -123,6 +138,10 @@ impl Window {
 pub struct RateLimits {
     windows: HashMap<Scope, Window>,
     holds: HashMap<Scope, Instant>,
+    /// Budgets under pressure: their pace (automatic throttling).
+    paces: HashMap<Scope, Pace>,
+    /// Agents frozen, by the budget that says so.
+    frozen: HashMap<String, Vec<Scope>>,
     next_permit: u64,
 }
 
@@ -148,6 +167,38 @@ impl RateLimits {
         }
     }
 
+    /// Paces `scope` (a budget under pressure) to `per_minute` requests, evenly spaced; `None`
+    /// ends the pace. `why` says what is over its threshold.
+    pub fn pace(&mut self, scope: Scope, per_minute: Option<u32>, why: &str) {
+        match per_minute {
+            None => {
+                self.paces.remove(&scope);
+            }
+            Some(n) => {
+                let every = Duration::from_secs(60) / n.max(1);
+                let written = format!("{why}: {n} requests per minute");
+                let p = self.paces.entry(scope).or_insert(Pace { every, next: None, written: String::new() });
+                // A slower pace applies from the last request; a faster one at once.
+                if let Some(next) = p.next
+                    && every < p.every
+                {
+                    p.next = Some(next - (p.every - every));
+                }
+                p.every = every;
+                p.written = written;
+            }
+        }
+    }
+
+    /// Sets the agents that budget `budget` froze (empty: none).
+    pub fn set_frozen(&mut self, budget: &str, agents: Vec<Scope>) {
+        if agents.is_empty() {
+            self.frozen.remove(budget);
+        } else {
+            self.frozen.insert(budget.to_owned(), agents);
+        }
+    }
+
     /// Whether `scope` has a limit.
     pub fn is_limited(&self, scope: &Scope) -> bool {
         self.windows.contains_key(scope)
@@ -165,6 +216,16 @@ impl RateLimits {
     pub fn held(&self, scopes: &[Scope], now: Instant) -> Option<Held> {
         let mut worst: Option<Held> = None;
         for s in scopes {
+            if self.frozen.values().any(|f| f.contains(s)) {
+                return Some(Held { scope: s.clone(), why: HeldBy::Frozen, opens: Opens::WhenThawed });
+            }
+            if let Some(p) = self.paces.get(s)
+                && let Some(next) = p.next
+                && next > now
+            {
+                let h = Held { scope: s.clone(), why: HeldBy::Pressure(p.written.clone()), opens: Opens::At(next) };
+                worst = Some(later(worst, h));
+            }
             if let Some(&until) = self.holds.get(s)
                 && until > now
             {
@@ -188,6 +249,9 @@ impl RateLimits {
         let mut taken = Vec::new();
         self.holds.retain(|_, until| *until > now);
         for s in scopes {
+            if let Some(p) = self.paces.get_mut(s) {
+                p.next = Some(p.next.map_or(now, |n| n.max(now)) + p.every);
+            }
             if let Some(w) = self.windows.get_mut(s) {
                 w.prune(now);
                 w.entries.push((id, None));
@@ -318,6 +382,31 @@ mod tests {
         r.configure(Scope::Budget("team".into()), None);
         assert_eq!(r.held(&b, t0), None, "a removed limit holds nothing");
         assert_eq!(r.held(&a, t0).map(|h| h.scope), Some(agent("a")));
+    }
+
+    #[test]
+    fn a_paced_budget_spaces_its_requests_and_a_frozen_agent_gets_none() {
+        let mut r = RateLimits::default();
+        let team = Scope::Budget("team".into());
+        let a = [agent("a"), team.clone()];
+        let t0 = Instant::now();
+        r.pace(team.clone(), Some(60), "cpu 62%");
+        assert_eq!(r.held(&a, t0), None, "the first request goes at once");
+        let p = r.take(&a, t0);
+        assert!(p.scopes.is_empty(), "a pace counts nothing in flight");
+        let held = r.held(&a, t0).expect("paced");
+        assert_eq!(held.why, HeldBy::Pressure("cpu 62%: 60 requests per minute".into()));
+        assert_eq!(held.opens, Opens::At(t0 + S));
+        r.pace(team.clone(), Some(120), "cpu 45%");
+        assert_eq!(r.held(&a, t0).map(|h| h.opens), Some(Opens::At(t0 + S / 2)), "a faster pace applies at once");
+        r.pace(team.clone(), None, "");
+        assert_eq!(r.held(&a, t0), None);
+        r.set_frozen("team", vec![agent("a")]);
+        let held = r.held(&a, t0).expect("frozen");
+        assert_eq!((held.why, held.opens), (HeldBy::Frozen, Opens::WhenThawed));
+        assert_eq!(r.held(&[agent("b"), team.clone()], t0), None, "other agents are not frozen");
+        r.set_frozen("team", vec![]);
+        assert_eq!(r.held(&a, t0), None);
     }
 
     #[test]

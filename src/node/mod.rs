@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod deletion;
 pub mod logs;
 pub mod ownership;
+pub mod pressure;
 pub mod process;
 pub mod sandbox;
 pub mod secret_files;

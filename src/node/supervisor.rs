@@ -45,6 +45,7 @@ mod replicas;
 mod spawn;
 mod stdio;
 mod stopping;
+mod throttle;
 mod usage;
 use api::{StatusBody, StatusQueue, WriteTarget, ensure_default_budget, watch_kind, write_statuses};
 use budgets::set_limits_clamped;
@@ -117,6 +118,11 @@ enum NodeEvent {
         key: Key,
         replica: u32,
         result: Box<Result<Replica>>,
+    },
+    /// A budget's pressure watch has a new reading.
+    Pressure {
+        budget: String,
+        reading: crate::node::pressure::Reading,
     },
 }
 
@@ -221,6 +227,8 @@ struct AgentRuntime {
     start_retry_at: Option<Instant>,
     /// Why its Secrets and ConfigMaps cannot be resolved, and what was reported of them.
     refs: refs::RefsReported,
+    /// Its replicas are frozen by automatic throttling.
+    frozen: bool,
 }
 
 /// The node controller.
@@ -299,6 +307,13 @@ struct World {
     listen_checks: u32,
     /// Replicas that listen, by when they are probed next.
     probe_timer: BTreeSet<(Instant, Key, u32)>,
+    /// Each budget's pressure watch (automatic throttling), and its last reading.
+    watches: BTreeMap<String, crate::node::pressure::Watch>,
+    pressure: BTreeMap<String, throttle::BudgetPressure>,
+    /// Replica cgroups frozen under pressure, with their agent.
+    frozen: BTreeMap<CgroupPath, Key>,
+    /// Pressure or replicas changed: which replicas are frozen is decided again.
+    freezes_dirty: bool,
 }
 
 fn key_of<K: Resource>(o: &K) -> Key {
@@ -439,6 +454,10 @@ impl NodeRunner {
             next_listen_check: None,
             listen_checks: 0,
             probe_timer: BTreeSet::new(),
+            watches: BTreeMap::new(),
+            pressure: BTreeMap::new(),
+            frozen: BTreeMap::new(),
+            freezes_dirty: true,
             budget_limits: HashMap::new(),
             clamps: BTreeMap::new(),
             budget_paths: BTreeMap::new(),
@@ -486,6 +505,7 @@ impl NodeRunner {
         if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
             abort.abort();
         }
+        world.thaw_all(&node);
         if node.config.stop_on_shutdown {
             world.stop_everything(&node, &mut self.rx).await;
         }
@@ -523,6 +543,7 @@ impl World {
             NodeEvent::AgentGone(k) => {
                 self.agents.remove(&k);
                 crate::metrics::registry().agent_gone(&k.0, &k.1);
+                self.freezes_dirty = true;
                 self.dirty.insert(k);
                 // Freed room may admit the agents that wait for it.
                 self.dirty.extend(self.waiting.iter().cloned());
@@ -594,7 +615,11 @@ impl World {
                 self.budget_written.remove(&n);
                 self.budget_retry = Some(Instant::now() + node.config.tick);
             }
-            NodeEvent::Started { key, replica, result } => self.started(node, key, replica, *result),
+            NodeEvent::Started { key, replica, result } => {
+                self.freezes_dirty = true;
+                self.started(node, key, replica, *result);
+            }
+            NodeEvent::Pressure { budget, reading } => self.pressure_changed(node, budget, reading),
         }
     }
 
@@ -634,7 +659,7 @@ impl World {
     }
 
     fn has_work(&self) -> bool {
-        self.all_dirty || self.budgets_dirty || !self.dirty.is_empty() || !self.doomed.is_empty()
+        self.all_dirty || self.budgets_dirty || self.freezes_dirty || !self.dirty.is_empty() || !self.doomed.is_empty()
     }
 
     /// One pass: admission over every agent (a plain function, cheap), budget cgroups when
@@ -654,7 +679,11 @@ impl World {
         let budgets_changed = self.budgets_dirty || self.all_dirty;
         if budgets_changed {
             self.ensure_budget_cgroups(node, &input.budgets);
+            let paths = self.budget_paths.clone();
+            self.ensure_pressure_watches(node, &paths);
         }
+        // Before the agents' pass: a replica about to stop is thawed first.
+        self.apply_freezes(node);
 
         let keys: BTreeSet<Key> = if std::mem::take(&mut self.all_dirty) {
             self.dirty.clear();
@@ -710,6 +739,7 @@ impl World {
             status.pending = pending;
             status.observed_generation = b.meta().generation;
             set_condition(&mut status.conditions, summary.pressure);
+            self.set_throttle_status(name, &mut status);
             set_limits_clamped(node, b, &mut status, self.clamps.get(name).map(Vec::as_slice).unwrap_or_default());
             for alert in &summary.alerts {
                 let is_firing = alert.firing == Some(true);
@@ -798,6 +828,14 @@ fn agent_status(enforced: bool, agent: &Agent, rt: &AgentRuntime, verdict: Optio
     });
     status.phase = Some(summary.phase);
     if let Some(c) = summary.throttled {
+        set_condition(&mut status.conditions, c);
+    }
+    if rt.frozen || crate::api::common::find_condition(&status.conditions, "Frozen").is_some() {
+        let c = if rt.frozen {
+            Condition::new("Frozen", true, "BudgetPressure", "frozen while its budget is under pressure")
+        } else {
+            Condition::new("Frozen", false, "Thawed", "not frozen")
+        };
         set_condition(&mut status.conditions, c);
     }
     if !enforced {

@@ -55,6 +55,14 @@ const TESTS: &[Test] = &[
     ("cpu_limit_holds_a_busy_loop_to_200m_and_throttles", cpu_limit_holds_a_busy_loop_to_200m_and_throttles),
     ("pids_limit_stops_a_fork_bomb_at_16", pids_limit_stops_a_fork_bomb_at_16),
     ("freeze_stops_cpu_use_and_thaw_resumes_it", freeze_stops_cpu_use_and_thaw_resumes_it),
+    (
+        "a_cpu_hog_puts_its_budget_under_pressure_freezing_background_until_it_stops",
+        a_cpu_hog_puts_its_budget_under_pressure_freezing_background_until_it_stops,
+    ),
+    (
+        "without_psi_the_budgets_throttled_time_and_memory_use_are_its_pressure",
+        without_psi_the_budgets_throttled_time_and_memory_use_are_its_pressure,
+    ),
     ("graceful_stop_terms_then_kills_after_the_grace", graceful_stop_terms_then_kills_after_the_grace),
     ("adopted_non_child_is_watched_through_its_pidfd", adopted_non_child_is_watched_through_its_pidfd),
     (
@@ -399,6 +407,161 @@ fn freeze_stops_cpu_use_and_thaw_resumes_it(ctx: &Ctx) {
     let s2 = ctx.driver.stats(&cg).unwrap().cpu_usage_usec;
     assert!(s2 - s1 > 30_000, "a thawed loop used only {}us", s2 - s1);
     p.stop(Duration::from_secs(2)).unwrap();
+}
+
+/// Automatic throttling's kernel side, as the node drives it: the budget's pressure watch
+/// (a PSI trigger on the budget cgroup's own `cpu.pressure` on v2, on its unified twin on a
+/// hybrid host) reports a CPU hog in the budget, the node's reaction (a paced dispatch rate,
+/// the background replica frozen) follows from that reading, and the watch reports calm
+/// after the hog stops, when the replica thaws and runs on.
+fn a_cpu_hog_puts_its_budget_under_pressure_freezing_background_until_it_stops(ctx: &Ctx) {
+    use std::sync::Arc;
+    use std::sync::mpsc::RecvTimeoutError;
+
+    use a2a::node::pressure::{self, Reading, WatchConfig};
+
+    let budget = ctx.budget("busy");
+    ctx.driver.ensure(&budget, &limits(Some(256 * MI), Some(1000), None)).unwrap();
+    let dir = ctx.driver.pressure_dir(&budget).unwrap_or_else(|| {
+        panic!("no pressure files for {budget}: PSI needs cgroup v2 or a unified hierarchy, and psi=1")
+    });
+    let sweeper_cg = ctx.replica("busy", "sweeper");
+    ctx.driver.create(&sweeper_cg, &limits(Some(32 * MI), Some(100), None)).unwrap();
+    let mut sweeper = ctx.sh(&sweeper_cg, "sweeper", "while :; do sleep 0.1; done");
+
+    let thresholds = [Some(4000), Some(2000), None];
+    let driver: Arc<dyn CgroupDriver> = Arc::from(detect(&ctx.root).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<Reading>();
+    let watch = pressure::watch(
+        WatchConfig {
+            budget: "busy".into(),
+            cgroup: budget.clone(),
+            pressure_dir: Some(dir.clone()),
+            thresholds,
+            memory_limit: Some(256 * MI),
+        },
+        driver,
+        move |_, r| {
+            let _ = tx.send(r);
+        },
+    )
+    .unwrap();
+    let next_until = |what: &str, within: Duration, ok: &dyn Fn(&Reading) -> bool| -> Reading {
+        let deadline = Instant::now() + within;
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(r) if ok(&r) => return r,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("timed out after {within:?} waiting for {what}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("the pressure watch ended waiting for {what}"),
+            }
+        }
+    };
+    // The kernel accepts the watch's trigger (a two-second window without CAP_SYS_RESOURCE).
+    let (_, window) = pressure::register_trigger(&dir.join("cpu.pressure"), 4000).unwrap();
+    assert!(window <= Duration::from_secs(2), "{window:?}");
+    let first = next_until("the first reading", Duration::from_secs(10), &|_| true);
+    assert!(!first.under, "calm before the hog: {first:?}");
+    assert_eq!(first.signal, "psi");
+
+    // A busy loop held to 50m by its own quota: runnable all the time, waiting most of it.
+    let hog_cg = ctx.replica("busy", "hog");
+    ctx.driver.create(&hog_cg, &limits(Some(32 * MI), Some(50), None)).unwrap();
+    let mut hog = ctx.sh(&hog_cg, "hog", "while :; do :; done");
+    let under = next_until("pressure from the hog", Duration::from_secs(30), &|r| r.under);
+    assert!(under.over.iter().any(|(r, level)| *r == "cpu" && *level >= 4000), "{under:?}");
+    let rate = pressure::paced_rate(30, &thresholds, &under);
+    assert!((3..=30).contains(&rate), "dispatch slows to {rate} a minute: {under:?}");
+
+    // The node's reaction to that reading: the background replica is frozen.
+    ctx.driver.freeze(&sweeper_cg).unwrap();
+    let s0 = ctx.driver.stats(&sweeper_cg).unwrap().cpu_usage_usec;
+    std::thread::sleep(Duration::from_millis(500));
+    let s1 = ctx.driver.stats(&sweeper_cg).unwrap().cpu_usage_usec;
+    assert!(s1 - s0 < 5_000, "a frozen replica used {}us", s1 - s0);
+    assert!(alive(&mut sweeper));
+
+    // The hog stops: pressure falls below the threshold (avg10 decays over ~10 s), the watch
+    // says so, and the replica thaws and runs on, the same process.
+    hog.stop(Duration::from_secs(2)).unwrap();
+    let calm = next_until("calm after the hog", Duration::from_secs(90), &|r| !r.under);
+    assert!(calm.over.is_empty(), "{calm:?}");
+    ctx.driver.thaw(&sweeper_cg).unwrap();
+    let s2 = ctx.driver.stats(&sweeper_cg).unwrap().cpu_usage_usec;
+    wait_for("the thawed replica to run", Duration::from_secs(10), || {
+        ctx.driver.stats(&sweeper_cg).unwrap().cpu_usage_usec > s2
+    });
+    assert!(alive(&mut sweeper));
+    drop(watch);
+    sweeper.stop(Duration::from_secs(2)).unwrap();
+}
+
+/// The pressure signal where the kernel keeps no PSI (cgroup v1 alone): a budget held at its
+/// CPU limit is throttled most of the time, and memory use near its limit is pressure; each
+/// ends when the load does. Run on any host by giving the watch no pressure directory.
+fn without_psi_the_budgets_throttled_time_and_memory_use_are_its_pressure(ctx: &Ctx) {
+    use std::sync::Arc;
+    use std::sync::mpsc::RecvTimeoutError;
+
+    use a2a::node::pressure::{self, Reading, WatchConfig};
+
+    // The budget's own quota: 100m, which a busy loop exceeds tenfold.
+    let budget = ctx.budget("capped");
+    ctx.driver.ensure(&budget, &limits(Some(256 * MI), Some(100), None)).unwrap();
+    let driver: Arc<dyn CgroupDriver> = Arc::from(detect(&ctx.root).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<Reading>();
+    let watch = pressure::watch(
+        WatchConfig {
+            budget: "capped".into(),
+            cgroup: budget.clone(),
+            pressure_dir: None,
+            thresholds: [Some(4000), Some(2000), None],
+            // Memory use past 90% of 64 MiB is pressure: 20% of it at 61.4 MiB.
+            memory_limit: Some(64 * MI),
+        },
+        driver,
+        move |_, r| {
+            let _ = tx.send(r);
+        },
+    )
+    .unwrap();
+    let next_until = |what: &str, within: Duration, ok: &dyn Fn(&Reading) -> bool| -> Reading {
+        let deadline = Instant::now() + within;
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(r) if ok(&r) => return r,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("timed out after {within:?} waiting for {what}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("the pressure watch ended waiting for {what}"),
+            }
+        }
+    };
+    let first = next_until("the first reading", Duration::from_secs(10), &|_| true);
+    assert!(!first.under, "calm before the load: {first:?}");
+    assert!(first.signal.contains("v1"), "{first:?}");
+
+    let hog_cg = ctx.replica("capped", "hog");
+    ctx.driver.create(&hog_cg, &limits(Some(32 * MI), None, None)).unwrap();
+    let mut hog = ctx.sh(&hog_cg, "hog", "while :; do :; done");
+    let under = next_until("throttled time over 40%", Duration::from_secs(30), &|r| r.under);
+    assert!(under.over.iter().any(|(r, level)| *r == "cpu" && *level > 4000), "{under:?}");
+    hog.stop(Duration::from_secs(2)).unwrap();
+    let calm = next_until("calm after the CPU load", Duration::from_secs(30), &|r| !r.under);
+    assert!(calm.over.is_empty(), "{calm:?}");
+
+    // 63 MiB held: 98% of the 64 MiB the watch was given (filling it takes CPU, which the
+    // 100m quota may throttle too: the memory signal is what is waited for).
+    let holder_cg = ctx.replica("capped", "holder");
+    ctx.driver.create(&holder_cg, &limits(Some(128 * MI), None, None)).unwrap();
+    let mut held = ctx.sh(&holder_cg, "holder", &holder(63));
+    let under = next_until("memory use near the limit", Duration::from_secs(60), &|r| {
+        r.under && r.over.iter().any(|(r, _)| *r == "memory")
+    });
+    assert!(under.over.iter().any(|(r, level)| *r == "memory" && *level > 2000), "{under:?}");
+    held.stop(Duration::from_secs(2)).unwrap();
+    let calm = next_until("calm after the memory is freed", Duration::from_secs(30), &|r| !r.under);
+    assert!(calm.over.is_empty(), "{calm:?}");
+    drop(watch);
 }
 
 fn graceful_stop_terms_then_kills_after_the_grace(ctx: &Ctx) {

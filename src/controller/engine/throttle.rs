@@ -130,6 +130,7 @@ impl Engine {
                     let name = b.metadata.name.clone().unwrap_or_default();
                     let mut st = lock(&self.state);
                     st.rates.configure(Scope::Budget(name.clone()), b.spec.rate_limit.as_ref());
+                    apply_throttle(&mut st.rates, &name, b.status.as_ref().and_then(|s| s.throttle.as_ref()));
                     st.budgets.insert(name, b);
                     st.explain = true;
                     drop(st);
@@ -139,6 +140,7 @@ impl Engine {
                     let name = b.metadata.name.clone().unwrap_or_default();
                     let mut st = lock(&self.state);
                     st.rates.configure(Scope::Budget(name.clone()), None);
+                    apply_throttle(&mut st.rates, &name, None);
                     st.budgets.remove(&name);
                     st.explain = true;
                     drop(st);
@@ -168,6 +170,29 @@ impl Engine {
     }
 }
 
+/// A budget's automatic throttling as its status says (`None`: not throttled): its pace, and
+/// the agents it froze.
+fn apply_throttle(rates: &mut RateLimits, budget: &str, throttle: Option<&crate::api::budget::ThrottleStatus>) {
+    let scope = Scope::Budget(budget.to_owned());
+    match throttle {
+        Some(t) => {
+            let why = if t.pressure.is_empty() { "pressure".to_owned() } else { t.pressure.join(", ") };
+            rates.pace(scope, Some(t.requests_per_minute), &why);
+            let frozen = t
+                .frozen
+                .iter()
+                .filter_map(|k| k.split_once('/'))
+                .map(|(ns, n)| Scope::Agent(ns.to_owned(), n.to_owned()))
+                .collect();
+            rates.set_frozen(budget, frozen);
+        }
+        None => {
+            rates.pace(scope, None, "");
+            rates.set_frozen(budget, Vec::new());
+        }
+    }
+}
+
 /// Why a queued task for agent `namespace/name`, which is ready, is held by a rate limit.
 pub(super) fn held_reason(
     agents: &HashMap<Key, AgentView>,
@@ -187,8 +212,17 @@ fn describe_held(agent: &str, held: &Held, now: Instant, wall: Timestamp) -> Str
     let when = match held.opens {
         Opens::At(at) => format!("at {}", wall_time(at.saturating_duration_since(now), wall)),
         Opens::WhenAnswered => "when a request in flight is answered".to_owned(),
+        Opens::WhenThawed => "when it is thawed".to_owned(),
     };
     match (&held.scope, &held.why) {
+        (_, HeldBy::Frozen) => {
+            format!("agent {agent:?} is frozen while its budget is under pressure; the next request may start {when}")
+        }
+        (scope, HeldBy::Pressure(why)) => {
+            format!(
+                "{scope} (agent {agent:?} is charged to it) is under pressure ({why}); the next request may start {when}"
+            )
+        }
         (Scope::Agent(..), HeldBy::RetryAfter) => {
             format!("agent {agent:?} asked with Retry-After to be called again {when}")
         }
@@ -198,7 +232,7 @@ fn describe_held(agent: &str, held: &Held, now: Instant, wall: Timestamp) -> Str
         (scope @ Scope::Budget(_), why) => {
             let limit = match why {
                 HeldBy::Limit(l) => l.as_str(),
-                HeldBy::RetryAfter => "Retry-After",
+                _ => "Retry-After",
             };
             format!(
                 "{scope} (agent {agent:?} is charged to it) is at its rateLimit of {limit}; the next request may start {when}"

@@ -351,6 +351,13 @@ pub trait CgroupDriver: Send + Sync + fmt::Debug {
 
     fn thaw(&self, path: &CgroupPath) -> Result<()>;
 
+    /// The cgroup2 directory whose `cpu.pressure`, `memory.pressure` and `io.pressure` (PSI)
+    /// describe this cgroup: its own on v2, its twin in the unified hierarchy on a hybrid
+    /// host. `None` when the kernel keeps no pressure for it (v1 only, or PSI disabled).
+    fn pressure_dir(&self, _path: &CgroupPath) -> Option<PathBuf> {
+        None
+    }
+
     /// Sends SIGKILL to every process of the cgroup and its descendants (does not wait).
     fn kill_all(&self, path: &CgroupPath) -> Result<()>;
 

@@ -18,6 +18,10 @@ pub struct CgroupV1 {
     pids: PathBuf,
     cpuacct: Option<PathBuf>,
     freezer: Option<PathBuf>,
+    /// The unified (cgroup2) hierarchy of a hybrid host, at `<root>/unified`: it holds no
+    /// controller but has per-cgroup pressure files (PSI) and `cgroup.freeze`, so a2a makes
+    /// every cgroup there too.
+    unified: Option<PathBuf>,
     /// Every distinct hierarchy (co-mounted controllers such as `cpu,cpuacct` appear once).
     hierarchies: Vec<PathBuf>,
 }
@@ -53,16 +57,20 @@ impl CgroupV1 {
         };
         let cpuacct = find("cpuacct");
         let freezer = find("freezer");
+        let unified = Some(root.join("unified")).filter(|d| is_cgroup2_mount(mounts, d));
         let mut hierarchies: Vec<PathBuf> = Vec::new();
         let mut seen: Vec<PathBuf> = Vec::new();
-        for d in [Some(&memory), Some(&cpu), Some(&pids), cpuacct.as_ref(), freezer.as_ref()].into_iter().flatten() {
+        for d in [Some(&memory), Some(&cpu), Some(&pids), cpuacct.as_ref(), freezer.as_ref(), unified.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             let canon = d.canonicalize().map_err(|source| Error::Read { path: d.clone(), source })?;
             if !seen.contains(&canon) {
                 seen.push(canon);
                 hierarchies.push(d.clone());
             }
         }
-        Ok(CgroupV1 { memory, cpu, pids, cpuacct, freezer, hierarchies })
+        Ok(CgroupV1 { memory, cpu, pids, cpuacct, freezer, unified, hierarchies })
     }
 
     fn hierarchy(&self, c: Controller) -> &Path {
@@ -157,6 +165,17 @@ impl CgroupV1 {
         fs::write(&f, state)?;
         Ok(f)
     }
+}
+
+/// Whether `dir` is a cgroup2 mount, per `mounts`.
+fn is_cgroup2_mount(mounts: &str, dir: &Path) -> bool {
+    let Ok(canon) = dir.canonicalize() else {
+        return false;
+    };
+    mounts.lines().any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() >= 3 && f[2] == "cgroup2" && Path::new(f[1]) == canon
+    })
 }
 
 /// Whether `dir` (after following symlinks such as `cpu -> cpu,cpuacct`) is a cgroup v1 mount
@@ -276,6 +295,11 @@ impl CgroupDriver for CgroupV1 {
 
     fn freeze(&self, path: &CgroupPath) -> Result<()> {
         self.require(path)?;
+        if self.freezer.is_none()
+            && let Some(u) = &self.unified
+        {
+            return super::v2::freeze_dir(&path.under(u));
+        }
         let f = self.set_freezer(path, "FROZEN")?;
         if fs::wait_until(FREEZE_TIMEOUT, || Ok(fs::read(&f)?.trim() == "FROZEN"))? {
             Ok(())
@@ -286,7 +310,16 @@ impl CgroupDriver for CgroupV1 {
 
     fn thaw(&self, path: &CgroupPath) -> Result<()> {
         self.require(path)?;
+        if self.freezer.is_none()
+            && let Some(u) = &self.unified
+        {
+            return fs::write(&path.under(u).join("cgroup.freeze"), "0");
+        }
         self.set_freezer(path, "THAWED").map(|_| ())
+    }
+
+    fn pressure_dir(&self, path: &CgroupPath) -> Option<PathBuf> {
+        self.unified.as_ref().map(|u| path.under(u)).filter(|d| d.join("cpu.pressure").exists())
     }
 
     fn kill_all(&self, path: &CgroupPath) -> Result<()> {

@@ -173,14 +173,11 @@ impl CgroupDriver for CgroupV2 {
     }
 
     fn freeze(&self, path: &CgroupPath) -> Result<()> {
-        let d = self.require(path)?;
-        fs::write(&d.join("cgroup.freeze"), "1")?;
-        let events = d.join("cgroup.events");
-        if fs::wait_until(FREEZE_TIMEOUT, || Ok(fs::read_key(&events, "frozen")? == 1))? {
-            Ok(())
-        } else {
-            Err(Error::Timeout { path: d, state: "frozen", waited: FREEZE_TIMEOUT })
-        }
+        freeze_dir(&self.require(path)?)
+    }
+
+    fn pressure_dir(&self, path: &CgroupPath) -> Option<PathBuf> {
+        Some(self.dir(path)).filter(|d| d.join("cpu.pressure").exists())
     }
 
     fn thaw(&self, path: &CgroupPath) -> Result<()> {
@@ -216,6 +213,17 @@ impl CgroupDriver for CgroupV2 {
             return Err(Error::StillPopulated { pids: fs::procs_recursive(&d)?, path: d, waited: timeout });
         }
         fs::rmdir_tree(&d, deadline)
+    }
+}
+
+/// Freezes the cgroup2 directory `d` and waits until the kernel says it is frozen.
+pub(super) fn freeze_dir(d: &Path) -> Result<()> {
+    fs::write(&d.join("cgroup.freeze"), "1")?;
+    let events = d.join("cgroup.events");
+    if fs::wait_until(FREEZE_TIMEOUT, || Ok(fs::read_key(&events, "frozen")? == 1))? {
+        Ok(())
+    } else {
+        Err(Error::Timeout { path: d.to_path_buf(), state: "frozen", waited: FREEZE_TIMEOUT })
     }
 }
 
