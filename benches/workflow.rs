@@ -12,8 +12,10 @@
 //! `in-process` among the arguments serves the agent from this process instead (the
 //! measure before: orchestrator and agent together).
 //!
-//! `cargo bench --bench workflow` (or `-- 200 5000 10000 10000 [in-process]` for the three
-//! sizes and the API server's watch history in events).
+//! `cargo bench --bench workflow` (or `-- 200 5000 10000 10000 [in-process] [traced]` for the
+//! three sizes and the API server's watch history in events). `traced` exports every span
+//! over OTLP/HTTP to a receiver served from this process (`OTEL_EXPORTER_OTLP_ENDPOINT` names
+//! it), to compare dispatch with and without the export.
 //!
 //! A shaped workflow instead, alone (the shapes `scripts/bench-peers.sh` runs against
 //! Prefect): `-- layers 10 100` is 10 layers of 100 tasks, each task after the first layer
@@ -44,6 +46,14 @@ fn main() {
     if let Some(shape) = Shape::from_args(&args) {
         return run_shape(shape, in_process);
     }
+    let otlp = std::env::args().any(|a| a == "traced").then(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // SAFETY: no other thread runs yet (the runtime is built below): nothing reads the
+        // environment while it changes.
+        unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}")) };
+        listener
+    });
     let runs = args.first().copied().unwrap_or(200);
     let throughput_tasks = args.get(1).copied().unwrap_or(5_000);
     let memory_tasks = args.get(2).copied().unwrap_or(10_000);
@@ -53,6 +63,7 @@ fn main() {
         let home = tempfile::tempdir().expect("tempdir");
         let config = a2a::apiserver::ServerConfig::new(home.path()).port(0).watch_history(watch_history);
         let (_server, client) = common::api_server_with(config).await;
+        let received = otlp.map(otlp_receiver);
 
         // The agent, counting every JSON-RPC request that reaches it.
         let (sent_tx, sent_rx) = watch::channel(0u64);
@@ -105,6 +116,17 @@ fn main() {
             "dispatch throughput: {throughput_tasks} independent tasks in {secs:.2}s = {:.0} tasks/s",
             throughput_tasks as f64 / secs
         );
+        if let (Some(received), Some(stats)) = (&received, a2a::traces::stats()) {
+            a2a::traces::flush().await;
+            let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            println!(
+                "  traced: the OTLP receiver got {} spans so far (exported {}, dropped {}, failed {})",
+                n(received),
+                n(&stats.exported),
+                n(&stats.dropped),
+                n(&stats.failed)
+            );
+        }
         api.delete("throughput", &DeleteParams::default()).await.expect("delete");
         tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -173,6 +195,30 @@ fn rss(pid: &str) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// An OTLP/HTTP receiver on `listener` that decodes each export and counts its spans.
+fn otlp_receiver(listener: std::net::TcpListener) -> Arc<std::sync::atomic::AtomicU64> {
+    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+    use prost::Message as _;
+    let spans = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let count = count.clone();
+            async move {
+                let req = ExportTraceServiceRequest::decode(body).expect("an OTLP export request");
+                let n: usize = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+                count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                ExportTraceServiceResponse::default().encode_to_vec()
+            }
+        }),
+    );
+    listener.set_nonblocking(true).expect("nonblocking");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    spans
 }
 
 /// Set in the environment of the child process that serves the agent.

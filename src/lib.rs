@@ -16,3 +16,4 @@ pub mod node;
 #[cfg(test)]
 mod status_parity;
 pub mod telemetry;
+pub mod traces;

@@ -400,6 +400,7 @@ impl Registry {
                 escape(priority)
             );
         }
+        crate::traces::render_metrics(out);
     }
 }
 

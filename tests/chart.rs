@@ -150,6 +150,10 @@ fn optional_pieces_render_when_enabled() {
         "priorityClasses.critical=system-cluster-critical",
         "--set",
         "watchNamespaces={team-a,team-b}",
+        "--set",
+        "traces.otlpEndpoint=http://otel-collector.observability:4318",
+        "--set",
+        "traces.headers.authorization=Bearer s3cret token",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let objects = docs(&text(&out.stdout));
@@ -168,6 +172,19 @@ fn optional_pieces_render_when_enabled() {
         .collect();
     assert!(args.contains(&"--priority-class=critical=system-cluster-critical"), "{args:?}");
     assert!(args.contains(&"--namespace=team-a") && args.contains(&"--namespace=team-b"), "{args:?}");
+    // Traces: the OpenTelemetry SDK's variables, as the operator reads them.
+    let env: std::collections::BTreeMap<&str, &str> = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    assert_eq!(env.get("OTEL_EXPORTER_OTLP_ENDPOINT"), Some(&"http://otel-collector.observability:4318"));
+    assert_eq!(env.get("OTEL_SERVICE_NAME"), Some(&"a2a-operator"));
+    assert_eq!(env.get("OTEL_EXPORTER_OTLP_HEADERS"), Some(&"authorization=Bearer%20s3cret%20token"));
+    let read = a2a::traces::Config::from_env(|k| env.get(k).map(|v| (*v).to_owned())).expect("valid").expect("on");
+    assert_eq!(read.endpoint, "http://otel-collector.observability:4318/v1/traces");
+    assert_eq!(read.headers, [("authorization".to_owned(), "Bearer s3cret token".to_owned())]);
 }
 
 #[test]

@@ -839,9 +839,11 @@ impl Client {
 pub(crate) async fn send(
     http: &Http,
     url: &str,
-    req: Request<Full<Bytes>>,
+    mut req: Request<Full<Bytes>>,
     timeout: Option<Duration>,
 ) -> Result<http::Response<hyper::body::Incoming>> {
+    // Requests an attempt sends carry its span in the workflow's trace.
+    crate::traces::inject(req.headers_mut());
     let Some(auth) = &http.auth else {
         return send_raw(http, url, req, timeout).await;
     };

@@ -91,6 +91,7 @@ mod flush;
 mod parts;
 mod reply;
 mod throttle;
+mod trace;
 
 /// The longest a large workflow's next step waits for more finished tasks to join it.
 const MAX_STEP_PAUSE: Duration = Duration::from_millis(5);
@@ -227,6 +228,9 @@ struct WorkflowState {
     /// The last status write that reached the store: every change made before status write
     /// number `written` began is durable.
     written: u64,
+    /// The workflow's root span is recorded (it had finished when the engine took it, or
+    /// finished since).
+    trace_ended: bool,
 }
 
 impl WorkflowState {
@@ -241,6 +245,7 @@ impl WorkflowState {
 
     fn new(uid: String, generation: Option<i64>, spec: WorkflowSpec, mut status: WorkflowStatus) -> Self {
         plan::align(&spec, &mut status);
+        let status_finished = status.phase.is_some_and(WorkflowPhase::is_terminal);
         WorkflowState {
             uid,
             generation,
@@ -258,6 +263,7 @@ impl WorkflowState {
             deferrals: HashMap::new(),
             queued_at: HashMap::new(),
             written: 0,
+            trace_ended: status_finished,
         }
     }
 
@@ -323,8 +329,28 @@ impl WorkflowState {
         }
         let took = self.status.tasks[i].started_at.and_then(|s| Duration::try_from(now.duration_since(s.0)).ok());
         let (ns, wf) = &t.workflow;
+        // Gathered only when spans are exported.
+        let span = crate::traces::exporting().then(|| trace::AttemptSpan {
+            workflow: &t.workflow,
+            uid: &self.uid,
+            task: &t.task,
+            attempt: t.attempt,
+            reply: t.reply.as_ref().map(|r| r.id.as_str()),
+            agent: self.status.tasks[i].agent.clone(),
+            skill: self.spec.tasks[i].skill.clone(),
+            a2a_task_id: self.status.tasks[i].a2a_task_id.clone(),
+            start: self.status.tasks[i].started_at.map_or(now, |s| s.0),
+            end: now,
+        });
+        let error = match &outcome {
+            Err(e) if span.is_some() => Some(e.to_string()),
+            _ => None,
+        };
         let ended = |outcome: &str, reason: &str| {
             crate::metrics::registry().task_ended(ns, wf, outcome, reason, took);
+            if let Some(span) = &span {
+                span.record(outcome, reason, error.as_deref());
+            }
         };
         match outcome {
             Err(_) if self.cancel_requested => {
@@ -366,6 +392,15 @@ impl WorkflowState {
         }
         self.touch(i);
         true
+    }
+
+    /// Records the root span once the workflow has finished (once per engine: a workflow
+    /// that `a2a retry` runs again keeps the span of its first end).
+    fn end_trace(&mut self, k: &Key) {
+        if !self.trace_ended && self.status.phase.is_some_and(WorkflowPhase::is_terminal) {
+            self.trace_ended = true;
+            trace::workflow_ended(k, &self.uid, &self.status);
+        }
     }
 
     /// Task `i`'s status changed.
@@ -489,6 +524,7 @@ impl Engine {
 
     /// Runs until `shutdown` resolves; then writes what is dirty and returns.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        crate::traces::start_from_env();
         let weak = Arc::downgrade(&self);
         crate::metrics::registry().add_engine(Box::new(move || weak.upgrade().map(|e| e.gauges())));
         let agents = tokio::spawn(self.clone().watch_agents());
@@ -504,6 +540,7 @@ impl Engine {
         }
         flusher.abort();
         self.flush_all().await;
+        crate::traces::flush().await;
     }
 
     /// The queue and in-flight gauges of the metrics, as they are now.
@@ -761,6 +798,7 @@ impl Engine {
             // Queued attempts that have not started are dropped.
             w.attempts.drop_queued();
             queue.retain(|t| &t.workflow != k);
+            w.end_trace(k);
             drop(st);
             self.cancel_abandoned(abandoned);
             self.flush.notify_one();
@@ -854,6 +892,7 @@ impl Engine {
         let finished = w.status.phase.is_some_and(WorkflowPhase::is_terminal);
         if finished {
             w.full_outputs = HashMap::new();
+            w.end_trace(k);
         }
         if finished && let (Some(ttl), Some(done)) = (&w.spec.ttl_after_finished, w.status.finished_at) {
             let at = done.0 + jiff::SignedDuration::try_from(ttl.value()).unwrap_or(jiff::SignedDuration::MAX);

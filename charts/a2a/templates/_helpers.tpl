@@ -31,3 +31,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "a2a.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{- /* A map as the OpenTelemetry variables write lists: k=v,k2=v2, values URL-encoded. */ -}}
+{{- define "a2a.otelPairs" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k (urlquery $v | replace "+" "%20")) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}

@@ -203,7 +203,10 @@ impl Engine {
                     None if sent_before => Resume::Lookup,
                     None => Resume::Send,
                 };
-                self.a2a_attempt(a, &urls, message_id, message, data, timeout, resume, cancelled).await
+                let trace =
+                    crate::traces::attempt_context(&t.uid, &t.task, t.attempt, t.reply.as_ref().map(|r| &*r.id));
+                let exchange = self.a2a_attempt(a, &urls, message_id, message, data, timeout, resume, cancelled);
+                crate::traces::within(trace, exchange).await
             }
         }
     }
@@ -271,6 +274,7 @@ impl Engine {
                     parts.push(a2a::types::Part::data(d));
                 }
                 let mut message = a2a::types::Message::new(a2a::types::Role::User, message_id, parts);
+                crate::traces::annotate(&mut message.metadata);
                 message.context_id = Some(context_id.clone());
                 // One request for the whole exchange when the agent allows it: a stream (the task
                 // id comes first and is kept, as below), or a blocking SendMessage whose context,

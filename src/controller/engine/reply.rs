@@ -53,6 +53,7 @@ impl Engine {
                 parts.push(Part::data(data.clone()));
             }
             let mut message = Message::new(Role::User, replies::message_id(&t.uid, &t.task, &reply.id), parts);
+            crate::traces::annotate(&mut message.metadata);
             message.task_id = Some(id.to_owned());
             message.context_id = (!task.context_id.is_empty()).then(|| task.context_id.clone());
             let config = SendMessageConfiguration { return_immediately: true, ..Default::default() };
