@@ -240,7 +240,7 @@ pub struct WorkflowStatus {
 }
 
 /// Where a big workflow's per-task status is kept: task `i`'s entry is in the JSON array of
-/// the ConfigMaps `{configMapPrefix}-{i / tasksPerChunk}-0`, `-1`… (data key `tasks`), in
+/// the ConfigMaps `{configMapPrefix}-{i / tasksPerChunk}-0`, `-1`… (data key `output`), in
 /// spec order. `a2a describe` and `a2a output` read them.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
