@@ -161,6 +161,8 @@ spec:
     assert!(status < 64 << 10, "the status is {status} bytes");
     assert!(v["status"].get("tasks").is_none(), "no inline task list");
     assert_eq!(v["status"]["taskStatusRef"]["tasks"], 10_001);
+    // Phases no task is in any more are gone from the counts.
+    assert_eq!(v["status"]["taskCounts"], serde_json::json!({"Succeeded": 10_000, "Pending": 1}));
     let mut wf: Workflow = serde_json::from_value(v).expect("workflow");
     a2a::controller::offload::fill(&server.client, &mut wf).await.expect("tasks beside it");
     let tasks = &wf.status.as_ref().expect("status").tasks;

@@ -94,6 +94,18 @@ pub fn summary(workflow: &str, status: &WorkflowStatus) -> WorkflowStatus {
     }
 }
 
+/// Every task phase, as `taskCounts` names them.
+const PHASES: [TaskPhase; 8] = [
+    TaskPhase::Pending,
+    TaskPhase::Running,
+    TaskPhase::InputRequired,
+    TaskPhase::AuthRequired,
+    TaskPhase::Succeeded,
+    TaskPhase::Failed,
+    TaskPhase::Skipped,
+    TaskPhase::Cancelled,
+];
+
 /// The status as a merge patch body that leaves no field of an earlier write behind: every
 /// field the status lacks is sent as `null` (so a summary removes `tasks`, and a whole status
 /// removes the summary's fields).
@@ -113,6 +125,12 @@ pub fn merge_patch_body(status: &WorkflowStatus) -> Result<Vec<u8>, serde_json::
             "conditions",
         ] {
             fields.entry(key).or_insert(serde_json::Value::Null);
+        }
+        // A map is merged key by key: a phase no task is in any more is removed by name.
+        if let Some(serde_json::Value::Object(counts)) = fields.get_mut("taskCounts") {
+            for phase in PHASES {
+                counts.entry(format!("{phase:?}")).or_insert(serde_json::Value::Null);
+            }
         }
     }
     serde_json::to_vec(&serde_json::json!({ "status": value }))
@@ -202,5 +220,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&merge_patch_body(&s).expect("encode")).expect("json");
         assert_eq!(body["status"]["tasks"], serde_json::Value::Null, "the inline list is removed");
         assert_eq!(body["status"]["progress"], "1/1203");
+        assert_eq!(body["status"]["taskCounts"]["Running"], serde_json::Value::Null, "a phase with no task is removed");
+        assert_eq!(body["status"]["taskCounts"]["Succeeded"], 1);
     }
 }
