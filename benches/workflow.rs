@@ -41,6 +41,12 @@ fn main() {
     if std::env::var_os(AGENT_CHILD_ENV).is_some() {
         return agent_child();
     }
+    if let Some(n) = std::env::var(SIZE_CHILD_ENV).ok().and_then(|n| n.parse().ok()) {
+        return size_one(n);
+    }
+    if std::env::args().any(|a| a == "size") {
+        return sizes();
+    }
     let in_process = std::env::args().any(|a| a == "in-process");
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     if let Some(shape) = Shape::from_args(&args) {
@@ -294,6 +300,114 @@ fn agent_child() {
                 return;
             }
         }
+    });
+}
+
+/// Set in the environment of the fresh process that runs one workflow of this many tasks for
+/// `size`.
+const SIZE_CHILD_ENV: &str = "A2A_BENCH_WORKFLOW_SIZE";
+
+/// `-- size [N…]` (default 1000 10000 50000): for each N, in a fresh process, one workflow of
+/// N short independent tasks (one `forEach: {count: N}` task) run to Succeeded; printed: the stored Workflow object's size (and
+/// its status's), what its companion ConfigMaps hold, and the orchestrator's RSS growth.
+fn sizes() {
+    let mut ns: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    if ns.is_empty() {
+        ns = vec![1_000, 10_000, 50_000];
+    }
+    let exe = std::env::current_exe().expect("the bench's own path");
+    for n in ns {
+        let status = std::process::Command::new(&exe)
+            .env(SIZE_CHILD_ENV, n.to_string())
+            .stdin(std::process::Stdio::null())
+            .status()
+            .expect("start the measuring process");
+        if !status.success() {
+            println!("{n} tasks: the measuring process failed ({status})");
+        }
+    }
+}
+
+/// One workflow of `n` tasks in this (fresh) process: see [`sizes`].
+fn size_one(n: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let home = tempfile::tempdir().expect("tempdir");
+        let (_server, client) = common::api_server(home.path()).await;
+        let (sent_tx, _sent_rx) = watch::channel(0u64);
+        let (addr, child) = spawn_agent(sent_tx).await;
+        register_agent(&client, &format!("http://{addr}/")).await;
+        let engine = Engine::new(client.clone(), EngineConfig::default());
+        tokio::spawn(engine.clone().run(std::future::pending()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Declared as one `forEach` (50,000 spelled-out tasks are a 2.5 MB body, past what
+        // the store accepts), or spelled out with `A2A_BENCH_SPELLED=1`.
+        let body = if std::env::var_os("A2A_BENCH_SPELLED").is_some() {
+            workflow_body("size", n)
+        } else {
+            format!(
+                r#"{{"apiVersion":"a2a.dev/v1alpha1","kind":"Workflow","metadata":{{"name":"size"}},"spec":{{"tasks":[{{"name":"t","agent":"echo","message":"task {{{{ index }}}}","forEach":{{"count":{n}}}}}]}}}}"#
+            )
+            .into_bytes()
+        };
+        let spec_bytes = body.len();
+        let (rss0, _) = rss("self");
+        let t0 = Instant::now();
+        let create = http::Request::post(Workflow::url_path(&(), Some("default")))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .expect("request");
+        client.request_text(create).await.expect("create");
+        let engine2 = engine.clone();
+        let sampler = tokio::spawn(async move {
+            let mut peak = 0;
+            loop {
+                peak = peak.max(rss("self").0);
+                if engine2.phase_of("default", "size") == Some(WorkflowPhase::Succeeded) {
+                    return peak;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        wait_done(&engine, "size").await;
+        let ran = t0.elapsed();
+        let peak = sampler.await.unwrap_or(0);
+        // The stored object, once the engine's last status write is in.
+        let path = format!("{}/size", Workflow::url_path(&(), Some("default")));
+        let object = loop {
+            let get = http::Request::get(&path).body(Vec::new()).expect("request");
+            let text = client.request_text(get).await.expect("get");
+            let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+            if v["status"]["phase"] == "Succeeded" {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (rss1, hwm) = rss("self");
+        let v: serde_json::Value = serde_json::from_str(&object).expect("json");
+        let status_bytes = serde_json::to_vec(&v["status"]).map(|b| b.len()).unwrap_or(0);
+        let spec_stored = serde_json::to_vec(&v["spec"]).map(|b| b.len()).unwrap_or(0);
+        let uid = v["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "default");
+        let list = cms.list(&Default::default()).await.expect("list configmaps");
+        let owned: Vec<_> = list
+            .items
+            .iter()
+            .filter(|c| c.metadata.owner_references.iter().flatten().any(|r| r.uid == uid))
+            .collect();
+        let companion: usize = owned.iter().map(|c| serde_json::to_vec(c).map(|b| b.len()).unwrap_or(0)).sum();
+        let largest = owned.iter().map(|c| serde_json::to_vec(c).map(|b| b.len()).unwrap_or(0)).max().unwrap_or(0);
+        println!(
+            "{n} tasks (request body {spec_bytes} B): ran in {:.2}s; Workflow object {} B (spec {spec_stored} B, status {status_bytes} B); {} companion ConfigMaps, {companion} B (largest {largest} B); orchestrator RSS {} MiB before, +{} MiB after, peak +{} MiB (high-water mark {} MiB)",
+            ran.as_secs_f64(),
+            object.len(),
+            owned.len(),
+            rss0 >> 10,
+            rss1.saturating_sub(rss0) >> 10,
+            peak.saturating_sub(rss0) >> 10,
+            hwm >> 10
+        );
+        drop(child);
     });
 }
 

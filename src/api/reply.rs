@@ -73,7 +73,18 @@ pub fn check_replies(spec: &WorkflowSpec) -> Vec<FieldError> {
                 format!("duplicate reply id {:?} (also spec.replies[{first}])", r.id),
             ));
         }
-        if !spec.tasks.iter().any(|t| t.name == r.task) {
+        // An expansion of a `forEach` task (`T[3]`) is answered by that name.
+        let expansion_of = r
+            .task
+            .strip_suffix(']')
+            .and_then(|t| t.split_once('['))
+            .filter(|(_, i)| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(t, _)| t);
+        if !spec
+            .tasks
+            .iter()
+            .any(|t| t.name == r.task || (t.for_each.is_some() && expansion_of == Some(t.name.as_str())))
+        {
             errors.push(FieldError::new(format!("{path}.task"), format!("unknown task {:?}", r.task)));
         }
         if let Err(e) = check_content(r.message.as_deref(), r.data.as_ref()) {
@@ -176,6 +187,21 @@ mod tests {
                 "spec.replies[1].id: duplicate reply id \"1\" (also spec.replies[0])",
                 "spec.replies[1].task: unknown task \"nowhere\"",
                 "spec.replies[2]: is empty: give the answer as text (-m) or data (--data)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reply_may_name_an_expansion_of_a_for_each_task_only() {
+        let mut s = spec(&[("1", "plan[3]"), ("2", "where[0]"), ("3", "plan[x]"), ("4", "plan[]")]);
+        s.tasks[1].for_each = Some(crate::api::workflow::ForEach { count: Some(5), ..Default::default() });
+        let errors: Vec<String> = check_replies(&s).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            [
+                "spec.replies[1].task: unknown task \"where[0]\"",
+                "spec.replies[2].task: unknown task \"plan[x]\"",
+                "spec.replies[3].task: unknown task \"plan[]\"",
             ]
         );
     }

@@ -12,6 +12,10 @@ pub enum Ref<'a> {
         task: &'a str,
         path: Option<&'a str>,
     },
+    /// `item[.PATH]`: a `forEach` expansion's item, or the value at PATH in it.
+    Item(Option<&'a str>),
+    /// `index`: a `forEach` expansion's position (from 0).
+    Index,
 }
 
 impl Ref<'_> {
@@ -19,7 +23,7 @@ impl Ref<'_> {
     pub fn task(&self) -> Option<&str> {
         match self {
             Ref::TaskOutput(t) | Ref::TaskData { task: t, .. } => Some(t),
-            Ref::Param(_) => None,
+            Ref::Param(_) | Ref::Item(_) | Ref::Index => None,
         }
     }
 }
@@ -72,6 +76,9 @@ fn parse_ref<'a>(expr: &'a str, source: &str) -> Result<Ref<'a>, TemplateError> 
     let text = source.to_owned();
     match parts.as_slice() {
         ["params", name] if !name.is_empty() => Ok(Ref::Param(name)),
+        ["item"] => Ok(Ref::Item(None)),
+        ["item", rest @ ..] if rest.iter().all(|s| !s.is_empty()) => Ok(Ref::Item(Some(&expr["item.".len()..]))),
+        ["index"] => Ok(Ref::Index),
         ["tasks", name, "output"] if !name.is_empty() => Ok(Ref::TaskOutput(name)),
         ["tasks", name, "data", rest @ ..] if !name.is_empty() => {
             if rest.iter().any(|s| s.is_empty()) {

@@ -634,6 +634,23 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
         if let Some(retry) = &t.retry {
             check_retry(retry, &format!("{path}.retry"), errors);
         }
+        if let Some(f) = &t.for_each {
+            let set = [f.items.is_some(), f.count.is_some(), f.task.is_some()].iter().filter(|s| **s).count();
+            if set != 1 {
+                errors.push(FieldError::new(
+                    format!("{path}.forEach"),
+                    "set exactly one of items (a list), count (a number) or task (an upstream task whose output is a JSON array)",
+                ));
+            }
+            if f.count.is_some_and(|c| c > MAX_FOR_EACH)
+                || f.items.as_ref().is_some_and(|i| i.len() > MAX_FOR_EACH as usize)
+            {
+                errors.push(FieldError::new(
+                    format!("{path}.forEach"),
+                    format!("more than {MAX_FOR_EACH} items: a workflow runs at most that many expansions of a task"),
+                ));
+            }
+        }
     }
     if let Some(retry) = &wf.spec.retry {
         check_retry(retry, "spec.retry", errors);
@@ -654,6 +671,19 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
                 deps[i].push(k);
             } else {
                 errors.push(FieldError::new(path, format!("unknown task {d:?}{}", suggest(d, &names))));
+            }
+        }
+        // `forEach.task` is a dependency too.
+        if let Some(source) = t.for_each.as_ref().and_then(|f| f.task.as_ref()) {
+            let path = format!("spec.tasks[{i}].forEach.task");
+            if source == &t.name {
+                errors.push(FieldError::new(path, format!("task {source:?} cannot run over its own output")));
+            } else if let Some(&k) = index.get(source.as_str()) {
+                if !deps[i].contains(&k) {
+                    deps[i].push(k);
+                }
+            } else {
+                errors.push(FieldError::new(path, format!("unknown task {source:?}{}", suggest(source, &names))));
             }
         }
     }
@@ -687,6 +717,18 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
                         ),
                     ));
                 }
+                Ref::Item(_) | Ref::Index if t.for_each.is_none() => errors.push(FieldError::new(
+                    path.clone(),
+                    "{{ item }} and {{ index }} are for a task with forEach (this one has none)",
+                )),
+                Ref::TaskOutput(n) | Ref::TaskData { task: n, .. }
+                    if index.get(n).is_some_and(|&k| tasks[k].for_each.is_some()) =>
+                {
+                    errors.push(FieldError::new(
+                        path.clone(),
+                        format!("{{{{ tasks.{n}.output }}}}: task {n:?} runs once per item (forEach); its outputs are not one value"),
+                    ))
+                }
                 Ref::TaskOutput(n) | Ref::TaskData { task: n, .. } => match index.get(n) {
                     None => errors.push(FieldError::new(
                         path.clone(),
@@ -706,6 +748,9 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
         }
     }
 }
+
+/// The most expansions of one `forEach` task.
+pub const MAX_FOR_EACH: u32 = 100_000;
 
 fn check_retry(retry: &super::workflow::RetryPolicy, path: &str, errors: &mut Vec<FieldError>) {
     if let Some(b) = &retry.backoff

@@ -129,6 +129,42 @@ pub struct WorkflowTask {
     /// run while the task waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_timeout: Option<Duration>,
+    /// Run this task once per item, as tasks `NAME[0]`, `NAME[1]`…: `{{ item }}` (and
+    /// `{{ item.field }}`, `{{ index }}`) in the message is the item. Tasks that depend on
+    /// this one wait for every expansion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<ForEach>,
+    /// On an expansion of a `forEach` task (made by the engine, never written): its index and
+    /// item.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub item: Option<(usize, serde_json::Value)>,
+}
+
+/// What a `forEach` task runs over: exactly one of `items`, `count`, `task`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForEach {
+    /// A literal list: one task per element (strings, numbers or objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_items")]
+    pub items: Option<Vec<serde_json::Value>>,
+    /// The numbers `0..count`: one task per number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// An upstream task whose output is a JSON array (its data part, else its text): one task
+    /// per element, made when that task has succeeded. It need not be in `dependsOn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+fn any_items(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "A literal list: one task per element (strings, numbers or objects).",
+        "type": "array",
+        "nullable": true,
+        "items": {"x-kubernetes-preserve-unknown-fields": true},
+    })
 }
 
 fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -181,12 +217,55 @@ pub struct WorkflowStatus {
     /// Finished tasks out of all: `3/5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
+    /// Each task's status, in spec order — here while the workflow has at most 100 tasks;
+    /// a bigger one keeps them beside it (`taskStatusRef`) and only a summary here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<TaskStatus>,
+    /// Where each task's status is kept when it is not in `tasks` (a workflow of more than
+    /// 100 tasks): ConfigMaps owned by the workflow, one per range of tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_status_ref: Option<TaskStatusRef>,
+    /// Tasks by phase (`{"Succeeded": 9990, "Running": 10}`), when `tasks` is kept beside the
+    /// workflow.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_counts: BTreeMap<String, u32>,
+    /// Why waiting tasks are stuck, by reason, with the first few tasks of each, when `tasks`
+    /// is kept beside the workflow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stuck: Vec<StuckTasks>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Where a big workflow's per-task status is kept: task `i`'s entry is in the JSON array of
+/// the ConfigMaps `{configMapPrefix}-{i / tasksPerChunk}-0`, `-1`… (data key `output`), in
+/// spec order. `a2a describe` and `a2a output` read them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatusRef {
+    /// `WORKFLOW.status`: range `k` is in the ConfigMaps named `WORKFLOW.status-k-0`, …
+    pub config_map_prefix: String,
+    /// Tasks in all.
+    pub tasks: u32,
+    /// Tasks per range.
+    pub tasks_per_chunk: u32,
+    /// Ranges (`ceil(tasks / tasksPerChunk)`).
+    pub chunks: u32,
+}
+
+/// Tasks stuck for one reason (see a task's `reason`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StuckTasks {
+    pub reason: String,
+    pub count: u32,
+    /// The first few tasks stuck for it, in spec order.
+    pub tasks: Vec<String>,
+    /// The first one's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

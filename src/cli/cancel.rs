@@ -31,12 +31,17 @@ pub fn require_workflow(word: &str, verb: &str) -> Result<()> {
 }
 
 /// Fetches a workflow or says plainly that it does not exist.
+/// A big workflow's tasks, kept beside it, are read into its status.
 pub async fn fetch(api: &Api<Workflow>, name: &str, ns: &str, url: &str) -> Result<Workflow> {
-    api.get_opt(name).await.map_err(|e| Error::from_kube(e, url))?.ok_or_else(|| Error::NotFound {
+    let mut wf = api.get_opt(name).await.map_err(|e| Error::from_kube(e, url))?.ok_or_else(|| Error::NotFound {
         kind: Kind::Workflow,
         name: name.to_owned(),
         namespace: Some(ns.to_owned()),
-    })
+    })?;
+    crate::controller::offload::fill(&api.clone().into_client(), &mut wf)
+        .await
+        .map_err(|e| Error::Usage(format!("workflow {name:?}: reading its tasks' status: {e}")))?;
+    Ok(wf)
 }
 
 pub fn finished(status: &WorkflowStatus) -> Option<WorkflowPhase> {

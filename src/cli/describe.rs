@@ -67,10 +67,24 @@ pub async fn run(args: &DescribeArgs) -> Result<String> {
     }
     let mut status = obj.data.get("status").cloned().unwrap_or_default();
     let conditions = status.as_object_mut().and_then(|s| s.remove("conditions"));
-    let tasks = match kind {
+    let mut tasks = match kind {
         crate::api::Kind::Workflow => status.as_object_mut().and_then(|s| s.remove("tasks")),
         _ => None,
     };
+    // A big workflow keeps its tasks beside it: read them back.
+    if kind == crate::api::Kind::Workflow
+        && tasks.is_none()
+        && let Some(r) = status.get("taskStatusRef").cloned()
+    {
+        let r: crate::api::workflow::TaskStatusRef =
+            serde_json::from_value(r).map_err(|e| Error::Usage(format!("status.taskStatusRef: {e}")))?;
+        let (namespace, uid) = (ns.clone().unwrap_or_default(), meta.uid.clone().unwrap_or_default());
+        let owner = crate::controller::outputs::Owner { namespace: &namespace, name: &args.name, uid: &uid };
+        let loaded = crate::controller::offload::load(&conn.client, &owner, &r)
+            .await
+            .map_err(|e| Error::Usage(format!("workflow {:?}: reading its tasks' status: {e}", args.name)))?;
+        tasks = Some(serde_json::to_value(loaded).unwrap_or_default());
+    }
     if status.as_object().is_some_and(|s| !s.is_empty()) {
         out.push_str("Status:\n");
         out.push_str(&indent(&serde_yaml_ng::to_string(&status).unwrap_or_default(), 2));

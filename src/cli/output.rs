@@ -51,7 +51,9 @@ pub async fn run(args: &OutputArgs) -> Result<(Shown, Option<String>)> {
     let ns = args.namespace.clone().unwrap_or(conn.namespace.clone());
     let api: Api<Workflow> = Api::namespaced(conn.client.clone(), &ns);
     let wf = fetch(&api, name, &ns, &conn.url).await?;
-    if !wf.spec.tasks.iter().any(|t| t.name == task_name) {
+    // An expansion of a forEach task (`T[3]`) is in status only.
+    let in_status = wf.status.as_ref().is_some_and(|s| s.tasks.iter().any(|t| t.name == task_name));
+    if !in_status && !wf.spec.tasks.iter().any(|t| t.name == task_name) {
         let names: Vec<&str> = wf.spec.tasks.iter().map(|t| t.name.as_str()).collect();
         return Err(Error::Usage(format!(
             "workflow {:?} has no task {:?} (it has: {})",

@@ -72,7 +72,10 @@ pub async fn post(
     for _ in 0..10 {
         let wf = fetch(api, name, ns, url).await?;
         let status = wf.status.clone().unwrap_or_default();
-        replies::check(name, &wf.spec, &status, task, message.as_deref(), data.as_ref())
+        // The spec as the engine runs it: `forEach` tasks expanded.
+        let spec =
+            crate::controller::expand::expand(&wf.spec, &status.tasks).map_or_else(|| wf.spec.clone(), |e| e.spec);
+        replies::check(name, &spec, &status, task, message.as_deref(), data.as_ref())
             .map_err(|e| Error::Usage(e.to_string()))?;
         let rv = wf.metadata.resource_version.clone().unwrap_or_default();
         let id = next_id(&wf.spec.replies);

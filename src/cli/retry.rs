@@ -37,9 +37,11 @@ pub async fn run(args: &RetryArgs) -> Result<String> {
     let wf = fetch(&api, &args.name, &ns, &conn.url).await?;
     // The engine's own rules, on a copy: what it would run again, or why it would refuse.
     let mut status = wf.status.clone().unwrap_or_default();
-    let chosen = plan::retry(&wf.spec, &mut status, &args.tasks).map_err(|e| match e {
+    // The spec as the engine runs it: `forEach` tasks expanded.
+    let spec = crate::controller::expand::expand(&wf.spec, &status.tasks).map_or_else(|| wf.spec.clone(), |e| e.spec);
+    let chosen = plan::retry(&spec, &mut status, &args.tasks).map_err(|e| match e {
         RetryRefused::UnknownTask { task } => {
-            let names: Vec<&str> = wf.spec.tasks.iter().map(|s| s.name.as_str()).collect();
+            let names: Vec<&str> = spec.tasks.iter().map(|s| s.name.as_str()).collect();
             Error::Usage(format!(
                 "--task {task}: workflow {:?} has no such task (it has: {})",
                 args.name,

@@ -187,6 +187,15 @@ async fn apply_and_follow(
 
 /// For the progress bar: why waiting tasks wait (`b waits: agent "x" ...`, `+2 more`).
 fn waiting_summary(status: &WorkflowStatus) -> String {
+    // A big workflow's summary names the stuck tasks by reason.
+    if status.tasks.is_empty()
+        && let Some(first) = status.stuck.first()
+    {
+        let more = status.stuck.iter().map(|s| s.count).sum::<u32>().saturating_sub(1);
+        let more = if more > 0 { format!(" (+{more} more waiting)") } else { String::new() };
+        let task = first.tasks.first().map(String::as_str).unwrap_or_default();
+        return format!("{task} waits: {}{more}", first.message.as_deref().unwrap_or(&first.reason));
+    }
     let mut waiting = status.tasks.iter().filter(|t| t.phase == TaskPhase::Pending && t.message.is_some());
     match waiting.next() {
         None => String::new(),
@@ -237,16 +246,39 @@ async fn follow(
                 continue;
             }
             let api: Api<Workflow> = Api::namespaced(client.clone(), ns);
-            let wf = api.get(name).await.map_err(|e| Error::from_kube(e, "the control plane"))?;
+            let mut wf = api.get(name).await.map_err(|e| Error::from_kube(e, "the control plane"))?;
+            // A big workflow keeps its tasks beside it: read back at the end, or while a task
+            // asks a question; meanwhile its summary's counts move the bar.
+            if wf.status.as_ref().is_some_and(|s| {
+                s.phase.is_some_and(WorkflowPhase::is_terminal)
+                    || ["InputRequired", "AuthRequired"].iter().any(|p| s.task_counts.get(*p).is_some_and(|n| *n > 0))
+            }) {
+                crate::controller::offload::fill(client, &mut wf)
+                    .await
+                    .map_err(|e| Error::Usage(format!("workflow {name:?}: reading its tasks' status: {e}")))?;
+            }
             let status = wf.status.clone().unwrap_or_default();
-            let total = wf.spec.tasks.len() as u64;
+            // Tasks as the engine runs them (`forEach` expanded), once it has written a status.
+            let total = match &status.task_status_ref {
+                _ if !status.tasks.is_empty() => status.tasks.len() as u64,
+                Some(r) => u64::from(r.tasks),
+                None => wf.spec.tasks.len() as u64,
+            };
             let bar = progress.entry(name.clone()).or_insert_with(|| {
                 let b = bars.add(indicatif::ProgressBar::new(total));
                 b.set_style(style.clone());
                 b.set_prefix(name.clone());
                 b
             });
-            let done = status.tasks.iter().filter(|t| t.phase.is_terminal()).count() as u64;
+            bar.set_length(total);
+            let done = if status.tasks.is_empty() {
+                ["Succeeded", "Failed", "Cancelled", "Skipped"]
+                    .iter()
+                    .map(|p| u64::from(status.task_counts.get(*p).copied().unwrap_or(0)))
+                    .sum()
+            } else {
+                status.tasks.iter().filter(|t| t.phase.is_terminal()).count() as u64
+            };
             bar.set_position(done);
             let running: Vec<String> = status
                 .tasks

@@ -59,10 +59,13 @@ impl Answers {
     ) -> Result<()> {
         let name = wf.metadata.name.clone().unwrap_or_default();
         let status = wf.status.clone().unwrap_or_default();
+        // The spec as the engine runs it: `forEach` tasks expanded.
+        let spec =
+            crate::controller::expand::expand(&wf.spec, &status.tasks).map_or_else(|| wf.spec.clone(), |e| e.spec);
         for t in status.tasks.iter().filter(|t| t.phase.is_waiting()) {
             // Answered already (the engine has not taken it yet), or no longer waiting.
             if let Err(ReplyRefused::AlreadyReplied { .. } | ReplyRefused::NotWaiting { .. }) =
-                replies::check(&name, &wf.spec, &status, &t.name, Some("?"), None)
+                replies::check(&name, &spec, &status, &t.name, Some("?"), None)
             {
                 continue;
             }

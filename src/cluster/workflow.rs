@@ -105,6 +105,16 @@ async fn publish(ctx: &Context, w: &Workflow, type_: EventType, reason: &str, no
 /// is gone or has no endpoint took its tasks with it.
 pub async fn cancel_running(client: &kube::Client, w: &Workflow) -> Result<(usize, Vec<String>), Error> {
     let ns = w.namespace().unwrap_or_default();
+    // A big workflow's tasks are kept beside it (ConfigMaps it owns, still there while its
+    // finalizer holds it).
+    let mut filled;
+    let w = if w.status.as_ref().is_some_and(|s| s.task_status_ref.is_some() && s.tasks.is_empty()) {
+        filled = w.clone();
+        crate::controller::offload::fill(client, &mut filled).await.map_err(|e| Error::Cancel(e.to_string()))?;
+        &filled
+    } else {
+        w
+    };
     let agents: Api<Agent> = Api::namespaced(client.clone(), &ns);
     // A task sent as a blocking SendMessage is named by its context until it answers.
     let running: Vec<(String, String, bool)> = w

@@ -231,6 +231,10 @@ struct WorkflowState {
     /// The workflow's root span is recorded (it had finished when the engine took it, or
     /// finished since).
     trace_ended: bool,
+    /// The spec as written when it has `forEach` tasks (`spec` is then its expansion).
+    declared: Option<WorkflowSpec>,
+    /// `forEach` tasks waiting for their upstream task: (task, upstream task).
+    for_each_waiting: Vec<(String, String)>,
 }
 
 impl WorkflowState {
@@ -244,9 +248,13 @@ impl WorkflowState {
     }
 
     fn new(uid: String, generation: Option<i64>, spec: WorkflowSpec, mut status: WorkflowStatus) -> Self {
+        let (spec, declared, for_each_waiting, invalid) = match super::expand::expand(&spec, &status.tasks) {
+            Some(e) => (e.spec, Some(spec), e.waiting, e.invalid),
+            None => (spec, None, Vec::new(), Vec::new()),
+        };
         plan::align(&spec, &mut status);
         let status_finished = status.phase.is_some_and(WorkflowPhase::is_terminal);
-        WorkflowState {
+        let mut w = WorkflowState {
             uid,
             generation,
             index: plan::Index::new(&spec),
@@ -264,7 +272,31 @@ impl WorkflowState {
             queued_at: HashMap::new(),
             written: 0,
             trace_ended: status_finished,
+            declared,
+            for_each_waiting,
+        };
+        w.for_each_failed(invalid);
+        w
+    }
+
+    /// `forEach` tasks whose upstream output is not an array fail, saying why.
+    fn for_each_failed(&mut self, invalid: Vec<(String, String)>) {
+        let now = Timestamp::now();
+        for (name, why) in invalid {
+            if let Some(i) = self.index.position(&name)
+                && !self.status.tasks[i].phase.is_terminal()
+            {
+                plan::record_final_failure(&mut self.status, i, super::expand::FOR_EACH_INVALID, why, now);
+                self.touch(i);
+            }
         }
+    }
+
+    /// Whether a `forEach` task's upstream task has succeeded since the spec was expanded.
+    fn for_each_ready(&self) -> bool {
+        self.for_each_waiting.iter().any(|(_, source)| {
+            self.index.position(source).is_some_and(|j| self.status.tasks[j].phase == TaskPhase::Succeeded)
+        })
     }
 
     /// Takes a new spec of the same workflow. The status is realigned to it by task name at
@@ -272,6 +304,18 @@ impl WorkflowState {
     /// attempts of tasks the new spec no longer has are cancelled and forgotten: their
     /// outcomes are never recorded. Returns the names of those tasks.
     fn replace_spec(&mut self, spec: WorkflowSpec, generation: Option<i64>) -> Vec<Arc<str>> {
+        let (spec, invalid) = match super::expand::expand(&spec, &self.status.tasks) {
+            Some(e) => {
+                self.declared = Some(spec);
+                self.for_each_waiting = e.waiting;
+                (e.spec, e.invalid)
+            }
+            None => {
+                self.declared = None;
+                self.for_each_waiting.clear();
+                (spec, Vec::new())
+            }
+        };
         self.index = plan::Index::new(&spec);
         self.spec = spec;
         self.generation = generation;
@@ -286,6 +330,7 @@ impl WorkflowState {
         // Keys are task names, or `TASK.data` for data kept beside the workflow.
         self.full_outputs.retain(|n, _| index.position(n.split('.').next().unwrap_or(n)).is_some());
         self.observe_generation();
+        self.for_each_failed(invalid);
         gone
     }
 
@@ -657,7 +702,19 @@ impl Engine {
         let mut wait = Duration::from_millis(100);
         for attempt in 1..=5 {
             match api.get_opt(&k.1).await {
-                Ok(Some(full)) => return self.workflow_changed(full),
+                Ok(Some(mut full)) => {
+                    // A restart: a big workflow's tasks are read back from beside it.
+                    if let Err(e) = super::offload::fill(&self.client, &mut full).await {
+                        if attempt < 5 {
+                            tracing::warn!(workflow = %k.1, attempt, error = %e, "reading the tasks' status failed");
+                            tokio::time::sleep(wait).await;
+                            wait *= 2;
+                            continue;
+                        }
+                        tracing::error!(workflow = %k.1, error = %e, "the tasks' status cannot be read; tasks not found in it start again");
+                    }
+                    return self.workflow_changed(full);
+                }
                 // Deleted meanwhile: the watch says so next.
                 Ok(None) => return,
                 Err(e) => {
@@ -772,6 +829,13 @@ impl Engine {
         let mut st = lock(&self.state);
         let State { workflows, queue, agents, explain, .. } = &mut *st;
         let Some(w) = workflows.get_mut(k) else { return };
+        // A `forEach` task's upstream task succeeded: expand it before anything is dispatched.
+        if w.for_each_ready()
+            && let Some(declared) = w.declared.clone()
+        {
+            let generation = w.generation;
+            w.replace_spec(declared, generation);
+        }
         if !w.adopted {
             w.adopted = true;
             // After a restart: tasks that were running are followed (or re-sent) as they were.

@@ -45,7 +45,19 @@ pub struct Owner<'a> {
 
 /// The name of chunk `i` of task `task`'s output.
 pub fn chunk_name(workflow: &str, task: &str, i: usize) -> String {
-    format!("{workflow}.{task}.output-{i}")
+    format!("{}-{i}", output_prefix(workflow, task))
+}
+
+/// What the names of `task`'s output chunks start with: `W.T.output`. An expansion of a
+/// `forEach` task, `T[3]`, is written `T.3` (a task name never has a dot, so no other task's
+/// chunks are named so).
+pub fn output_prefix(workflow: &str, task: &str) -> String {
+    format!("{workflow}.{}.output", safe_name(task))
+}
+
+/// A task name as it may appear in an object name or a label value: `T[3]` becomes `T.3`.
+pub fn safe_name(task: &str) -> String {
+    if task.contains('[') { task.replace('[', ".").replace(']', "") } else { task.to_owned() }
 }
 
 /// Cuts `text` into pieces of at most `max` bytes, each ending on a character boundary.
@@ -132,6 +144,21 @@ pub async fn store_capped(
     output: &str,
     cap: usize,
 ) -> Result<Stored, kube::Error> {
+    let place = output_prefix(owner.name, task);
+    store_at(client, owner, &place, Some(task), attempt, output, cap).await
+}
+
+/// Writes `output` (at most `cap` bytes of it) into the ConfigMaps `{place}-0`, `{place}-1`…
+/// owned by the workflow, tagged with `attempt`, and removes chunks a longer text left.
+pub(crate) async fn store_at(
+    client: &kube::Client,
+    owner: &Owner<'_>,
+    place: &str,
+    task: Option<&str>,
+    attempt: u32,
+    output: &str,
+    cap: usize,
+) -> Result<Stored, kube::Error> {
     let kept = prefix(output, cap);
     let pieces = split(kept, CHUNK_BYTES);
     let stored = Stored {
@@ -142,7 +169,7 @@ pub async fn store_capped(
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), owner.namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for (i, piece) in pieces.iter().enumerate() {
-        let name = chunk_name(owner.name, task, i);
+        let name = format!("{place}-{i}");
         let mut annotations = BTreeMap::from([
             (ATTEMPT_ANNOTATION.to_owned(), attempt.to_string()),
             (CHUNKS_ANNOTATION.to_owned(), stored.chunks.to_string()),
@@ -155,11 +182,15 @@ pub async fn store_capped(
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(owner.namespace.to_owned()),
-                labels: Some(BTreeMap::from([
-                    ("app.kubernetes.io/managed-by".to_owned(), "a2a".to_owned()),
-                    ("a2a.dev/workflow".to_owned(), owner.name.to_owned()),
-                    ("a2a.dev/task".to_owned(), task.to_owned()),
-                ])),
+                labels: Some(
+                    [
+                        ("app.kubernetes.io/managed-by".to_owned(), "a2a".to_owned()),
+                        ("a2a.dev/workflow".to_owned(), owner.name.to_owned()),
+                    ]
+                    .into_iter()
+                    .chain(task.map(|t| ("a2a.dev/task".to_owned(), safe_name(t))))
+                    .collect(),
+                ),
                 annotations: Some(annotations),
                 owner_references: Some(vec![OwnerReference {
                     api_version: "a2a.dev/v1alpha1".to_owned(),
@@ -178,7 +209,7 @@ pub async fn store_capped(
     }
     // An earlier attempt may have written more chunks; they are not part of this output.
     for i in pieces.len().. {
-        match api.delete(&chunk_name(owner.name, task, i), &DeleteParams::default()).await {
+        match api.delete(&format!("{place}-{i}"), &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => break,
             Err(e) => return Err(e),
@@ -189,9 +220,15 @@ pub async fn store_capped(
 
 /// Deletes every chunk of `task`'s output (best effort: a failure is logged).
 pub async fn remove(client: &kube::Client, owner: &Owner<'_>, task: &str) {
+    remove_at(client, owner, &output_prefix(owner.name, task)).await;
+}
+
+/// Deletes the ConfigMaps `{place}-0`, `{place}-1`… up to the first that is missing (best
+/// effort: a failure is logged).
+pub(crate) async fn remove_at(client: &kube::Client, owner: &Owner<'_>, place: &str) {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), owner.namespace);
     for i in 0.. {
-        let name = chunk_name(owner.name, task, i);
+        let name = format!("{place}-{i}");
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => break,
@@ -227,13 +264,24 @@ pub async fn load(
     task: &str,
     attempt: u32,
 ) -> Result<(String, Option<usize>), LoadError> {
+    load_at(client, owner, &output_prefix(owner.name, task), Some(attempt)).await
+}
+
+/// Reads back what [`store_at`] wrote at `place`, checked to belong to this workflow (by uid)
+/// and, when given, to `attempt`, and to be complete.
+pub(crate) async fn load_at(
+    client: &kube::Client,
+    owner: &Owner<'_>,
+    place: &str,
+    attempt: Option<u32>,
+) -> Result<(String, Option<usize>), LoadError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), owner.namespace);
     let mut text = String::new();
     let mut expected: Option<(usize, usize)> = None;
     let mut original = None;
     let mut i = 0;
     while expected.is_none_or(|(chunks, _)| i < chunks) {
-        let name = chunk_name(owner.name, task, i);
+        let name = format!("{place}-{i}");
         let cm = match api.get_opt(&name).await {
             Ok(Some(cm)) => cm,
             Ok(None) => return Err(LoadError::Missing { name }),
@@ -244,7 +292,9 @@ pub async fn load(
         if !owned {
             return Err(bad(format!("does not belong to this workflow (uid {})", owner.uid)));
         }
-        if annotation(&cm, ATTEMPT_ANNOTATION) != Some(attempt as usize) {
+        if let Some(attempt) = attempt
+            && annotation(&cm, ATTEMPT_ANNOTATION) != Some(attempt as usize)
+        {
             return Err(bad(format!("holds another attempt's output (status records attempt {attempt})")));
         }
         let (chunks, bytes) = match (annotation(&cm, CHUNKS_ANNOTATION), annotation(&cm, BYTES_ANNOTATION)) {
@@ -266,7 +316,7 @@ pub async fn load(
     }
     let want = expected.map_or(0, |(_, b)| b);
     if text.len() != want {
-        let name = chunk_name(owner.name, task, 0);
+        let name = format!("{place}-0");
         return Err(LoadError::Inconsistent {
             name,
             problem: format!("says the output is {want} bytes, but its chunks hold {}", text.len()),

@@ -369,8 +369,11 @@ pub fn render_message_with<'a>(
 ) -> Result<String, RenderError> {
     // Looked up per reference: most messages have none, and a map per call would make a
     // large workflow's step quadratic.
+    let item = spec.tasks[i].item.as_ref();
     template::render(&spec.tasks[i].message, |r| match r {
         Ref::Param(p) => spec.params.get(*p).map(|v| v.as_str().into()),
+        Ref::Item(path) => item.and_then(|(_, v)| super::parts::lookup(v, *path)),
+        Ref::Index => item.map(|(i, _)| i.to_string().into()),
         Ref::TaskOutput(t) => {
             let j = status.tasks.iter().position(|s| s.name == *t)?;
             let s = &status.tasks[j];

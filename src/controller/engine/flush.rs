@@ -12,6 +12,7 @@ use kube::Resource;
 use super::{Engine, Key, lock};
 use crate::api::Workflow;
 use crate::api::workflow::WorkflowStatus;
+use crate::controller::offload;
 use crate::controller::outputs::FIELD_MANAGER;
 
 impl Engine {
@@ -50,13 +51,16 @@ impl Engine {
                 .filter_map(|(k, w)| {
                     w.dirty = false;
                     let changed = w.changed.take();
-                    let write = if std::mem::take(&mut w.rewrite) {
+                    let rewrite = std::mem::take(&mut w.rewrite);
+                    let write = if offload::offloaded(w.status.tasks.len()) {
+                        offloaded_write(&k.1, &w.status, &changed, rewrite)
+                    } else if rewrite {
                         status_merge_patch(&w.status)
                     } else {
                         status_json_patch(&mut w.status, &changed)
                     };
                     match write {
-                        Ok(write) => Some((k.clone(), StatusWrite { round, ..write })),
+                        Ok(write) => Some((k.clone(), StatusWrite { round, uid: w.uid.clone(), ..write })),
                         Err(e) => {
                             tracing::error!(workflow = %k.1, error = %e, "encoding the status failed");
                             None
@@ -126,8 +130,20 @@ impl Engine {
 
     /// Sends one status write. The answer (the whole workflow, megabytes for a big one) is
     /// read and dropped chunk by chunk, never held whole: the engine has its status already.
-    async fn write_status(&self, k: &Key, write: StatusWrite) -> Result<(), kube::Error> {
+    async fn write_status(&self, k: &Key, mut write: StatusWrite) -> Result<(), kube::Error> {
         use http_body_util::BodyExt;
+        // The tasks' ranges first: the summary never names entries that are not stored.
+        let owner = crate::controller::outputs::Owner { namespace: &k.0, name: &k.1, uid: &write.uid };
+        let (client, owner_ref) = (&self.client, &owner);
+        let results: Vec<Result<(), kube::Error>> = futures::stream::iter(std::mem::take(&mut write.ranges))
+            .map(|(i, text)| async move { offload::write_range(client, owner_ref, i, &text).await })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), kube::Error>>()?;
+        if let Some(from) = write.drop_from {
+            offload::remove_ranges_from(&self.client, &owner, from).await;
+        }
         let url = format!("{}/{}/status?fieldManager={FIELD_MANAGER}", Workflow::url_path(&(), Some(&k.0)), k.1);
         let req = http::Request::patch(url)
             .header(http::header::CONTENT_TYPE, write.content_type)
@@ -173,15 +189,58 @@ struct StatusWrite {
     body: Vec<u8>,
     /// The whole status (a merge patch), not a JSON patch of what changed.
     whole: bool,
+    /// The workflow's uid (owner of the ranges).
+    uid: String,
+    /// Ranges of tasks kept beside the workflow to write first: (range, its text).
+    ranges: Vec<(usize, String)>,
+    /// Ranges from this one on are no longer part of the workflow.
+    drop_from: Option<usize>,
 }
 
 fn status_merge_patch(status: &WorkflowStatus) -> Result<StatusWrite, serde_json::Error> {
-    #[derive(serde::Serialize)]
-    struct Body<'a> {
-        status: &'a WorkflowStatus,
+    let body = offload::merge_patch_body(status)?;
+    Ok(StatusWrite { body, ..StatusWrite::merge() })
+}
+
+/// A workflow whose tasks are kept beside it: the ranges that hold a changed task (all of
+/// them on a rewrite), and the summary as a merge patch.
+fn offloaded_write(
+    name: &str,
+    status: &WorkflowStatus,
+    changed: &[usize],
+    rewrite: bool,
+) -> Result<StatusWrite, serde_json::Error> {
+    let n = status.tasks.len();
+    let mut which: Vec<usize> = if rewrite {
+        (0..offload::ranges(n)).collect()
+    } else {
+        changed.iter().map(|&i| offload::range_of(i)).collect()
+    };
+    which.sort_unstable();
+    which.dedup();
+    let ranges = which
+        .into_iter()
+        .filter_map(|k| {
+            let tasks = status.tasks.get(k * offload::TASKS_PER_CHUNK..((k + 1) * offload::TASKS_PER_CHUNK).min(n))?;
+            Some(offload::encode_range(tasks).map(|text| (k, text)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let body = offload::merge_patch_body(&offload::summary(name, status))?;
+    Ok(StatusWrite { body, ranges, drop_from: rewrite.then(|| offload::ranges(n)), ..StatusWrite::merge() })
+}
+
+impl StatusWrite {
+    fn merge() -> Self {
+        StatusWrite {
+            round: 0,
+            content_type: "application/merge-patch+json",
+            body: Vec::new(),
+            whole: true,
+            uid: String::new(),
+            ranges: Vec::new(),
+            drop_from: None,
+        }
     }
-    let body = serde_json::to_vec(&Body { status })?;
-    Ok(StatusWrite { round: 0, content_type: "application/merge-patch+json", body, whole: true })
 }
 
 /// A JSON patch that replaces the tasks `changed` (after testing that each index still holds
@@ -216,7 +275,7 @@ fn status_json_patch(status: &mut WorkflowStatus, changed: &[usize]) -> Result<S
         ops.push(Op { op: "replace", path: format!("/status/tasks/{i}"), value: OpValue::Task(t) });
     }
     let body = serde_json::to_vec(&ops)?;
-    Ok(StatusWrite { round: 0, content_type: "application/json-patch+json", body, whole: false })
+    Ok(StatusWrite { content_type: "application/json-patch+json", body, whole: false, ..StatusWrite::merge() })
 }
 
 #[cfg(test)]
