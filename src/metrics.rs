@@ -117,6 +117,8 @@ struct Inner {
     agents: BTreeMap<Key, AgentSeries>,
     budgets: BTreeMap<String, BudgetSeries>,
     workflows: BTreeMap<Key, WorkflowSeries>,
+    /// Alert webhook deliveries by outcome.
+    notifications: BTreeMap<&'static str, u64>,
 }
 
 /// The shared registry (one per process: the node, the engine and the API server of `a2a
@@ -191,6 +193,12 @@ impl Registry {
 
     pub fn budget(&self, name: &str, series: BudgetSeries) {
         self.lock().budgets.insert(name.to_owned(), series);
+    }
+
+    /// An alert notification ended with `outcome`: `sent`, `retried` (an attempt failed and
+    /// is tried again), `failed` (after the last attempt), `dropped` (its queue was full).
+    pub fn alert_notification(&self, outcome: &'static str) {
+        *self.lock().notifications.entry(outcome).or_default() += 1;
     }
 
     pub fn budget_gone(&self, name: &str) {
@@ -355,6 +363,15 @@ impl Registry {
                     u8::from(*firing)
                 );
             }
+        }
+        header(
+            out,
+            "a2a_alert_notifications_total",
+            "counter",
+            "Alert webhook deliveries by outcome (sent, retried, failed, dropped).",
+        );
+        for (outcome, n) in &inner.notifications {
+            let _ = writeln!(out, "a2a_alert_notifications_total{{outcome=\"{outcome}\"}} {n}");
         }
 
         header(
