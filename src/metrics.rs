@@ -127,6 +127,8 @@ struct Inner {
 pub struct Registry {
     inner: Mutex<Inner>,
     engines: Mutex<Vec<Collector>>,
+    /// Set: the per-task series are not recorded (the metrics-overhead bench's baseline).
+    off: std::sync::atomic::AtomicBool,
 }
 
 /// The process's registry.
@@ -214,14 +216,30 @@ impl Registry {
         f(self.lock().workflows.entry(key(namespace, name)).or_default());
     }
 
+    /// Whether per-task series are recorded (they are by default). Only the benchmark that
+    /// measures what recording costs turns it off (`benches/metrics_overhead.rs`).
+    pub fn set_recording(&self, on: bool) {
+        self.off.store(!on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn recording(&self) -> bool {
+        !self.off.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A task attempt was sent to an agent `waited` after it was queued.
     pub fn task_dispatched(&self, namespace: &str, workflow: &str, waited: Duration) {
+        if !self.recording() {
+            return;
+        }
         self.workflow(namespace, workflow, |w| w.dispatch_latency.observe(waited.as_secs_f64()));
     }
 
     /// A task attempt ended with `outcome` (`succeeded`, `failed`, `retried`, `cancelled`,
     /// `waiting`) for `reason`, after `took` (when its start is known).
     pub fn task_ended(&self, namespace: &str, workflow: &str, outcome: &str, reason: &str, took: Option<Duration>) {
+        if !self.recording() {
+            return;
+        }
         self.workflow(namespace, workflow, |w| {
             if let Some(took) = took {
                 w.task_duration.observe(took.as_secs_f64());
