@@ -41,7 +41,7 @@ pub struct TopArgs {
     #[arg(short, long, value_enum, default_value_t = TopFormat::Table, requires = "once")]
     pub output: TopFormat,
     /// Time between refreshes of the live view (e.g. 2s, 500ms).
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = super::values::duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = super::values::positive_duration)]
     pub interval: Duration,
     /// Only this namespace's agents and workflows [default: every namespace].
     #[arg(short, long)]
