@@ -241,6 +241,7 @@ impl ControlPlane {
         }
         config.restart_backoff = opts.restart_backoff;
         config.log_limits = opts.log_limits;
+        config.external_url = server.url();
         let version = enforced.then(|| driver.version());
         let (node, runner) = Node::new(client.clone(), driver, config);
         let engine = Engine::new(

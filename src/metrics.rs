@@ -117,6 +117,8 @@ struct Inner {
     agents: BTreeMap<Key, AgentSeries>,
     budgets: BTreeMap<String, BudgetSeries>,
     workflows: BTreeMap<Key, WorkflowSeries>,
+    /// Alert webhook deliveries by outcome.
+    notifications: BTreeMap<&'static str, u64>,
 }
 
 /// The shared registry (one per process: the node, the engine and the API server of `a2a
@@ -125,6 +127,8 @@ struct Inner {
 pub struct Registry {
     inner: Mutex<Inner>,
     engines: Mutex<Vec<Collector>>,
+    /// Set: the per-task series are not recorded (the metrics-overhead bench's baseline).
+    off: std::sync::atomic::AtomicBool,
 }
 
 /// The process's registry.
@@ -193,6 +197,12 @@ impl Registry {
         self.lock().budgets.insert(name.to_owned(), series);
     }
 
+    /// An alert notification ended with `outcome`: `sent`, `retried` (an attempt failed and
+    /// is tried again), `failed` (after the last attempt), `dropped` (its queue was full).
+    pub fn alert_notification(&self, outcome: &'static str) {
+        *self.lock().notifications.entry(outcome).or_default() += 1;
+    }
+
     pub fn budget_gone(&self, name: &str) {
         self.lock().budgets.remove(name);
     }
@@ -206,14 +216,30 @@ impl Registry {
         f(self.lock().workflows.entry(key(namespace, name)).or_default());
     }
 
+    /// Whether per-task series are recorded (they are by default). Only the benchmark that
+    /// measures what recording costs turns it off (`benches/metrics_overhead.rs`).
+    pub fn set_recording(&self, on: bool) {
+        self.off.store(!on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn recording(&self) -> bool {
+        !self.off.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A task attempt was sent to an agent `waited` after it was queued.
     pub fn task_dispatched(&self, namespace: &str, workflow: &str, waited: Duration) {
+        if !self.recording() {
+            return;
+        }
         self.workflow(namespace, workflow, |w| w.dispatch_latency.observe(waited.as_secs_f64()));
     }
 
     /// A task attempt ended with `outcome` (`succeeded`, `failed`, `retried`, `cancelled`,
     /// `waiting`) for `reason`, after `took` (when its start is known).
     pub fn task_ended(&self, namespace: &str, workflow: &str, outcome: &str, reason: &str, took: Option<Duration>) {
+        if !self.recording() {
+            return;
+        }
         self.workflow(namespace, workflow, |w| {
             if let Some(took) = took {
                 w.task_duration.observe(took.as_secs_f64());
@@ -355,6 +381,15 @@ impl Registry {
                     u8::from(*firing)
                 );
             }
+        }
+        header(
+            out,
+            "a2a_alert_notifications_total",
+            "counter",
+            "Alert webhook deliveries by outcome (sent, retried, failed, dropped).",
+        );
+        for (outcome, n) in &inner.notifications {
+            let _ = writeln!(out, "a2a_alert_notifications_total{{outcome=\"{outcome}\"}} {n}");
         }
 
         header(

@@ -26,12 +26,22 @@ fn every_client_verb_says_how_to_start_a_control_plane() {
         &["apply", "-f", "examples/quickstart.yaml"],
         &["delete", "agent", "writer"],
         &["wait", "agent/writer", "--for=condition=Ready"],
+        &["top"],
+        &["top", "--once", "-o", "json"],
     ] {
         let out = a2a(home.path(), args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert_eq!(String::from_utf8_lossy(&out.stderr), expected, "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+    let out = a2a(home.path(), &["top", "--interval", "0s"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("invalid value '0s' for '--interval <DURATION>': must be more than 0s"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = a2a(home.path(), &["diff", "-f", "examples/quickstart.yaml"]);
     assert_eq!(out.status.code(), Some(2), "diff exits 2 on trouble, as diff(1) does");
 }

@@ -261,3 +261,139 @@ async fn agents_budgets_and_workflows_are_served_as_metrics_and_go_with_their_ob
     promtool_check(&text);
     tear_down(daemon).await;
 }
+
+/// `a2a top --once` against the daemon, its stdout.
+fn top_once(home: &std::path::Path, format: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_a2a"))
+        .args(["top", "--once", "-o", format])
+        .env("A2A_HOME", home)
+        .env_remove("A2A_KUBECONFIG")
+        .output()
+        .expect("a2a top");
+    assert!(out.status.success(), "a2a top failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_once_shows_the_running_agent_its_budget_and_the_running_workflow() {
+    let scratch = Scratch::new("top");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &[]);
+    let client = daemon.client().await;
+    apply(
+        home,
+        "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: { name: watched }\nspec:\n  parent: host\n  limits: { memory: 256Mi, cpu: \"1\" }\n---\n\
+         apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: worker }\nspec:\n  command: [a2a, demo-agent]\n  budget: watched\n  resources: { limits: { cpu: 500m, memory: 128Mi } }\n",
+    );
+    // A second agent keeps a shell spinning beside its A2A server, under a 200m limit.
+    let exe = env!("CARGO_BIN_EXE_a2a");
+    apply(
+        home,
+        &format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: spinner }}\nspec:\n  command: [sh, -c, \"while :; do :; done & exec {exe} demo-agent\"]\n  budget: watched\n  resources: {{ limits: {{ cpu: 200m, memory: 64Mi }} }}\n"
+        ),
+    );
+    wait_agent(&client, "worker", Duration::from_secs(30), |a| {
+        a.status.as_ref().is_some_and(|s| s.ready_replicas == 1 && s.usage.as_ref().is_some_and(|u| u.memory_bytes > 0))
+    })
+    .await;
+    // Its use is written once the node has sampled it twice (10 s apart).
+    let spinning = wait_agent(&client, "spinner", Duration::from_secs(60), |a| {
+        a.status.as_ref().and_then(|s| s.usage.as_ref()).is_some_and(|u| u.cpu_millicores >= 20)
+    })
+    .await;
+    apply(
+        home,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: long }\nspec:\n  tasks:\n    - { name: nap, agent: worker, message: sleep 60s }\n    - { name: after, agent: worker, dependsOn: [nap], message: echo done }\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let wf = get_wf(&client, "long").await;
+        let running = wf.status.as_ref().is_some_and(|s| {
+            s.tasks.iter().any(|t| t.name == "nap" && t.phase == a2a::api::workflow::TaskPhase::Running)
+        });
+        if running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the task runs: {:#?}", wf.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let json: serde_json::Value = serde_json::from_str(&top_once(home, "json")).expect("JSON");
+    let agent = json["agents"].as_array().and_then(|a| a.iter().find(|a| a["name"] == "worker")).expect("worker");
+    assert_eq!(agent["namespace"], "default");
+    assert_eq!((agent["readyReplicas"].as_u64(), agent["replicas"].as_u64()), (Some(1), Some(1)), "{agent}");
+    assert!(
+        agent["cpuPercent"].as_f64().is_some_and(|p| (0.0..=50.0).contains(&p)),
+        "CPU% from status.usage, at most its 500m limit: {agent}"
+    );
+    assert_eq!(agent["throttled"], false, "an idle agent is not throttled: {agent}");
+    assert_eq!(agent["throttledSeconds"].as_f64(), Some(0.0), "{agent}");
+    assert_eq!(agent["cpuLimitMillicores"], 500);
+    assert!(agent["memoryBytes"].as_u64().is_some_and(|m| m > 0), "{agent}");
+    assert_eq!(agent["memoryLimitBytes"], 128u64 << 20);
+    assert_eq!(agent["restarts"], 0);
+    assert_eq!(agent["tasksInFlight"], 1, "the sleeping task: {agent}");
+    let spinner = json["agents"].as_array().and_then(|a| a.iter().find(|a| a["name"] == "spinner")).expect("spinner");
+    let cpu = spinner["cpuPercent"].as_f64().expect("the spinner's CPU%");
+    let measured = spinning.status.and_then(|s| s.usage).map_or(0, |u| u.cpu_millicores) as f64 / 10.0;
+    // The node rewrites usage that moved by 10% or more, so what top shows is near that.
+    assert!((2.0..=25.0).contains(&cpu), "a spinning shell under 200m (measured {measured}%): {spinner}");
+    assert_eq!(spinner["cpuLimitMillicores"], 200);
+    assert!(spinner["throttledSeconds"].as_f64().is_some(), "{spinner}");
+    let budget = json["budgets"].as_array().and_then(|b| b.iter().find(|b| b["name"] == "watched")).expect("budget");
+    assert_eq!(budget["memory"]["limit"], 256u64 << 20);
+    assert_eq!(budget["memory"]["allocated"], 192u64 << 20, "the worker's 128Mi and the spinner's 64Mi");
+    assert_eq!(budget["cpu"]["limit"], 1000);
+    assert_eq!(budget["agents"], 2);
+    assert_eq!(budget["pressure"], false);
+    let wf = json["workflows"].as_array().and_then(|w| w.iter().find(|w| w["name"] == "long")).expect("workflow");
+    assert_eq!(
+        (wf["phase"].as_str(), wf["succeeded"].as_u64(), wf["running"].as_u64(), wf["total"].as_u64()),
+        (Some("Running"), Some(0), Some(1), Some(2)),
+        "{wf}"
+    );
+
+    let table = top_once(home, "table");
+    let lines: Vec<&str> = table.lines().collect();
+    let header = |first: &str| lines.iter().position(|l| l.split_whitespace().next() == Some(first));
+    let agents_at = header("NAMESPACE").expect("the agents' header");
+    assert_eq!(
+        lines[agents_at].split_whitespace().collect::<Vec<_>>(),
+        [
+            "NAMESPACE",
+            "AGENT",
+            "READY",
+            "CPU%",
+            "CPU-LIMIT",
+            "MEMORY",
+            "MEM-LIMIT",
+            "MEM%",
+            "THROTTLED",
+            "RESTARTS",
+            "IN-FLIGHT"
+        ]
+    );
+    let row: Vec<&str> =
+        lines.iter().find(|l| l.contains(" worker ")).expect("the worker's row").split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[2], row[4], row[6], row[9], row[10]),
+        ("default", "worker", "1/1", "500m", "128Mi", "0", "1"),
+        "{table}"
+    );
+    let budgets_at = header("BUDGET").expect("the budgets' header");
+    let budget_row: Vec<&str> = lines[budgets_at..]
+        .iter()
+        .find(|l| l.starts_with("watched "))
+        .expect("the budget's row")
+        .split_whitespace()
+        .collect();
+    assert!(budget_row[1].ends_with("/192Mi/256Mi"), "{table}");
+    let wf_row = lines.iter().find(|l| l.contains(" long ")).expect("the workflow's row");
+    assert!(wf_row.contains("Running") && wf_row.contains("0/2"), "{table}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("NAMESPACE") && l.contains("WORKFLOW") && l.contains("PROGRESS")),
+        "{table}"
+    );
+    tear_down(daemon).await;
+}

@@ -227,3 +227,138 @@ async fn a_budget_over_its_cpu_alert_threshold_fires_from_measured_use_with_an_e
     }
     tear_down(daemon).await;
 }
+
+/// What a webhook receiver got: the `Authorization` header and the JSON body of each POST.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, serde_json::Value)>>>;
+
+/// An HTTP webhook receiver on 127.0.0.1 that answers its first request 500 and the others
+/// 200, as a receiver that is briefly down would.
+async fn webhook_receiver() -> (std::net::SocketAddr, Received) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let got: Received = Received::default();
+    let seen = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let auth = req
+                            .headers()
+                            .get(hyper::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                        let n = {
+                            let mut seen = seen.lock().unwrap();
+                            seen.push((auth, json));
+                            seen.len()
+                        };
+                        let status = if n == 1 { 500 } else { 200 };
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(http_body_util::Full::new(bytes::Bytes::from_static(b"")))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_alert_reaches_its_webhook_in_alertmanagers_format_retried_and_then_resolved() {
+    use k8s_openapi::api::core::v1::Secret;
+    let scratch = Scratch::new("notify");
+    let (home, top) = (scratch.home(), scratch.top());
+    let (addr, got) = webhook_receiver().await;
+    let daemon = Daemon::start(home, top, &[]);
+    let client = daemon.client().await;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "hook", "namespace": "default"},
+        "stringData": {"token": "s3cret-token\n"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), "default").create(&Default::default(), &secret).await.expect("secret");
+    // One sleeping process is 1% of 100 pids: the alert fires while the agent runs.
+    apply(
+        home,
+        &format!(
+            "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {{ name: paged }}\nspec:\n  parent: host\n  limits: {{ memory: 64Mi, cpu: 500m, pids: 100 }}\n  alerts:\n  - resource: pids\n    above: \"1%\"\n    notify: {{ url: \"http://{addr}/hook\", secretRef: {{ name: hook, key: token }} }}\n---\n\
+             apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: sleeper }}\nspec:\n  command: [sleep, \"1000\"]\n  budget: paged\n  resources: {{ limits: {{ cpu: 100m, memory: 32Mi }} }}\n"
+        ),
+    );
+    let received = |n: usize| {
+        let got = got.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let now = got.lock().unwrap().clone();
+                if now.len() >= n {
+                    return now;
+                }
+                assert!(Instant::now() < deadline, "the receiver got {} of {n} requests: {now:#?}", now.len());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // Answered 500, the firing notification is sent again.
+    let firing = received(2).await;
+    assert_eq!(firing[0], firing[1], "the retry sends the same payload");
+    let (auth, body) = &firing[1];
+    assert_eq!(auth.as_deref(), Some("Bearer s3cret-token"), "the token of the Secret, without its newline");
+    assert_eq!(body["version"], "4");
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["receiver"], "a2a");
+    assert_eq!(body["truncatedAlerts"], 0);
+    assert_eq!(
+        body["groupLabels"],
+        serde_json::json!({"alertname": "ResourceBudgetAlert", "budget": "paged", "resource": "pids"})
+    );
+    let labels = serde_json::json!({"alertname": "ResourceBudgetAlert", "budget": "paged", "resource": "pids", "severity": "warning"});
+    assert_eq!(body["commonLabels"], labels);
+    assert!(body["groupKey"].as_str().is_some_and(|k| k.contains("budget=\"paged\"")), "{body}");
+    let external = body["externalURL"].as_str().expect("externalURL");
+    assert!(external.starts_with("https://127.0.0.1:"), "{body}");
+    let alerts = body["alerts"].as_array().expect("alerts");
+    assert_eq!(alerts.len(), 1);
+    let alert = &alerts[0];
+    assert_eq!(alert["status"], "firing");
+    assert_eq!(alert["labels"], labels);
+    assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z", "a firing alert has not ended");
+    let starts: jiff::Timestamp = alert["startsAt"].as_str().expect("startsAt").parse().expect("RFC 3339");
+    assert_eq!(alert["generatorURL"], format!("{external}/apis/a2a.dev/v1alpha1/resourcebudgets/paged"));
+    assert_eq!(alert["fingerprint"].as_str().map(str::len), Some(16));
+    assert!(alert["annotations"]["summary"].as_str().is_some_and(|s| s.contains("pids use above 1%")), "{body}");
+    assert!(alert["annotations"]["description"].is_string());
+    assert_eq!(body["commonAnnotations"], alert["annotations"]);
+
+    // The agent goes: no pid is left, and the alert resolves.
+    Api::<Agent>::namespaced(client.clone(), "default")
+        .delete("sleeper", &DeleteParams::default())
+        .await
+        .expect("delete the agent");
+    let all = received(3).await;
+    let (auth, body) = &all[2];
+    assert_eq!(auth.as_deref(), Some("Bearer s3cret-token"));
+    assert_eq!(body["status"], "resolved");
+    let alert = &body["alerts"][0];
+    assert_eq!(alert["status"], "resolved");
+    assert_eq!(alert["fingerprint"], firing[1].1["alerts"][0]["fingerprint"], "the same alert");
+    assert_eq!(alert["startsAt"], firing[1].1["alerts"][0]["startsAt"]);
+    let ends: jiff::Timestamp = alert["endsAt"].as_str().expect("endsAt").parse().expect("RFC 3339");
+    assert!(ends >= starts, "{body}");
+    tear_down(daemon).await;
+}

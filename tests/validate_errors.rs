@@ -381,6 +381,32 @@ fn alert_on_an_unlimited_resource_is_caught() {
 }
 
 #[test]
+fn alert_webhook_that_is_not_an_http_url_is_caught_with_its_secret_ref() {
+    let text = budget(
+        "  limits: { memory: 1Gi }\n  alerts:\n    - resource: memory\n      above: \"90%\"\n      notify: { url: \"ftp://hooks.example/a2a\", secretRef: { namespace: Bad_NS, name: hook, key: \"\" } }\n",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            format!(
+                "{B}: spec.alerts[0].notify.url: \"ftp://hooks.example/a2a\": the scheme must be http or https, not ftp"
+            ),
+            format!(
+                "{B}: spec.alerts[0].notify.secretRef.namespace: \"Bad_NS\" is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit"
+            ),
+            format!("{B}: spec.alerts[0].notify.secretRef.key: must not be empty"),
+        ]
+    );
+    let relative = budget(
+        "  limits: { memory: 1Gi }\n  alerts:\n    - { resource: memory, above: \"90%\", notify: { url: /hook } }\n",
+    );
+    assert_eq!(
+        errors(&relative),
+        [format!("{B}: spec.alerts[0].notify.url: \"/hook\" is not an absolute URL (http://host/path)")]
+    );
+}
+
+#[test]
 fn namespace_on_a_cluster_scoped_budget_is_caught() {
     let text = budget("  limits: { memory: 1Gi }\n").replace("name: team", "name: team\n  namespace: dev");
     assert_eq!(

@@ -45,8 +45,8 @@ pub struct ResourceBudgetSpec {
     /// The CPU all `background` agents of this budget may use together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_cpu: Option<Cpu>,
-    /// Thresholds whose crossing records an Event and sets the `AlertFiring` condition (local
-    /// mode).
+    /// Thresholds whose crossing records an Event, sets the `AlertFiring` condition and, with
+    /// `notify`, calls a webhook in Alertmanager's format.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<Alert>,
     /// The most A2A requests sent to all agents charged to this budget (and its child
@@ -142,6 +142,41 @@ pub struct Alert {
     pub resource: AlertResource,
     /// A share of the limit: `"90%"`.
     pub above: Percent,
+    /// A webhook called when the alert fires and when it resolves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<AlertNotify>,
+}
+
+/// Where an alert is sent: an Alertmanager webhook receiver (`POST`, payload version 4).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertNotify {
+    /// `http://` or `https://` URL the payload is posted to.
+    pub url: String,
+    /// A key of a Secret whose value is sent as `Authorization: Bearer <value>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<NotifySecretRef>,
+    /// A key of a Secret holding a CA bundle (PEM) trusted for an `https://` URL in addition
+    /// to the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<NotifySecretRef>,
+}
+
+/// A key of a Secret. Budgets belong to no namespace, so the Secret's is named (default:
+/// `default`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotifySecretRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    pub key: String,
+}
+
+impl NotifySecretRef {
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

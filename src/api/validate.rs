@@ -818,6 +818,20 @@ pub fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
     None
 }
 
+/// A webhook URL: absolute, `http` or `https`, with a host.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return Err(format!("{url:?}: the scheme must be http or https, not {other}")),
+        None => return Err(format!("{url:?} is not an absolute URL (http://host/path)")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
 fn check_budget(b: &ResourceBudget, errors: &mut Vec<FieldError>) {
     let s = &b.spec;
     if let Some(parent) = &s.parent {
@@ -846,6 +860,27 @@ fn check_budget(b: &ResourceBudget, errors: &mut Vec<FieldError>) {
                 format!("spec.alerts[{i}].resource"),
                 format!("alerts on {resource} need spec.limits.{resource}, which is not set"),
             ));
+        }
+        if let Some(n) = &alert.notify {
+            if let Err(e) = check_webhook_url(&n.url) {
+                errors.push(FieldError::new(format!("spec.alerts[{i}].notify.url"), e));
+            }
+            for (field, r) in [("secretRef", &n.secret_ref), ("caSecretRef", &n.ca_secret_ref)] {
+                let Some(r) = r else { continue };
+                if let Some(ns) = &r.namespace
+                    && let Err(e) = check_dns_label(ns)
+                {
+                    errors.push(FieldError::new(format!("spec.alerts[{i}].notify.{field}.namespace"), e.to_string()));
+                }
+                for (what, v) in [("name", &r.name), ("key", &r.key)] {
+                    if v.is_empty() {
+                        errors.push(FieldError::new(
+                            format!("spec.alerts[{i}].notify.{field}.{what}"),
+                            "must not be empty",
+                        ));
+                    }
+                }
+            }
         }
     }
     if let (Some(bg), Some(cpu)) = (&s.background_cpu, &s.limits.cpu)

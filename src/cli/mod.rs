@@ -22,6 +22,7 @@ pub mod run;
 pub mod run_input;
 pub mod serve;
 pub mod store;
+pub mod top;
 pub mod user;
 pub mod validate;
 pub mod values;
@@ -67,6 +68,9 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Show what `apply` would change.
     Diff(diff::DiffArgs),
+    /// A live view of agents (CPU, memory, throttling, restarts, tasks in flight), budgets
+    /// and running workflows; q quits. --once -o table|json prints one view.
+    Top(top::TopArgs),
     /// Wait until an object has a condition or phase, or is deleted.
     Wait(wait::WaitArgs),
     /// Cancel a running workflow: CancelTask for its running tasks, waiting ones Cancelled.
@@ -242,6 +246,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Get(args) => client::block_on(print_listing(get::run(&args), &mut out)),
         Command::Describe(args) => match client::block_on(describe::run(&args)) {
             Ok(text) => write!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
+        Command::Top(args) if args.once => match client::block_on(top::once(&args)) {
+            Ok(text) => write!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
+        Command::Top(args) => match client::block_on(top::live(&args)) {
+            Ok(()) => Ok(()),
             Err(e) => return fail(e),
         },
         Command::Wait(args) => match client::block_on(wait::run(&args)) {

@@ -31,6 +31,10 @@ pub struct OperatorArgs {
     /// RBAC on resourcequotas (the chart's resourceQuota.enabled).
     #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set)]
     pub resource_quota: bool,
+    /// The URL budget alert notifications link to (the webhook payload's `externalURL`), e.g.
+    /// the cluster's dashboard.
+    #[arg(long, value_name = "URL", env = "A2A_EXTERNAL_URL")]
+    pub external_url: Option<String>,
     /// Watch Agents and Workflows in this namespace only. Repeatable; none: all namespaces.
     #[arg(long = "namespace", short = 'n', value_name = "NAMESPACE", conflicts_with = "all_namespaces")]
     pub namespaces: Vec<String>,
@@ -75,6 +79,7 @@ pub fn config(args: &OperatorArgs) -> Result<OperatorConfig, Error> {
     c.lease_duration = args.lease_duration;
     c.renew_deadline = args.renew_deadline;
     c.resource_quota = args.resource_quota;
+    c.external_url = args.external_url.clone().unwrap_or_default();
     c.retry_period = (args.renew_deadline / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
     c.workload = WorkloadConfig { priority_classes: args.priority_classes.iter().cloned().collect() };
     c.check()?;

@@ -197,6 +197,15 @@ pub fn budget_statuses(
     agents: &[Agent],
     measured: &Measured,
 ) -> BTreeMap<String, ResourceBudgetStatus> {
+    budget_statuses_and_alerts(budgets, agents, measured).into_iter().map(|(n, (s, _))| (n, s)).collect()
+}
+
+/// As [`budget_statuses`], with each budget's alerts as evaluated.
+pub fn budget_statuses_and_alerts(
+    budgets: &[ResourceBudget],
+    agents: &[Agent],
+    measured: &Measured,
+) -> BTreeMap<String, (ResourceBudgetStatus, Vec<budget_status::AlertState>)> {
     let input = admission_input(budgets, agents);
     let decision = admission::decide(&input, u64::MAX);
     let used = measured_use(budgets, agents, &decision, measured);
@@ -241,7 +250,7 @@ pub fn budget_statuses(
                 c.observed_generation = budget.meta().generation;
                 set_condition(&mut status.conditions, c);
             }
-            (name, status)
+            (name, (status, summary.alerts))
         })
         .collect()
 }
@@ -340,6 +349,8 @@ pub struct SyncOptions {
     pub namespaces: Vec<String>,
     /// Publishes an Event on a budget whose `Metrics` or `AlertFiring` condition changes.
     pub recorder: Option<Recorder>,
+    /// Sends alerts to their webhooks.
+    pub notifier: Option<crate::controller::alert_notify::Notifier>,
 }
 
 /// Events for condition changes of a budget, so `kubectl describe rb` shows when and why:
@@ -402,10 +413,13 @@ pub async fn sync(client: &kube::Client, opts: &SyncOptions) -> Result<(), Error
         .items;
     if !budgets.is_empty() {
         let measured = measure(client).await;
-        let statuses = budget_statuses(&budgets, &agents, &measured);
+        let statuses = budget_statuses_and_alerts(&budgets, &agents, &measured);
         for budget in &budgets {
             let name = budget.name_any();
-            let Some(new) = statuses.get(&name) else { continue };
+            let Some((new, alerts)) = statuses.get(&name) else { continue };
+            if let Some(n) = &opts.notifier {
+                n.observe(budget, alerts, budget.status.as_ref());
+            }
             if budget.status.as_ref() == Some(new) {
                 continue;
             }
@@ -791,6 +805,123 @@ mod tests {
         assert_eq!(patch["status"]["used"]["memory"], "950Mi");
         task.await.expect("join").expect("synced");
         assert!(handle.next_request().await.is_none(), "nothing else");
+    }
+
+    /// A webhook receiver on loopback (a real HTTP server): answers its first POST 503 and the
+    /// others 200, and hands over each body.
+    async fn receiver() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (tx, seen) = (tx.clone(), seen.clone());
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (tx, seen) = (tx.clone(), seen.clone());
+                    async move {
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                        let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                        let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                        *resp.status_mut() =
+                            if first { http::StatusCode::SERVICE_UNAVAILABLE } else { http::StatusCode::OK };
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        (addr, rx)
+    }
+
+    /// One sync pass over `team` with the pod of its agent using `memory`, its Event and status
+    /// write answered; the status written.
+    async fn sync_once(opts: &SyncOptions, team: &Value, memory: &str) -> Value {
+        let (client, mut handle) = mock();
+        let opts = SyncOptions {
+            recorder: Some(Recorder::new(
+                client.clone(),
+                kube::runtime::events::Reporter { controller: "a2a-operator".into(), instance: None },
+            )),
+            ..opts.clone()
+        };
+        let task = tokio::spawn(async move { sync(&client, &opts).await });
+        let budgets = list("a2a.dev/v1alpha1", "ResourceBudgetList", vec![team.clone()]);
+        answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/resourcebudgets", 200, budgets).await;
+        let agents = vec![agent("team-a", "writer", Some("team"), "1Gi")];
+        answer(&mut handle, "GET", "/apis/a2a.dev/v1alpha1/agents", 200, list("a2a.dev/v1alpha1", "AgentList", agents))
+            .await;
+        answer(&mut handle, "GET", "/apis/metrics.k8s.io/v1beta1", 200, json!({"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": "metrics.k8s.io/v1beta1", "resources": [
+                {"name": "pods", "singularName": "", "namespaced": true, "kind": "PodMetrics", "verbs": ["get", "list"]}]})).await;
+        let pod = json!({"metadata": {"name": "writer-1", "namespace": "team-a", "labels": {"a2a.dev/agent": "writer"}},
+            "timestamp": "2026-11-24T06:00:00Z", "window": "15s",
+            "containers": [{"name": "agent", "usage": {"cpu": "10m", "memory": memory}}]});
+        let pods = list("metrics.k8s.io/v1beta1", "PodMetricsList", vec![pod]);
+        answer(&mut handle, "GET", "/apis/metrics.k8s.io/v1beta1/pods", 200, pods).await;
+        answer(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/default/events", 201, json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"}, "eventTime": null
+        }))
+        .await;
+        let path = "/apis/a2a.dev/v1alpha1/resourcebudgets/team/status";
+        let (_, patch) = answer(&mut handle, "PATCH", path, 200, team.clone()).await;
+        task.await.expect("join").expect("synced");
+        patch
+    }
+
+    /// The next body the receiver got.
+    async fn next(got: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+        tokio::time::timeout(std::time::Duration::from_secs(20), got.recv())
+            .await
+            .expect("a POST within 20s")
+            .expect("the receiver runs")
+    }
+
+    #[tokio::test]
+    async fn on_a_cluster_an_alert_is_posted_to_its_webhook_retried_and_then_resolved() {
+        let (addr, mut got) = receiver().await;
+        let notifier =
+            crate::controller::alert_notify::Notifier::new(mock().0, "https://grafana.example", "a2a-operator");
+        let opts = SyncOptions { notifier: Some(notifier), ..SyncOptions::default() };
+        let mut team = budget("team", json!({"memory": "1Gi", "cpu": "1"}), None);
+        team["spec"]["alerts"] =
+            json!([{"resource": "memory", "above": "90%", "notify": {"url": format!("http://{addr}/hook")}}]);
+        // Measured before, below the threshold.
+        team["status"] = json!({"conditions": [
+            {"type": "Metrics", "status": "True", "reason": "MetricsServer", "message": "m", "lastTransitionTime": "2026-11-24T05:00:00Z"},
+            {"type": "AlertFiring", "status": "False", "reason": "BelowThresholds", "message": "m", "lastTransitionTime": "2026-11-24T05:00:00Z"}]});
+
+        let patch = sync_once(&opts, &team, "950Mi").await;
+        assert!(conditions(&patch["status"]).contains(&("AlertFiring", "True", "ThresholdCrossed")));
+        let (first, retried) = (next(&mut got).await, next(&mut got).await);
+        assert_eq!(first, retried, "answered 503, the same payload is posted again");
+        assert_eq!((first["version"].as_str(), first["status"].as_str()), (Some("4"), Some("firing")));
+        assert_eq!(first["externalURL"], "https://grafana.example");
+        let alert = &first["alerts"][0];
+        assert_eq!(
+            alert["labels"],
+            json!({"alertname": "ResourceBudgetAlert", "budget": "team", "resource": "memory", "severity": "warning"})
+        );
+        assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+
+        // The next pass finds use back below the threshold, the stored status still firing.
+        team["status"] = patch["status"].clone();
+        let patch = sync_once(&opts, &team, "100Mi").await;
+        assert!(conditions(&patch["status"]).contains(&("AlertFiring", "False", "BelowThresholds")));
+        let resolved = next(&mut got).await;
+        assert_eq!(resolved["status"], "resolved");
+        assert_eq!(resolved["alerts"][0]["fingerprint"], alert["fingerprint"], "the same alert");
+        assert_eq!(resolved["alerts"][0]["startsAt"], alert["startsAt"]);
+        assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), got.recv()).await.is_err(),
+            "one notification per change"
+        );
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct OperatorConfig {
     /// Also write a ResourceQuota per namespace from the budgets ([`super::budget`]).
     pub resource_quota: bool,
     pub workload: WorkloadConfig,
+    /// The URL alert notifications link to (their `externalURL`); empty: none.
+    pub external_url: String,
 }
 
 impl OperatorConfig {
@@ -90,6 +92,7 @@ impl OperatorConfig {
             budget_resync: Duration::from_secs(30),
             resource_quota: false,
             workload: WorkloadConfig::default(),
+            external_url: String::new(),
         }
     }
 
@@ -493,6 +496,11 @@ impl Leading {
             resource_quota: config.resource_quota,
             namespaces: config.namespaces.clone(),
             recorder: Some(recorder),
+            notifier: Some(crate::controller::alert_notify::Notifier::new(
+                client.clone(),
+                config.external_url.clone(),
+                "a2a-operator",
+            )),
         };
         tasks.push(tokio::spawn(budget_loop(
             client.clone(),

@@ -137,7 +137,7 @@ mod tests {
     const MI: u64 = 1 << 20;
 
     fn alert(resource: AlertResource, above: &str) -> Alert {
-        Alert { resource, above: serde_json::from_value(serde_json::json!(above)).expect("percent") }
+        Alert { resource, above: serde_json::from_value(serde_json::json!(above)).expect("percent"), notify: None }
     }
 
     #[test]

@@ -190,6 +190,30 @@ pub async fn client_options(client: &kube::Client, agent: &Agent) -> Result<Clie
     Ok(options)
 }
 
+/// The bytes of key `key` of Secret `namespace/name`, read now (so a rotated value is used
+/// at once); `field` names what asked for it in errors.
+pub async fn secret_bytes(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    field: &str,
+) -> Result<Vec<u8>, Error> {
+    Secrets::new(client, namespace).bytes(name, key, field).await
+}
+
+/// As [`secret_bytes`], as text without a trailing newline.
+pub async fn secret_text(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    field: &str,
+) -> Result<SecretText, Error> {
+    let r = SecretKeyRef { name: name.to_owned(), key: key.to_owned() };
+    Secrets::new(client, namespace).text(&r, field).await
+}
+
 /// Whether `agent` gets a token of its own: a2a runs it and it speaks A2A.
 pub fn has_token(agent: &Agent) -> bool {
     agent.spec.url.is_none() && agent.spec.protocol() == Protocol::A2a

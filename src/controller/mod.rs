@@ -4,6 +4,7 @@
 //! Kubernetes cluster.
 
 pub mod admission;
+pub mod alert_notify;
 pub mod attempts;
 pub mod budget_chain;
 pub mod budget_status;

@@ -254,6 +254,8 @@ pub struct Node {
     objects: std::sync::RwLock<refs::ObjectCache>,
     /// Replicas' secret files.
     secret_files: super::secret_files::SecretFileStore,
+    /// Budget alerts' webhooks.
+    notifier: crate::controller::alert_notify::Notifier,
 }
 
 /// What the loop owns.
@@ -339,7 +341,9 @@ impl Node {
         let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let sandbox = Arc::new(Sandbox::new(&config.home, &config.sandbox_dir, &config.a2a_exe));
         let secret_files = super::secret_files::SecretFileStore::new(&config.sandbox_dir, &config.home);
+        let notifier = crate::controller::alert_notify::Notifier::new(client.clone(), &config.external_url, "a2a-node");
         let node = Arc::new(Node {
+            notifier,
             client,
             driver,
             config,
@@ -562,6 +566,7 @@ impl World {
                 crate::metrics::registry().budget_gone(&n);
                 self.budget_written.remove(&n);
                 self.alerts_firing.retain(|(b, _), _| *b != n);
+                node.notifier.forget(&n);
                 self.all_dirty = true;
                 self.budgets_dirty = true;
             }
@@ -758,6 +763,7 @@ impl World {
                     );
                 }
             }
+            node.notifier.observe(b, &summary.alerts, b.status.as_ref());
             set_condition(&mut status.conditions, summary.alert_firing);
             let last = self.budget_written.get(name).or(b.status.as_ref());
             if last == Some(&status) {

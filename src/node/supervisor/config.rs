@@ -36,6 +36,8 @@ pub struct NodeConfig {
     /// binary even after an upgrade replaced (unlinked) it on disk, as runc re-executes
     /// itself; `a2a_exe` when the running binary is not a2a (tests, benches).
     pub log_relay_exe: PathBuf,
+    /// The API server's URL, as alert notifications link to it (`externalURL`).
+    pub external_url: String,
 }
 
 impl NodeConfig {
@@ -52,6 +54,7 @@ impl NodeConfig {
             restart_backoff: Duration::from_secs(1),
             log_limits: LogLimits::default(),
             log_relay_exe: PathBuf::from("/proc/self/exe"),
+            external_url: String::new(),
         }
     }
 }
