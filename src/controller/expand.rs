@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use crate::api::validate::MAX_FOR_EACH;
 use crate::api::workflow::{TaskPhase, TaskStatus, WorkflowSpec, WorkflowTask};
 
 /// The reason of a `forEach` task whose upstream output is not a JSON array.
@@ -99,8 +100,21 @@ pub fn expand(declared: &WorkflowSpec, status: &[TaskStatus]) -> Option<Expanded
     Some(Expanded { spec: WorkflowSpec { tasks, ..declared.clone() }, waiting, invalid })
 }
 
-/// The JSON array a succeeded task's output is: its data part, else its text.
+/// The JSON array a succeeded task's output is: its data part, else its text; at most
+/// `MAX_FOR_EACH` items, the bound a spelled-out `items` list has.
 fn array_of(s: &TaskStatus) -> Result<Vec<Value>, String> {
+    let items = output_array(s)?;
+    if items.len() > MAX_FOR_EACH as usize {
+        return Err(format!(
+            "the output of task {:?} is an array of {} items, more than the {MAX_FOR_EACH} a forEach runs",
+            s.name,
+            items.len()
+        ));
+    }
+    Ok(items)
+}
+
+fn output_array(s: &TaskStatus) -> Result<Vec<Value>, String> {
     if let Some(Value::Array(items)) = &s.data {
         return Ok(items.clone());
     }
@@ -170,5 +184,20 @@ mod tests {
         let e = expand(&s, &[done]).expect("has forEach");
         assert_eq!(e.invalid.len(), 1);
         assert!(e.invalid[0].1.contains("not an array (it is an object)"), "{}", e.invalid[0].1);
+    }
+
+    #[test]
+    fn an_upstream_array_past_the_item_bound_fails_the_task_instead_of_expanding() {
+        let s = spec(serde_json::json!({"tasks": [
+            {"name": "plan", "agent": "a", "message": "list"},
+            {"name": "fan", "agent": "a", "message": "{{ item }}", "forEach": {"task": "plan"}},
+        ]}));
+        let mut done = TaskStatus::pending("plan");
+        done.phase = TaskPhase::Succeeded;
+        done.data = Some(Value::Array(vec![Value::from(0); MAX_FOR_EACH as usize + 1]));
+        let e = expand(&s, &[done]).expect("has forEach");
+        assert_eq!(e.spec.tasks.len(), 2, "nothing expanded");
+        assert_eq!(e.invalid.len(), 1);
+        assert!(e.invalid[0].1.contains("100001 items, more than the 100000"), "{}", e.invalid[0].1);
     }
 }
