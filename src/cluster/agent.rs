@@ -169,7 +169,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
         Ok(w) => {
             // The pods read the agent's token from its Secret (see `workload`): it exists first.
             if admitted && credentials::has_token(&agent) {
-                credentials::ensure_token(&ctx.client, &agent).await?;
+                credentials::ensure_token(&ctx.client, &agent, credentials::Lookup::ReadFirst).await?;
             }
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
             let d = deployments.patch(&name, &apply, &Patch::Apply(&w.deployment)).await?;

@@ -219,19 +219,40 @@ pub fn has_token(agent: &Agent) -> bool {
     agent.spec.url.is_none() && agent.spec.protocol() == Protocol::A2a
 }
 
+/// How [`ensure_token`] looks for an agent's token Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Read, and create when missing.
+    ReadFirst,
+    /// Create, and read when it is there already.
+    CreateFirst,
+}
+
+impl Lookup {
+    /// What a node's start of `agent` should do: create first on the agent's first start,
+    /// read first once its status says it ran (its Secret is there).
+    pub fn for_start(agent: &Agent) -> Lookup {
+        match agent.status.as_ref().is_some_and(|s| s.replicas > 0 || s.restarts > 0) {
+            true => Lookup::ReadFirst,
+            false => Lookup::CreateFirst,
+        }
+    }
+}
+
 /// The token of `agent`, creating its Secret (owned by the Agent) on first use. A Secret of
 /// that name owned by an earlier Agent of the same name is replaced.
 ///
-/// A first start tries the create first: an apply of many agents then costs one API round
-/// trip per agent, not a read that finds nothing and then the create. A restart (the Agent's
-/// status says it ran) reads first, as its Secret is there.
-pub async fn ensure_token(client: &kube::Client, agent: &Agent) -> Result<String, Error> {
+/// With `Lookup::CreateFirst` the create is tried first (a 409 then reads): a node's first
+/// start of each of many agents then costs one API round trip, not a read that finds nothing
+/// and then the create. `Lookup::ReadFirst` suits a caller that asks again and again for a
+/// token that is mostly there: a restart, or the operator's every reconcile.
+pub async fn ensure_token(client: &kube::Client, agent: &Agent, lookup: Lookup) -> Result<String, Error> {
     let namespace = agent.namespace().unwrap_or_default();
     let name = token_secret_name(&agent.name_any());
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let uid = agent.uid().unwrap_or_default();
     let write = |source| Error::Write { namespace: namespace.clone(), name: name.clone(), source: Box::new(source) };
-    let mut read_first = agent.status.as_ref().is_some_and(|s| s.replicas > 0 || s.restarts > 0);
+    let mut read_first = lookup == Lookup::ReadFirst;
     for _ in 0..3 {
         if read_first {
             let existing = api.get_opt(&name).await.map_err(|source| Error::Read {

@@ -127,7 +127,14 @@ impl World {
                     let token = match credentials::has_token(&job.agent) {
                         true => {
                             let _call = node.token_slots.acquire().await;
-                            credentials::ensure_token(&node.client, &job.agent).await.map(Some).map_err(Error::Token)
+                            credentials::ensure_token(
+                                &node.client,
+                                &job.agent,
+                                credentials::Lookup::for_start(&job.agent),
+                            )
+                            .await
+                            .map(Some)
+                            .map_err(Error::Token)
                         }
                         false => Ok(None),
                     };
