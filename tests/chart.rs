@@ -154,6 +154,8 @@ fn optional_pieces_render_when_enabled() {
         "traces.otlpEndpoint=http://otel-collector.observability:4318",
         "--set",
         "traces.headers.authorization=Bearer s3cret token",
+        "--set",
+        "alerts.externalUrl=https://grafana.example.org/d/a2a",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let objects = docs(&text(&out.stdout));
@@ -172,6 +174,7 @@ fn optional_pieces_render_when_enabled() {
         .collect();
     assert!(args.contains(&"--priority-class=critical=system-cluster-critical"), "{args:?}");
     assert!(args.contains(&"--namespace=team-a") && args.contains(&"--namespace=team-b"), "{args:?}");
+    assert!(args.contains(&"--external-url=https://grafana.example.org/d/a2a"), "{args:?}");
     // Traces: the OpenTelemetry SDK's variables, as the operator reads them.
     let env: std::collections::BTreeMap<&str, &str> = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
