@@ -170,4 +170,24 @@ spec:
     assert_eq!(tasks[9_999].name, "t[9999]");
     assert_eq!(tasks[9_999].output.as_deref(), Some("task 9999"));
     assert_eq!(tasks.iter().filter(|t| t.phase == TaskPhase::Succeeded).count(), 10_000);
+    // The real kubectl shows the summary in the object and the entries in the ConfigMaps
+    // beside it: 21 ranges of 500 tasks, one chunk each (the outputs are short).
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new(common::kubectl_bin())
+            .arg("--kubeconfig")
+            .arg(server.server.kubeconfig())
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let yaml = kubectl(&["get", "workflow", "big", "-o", "yaml"]);
+    assert!(yaml.contains("taskStatusRef:") && yaml.contains("Succeeded: 10000"), "{yaml}");
+    assert!(!yaml.contains("task 9999"), "no task output in the object");
+    let ranges = kubectl(&["get", "configmaps", "-o", "name"]);
+    let ranges: Vec<&str> = ranges.lines().filter(|l| l.starts_with("configmap/big.status-")).collect();
+    assert_eq!(ranges.len(), 21, "{ranges:?}");
+    let last = kubectl(&["get", "configmap", "big.status-19-0", "-o", "jsonpath={.data.output}"]);
+    assert!(last.contains("t[9999]") && last.contains("task 9999"), "{last}");
 }
