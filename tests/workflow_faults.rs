@@ -32,7 +32,7 @@ async fn a_thousand_tasks_complete_through_retries_while_agents_crash() {
     let client = daemon.client().await;
     apply(home, &manifests(1000));
     let deadline = Instant::now() + Duration::from_secs(180);
-    let wf = loop {
+    let mut wf = loop {
         let wf = get_wf(&client, "faults").await;
         let phase = wf.status.as_ref().and_then(|s| s.phase);
         if matches!(phase, Some(WorkflowPhase::Succeeded | WorkflowPhase::Failed | WorkflowPhase::Cancelled)) {
@@ -45,6 +45,8 @@ async fn a_thousand_tasks_complete_through_retries_while_agents_crash() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    // A thousand tasks: their entries are kept beside the workflow, read back here.
+    a2a::controller::offload::fill(&client, &mut wf).await.expect("the task entries beside the workflow");
     let status = wf.status.clone().expect("status");
     let failed: Vec<_> = status.tasks.iter().filter(|t| t.phase != TaskPhase::Succeeded).collect();
     assert!(failed.is_empty(), "tasks that did not succeed: {failed:#?}");
