@@ -111,12 +111,15 @@ async fn a_cpu_hog_paces_dispatch_and_freezes_background_agents_until_it_stops()
         home,
         "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: { name: busy }\nspec:\n  parent: host\n  limits: { memory: 512Mi, cpu: \"1\" }\n  throttle: { cpu: \"40%\", requestsPerMinute: 30 }\n---\n\
          apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: worker }\nspec:\n  command: [a2a, demo-agent, --skill, echo]\n  budget: busy\n  resources: { limits: { cpu: 500m, memory: 128Mi } }\n---\n\
-         apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: sweeper }\nspec:\n  command: [sh, -c, \"while :; do sleep 0.1; done\"]\n  budget: busy\n  priority: background\n  resources: { limits: { cpu: 100m, memory: 32Mi } }\n",
+         apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: sweeper }\nspec:\n  command: [sh, -c, \"while :; do sleep 0.1; done\"]\n  budget: busy\n  priority: background\n  resources: { limits: { cpu: 100m, memory: 32Mi } }\n---\n\
+         apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: spare }\nspec:\n  command: [sh, -c, \"while :; do sleep 0.1; done\"]\n  budget: busy\n  priority: background\n  resources: { limits: { cpu: 100m, memory: 32Mi } }\n",
     );
     let budgets: Api<ResourceBudget> = Api::all(client.clone());
     let ready = |a: &Agent| agent_condition(a, "Ready") == Some(ConditionStatus::True);
     wait_agent(&client, "worker", Duration::from_secs(60), ready).await;
     wait_agent(&client, "sweeper", Duration::from_secs(60), |a| common::node::pids(a).len() == 1).await;
+    let spare = wait_agent(&client, "spare", Duration::from_secs(60), |a| common::node::pids(a).len() == 1).await;
+    let spare_pid = common::node::pids(&spare)[0];
     wait_budget(&budgets, "busy", Duration::from_secs(30), |b| {
         condition(b, "Throttled") == Some(ConditionStatus::False)
     })
@@ -139,7 +142,7 @@ async fn a_cpu_hog_paces_dispatch_and_freezes_background_agents_until_it_stops()
     let t = b.status.and_then(|s| s.throttle).expect("throttle status");
     assert!(t.pressure.iter().any(|p| p.starts_with("cpu ")), "{t:?}");
     assert!(t.requests_per_minute <= 30 && t.requests_per_minute >= 3, "{t:?}");
-    assert_eq!(t.frozen, ["default/sweeper"]);
+    assert_eq!(t.frozen, ["default/spare", "default/sweeper"]);
     wait_events(&client, "busy", &["ThrottlingStarted"]).await;
     let sweeper = wait_agent(&client, "sweeper", Duration::from_secs(30), |a| {
         agent_condition(a, "Frozen") == Some(ConditionStatus::True)
@@ -155,6 +158,18 @@ async fn a_cpu_hog_paces_dispatch_and_freezes_background_agents_until_it_stops()
     let paced = run_workflow(&client, home, "paced", 6).await;
     for w in paced.windows(2) {
         assert!(w[1] - w[0] >= 1500, "dispatch is paced under pressure: {paced:?}");
+    }
+
+    // A frozen agent deleted under pressure stops (a frozen process takes no signal, not
+    // even SIGKILL under the v1 freezer, until it is thawed).
+    Api::<Agent>::namespaced(client.clone(), "default")
+        .delete("spare", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{spare_pid}")).exists() {
+        assert!(std::time::Instant::now() < deadline, "the deleted frozen agent's process {spare_pid} still runs");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // The hog goes: pressure falls, throttling ends, the background agent thaws.

@@ -112,6 +112,12 @@ pub(super) fn stop_cgroup(driver: &dyn CgroupDriver, path: &CgroupPath, grace: D
             }
         }
     };
+    // Left frozen by a daemon that ended without thawing it (a crash under pressure): a
+    // frozen process takes no signal until thawed. A cgroup that was never frozen, or a host
+    // without a freezer, has nothing to thaw.
+    if let Err(e) = driver.thaw(path) {
+        tracing::debug!(cgroup = %path, error = %e, "no thaw before stopping");
+    }
     signal_all(rustix::process::Signal::TERM);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && driver.pids(path).is_ok_and(|p| !p.is_empty()) {
@@ -124,8 +130,14 @@ pub(super) fn stop_cgroup(driver: &dyn CgroupDriver, path: &CgroupPath, grace: D
 
 pub(super) async fn stop_replicas(node: &Node, rt: &mut AgentRuntime, which: impl Fn(u32) -> bool) {
     let doomed: Vec<u32> = rt.replicas.keys().copied().filter(|i| which(*i)).collect();
+    let frozen = rt.frozen;
     for i in doomed {
         if let Some(mut r) = rt.replicas.remove(&i) {
+            // A frozen process takes no signal, not even SIGKILL under the v1 freezer, until
+            // it is thawed: thaw it first, so that it stops as any other does (SIGTERM, grace).
+            if frozen && let Err(e) = node.driver.thaw(&r.cgroup) {
+                tracing::warn!(cgroup = %r.cgroup, error = %e, "cannot thaw a frozen replica to stop it");
+            }
             if let Some(mut p) = r.process.take() {
                 let grace = node.config.grace;
                 let _ = tokio::task::spawn_blocking(move || p.stop(grace)).await;
