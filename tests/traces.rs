@@ -90,7 +90,7 @@ fn manifest(dir: &std::path::Path) -> std::path::PathBuf {
         &file,
         format!(
             "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: tracer }}\n\
-             spec: {{ command: [{python:?}, {script:?}], user: root }}\n---\n\
+             spec: {{ command: [{python:?}, {script:?}], user: root, writablePaths: [{checkout:?}] }}\n---\n\
              apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: {{ name: traced }}\nspec:\n\
              \x20 retry: {{ limit: 2, backoff: {{ initial: 100ms }} }}\n  tasks:\n\
              \x20   - {{ name: first, agent: tracer, message: one }}\n\
@@ -98,6 +98,8 @@ fn manifest(dir: &std::path::Path) -> std::path::PathBuf {
              \x20   - {{ name: third, skill: trace, dependsOn: [first], message: three }}\n",
             python = python.display().to_string(),
             script = script.display().to_string(),
+            // The agent's /tmp is private: a checkout under /tmp comes into its view this way.
+            checkout = env!("CARGO_MANIFEST_DIR"),
         ),
     )
     .expect("write");
@@ -111,7 +113,8 @@ async fn run(home: &std::path::Path, file: &std::path::Path, env: Vec<(&'static 
         let top =
             format!("a2a-test-traces-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_a2a"));
-        cmd.args(["run", "-f", file.to_str().expect("utf-8"), "--output", "--cgroup-top", &top])
+        // Bounded: an agent that cannot start fails the run, not the suite's clock.
+        cmd.args(["run", "-f", file.to_str().expect("utf-8"), "--output", "--timeout", "120s", "--cgroup-top", &top])
             .env("A2A_HOME", &home)
             .env_remove("A2A_KUBECONFIG")
             .current_dir(env!("CARGO_MANIFEST_DIR"));
