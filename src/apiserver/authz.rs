@@ -79,6 +79,9 @@ pub enum Grant {
     Masters,
     /// A role, in one namespace (as a Kubernetes RoleBinding) or in all (a ClusterRoleBinding).
     Role { role: Role, namespace: Option<String> },
+    /// Another host of the cluster (a client certificate of the cluster's CA): the fixed
+    /// [`node_may`] role.
+    Node,
 }
 
 impl Grant {
@@ -99,6 +102,15 @@ impl Subject {
     /// The administrator.
     pub fn masters(user: &str) -> Subject {
         Subject { user: user.to_string(), groups: MASTERS_GROUPS.map(str::to_string).to_vec(), grant: Grant::Masters }
+    }
+
+    /// A joined host: `system:node:NAME` in `system:nodes`, as a Kubernetes kubelet.
+    pub fn node(name: &str) -> Subject {
+        Subject {
+            user: format!("{}{name}", super::join::NODE_USER_PREFIX),
+            groups: vec![super::join::NODES_GROUP.to_string(), "system:authenticated".to_string()],
+            grant: Grant::Node,
+        }
     }
 
     /// A named user: in `system:authenticated` only (its role is not a group).
@@ -162,6 +174,8 @@ pub fn known_resources() -> Vec<(&'static str, &'static str, bool)> {
     let mut out: Vec<_> = super::resources::RESOURCES.iter().map(|r| (r.group, r.plural, r.namespaced)).collect();
     out.extend(super::computed::RESOURCES.iter().map(|r| (r.group, r.plural, r.namespaced)));
     out.push((USERS_GROUP, "users", false));
+    out.push((USERS_GROUP, "jointokens", false));
+    out.push((USERS_GROUP, "nodes", false));
     out
 }
 
@@ -177,9 +191,37 @@ fn is_review(group: &str, resource: &str) -> bool {
     super::review::REVIEWS.iter().any(|(g, _, p, _)| *g == group && *p == resource)
 }
 
+/// What one host may ask of another (the node role): read the agents (their cards are in
+/// their status), budgets (the room left) and workflows, and submit work (create workflows);
+/// never Secrets, ConfigMaps, users, tokens or anything else, and no non-resource path but
+/// discovery and health.
+pub fn node_may(request: &Request) -> bool {
+    match request {
+        Request::NonResource { verb, path } => is_discovery_path(path) && (verb == "get" || verb == "head"),
+        Request::Resource { verb, group, resource, subresource, .. } => {
+            if is_review(group, resource) {
+                return verb == "create";
+            }
+            if group != crate::api::GROUP {
+                return false;
+            }
+            let read = READ_VERBS.contains(&verb.as_str());
+            match (resource.as_str(), subresource.as_str()) {
+                ("agents" | "resourcebudgets" | "workflows", "" | "status") if read => true,
+                ("workflows", "") => verb == "create",
+                _ => false,
+            }
+        }
+    }
+}
+
 /// The one decision: may `subject` make `request`?
 pub fn authorize(subject: &Subject, request: &Request) -> bool {
-    let Grant::Role { role, namespace: bound } = &subject.grant else { return true };
+    let (role, bound) = match &subject.grant {
+        Grant::Masters => return true,
+        Grant::Node => return node_may(request),
+        Grant::Role { role, namespace } => (role, namespace),
+    };
     match request {
         Request::NonResource { verb, path } => {
             if is_discovery_path(path) {
@@ -427,6 +469,34 @@ mod tests {
         assert!(all.contains(&"agents".to_string()));
         assert!(!all.contains(&"secrets".to_string()));
         assert!(!all.contains(&"users".to_string()));
+    }
+
+    #[test]
+    fn a_node_reads_agents_and_submits_workflows_but_never_reads_secrets_or_users() {
+        let n = Subject::node("host-b");
+        assert_eq!(n.user, "system:node:host-b");
+        assert!(n.groups.contains(&"system:nodes".to_string()));
+        for verb in READ_VERBS {
+            assert!(may(&n, verb, "a2a.dev", "agents", "default"), "{verb} agents");
+            assert!(may(&n, verb, "a2a.dev", "agents", ""), "{verb} agents everywhere");
+            assert!(may(&n, verb, "a2a.dev", "workflows", "team-a"), "{verb} workflows");
+            assert!(may(&n, verb, "a2a.dev", "resourcebudgets", ""), "{verb} budgets");
+            assert!(!may(&n, verb, "", "secrets", "default"), "{verb} secrets");
+            assert!(!may(&n, verb, "", "configmaps", "default"), "{verb} configmaps");
+            assert!(!may(&n, verb, USERS_GROUP, "users", ""), "{verb} users");
+            assert!(!may(&n, verb, USERS_GROUP, "jointokens", ""), "{verb} tokens");
+        }
+        assert!(may(&n, "create", "a2a.dev", "workflows", "default"));
+        for verb in ["update", "patch", "delete", "deletecollection"] {
+            assert!(!may(&n, verb, "a2a.dev", "workflows", "default"), "{verb} workflows");
+        }
+        assert!(!may(&n, "create", "a2a.dev", "agents", "default"));
+        assert!(!may(&n, "create", "", "namespaces", ""));
+        let status = Request::resource("patch", "a2a.dev", "workflows", "default", "w").subresource("status");
+        assert!(!authorize(&n, &status));
+        assert!(!authorize(&n, &Request::non_resource("get", "/metrics")));
+        assert!(authorize(&n, &Request::non_resource("get", "/apis")));
+        assert!(may(&n, "create", "authentication.k8s.io", "selfsubjectreviews", ""));
     }
 
     #[test]

@@ -122,6 +122,12 @@ pub fn claims(parts: &Parts) -> Option<(&'static str, &'static str)> {
     if users::target(path).is_some() {
         return Some((verb, "users"));
     }
+    if super::join::tokens_target(path).is_some() {
+        return Some((verb, "jointokens"));
+    }
+    if super::join::nodes_target(path).is_some() {
+        return Some((verb, "nodes"));
+    }
     crds::is_crd_path(path).then_some((verb, crds::PLURAL))
 }
 
@@ -137,6 +143,12 @@ pub async fn serve(state: &AppState, parts: &Parts, body: &Bytes) -> Result<Resp
     }
     if let Some(name) = users::target(path) {
         return users::serve(&state.users, &parts.method, name.as_deref(), body);
+    }
+    if let Some(id) = super::join::tokens_target(path) {
+        return super::join::serve_tokens(&state.join, &parts.method, id.as_deref(), body);
+    }
+    if let Some(name) = super::join::nodes_target(path) {
+        return super::join::serve_nodes(&state.join, &parts.method, name.as_deref());
     }
     let q: HashMap<String, String> = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)

@@ -370,6 +370,8 @@ impl Table {
 pub struct Acceptors {
     pub serve: TlsAcceptor,
     pub refuse: TlsAcceptor,
+    /// Where a client certificate refused in the handshake is recorded.
+    pub audit: Option<Arc<super::audit::Audit>>,
 }
 
 /// Accepts until `shutdown`, then closes connections gracefully (up to 5 s).
@@ -412,9 +414,10 @@ pub(crate) async fn serve(
                         }
                         let (acceptor, router, limits, shutdown, metrics) =
                             (acceptors.serve.clone(), router.clone(), limits.clone(), shutdown.clone(), metrics.clone());
+                        let audit = acceptors.audit.clone();
                         metrics.served.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
-                            serve_connection((tcp, peer), acceptor, router, &limits, &state, &metrics, shutdown).await;
+                            serve_connection((tcp, peer), acceptor, router, &limits, &state, &metrics, audit, shutdown).await;
                             metrics.served.fetch_sub(1, Ordering::Relaxed);
                             drop(slot);
                         });
@@ -499,6 +502,7 @@ async fn refuse(tcp: TcpStream, acceptor: TlsAcceptor, limits: &ConnectionLimits
     let _ = tokio::time::timeout(limits.tls_handshake_timeout + limits.header_timeout.min(CLOSE_GRACE), answer).await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     (tcp, peer): (TcpStream, std::net::SocketAddr),
     acceptor: TlsAcceptor,
@@ -506,6 +510,7 @@ async fn serve_connection(
     limits: &ConnectionLimits,
     state: &Arc<ConnState>,
     metrics: &ConnectionMetrics,
+    audit: Option<Arc<super::audit::Audit>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let handshake = async {
@@ -521,7 +526,28 @@ async fn serve_connection(
         r = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)) => match r {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                // A client certificate the cluster's CA did not sign is worth saying.
+                let refused_certificate = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+                if refused_certificate {
+                    tracing::warn!(%peer, error = %e, "client certificate refused in the TLS handshake");
+                    // No request came: the line names the handshake and the peer's address.
+                    if let Some(audit) = &audit {
+                        audit.record(&super::audit::Entry {
+                            user: "system:anonymous",
+                            groups: &["system:unauthenticated".to_string()],
+                            verb: "handshake",
+                            resource: "clientcertificate",
+                            namespace: "",
+                            name: &peer.to_string(),
+                            code: 401,
+                        });
+                    }
+                } else {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
                 return;
             }
             Err(_) => {
@@ -537,8 +563,20 @@ async fn serve_connection(
     };
     state.idle_since.store(state.now_ms(), Ordering::Release);
     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    // A client certificate that passed the handshake was signed by the cluster's CA.
+    let client_certificate = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| super::join::PeerCertificate::from_der(leaf))
+        .map(Arc::new);
     let io = TokioIo::new(Tracked { inner: tls, state: state.clone() });
-    let service = Tracking { inner: hyper_util::service::TowerToHyperService::new(router), state: state.clone() };
+    let service = Tracking {
+        inner: hyper_util::service::TowerToHyperService::new(router),
+        state: state.clone(),
+        client_certificate,
+    };
     if http2 {
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder
@@ -704,6 +742,8 @@ impl AsyncWrite for Tracked {
 struct Tracking<S> {
     inner: S,
     state: Arc<ConnState>,
+    /// Handed to every request of the connection, for authentication.
+    client_certificate: Option<Arc<super::join::PeerCertificate>>,
 }
 
 /// Ends a request's time in flight when dropped (with its response body, or its future).
@@ -728,7 +768,10 @@ where
     type Error = Infallible;
     type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+        if let Some(c) = &self.client_certificate {
+            req.extensions_mut().insert(c.clone());
+        }
         self.state.request_started();
         let in_flight = InFlight(self.state.clone());
         let response = self.inner.call(req);

@@ -30,6 +30,7 @@ pub mod events;
 pub mod handlers;
 pub mod health;
 pub mod home;
+pub mod join;
 pub mod last_applied;
 pub mod lease;
 pub mod managed;
@@ -103,6 +104,10 @@ pub enum Error {
     Seal(#[from] seal::Error),
     #[error(transparent)]
     Users(#[from] users::Error),
+    #[error(transparent)]
+    Join(#[from] join::Error),
+    #[error(transparent)]
+    Membership(#[from] crate::membership::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -218,6 +223,8 @@ pub struct AppState {
     shutdown: watch::Receiver<bool>,
     token: Arc<str>,
     users: Arc<users::Users>,
+    /// Join tokens and joined nodes ([`join`]).
+    join: Arc<join::Join>,
     audit: Arc<Audit>,
     addr: SocketAddr,
     /// The garbage collector's and namespace lifecycle's bookkeeping (see [`delete`]).
@@ -285,7 +292,19 @@ impl Server {
         pki::ensure_private_dir(&home.join("state"))?;
         let sealer = Arc::new(seal::Sealer::load_or_create(&home, &home.join("state").join("store.redb"))?);
         let serving_cert = identity.serving_cert(&home, &config.certificates)?;
-        let (tls, tls_refuse) = pki::Identity::server_configs(&serving_cert)?;
+        // Client certificates of the cluster's CA authenticate hosts: this host's own CA when
+        // it is the first host, the CA it joined with otherwise (then its node certificate is
+        // served to the hosts that ask for its node name).
+        let membership = crate::membership::Membership::load(&home)?;
+        let cluster_ca = match &membership {
+            Some(m) => {
+                serving_cert.set_node_certificate(&m.info.node_name, &m.cert_pem, m.key_pem())?;
+                m.ca_pem.clone()
+            }
+            None => identity.ca_pem.clone(),
+        };
+        let (tls, tls_refuse) = pki::Identity::server_configs_verifying(&serving_cert, Some(&cluster_ca))?;
+        let join = Arc::new(join::Join::open(&home, &identity.ca_pem, membership.map(|m| m.info.server))?);
         let state_dir = home.join("state");
         pki::ensure_private_dir(&state_dir)?;
         let metrics = Arc::new(Metrics::default());
@@ -327,6 +346,7 @@ impl Server {
             shutdown: shutdown_rx.clone(),
             token: identity.token.clone().into(),
             users,
+            join,
             audit: audit.clone(),
             addr,
             collector: Arc::default(),
@@ -337,6 +357,7 @@ impl Server {
         let acceptors = conn::Acceptors {
             serve: tokio_rustls::TlsAcceptor::from(tls),
             refuse: tokio_rustls::TlsAcceptor::from(tls_refuse),
+            audit: Some(audit.clone()),
         };
         tokio::spawn(renew_certificates(serving_cert, shutdown_rx.clone()));
         tracing::info!(max_connections = limits.max_connections, "connection limit");
@@ -417,9 +438,33 @@ fn router(state: AppState) -> Router {
         .route("/openapi/v3", get(openapi::serve_v3_index))
         .route("/openapi/v3/api/{version}", get(openapi::serve_v3_core))
         .route("/openapi/v3/apis/{group}/{version}", get(openapi::serve_v3_group))
+        .route(join::CACERTS_PATH, get(cacerts))
+        .route(join::JOIN_PATH, axum::routing::post(join_request))
         .fallback(resource_request)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The CA, to anyone: a joining host checks it against its token's pin.
+async fn cacerts(State(state): State<AppState>) -> Response {
+    let mut r = state.join.ca_pem().to_string().into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// A host joining with a join token ([`join::serve_join`]).
+async fn join_request(State(state): State<AppState>, headers: axum::http::HeaderMap, body: bytes::Bytes) -> Response {
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let (mut response, who, node) = join::serve_join(&state.join, bearer, &body);
+    response.extensions_mut().insert(who);
+    response.extensions_mut().insert(RequestInfo {
+        verb: "create",
+        resource: "join".to_string(),
+        namespace: String::new(),
+        name: node,
+    });
+    response
 }
 
 async fn version() -> Response {
@@ -469,7 +514,8 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let public = health::is_health_path(&path) || matches!(path.as_str(), "/version" | "/version/");
+    let public = health::is_health_path(&path)
+        || matches!(path.as_str(), "/version" | "/version/" | join::CACERTS_PATH | join::JOIN_PATH);
     let subject = authenticate(&req, &state);
     let attributes = request_attributes(&method, req.uri());
     let mut refused = false;
@@ -511,11 +557,14 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         info
     });
     state.metrics.observe_request(info.verb, &info.resource, code, started.elapsed());
-    if refused || matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+    // Another host's calls are all recorded, reads too (the other side records them as well).
+    let from_node = subject.as_ref().is_some_and(|s| s.grant == authz::Grant::Node);
+    if refused || from_node || matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
         let anonymous = ["system:unauthenticated".to_string()];
-        let (user, groups) = match &subject {
-            Some(s) => (s.user.as_str(), &s.groups[..]),
-            None => ("system:anonymous", &anonymous[..]),
+        let (user, groups) = match (response.extensions().get::<join::AuditedAs>(), &subject) {
+            (Some(a), _) => (a.user.as_str(), &a.groups[..]),
+            (None, Some(s)) => (s.user.as_str(), &s.groups[..]),
+            (None, None) => ("system:anonymous", &anonymous[..]),
         };
         // A refused non-resource request is named by its path.
         let resource = if info.resource.is_empty() { path.clone() } else { info.resource.clone() };
@@ -537,8 +586,18 @@ fn static_verb(verb: &str) -> &'static str {
     authz::ALL_VERBS.iter().copied().find(|v| *v == verb).unwrap_or("other")
 }
 
-/// Who the bearer token belongs to: the administrator, a named user, or no one.
+/// Who the request is: a node, by a client certificate of the cluster's CA (verified in the
+/// TLS handshake; on the first host it must also be the certificate recorded for the node), or
+/// whoever the bearer token belongs to (the administrator, a named user), or no one.
 fn authenticate(req: &Request, state: &AppState) -> Option<authz::Subject> {
+    if let Some(peer) = req.extensions().get::<Arc<join::PeerCertificate>>()
+        && let Some(node) = peer.node()
+    {
+        if state.join.member_of().is_some() || state.join.node_current(node, &peer.serial) {
+            return Some(authz::Subject::node(node));
+        }
+        tracing::warn!(node, serial = %peer.serial, "a client certificate of a node this host does not know (deleted, or joined again): not accepted");
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -581,6 +640,12 @@ fn request_attributes(method: &Method, uri: &axum::http::Uri) -> authz::Request 
     if let Some(name) = users::target(path) {
         let n = name.unwrap_or_default();
         return authz::Request::resource(verb(!n.is_empty()), authz::USERS_GROUP, "users", "", &n);
+    }
+    for (plural, target) in [("jointokens", join::tokens_target(path)), ("nodes", join::nodes_target(path))] {
+        if let Some(name) = target {
+            let n = name.unwrap_or_default();
+            return authz::Request::resource(verb(!n.is_empty()), authz::USERS_GROUP, plural, "", &n);
+        }
     }
     if let Some(named) = crds::target(path) {
         let (name, status) = named.unwrap_or_default();

@@ -40,6 +40,8 @@ pub enum Error {
     Tls(#[from] rustls::Error),
     #[error("the operating system's random source failed: {0}")]
     Random(String),
+    #[error("the CA that client certificates are verified with: {0}")]
+    ClientCa(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -228,6 +230,7 @@ impl Identity {
             policy: policy.clone(),
             ca_pem: self.ca_pem.clone(),
             current: RwLock::new(Arc::new(self.certified_key(home)?)),
+            node: RwLock::new(None),
             not_after: RwLock::new(validity(&self.cert_pem, &Paths::new(home).cert)?.1),
         }))
     }
@@ -235,12 +238,41 @@ impl Identity {
     /// rustls server configurations sharing `cert` (ring provider; TLS 1.3 and 1.2): one
     /// offering h2 and http/1.1, one http/1.1 only.
     pub fn server_configs(cert: &Arc<ServingCert>) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)> {
+        Self::server_configs_verifying(cert, None)
+    }
+
+    /// As [`Identity::server_configs`], also asking for a client certificate, which must be
+    /// signed by `client_ca` (PEM: the cluster's CA) when one is sent; clients without one
+    /// (bearer tokens) are served as before.
+    pub fn server_configs_verifying(
+        cert: &Arc<ServingCert>,
+        client_ca: Option<&str>,
+    ) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)> {
+        let verifier = match client_ca {
+            None => None,
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                    roots.add(c.map_err(|e| Error::ClientCa(e.to_string()))?)?;
+                }
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                Some(
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .allow_unauthenticated()
+                        .build()
+                        .map_err(|e| Error::ClientCa(e.to_string()))?,
+                )
+            }
+        };
         let make = |alpn: Vec<Vec<u8>>| -> Result<Arc<rustls::ServerConfig>> {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-                .with_no_client_auth()
-                .with_cert_resolver(cert.clone());
+            let builder = rustls::ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+            let builder = match &verifier {
+                Some(v) => builder.with_client_cert_verifier(v.clone()),
+                None => builder.with_no_client_auth(),
+            };
+            let mut config = builder.with_cert_resolver(cert.clone());
             config.alpn_protocols = alpn;
             Ok(Arc::new(config))
         };
@@ -286,16 +318,32 @@ pub struct ServingCert {
     policy: CertPolicy,
     ca_pem: String,
     current: RwLock<Arc<CertifiedKey>>,
+    /// A joined host's node name and certificate, served to clients that ask for that name
+    /// (SNI): other hosts, which trust the cluster's CA alone.
+    node: RwLock<Option<(String, Arc<CertifiedKey>)>>,
     not_after: RwLock<i64>,
 }
 
 impl ResolvesServerCert for ServingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(asked) = hello.server_name()
+            && let Some((name, key)) = self.node.read().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && asked == name
+        {
+            return Some(key.clone());
+        }
         Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
     }
 }
 
 impl ServingCert {
+    /// Serves `cert_pem` (with `key_pem`) to clients asking for the server name `node`.
+    pub fn set_node_certificate(&self, node: &str, cert_pem: &str, key_pem: &str) -> Result<()> {
+        let key = certified_key(cert_pem, key_pem, &self.home)?;
+        *self.node.write().unwrap_or_else(|p| p.into_inner()) = Some((node.to_string(), Arc::new(key)));
+        Ok(())
+    }
+
     pub fn policy(&self) -> &CertPolicy {
         &self.policy
     }
@@ -329,7 +377,7 @@ impl ServingCert {
     }
 }
 
-fn validity_window(lifetime: Duration) -> Result<(time::OffsetDateTime, time::OffsetDateTime)> {
+pub(crate) fn validity_window(lifetime: Duration) -> Result<(time::OffsetDateTime, time::OffsetDateTime)> {
     let now = time::OffsetDateTime::now_utc();
     // An hour back, for clocks a little behind ours (as kubeadm's certificates).
     let from = now - Duration::from_secs(3600);

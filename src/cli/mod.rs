@@ -12,8 +12,10 @@ pub mod describe;
 pub mod diff;
 pub mod get;
 pub mod input;
+pub mod join;
 pub mod log_relay;
 pub mod logs;
+pub mod node;
 pub mod operator;
 pub mod output;
 pub mod reply;
@@ -22,6 +24,7 @@ pub mod run;
 pub mod run_input;
 pub mod serve;
 pub mod store;
+pub mod token;
 pub mod top;
 pub mod user;
 pub mod validate;
@@ -95,6 +98,12 @@ pub enum Command {
     /// Named users of the local control plane and their roles: create (prints the token),
     /// list, delete.
     User(user::UserArgs),
+    /// Join tokens for other hosts (`a2a join`): create (prints the token), list, delete.
+    Token(token::TokenArgs),
+    /// Join the cluster of another host with a token from `a2a token create` there.
+    Join(join::JoinArgs),
+    /// The hosts that joined this one: list, delete.
+    Node(node::NodeArgs),
     /// Maintain the local server's store offline: `repair` cuts a damaged write-ahead log.
     Store(store::StoreArgs),
     /// Run the Kubernetes operator (what the Helm chart deploys): leader election, Agents as
@@ -273,6 +282,18 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::User(args) => match client::block_on(user::run(&args)) {
+            Ok(text) => writeln!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
+        Command::Token(args) => match client::block_on(token::run(&args)) {
+            Ok(text) => writeln!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
+        Command::Join(args) => match client::block_on(join::run(&args)) {
+            Ok(text) => writeln!(out, "{text}"),
+            Err(e) => return fail(e),
+        },
+        Command::Node(args) => match client::block_on(node::run(&args)) {
             Ok(text) => writeln!(out, "{text}"),
             Err(e) => return fail(e),
         },

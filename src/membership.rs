@@ -1,0 +1,430 @@
+//! A host's membership of a cluster of hosts: what `a2a join` fetches and keeps under
+//! `$A2A_HOME/cluster` (the cluster's CA, this node's certificate and key, the first host's URL
+//! and the node name), how it fetches it, and the TLS client configuration one host uses to
+//! call another.
+//!
+//! The join is kubeadm's discovery by token: the CA is fetched from the first host without
+//! trusting anything (`GET /cacerts`), then checked against the pin the token carries (the
+//! SHA-256 of the CA's SubjectPublicKeyInfo); from then on every byte goes over TLS verified by
+//! that CA alone. The node's key is made here and never leaves the host: the first host signs a
+//! certificate signing request. Files are written only once everything succeeded, into a new
+//! directory renamed into place, so a refused join leaves the home as it was.
+//!
+//! ```no_run
+//! # fn demo(home: &std::path::Path) -> Result<(), a2a::membership::Error> {
+//! if let Some(m) = a2a::membership::Membership::load(home)? {
+//!     // rustls, presenting this node's certificate and trusting the cluster's CA only.
+//!     let config = m.client_config()?;
+//!     # let _ = config;
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::apiserver::home;
+use crate::apiserver::join::{self, JoinToken};
+
+/// The directory under the home.
+pub const DIR: &str = "cluster";
+const CA_FILE: &str = "ca.crt";
+const CERT_FILE: &str = "node.crt";
+const KEY_FILE: &str = "node.key";
+const INFO_FILE: &str = "join.json";
+
+/// How long each request of a join may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Home(#[from] home::Error),
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error(
+        "the CA of {url} is not the one the token pins: the server's CA has the hash sha256:{found}, the token \
+         sha256:{pinned}; this is not the host the token was made on, or its CA changed (nothing was written)"
+    )]
+    PinMismatch { url: String, found: String, pinned: String },
+    #[error("{url} refused the join ({code}): {message}")]
+    Refused { url: String, code: u16, message: String },
+    #[error("{url} answered something that is not a join's answer: {message}")]
+    BadAnswer { url: String, message: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("making the node's key: {0}")]
+    Key(#[from] rcgen::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What `join.json` says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Info {
+    /// The first host's URL (`https://HOST:PORT`).
+    pub server: String,
+    pub node_name: String,
+    pub joined: String,
+    /// Hex SHA-256 of the CA's SubjectPublicKeyInfo.
+    pub ca_pin: String,
+}
+
+/// A joined host's membership.
+#[derive(Clone)]
+pub struct Membership {
+    pub info: Info,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// The membership kept under `home`, if this host joined a cluster (through the home's
+    /// checks: private files of this user).
+    pub fn load(home: &Path) -> Result<Option<Membership>> {
+        let dir = home.join(DIR);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            return Ok(None);
+        }
+        home::prepare_subdir(&dir)?;
+        let read = |name: &str, kind| -> Result<String> {
+            let path = dir.join(name);
+            home::read(&path, kind)?
+                .ok_or_else(|| Error::Invalid { path, message: "missing: run `a2a join` again".into() })
+        };
+        let info_path = dir.join(INFO_FILE);
+        let info: Info = serde_json::from_str(&read(INFO_FILE, home::Kind::Secret)?)
+            .map_err(|e| Error::Invalid { path: info_path, message: e.to_string() })?;
+        let m = Membership {
+            info,
+            ca_pem: read(CA_FILE, home::Kind::Public)?,
+            cert_pem: read(CERT_FILE, home::Kind::Public)?,
+            key_pem: read(KEY_FILE, home::Kind::Secret)?,
+        };
+        m.client_config().map_err(|e| Error::Invalid { path: dir.join(CERT_FILE), message: e.to_string() })?;
+        Ok(Some(m))
+    }
+
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// rustls for calls to other hosts: this node's certificate as the client certificate, and
+    /// the cluster's CA as the only trusted one (no system CAs: a host of the cluster has a
+    /// certificate from its CA or is not one).
+    pub fn client_config(&self) -> Result<ClientConfig> {
+        client_config(&self.ca_pem, Some((&self.cert_pem, &self.key_pem)))
+    }
+
+    /// A connector for calls to other hosts. `peer` is the node name the other host's
+    /// certificate must carry (and the TLS server name sent, which makes a joined host serve
+    /// its node certificate); `None` verifies the URL's host, as for the first host.
+    pub fn connector(
+        &self,
+        peer: Option<&str>,
+    ) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>> {
+        connector(self.client_config()?, peer)
+    }
+}
+
+fn connector(
+    config: ClientConfig,
+    peer: Option<&str>,
+) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only();
+    let builder = match peer {
+        Some(name) => {
+            let name = ServerName::try_from(name.to_string())
+                .map_err(|_| Error::Usage(format!("{name:?} is not a valid TLS server name")))?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    Ok(builder.enable_http1().wrap_connector(http))
+}
+
+/// rustls trusting `ca_pem` alone, with an optional client certificate (chain PEM, key PEM).
+pub fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> Result<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| Error::Tls(format!("the CA is not valid PEM: {e}")))?)
+            .map_err(|e| Error::Tls(format!("the CA is refused: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls("no CA certificate".into()));
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::Tls(format!("the node certificate is not valid PEM: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|_| Error::Tls("the node key is not a valid PEM private key".into()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| Error::Tls(format!("the node certificate: {e}")))
+        }
+    }
+}
+
+/// This host's name, for `--node-name`'s default: the kernel's host name, lower-cased.
+pub fn default_node_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+}
+
+/// Trusts any server certificate: used for the one request that fetches the CA, whose answer
+/// is then checked against the pin (kubeadm's insecure discovery client).
+#[derive(Debug)]
+struct UnverifiedDiscovery(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for UnverifiedDiscovery {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What `a2a join` asks for.
+#[derive(Clone, Debug)]
+pub struct JoinRequest {
+    /// `https://HOST:PORT` of the first host.
+    pub server: String,
+    pub token: JoinToken,
+    pub node_name: String,
+    /// More names (DNS or IP) the node certificate should carry.
+    pub names: Vec<String>,
+}
+
+/// Checks `url` is `https://HOST:PORT` with nothing after it; answers it without a trailing `/`.
+pub fn check_server_url(url: &str) -> Result<String> {
+    let bad = |why: &str| Error::Usage(format!("invalid server URL {url:?}: {why}; expected https://HOST:PORT"));
+    let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad("the scheme must be https"));
+    }
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.host().is_empty() {
+        return Err(bad("no host"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(bad("no user information is allowed"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad("no path or query is allowed"));
+    }
+    Ok(format!("https://{authority}"))
+}
+
+async fn send(
+    client: &Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+    url: &str,
+) -> Result<(u16, Bytes)> {
+    let host = url.trim_start_matches("https://").to_string();
+    let unreachable = |message: String| Error::Unreachable { url: url.to_string(), message };
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(req))
+        .await
+        .map_err(|_| unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))?
+        .map_err(|e| match crate::a2a::tls::failure(&e, &host, true) {
+            Some(crate::a2a::tls::Failure::Refused(m) | crate::a2a::tls::Failure::Closed(m)) => Error::Tls(m),
+            None => unreachable(root_cause(&e)),
+        })?;
+    let code = response.status().as_u16();
+    let body = tokio::time::timeout(REQUEST_TIMEOUT, response.into_body().collect())
+        .await
+        .map_err(|_| unreachable(format!("the answer did not arrive within {REQUEST_TIMEOUT:?}")))?
+        .map_err(|e| unreachable(root_cause(&e)))?
+        .to_bytes();
+    Ok((code, body))
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Fetches the CA of `server` without trusting anything, and checks it against `pin`.
+pub async fn discover_ca(server: &str, pin: &str) -> Result<String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(UnverifiedDiscovery(provider)))
+        .with_no_client_auth();
+    let client = Client::builder(TokioExecutor::new()).build(connector(config, None)?);
+    let req = http::Request::get(format!("{server}{}", join::CACERTS_PATH))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let (code, body) = send(&client, req, server).await?;
+    if code != 200 {
+        return Err(Error::BadAnswer {
+            url: server.to_string(),
+            message: format!("{} answered {code}: is it an a2a server?", join::CACERTS_PATH),
+        });
+    }
+    let ca = String::from_utf8(body.to_vec())
+        .map_err(|_| Error::BadAnswer { url: server.to_string(), message: "the CA is not text".into() })?;
+    let found = join::ca_pin(&ca)
+        .map_err(|e| Error::BadAnswer { url: server.to_string(), message: format!("{}: {e}", join::CACERTS_PATH) })?;
+    if found != pin {
+        return Err(Error::PinMismatch { url: server.to_string(), found, pinned: pin.to_string() });
+    }
+    Ok(ca)
+}
+
+/// Joins `request.server`'s cluster and writes the membership under `home`; nothing is
+/// written unless every step succeeded. A home that already joined is refused.
+pub async fn join(home: &Path, request: &JoinRequest) -> Result<Membership> {
+    join::validate_node_name(&request.node_name).map_err(Error::Usage)?;
+    let dir = home.join(DIR);
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        let first = Membership::load(home).ok().flatten().map(|m| m.info.server).unwrap_or_default();
+        return Err(Error::Usage(format!(
+            "{} already holds a membership{}: this host has joined; remove that directory to join again",
+            dir.display(),
+            if first.is_empty() { String::new() } else { format!(" of {first}") }
+        )));
+    }
+    let ca = discover_ca(&request.server, &request.token.pin).await?;
+
+    // The key stays here; the request names the node and what else the certificate should carry.
+    let key = rcgen::KeyPair::generate()?;
+    let mut names = vec![request.node_name.clone()];
+    names.extend(request.names.iter().filter(|n| **n != request.node_name).cloned());
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, request.node_name.as_str());
+    let csr = params.serialize_request(&key)?.pem()?;
+
+    let client = Client::builder(TokioExecutor::new()).build(connector(client_config(&ca, None)?, None)?);
+    let body = serde_json::to_vec(&json!({"nodeName": request.node_name, "csr": csr})).unwrap_or_default();
+    let req = http::Request::post(format!("{}{}", request.server, join::JOIN_PATH))
+        .header(http::header::AUTHORIZATION, format!("Bearer {}", request.token.credential()))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let (code, body) = send(&client, req, &request.server).await?;
+    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if code != 201 {
+        let message = answer
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| String::from_utf8_lossy(&body).into_owned(), str::to_string);
+        return Err(Error::Refused { url: request.server.clone(), code, message });
+    }
+    let bad = |message: &str| Error::BadAnswer { url: request.server.clone(), message: message.to_string() };
+    let cert = answer.get("certificate").and_then(Value::as_str).ok_or_else(|| bad("no certificate"))?.to_string();
+    check_certificate(&cert, &ca, &key, &request.node_name).map_err(|m| bad(&m))?;
+
+    let info = Info {
+        server: request.server.clone(),
+        node_name: request.node_name.clone(),
+        joined: jiff::Timestamp::now().to_string(),
+        ca_pin: request.token.pin.clone(),
+    };
+    let membership = Membership { info, ca_pem: ca, cert_pem: cert, key_pem: key.serialize_pem() };
+    write(home, &membership)?;
+    Ok(membership)
+}
+
+/// The certificate is for `key`, names `node`, and chains to `ca`.
+fn check_certificate(cert_pem: &str, ca_pem: &str, key: &rcgen::KeyPair, node: &str) -> Result<(), String> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| format!("the certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| format!("the certificate: {e}"))?;
+    if cert.tbs_certificate.subject_pki.subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err("the certificate is not for the key this host sent".into());
+    }
+    let peer = join::PeerCertificate::from_der(&der).ok_or("the certificate names no node")?;
+    if peer.node() != Some(node) {
+        return Err(format!("the certificate names {:?}, not the node {node:?}", peer.common_name));
+    }
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| format!("the CA: {e}"))?;
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).map_err(|e| format!("the CA: {e}"))?;
+    cert.verify_signature(Some(ca.public_key()))
+        .map_err(|_| "the certificate is not signed by the pinned CA".to_string())
+}
+
+/// Writes the membership into a new directory, then renames it into place.
+fn write(home: &Path, m: &Membership) -> Result<()> {
+    home::prepare_home(home)?;
+    let staging = home.join(format!("{DIR}.new"));
+    if std::fs::symlink_metadata(&staging).is_ok() {
+        std::fs::remove_dir_all(&staging)
+            .map_err(|e| Error::Invalid { path: staging.clone(), message: e.to_string() })?;
+    }
+    home::prepare_subdir(&staging)?;
+    let info = serde_json::to_vec_pretty(&m.info).unwrap_or_default();
+    home::write_private(&staging.join(KEY_FILE), m.key_pem.as_bytes())?;
+    home::write_private(&staging.join(CERT_FILE), m.cert_pem.as_bytes())?;
+    home::write_private(&staging.join(CA_FILE), m.ca_pem.as_bytes())?;
+    home::write_private(&staging.join(INFO_FILE), &info)?;
+    let target = home.join(DIR);
+    std::fs::rename(&staging, &target).map_err(|e| Error::Invalid { path: target, message: e.to_string() })?;
+    Ok(())
+}
