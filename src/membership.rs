@@ -129,6 +129,34 @@ impl Membership {
         Ok(Some(m))
     }
 
+    /// This host's identity among the cluster's hosts: its membership when it joined one, else
+    /// (the first host) the node certificate its own CA issued it (`pki/node.crt`, see
+    /// [`first_host_certificate`]), if any.
+    pub fn load_any(home: &Path) -> Result<Option<Membership>> {
+        if let Some(m) = Membership::load(home)? {
+            return Ok(Some(m));
+        }
+        let pki = home.join("pki");
+        let read = |name: &str, kind| -> Result<Option<String>> { Ok(home::read(&pki.join(name), kind)?) };
+        let (Some(ca), Some(cert), Some(key)) = (
+            read("ca.crt", home::Kind::Public)?,
+            read(FIRST_HOST_CERT, home::Kind::Public)?,
+            read(FIRST_HOST_KEY, home::Kind::Secret)?,
+        ) else {
+            return Ok(None);
+        };
+        let der = CertificateDer::from_pem_slice(cert.as_bytes())
+            .map_err(|e| Error::Invalid { path: pki.join(FIRST_HOST_CERT), message: e.to_string() })?;
+        let node =
+            join::PeerCertificate::from_der(&der).and_then(|p| p.node().map(str::to_string)).ok_or_else(|| {
+                Error::Invalid { path: pki.join(FIRST_HOST_CERT), message: "not a node certificate".into() }
+            })?;
+        let ca_pin =
+            join::ca_pin(&ca).map_err(|e| Error::Invalid { path: pki.join("ca.crt"), message: e.to_string() })?;
+        let info = Info { server: String::new(), node_name: node, joined: String::new(), ca_pin };
+        Ok(Some(Membership { info, ca_pem: ca, cert_pem: cert, key_pem: key }))
+    }
+
     pub fn key_pem(&self) -> &str {
         &self.key_pem
     }
@@ -197,6 +225,50 @@ pub fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> Result<Clien
             builder.with_client_auth_cert(chain, key).map_err(|e| Error::Tls(format!("the node certificate: {e}")))
         }
     }
+}
+
+/// The first host's own node certificate and key, under `pki/`.
+const FIRST_HOST_CERT: &str = "node.crt";
+const FIRST_HOST_KEY: &str = "node.key";
+
+/// The first host's own node certificate for `node` (under `pki/`, from its CA, so that it can
+/// call the hosts that joined it and be called by its node name): kept while it names `node`,
+/// chains to the CA and is more than 90 days from expiry; issued again otherwise.
+pub fn first_host_certificate(home: &Path, ca_pem: &str, node: &str) -> Result<Membership> {
+    let pki = home.join("pki");
+    if let Some(m) = Membership::load_any(home).ok().flatten()
+        && m.info.node_name == node
+        && m.info.server.is_empty()
+        && m.client_config().is_ok()
+        && crate::apiserver::pki::validity(&m.cert_pem, &pki.join(FIRST_HOST_CERT))
+            .is_ok_and(|(_, to)| to - jiff::Timestamp::now().as_second() > 90 * 24 * 3600)
+        && check_signed_by(&m.cert_pem, ca_pem).is_ok()
+    {
+        return Ok(m);
+    }
+    let ca_key = home::read(&pki.join("ca.key"), home::Kind::Secret)?
+        .ok_or_else(|| Error::Invalid { path: pki.join("ca.key"), message: "missing".into() })?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec![node.to_string()])?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, node);
+    let csr = params.serialize_request(&key)?.pem()?;
+    let signed = join::sign_node(&csr, node, ca_pem, &ca_key, join::NODE_CERT_LIFETIME)
+        .map_err(|e| Error::Invalid { path: pki.join(FIRST_HOST_CERT), message: e.to_string() })?;
+    // The key first: a crash between the two leaves a pair that does not match, issued again.
+    home::write_private(&pki.join(FIRST_HOST_KEY), key.serialize_pem().as_bytes())?;
+    home::write_private(&pki.join(FIRST_HOST_CERT), signed.pem.as_bytes())?;
+    let ca_pin =
+        join::ca_pin(ca_pem).map_err(|e| Error::Invalid { path: pki.join("ca.crt"), message: e.to_string() })?;
+    let info = Info { server: String::new(), node_name: node.to_string(), joined: String::new(), ca_pin };
+    Ok(Membership { info, ca_pem: ca_pem.to_string(), cert_pem: signed.pem, key_pem: key.serialize_pem() })
+}
+
+fn check_signed_by(cert_pem: &str, ca_pem: &str) -> Result<(), String> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| e.to_string())?;
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).map_err(|e| e.to_string())?;
+    cert.verify_signature(Some(ca.public_key())).map_err(|_| "not signed by the CA".to_string())
 }
 
 /// This host's name, for `--node-name`'s default: the kernel's host name, lower-cased.

@@ -80,7 +80,7 @@ fn mode(path: &Path) -> u32 {
 /// with the host-to-host client (`peer`: the node name the host's certificate must carry).
 async fn whoami_host_to_host(member_home: &Path, url: &str, peer: Option<&str>) -> Result<Value, String> {
     use http_body_util::{BodyExt, Full};
-    let m = a2a::membership::Membership::load(member_home).unwrap().expect("a membership");
+    let m = a2a::membership::Membership::load_any(member_home).unwrap().expect("a membership");
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(m.connector(peer).unwrap());
     let body = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#;
@@ -172,6 +172,17 @@ fn a_host_joins_with_a_good_token_and_its_certificate_authenticates_as_its_node_
     // And to the first host, by its address (its serving certificate is of the cluster's CA).
     let who = runtime.block_on(whoami_host_to_host(&home_c, &first.url, None)).unwrap();
     assert_eq!(who["status"]["userInfo"]["username"], "system:node:host-c", "{who}");
+
+    // The first host is a node too (named after the host), and calls the joined host as such.
+    let own = a2a::membership::Membership::load_any(&home_a).unwrap().expect("the first host's node certificate");
+    assert_eq!(Some(own.info.node_name.clone()), a2a::membership::default_node_name());
+    let who = runtime.block_on(whoami_host_to_host(&home_a, &second.url, Some("host-b"))).unwrap();
+    assert_eq!(who["status"]["userInfo"]["username"], format!("system:node:{}", own.info.node_name), "{who}");
+    // No joining host may take its name.
+    let home_d = dir.path().join("d");
+    let (ok, _, err) = join(&home_d, &first.url, &t, &own.info.node_name);
+    assert!(!ok && err.contains("is the name of this host itself"), "{err}");
+    assert!(!home_d.exists());
 
     // Forgotten on the first host, the node's certificate no longer authenticates there.
     let (ok, out, err) = a2a(&home_a, &["node", "delete", "host-b"]);

@@ -314,6 +314,8 @@ pub struct Join {
     ca_pem: String,
     /// The first host's URL when this host joined another.
     member_of: Option<String>,
+    /// This host's own node name (the first host's), which no joining host may take.
+    own_node: Option<String>,
 }
 
 fn load<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
@@ -328,7 +330,7 @@ fn load<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
 impl Join {
     /// Loads the tables under `home`; `ca_pem` is this host's CA, `member_of` the first host
     /// when this one joined another.
-    pub fn open(home: &Path, ca_pem: &str, member_of: Option<String>) -> Result<Join> {
+    pub fn open(home: &Path, ca_pem: &str, member_of: Option<String>, own_node: Option<String>) -> Result<Join> {
         let tokens: TokensDoc = load(&home.join(TOKENS_FILE))?;
         let nodes: NodesDoc = load(&home.join(NODES_FILE))?;
         for t in &tokens.tokens {
@@ -345,6 +347,7 @@ impl Join {
             nodes: RwLock::new(nodes.nodes),
             ca_pem: ca_pem.to_string(),
             member_of,
+            own_node,
         })
     }
 
@@ -469,6 +472,13 @@ impl Join {
         let ca_key = home::read(&self.home.join("pki").join("ca.key"), home::Kind::Secret)
             .map_err(|e| ApiError::internal(e.to_string()))?
             .ok_or_else(|| ApiError::internal("the CA's key is missing: this host cannot sign certificates"))?;
+        if self.own_node.as_deref() == Some(node) {
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("node \"{node}\" is the name of this host itself; join under another --node-name"),
+            ));
+        }
         let mut table = self.nodes.write().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = table.iter().find(|n| n.name == node) {
             let mut e = ApiError::new(
@@ -787,7 +797,7 @@ mod tests {
     fn tokens_keep_only_a_digest_expire_and_are_refused_once_deleted() {
         let home = tempfile::tempdir().unwrap();
         let (ca, _) = ca();
-        let join = Join::open(home.path(), &ca, None).unwrap();
+        let join = Join::open(home.path(), &ca, None, None).unwrap();
         let (stored, text) = join.create_token(DEFAULT_TTL, "laptop").unwrap();
         let token = JoinToken::parse(&text).unwrap();
         assert_eq!(token.pin, ca_pin(&ca).unwrap());
@@ -795,7 +805,7 @@ mod tests {
         assert!(file.contains(&stored.id) && !file.contains(&token.secret), "{file}");
         assert_eq!(join.check_token(&token.id, &token.secret).unwrap().id, token.id);
         assert_eq!(join.check_token(&token.id, &"x".repeat(32)), Err(Refusal::Unknown));
-        let again = Join::open(home.path(), &ca, None).unwrap();
+        let again = Join::open(home.path(), &ca, None, None).unwrap();
         assert!(again.check_token(&token.id, &token.secret).is_ok());
         again.delete_token(&token.id).unwrap();
         assert_eq!(again.check_token(&token.id, &token.secret), Err(Refusal::Unknown));

@@ -304,7 +304,6 @@ impl Server {
             None => identity.ca_pem.clone(),
         };
         let (tls, tls_refuse) = pki::Identity::server_configs_verifying(&serving_cert, Some(&cluster_ca))?;
-        let join = Arc::new(join::Join::open(&home, &identity.ca_pem, membership.map(|m| m.info.server))?);
         let state_dir = home.join("state");
         pki::ensure_private_dir(&state_dir)?;
         let metrics = Arc::new(Metrics::default());
@@ -328,6 +327,26 @@ impl Server {
             tracing::info!(moved, "events.k8s.io Events moved into the one Events store");
         }
 
+        // The first host is a node too: its own certificate lets it call the hosts that joined
+        // it, and be called by its node name (the host name). Issued once the store opened, so
+        // a refused home is left as it was.
+        let own_node = match &membership {
+            Some(_) => None,
+            None => crate::membership::default_node_name()
+                .filter(|n| join::validate_node_name(n).is_ok())
+                .and_then(|n| match crate::membership::first_host_certificate(&home, &identity.ca_pem, &n) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::warn!(node = %n, error = %e, "cannot issue this host's node certificate");
+                        None
+                    }
+                })
+                .and_then(|m| {
+                    serving_cert.set_node_certificate(&m.info.node_name, &m.cert_pem, m.key_pem()).ok()?;
+                    Some(m.info.node_name)
+                }),
+        };
+        let join = Arc::new(join::Join::open(&home, &identity.ca_pem, membership.map(|m| m.info.server), own_node)?);
         let bind = SocketAddr::new(config.bind, config.port);
         let listener = TcpListener::bind(bind).await.map_err(|source| Error::Bind { addr: bind, source })?;
         let addr = listener.local_addr().map_err(|source| Error::Bind { addr: bind, source })?;

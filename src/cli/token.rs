@@ -68,7 +68,7 @@ pub(crate) async fn target(connect: &ConnectArgs) -> Result<Target> {
             })?;
             let member_of =
                 crate::membership::Membership::load(&home).map_err(|e| usage(e.to_string()))?.map(|m| m.info.server);
-            Join::open(&home, &ca, member_of).map(Target::Offline).map_err(|e| usage(e.to_string()))
+            Join::open(&home, &ca, member_of, None).map(Target::Offline).map_err(|e| usage(e.to_string()))
         }
         Err(e) => Err(e),
     }
