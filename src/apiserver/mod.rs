@@ -17,7 +17,9 @@
 //! Secrets in the store, [`seal`]), `state/store.redb` (with its write-ahead log
 //! `state/store.wal`, its format version `state/store.format` and the names of the keys its Secrets
 //! are encrypted with, `state/sealed-keys`), `audit.log`, `users` (named users and the digests of
-//! their tokens, [`users`]). The home must belong to the daemon's user and be
+//! their tokens, [`users`]), `join-tokens` and `nodes` (the join tokens' digests and the hosts
+//! that joined, [`join`]), `pki/node.{crt,key}` (the first host's own node certificate) or
+//! `cluster/` (a joined host's membership, [`crate::membership`]). The home must belong to the daemon's user and be
 //! writable by no one else ([`home`]); connections are bounded as [`conn`] describes.
 
 pub mod audit;

@@ -38,7 +38,7 @@ pub enum TokenCommand {
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// How long the token may be used (`30m`, `24h`, `7d` is `168h`).
+    /// How long the token may be used (`30m`, `24h`; a week is `168h`).
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = values::positive_duration)]
     pub ttl: Duration,
     /// What the token is for (shown by `a2a token list`).
