@@ -424,6 +424,11 @@ pub async fn join(home: &Path, request: &JoinRequest) -> Result<Membership> {
             if first.is_empty() { String::new() } else { format!(" of {first}") }
         )));
     }
+    // A home that exists is checked before the first host records the node: a join the
+    // home would then refuse to keep would leave the name taken there.
+    if std::fs::symlink_metadata(home).is_ok() {
+        home::prepare_home(home)?;
+    }
     let ca = discover_ca(&request.server, &request.token.pin).await?;
 
     // The key stays here; the request names the node and what else the certificate should carry.

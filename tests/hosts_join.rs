@@ -307,3 +307,34 @@ fn a_client_certificate_of_another_ca_is_refused_in_the_handshake_and_audited() 
     let (ok, _, err) = kubectl(&first.kubeconfig, &["get", "agents"]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn tokens_made_on_the_home_with_no_server_running_are_honoured_once_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("a");
+    // The first start makes the CA; then the server is stopped.
+    Daemon::spawn(&home).kill();
+    let made = token(&home, &["--description", "made offline"]);
+    let id = a2a::apiserver::join::JoinToken::parse(&made).unwrap().id;
+    let dropped = token(&home, &[]);
+    let dropped_id = a2a::apiserver::join::JoinToken::parse(&dropped).unwrap().id;
+    let (ok, out, err) = a2a(&home, &["token", "delete", &dropped_id]);
+    assert!(ok && out.contains("deleted"), "{err}");
+    let (ok, list, _) = a2a(&home, &["token", "list"]);
+    assert!(ok && list.contains(&id) && list.contains("made offline") && !list.contains(&dropped_id), "{list}");
+
+    let first = Daemon::spawn(&home);
+    let (ok, _, err) = join(&dir.path().join("b"), &first.url, &made, "host-b");
+    assert!(ok, "{err}");
+    let (ok, _, err) = join(&dir.path().join("c"), &first.url, &dropped, "host-c");
+    assert!(!ok && err.contains("(401)"), "{err}");
+    // A home others may write is refused before the first host is asked.
+    let open_home = dir.path().join("open");
+    std::fs::create_dir(&open_home).unwrap();
+    std::fs::set_permissions(&open_home, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (ok, _, err) = join(&open_home, &first.url, &made, "host-d");
+    assert!(!ok && err.contains(open_home.to_str().unwrap()), "{err}");
+    let (_, nodes, _) = a2a(&home, &["node", "list"]);
+    assert!(nodes.contains("host-b") && !nodes.contains("host-d"), "{nodes}");
+    assert!(!open_home.join("cluster").exists());
+}
