@@ -85,6 +85,9 @@ pub struct Info {
     pub joined: String,
     /// Hex SHA-256 of the CA's SubjectPublicKeyInfo.
     pub ca_pin: String,
+    /// The names the node certificate was asked to carry (the node name first).
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 /// A joined host's membership.
@@ -153,7 +156,8 @@ impl Membership {
             })?;
         let ca_pin =
             join::ca_pin(&ca).map_err(|e| Error::Invalid { path: pki.join("ca.crt"), message: e.to_string() })?;
-        let info = Info { server: String::new(), node_name: node, joined: String::new(), ca_pin };
+        let info =
+            Info { server: String::new(), node_name: node.clone(), joined: String::new(), ca_pin, names: vec![node] };
         Ok(Some(Membership { info, ca_pem: ca, cert_pem: cert, key_pem: key }))
     }
 
@@ -259,7 +263,13 @@ pub fn first_host_certificate(home: &Path, ca_pem: &str, node: &str) -> Result<M
     home::write_private(&pki.join(FIRST_HOST_CERT), signed.pem.as_bytes())?;
     let ca_pin =
         join::ca_pin(ca_pem).map_err(|e| Error::Invalid { path: pki.join("ca.crt"), message: e.to_string() })?;
-    let info = Info { server: String::new(), node_name: node.to_string(), joined: String::new(), ca_pin };
+    let info = Info {
+        server: String::new(),
+        node_name: node.to_string(),
+        joined: String::new(),
+        ca_pin,
+        names: vec![node.to_string()],
+    };
     Ok(Membership { info, ca_pem: ca_pem.to_string(), cert_pem: signed.pem, key_pem: key.serialize_pem() })
 }
 
@@ -435,9 +445,7 @@ pub async fn join(home: &Path, request: &JoinRequest) -> Result<Membership> {
     let key = rcgen::KeyPair::generate()?;
     let mut names = vec![request.node_name.clone()];
     names.extend(request.names.iter().filter(|n| **n != request.node_name).cloned());
-    let mut params = rcgen::CertificateParams::new(names)?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, request.node_name.as_str());
-    let csr = params.serialize_request(&key)?.pem()?;
+    let csr = certificate_request(&key, &request.node_name, &names)?;
 
     let client = Client::builder(TokioExecutor::new()).build(connector(client_config(&ca, None)?, None)?);
     let body = serde_json::to_vec(&json!({"nodeName": request.node_name, "csr": csr})).unwrap_or_default();
@@ -464,10 +472,52 @@ pub async fn join(home: &Path, request: &JoinRequest) -> Result<Membership> {
         node_name: request.node_name.clone(),
         joined: jiff::Timestamp::now().to_string(),
         ca_pin: request.token.pin.clone(),
+        names,
     };
     let membership = Membership { info, ca_pem: ca, cert_pem: cert, key_pem: key.serialize_pem() };
     write(home, &membership)?;
     Ok(membership)
+}
+
+fn certificate_request(key: &rcgen::KeyPair, node: &str, names: &[String]) -> Result<String> {
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, node);
+    Ok(params.serialize_request(key)?.pem()?)
+}
+
+/// Has the first host sign a new certificate (for a new key) for this joined host,
+/// authenticating with the current one, and puts it in place of the old one, which the first
+/// host no longer accepts. The running `a2a serve` takes it at its next start.
+pub async fn renew(home: &Path) -> Result<Membership> {
+    let current = Membership::load(home)?.ok_or_else(|| {
+        Error::Usage(format!("{} holds no membership: this host has not joined (a2a join)", home.join(DIR).display()))
+    })?;
+    let key = rcgen::KeyPair::generate()?;
+    let names =
+        if current.info.names.is_empty() { vec![current.info.node_name.clone()] } else { current.info.names.clone() };
+    let csr = certificate_request(&key, &current.info.node_name, &names)?;
+    let client = Client::builder(TokioExecutor::new()).build(current.connector(None)?);
+    let server = current.info.server.clone();
+    let req = http::Request::post(format!("{server}{}", join::RENEW_PATH))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&json!({"csr": csr})).unwrap_or_default())))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let (code, body) = send(&client, req, &server).await?;
+    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if code != 201 {
+        let message = answer
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| String::from_utf8_lossy(&body).into_owned(), str::to_string);
+        return Err(Error::Refused { url: server, code, message });
+    }
+    let bad = |message: &str| Error::BadAnswer { url: server.clone(), message: message.to_string() };
+    let cert = answer.get("certificate").and_then(Value::as_str).ok_or_else(|| bad("no certificate"))?.to_string();
+    check_certificate(&cert, &current.ca_pem, &key, &current.info.node_name).map_err(|m| bad(&m))?;
+    let info = Info { names, ..current.info };
+    let renewed = Membership { info, ca_pem: current.ca_pem, cert_pem: cert, key_pem: key.serialize_pem() };
+    replace(home, &renewed)?;
+    Ok(renewed)
 }
 
 /// The certificate is for `key`, names `node`, and chains to `ca`.
@@ -490,6 +540,29 @@ fn check_certificate(cert_pem: &str, ca_pem: &str, key: &rcgen::KeyPair, node: &
 /// Writes the membership into a new directory, then renames it into place.
 fn write(home: &Path, m: &Membership) -> Result<()> {
     home::prepare_home(home)?;
+    let staging = stage(home, m)?;
+    let target = home.join(DIR);
+    std::fs::rename(&staging, &target).map_err(|e| Error::Invalid { path: target, message: e.to_string() })?;
+    Ok(())
+}
+
+/// Puts a renewed membership in place of the current one: the old directory is moved aside
+/// (`cluster.old`), the new one renamed into place, the old one removed.
+fn replace(home: &Path, m: &Membership) -> Result<()> {
+    let staging = stage(home, m)?;
+    let (target, old) = (home.join(DIR), home.join(format!("{DIR}.old")));
+    let io = |path: &Path, e: std::io::Error| Error::Invalid { path: path.to_path_buf(), message: e.to_string() };
+    if std::fs::symlink_metadata(&old).is_ok() {
+        std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+    }
+    std::fs::rename(&target, &old).map_err(|e| io(&target, e))?;
+    std::fs::rename(&staging, &target).map_err(|e| io(&target, e))?;
+    std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+    Ok(())
+}
+
+/// Writes the membership's files into `cluster.new`; answers that directory.
+fn stage(home: &Path, m: &Membership) -> Result<PathBuf> {
     let staging = home.join(format!("{DIR}.new"));
     if std::fs::symlink_metadata(&staging).is_ok() {
         std::fs::remove_dir_all(&staging)
@@ -501,7 +574,5 @@ fn write(home: &Path, m: &Membership) -> Result<()> {
     home::write_private(&staging.join(CERT_FILE), m.cert_pem.as_bytes())?;
     home::write_private(&staging.join(CA_FILE), m.ca_pem.as_bytes())?;
     home::write_private(&staging.join(INFO_FILE), &info)?;
-    let target = home.join(DIR);
-    std::fs::rename(&staging, &target).map_err(|e| Error::Invalid { path: target, message: e.to_string() })?;
-    Ok(())
+    Ok(staging)
 }

@@ -194,10 +194,13 @@ fn is_review(group: &str, resource: &str) -> bool {
 /// What one host may ask of another (the node role): read the agents (their cards are in
 /// their status), budgets (the room left) and workflows, and submit work (create workflows);
 /// never Secrets, ConfigMaps, users, tokens or anything else, and no non-resource path but
-/// discovery and health.
+/// discovery, health and the renewal of its own certificate.
 pub fn node_may(request: &Request) -> bool {
     match request {
-        Request::NonResource { verb, path } => is_discovery_path(path) && (verb == "get" || verb == "head"),
+        Request::NonResource { verb, path } => {
+            (is_discovery_path(path) && (verb == "get" || verb == "head"))
+                || (path == super::join::RENEW_PATH && verb == "post")
+        }
         Request::Resource { verb, group, resource, subresource, .. } => {
             if is_review(group, resource) {
                 return verb == "create";

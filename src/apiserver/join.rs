@@ -58,6 +58,8 @@ pub const TOKEN_PREFIX: &str = "K10";
 pub const CACERTS_PATH: &str = "/cacerts";
 /// The path that signs a joining host's certificate request.
 pub const JOIN_PATH: &str = "/join";
+/// The path where a joined host, authenticated by its current certificate, has a new one signed.
+pub const RENEW_PATH: &str = "/join/renew";
 
 const ID_LEN: usize = 6;
 const SECRET_LEN: usize = 32;
@@ -466,6 +468,39 @@ impl Join {
         Ok(gone)
     }
 
+    /// Signs a new certificate for `node`, which authenticated with its current one; the
+    /// record then names the new certificate, so the old one is no longer accepted here.
+    pub fn renew(&self, node: &str, csr_pem: &str) -> Result<String, ApiError> {
+        if let Some(first) = self.member_of() {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("this host joined the cluster of {first}; certificates are renewed there"),
+            ));
+        }
+        let ca_key = home::read(&self.home.join("pki").join("ca.key"), home::Kind::Secret)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| ApiError::internal("the CA's key is missing: this host cannot sign certificates"))?;
+        let mut table = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        let Some(at) = table.iter().position(|n| n.name == node) else {
+            return Err(not_found("nodes", node));
+        };
+        let signed = sign_node(csr_pem, node, &self.ca_pem, &ca_key, NODE_CERT_LIFETIME).map_err(|e| match e {
+            Error::Invalid(m) => ApiError::new(422, "Invalid", m),
+            other => ApiError::internal(other.to_string()),
+        })?;
+        let mut next = table.clone();
+        let record = &mut next[at];
+        record.serial = signed.serial;
+        record.sha256_fingerprint = signed.fingerprint;
+        record.not_after = rfc3339(signed.not_after);
+        record.names = signed.names;
+        self.save_nodes(&next).map_err(|e| ApiError::internal(e.to_string()))?;
+        *table = next;
+        tracing::info!(node, "renewed a node's certificate");
+        Ok(signed.pem)
+    }
+
     /// Signs `csr_pem` for `node` and records the node; answers the certificate (PEM).
     fn enrol(&self, node: &str, csr_pem: &str, token_id: &str) -> Result<String, ApiError> {
         validate_node_name(node).map_err(|m| ApiError::new(422, "Invalid", m))?;
@@ -694,6 +729,24 @@ pub fn serve_nodes(join: &Join, method: &Method, name: Option<&str>) -> Result<R
 pub struct AuditedAs {
     pub user: String,
     pub groups: Vec<String>,
+}
+
+/// `POST /join/renew` from `subject` (a node, by its current certificate): body `{"csr"}`;
+/// answers the new certificate and the CA.
+pub fn serve_renew(join: &Join, subject: Option<&super::authz::Subject>, body: &Bytes) -> Result<Response, ApiError> {
+    let Some(node) =
+        subject.filter(|s| s.grant == super::authz::Grant::Node).and_then(|s| s.user.strip_prefix(NODE_USER_PREFIX))
+    else {
+        return Err(ApiError::new(403, "Forbidden", "only a node renews its certificate, with its current one"));
+    };
+    #[derive(Deserialize)]
+    struct Renewal {
+        csr: String,
+    }
+    let request: Renewal = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a renewal request (csr): {e}")))?;
+    let certificate = join.renew(node, &request.csr)?;
+    Ok(json_response(StatusCode::CREATED, &json!({"nodeName": node, "certificate": certificate, "ca": join.ca_pem()})))
 }
 
 /// What a joining host sends.

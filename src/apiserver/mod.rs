@@ -461,6 +461,7 @@ fn router(state: AppState) -> Router {
         .route("/openapi/v3/apis/{group}/{version}", get(openapi::serve_v3_group))
         .route(join::CACERTS_PATH, get(cacerts))
         .route(join::JOIN_PATH, axum::routing::post(join_request))
+        .route(join::RENEW_PATH, axum::routing::post(renew_request))
         .fallback(resource_request)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -484,6 +485,25 @@ async fn join_request(State(state): State<AppState>, headers: axum::http::Header
         resource: "join".to_string(),
         namespace: String::new(),
         name: node,
+    });
+    response
+}
+
+/// A joined host renewing its certificate with its current one ([`join::serve_renew`]).
+async fn renew_request(State(state): State<AppState>, req: Request) -> Response {
+    let subject = req.extensions().get::<authz::Subject>().cloned();
+    let limit = state.config.max_body_bytes;
+    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::too_large(limit).into_response(),
+    };
+    let mut response =
+        join::serve_renew(&state.join, subject.as_ref(), &body).unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(RequestInfo {
+        verb: "update",
+        resource: "nodecertificate".to_string(),
+        namespace: String::new(),
+        name: subject.map(|s| s.user).unwrap_or_default(),
     });
     response
 }
