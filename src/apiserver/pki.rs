@@ -65,6 +65,10 @@ pub struct CertPolicy {
     pub renew_before: Duration,
     /// How often a running server checks its serving certificate.
     pub check_every: Duration,
+    /// Addresses the serving certificate names besides `localhost`, `127.0.0.1` and `::1`
+    /// (`a2a serve --listen ADDR`); a certificate that lacks one is issued again from the
+    /// same CA.
+    pub ip_sans: Vec<std::net::IpAddr>,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -76,6 +80,7 @@ impl Default for CertPolicy {
             ca_lifetime: 3650 * DAY,
             renew_before: 90 * DAY,
             check_every: Duration::from_secs(3600),
+            ip_sans: Vec::new(),
         }
     }
 }
@@ -117,6 +122,33 @@ pub fn validity(pem: &str, path: &Path) -> Result<(i64, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| bad(e.to_string()))?;
     let v = cert.validity();
     Ok((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// Whether the first certificate of `pem` names every address of `ips` (an unreadable one
+/// names none).
+pub fn names_ips(pem: &str, ips: &[std::net::IpAddr]) -> bool {
+    if ips.is_empty() {
+        return true;
+    }
+    let Some(Ok(der)) = CertificateDer::pem_slice_iter(pem.as_bytes()).next() else { return false };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else { return false };
+    let named: Vec<std::net::IpAddr> = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                    4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                    16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    ips.iter().all(|ip| named.contains(ip))
 }
 
 fn unix_now() -> i64 {
@@ -190,6 +222,11 @@ impl Identity {
                 Ok(v) if due(v, policy) => {
                     tracing::info!(path = %p.cert.display(), not_after = %rfc3339(v.1),
                         "the serving certificate expires within the renewal window; issuing a new one from the same CA");
+                    issue_serving(&p, &ca_pem, &ca_key_pem, policy)?
+                }
+                Ok(_) if !names_ips(&cert, &policy.ip_sans) => {
+                    tracing::info!(path = %p.cert.display(), addresses = ?policy.ip_sans,
+                        "the serving certificate does not name every address served on; issuing a new one from the same CA");
                     issue_serving(&p, &ca_pem, &ca_key_pem, policy)?
                 }
                 Ok(_) if certified_key(&cert, &key, home).is_ok() => (cert, key),
@@ -363,7 +400,14 @@ fn issue_serving(p: &Paths, ca_pem: &str, ca_key_pem: &str, policy: &CertPolicy)
     let ca_key = KeyPair::from_pem(ca_key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(ca_pem, &ca_key)?;
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    for ip in &policy.ip_sans {
+        let ip = ip.to_string();
+        if !names.contains(&ip) {
+            names.push(ip);
+        }
+    }
+    let mut params = CertificateParams::new(names)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "a2a-apiserver");
     params.distinguished_name = dn;
