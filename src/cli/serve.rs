@@ -20,7 +20,7 @@ pub struct ServeArgs {
     pub listen: std::net::IpAddr,
     /// This host's name among its peers (mDNS instance, TXT `node`). Default: the host name's
     /// first label. Letters, digits and '-', at most 63.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = node_name)]
     pub node_name: Option<String>,
     /// Do not advertise or browse by mDNS, even with --listen on a LAN address.
     #[arg(long)]
@@ -201,6 +201,15 @@ pub fn listen_addr(s: &str) -> Result<std::net::IpAddr, String> {
         return Err(format!("{ip} is a multicast or broadcast address, not one of this host's"));
     }
     Ok(ip)
+}
+
+/// `--node-name`: a DNS label.
+pub fn node_name(s: &str) -> Result<String, String> {
+    match crate::discovery::check_node_name(s) {
+        Ok(()) => Ok(s.to_string()),
+        Err(crate::discovery::Error::NodeName { why, .. }) => Err(why),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// SIGTERM and SIGINT, installed before they can arrive, awaited later.
