@@ -422,3 +422,27 @@ fn issue_serving(p: &Paths, ca_pem: &str, ca_key_pem: &str, policy: &CertPolicy)
     write_private(&p.cert, cert.as_bytes())?;
     Ok((cert, key))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_address_is_added_by_issuing_again_from_the_same_ca() {
+        let home = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(home.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+        let lan: std::net::IpAddr = "10.1.2.3".parse().expect("ip");
+        let first = Identity::load_or_create(home.path(), &CertPolicy::default()).expect("identity");
+        assert!(!names_ips(&first.cert_pem, &[lan]));
+        assert!(names_ips(&first.cert_pem, &["127.0.0.1".parse().expect("ip")]));
+        let policy = CertPolicy { ip_sans: vec![lan], ..CertPolicy::default() };
+        let second = Identity::load_or_create(home.path(), &policy).expect("identity");
+        assert!(names_ips(&second.cert_pem, &[lan]), "issued again with the address");
+        assert_eq!(first.ca_pem, second.ca_pem, "from the same CA");
+        let third = Identity::load_or_create(home.path(), &policy).expect("identity");
+        assert_eq!(second.cert_pem, third.cert_pem, "kept once it names the address");
+        // Back on loopback only: the certificate naming more is kept.
+        let fourth = Identity::load_or_create(home.path(), &CertPolicy::default()).expect("identity");
+        assert_eq!(third.cert_pem, fourth.cert_pem);
+    }
+}

@@ -174,10 +174,12 @@ impl Discovery {
         let fullname = info.get_fullname().to_string();
         daemon.register(info).map_err(&err)?;
         table.enable(&config.node_name, &fullname, &addr.to_string());
+        let monitor = daemon.monitor().map_err(&err)?;
         let events = daemon.browse(SERVICE_TYPE).map_err(&err)?;
         let (stop, stop_rx) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(browse(events, table.clone(), stop_rx.clone())),
+            tokio::spawn(conflicts(monitor, config.node_name.clone(), table.clone(), stop_rx.clone())),
             tokio::spawn(watch_agents(config.client.clone(), seen.clone(), stop_rx.clone())),
             tokio::spawn(watch_budget(config.client.clone(), seen.clone(), stop_rx.clone())),
             tokio::spawn(announce(daemon.clone(), config.clone(), seen, first, cores, stop_rx)),
@@ -238,6 +240,30 @@ async fn browse(events: mdns_sd::Receiver<ServiceEvent>, table: Arc<PeerTable>, 
                 table.gone(&fullname, SystemTime::now());
             }
             _ => {}
+        }
+    }
+}
+
+/// Name conflicts (RFC 6762 §9): another host on the link announced our instance or host name
+/// with other data, and the mDNS responder renamed ours (`NODE (2)`, `a2a-NODE-2.local.`), as
+/// avahi does. Said loudly: two hosts were given one node name.
+async fn conflicts(
+    events: mdns_sd::Receiver<mdns_sd::DaemonEvent>,
+    node: String,
+    table: Arc<PeerTable>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let event = tokio::select! {
+            e = events.recv_async() => match e { Ok(e) => e, Err(_) => return },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        if let mdns_sd::DaemonEvent::NameChange(change) = event {
+            tracing::warn!(node = %node, original = %change.original, now = %change.new_name,
+                "another host on the link uses this node name: mDNS renamed ours; give each host its own --node-name");
+            if change.new_name.contains("._a2a._tcp.") {
+                table.renamed(&change.new_name);
+            }
         }
     }
 }
@@ -320,7 +346,12 @@ async fn announce(
         if now == last {
             continue;
         }
-        match service_info(&config, &now).and_then(|info| daemon.register(info)) {
+        // The name was probed when first announced: an update is announced at once.
+        let update = service_info(&config, &now).map(|mut info| {
+            info.set_requires_probe(false);
+            info
+        });
+        match update.and_then(|info| daemon.register(info)) {
             Ok(()) => {
                 tracing::debug!(skills = %advert::digest(&now.skills), url = %now.url, "announced the changed TXT record");
                 last = now;

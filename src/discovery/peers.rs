@@ -94,7 +94,8 @@ struct Inner {
 #[derive(Clone, Debug)]
 struct Me {
     node_name: String,
-    instance: String,
+    /// Our instance names (more than one after a name conflict renamed ours).
+    instances: Vec<String>,
     interface_address: String,
 }
 
@@ -163,9 +164,22 @@ impl PeerTable {
     pub fn enable(&self, node_name: &str, instance: &str, interface_address: &str) {
         lock(&self.inner).me = Some(Me {
             node_name: node_name.to_string(),
-            instance: instance.to_lowercase(),
+            instances: vec![instance.to_lowercase()],
             interface_address: interface_address.to_string(),
         });
+    }
+
+    /// Our instance was renamed (another host on the link holds our name): the new name is
+    /// ours too, not a peer.
+    pub fn renamed(&self, instance: &str) {
+        let key = instance.to_lowercase();
+        let mut inner = lock(&self.inner);
+        inner.peers.remove(&key);
+        if let Some(me) = inner.me.as_mut()
+            && !me.instances.contains(&key)
+        {
+            me.instances.push(key);
+        }
     }
 
     /// Discovery stopped: the table empties.
@@ -180,7 +194,7 @@ impl PeerTable {
     pub fn seen(&self, peer: Peer) -> bool {
         let mut inner = lock(&self.inner);
         let key = peer.instance.to_lowercase();
-        if inner.me.as_ref().is_some_and(|me| me.instance == key) {
+        if inner.me.as_ref().is_some_and(|me| me.instances.contains(&key)) {
             return false;
         }
         if !inner.peers.contains_key(&key) && inner.peers.len() >= MAX_PEERS {
@@ -294,6 +308,8 @@ mod tests {
         let now = SystemTime::now();
         assert!(!t.seen(peer("h1", now)));
         assert!(t.seen(peer("h2", now)));
+        t.renamed("H1 (2)._a2a._tcp.local.");
+        assert!(!t.seen(peer("h1 (2)", now)), "a renamed instance of ours is ours");
         t.gone("h2._a2a._tcp.local.", now);
         assert_eq!(t.list()[0].health, Health::Gone);
         t.gone("h2._a2a._tcp.local.", now - KEEP_GONE - Duration::from_secs(1));
