@@ -201,3 +201,24 @@ fn an_address_of_no_interface_is_refused_and_loopback_keeps_discovery_off() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("mDNS discovery is off"), "{text}");
 }
+
+#[test]
+fn a_host_killed_without_a_goodbye_is_marked_gone_when_its_records_expire() {
+    let mut lan = Lan::new(2);
+    lan.start(1, &[]);
+    lan.start(2, &[]);
+    until(&lan, "h1 lists h2", || find(&listed(&lan, 1), "h2").is_some_and(|p| p["health"] == "up"));
+    let killed = Instant::now();
+    lan.kill(2);
+    // The SRV and address records live 120 s (RFC 6762's host TTL); the browser queries again
+    // from 80 % of it and, unanswered, drops them at the end.
+    let deadline = Duration::from_secs(240);
+    while killed.elapsed() < deadline {
+        if find(&listed(&lan, 1), "h2").is_none_or(|p| p["health"] == "gone") {
+            eprintln!("h2 marked gone {:?} after it was killed", killed.elapsed());
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("h2 still listed up {deadline:?} after it was killed\n{}", lan.logs());
+}
