@@ -100,16 +100,28 @@ fn three_hosts_find_each_other_follow_skills_and_see_a_host_leave() {
     std::fs::write(
         &manifest,
         "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: adder }\nspec:\n  protocol: stdio\n  \
-         command: [cat]\n  skills: [lan-sum]\n",
+         command: [cat]\n  skills: [lan-sum]\n  resources: { limits: { memory: 64Mi } }\n",
     )
     .expect("manifest");
     let out = lan.a2a(1, &["apply", "-f", manifest.to_str().unwrap_or_default()]);
     assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
     let want = digest_of(&["lan-sum"]);
-    until(&lan, "h2 and h3 see h1's new skills digest", || {
+    // Its 64Mi are admitted into the host budget: the room advertised shrinks by as much.
+    let room = (8u64 << 30) - (64 << 20);
+    until(&lan, "h2 and h3 see h1's new skills digest and room", || {
         [2, 3].iter().all(|&i| {
-            find(&listed(&lan, i), "h1").is_some_and(|p| p["skillsDigest"] == want.as_str() && p["skills"] == 1)
+            find(&listed(&lan, i), "h1").is_some_and(|p| {
+                p["skillsDigest"] == want.as_str() && p["skills"] == 1 && p["room"]["memoryBytes"] == room
+            })
         })
+    });
+
+    // A gateway's URL, once written to the home, is what h1 advertises as its URL.
+    let api = lan.hosts[0].url.clone().unwrap_or_default();
+    std::fs::write(lan.hosts[0].home.join("gateway.url"), "https://10.77.0.1:8443\n").expect("gateway.url");
+    until(&lan, "h2 sees h1's gateway URL", || {
+        find(&listed(&lan, 2), "h1")
+            .is_some_and(|p| p["url"] == "https://10.77.0.1:8443" && p["apiUrl"] == api.as_str())
     });
     // h1's own digest is not listed on h1 (a host is not its own peer).
     assert!(find(&listed(&lan, 1), "h1").is_none());
