@@ -196,8 +196,8 @@ fn listen_and_node_name_refuse_bad_input_and_change_nothing() {
 }
 
 #[test]
-fn an_address_of_no_interface_is_refused_and_loopback_keeps_discovery_off() {
-    let mut lan = Lan::new(1);
+fn an_address_of_no_interface_is_refused_and_loopback_or_no_mdns_keeps_discovery_off() {
+    let mut lan = Lan::new(2);
     // 10.77.0.9 is on no interface of the namespace.
     let out = lan
         .command(1, std::path::Path::new(env!("CARGO_BIN_EXE_a2a")))
@@ -212,6 +212,12 @@ fn an_address_of_no_interface_is_refused_and_loopback_keeps_discovery_off() {
     let out = lan.a2a(1, &["peers"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("mDNS discovery is off"), "{text}");
+    // On a LAN address with --no-mdns: served there, and quiet.
+    let url = lan.start(2, &["--no-mdns"]);
+    assert!(url.starts_with("https://10.77.0.2:"), "{url}");
+    let doc = peers(&lan, 2);
+    assert_eq!(doc["discovery"], "off", "{doc}");
+    assert!(!lan.log(2).contains("mDNS discovery on"), "{}", lan.log(2));
 }
 
 #[test]
