@@ -240,3 +240,19 @@ fn a_host_killed_without_a_goodbye_is_marked_gone_when_its_records_expire() {
     }
     panic!("h2 still listed up {deadline:?} after it was killed\n{}", lan.logs());
 }
+
+#[test]
+fn hosts_on_ipv6_addresses_find_each_other() {
+    let mut lan = Lan::new(2);
+    for i in 1..=2 {
+        let ip6 = lan.hosts[i - 1].ip6.clone();
+        let url = lan.start_on(i, &ip6, &[]);
+        assert!(url.starts_with(&format!("https://[{ip6}]:")), "{url}");
+    }
+    until(&lan, "each lists the other by its IPv6 address", || {
+        [(1, "h2", "fd77::2"), (2, "h1", "fd77::1")].iter().all(|(i, node, addr)| {
+            find(&listed(&lan, *i), node)
+                .is_some_and(|p| p["health"] == "up" && p["addresses"] == serde_json::json!([addr]))
+        })
+    });
+}

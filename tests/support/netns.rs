@@ -6,8 +6,9 @@
 //! - a hub namespace `a2a-PID-N-hub` holding the bridge `br0` (no address, no uplink: nothing
 //!   leaves the namespaces, and the host's own network never sees a packet);
 //! - per host a namespace `a2a-PID-N-hI` with `lo` up and `eth0`, a veth whose peer `vI` is a
-//!   port of the bridge, address `10.77.0.I/24` (the same in every test: each test has its
-//!   own bridge), and a route for `224.0.0.0/4` on `eth0` so multicast (mDNS) leaves by it.
+//!   port of the bridge, addresses `10.77.0.I/24` and `fd77::I/64` (the same in every test:
+//!   each test has its own bridge), and a route for `224.0.0.0/4` on `eth0` so IPv4 multicast
+//!   (mDNS) leaves by it (IPv6's `ff02::fb` is link-scoped and needs none).
 //!
 //! Processes are started in a namespace with `nsenter --net` (not `ip netns exec`, which
 //! remounts /sys and would hide the cgroup tree). Dropping the [`Lan`] (also when a test's
@@ -74,6 +75,8 @@ fn remove_stale() {
 pub struct Host {
     pub ns: String,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address (`fd77::I`).
+    pub ip6: String,
     pub node: String,
     pub home: PathBuf,
     /// The cgroup top of its daemon.
@@ -116,6 +119,7 @@ impl Lan {
             lan.hosts.push(Host {
                 ns: ns.clone(),
                 ip: addr,
+                ip6: format!("fd77::{i:x}"),
                 node,
                 home,
                 top: format!("{id}-h{i}"),
@@ -129,6 +133,8 @@ impl Lan {
             ip(&["-n", &hub, "link", "set", &port, "up"]);
             ip(&["-n", &ns, "link", "set", "lo", "up"]);
             ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+            // No duplicate address detection: the address is usable at once.
+            ip(&["-n", &ns, "addr", "add", &format!("fd77::{i:x}/64"), "dev", "eth0", "nodad"]);
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
             ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
         }
