@@ -244,7 +244,13 @@ impl ControlPlane {
         if !opts.controllers {
             let server = Server::start(opts.server_config(&opts.home).peers(peers.clone())).await?;
             let client = client_for(server.kubeconfig()).await?;
-            let discovery = start_discovery(&opts, &server, &client, &peers, node_name.as_deref()).await?;
+            let discovery = match start_discovery(&opts, &server, &client, &peers, node_name.as_deref()).await {
+                Ok(d) => d,
+                Err(e) => {
+                    server.shutdown().await;
+                    return Err(e);
+                }
+            };
             let (stop, _) = watch::channel(false);
             return Ok(ControlPlane {
                 server,
@@ -265,7 +271,13 @@ impl ControlPlane {
         let state_home = scoped_state.clone().unwrap_or_else(|| opts.home.clone());
         let server = Server::start(opts.server_config(&state_home).peers(peers.clone())).await?;
         let client = client_for(server.kubeconfig()).await?;
-        let discovery = start_discovery(&opts, &server, &client, &peers, node_name.as_deref()).await?;
+        let discovery = match start_discovery(&opts, &server, &client, &peers, node_name.as_deref()).await {
+            Ok(d) => d,
+            Err(e) => {
+                server.shutdown().await;
+                return Err(e);
+            }
+        };
         let (stop, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;

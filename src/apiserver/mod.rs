@@ -1,7 +1,7 @@
 //! The embedded Kubernetes-shaped API server behind `a2a serve`: the a2a kinds plus core
 //! `namespaces` and `events` over the Kubernetes REST paths, stored durably in redb, served
-//! over HTTPS on 127.0.0.1 (or the address `--listen` names) with a bearer token, with discovery, OpenAPI, watch, `/metrics`,
-//! health endpoints and an audit log.
+//! over HTTPS on 127.0.0.1 (or the address `--listen` names) with a bearer token, with
+//! discovery, OpenAPI, watch, `/metrics`, health endpoints and an audit log.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), a2a::apiserver::Error> {

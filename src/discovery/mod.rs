@@ -52,7 +52,7 @@ pub enum Error {
         "the host name {0:?} is not a valid node name (letters, digits and '-', at most 63); pass --node-name NAME"
     )]
     HostName(String),
-    #[error("mDNS on {addr}: {message}")]
+    #[error("mDNS on {addr}: {message} (--no-mdns serves without discovery)")]
     Mdns { addr: IpAddr, message: String },
 }
 
