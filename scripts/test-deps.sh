@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_pkgs=(prometheus)  # promtool, for the /metrics test
+apt_pkgs=(prometheus iproute2 util-linux)  # promtool, for the /metrics test; ip and nsenter, for the multi-host tests
 command -v kubectl >/dev/null || { echo "kubectl (1.32) is required on the PATH" >&2; exit 1; }
 if ((${#apt_pkgs[@]})); then
   missing=()

@@ -10,6 +10,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod cluster;
 pub mod controller;
+pub mod discovery;
 pub mod local;
 pub mod membership;
 pub mod metrics;

@@ -47,6 +47,8 @@ pub enum Error {
          (it runs the agents' log relays and `a2a …` agents)"
     )]
     NotTheA2aBinary,
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::Error),
     #[error("creating the run's state directory {}: {source}", dir.display())]
     StateDir {
         dir: PathBuf,
@@ -106,6 +108,14 @@ pub struct LocalOptions {
     pub audit_rotation: crate::apiserver::audit::Rotation,
     /// The API server's cap on connections and its timeouts.
     pub connections: crate::apiserver::conn::ConnectionLimits,
+    /// The address served on (`a2a serve --listen`, default 127.0.0.1): the API server binds
+    /// to it, and so does the host's A2A gateway (see [`ControlPlane::listen_ip`]).
+    pub listen: std::net::IpAddr,
+    /// This host's name among its peers (default: the host name's first label).
+    pub node_name: Option<String>,
+    /// Advertise and browse by mDNS when `listen` is not loopback ([`crate::discovery`]);
+    /// `false` turns it off (`--no-mdns`).
+    pub mdns: bool,
 }
 
 impl LocalOptions {
@@ -125,6 +135,27 @@ impl LocalOptions {
             store_reserve_bytes: crate::apiserver::reserve::DEFAULT_BYTES,
             audit_rotation: crate::apiserver::audit::Rotation::default(),
             connections: crate::apiserver::conn::ConnectionLimits::default(),
+            listen: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            node_name: None,
+            mdns: true,
+        }
+    }
+
+    /// Whether mDNS discovery runs: asked for, and `listen` is not loopback.
+    pub fn discovery_wanted(&self) -> bool {
+        self.mdns && crate::discovery::wanted(self.listen)
+    }
+
+    /// The node name, checked: `--node-name`, else the host name (which must then be a valid
+    /// node name only when discovery needs it).
+    fn checked_node_name(&self) -> Result<Option<String>, Error> {
+        match &self.node_name {
+            Some(n) => {
+                crate::discovery::check_node_name(n)?;
+                Ok(Some(n.clone()))
+            }
+            None if self.discovery_wanted() => Ok(Some(crate::discovery::default_node_name()?)),
+            None => Ok(crate::discovery::default_node_name().ok()),
         }
     }
 
@@ -135,6 +166,7 @@ impl LocalOptions {
             .store_reserve_bytes(self.store_reserve_bytes)
             .audit_rotation(self.audit_rotation)
             .connections(self.connections.clone())
+            .bind(self.listen)
     }
 }
 
@@ -151,6 +183,11 @@ pub struct ControlPlane {
     ownership: Option<Ownership>,
     /// The run's own state directory, removed at the end (see [`LocalOptions::scoped_state`]).
     scoped_state: Option<PathBuf>,
+    /// The hosts mDNS found (empty when discovery is off).
+    pub peers: Arc<crate::discovery::peers::PeerTable>,
+    /// This host's node name (None: no valid host name and none given).
+    pub node_name: Option<String>,
+    discovery: Option<crate::discovery::Discovery>,
 }
 
 /// Picks the cgroup driver, proves it can create the top cgroup and takes ownership of the
@@ -201,9 +238,19 @@ impl ControlPlane {
         // The daemon's heap (`a2a serve` does this before its runtime starts; `a2a run` and
         // embedders get it here, for the arenas not created yet).
         crate::node::limit_malloc_arenas();
+        // Checked before anything is started or written.
+        let node_name = opts.checked_node_name()?;
+        let peers = Arc::new(crate::discovery::peers::PeerTable::default());
         if !opts.controllers {
-            let server = Server::start(opts.server_config(&opts.home)).await?;
+            let server = Server::start(opts.server_config(&opts.home).peers(peers.clone())).await?;
             let client = client_for(server.kubeconfig()).await?;
+            let discovery = match start_discovery(&opts, &server, &client, &peers, node_name.as_deref()).await {
+                Ok(d) => d,
+                Err(e) => {
+                    server.shutdown().await;
+                    return Err(e);
+                }
+            };
             let (stop, _) = watch::channel(false);
             return Ok(ControlPlane {
                 server,
@@ -214,13 +261,23 @@ impl ControlPlane {
                 tasks: Vec::new(),
                 ownership: None,
                 scoped_state: None,
+                peers,
+                node_name,
+                discovery,
             });
         }
         let (driver, enforced, owned) = cgroup_driver(&opts)?;
         let scoped_state = if opts.scoped_state { Some(scoped_state_dir(&opts.home)?) } else { None };
         let state_home = scoped_state.clone().unwrap_or_else(|| opts.home.clone());
-        let server = Server::start(opts.server_config(&state_home)).await?;
+        let server = Server::start(opts.server_config(&state_home).peers(peers.clone())).await?;
         let client = client_for(server.kubeconfig()).await?;
+        let discovery = match start_discovery(&opts, &server, &client, &peers, node_name.as_deref()).await {
+            Ok(d) => d,
+            Err(e) => {
+                server.shutdown().await;
+                return Err(e);
+            }
+        };
         let (stop, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -259,12 +316,25 @@ impl ControlPlane {
             tasks,
             ownership: Some(owned),
             scoped_state,
+            peers,
+            node_name,
+            discovery,
         })
+    }
+
+    /// The address the control plane serves on (`--listen`): the host's A2A gateway binds
+    /// its own listener to this address too.
+    pub fn listen_ip(&self) -> std::net::IpAddr {
+        self.server.addr().ip()
     }
 
     /// Stops the engine and the node (which stops its agents if so configured), then the
     /// API server.
     pub async fn stop(self) {
+        // Goodbye first: peers drop this host while it still answers.
+        if let Some(d) = self.discovery {
+            d.stop().await;
+        }
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -277,6 +347,25 @@ impl ControlPlane {
             tracing::warn!(dir = %dir.display(), error = %e, "removing the run's state");
         }
     }
+}
+
+/// Starts mDNS discovery when [`LocalOptions::discovery_wanted`].
+async fn start_discovery(
+    opts: &LocalOptions,
+    server: &ServerHandle,
+    client: &kube::Client,
+    peers: &Arc<crate::discovery::peers::PeerTable>,
+    node_name: Option<&str>,
+) -> Result<Option<crate::discovery::Discovery>, Error> {
+    let (true, Some(node_name)) = (opts.discovery_wanted(), node_name) else { return Ok(None) };
+    let config = crate::discovery::Config {
+        node_name: node_name.to_string(),
+        listen: server.addr().ip(),
+        api_url: server.url(),
+        home: opts.home.clone(),
+        client: client.clone(),
+    };
+    Ok(Some(crate::discovery::Discovery::start(config, peers.clone()).await?))
 }
 
 /// A new state directory for this run, `<home>/runs/<pid>`; those of runs that ended without

@@ -128,7 +128,32 @@ pub fn claims(parts: &Parts) -> Option<(&'static str, &'static str)> {
     if super::join::nodes_target(path).is_some() {
         return Some((verb, "nodes"));
     }
+    if crate::discovery::peers::target(path).is_some() {
+        return Some((verb, crate::discovery::peers::PLURAL));
+    }
     crds::is_crd_path(path).then_some((verb, crds::PLURAL))
+}
+
+/// `GET .../peers` (a `PeerList`) and `GET .../peers/NODE` (one peer, by node name): the hosts
+/// mDNS found. Read-only.
+fn serve_peers(state: &AppState, method: &axum::http::Method, name: Option<&str>) -> Result<Response, ApiError> {
+    use crate::discovery::peers::{GROUP, PLURAL};
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        return Err(ApiError::method_not_allowed("peers are found by mDNS; they are read-only"));
+    }
+    let table = &state.config.peers;
+    let body = match name {
+        None => table.document(),
+        Some(n) => match table.list().into_iter().find(|p| p.node_name == n) {
+            Some(p) => serde_json::to_value(p).unwrap_or_default(),
+            None => {
+                let mut e = ApiError::new(404, "NotFound", format!("{PLURAL}.{GROUP} \"{n}\" not found"));
+                e.details = Some(json!({"name": n, "group": GROUP, "kind": PLURAL}));
+                return Err(e);
+            }
+        },
+    };
+    Ok(super::status::json_response(axum::http::StatusCode::OK, &body))
 }
 
 /// Serves a request that [`claims`] claimed, its body read.
@@ -149,6 +174,9 @@ pub async fn serve(state: &AppState, parts: &Parts, body: &Bytes) -> Result<Resp
     }
     if let Some(name) = super::join::nodes_target(path) {
         return super::join::serve_nodes(&state.join, &parts.method, name.as_deref());
+    }
+    if let Some(name) = crate::discovery::peers::target(path) {
+        return serve_peers(state, &parts.method, name.as_deref());
     }
     let q: HashMap<String, String> = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)

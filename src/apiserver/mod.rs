@@ -1,7 +1,7 @@
 //! The embedded Kubernetes-shaped API server behind `a2a serve`: the a2a kinds plus core
 //! `namespaces` and `events` over the Kubernetes REST paths, stored durably in redb, served
-//! over HTTPS on 127.0.0.1 with a bearer token, with discovery, OpenAPI, watch, `/metrics`,
-//! health endpoints and an audit log.
+//! over HTTPS on 127.0.0.1 (or the address `--listen` names) with a bearer token, with
+//! discovery, OpenAPI, watch, `/metrics`, health endpoints and an audit log.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), a2a::apiserver::Error> {
@@ -150,6 +150,9 @@ pub struct ServerConfig {
     pub connections: conn::ConnectionLimits,
     /// Certificate lifetimes and renewal.
     pub certificates: pki::CertPolicy,
+    /// The hosts mDNS found (`GET /apis/discovery.a2a.dev/v1alpha1/peers`); empty when
+    /// discovery is off.
+    pub peers: Arc<crate::discovery::peers::PeerTable>,
 }
 
 impl ServerConfig {
@@ -166,7 +169,20 @@ impl ServerConfig {
             audit_rotation: audit::Rotation::default(),
             connections: conn::ConnectionLimits::default(),
             certificates: pki::CertPolicy::default(),
+            peers: Arc::default(),
         }
+    }
+
+    /// The address to listen on (default 127.0.0.1); the serving certificate names it.
+    pub fn bind(mut self, ip: IpAddr) -> Self {
+        self.bind = ip;
+        self
+    }
+
+    /// The table `GET .../peers` answers from.
+    pub fn peers(mut self, peers: Arc<crate::discovery::peers::PeerTable>) -> Self {
+        self.peers = peers;
+        self
     }
 
     pub fn store_reserve_bytes(mut self, bytes: u64) -> Self {
@@ -252,7 +268,7 @@ impl ServerHandle {
         self.addr
     }
 
-    /// `https://127.0.0.1:PORT`.
+    /// `https://ADDR:PORT` (`https://127.0.0.1:PORT` unless told to listen elsewhere).
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
     }
@@ -280,8 +296,14 @@ impl ServerHandle {
 impl Server {
     /// Opens the store under `config.home`, creates the identity if missing, binds, writes
     /// the kubeconfig, and serves until [`ServerHandle::shutdown`].
-    pub async fn start(config: ServerConfig) -> Result<ServerHandle> {
+    pub async fn start(mut config: ServerConfig) -> Result<ServerHandle> {
         let home = config.home.clone();
+        // An address other than loopback is named in the serving certificate, so clients on
+        // other hosts can verify it.
+        let bind = config.bind;
+        if !bind.is_loopback() && !bind.is_unspecified() && !config.certificates.ip_sans.contains(&bind) {
+            config.certificates.ip_sans.push(bind);
+        }
         home::prepare_home(&home)?;
         // A store written by a newer a2a is refused before anything in the home is written.
         store::format::inspect(&home.join("state").join("store.redb")).map_err(store::Error::from)?;
@@ -687,6 +709,11 @@ fn request_attributes(method: &Method, uri: &axum::http::Uri) -> authz::Request 
             let n = name.unwrap_or_default();
             return authz::Request::resource(verb(!n.is_empty()), authz::USERS_GROUP, plural, "", &n);
         }
+    }
+    if let Some(name) = crate::discovery::peers::target(path) {
+        use crate::discovery::peers::{GROUP, PLURAL};
+        let n = name.unwrap_or_default();
+        return authz::Request::resource(verb(!n.is_empty()), GROUP, PLURAL, "", &n);
     }
     if let Some(named) = crds::target(path) {
         let (name, status) = named.unwrap_or_default();

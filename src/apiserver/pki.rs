@@ -67,6 +67,10 @@ pub struct CertPolicy {
     pub renew_before: Duration,
     /// How often a running server checks its serving certificate.
     pub check_every: Duration,
+    /// Addresses the serving certificate names besides `localhost`, `127.0.0.1` and `::1`
+    /// (`a2a serve --listen ADDR`); a certificate that lacks one is issued again from the
+    /// same CA.
+    pub ip_sans: Vec<std::net::IpAddr>,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -78,6 +82,7 @@ impl Default for CertPolicy {
             ca_lifetime: 3650 * DAY,
             renew_before: 90 * DAY,
             check_every: Duration::from_secs(3600),
+            ip_sans: Vec::new(),
         }
     }
 }
@@ -119,6 +124,33 @@ pub fn validity(pem: &str, path: &Path) -> Result<(i64, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| bad(e.to_string()))?;
     let v = cert.validity();
     Ok((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// Whether the first certificate of `pem` names every address of `ips` (an unreadable one
+/// names none).
+pub fn names_ips(pem: &str, ips: &[std::net::IpAddr]) -> bool {
+    if ips.is_empty() {
+        return true;
+    }
+    let Some(Ok(der)) = CertificateDer::pem_slice_iter(pem.as_bytes()).next() else { return false };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else { return false };
+    let named: Vec<std::net::IpAddr> = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                    4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                    16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    ips.iter().all(|ip| named.contains(ip))
 }
 
 fn unix_now() -> i64 {
@@ -192,6 +224,11 @@ impl Identity {
                 Ok(v) if due(v, policy) => {
                     tracing::info!(path = %p.cert.display(), not_after = %rfc3339(v.1),
                         "the serving certificate expires within the renewal window; issuing a new one from the same CA");
+                    issue_serving(&p, &ca_pem, &ca_key_pem, policy)?
+                }
+                Ok(_) if !names_ips(&cert, &policy.ip_sans) => {
+                    tracing::info!(path = %p.cert.display(), addresses = ?policy.ip_sans,
+                        "the serving certificate does not name every address served on; issuing a new one from the same CA");
                     issue_serving(&p, &ca_pem, &ca_key_pem, policy)?
                 }
                 Ok(_) if certified_key(&cert, &key, home).is_ok() => (cert, key),
@@ -411,7 +448,14 @@ fn issue_serving(p: &Paths, ca_pem: &str, ca_key_pem: &str, policy: &CertPolicy)
     let ca_key = KeyPair::from_pem(ca_key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(ca_pem, &ca_key)?;
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    for ip in &policy.ip_sans {
+        let ip = ip.to_string();
+        if !names.contains(&ip) {
+            names.push(ip);
+        }
+    }
+    let mut params = CertificateParams::new(names)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "a2a-apiserver");
     params.distinguished_name = dn;
@@ -425,4 +469,28 @@ fn issue_serving(p: &Paths, ca_pem: &str, ca_key_pem: &str, policy: &CertPolicy)
     write_private(&p.key, key.as_bytes())?;
     write_private(&p.cert, cert.as_bytes())?;
     Ok((cert, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_address_is_added_by_issuing_again_from_the_same_ca() {
+        let home = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(home.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+        let lan: std::net::IpAddr = "10.1.2.3".parse().expect("ip");
+        let first = Identity::load_or_create(home.path(), &CertPolicy::default()).expect("identity");
+        assert!(!names_ips(&first.cert_pem, &[lan]));
+        assert!(names_ips(&first.cert_pem, &["127.0.0.1".parse().expect("ip")]));
+        let policy = CertPolicy { ip_sans: vec![lan], ..CertPolicy::default() };
+        let second = Identity::load_or_create(home.path(), &policy).expect("identity");
+        assert!(names_ips(&second.cert_pem, &[lan]), "issued again with the address");
+        assert_eq!(first.ca_pem, second.ca_pem, "from the same CA");
+        let third = Identity::load_or_create(home.path(), &policy).expect("identity");
+        assert_eq!(second.cert_pem, third.cert_pem, "kept once it names the address");
+        // Back on loopback only: the certificate naming more is kept.
+        let fourth = Identity::load_or_create(home.path(), &CertPolicy::default()).expect("identity");
+        assert_eq!(third.cert_pem, fourth.cert_pem);
+    }
 }

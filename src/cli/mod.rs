@@ -18,6 +18,7 @@ pub mod logs;
 pub mod node;
 pub mod operator;
 pub mod output;
+pub mod peers;
 pub mod reply;
 pub mod retry;
 pub mod run;
@@ -92,8 +93,8 @@ pub enum Command {
     Crd,
     /// Print the version of a2a and of the protocols it speaks.
     Version(version::VersionArgs),
-    /// Run the local control plane: the Kubernetes-shaped API server on 127.0.0.1 (HTTPS),
-    /// writing $A2A_HOME/kubeconfig.
+    /// Run the local control plane: the Kubernetes-shaped API server on 127.0.0.1 (HTTPS, or
+    /// --listen ADDR), writing $A2A_HOME/kubeconfig.
     Serve(serve::ServeArgs),
     /// Named users of the local control plane and their roles: create (prints the token),
     /// list, delete.
@@ -104,6 +105,9 @@ pub enum Command {
     Join(join::JoinArgs),
     /// The hosts that joined this one: list, delete.
     Node(node::NodeArgs),
+    /// The hosts found on the LAN by mDNS (`a2a serve --listen ADDR`): node, URL, skills
+    /// digest, free room, version, health. -o table|wide|json.
+    Peers(peers::PeersArgs),
     /// Maintain the local server's store offline: `repair` cuts a damaged write-ahead log.
     Store(store::StoreArgs),
     /// Run the Kubernetes operator (what the Helm chart deploys): leader election, Agents as
@@ -280,6 +284,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
+        },
+        Command::Peers(args) => match client::block_on(peers::run(&args)) {
+            Ok(text) => writeln!(out, "{text}"),
+            Err(e) => return fail(e),
         },
         Command::User(args) => match client::block_on(user::run(&args)) {
             Ok(text) => writeln!(out, "{text}"),

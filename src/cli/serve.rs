@@ -10,9 +10,21 @@ use crate::local::{ControlPlane, LocalOptions};
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// The port on 127.0.0.1 to serve HTTPS on (0 picks a free one).
+    /// The port to serve HTTPS on, at the --listen address (0 picks a free one).
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
+    /// The IP address to serve the API (and the host's A2A gateway) on. Default 127.0.0.1;
+    /// an address of a LAN interface lets other hosts reach this one, and turns mDNS discovery
+    /// on, on that interface only. The serving certificate names it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1", value_parser = listen_addr)]
+    pub listen: std::net::IpAddr,
+    /// This host's name among its peers (mDNS instance, TXT `node`). Default: the host name's
+    /// first label. Letters, digits and '-', at most 63.
+    #[arg(long, value_name = "NAME", value_parser = node_name)]
+    pub node_name: Option<String>,
+    /// Do not advertise or browse by mDNS, even with --listen on a LAN address.
+    #[arg(long)]
+    pub no_mdns: bool,
     /// Where the state, certificates, token, kubeconfig and audit log live.
     /// Default: $A2A_HOME, else ~/.a2a.
     #[arg(long, value_name = "DIR")]
@@ -143,6 +155,9 @@ pub fn start(args: &ServeArgs) -> Result<Serving, Error> {
         let signals = Signals::install()?;
         let mut opts = LocalOptions::new(&home);
         opts.port = args.port;
+        opts.listen = args.listen;
+        opts.node_name = args.node_name.clone();
+        opts.mdns = !args.no_mdns;
         opts.cgroup_root = args.cgroup_root.clone();
         opts.allow_unenforced = args.allow_unenforced;
         opts.cgroup_top = args.cgroup_top.clone();
@@ -168,6 +183,33 @@ pub fn start(args: &ServeArgs) -> Result<Serving, Error> {
         Ok::<_, Error>((plane, signals))
     })?;
     Ok(Serving { runtime, plane, signals })
+}
+
+/// `--listen`: one unicast IP address of this host (not 0.0.0.0: the certificate and mDNS
+/// name the address served on).
+pub fn listen_addr(s: &str) -> Result<std::net::IpAddr, String> {
+    let ip: std::net::IpAddr = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address (e.g. 127.0.0.1, 192.168.1.10 or fd00::10)"))?;
+    if ip.is_unspecified() {
+        return Err(format!(
+            "{ip} is every address, not one: name the address of the interface other hosts reach (e.g. 192.168.1.10)"
+        ));
+    }
+    if ip.is_multicast() || ip == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+        return Err(format!("{ip} is a multicast or broadcast address, not one of this host's"));
+    }
+    Ok(ip)
+}
+
+/// `--node-name`: a DNS label.
+pub fn node_name(s: &str) -> Result<String, String> {
+    match crate::discovery::check_node_name(s) {
+        Ok(()) => Ok(s.to_string()),
+        Err(crate::discovery::Error::NodeName { why, .. }) => Err(why),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// SIGTERM and SIGINT, installed before they can arrive, awaited later.
