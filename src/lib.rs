@@ -10,6 +10,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod cluster;
 pub mod controller;
+pub mod gateway;
 pub mod local;
 pub mod metrics;
 pub mod node;
