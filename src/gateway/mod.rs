@@ -198,6 +198,13 @@ pub fn serve(
     )))
 }
 
+/// `(namespace, name)`.
+type Key = (String, String);
+/// A card: the uid of the agent it was read for, when, the card.
+type CachedCard = (String, Instant, Arc<Value>);
+/// Learns the id of the task an answer names.
+type Record = Box<dyn Fn(&str) + Send + Sync>;
+
 struct Gateway {
     engine: Arc<Engine>,
     front: FrontDoor,
@@ -208,7 +215,7 @@ struct Gateway {
     /// Agents' own tokens by uid, with when they were read.
     tokens: Mutex<HashMap<String, (Instant, Option<String>)>>,
     /// Agents' cards by (namespace, name): the uid they were read for, when, the card.
-    cards: Mutex<HashMap<(String, String), (String, Instant, Arc<Value>)>>,
+    cards: Mutex<HashMap<Key, CachedCard>>,
     routes: Arc<Mutex<Routes>>,
 }
 
@@ -659,7 +666,7 @@ impl Gateway {
         parts: &axum::http::request::Parts,
         body: Bytes,
         admitted: Option<Admitted>,
-        record: Option<Box<dyn Fn(&str) + Send + Sync>>,
+        record: Option<Record>,
     ) -> Result<Response, Refusal> {
         let (ns, name) = (agent.namespace().unwrap_or_default(), agent.name_any());
         let unavailable = |why: String| {
@@ -779,7 +786,7 @@ impl Gateway {
         lock(&self.routes).get(namespace, task)
     }
 
-    fn recorder(&self, namespace: &str, agent: &str) -> Box<dyn Fn(&str) + Send + Sync> {
+    fn recorder(&self, namespace: &str, agent: &str) -> Record {
         let (routes, ns, agent) = (self.routes.clone(), namespace.to_owned(), agent.to_owned());
         Box::new(move |task| lock(&routes).insert(&ns, task, &agent))
     }
@@ -967,11 +974,11 @@ fn query_params(query: &str) -> Value {
 /// SSE stream up to its first event; at most 1 MiB is looked at.
 struct Tap {
     seen: Vec<u8>,
-    record: Box<dyn Fn(&str) + Send + Sync>,
+    record: Record,
 }
 
 impl Tap {
-    fn new(record: Box<dyn Fn(&str) + Send + Sync>) -> Tap {
+    fn new(record: Record) -> Tap {
         Tap { seen: Vec::new(), record }
     }
 

@@ -269,7 +269,8 @@ mod tests {
 
         let rest = |m: Method, p: &str| {
             let c = Call::read(&m, p, b"");
-            (c.method, c.task_id, c.verb())
+            let verb = c.verb();
+            (c.method, c.task_id, verb)
         };
         assert_eq!(rest(Method::GET, "/tasks/a%2Fb"), (GET.into(), Some("a/b".into()), "get"));
         assert_eq!(rest(Method::POST, "/tasks/t:cancel"), (CANCEL.into(), Some("t".into()), "create"));
