@@ -123,7 +123,9 @@ mod tests {
         );
         let other = TokenKey::from_bytes(b"another key, another host.......");
         assert_eq!(other.verify(&t), None, "another key refuses it");
-        let forged = t.replace("team-a", "team-b");
+        // Another agent's name under this token's signature.
+        let tag = t.rsplit('.').next().unwrap();
+        let forged = format!("{PREFIX}{}.{tag}", B64.encode("team-b/writer/u-1"));
         assert_eq!(key.verify(&forged), None);
         assert_eq!(key.verify("a2agw."), None);
         assert_eq!(key.verify("a2agw.!!.??"), None);
