@@ -1002,18 +1002,24 @@ impl Engine {
                 },
                 None => self.wake.notified().await,
             }
-            let (assignments, next) = self.dispatch_now();
-            opens = next;
-            for (a, permit) in assignments {
-                match a.item {
-                    Work::Task(t) => {
-                        let this = self.clone();
-                        tokio::spawn(async move { this.execute(t, a.agent, permit).await });
-                    }
-                    Work::Call(id) => self.call_admitted(id, a.namespace, a.agent, permit),
+            opens = self.dispatch_pass();
+        }
+    }
+
+    /// One dispatch pass: what may go now is sent (attempts) or handed to its caller (calls);
+    /// returns when a task held by a rate limit may go.
+    fn dispatch_pass(self: &Arc<Self>) -> Option<std::time::Instant> {
+        let (assignments, next) = self.dispatch_now();
+        for (a, permit) in assignments {
+            match a.item {
+                Work::Task(t) => {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.execute(t, a.agent, permit).await });
                 }
+                Work::Call(id) => self.call_admitted(id, a.namespace, a.agent, permit),
             }
         }
+        next
     }
 
     async fn timer(self: Arc<Self>) {

@@ -125,7 +125,12 @@ impl Engine {
                 item: Work::Call(id),
             });
         }
-        self.wake.notify_one();
+        // A pass right here: a call that finds a free slot is admitted without waiting for the
+        // dispatcher's turn. A pass that holds something for a rate limit leaves the timing of
+        // the next one to the dispatcher.
+        if self.dispatch_pass().is_some() {
+            self.wake.notify_one();
+        }
         let admitted = |agent: String| Admitted {
             engine: self.clone(),
             namespace: request.namespace.clone(),
