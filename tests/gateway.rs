@@ -343,5 +343,28 @@ async fn callers_are_authenticated_authorized_audited_and_agents_calls_are_admit
     assert!(texts[0].starts_with("refused: 503 not admitted: no slot within 5s"), "{texts:?}");
     assert!(texts[0].contains("agent \"demo\" in namespace \"default\" has all 1 of its slots busy"), "{texts:?}");
     assert!(texts[1].starts_with("relayed:"), "{texts:?}");
+
+    // The budgets' rate limits hold gateway calls as they hold workflow tasks: with the host
+    // budget at one request per 10 minutes, a call soon waits out its allowance and is
+    // refused, naming the budget.
+    apply(
+        home,
+        "apiVersion: a2a.dev/v1alpha1\nkind: ResourceBudget\nmetadata: {name: host}\nspec:\n  rateLimit: {requests: 1, per: 10m}\n",
+    );
+    let mut refused = None;
+    for i in 0..4 {
+        let (status, body) = raw(home, "/agents/echo/", Some(&editor), send(&format!("d-{i}"), "held?")).await;
+        if status == 503 {
+            refused = Some(body);
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+    }
+    let body = refused.expect("a call past the budget's rate limit is refused");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no slot within 5s") && message.contains("budget \"host\"") && message.contains("rateLimit"),
+        "{body}"
+    );
     tear_down(daemon).await;
 }
