@@ -107,7 +107,7 @@ fn main() {
                 let c = c.clone();
                 async move {
                     let started = Instant::now();
-                    c.send_message(Message::user_text(&format!("m-{i}"), "echo hello"), None).await.expect("call");
+                    c.send_message(Message::user_text(format!("m-{i}"), "echo hello"), None).await.expect("call");
                     started.elapsed()
                 }
             };
