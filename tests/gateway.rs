@@ -101,7 +101,7 @@ spec:
 
 async fn start(scratch: &Scratch) -> Daemon {
     let home = scratch.home();
-    let daemon = Daemon::start(home, scratch.top(), &["--gateway-port", "0", "--gateway-queue-timeout", "5s"]);
+    let daemon = Daemon::start(home, scratch.top(), &["--gateway-queue-timeout", "5s"]);
     apply(home, &agents_yaml());
     let client = daemon.client().await;
     for name in ["echo", "demo", "caller"] {
