@@ -71,6 +71,10 @@ cleanup() {
     A2A_HOME=$serve_home "$bin" delete agent tck --wait >/dev/null 2>&1 || true
     [ -n "${serve_pid:-}" ] && { kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; }
     rm -rf "$serve_home"
+    # The daemon's (now empty) cgroup top, in every hierarchy.
+    for d in /sys/fs/cgroup/a2a-tck-$$ /sys/fs/cgroup/*/a2a-tck-$$; do
+      [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
   fi
 }
 trap cleanup EXIT
