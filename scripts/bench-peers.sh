@@ -501,7 +501,7 @@ EOF
 }
 
 say "a2a serve"
-"$a2a" serve --port 0 --cgroup-top "$top" >"$work/serve.log" 2>&1 &
+"$a2a" serve --port 0 --gateway-port 0 --cgroup-top "$top" >"$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 300); do
   "$a2a" get agents >/dev/null 2>&1 && break

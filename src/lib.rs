@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod controller;
 pub mod discovery;
+pub mod gateway;
 pub mod local;
 pub mod membership;
 pub mod metrics;

@@ -49,6 +49,8 @@ pub enum Error {
     NotTheA2aBinary,
     #[error(transparent)]
     Discovery(#[from] crate::discovery::Error),
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::Error),
     #[error("creating the run's state directory {}: {source}", dir.display())]
     StateDir {
         dir: PathBuf,
@@ -116,6 +118,8 @@ pub struct LocalOptions {
     /// Advertise and browse by mDNS when `listen` is not loopback ([`crate::discovery`]);
     /// `false` turns it off (`--no-mdns`).
     pub mdns: bool,
+    /// Run the host's A2A gateway (with the controllers only); `None`: no gateway.
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 impl LocalOptions {
@@ -138,6 +142,7 @@ impl LocalOptions {
             listen: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             node_name: None,
             mdns: true,
+            gateway: None,
         }
     }
 
@@ -177,6 +182,8 @@ pub struct ControlPlane {
     /// Whether the kernel enforces agent limits (false only with `--allow-unenforced`).
     pub enforced: bool,
     pub cgroup_version: Option<cgroup::CgroupVersion>,
+    /// The A2A gateway's URL, when it runs.
+    pub gateway_url: Option<String>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The cgroup top this control plane owns, released once its node has stopped.
@@ -257,6 +264,7 @@ impl ControlPlane {
                 client,
                 enforced: false,
                 cgroup_version: None,
+                gateway_url: None,
                 stop,
                 tasks: Vec::new(),
                 ownership: None,
@@ -299,19 +307,47 @@ impl ControlPlane {
         config.restart_backoff = opts.restart_backoff;
         config.log_limits = opts.log_limits;
         config.external_url = server.url();
+        // The gateway's socket first: the agents are told its URL.
+        let gateway = match &opts.gateway {
+            Some(gc) => {
+                // The gateway serves on the control plane's own address (`--listen`).
+                let gc = crate::gateway::GatewayConfig { bind: opts.listen, ..gc.clone() };
+                let bound = crate::gateway::Bound::bind(&gc).await?;
+                bound.write_url(&state_home)?;
+                let key = crate::gateway::token::TokenKey::load_or_create(&state_home)
+                    .map_err(crate::gateway::Error::from)?;
+                let front = server.front_door().clone();
+                let ca_pem = std::fs::read(&front.ca_path).unwrap_or_default();
+                config.gateway = Some(crate::gateway::AgentAccess {
+                    url: bound.url(),
+                    ca_pem,
+                    ca_path: front.ca_path.clone(),
+                    key: key.clone(),
+                });
+                Some((bound, gc, key, front))
+            }
+            None => None,
+        };
         let version = enforced.then(|| driver.version());
         let (node, runner) = Node::new(client.clone(), driver, config);
         let engine = Engine::new(
             client.clone(),
             EngineConfig { stdio: Some(StdioTasks::new(node) as Arc<_>), ..EngineConfig::default() },
         );
-        let tasks =
-            vec![tokio::spawn(runner.run(stopped(stop_rx.clone()))), tokio::spawn(engine.run(stopped(stop_rx)))];
+        let mut gateway_url = None;
+        let mut tasks = Vec::new();
+        if let Some((bound, gc, key, front)) = gateway {
+            gateway_url = Some(bound.url());
+            tasks.push(crate::gateway::serve(bound, &gc, engine.clone(), front, key, stop_rx.clone())?);
+        }
+        tasks.push(tokio::spawn(runner.run(stopped(stop_rx.clone()))));
+        tasks.push(tokio::spawn(engine.run(stopped(stop_rx))));
         Ok(ControlPlane {
             server,
             client,
             enforced,
             cgroup_version: version,
+            gateway_url,
             stop,
             tasks,
             ownership: Some(owned),

@@ -316,7 +316,7 @@ async fn agents_start_with_their_logs_after_the_daemon_s_binary_was_replaced() {
     let exe = home.join("a2a-old");
     std::fs::copy(env!("CARGO_BIN_EXE_a2a"), &exe).expect("copy the binary");
     let mut child = Command::new(&exe)
-        .args(["serve", "--port", "0", "--cgroup-top", scratch.top(), "--home"])
+        .args(["serve", "--port", "0", "--gateway-port", "0", "--cgroup-top", scratch.top(), "--home"])
         .arg(home)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -55,7 +55,7 @@ async fn a_second_control_plane_on_the_same_top_refuses_and_the_first_keeps_its_
     // Another home on the same top: a daemon, and an embedded run with another state dir.
     let other = tempfile::tempdir().expect("tempdir");
     let serve = Command::new(env!("CARGO_BIN_EXE_a2a"))
-        .args(["serve", "--port", "0", "--cgroup-top", top, "--home"])
+        .args(["serve", "--port", "0", "--gateway-port", "0", "--cgroup-top", top, "--home"])
         .arg(other.path())
         .stdin(Stdio::null())
         .output()
@@ -88,7 +88,7 @@ async fn a_second_control_plane_on_the_same_top_refuses_and_the_first_keeps_its_
     // The owner stays the owner while it is down: its agents wait for it to re-adopt them.
     daemon.kill9();
     let serve = Command::new(env!("CARGO_BIN_EXE_a2a"))
-        .args(["serve", "--port", "0", "--cgroup-top", top, "--home"])
+        .args(["serve", "--port", "0", "--gateway-port", "0", "--cgroup-top", top, "--home"])
         .arg(other.path())
         .stdin(Stdio::null())
         .output()

@@ -450,7 +450,15 @@ fn check_metadata(kind: Kind, meta: Option<&Value>, errors: &mut Vec<FieldError>
     }
 }
 
-const RESERVED_ENV: &[&str] = &["A2A_PORT", "A2A_AGENT", "A2A_NAMESPACE", "A2A_AGENT_TOKEN"];
+const RESERVED_ENV: &[&str] = &[
+    "A2A_PORT",
+    "A2A_AGENT",
+    "A2A_NAMESPACE",
+    "A2A_AGENT_TOKEN",
+    "A2A_GATEWAY_URL",
+    "A2A_GATEWAY_TOKEN",
+    "A2A_GATEWAY_CA",
+];
 
 fn check_agent(agent: &Agent, errors: &mut Vec<FieldError>) {
     let s = &agent.spec;

@@ -252,8 +252,32 @@ pub struct AppState {
 /// The server's entry point.
 pub struct Server;
 
+/// What another front door of the host (its A2A gateway) shares with the API server: the
+/// serving certificate (so the kubeconfig's CA verifies it), who may call, and the audit log.
+#[derive(Clone)]
+pub struct FrontDoor {
+    pub serving_cert: Arc<pki::ServingCert>,
+    pub users: Arc<users::Users>,
+    /// The administrator's token (`$A2A_HOME/token`).
+    pub admin_token: Arc<str>,
+    pub audit: Arc<Audit>,
+    /// `$A2A_HOME/pki/ca.crt`.
+    pub ca_path: PathBuf,
+}
+
+impl FrontDoor {
+    /// Who `token` belongs to: the administrator, a named user, or no one.
+    pub fn authenticate(&self, token: &str) -> Option<authz::Subject> {
+        if token_ok(token, &self.admin_token) {
+            return Some(authz::Subject::masters(ADMIN_USER));
+        }
+        self.users.authenticate(token)
+    }
+}
+
 /// A running server.
 pub struct ServerHandle {
+    front_door: FrontDoor,
     addr: SocketAddr,
     kubeconfig: PathBuf,
     store: Store,
@@ -276,6 +300,11 @@ impl ServerHandle {
     /// The kubeconfig written for this server.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// What the host's A2A gateway shares with the API server.
+    pub fn front_door(&self) -> &FrontDoor {
+        &self.front_door
     }
 
     /// Direct access to the store (for an in-process control plane).
@@ -381,6 +410,13 @@ impl Server {
         let audit = Arc::new(Audit::open(audit_path, config.audit_rotation, metrics.clone())?);
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let front_door = FrontDoor {
+            serving_cert: serving_cert.clone(),
+            users: users.clone(),
+            admin_token: identity.token.clone().into(),
+            audit: audit.clone(),
+            ca_path: home.join("pki").join("ca.crt"),
+        };
         let state = AppState {
             store: store.clone(),
             metrics,
@@ -407,7 +443,7 @@ impl Server {
         let task =
             tokio::spawn(conn::serve(listener, acceptors, router, Arc::new(limits), connection_metrics, shutdown_rx));
         tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
-        Ok(ServerHandle { addr, kubeconfig, store, shutdown: shutdown_tx, task, audit })
+        Ok(ServerHandle { front_door, addr, kubeconfig, store, shutdown: shutdown_tx, task, audit })
     }
 }
 

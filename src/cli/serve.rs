@@ -78,6 +78,14 @@ pub struct ServeArgs {
     /// flight for as long as they last).
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = values::positive_duration)]
     pub idle_timeout: std::time::Duration,
+    /// The port, on the --listen address, of the host's A2A gateway (HTTPS; 0 picks a free one). Its URL is
+    /// written to $A2A_HOME/gateway.url. Not with --api-only.
+    #[arg(long, value_name = "PORT", default_value_t = crate::gateway::DEFAULT_PORT)]
+    pub gateway_port: u16,
+    /// How long a message sent through the gateway may wait in the dispatch queue for a slot
+    /// of its agent before it is refused (503, saying why).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = values::positive_duration)]
+    pub gateway_queue_timeout: std::time::Duration,
 }
 
 /// Why `a2a serve` could not start.
@@ -115,8 +123,9 @@ pub struct Serving {
 impl Serving {
     /// The line that says where the server listens (it is ready when this is known).
     pub fn listening(&self) -> String {
+        let gateway = self.plane.gateway_url.as_ref().map(|u| format!(", A2A gateway: {u}")).unwrap_or_default();
         format!(
-            "a2a serve: listening on {} (kubeconfig: {})",
+            "a2a serve: listening on {} (kubeconfig: {}{gateway})",
             self.plane.server.url(),
             self.plane.server.kubeconfig().display()
         )
@@ -174,6 +183,11 @@ pub fn start(args: &ServeArgs) -> Result<Serving, Error> {
         }
         opts.connections.header_timeout = args.header_timeout;
         opts.connections.idle_timeout = args.idle_timeout;
+        opts.gateway = Some(crate::gateway::GatewayConfig {
+            port: args.gateway_port,
+            queue_timeout: args.gateway_queue_timeout,
+            ..Default::default()
+        });
         let plane = ControlPlane::start(opts).await.map_err(Error::ControlPlane)?;
         match plane.cgroup_version {
             _ if args.api_only => tracing::info!("serving the API only: no agents run, no workflows are dispatched"),

@@ -34,6 +34,7 @@ use crate::api::workflow::{TaskPhase, WorkflowPhase, WorkflowSpec, WorkflowStatu
 use crate::api::{Agent, Workflow};
 pub(crate) use attempt::addressing;
 use attempt::open_tasks;
+pub use call::{Admitted, CallRequest, NotAdmitted};
 
 /// A Workflow as the engine's watch reads it: only its metadata. Every status write of the
 /// engine comes back through the watch; decoding a 10,000-task workflow each time would be
@@ -86,6 +87,7 @@ pub use super::outputs::MAX_OUTPUT_IN_STATUS;
 
 mod access;
 mod attempt;
+mod call;
 mod explain;
 mod flush;
 mod parts;
@@ -193,6 +195,25 @@ pub struct TaskRef {
     /// An answer to the question the A2A task `resume` asked: sent on that task, which is then
     /// followed.
     pub reply: Option<Arc<crate::api::workflow::Reply>>,
+}
+
+/// What waits in the dispatch queue: an attempt of a workflow task, or a call from outside
+/// the engine (the host's A2A gateway) that needs an agent slot ([`call`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Work {
+    Task(TaskRef),
+    /// An admission request, by its id.
+    Call(u64),
+}
+
+impl Work {
+    /// The workflow task, when this is one.
+    pub fn task(&self) -> Option<&TaskRef> {
+        match self {
+            Work::Task(t) => Some(t),
+            Work::Call(_) => None,
+        }
+    }
 }
 
 struct WorkflowState {
@@ -495,7 +516,7 @@ struct AgentView {
 struct State {
     workflows: HashMap<Key, WorkflowState>,
     agents: HashMap<Key, AgentView>,
-    queue: DispatchQueue<TaskRef>,
+    queue: DispatchQueue<Work>,
     /// The queue or an agent changed: the reasons of queued tasks are looked at again.
     explain: bool,
     /// ResourceBudgets by name, for their rate limits.
@@ -506,6 +527,8 @@ struct State {
     permits: HashMap<u64, super::rate::Permit>,
     /// The last dispatch pass held a task back for a rate limit.
     rate_held: bool,
+    /// Calls waiting for a slot, by id: where their assignment goes.
+    calls: HashMap<u64, call::Waiting>,
 }
 
 /// Options of the engine.
@@ -738,7 +761,7 @@ impl Engine {
                 let gone = s.replace_spec(spec, generation);
                 if !gone.is_empty() {
                     tracing::info!(workflow = %k.1, tasks = ?gone, "tasks left the spec; their attempts are cancelled");
-                    st.queue.retain(|t| t.workflow != k || !gone.contains(&t.task));
+                    st.queue.retain(|w| w.task().is_none_or(|t| t.workflow != k || !gone.contains(&t.task)));
                 }
             }
             _ => {
@@ -792,7 +815,7 @@ impl Engine {
         if let Some(w) = st.workflows.remove(k) {
             w.attempts.cancel_all();
         }
-        st.queue.retain(|t| &t.workflow != k);
+        st.queue.retain(|w| w.task().is_none_or(|t| &t.workflow != k));
         crate::metrics::registry().workflow_gone(&k.0, &k.1);
     }
 
@@ -861,7 +884,7 @@ impl Engine {
             let abandoned = open_tasks(&k.0, &w.status, &cancelling.abandoned, agents);
             // Queued attempts that have not started are dropped.
             w.attempts.drop_queued();
-            queue.retain(|t| &t.workflow != k);
+            queue.retain(|w| w.task().is_none_or(|t| &t.workflow != k));
             w.end_trace(k);
             drop(st);
             self.cancel_abandoned(abandoned);
@@ -878,14 +901,14 @@ impl Engine {
                 namespace: k.0.clone(),
                 target: Target::Agent(taken.agent),
                 priority: crate::api::Priority::Critical,
-                item: TaskRef {
+                item: Work::Task(TaskRef {
                     workflow: k.clone(),
                     uid: Arc::from(w.uid.as_str()),
                     task: name,
                     attempt: taken.attempt,
                     resume: Some(taken.a2a_task_id),
                     reply: Some(Arc::new(taken.reply)),
-                },
+                }),
             });
         }
         let (attempts, spec) = (&w.attempts, &w.spec);
@@ -925,14 +948,14 @@ impl Engine {
                 namespace: k.0.clone(),
                 target,
                 priority,
-                item: TaskRef {
+                item: Work::Task(TaskRef {
                     workflow: k.clone(),
                     uid: uid.clone(),
                     task: name,
                     attempt: r.attempt,
                     resume: None,
                     reply: None,
-                },
+                }),
             });
         }
         for (name, attempt, agent, task_id) in resumes {
@@ -943,14 +966,14 @@ impl Engine {
                 namespace: k.0.clone(),
                 target: Target::Agent(agent),
                 priority: crate::api::Priority::Critical,
-                item: TaskRef {
+                item: Work::Task(TaskRef {
                     workflow: k.clone(),
                     uid: uid.clone(),
                     task: name,
                     attempt,
                     resume: task_id,
                     reply: None,
-                },
+                }),
             });
         }
         let finished = w.status.phase.is_some_and(WorkflowPhase::is_terminal);
@@ -979,13 +1002,24 @@ impl Engine {
                 },
                 None => self.wake.notified().await,
             }
-            let (assignments, next) = self.dispatch_now();
-            opens = next;
-            for (a, permit) in assignments {
-                let this = self.clone();
-                tokio::spawn(async move { this.execute(a.item, a.agent, permit).await });
+            opens = self.dispatch_pass();
+        }
+    }
+
+    /// One dispatch pass: what may go now is sent (attempts) or handed to its caller (calls);
+    /// returns when a task held by a rate limit may go.
+    fn dispatch_pass(self: &Arc<Self>) -> Option<std::time::Instant> {
+        let (assignments, next) = self.dispatch_now();
+        for (a, permit) in assignments {
+            match a.item {
+                Work::Task(t) => {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.execute(t, a.agent, permit).await });
+                }
+                Work::Call(id) => self.call_admitted(id, a.namespace, a.agent, permit),
             }
         }
+        next
     }
 
     async fn timer(self: Arc<Self>) {

@@ -36,7 +36,7 @@ impl Daemon {
             None => Stdio::null(),
         };
         let mut child = Command::new(env!("CARGO_BIN_EXE_a2a"))
-            .args(["serve", "--port", "0", "--cgroup-top", top, "--home"])
+            .args(["serve", "--port", "0", "--gateway-port", "0", "--cgroup-top", top, "--home"])
             .arg(home)
             .args(extra)
             .current_dir(env!("CARGO_MANIFEST_DIR"))

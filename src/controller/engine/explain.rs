@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::{AgentView, Engine, Key, State, TaskRef, lock};
+use super::{AgentView, Engine, Key, State, Work, lock};
 use crate::api::common::Time;
 use crate::api::workflow::TaskPhase;
 use crate::controller::dispatch::{DispatchQueue, Target};
@@ -22,7 +22,7 @@ type Appeared = BTreeMap<(&'static str, String), Vec<Arc<str>>>;
 
 fn agent_facts<'a>(
     agents: &'a HashMap<Key, AgentView>,
-    queue: &'a DispatchQueue<TaskRef>,
+    queue: &'a DispatchQueue<Work>,
     ns: &str,
     name: &'a str,
 ) -> Option<AgentFacts<'a>> {
@@ -34,6 +34,36 @@ fn agent_facts<'a>(
         ready: slots.is_some_and(|s| s.ready && s.capacity > 0),
         skills: slots.map_or(&NO_SKILLS, |s| &s.skills),
     })
+}
+
+/// Why work for `target` in namespace `ns` cannot be dispatched now, if something is known
+/// to hold it (`None`: it waits only for a busy slot, or goes on the next pass).
+pub(super) fn why_waiting(
+    agents: &HashMap<Key, AgentView>,
+    queue: &DispatchQueue<Work>,
+    budgets: &HashMap<String, crate::api::ResourceBudget>,
+    rates: &crate::controller::rate::RateLimits,
+    ns: &str,
+    target: &Target,
+) -> Option<Stuck> {
+    match target {
+        Target::Agent(name) => stuck::for_agent(ns, name, agent_facts(agents, queue, ns, name))
+            .or_else(|| super::throttle::held_reason(agents, budgets, rates, ns, name)),
+        Target::Skill(skill) => {
+            let candidates =
+                || agents.keys().filter(|(n, _)| n == ns).filter_map(|(n, name)| agent_facts(agents, queue, n, name));
+            stuck::for_skill(ns, skill, candidates()).or_else(|| {
+                // Every ready agent with the skill is held by a rate limit: the first one's
+                // reason (in name order) stands for them.
+                let mut ready: Vec<&str> =
+                    candidates().filter(|f| f.ready && f.skills.contains(skill)).map(|f| f.name).collect();
+                ready.sort_unstable();
+                let mut held = ready.iter().map(|name| super::throttle::held_reason(agents, budgets, rates, ns, name));
+                let first = held.next().flatten()?;
+                held.all(|h| h.is_some()).then_some(first)
+            })
+        }
+    }
 }
 
 impl Engine {
@@ -52,37 +82,15 @@ impl Engine {
             let mut whys: HashMap<(&str, &Target), Option<Stuck>> = HashMap::new();
             let mut never: Vec<(Key, Arc<str>, Stuck)> = Vec::new();
             for q in queue.iter() {
-                let t = &q.item;
+                // Calls say why they wait to their caller (see `call`).
+                let Some(t) = q.item.task() else { continue };
                 // A resumed attempt runs on its agent already; it only waits to be followed.
                 if t.resume.is_some() {
                     continue;
                 }
-                let why = whys.entry((q.namespace.as_str(), &q.target)).or_insert_with(|| match &q.target {
-                    Target::Agent(name) => {
-                        stuck::for_agent(&q.namespace, name, agent_facts(agents, queue, &q.namespace, name))
-                            .or_else(|| super::throttle::held_reason(agents, budgets, rates, &q.namespace, name))
-                    }
-                    Target::Skill(skill) => {
-                        let candidates = || {
-                            agents
-                                .keys()
-                                .filter(|(ns, _)| *ns == q.namespace)
-                                .filter_map(|(ns, name)| agent_facts(agents, queue, ns, name))
-                        };
-                        stuck::for_skill(&q.namespace, skill, candidates()).or_else(|| {
-                            // Every ready agent with the skill is held by a rate limit: the
-                            // first one's reason (in name order) stands for them.
-                            let mut ready: Vec<&str> =
-                                candidates().filter(|f| f.ready && f.skills.contains(skill)).map(|f| f.name).collect();
-                            ready.sort_unstable();
-                            let mut held = ready
-                                .iter()
-                                .map(|name| super::throttle::held_reason(agents, budgets, rates, &q.namespace, name));
-                            let first = held.next().flatten()?;
-                            held.all(|h| h.is_some()).then_some(first)
-                        })
-                    }
-                });
+                let why = whys
+                    .entry((q.namespace.as_str(), &q.target))
+                    .or_insert_with(|| why_waiting(agents, queue, budgets, rates, &q.namespace, &q.target));
                 let Some(w) = workflows.get_mut(&t.workflow).filter(|w| *w.uid == *t.uid) else { continue };
                 let Some(i) = w.index.position(&t.task) else { continue };
                 let task = &mut w.status.tasks[i];
@@ -130,7 +138,7 @@ impl Engine {
                 dropped.insert((k, task));
             }
             if !dropped.is_empty() {
-                queue.retain(|t| !dropped.contains(&(t.workflow.clone(), t.task.clone())));
+                queue.retain(|w| w.task().is_none_or(|t| !dropped.contains(&(t.workflow.clone(), t.task.clone()))));
             }
         }
         for k in &failed {

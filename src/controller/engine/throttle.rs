@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::watcher;
 
-use super::{AgentView, Engine, Error, Key, TaskRef, WorkflowState, lock};
+use super::{AgentView, Engine, Error, Key, TaskRef, Work, WorkflowState, lock};
 use crate::api::{Agent, DEFAULT_BUDGET, ResourceBudget};
 use crate::controller::dispatch::{Assignment, Gate};
 use crate::controller::plan;
@@ -52,11 +52,11 @@ struct RateGate<'a> {
     held: bool,
 }
 
-impl Gate<TaskRef> for RateGate<'_> {
+impl Gate<Work> for RateGate<'_> {
     type Pass = Option<Permit>;
 
-    fn allows(&mut self, namespace: &str, name: &str, item: &TaskRef) -> bool {
-        if item.resume.is_some() {
+    fn allows(&mut self, namespace: &str, name: &str, item: &Work) -> bool {
+        if item.task().is_some_and(|t| t.resume.is_some()) {
             return true;
         }
         let scopes = scopes_of(self.agents, self.budgets, namespace, name);
@@ -72,8 +72,8 @@ impl Gate<TaskRef> for RateGate<'_> {
         }
     }
 
-    fn pass(&mut self, namespace: &str, name: &str, item: &TaskRef) -> Option<Permit> {
-        if item.resume.is_some() {
+    fn pass(&mut self, namespace: &str, name: &str, item: &Work) -> Option<Permit> {
+        if item.task().is_some_and(|t| t.resume.is_some()) {
             return None;
         }
         let scopes = scopes_of(self.agents, self.budgets, namespace, name);
@@ -82,7 +82,7 @@ impl Gate<TaskRef> for RateGate<'_> {
 }
 
 /// One dispatch pass's assignments, with their permits.
-pub(super) type Dispatched = Vec<(Assignment<TaskRef>, Option<Permit>)>;
+pub(super) type Dispatched = Vec<(Assignment<Work>, Option<Permit>)>;
 
 impl Engine {
     /// Takes what may be dispatched now; also returns when a task held by a rate limit may go

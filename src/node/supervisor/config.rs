@@ -38,6 +38,9 @@ pub struct NodeConfig {
     pub log_relay_exe: PathBuf,
     /// The API server's URL, as alert notifications link to it (`externalURL`).
     pub external_url: String,
+    /// The host's A2A gateway, when it runs: every agent gets its URL, its CA and a gateway
+    /// token of its own (see [`crate::gateway`]).
+    pub gateway: Option<crate::gateway::AgentAccess>,
 }
 
 impl NodeConfig {
@@ -55,6 +58,7 @@ impl NodeConfig {
             log_limits: LogLimits::default(),
             log_relay_exe: PathBuf::from("/proc/self/exe"),
             external_url: String::new(),
+            gateway: None,
         }
     }
 }

@@ -39,6 +39,9 @@ pub(super) fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Where an agent confined away from `$A2A_HOME` finds the gateway's CA.
+const GATEWAY_CA_DIR: &str = "/run/secrets/a2a.dev/gateway";
+
 impl Node {
     pub(super) fn process_spec(&self, agent: &Agent, replica: u32, port: u16) -> Result<ProcessSpec> {
         let (ns, name) = key_of(agent);
@@ -64,7 +67,28 @@ impl Node {
         self.sandbox.apply(&mut spec, &ns, &name, s)?;
         // Secrets and ConfigMaps (`envFrom`, then `env[].valueFrom`), then the literal `env`:
         // it wins over an `envFrom` key of its name (names within `env` are unique).
-        let refs = self.resolve_refs(agent)?;
+        let mut refs = self.resolve_refs(agent)?;
+        // The host's gateway, the way this agent calls other agents: its URL, a token of its
+        // own, and the CA that verifies the gateway (a file of the replica's own where the
+        // agent cannot see $A2A_HOME, the CA file itself where it can).
+        let mut gateway_env = Vec::new();
+        if let Some(gw) = &self.config.gateway {
+            let ca = match (&spec.user, &spec.confinement) {
+                (Some(_), Some(_)) => {
+                    refs.files.push(crate::controller::config_refs::FileSet {
+                        secret: "a2a-gateway-ca".into(),
+                        mount_path: GATEWAY_CA_DIR.into(),
+                        files: vec![("ca.crt".into(), gw.ca_pem.clone())],
+                    });
+                    format!("{GATEWAY_CA_DIR}/ca.crt")
+                }
+                _ => gw.ca_path.to_string_lossy().into_owned(),
+            };
+            let uid = agent.uid().unwrap_or_default();
+            gateway_env.push((crate::gateway::URL_ENV, gw.url.clone()));
+            gateway_env.push((crate::gateway::TOKEN_ENV, gw.token(&ns, &name, &uid)));
+            gateway_env.push((crate::gateway::CA_ENV, ca));
+        }
         for (k, v) in refs.env {
             spec = spec.env(k, v);
         }
@@ -73,6 +97,9 @@ impl Node {
             spec = spec.env(&e.name, &e.value);
         }
         spec = spec.env("A2A_PORT", port.to_string()).env("A2A_AGENT", &name).env("A2A_NAMESPACE", &ns);
+        for (k, v) in gateway_env {
+            spec = spec.env(k, v);
+        }
         spec.working_dir = Some(match &s.working_dir {
             Some(d) => PathBuf::from(d),
             None => {

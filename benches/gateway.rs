@@ -1,0 +1,165 @@
+//! The host's A2A gateway's overhead: the same `SendMessage` (the demo agent's `echo`, over
+//! JSON-RPC, blocking) sent to the agent directly on loopback (HTTP, with its own token) and
+//! through the gateway (HTTPS to the gateway, its routing, authentication, admission through
+//! the dispatch queue and the audit line, then HTTP to the agent), in the same run, in
+//! alternating rounds so both see the same machine.
+//!
+//! `cargo bench --bench gateway` runs a real `a2a serve` (needs root and cgroups, like the
+//! node benches) with one demo agent, and prints p50/p90/p99 of each and the ratio of the
+//! p50s, for the demo agent (`A2A_BENCH_N` calls of each, default 2000) and the Python SDK's
+//! echo agent (a quarter as many).
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use a2a::a2a::auth::{Credentials, SecretText};
+use a2a::a2a::tls::TlsOptions;
+use a2a::a2a::{Client, ClientOptions, Message};
+use a2a::api::Agent;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// The demo agent (Rust, an answer in tens of microseconds: the floor, where the gateway's
+/// own cost shows most) and the official Python SDK's echo agent (a typical agent).
+fn agents() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    format!(
+        r#"apiVersion: a2a.dev/v1alpha1
+kind: Agent
+metadata: {{name: bench}}
+spec:
+  protocol: a2a
+  command: ["a2a", "demo-agent", "--skill", "echo", "--binding", "jsonrpc"]
+  maxConcurrentTasks: 16
+---
+apiVersion: a2a.dev/v1alpha1
+kind: Agent
+metadata: {{name: bench-py}}
+spec:
+  protocol: a2a
+  command: ["{root}/.venv/bin/python", "{root}/examples/python/echo_agent.py"]
+  user: root
+  maxConcurrentTasks: 16
+"#
+    )
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let n: usize = std::env::var("A2A_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let home = tempfile::tempdir().expect("home");
+    let top = format!("a2a-bench-gateway-{}", std::process::id());
+    let exe = env!("CARGO_BIN_EXE_a2a");
+    let mut serve = Command::new(exe)
+        .args(["serve", "--port", "0", "--gateway-port", "0", "--cgroup-top", &top, "--home"])
+        .arg(home.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("a2a serve");
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+    assert!(line.contains("A2A gateway: https://"), "{line}");
+    let manifest = home.path().join("agent.yaml");
+    std::fs::write(&manifest, agents()).expect("manifest");
+    let applied = Command::new(exe).args(["apply", "-f"]).arg(&manifest).env("A2A_HOME", home.path()).status();
+    assert!(applied.is_ok_and(|s| s.success()), "a2a apply");
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let kc = Kubeconfig::read_from(home.path().join("kubeconfig")).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+        let kube = kube::Client::try_from(config).expect("client");
+        let agents: Api<Agent> = Api::namespaced(kube.clone(), "default");
+        let url = std::fs::read_to_string(home.path().join("gateway.url")).expect("gateway.url");
+        let admin = std::fs::read_to_string(home.path().join("token")).expect("token");
+        let ca = std::fs::read(home.path().join("pki/ca.crt")).expect("ca");
+        let options = |token: &str, ca: Option<Vec<u8>>| ClientOptions {
+            tls: TlsOptions { ca_pem: ca, ..Default::default() },
+            credentials: Credentials { bearer: Some(SecretText::new(token)), ..Default::default() },
+            ..Default::default()
+        };
+        for (label, name, n) in [("demo", "bench", n), ("sdk", "bench-py", n / 4)] {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            let endpoint = loop {
+                let a = agents.get(name).await.expect("agent");
+                if let Some(e) = a.status.as_ref().and_then(|s| s.endpoints.first()) {
+                    break e.clone();
+                }
+                assert!(Instant::now() < deadline, "{name} never became ready: {:?}", a.status);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let secret = Api::<Secret>::namespaced(kube.clone(), "default")
+                .get(&format!("{name}-a2a-token"))
+                .await
+                .expect("token");
+            let own = String::from_utf8(secret.data.expect("data")["token"].0.clone()).expect("utf-8");
+            let direct = Client::with_options(&endpoint, options(&own, None)).expect("direct client");
+            let gateway =
+                Client::with_options(&format!("{}/agents/{name}", url.trim()), options(admin.trim(), Some(ca.clone())))
+                    .expect("gateway client");
+            let call = |c: &Client, i: usize| {
+                let c = c.clone();
+                async move {
+                    let started = Instant::now();
+                    c.send_message(Message::user_text(format!("m-{i}"), "echo hello"), None).await.expect("call");
+                    started.elapsed()
+                }
+            };
+            for i in 0..100 {
+                call(&direct, i).await;
+                call(&gateway, i).await;
+            }
+            let (mut d, mut g) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let round = 50;
+            let mut i = 1000;
+            while d.len() < n {
+                for _ in 0..round {
+                    d.push(call(&direct, i).await);
+                    i += 1;
+                }
+                for _ in 0..round {
+                    g.push(call(&gateway, i).await);
+                    i += 1;
+                }
+            }
+            d.sort();
+            g.sort();
+            let show = |how: &str, v: &[Duration]| {
+                println!(
+                    "gateway bench: {label:<4} {how:<7} n={} p50={:>7.1?} p90={:>7.1?} p99={:>7.1?}",
+                    v.len(),
+                    percentile(v, 0.5),
+                    percentile(v, 0.9),
+                    percentile(v, 0.99)
+                );
+            };
+            show("direct", &d);
+            show("gateway", &g);
+            let ratio = percentile(&g, 0.5).as_secs_f64() / percentile(&d, 0.5).as_secs_f64();
+            let added = percentile(&g, 0.5).saturating_sub(percentile(&d, 0.5));
+            println!("gateway bench: {label:<4} p50 gateway/direct = {ratio:.2} (goal < 1.3), {added:.1?} added");
+        }
+        for name in ["bench", "bench-py"] {
+            agents.delete(name, &Default::default()).await.expect("delete the agent");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !agents.list(&Default::default()).await.map(|l| l.items.is_empty()).unwrap_or(true)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let _ = Command::new("kill").arg(serve.id().to_string()).status();
+    let _ = serve.wait();
+    if let (Ok(driver), Ok(path)) =
+        (a2a::node::cgroup::detect(std::path::Path::new("/sys/fs/cgroup")), a2a::node::cgroup::CgroupPath::parse(&top))
+    {
+        let _ = driver.remove(&path, Duration::from_secs(5));
+    }
+}
