@@ -160,6 +160,13 @@ fn a_host_joins_with_a_good_token_and_its_certificate_authenticates_as_its_node_
     assert!(!ok && err.contains("node \"host-b\" already joined") && err.contains("a2a node delete host-b"), "{err}");
     assert!(!home_c.exists(), "a refused join writes nothing");
 
+    // A node may not carry a loopback name, nor another node's names.
+    for (san, why) in [("127.0.0.1", "loopback"), ("host-b", "is a name of node \"host-b\"")] {
+        let (ok, _, err) = a2a(&home_c, &["join", &first.url, "--token", &t, "--node-name", "host-e", "--san", san]);
+        assert!(!ok && err.contains("(422)") && err.contains(why), "{san}: {err}");
+        assert!(!home_c.exists());
+    }
+
     // The joined host serves: a third host's certificate authenticates there as its node, over
     // the host-to-host client, which trusts the cluster's CA alone and asks for the node name.
     let (ok, _, err) = join(&home_c, &first.url, &t, "host-c");

@@ -468,6 +468,33 @@ impl Join {
         Ok(gone)
     }
 
+    /// Why a node may not carry `names`: a loopback name (every host has its own), a name of
+    /// the first host (its node name, its serving certificate's names), or one another node's
+    /// certificate carries. Otherwise a host that joined could pose as another to the hosts
+    /// that trust the same CA.
+    fn taken(&self, node: &str, names: &[String], table: &[Node]) -> Option<String> {
+        let serving = home::read(&self.home.join("pki").join("server.crt"), home::Kind::Public)
+            .ok()
+            .flatten()
+            .map(|pem| certificate_names(&pem))
+            .unwrap_or_default();
+        for name in names {
+            let loopback = name == "localhost"
+                || name.ends_with(".localhost")
+                || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                return Some(format!("{name:?} is a loopback name, which every host has of its own"));
+            }
+            if self.own_node.as_deref() == Some(name.as_str()) || serving.contains(name) {
+                return Some(format!("{name:?} is a name of the first host"));
+            }
+            if let Some(other) = table.iter().find(|n| n.name != node && (n.name == *name || n.names.contains(name))) {
+                return Some(format!("{name:?} is a name of node {:?}", other.name));
+            }
+        }
+        None
+    }
+
     /// Signs a new certificate for `node`, which authenticated with its current one; the
     /// record then names the new certificate, so the old one is no longer accepted here.
     pub fn renew(&self, node: &str, csr_pem: &str) -> Result<String, ApiError> {
@@ -489,6 +516,9 @@ impl Join {
             Error::Invalid(m) => ApiError::new(422, "Invalid", m),
             other => ApiError::internal(other.to_string()),
         })?;
+        if let Some(why) = self.taken(node, &signed.names, &table) {
+            return Err(ApiError::new(422, "Invalid", format!("the certificate request is refused: {why}")));
+        }
         let mut next = table.clone();
         let record = &mut next[at];
         record.serial = signed.serial;
@@ -532,6 +562,9 @@ impl Join {
             Error::Invalid(m) => ApiError::new(422, "Invalid", m),
             other => ApiError::internal(other.to_string()),
         })?;
+        if let Some(why) = self.taken(node, &signed.names, &table) {
+            return Err(ApiError::new(422, "Invalid", format!("the certificate request is refused: {why}")));
+        }
         let record = Node {
             name: node.to_string(),
             serial: signed.serial,
@@ -603,6 +636,27 @@ pub fn sign_node(csr_pem: &str, node: &str, ca_pem: &str, ca_key_pem: &str, life
     let issuer = Issuer::from_ca_cert_pem(ca_pem, &ca_key)?;
     let cert = CertificateSigningRequestParams { params, public_key: csr.public_key }.signed_by(&issuer)?;
     Ok(Signed { fingerprint: hex(&sha256(cert.der())), pem: cert.pem(), serial: hex(&serial), not_after, names })
+}
+
+/// The DNS names and IP addresses a certificate (PEM) carries.
+pub fn certificate_names(pem: &str) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Some(Ok(der)) = CertificateDer::pem_slice_iter(pem.as_bytes()).next() else { return Vec::new() };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else { return Vec::new() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// Who a client certificate names, as the TLS layer saw it verified.
