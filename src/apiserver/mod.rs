@@ -301,6 +301,8 @@ impl Server {
         let cluster_ca = match &membership {
             Some(m) => {
                 serving_cert.set_node_certificate(&m.info.node_name, &m.cert_pem, m.key_pem())?;
+                tracing::info!(node = %m.info.node_name, first_host = %m.info.server,
+                    "a member of a cluster of hosts: accepting the certificates of its CA");
                 m.ca_pem.clone()
             }
             None => identity.ca_pem.clone(),
