@@ -19,8 +19,9 @@
 //! are encrypted with, `state/sealed-keys`), `audit.log`, `users` (named users and the digests of
 //! their tokens, [`users`]), `join-tokens` and `nodes` (the join tokens' digests and the hosts
 //! that joined, [`join`]), `pki/node.{crt,key}` (the first host's own node certificate) or
-//! `cluster/` (a joined host's membership, [`crate::membership`]). The home must belong to the daemon's user and be
-//! writable by no one else ([`home`]); connections are bounded as [`conn`] describes.
+//! `cluster/` (a joined host's membership, [`crate::membership`]). The home must belong to the
+//! daemon's user and be writable by no one else ([`home`]); connections are bounded as [`conn`]
+//! describes.
 
 pub mod audit;
 pub mod authz;
