@@ -566,6 +566,23 @@ fn certificate_request(key: &rcgen::KeyPair, node: &str, names: &[String]) -> Re
     Ok(params.serialize_request(key)?.pem()?)
 }
 
+/// The serials of the node certificates the first host no longer accepts (`GET
+/// /join/revoked`, over TLS verified as the first host's).
+pub async fn revoked_serials(m: &Membership) -> Result<Vec<String>> {
+    let config = first_host_config(&m.ca_pem, Some((&m.cert_pem, &m.key_pem)))?;
+    let client = Client::builder(TokioExecutor::new()).build(connector(config, None)?);
+    let server = m.info.server.clone();
+    let req = http::Request::get(format!("{server}{}", join::REVOKED_PATH))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let (code, body) = send(&client, req, &server).await?;
+    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match answer.get("serials").and_then(Value::as_array) {
+        Some(list) if code == 200 => Ok(list.iter().filter_map(Value::as_str).map(str::to_string).collect()),
+        _ => Err(Error::BadAnswer { url: server, message: format!("{} answered {code}", join::REVOKED_PATH) }),
+    }
+}
+
 /// Has the first host sign a new certificate (for a new key) for this joined host,
 /// authenticating with the current one, and puts it in place of the old one, which the first
 /// host no longer accepts. The running `a2a serve` takes it at its next start.

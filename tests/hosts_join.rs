@@ -196,6 +196,21 @@ fn a_host_joins_with_a_good_token_and_its_certificate_authenticates_as_its_node_
     assert!(!ok && err.contains("is the name of this host itself"), "{err}");
     assert!(!home_d.exists());
 
+    // A node deleted on the first host is refused by the joined host too, once it has fetched
+    // the first host's list of revoked certificates (every 10 s by default).
+    let (ok, _, err) = a2a(&home_a, &["node", "delete", "host-c"]);
+    assert!(ok, "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let who = runtime.block_on(whoami_host_to_host(&home_c, &second.url, Some("host-b"))).unwrap();
+        if who["code"] == 401 {
+            break;
+        }
+        assert_eq!(who["status"]["userInfo"]["username"], "system:node:host-c", "{who}");
+        assert!(std::time::Instant::now() < deadline, "host-c is still accepted by host-b");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
     // A renewal: a new key and certificate, signed for the holder of the current one; the old
     // certificate is no longer accepted by the first host.
     let old_cert = read(home_b.join("cluster/node.crt"));
