@@ -329,6 +329,87 @@ impl ServerCertVerifier for UnverifiedDiscovery {
     }
 }
 
+/// Verifies the first host: a certificate of the cluster's CA for the URL's host that is not a
+/// node's certificate, so that a host that joined (which holds a certificate of the same CA)
+/// cannot pose as the first host to a host joining or renewing.
+#[derive(Debug)]
+struct FirstHostVerifier(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for FirstHostVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let verified = self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        if let Some(node) = join::PeerCertificate::from_der(end_entity).as_ref().and_then(|p| p.node()) {
+            return Err(rustls::Error::General(format!(
+                "the server presented the certificate of node {node:?}, not the first host's"
+            )));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+fn first_host_verifier(ca_pem: &str) -> Result<Arc<FirstHostVerifier>> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| Error::Tls(format!("the CA is not valid PEM: {e}")))?)
+            .map_err(|e| Error::Tls(format!("the CA is refused: {e}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(Arc::new(FirstHostVerifier(inner)))
+}
+
+/// rustls for talking to the first host: its CA alone, and [`FirstHostVerifier`]'s check.
+fn first_host_config(ca_pem: &str, client: Option<(&str, &str)>) -> Result<ClientConfig> {
+    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(first_host_verifier(ca_pem)?);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::Tls(format!("the node certificate is not valid PEM: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|_| Error::Tls("the node key is not a valid PEM private key".into()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| Error::Tls(format!("the node certificate: {e}")))
+        }
+    }
+}
+
 /// What `a2a join` asks for.
 #[derive(Clone, Debug)]
 pub struct JoinRequest {
@@ -447,7 +528,7 @@ pub async fn join(home: &Path, request: &JoinRequest) -> Result<Membership> {
     names.extend(request.names.iter().filter(|n| **n != request.node_name).cloned());
     let csr = certificate_request(&key, &request.node_name, &names)?;
 
-    let client = Client::builder(TokioExecutor::new()).build(connector(client_config(&ca, None)?, None)?);
+    let client = Client::builder(TokioExecutor::new()).build(connector(first_host_config(&ca, None)?, None)?);
     let body = serde_json::to_vec(&json!({"nodeName": request.node_name, "csr": csr})).unwrap_or_default();
     let req = http::Request::post(format!("{}{}", request.server, join::JOIN_PATH))
         .header(http::header::AUTHORIZATION, format!("Bearer {}", request.token.credential()))
@@ -485,6 +566,23 @@ fn certificate_request(key: &rcgen::KeyPair, node: &str, names: &[String]) -> Re
     Ok(params.serialize_request(key)?.pem()?)
 }
 
+/// The serials of the node certificates the first host no longer accepts (`GET
+/// /join/revoked`, over TLS verified as the first host's).
+pub async fn revoked_serials(m: &Membership) -> Result<Vec<String>> {
+    let config = first_host_config(&m.ca_pem, Some((&m.cert_pem, &m.key_pem)))?;
+    let client = Client::builder(TokioExecutor::new()).build(connector(config, None)?);
+    let server = m.info.server.clone();
+    let req = http::Request::get(format!("{server}{}", join::REVOKED_PATH))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let (code, body) = send(&client, req, &server).await?;
+    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match answer.get("serials").and_then(Value::as_array) {
+        Some(list) if code == 200 => Ok(list.iter().filter_map(Value::as_str).map(str::to_string).collect()),
+        _ => Err(Error::BadAnswer { url: server, message: format!("{} answered {code}", join::REVOKED_PATH) }),
+    }
+}
+
 /// Has the first host sign a new certificate (for a new key) for this joined host,
 /// authenticating with the current one, and puts it in place of the old one, which the first
 /// host no longer accepts. The running `a2a serve` takes it at its next start.
@@ -496,7 +594,8 @@ pub async fn renew(home: &Path) -> Result<Membership> {
     let names =
         if current.info.names.is_empty() { vec![current.info.node_name.clone()] } else { current.info.names.clone() };
     let csr = certificate_request(&key, &current.info.node_name, &names)?;
-    let client = Client::builder(TokioExecutor::new()).build(current.connector(None)?);
+    let config = first_host_config(&current.ca_pem, Some((&current.cert_pem, &current.key_pem)))?;
+    let client = Client::builder(TokioExecutor::new()).build(connector(config, None)?);
     let server = current.info.server.clone();
     let req = http::Request::post(format!("{server}{}", join::RENEW_PATH))
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -575,4 +674,48 @@ fn stage(home: &Path, m: &Membership) -> Result<PathBuf> {
     home::write_private(&staging.join(CA_FILE), m.ca_pem.as_bytes())?;
     home::write_private(&staging.join(INFO_FILE), &info)?;
     Ok(staging)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn the_first_host_is_verified_by_its_ca_and_a_nodes_certificate_for_its_address_is_refused() {
+        let (ca, ca_key) = ca();
+        let ip = ServerName::try_from("127.0.0.1").unwrap();
+        let verify = |pem: &str| {
+            let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            first_host_verifier(&ca).unwrap().verify_server_cert(&der, &[], &ip, &[], UnixTime::now())
+        };
+        // A node certificate that (wrongly) carries the first host's address.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = certificate_request(&key, "host-b", &["host-b".into(), "127.0.0.1".into()]).unwrap();
+        let node = join::sign_node(&csr, "host-b", &ca, &ca_key, join::NODE_CERT_LIFETIME).unwrap();
+        let e = verify(&node.pem).unwrap_err().to_string();
+        assert!(e.contains("node \"host-b\""), "{e}");
+        // A serving certificate of the same CA for that address passes.
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca, rcgen::KeyPair::from_pem(&ca_key).unwrap()).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let serving = params.signed_by(&rcgen::KeyPair::generate().unwrap(), &issuer).unwrap();
+        assert!(verify(&serving.pem()).is_ok());
+        assert_eq!(join::certificate_names(&node.pem), vec!["host-b", "127.0.0.1"]);
+    }
+
+    #[test]
+    fn server_urls_are_https_host_and_port_only() {
+        assert_eq!(check_server_url("https://10.0.0.1:7443/").unwrap(), "https://10.0.0.1:7443");
+        for bad in ["http://h:1", "https://h:1/api", "h:1", "https://u@h:1", "https://h:1/?x=1"] {
+            assert!(check_server_url(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -160,6 +160,13 @@ fn a_host_joins_with_a_good_token_and_its_certificate_authenticates_as_its_node_
     assert!(!ok && err.contains("node \"host-b\" already joined") && err.contains("a2a node delete host-b"), "{err}");
     assert!(!home_c.exists(), "a refused join writes nothing");
 
+    // A node may not carry a loopback name, nor another node's names.
+    for (san, why) in [("127.0.0.1", "loopback"), ("host-b", "is a name of node \"host-b\"")] {
+        let (ok, _, err) = a2a(&home_c, &["join", &first.url, "--token", &t, "--node-name", "host-e", "--san", san]);
+        assert!(!ok && err.contains("(422)") && err.contains(why), "{san}: {err}");
+        assert!(!home_c.exists());
+    }
+
     // The joined host serves: a third host's certificate authenticates there as its node, over
     // the host-to-host client, which trusts the cluster's CA alone and asks for the node name.
     let (ok, _, err) = join(&home_c, &first.url, &t, "host-c");
@@ -188,6 +195,21 @@ fn a_host_joins_with_a_good_token_and_its_certificate_authenticates_as_its_node_
     let (ok, _, err) = join(&home_d, &first.url, &t, &own.info.node_name);
     assert!(!ok && err.contains("is the name of this host itself"), "{err}");
     assert!(!home_d.exists());
+
+    // A node deleted on the first host is refused by the joined host too, once it has fetched
+    // the first host's list of revoked certificates (every 10 s by default).
+    let (ok, _, err) = a2a(&home_a, &["node", "delete", "host-c"]);
+    assert!(ok, "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let who = runtime.block_on(whoami_host_to_host(&home_c, &second.url, Some("host-b"))).unwrap();
+        if who["code"] == 401 {
+            break;
+        }
+        assert_eq!(who["status"]["userInfo"]["username"], "system:node:host-c", "{who}");
+        assert!(std::time::Instant::now() < deadline, "host-c is still accepted by host-b");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 
     // A renewal: a new key and certificate, signed for the holder of the current one; the old
     // certificate is no longer accepted by the first host.

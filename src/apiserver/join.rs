@@ -60,6 +60,10 @@ pub const CACERTS_PATH: &str = "/cacerts";
 pub const JOIN_PATH: &str = "/join";
 /// The path where a joined host, authenticated by its current certificate, has a new one signed.
 pub const RENEW_PATH: &str = "/join/renew";
+/// The path that lists the serials of node certificates the first host no longer accepts.
+pub const REVOKED_PATH: &str = "/join/revoked";
+/// The file of those serials under the home.
+pub const REVOKED_FILE: &str = "revoked-nodes";
 
 const ID_LEN: usize = 6;
 const SECRET_LEN: usize = 32;
@@ -298,6 +302,22 @@ struct NodesDoc {
     nodes: Vec<Node>,
 }
 
+/// A node certificate no longer accepted: its node was deleted, or it was renewed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revoked {
+    pub serial: String,
+    pub node: String,
+    /// Seconds since the epoch when the certificate expires (then it is dropped from the list).
+    pub not_after: i64,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct RevokedDoc {
+    #[serde(default)]
+    revoked: Vec<Revoked>,
+}
+
 /// Why a join token was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -318,6 +338,10 @@ pub struct Join {
     member_of: Option<String>,
     /// This host's own node name (the first host's), which no joining host may take.
     own_node: Option<String>,
+    /// Node certificates this host no longer accepts (the first host's list).
+    revoked: RwLock<Vec<Revoked>>,
+    /// On a joined host: the serials the first host last said it no longer accepts.
+    revoked_by_first_host: RwLock<std::collections::HashSet<String>>,
 }
 
 fn load<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
@@ -335,6 +359,7 @@ impl Join {
     pub fn open(home: &Path, ca_pem: &str, member_of: Option<String>, own_node: Option<String>) -> Result<Join> {
         let tokens: TokensDoc = load(&home.join(TOKENS_FILE))?;
         let nodes: NodesDoc = load(&home.join(NODES_FILE))?;
+        let revoked: RevokedDoc = load(&home.join(REVOKED_FILE))?;
         for t in &tokens.tokens {
             if t.secret_sha256.len() != 64 {
                 return Err(Error::Parse {
@@ -350,7 +375,43 @@ impl Join {
             ca_pem: ca_pem.to_string(),
             member_of,
             own_node,
+            revoked: RwLock::new(revoked.revoked),
+            revoked_by_first_host: RwLock::default(),
         })
+    }
+
+    /// Adds a certificate to the list of those no longer accepted (expired ones leave it).
+    fn revoke(&self, node: &Node) -> Result<()> {
+        let not_after = node.not_after.parse::<jiff::Timestamp>().map_or(i64::MAX, |t| t.as_second());
+        let now = unix_now();
+        let mut list = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<Revoked> = list.iter().filter(|r| r.not_after > now).cloned().collect();
+        next.push(Revoked { serial: node.serial.clone(), node: node.name.clone(), not_after });
+        let text = serde_json::to_vec_pretty(&RevokedDoc { revoked: next.clone() }).unwrap_or_default();
+        home::write_private(&self.home.join(REVOKED_FILE), &text)?;
+        *list = next;
+        Ok(())
+    }
+
+    /// The serials of the node certificates this host no longer accepts.
+    pub fn revoked_serials(&self) -> Vec<String> {
+        let now = unix_now();
+        let list = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+        list.iter().filter(|r| r.not_after > now).map(|r| r.serial.clone()).collect()
+    }
+
+    /// On a joined host: what the first host said it no longer accepts.
+    pub fn set_revoked_by_first_host(&self, serials: impl IntoIterator<Item = String>) {
+        *self.revoked_by_first_host.write().unwrap_or_else(|p| p.into_inner()) = serials.into_iter().collect();
+    }
+
+    /// Whether a verified node certificate is accepted: on the first host it must be the one
+    /// recorded for the node; on a joined host it must not be on the first host's list.
+    pub fn accepts(&self, node: &str, serial: &str) -> bool {
+        if self.member_of.is_some() {
+            return !self.revoked_by_first_host.read().unwrap_or_else(|p| p.into_inner()).contains(serial);
+        }
+        self.node_current(node, serial)
     }
 
     pub fn ca_pem(&self) -> &str {
@@ -465,7 +526,35 @@ impl Join {
         let gone = next.remove(at);
         self.save_nodes(&next)?;
         *table = next;
+        self.revoke(&gone)?;
         Ok(gone)
+    }
+
+    /// Why a node may not carry `names`: a loopback name (every host has its own), a name of
+    /// the first host (its node name, its serving certificate's names), or one another node's
+    /// certificate carries. Otherwise a host that joined could pose as another to the hosts
+    /// that trust the same CA.
+    fn taken(&self, node: &str, names: &[String], table: &[Node]) -> Option<String> {
+        let serving = home::read(&self.home.join("pki").join("server.crt"), home::Kind::Public)
+            .ok()
+            .flatten()
+            .map(|pem| certificate_names(&pem))
+            .unwrap_or_default();
+        for name in names {
+            let loopback = name == "localhost"
+                || name.ends_with(".localhost")
+                || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                return Some(format!("{name:?} is a loopback name, which every host has of its own"));
+            }
+            if self.own_node.as_deref() == Some(name.as_str()) || serving.contains(name) {
+                return Some(format!("{name:?} is a name of the first host"));
+            }
+            if let Some(other) = table.iter().find(|n| n.name != node && (n.name == *name || n.names.contains(name))) {
+                return Some(format!("{name:?} is a name of node {:?}", other.name));
+            }
+        }
+        None
     }
 
     /// Signs a new certificate for `node`, which authenticated with its current one; the
@@ -489,14 +578,19 @@ impl Join {
             Error::Invalid(m) => ApiError::new(422, "Invalid", m),
             other => ApiError::internal(other.to_string()),
         })?;
+        if let Some(why) = self.taken(node, &signed.names, &table) {
+            return Err(ApiError::new(422, "Invalid", format!("the certificate request is refused: {why}")));
+        }
         let mut next = table.clone();
         let record = &mut next[at];
+        let old = record.clone();
         record.serial = signed.serial;
         record.sha256_fingerprint = signed.fingerprint;
         record.not_after = rfc3339(signed.not_after);
         record.names = signed.names;
         self.save_nodes(&next).map_err(|e| ApiError::internal(e.to_string()))?;
         *table = next;
+        self.revoke(&old).map_err(|e| ApiError::internal(e.to_string()))?;
         tracing::info!(node, "renewed a node's certificate");
         Ok(signed.pem)
     }
@@ -532,6 +626,9 @@ impl Join {
             Error::Invalid(m) => ApiError::new(422, "Invalid", m),
             other => ApiError::internal(other.to_string()),
         })?;
+        if let Some(why) = self.taken(node, &signed.names, &table) {
+            return Err(ApiError::new(422, "Invalid", format!("the certificate request is refused: {why}")));
+        }
         let record = Node {
             name: node.to_string(),
             serial: signed.serial,
@@ -603,6 +700,27 @@ pub fn sign_node(csr_pem: &str, node: &str, ca_pem: &str, ca_key_pem: &str, life
     let issuer = Issuer::from_ca_cert_pem(ca_pem, &ca_key)?;
     let cert = CertificateSigningRequestParams { params, public_key: csr.public_key }.signed_by(&issuer)?;
     Ok(Signed { fingerprint: hex(&sha256(cert.der())), pem: cert.pem(), serial: hex(&serial), not_after, names })
+}
+
+/// The DNS names and IP addresses a certificate (PEM) carries.
+pub fn certificate_names(pem: &str) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Some(Ok(der)) = CertificateDer::pem_slice_iter(pem.as_bytes()).next() else { return Vec::new() };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else { return Vec::new() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// Who a client certificate names, as the TLS layer saw it verified.

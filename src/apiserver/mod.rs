@@ -19,8 +19,9 @@
 //! are encrypted with, `state/sealed-keys`), `audit.log`, `users` (named users and the digests of
 //! their tokens, [`users`]), `join-tokens` and `nodes` (the join tokens' digests and the hosts
 //! that joined, [`join`]), `pki/node.{crt,key}` (the first host's own node certificate) or
-//! `cluster/` (a joined host's membership, [`crate::membership`]). The home must belong to the daemon's user and be
-//! writable by no one else ([`home`]); connections are bounded as [`conn`] describes.
+//! `cluster/` (a joined host's membership, [`crate::membership`]). The home must belong to the
+//! daemon's user and be writable by no one else ([`home`]); connections are bounded as [`conn`]
+//! describes.
 
 pub mod audit;
 pub mod authz;
@@ -153,6 +154,8 @@ pub struct ServerConfig {
     /// The hosts mDNS found (`GET /apis/discovery.a2a.dev/v1alpha1/peers`); empty when
     /// discovery is off.
     pub peers: Arc<crate::discovery::peers::PeerTable>,
+    /// How often a joined host fetches the node certificates the first host revoked.
+    pub revocation_refresh: Duration,
 }
 
 impl ServerConfig {
@@ -170,6 +173,7 @@ impl ServerConfig {
             connections: conn::ConnectionLimits::default(),
             certificates: pki::CertPolicy::default(),
             peers: Arc::default(),
+            revocation_refresh: Duration::from_secs(10),
         }
     }
 
@@ -182,6 +186,11 @@ impl ServerConfig {
     /// The table `GET .../peers` answers from.
     pub fn peers(mut self, peers: Arc<crate::discovery::peers::PeerTable>) -> Self {
         self.peers = peers;
+        self
+    }
+
+    pub fn revocation_refresh(mut self, every: Duration) -> Self {
+        self.revocation_refresh = every;
         self
     }
 
@@ -352,6 +361,8 @@ impl Server {
         let cluster_ca = match &membership {
             Some(m) => {
                 serving_cert.set_node_certificate(&m.info.node_name, &m.cert_pem, m.key_pem())?;
+                tracing::info!(node = %m.info.node_name, first_host = %m.info.server,
+                    "a member of a cluster of hosts: accepting the certificates of its CA");
                 m.ca_pem.clone()
             }
             None => identity.ca_pem.clone(),
@@ -399,7 +410,10 @@ impl Server {
                     Some(m.info.node_name)
                 }),
         };
+        let membership_for_sync = membership.clone();
         let join = Arc::new(join::Join::open(&home, &identity.ca_pem, membership.map(|m| m.info.server), own_node)?);
+        let state_join = join.clone();
+        let state_config_refresh = config.revocation_refresh;
         let bind = SocketAddr::new(config.bind, config.port);
         let listener = TcpListener::bind(bind).await.map_err(|source| Error::Bind { addr: bind, source })?;
         let addr = listener.local_addr().map_err(|source| Error::Bind { addr: bind, source })?;
@@ -439,6 +453,9 @@ impl Server {
             audit: Some(audit.clone()),
         };
         tokio::spawn(renew_certificates(serving_cert, shutdown_rx.clone()));
+        if let Some(m) = membership_for_sync {
+            tokio::spawn(follow_revocations(m, state_join, state_config_refresh, shutdown_rx.clone()));
+        }
         tracing::info!(max_connections = limits.max_connections, "connection limit");
         let task =
             tokio::spawn(conn::serve(listener, acceptors, router, Arc::new(limits), connection_metrics, shutdown_rx));
@@ -466,6 +483,40 @@ async fn ensure_default_namespace(store: &Store) -> Result<()> {
     match store.write(Write::Put { key, object: ns, precondition: Precondition::Absent }).await {
         Ok(_) | Err(store::Error::AlreadyExists) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// On a joined host: fetches from the first host, every `every`, the node certificates it no
+/// longer accepts, so that they are refused here too; the last list is kept while the first
+/// host cannot be reached.
+async fn follow_revocations(
+    membership: crate::membership::Membership,
+    join: Arc<join::Join>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut failing = false;
+    loop {
+        match crate::membership::revoked_serials(&membership).await {
+            Ok(serials) => {
+                if failing {
+                    tracing::info!(first_host = %membership.info.server, "the first host's revocations are followed again");
+                }
+                failing = false;
+                join.set_revoked_by_first_host(serials);
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(first_host = %membership.info.server, error = %e,
+                        "cannot fetch the node certificates the first host revoked; keeping the last list");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every.max(Duration::from_millis(100))) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
@@ -520,6 +571,7 @@ fn router(state: AppState) -> Router {
         .route(join::CACERTS_PATH, get(cacerts))
         .route(join::JOIN_PATH, axum::routing::post(join_request))
         .route(join::RENEW_PATH, axum::routing::post(renew_request))
+        .route(join::REVOKED_PATH, get(revoked))
         .fallback(resource_request)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -530,6 +582,12 @@ async fn cacerts(State(state): State<AppState>) -> Response {
     let mut r = state.join.ca_pem().to_string().into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
     r
+}
+
+/// The serials of node certificates this host no longer accepts, to anyone (serials are not
+/// secret; joined hosts fetch them over TLS verified by the cluster's CA).
+async fn revoked(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &json!({"serials": state.join.revoked_serials()}))
 }
 
 /// A host joining with a join token ([`join::serve_join`]).
@@ -614,7 +672,10 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let public = health::is_health_path(&path)
-        || matches!(path.as_str(), "/version" | "/version/" | join::CACERTS_PATH | join::JOIN_PATH);
+        || matches!(
+            path.as_str(),
+            "/version" | "/version/" | join::CACERTS_PATH | join::JOIN_PATH | join::REVOKED_PATH
+        );
     let subject = authenticate(&req, &state);
     let attributes = request_attributes(&method, req.uri());
     let mut refused = false;
@@ -692,10 +753,10 @@ fn authenticate(req: &Request, state: &AppState) -> Option<authz::Subject> {
     if let Some(peer) = req.extensions().get::<Arc<join::PeerCertificate>>()
         && let Some(node) = peer.node()
     {
-        if state.join.member_of().is_some() || state.join.node_current(node, &peer.serial) {
+        if state.join.accepts(node, &peer.serial) {
             return Some(authz::Subject::node(node));
         }
-        tracing::warn!(node, serial = %peer.serial, "a client certificate of a node this host does not know (deleted, or joined again): not accepted");
+        tracing::warn!(node, serial = %peer.serial, "a client certificate of a node no longer accepted (deleted, renewed, or joined again)");
     }
     let given = req
         .headers()

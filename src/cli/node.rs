@@ -1,5 +1,6 @@
 //! `a2a node list|delete`: the hosts that joined this one (see [`crate::apiserver::join`]).
-//! Deleting a node forgets it: its certificate no longer authenticates on this host, and it may
+//! Deleting a node forgets it: its certificate no longer authenticates on this host (nor, once
+//! they have fetched this host's list of revoked certificates, on the joined hosts), and it may
 //! join again under the same name.
 
 use clap::{Args, Subcommand};
