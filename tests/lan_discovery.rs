@@ -80,9 +80,11 @@ fn three_hosts_find_each_other_follow_skills_and_see_a_host_leave() {
             assert_eq!(p["skillsDigest"], "none", "no agent runs yet: {p}");
             assert_eq!(p["joined"], false, "mDNS only finds hosts: {p}");
             assert_eq!(p["addresses"], serde_json::json!([format!("10.77.0.{j}")]), "{p}");
-            let url = lan.hosts[j - 1].url.clone().unwrap_or_default();
-            assert_eq!(p["url"], url, "without a gateway the API URL is advertised: {p}");
-            assert_eq!(p["apiUrl"], url, "{p}");
+            let api = lan.hosts[j - 1].url.clone().unwrap_or_default();
+            let gateway = std::fs::read_to_string(lan.hosts[j - 1].home.join("gateway.url")).unwrap_or_default();
+            assert_eq!(p["url"], gateway.trim(), "the gateway's URL is advertised: {p}");
+            assert_eq!(p["url"], format!("https://10.77.0.{j}:7444"), "on the --listen address: {p}");
+            assert_eq!(p["apiUrl"], api, "{p}");
             // The default host budget (8Gi, 60% of the cores) with nothing admitted.
             assert_eq!(p["room"]["memoryBytes"], 8u64 << 30, "{p}");
             assert!(p["room"]["cpuMillicores"].as_u64().is_some_and(|c| c > 0), "{p}");
@@ -116,7 +118,7 @@ fn three_hosts_find_each_other_follow_skills_and_see_a_host_leave() {
         })
     });
 
-    // A gateway's URL, once written to the home, is what h1 advertises as its URL.
+    // The URL in the home's gateway.url is what h1 advertises, read again when it changes.
     let api = lan.hosts[0].url.clone().unwrap_or_default();
     std::fs::write(lan.hosts[0].home.join("gateway.url"), "https://10.77.0.1:8443\n").expect("gateway.url");
     until(&lan, "h2 sees h1's gateway URL", || {
