@@ -83,6 +83,7 @@ pub const RETRY_ANNOTATION: &str = "a2a.dev/retry";
 pub const RETRIED_CONDITION: &str = "Retried";
 
 pub use super::outputs::MAX_OUTPUT_IN_STATUS;
+pub use flush::StatusWrites;
 
 mod access;
 mod attempt;
