@@ -197,7 +197,7 @@ impl Engine {
         match endpoint {
             None => Err(Error::NoEndpoint(agent_name.to_owned())),
             Some(urls) => {
-                let a = (t, token, &target);
+                let a = (t, token, &*target);
                 let resume = match resume_id {
                     Some(id) => Resume::Task(id),
                     None if sent_before => Resume::Lookup,
@@ -479,7 +479,7 @@ pub(crate) fn addressing(agent: &Agent) -> Addressing {
 pub(super) struct OpenTask {
     agent: String,
     /// The agent as last seen, for its credentials.
-    target: crate::api::Agent,
+    target: Arc<crate::api::Agent>,
     a2a_task_id: String,
     urls: Vec<String>,
 }
