@@ -17,6 +17,13 @@
 //! over OTLP/HTTP to a receiver served from this process (`OTEL_EXPORTER_OTLP_ENDPOINT` names
 //! it), to compare dispatch with and without the export.
 //!
+//! The throughput line also gives the process's CPU time per task (user + sys: the engine,
+//! the API server and, with `in-process`, the agent), the heap allocations per task (counted
+//! by this binary's allocator), the engine's status writes per task (objects and bytes), and
+//! the load average, since on a shared machine the wall clock alone says little. With
+//! `A2A_BENCH_PERF_FIFO=PATH` the bench writes `enable` and `disable` to that FIFO around the
+//! throughput run, so that `perf record --control=fifo:PATH -D -1` profiles it alone.
+//!
 //! A shaped workflow instead, alone (the shapes `scripts/bench-peers.sh` runs against
 //! Prefect): `-- layers 10 100` is 10 layers of 100 tasks, each task after the first layer
 //! depending on tasks `i` and `i + 1` (mod the width) of the layer before; `-- fan 998` is one
@@ -36,6 +43,87 @@ use a2a::controller::engine::{Engine, EngineConfig};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use tokio::sync::watch;
+
+/// The system allocator, counting allocations and the bytes asked for.
+struct Counting;
+
+static ALLOCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static ALLOC_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// SAFETY: every call goes to the system allocator unchanged; the counters are atomics.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(new_size as u64, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// What the process has used so far: CPU time (user + sys), allocations and their bytes.
+#[derive(Clone, Copy)]
+struct Usage {
+    cpu: Duration,
+    allocs: u64,
+    alloc_bytes: u64,
+}
+
+impl Usage {
+    fn now() -> Usage {
+        // SAFETY: getrusage only writes the struct it is given.
+        let ru = unsafe {
+            let mut ru: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+            ru
+        };
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        Usage {
+            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+            allocs: ALLOCS.load(std::sync::atomic::Ordering::Relaxed),
+            alloc_bytes: ALLOC_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+/// The 1-minute load average.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Writes `what` to the perf control FIFO `A2A_BENCH_PERF_FIFO` names, if any.
+fn perf_control(what: &str) {
+    if let Some(path) = std::env::var_os("A2A_BENCH_PERF_FIFO") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = writeln!(f, "{what}");
+        }
+    }
+}
 
 fn main() {
     if std::env::var_os(AGENT_CHILD_ENV).is_some() {
@@ -114,14 +202,41 @@ fn main() {
 
         // (b) dispatch throughput.
         let wf = workflow("throughput", throughput_tasks);
+        let load = load_average();
+        perf_control("enable");
+        let (u0, w0) = (Usage::now(), engine.status_writes());
         let t0 = Instant::now();
         api.create(&PostParams::default(), &wf).await.expect("create");
         wait_done(&engine, "throughput").await;
         let secs = t0.elapsed().as_secs_f64();
+        let (u1, w1) = (Usage::now(), engine.status_writes());
+        perf_control("disable");
+        let n = throughput_tasks as f64;
         println!(
-            "dispatch throughput: {throughput_tasks} independent tasks in {secs:.2}s = {:.0} tasks/s",
-            throughput_tasks as f64 / secs
+            "dispatch throughput: {throughput_tasks} independent tasks in {secs:.2}s = {:.0} tasks/s (load average {load})",
+            n / secs
         );
+        println!(
+            "  per task: CPU {:.0} µs (user+sys, the whole process: {:.0} tasks/s per busy core), {:.0} allocations ({:.1} KiB), status writes: {:.3} objects ({:.0} B); {} write rounds",
+            (u1.cpu - u0.cpu).as_secs_f64() * 1e6 / n,
+            n / (u1.cpu - u0.cpu).as_secs_f64(),
+            (u1.allocs - u0.allocs) as f64 / n,
+            (u1.alloc_bytes - u0.alloc_bytes) as f64 / n / 1024.0,
+            (w1.objects - w0.objects) as f64 / n,
+            (w1.bytes - w0.bytes) as f64 / n,
+            w1.rounds - w0.rounds
+        );
+        if in_process {
+            // The floor: the engine's exchange with the agent alone, in the same process.
+            let (secs, used) = direct_exchanges(&url, throughput_tasks, 256).await;
+            println!(
+                "  floor, the same exchange straight from one A2A client (SendStreamingMessage read to the end, 256 in flight, no engine, API server or status): {:.0} tasks/s, CPU {:.0} µs and {:.0} allocations per task (load average {})",
+                n / secs,
+                used.cpu.as_secs_f64() * 1e6 / n,
+                used.allocs as f64 / n,
+                load_average()
+            );
+        }
         if let (Some(received), Some(stats)) = (&received, a2a::traces::stats()) {
             a2a::traces::flush().await;
             let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
@@ -187,6 +302,33 @@ fn main() {
         }
         drop(child);
     });
+}
+
+/// `n` exchanges as the engine has them with a streaming agent (`SendStreamingMessage`, read
+/// until the task is finished), `in_flight` at once, from one A2A client: the seconds they
+/// took and what the process used meanwhile.
+async fn direct_exchanges(url: &str, n: usize, in_flight: usize) -> (f64, Usage) {
+    use futures::StreamExt;
+    let client = a2a::a2a::Client::new(url).expect("client");
+    client.agent_card().await.expect("card");
+    let opts = a2a::a2a::client::FollowOptions::default();
+    let (u0, t0) = (Usage::now(), Instant::now());
+    let done = futures::stream::iter(0..n)
+        .map(|i| {
+            let (client, opts) = (&client, &opts);
+            async move {
+                let message = a2a::a2a::Message::user_text(format!("floor-{i}"), format!("task {i}"));
+                client.stream_and_follow(message, opts, std::future::pending(), || {}, |_| {}).await
+            }
+        })
+        .buffer_unordered(in_flight)
+        .filter(|r| std::future::ready(r.is_ok()))
+        .count()
+        .await;
+    let secs = t0.elapsed().as_secs_f64();
+    let u1 = Usage::now();
+    assert_eq!(done, n, "every exchange ends with the task");
+    (secs, Usage { cpu: u1.cpu - u0.cpu, allocs: u1.allocs - u0.allocs, alloc_bytes: u1.alloc_bytes - u0.alloc_bytes })
 }
 
 /// (VmRSS, VmHWM) in KiB of a process (`self` or a pid).

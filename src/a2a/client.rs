@@ -652,11 +652,11 @@ impl Client {
                     let Some(id) = event_task_id(&event) else { continue };
                     on_task(&id);
                     let mut first = Task { id, ..Default::default() };
-                    first.apply(&event);
+                    first.absorb(event);
                     task.insert(first)
                 }
                 (Some(t), event) => {
-                    t.apply(&event);
+                    t.absorb(event);
                     t
                 }
             };
@@ -788,7 +788,7 @@ impl Client {
             if let StreamResponse::Message(_) = event {
                 continue;
             }
-            task.apply(&event);
+            task.absorb(event);
             if is_settled(task.status.state) {
                 // A terminal status event may come before the final artifacts are
                 // aggregated; the task itself is the authority.

@@ -75,8 +75,13 @@ pub struct SseEvent {
 
 /// Splits an SSE byte stream into events (W3C rules: `event:`/`data:` fields, comments,
 /// a blank line ends an event, `\n`, `\r\n` or `\r` line ends).
+///
+/// A chunk is cut at its line ends and each line read in place; only a line split across
+/// chunks is copied, into a buffer that keeps its capacity, so an event costs its fields and
+/// not an allocation per byte of growth.
 #[derive(Default)]
 pub struct SseDecoder {
+    /// The start of a line whose end is in a later chunk.
     line: Vec<u8>,
     event: String,
     data: Vec<String>,
@@ -86,21 +91,37 @@ pub struct SseDecoder {
 impl SseDecoder {
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         let mut out = Vec::new();
-        for &b in bytes {
-            if self.last_was_cr && b == b'\n' {
-                self.last_was_cr = false;
-                continue;
+        let mut rest = bytes;
+        // The LF of a CR LF whose CR ended the last chunk.
+        if self.last_was_cr && !rest.is_empty() {
+            if rest[0] == b'\n' {
+                rest = &rest[1..];
             }
-            self.last_was_cr = b == b'\r';
-            if b == b'\n' || b == b'\r' {
-                let line = std::mem::take(&mut self.line);
-                if let Some(ev) = self.line_done(&String::from_utf8_lossy(&line)) {
-                    out.push(ev);
-                }
-            } else {
-                self.line.push(b);
-            }
+            self.last_was_cr = false;
         }
+        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (line, after) = (&rest[..end], &rest[end + 1..]);
+            let ev = if self.line.is_empty() {
+                self.line_done(&String::from_utf8_lossy(line))
+            } else {
+                let mut whole = std::mem::take(&mut self.line);
+                whole.extend_from_slice(line);
+                let ev = self.line_done(&String::from_utf8_lossy(&whole));
+                whole.clear();
+                self.line = whole;
+                ev
+            };
+            out.extend(ev);
+            rest = match (rest[end], after.first()) {
+                (b'\r', Some(b'\n')) => &after[1..],
+                (b'\r', None) => {
+                    self.last_was_cr = true;
+                    after
+                }
+                _ => after,
+            };
+        }
+        self.line.extend_from_slice(rest);
         out
     }
 
@@ -115,13 +136,13 @@ impl SseDecoder {
     fn line_done(&mut self, line: &str) -> Option<SseEvent> {
         if line.is_empty() {
             let event = std::mem::take(&mut self.event);
-            let data = std::mem::take(&mut self.data);
+            let mut data = std::mem::take(&mut self.data);
             if data.is_empty() {
                 return None;
             }
             return Some(SseEvent {
                 event: if event.is_empty() { "message".into() } else { event },
-                data: data.join("\n"),
+                data: if data.len() == 1 { data.pop().unwrap_or_default() } else { data.join("\n") },
             });
         }
         if line.starts_with(':') {
@@ -157,5 +178,26 @@ mod tests {
                 SseEvent { event: "message".into(), data: "last".into() },
             ]
         );
+    }
+
+    #[test]
+    fn sse_decoder_reads_the_same_events_whatever_the_chunking() {
+        let stream = b": hi\r\nevent: status\r\ndata: {\"a\":1}\r\n\r\ndata: x\rdata: y\r\rdata: z\n\n";
+        let want = vec![
+            SseEvent { event: "status".into(), data: "{\"a\":1}".into() },
+            SseEvent { event: "message".into(), data: "x\ny".into() },
+            SseEvent { event: "message".into(), data: "z".into() },
+        ];
+        for size in 1..=stream.len() {
+            let mut d = SseDecoder::default();
+            let mut got: Vec<SseEvent> = stream.chunks(size).flat_map(|c| d.feed(c)).collect();
+            got.extend(d.finish());
+            assert_eq!(got, want, "chunks of {size} bytes");
+        }
+        // A chunk that ends between the CR and the LF of one line end: the LF is no blank line.
+        let mut d = SseDecoder::default();
+        let mut got = d.feed(b"data: a\r");
+        got.extend(d.feed(b"\ndata: b\r\n\r\n"));
+        assert_eq!(got, vec![SseEvent { event: "message".into(), data: "a\nb".into() }]);
     }
 }

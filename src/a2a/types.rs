@@ -567,6 +567,24 @@ pub struct TaskArtifactUpdateEvent {
 }
 
 impl Task {
+    /// [`Task::apply`] of an event the caller no longer needs: its parts are moved into the
+    /// task, not copied (a client following a stream sees every message and artifact once).
+    pub fn absorb(&mut self, event: StreamResponse) {
+        match event {
+            StreamResponse::Task(t) if t.id == self.id => *self = t,
+            StreamResponse::StatusUpdate(u) if u.task_id == self.id => self.status = u.status,
+            StreamResponse::ArtifactUpdate(u) if u.task_id == self.id => {
+                let existing = self.artifacts.iter_mut().find(|a| a.artifact_id == u.artifact.artifact_id);
+                match existing {
+                    Some(a) if u.append => a.parts.extend(u.artifact.parts),
+                    Some(a) => *a = u.artifact,
+                    None => self.artifacts.push(u.artifact),
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Applies a stream event that concerns this task (others are ignored).
     pub fn apply(&mut self, event: &StreamResponse) {
         match event {
@@ -873,11 +891,16 @@ mod tests {
             {"statusUpdate": {"taskId": "t", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}}
         ]))
         .unwrap();
+        let mut absorbed = task.clone();
         for e in &events {
             task.apply(e);
         }
         assert_eq!(task.status.state, TaskState::Completed);
         assert_eq!(task.output().text, "one\ntwo");
+        for e in events {
+            absorbed.absorb(e);
+        }
+        assert_eq!(absorbed, task, "moved in or copied, the same task");
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub const RETRY_ANNOTATION: &str = "a2a.dev/retry";
 pub const RETRIED_CONDITION: &str = "Retried";
 
 pub use super::outputs::MAX_OUTPUT_IN_STATUS;
+pub use flush::StatusWrites;
 
 mod access;
 mod attempt;
@@ -508,7 +509,9 @@ impl Marks {
 }
 
 struct AgentView {
-    agent: Agent,
+    /// Shared with the attempts that use it: an attempt takes the agent as it was when it
+    /// started without copying its spec and card.
+    agent: Arc<Agent>,
     next_endpoint: usize,
 }
 
@@ -681,7 +684,7 @@ impl Engine {
         st.queue.set_agent(&k.0, &k.1, capacity > 0, capacity, skills);
         Self::configure_agent_rate(&mut st.rates, &k, Some(&a));
         let next = st.agents.get(&k).map_or(0, |v| v.next_endpoint);
-        st.agents.insert(k, AgentView { agent: a, next_endpoint: next });
+        st.agents.insert(k, AgentView { agent: Arc::new(a), next_endpoint: next });
         st.explain = true;
         drop(st);
         self.wake.notify_one();
@@ -940,7 +943,7 @@ impl Engine {
                 (None, None) => continue,
             };
             let agent = match &target {
-                Target::Agent(a) => agents.get(&(k.0.clone(), a.clone())).map(|v| &v.agent),
+                Target::Agent(a) => agents.get(&(k.0.clone(), a.clone())).map(|v| &*v.agent),
                 Target::Skill(_) => None,
             };
             let priority = plan::effective_priority(&r, agent);

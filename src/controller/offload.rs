@@ -51,10 +51,14 @@ pub fn ranges(tasks: usize) -> usize {
 /// The summary kept in the workflow for `status` (whose `tasks` are all of them): every
 /// top-level field, tasks by phase, stuck tasks by reason, and where the tasks are.
 pub fn summary(workflow: &str, status: &WorkflowStatus) -> WorkflowStatus {
-    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    // Counted by position in PHASES, named once at the end: the summary is made on every
+    // status write, and a name per task would be an allocation per task per write.
+    let mut by_phase = [0u32; PHASES.len()];
     let mut stuck: Vec<StuckTasks> = Vec::new();
     for t in &status.tasks {
-        *counts.entry(format!("{:?}", t.phase)).or_default() += 1;
+        if let Some(p) = PHASES.iter().position(|p| *p == t.phase) {
+            by_phase[p] += 1;
+        }
         if t.phase == TaskPhase::Pending
             && let Some(reason) = &t.reason
         {
@@ -74,6 +78,8 @@ pub fn summary(workflow: &str, status: &WorkflowStatus) -> WorkflowStatus {
             }
         }
     }
+    let counts: BTreeMap<String, u32> =
+        PHASES.iter().zip(by_phase).filter(|(_, n)| *n > 0).map(|(p, n)| (format!("{p:?}"), n)).collect();
     let n = status.tasks.len();
     WorkflowStatus {
         phase: status.phase,

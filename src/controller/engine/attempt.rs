@@ -197,7 +197,7 @@ impl Engine {
         match endpoint {
             None => Err(Error::NoEndpoint(agent_name.to_owned())),
             Some(urls) => {
-                let a = (t, token, &target);
+                let a = (t, token, &*target);
                 let resume = match resume_id {
                     Some(id) => Resume::Task(id),
                     None if sent_before => Resume::Lookup,
@@ -479,7 +479,7 @@ pub(crate) fn addressing(agent: &Agent) -> Addressing {
 pub(super) struct OpenTask {
     agent: String,
     /// The agent as last seen, for its credentials.
-    target: crate::api::Agent,
+    target: Arc<crate::api::Agent>,
     a2a_task_id: String,
     urls: Vec<String>,
 }
@@ -518,8 +518,18 @@ enum Resume {
 fn response_result(r: a2a::types::SendMessageResponse) -> Result<Answer, Error> {
     match r {
         a2a::types::SendMessageResponse::Message(m) => Ok(Answer::Parts(m.parts)),
+        // The parts are moved out of the finished task, not copied.
+        a2a::types::SendMessageResponse::Task(task) if task.status.state == a2a::types::TaskState::Completed => {
+            Ok(Answer::Parts(into_result_parts(task)))
+        }
         a2a::types::SendMessageResponse::Task(task) => task_result(&task),
     }
+}
+
+/// [`result_parts`] of a task no longer needed.
+fn into_result_parts(task: a2a::types::Task) -> Vec<a2a::types::Part> {
+    let artifacts: Vec<a2a::types::Part> = task.artifacts.into_iter().flat_map(|a| a.parts).collect();
+    if artifacts.is_empty() { task.status.message.map(|m| m.parts).unwrap_or_default() } else { artifacts }
 }
 
 /// What one attempt came to, before a long output is stored.
@@ -602,6 +612,19 @@ mod tests {
         assert_eq!((w.phase, w.question.as_str()), (TaskPhase::AuthRequired, "need a token"));
         let w = waiting(task_result(&task("TASK_STATE_INPUT_REQUIRED", None, None)));
         assert_eq!(w.question, "(the agent did not say what it needs)");
+    }
+
+    #[test]
+    fn a_finished_tasks_parts_are_the_same_moved_or_copied() {
+        for t in [
+            task("TASK_STATE_COMPLETED", Some("a note"), Some("done")),
+            task("TASK_STATE_COMPLETED", Some("only the message"), None),
+            task("TASK_STATE_COMPLETED", None, None),
+        ] {
+            assert_eq!(into_result_parts(t.clone()), result_parts(&t));
+            let r = response_result(a2a::types::SendMessageResponse::Task(t.clone()));
+            assert!(matches!(r, Ok(Answer::Parts(p)) if p == result_parts(&t)));
+        }
     }
 
     #[test]

@@ -135,16 +135,20 @@ impl Engine {
         // The tasks' ranges first: the summary never names entries that are not stored.
         let owner = crate::controller::outputs::Owner { namespace: &k.0, name: &k.1, uid: &write.uid };
         let (client, owner_ref) = (&self.client, &owner);
+        (write.ranges_written, write.ranges_bytes) =
+            (write.ranges.len() as u64, write.ranges.iter().map(|(_, t)| t.len() as u64).sum());
         let results: Vec<Result<(), kube::Error>> = futures::stream::iter(std::mem::take(&mut write.ranges))
             .map(|(i, text)| async move { offload::write_range(client, owner_ref, i, &text).await })
             .buffer_unordered(4)
             .collect()
             .await;
         results.into_iter().collect::<Result<(), kube::Error>>()?;
+        self.durable.count(write.ranges_written, write.ranges_bytes);
         if let Some(from) = write.drop_from {
             offload::remove_ranges_from(&self.client, &owner, from).await;
         }
         let url = format!("{}/{}/status?fieldManager={FIELD_MANAGER}", Workflow::url_path(&(), Some(&k.0)), k.1);
+        self.durable.count(1, write.body.len() as u64);
         let req = http::Request::patch(url)
             .header(http::header::CONTENT_TYPE, write.content_type)
             .body(kube::client::Body::from(write.body))
@@ -179,6 +183,39 @@ pub(super) struct Durable {
     /// An attempt waits: the next round starts without the usual pause.
     urgent: AtomicBool,
     now: Notify,
+    /// Objects written (the status, and each range of tasks kept beside a workflow) and the
+    /// bytes of their bodies, for [`Engine::status_writes`].
+    objects: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Durable {
+    fn count(&self, objects: u64, bytes: u64) {
+        self.objects.fetch_add(objects, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// What the engine's status writes have cost so far (see [`Engine::status_writes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusWrites {
+    /// Write rounds begun (one [`Engine::flush_all`] each).
+    pub rounds: u64,
+    /// Objects sent: a workflow's status, or a range of its tasks kept beside it.
+    pub objects: u64,
+    /// The bytes of what was sent (request bodies, before HTTP framing).
+    pub bytes: u64,
+}
+
+impl Engine {
+    /// The status writes sent so far, for benches and diagnostics.
+    pub fn status_writes(&self) -> StatusWrites {
+        StatusWrites {
+            rounds: self.durable.rounds.load(Ordering::Relaxed),
+            objects: self.durable.objects.load(Ordering::Relaxed),
+            bytes: self.durable.bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// One encoded status write.
@@ -195,6 +232,9 @@ struct StatusWrite {
     ranges: Vec<(usize, String)>,
     /// Ranges from this one on are no longer part of the workflow.
     drop_from: Option<usize>,
+    /// Ranges written, and their bytes (for [`Engine::status_writes`]).
+    ranges_written: u64,
+    ranges_bytes: u64,
 }
 
 fn status_merge_patch(status: &WorkflowStatus) -> Result<StatusWrite, serde_json::Error> {
@@ -239,6 +279,8 @@ impl StatusWrite {
             uid: String::new(),
             ranges: Vec::new(),
             drop_from: None,
+            ranges_written: 0,
+            ranges_bytes: 0,
         }
     }
 }
