@@ -227,6 +227,12 @@ impl ControlPlane {
         let (driver, enforced, owned) = cgroup_driver(&opts)?;
         let scoped_state = if opts.scoped_state { Some(scoped_state_dir(&opts.home)?) } else { None };
         let state_home = scoped_state.clone().unwrap_or_else(|| opts.home.clone());
+        // The gateway's port before anything is started or written: a port in use is refused
+        // with the home as it was.
+        let bound = match &opts.gateway {
+            Some(gc) => Some(crate::gateway::Bound::bind(gc).await?),
+            None => None,
+        };
         let server = Server::start(opts.server_config(&state_home)).await?;
         let client = client_for(server.kubeconfig()).await?;
         let (stop, stop_rx) = watch::channel(false);
@@ -250,10 +256,9 @@ impl ControlPlane {
         config.restart_backoff = opts.restart_backoff;
         config.log_limits = opts.log_limits;
         config.external_url = server.url();
-        // The gateway's socket first: the agents are told its URL.
-        let gateway = match &opts.gateway {
-            Some(gc) => {
-                let bound = crate::gateway::Bound::bind(gc).await?;
+        // The gateway's URL and token key before the node: the agents are told them.
+        let gateway = match (bound, &opts.gateway) {
+            (Some(bound), Some(gc)) => {
                 bound.write_url(&state_home)?;
                 let key = crate::gateway::token::TokenKey::load_or_create(&state_home)
                     .map_err(crate::gateway::Error::from)?;
@@ -267,7 +272,7 @@ impl ControlPlane {
                 });
                 Some((bound, gc.clone(), key, front))
             }
-            None => None,
+            _ => None,
         };
         let version = enforced.then(|| driver.version());
         let (node, runner) = Node::new(client.clone(), driver, config);

@@ -76,7 +76,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Why the gateway cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("gateway: binding {addr}: {source}")]
+    #[error("gateway: binding {addr}: {source} (another daemon's gateway? pass --gateway-port with a free port, or 0)")]
     Bind {
         addr: SocketAddr,
         #[source]
