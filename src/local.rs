@@ -277,6 +277,14 @@ impl ControlPlane {
         let (driver, enforced, owned) = cgroup_driver(&opts)?;
         let scoped_state = if opts.scoped_state { Some(scoped_state_dir(&opts.home)?) } else { None };
         let state_home = scoped_state.clone().unwrap_or_else(|| opts.home.clone());
+        // The gateway's port before anything is started or written: a port in use is refused
+        // with the home as it was. It serves on the control plane's own address (`--listen`).
+        let bound = match &opts.gateway {
+            Some(gc) => Some(
+                crate::gateway::Bound::bind(&crate::gateway::GatewayConfig { bind: opts.listen, ..gc.clone() }).await?,
+            ),
+            None => None,
+        };
         let server = Server::start(opts.server_config(&state_home).peers(peers.clone())).await?;
         let client = client_for(server.kubeconfig()).await?;
         let discovery = match start_discovery(&opts, &server, &client, &peers, node_name.as_deref()).await {
@@ -307,12 +315,9 @@ impl ControlPlane {
         config.restart_backoff = opts.restart_backoff;
         config.log_limits = opts.log_limits;
         config.external_url = server.url();
-        // The gateway's socket first: the agents are told its URL.
-        let gateway = match &opts.gateway {
-            Some(gc) => {
-                // The gateway serves on the control plane's own address (`--listen`).
-                let gc = crate::gateway::GatewayConfig { bind: opts.listen, ..gc.clone() };
-                let bound = crate::gateway::Bound::bind(&gc).await?;
+        // The gateway's URL and token key before the node: the agents are told them.
+        let gateway = match (bound, &opts.gateway) {
+            (Some(bound), Some(gc)) => {
                 bound.write_url(&state_home)?;
                 let key = crate::gateway::token::TokenKey::load_or_create(&state_home)
                     .map_err(crate::gateway::Error::from)?;
@@ -324,9 +329,9 @@ impl ControlPlane {
                     ca_path: front.ca_path.clone(),
                     key: key.clone(),
                 });
-                Some((bound, gc, key, front))
+                Some((bound, gc.clone(), key, front))
             }
-            None => None,
+            _ => None,
         };
         let version = enforced.then(|| driver.version());
         let (node, runner) = Node::new(client.clone(), driver, config);

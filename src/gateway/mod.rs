@@ -76,7 +76,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Why the gateway cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("gateway: binding {addr}: {source}")]
+    #[error("gateway: binding {addr}: {source} (another daemon's gateway? pass --gateway-port with a free port, or 0)")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -441,7 +441,7 @@ impl Gateway {
     }
 
     /// The agent `namespace/name`, if the gateway can route to it.
-    fn routable(&self, namespace: &str, name: &str) -> Result<crate::api::Agent, Refusal> {
+    fn routable(&self, namespace: &str, name: &str) -> Result<Arc<crate::api::Agent>, Refusal> {
         let not_found = || {
             Refusal::new(
                 StatusCode::NOT_FOUND,

@@ -183,14 +183,14 @@ impl Engine {
     }
 
     /// The Agent `namespace/name` as the engine last saw it.
-    pub fn agent(&self, namespace: &str, name: &str) -> Option<Agent> {
+    pub fn agent(&self, namespace: &str, name: &str) -> Option<Arc<Agent>> {
         lock(&self.state).agents.get(&(namespace.to_owned(), name.to_owned())).map(|v| v.agent.clone())
     }
 
     /// The Agents of `namespace` with a ready slot capacity (> 0), by name.
-    pub fn ready_agents(&self, namespace: &str) -> Vec<Agent> {
+    pub fn ready_agents(&self, namespace: &str) -> Vec<Arc<Agent>> {
         let st = lock(&self.state);
-        let mut out: Vec<(String, Agent)> = st
+        let mut out: Vec<(String, Arc<Agent>)> = st
             .agents
             .iter()
             .filter(|((ns, name), _)| ns == namespace && st.queue.agent(ns, name).is_some_and(|s| s.ready))
@@ -231,5 +231,99 @@ fn busy(st: &State, namespace: &str, target: &Target) -> String {
             "every ready agent with skill \"{skill}\" in namespace \"{namespace}\" has all its slots busy \
              (replicas × maxConcurrentTasks)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::agent::{AgentSpec, AgentStatus};
+
+    fn agent(name: &str, max: u32, skills: &[&str]) -> Agent {
+        let spec: AgentSpec = serde_json::from_value(serde_json::json!({
+            "protocol": "a2a", "command": ["x"], "maxConcurrentTasks": max, "skills": skills,
+        }))
+        .expect("spec");
+        let mut a = Agent::new(name, spec);
+        a.metadata.namespace = Some("default".into());
+        a.metadata.uid = Some(format!("uid-{name}"));
+        a.status = Some(AgentStatus {
+            ready_replicas: 1,
+            endpoints: vec![format!("http://127.0.0.1:1/{name}")],
+            ..Default::default()
+        });
+        a
+    }
+
+    /// An engine that knows `agents` and dispatches, with an API it never needs.
+    fn engine(agents: Vec<Agent>) -> Arc<Engine> {
+        let (client, _handle) = crate::cluster::testing::mock();
+        let e = Engine::new(client, super::super::EngineConfig::default());
+        for a in agents {
+            e.agent_changed(a);
+        }
+        tokio::spawn(e.clone().dispatcher());
+        e
+    }
+
+    fn call(target: Target, priority: Priority, wait_ms: u64) -> CallRequest {
+        CallRequest { namespace: "default".into(), target, priority, wait: Duration::from_millis(wait_ms) }
+    }
+
+    #[tokio::test]
+    async fn a_call_holds_a_slot_until_dropped_and_one_that_waits_too_long_is_told_why() {
+        let e = engine(vec![agent("solo", 1, &["sum"])]);
+        let first =
+            e.admit_call(call(Target::Skill("sum".into()), Priority::Normal, 5_000)).await.expect("a free slot");
+        assert_eq!(first.agent(), "solo");
+        let err = e.admit_call(call(Target::Agent("solo".into()), Priority::Normal, 100)).await.unwrap_err();
+        assert_eq!(err.metric_label(), "timed_out");
+        assert!(err.to_string().contains("has all 1 of its slots busy"), "{err}");
+        assert_eq!(lock(&e.state).queue.len(), 0, "the refused call left the queue");
+        let waiting = tokio::spawn({
+            let e = e.clone();
+            async move { e.admit_call(call(Target::Agent("solo".into()), Priority::Normal, 10_000)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(first);
+        let second = waiting.await.expect("join").expect("admitted once the slot is free");
+        assert_eq!(lock(&e.state).queue.agent("default", "solo").map(|s| s.in_flight), Some(1));
+        drop(second);
+        assert_eq!(lock(&e.state).queue.agent("default", "solo").map(|s| s.in_flight), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_call_of_higher_priority_goes_first() {
+        let e = engine(vec![agent("solo", 1, &[])]);
+        let held = e.admit_call(call(Target::Agent("solo".into()), Priority::Normal, 5_000)).await.expect("slot");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (n, (label, priority)) in [("low", Priority::Low), ("high", Priority::High)].into_iter().enumerate() {
+            let (engine, tx) = (e.clone(), tx.clone());
+            tokio::spawn(async move {
+                let a =
+                    engine.admit_call(call(Target::Agent("solo".into()), priority, 10_000)).await.expect("admitted");
+                let _ = tx.send(label);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                drop(a);
+            });
+            // Queued before the next one is.
+            while lock(&e.state).queue.len() <= n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        drop(held);
+        assert_eq!(rx.recv().await, Some("high"), "queued second, admitted first");
+        assert_eq!(rx.recv().await, Some("low"));
+    }
+
+    #[tokio::test]
+    async fn a_call_for_what_nobody_offers_waits_as_a_task_would_and_is_told_why() {
+        // An agent may yet appear, as for a Workflow task: the wait ends it, with the reason.
+        let e = engine(vec![agent("solo", 1, &["sum"])]);
+        let err = e.admit_call(call(Target::Skill("juggle".into()), Priority::Normal, 100)).await.unwrap_err();
+        assert!(err.to_string().contains("no Ready agent in namespace \"default\" has skill \"juggle\""), "{err}");
+        let err = e.admit_call(call(Target::Agent("ghost".into()), Priority::Normal, 100)).await.unwrap_err();
+        assert!(err.to_string().contains("ghost"), "{err}");
+        assert_eq!(lock(&e.state).queue.len(), 0);
     }
 }
