@@ -119,6 +119,8 @@ struct Inner {
     workflows: BTreeMap<Key, WorkflowSeries>,
     /// Alert webhook deliveries by outcome.
     notifications: BTreeMap<&'static str, u64>,
+    /// Peer -> (breaker state gauge, transitions).
+    breakers: BTreeMap<String, (i64, u64)>,
 }
 
 /// The shared registry (one per process: the node, the engine and the API server of `a2a
@@ -201,6 +203,14 @@ impl Registry {
     /// is tried again), `failed` (after the last attempt), `dropped` (its queue was full).
     pub fn alert_notification(&self, outcome: &'static str) {
         *self.lock().notifications.entry(outcome).or_default() += 1;
+    }
+
+    /// Peer `peer`'s breaker changed to `state` (0 closed, 1 half-open, 2 open).
+    pub fn peer_breaker(&self, peer: &str, state: i64) {
+        let mut inner = self.lock();
+        let e = inner.breakers.entry(peer.to_owned()).or_default();
+        e.0 = state;
+        e.1 += 1;
     }
 
     pub fn budget_gone(&self, name: &str) {
@@ -390,6 +400,19 @@ impl Registry {
         );
         for (outcome, n) in &inner.notifications {
             let _ = writeln!(out, "a2a_alert_notifications_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        header(out, "a2a_peer_breaker_state", "gauge", "Each peer's circuit breaker: 0 closed, 1 half-open, 2 open.");
+        for (peer, (state, _)) in &inner.breakers {
+            let _ = writeln!(out, "a2a_peer_breaker_state{{peer=\"{}\"}} {state}", escape(peer));
+        }
+        header(
+            out,
+            "a2a_peer_breaker_transitions_total",
+            "counter",
+            "Changes of state of each peer's circuit breaker.",
+        );
+        for (peer, (_, n)) in &inner.breakers {
+            let _ = writeln!(out, "a2a_peer_breaker_transitions_total{{peer=\"{}\"}} {n}", escape(peer));
         }
 
         header(

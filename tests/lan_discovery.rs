@@ -81,7 +81,8 @@ fn three_hosts_find_each_other_follow_skills_and_see_a_host_leave() {
             assert_eq!(p["joined"], false, "mDNS only finds hosts: {p}");
             assert_eq!(p["addresses"], serde_json::json!([format!("10.77.0.{j}")]), "{p}");
             let url = lan.hosts[j - 1].url.clone().unwrap_or_default();
-            assert_eq!(p["url"], url, "without a gateway the API URL is advertised: {p}");
+            let gateway = std::fs::read_to_string(lan.hosts[j - 1].home.join("gateway.url")).unwrap_or_default();
+            assert_eq!(p["url"], gateway.trim(), "the gateway's URL is advertised: {p}");
             assert_eq!(p["apiUrl"], url, "{p}");
             // The default host budget (8Gi, 60% of the cores) with nothing admitted.
             assert_eq!(p["room"]["memoryBytes"], 8u64 << 30, "{p}");

@@ -552,7 +552,9 @@ fn oversized_manifests_are_refused() {
 
 #[test]
 fn placement_is_one_of_local_lan_any_and_a_task_naming_an_agent_stays_local() {
-    let ok = workflow("  placement: lan\n  tasks:\n    - { name: a, skill: sum, message: m }\n    - { name: b, agent: x, message: m }\n    - { name: c, skill: s, placement: any, message: m }\n");
+    let ok = workflow(
+        "  placement: lan\n  tasks:\n    - { name: a, skill: sum, message: m }\n    - { name: b, agent: x, message: m }\n    - { name: c, skill: s, placement: any, message: m }\n",
+    );
     assert!(load_str("m.yaml", &ok).is_ok(), "placement lan and any are accepted");
     let bad = workflow("  tasks:\n    - { name: a, skill: sum, placement: cloud, message: m }\n");
     let e = errors(&bad);

@@ -91,6 +91,7 @@ mod call;
 mod explain;
 mod flush;
 mod parts;
+mod remote;
 mod reply;
 mod throttle;
 mod trace;
@@ -147,6 +148,8 @@ pub enum Error {
     EndedSilently { state: &'static str },
     #[error("{state}: {text}")]
     Ended { state: &'static str, text: String },
+    #[error(transparent)]
+    Peer(#[from] crate::discovery::remote::PeerFailure),
     #[error("{why}; the last answer: {source}")]
     Deferred {
         why: String,
@@ -539,11 +542,13 @@ pub struct EngineConfig {
     pub stdio: Option<Arc<dyn StdioRunner>>,
     /// Only these namespaces (empty: all).
     pub namespace: Option<String>,
+    /// Joined peers that may take tasks whose placement lets them leave the host.
+    pub remote: Option<Arc<crate::discovery::remote::RemoteWork>>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { flush_interval: Duration::from_millis(25), stdio: None, namespace: None }
+        EngineConfig { flush_interval: Duration::from_millis(25), stdio: None, namespace: None, remote: None }
     }
 }
 
@@ -1009,6 +1014,8 @@ impl Engine {
     /// One dispatch pass: what may go now is sent (attempts) or handed to its caller (calls);
     /// returns when a task held by a rate limit may go.
     fn dispatch_pass(self: &Arc<Self>) -> Option<std::time::Instant> {
+        // `lan` tasks go to a peer first; `any` tasks only when no local agent took them.
+        self.dispatch_remote(crate::api::workflow::Placement::Lan);
         let (assignments, next) = self.dispatch_now();
         for (a, permit) in assignments {
             match a.item {
@@ -1019,6 +1026,7 @@ impl Engine {
                 Work::Call(id) => self.call_admitted(id, a.namespace, a.agent, permit),
             }
         }
+        self.dispatch_remote(crate::api::workflow::Placement::Any);
         next
     }
 
@@ -1026,6 +1034,7 @@ impl Engine {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             self.explain();
+            self.remote_tick();
             let now = Timestamp::now();
             let due: Vec<(Key, bool)> = lock(&self.state)
                 .workflows
