@@ -520,6 +520,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn peer_breakers_show_their_state_and_count_their_transitions() {
+        let r = Registry::default();
+        r.peer_breaker("h2", 2);
+        r.peer_breaker("h2", 1);
+        r.peer_breaker("h2", 0);
+        let mut out = String::new();
+        r.render(&mut out);
+        assert!(out.contains("a2a_peer_breaker_state{peer=\"h2\"} 0"), "{out}");
+        assert!(out.contains("a2a_peer_breaker_transitions_total{peer=\"h2\"} 3"), "{out}");
+        assert!(out.contains("# TYPE a2a_peer_breaker_state gauge"), "{out}");
+    }
+
+    #[test]
     fn a_deleted_agent_or_workflow_leaves_no_series() {
         let r = Registry::default();
         r.agent_status("ns", "a", 1, 1, 2);
