@@ -966,10 +966,18 @@ impl Engine {
         for (name, attempt, agent, task_id) in resumes {
             // Back to the same agent (when it is known and ready again), first in line.
             let Some(agent) = agent else { continue };
+            // An attempt that was on a peer is sent again by its skill (execution at least once).
+            let (target, task_id) = match agent.strip_prefix(remote::PEER_PREFIX) {
+                Some(_) => match w.index.position(&name).and_then(|i| w.spec.tasks[i].skill.clone()) {
+                    Some(skill) => (Target::Skill(skill), None),
+                    None => continue,
+                },
+                None => (Target::Agent(agent), task_id),
+            };
             w.attempts.queue(&name);
             queue.push(Queued {
                 namespace: k.0.clone(),
-                target: Target::Agent(agent),
+                target,
                 priority: crate::api::Priority::Critical,
                 item: Work::Task(TaskRef {
                     workflow: k.clone(),
