@@ -1,5 +1,6 @@
 //! Remote work between hosts: three `a2a serve --listen` in network namespaces on a bridge
-//! (tests/support/netns.rs), h2 and h3 joined to h1. A workflow task with `placement: lan`
+//! (tests/support/netns.rs), h2 and h3 joined to h1, h4 on the LAN with the skill but not
+//! joined (never given work). A workflow task with `placement: lan`
 //! runs on the peer that has its skill, over mutual TLS with h1's node certificate (audited on
 //! both hosts); killing that peer's control plane opens its breaker and the work completes
 //! elsewhere, each task's result recorded once; the peer comes back and its breaker closes.
@@ -102,8 +103,11 @@ fn ran_once(lan: &Lan, name: &str, n: usize) -> Vec<String> {
 
 #[test]
 fn lan_tasks_run_on_the_peer_with_the_skill_survive_its_death_and_its_breaker_closes_when_it_returns() {
-    let mut lan = Lan::new(3);
+    let mut lan = Lan::new(4);
     let first = lan.start(1, &[]);
+    // h4 is on the LAN with the skill but never joined: another cluster's CA, never given work.
+    lan.start(4, &[]);
+    apply(&lan, 4, "agent.yaml", AGENT);
     // h2 and h3 join h1 before their daemons start (a2a join, in their namespaces).
     for i in 2..=3 {
         let token = run(&lan, 1, &["token", "create"]).trim().to_owned();
@@ -121,6 +125,11 @@ fn lan_tasks_run_on_the_peer_with_the_skill_survive_its_death_and_its_breaker_cl
             l["resource"] == "agents/SendMessage" && l["user"].as_str().is_some_and(|u| u.starts_with("system:node:"))
         })
     };
+
+    until(&lan, "h1 sees h4 and its skill, and does not verify it", || {
+        peer(&lan, 1, "h4").is_some_and(|p| p["skillsDigest"] != "none")
+    });
+    assert_eq!(peer(&lan, 1, "h4").expect("h4 listed")["joined"], false, "h4 is not of h1's cluster");
 
     // 1. placement: lan runs on h2.
     apply(&lan, 1, "w1.yaml", &tasks_yaml("w1", 3));
@@ -159,6 +168,14 @@ fn lan_tasks_run_on_the_peer_with_the_skill_survive_its_death_and_its_breaker_cl
         ran_once(&lan, &name, 1);
         peer(&lan, 1, "h2").is_some_and(|p| p["breaker"] == "closed")
     });
+    assert!(
+        audit(&lan.hosts[3].home).iter().all(|l| l["resource"] != "agents/SendMessage"),
+        "h4, not of the cluster, was never sent anything"
+    );
+    assert!(
+        audit(&lan.hosts[0].home).iter().all(|l| !l["name"].as_str().is_some_and(|n| n.starts_with("h4/"))),
+        "nor did h1 try"
+    );
     let events = run(&lan, 1, &["get", "events", "-o", "json"]);
     assert!(events.contains("PeerBreakerOpened") && events.contains("PeerBreakerClosed"), "{events}");
 }
