@@ -335,15 +335,32 @@ impl ControlPlane {
         };
         let version = enforced.then(|| driver.version());
         let (node, runner) = Node::new(client.clone(), driver, config);
+        // Remote work needs discovery (to find peers) and this host's node identity.
+        let remote = match (&discovery, &node_name) {
+            (Some(_), Some(n)) => Some(crate::discovery::remote::RemoteWork::new(
+                n,
+                state_home.clone(),
+                peers.clone(),
+                Some(server.front_door().audit.clone()),
+            )),
+            _ => None,
+        };
         let engine = Engine::new(
             client.clone(),
-            EngineConfig { stdio: Some(StdioTasks::new(node) as Arc<_>), ..EngineConfig::default() },
+            EngineConfig {
+                stdio: Some(StdioTasks::new(node) as Arc<_>),
+                remote: remote.clone(),
+                ..EngineConfig::default()
+            },
         );
         let mut gateway_url = None;
         let mut tasks = Vec::new();
         if let Some((bound, gc, key, front)) = gateway {
             gateway_url = Some(bound.url());
             tasks.push(crate::gateway::serve(bound, &gc, engine.clone(), front, key, stop_rx.clone())?);
+        }
+        if let Some(r) = remote {
+            tasks.push(tokio::spawn(r.run(stop_rx.clone())));
         }
         tasks.push(tokio::spawn(runner.run(stopped(stop_rx.clone()))));
         tasks.push(tokio::spawn(engine.run(stopped(stop_rx))));

@@ -119,6 +119,8 @@ struct Inner {
     workflows: BTreeMap<Key, WorkflowSeries>,
     /// Alert webhook deliveries by outcome.
     notifications: BTreeMap<&'static str, u64>,
+    /// Peer -> (breaker state gauge, transitions).
+    breakers: BTreeMap<String, (i64, u64)>,
 }
 
 /// The shared registry (one per process: the node, the engine and the API server of `a2a
@@ -201,6 +203,14 @@ impl Registry {
     /// is tried again), `failed` (after the last attempt), `dropped` (its queue was full).
     pub fn alert_notification(&self, outcome: &'static str) {
         *self.lock().notifications.entry(outcome).or_default() += 1;
+    }
+
+    /// Peer `peer`'s breaker changed to `state` (0 closed, 1 half-open, 2 open).
+    pub fn peer_breaker(&self, peer: &str, state: i64) {
+        let mut inner = self.lock();
+        let e = inner.breakers.entry(peer.to_owned()).or_default();
+        e.0 = state;
+        e.1 += 1;
     }
 
     pub fn budget_gone(&self, name: &str) {
@@ -391,6 +401,19 @@ impl Registry {
         for (outcome, n) in &inner.notifications {
             let _ = writeln!(out, "a2a_alert_notifications_total{{outcome=\"{outcome}\"}} {n}");
         }
+        header(out, "a2a_peer_breaker_state", "gauge", "Each peer's circuit breaker: 0 closed, 1 half-open, 2 open.");
+        for (peer, (state, _)) in &inner.breakers {
+            let _ = writeln!(out, "a2a_peer_breaker_state{{peer=\"{}\"}} {state}", escape(peer));
+        }
+        header(
+            out,
+            "a2a_peer_breaker_transitions_total",
+            "counter",
+            "Changes of state of each peer's circuit breaker.",
+        );
+        for (peer, (_, n)) in &inner.breakers {
+            let _ = writeln!(out, "a2a_peer_breaker_transitions_total{{peer=\"{}\"}} {n}", escape(peer));
+        }
 
         header(
             out,
@@ -495,6 +518,19 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_breakers_show_their_state_and_count_their_transitions() {
+        let r = Registry::default();
+        r.peer_breaker("h2", 2);
+        r.peer_breaker("h2", 1);
+        r.peer_breaker("h2", 0);
+        let mut out = String::new();
+        r.render(&mut out);
+        assert!(out.contains("a2a_peer_breaker_state{peer=\"h2\"} 0"), "{out}");
+        assert!(out.contains("a2a_peer_breaker_transitions_total{peer=\"h2\"} 3"), "{out}");
+        assert!(out.contains("# TYPE a2a_peer_breaker_state gauge"), "{out}");
+    }
 
     #[test]
     fn a_deleted_agent_or_workflow_leaves_no_series() {

@@ -549,3 +549,22 @@ fn oversized_manifests_are_refused() {
     let big = "#".repeat(17 << 20);
     assert_eq!(errors(&big), [format!("m.yaml: is {} bytes; manifests are limited to 16 MiB", 17 << 20)]);
 }
+
+#[test]
+fn placement_is_one_of_local_lan_any_and_a_task_naming_an_agent_stays_local() {
+    let ok = workflow(
+        "  placement: lan\n  tasks:\n    - { name: a, skill: sum, message: m }\n    - { name: b, agent: x, message: m }\n    - { name: c, skill: s, placement: any, message: m }\n",
+    );
+    assert!(load_str("m.yaml", &ok).is_ok(), "placement lan and any are accepted");
+    let bad = workflow("  tasks:\n    - { name: a, skill: sum, placement: cloud, message: m }\n");
+    let e = errors(&bad);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("spec.tasks[0].placement") && e[0].contains("local") && e[0].contains("lan"), "{e:?}");
+    let pinned = workflow("  tasks:\n    - { name: a, agent: x, placement: lan, message: m }\n");
+    assert_eq!(
+        errors(&pinned),
+        [format!(
+            "{W}: spec.tasks[0].placement: is lan, but the task names agent \"x\": only a task sent by skill can run on a peer (set skill instead of agent, or placement: local)"
+        )]
+    );
+}

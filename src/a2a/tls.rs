@@ -21,6 +21,8 @@ pub struct TlsOptions {
     pub client_certificate: Option<ClientCertificate>,
     /// The name the agent's certificate must carry (and the SNI sent), instead of the URL's host.
     pub server_name: Option<String>,
+    /// Trust `ca_pem` alone, not the system's CAs (calls between the hosts of a cluster).
+    pub only_ca: bool,
 }
 
 /// A client certificate chain and its key, PEM.
@@ -81,7 +83,7 @@ fn system_roots() -> &'static RootCertStore {
 
 /// The rustls configuration for `options`.
 pub fn client_config(options: &TlsOptions) -> Result<ClientConfig, Error> {
-    let mut roots = system_roots().clone();
+    let mut roots = if options.only_ca { RootCertStore::empty() } else { system_roots().clone() };
     if let Some(pem) = &options.ca_pem {
         let mut any = false;
         for cert in CertificateDer::pem_slice_iter(pem) {

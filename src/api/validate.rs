@@ -636,6 +636,19 @@ fn check_workflow(wf: &Workflow, errors: &mut Vec<FieldError>) {
             (None, Some(s)) if s.trim().is_empty() => errors.push(FieldError::new(format!("{path}.skill"), "is empty")),
             _ => {}
         }
+        // A workflow's placement applies to its tasks sent by skill; a task naming an agent runs
+        // where that agent is, so its own placement may not ask for a peer.
+        if let (Some(p), Some(a)) = (t.placement, &t.agent)
+            && p.may_leave()
+        {
+            errors.push(FieldError::new(
+                format!("{path}.placement"),
+                format!(
+                    "is {p}, but the task names agent {a:?}: only a task sent by skill can run on a peer (set skill \
+                     instead of agent, or placement: local)"
+                ),
+            ));
+        }
         if t.message.trim().is_empty() {
             errors.push(FieldError::new(format!("{path}.message"), "is empty: say what the agent should do"));
         }

@@ -61,6 +61,11 @@ pub struct WorkflowSpec {
     /// Delete the workflow this long after it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_after_finished: Option<Duration>,
+    /// Where tasks may run: `local` (default: only agents of this host), `any` (a free agent of
+    /// this host first, else a joined peer that has the skill) or `lan` (a joined peer first,
+    /// else an agent of this host). A task's own `placement` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
     /// Answers to the agents' questions (`a2a reply`), append-only: each is delivered once,
     /// in order, to its task's A2A task when that task waits for input.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -129,6 +134,10 @@ pub struct WorkflowTask {
     /// run while the task waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_timeout: Option<Duration>,
+    /// Where this task may run (see the workflow's `placement`, which it overrides). Only a
+    /// task sent by `skill` can leave the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
     /// Run this task once per item, as tasks `NAME[0]`, `NAME[1]`…: `{{ item }}` (and
     /// `{{ item.field }}`, `{{ index }}`) in the message is the item. Tasks that depend on
     /// this one wait for every expansion.
@@ -139,6 +148,46 @@ pub struct WorkflowTask {
     #[serde(skip)]
     #[schemars(skip)]
     pub item: Option<(usize, serde_json::Value)>,
+}
+
+/// Where a task may run: on this host only, or also on the hosts that joined its cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Only agents of this host (nothing leaves the host).
+    #[default]
+    Local,
+    /// A joined peer that advertises the skill first (least loaded by its advertised room),
+    /// else an agent of this host.
+    Lan,
+    /// A free agent of this host first, else a joined peer that advertises the skill.
+    Any,
+}
+
+impl Placement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Local => "local",
+            Placement::Lan => "lan",
+            Placement::Any => "any",
+        }
+    }
+
+    /// The placement of task `task` of `spec`: its own, else the workflow's, else `local`.
+    pub fn of(spec: &WorkflowSpec, task: &WorkflowTask) -> Placement {
+        task.placement.or(spec.placement).unwrap_or_default()
+    }
+
+    /// Whether the task may run on a peer at all.
+    pub fn may_leave(self) -> bool {
+        self != Placement::Local
+    }
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What a `forEach` task runs over: exactly one of `items`, `count`, `task`.

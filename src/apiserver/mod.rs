@@ -272,6 +272,10 @@ pub struct FrontDoor {
     pub audit: Arc<Audit>,
     /// `$A2A_HOME/pki/ca.crt`.
     pub ca_path: PathBuf,
+    /// The cluster's CA (PEM): client certificates it signed authenticate hosts.
+    pub cluster_ca: String,
+    /// Which node certificates are still accepted ([`join::Join::accepts`]).
+    pub join: Arc<join::Join>,
 }
 
 impl FrontDoor {
@@ -281,6 +285,16 @@ impl FrontDoor {
             return Some(authz::Subject::masters(ADMIN_USER));
         }
         self.users.authenticate(token)
+    }
+
+    /// The node a verified client certificate names, if its certificate is still accepted.
+    pub fn node(&self, peer: &join::PeerCertificate) -> Option<authz::Subject> {
+        let node = peer.node()?;
+        if self.join.accepts(node, &peer.serial) {
+            return Some(authz::Subject::node(node));
+        }
+        tracing::warn!(node, serial = %peer.serial, "a client certificate of a node no longer accepted (deleted, renewed, or joined again)");
+        None
     }
 }
 
@@ -430,6 +444,8 @@ impl Server {
             admin_token: identity.token.clone().into(),
             audit: audit.clone(),
             ca_path: home.join("pki").join("ca.crt"),
+            cluster_ca: cluster_ca.clone(),
+            join: join.clone(),
         };
         let state = AppState {
             store: store.clone(),

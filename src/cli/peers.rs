@@ -2,8 +2,10 @@
 //! their skills digest, free room, version and health. Read from the server's
 //! `/apis/discovery.a2a.dev/v1alpha1/peers` (any user with the `view` role or above).
 //!
-//! Every peer shows `JOINED no`: mDNS only finds hosts; only hosts joined and verified by
-//! mutual TLS are given work.
+//! mDNS only finds hosts: a peer shows `JOINED yes` (wide) once its gateway answered this
+//! host over mutual TLS as a member of the same cluster, and only such peers are given work.
+//! `BREAKER` is the peer's circuit breaker as this host sees it (`closed`, `open`,
+//! `half-open`; see docs/network.md).
 
 use clap::{Args, ValueEnum};
 use serde_json::Value;
@@ -64,7 +66,9 @@ pub fn render(doc: &Value, output: PeersOutput) -> Result<String> {
     }
     let wide = output == PeersOutput::Wide;
     let mut header: Vec<String> =
-        ["NODE", "URL", "SKILLS", "CPU-FREE", "MEM-FREE", "VERSION", "HEALTH", "SEEN"].map(String::from).to_vec();
+        ["NODE", "URL", "SKILLS", "CPU-FREE", "MEM-FREE", "VERSION", "HEALTH", "BREAKER", "SEEN"]
+            .map(String::from)
+            .to_vec();
     if wide {
         header.extend(["ADDRESSES", "NSKILLS", "API", "JOINED"].map(String::from));
     }
@@ -82,6 +86,7 @@ pub fn render(doc: &Value, output: PeersOutput) -> Result<String> {
                     crate::discovery::peers::Health::Up => "up".into(),
                     crate::discovery::peers::Health::Gone => "gone".into(),
                 },
+                if p.breaker.is_empty() { "closed".into() } else { p.breaker.clone() },
                 human_age(&p.last_seen),
             ];
             if wide {
@@ -109,9 +114,10 @@ mod tests {
             "nodeName": "h2", "instance": "h2._a2a._tcp.local.", "addresses": ["10.0.0.2"],
             "url": "https://10.0.0.2:7443", "skillsDigest": "0a1b2c3d4e5f", "skills": 2,
             "room": {"cpuMillicores": 1500, "memoryBytes": 1073741824}, "version": "0.1.0",
-            "lastSeen": "2026-01-01T00:00:00Z", "health": "up", "joined": false}]});
+            "lastSeen": "2026-01-01T00:00:00Z", "health": "up", "joined": false, "breaker": "open"}]});
         let table = render(&doc, PeersOutput::Table).unwrap();
         assert!(table.starts_with("NODE"), "{table}");
+        assert!(table.contains("BREAKER") && table.contains("open"), "{table}");
         assert!(table.contains("h2") && table.contains("1500m") && table.contains("1Gi") && table.contains("up"));
         let wide = render(&doc, PeersOutput::Wide).unwrap();
         assert!(wide.contains("JOINED") && wide.contains("10.0.0.2") && wide.trim_end().ends_with("no"), "{wide}");

@@ -89,6 +89,12 @@ impl<T> DispatchQueue<T> {
         self.entries.values()
     }
 
+    /// Takes out the queued entries `pick` chooses, highest priority and oldest first.
+    pub fn take(&mut self, mut pick: impl FnMut(&Queued<T>) -> bool) -> Vec<Queued<T>> {
+        let keys: Vec<_> = self.entries.iter().filter(|(_, q)| pick(q)).map(|(k, _)| *k).collect();
+        keys.into_iter().filter_map(|k| self.entries.remove(&k)).collect()
+    }
+
     /// Removes queued entries the predicate rejects (a cancelled workflow's tasks).
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         self.entries.retain(|_, q| keep(&q.item));

@@ -92,6 +92,7 @@ mod call;
 mod explain;
 mod flush;
 mod parts;
+mod remote;
 mod reply;
 mod throttle;
 mod trace;
@@ -148,6 +149,8 @@ pub enum Error {
     EndedSilently { state: &'static str },
     #[error("{state}: {text}")]
     Ended { state: &'static str, text: String },
+    #[error(transparent)]
+    Peer(#[from] crate::discovery::remote::PeerFailure),
     #[error("{why}; the last answer: {source}")]
     Deferred {
         why: String,
@@ -542,11 +545,13 @@ pub struct EngineConfig {
     pub stdio: Option<Arc<dyn StdioRunner>>,
     /// Only these namespaces (empty: all).
     pub namespace: Option<String>,
+    /// Joined peers that may take tasks whose placement lets them leave the host.
+    pub remote: Option<Arc<crate::discovery::remote::RemoteWork>>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { flush_interval: Duration::from_millis(25), stdio: None, namespace: None }
+        EngineConfig { flush_interval: Duration::from_millis(25), stdio: None, namespace: None, remote: None }
     }
 }
 
@@ -964,10 +969,18 @@ impl Engine {
         for (name, attempt, agent, task_id) in resumes {
             // Back to the same agent (when it is known and ready again), first in line.
             let Some(agent) = agent else { continue };
+            // An attempt that was on a peer is sent again by its skill (execution at least once).
+            let (target, task_id) = match agent.strip_prefix(remote::PEER_PREFIX) {
+                Some(_) => match w.index.position(&name).and_then(|i| w.spec.tasks[i].skill.clone()) {
+                    Some(skill) => (Target::Skill(skill), None),
+                    None => continue,
+                },
+                None => (Target::Agent(agent), task_id),
+            };
             w.attempts.queue(&name);
             queue.push(Queued {
                 namespace: k.0.clone(),
-                target: Target::Agent(agent),
+                target,
                 priority: crate::api::Priority::Critical,
                 item: Work::Task(TaskRef {
                     workflow: k.clone(),
@@ -1012,6 +1025,8 @@ impl Engine {
     /// One dispatch pass: what may go now is sent (attempts) or handed to its caller (calls);
     /// returns when a task held by a rate limit may go.
     fn dispatch_pass(self: &Arc<Self>) -> Option<std::time::Instant> {
+        // `lan` tasks go to a peer first; `any` tasks only when no local agent took them.
+        self.dispatch_remote(crate::api::workflow::Placement::Lan);
         let (assignments, next) = self.dispatch_now();
         for (a, permit) in assignments {
             match a.item {
@@ -1022,6 +1037,7 @@ impl Engine {
                 Work::Call(id) => self.call_admitted(id, a.namespace, a.agent, permit),
             }
         }
+        self.dispatch_remote(crate::api::workflow::Placement::Any);
         next
     }
 
@@ -1029,6 +1045,7 @@ impl Engine {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             self.explain();
+            self.remote_tick();
             let now = Timestamp::now();
             let due: Vec<(Key, bool)> = lock(&self.state)
                 .workflows

@@ -50,6 +50,39 @@ pub fn record(
     });
 }
 
+/// Records an Event about host `node` (a peer of this one: its circuit breaker), in
+/// namespace `default`, without waiting for it.
+pub fn record_about_node(client: &kube::Client, node: &str, warning: bool, reason: &str, message: String) {
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    let event = Event {
+        metadata: kube::api::ObjectMeta {
+            generate_name: Some(format!("{node}.")),
+            namespace: Some("default".to_owned()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.to_owned()),
+            ..Default::default()
+        },
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
+        source: Some(EventSource { component: Some("a2a-engine".into()), host: None }),
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), "default");
+    tokio::spawn(async move {
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    });
+}
+
 /// `task "b"`, `tasks "b", "c"` or `tasks "b", "c", "d" and 7 more`.
 pub fn tasks_phrase(names: &[impl AsRef<str>]) -> String {
     let shown: Vec<String> = names.iter().take(3).map(|n| format!("{:?}", n.as_ref())).collect();

@@ -17,7 +17,9 @@
 //! and prove it with mutual TLS.
 
 pub mod advert;
+pub mod breaker;
 pub mod peers;
+pub mod remote;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

@@ -73,6 +73,9 @@ pub struct Peer {
     pub health: Health,
     /// Always false from mDNS: joining (mutual TLS) is what makes a peer usable.
     pub joined: bool,
+    /// Its circuit breaker as this host sees it: `closed`, `open` or `half-open`.
+    #[serde(default)]
+    pub breaker: String,
     #[serde(skip)]
     seen_at: Option<SystemTime>,
 }
@@ -89,6 +92,10 @@ struct Inner {
     me: Option<Me>,
     peers: BTreeMap<String, Peer>,
     ignored: u64,
+    /// Nodes whose gateway answered over mutual TLS (members of this host's cluster).
+    verified: BTreeMap<String, bool>,
+    /// Each peer's breaker state, by node.
+    breakers: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug)]
@@ -145,6 +152,7 @@ impl Peer {
             last_seen: rfc3339(now),
             health: Health::Up,
             joined: false,
+            breaker: String::new(),
             seen_at: Some(now),
         }
     }
@@ -223,11 +231,31 @@ impl PeerTable {
         prune(&mut inner, now, KEEP_GONE);
     }
 
+    /// Whether node `node`'s gateway answered over mutual TLS (a member of this host's
+    /// cluster, its `joined`).
+    pub fn set_joined(&self, node: &str, joined: bool) {
+        lock(&self.inner).verified.insert(node.to_owned(), joined);
+    }
+
+    /// The peers' breaker states, by node.
+    pub fn set_breakers(&self, states: BTreeMap<String, String>) {
+        lock(&self.inner).breakers = states;
+    }
+
     /// The peers, by node name.
     pub fn list(&self) -> Vec<Peer> {
         let mut inner = lock(&self.inner);
         prune(&mut inner, SystemTime::now(), KEEP_GONE);
-        let mut out: Vec<Peer> = inner.peers.values().cloned().collect();
+        let mut out: Vec<Peer> = inner
+            .peers
+            .values()
+            .cloned()
+            .map(|mut p| {
+                p.joined = inner.verified.get(&p.node_name).copied().unwrap_or(false);
+                p.breaker = inner.breakers.get(&p.node_name).cloned().unwrap_or_else(|| "closed".into());
+                p
+            })
+            .collect();
         out.sort_by(|a, b| a.node_name.cmp(&b.node_name).then_with(|| a.instance.cmp(&b.instance)));
         out
     }

@@ -168,7 +168,10 @@ pub fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
     let url = bound.url();
-    let (tls, refuse) = crate::apiserver::pki::Identity::server_configs(&front.serving_cert)?;
+    // Hosts of the cluster call with their node certificates (remote work); everyone else
+    // with a bearer token.
+    let (tls, refuse) =
+        crate::apiserver::pki::Identity::server_configs_verifying(&front.serving_cert, Some(&front.cluster_ca))?;
     let gw = Arc::new(Gateway {
         engine,
         front,
@@ -331,7 +334,12 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         }
     };
     let call = Call::read(&parts.method, &route.rest, &body);
-    let caller = match gw.authenticate(&parts.headers) {
+    let node = parts
+        .extensions
+        .get::<Arc<crate::apiserver::join::PeerCertificate>>()
+        .and_then(|peer| gw.front.node(peer))
+        .map(|subject| Caller { subject, agent: None });
+    let caller = match node.map_or_else(|| gw.authenticate(&parts.headers), Ok) {
         Ok(c) => c,
         Err(refusal) => {
             let anonymous = Subject {
@@ -419,6 +427,9 @@ impl Gateway {
         let ok = match &caller.agent {
             // An agent calls the agents of its own namespace, and no other.
             Some((ns, _)) => ns == namespace,
+            // A host of the cluster sends the tasks it places here (remote work): the node
+            // role may call agents through the gateway, and nothing else of the API.
+            None if caller.subject.grant == authz::Grant::Node => true,
             None => authz::authorize(&caller.subject, &request),
         };
         if ok {
@@ -557,7 +568,7 @@ impl Gateway {
             ],
             "capabilities": {"streaming": true},
             "securitySchemes": security_schemes(),
-            "securityRequirements": [{"schemes": {"gateway": {"list": []}}}],
+            "securityRequirements": [{"schemes": {"gateway": {"list": []}}}, {"schemes": {"node": {"list": []}}}],
             "defaultInputModes": ["text/plain"],
             "defaultOutputModes": ["text/plain"],
             "skills": skills,
@@ -926,10 +937,15 @@ fn url_path(url: &str) -> String {
 
 /// How callers authenticate to the gateway, for its cards.
 fn security_schemes() -> Value {
-    json!({"gateway": {"httpAuthSecurityScheme": {
-        "scheme": "Bearer",
-        "description": "a user's token (a2a user create), the administrator's, or an agent's $A2A_GATEWAY_TOKEN",
-    }}})
+    json!({
+        "gateway": {"httpAuthSecurityScheme": {
+            "scheme": "Bearer",
+            "description": "a user's token (a2a user create), the administrator's, or an agent's $A2A_GATEWAY_TOKEN",
+        }},
+        "node": {"mtlsSecurityScheme": {
+            "description": "a host of the same cluster: its node certificate, issued by the cluster's CA",
+        }},
+    })
 }
 
 /// An agent's card as seen through the gateway at `base`: every interface URL keeps its

@@ -54,16 +54,123 @@ impl Engine {
                 Ok(()) => self.attempt(&t, token, &agent_name, resume_id, begun).await,
             },
         };
-        let outcome = match outcome {
+        let outcome = self.outcome(&t, outcome).await;
+        self.finish(&t, token, &agent_name, outcome);
+    }
+
+    /// What an answer becomes in the status (a long output kept beside the workflow).
+    async fn outcome(&self, t: &TaskRef, answer: Result<Answer, Error>) -> Result<Outcome, Error> {
+        match answer {
             Ok(Answer::Text(text)) if text.len() > MAX_OUTPUT_IN_STATUS => {
-                self.store_output(&t, text).await.map(Outcome::Done)
+                self.store_output(t, text).await.map(Outcome::Done)
             }
             Ok(Answer::Text(text)) => Ok(Outcome::Done(Output { text, reference: None, whole: None, parts: None })),
-            Ok(Answer::Parts(parts)) => self.keep_parts(&t, parts).await.map(Outcome::Done),
+            Ok(Answer::Parts(parts)) => self.keep_parts(t, parts).await.map(Outcome::Done),
             Ok(Answer::Waiting(w)) => Ok(Outcome::Waiting(w)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Runs one attempt of `t` on peer `node` (whose breaker let it through), sent to its
+    /// gateway by `skill`, and records the outcome. The status names the agent `peer/NODE`.
+    /// When the peer fails (not the task: the peer), the attempt goes back to the queue, to
+    /// run on another peer or on this host: a task may then run twice, its result is
+    /// recorded once.
+    pub(super) async fn execute_remote(
+        self: Arc<Self>,
+        remote: Arc<crate::discovery::remote::RemoteWork>,
+        t: TaskRef,
+        node: String,
+        skill: String,
+    ) {
+        let token = self.next_token.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let label = format!("{}{node}", super::remote::PEER_PREFIX);
+        let started = {
+            let now = Timestamp::now();
+            let mut st = lock(&self.state);
+            st.workflows.get_mut(&t.workflow).and_then(|w| {
+                let begun = w.begin(&t, token, &label, now)?;
+                let i = w.index.position(&t.task)?;
+                let needed: Vec<(String, u32)> = plan::long_outputs_used(&w.spec, &w.status, i)
+                    .into_iter()
+                    .filter(|(_, key)| !w.full_outputs.contains_key(key))
+                    .map(|(j, key)| (key, w.status.tasks[j].attempts))
+                    .collect();
+                Some((begun, needed))
+            })
         };
-        self.finish(&t, token, &agent_name, outcome);
+        self.flush.notify_one();
+        let answer = match started {
+            None => {
+                remote.abandon(&node);
+                Err(Error::Gone)
+            }
+            Some((begun, needed)) => match self.load_outputs(&t, needed).await {
+                Err(e) => {
+                    remote.abandon(&node);
+                    Err(e)
+                }
+                Ok(()) => self.attempt_remote(&remote, &t, token, &node, &skill, begun).await,
+            },
+        };
+        let outcome = self.outcome(&t, answer).await;
+        self.finish(&t, token, &label, outcome);
+    }
+
+    async fn attempt_remote(
+        &self,
+        remote: &crate::discovery::remote::RemoteWork,
+        t: &TaskRef,
+        token: u64,
+        node: &str,
+        skill: &str,
+        begun: Begun,
+    ) -> Result<Answer, Error> {
+        let Begun { cancelled: mut rx, .. } = begun;
+        let prepared = {
+            let st = lock(&self.state);
+            st.workflows
+                .get(&t.workflow)
+                .filter(|w| w.attempts.is_current(&t.task, token))
+                .and_then(|w| Some((w, w.index.position(&t.task)?)))
+                .map(|(w, i)| {
+                    let full = &w.full_outputs;
+                    let message = plan::render_message_with(&w.spec, &w.status, i, |key| full.get(key).map(|s| &**s));
+                    let task = &w.spec.tasks[i];
+                    let timeout = task.timeout.as_ref().or(w.spec.timeout.as_ref()).map(|d| d.value());
+                    (message, timeout, task.data.clone(), plan::message_id(&w.uid, &task.name, t.attempt))
+                })
+        };
+        let Some((message, timeout, data, message_id)) = prepared else {
+            remote.abandon(node);
+            return Err(Error::Gone);
+        };
+        let text = match message {
+            Ok(m) => m,
+            Err(e) => {
+                remote.abandon(node);
+                return Err(e.into());
+            }
+        };
+        let cancelled = async move {
+            let _ = rx.wait_for(|c| *c).await;
+        };
+        let mut parts = vec![a2a::types::Part::text(text)];
+        if let Some(d) = data {
+            parts.push(a2a::types::Part::data(d));
+        }
+        let mut message = a2a::types::Message::new(a2a::types::Role::User, message_id, parts);
+        crate::traces::annotate(&mut message.metadata);
+        message.context_id = Some(plan::context_id(&t.uid, &t.task, t.attempt));
+        let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
+        // The request is answered (for the rate limits) when the exchange ends.
+        let r = remote.send(node, skill, message, &opts, cancelled).await;
+        self.rate_answered(token);
+        match r {
+            Ok(Ok(resp)) => response_result(resp),
+            Ok(Err(e)) => Err(Error::A2a(e)),
+            Err(f) => Err(Error::Peer(f)),
+        }
     }
 
     /// Reads the whole outputs of upstream tasks `needed` from beside the workflow, into the
@@ -430,6 +537,16 @@ impl Engine {
             let mut st = lock(&self.state);
             st.queue.release(&t.workflow.0, agent);
             if let Some(w) = st.workflows.get_mut(&t.workflow) {
+                // A peer that failed (not the task) sends the attempt back to the queue.
+                let outcome = match outcome {
+                    Err(Error::Peer(f)) => w.back_to_queue(t, token, f, now),
+                    other => Some(other),
+                };
+                let Some(outcome) = outcome else {
+                    drop(st);
+                    self.schedule(&t.workflow);
+                    return;
+                };
                 let outcome = match (outcome, retry_after) {
                     (Err(e), Some(after)) => match w.defer_attempt(t, token, agent, after, e, now) {
                         Ok((warning, note)) => {
