@@ -18,21 +18,40 @@ pub fn record(
     message: String,
 ) {
     use kube::Resource;
+    let about = ObjectReference {
+        api_version: Some(Workflow::api_version(&()).into_owned()),
+        kind: Some(Workflow::kind(&()).into_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        uid: Some(uid.to_owned()),
+        ..Default::default()
+    };
+    post(client, namespace, about, warning, reason, message);
+}
+
+/// Records an Event about host `node` (a peer of this one: its circuit breaker), in
+/// namespace `default`, without waiting for it.
+pub fn record_about_node(client: &kube::Client, node: &str, warning: bool, reason: &str, message: String) {
+    let about = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node.to_owned()),
+        ..Default::default()
+    };
+    post(client, "default", about, warning, reason, message);
+}
+
+/// Creates the Event about `about` in `namespace` in the background; a failure is logged at
+/// debug level and dropped.
+fn post(client: &kube::Client, namespace: &str, about: ObjectReference, warning: bool, reason: &str, message: String) {
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
     let event = Event {
         metadata: kube::api::ObjectMeta {
-            generate_name: Some(format!("{name}.")),
+            generate_name: about.name.as_ref().map(|n| format!("{n}.")),
             namespace: Some(namespace.to_owned()),
             ..Default::default()
         },
-        involved_object: ObjectReference {
-            api_version: Some(Workflow::api_version(&()).into_owned()),
-            kind: Some(Workflow::kind(&()).into_owned()),
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            uid: Some(uid.to_owned()),
-            ..Default::default()
-        },
+        involved_object: about,
         reason: Some(reason.to_owned()),
         message: Some(message),
         type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
@@ -43,39 +62,6 @@ pub fn record(
         ..Default::default()
     };
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
-    tokio::spawn(async move {
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(error = %e, "event not recorded");
-        }
-    });
-}
-
-/// Records an Event about host `node` (a peer of this one: its circuit breaker), in
-/// namespace `default`, without waiting for it.
-pub fn record_about_node(client: &kube::Client, node: &str, warning: bool, reason: &str, message: String) {
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-    let event = Event {
-        metadata: kube::api::ObjectMeta {
-            generate_name: Some(format!("{node}.")),
-            namespace: Some("default".to_owned()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(node.to_owned()),
-            ..Default::default()
-        },
-        reason: Some(reason.to_owned()),
-        message: Some(message),
-        type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
-        source: Some(EventSource { component: Some("a2a-engine".into()), host: None }),
-        count: Some(1),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        ..Default::default()
-    };
-    let api: Api<Event> = Api::namespaced(client.clone(), "default");
     tokio::spawn(async move {
         if let Err(e) = api.create(&PostParams::default(), &event).await {
             tracing::debug!(error = %e, "event not recorded");
