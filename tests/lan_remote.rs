@@ -65,6 +65,32 @@ fn audit(home: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `SendMessage` (JSON-RPC) to host `i`'s gateway root for skill `uppercase` with placement
+/// `placement`, as its administrator, over TLS checked against its CA; the JSON answer.
+fn gateway_send(lan: &Lan, i: usize, placement: &str, text: &str) -> Value {
+    let home = &lan.hosts[i - 1].home;
+    let url = std::fs::read_to_string(home.join("gateway.url")).expect("gateway.url");
+    let token = std::fs::read_to_string(home.join("token")).expect("token");
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+        "params": {"message": {
+            "messageId": format!("m-{placement}"), "role": "ROLE_USER", "parts": [{"text": text}],
+            "metadata": {"a2a.dev/skill": "uppercase", "a2a.dev/placement": placement},
+        }},
+    });
+    let out = lan
+        .command(i, Path::new("curl"))
+        .args(["-sS", "--max-time", "120", "--cacert"])
+        .arg(home.join("pki/ca.crt"))
+        .args(["-H", "content-type: application/json", "-H"])
+        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .args(["--data-binary", &body.to_string(), url.trim()])
+        .output()
+        .expect("curl");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stderr), lan.logs()))
+}
+
 const AGENT: &str = "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: upper }\nspec:\n  protocol: a2a\n  \
                      command: [a2a, demo-agent, --skill, uppercase]\n  maxConcurrentTasks: 4\n";
 
@@ -140,6 +166,28 @@ fn lan_tasks_run_on_the_peer_with_the_skill_survive_its_death_and_its_breaker_cl
     assert!(
         audit(&lan.hosts[0].home).iter().any(|l| l["resource"] == "peers/SendMessage" && l["name"] == "h2/uppercase"),
         "h1 audits its calls to h2 too"
+    );
+
+    // 1b. A gateway call on h1 with placement lan is answered by h2 (h1 has no such agent);
+    // an unknown placement is refused, naming it.
+    let answer = gateway_send(&lan, 1, "lan", "shout through the gateway");
+    assert_eq!(answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{answer:#}\n{}", lan.logs());
+    assert!(answer.to_string().contains("SHOUT THROUGH THE GATEWAY"), "the peer's answer comes back: {answer:#}");
+    let refused = gateway_send(&lan, 1, "nearby", "x");
+    assert_eq!(refused["error"]["code"], -32602, "{refused:#}");
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("nearby")), "{refused:#}");
+    assert!(
+        audit(&lan.hosts[0].home).iter().any(|l| l["resource"] == "agents/SendMessage" && l["name"] == "peer/h2"),
+        "h1 audits the gateway call as sent to h2"
+    );
+    assert!(
+        audit(&lan.hosts[1].home)
+            .iter()
+            .filter(|l| l["resource"] == "agents/SendMessage"
+                && l["user"].as_str().is_some_and(|u| u.starts_with("system:node:")))
+            .count()
+            >= 4,
+        "h2 audits h1's node calling its gateway for the three tasks and the gateway call"
     );
 
     // 2. h1 and h3 get the skill too; h2's control plane dies (its agents live on).

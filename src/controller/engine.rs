@@ -92,7 +92,7 @@ mod call;
 mod explain;
 mod flush;
 mod parts;
-mod remote;
+pub(crate) mod remote;
 mod reply;
 mod throttle;
 mod trace;

@@ -46,10 +46,12 @@ use tokio::sync::watch;
 use crate::a2a::types::{AGENT_CARD_PATH, BINDING_HTTP_JSON, BINDING_JSONRPC};
 use crate::api::Priority;
 use crate::api::agent::Protocol;
+use crate::api::workflow::Placement;
 use crate::apiserver::FrontDoor;
 use crate::apiserver::audit::Entry;
 use crate::apiserver::authz::{self, Subject};
 use crate::controller::dispatch::Target;
+use crate::controller::engine::remote::REMOTE_NAMESPACE;
 use crate::controller::engine::{Admitted, CallRequest, Engine, NotAdmitted};
 use token::TokenKey;
 use wire::{Binding, Call, Refusal};
@@ -60,6 +62,8 @@ pub const DEFAULT_PORT: u16 = 7444;
 pub const URL_FILE: &str = "gateway.url";
 /// The message metadata key that names the skill a message sent to the root wants.
 pub const SKILL_KEY: &str = "a2a.dev/skill";
+/// The message metadata key that lets a message to the root run on a joined peer.
+pub const PLACEMENT_KEY: &str = "a2a.dev/placement";
 /// The message metadata key that sets a routed call's priority in the dispatch queue.
 pub const PRIORITY_KEY: &str = "a2a.dev/priority";
 /// What every agent a2a runs is given.
@@ -743,8 +747,19 @@ impl Gateway {
         match call.method.as_str() {
             wire::SEND | wire::STREAM => {
                 self.authorize(caller, call, ns, "").map_err(root)?;
+                let placement = placement_of(call).map_err(root)?;
                 // A message continuing a task goes to the agent that holds it.
-                let target = match call.task_id.as_deref().and_then(|t| self.routes_get(ns, t)) {
+                let held = call.task_id.as_deref().and_then(|t| self.routes_get(ns, t));
+                // A call another host sent here is never sent on (no loops).
+                let from_host = caller.subject.grant == authz::Grant::Node;
+                if held.is_none() && !from_host && placement != Placement::Local {
+                    match self.to_peer(call, ns, placement).await {
+                        Ok(Some(done)) => return Ok(done),
+                        Ok(None) => {}
+                        Err(r) => return Err(root(r)),
+                    }
+                }
+                let target = match held {
                     Some(agent) => Target::Agent(agent),
                     None => Target::Skill(self.skill_of(call, ns).map_err(root)?),
                 };
@@ -791,6 +806,73 @@ impl Gateway {
                 "METHOD_NOT_FOUND",
                 format!("the gateway's root does not serve {other}: send it to an agent at /agents/NAME/"),
             ))),
+        }
+    }
+
+    /// A message to the root whose placement lets it leave the host: sent to a joined peer's
+    /// gateway root (the same peer choice, breakers and mutual TLS as remote tasks) when
+    /// placement is `lan`, or `any` with no Ready agent here that has the skill. `None`: it
+    /// stays here (no peer can take it, or the peer failed and an agent here has the skill).
+    async fn to_peer(
+        &self,
+        call: &Call,
+        ns: &str,
+        placement: Placement,
+    ) -> Result<Option<(Response, String)>, Refusal> {
+        let Some(skill) = call.metadata(SKILL_KEY) else { return Ok(None) };
+        let Some(remote) = self.engine.remote() else { return Ok(None) };
+        if ns != REMOTE_NAMESPACE {
+            return Ok(None);
+        }
+        let here = self.skill_list(ns).iter().any(|(s, _)| s == skill);
+        if placement == Placement::Any && here {
+            return Ok(None);
+        }
+        if call.method == wire::STREAM {
+            if here {
+                return Ok(None);
+            }
+            return Err(Refusal::a2a(
+                StatusCode::BAD_REQUEST,
+                -32004,
+                "STREAMING_TO_PEER_UNSUPPORTED",
+                format!(
+                    "no Ready agent here has skill \"{skill}\", and a streaming message is not sent to a peer: send \
+                     it with SendMessage (message:send)"
+                ),
+            ));
+        }
+        let message: crate::a2a::types::Message =
+            serde_json::from_value(call.params.get("message").cloned().unwrap_or(Value::Null)).map_err(|e| {
+                Refusal::a2a(
+                    StatusCode::BAD_REQUEST,
+                    -32602,
+                    "INVALID_MESSAGE",
+                    format!("the message is not valid: {e}"),
+                )
+            })?;
+        let Some(node) = remote.pick(skill) else { return Ok(None) };
+        let opts = crate::a2a::client::FollowOptions { return_immediately: false, ..Default::default() };
+        match remote.send(&node, skill, message, &opts, std::future::pending()).await {
+            Ok(Ok(answer)) => {
+                let result = serde_json::to_value(&answer).unwrap_or(Value::Null);
+                let agent = format!("{}{node}", crate::controller::engine::remote::PEER_PREFIX);
+                Ok(Some((wire::json_response(call.binding, &call.id, result), agent)))
+            }
+            Ok(Err(e)) => Err(Refusal::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "PEER_UNANSWERED",
+                format!("peer {node}, skill \"{skill}\": {e}"),
+            )),
+            Err(f) if here => {
+                tracing::warn!(peer = %f.node, error = %f.error, %skill, "a peer failed a gateway call: an agent here takes it");
+                Ok(None)
+            }
+            Err(f) => Err(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "PEER_FAILED",
+                format!("{f}; no Ready agent here has skill \"{skill}\""),
+            )),
         }
     }
 
@@ -910,6 +992,24 @@ impl Gateway {
 }
 
 /// Headers that belong to one connection, not to the request.
+/// The placement a message to the root names in its metadata key [`PLACEMENT_KEY`]:
+/// `local` (the default), `lan` or `any`.
+fn placement_of(call: &Call) -> Result<Placement, Refusal> {
+    let given = call.params.get("message").and_then(|m| m.get("metadata")).and_then(|m| m.get(PLACEMENT_KEY));
+    match given {
+        None => Ok(Placement::Local),
+        Some(Value::String(s)) if s == "local" => Ok(Placement::Local),
+        Some(Value::String(s)) if s == "lan" => Ok(Placement::Lan),
+        Some(Value::String(s)) if s == "any" => Ok(Placement::Any),
+        Some(other) => Err(Refusal::a2a(
+            StatusCode::BAD_REQUEST,
+            -32602,
+            "INVALID_PLACEMENT",
+            format!("message metadata \"{PLACEMENT_KEY}\" is {other}: a placement is one of local, lan, any"),
+        )),
+    }
+}
+
 fn hop_by_hop(name: &header::HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -1116,5 +1216,20 @@ mod tests {
             query_params("contextId=a%20b&pageSize=2&includeArtifacts=true"),
             json!({"contextId": "a b", "pageSize": 2, "includeArtifacts": true})
         );
+    }
+
+    #[test]
+    fn a_placement_is_local_by_default_and_an_unknown_one_is_refused_by_name() {
+        let call = |meta: Value| {
+            let body =
+                json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {"metadata": meta}}});
+            Call::read(&Method::POST, "/", body.to_string().as_bytes())
+        };
+        assert_eq!(placement_of(&call(json!({}))).ok(), Some(Placement::Local));
+        assert_eq!(placement_of(&call(json!({PLACEMENT_KEY: "lan"}))).ok(), Some(Placement::Lan));
+        assert_eq!(placement_of(&call(json!({PLACEMENT_KEY: "any"}))).ok(), Some(Placement::Any));
+        let Err(refused) = placement_of(&call(json!({PLACEMENT_KEY: "nearby"}))) else { panic!("accepted") };
+        assert_eq!(refused.rpc_code, Some(-32602));
+        assert!(refused.message.contains("\"nearby\""), "{}", refused.message);
     }
 }

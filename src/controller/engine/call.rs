@@ -188,6 +188,11 @@ impl Engine {
     }
 
     /// The Agents of `namespace` with a ready slot capacity (> 0), by name.
+    /// Joined peers that may take work whose placement lets it leave the host.
+    pub fn remote(&self) -> Option<Arc<crate::discovery::remote::RemoteWork>> {
+        self.config.remote.clone()
+    }
+
     pub fn ready_agents(&self, namespace: &str) -> Vec<Arc<Agent>> {
         let st = lock(&self.state);
         let mut out: Vec<(String, Arc<Agent>)> = st
