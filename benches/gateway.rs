@@ -1,22 +1,33 @@
 //! The host's A2A gateway's overhead: the same `SendMessage` (the demo agent's `echo`, over
 //! JSON-RPC, blocking) sent to the agent directly on loopback (HTTP, with its own token) and
 //! through the gateway (HTTPS to the gateway, its routing, authentication, admission through
-//! the dispatch queue and the audit line, then HTTP to the agent), in the same run, in
-//! alternating rounds so both see the same machine.
+//! the dispatch queue and the audit line, then HTTP to the agent), and through the floor of
+//! any gateway: a bare proxy hop of the same shape (HTTPS with the gateway's own serving
+//! certificate and TLS setup, HTTP/1.1 kept alive on both sides, the agent's token put in,
+//! the request and answer forwarded as they are; no routing, authentication, admission or
+//! audit), served in this process on its own runtime. All three in the same run, in
+//! alternating rounds so they see the same machine.
 //!
 //! `cargo bench --bench gateway` runs a real `a2a serve` (needs root and cgroups, like the
-//! node benches) with one demo agent, and prints p50/p90/p99 of each and the ratio of the
+//! node benches) with two agents, and prints p50/p90/p99 of each path and the ratios of the
 //! p50s, for the demo agent (`A2A_BENCH_N` calls of each, default 2000) and the Python SDK's
-//! echo agent (a quarter as many).
+//! echo agent (a quarter as many), with the load average before and after.
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use a2a::a2a::auth::{Credentials, SecretText};
 use a2a::a2a::tls::TlsOptions;
+use a2a::a2a::transport::Addressing;
 use a2a::a2a::{Client, ClientOptions, Message};
 use a2a::api::Agent;
+use a2a::apiserver::pki::{CertPolicy, Identity};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -48,6 +59,61 @@ spec:
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map_or_else(|_| "?".into(), |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
+/// The bare proxy hop, on its own two-thread runtime (as the gateway has its process):
+/// HTTPS on `127.0.0.1` with the rustls configuration the gateway builds from the same home
+/// (its serving certificate, the cluster's CA for client certificates), HTTP/1.1 kept alive,
+/// each request sent on to the agent at `agent` (`http://host:port`) with the same method,
+/// path, headers and body but the agent's own `token`, over a kept-alive pool, and the answer
+/// returned as it comes. Returns the hop's `https://127.0.0.1:PORT`.
+fn floor_proxy(home: &std::path::Path, agent: String, token: String) -> String {
+    let identity = Identity::load_or_create(home, &CertPolicy::default()).expect("the home's identity");
+    let cert = identity.serving_cert(home, &CertPolicy::default()).expect("serving certificate");
+    // The gateway's configuration; the second offers only HTTP/1.1, which is what the
+    // client speaks and what this hop serves.
+    let (_, tls) = Identity::server_configs_verifying(&cert, Some(&identity.ca_pem)).expect("TLS");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("https://{}", listener.local_addr().expect("address"));
+    let auth = hyper::header::HeaderValue::try_from(format!("Bearer {token}")).expect("token header");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let http: HyperClient<HttpConnector, Incoming> = HyperClient::builder(TokioExecutor::new()).build_http();
+            let http = Arc::new(http);
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, http, agent, auth) = (acceptor.clone(), http.clone(), agent.clone(), auth.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                        let (http, auth) = (http.clone(), auth.clone());
+                        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                        let uri = format!("{agent}{path}");
+                        async move {
+                            let (mut parts, body) = req.into_parts();
+                            parts.uri = uri.parse().expect("agent URI");
+                            parts.headers.insert(hyper::header::AUTHORIZATION, auth);
+                            parts.headers.remove(hyper::header::HOST);
+                            http.request(hyper::Request::from_parts(parts, body)).await
+                        }
+                    });
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+                });
+            }
+        });
+    });
+    url
 }
 
 fn main() {
@@ -100,6 +166,18 @@ fn main() {
                 .expect("token");
             let own = String::from_utf8(secret.data.expect("data")["token"].0.clone()).expect("utf-8");
             let direct = Client::with_options(&endpoint, options(&own, None)).expect("direct client");
+            let (agent, path) = endpoint
+                .strip_prefix("http://")
+                .map(|rest| rest.find('/').map_or((rest, ""), |at| rest.split_at(at)))
+                .expect("an http:// endpoint");
+            let hop = floor_proxy(home.path(), format!("http://{agent}"), own.clone());
+            // The hop does not rewrite the agent's card as the gateway does: the client keeps
+            // to the hop's address.
+            let floor = Client::with_options(
+                &format!("{hop}{path}"),
+                ClientOptions { addressing: Addressing::Base, ..options(admin.trim(), Some(ca.clone())) },
+            )
+            .expect("floor client");
             let gateway =
                 Client::with_options(&format!("{}/agents/{name}", url.trim()), options(admin.trim(), Some(ca.clone())))
                     .expect("gateway client");
@@ -113,9 +191,11 @@ fn main() {
             };
             for i in 0..100 {
                 call(&direct, i).await;
+                call(&floor, i).await;
                 call(&gateway, i).await;
             }
-            let (mut d, mut g) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let load_before = load_average();
+            let (mut d, mut f, mut g) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
             let round = 50;
             let mut i = 1000;
             while d.len() < n {
@@ -124,11 +204,16 @@ fn main() {
                     i += 1;
                 }
                 for _ in 0..round {
+                    f.push(call(&floor, i).await);
+                    i += 1;
+                }
+                for _ in 0..round {
                     g.push(call(&gateway, i).await);
                     i += 1;
                 }
             }
             d.sort();
+            f.sort();
             g.sort();
             let show = |how: &str, v: &[Duration]| {
                 println!(
@@ -140,10 +225,20 @@ fn main() {
                 );
             };
             show("direct", &d);
+            show("floor", &f);
             show("gateway", &g);
-            let ratio = percentile(&g, 0.5).as_secs_f64() / percentile(&d, 0.5).as_secs_f64();
-            let added = percentile(&g, 0.5).saturating_sub(percentile(&d, 0.5));
-            println!("gateway bench: {label:<4} p50 gateway/direct = {ratio:.2} (goal < 1.3), {added:.1?} added");
+            let p50 = |v: &[Duration]| percentile(v, 0.5);
+            let ratio = |a: &[Duration], b: &[Duration]| p50(a).as_secs_f64() / p50(b).as_secs_f64();
+            println!(
+                "gateway bench: {label:<4} p50 gateway/direct = {:.2} (goal < 1.3), {:.1?} added; \
+                 gateway/floor = {:.2}, {:.1?} added; floor/direct = {:.2}; load average {load_before} -> {}",
+                ratio(&g, &d),
+                p50(&g).saturating_sub(p50(&d)),
+                ratio(&g, &f),
+                p50(&g).saturating_sub(p50(&f)),
+                ratio(&f, &d),
+                load_average()
+            );
         }
         for name in ["bench", "bench-py"] {
             agents.delete(name, &Default::default()).await.expect("delete the agent");
