@@ -52,6 +52,7 @@ spec:
   protocol: a2a
   command: ["{root}/.venv/bin/python", "{root}/examples/python/echo_agent.py"]
   user: root
+  writablePaths: ["{root}"]
   maxConcurrentTasks: 16
 "#
     )

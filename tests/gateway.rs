@@ -64,7 +64,9 @@ fn follow() -> FollowOptions {
 }
 
 /// The agents: the SDK's echo agent (JSON-RPC, skill `echo`), the demo agent (HTTP+JSON
-/// first; skills uppercase and sleep; one task at a time) and the SDK caller agent.
+/// first; skills uppercase and sleep; one task at a time) and the SDK caller agent. The Python
+/// agents are given the checkout, which they would not see if it lived under /tmp (agents
+/// have a private /tmp).
 fn agents_yaml() -> String {
     let root = support::root();
     let py = support::python();
@@ -78,6 +80,7 @@ spec:
   command: ["{py}", "{root}/examples/python/echo_agent.py"]
   skills: [echo]
   user: root
+  writablePaths: ["{root}"]
 ---
 apiVersion: a2a.dev/v1alpha1
 kind: Agent
@@ -94,6 +97,7 @@ spec:
   protocol: a2a
   command: ["{py}", "{root}/tests/python/gateway_caller_agent.py"]
   user: root
+  writablePaths: ["{root}"]
   maxConcurrentTasks: 8
 "#
     )
