@@ -403,6 +403,9 @@ impl Engine {
                     }
                     let answered = || self.rate_answered(token);
                     let r = client.send_and_wait(message, &opts, cancelled, answered).await?;
+                    if let a2a::types::SendMessageResponse::Task(task) = &r {
+                        self.record_task_id(t, token, &task.id);
+                    }
                     return response_result(r);
                 }
                 let config = a2a::types::SendMessageConfiguration { return_immediately: true, ..Default::default() };
