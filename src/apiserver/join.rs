@@ -479,15 +479,12 @@ impl Join {
 
     /// Removes a token: a join with it is refused from now on.
     pub fn delete_token(&self, id: &str) -> Result<StoredToken> {
-        let mut table = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-        let Some(at) = table.iter().position(|t| t.id == id) else {
-            return Err(Error::TokenNotFound(id.to_string()));
-        };
-        let mut next = table.clone();
-        let gone = next.remove(at);
-        self.save_tokens(&next)?;
-        *table = next;
-        Ok(gone)
+        remove_saved(
+            &self.tokens,
+            |t| t.id == id,
+            || Error::TokenNotFound(id.to_string()),
+            |next| self.save_tokens(next),
+        )
     }
 
     /// Checks `<id>.<secret>`: every stored digest is compared in constant time.
@@ -518,14 +515,12 @@ impl Join {
 
     /// Forgets a node: it may join again, and its certificate no longer authenticates here.
     pub fn delete_node(&self, name: &str) -> Result<Node> {
-        let mut table = self.nodes.write().unwrap_or_else(|p| p.into_inner());
-        let Some(at) = table.iter().position(|n| n.name == name) else {
-            return Err(Error::NodeNotFound(name.to_string()));
-        };
-        let mut next = table.clone();
-        let gone = next.remove(at);
-        self.save_nodes(&next)?;
-        *table = next;
+        let gone = remove_saved(
+            &self.nodes,
+            |n| n.name == name,
+            || Error::NodeNotFound(name.to_string()),
+            |next| self.save_nodes(next),
+        )?;
         self.revoke(&gone)?;
         Ok(gone)
     }
@@ -933,6 +928,23 @@ pub fn serve_join(join: &Join, bearer: Option<&str>, body: &Bytes) -> (Response,
             (axum::response::IntoResponse::into_response(e), who, node)
         }
     }
+}
+
+/// Removes the first entry `matches` picks from a table kept in a file: the file is saved
+/// first, and the table changed only once it is, so a failed save changes nothing.
+fn remove_saved<T: Clone>(
+    table: &RwLock<Vec<T>>,
+    matches: impl Fn(&T) -> bool,
+    missing: impl FnOnce() -> Error,
+    save: impl FnOnce(&[T]) -> Result<()>,
+) -> Result<T> {
+    let mut table = table.write().unwrap_or_else(|p| p.into_inner());
+    let at = table.iter().position(matches).ok_or_else(missing)?;
+    let mut next = table.clone();
+    let gone = next.remove(at);
+    save(&next)?;
+    *table = next;
+    Ok(gone)
 }
 
 #[cfg(test)]
