@@ -33,11 +33,22 @@ use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// The demo agent (Rust, an answer in tens of microseconds: the floor, where the gateway's
-/// own cost shows most) and the official Python SDK's echo agent (a typical agent).
+/// own cost shows most) and the official Python SDK's echo agent (a typical agent), in the
+/// host budget with automatic throttling off: on a busy machine the agents' CPU pressure would
+/// otherwise pace calls to 600 a minute, and the bench would time the throttle, not the
+/// gateway.
 fn agents() -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     format!(
         r#"apiVersion: a2a.dev/v1alpha1
+kind: ResourceBudget
+metadata: {{name: host}}
+spec:
+  limits: {{cpu: "60%", memory: 8Gi}}
+  reserve: 512Mi
+  throttle: {{enabled: false}}
+---
+apiVersion: a2a.dev/v1alpha1
 kind: Agent
 metadata: {{name: bench}}
 spec:

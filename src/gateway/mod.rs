@@ -182,9 +182,13 @@ pub fn serve(
         key,
         url,
         queue_timeout: config.queue_timeout,
-        http: HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(HttpConnector::new()),
+        http: HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build({
+            // A request or answer split over two writes must not wait for the peer's delayed
+            // ACK (Nagle's algorithm), as every other connection a2a makes.
+            let mut c = HttpConnector::new();
+            c.set_nodelay(true);
+            c
+        }),
         tokens: Mutex::new(HashMap::new()),
         cards: Mutex::new(HashMap::new()),
         routes: Arc::new(Mutex::new(Routes::default())),
