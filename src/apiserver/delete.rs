@@ -234,7 +234,22 @@ fn uid_of(object: &Value) -> Option<&str> {
 
 /// Whether a stored namespace is being deleted.
 pub fn is_terminating(namespace: &Stored) -> bool {
-    namespace.value().ok().is_some_and(|v| v.pointer("/metadata/deletionTimestamp").is_some())
+    // Every create in a namespace asks this: read only `metadata.deletionTimestamp`, skipping
+    // the rest of the bytes without building a tree.
+    #[derive(serde::Deserialize)]
+    struct Object {
+        #[serde(default)]
+        metadata: Option<Metadata>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        #[serde(rename = "deletionTimestamp", default, deserialize_with = "present")]
+        deletion_timestamp: bool,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        <serde::de::IgnoredAny as serde::Deserialize>::deserialize(d).map(|_| true)
+    }
+    serde_json::from_slice::<Object>(namespace.bytes()).is_ok_and(|o| o.metadata.is_some_and(|m| m.deletion_timestamp))
 }
 
 /// Whether an object marked for deletion may now be removed: no finalizers left (for a

@@ -809,6 +809,24 @@ fn request_attributes(method: &Method, uri: &axum::http::Uri) -> authz::Request 
         (&Method::DELETE, false) => "deletecollection",
         _ => "other",
     };
+    // The reviews, users, join tokens, nodes, peers and CRDs are served under groups of
+    // their own: a request under any other group (every create of an Agent) skips their
+    // path checks.
+    let mut segs = path.trim_matches('/').split('/');
+    let own_group = match (segs.next(), segs.next()) {
+        (Some("apis"), Some(group)) => matches!(
+            group,
+            "authorization.k8s.io"
+                | "authentication.k8s.io"
+                | authz::USERS_GROUP
+                | crate::discovery::peers::GROUP
+                | crds::GROUP
+        ),
+        _ => true,
+    };
+    if !own_group && let Ok(t) = parse_path(path) {
+        return resource_attributes(method, &t, &q, verb);
+    }
     if let Some(plural) = review::plural_of(path) {
         let group = review::REVIEWS.iter().find(|r| r.2 == plural).map(|r| r.0).unwrap_or_default();
         return authz::Request::resource(verb(false), group, plural, "", "");
@@ -834,27 +852,38 @@ fn request_attributes(method: &Method, uri: &axum::http::Uri) -> authz::Request 
         return if status { r.subresource("status") } else { r };
     }
     if let Ok(t) = parse_path(path) {
-        let verb = verb_of(method, &t, &q).unwrap_or_else(|_| verb(t.name.is_some()));
-        let name = t.name.clone().unwrap_or_default();
-        // A namespace is in itself, as the kube-apiserver's request info has it.
-        let namespace = if t.resource.group.is_empty() && t.resource.plural == "namespaces" {
-            name.clone()
-        } else {
-            t.namespace.clone().unwrap_or_default()
-        };
-        let r = authz::Request::resource(verb, t.resource.group, t.resource.plural, &namespace, &name);
-        return if t.status { r.subresource("status") } else { r };
+        return resource_attributes(method, &t, &q, verb);
     }
     authz::Request::non_resource(&method.as_str().to_ascii_lowercase(), path)
 }
 
+/// The authorizer's view of a request for one of the resources' table.
+fn resource_attributes(
+    method: &Method,
+    t: &handlers::Target,
+    q: &HashMap<String, String>,
+    verb: impl Fn(bool) -> &'static str,
+) -> authz::Request {
+    let verb = verb_of(method, t, q).unwrap_or_else(|_| verb(t.name.is_some()));
+    let name = t.name.clone().unwrap_or_default();
+    // A namespace is in itself, as the kube-apiserver's request info has it.
+    let namespace = if t.resource.group.is_empty() && t.resource.plural == "namespaces" {
+        name.clone()
+    } else {
+        t.namespace.clone().unwrap_or_default()
+    };
+    let r = authz::Request::resource(verb, t.resource.group, t.resource.plural, &namespace, &name);
+    if t.status { r.subresource("status") } else { r }
+}
+
 async fn resource_request(State(state): State<AppState>, req: Request) -> Response {
     let accept = protobuf::Accept::of(req.headers());
-    let served = parse_path(req.uri().path()).is_ok_and(|t| protobuf::serves(t.resource));
+    let target = parse_path(req.uri().path());
+    let served = target.as_ref().is_ok_and(|t| protobuf::serves(t.resource));
     let mut info = RequestInfo::default();
-    let result = match protobuf::not_acceptable(accept, served || parse_path(req.uri().path()).is_err()) {
+    let result = match protobuf::not_acceptable(accept, served || target.is_err()) {
         Some(e) => Err(e),
-        None => dispatch(&state, req, &mut info).await,
+        None => dispatch(&state, req, target, &mut info).await,
     };
     let response = result.unwrap_or_else(IntoResponse::into_response);
     let mut response = protobuf::respond(response, accept, served, info.verb == "watch").await;
@@ -862,7 +891,12 @@ async fn resource_request(State(state): State<AppState>, req: Request) -> Respon
     response
 }
 
-async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Result<Response, ApiError> {
+async fn dispatch(
+    state: &AppState,
+    req: Request,
+    target: Result<handlers::Target, ApiError>,
+    info: &mut RequestInfo,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     if let Some((verb, resource)) = computed::claims(&parts) {
         info.verb = verb;
@@ -874,7 +908,7 @@ async fn dispatch(state: &AppState, req: Request, info: &mut RequestInfo) -> Res
                 .map_err(|_| ApiError::new(408, "Timeout", "the request body did not arrive in time"))??;
         return computed::serve(state, &parts, &body).await;
     }
-    let t = parse_path(parts.uri.path())?;
+    let t = target?;
     let q: HashMap<String, String> = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
