@@ -468,7 +468,7 @@ impl Engine {
 
     /// Records the context of attempt `t` in its status before a blocking send (a restarted
     /// engine finds the task by it), and, ahead of their start, the contexts of the attempts
-    /// of the same workflow queued next for agent `agent`: up to its capacity (at most
+    /// of the same workflow queued next for agent `agent`: up to twice its capacity (at most
     /// [`MAX_RESERVED`]) recorded ahead and not started yet. One durable status write then serves the sends of a whole
     /// generation of slots instead of one each. Returns the status write round after which
     /// this attempt's context is in the store (`reserved`, when it was recorded ahead); `None`
@@ -502,7 +502,7 @@ impl Engine {
             w.touch(i);
         }
         // Attempts starting together do not each reserve a round of their own.
-        let ahead = queue.agent(&t.workflow.0, agent).map_or(0, |s| s.capacity as usize).min(MAX_RESERVED);
+        let ahead = queue.agent(&t.workflow.0, agent).map_or(0, |s| 2 * s.capacity as usize).min(MAX_RESERVED);
         let ahead = ahead.saturating_sub(w.reserved.len());
         let mut taken = 0;
         // Entries of other workflows may come first: the scan is bounded all the same.
