@@ -11,8 +11,15 @@
 //! it (a blocking `SendMessage` in a context stored first), and neither streaming nor
 //! `ListTasks` (`SendMessage` with `returnImmediately`, then `GetTask`: the two requests every
 //! task cost before), interleaved over several rounds so a load that changes meanwhile touches
-//! all alike. The Python SDK comes from `.venv`
-//! (`scripts/test-deps.sh`) or `$A2A_TEST_PYTHON`.
+//! all alike (direct and a2a take turns going first, since the agent's task store only
+//! grows). The streaming card is also called directly with `SendStreamingMessage` (read to
+//! the end of the stream): the same protocol as a2a's, to tell the agent's cost of streaming
+//! from a2a's own.
+//!
+//! Each round also prints the CPU time per task of this process (engine, API server and the
+//! direct client) and of the agent, the share of the wall time the agent was on a CPU (an
+//! agent below 100% while a2a runs waits for a2a), and the engine's status writes per task.
+//! The Python SDK comes from `.venv` (`scripts/test-deps.sh`) or `$A2A_TEST_PYTHON`.
 //!
 //! `cargo bench --bench dispatch_real` (or `-- N C ROUNDS`; default 1000 16 3).
 
@@ -53,6 +60,7 @@ fn main() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         println!("{n} tasks, {c} in flight, {rounds} rounds; load before: {}", load());
 
+        let (mut streamed_rates, mut streamed_ratios) = (Vec::new(), Vec::new());
         let mut results: Vec<(&str, Vec<f64>, Vec<f64>)> =
             ["streaming", "blocking", "polled"].into_iter().map(|card| (card, vec![], vec![])).collect();
         for round in 0..rounds {
@@ -62,13 +70,57 @@ fn main() {
                     "blocking" => &blocking,
                     _ => &polled,
                 };
-                let direct = direct(&agent.url, n, c).await;
-                let through = through_a2a(&client, &engine, card, &format!("{card}-{round}"), n).await;
+                // The agent keeps every task it ran (its store only grows, and its garbage
+                // collector's passes with it): direct and a2a take turns going first.
+                let mut direct_run = None;
+                let mut a2a_run = None;
+                for which in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                    let (cpu, agent_cpu) = (Cpu::of(None), Cpu::of(Some(agent.child.id())));
+                    if which == 0 {
+                        let rate = direct(&agent.url, n, c).await;
+                        direct_run = Some((rate, cpu.per_task(n), agent_cpu.per_task(n), agent_cpu.busy(n as f64 / rate)));
+                    } else {
+                        let writes = engine.status_writes();
+                        let rate = through_a2a(&client, &engine, card, &format!("{card}-{round}"), n).await;
+                        let written = engine.status_writes();
+                        let cost = (cpu.per_task(n), agent_cpu.per_task(n), agent_cpu.busy(n as f64 / rate));
+                        a2a_run = Some((rate, cost, written.rounds - writes.rounds, written.objects - writes.objects, written.bytes - writes.bytes));
+                    }
+                }
+                let (Some((direct, d_cpu, d_agent, d_busy)), Some((through, a2a_cost, rounds_written, objects, bytes))) =
+                    (direct_run, a2a_run)
+                else {
+                    unreachable!("both ran")
+                };
                 println!(
                     "round {round}, card {card:9}: direct {direct:6.1} tasks/s, a2a {through:6.1} tasks/s, a2a/direct {:.2} (load {})",
                     through / direct,
                     load()
                 );
+                println!(
+                    "  CPU per task: direct: this process {d_cpu:.0} µs, agent {d_agent:.0} µs (agent busy {:.0}%); a2a: this process {:.0} µs, agent {:.0} µs (agent busy {:.0}%)",
+                    d_busy * 100.0,
+                    a2a_cost.0,
+                    a2a_cost.1,
+                    a2a_cost.2 * 100.0
+                );
+                println!(
+                    "  a2a status writes: {rounds_written} rounds, {:.3} objects and {:.0} B per task",
+                    objects as f64 / n as f64,
+                    bytes as f64 / n as f64
+                );
+                if *card == "streaming" {
+                    // The same protocol straight from a client: SendStreamingMessage read to the end.
+                    let agent_cpu = Cpu::of(Some(agent.child.id()));
+                    let streamed = direct_streamed(&agent.url, n, c).await;
+                    println!(
+                        "  direct, streamed (SendStreamingMessage): {streamed:6.1} tasks/s, agent {:.0} µs per task; a2a/direct streamed {:.2}",
+                        agent_cpu.per_task(n),
+                        through / streamed
+                    );
+                    streamed_rates.push(streamed);
+                    streamed_ratios.push(through / streamed);
+                }
                 direct_rates.push(direct);
                 a2a_rates.push(through);
             }
@@ -80,6 +132,13 @@ fn main() {
                 range(direct),
                 range(through),
                 range(&ratios)
+            );
+        }
+        if !streamed_rates.is_empty() {
+            println!(
+                "card streaming: direct, streamed {} tasks/s, a2a/direct streamed {}",
+                range(&streamed_rates),
+                range(&streamed_ratios)
             );
         }
         drop((streaming, blocking, polled));
@@ -107,6 +166,43 @@ fn load() -> String {
         .join(" ")
 }
 
+/// CPU time (user + system) of this process or of a child since a point, to tell what a
+/// task costs each side.
+struct Cpu {
+    pid: Option<u32>,
+    ticks: u64,
+}
+
+impl Cpu {
+    fn of(pid: Option<u32>) -> Self {
+        Cpu { pid, ticks: Self::ticks(pid) }
+    }
+
+    /// utime + stime, in clock ticks (100 per second).
+    fn ticks(pid: Option<u32>) -> u64 {
+        let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
+        let stat = std::fs::read_to_string(path).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at the state, field 3.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+        fields.iter().sum()
+    }
+
+    fn seconds(&self) -> f64 {
+        Self::ticks(self.pid).saturating_sub(self.ticks) as f64 / 100.0
+    }
+
+    /// µs of CPU per task since `of`.
+    fn per_task(&self, n: usize) -> f64 {
+        self.seconds() * 1e6 / n as f64
+    }
+
+    /// The share of `wall` seconds it was on a CPU.
+    fn busy(&self, wall: f64) -> f64 {
+        self.seconds() / wall
+    }
+}
+
 /// N blocking `SendMessage` requests straight to the agent, `c` in flight: tasks per second.
 async fn direct(url: &str, n: usize, c: usize) -> f64 {
     let client = Arc::new(Client::new(url).expect("client"));
@@ -123,6 +219,32 @@ async fn direct(url: &str, n: usize, c: usize) -> f64 {
             match client.send_message(message, None).await.expect("SendMessage") {
                 SendMessageResponse::Task(t) => assert_eq!(t.status.state, TaskState::Completed, "{t:?}"),
                 SendMessageResponse::Message(_) => {}
+            }
+        }
+    });
+    futures::stream::iter(sends).buffer_unordered(c).collect::<Vec<()>>().await;
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// N `SendStreamingMessage` exchanges straight to the agent, each read to the end of its
+/// stream, `c` in flight: tasks per second.
+async fn direct_streamed(url: &str, n: usize, c: usize) -> f64 {
+    let client = Arc::new(Client::new(url).expect("client"));
+    client.agent_card().await.expect("card");
+    let opts = a2a::a2a::client::FollowOptions::default();
+    let t0 = Instant::now();
+    let sends = (0..n).map(|i| {
+        let (client, opts) = (client.clone(), opts.clone());
+        async move {
+            let message = Message::new(
+                Role::User,
+                format!("streamed-{i}-{}", t0.elapsed().as_nanos()),
+                vec![Part::text(format!("task {i}"))],
+            );
+            match client.stream_and_follow(message, &opts, std::future::pending(), || {}, |_| {}).await {
+                Ok(SendMessageResponse::Task(t)) => assert_eq!(t.status.state, TaskState::Completed, "{t:?}"),
+                Ok(SendMessageResponse::Message(_)) => {}
+                Err(e) => panic!("SendStreamingMessage: {e}"),
             }
         }
     });

@@ -277,6 +277,54 @@ async fn a_restarted_engine_finds_a_blocking_task_by_its_context_instead_of_send
     }
 }
 
+/// A blocking send records, in the same durable status write as its own context, the
+/// contexts of the tasks queued next for the agent (up to its capacity), so that they are
+/// sent without a write of their own. A restarted engine cannot tell such a task from one that
+/// was sent: it looks for it with ListTasks, finds none, and sends it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_recorded_ahead_of_blocking_sends_are_looked_for_and_sent_once_after_a_restart() {
+    let slow = AgentProcess::demo(&["--skill", "sleep", "--no-streaming"]).await;
+    let server = common::start().await;
+    // One slot: `a` runs while `b`, `c` and `d` wait in the queue.
+    ready_agent(&server.client, "one", &slow.url, serde_json::json!({"skills": [], "maxConcurrentTasks": 1})).await;
+    let stop = start_engine(&server.client);
+    create_workflow(
+        &server.client,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: ahead }\nspec:\n  tasks:\n    - { name: a, agent: one, message: sleep 1s }\n    - { name: b, agent: one, message: sleep 1s }\n    - { name: c, agent: one, message: sleep 1s }\n    - { name: d, agent: one, message: sleep 1s }\n",
+    )
+    .await;
+    let api: Api<Workflow> = Api::namespaced(server.client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Stop while one task runs and the next one's context is in the store ahead of its start.
+    let stored = loop {
+        let wf = api.get("ahead").await.expect("get");
+        let tasks = wf.status.as_ref().map(|s| s.tasks.clone()).unwrap_or_default();
+        let running = tasks.iter().filter(|t| t.phase == TaskPhase::Running).count();
+        let ahead = tasks.iter().filter(|t| t.phase == TaskPhase::Pending && t.a2a_context_id.is_some()).count();
+        if running == 1 && ahead >= 1 && slow.log().contains("event=start") {
+            break wf;
+        }
+        assert!(Instant::now() < deadline, "no context recorded ahead: {:#?}\n{}", wf.status, slow.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let uid = stored.metadata.uid.clone().unwrap_or_default();
+    for t in stored.status.iter().flat_map(|s| &s.tasks).filter(|t| t.phase == TaskPhase::Pending) {
+        if let Some(context) = &t.a2a_context_id {
+            assert_eq!(context, &a2a::controller::plan::context_id(&uid, &t.name, 1), "the next attempt's own context");
+        }
+    }
+    let _again = start_engine(&server.client);
+    let wf = finished(&server.client, "ahead", Duration::from_secs(60)).await;
+    assert_eq!(wf.status.as_ref().and_then(|s| s.phase), Some(WorkflowPhase::Succeeded), "{:#?}", wf.status);
+    let status = wf.status.as_ref().expect("status");
+    assert!(status.tasks.iter().all(|t| t.attempts == 1 && output(&wf, &t.name) == "slept 1s"), "{status:#?}");
+    let log = slow.log();
+    assert_eq!(log.matches("event=start").count(), 4, "each task ran once:\n{log}");
+    assert!(!log.contains("event=duplicate"), "nothing was sent twice:\n{log}");
+}
+
 /// The official Python SDK, streaming card: the task id of the one SendStreamingMessage is
 /// kept from its first event, and a restarted engine follows the task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

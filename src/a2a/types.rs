@@ -243,8 +243,8 @@ pub enum PartContent {
 
 /// A piece of a message or artifact. On the wire the content member (`text`, `data`, `raw`
 /// or `url`) says which kind it is; there is no `kind` field in 1.0.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(try_from = "PartWire", into = "PartWire")]
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(try_from = "PartWire")]
 pub struct Part {
     pub content: PartContent,
     pub metadata: Option<Map<String, Value>>,
@@ -282,7 +282,50 @@ impl Part {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+/// A part as it is written: borrowed from the part, never a copy of it (every message, task
+/// and event serialises its parts, on both sides of every exchange).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PartWireRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_type: Option<&'a str>,
+}
+
+impl Serialize for Part {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut w = PartWireRef {
+            text: None,
+            data: None,
+            raw: None,
+            url: None,
+            metadata: self.metadata.as_ref(),
+            filename: self.filename.as_deref(),
+            media_type: self.media_type.as_deref(),
+        };
+        match &self.content {
+            PartContent::Text(t) => w.text = Some(t),
+            PartContent::Data(d) => w.data = Some(d),
+            PartContent::Raw(r) => w.raw = Some(r),
+            PartContent::Url(u) => w.url = Some(u),
+        }
+        w.serialize(serializer)
+    }
+}
+
+/// A part as it is read.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PartWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,27 +377,6 @@ impl TryFrom<PartWire> for Part {
             (_, 0) => Err(PartError::NoContent),
             _ => Err(PartError::ManyContents(found)),
         }
-    }
-}
-
-impl From<Part> for PartWire {
-    fn from(p: Part) -> Self {
-        let mut w = PartWire {
-            text: None,
-            data: None,
-            raw: None,
-            url: None,
-            metadata: p.metadata,
-            filename: p.filename,
-            media_type: p.media_type,
-        };
-        match p.content {
-            PartContent::Text(t) => w.text = Some(t),
-            PartContent::Data(d) => w.data = Some(d),
-            PartContent::Raw(r) => w.raw = Some(r),
-            PartContent::Url(u) => w.url = Some(u),
-        }
-        w
     }
 }
 
@@ -819,6 +841,23 @@ mod tests {
         assert_eq!(parts[3].content, PartContent::Url("http://x/y".into()));
         let text = serde_json::to_value(Part::text("a")).unwrap();
         assert_eq!(text, json!({"text": "a"}));
+    }
+
+    #[test]
+    fn every_kind_of_part_is_written_as_it_was_read() {
+        let wire = json!([
+            {"text": "a", "metadata": {"k": "v"}},
+            {"data": {"n": [1, 2]}, "mediaType": "application/json"},
+            {"raw": "aGk=", "filename": "f.txt", "mediaType": "text/plain"},
+            {"url": "http://x/y", "filename": "y"}
+        ]);
+        let parts: Vec<Part> = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&parts).unwrap(), wire);
+        // Members in the order the wire type declares them, as before.
+        assert_eq!(
+            serde_json::to_string(&parts[2]).unwrap(),
+            r#"{"raw":"aGk=","filename":"f.txt","mediaType":"text/plain"}"#
+        );
     }
 
     #[test]

@@ -183,6 +183,9 @@ struct Begun {
     cancelled: watch::Receiver<bool>,
     /// The attempt was started before and may have been sent (see `WorkflowState::begin`).
     sent_before: bool,
+    /// This engine wrote the attempt's context ahead of its start (see
+    /// `WorkflowState::reserved`): it is durable once status write round `.0` is.
+    reserved: Option<u64>,
 }
 
 /// One queued attempt, naming its task (a task's position in the spec is not its identity:
@@ -256,6 +259,12 @@ struct WorkflowState {
     /// The workflow's root span is recorded (it had finished when the engine took it, or
     /// finished since).
     trace_ended: bool,
+    /// Queued attempts whose context this engine recorded ahead of their start, so that one
+    /// durable status write serves the blocking sends of many (see `Engine::reserve_contexts`):
+    /// by task name, (attempt, the status write round that makes the context durable). A
+    /// context in the status without an entry here (after a restart) means the attempt may
+    /// have been sent.
+    reserved: HashMap<Arc<str>, (u32, u64)>,
     /// The spec as written when it has `forEach` tasks (`spec` is then its expansion).
     declared: Option<WorkflowSpec>,
     /// `forEach` tasks waiting for their upstream task: (task, upstream task).
@@ -297,6 +306,7 @@ impl WorkflowState {
             queued_at: HashMap::new(),
             written: 0,
             trace_ended: status_finished,
+            reserved: HashMap::new(),
             declared,
             for_each_waiting,
         };
@@ -344,6 +354,9 @@ impl WorkflowState {
         self.index = plan::Index::new(&spec);
         self.spec = spec;
         self.generation = generation;
+        // Contexts recorded ahead stay in the status; an attempt that finds one without its
+        // reservation looks for its task first, as after a restart.
+        self.reserved.clear();
         if plan::align(&self.spec, &mut self.status) {
             // Every entry may have moved: indices noted for a patch mean nothing now.
             self.changed.take();
@@ -371,7 +384,23 @@ impl WorkflowState {
         }
         let i = self.index.position(&t.task)?;
         let started = self.status.tasks[i].started_at;
-        let context = self.status.tasks[i].a2a_context_id.take().filter(|_| self.status.tasks[i].attempts == t.attempt);
+        // A context this engine recorded ahead for this very attempt: never sent.
+        let reserved =
+            self.reserved.remove(&t.task).filter(|(attempt, _)| *attempt == t.attempt).map(|(_, round)| round);
+        let stored = self.status.tasks[i].a2a_context_id.take();
+        let context = match stored {
+            Some(c) if reserved.is_some() => Some(c),
+            // This attempt's context, written with its start or ahead of it (the attempt number
+            // is in the context): the message may have been sent.
+            Some(c)
+                if self.status.tasks[i].attempts == t.attempt
+                    || c == plan::context_id(&self.uid, &t.task, t.attempt) =>
+            {
+                Some(c)
+            }
+            _ => None,
+        };
+        let reserved = reserved.filter(|_| context.is_some());
         plan::record_start(&mut self.status, i, t.attempt, agent, now);
         if let Some(id) = &t.resume {
             // The same attempt, followed again: it keeps its id and start time.
@@ -381,10 +410,10 @@ impl WorkflowState {
         if let Some(queued) = self.queued_at.remove(&t.task) {
             crate::metrics::registry().task_dispatched(&t.workflow.0, &t.workflow.1, queued.elapsed());
         }
-        let sent_before = context.is_some() && t.resume.is_none() && t.reply.is_none();
+        let sent_before = context.is_some() && reserved.is_none() && t.resume.is_none() && t.reply.is_none();
         self.status.tasks[i].a2a_context_id = context;
         self.touch(i);
-        Some(Begun { cancelled: self.attempts.start(&t.task, token), sent_before })
+        Some(Begun { cancelled: self.attempts.start(&t.task, token), sent_before, reserved })
     }
 
     /// Records the outcome of attempt `t` (token `token`) under its task's name, only if that
@@ -445,8 +474,11 @@ impl WorkflowState {
                     Some(whole) => self.full_outputs.insert(t.task.to_string(), whole),
                     None => self.full_outputs.remove(&*t.task),
                 };
-                // Data an earlier attempt kept beside the workflow is not this attempt's.
-                self.full_outputs.remove(&super::parts::data_key(&t.task));
+                // Data an earlier attempt kept beside the workflow is not this attempt's (the
+                // key is only made when there may be some).
+                if !self.full_outputs.is_empty() {
+                    self.full_outputs.remove(&super::parts::data_key(&t.task));
+                }
             }
             // A retry would present the same refused credentials or meet the same certificate.
             Err(e) => match e.permanent_reason() {
@@ -845,8 +877,10 @@ impl Engine {
             }
             // A step costs O(tasks): after a costly round (a very large workflow, or very many
             // workflows), let finished tasks pile up meanwhile, so stepping takes at most a
-            // fifth of the time. Rounds of small steps take microseconds and never wait.
-            let pause = (started.elapsed() * 4).min(MAX_STEP_PAUSE);
+            // tenth of the time. Slots a finished task frees do not wait for it (they wake the
+            // dispatcher at once); tasks its end makes ready do. Rounds of small steps take
+            // microseconds and never wait.
+            let pause = (started.elapsed() * 9).min(MAX_STEP_PAUSE);
             if pause >= Duration::from_micros(250) {
                 tokio::time::sleep(pause).await;
             }

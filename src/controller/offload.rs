@@ -149,8 +149,7 @@ pub fn encode_range(tasks: &[TaskStatus]) -> Result<String, serde_json::Error> {
 
 /// Writes range `k` (`text`, from [`encode_range`]) beside the workflow.
 pub async fn write_range(client: &kube::Client, owner: &Owner<'_>, k: usize, text: &str) -> Result<(), kube::Error> {
-    outputs::store_at(client, owner, &range_place(owner.name, k), None, 0, text, usize::MAX).await?;
-    Ok(())
+    outputs::store_small_at(client, owner, &range_place(owner.name, k), text).await
 }
 
 /// Removes ranges from `from` on, up to the first that is missing (the task list shrank).

@@ -170,41 +170,7 @@ pub(crate) async fn store_at(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for (i, piece) in pieces.iter().enumerate() {
         let name = format!("{place}-{i}");
-        let mut annotations = BTreeMap::from([
-            (ATTEMPT_ANNOTATION.to_owned(), attempt.to_string()),
-            (CHUNKS_ANNOTATION.to_owned(), stored.chunks.to_string()),
-            (BYTES_ANNOTATION.to_owned(), stored.bytes.to_string()),
-        ]);
-        if let Some(n) = stored.original_bytes {
-            annotations.insert(ORIGINAL_BYTES_ANNOTATION.to_owned(), n.to_string());
-        }
-        let cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(owner.namespace.to_owned()),
-                labels: Some(
-                    [
-                        ("app.kubernetes.io/managed-by".to_owned(), "a2a".to_owned()),
-                        ("a2a.dev/workflow".to_owned(), owner.name.to_owned()),
-                    ]
-                    .into_iter()
-                    .chain(task.map(|t| ("a2a.dev/task".to_owned(), safe_name(t))))
-                    .collect(),
-                ),
-                annotations: Some(annotations),
-                owner_references: Some(vec![OwnerReference {
-                    api_version: "a2a.dev/v1alpha1".to_owned(),
-                    kind: "Workflow".to_owned(),
-                    name: owner.name.to_owned(),
-                    uid: owner.uid.to_owned(),
-                    controller: Some(true),
-                    block_owner_deletion: None,
-                }]),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([("output".to_owned(), (*piece).to_owned())])),
-            ..Default::default()
-        };
+        let cm = chunk_object(owner, &name, task, attempt, &stored, piece);
         api.patch(&name, &params, &Patch::Apply(&cm)).await?;
     }
     // An earlier attempt may have written more chunks; they are not part of this output.
@@ -216,6 +182,111 @@ pub(crate) async fn store_at(
         }
     }
     Ok(stored)
+}
+
+/// Chunk `name` of an output kept at `place`: `piece`, the chunk's slice of it.
+fn chunk_object(
+    owner: &Owner<'_>,
+    name: &str,
+    task: Option<&str>,
+    attempt: u32,
+    stored: &Stored,
+    piece: &str,
+) -> ConfigMap {
+    let mut annotations = BTreeMap::from([
+        (ATTEMPT_ANNOTATION.to_owned(), attempt.to_string()),
+        (CHUNKS_ANNOTATION.to_owned(), stored.chunks.to_string()),
+        (BYTES_ANNOTATION.to_owned(), stored.bytes.to_string()),
+    ]);
+    if let Some(n) = stored.original_bytes {
+        annotations.insert(ORIGINAL_BYTES_ANNOTATION.to_owned(), n.to_string());
+    }
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(owner.namespace.to_owned()),
+            labels: Some(
+                [
+                    ("app.kubernetes.io/managed-by".to_owned(), "a2a".to_owned()),
+                    ("a2a.dev/workflow".to_owned(), owner.name.to_owned()),
+                ]
+                .into_iter()
+                .chain(task.map(|t| ("a2a.dev/task".to_owned(), safe_name(t))))
+                .collect(),
+            ),
+            annotations: Some(annotations),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "a2a.dev/v1alpha1".to_owned(),
+                kind: "Workflow".to_owned(),
+                name: owner.name.to_owned(),
+                uid: owner.uid.to_owned(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("output".to_owned(), piece.to_owned())])),
+        ..Default::default()
+    }
+}
+
+/// Keeps `text` at `place` (attempt 0, no task) when it fits in one chunk, as [`store_at`]
+/// would, for what is rewritten often (a big workflow's ranges of task statuses, many times a
+/// second): a JSON merge patch of the one ConfigMap (created when missing), not a server-side
+/// apply, and the answer (the object again) drained unread. Chunks an earlier, longer text
+/// left after the first are not looked for: the first chunk's annotations say how many
+/// belong to the text, and the workflow owns them all. Longer texts go to [`store_at`].
+pub(crate) async fn store_small_at(
+    client: &kube::Client,
+    owner: &Owner<'_>,
+    place: &str,
+    text: &str,
+) -> Result<(), kube::Error> {
+    use kube::Resource;
+    if text.len() > CHUNK_BYTES {
+        return store_at(client, owner, place, None, 0, text, usize::MAX).await.map(|_| ());
+    }
+    let name = format!("{place}-0");
+    let stored = Stored { chunks: 1, bytes: text.len(), original_bytes: None };
+    let body =
+        serde_json::to_vec(&chunk_object(owner, &name, None, 0, &stored, text)).map_err(kube::Error::SerdeError)?;
+    let base = ConfigMap::url_path(&(), Some(owner.namespace));
+    let patch = http::Request::patch(format!("{base}/{name}?fieldManager={FIELD_MANAGER}"))
+        .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
+        .body(body.clone())
+        .map_err(kube::Error::HttpError)?;
+    match send_drained(client, patch).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let create = http::Request::post(format!("{base}?fieldManager={FIELD_MANAGER}"))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .map_err(kube::Error::HttpError)?;
+            send_drained(client, create).await
+        }
+        other => other,
+    }
+}
+
+/// Sends `req`; a success's answer is read and dropped chunk by chunk, a failure's is the
+/// error.
+pub(crate) async fn send_drained(client: &kube::Client, req: http::Request<Vec<u8>>) -> Result<(), kube::Error> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let res = client.send(http::Request::from_parts(parts, kube::client::Body::from(body))).await?;
+    let code = res.status();
+    let mut body = res.into_body();
+    if code.is_success() {
+        while let Some(frame) = body.frame().await {
+            frame?;
+        }
+        return Ok(());
+    }
+    let text = body.collect().await?.to_bytes();
+    let status = serde_json::from_slice::<kube::core::Status>(&text).unwrap_or_else(|_| {
+        kube::core::Status::failure(String::from_utf8_lossy(&text).trim(), "the answer is not a Status")
+            .with_code(code.as_u16())
+    });
+    Err(kube::Error::Api(status.boxed()))
 }
 
 /// Deletes every chunk of `task`'s output (best effort: a failure is logged).

@@ -238,7 +238,7 @@ impl Engine {
         resume_id: Option<String>,
         begun: Begun,
     ) -> Result<Answer, Error> {
-        let Begun { cancelled: mut rx, sent_before } = begun;
+        let Begun { cancelled: mut rx, sent_before, reserved } = begun;
         let prepared = {
             let mut st = lock(&self.state);
             let State { workflows, agents, .. } = &mut *st;
@@ -308,7 +308,7 @@ impl Engine {
                 let resume = match resume_id {
                     Some(id) => Resume::Task(id),
                     None if sent_before => Resume::Lookup,
-                    None => Resume::Send,
+                    None => Resume::Send { reserved },
                 };
                 let trace =
                     crate::traces::attempt_context(&t.uid, &t.task, t.attempt, t.reply.as_ref().map(|r| &*r.id));
@@ -334,9 +334,13 @@ impl Engine {
         let opts = a2a::client::FollowOptions { timeout, ..Default::default() };
         let mut cancelled = std::pin::pin!(cancelled);
         let context_id = plan::context_id(&t.uid, &t.task, t.attempt);
+        let reserved = match resume {
+            Resume::Send { reserved } => reserved,
+            _ => None,
+        };
         let resume_id = match resume {
             Resume::Task(id) => Some(id),
-            Resume::Send => None,
+            Resume::Send { .. } => None,
             // This attempt may have reached the agent before a restart: its task, if the agent
             // has one of the attempt's context, is followed instead of sending again.
             Resume::Lookup => match self.find_sent(target, urls, &context_id).await? {
@@ -394,9 +398,12 @@ impl Engine {
                     return response_result(r);
                 }
                 if client.offers_list_tasks().await {
-                    self.record_context(t, token, &context_id);
+                    let Some(round) = self.reserve_contexts(t, token, &target_name(target), &context_id, reserved)
+                    else {
+                        return Err(Error::Gone);
+                    };
                     tokio::select! {
-                        written = self.durably_written(&t.workflow, &t.uid) => if !written {
+                        written = self.written_by(&t.workflow, &t.uid, round) => if !written {
                             return Err(Error::Gone);
                         },
                         () = &mut cancelled => return Err(Error::CancelledBeforeAnswer),
@@ -457,6 +464,76 @@ impl Engine {
             w.status.tasks[i].a2a_context_id = Some(context_id.to_owned());
             w.touch(i);
         }
+    }
+
+    /// Records the context of attempt `t` in its status before a blocking send (a restarted
+    /// engine finds the task by it), and, ahead of their start, the contexts of the attempts
+    /// of the same workflow queued next for agent `agent`: up to twice its capacity (at most
+    /// [`MAX_RESERVED`]) recorded ahead and not started yet. One durable status write then serves the sends of a whole
+    /// generation of slots instead of one each. Returns the status write round after which
+    /// this attempt's context is in the store (`reserved`, when it was recorded ahead); `None`
+    /// when the attempt is no longer current.
+    ///
+    /// A context recorded ahead is this attempt's own (the attempt number is in it), so a
+    /// restarted engine treats it as any context: the task may have been sent, and is looked
+    /// for with `ListTasks` before it is sent. That costs at most one `ListTasks` per reserved
+    /// attempt, once, after a crash.
+    fn reserve_contexts(
+        &self,
+        t: &TaskRef,
+        token: u64,
+        agent: &str,
+        context_id: &str,
+        reserved: Option<u64>,
+    ) -> Option<u64> {
+        let mut st = lock(&self.state);
+        let State { workflows, queue, .. } = &mut *st;
+        let w = workflows.get_mut(&t.workflow).filter(|w| w.attempts.is_current(&t.task, token))?;
+        let i = w.index.position(&t.task)?;
+        if let Some(round) = reserved
+            && w.status.tasks[i].a2a_context_id.as_deref() == Some(context_id)
+        {
+            return Some(round);
+        }
+        // Under the state lock: rounds that begin after this include every change made now.
+        let round = self.durable.round_after_now();
+        if w.status.tasks[i].a2a_context_id.as_deref() != Some(context_id) {
+            w.status.tasks[i].a2a_context_id = Some(context_id.to_owned());
+            w.touch(i);
+        }
+        // Attempts starting together do not each reserve a round of their own.
+        let ahead = queue.agent(&t.workflow.0, agent).map_or(0, |s| 2 * s.capacity as usize).min(MAX_RESERVED);
+        let ahead = ahead.saturating_sub(w.reserved.len());
+        let mut taken = 0;
+        // Entries of other workflows may come first: the scan is bounded all the same.
+        for q in queue.iter().take(ahead.saturating_mul(4)) {
+            if taken >= ahead {
+                break;
+            }
+            let Some(next) = q.item.task() else { continue };
+            let ours = match &q.target {
+                crate::controller::dispatch::Target::Agent(a) => a == agent,
+                crate::controller::dispatch::Target::Skill(_) => true,
+            };
+            if !ours
+                || next.workflow != t.workflow
+                || *next.uid != *w.uid
+                || next.resume.is_some()
+                || next.reply.is_some()
+                || w.reserved.contains_key(&next.task)
+            {
+                continue;
+            }
+            let Some(j) = w.index.position(&next.task) else { continue };
+            if w.status.tasks[j].phase != TaskPhase::Pending || w.status.tasks[j].a2a_context_id.is_some() {
+                continue;
+            }
+            w.status.tasks[j].a2a_context_id = Some(plan::context_id(&w.uid, &next.task, next.attempt));
+            w.touch(j);
+            w.reserved.insert(next.task.clone(), (next.attempt, round));
+            taken += 1;
+        }
+        Some(round)
     }
 
     /// The task of context `context_id` on one of the agent's `urls` (those that answer
@@ -568,6 +645,9 @@ impl Engine {
                 }
             }
         }
+        // The freed slot goes to a task already queued at once, not after the workflow's next
+        // step (which a large workflow may put off for a few milliseconds).
+        self.wake.notify_one();
         if let Some((uid, warning, note)) = event {
             let note = format!("{}: {note}", crate::controller::events::tasks_phrase(&[&*t.task]));
             let (ns, name) = &t.workflow;
@@ -583,6 +663,15 @@ impl Engine {
         }
         self.schedule(&t.workflow);
     }
+}
+
+/// The most attempts whose context one blocking send records ahead (see
+/// `Engine::reserve_contexts`).
+const MAX_RESERVED: usize = 128;
+
+/// The Agent's name.
+fn target_name(agent: &Agent) -> String {
+    agent.metadata.name.clone().unwrap_or_default()
 }
 
 /// How long cancelling an abandoned A2A task may take on one replica.
@@ -625,8 +714,8 @@ pub(super) fn open_tasks(
 
 /// How an attempt reaches its A2A task.
 enum Resume {
-    /// A new message.
-    Send,
+    /// A new message; its context was recorded ahead, durable with status write round `.0`.
+    Send { reserved: Option<u64> },
     /// The task the status names (after a restart, or to deliver a reply).
     Task(String),
     /// The attempt may have been sent before a restart: its task is looked for by context,

@@ -100,18 +100,16 @@ impl Engine {
         self.durable.written.notify_waiters();
     }
 
-    /// Waits until the status of workflow `k` as it is now has been written to the store,
-    /// asking for a write at once. False when the workflow is gone meanwhile (or another
-    /// one of that name), which nothing then waits for.
-    pub(super) async fn durably_written(&self, k: &Key, uid: &str) -> bool {
-        let need = {
-            let st = lock(&self.state);
-            if st.workflows.get(k).is_none_or(|w| w.uid != uid) {
-                return false;
-            }
-            // Rounds that begin after this include every change made so far.
-            self.durable.rounds.load(Ordering::Acquire) + 1
-        };
+    /// Waits until status write round `need` of workflow `k` (see
+    /// [`Durable::round_after_now`]) has reached the store, asking for a write at once unless
+    /// it already has. False when the workflow is gone meanwhile (or another one of that
+    /// name), which nothing then waits for.
+    pub(super) async fn written_by(&self, k: &Key, uid: &str, need: u64) -> bool {
+        match lock(&self.state).workflows.get(k) {
+            Some(w) if w.uid == uid && w.written >= need => return true,
+            Some(w) if w.uid == uid => {}
+            _ => return false,
+        }
         self.durable.urgent.store(true, Ordering::Release);
         self.flush.notify_one();
         self.durable.now.notify_one();
@@ -190,6 +188,12 @@ pub(super) struct Durable {
 }
 
 impl Durable {
+    /// The first round that begins after now: called under the state lock, it includes every
+    /// change made so far.
+    pub(super) fn round_after_now(&self) -> u64 {
+        self.rounds.load(Ordering::Acquire) + 1
+    }
+
     fn count(&self, objects: u64, bytes: u64) {
         self.objects.fetch_add(objects, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
