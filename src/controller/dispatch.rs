@@ -2,7 +2,7 @@
 //! matched to agents with free slots. A task naming a skill goes to the least-loaded ready
 //! agent with that skill. Pure data structure; the engine does the sending.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::api::Priority;
 
@@ -41,10 +41,17 @@ impl Slots {
     }
 }
 
+/// An entry's place: (priority, then arrival).
+type Key = (std::cmp::Reverse<u8>, u64);
+
 /// Ordered by (priority, then arrival): `BTreeMap` key `(Reverse(rank), seq)`.
 #[derive(Debug)]
 pub struct DispatchQueue<T> {
-    entries: BTreeMap<(std::cmp::Reverse<u8>, u64), Queued<T>>,
+    entries: BTreeMap<Key, Queued<T>>,
+    /// The same entries' keys by where they must go, `(namespace, target)`: a pass looks only
+    /// at the targets some free agent can take, so a long queue for a busy agent costs nothing
+    /// while another agent has room.
+    by_target: HashMap<(String, Target), BTreeSet<Key>>,
     next_seq: u64,
     /// `(namespace, agent)` → slots.
     agents: BTreeMap<(String, String), Slots>,
@@ -52,7 +59,7 @@ pub struct DispatchQueue<T> {
 
 impl<T> Default for DispatchQueue<T> {
     fn default() -> Self {
-        DispatchQueue { entries: BTreeMap::new(), next_seq: 0, agents: BTreeMap::new() }
+        DispatchQueue { entries: BTreeMap::new(), by_target: HashMap::new(), next_seq: 0, agents: BTreeMap::new() }
     }
 }
 
@@ -81,7 +88,15 @@ impl<T> DispatchQueue<T> {
     pub fn push(&mut self, q: Queued<T>) {
         let key = (std::cmp::Reverse(q.priority.rank()), self.next_seq);
         self.next_seq += 1;
+        self.by_target.entry((q.namespace.clone(), q.target.clone())).or_default().insert(key);
         self.entries.insert(key, q);
+    }
+
+    /// Takes entry `key` out of the queue and of its target's index.
+    fn remove_entry(&mut self, key: &Key) -> Option<Queued<T>> {
+        let q = self.entries.remove(key)?;
+        unindex(&mut self.by_target, &q, key);
+        Some(q)
     }
 
     /// The queued entries, highest priority and oldest first.
@@ -92,12 +107,19 @@ impl<T> DispatchQueue<T> {
     /// Takes out the queued entries `pick` chooses, highest priority and oldest first.
     pub fn take(&mut self, mut pick: impl FnMut(&Queued<T>) -> bool) -> Vec<Queued<T>> {
         let keys: Vec<_> = self.entries.iter().filter(|(_, q)| pick(q)).map(|(k, _)| *k).collect();
-        keys.into_iter().filter_map(|k| self.entries.remove(&k)).collect()
+        keys.into_iter().filter_map(|k| self.remove_entry(&k)).collect()
     }
 
     /// Removes queued entries the predicate rejects (a cancelled workflow's tasks).
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
-        self.entries.retain(|_, q| keep(&q.item));
+        let by_target = &mut self.by_target;
+        self.entries.retain(|key, q| {
+            let kept = keep(&q.item);
+            if !kept {
+                unindex(by_target, q, key);
+            }
+            kept
+        });
     }
 
     /// Sets what is known of an agent (readiness, capacity, skills); keeps its in-flight count.
@@ -147,24 +169,34 @@ impl<T> DispatchQueue<T> {
     /// gate's pass for it.
     pub fn dispatch_gated<G: Gate<T>>(&mut self, gate: &mut G) -> Vec<(Assignment<T>, G::Pass)> {
         let mut out = Vec::new();
-        // Nothing can move while every agent is full; and the scan stops once they all are
-        // (so a long queue behind one busy agent costs nothing per released slot).
+        // Nothing can move while every agent is full; and the pass stops once they all are.
         let mut free_agents = self.agents.values().filter(|s| s.free()).count();
         if free_agents == 0 {
             return out;
         }
+        // The targets a free agent can take, each at its first entry: a pass walks these in
+        // queue order (a target's next entry joins when its first is taken), never the entries
+        // of targets nobody can take now. Agents only fill up within a pass, so a target found
+        // with no agent for it stays without one until the pass ends.
+        let mut heads: BTreeMap<Key, (String, Target)> = BTreeMap::new();
+        for ((ns, target), keys) in &self.by_target {
+            let open = match target {
+                Target::Agent(name) => self.agents.get(&(ns.clone(), name.clone())).is_some_and(Slots::free),
+                Target::Skill(skill) => self
+                    .agents
+                    .range((ns.clone(), String::new())..)
+                    .take_while(|((n, _), _)| n == ns)
+                    .any(|(_, s)| s.free() && s.skills.contains(skill)),
+            };
+            if let (true, Some(first)) = (open, keys.first()) {
+                heads.insert(*first, (ns.clone(), target.clone()));
+            }
+        }
         // Agents the gate held in this pass: they take nothing more in it.
         let mut held: Vec<(String, String)> = Vec::new();
-        // Walked in order from a cursor (entries are taken out on the way), so a call costs
-        // the entries it looks at, not the length of the queue.
-        let mut after: Option<(std::cmp::Reverse<u8>, u64)> = None;
         while free_agents > 0 {
-            let next = match after {
-                None => self.entries.iter().next(),
-                Some(k) => self.entries.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)).next(),
-            };
-            let Some((&key, q)) = next else { break };
-            after = Some(key);
+            let Some((key, (ns, target))) = heads.pop_first() else { break };
+            let Some(q) = self.entries.get(&key) else { continue };
             let mut open = |ns: &str, name: &str| {
                 // Few agents are held at once: a scan beats a key built per queued task.
                 if held.iter().any(|(n, a)| n == ns && a == name) {
@@ -177,17 +209,17 @@ impl<T> DispatchQueue<T> {
                 free_agents -= 1;
                 false
             };
-            let chosen = match &q.target {
+            let chosen = match &target {
                 Target::Agent(name) => self
                     .agents
-                    .get(&(q.namespace.clone(), name.clone()))
-                    .filter(|s| s.free() && open(&q.namespace, name))
+                    .get(&(ns.clone(), name.clone()))
+                    .filter(|s| s.free() && open(&ns, name))
                     .map(|_| name.clone()),
                 Target::Skill(skill) => self
                     .agents
-                    .range((q.namespace.clone(), String::new())..)
-                    .take_while(|((ns, _), _)| *ns == q.namespace)
-                    .filter(|((ns, name), s)| s.free() && s.skills.contains(skill) && open(ns, name))
+                    .range((ns.clone(), String::new())..)
+                    .take_while(|((n, _), _)| *n == ns)
+                    .filter(|((n, name), s)| s.free() && s.skills.contains(skill) && open(n, name))
                     // Least loaded: lowest in_flight/capacity, compared without division.
                     .min_by(|(ka, a), (kb, b)| {
                         (u64::from(a.in_flight) * u64::from(b.capacity))
@@ -196,8 +228,12 @@ impl<T> DispatchQueue<T> {
                     })
                     .map(|((_, name), _)| name.clone()),
             };
+            // No agent for this target now: none for the rest of the pass either.
             let Some(agent) = chosen else { continue };
-            let Some(q) = self.entries.remove(&key) else { continue };
+            let Some(q) = self.remove_entry(&key) else { continue };
+            if let Some(next) = self.by_target.get(&(ns.clone(), target.clone())).and_then(|k| k.first()) {
+                heads.insert(*next, (ns, target));
+            }
             let pass = gate.pass(&q.namespace, &agent, &q.item);
             if let Some(s) = self.agents.get_mut(&(q.namespace.clone(), agent.clone())) {
                 s.in_flight += 1;
@@ -208,6 +244,17 @@ impl<T> DispatchQueue<T> {
             out.push((Assignment { namespace: q.namespace, agent, item: q.item }, pass));
         }
         out
+    }
+}
+
+/// Takes `key` out of the index of `q`'s target (and the target, once it has no entries).
+fn unindex<T>(by_target: &mut HashMap<(String, Target), BTreeSet<Key>>, q: &Queued<T>, key: &Key) {
+    let at = (q.namespace.clone(), q.target.clone());
+    if let Some(keys) = by_target.get_mut(&at) {
+        keys.remove(key);
+        if keys.is_empty() {
+            by_target.remove(&at);
+        }
     }
 }
 
@@ -339,5 +386,116 @@ mod tests {
         let sent: Vec<&str> =
             dq.dispatch_gated(&mut Holding(vec![], vec![])).into_iter().map(|(a, _)| a.item).collect();
         assert_eq!(sent, ["first"], "and goes once the gate opens");
+    }
+
+    /// Holds the agents named, for queues of numbered items.
+    struct HoldingU32(Vec<String>);
+
+    impl Gate<u32> for HoldingU32 {
+        type Pass = ();
+        fn allows(&mut self, _: &str, name: &str, _: &u32) -> bool {
+            !self.0.iter().any(|h| h == name)
+        }
+        fn pass(&mut self, _: &str, _: &str, _: &u32) {}
+    }
+
+    /// The plain walk of every entry in queue order that the per-target walk replaced: what
+    /// a pass must decide, entry by entry.
+    fn walk_every_entry(dq: &mut DispatchQueue<u32>, gate: &mut HoldingU32) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        let keys: Vec<Key> = dq.entries.keys().copied().collect();
+        for key in keys {
+            let q = &dq.entries[&key];
+            let candidates: Vec<String> = dq
+                .agents
+                .iter()
+                .filter(|((ns, name), s)| {
+                    *ns == q.namespace
+                        && s.free()
+                        && match &q.target {
+                            Target::Agent(a) => a == name,
+                            Target::Skill(k) => s.skills.contains(k),
+                        }
+                        && gate.allows(ns, name, &q.item)
+                })
+                .min_by(|((_, na), a), ((_, nb), b)| {
+                    (u64::from(a.in_flight) * u64::from(b.capacity))
+                        .cmp(&(u64::from(b.in_flight) * u64::from(a.capacity)))
+                        .then(na.cmp(nb))
+                })
+                .map(|((_, name), _)| name.clone())
+                .into_iter()
+                .collect();
+            if let Some(agent) = candidates.into_iter().next() {
+                let q = dq.remove_entry(&key).expect("queued");
+                dq.agents.get_mut(&(q.namespace.clone(), agent.clone())).expect("agent").in_flight += 1;
+                out.push((agent, q.item));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_pass_decides_as_a_walk_of_every_entry_in_order_would() {
+        let names = ["a", "b", "c", "d"];
+        let skill_names = ["x", "y"];
+        for seed in 0..300 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut ours = DispatchQueue::new();
+            let mut plain = DispatchQueue::new();
+            for ns in ["default", "other"] {
+                for name in names {
+                    let (ready, capacity) = (rng.u8(..10) > 1, rng.u32(0..4));
+                    let sk: BTreeSet<String> =
+                        skill_names.iter().filter(|_| rng.bool()).map(|s| (*s).to_owned()).collect();
+                    let busy = rng.u32(0..3);
+                    for dq in [&mut ours, &mut plain] {
+                        dq.set_agent(ns, name, ready, capacity, sk.clone());
+                        for _ in 0..busy {
+                            dq.occupy(ns, name);
+                        }
+                    }
+                }
+            }
+            let priorities = [Priority::Low, Priority::Normal, Priority::High];
+            for item in 0..rng.u32(0..60) {
+                let ns = if rng.u8(..4) == 0 { "other" } else { "default" };
+                let target = if rng.bool() {
+                    Target::Agent(names[rng.usize(..names.len())].to_owned())
+                } else {
+                    Target::Skill(skill_names[rng.usize(..skill_names.len())].to_owned())
+                };
+                let priority = priorities[rng.usize(..priorities.len())];
+                for dq in [&mut ours, &mut plain] {
+                    dq.push(Queued { namespace: ns.into(), target: target.clone(), priority, item });
+                }
+            }
+            // Some entries leave before the pass, as a cancelled workflow's do.
+            let gone = rng.u32(0..60);
+            ours.retain(|i| *i != gone);
+            plain.retain(|i| *i != gone);
+            let held: Vec<String> = names.iter().filter(|_| rng.u8(..5) == 0).map(|n| (*n).to_owned()).collect();
+            let got: Vec<(String, u32)> = ours
+                .dispatch_gated(&mut HoldingU32(held.clone()))
+                .into_iter()
+                .map(|(a, ())| (a.agent, a.item))
+                .collect();
+            let want = walk_every_entry(&mut plain, &mut HoldingU32(held));
+            assert_eq!(got, want, "seed {seed}");
+            assert_eq!(ours.len(), plain.len(), "seed {seed}");
+            // What stays queued is still indexed: a second pass with every agent free again
+            // takes the same entries either way.
+            for dq in [&mut ours, &mut plain] {
+                for s in dq.agents.values_mut() {
+                    s.in_flight = 0;
+                }
+            }
+            let again: Vec<u32> = ours.dispatch().into_iter().map(|a| a.item).collect();
+            let want: Vec<u32> =
+                walk_every_entry(&mut plain, &mut HoldingU32(Vec::new())).into_iter().map(|a| a.1).collect();
+            assert_eq!(again, want, "seed {seed}, second pass");
+            let indexed: usize = ours.by_target.values().map(BTreeSet::len).sum();
+            assert_eq!(indexed, ours.len(), "seed {seed}: every queued entry indexed once");
+        }
     }
 }
