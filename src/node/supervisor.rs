@@ -110,6 +110,8 @@ enum NodeEvent {
         card: Result<probes::ProbedCard, String>,
         /// The connection was refused (nothing listens on the port any more).
         refused: bool,
+        /// The server answered over HTTP, only not with its card.
+        answered: bool,
     },
     /// A queued status write failed: written again later.
     WriteFailed(WriteTarget),
@@ -579,7 +581,7 @@ impl World {
                 self.dirty.insert(key.clone());
                 self.exited(node, &key, replica, pid);
             }
-            NodeEvent::Probed { key, replica, pid, card, refused } => {
+            NodeEvent::Probed { key, replica, pid, card, refused, answered } => {
                 if replica == u32::MAX {
                     self.dirty.insert(key.clone());
                     if let Some(rt) = self.runtime.get_mut(&key) {
@@ -606,7 +608,7 @@ impl World {
                         }
                     }
                 } else {
-                    self.probed(key, replica, pid, card.ok().map(|c| c.summary), refused);
+                    self.probed(key, replica, pid, card.ok().map(|c| c.summary), refused, answered);
                 }
             }
             NodeEvent::WriteFailed(WriteTarget::Agent(k)) => {
