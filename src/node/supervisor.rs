@@ -60,12 +60,19 @@ pub use stdio::StdioTasks;
 pub const BACKGROUND_CGROUP: &str = "background.cpu";
 /// Kernel statistics of every replica are read together this often.
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// An agent whose replicas idle (see [`usage`]) is read at a doubling interval up to this,
+/// as cAdvisor's dynamic housekeeping does for containers whose statistics do not change.
+const IDLE_SAMPLE_MAX: Duration = Duration::from_secs(60);
 /// Usage is written for replicas that have run at least this long (by the wall clock, so a
 /// replica re-adopted after a restart of the daemon gets its usage at the first sample).
 const USAGE_MIN_AGE: Duration = Duration::from_secs(2);
 /// A usage change that is not material is still written after this long (kubelet reports
 /// usage as metrics and never rewrites objects for it; here status is the only channel).
 const USAGE_HEARTBEAT: Duration = Duration::from_secs(300);
+/// A budget's pressure levels that moved while it stays under (or out of) pressure reach its
+/// status together, this long after the first move: a level moves by a percent several times
+/// a second on a loaded host, and each move was a status write.
+const PRESSURE_LEVELS_EVERY: Duration = Duration::from_secs(1);
 /// Status writes in flight at once (the store commits concurrent writes together).
 const WRITES_IN_FLIGHT: usize = 32;
 /// The status of an agent whose replica is being started waits for the start's outcome (a
@@ -212,6 +219,10 @@ struct AgentRuntime {
     written: Option<AgentStatus>,
     /// When a status with a different usage was last queued.
     usage_written_at: Option<Instant>,
+    /// Samples in a row that found its replicas idle, and when it is read next (none: at
+    /// every sample).
+    idle_samples: u32,
+    sample_after: Option<Instant>,
     adopted: bool,
     url_ready: bool,
     url_probing: bool,
@@ -281,6 +292,11 @@ struct World {
     doomed: BTreeSet<CgroupPath>,
     /// Budgets changed: their cgroups are checked and their statuses recomputed.
     budgets_dirty: bool,
+    /// Only what budget statuses show of the kernel moved (a sample, pressure levels): their
+    /// statuses are recomputed from the last admission decision, with no pass over the
+    /// agents; at `budget_status_at`, when set.
+    budget_status_dirty: bool,
+    budget_status_at: Option<Instant>,
     /// What admission decided last time, per budget (allocated, agents, pending): a change
     /// rewrites budget statuses.
     last_decision: Option<admission::Decision>,
@@ -469,6 +485,8 @@ impl NodeRunner {
             budget_paths: BTreeMap::new(),
             doomed: BTreeSet::new(),
             budgets_dirty: true,
+            budget_status_dirty: false,
+            budget_status_at: None,
             last_decision: None,
             deadlines: Deadlines::default(),
             waiting: BTreeSet::new(),
@@ -634,7 +652,8 @@ impl World {
     fn next_wake(&self, node: &Node) -> Instant {
         let mut wake = self.next_sample;
         let probe = self.probe_timer.first().map(|(t, ..)| *t);
-        for t in [self.deadlines.next(), self.budget_retry, self.next_listen_check, probe].into_iter().flatten() {
+        let timers = [self.deadlines.next(), self.budget_retry, self.next_listen_check, probe, self.budget_status_at];
+        for t in timers.into_iter().flatten() {
             wake = wake.min(t);
         }
         if !self.doomed.is_empty() {
@@ -654,6 +673,10 @@ impl World {
             self.budget_retry = None;
             self.budgets_dirty = true;
         }
+        if self.budget_status_at.is_some_and(|t| t <= now) {
+            self.budget_status_at = None;
+            self.budget_status_dirty = true;
+        }
         if now >= self.next_sample {
             self.sample_all(node, now);
             self.next_sample = now + SAMPLE_EVERY;
@@ -661,18 +684,36 @@ impl World {
                 super::sys::release_free_heap();
             }
             // Budgets' `used` and alerts follow the same sample.
-            self.budgets_dirty = true;
+            self.budget_status_dirty = true;
         }
     }
 
     fn has_work(&self) -> bool {
-        self.all_dirty || self.budgets_dirty || self.freezes_dirty || !self.dirty.is_empty() || !self.doomed.is_empty()
+        self.all_dirty
+            || self.budgets_dirty
+            || self.budget_status_dirty
+            || self.freezes_dirty
+            || !self.dirty.is_empty()
+            || !self.doomed.is_empty()
     }
 
     /// One pass: admission over every agent (a plain function, cheap), budget cgroups when
     /// budgets changed, the agents an event or deadline named (every agent when budgets
     /// changed), budget cgroups of deleted budgets, and budget statuses when they moved.
     async fn reconcile(&mut self, node: &Arc<Node>) {
+        // Only the kernel's readings moved: admission is as it was (it changes with agents,
+        // budgets and replicas, which set the other flags), so no pass over 500 agents.
+        let only_readings = !(self.all_dirty
+            || self.budgets_dirty
+            || self.freezes_dirty
+            || !self.dirty.is_empty()
+            || !self.doomed.is_empty());
+        if only_readings && let Some(decision) = self.last_decision.take() {
+            self.budget_status_dirty = false;
+            self.write_budgets(node, &decision);
+            self.last_decision = Some(decision);
+            return;
+        }
         // /proc/meminfo is costly to read: only when someone asks to be admitted.
         let asking = self
             .agents
@@ -714,7 +755,8 @@ impl World {
         let summary_moved = self.last_decision.as_ref().is_none_or(|d| {
             d.allocated != decision.allocated || d.agents != decision.agents || d.pending != decision.pending
         });
-        if std::mem::take(&mut self.budgets_dirty) || summary_moved {
+        let readings = std::mem::take(&mut self.budget_status_dirty);
+        if std::mem::take(&mut self.budgets_dirty) || readings || summary_moved {
             self.write_budgets(node, &decision);
             self.last_decision = Some(decision);
         }
