@@ -16,10 +16,11 @@ impl World {
     /// 4 MiB or 20m), or any change after [`USAGE_HEARTBEAT`].
     ///
     /// An agent whose every replica idles (under 5m of CPU since the last read, memory moved
-    /// by under 1 MiB, not throttled) is read again after 20 s, then 40 s, then every 60 s,
+    /// by under 1 MiB, not throttled) is read again after 10–20 s, then 20–40 s, then every
+    /// 30–60 s (drawn, so that agents started together do not all read at the same sample),
     /// and at every sample again once one of them does not idle or a new replica runs (as
     /// cAdvisor's dynamic housekeeping backs off for containers whose statistics stay the
-    /// same). 500 idle agents then cost 1,500 control-file reads a minute on cgroup v1
+    /// same). 500 idle agents then cost about 2,000 control-file reads a minute on cgroup v1
     /// instead of 9,000, and the usage they report (near 0 CPU, flat memory) is as current.
     /// Budgets' CPU `used` sums the last reading of each agent: an idle one's is under 5m.
     pub(super) fn sample_all(&mut self, node: &Node, now: Instant) {
@@ -95,7 +96,7 @@ impl World {
             rt.sample_after = (rt.idle_samples > 0).then(|| {
                 // Less than a sample early, so that it is read at the sample that ends the wait.
                 let wait = SAMPLE_EVERY.saturating_mul(1 << rt.idle_samples.min(3)).min(IDLE_SAMPLE_MAX);
-                now + wait.saturating_sub(SAMPLE_EVERY / 2)
+                now + wait.mul_f64(0.5 + 0.5 * fastrand::f64()).saturating_sub(SAMPLE_EVERY / 2)
             });
         }
     }
