@@ -697,7 +697,9 @@ impl Engine {
         }
     }
 
-    fn agent_changed(&self, a: Agent) {
+    fn agent_changed(&self, mut a: Agent) {
+        // Not read here; dropped rather than held for every agent (see the node's cache).
+        a.metadata.managed_fields = None;
         let k = key_of(&a);
         let status = a.status.clone().unwrap_or_default();
         let ready_replicas = match a.spec.protocol() {

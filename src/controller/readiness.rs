@@ -8,11 +8,17 @@
 //!   not listen yet is not probed over HTTP at all. The table is read 10 ms after a start
 //!   and then at a doubling interval up to 500 ms, so a fast agent is probed right after it
 //!   listens and a process that never listens costs one table read per interval, whatever
-//!   the number of such replicas.
+//!   the number of such replicas; 10 s after the last start, exit or spec change, every 2 s
+//!   (a replica that takes that long to listen is seen within 2 s of it).
 //! - A replica that listens is probed at once; a failed probe is tried again after a wait
 //!   that doubles from 500 ms up to 30 s, each wait drawn between half of it and all of it
-//!   (jitter), so that replicas started together do not stay in step. A refused connection sends it back
-//!   to the socket table. A new process (an exit, a restart) or a spec change starts over.
+//!   (jitter), so that replicas started together do not stay in step. A replica whose server
+//!   answers, but not with its card (a 404, a 503), keeps doubling up to 5 min: it is up
+//!   and says it serves no card, and each probe of it costs a TCP connection, which at 500
+//!   such replicas and a 30 s cap was twice the node's whole idle cost. The first waits are
+//!   the same for every failure, so a card that comes up seconds after its port is seen as
+//!   soon as before. A refused connection sends it back to the socket table. A new process
+//!   (an exit, a restart) or a spec change starts over.
 //! - An agent that runs elsewhere (`url`) is probed every 10 s (Kubernetes' default
 //!   `periodSeconds`) while it answers, and every 2 s while it does not; each probe decides
 //!   its readiness (one success makes it Ready, one failure NotReady).
@@ -26,10 +32,15 @@ pub struct Schedule {
     pub first_retry: Duration,
     /// The longest wait between probes of a replica not ready yet.
     pub max_retry: Duration,
+    /// The longest wait for a replica whose server answered its last probe without its card.
+    pub max_answered_retry: Duration,
     /// The first look at the socket table after a start; the interval doubles after each.
     pub first_listen_check: Duration,
     /// The longest interval between looks at the socket table.
     pub max_listen_check: Duration,
+    /// The interval after `late_after_checks` looks (about 10 s with the defaults).
+    pub late_listen_check: Duration,
+    pub late_after_checks: u32,
     /// The period of an external agent's probe while it answers.
     pub period: Duration,
     /// The period of an external agent's probe while it does not.
@@ -41,8 +52,12 @@ impl Default for Schedule {
         Schedule {
             first_retry: Duration::from_millis(500),
             max_retry: Duration::from_secs(30),
+            max_answered_retry: Duration::from_secs(300),
             first_listen_check: Duration::from_millis(10),
             max_listen_check: Duration::from_millis(500),
+            late_listen_check: Duration::from_secs(2),
+            // 10 + 20 + … + 320 ms, then 20 × 500 ms.
+            late_after_checks: 26,
             period: Duration::from_secs(10),
             retry: Duration::from_secs(2),
         }
@@ -56,16 +71,22 @@ pub fn replica_probe_due(running: bool, ready: bool, probing: bool) -> bool {
 }
 
 /// How long after a failed probe a replica is probed again, for a replica probed `failed`
-/// times without an answer (this one included, so at least 1); `jitter` in `[0, 1)` draws
-/// the wait between half the doubling step and the whole of it, so never past the cap.
-pub fn replica_retry_after(failed: u32, s: &Schedule, jitter: f64) -> Duration {
-    let step = s.first_retry.saturating_mul(2u32.saturating_pow(failed.saturating_sub(1).min(31))).min(s.max_retry);
+/// times without a card (this one included, so at least 1); `answered`: its server answered
+/// this probe over HTTP, only not with its card (the cap is then `max_answered_retry`).
+/// `jitter` in `[0, 1)` draws the wait between half the doubling step and the whole of it,
+/// so never past the cap.
+pub fn replica_retry_after(failed: u32, answered: bool, s: &Schedule, jitter: f64) -> Duration {
+    let cap = if answered { s.max_answered_retry } else { s.max_retry };
+    let step = s.first_retry.saturating_mul(2u32.saturating_pow(failed.saturating_sub(1).min(31))).min(cap);
     step.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
 /// The interval before the next look at the socket table, after `checks` looks since the
 /// last start, exit or spec change.
 pub fn listen_check_after(checks: u32, s: &Schedule) -> Duration {
+    if checks >= s.late_after_checks {
+        return s.late_listen_check;
+    }
     s.first_listen_check.saturating_mul(2u32.saturating_pow(checks.min(31))).min(s.max_listen_check)
 }
 
@@ -92,7 +113,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn a_replica_is_probed_again_after_a_wait_doubling_from_500ms_to_30s_with_jitter() {
+    fn a_replica_is_probed_again_after_a_wait_doubling_from_500ms_to_30s_or_5min_with_jitter() {
         let s = Schedule::default();
         const S: Duration = Duration::from_secs(1);
         #[rustfmt::skip]
@@ -101,14 +122,27 @@ mod tests {
             (8, 30 * S), (u32::MAX, 30 * S),
         ];
         for (failed, step) in table {
-            assert_eq!(replica_retry_after(failed, &s, 1.0), step, "after {failed} failed probes");
-            assert_eq!(replica_retry_after(failed, &s, 0.0), step / 2, "the shortest draw");
-            assert!(replica_retry_after(failed, &s, 0.999) < step, "the longest draw");
+            assert_eq!(replica_retry_after(failed, false, &s, 1.0), step, "after {failed} failed probes");
+            assert_eq!(replica_retry_after(failed, false, &s, 0.0), step / 2, "the shortest draw");
+            assert!(replica_retry_after(failed, false, &s, 0.999) < step, "the longest draw");
+        }
+        // A server that answers without its card: the same first waits, then up to 5 min.
+        #[rustfmt::skip]
+        let answered = [
+            (1, 500 * MS), (2, S), (6, 16 * S), (7, 32 * S), (8, 64 * S), (9, 128 * S), (10, 256 * S),
+            (11, 300 * S), (u32::MAX, 300 * S),
+        ];
+        for (failed, step) in answered {
+            assert_eq!(replica_retry_after(failed, true, &s, 1.0), step, "after {failed} answers without a card");
+            assert_eq!(replica_retry_after(failed, true, &s, 0.0), step / 2, "the shortest draw");
         }
         #[rustfmt::skip]
         let checks = [
-            (0, 10 * MS), (1, 20 * MS), (2, 40 * MS), (5, 320 * MS), (6, 500 * MS), (u32::MAX, 500 * MS),
+            (0, 10 * MS), (1, 20 * MS), (2, 40 * MS), (5, 320 * MS), (6, 500 * MS), (25, 500 * MS),
+            (26, 2000 * MS), (u32::MAX, 2000 * MS),
         ];
+        let first_10s: Duration = (0..26).map(|n| listen_check_after(n, &s)).sum();
+        assert_eq!(first_10s, 10_630 * MS, "500 ms looks for about 10 s before the 2 s ones");
         for (n, want) in checks {
             assert_eq!(listen_check_after(n, &s), want, "after {n} looks at the socket table");
         }

@@ -34,6 +34,12 @@ const WINDOW: Duration = Duration::from_secs(1);
 const UNPRIVILEGED_WINDOW: Duration = Duration::from_secs(2);
 /// How long `poll()` waits before the levels are read anyway.
 const POLL_EVERY: Duration = Duration::from_millis(250);
+/// …while the budget is calm and every watched resource has a one-second trigger: a stall
+/// that reaches a threshold fires its trigger (an `avg10` over the threshold implies a
+/// one-second window over it), which wakes the `poll()` at once, so the levels read every
+/// 250 ms found nothing the trigger does not; two reads of two files every 250 ms per budget
+/// were a steady cost of an idle host.
+const CALM_POLL_EVERY: Duration = Duration::from_secs(2);
 /// The sampling interval without PSI.
 pub const FALLBACK_EVERY: Duration = Duration::from_millis(250);
 /// Pressure ends when no trigger fired for this long (and every level is below its
@@ -260,6 +266,8 @@ fn watch_psi(c: &WatchConfig, dir: &std::path::Path, stop: &AtomicBool, emit: &m
                 "cannot register a PSI trigger; its level is read every 250ms instead"),
         }
     }
+    let watched = c.thresholds.iter().filter(|t| t.is_some()).count();
+    let all_triggered = triggers.len() == watched && triggers.iter().all(|(_, _, w)| *w == WINDOW);
     while !stop.load(Ordering::Acquire) {
         let mut fired = [false; 3];
         if triggers.is_empty() {
@@ -267,7 +275,8 @@ fn watch_psi(c: &WatchConfig, dir: &std::path::Path, stop: &AtomicBool, emit: &m
         } else {
             use rustix::event::{PollFd, PollFlags, Timespec, poll};
             let mut fds: Vec<PollFd<'_>> = triggers.iter().map(|(_, f, _)| PollFd::new(f, PollFlags::PRI)).collect();
-            let timeout = Timespec { tv_sec: 0, tv_nsec: POLL_EVERY.as_nanos() as _ };
+            let wait = if all_triggered && !tracker.under { CALM_POLL_EVERY } else { POLL_EVERY };
+            let timeout = Timespec { tv_sec: wait.as_secs() as _, tv_nsec: wait.subsec_nanos() as _ };
             if let Ok(n) = poll(&mut fds, Some(&timeout))
                 && n > 0
             {

@@ -60,12 +60,19 @@ pub use stdio::StdioTasks;
 pub const BACKGROUND_CGROUP: &str = "background.cpu";
 /// Kernel statistics of every replica are read together this often.
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// An agent whose replicas idle (see [`usage`]) is read at a doubling interval up to this,
+/// as cAdvisor's dynamic housekeeping does for containers whose statistics do not change.
+const IDLE_SAMPLE_MAX: Duration = Duration::from_secs(60);
 /// Usage is written for replicas that have run at least this long (by the wall clock, so a
 /// replica re-adopted after a restart of the daemon gets its usage at the first sample).
 const USAGE_MIN_AGE: Duration = Duration::from_secs(2);
 /// A usage change that is not material is still written after this long (kubelet reports
 /// usage as metrics and never rewrites objects for it; here status is the only channel).
 const USAGE_HEARTBEAT: Duration = Duration::from_secs(300);
+/// A budget's pressure levels that moved while it stays under (or out of) pressure reach its
+/// status together, this long after the first move: a level moves by a percent several times
+/// a second on a loaded host, and each move was a status write.
+const PRESSURE_LEVELS_EVERY: Duration = Duration::from_secs(1);
 /// Status writes in flight at once (the store commits concurrent writes together).
 const WRITES_IN_FLIGHT: usize = 32;
 /// The status of an agent whose replica is being started waits for the start's outcome (a
@@ -110,6 +117,8 @@ enum NodeEvent {
         card: Result<probes::ProbedCard, String>,
         /// The connection was refused (nothing listens on the port any more).
         refused: bool,
+        /// The server answered over HTTP, only not with its card.
+        answered: bool,
     },
     /// A queued status write failed: written again later.
     WriteFailed(WriteTarget),
@@ -201,7 +210,9 @@ impl Replica {
 
 #[derive(Default)]
 struct AgentRuntime {
-    replicas: BTreeMap<u32, Replica>,
+    /// Boxed: a map's node holds room for 11 entries, and most agents have one replica (an
+    /// unboxed `Replica` made that 4.4 KiB per agent).
+    replicas: BTreeMap<u32, Box<Replica>>,
     last_termination: Option<Termination>,
     card: Option<CardSummary>,
     /// Restarts before this daemon (from status), plus ours.
@@ -210,6 +221,10 @@ struct AgentRuntime {
     written: Option<AgentStatus>,
     /// When a status with a different usage was last queued.
     usage_written_at: Option<Instant>,
+    /// Samples in a row that found its replicas idle, and when it is read next (none: at
+    /// every sample).
+    idle_samples: u32,
+    sample_after: Option<Instant>,
     adopted: bool,
     url_ready: bool,
     url_probing: bool,
@@ -279,6 +294,11 @@ struct World {
     doomed: BTreeSet<CgroupPath>,
     /// Budgets changed: their cgroups are checked and their statuses recomputed.
     budgets_dirty: bool,
+    /// Only what budget statuses show of the kernel moved (a sample, pressure levels): their
+    /// statuses are recomputed from the last admission decision, with no pass over the
+    /// agents; at `budget_status_at`, when set.
+    budget_status_dirty: bool,
+    budget_status_at: Option<Instant>,
     /// What admission decided last time, per budget (allocated, agents, pending): a change
     /// rewrites budget statuses.
     last_decision: Option<admission::Decision>,
@@ -467,6 +487,8 @@ impl NodeRunner {
             budget_paths: BTreeMap::new(),
             doomed: BTreeSet::new(),
             budgets_dirty: true,
+            budget_status_dirty: false,
+            budget_status_at: None,
             last_decision: None,
             deadlines: Deadlines::default(),
             waiting: BTreeSet::new(),
@@ -519,7 +541,10 @@ impl NodeRunner {
 impl World {
     fn apply(&mut self, node: &Arc<Node>, ev: NodeEvent) {
         match ev {
-            NodeEvent::Agent(a) => {
+            NodeEvent::Agent(mut a) => {
+                // Field ownership is the API server's business: kept here it would be one
+                // more tree of small allocations per agent, for as long as the agent lives.
+                a.metadata.managed_fields = None;
                 let k = key_of(&*a);
                 // Our own status writes come back as events: only a new spec, metadata
                 // change or deletion needs a pass for this agent.
@@ -579,7 +604,7 @@ impl World {
                 self.dirty.insert(key.clone());
                 self.exited(node, &key, replica, pid);
             }
-            NodeEvent::Probed { key, replica, pid, card, refused } => {
+            NodeEvent::Probed { key, replica, pid, card, refused, answered } => {
                 if replica == u32::MAX {
                     self.dirty.insert(key.clone());
                     if let Some(rt) = self.runtime.get_mut(&key) {
@@ -606,7 +631,7 @@ impl World {
                         }
                     }
                 } else {
-                    self.probed(key, replica, pid, card.ok().map(|c| c.summary), refused);
+                    self.probed(key, replica, pid, card.ok().map(|c| c.summary), refused, answered);
                 }
             }
             NodeEvent::WriteFailed(WriteTarget::Agent(k)) => {
@@ -632,7 +657,8 @@ impl World {
     fn next_wake(&self, node: &Node) -> Instant {
         let mut wake = self.next_sample;
         let probe = self.probe_timer.first().map(|(t, ..)| *t);
-        for t in [self.deadlines.next(), self.budget_retry, self.next_listen_check, probe].into_iter().flatten() {
+        let timers = [self.deadlines.next(), self.budget_retry, self.next_listen_check, probe, self.budget_status_at];
+        for t in timers.into_iter().flatten() {
             wake = wake.min(t);
         }
         if !self.doomed.is_empty() {
@@ -652,6 +678,10 @@ impl World {
             self.budget_retry = None;
             self.budgets_dirty = true;
         }
+        if self.budget_status_at.is_some_and(|t| t <= now) {
+            self.budget_status_at = None;
+            self.budget_status_dirty = true;
+        }
         if now >= self.next_sample {
             self.sample_all(node, now);
             self.next_sample = now + SAMPLE_EVERY;
@@ -659,18 +689,36 @@ impl World {
                 super::sys::release_free_heap();
             }
             // Budgets' `used` and alerts follow the same sample.
-            self.budgets_dirty = true;
+            self.budget_status_dirty = true;
         }
     }
 
     fn has_work(&self) -> bool {
-        self.all_dirty || self.budgets_dirty || self.freezes_dirty || !self.dirty.is_empty() || !self.doomed.is_empty()
+        self.all_dirty
+            || self.budgets_dirty
+            || self.budget_status_dirty
+            || self.freezes_dirty
+            || !self.dirty.is_empty()
+            || !self.doomed.is_empty()
     }
 
     /// One pass: admission over every agent (a plain function, cheap), budget cgroups when
     /// budgets changed, the agents an event or deadline named (every agent when budgets
     /// changed), budget cgroups of deleted budgets, and budget statuses when they moved.
     async fn reconcile(&mut self, node: &Arc<Node>) {
+        // Only the kernel's readings moved: admission is as it was (it changes with agents,
+        // budgets and replicas, which set the other flags), so no pass over 500 agents.
+        let only_readings = !(self.all_dirty
+            || self.budgets_dirty
+            || self.freezes_dirty
+            || !self.dirty.is_empty()
+            || !self.doomed.is_empty());
+        if only_readings && let Some(decision) = self.last_decision.take() {
+            self.budget_status_dirty = false;
+            self.write_budgets(node, &decision);
+            self.last_decision = Some(decision);
+            return;
+        }
         // /proc/meminfo is costly to read: only when someone asks to be admitted.
         let asking = self
             .agents
@@ -712,7 +760,8 @@ impl World {
         let summary_moved = self.last_decision.as_ref().is_none_or(|d| {
             d.allocated != decision.allocated || d.agents != decision.agents || d.pending != decision.pending
         });
-        if std::mem::take(&mut self.budgets_dirty) || summary_moved {
+        let readings = std::mem::take(&mut self.budget_status_dirty);
+        if std::mem::take(&mut self.budgets_dirty) || readings || summary_moved {
             self.write_budgets(node, &decision);
             self.last_decision = Some(decision);
         }
@@ -787,14 +836,14 @@ fn agent_status(enforced: bool, agent: &Agent, rt: &AgentRuntime, verdict: Optio
     let mut status = base_status(agent, rt);
     let generation = agent.meta().generation;
     let mut facts =
-        facts::agent_facts(agent, verdict, rt.replicas.values().map(Replica::view), rt.last_error.as_deref());
+        facts::agent_facts(agent, verdict, rt.replicas.values().map(|r| r.view()), rt.last_error.as_deref());
     facts.config_error = rt.refs.error.clone().map(facts::config_error);
     let summary = crate::controller::status::agent_status(&facts);
     for mut c in [summary.admitted, summary.ready] {
         c.observed_generation = generation;
         set_condition(&mut status.conditions, c);
     }
-    let running: Vec<&Replica> = rt.replicas.values().filter(|r| r.process.is_some()).collect();
+    let running: Vec<&Replica> = rt.replicas.values().filter(|r| r.process.is_some()).map(|r| &**r).collect();
     status.replicas = summary.replicas;
     status.ready_replicas = summary.ready_replicas;
     status.ready = Some(summary.ready_text);

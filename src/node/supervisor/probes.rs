@@ -43,10 +43,10 @@ impl Node {
             let (card, refused) =
                 match tokio::time::timeout(PROBE_TIMEOUT, fetch_card(&client, &url, external.as_ref())).await {
                     Ok(Ok(card)) => (Ok(card), false),
-                    Ok(Err(Failure { message, refused })) => (Err(message), refused),
+                    Ok(Err(Failure { message, refused, .. })) => (Err(message), refused),
                     Err(_) => (Err(format!("{url}: no answer within {PROBE_TIMEOUT:?}")), false),
                 };
-            let _ = tx.send(NodeEvent::Probed { key, replica, pid, card, refused });
+            let _ = tx.send(NodeEvent::Probed { key, replica, pid, card, refused, answered: false });
         });
     }
 }
@@ -61,12 +61,12 @@ fn launch(node: &Node, key: &Key, i: u32, r: &mut Replica) {
             card_path_answers(port).await?;
             fetch_card(&client, &url, None).await
         };
-        let (card, refused) = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            Ok(Ok(card)) => (Ok(card), false),
-            Ok(Err(Failure { message, refused })) => (Err(message), refused),
-            Err(_) => (Err(format!("{url}: no answer within {PROBE_TIMEOUT:?}")), false),
+        let (card, refused, answered) = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(card)) => (Ok(card), false, false),
+            Ok(Err(Failure { message, refused, answered })) => (Err(message), refused, answered),
+            Err(_) => (Err(format!("{url}: no answer within {PROBE_TIMEOUT:?}")), false, false),
         };
-        let _ = tx.send(NodeEvent::Probed { key, replica: i, pid, card, refused });
+        let _ = tx.send(NodeEvent::Probed { key, replica: i, pid, card, refused, answered });
     });
 }
 
@@ -78,6 +78,7 @@ async fn card_path_answers(port: u16) -> Result<(), Failure> {
     let url = format!("http://127.0.0.1:{port}");
     let io = |e: std::io::Error| Failure {
         refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
+        answered: false,
         message: format!("{url}: {e}"),
     };
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(io)?;
@@ -101,7 +102,11 @@ async fn card_path_answers(port: u16) -> Result<(), Failure> {
         .and_then(|code| code.parse::<u16>().ok());
     match status {
         Some(200..=299) => Ok(()),
-        Some(code) => Err(format!("{url}{AGENT_CARD_PATH}: the agent answered HTTP {code}").into()),
+        Some(code) => Err(Failure {
+            message: format!("{url}{AGENT_CARD_PATH}: the agent answered HTTP {code}"),
+            refused: false,
+            answered: true,
+        }),
         None => Err(format!("{url}{AGENT_CARD_PATH}: not an HTTP/1 answer").into()),
     }
 }
@@ -178,9 +183,18 @@ impl World {
     }
 
     /// A replica's probe answered: Ready with its card (a pass writes its status); else
-    /// probed again after its backoff, or, when the connection was refused, once its port
-    /// listens again. A failure changes no status, so it takes no pass.
-    pub(super) fn probed(&mut self, key: Key, i: u32, pid: u32, card: Option<CardSummary>, refused: bool) {
+    /// probed again after its backoff (longer when its server answered without its card),
+    /// or, when the connection was refused, once its port listens again. A failure changes
+    /// no status, so it takes no pass.
+    pub(super) fn probed(
+        &mut self,
+        key: Key,
+        i: u32,
+        pid: u32,
+        card: Option<CardSummary>,
+        refused: bool,
+        answered: bool,
+    ) {
         let Some(rt) = self.runtime.get_mut(&key) else { return };
         let Some(r) = rt.replicas.get_mut(&i).filter(|r| r.pid == pid) else { return };
         r.probing = false;
@@ -193,8 +207,13 @@ impl World {
             }
             None if r.process.is_some() && !r.ready => {
                 r.probes = r.probes.saturating_add(1);
-                r.next_probe =
-                    now + readiness::replica_retry_after(r.probes, &readiness::Schedule::default(), fastrand::f64());
+                r.next_probe = now
+                    + readiness::replica_retry_after(
+                        r.probes,
+                        answered,
+                        &readiness::Schedule::default(),
+                        fastrand::f64(),
+                    );
                 if refused {
                     r.listening = false;
                     let first = now + readiness::listen_check_after(0, &readiness::Schedule::default());
@@ -220,15 +239,17 @@ pub(super) struct ProbedCard {
     pub extended_unused: Option<String>,
 }
 
-/// Why a probe failed, and whether the connection was refused.
+/// Why a probe failed, whether the connection was refused, and whether the server answered
+/// over HTTP (only not with its card).
 struct Failure {
     message: String,
     refused: bool,
+    answered: bool,
 }
 
 impl From<String> for Failure {
     fn from(message: String) -> Self {
-        Failure { message, refused: false }
+        Failure { message, refused: false, answered: false }
     }
 }
 
@@ -241,10 +262,11 @@ async fn fetch_card(client: &kube::Client, url: &str, external: Option<&Agent>) 
         None => crate::a2a::ClientOptions { addressing: crate::a2a::transport::Addressing::Base, ..Default::default() },
     };
     let a2a = crate::a2a::Client::with_options(url, options).map_err(|e| e.to_string())?;
-    let card = a2a
-        .refresh_agent_card()
-        .await
-        .map_err(|e| Failure { refused: matches!(e, E::Connect { .. }), message: e.to_string() })?;
+    let card = a2a.refresh_agent_card().await.map_err(|e| Failure {
+        refused: matches!(e, E::Connect { .. }),
+        answered: false,
+        message: e.to_string(),
+    })?;
     if external.and_then(|a| a.spec.auth.as_ref()).is_some_and(|a| !a.is_empty()) {
         // Any A2A answer (a task that is not found) says the credentials are accepted.
         if let Err(

@@ -258,7 +258,7 @@ pub(super) fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[In
         let Ok(path) = CgroupPath::parse(cgroup) else { continue };
         let Some(pid) = inst.pid.and_then(|p| u32::try_from(p).ok()) else {
             if let Some(t) = &inst.termination {
-                rt.replicas.insert(inst.replica, Replica::gone(path, port, inst, Some(t.clone())));
+                rt.replicas.insert(inst.replica, Box::new(Replica::gone(path, port, inst, Some(t.clone()))));
             }
             continue;
         };
@@ -269,7 +269,7 @@ pub(super) fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[In
                 let oom_before = node.driver.stats(&path).map_or(0, |s| s.oom_kills);
                 rt.replicas.insert(
                     inst.replica,
-                    Replica {
+                    Box::new(Replica {
                         // Unknown after a restart: the first pass writes the current limits once.
                         limits: CgroupLimits { pids_max: Some(u64::MAX), ..Default::default() },
                         start_time: Some(p.start_time()),
@@ -279,7 +279,7 @@ pub(super) fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[In
                         ready: inst.ready,
                         oom_before,
                         ..Replica::new(path, port, inst.spec_hash.clone().unwrap_or_default(), inst.restarts)
-                    },
+                    }),
                 );
             }
             Err(e) => {
@@ -294,7 +294,8 @@ pub(super) fn adopt(node: &Node, k: &Key, rt: &mut AgentRuntime, instances: &[In
                 if !restart {
                     remove_in_background(node, path.clone());
                 }
-                rt.replicas.insert(inst.replica, Replica::gone(path, port, inst, (!restart).then(|| lost.clone())));
+                rt.replicas
+                    .insert(inst.replica, Box::new(Replica::gone(path, port, inst, (!restart).then(|| lost.clone()))));
                 rt.last_termination = Some(lost);
             }
         }

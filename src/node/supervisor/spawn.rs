@@ -206,7 +206,7 @@ impl World {
             Ok(r) => {
                 let restarted = rt.replicas.contains_key(&i);
                 node.watch_exit(key.clone(), i, r.process.as_ref().expect("just started"));
-                rt.replicas.insert(i, r);
+                rt.replicas.insert(i, Box::new(r));
                 if restarted {
                     rt.restarts_base += 1;
                 }

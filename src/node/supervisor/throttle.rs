@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{Key, Node, NodeEvent, World, record_event};
 use crate::api::budget::{ResourceBudgetStatus, ThrottleStatus};
@@ -100,9 +101,17 @@ impl World {
             Some(p) if p.reading.under && reading.under => p.since,
             _ => Time::now(),
         };
+        let entered_or_left = was != reading.under;
         self.pressure.insert(budget, BudgetPressure { reading, since });
-        self.budgets_dirty = true;
-        self.freezes_dirty = true;
+        if entered_or_left {
+            self.budgets_dirty = true;
+            self.freezes_dirty = true;
+        } else {
+            // Only its levels moved: which agents are frozen stays, and its status shows the
+            // new levels (and the rate they pace dispatch to) within a second, coalesced.
+            let at = Instant::now() + super::PRESSURE_LEVELS_EVERY;
+            self.budget_status_at = Some(self.budget_status_at.map_or(at, |t| t.min(at)));
+        }
     }
 
     /// Whether the agent's budget, or a budget enclosing it, is under pressure and freezes

@@ -2,20 +2,48 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Node, USAGE_HEARTBEAT, USAGE_MIN_AGE, World};
+use super::{IDLE_SAMPLE_MAX, Node, SAMPLE_EVERY, USAGE_HEARTBEAT, USAGE_MIN_AGE, World};
+
+/// A replica idles when it used less than this much CPU since the last sample (millicores)…
+const IDLE_CPU_MILLIS: u64 = 5;
+/// …its memory moved by less than this…
+const IDLE_MEMORY_BYTES: u64 = 1 << 20;
 
 impl World {
     /// Reads every running replica's usage (one coalesced pass, a few control files each,
     /// no allocation per file). Only agents whose status moves
     /// materially get a pass: a Throttled change, memory or cpu moved by 10% (and at least
     /// 4 MiB or 20m), or any change after [`USAGE_HEARTBEAT`].
+    ///
+    /// An agent whose every replica idles (under 5m of CPU since the last read, memory moved
+    /// by under 1 MiB, not throttled) is read again after 10–20 s, then 20–40 s, then every
+    /// 30–60 s (drawn, so that agents started together do not all read at the same sample),
+    /// and at every sample again once one of them does not idle or a new replica runs (as
+    /// cAdvisor's dynamic housekeeping backs off for containers whose statistics stay the
+    /// same). 500 idle agents then cost about 2,000 control-file reads a minute on cgroup v1
+    /// instead of 9,000, and the usage they report (near 0 CPU, flat memory) is as current.
+    /// Budgets' CPU `used` sums the last reading of each agent: an idle one's is under 5m.
     pub(super) fn sample_all(&mut self, node: &Node, now: Instant) {
         let wall = jiff::Timestamp::now();
         for (k, rt) in &mut self.runtime {
+            // A replica never read yet (a new start) is read now, whatever the agent's pace.
+            let fresh = rt.replicas.values().any(|r| r.process.is_some() && r.cpu.is_none());
+            if !fresh && rt.sample_after.is_some_and(|t| t > now) {
+                continue;
+            }
             let mut changed = false;
+            let mut idle = true;
             let (mut cpu_usec, mut throttled, mut throttled_usec) = (0, 0, 0);
             for r in rt.replicas.values_mut().filter(|r| r.process.is_some()) {
-                let Ok(u) = node.driver.usage(&r.cgroup) else { continue };
+                let Ok(u) = node.driver.usage(&r.cgroup) else {
+                    idle = false;
+                    continue;
+                };
+                idle &= r.cpu.is_some()
+                    && u.cpu_usage_usec.saturating_sub(r.cpu.map_or(0, |(_, usec)| usec))
+                        < IDLE_CPU_MILLIS * now.duration_since(r.cpu.map_or(now, |(t, _)| t)).as_millis() as u64
+                    && u.memory_current.abs_diff(r.memory) < IDLE_MEMORY_BYTES
+                    && u.nr_throttled == r.throttled;
                 // A replica's cgroup is made anew for each start, so its counters begin at 0.
                 cpu_usec += u.cpu_usage_usec.saturating_sub(r.cpu.map_or(0, |(_, usec)| usec));
                 throttled += u.nr_throttled.saturating_sub(r.throttled);
@@ -64,6 +92,12 @@ impl World {
             if changed || material || stale {
                 self.dirty.insert(k.clone());
             }
+            rt.idle_samples = if idle { rt.idle_samples.saturating_add(1) } else { 0 };
+            rt.sample_after = (rt.idle_samples > 0).then(|| {
+                // Less than a sample early, so that it is read at the sample that ends the wait.
+                let wait = SAMPLE_EVERY.saturating_mul(1 << rt.idle_samples.min(3)).min(IDLE_SAMPLE_MAX);
+                now + wait.mul_f64(0.5 + 0.5 * fastrand::f64()).saturating_sub(SAMPLE_EVERY / 2)
+            });
         }
     }
 }
