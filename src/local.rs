@@ -172,6 +172,7 @@ impl LocalOptions {
             .audit_rotation(self.audit_rotation)
             .connections(self.connections.clone())
             .bind(self.listen)
+            .agent_finalizer(self.controllers.then_some(crate::node::deletion::PROCESSES_FINALIZER))
     }
 }
 

@@ -359,3 +359,59 @@ async fn an_admitted_agent_gets_its_first_status_with_its_started_process() {
     assert!(first.instances[0].pid.is_some(), "{seen:#?}");
     tear_down(daemon).await;
 }
+
+/// An Agent the node will run is created already held for its processes (the node makes no
+/// write of its own for it before the first start); one that runs elsewhere (`url`) or once
+/// per task (`protocol: stdio`) is created as sent. One held so that never started (its budget
+/// does not exist) still goes when deleted: the node releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_the_node_runs_is_created_held_for_its_processes() {
+    let scratch = Scratch::new("held");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &[]);
+    let client = daemon.client().await;
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let held =
+        |a: &Agent| a.metadata.finalizers.iter().flatten().any(|f| f == a2a::node::deletion::PROCESSES_FINALIZER);
+    let create = async |name: &str, spec: serde_json::Value| -> Agent {
+        let agent: Agent = serde_json::from_value(serde_json::json!({
+            "apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name}, "spec": spec
+        }))
+        .expect("agent");
+        api.create(&Default::default(), &agent).await.unwrap_or_else(|e| panic!("create {name}: {e}"))
+    };
+    // What the create answers is the object as stored by the create, before any node write.
+    let runs = create("runs", serde_json::json!({"command": ["a2a", "demo-agent", "--skill", "echo"]})).await;
+    assert!(held(&runs), "{:?}", runs.metadata.finalizers);
+    let elsewhere = create("elsewhere", serde_json::json!({"url": "http://127.0.0.1:9/"})).await;
+    assert!(!held(&elsewhere), "{:?}", elsewhere.metadata.finalizers);
+    let per_task = create("per-task", serde_json::json!({"protocol": "stdio", "command": ["cat"]})).await;
+    assert!(!held(&per_task), "{:?}", per_task.metadata.finalizers);
+    let waiting = create(
+        "waiting",
+        serde_json::json!({"command": ["a2a", "demo-agent", "--skill", "echo"], "budget": "nowhere"}),
+    )
+    .await;
+    assert!(held(&waiting), "{:?}", waiting.metadata.finalizers);
+    wait_agent(&client, "runs", Duration::from_secs(30), |a| phase(a) == Some(AgentPhase::Running)).await;
+
+    for name in ["runs", "waiting"] {
+        api.delete(name, &DeleteParams::default()).await.unwrap_or_else(|e| panic!("delete {name}: {e}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut left = Vec::new();
+    while Instant::now() < deadline {
+        left = Vec::new();
+        for name in ["runs", "waiting"] {
+            if api.get_opt(name).await.expect("get").is_some() {
+                left.push(name);
+            }
+        }
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "still there 30 s after their deletion: {left:?}");
+    tear_down(daemon).await;
+}

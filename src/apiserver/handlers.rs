@@ -173,6 +173,29 @@ fn check_no_new_finalizers(res: &Resource, name: &str, current: &Value, new: &Va
     })
 }
 
+/// Adds `finalizer` to a new Agent that a local node will run: one with a `command` to start
+/// as an A2A server (not `url`, not `protocol: stdio`, which the node starts no process for
+/// outside a task). The node removes it once the agent's processes are gone, as it would have
+/// removed the one it used to add before the first start. A `metadata.finalizers` that is not
+/// a list is left for validation to report.
+fn hold_for_node(object: &mut Value, finalizer: &str) {
+    let external = object.pointer("/spec/url").is_some_and(|u| !u.is_null());
+    let stdio = object.pointer("/spec/protocol").and_then(Value::as_str) == Some("stdio");
+    if external || stdio {
+        return;
+    }
+    let Some(meta) = meta_mut(object) else { return };
+    let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+    if list.is_null() {
+        *list = json!([]);
+    }
+    if let Some(list) = list.as_array_mut()
+        && !list.iter().any(|f| f == finalizer)
+    {
+        list.push(json!(finalizer));
+    }
+}
+
 /// Whether a write is a dry run; the value was checked on the way in
 /// ([`params::check_write_options`]), so only `All` is left to find.
 fn dry_run(q: &HashMap<String, String>) -> bool {
@@ -372,6 +395,11 @@ impl AppState {
             && let Some(map) = object.as_object_mut()
         {
             map.remove("status");
+        }
+        if let Some(finalizer) = self.config.agent_finalizer
+            && t.resource.a2a == Some(crate::api::Kind::Agent)
+        {
+            hold_for_node(object, finalizer);
         }
         if t.resource.plural == "namespaces" {
             object["status"] = json!({"phase": "Active"});

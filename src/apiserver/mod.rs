@@ -156,6 +156,11 @@ pub struct ServerConfig {
     pub peers: Arc<crate::discovery::peers::PeerTable>,
     /// How often a joined host fetches the node certificates the first host revoked.
     pub revocation_refresh: Duration,
+    /// The finalizer a new Agent that a local node will run is created with (the node's
+    /// [`crate::node::deletion::PROCESSES_FINALIZER`], when a node serves this server): the
+    /// create holds the object for the node, instead of a second write per agent before its
+    /// first start. `None` (an API server without a node): created as sent.
+    pub agent_finalizer: Option<&'static str>,
 }
 
 impl ServerConfig {
@@ -174,7 +179,15 @@ impl ServerConfig {
             certificates: pki::CertPolicy::default(),
             peers: Arc::default(),
             revocation_refresh: Duration::from_secs(10),
+            agent_finalizer: None,
         }
+    }
+
+    /// The finalizer new Agents a local node runs are created with (see
+    /// [`ServerConfig::agent_finalizer`]).
+    pub fn agent_finalizer(mut self, finalizer: Option<&'static str>) -> Self {
+        self.agent_finalizer = finalizer;
+        self
     }
 
     /// The address to listen on (default 127.0.0.1); the serving certificate names it.

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, Parser};
 
 use crate::node::logs::{self, LogLimits};
 
@@ -39,4 +39,24 @@ pub enum Error {
 pub fn run(args: &LogRelayArgs) -> Result<(), Error> {
     let limits = LogLimits::new(args.max_bytes, args.max_files)?;
     logs::relay(&args.path, limits, &args.join).map_err(|source| Error::Relay { path: args.path.clone(), source })
+}
+
+/// `a2a log-relay` alone: the relay's own few arguments, not the whole command line's parser
+/// (building every verb's parser cost about as much CPU as the rest of the relay's start, and
+/// the node starts one relay per agent replica). `args` is the command line after `log-relay`.
+pub fn main(args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    #[derive(Parser, Debug)]
+    #[command(name = "a2a log-relay")]
+    struct Only {
+        #[command(flatten)]
+        args: LogRelayArgs,
+    }
+    let only = Only::parse_from(std::iter::once(std::ffi::OsString::from("a2a log-relay")).chain(args));
+    match run(&only.args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -11,8 +11,10 @@ use super::logs;
 use crate::api::Agent;
 use crate::cluster::finalizer;
 
-/// The finalizer the node puts on an Agent before it starts its first process, and removes
-/// once every process of the agent is gone.
+/// The finalizer that holds an Agent for the node until every process of it is gone. The
+/// local API server creates an Agent the node will run with it (no write of its own per
+/// agent); the node puts it on before a first start when it is missing (an Agent created
+/// before, or through a server without a node), and removes it once the processes are gone.
 pub const PROCESSES_FINALIZER: &str = "a2a.dev/local-processes";
 
 #[derive(Debug, thiserror::Error)]

@@ -254,7 +254,9 @@ pub struct DynamicUsers {
     known: Mutex<HashMap<(String, String), u32>>,
     /// The last scan of the uids processes run with, and when it was made (see
     /// [`SCAN_SHARED_FOR`]).
-    scanned: Mutex<Option<(std::time::Instant, HashSet<u32>)>>,
+    scanned: Mutex<Option<(std::time::Instant, Arc<HashSet<u32>>)>>,
+    /// Held by the one allocation that scans anew; the others meanwhile use the last scan.
+    scanning: Mutex<()>,
 }
 
 /// How long one scan of every process's uids serves the allocations that follow it. A scan
@@ -305,6 +307,7 @@ impl DynamicUsers {
             range,
             known: Mutex::default(),
             scanned: Mutex::default(),
+            scanning: Mutex::default(),
         };
         for (dir, mode) in [(state.to_path_buf(), 0o755), (users.registry(), 0o700), (users.homes(), 0o755)] {
             fs::DirBuilder::new().recursive(true).mode(mode).create(&dir).map_err(io("create", &dir))?;
@@ -365,6 +368,13 @@ impl DynamicUsers {
     /// has it, and no process runs with it. The claim is the exclusive creation of its file
     /// under a lock the host's daemons share.
     pub fn allocate(&self, namespace: &str, name: &str) -> Result<DynamicUser> {
+        // The scan of the host's processes is made before the host-wide lock is taken, not
+        // under it: made under it (tens of milliseconds with a thousand processes on a busy
+        // host), it held every other start of every daemon of the host waiting behind it.
+        let busy = match self.uid_of(namespace, name) {
+            Some(_) => Arc::default(),
+            None => self.recent_uids_in_use(),
+        };
         let _lock = self.lock()?;
         if let Some(uid) = self.uid_of(namespace, name) {
             return Ok(DynamicUser { uid, home: self.ensure_home(uid)? });
@@ -373,7 +383,6 @@ impl DynamicUsers {
         let (first, last) = (*self.range.start(), *self.range.end());
         let span = u64::from(last - first) + 1;
         let start = fnv1a(format!("{}\n{namespace}/{name}", self.owner).as_bytes()) % span;
-        let mut busy: Option<HashSet<u32>> = None;
         let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
         let group = fs::read_to_string("/etc/group").unwrap_or_default();
         for i in 0..span {
@@ -396,7 +405,7 @@ impl DynamicUsers {
             if Path::new("/run/systemd/dynamic-uid").join(uid.to_string()).exists() {
                 continue;
             }
-            if busy.get_or_insert_with(|| self.recent_uids_in_use()).contains(&uid) {
+            if busy.contains(&uid) {
                 continue;
             }
             // Free: a stale claim and its home go, then the claim is ours.
@@ -416,16 +425,28 @@ impl DynamicUsers {
         Err(Error::Exhausted { agent: format!("{namespace}/{name}"), first, last })
     }
 
-    /// [`uids_in_use`], scanned at most once per [`SCAN_SHARED_FOR`].
-    fn recent_uids_in_use(&self) -> HashSet<u32> {
-        let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, uids)) = scanned.as_ref()
+    /// [`uids_in_use`], scanned at most once per [`SCAN_SHARED_FOR`]: one caller scans anew
+    /// while the others go on with the last scan (they wait only for the first).
+    fn recent_uids_in_use(&self) -> Arc<HashSet<u32>> {
+        let last = || self.scanned.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((at, uids)) = last()
             && at.elapsed() < SCAN_SHARED_FOR
         {
-            return uids.clone();
+            return uids;
         }
-        let uids = uids_in_use();
-        *scanned = Some((std::time::Instant::now(), uids.clone()));
+        let _scanning = match (self.scanning.try_lock(), last()) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some((_, uids))) => return uids,
+            (Err(_), None) => self.scanning.lock().unwrap_or_else(|e| e.into_inner()),
+        };
+        // Another caller may have scanned while this one waited for the first scan.
+        if let Some((at, uids)) = last()
+            && at.elapsed() < SCAN_SHARED_FOR
+        {
+            return uids;
+        }
+        let uids = Arc::new(uids_in_use());
+        *self.scanned.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), uids.clone()));
         uids
     }
 

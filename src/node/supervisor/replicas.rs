@@ -86,6 +86,12 @@ impl World {
             adopt(node, k, rt, &status.instances, agent.spec.restart_policy());
         }
         if let Some(url) = &agent.spec.url {
+            // An agent that had a command when it was created holds the finalizer (see
+            // `release_if_deleted`): released here too, or it would never go.
+            let starting = self.starting.keys().any(|(key, _)| key == k);
+            if release_if_deleted(node, &agent, rt.replicas.is_empty() && !starting) {
+                return;
+            }
             if readiness::external_probe_due(rt.url_probing, rt.url_next_probe, Instant::now()) {
                 rt.url_probing = true;
                 node.probe(k.clone(), u32::MAX, 0, url.clone(), Some(agent.clone()));
@@ -98,17 +104,8 @@ impl World {
         let desired = if admitted && agent.spec.protocol() == Protocol::A2a { agent.spec.replicas() } else { 0 };
         // Scale down, and stop everything of an agent that lost its admission.
         stop_replicas(node, rt, |i| i >= desired).await;
-        if agent.meta().deletion_timestamp.is_some()
-            && rt.replicas.is_empty()
-            && !self.starting.keys().any(|(key, _)| key == k)
-            && crate::cluster::finalizer::has(&agent, crate::node::deletion::PROCESSES_FINALIZER)
-        {
-            let (client, home) = (node.client.clone(), node.config.home.clone());
-            tokio::spawn(async move {
-                if let Err(e) = crate::node::deletion::release(&client, &home, &agent).await {
-                    tracing::warn!(agent = %agent.name_any(), error = %e, "releasing a deleted agent");
-                }
-            });
+        let starting = self.starting.keys().any(|(key, _)| key == k);
+        if release_if_deleted(node, &agent, rt.replicas.is_empty() && !starting) {
             return;
         }
         // Its Secrets and ConfigMaps: one missing keeps new replicas from starting (running
@@ -246,6 +243,25 @@ impl World {
         set_condition(&mut status.conditions, node.sandbox.condition(&k.0, &k.1, &agent.spec));
         write_agent(node, &agent, rt, status);
     }
+}
+
+/// A deleted agent with no process left or starting (`idle`): its finalizer (put on at create
+/// by the API server, or by an older node before its first start) is removed in the
+/// background, with its logs. Returns whether the agent was deleted so.
+fn release_if_deleted(node: &Node, agent: &crate::api::Agent, idle: bool) -> bool {
+    if agent.meta().deletion_timestamp.is_none()
+        || !idle
+        || !crate::cluster::finalizer::has(agent, crate::node::deletion::PROCESSES_FINALIZER)
+    {
+        return false;
+    }
+    let (client, home, agent) = (node.client.clone(), node.config.home.clone(), agent.clone());
+    tokio::spawn(async move {
+        if let Err(e) = crate::node::deletion::release(&client, &home, &agent).await {
+            tracing::warn!(agent = %agent.name_any(), error = %e, "releasing a deleted agent");
+        }
+    });
+    true
 }
 
 /// Takes over the replicas listed in status: re-adopts those whose process still runs in its
