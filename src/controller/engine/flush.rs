@@ -129,7 +129,6 @@ impl Engine {
     /// Sends one status write. The answer (the whole workflow, megabytes for a big one) is
     /// read and dropped chunk by chunk, never held whole: the engine has its status already.
     async fn write_status(&self, k: &Key, mut write: StatusWrite) -> Result<(), kube::Error> {
-        use http_body_util::BodyExt;
         // The tasks' ranges first: the summary never names entries that are not stored.
         let owner = crate::controller::outputs::Owner { namespace: &k.0, name: &k.1, uid: &write.uid };
         let (client, owner_ref) = (&self.client, &owner);
@@ -149,23 +148,9 @@ impl Engine {
         self.durable.count(1, write.body.len() as u64);
         let req = http::Request::patch(url)
             .header(http::header::CONTENT_TYPE, write.content_type)
-            .body(kube::client::Body::from(write.body))
+            .body(write.body)
             .map_err(kube::Error::HttpError)?;
-        let res = self.client.send(req).await?;
-        let code = res.status();
-        let mut body = res.into_body();
-        if code.is_success() {
-            while let Some(frame) = body.frame().await {
-                frame?;
-            }
-            return Ok(());
-        }
-        let text = body.collect().await?.to_bytes();
-        let status = serde_json::from_slice::<kube::core::Status>(&text).unwrap_or_else(|_| {
-            kube::core::Status::failure(String::from_utf8_lossy(&text).trim(), "the answer is not a Status")
-                .with_code(code.as_u16())
-        });
-        Err(kube::Error::Api(status.boxed()))
+        crate::controller::outputs::send_drained(&self.client, req).await
     }
 }
 
