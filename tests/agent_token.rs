@@ -238,6 +238,28 @@ async fn a_malformed_token_key_fails_the_start_naming_the_secret_and_the_key() {
     let (a, pid) = running(&client, "keyless", None).await;
     let key = key_of(&client, "default").await;
     assert_eq!(token_in_environment(pid), key.token("default", "keyless", &a.uid().expect("uid")));
+
+    // A key made short while the agent runs: a call to it fails, naming the Secret and the key.
+    let mut short = secrets.get(KEY_SECRET).await.expect("get");
+    short.data = Some([("key".to_owned(), k8s_openapi::ByteString(b"short".to_vec()))].into());
+    secrets.replace(KEY_SECRET, &PostParams::default(), &short).await.expect("replace");
+    apply(
+        home,
+        "apiVersion: a2a.dev/v1alpha1\nkind: Workflow\nmetadata: { name: call }\nspec:\n  retry: { limit: 0 }\n  tasks:\n    - { name: hi, agent: keyless, message: hello }\n",
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let wf = loop {
+        let wf = get_wf(&client, "call").await;
+        if wf.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p.is_terminal()) {
+            break wf;
+        }
+        assert!(Instant::now() < deadline, "the workflow did not finish: {:#?}", wf.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let s = wf.status.as_ref().expect("status");
+    assert_eq!(s.phase, Some(WorkflowPhase::Failed), "{s:#?}");
+    let task = format!("{:?}", s.tasks[0]);
+    assert!(task.contains("key \\\"key\\\" of Secret default/a2a-agent-token-key has 5 bytes"), "{task}");
     tear_down(daemon).await;
 }
 
