@@ -221,7 +221,11 @@ async fn a_malformed_token_key_fails_the_start_naming_the_secret_and_the_key() {
         "the error names the Secret, the key and what is wrong: {text}"
     );
     assert!(pids(&a).is_empty(), "nothing started: {:?}", a.status);
-    assert_eq!(secrets.get(KEY_SECRET).await.expect("get").data.expect("data")["key"].0, b"too short", "left as it was");
+    assert_eq!(
+        secrets.get(KEY_SECRET).await.expect("get").data.expect("data")["key"].0,
+        b"too short",
+        "left as it was"
+    );
 
     // Without the key at all: the same, naming the key.
     let mut keyless = secrets.get(KEY_SECRET).await.expect("get");

@@ -307,8 +307,11 @@ pub enum Lookup {
 /// random bytes) when there is none.
 pub async fn ensure_key(client: &kube::Client, namespace: &str, lookup: Lookup) -> Result<AgentTokenKey, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let write =
-        |source| Error::Write { namespace: namespace.to_owned(), name: KEY_SECRET.to_owned(), source: Box::new(source) };
+    let write = |source| Error::Write {
+        namespace: namespace.to_owned(),
+        name: KEY_SECRET.to_owned(),
+        source: Box::new(source),
+    };
     let mut read_first = lookup == Lookup::ReadFirst;
     for _ in 0..3 {
         if read_first {
