@@ -227,6 +227,17 @@ async fn a_malformed_token_key_fails_the_start_naming_the_secret_and_the_key() {
         "left as it was"
     );
 
+    // A value that is not base64 never gets as far: the API server refuses it, by name.
+    let refused = secrets
+        .patch(
+            KEY_SECRET,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"data": {"key": "not base64!"}})),
+        )
+        .await
+        .expect_err("a value that is not base64 is refused");
+    assert!(refused.to_string().contains("data[key]: Invalid value: expected base64-encoded bytes"), "{refused}");
+
     // Without the key at all: the same, naming the key.
     let mut keyless = secrets.get(KEY_SECRET).await.expect("get");
     keyless.data = Some(Default::default());
