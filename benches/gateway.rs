@@ -24,6 +24,7 @@ use a2a::a2a::transport::Addressing;
 use a2a::a2a::{Client, ClientOptions, Message};
 use a2a::api::Agent;
 use a2a::apiserver::pki::{CertPolicy, Identity};
+use a2a::controller::credentials;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -172,11 +173,15 @@ fn main() {
                 assert!(Instant::now() < deadline, "{name} never became ready: {:?}", a.status);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
-            let secret = Api::<Secret>::namespaced(kube.clone(), "default")
-                .get(&format!("{name}-a2a-token"))
+            // The agent's own token, derived from its namespace's key as the node does.
+            let key = Api::<Secret>::namespaced(kube.clone(), "default")
+                .get(credentials::KEY_SECRET)
                 .await
-                .expect("token");
-            let own = String::from_utf8(secret.data.expect("data")["token"].0.clone()).expect("utf-8");
+                .expect("the token key");
+            let key = key.data.expect("data")[credentials::KEY_KEY].0.clone();
+            let own = credentials::AgentTokenKey::from_data("default", Some(&key))
+                .expect("a token key")
+                .token_of(&agents.get(name).await.expect("agent"));
             let direct = Client::with_options(&endpoint, options(&own, None)).expect("direct client");
             let (agent, path) = endpoint
                 .strip_prefix("http://")

@@ -169,7 +169,7 @@ pub async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
         Ok(w) => {
             // The pods read the agent's token from its Secret (see `workload`): it exists first.
             if admitted && credentials::has_token(&agent) {
-                credentials::ensure_token(&ctx.client, &agent, credentials::Lookup::ReadFirst).await?;
+                credentials::ensure_token(&ctx.client, &agent).await?;
             }
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
             let d = deployments.patch(&name, &apply, &Patch::Apply(&w.deployment)).await?;
@@ -330,14 +330,34 @@ mod tests {
     }
 
     const TOKEN_SECRET: &str = "/api/v1/namespaces/team/secrets/writer-a2a-token";
+    const KEY_SECRET: &str = "/api/v1/namespaces/team/secrets/a2a-agent-token-key";
+    const KEY: [u8; credentials::KEY_BYTES] = [7; credentials::KEY_BYTES];
 
-    /// Answers the read of the agent's token Secret with the one it already has.
-    async fn expect_token(handle: &mut Handle) {
-        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// The token of `writer` (uid `u-1`) derived from `key`.
+    fn derived(key: &[u8]) -> String {
+        credentials::AgentTokenKey::from_data("team", Some(key)).expect("key").token("team", "writer", "u-1")
+    }
+
+    fn token_secret(value: &str) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "writer-a2a-token", "namespace": "team", "uid": "s-1",
                 "ownerReferences": [{"apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "name": "writer", "uid": "u-1"}]},
-            "data": {"token": "dG9rZW4="}});
-        expect(handle, "GET", TOKEN_SECRET, secret).await;
+            "data": {"token": b64(value.as_bytes())}})
+    }
+
+    /// Answers the read of the namespace's token key and of the agent's token Secret, which
+    /// holds the token derived from that key already.
+    async fn expect_token(handle: &mut Handle) {
+        let key = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "a2a-agent-token-key", "namespace": "team", "uid": "k-1"},
+            "type": "a2a.dev/agent-token-key", "data": {"key": b64(&KEY)}});
+        expect(handle, "GET", KEY_SECRET, key).await;
+        expect(handle, "GET", TOKEN_SECRET, token_secret(&derived(&KEY))).await;
     }
 
     fn context(client: kube::Client) -> Arc<Context> {
@@ -351,8 +371,26 @@ mod tests {
             agent("  image: ghcr.io/x/agent:1\n  replicas: 2\n  resources: { limits: { memory: 256Mi, cpu: 500m } }\n");
         let task = tokio::spawn(reconcile(Arc::new(a.clone()), context(client)));
 
-        // The agent's token Secret comes first (the pods read it), owned by the Agent.
+        // The namespace's token key is made on first need; the agent's token Secret, with the
+        // token derived from it, comes before the Deployment (the pods read it), owned by the
+        // Agent.
         let missing = serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404});
+        answer(&mut handle, "GET", KEY_SECRET, 404, missing.clone()).await;
+        let key = expect(
+            &mut handle,
+            "POST",
+            "/api/v1/namespaces/team/secrets?",
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a2a-agent-token-key"}}),
+        )
+        .await;
+        assert_eq!(key["type"], "a2a.dev/agent-token-key");
+        assert_eq!(key["metadata"]["name"], "a2a-agent-token-key");
+        let key = {
+            use base64::Engine as _;
+            let text = key["data"]["key"].as_str().expect("the key");
+            base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+        };
+        assert_eq!(key.len(), 32, "32 random bytes");
         answer(&mut handle, "GET", TOKEN_SECRET, 404, missing).await;
         let created = expect(
             &mut handle,
@@ -364,7 +402,7 @@ mod tests {
         assert_eq!(created["type"], "a2a.dev/agent-token");
         assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], "u-1");
         assert_eq!(created["metadata"]["ownerReferences"][0]["controller"], true);
-        assert_eq!(created["data"]["token"].as_str().map(str::len), Some(60), "43 characters, base64 again");
+        assert_eq!(created["data"]["token"], b64(derived(&key).as_bytes()), "the token derived from the key");
 
         let deploy = expect(
             &mut handle,
@@ -547,6 +585,39 @@ mod tests {
     const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/team/deployments/writer?&force=true&fieldManager=a2a-operator";
     const SERVICE: &str = "/api/v1/namespaces/team/services/writer?&force=true&fieldManager=a2a-operator";
     const PODS: &str = "/api/v1/namespaces/team/pods?&labelSelector=a2a.dev%2Fagent%3Dwriter";
+    #[tokio::test]
+    async fn a_token_secret_that_does_not_hold_the_derived_token_is_deleted_and_made_again() {
+        let a = agent("  image: ghcr.io/x/agent:1\n");
+        let (client, mut handle) = mock();
+        let task = tokio::spawn(reconcile(Arc::new(a.clone()), context(client)));
+        let key = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "a2a-agent-token-key", "namespace": "team", "uid": "k-2"},
+            "type": "a2a.dev/agent-token-key", "data": {"key": b64(&KEY)}});
+        expect(&mut handle, "GET", KEY_SECRET, key).await;
+        // A random token an older version made (or one derived from a key since replaced).
+        expect(&mut handle, "GET", TOKEN_SECRET, token_secret("an-older-random-token")).await;
+        let (_, delete) = answer(
+            &mut handle,
+            "DELETE",
+            TOKEN_SECRET,
+            200,
+            serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}),
+        )
+        .await;
+        assert_eq!(delete["preconditions"]["uid"], "s-1", "only the Secret that was read");
+        let created = expect(
+            &mut handle,
+            "POST",
+            "/api/v1/namespaces/team/secrets?",
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "writer-a2a-token"}}),
+        )
+        .await;
+        assert_eq!(created["data"]["token"], b64(derived(&KEY).as_bytes()));
+        expect(&mut handle, "PATCH", DEPLOYMENT, deployment_reply(serde_json::json!({}))).await;
+        drop(handle);
+        let _ = task.await;
+    }
+
     const STATUS: &str = "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer/status?";
     const AGENT: &str = "/apis/a2a.dev/v1alpha1/namespaces/team/agents/writer?";
 

@@ -235,7 +235,8 @@ mod tests {
         serde_json::from_value(w).expect("workflow")
     }
 
-    const TOKEN_SECRET: &str = "/api/v1/namespaces/team/secrets/writer-a2a-token";
+    /// The namespace's agent token key, read to derive the agent's token (none yet here).
+    const TOKEN_SECRET: &str = "/api/v1/namespaces/team/secrets/a2a-agent-token-key";
 
     fn agent(endpoints: &[&str]) -> Value {
         json!({"apiVersion": "a2a.dev/v1alpha1", "kind": "Agent",

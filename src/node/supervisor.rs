@@ -52,7 +52,7 @@ use budgets::set_limits_clamped;
 pub use config::NodeConfig;
 use deadlines::Deadlines;
 pub use error::{Error, Result};
-use spawn::{START_CONCURRENCY, StartJob, TOKEN_CONCURRENCY};
+use spawn::{START_CONCURRENCY, StartJob};
 pub use stdio::StdioTasks;
 
 /// The cgroup, inside a budget with `backgroundCpu`, that caps its background agents
@@ -259,8 +259,11 @@ pub struct Node {
     stdio_runs: std::sync::Mutex<HashSet<CgroupPath>>,
     /// Bounds the replica starts in flight (see `START_CONCURRENCY`).
     start_slots: Arc<tokio::sync::Semaphore>,
-    /// Bounds the API calls of starts in flight (see `TOKEN_CONCURRENCY`).
-    token_slots: tokio::sync::Semaphore,
+    /// Token keys read or made by this node, by namespace, while the Secret watch has not
+    /// brought them (see `agent_token`).
+    token_keys: std::sync::Mutex<HashMap<String, (crate::controller::credentials::AgentTokenKey, std::time::Instant)>>,
+    /// Held while a token key is read or made: once per namespace, whatever the starts.
+    token_key_read: tokio::sync::Mutex<()>,
     /// Set when a node that stops its agents is stopping: no new process or cgroup is made.
     closing: std::sync::atomic::AtomicBool,
     /// Agents' uids, homes and views of the system.
@@ -372,7 +375,8 @@ impl Node {
             writes: StatusQueue::default(),
             stdio_runs: std::sync::Mutex::default(),
             start_slots: Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY)),
-            token_slots: tokio::sync::Semaphore::new(TOKEN_CONCURRENCY),
+            token_keys: std::sync::Mutex::default(),
+            token_key_read: tokio::sync::Mutex::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             sandbox,
             objects: std::sync::RwLock::default(),

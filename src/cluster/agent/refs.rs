@@ -88,13 +88,26 @@ mod tests {
         let (client, mut handle) = mock();
         let ctx = Arc::new(Context { client, config: WorkloadConfig::default(), recorder: None, wake: Vec::new() });
         let task = tokio::spawn(reconcile(Arc::new(agent()), ctx));
-        // After the referenced objects, the agent's own token Secret, which it already has.
+        // After the referenced objects, the namespace's token key and the agent's own token
+        // Secret, which holds the token derived from it already.
+        let key_bytes = [7u8; crate::controller::credentials::KEY_BYTES];
+        let b64 = |b: &[u8]| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(b)
+        };
+        let key = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "a2a-agent-token-key", "namespace": "team", "uid": "k-1"},
+            "data": {"key": b64(&key_bytes)}});
+        let derived = crate::controller::credentials::AgentTokenKey::from_data("team", Some(&key_bytes))
+            .expect("key")
+            .token("team", "writer", "u-1");
         let token = json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "writer-a2a-token", "namespace": "team", "uid": "t-1",
                 "ownerReferences": [{"apiVersion": "a2a.dev/v1alpha1", "kind": "Agent", "name": "writer", "uid": "u-1"}]},
-            "data": {"token": "dG9rZW4="}});
+            "data": {"token": b64(derived.as_bytes())}});
         answer(&mut handle, "GET", "/api/v1/namespaces/team/secrets/openai", secret.0, secret.1).await;
         answer(&mut handle, "GET", "/api/v1/namespaces/team/configmaps/cfg", 200, config_map()).await;
+        answer(&mut handle, "GET", "/api/v1/namespaces/team/secrets/a2a-agent-token-key", 200, key).await;
         answer(&mut handle, "GET", "/api/v1/namespaces/team/secrets/writer-a2a-token", 200, token).await;
         let reply = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "writer"},
             "spec": {"selector": {}, "template": {}}, "status": {}});

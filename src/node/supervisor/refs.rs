@@ -11,6 +11,11 @@ use kube::ResourceExt;
 use super::{Key, Node, NodeEvent, World, key_of, record_event};
 use crate::api::Agent;
 use crate::controller::config_refs::{self, ObjectData, Resolved, SourceKind, Unresolved};
+use crate::controller::credentials;
+
+/// How long a token key this node read or made is used while the Secret watch has not
+/// brought it: a key deleted meanwhile is not used for longer.
+pub(super) const KEY_MEMO: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The ConfigMaps the node watches: all but the workflow engine's task outputs.
 pub(super) const NOT_TASK_OUTPUTS: &str = "!a2a.dev/workflow";
@@ -91,6 +96,40 @@ impl Node {
         }
     }
 
+    /// The token of `agent`, derived from its namespace's key: the key as the Secret watch
+    /// last delivered it, else the one this node last read or made (until the watch brings
+    /// it, at most [`KEY_MEMO`]), else read or made now, once per namespace however many
+    /// starts ask at once.
+    pub(super) async fn agent_token(&self, agent: &Agent) -> Result<String, credentials::Error> {
+        let ns = agent.namespace().unwrap_or_default();
+        if let Some(key) = self.watched_token_key(&ns)? {
+            return Ok(key.token_of(agent));
+        }
+        let memo = |node: &Node| {
+            let keys = node.token_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            keys.get(&ns).filter(|(_, at)| at.elapsed() < KEY_MEMO).map(|(k, _)| k.clone())
+        };
+        if let Some(key) = memo(self) {
+            return Ok(key.token_of(agent));
+        }
+        let _one = self.token_key_read.lock().await;
+        if let Some(key) = self.watched_token_key(&ns)?.or_else(|| memo(self)) {
+            return Ok(key.token_of(agent));
+        }
+        let key = credentials::ensure_key(&self.client, &ns, credentials::Lookup::CreateFirst).await?;
+        let mut keys = self.token_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.insert(ns, (key.clone(), std::time::Instant::now()));
+        Ok(key.token_of(agent))
+    }
+
+    fn watched_token_key(&self, ns: &str) -> Result<Option<credentials::AgentTokenKey>, credentials::Error> {
+        let cache = self.objects.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let watched = cache.lookup(ns)(SourceKind::Secret, credentials::KEY_SECRET);
+        watched
+            .map(|d| credentials::AgentTokenKey::from_data(ns, d.data.get(credentials::KEY_KEY).map(Vec::as_slice)))
+            .transpose()
+    }
+
     /// The digests of the objects `agent` references, for its spec hash.
     pub(super) fn ref_digests(&self, agent: &Agent) -> std::collections::BTreeMap<String, String> {
         let ns = agent.namespace().unwrap_or_default();
@@ -104,6 +143,11 @@ impl World {
     /// pass (a missing one may now start; a changed one rolls them through their hash).
     pub(super) fn object_changed(&mut self, node: &Node, change: ObjectChange) {
         let ObjectChange { kind, key: (ns, name), data } = change;
+        if kind == SourceKind::Secret && name == credentials::KEY_SECRET {
+            // A token key changed or went: the next start uses the watched one, or makes one.
+            let mut keys = node.token_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            keys.remove(&ns);
+        }
         let id = (kind, ns.clone(), name.clone());
         {
             let mut cache = node.objects.write().unwrap_or_else(std::sync::PoisonError::into_inner);

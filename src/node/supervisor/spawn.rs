@@ -146,23 +146,12 @@ impl World {
                         None => Ok(()),
                     }
                 };
-                // The agent's own token (its Secret is made on first use), handed to it as
-                // A2A_AGENT_TOKEN; the engine presents the same token on every call. Fetched
-                // before a start slot is taken: the slots bound the kernel's work, and an API
-                // round trip held in one would leave the others' starts waiting on it.
+                // The agent's own token, derived from its namespace's key (read once per
+                // namespace, then as the Secret watch brings it), handed to it as
+                // A2A_AGENT_TOKEN; the engine presents the same token on every call.
                 let start = async {
                     let token = match credentials::has_token(&job.agent) {
-                        true => {
-                            let _call = node.token_slots.acquire().await;
-                            credentials::ensure_token(
-                                &node.client,
-                                &job.agent,
-                                credentials::Lookup::for_start(&job.agent),
-                            )
-                            .await
-                            .map(Some)
-                            .map_err(Error::Token)
-                        }
+                        true => node.agent_token(&job.agent).await.map(Some).map_err(Error::Token),
                         false => Ok(None),
                     };
                     let slot = node.start_slots.clone().acquire_owned().await;
@@ -252,11 +241,6 @@ pub(super) struct StartJob {
 /// takes a global lock and an RCU grace period; exec), so starts overlap well even on two
 /// cores; the bound keeps a burst from taking every blocking thread.
 pub(super) const START_CONCURRENCY: usize = 8;
-
-/// How many starts fetch their agent's token at once: enough to keep the start slots fed
-/// while the API answers, few enough that an apply of hundreds of agents does not open a
-/// connection to the API server per agent.
-pub(super) const TOKEN_CONCURRENCY: usize = 16;
 
 pub(super) fn start_replica(
     node: &Node,
