@@ -1,14 +1,14 @@
 //! Agent logs: a relay per replica that owns the log files and bounds them at write time.
 //!
 //! An agent's stdout and stderr are the write end of a pipe. The read end belongs to a small
-//! relay — the `a2a-log-relay` binary installed beside `a2a` (its code is [`relay`], which
+//! relay — the `a2a-log-relay` binary installed beside `a2a` (its code is [`mod@relay`], which
 //! needs nothing else of a2a), or the a2a binary itself as the hidden `a2a log-relay` when
-//! that is missing ([`RelayProgram`]) — in a session of its own and
-//! in a cgroup of its own ([`RELAY_CGROUP`] under the node's top), outside the agent's budget
-//! and outside the daemon's cgroup. The relay appends what it reads to
-//! `<replica>.log` and, before a write would take that file past its cap, renames
-//! `<replica>.log.N-1` → `.N`, …, `<replica>.log` → `.1` and opens a new `<replica>.log`:
-//! nothing is copied, so a replica never needs more than `max_files × max_bytes` of disk.
+//! that is missing ([`RelayProgram`]) — in a session of its own and in a cgroup of its own
+//! ([`RELAY_CGROUP`] under the node's top), outside the agent's budget and outside the
+//! daemon's cgroup. The relay appends what it reads to `<replica>.log` and, before a write
+//! would take that file past its cap, renames `<replica>.log.N-1` → `.N`, …, `<replica>.log`
+//! → `.1` and opens a new `<replica>.log`: nothing is copied, so a replica never needs more
+//! than `max_files × max_bytes` of disk.
 //! Where a write is cut and which files a rotation renames are plain functions
 //! ([`rotation`]); the relay carries them out.
 //!
