@@ -110,8 +110,9 @@ pub struct RelaySpec {
 pub const RELAY_BINARY: &str = "a2a-log-relay";
 
 /// The program a node runs as each replica's log relay, chosen once when the node starts
-/// ([`RelayProgram::find`]): the small `a2a-log-relay` (a start costs about a third of an
-/// execution of the whole a2a binary), or the a2a binary itself as `a2a log-relay`.
+/// ([`RelayProgram::find`]): the small `a2a-log-relay` (its start costs about a third of the
+/// CPU the a2a binary's does, above an empty program's), or the a2a binary itself as
+/// `a2a log-relay`.
 #[derive(Clone, Debug)]
 pub struct RelayProgram {
     /// The file, as `ps`, `/proc/PID/exe` and errors name it.
