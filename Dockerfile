@@ -9,11 +9,13 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY benches benches
 COPY examples examples
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin a2a \
- && strip target/x86_64-unknown-linux-musl/release/a2a
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin a2a --bin a2a-log-relay \
+ && strip target/x86_64-unknown-linux-musl/release/a2a target/x86_64-unknown-linux-musl/release/a2a-log-relay
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /src/target/x86_64-unknown-linux-musl/release/a2a /usr/local/bin/a2a
+# The agents' log relay, which `a2a serve` looks for beside `a2a`.
+COPY --from=build /src/target/x86_64-unknown-linux-musl/release/a2a-log-relay /usr/local/bin/a2a-log-relay
 USER 65532:65532
 EXPOSE 9090
 ENTRYPOINT ["/usr/local/bin/a2a"]

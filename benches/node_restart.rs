@@ -107,7 +107,8 @@ fn main() {
         opts.port = 0;
         opts.cgroup_top = top.clone();
         opts.stop_agents_on_exit = true;
-        // The log relays are `a2a log-relay`: this bench binary is not a2a.
+        // `a2a …` commands (and the log relays, `a2a-log-relay` beside it): this bench binary
+        // is not a2a.
         opts.a2a_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_a2a")));
         let plane = ControlPlane::start(opts).await.expect("control plane");
         let api: Api<Agent> = Api::namespaced(plane.client.clone(), "default");

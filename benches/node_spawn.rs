@@ -7,7 +7,8 @@
 //! - driver: `CgroupDriver::create` with limits + `process::spawn` (join before exec, own
 //!   session, no_new_privs, fds closed, log file);
 //! - driver + log relay: the same, with each process's output through its own
-//!   `a2a log-relay` (what the node does since logs are capped at write time);
+//!   `a2a-log-relay` (what the node does since logs are capped at write time), and through
+//!   `a2a log-relay` (the a2a binary, what the node falls back to without `a2a-log-relay`);
 //! - confined: the same, each process as a root daemon starts an agent — its own uid, its
 //!   own mount namespace (read-only system, a writable home, private `/tmp`, `$A2A_HOME`
 //!   hidden), no capabilities;
@@ -18,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use a2a::node::cgroup::{CgroupLimits, CgroupVersion, CpuQuota, Layout, detect};
-use a2a::node::logs::{LogLimits, RelaySpec};
+use a2a::node::logs::{LogLimits, RelayProgram, RelaySpec};
 use a2a::node::process::{ProcessSpec, RunAs, spawn};
 use a2a::node::sandbox::Confinement;
 
@@ -118,10 +119,10 @@ fn main() {
     }
     let with_driver = t.elapsed();
 
-    // Driver, each process's output through a log relay (`a2a log-relay`, in its own cgroup):
+    // Driver, each process's output through a log relay (`a2a-log-relay`, in its own cgroup):
     // what the node does.
     let relay = RelaySpec {
-        exe: PathBuf::from(env!("CARGO_BIN_EXE_a2a")),
+        program: RelayProgram::small(std::path::Path::new(env!("CARGO_BIN_EXE_a2a-log-relay"))).expect("a2a-log-relay"),
         limits: LogLimits::default(),
         cgroup: a2a::node::logs::relay_cgroup(&layout),
     };
@@ -146,6 +147,18 @@ fn main() {
         procs.push(spawn(driver.as_ref(), &cg, &spec).expect("spawn"));
     }
     let with_relay_here = t.elapsed();
+    // The same, the relays the whole a2a binary (`a2a log-relay`).
+    let relay_a2a =
+        RelaySpec { program: RelayProgram::a2a(std::path::Path::new(env!("CARGO_BIN_EXE_a2a"))), ..relay.clone() };
+    let t = Instant::now();
+    for i in 0..n {
+        let cg = layout.replica(&["relayed-a2a"], "bench", "agent", i as u32).expect("path");
+        driver.create(&cg, &limits).expect("create");
+        let mut spec = ProcessSpec::new("sleep", logs.path().join(format!("a{i}.log"))).args(["600"]);
+        spec.log_relay = Some(relay_a2a.clone());
+        procs.push(spawn(driver.as_ref(), &cg, &spec).expect("spawn"));
+    }
+    let with_relay_a2a = t.elapsed();
     // Confined: as a root daemon starts an agent without `user` (the uid and home are made
     // outside the loop: the registry's part is once per agent, not per start).
     let homes = tempfile::tempdir().expect("temp dir");
@@ -203,6 +216,12 @@ fn main() {
         with_relay_here.as_secs_f64() * 1e3,
         per(with_relay_here),
         with_relay_here.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "  … the relays `a2a log-relay` (the fallback): {:>7.1} ms total, {:>7.0} us each, {:.2}x floor",
+        with_relay_a2a.as_secs_f64() * 1e3,
+        per(with_relay_a2a),
+        with_relay_a2a.as_secs_f64() / floor.as_secs_f64()
     );
     println!(
         "confined (as driver + uid, mount ns, caps):   {:>8.1} ms total, {:>7.0} us each, {:.2}x driver",

@@ -50,6 +50,8 @@ pub enum Error {
     #[error(transparent)]
     Discovery(#[from] crate::discovery::Error),
     #[error(transparent)]
+    LogRelay(#[from] crate::node::logs::Error),
+    #[error(transparent)]
     Gateway(#[from] crate::gateway::Error),
     #[error("creating the run's state directory {}: {source}", dir.display())]
     StateDir {
@@ -97,6 +99,10 @@ pub struct LocalOptions {
     pub stop_agents_on_exit: bool,
     /// The binary `command: ["a2a", ...]` runs (default: this process's executable).
     pub a2a_exe: Option<PathBuf>,
+    /// The agents' log relay program (`a2a serve --log-relay`); default: `a2a-log-relay`
+    /// beside the a2a binary, else the a2a binary itself (see
+    /// [`RelayProgram::find`](crate::node::logs::RelayProgram::find)).
+    pub log_relay: Option<PathBuf>,
     /// Run the node controller and the workflow engine; `false` serves the API only.
     pub controllers: bool,
     /// The wait before the second restart in a row of an agent replica (the first comes at
@@ -133,6 +139,7 @@ impl LocalOptions {
             allow_unenforced: false,
             stop_agents_on_exit: false,
             a2a_exe: None,
+            log_relay: None,
             controllers: true,
             restart_backoff: std::time::Duration::from_secs(1),
             log_limits: crate::node::logs::LogLimits::default(),
@@ -275,6 +282,12 @@ impl ControlPlane {
                 discovery,
             });
         }
+        // The agents' log relay, chosen once (before anything is started: a `--log-relay`
+        // that cannot be used changes nothing).
+        let log_relay = match opts.a2a_exe.is_some() || running_binary_is_a2a() {
+            true => Some(crate::node::logs::RelayProgram::find(opts.a2a_exe.as_deref(), opts.log_relay.as_deref())?),
+            false => None,
+        };
         let (driver, enforced, owned) = cgroup_driver(&opts)?;
         let scoped_state = if opts.scoped_state { Some(scoped_state_dir(&opts.home)?) } else { None };
         let state_home = scoped_state.clone().unwrap_or_else(|| opts.home.clone());
@@ -304,14 +317,14 @@ impl ControlPlane {
         config.enforced = enforced;
         config.stop_on_shutdown = opts.stop_agents_on_exit;
         match &opts.a2a_exe {
-            Some(exe) => {
-                config.a2a_exe = exe.clone();
-                config.log_relay_exe = exe.clone();
-            }
+            Some(exe) => config.a2a_exe = exe.clone(),
             // The log relays (and `a2a …` agents) re-execute this process's binary: an
             // embedder that is not the a2a binary would start itself once per replica.
             None if !running_binary_is_a2a() => return Err(Error::NotTheA2aBinary),
             None => {}
+        }
+        if let Some(program) = log_relay {
+            config.log_relay = program;
         }
         config.restart_backoff = opts.restart_backoff;
         config.log_limits = opts.log_limits;

@@ -80,6 +80,33 @@ fn contiguous(ns: &[u64]) -> bool {
     ns.windows(2).all(|w| w[1] == w[0] + 1)
 }
 
+/// The file process `pid` executes (`/proc/PID/exe`).
+fn exe_of(pid: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/exe")).expect("/proc/PID/exe")
+}
+
+fn cmdline(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).expect("/proc/PID/cmdline");
+    raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+/// Starts `exe serve` in `scratch`'s home with `extra` flags, its stderr to `stderr`.
+fn serve_from(exe: &Path, scratch: &Scratch, extra: &[&str], stderr: &Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = Command::new(exe)
+        .args(["serve", "--port", "0", "--gateway-port", "0", "--cgroup-top", scratch.top(), "--home"])
+        .arg(scratch.home())
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(stderr).expect("stderr file"))
+        .spawn()
+        .expect("a2a serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+    assert!(line.starts_with("a2a serve: listening on"), "{line}");
+    child
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_writer_s_logs_stay_under_the_cap_rotated_by_renames_and_private() {
     let scratch = Scratch::new("logcap");
@@ -149,11 +176,14 @@ async fn a_fast_writer_s_logs_stay_under_the_cap_rotated_by_renames_and_private(
     for d in [home.join("logs"), home.join("logs/default"), cdir.clone()] {
         assert_eq!(mode(&d), 0o700, "{}", d.display());
     }
+    // The relays are the small `a2a-log-relay` installed beside `a2a`, not the a2a binary.
     let relays = agents_logging_into(home);
     assert_eq!(relays.len(), 2, "one relay per replica: {relays:?}");
     for pid in relays {
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
         assert!(cgroups.contains(&format!("/{}/log.relays", scratch.top())), "{cgroups}");
+        assert_eq!(exe_of(pid), Path::new(env!("CARGO_BIN_EXE_a2a-log-relay")).canonicalize().expect("relay binary"));
+        assert_eq!(cmdline(pid).first().map(String::as_str), Some("a2a-log-relay"));
     }
     tear_down(daemon).await;
 }
@@ -307,35 +337,94 @@ async fn a_half_failed_apply_prints_what_it_created_and_fails() {
     assert_eq!(String::from_utf8_lossy(&get.stdout), "agent/one\nagent/three\n");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agents_start_with_their_logs_after_the_daemon_s_binary_was_replaced() {
-    use std::io::BufRead;
-    let scratch = Scratch::new("logexe");
+/// A daemon whose files an upgrade removes after it started; `late` then starts, writes its
+/// log, and is deleted. Returns the daemon's stderr and the relay's `/proc/PID/exe` and
+/// command line, seen while `late` ran.
+async fn start_after_the_binary_is_removed(
+    scratch: &Scratch,
+    exe: &Path,
+    removed: &[PathBuf],
+) -> (String, PathBuf, Vec<String>) {
     let home = scratch.home();
-    // The daemon runs from a copy that an upgrade then removes from the disk.
-    let exe = home.join("a2a-old");
-    std::fs::copy(env!("CARGO_BIN_EXE_a2a"), &exe).expect("copy the binary");
-    let mut child = Command::new(&exe)
-        .args(["serve", "--port", "0", "--gateway-port", "0", "--cgroup-top", scratch.top(), "--home"])
-        .arg(home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("a2a serve");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
-    assert!(line.starts_with("a2a serve: listening on"), "{line}");
-    std::fs::remove_file(&exe).expect("remove the binary");
+    let stderr = home.join("serve.stderr");
+    let mut child = serve_from(exe, scratch, &[], &stderr);
+    for f in removed {
+        std::fs::remove_file(f).expect("remove the binary");
+    }
     apply(home, &agent_yaml("late", "echo started after the upgrade; exec sleep 600"));
     let log = log_dir(home, "late").join("0.log");
     until("the agent's log is written", Duration::from_secs(20), || {
         std::fs::read_to_string(&log).is_ok_and(|t| t == "started after the upgrade\n")
     })
     .await;
+    let relays = agents_logging_into(home);
+    assert_eq!(relays.len(), 1, "{relays:?}");
+    let (relay_exe, relay_cmdline) = (exe_of(relays[0]), cmdline(relays[0]));
     let client = common::client_from(&home.join("kubeconfig"), None).await;
     let api: Api<Agent> = Api::namespaced(client, "default");
     api.delete("late", &Default::default()).await.expect("delete");
     until("the agent and its relay are gone", Duration::from_secs(20), || agents_logging_into(home).is_empty()).await;
     let _ = child.kill();
     let _ = child.wait();
+    (std::fs::read_to_string(&stderr).unwrap_or_default(), relay_exe, relay_cmdline)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_start_with_their_logs_after_the_daemon_s_binary_was_replaced() {
+    // The daemon and its relay run from copies that an upgrade then removes from the disk:
+    // the relays started afterwards are still the one the daemon found at its start.
+    let scratch = Scratch::new("logexe");
+    let bin = scratch.home().join("bin");
+    std::fs::create_dir(&bin).expect("bin dir");
+    let (exe, relay) = (bin.join("a2a"), bin.join("a2a-log-relay"));
+    std::fs::copy(env!("CARGO_BIN_EXE_a2a"), &exe).expect("copy the binary");
+    std::fs::copy(env!("CARGO_BIN_EXE_a2a-log-relay"), &relay).expect("copy the relay");
+    let (stderr, relay_exe, args) =
+        start_after_the_binary_is_removed(&scratch, &exe, &[exe.clone(), relay.clone()]).await;
+    assert_eq!(relay_exe, PathBuf::from(format!("{} (deleted)", relay.display())), "{stderr}");
+    assert_eq!(args.first().map(String::as_str), Some("a2a-log-relay"), "{args:?}");
+    assert!(!stderr.contains("log-relay"), "no warning: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a2a_log_relay_beside_it_the_daemon_warns_once_and_relays_with_itself() {
+    // Only `a2a` installed (an older install step): agents start and log as before, through
+    // `a2a log-relay` (the daemon's own binary, even once removed), and the daemon says so
+    // once, at its start.
+    let scratch = Scratch::new("logalone");
+    let exe = scratch.home().join("a2a-old");
+    std::fs::copy(env!("CARGO_BIN_EXE_a2a"), &exe).expect("copy the binary");
+    let (stderr, relay_exe, args) = start_after_the_binary_is_removed(&scratch, &exe, std::slice::from_ref(&exe)).await;
+    assert_eq!(relay_exe, PathBuf::from(format!("{} (deleted)", exe.display())), "{stderr}");
+    assert_eq!(args.get(..2), Some(&["a2a".to_owned(), "log-relay".to_owned()][..]), "{args:?}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("a2a-log-relay")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("WARN")
+            && warnings[0].contains(&scratch.home().join("a2a-log-relay").display().to_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_log_relay_that_cannot_be_run_is_refused_at_start() {
+    let scratch = Scratch::new("logbad");
+    let home = scratch.home();
+    let missing = home.join("nowhere/a2a-log-relay");
+    let not_executable = home.join("relay.txt");
+    std::fs::write(&not_executable, "not a program").expect("write");
+    for (path, why) in [(&missing, "No such file"), (&not_executable, "not an executable file")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_a2a"))
+            .args(["serve", "--port", "0", "--gateway-port", "0", "--cgroup-top", scratch.top(), "--home"])
+            .arg(home)
+            .arg("--log-relay")
+            .arg(path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("a2a serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(&path.display().to_string()) && stderr.contains(why), "{stderr}");
+        assert!(!home.join("kubeconfig").exists(), "nothing served: {stderr}");
+    }
 }

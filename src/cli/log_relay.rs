@@ -1,10 +1,12 @@
 //! `a2a log-relay` (hidden): what the node runs for each agent replica to write its log
 //! files, capped and rotated by renames (see [`crate::node::logs`]). stdin is the agent's
-//! output pipe, stdout the live log file.
+//! output pipe, stdout the live log file. The node runs the small `a2a-log-relay` binary
+//! instead when it is installed beside `a2a` (the same code, see
+//! [`crate::node::logs::RelayProgram`]); this verb is what it falls back to.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser};
+use clap::Args;
 
 use crate::node::logs::{self, LogLimits};
 
@@ -41,21 +43,22 @@ pub fn run(args: &LogRelayArgs) -> Result<(), Error> {
     logs::relay(&args.path, limits, &args.join).map_err(|source| Error::Relay { path: args.path.clone(), source })
 }
 
-/// `a2a log-relay` alone: the relay's own few arguments, not the whole command line's parser
-/// (building every verb's parser cost about as much CPU as the rest of the relay's start, and
-/// the node starts one relay per agent replica). `args` is the command line after `log-relay`.
+/// `a2a log-relay` alone: the relay's own few arguments, parsed as `a2a-log-relay` parses
+/// them, not the whole command line's parser (building every verb's parser cost about as much
+/// CPU as the rest of the relay's start, and the node may start one relay per agent replica).
+/// `args` is the command line after `log-relay`.
 pub fn main(args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    #[derive(Parser, Debug)]
-    #[command(name = "a2a log-relay")]
-    struct Only {
-        #[command(flatten)]
-        args: LogRelayArgs,
-    }
-    let only = Only::parse_from(std::iter::once(std::ffi::OsString::from("a2a log-relay")).chain(args));
-    match run(&only.args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let args = match logs::relay::parse_args(args) {
+        Ok(args) => args,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: a2a log-relay: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match logs::relay(&args.path, args.limits, &args.join) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(source) => {
+            eprintln!("error: {}", Error::Relay { path: args.path, source });
             std::process::ExitCode::FAILURE
         }
     }

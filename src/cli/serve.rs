@@ -55,6 +55,11 @@ pub struct ServeArgs {
     /// How many log files each agent replica keeps, the live one included (2 to 100).
     #[arg(long, value_name = "N", default_value_t = crate::node::logs::DEFAULT_MAX_FILES)]
     pub agent_log_max_files: u32,
+    /// The program run as each agent replica's log relay. Default: `a2a-log-relay` beside
+    /// this binary, else this binary itself (`a2a log-relay`, a costlier start, with a
+    /// warning). A file given here must exist and be executable, or the daemon does not start.
+    #[arg(long, value_name = "PATH")]
+    pub log_relay: Option<std::path::PathBuf>,
     /// Disk space the store keeps allocated (state/store.reserve) and gives back when the
     /// disk is full, to checkpoint and start again; writes are refused while it cannot be
     /// taken. 0 turns it off.
@@ -173,6 +178,7 @@ pub fn start(args: &ServeArgs) -> Result<Serving, Error> {
         opts.controllers = !args.api_only;
         opts.restart_backoff = args.restart_backoff;
         opts.log_limits = crate::node::logs::LogLimits::new(args.agent_log_max_size, args.agent_log_max_files)?;
+        opts.log_relay = args.log_relay.clone();
         opts.store_reserve_bytes = args.store_reserve;
         opts.audit_rotation = crate::apiserver::audit::Rotation {
             max_bytes: args.audit_log_maxsize,

@@ -1,12 +1,14 @@
 //! Agent logs: a relay per replica that owns the log files and bounds them at write time.
 //!
 //! An agent's stdout and stderr are the write end of a pipe. The read end belongs to a small
-//! relay — this binary, executed as the hidden `a2a log-relay` — in a session of its own and
-//! in a cgroup of its own ([`RELAY_CGROUP`] under the node's top), outside the agent's budget
-//! and outside the daemon's cgroup. The relay appends what it reads to
-//! `<replica>.log` and, before a write would take that file past its cap, renames
-//! `<replica>.log.N-1` → `.N`, …, `<replica>.log` → `.1` and opens a new `<replica>.log`:
-//! nothing is copied, so a replica never needs more than `max_files × max_bytes` of disk.
+//! relay — the `a2a-log-relay` binary installed beside `a2a` (its code is [`mod@relay`], which
+//! needs nothing else of a2a), or the a2a binary itself as the hidden `a2a log-relay` when
+//! that is missing ([`RelayProgram`]) — in a session of its own and in a cgroup of its own
+//! ([`RELAY_CGROUP`] under the node's top), outside the agent's budget and outside the
+//! daemon's cgroup. The relay appends what it reads to `<replica>.log` and, before a write
+//! would take that file past its cap, renames `<replica>.log.N-1` → `.N`, …, `<replica>.log`
+//! → `.1` and opens a new `<replica>.log`: nothing is copied, so a replica never needs more
+//! than `max_files × max_bytes` of disk.
 //! Where a write is cut and which files a rotation renames are plain functions
 //! ([`rotation`]); the relay carries them out.
 //!
@@ -17,10 +19,9 @@
 //! forked) is gone. The relay, not the agent, opens the files, so agents running as other
 //! users cannot read or replace them: files are 0600 and directories 0700.
 
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -38,43 +39,17 @@ pub const RELAY_CGROUP: &str = "log.relays";
 /// Set to `"true"` on an Agent to keep its logs when it is deleted (`a2a delete --keep-logs`).
 pub const KEEP_LOGS_ANNOTATION: &str = "a2a.dev/keep-logs";
 
-/// The default cap of one log file (kubelet's `containerLogMaxSize` is 10Mi).
-pub const DEFAULT_MAX_BYTES: u64 = 16 << 20;
-/// The default number of files per replica, the live one included.
-pub const DEFAULT_MAX_FILES: u32 = 3;
-/// The smallest cap accepted: one read from the pipe fits in a file.
-pub const MIN_MAX_BYTES: u64 = 4096;
-/// The largest number of files accepted.
-pub const MAX_MAX_FILES: u32 = 100;
+pub mod relay;
 
-/// How much of a replica's output is kept on disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LogLimits {
-    /// The cap of each file, in bytes.
-    pub max_bytes: u64,
-    /// How many files: the live one and `max_files - 1` rotated ones.
-    pub max_files: u32,
-}
-
-impl Default for LogLimits {
-    fn default() -> Self {
-        LogLimits { max_bytes: DEFAULT_MAX_BYTES, max_files: DEFAULT_MAX_FILES }
-    }
-}
+pub use relay::{
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, LogLimits, MAX_MAX_FILES, MIN_MAX_BYTES, Rotation, relay, rotated, rotation,
+};
 
 impl LogLimits {
     /// Checked limits: a cap of at least [`MIN_MAX_BYTES`], 2 to [`MAX_MAX_FILES`] files (a
     /// single file could only be truncated, which loses the lines just written).
     pub fn new(max_bytes: u64, max_files: u32) -> Result<Self> {
-        if max_bytes < MIN_MAX_BYTES {
-            return Err(Error::Limits(format!(
-                "a log file cap of {max_bytes} bytes is below the minimum of {MIN_MAX_BYTES}"
-            )));
-        }
-        if !(2..=MAX_MAX_FILES).contains(&max_files) {
-            return Err(Error::Limits(format!("{max_files} log files per replica: it must be 2 to {MAX_MAX_FILES}")));
-        }
-        Ok(LogLimits { max_bytes, max_files })
+        relay::checked_limits(max_bytes, max_files).map_err(Error::Limits)
     }
 }
 
@@ -91,6 +66,12 @@ pub enum Error {
     },
     #[error("log relay cgroup: {0}")]
     Cgroup(#[from] cgroup::Error),
+    #[error("cannot use {} as the log relay: {source}", path.display())]
+    Program {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the log relay {exe}: {source}")]
     Spawn {
         exe: PathBuf,
@@ -106,6 +87,7 @@ impl Error {
             Error::Limits(_) => "log_limits",
             Error::Io { .. } => "log",
             Error::Cgroup(e) => e.metric_label(),
+            Error::Program { .. } => "log_relay_program",
             Error::Spawn { .. } => "log_relay_spawn",
         }
     }
@@ -114,13 +96,95 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How a replica's stdout and stderr reach its log files through a relay.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct RelaySpec {
-    /// The a2a binary, run as `a2a log-relay` (`/proc/self/exe` from the daemon).
-    pub exe: PathBuf,
+    /// The program run as the relay.
+    pub program: RelayProgram,
     pub limits: LogLimits,
     /// The cgroup the relay joins ([`relay_cgroup`]); `None` leaves it in the daemon's.
     pub cgroup: Option<CgroupPath>,
+}
+
+/// The file name of the small relay binary, installed beside `a2a` (`cargo install` installs
+/// both).
+pub const RELAY_BINARY: &str = "a2a-log-relay";
+
+/// The program a node runs as each replica's log relay, chosen once when the node starts
+/// ([`RelayProgram::find`]): the small `a2a-log-relay` (its start costs about a third of the
+/// CPU the a2a binary's does, above an empty program's), or the a2a binary itself as
+/// `a2a log-relay`.
+#[derive(Clone, Debug)]
+pub struct RelayProgram {
+    /// The file, as `ps`, `/proc/PID/exe` and errors name it.
+    path: PathBuf,
+    /// The file held open (`O_PATH`) since it was chosen, executed through the descriptor:
+    /// an upgrade that replaces it on disk while the daemon runs does not change what the
+    /// daemon starts (the relay speaks the daemon's own arguments), as `/proc/self/exe`
+    /// does for the a2a binary.
+    fd: Option<std::sync::Arc<OwnedFd>>,
+    /// The a2a binary, run with the hidden `log-relay` verb.
+    a2a_verb: bool,
+}
+
+impl RelayProgram {
+    /// The a2a binary `exe` (`/proc/self/exe`: the daemon's own), run as `a2a log-relay`.
+    pub fn a2a(exe: &Path) -> RelayProgram {
+        RelayProgram { path: exe.to_path_buf(), fd: None, a2a_verb: true }
+    }
+
+    /// The small relay binary at `path`, opened now; an error when it is not an executable
+    /// regular file.
+    pub fn small(path: &Path) -> Result<RelayProgram> {
+        let err = |source| Error::Program { path: path.to_path_buf(), source };
+        let meta = std::fs::metadata(path).map_err(err)?;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "not an executable file")));
+        }
+        let fd =
+            rustix::fs::open(path, rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+                .map_err(|e| err(e.into()))?;
+        Ok(RelayProgram { path: path.to_path_buf(), fd: Some(std::sync::Arc::new(fd)), a2a_verb: false })
+    }
+
+    /// The relay of a node whose agents' `a2a` is the binary `a2a_exe` (`None`: this
+    /// process, which is a2a): `explicit` when given (`a2a serve --log-relay`; an error when
+    /// it cannot be used, nothing else is tried), else [`RELAY_BINARY`] beside the a2a
+    /// binary, else the a2a binary itself as `a2a log-relay`, said once in a warning: agents
+    /// start as before, each relay's start costing more.
+    pub fn find(a2a_exe: Option<&Path>, explicit: Option<&Path>) -> Result<RelayProgram> {
+        if let Some(path) = explicit {
+            return RelayProgram::small(path);
+        }
+        let (beside, fallback) = match a2a_exe {
+            Some(exe) => (exe.with_file_name(RELAY_BINARY), exe.to_path_buf()),
+            // `/proc/self/exe`: the daemon's own binary, even once an upgrade removed it.
+            None => match std::env::current_exe() {
+                Ok(me) => (me.with_file_name(RELAY_BINARY), PathBuf::from("/proc/self/exe")),
+                Err(_) => return Ok(RelayProgram::a2a(Path::new("/proc/self/exe"))),
+            },
+        };
+        match RelayProgram::small(&beside) {
+            Ok(small) => Ok(small),
+            Err(e) => {
+                tracing::warn!(
+                    "{e}; each agent's log relay runs the a2a binary itself (`a2a log-relay`), a costlier \
+                     start: install {RELAY_BINARY} beside a2a (`cargo install` installs both) or pass \
+                     `--log-relay PATH`"
+                );
+                Ok(RelayProgram::a2a(&fallback))
+            }
+        }
+    }
+
+    /// The file run as the relay.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether it is the a2a binary (`a2a log-relay`) rather than [`RELAY_BINARY`].
+    pub fn is_a2a(&self) -> bool {
+        self.a2a_verb
+    }
 }
 
 /// The relays' cgroup under `layout`'s top.
@@ -168,13 +232,6 @@ impl AgentLogs {
     }
 }
 
-/// The rotated file `n` (1 is the newest) of the live log `path`: `<path>.<n>`.
-pub fn rotated(path: &Path, n: u32) -> PathBuf {
-    let mut s = OsString::from(path.as_os_str());
-    s.push(format!(".{n}"));
-    PathBuf::from(s)
-}
-
 /// Whether `annotations` ask to keep an agent's logs after it is deleted.
 pub fn keep_requested(annotations: Option<&std::collections::BTreeMap<String, String>>) -> bool {
     annotations.and_then(|a| a.get(KEEP_LOGS_ANNOTATION)).is_some_and(|v| v == "true")
@@ -217,27 +274,28 @@ pub(crate) fn start_relay(driver: &dyn CgroupDriver, spec: &RelaySpec, log_file:
         Some(cg) => join_files(driver, cg)?,
         None => Vec::new(),
     };
+    let program = &spec.program;
+    let spawn_err = |source| Error::Spawn { exe: program.path.clone(), source };
+    let invalid = || spawn_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a path holds a NUL byte"));
     let join_args = join
         .iter()
         .map(|p| Ok([c"--join".to_owned(), CString::new(p.as_os_str().as_bytes())?]))
         .collect::<Result<Vec<_>, std::ffi::NulError>>()
-        .map_err(|_| Error::Spawn {
-            exe: spec.exe.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "a path holds a NUL byte"),
-        })?;
-    let spawn_err = |source| Error::Spawn { exe: spec.exe.clone(), source };
-    let invalid = || spawn_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a path holds a NUL byte"));
-    let exe = CString::new(spec.exe.as_os_str().as_bytes()).map_err(|_| invalid())?;
-    // As the binary is named on the command line (`ps` shows `a2a log-relay …`), whatever
-    // path executes it.
-    let mut argv = vec![
-        c"a2a".to_owned(),
-        c"log-relay".to_owned(),
+        .map_err(|_| invalid())?;
+    let exe = CString::new(program.path.as_os_str().as_bytes()).map_err(|_| invalid())?;
+    // As the program is named on the command line (`ps` shows `a2a-log-relay …`, or
+    // `a2a log-relay …`), whatever path executes it.
+    let mut argv = if program.a2a_verb {
+        vec![c"a2a".to_owned(), c"log-relay".to_owned()]
+    } else {
+        vec![CString::new(RELAY_BINARY).map_err(|_| invalid())?]
+    };
+    argv.extend([
         c"--max-bytes".to_owned(),
         CString::new(spec.limits.max_bytes.to_string()).map_err(|_| invalid())?,
         c"--max-files".to_owned(),
         CString::new(spec.limits.max_files.to_string()).map_err(|_| invalid())?,
-    ];
+    ]);
     argv.extend(join_args.into_iter().flatten());
     argv.push(CString::new(log_file.as_os_str().as_bytes()).map_err(|_| invalid())?);
     let request = SpawnRequest {
@@ -254,7 +312,7 @@ pub(crate) fn start_relay(driver: &dyn CgroupDriver, spec: &RelaySpec, log_file:
         // and joins its cgroup, so it keeps the daemon's view of the system.
         mounts: Vec::new(),
         drop_capabilities: false,
-        exec_fd: None,
+        exec_fd: program.fd.as_ref().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&**fd)),
         stdio: [read, file, null],
     };
     let relay = sys::spawn(&request).map_err(spawn_err)?;
@@ -357,201 +415,6 @@ fn reap_forever() {
     }
 }
 
-/// `a2a log-relay`: joins its cgroup (writes itself into each `join` file), then copies stdin
-/// to the log file open on stdout (`path`), rotating by renames at `limits`. Runs until
-/// stdin's last writer is gone; a failed write drops those bytes (counted, and said in the
-/// log once writing works again) and reading goes on, so the agent never blocks on a relay
-/// that gave up, nor gets SIGPIPE. A cgroup it cannot join is said in the log too.
-pub fn relay(path: &Path, limits: LogLimits, join: &[PathBuf]) -> std::io::Result<()> {
-    let mut input = File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
-    let current = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
-    let size = current.metadata().map_or(0, |m| m.len());
-    let mut out = RotatingLog {
-        path: path.to_path_buf(),
-        limits,
-        file: Some(current),
-        size,
-        dropped: 0,
-        on_stdout: true,
-        ends_line: true,
-    };
-    for procs in join {
-        if let Err(e) = std::fs::write(procs, "0") {
-            let note = format!("a2a log-relay: cannot join the cgroup of {}: {e}\n", procs.display());
-            out.write(note.as_bytes());
-        }
-    }
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        out.write(&buf[..n]);
-    }
-}
-
-/// The live log file and its rotation.
-struct RotatingLog {
-    path: PathBuf,
-    limits: LogLimits,
-    /// `None` after a failed rotation: opened again at the next write.
-    file: Option<File>,
-    size: u64,
-    /// Bytes that could not be written since the last successful write.
-    dropped: u64,
-    /// Keep the live file on standard output too (the relay process).
-    on_stdout: bool,
-    /// The live file is empty or ends with a line end.
-    ends_line: bool,
-}
-
-impl RotatingLog {
-    fn write(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            if self.file.is_none() && !self.reopen() {
-                self.dropped += data.len() as u64;
-                return;
-            }
-            if self.dropped > 0 {
-                let note = format!(
-                    "a2a log-relay: {} bytes of output were lost (the log could not be written)\n",
-                    self.dropped
-                );
-                self.dropped = 0;
-                self.put(note.as_bytes());
-            }
-            match placement(data, self.size, self.limits.max_bytes, self.ends_line) {
-                Placement::Fits => {
-                    self.put(data);
-                    return;
-                }
-                Placement::ThenRotate(cut) => {
-                    self.put(&data[..cut]);
-                    data = &data[cut..];
-                    self.rotate();
-                }
-            }
-        }
-    }
-
-    fn put(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        let Some(file) = self.file.as_mut() else {
-            self.dropped += data.len() as u64;
-            return;
-        };
-        match file.write_all(data) {
-            Ok(()) => {
-                self.size += data.len() as u64;
-                self.ends_line = data.last() == Some(&b'\n');
-            }
-            Err(_) => {
-                self.dropped += data.len() as u64;
-                // The size is unknown after a short write: read it again.
-                self.size = file.metadata().map_or(self.size, |m| m.len());
-            }
-        }
-    }
-
-    /// Carries out the [`rotation`] of the live file, then opens a new live file (0600).
-    fn rotate(&mut self) {
-        let plan = rotation(&self.path, self.limits.max_files);
-        for (from, to) in &plan.shift {
-            let _ = std::fs::rename(from, to);
-        }
-        let (live, first) = &plan.live;
-        if std::fs::rename(live, first).is_err() {
-            // The directory is gone (the agent was deleted) or not writable: start the file
-            // over rather than grow it past its cap.
-            if let Some(f) = &self.file {
-                let _ = f.set_len(0);
-            }
-            self.size = 0;
-            self.ends_line = true;
-            return;
-        }
-        self.file = None;
-        self.reopen();
-    }
-
-    fn reopen(&mut self) -> bool {
-        let opened = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&self.path);
-        match opened {
-            Ok(f) => {
-                self.size = f.metadata().map_or(0, |m| m.len());
-                self.ends_line = true;
-                // Standard output follows the live file, so `/proc/PID/fd/1` names it.
-                if self.on_stdout {
-                    let _ = rustix::stdio::dup2_stdout(&f);
-                }
-                self.file = Some(f);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-}
-
-/// Where the next write to the live file goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Placement {
-    /// All of it fits under the cap.
-    Fits,
-    /// The first `n` bytes (maybe none) go in the live file, which is then rotated.
-    ThenRotate(usize),
-}
-
-/// Where `data` goes, for a live file of `size` bytes that `ends_line` (empty, or its last
-/// byte a line end) under a cap of `max_bytes`: up to the last line end that fits, then a new
-/// file. With no line end in the room left, a file that ends with a whole line is rotated
-/// first; one that ends inside a line (a line longer than a file, or the pipe's chunks cut
-/// lines) gets what fits, and the line goes on in the next file.
-fn placement(data: &[u8], size: u64, max_bytes: u64, ends_line: bool) -> Placement {
-    let room = usize::try_from(max_bytes.saturating_sub(size)).unwrap_or(usize::MAX);
-    if data.len() <= room {
-        return Placement::Fits;
-    }
-    Placement::ThenRotate(match data[..room].iter().rposition(|b| *b == b'\n') {
-        Some(i) => i + 1,
-        None if size > 0 && ends_line => 0,
-        None => room,
-    })
-}
-
-/// The renames of one rotation of the live log `path` kept as `max_files` files.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rotation {
-    /// `.N-2` → `.N-1`, …, `.1` → `.2`, in this order (each rename frees the next one's
-    /// target); a failed one only loses that older file.
-    pub shift: Vec<(PathBuf, PathBuf)>,
-    /// The live file → `.1`. When it fails (the directory is gone or not writable), the live
-    /// file is emptied instead, so that it never grows past its cap.
-    pub live: (PathBuf, PathBuf),
-    /// The oldest file, `.N-1`, which the first rename replaces: its lines are gone. Nothing
-    /// is deleted otherwise, and nothing is copied.
-    pub drops: PathBuf,
-}
-
-/// The plan of one rotation, which the relay carries out (renames only).
-pub fn rotation(path: &Path, max_files: u32) -> Rotation {
-    let last = max_files.max(2) - 1;
-    Rotation {
-        shift: (1..last).rev().map(|n| (rotated(path, n), rotated(path, n + 1))).collect(),
-        live: (path.to_path_buf(), rotated(path, 1)),
-        drops: rotated(path, last),
-    }
-}
-
 /// Removes an agent's log directory (every replica's files), and the namespace directory
 /// when it is left empty.
 pub fn remove_agent_logs(home: &Path, namespace: &str, agent: &str) -> std::io::Result<()> {
@@ -574,14 +437,10 @@ pub fn remove_agent_logs(home: &Path, namespace: &str, agent: &str) -> std::io::
 mod tests {
     use super::*;
 
-    fn log_in(dir: &Path, limits: LogLimits) -> RotatingLog {
+    fn log_in(dir: &Path, limits: LogLimits) -> relay::RotatingLog {
         let path = dir.join("0.log");
         let file = open_log(&path).unwrap();
-        RotatingLog { path, limits, file: Some(file), size: 0, dropped: 0, on_stdout: false, ends_line: true }
-    }
-
-    fn read(p: &Path) -> String {
-        std::fs::read_to_string(p).unwrap_or_default()
+        relay::RotatingLog::new(&path, limits, file, false)
     }
 
     #[test]
@@ -597,73 +456,6 @@ mod tests {
         assert_eq!(logs.replicas(), [0, 2], "live files only, in order");
         remove_agent_logs(home.path(), "default", "writer").unwrap();
         assert!(!logs.dir().exists() && !home.path().join("logs/default").exists());
-    }
-
-    #[test]
-    fn a_write_past_the_cap_renames_and_keeps_whole_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = log_in(dir.path(), LogLimits { max_bytes: 10, max_files: 3 });
-        let live = dir.path().join("0.log");
-        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
-        log.write(b"aaaa\nbbbb\n");
-        let first = ino(&live);
-        log.write(b"cc\n");
-        // The full file was renamed, not copied: `.1` is the same inode.
-        assert_eq!(ino(&rotated(&live, 1)), first);
-        assert_eq!(read(&rotated(&live, 1)), "aaaa\nbbbb\n");
-        assert_eq!(read(&live), "cc\n");
-        // Split after the last whole line that fits.
-        log.write(b"dddd\neeeeee\n");
-        assert_eq!(read(&live), "eeeeee\n");
-        assert_eq!(read(&rotated(&live, 1)), "cc\ndddd\n");
-        assert_eq!(read(&rotated(&live, 2)), "aaaa\nbbbb\n");
-        // More than max_files: the oldest goes; never a `.3`.
-        log.write(b"ffffffffffffffffffffffff");
-        assert!(!rotated(&live, 3).exists());
-        for p in [live.clone(), rotated(&live, 1), rotated(&live, 2)] {
-            assert!(std::fs::metadata(&p).unwrap().len() <= 10, "{} over its cap", p.display());
-        }
-        // A line longer than a file is cut at the cap.
-        assert_eq!(read(&rotated(&live, 1)), "ffffffffff");
-        assert_eq!(read(&live), "ffff");
-        // A line cut by the pipe's chunks at the cap goes on in the next file.
-        log.write(b"gg\nhh");
-        log.write(b"hh\n");
-        assert_eq!(read(&rotated(&live, 1)), "ffffgg\nhhh");
-        assert_eq!(read(&live), "h\n");
-    }
-
-    #[test]
-    fn a_write_fills_the_file_up_to_a_whole_line_then_rotates() {
-        type Row = (&'static str, &'static [u8], u64, u64, bool, Placement);
-        #[rustfmt::skip]
-        let table: Vec<Row> = vec![
-            ("it fits", b"abc\n", 0, 10, true, Placement::Fits),
-            ("it fits exactly", b"abc\n", 6, 10, true, Placement::Fits),
-            ("cut after the last line end that fits", b"dddd\neeeeee\n", 3, 10, true, Placement::ThenRotate(5)),
-            ("no line end fits: a whole-line file rotates first", b"abcdefgh\n", 5, 10, true, Placement::ThenRotate(0)),
-            ("no line end fits in an empty file: cut at the cap", b"ffffffffffffff", 0, 10, true, Placement::ThenRotate(10)),
-            ("a file ending inside a line gets what fits", b"hhhhhh", 6, 10, false, Placement::ThenRotate(4)),
-            ("a full file rotates before anything", b"x", 10, 10, true, Placement::ThenRotate(0)),
-            ("a file over its cap (the cap was lowered) rotates", b"x\n", 50, 10, false, Placement::ThenRotate(0)),
-        ];
-        for (what, data, size, cap, ends_line, want) in table {
-            assert_eq!(placement(data, size, cap, ends_line), want, "{what}");
-        }
-    }
-
-    #[test]
-    fn a_rotation_shifts_the_older_files_up_and_drops_the_oldest() {
-        let live = Path::new("/logs/0.log");
-        let f = |n: u32| rotated(live, n);
-        let plan = rotation(live, 4);
-        assert_eq!(plan.shift, vec![(f(2), f(3)), (f(1), f(2))]);
-        assert_eq!(plan.live, (live.to_path_buf(), f(1)));
-        assert_eq!(plan.drops, f(3));
-        // Two files: the live one and `.1`, which the live one replaces.
-        let plan = rotation(live, 2);
-        assert!(plan.shift.is_empty());
-        assert_eq!((plan.live, plan.drops), ((live.to_path_buf(), f(1)), f(1)));
     }
 
     #[test]

@@ -163,9 +163,12 @@ pub fn agents_logging_into(home: &Path) -> Vec<u32> {
 #[allow(dead_code)]
 pub fn agent_processes_of(home: &Path) -> Vec<u32> {
     let link = |pid: u32, fd: u32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
+    // `a2a-log-relay …`, or `a2a log-relay …` (the fallback).
     let is_relay = |pid: u32| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| c.split(|b| *b == 0).nth(1).is_some_and(|a| a == b"log-relay"))
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            let mut args = c.split(|b| *b == 0);
+            args.next() == Some(b"a2a-log-relay") || args.next() == Some(b"log-relay")
+        })
     };
     let writers = agents_logging_into(home);
     let relay_pipes: Vec<std::path::PathBuf> =

@@ -32,10 +32,11 @@ pub struct NodeConfig {
     /// Each replica's log files: their cap and number (default 16 MiB × 3), kept by a log
     /// relay per replica (see [`super::logs`]).
     pub log_limits: LogLimits,
-    /// The binary executed as `a2a log-relay`: by default `/proc/self/exe`, the daemon's own
-    /// binary even after an upgrade replaced (unlinked) it on disk, as runc re-executes
-    /// itself; `a2a_exe` when the running binary is not a2a (tests, benches).
-    pub log_relay_exe: PathBuf,
+    /// The program run as each replica's log relay: by default the daemon's own binary as
+    /// `a2a log-relay` (`/proc/self/exe`, even after an upgrade replaced it on disk); the
+    /// local control plane sets the small `a2a-log-relay` when it finds it
+    /// ([`RelayProgram::find`](crate::node::logs::RelayProgram::find)).
+    pub log_relay: crate::node::logs::RelayProgram,
     /// The API server's URL, as alert notifications link to it (`externalURL`).
     pub external_url: String,
     /// The host's A2A gateway, when it runs: every agent gets its URL, its CA and a gateway
@@ -56,7 +57,7 @@ impl NodeConfig {
             stop_on_shutdown: false,
             restart_backoff: Duration::from_secs(1),
             log_limits: LogLimits::default(),
-            log_relay_exe: PathBuf::from("/proc/self/exe"),
+            log_relay: crate::node::logs::RelayProgram::a2a(std::path::Path::new("/proc/self/exe")),
             external_url: String::new(),
             gateway: None,
         }

@@ -54,7 +54,7 @@ impl Node {
         let log = logs::AgentLogs::new(&self.config.home, &ns, &name).live(replica);
         let mut spec = ProcessSpec::new(program, log).args(s.command.iter().skip(1).chain(&s.args).cloned());
         spec.log_relay = Some(RelaySpec {
-            exe: self.config.log_relay_exe.clone(),
+            program: self.config.log_relay.clone(),
             limits: self.config.log_limits,
             cgroup: self.config.enforced.then(|| logs::relay_cgroup(&self.config.layout)).flatten(),
         });
