@@ -291,7 +291,8 @@ async fn top_once_shows_the_running_agent_its_budget_and_the_running_workflow() 
         home,
         "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: { name: spinner }\nspec:\n  command: [sh, -c, \"while :; do :; done\"]\n  budget: watched\n  resources: { limits: { cpu: 200m, memory: 64Mi } }\n",
     );
-    wait_agent(&client, "worker", Duration::from_secs(30), |a| {
+    // A quiet agent's first usage is written within a minute of its start (drawn).
+    wait_agent(&client, "worker", Duration::from_secs(90), |a| {
         a.status.as_ref().is_some_and(|s| s.ready_replicas == 1 && s.usage.as_ref().is_some_and(|u| u.memory_bytes > 0))
     })
     .await;

@@ -360,6 +360,66 @@ async fn an_admitted_agent_gets_its_first_status_with_its_started_process() {
     tear_down(daemon).await;
 }
 
+/// Agents applied together start a few at a time, the last ones seconds after their apply:
+/// each still gets one status write for its start, carrying its process (none saying only
+/// admitted before it; one saying its start failed, then tried again, is news of its own), and
+/// that status says nothing of usage until a sample measured it (no `0` that says nothing was
+/// read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_started_together_get_one_status_write_each_for_their_start() {
+    use futures::StreamExt;
+    use std::collections::BTreeMap;
+    const N: usize = 64;
+    let scratch = Scratch::new("start-burst");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &[]);
+    let client = daemon.client().await;
+    let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+    let config = kube::runtime::watcher::Config::default().labels("burst=yes");
+    let mut events = kube::runtime::watcher(api, config).boxed();
+    while !matches!(events.next().await, Some(Ok(kube::runtime::watcher::Event::InitDone))) {}
+    let yaml: String = (0..N)
+        .map(|i| {
+            format!(
+                "apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: b{i}, labels: {{ burst: \"yes\" }} }}\nspec:\n  command: [sleep, \"3600\"]\n---\n"
+            )
+        })
+        .collect();
+    apply(home, &yaml);
+    // Every status the node wrote for each agent, in order, until each has its process.
+    let mut seen: BTreeMap<String, Vec<a2a::api::agent::AgentStatus>> = BTreeMap::new();
+    let running = |seen: &BTreeMap<String, Vec<a2a::api::agent::AgentStatus>>| {
+        seen.values().filter(|s| s.last().is_some_and(|s| s.replicas == 1)).count()
+    };
+    while running(&seen) < N {
+        let next = tokio::time::timeout(Duration::from_secs(60), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {N} running within 60 s: {seen:#?}", running(&seen)));
+        let Some(Ok(kube::runtime::watcher::Event::Apply(a))) = next else { continue };
+        let Some(status) = a.status.clone() else { continue };
+        let name = a.metadata.name.clone().unwrap_or_default();
+        let statuses = seen.entry(name).or_default();
+        // Up to the one with its process (later ones, its usage, are not the start's); a
+        // watch may deliver the same version again (a relist): only new ones count.
+        if statuses.last().is_none_or(|s| s.replicas != 1 && *s != status) {
+            statuses.push(status);
+        }
+    }
+    for (name, statuses) in &seen {
+        // A start that failed (and is tried again) is news of its own; none other comes first.
+        let failed = |s: &a2a::api::agent::AgentStatus| {
+            s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "StartFailed")
+        };
+        let before: Vec<_> = statuses[..statuses.len() - 1].iter().filter(|s| !failed(s)).collect();
+        assert!(before.is_empty(), "{name}: one status write for its start: {statuses:#?}");
+        let first = statuses.last().expect("running");
+        assert_eq!((first.replicas, first.instances.len()), (1, 1), "{name}: {first:#?}");
+        assert!(first.instances[0].pid.is_some(), "{name}: {first:#?}");
+        assert_eq!(first.usage, None, "{name}: no usage before a sample read it: {first:#?}");
+    }
+    tear_down(daemon).await;
+}
+
 /// An Agent the node will run is created already held for its processes (the node makes no
 /// write of its own for it before the first start); one that runs elsewhere (`url`) or once
 /// per task (`protocol: stdio`) is created as sent. One held so that never started (its budget

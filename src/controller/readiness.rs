@@ -13,12 +13,15 @@
 //! - A replica that listens is probed at once; a failed probe is tried again after a wait
 //!   that doubles from 500 ms up to 30 s, each wait drawn between half of it and all of it
 //!   (jitter), so that replicas started together do not stay in step. A replica whose server
-//!   answers, but not with its card (a 404, a 503), keeps doubling up to 5 min: it is up
-//!   and says it serves no card, and each probe of it costs a TCP connection, which at 500
-//!   such replicas and a 30 s cap was twice the node's whole idle cost. The first waits are
-//!   the same for every failure, so a card that comes up seconds after its port is seen as
-//!   soon as before. A refused connection sends it back to the socket table. A new process
-//!   (an exit, a restart) or a spec change starts over.
+//!   answers, but not with its card (a 404, a 503), waits from 2 s doubling up to 5 min: it
+//!   is up and says it serves no card, and each probe of it costs a TCP connection, which at
+//!   500 such replicas and a 30 s cap was twice the node's whole idle cost, and at a 0.5 s
+//!   start 5–6 probes each in its first 10 s (2,500–3,000 connections, ~240 ms of the
+//!   control plane's CPU at 500). From 2 s it is 3 in its first 10 s; a server that serves
+//!   its card once it listens (as the A2A SDKs' do) is Ready at the first probe, and one whose
+//!   card comes up later is seen within 2 s in its first seconds, within 16–32 s after a
+//!   minute (kubelet probes every 10 s). A refused connection sends it back to the socket table. A
+//!   new process (an exit, a restart) or a spec change starts over.
 //! - An agent that runs elsewhere (`url`) is probed every 10 s (Kubernetes' default
 //!   `periodSeconds`) while it answers, and every 2 s while it does not; each probe decides
 //!   its readiness (one success makes it Ready, one failure NotReady).
@@ -34,6 +37,8 @@ pub struct Schedule {
     pub max_retry: Duration,
     /// The longest wait for a replica whose server answered its last probe without its card.
     pub max_answered_retry: Duration,
+    /// The wait after a replica's first probe that its server answered without its card.
+    pub first_answered_retry: Duration,
     /// The first look at the socket table after a start; the interval doubles after each.
     pub first_listen_check: Duration,
     /// The longest interval between looks at the socket table.
@@ -53,6 +58,7 @@ impl Default for Schedule {
             first_retry: Duration::from_millis(500),
             max_retry: Duration::from_secs(30),
             max_answered_retry: Duration::from_secs(300),
+            first_answered_retry: Duration::from_secs(2),
             first_listen_check: Duration::from_millis(10),
             max_listen_check: Duration::from_millis(500),
             late_listen_check: Duration::from_secs(2),
@@ -76,8 +82,9 @@ pub fn replica_probe_due(running: bool, ready: bool, probing: bool) -> bool {
 /// `jitter` in `[0, 1)` draws the wait between half the doubling step and the whole of it,
 /// so never past the cap.
 pub fn replica_retry_after(failed: u32, answered: bool, s: &Schedule, jitter: f64) -> Duration {
-    let cap = if answered { s.max_answered_retry } else { s.max_retry };
-    let step = s.first_retry.saturating_mul(2u32.saturating_pow(failed.saturating_sub(1).min(31))).min(cap);
+    let (first, cap) =
+        if answered { (s.first_answered_retry, s.max_answered_retry) } else { (s.first_retry, s.max_retry) };
+    let step = first.saturating_mul(2u32.saturating_pow(failed.saturating_sub(1).min(31))).min(cap);
     step.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
@@ -113,7 +120,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn a_replica_is_probed_again_after_a_wait_doubling_from_500ms_to_30s_or_5min_with_jitter() {
+    fn a_replica_is_probed_again_after_a_wait_doubling_from_500ms_to_30s_or_from_2s_to_5min_with_jitter() {
         let s = Schedule::default();
         const S: Duration = Duration::from_secs(1);
         #[rustfmt::skip]
@@ -126,11 +133,11 @@ mod tests {
             assert_eq!(replica_retry_after(failed, false, &s, 0.0), step / 2, "the shortest draw");
             assert!(replica_retry_after(failed, false, &s, 0.999) < step, "the longest draw");
         }
-        // A server that answers without its card: the same first waits, then up to 5 min.
+        // A server that answers without its card: from 2 s, up to 5 min.
         #[rustfmt::skip]
         let answered = [
-            (1, 500 * MS), (2, S), (6, 16 * S), (7, 32 * S), (8, 64 * S), (9, 128 * S), (10, 256 * S),
-            (11, 300 * S), (u32::MAX, 300 * S),
+            (1, 2 * S), (2, 4 * S), (3, 8 * S), (4, 16 * S), (5, 32 * S), (6, 64 * S), (7, 128 * S),
+            (8, 256 * S), (9, 300 * S), (u32::MAX, 300 * S),
         ];
         for (failed, step) in answered {
             assert_eq!(replica_retry_after(failed, true, &s, 1.0), step, "after {failed} answers without a card");

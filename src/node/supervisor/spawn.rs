@@ -202,6 +202,7 @@ impl World {
                 rt.last_error = None;
                 rt.start_failures = 0;
                 rt.start_retry_at = None;
+                rt.first_usage_at = Some(super::usage::first_usage_at(Instant::now(), fastrand::f64()));
                 self.restart_listen_checks(Instant::now());
             }
             Err(e) => {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{IDLE_SAMPLE_MAX, Node, SAMPLE_EVERY, USAGE_HEARTBEAT, USAGE_MIN_AGE, World};
+use super::{FIRST_USAGE_WITHIN, IDLE_SAMPLE_MAX, Node, SAMPLE_EVERY, USAGE_HEARTBEAT, USAGE_MIN_AGE, World};
 
 /// A replica idles when it used less than this much CPU since the last sample (millicores)…
 const IDLE_CPU_MILLIS: u64 = 5;
@@ -79,14 +79,19 @@ impl World {
             // is its loading binary, its CPU has no interval); its agent's next sample writes it.
             let settled =
                 running().any(|r| wall.duration_since(r.started_at.0).as_millis() >= USAGE_MIN_AGE.as_millis() as i128);
+            // Nothing sampled was written yet (a start's status has no usage): the first
+            // sample is news however small, but a small one waits for its drawn time (see
+            // `first_usage_at`); a busy one (4 MiB or 20m) is written at once.
+            let first = written.is_none_or(|w| w.memory_bytes == 0 && w.cpu_millicores == 0);
+            let owed = first && rt.first_usage_at.is_some_and(|t| t > now);
             let material = settled
-                && match written {
-                    None => true,
-                    // Nothing sampled was written yet (the start's status says 0): the first
-                    // sample is news however small.
-                    Some(w) if w.memory_bytes == 0 && w.cpu_millicores == 0 => mem > 0 || cpu > 0,
+                && match written.filter(|_| !first) {
                     Some(w) => moved(mem, w.memory_bytes, 4 << 20) || moved(cpu, w.cpu_millicores, 20),
+                    None => (mem > 0 || cpu > 0) && (!owed || mem >= 4 << 20 || cpu >= 20),
                 };
+            if material && first {
+                rt.first_usage_at = None;
+            }
             let stale = written.is_some_and(|w| (w.memory_bytes, w.cpu_millicores) != (mem, cpu))
                 && rt.usage_written_at.is_none_or(|t| now.duration_since(t) >= USAGE_HEARTBEAT);
             if changed || material || stale {
@@ -96,8 +101,35 @@ impl World {
             rt.sample_after = (rt.idle_samples > 0).then(|| {
                 // Less than a sample early, so that it is read at the sample that ends the wait.
                 let wait = SAMPLE_EVERY.saturating_mul(1 << rt.idle_samples.min(3)).min(IDLE_SAMPLE_MAX);
-                now + wait.mul_f64(0.5 + 0.5 * fastrand::f64()).saturating_sub(SAMPLE_EVERY / 2)
+                let next = now + wait.mul_f64(0.5 + 0.5 * fastrand::f64()).saturating_sub(SAMPLE_EVERY / 2);
+                // An idle agent whose first usage is owed is read when it falls due.
+                match rt.first_usage_at.filter(|_| first) {
+                    Some(t) => next.min(t),
+                    None => next,
+                }
             });
         }
+    }
+}
+
+/// When the first usage of a replica started `now` is written, unless it is busy: `jitter`
+/// in `[0, 1)` draws it between [`USAGE_MIN_AGE`] and [`FIRST_USAGE_WITHIN`] after the start,
+/// so that 500 agents started together are written over a minute, a few at each sample.
+pub(super) fn first_usage_at(now: Instant, jitter: f64) -> Instant {
+    let spread = FIRST_USAGE_WITHIN.saturating_sub(USAGE_MIN_AGE);
+    now + USAGE_MIN_AGE + spread.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_started_replicas_first_usage_is_drawn_between_2s_and_60s_after_its_start() {
+        let now = Instant::now();
+        assert_eq!(first_usage_at(now, 0.0), now + Duration::from_secs(2));
+        assert_eq!(first_usage_at(now, 0.5), now + Duration::from_secs(31));
+        assert!(first_usage_at(now, 0.999) < now + Duration::from_secs(60));
+        assert_eq!(first_usage_at(now, 7.0), now + Duration::from_secs(60), "a jitter past 1 is taken as 1");
     }
 }
