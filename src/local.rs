@@ -238,13 +238,42 @@ fn usable_driver(opts: &LocalOptions) -> Result<(Arc<dyn CgroupDriver>, bool), E
     }
 }
 
+/// The control plane's own client of its API server: one HTTP/2 connection carries every
+/// watch and write of the node and the engine. Over HTTP/1.1 each open watch held a
+/// connection of its own, and each burst of status writes left more in the pool: ~40
+/// connections at 500 agents, each with its TLS and HTTP buffers on both ends (~3 MB).
 async fn client_for(kubeconfig: &std::path::Path) -> Result<kube::Client, Error> {
+    use kube::client::ConfigExt;
     let path = || kubeconfig.to_owned();
     let kc = Kubeconfig::read_from(kubeconfig).map_err(|source| Error::ReadKubeconfig { path: path(), source })?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .map_err(|source| Error::LoadKubeconfig { path: path(), source })?;
-    kube::Client::try_from(config).map_err(Error::Client)
+    let tls = config.rustls_client_config().map_err(Error::Client)?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http2()
+        .wrap_connector(http);
+    // The server pings every 30 s; a connection that stops answering is given up as soon.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+        .http2_keep_alive_timeout(std::time::Duration::from_secs(15))
+        .build(https);
+    // As kube's own stack: the base URL, retries of 429/503/504, the token.
+    let retry =
+        config.default_retry.then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(retry)
+        .option_layer(config.auth_layer().map_err(Error::Client)?)
+        .map_err(tower::BoxError::from)
+        .service(client);
+    Ok(kube::Client::new(service, config.default_namespace))
 }
 
 impl ControlPlane {

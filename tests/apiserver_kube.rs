@@ -447,6 +447,60 @@ async fn watch_from_a_compacted_version_gets_410_expired() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn events_older_than_the_history_window_are_dropped_and_a_resume_from_them_gets_410() {
+    // Past its newest 2 events, the history keeps only what is younger than 300 ms.
+    let t = start_with(|c| c.watch_history_window(Duration::from_millis(300), 2)).await;
+    let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");
+    let first = api.create(&PostParams::default(), &agent("y0")).await.unwrap();
+    let mut last = first.clone();
+    for i in 1..5 {
+        last = api.create(&PostParams::default(), &agent(&format!("y{i}"))).await.unwrap();
+    }
+    // Nothing is written meanwhile: the events age out all the same, and the metrics say so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, text) = common::raw(&t.client, axum::http::Method::GET, "/metrics", "", "").await;
+        assert_eq!(code, 200);
+        let text = text.as_str().unwrap().to_owned();
+        let events = text.lines().find_map(|l| l.strip_prefix("a2a_store_watch_history_events ")).unwrap();
+        if events == "2" {
+            let bytes = text.lines().find_map(|l| l.strip_prefix("a2a_store_watch_history_bytes ")).unwrap();
+            assert!(bytes.parse::<usize>().unwrap() > 0, "{bytes}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the history still holds {events} events");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut stream = api.watch(&WatchParams::default(), &rv(&first)).await.unwrap().boxed();
+    let ev = tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await.unwrap().unwrap().unwrap();
+    match ev {
+        WatchEvent::Error(e) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{}", e.message);
+            assert!(e.message.contains("too old resource version"), "{}", e.message);
+        }
+        other => panic!("expected a 410 error event, got {other:?}"),
+    }
+    // A resume from the newest event still works, and a watcher that lists again sees all.
+    let mut stream = api.watch(&WatchParams::default(), &rv(&last)).await.unwrap().boxed();
+    api.create(&PostParams::default(), &agent("y5")).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await.unwrap().unwrap().unwrap();
+    match ev {
+        WatchEvent::Added(a) => assert_eq!(a.metadata.name.as_deref(), Some("y5")),
+        other => panic!("expected y5 added, got {other:?}"),
+    }
+    let mut w = watcher(api.clone(), watcher::Config::default()).boxed();
+    let mut names = Vec::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), w.try_next()).await.unwrap().unwrap() {
+        match ev {
+            watcher::Event::InitApply(a) => names.push(a.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(names.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn paged_lists_are_one_consistent_snapshot() {
     let t = start().await;
     let api: Api<Agent> = Api::namespaced(t.client.clone(), "default");

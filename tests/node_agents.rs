@@ -475,3 +475,45 @@ async fn an_agent_the_node_runs_is_created_held_for_its_processes() {
     assert!(left.is_empty(), "still there 30 s after their deletion: {left:?}");
     tear_down(daemon).await;
 }
+
+/// The node and the engine reach their API server over one HTTP/2 connection, whatever they
+/// watch and however many status writes a start makes at once: over HTTP/1.1 each watch held
+/// a connection and each burst of writes left more open (9 at idle, 40 at 500 agents).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_reaches_its_api_server_over_one_connection() {
+    let scratch = Scratch::new("one-connection");
+    let (home, top) = (scratch.home(), scratch.top());
+    let daemon = Daemon::start(home, top, &[]);
+    let client = daemon.client().await;
+    let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    let yaml: String = names
+        .iter()
+        .map(|n| format!("apiVersion: a2a.dev/v1alpha1\nkind: Agent\nmetadata: {{ name: {n} }}\nspec:\n  command: [sleep, \"600\"]\n---\n"))
+        .collect();
+    apply(home, &yaml);
+    for n in &names {
+        // `sleep` serves no card: its process runs, the agent stays Starting.
+        wait_agent(&client, n, Duration::from_secs(60), |a| !pids(a).is_empty()).await;
+    }
+    // The server's own count of the connections it serves: the control plane's one, and
+    // this test's client's (its pool may hold two). Over HTTP/1.1 every open watch needs a
+    // connection of its own: there would be more connections than watches.
+    let (code, text) = common::raw(&client, axum::http::Method::GET, "/metrics", "", "").await;
+    assert_eq!(code, 200);
+    let text = text.as_str().expect("metrics as text").to_owned();
+    let open: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("a2a_apiserver_connections "))
+        .unwrap_or_else(|| panic!("no a2a_apiserver_connections in\n{text}"))
+        .parse()
+        .expect("a number");
+    let watchers: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("a2a_apiserver_watchers "))
+        .expect("watchers")
+        .parse()
+        .expect("a number");
+    assert!(watchers >= 4.0, "the node's and the engine's watches are open: {watchers}");
+    assert!(open < watchers && open <= 3.0, "{open} connections served, {watchers} watches among them");
+    tear_down(daemon).await;
+}

@@ -141,6 +141,10 @@ pub struct ServerConfig {
     pub watch_history: usize,
     /// Bytes of object versions those events may hold at most.
     pub watch_history_bytes: usize,
+    /// How long events stay in that history, past its newest `watch_history_min`.
+    pub watch_history_window: Duration,
+    /// How many of the newest events are kept whatever their age.
+    pub watch_history_min: usize,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
     /// Bytes the store keeps in reserve for checkpointing and starting on a full disk.
@@ -172,6 +176,8 @@ impl ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY,
             watch_history: 10_000,
             watch_history_bytes: 64 * 1024 * 1024,
+            watch_history_window: store::DEFAULT_HISTORY_WINDOW,
+            watch_history_min: store::DEFAULT_HISTORY_MIN,
             bookmark_interval: Duration::from_secs(10),
             store_reserve_bytes: reserve::DEFAULT_BYTES,
             audit_rotation: audit::Rotation::default(),
@@ -244,6 +250,13 @@ impl ServerConfig {
 
     pub fn watch_history_bytes(mut self, bytes: usize) -> Self {
         self.watch_history_bytes = bytes;
+        self
+    }
+
+    /// Events older than `window` leave the history, except the newest `min`.
+    pub fn watch_history_window(mut self, window: Duration, min: usize) -> Self {
+        self.watch_history_window = window;
+        self.watch_history_min = min;
         self
     }
 
@@ -404,6 +417,8 @@ impl Server {
             let store_config = StoreConfig {
                 history: config.watch_history,
                 history_bytes: config.watch_history_bytes,
+                history_window: config.watch_history_window,
+                history_min: config.watch_history_min,
                 reserve_bytes: config.store_reserve_bytes,
                 sealer: Some(sealer),
                 ..StoreConfig::default()

@@ -20,12 +20,22 @@
 //! ([`Stored`]) plus the few fields reads select on (labels, selectable fields, owners), never
 //! as a parsed tree: a list concatenates bytes, a watch event writes them, and the history is
 //! bounded by a count and by its total size in bytes.
+//!
+//! The history is also bounded by age, as the kube-apiserver's watch cache keeps about 75 s
+//! of events ([`StoreConfig::history_window`]): past its newest
+//! [`StoreConfig::history_min`] events it holds only what is younger than the window, so a
+//! store that is written in a burst (500 agents applied, their starts) and then stays quiet
+//! does not hold every version of that burst for as long as it runs. The commit thread drops
+//! events that aged out even while nothing is written. A watch or a paged list from before
+//! the history is [`Error::Gone`], as for events the count bound dropped: a client lists
+//! again (watches that allow bookmarks get the current version every few seconds, so they
+//! resume within the window).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
@@ -231,6 +241,13 @@ pub struct StoreConfig {
     pub history: usize,
     /// How many bytes of object versions the history holds at most.
     pub history_bytes: usize,
+    /// Events older than this are dropped from the history, except the newest
+    /// [`Self::history_min`]. Resuming a watch or a paged list is cheap only from inside it;
+    /// from before it the client lists again.
+    pub history_window: Duration,
+    /// How many of the newest events are kept whatever their age (at most
+    /// [`Self::history`]).
+    pub history_min: usize,
     /// After how many logged batches redb is committed durably and the write-ahead log
     /// starts over (also when the log passes 4 MiB).
     pub checkpoint_every: usize,
@@ -248,12 +265,22 @@ impl Default for StoreConfig {
         StoreConfig {
             history: 10_000,
             history_bytes: 64 * 1024 * 1024,
+            history_window: DEFAULT_HISTORY_WINDOW,
+            history_min: DEFAULT_HISTORY_MIN,
             checkpoint_every: 256,
             reserve_bytes: super::reserve::DEFAULT_BYTES,
             sealer: None,
         }
     }
 }
+
+/// How long events stay in the watch history: the kube-apiserver's watch cache keeps at
+/// least 75 s of events (`eventFreshDuration`), what clients written for a cluster expect a
+/// resume to find; a paged list's continue token lives as long.
+pub const DEFAULT_HISTORY_WINDOW: Duration = Duration::from_secs(75);
+
+/// The newest events kept whatever their age: the watch cache's smallest size (100).
+pub const DEFAULT_HISTORY_MIN: usize = 100;
 
 /// The log is checkpointed once it holds this many bytes of records.
 const CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
@@ -274,6 +301,8 @@ struct State {
     objects: HashMap<String, Objects>,
     resource_version: u64,
     history: VecDeque<Arc<Event>>,
+    /// When each event of `history` was recorded, in the same order.
+    recorded: VecDeque<Instant>,
     history_bytes: usize,
     /// Watches and lists at versions below this cannot be served.
     compacted: u64,
@@ -285,7 +314,83 @@ struct Shared {
     committed: watch::Sender<u64>,
     history_limit: usize,
     history_bytes_limit: usize,
+    history_window: Duration,
+    history_min: usize,
+    /// Bytes of events dropped from the history since the heap was last handed back.
+    dropped: std::sync::atomic::AtomicUsize,
     health: Mutex<Health>,
+}
+
+impl Shared {
+    /// Drops the oldest events while the history is over its count or its bytes, or while
+    /// it holds more than its minimum and the oldest is older than the window. Returns when
+    /// the oldest event left (past the minimum) ages out, if any does.
+    fn trim_history(&self, state: &mut State, now: Instant) -> Option<Instant> {
+        loop {
+            let len = state.history.len();
+            if len <= 1 {
+                return None;
+            }
+            let over = len > self.history_limit || state.history_bytes > self.history_bytes_limit;
+            // A window too long to add to an instant never expires anything.
+            let expires =
+                (len > self.history_min).then(|| state.recorded[0].checked_add(self.history_window)).flatten();
+            if !over && expires.is_none_or(|at| at > now) {
+                return expires;
+            }
+            if let Some(old) = state.history.pop_front() {
+                state.recorded.pop_front();
+                state.history_bytes -= old.cost();
+                state.compacted = old.resource_version();
+                self.dropped.fetch_add(old.cost(), std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Drops the events that aged out; returns when the next one does.
+    fn expire_history(&self) -> Option<Instant> {
+        let now = Instant::now();
+        {
+            // Most wake-ups find nothing to drop: look under the read lock first.
+            let state = read(&self.state);
+            let len = state.history.len();
+            if len <= self.history_min.max(1) {
+                return None;
+            }
+            let at = state.recorded[0].checked_add(self.history_window)?;
+            if at > now {
+                return Some(at);
+            }
+        }
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let next = self.trim_history(&mut state, now);
+        // A burst's history leaves its room behind (tens of KiB at thousands of events).
+        if state.history.capacity() > 4 * state.history.len().max(256) {
+            state.history.shrink_to_fit();
+            state.recorded.shrink_to_fit();
+        }
+        next
+    }
+
+    /// Once a burst's events (MiBs of object versions) have left the history, glibc keeps
+    /// their pages free in its arenas; they are handed back to the kernel (at most every
+    /// 10 s, when 1 MiB or more left), or the daemon's resident memory stays at the burst's
+    /// peak.
+    /// Returns whether a release is left for later (the wait before the next look).
+    fn release_dropped(&self, last: &mut Instant) -> Option<Duration> {
+        const RELEASE_AFTER: usize = 1024 * 1024;
+        const RELEASE_EVERY: Duration = Duration::from_secs(10);
+        if self.dropped.load(std::sync::atomic::Ordering::Relaxed) < RELEASE_AFTER {
+            return None;
+        }
+        if last.elapsed() < RELEASE_EVERY {
+            return Some(RELEASE_EVERY - last.elapsed());
+        }
+        self.dropped.store(0, std::sync::atomic::Ordering::Relaxed);
+        crate::node::release_free_heap();
+        *last = Instant::now();
+        None
+    }
 }
 
 type Reply = oneshot::Sender<Result<Arc<Stored>>>;
@@ -310,6 +415,8 @@ struct Committer {
     queue: Mutex<Queue>,
     wake: Condvar,
     writer: Mutex<Writer>,
+    /// For the history's expiry between commits.
+    shared: Arc<Shared>,
 }
 
 /// Closes the committer when the last [`Store`] handle is dropped.
@@ -420,12 +527,16 @@ impl Store {
                 objects,
                 resource_version,
                 history: VecDeque::new(),
+                recorded: VecDeque::new(),
                 history_bytes: 0,
                 compacted: resource_version,
             }),
             committed,
             history_limit: config.history.max(1),
             history_bytes_limit: config.history_bytes,
+            history_window: config.history_window,
+            history_min: config.history_min,
+            dropped: std::sync::atomic::AtomicUsize::new(0),
             health: Mutex::new(Health { failed: None, reserve }),
         });
         let writer = Writer {
@@ -445,6 +556,7 @@ impl Store {
             queue: Mutex::new(Queue { pending: Vec::new(), busy: false, handed_off: false, closed: false }),
             wake: Condvar::new(),
             writer: Mutex::new(writer),
+            shared: shared.clone(),
         });
         std::thread::Builder::new()
             .name("a2a-store-writer".into())
@@ -725,6 +837,7 @@ impl Committer {
     /// every handle is gone and no commit is under way, makes redb hold everything (so the
     /// next open has nothing to replay) and ends.
     fn run(&self) {
+        let mut released = Instant::now();
         let mut queue = self.queue();
         loop {
             if queue.handed_off {
@@ -742,7 +855,22 @@ impl Committer {
             } else if queue.closed && !queue.busy {
                 break;
             } else {
-                queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+                // Between commits, events age out of the history on time: at the next one's
+                // expiry, or a window from now when none is due (what a request's own commit
+                // records meanwhile expires no sooner).
+                drop(queue);
+                let next = self.shared.expire_history();
+                let release = self.shared.release_dropped(&mut released);
+                queue = self.queue();
+                if queue.handed_off || (queue.closed && !queue.busy) {
+                    continue;
+                }
+                let wait = match next {
+                    Some(at) => at.saturating_duration_since(Instant::now()),
+                    None => self.shared.history_window.min(Duration::from_secs(3600)),
+                };
+                let wait = release.map_or(wait, |r| r.min(wait)).max(Duration::from_millis(10));
+                queue = self.wake.wait_timeout(queue, wait).unwrap_or_else(|p| p.into_inner()).0;
             }
         }
         drop(queue);
@@ -859,6 +987,7 @@ impl Writer {
             }
         }
         let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
         for (reply, outcome) in outcomes {
             let (event, answer) = match outcome {
                 Err(e) => {
@@ -885,18 +1014,11 @@ impl Writer {
             };
             state.history_bytes += event.cost();
             state.history.push_back(Arc::new(event));
+            state.recorded.push_back(now);
             let _ = reply.send(Ok(answer));
         }
         state.resource_version = rv;
-        while state.history.len() > 1
-            && (state.history.len() > self.shared.history_limit
-                || state.history_bytes > self.shared.history_bytes_limit)
-        {
-            if let Some(old) = state.history.pop_front() {
-                state.history_bytes -= old.cost();
-                state.compacted = old.resource_version();
-            }
-        }
+        self.shared.trim_history(&mut state, now);
         drop(state);
         self.shared.committed.send_replace(rv);
         // redb gets the writes at the next checkpoint: the log holds them durably already.

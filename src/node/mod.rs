@@ -13,4 +13,4 @@ pub mod spec_hash;
 pub mod supervisor;
 mod sys;
 
-pub(crate) use sys::limit_malloc_arenas;
+pub(crate) use sys::{limit_malloc_arenas, release_free_heap};

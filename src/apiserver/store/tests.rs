@@ -220,6 +220,50 @@ async fn history_is_bounded_by_bytes_as_well_as_by_count() {
 }
 
 #[tokio::test]
+async fn history_is_bounded_by_age_past_its_newest_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_aged = |dir: &Path, window: Duration| {
+        let config = StoreConfig { history_window: window, history_min: 2, ..StoreConfig::default() };
+        Store::open(&dir.join("state.redb"), config, Arc::new(Metrics::default())).unwrap()
+    };
+    // Within the window, every event is kept: the minimum is not a cap.
+    let young = tempfile::tempdir().unwrap();
+    let store = open_aged(young.path(), Duration::from_secs(3600));
+    for name in ["a", "b", "c", "d", "e"] {
+        put(&store, name).await;
+    }
+    assert_eq!(store.history_size().0, 5);
+    assert_eq!(names_of(&store.watch("a2a.dev/agents", Some(1)).unwrap().initial), ["b", "c", "d", "e"]);
+    drop(store);
+
+    // Past it, the history keeps its newest 2, with no write to trim it.
+    let store = open_aged(dir.path(), Duration::from_millis(200));
+    for name in ["a", "b", "c", "d", "e"] {
+        put(&store, name).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.history_size().0 > 2 {
+        assert!(Instant::now() < deadline, "the history still holds {:?}", store.history_size());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (events, bytes) = store.history_size();
+    assert_eq!(events, 2);
+    assert!(bytes > 0 && bytes < 2 * 1024, "{bytes} bytes for two events");
+    // Resuming from before the kept events is Gone, for watches, watchers that fell behind
+    // and lists; from the kept ones it works.
+    assert!(matches!(store.watch("a2a.dev/agents", Some(1)), Err(Error::Gone { requested: 1, oldest: 3 })));
+    assert!(matches!(store.events_after("a2a.dev/agents", 2, 10), Err(Error::Gone { requested: 2, oldest: 3 })));
+    assert!(matches!(store.list("a2a.dev/agents", None, None, Some(2)), Err(Error::Gone { .. })));
+    assert_eq!(names_of(&store.watch("a2a.dev/agents", Some(3)).unwrap().initial), ["d", "e"]);
+    assert_eq!(names(&store.list("a2a.dev/agents", None, None, Some(3)).unwrap().0), ["a", "b", "c"]);
+    // A write drops what aged out as it is recorded.
+    put(&store, "f").await;
+    assert_eq!(store.history_size().0, 2);
+    assert!(matches!(store.watch("a2a.dev/agents", Some(3)), Err(Error::Gone { requested: 3, oldest: 4 })));
+    assert_eq!(names_of(&store.watch("a2a.dev/agents", Some(4)).unwrap().initial), ["e", "f"]);
+}
+
+#[tokio::test]
 async fn lists_at_an_older_version_see_that_version() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_with(dir.path(), 100, 1 << 20);
