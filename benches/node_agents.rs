@@ -15,6 +15,12 @@
 //!   runs (`first 10 s`: starting, probes at their fastest) and in the steady state, 60 s
 //!   after the start and once every agent has reported its usage (`steady`). API server +
 //!   node controller + engine; the agents are other processes.
+//!
+//! With `A2A_BENCH_SERVE=M` it measures only the daemon's memory: `a2a serve` as its own
+//! process (as users run it, glibc's arenas capped as it caps them), its RSS idle, then with M
+//! agents (`sleep 3600`, each its own limited cgroup) 90 s after every process runs, split
+//! into anonymous and file-backed pages (`/proc/PID/smaps_rollup`), with the store's watch
+//! history from its metrics.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -289,6 +295,10 @@ fn main() {
         serve_404();
         return;
     }
+    if let Some(n) = std::env::var("A2A_BENCH_SERVE").ok().and_then(|v| v.parse().ok()) {
+        serve_memory(n);
+        return;
+    }
     let ns: Vec<usize> = std::env::var("A2A_BENCH_N")
         .unwrap_or_else(|_| "100,500".into())
         .split(',')
@@ -355,4 +365,78 @@ fn main() {
         }
         plane.stop().await;
     });
+}
+
+/// `VmRSS` and the anonymous and file-backed parts of a process's resident memory, in MiB.
+fn memory_of(pid: u32) -> String {
+    let field = |text: &str, key: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    format!(
+        "{:.1} MiB RSS ({:.1} anonymous, {:.1} file-backed; proportional share of the files {:.1})",
+        field(&status, "VmRSS:"),
+        field(&status, "RssAnon:"),
+        field(&status, "RssFile:"),
+        field(&rollup, "Pss_File:")
+    )
+}
+
+/// The daemon's memory as users run it: `a2a serve` in a fresh home, idle, then with `n`
+/// agents that never listen, 90 s after every process runs.
+fn serve_memory(n: usize) {
+    use std::io::BufRead;
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_a2a"));
+    let home = tempfile::tempdir().expect("tempdir");
+    let top = format!("a2a-bench-serve-{}", std::process::id());
+    let mut daemon = std::process::Command::new(&exe)
+        .args(["serve", "--port", "0", "--gateway-port", "0", "--no-mdns", "--cgroup-top", &top, "--home"])
+        .arg(home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn a2a serve");
+    let pid = daemon.id();
+    let mut line = String::new();
+    std::io::BufReader::new(daemon.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+    let kubeconfig = line
+        .rsplit_once("(kubeconfig: ")
+        .and_then(|(_, p)| p.split([')', ',', ' ']).next())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no kubeconfig in {line:?}"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+        let client = kube::Client::try_from(config).expect("client");
+        tokio::time::sleep(Duration::from_secs(18)).await;
+        println!("serve: idle daemon, 18 s after its start: {}", memory_of(pid));
+        let budgets: Api<a2a::api::ResourceBudget> = Api::all(client.clone());
+        let budget: a2a::api::ResourceBudget = serde_json::from_value(serde_json::json!({
+            "apiVersion": "a2a.dev/v1alpha1", "kind": "ResourceBudget", "metadata": {"name": "bench"},
+            "spec": {"limits": {"memory": "64Gi"}}
+        }))
+        .expect("budget");
+        budgets.create(&PostParams::default(), &budget).await.expect("budget");
+        let api: Api<Agent> = Api::namespaced(client.clone(), "default");
+        let silent = vec!["sleep".to_owned(), "3600".to_owned()];
+        let (_, started, ..) = apply_and_wait(&api, n, "m", &silent, false).await;
+        println!("serve: {n} agents running {:.0} ms after their creates began", started.as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
+        let metrics = client.request_text(request).await.unwrap_or_default();
+        let history: Vec<&str> =
+            metrics.lines().filter(|l| l.starts_with("a2a_store_watch_history")).collect();
+        println!("serve: {n} agents, 90 s after all run: {}; {}", memory_of(pid), history.join(", "));
+        delete_all(&api).await;
+    });
+    // SIGTERM: the daemon stops as users stop it.
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
 }
