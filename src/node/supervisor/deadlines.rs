@@ -25,6 +25,15 @@ impl Deadlines {
         self.by_time.insert((when, key.clone()));
     }
 
+    /// Drops the key's deadline, for a caller about to look at the key anyway: that look
+    /// sets again whatever wait the key still has (only the earliest is kept per key, so a
+    /// deadline that went stale would otherwise cost a look of its own when it comes).
+    pub(super) fn forget(&mut self, key: &Key) {
+        if let Some(old) = self.by_key.remove(key) {
+            self.by_time.remove(&(old, key.clone()));
+        }
+    }
+
     pub(super) fn next(&self) -> Option<Instant> {
         self.by_time.first().map(|(t, _)| *t)
     }
@@ -70,5 +79,22 @@ mod tests {
         // Once due, a key takes a new deadline.
         d.at(&a, t0 + 20 * s);
         assert_eq!(d.next(), Some(t0 + 20 * s));
+    }
+
+    #[test]
+    fn a_forgotten_key_never_comes_out_and_takes_a_later_deadline_after() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let (a, b) = (("ns".to_owned(), "a".to_owned()), ("ns".to_owned(), "b".to_owned()));
+        let mut d = Deadlines::default();
+        d.at(&a, t0 + 5 * s);
+        d.at(&b, t0 + 7 * s);
+        d.forget(&a);
+        d.forget(&("ns".to_owned(), "none".to_owned()));
+        assert_eq!(d.next(), Some(t0 + 7 * s));
+        assert_eq!(d.due(t0 + 6 * s), Vec::<Key>::new());
+        // Kept, this earlier deadline would have swallowed the later one.
+        d.at(&a, t0 + 9 * s);
+        assert_eq!(d.due(t0 + 10 * s), vec![b, a]);
     }
 }

@@ -177,6 +177,10 @@ impl World {
     /// process stopped right away, or by its next pass.
     pub(super) fn started(&mut self, node: &Arc<Node>, key: Key, i: u32, result: Result<Replica>) {
         self.starting.remove(&(key.clone(), i));
+        // The pass this outcome brings sets the key's waits again: the one for this start's
+        // status (`START_STATUS_HOLD`) is over, and would otherwise bring a pass of its own,
+        // one for each of 500 agents started together, seconds after they all run.
+        self.deadlines.forget(&key);
         self.dirty.insert(key.clone());
         let Some(rt) = self.runtime.get_mut(&key).filter(|_| self.agents.contains_key(&key)) else {
             if let Ok(mut r) = result {
