@@ -423,17 +423,26 @@ async fn watch_from_a_compacted_version_gets_410_expired() {
     for i in 1..6 {
         api.create(&PostParams::default(), &agent(&format!("x{i}"))).await.unwrap();
     }
-    let mut stream = api.watch(&WatchParams::default(), &rv(&first)).await.unwrap().boxed();
+    expect_expired(&api, &first).await;
+    // kube-runtime's watcher recovers from that by listing again.
+    assert_eq!(listed_by_a_watcher(&api).await.len(), 6);
+}
+
+/// A watch from `from`'s version gets one ERROR event: 410 `Expired`.
+async fn expect_expired(api: &Api<Agent>, from: &Agent) {
+    let mut stream = api.watch(&WatchParams::default(), &rv(from)).await.unwrap().boxed();
     let ev = tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await.unwrap().unwrap().unwrap();
     match ev {
         WatchEvent::Error(e) => {
-            assert_eq!(e.code, 410);
-            assert_eq!(e.reason, "Expired");
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{}", e.message);
             assert!(e.message.contains("too old resource version"), "{}", e.message);
         }
         other => panic!("expected a 410 error event, got {other:?}"),
     }
-    // kube-runtime's watcher recovers from that by listing again.
+}
+
+/// The names kube-runtime's watcher lists before its first `InitDone`.
+async fn listed_by_a_watcher(api: &Api<Agent>) -> Vec<String> {
     let mut w = watcher(api.clone(), watcher::Config::default()).boxed();
     let mut names = Vec::new();
     while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), w.try_next()).await.unwrap().unwrap() {
@@ -443,7 +452,7 @@ async fn watch_from_a_compacted_version_gets_410_expired() {
             _ => {}
         }
     }
-    assert_eq!(names.len(), 6);
+    names
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -471,15 +480,7 @@ async fn events_older_than_the_history_window_are_dropped_and_a_resume_from_them
         assert!(tokio::time::Instant::now() < deadline, "the history still holds {events} events");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut stream = api.watch(&WatchParams::default(), &rv(&first)).await.unwrap().boxed();
-    let ev = tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await.unwrap().unwrap().unwrap();
-    match ev {
-        WatchEvent::Error(e) => {
-            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{}", e.message);
-            assert!(e.message.contains("too old resource version"), "{}", e.message);
-        }
-        other => panic!("expected a 410 error event, got {other:?}"),
-    }
+    expect_expired(&api, &first).await;
     // A resume from the newest event still works, and a watcher that lists again sees all.
     let mut stream = api.watch(&WatchParams::default(), &rv(&last)).await.unwrap().boxed();
     api.create(&PostParams::default(), &agent("y5")).await.unwrap();
@@ -488,16 +489,7 @@ async fn events_older_than_the_history_window_are_dropped_and_a_resume_from_them
         WatchEvent::Added(a) => assert_eq!(a.metadata.name.as_deref(), Some("y5")),
         other => panic!("expected y5 added, got {other:?}"),
     }
-    let mut w = watcher(api.clone(), watcher::Config::default()).boxed();
-    let mut names = Vec::new();
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), w.try_next()).await.unwrap().unwrap() {
-        match ev {
-            watcher::Event::InitApply(a) => names.push(a.metadata.name.unwrap()),
-            watcher::Event::InitDone => break,
-            _ => {}
-        }
-    }
-    assert_eq!(names.len(), 6);
+    assert_eq!(listed_by_a_watcher(&api).await.len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread")]
