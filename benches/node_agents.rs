@@ -430,8 +430,7 @@ fn serve_memory(n: usize) {
         tokio::time::sleep(Duration::from_secs(90)).await;
         let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
         let metrics = client.request_text(request).await.unwrap_or_default();
-        let history: Vec<&str> =
-            metrics.lines().filter(|l| l.starts_with("a2a_store_watch_history")).collect();
+        let history: Vec<&str> = metrics.lines().filter(|l| l.starts_with("a2a_store_watch_history")).collect();
         println!("serve: {n} agents, 90 s after all run: {}; {}", memory_of(pid), history.join(", "));
         delete_all(&api).await;
     });
