@@ -433,9 +433,31 @@ fn serve_memory(n: usize) {
         let history: Vec<&str> = metrics.lines().filter(|l| l.starts_with("a2a_store_watch_history")).collect();
         println!("serve: {n} agents, 90 s after all run: {}; {}", memory_of(pid), history.join(", "));
         delete_all(&api).await;
+        let _ = budgets.delete("bench", &DeleteParams::default()).await;
     });
     // SIGTERM: the daemon stops as users stop it.
     // SAFETY: kill(2) on our own child's pid, which has not been reaped.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = daemon.wait();
+    // The daemon keeps its top cgroup (its lock and record) when it stops; the bench's home
+    // is gone, so its top goes too, deepest directories first.
+    let root = Path::new("/sys/fs/cgroup");
+    let hierarchies =
+        if root.join("cgroup.controllers").exists() { vec![root.to_owned()] } else { v1_hierarchies(root) };
+    // On v1 the daemon also uses the hybrid cgroup2 mount for pressure readings, when there is one.
+    for h in hierarchies.into_iter().chain([root.join("unified")]) {
+        remove_tree(&h.join(&top));
+    }
+}
+
+/// Removes an empty cgroup directory and the ones below it (their control files go with them).
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
