@@ -352,6 +352,18 @@ async fn a_log_that_skips_versions_refuses_to_open() {
     assert!(message.contains("continues at resourceVersion 5 but the database ends at 1"), "{message}");
 }
 
+/// The sealed objects of the store at `path`, read once the last handle's writer thread let
+/// go of the file (it ends the store's last checkpoint after the handle is dropped).
+async fn sealed_once_closed(path: &Path) -> Vec<String> {
+    for _ in 0..500 {
+        match sealed_objects(path) {
+            Err(Error::Storage { .. }) => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the store at {} was not let go of within 5 s", path.display());
+}
+
 /// Reopens the store at `path` once the last handle's writer thread let go of the file.
 async fn reopen(path: &Path, config: StoreConfig) -> Result<Store> {
     for _ in 0..500 {
@@ -388,8 +400,8 @@ async fn secrets_are_sealed_in_the_log_and_the_database_and_need_their_key_to_op
     let store = reopen(&path, with_a.clone()).await.unwrap();
     assert_eq!(store.get(&secret).unwrap().value().unwrap()["data"]["k"], "czNjcjN0LXZhbHVl");
     drop(store);
+    assert_eq!(sealed_once_closed(&path).await, ["/secrets default/api"]);
     assert!(!holds(&std::fs::read(&path).unwrap(), b"czNjcjN0LXZhbHVl"));
-    assert_eq!(sealed_objects(&path).unwrap(), ["/secrets default/api"]);
 
     // A key file without key-a (a rotated-out key, a new key) does not open the store.
     let with_b =
