@@ -128,6 +128,10 @@ impl Drop for Guard {
         if let (Ok(driver), Ok(top)) = (cgroup::detect(Path::new("/sys/fs/cgroup")), CgroupPath::parse(&self.top)) {
             let _ = driver.remove(&top, Duration::from_secs(5));
         }
+        // The secret files' tmpfs of replicas a killed daemon left (a daemon removes them when
+        // a replica stops, or at its next start in the same home, which this one will not have).
+        let state = Path::new(a2a::node::sandbox::DEFAULT_STATE_DIR);
+        a2a::node::secret_files::SecretFileStore::new(state, &self.home).sweep(&Default::default());
     }
 }
 

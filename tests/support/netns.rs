@@ -251,8 +251,11 @@ impl Drop for Lan {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        let state = std::path::Path::new(a2a::node::sandbox::DEFAULT_STATE_DIR);
         for h in &self.hosts {
             remove_cgroup_tree(&h.top);
+            // The secret files' tmpfs of the replicas the killed daemons left.
+            a2a::node::secret_files::SecretFileStore::new(state, &h.home).sweep(&Default::default());
         }
         for ns in self.hosts.iter().map(|h| h.ns.clone()).chain([self.hub.clone()]) {
             let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
